@@ -1,0 +1,791 @@
+/**
+ * The chat's behaviour, tested against a live server with real clients:
+ * the tutorial's plain-text chat, the CLI and signals, the JSON protocol,
+ * rooms, nicknames, history and resume, and batching order.
+ */
+
+import assert from "node:assert/strict";
+import {
+  CloseCode,
+  JSON_PROTOCOL,
+  pageHandler,
+  parseCommandLine,
+  renderPage,
+  roomFromPath,
+} from "./main.ts";
+import {
+  chatUrl,
+  closeAll,
+  jsonClient,
+  Peer,
+  RawClient,
+  rawSocket,
+  textClient,
+  withChat,
+  within,
+} from "./test_helpers.ts";
+
+const NICK = /^user-\d{1,5}$/;
+
+// ---------------------------------------------------------------------------
+// The page server
+// ---------------------------------------------------------------------------
+
+Deno.test("the page is served on GET and HEAD with the chat port filled in", async () => {
+  const handle = pageHandler(await renderPage(4321));
+  const get = handle(new Request("http://localhost/"));
+  assert.equal(get.status, 200);
+  assert.equal(get.headers.get("content-type"), "text/html; charset=utf-8");
+  const html = await get.text();
+  assert.match(html, /<meta name="chat-port" content="4321">/);
+  assert.match(html, /new WebSocket\(/);
+  const head = handle(new Request("http://localhost/", { method: "HEAD" }));
+  assert.equal(head.status, 200);
+  await head.body?.cancel();
+});
+
+Deno.test("the page's policy allows its own inline script and nothing injected", async () => {
+  const page = await renderPage(1);
+  const csp = page.headers["content-security-policy"];
+  assert.match(csp, /script-src 'sha256-[A-Za-z0-9+/=]+'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  // The hash is of the script actually in the page.
+  const script = page.html.match(/<script>([\s\S]*?)<\/script>/)![1];
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(script),
+  );
+  const hash = btoa(String.fromCharCode(...new Uint8Array(digest)));
+  assert.ok(csp.includes(`'sha256-${hash}'`));
+});
+
+Deno.test("other paths get 404 and other methods 405 with Allow", async () => {
+  const handle = pageHandler(await renderPage(1));
+  const missing = handle(new Request("http://localhost/nope"));
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  const post = handle(
+    new Request("http://localhost/", { method: "POST", body: "x" }),
+  );
+  assert.equal(post.status, 405);
+  assert.equal(post.headers.get("allow"), "GET, HEAD");
+  await post.body?.cancel();
+});
+
+Deno.test("the live page server serves the page with the bound chat port", async () => {
+  await withChat({}, async (chat) => {
+    const response = await fetch(`http://127.0.0.1:${chat.port}/`);
+    assert.equal(response.status, 200);
+    assert.match(await response.text(), new RegExp(`content="${chat.wsPort}"`));
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The tutorial's chat, in plain text
+// ---------------------------------------------------------------------------
+
+Deno.test("a plain HTTP request to the chat port gets 426, and the chat goes on", async () => {
+  await withChat({}, async (chat) => {
+    const response = await fetch(`http://127.0.0.1:${chat.wsPort}/`);
+    assert.equal(response.status, 426);
+    assert.equal(response.headers.get("upgrade"), "websocket");
+    await response.body?.cancel();
+    const alice = await textClient(chat);
+    alice.send("still here");
+    assert.equal(await alice.next(), `${alice.nick}: still here`);
+    await alice.close();
+  });
+});
+
+Deno.test("a new connection gets a random nickname user-NNNNN", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat);
+    assert.match(alice.nick, NICK);
+    await alice.close();
+  });
+});
+
+Deno.test("a message reaches everyone in the room, the sender included", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat);
+    const bob = await textClient(chat);
+    assert.equal(await alice.next(), ` .... ${bob.nick} has joined.`);
+    bob.send("hi");
+    assert.equal(await bob.next(), `${bob.nick}: hi`);
+    assert.equal(await alice.next(), `${bob.nick}: hi`);
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("a clean leave is announced exactly once, with the nick", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat);
+    const bob = await textClient(chat);
+    const carol = await textClient(chat);
+    assert.equal(await alice.next(), ` .... ${bob.nick} has joined.`);
+    assert.equal(await alice.next(), ` .... ${carol.nick} has joined.`);
+    assert.equal(await bob.next(), ` .... ${carol.nick} has joined.`);
+    await carol.close();
+    assert.equal(await alice.next(), ` .... ${carol.nick} has left.`);
+    assert.equal(await bob.next(), ` .... ${carol.nick} has left.`);
+    // Nothing more about carol (no second leave, no "NIL has left"): the next
+    // frame alice gets is bob's marker.
+    bob.send("marker");
+    assert.equal(await alice.next(), `${bob.nick}: marker`);
+    assert.equal(await bob.next(), `${bob.nick}: marker`);
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("a dropped TCP connection is announced as left exactly once", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat);
+    const raw = await rawSocket(chat);
+    const joined = await alice.next();
+    const nick = joined.match(/^ \.\.\.\. (\S+) has joined\.$/)![1];
+    raw.close(); // no close frame
+    assert.equal(await alice.next(), ` .... ${nick} has left.`);
+    alice.send("marker");
+    assert.equal(await alice.next(), `${alice.nick}: marker`);
+    await alice.close();
+  });
+});
+
+Deno.test("a binary frame closes that connection with 1003 and is not echoed", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat);
+    const mallory = await textClient(chat);
+    assert.equal(await alice.next(), ` .... ${mallory.nick} has joined.`);
+    mallory.send(new TextEncoder().encode("binary hi"));
+    const closed = await within(mallory.closed, "mallory's close");
+    assert.equal(closed.code, CloseCode.UnsupportedData);
+    assert.equal(await alice.next(), ` .... ${mallory.nick} has left.`);
+    alice.send("marker");
+    assert.equal(await alice.next(), `${alice.nick}: marker`);
+    await alice.close();
+  });
+});
+
+Deno.test("more than 100 sockets all join and all get every message", async () => {
+  const count = 150;
+  await withChat({ maxConnectionsPerIp: 1000 }, async (chat) => {
+    const peers = await Promise.all(
+      Array.from(
+        { length: count },
+        (_, i) => textClient(chat, "/", { nick: `p${i}` }),
+      ),
+    );
+    const last = peers[count - 1];
+    last.send("to all");
+    for (const peer of peers) {
+      let line: string;
+      do line = await peer.next(); while (line.endsWith("has joined."));
+      assert.equal(line, "p149: to all");
+    }
+    await closeAll(...peers);
+  });
+});
+
+Deno.test("clients joining at the same moment all get distinct nicks and all messages", async () => {
+  const count = 40;
+  await withChat({}, async (chat) => {
+    const peers = await Promise.all(
+      Array.from({ length: count }, () => textClient(chat)),
+    );
+    const nicks = new Set(peers.map((peer) => peer.nick));
+    assert.equal(nicks.size, count);
+    for (const nick of nicks) assert.match(nick, NICK);
+    // Every peer says one line; every peer sees all of them.
+    for (const peer of peers) peer.send(`from ${peer.nick}`);
+    for (const peer of peers) {
+      const seen = new Set<string>();
+      while (seen.size < count) {
+        const line = await peer.next();
+        if (line.startsWith(" .... ")) continue;
+        seen.add(line);
+      }
+      assert.deepEqual(
+        seen,
+        new Set(peers.map((p) => `${p.nick}: from ${p.nick}`)),
+      );
+    }
+    await closeAll(...peers);
+  });
+});
+
+Deno.test("clients closing during a broadcast never break it for the others", async () => {
+  await withChat({ rate: 1000, burst: 1000 }, async (chat) => {
+    const stayers = await Promise.all(
+      Array.from(
+        { length: 5 },
+        (_, i) => textClient(chat, "/", { nick: `s${i}` }),
+      ),
+    );
+    const leavers = await Promise.all(
+      Array.from(
+        { length: 20 },
+        (_, i) => textClient(chat, "/", { nick: `l${i}` }),
+      ),
+    );
+    // Leavers start closing while s0 sends: some broadcasts hit closing sockets.
+    const closing = leavers.map((peer) => peer.close());
+    for (let i = 0; i < 50; i++) stayers[0].send(`m${i}`);
+    await Promise.all(closing);
+    for (const peer of stayers) {
+      const got: string[] = [];
+      while (got.length < 50) {
+        const line = await peer.next();
+        if (!line.startsWith(" .... ")) got.push(line);
+      }
+      assert.deepEqual(got, Array.from({ length: 50 }, (_, i) => `s0: m${i}`));
+    }
+    await closeAll(...stayers);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The command line and signals
+// ---------------------------------------------------------------------------
+
+Deno.test("the command line takes flags, with env vars as fallbacks", () => {
+  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+  assert.deepEqual(
+    parseCommandLine(["--port", "3000", "--ws-port", "3001"], env({})),
+    {
+      port: 3000,
+      wsPort: 3001,
+    },
+  );
+  assert.deepEqual(
+    parseCommandLine(
+      [],
+      env({ PORT: "81", WS_PORT: "82", HOST: "127.0.0.1", HOSTNAME: "box" }),
+    ),
+    { port: 81, wsPort: 82, hostname: "127.0.0.1" },
+  );
+  assert.deepEqual(parseCommandLine(["--port", "9"], env({ PORT: "81" })), {
+    port: 9,
+  });
+  assert.equal(parseCommandLine(["--help"], env({})), "help");
+});
+
+/** Runs the CLI as a child process. */
+function cli(args: string[], env: Record<string, string> = {}) {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "main.ts",
+      ...args,
+    ],
+    cwd: import.meta.dirname,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  });
+}
+
+Deno.test("a bad flag value prints one error line and the usage, and exits 2", async () => {
+  for (const args of [["--port", "abc"], ["--port", "70000"], ["--bogus"]]) {
+    const { code, stderr } = await cli(args).output();
+    const text = new TextDecoder().decode(stderr);
+    assert.equal(code, 2, `exit code for ${args.join(" ")}`);
+    const [first, second] = text.split("\n");
+    assert.match(first, /^deno-chat: /);
+    assert.equal(second, "");
+    assert.match(text, /Usage: deno run -A main\.ts/);
+  }
+});
+
+Deno.test("--help prints the usage and exits 0", async () => {
+  const { code, stdout } = await cli(["--help"]).output();
+  assert.equal(code, 0);
+  const text = new TextDecoder().decode(stdout);
+  for (
+    const flag of [
+      "--port",
+      "--ws-port",
+      "--hostname",
+      "--rate",
+      "--allow-origin",
+    ]
+  ) {
+    assert.ok(text.includes(flag), `help mentions ${flag}`);
+  }
+});
+
+/** Starts the CLI on free ports and reads the ports from its first line. */
+async function startCli(extra: string[] = []) {
+  const child = cli([
+    "--hostname",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--ws-port",
+    "0",
+    ...extra,
+  ])
+    .spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await within(lines.read(), "the start-up line");
+    if (done) break;
+    out += value;
+  }
+  const match = out.match(
+    /open http:\/\/127\.0\.0\.1:(\d+)\/ \(chat on port (\d+)\)/,
+  );
+  assert.ok(match, `start-up line: ${out}`);
+  return { child, lines, port: Number(match[1]), wsPort: Number(match[2]) };
+}
+
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.test(`${signal} closes every client with 1001 and exits 0 within 2 s`, async () => {
+    const { child, lines, wsPort } = await startCli(["--quiet"]);
+    const peers = Array.from(
+      { length: 3 },
+      () => new Peer(`ws://127.0.0.1:${wsPort}/`),
+    );
+    await Promise.all(peers.map((peer) => within(peer.opened, "open")));
+    const sentAt = Date.now();
+    child.kill(signal);
+    for (const peer of peers) {
+      const closed = await within(peer.closed, "the close");
+      assert.equal(closed.code, CloseCode.GoingAway);
+      assert.equal(closed.reason, "server shutting down");
+    }
+    const status = await within(child.status, "the exit", 2000);
+    assert.equal(status.code, 0);
+    assert.ok(Date.now() - sentAt < 2000);
+    await lines.cancel();
+    await child.stderr.cancel();
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Rooms and nicknames
+// ---------------------------------------------------------------------------
+
+Deno.test("room names come from the path; bad ones are refused with 400", async () => {
+  assert.equal(roomFromPath("/"), "lobby");
+  assert.equal(roomFromPath("/Rust-Fans"), "rust-fans");
+  assert.equal(roomFromPath("/a_1"), "a_1");
+  for (const bad of ["/a/b", "/" + "x".repeat(33), "/sp ace", "/ü", "/%20"]) {
+    assert.equal(roomFromPath(bad), undefined, bad);
+  }
+  await withChat({}, async (chat) => {
+    const raw = await RawClient.connect(chat.wsPort);
+    const response = await raw.upgrade("/no!good");
+    assert.equal(response.status, 400);
+    raw.close();
+  });
+});
+
+Deno.test("nothing crosses rooms", async () => {
+  await withChat({}, async (chat) => {
+    const lobby = await textClient(chat, "/", { nick: "lob" });
+    const rust = await textClient(chat, "/rust-fans", { nick: "rusty" });
+    const rustJson = await jsonClient(chat, "/rust-fans", { nick: "jrust" });
+    assert.equal(await rust.next(), " .... jrust has joined.");
+    rust.send("in rust");
+    assert.equal(await rust.next(), "rusty: in rust");
+    assert.equal((await rustJson.event()).text, "in rust");
+    lobby.send("in lobby");
+    assert.equal(await lobby.next(), "lob: in lobby");
+    rust.send("/who");
+    assert.equal(await rust.next(), " .... in rust-fans: rusty, jrust");
+    assert.equal(
+      rust.pending + rustJson.pending,
+      0,
+      "the lobby's message stayed there",
+    );
+    lobby.send("/who");
+    assert.equal(await lobby.next(), " .... in lobby: lob");
+    await closeAll(lobby, rust, rustJson);
+  });
+});
+
+Deno.test("/nick renames, announces, and refuses bad or taken nicks (case-insensitive)", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat);
+    assert.equal(await alice.next(), ` .... ${bob.nick} has joined.`);
+    bob.send("/nick Bobby");
+    assert.equal(await bob.next(), ` .... ${bob.nick} is now known as Bobby.`);
+    assert.equal(
+      await alice.next(),
+      ` .... ${bob.nick} is now known as Bobby.`,
+    );
+    bob.send("/nick ALICE");
+    assert.equal(
+      await bob.next(),
+      " .... error: that nickname is taken in this room",
+    );
+    for (
+      const bad of [
+        "a b",
+        "x".repeat(25),
+        "semi;colon",
+        "\u202Eevil",
+        "tab\there",
+      ]
+    ) {
+      bob.send(`/nick ${bad}`);
+      assert.match(
+        await bob.next(),
+        /^ \.\.\.\. error: a nickname is 1–24 letters/,
+        bad,
+      );
+    }
+    bob.send("/nick Ünïcödé_名前-1");
+    assert.equal(
+      await bob.next(),
+      " .... Bobby is now known as Ünïcödé_名前-1.",
+    );
+    bob.send("/nick");
+    assert.equal(await bob.next(), " .... you are Ünïcödé_名前-1.");
+    assert.equal(
+      await alice.next(),
+      " .... Bobby is now known as Ünïcödé_名前-1.",
+    );
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("?nick= asks for a nick at connect; a taken or bad one gets a random nick and an error", async () => {
+  await withChat({}, async (chat) => {
+    const first = await jsonClient(chat, "/", { nick: "Sam" });
+    assert.equal(first.nick, "Sam");
+    const second = await jsonClient(chat, "/", { nick: "sam" });
+    assert.match(second.nick, NICK);
+    assert.deepEqual(await second.event(), {
+      type: "error",
+      code: "nick_taken",
+      message: "that nickname is taken in this room",
+    });
+    const third = await jsonClient(chat, "/", { nick: "no spaces" });
+    assert.match(third.nick, NICK);
+    assert.equal((await third.event()).code, "bad_nick");
+    // A nick freed by a leave is free at once.
+    await first.close();
+    const again = await jsonClient(chat, "/", { nick: "SAM" });
+    assert.equal(again.nick, "SAM");
+    await closeAll(second, third, again);
+  });
+});
+
+Deno.test("text commands: /me, /who, /help, unknown commands and //", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat, "/", { nick: "bob" });
+    assert.equal(await alice.next(), " .... bob has joined.");
+    bob.send("/me waves");
+    assert.equal(await alice.next(), "* bob waves");
+    assert.equal(await bob.next(), "* bob waves");
+    bob.send("/who");
+    assert.equal(await bob.next(), " .... in lobby: alice, bob");
+    bob.send("/help");
+    assert.match(await bob.next(), /^ \.\.\.\. commands: \/nick NAME/);
+    bob.send("/dance");
+    assert.equal(
+      await bob.next(),
+      " .... error: unknown command /dance (try /help)",
+    );
+    bob.send("//dance is a literal");
+    assert.equal(await bob.next(), "bob: /dance is a literal");
+    // Replies went to bob only: alice's next frame is the // message.
+    assert.equal(await alice.next(), "bob: /dance is a literal");
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("messages are trimmed, empty ones ignored, too long ones refused", async () => {
+  await withChat({ maxMessageChars: 10 }, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    alice.send("   ");
+    alice.send("  padded  ");
+    assert.equal(await alice.next(), "alice: padded");
+    alice.send("x".repeat(11));
+    assert.equal(
+      await alice.next(),
+      " .... error: message too long (max 10 characters)",
+    );
+    alice.send("😀".repeat(10)); // 10 characters, 20 UTF-16 units
+    assert.equal(await alice.next(), `alice: ${"😀".repeat(10)}`);
+    await alice.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The JSON protocol
+// ---------------------------------------------------------------------------
+
+Deno.test("a text client and a JSON client see the same events, each in its form", async () => {
+  await withChat({}, async (chat) => {
+    const text = await textClient(chat, "/", { nick: "tina" });
+    const json = await jsonClient(chat, "/", { nick: "jack" });
+    assert.deepEqual(json.welcome.users, ["tina", "jack"]);
+    assert.equal(json.welcome.room, "lobby");
+    assert.match(json.welcome.epoch, /^[0-9a-f]{8}$/);
+    assert.equal(json.welcome.gap, false);
+    assert.equal(await text.next(), " .... jack has joined.");
+    text.send("hello");
+    text.send("/me smiles");
+    assert.equal(await text.next(), "tina: hello");
+    assert.equal(await text.next(), "* tina smiles");
+    json.send(JSON.stringify({ type: "message", text: "hey" }));
+    json.send(JSON.stringify({ type: "action", text: "nods" }));
+    json.send(JSON.stringify({ type: "nick", nick: "jacky" }));
+    assert.equal(await text.next(), "jack: hey");
+    assert.equal(await text.next(), "* jack nods");
+    assert.equal(await text.next(), " .... jack is now known as jacky.");
+    await text.close();
+    const events = [];
+    for (let i = 0; i < 6; i++) events.push(await json.event());
+    const firstId = json.welcome.lastId + 1;
+    assert.deepEqual(events.map(({ ts: _, ...rest }) => rest), [
+      { type: "message", id: firstId, from: "tina", text: "hello" },
+      { type: "action", id: firstId + 1, from: "tina", text: "smiles" },
+      { type: "message", id: firstId + 2, from: "jack", text: "hey" },
+      { type: "action", id: firstId + 3, from: "jack", text: "nods" },
+      { type: "nick", id: firstId + 4, from: "jack", to: "jacky" },
+      { type: "leave", id: firstId + 5, nick: "tina" },
+    ]);
+    for (const event of events) {
+      assert.ok(
+        Math.abs(event.ts - Date.now()) < 60_000,
+        "ts is epoch milliseconds",
+      );
+    }
+    await json.close();
+  });
+});
+
+Deno.test("JSON clients get a join event when someone arrives", async () => {
+  await withChat({}, async (chat) => {
+    const ann = await jsonClient(chat, "/", { nick: "ann" });
+    const ben = await jsonClient(chat, "/", { nick: "ben" });
+    const join = await ann.event();
+    assert.equal(join.type, "join");
+    assert.equal(join.nick, "ben");
+    assert.equal(join.id, ben.welcome.lastId);
+    await closeAll(ann, ben);
+  });
+});
+
+Deno.test("bad JSON frames get error events and the connection stays open", async () => {
+  await withChat({ maxMessageChars: 5 }, async (chat) => {
+    const ann = await jsonClient(chat, "/", { nick: "ann" });
+    const cases: [string, string][] = [
+      ["not json", "bad_json"],
+      ["[1,2]", "bad_request"],
+      ['{"type":"message"}', "bad_request"],
+      ['{"type":"message","text":5}', "bad_request"],
+      ['{"type":"shout","text":"x"}', "bad_request"],
+      ["null", "bad_request"],
+      ['{"type":"message","text":"toolong"}', "too_long"],
+      ['{"type":"nick","nick":"a b"}', "bad_nick"],
+      ['{"type":"nick","nick":""}', "bad_nick"],
+    ];
+    for (const [frame, code] of cases) {
+      ann.send(frame);
+      const error = await ann.event();
+      assert.equal(error.type, "error", frame);
+      assert.equal(error.code, code, frame);
+      assert.equal(typeof error.message, "string");
+    }
+    ann.send(JSON.stringify({ type: "message", text: "ok" }));
+    assert.equal((await ann.event()).text, "ok");
+    await ann.close();
+  });
+});
+
+Deno.test("the chat.v1.json subprotocol is selected only when asked for", async () => {
+  await withChat({}, async (chat) => {
+    const plain = new Peer(chatUrl(chat));
+    await within(plain.opened, "open");
+    assert.equal(plain.socket.protocol, "");
+    const both = new Peer(chatUrl(chat), ["other", JSON_PROTOCOL]);
+    await within(both.opened, "open");
+    assert.equal(both.socket.protocol, JSON_PROTOCOL);
+    assert.equal(JSON.parse(await both.next()).type, "welcome");
+    await closeAll(plain, both);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// History and resume
+// ---------------------------------------------------------------------------
+
+Deno.test("history keeps the last historySize events and a newcomer gets them", async () => {
+  await withChat({ historySize: 5 }, async (chat) => {
+    const ann = await textClient(chat, "/", { nick: "ann" });
+    for (let i = 1; i <= 8; i++) ann.send(`m${i}`);
+    for (let i = 1; i <= 8; i++) assert.equal(await ann.next(), `ann: m${i}`);
+    const ben = await jsonClient(chat, "/", { nick: "ben" });
+    const history = ben.welcome.history;
+    assert.equal(history.length, 5);
+    assert.deepEqual(
+      history.map((event: { text?: string; type: string }) =>
+        event.text ?? event.type
+      ),
+      ["m5", "m6", "m7", "m8", "join"],
+    );
+    assert.equal(history.at(-1).nick, "ben");
+    assert.equal(ben.welcome.lastId, history.at(-1).id);
+    await closeAll(ann, ben);
+  });
+});
+
+Deno.test("a resuming client gets exactly the events it missed, in order", async () => {
+  await withChat({ rate: 1000, burst: 1000 }, async (chat) => {
+    const talker = await textClient(chat, "/", { nick: "talker" });
+    const reader = await jsonClient(chat, "/", { nick: "reader" });
+    const seen: number[] = [reader.welcome.lastId];
+    talker.send("before 1");
+    talker.send("before 2");
+    for (let i = 0; i < 2; i++) seen.push((await reader.event()).id);
+    const epoch = reader.welcome.epoch;
+    // Forced disconnect while the talker keeps talking.
+    const raw = reader.socket;
+    const closing = reader.close();
+    for (let i = 1; i <= 5; i++) talker.send(`away ${i}`);
+    await closing;
+    assert.equal(raw.readyState, WebSocket.CLOSED);
+    const back = await jsonClient(chat, "/", {
+      nick: "reader",
+      since: seen.at(-1)!,
+      epoch,
+    });
+    assert.equal(back.welcome.gap, false);
+    const missed = back.welcome.history;
+    const ids = missed.map((event: { id: number }) => event.id);
+    assert.deepEqual(ids, ids.toSorted((a: number, b: number) => a - b));
+    assert.equal(ids[0], seen.at(-1)! + 1, "nothing seen comes twice");
+    assert.deepEqual(
+      missed.filter((e: { type: string }) => e.type === "message").map((
+        e: { text: string },
+      ) => e.text),
+      ["away 1", "away 2", "away 3", "away 4", "away 5"],
+    );
+    assert.equal(
+      ids.at(-1),
+      back.welcome.lastId,
+      "the history runs up to its own join",
+    );
+    for (let i = 1; i < ids.length; i++) {
+      assert.equal(ids[i], ids[i - 1] + 1, "no gaps");
+    }
+    await closeAll(talker, back);
+  });
+});
+
+Deno.test("resuming from before the oldest held event says gap and sends recent history", async () => {
+  await withChat({ historySize: 3, rate: 1000, burst: 1000 }, async (chat) => {
+    const talker = await textClient(chat, "/", { nick: "talker" });
+    const reader = await jsonClient(chat, "/", { nick: "reader" });
+    const { epoch, lastId } = reader.welcome;
+    await reader.close();
+    for (let i = 1; i <= 5; i++) talker.send(`m${i}`);
+    for (let i = 1; i <= 5; i++) await talker.next();
+    const back = await jsonClient(chat, "/", { since: lastId, epoch });
+    assert.equal(back.welcome.gap, true);
+    assert.equal(back.welcome.history.length, 3);
+    await closeAll(talker, back);
+  });
+});
+
+Deno.test("resuming with another epoch (a restart) says gap", async () => {
+  let old: { epoch: string; lastId: number } | undefined;
+  await withChat({}, async (chat) => {
+    const reader = await jsonClient(chat, "/", { nick: "reader" });
+    old = { epoch: reader.welcome.epoch, lastId: reader.welcome.lastId };
+    await reader.close();
+  });
+  await withChat({}, async (chat) => {
+    const back = await jsonClient(chat, "/", {
+      since: old!.lastId,
+      epoch: old!.epoch,
+    });
+    assert.equal(back.welcome.gap, true);
+    assert.notEqual(back.welcome.epoch, old!.epoch);
+    await back.close();
+  });
+});
+
+Deno.test("an emptied room is removed, and created again with a new epoch", async () => {
+  await withChat({}, async (chat) => {
+    const first = await jsonClient(chat, "/tmp");
+    await first.close();
+    const second = await jsonClient(chat, "/tmp");
+    assert.notEqual(second.welcome.epoch, first.welcome.epoch);
+    assert.deepEqual(
+      second.welcome.history.map((event: { type: string }) => event.type),
+      ["join"],
+    );
+    await second.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Batching keeps order and loses nothing
+// ---------------------------------------------------------------------------
+
+Deno.test("many senders, many receivers: every receiver sees every id once, in order", async () => {
+  const senders = 6, receivers = 20, perSender = 60;
+  await withChat(
+    { rate: 10_000, burst: 10_000, historySize: 10 },
+    async (chat) => {
+      const listening = await Promise.all(
+        Array.from(
+          { length: receivers },
+          (_, i) => jsonClient(chat, "/", { nick: `r${i}` }),
+        ),
+      );
+      const talking = await Promise.all(
+        Array.from(
+          { length: senders },
+          (_, i) => jsonClient(chat, "/", { nick: `s${i}` }),
+        ),
+      );
+      for (let n = 0; n < perSender; n++) {
+        for (const peer of talking) {
+          peer.send(JSON.stringify({ type: "message", text: `${n}` }));
+        }
+      }
+      let batches = 0;
+      for (const peer of listening) {
+        const ids: number[] = [];
+        const perFrom = new Map<string, number>();
+        let last = peer.welcome.lastId;
+        while (ids.length < senders * perSender) {
+          const before = peer.pending;
+          const event = await peer.event();
+          if (peer.pending > before) {
+            batches++;
+          }
+          assert.equal(
+            event.id,
+            last + 1,
+            "ids arrive once each, in order, none missing",
+          );
+          last = event.id;
+          if (event.type !== "message") {
+            continue;
+          }
+          ids.push(event.id);
+          // Each sender's messages keep their order too.
+          const expected = perFrom.get(event.from) ?? 0;
+          assert.equal(event.text, String(expected));
+          perFrom.set(event.from, expected + 1);
+        }
+      }
+      assert.ok(batches > 0, "some events came batched as arrays");
+      await closeAll(...listening, ...talking);
+    },
+  );
+});

@@ -1,0 +1,407 @@
+/**
+ * Helpers shared by the test files: a live server per test, real WebSocket
+ * clients that queue what they receive, and a raw TCP client for what a
+ * browser cannot send (bad handshakes, oversized or invalid frames, a peer
+ * that stops reading or vanishes without a close frame).
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import {
+  type ChatOptions,
+  type ChatServer,
+  JSON_PROTOCOL,
+  startChat,
+} from "./main.ts";
+
+/** How long a test waits for a frame or a close before it fails. */
+export const WAIT_MS = 5000;
+
+/** Options every test server starts with: loopback, free ports, no log noise. */
+export const TEST_OPTIONS: ChatOptions = {
+  port: 0,
+  wsPort: 0,
+  hostname: "127.0.0.1",
+  quiet: true,
+  logSink: () => {},
+};
+
+/** Starts a server, runs `fn`, and always shuts the server down. */
+export async function withChat(
+  options: ChatOptions,
+  fn: (chat: ChatServer) => Promise<void>,
+): Promise<void> {
+  const chat = await startChat({ ...TEST_OPTIONS, ...options });
+  try {
+    await fn(chat);
+  } finally {
+    await chat.shutdown();
+  }
+}
+
+/** Resolves with `promise`, or rejects after `ms` with `what` in the message. */
+export async function within<T>(
+  promise: Promise<T>,
+  what: string,
+  ms = WAIT_MS,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
+          ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A JSON event as the tests see it. */
+// deno-lint-ignore no-explicit-any
+export type Json = any;
+
+/** A real WebSocket client that queues every frame it receives. */
+export class Peer {
+  readonly socket: WebSocket;
+  readonly opened: Promise<void>;
+  readonly closed: Promise<CloseEvent>;
+  #frames: (string | ArrayBuffer)[] = [];
+  #events: Json[] = [];
+  #wake?: () => void;
+
+  constructor(url: string, protocols?: string | string[]) {
+    this.socket = new WebSocket(url, protocols);
+    this.socket.binaryType = "arraybuffer";
+    this.opened = new Promise((resolve, reject) => {
+      this.socket.addEventListener("open", () => resolve(), { once: true });
+      this.socket.addEventListener(
+        "error",
+        () => reject(new Error(`could not connect to ${url}`)),
+        { once: true },
+      );
+    });
+    this.opened.catch(() => {});
+    this.closed = new Promise((resolve) => {
+      this.socket.addEventListener("close", (event) => {
+        resolve(event);
+        this.#wake?.();
+      });
+    });
+    this.socket.addEventListener("message", (event) => {
+      this.#frames.push(event.data);
+      this.#wake?.();
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.socket.readyState === WebSocket.CLOSED;
+  }
+
+  /** Waits until at least `count` frames are queued. */
+  async #waitFor(count: number, what: string): Promise<void> {
+    const deadline = Date.now() + WAIT_MS;
+    while (this.#frames.length < count) {
+      if (this.isClosed) throw new Error(`closed while waiting for ${what}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
+      await within(
+        new Promise<void>((resolve) => this.#wake = resolve),
+        what,
+        left,
+      );
+    }
+  }
+
+  async #take(what: string): Promise<string | ArrayBuffer> {
+    await this.#waitFor(1, what);
+    return this.#frames.shift()!;
+  }
+
+  /** The next text frame. */
+  async next(what = "a frame"): Promise<string> {
+    const frame = await this.#take(what);
+    assert.equal(typeof frame, "string", "expected a text frame");
+    return frame as string;
+  }
+
+  /**
+   * The first queued (or next) text frame matching `pattern`; frames before
+   * it stay queued, in order.
+   */
+  async nextMatching(pattern: RegExp, what = String(pattern)): Promise<string> {
+    for (let seen = 0;; seen++) {
+      await this.#waitFor(seen + 1, what);
+      const frame = this.#frames[seen];
+      if (typeof frame === "string" && pattern.test(frame)) {
+        this.#frames.splice(seen, 1);
+        return frame;
+      }
+    }
+  }
+
+  /** The next JSON event; a batch (array) frame yields its events in order. */
+  async event(what = "an event"): Promise<Json> {
+    if (this.#events.length === 0) {
+      const parsed = JSON.parse(await this.next(what));
+      this.#events.push(...(Array.isArray(parsed) ? parsed : [parsed]));
+      assert.ok(this.#events.length > 0, "a batch frame is never empty");
+    }
+    return this.#events.shift();
+  }
+
+  /** Frames received and not yet taken (for "nothing else arrived" checks). */
+  get pending(): number {
+    return this.#frames.length + this.#events.length;
+  }
+
+  send(data: string | Uint8Array): void {
+    this.socket.send(data as string);
+  }
+
+  /** Closes (if still open) and waits for the close to finish. */
+  async close(code?: number, reason?: string): Promise<CloseEvent> {
+    if (this.socket.readyState === WebSocket.OPEN) {
+      this.socket.close(code, reason);
+    }
+    return await within(this.closed, "the close handshake");
+  }
+}
+
+/** Chat URL for a room path (`/`, `/rust-fans`) and query. */
+export function chatUrl(
+  chat: ChatServer,
+  path = "/",
+  query: Record<string, string | number> = {},
+  scheme = "ws",
+): string {
+  const url = new URL(`${scheme}://127.0.0.1:${chat.wsPort}${path}`);
+  for (const [key, value] of Object.entries(query)) {
+    url.searchParams.set(key, String(value));
+  }
+  return url.href;
+}
+
+/**
+ * A plain-text client that has joined: its `/nick` (no argument: "who am
+ * I?") has been answered, so the server has it in the room. Returns its nick.
+ */
+export async function textClient(
+  chat: ChatServer,
+  path = "/",
+  query: Record<string, string | number> = {},
+): Promise<Peer & { nick: string }> {
+  const peer = new Peer(chatUrl(chat, path, query));
+  await within(peer.opened, "the connection to open");
+  peer.send("/nick");
+  const line = await peer.nextMatching(
+    /^ \.\.\.\. you are \S+\.$/u,
+    "the /nick reply",
+  );
+  return Object.assign(peer, { nick: line.slice(" .... you are ".length, -1) });
+}
+
+/** A JSON-protocol client and its welcome. */
+export async function jsonClient(
+  chat: ChatServer,
+  path = "/",
+  query: Record<string, string | number> = {},
+): Promise<Peer & { welcome: Json; nick: string }> {
+  const peer = new Peer(chatUrl(chat, path, query), JSON_PROTOCOL);
+  await within(peer.opened, "the connection to open");
+  assert.equal(peer.socket.protocol, JSON_PROTOCOL);
+  const welcome = await peer.event("the welcome");
+  assert.equal(welcome.type, "welcome");
+  return Object.assign(peer, { welcome, nick: welcome.you as string });
+}
+
+/** Closes every peer given and waits for all the closes. */
+export async function closeAll(...peers: Peer[]): Promise<void> {
+  await Promise.all(peers.map((peer) => peer.close()));
+}
+
+// ---------------------------------------------------------------------------
+// Raw TCP client
+// ---------------------------------------------------------------------------
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** What a raw handshake got back. */
+export interface RawResponse {
+  status: number;
+  headers: Headers;
+  body: string;
+}
+
+/** A TCP connection that spoke the handshake itself. */
+export class RawClient {
+  #buffer = new Uint8Array(0);
+  constructor(readonly conn: Deno.Conn) {}
+
+  static async connect(port: number): Promise<RawClient> {
+    return new RawClient(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+
+  /** Sends a request and reads the response head (and a short body). */
+  async request(head: string): Promise<RawResponse> {
+    await this.conn.write(encoder.encode(head));
+    for (;;) {
+      const text = decoder.decode(this.#buffer);
+      const end = text.indexOf("\r\n\r\n");
+      if (end !== -1) {
+        const [statusLine, ...lines] = text.slice(0, end).split("\r\n");
+        const headers = new Headers();
+        for (const line of lines) {
+          const colon = line.indexOf(":");
+          headers.append(
+            line.slice(0, colon).trim(),
+            line.slice(colon + 1).trim(),
+          );
+        }
+        const headBytes = encoder.encode(text.slice(0, end + 4)).length;
+        this.#buffer = this.#buffer.slice(headBytes);
+        const status = Number(statusLine.split(" ")[1]);
+        const length = Number(headers.get("content-length") ?? 0);
+        while (status !== 101 && this.#buffer.length < length) {
+          if (!await this.#fill()) break;
+        }
+        const body = status === 101 ? "" : decoder.decode(this.#buffer);
+        return { status, headers, body };
+      }
+      if (!await this.#fill()) {
+        throw new Error("connection closed before a response");
+      }
+    }
+  }
+
+  /** A WebSocket handshake on `path`, with extra header lines. */
+  upgrade(
+    path = "/",
+    extra: Record<string, string> = {},
+  ): Promise<RawResponse> {
+    const lines = [
+      `GET ${path} HTTP/1.1`,
+      "Host: 127.0.0.1",
+      "Upgrade: websocket",
+      "Connection: Upgrade",
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version: 13",
+      ...Object.entries(extra).map(([key, value]) => `${key}: ${value}`),
+    ];
+    return this.request(lines.join("\r\n") + "\r\n\r\n");
+  }
+
+  async #fill(): Promise<boolean> {
+    const chunk = new Uint8Array(64 * 1024);
+    const n = await this.conn.read(chunk);
+    if (n === null) return false;
+    const joined = new Uint8Array(this.#buffer.length + n);
+    joined.set(this.#buffer);
+    joined.set(chunk.subarray(0, n), this.#buffer.length);
+    this.#buffer = joined;
+    return true;
+  }
+
+  /** Sends one masked frame (as a client must). */
+  async sendFrame(opcode: number, payload: Uint8Array): Promise<void> {
+    const length = payload.length;
+    const head = length < 126 ? 2 : length < 65536 ? 4 : 10;
+    const frame = new Uint8Array(head + 4 + length);
+    frame[0] = 0x80 | opcode;
+    if (length < 126) frame[1] = 0x80 | length;
+    else if (length < 65536) {
+      frame[1] = 0x80 | 126;
+      new DataView(frame.buffer).setUint16(2, length);
+    } else {
+      frame[1] = 0x80 | 127;
+      new DataView(frame.buffer).setBigUint64(2, BigInt(length));
+    }
+    const mask = [0x12, 0x34, 0x56, 0x78];
+    frame.set(mask, head);
+    for (let i = 0; i < length; i++) {
+      frame[head + 4 + i] = payload[i] ^ mask[i % 4];
+    }
+    await this.conn.write(frame);
+  }
+
+  /**
+   * Reads server frames until a close frame or EOF; returns the close code
+   * (undefined if the connection ended without a close frame).
+   */
+  async readUntilClose(): Promise<number | undefined> {
+    for (;;) {
+      while (this.#buffer.length >= 2) {
+        let length = this.#buffer[1] & 0x7f;
+        let offset = 2;
+        if (length === 126) {
+          if (this.#buffer.length < 4) break;
+          length = new DataView(this.#buffer.buffer).getUint16(2);
+          offset = 4;
+        } else if (length === 127) {
+          if (this.#buffer.length < 10) break;
+          length = Number(new DataView(this.#buffer.buffer).getBigUint64(2));
+          offset = 10;
+        }
+        if (this.#buffer.length < offset + length) break;
+        const opcode = this.#buffer[0] & 0x0f;
+        const payload = this.#buffer.slice(offset, offset + length);
+        this.#buffer = this.#buffer.slice(offset + length);
+        if (opcode === 0x8) {
+          return payload.length >= 2
+            ? new DataView(payload.buffer).getUint16(0)
+            : undefined;
+        }
+      }
+      if (!await this.#fill()) return undefined;
+    }
+  }
+
+  close(): void {
+    try {
+      this.conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** A raw client that completed the handshake on `path` (and nothing else). */
+export async function rawSocket(
+  chat: ChatServer,
+  path = "/",
+): Promise<RawClient> {
+  const raw = await RawClient.connect(chat.wsPort);
+  const response = await raw.upgrade(path);
+  assert.equal(response.status, 101);
+  return raw;
+}
+
+/** Reads `/metrics` and returns one sample's value (0 when absent). */
+export async function metric(
+  chat: ChatServer,
+  sample: string,
+): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${chat.port}/metrics`))
+    .text();
+  const line = text.split("\n").find((line) => line.startsWith(sample + " "));
+  return line ? Number(line.slice(sample.length + 1)) : 0;
+}
+
+/** Polls `check` until it holds (for state the server reports, not timing). */
+export async function eventually(
+  what: string,
+  check: () => Promise<boolean> | boolean,
+): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!await check()) {
+    if (Date.now() > deadline) throw new Error(`never happened: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
