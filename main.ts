@@ -107,8 +107,8 @@ export interface ChatOptions {
   maxConnectionsPerIp?: number;
   /**
    * Browser origins allowed to open a chat connection (`*` for any). When
-   * empty, requests without `Origin` and origins on the same host as the
-   * request are allowed. @default {[]}
+   * empty, origins on the same host as the request are allowed. Requests
+   * without `Origin` (terminal tools) are always allowed. @default {[]}
    */
   allowOrigin?: string[];
   /** PEM certificate; with `key`, both servers speak TLS. @default {undefined} */
@@ -348,6 +348,12 @@ function sendFrame(socket: WebSocket, frame: string): void {
   }
 }
 
+/** A frame for one client only (a welcome, an error, a reply). */
+function sendToOne(client: Client, frame: string): void {
+  sendFrame(client.socket, frame);
+  counters.framesSent++;
+}
+
 // ---------------------------------------------------------------------------
 // Protocol: what clients send, and the two renderings of what they get
 // ---------------------------------------------------------------------------
@@ -473,8 +479,8 @@ const NICK_ERRORS: Record<"bad_nick" | "nick_taken", string> = {
 /** Tells one client about a refusal, in its protocol. */
 function sendError(client: Client, code: ErrorCode, message: string): void {
   bump(counters.refused, code);
-  sendFrame(
-    client.socket,
+  sendToOne(
+    client,
     client.json
       ? JSON.stringify({ type: "error", code, message })
       : ` .... error: ${message}`,
@@ -483,7 +489,7 @@ function sendError(client: Client, code: ErrorCode, message: string): void {
 
 /** A reply to one client that is not a room event (`/who`, `/help`). */
 function sendNotice(client: Client, text: string): void {
-  sendFrame(client.socket, ` .... ${text}`);
+  sendToOne(client, ` .... ${text}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -576,7 +582,7 @@ function sendWelcome(client: Client, lastId: number, arrival: Arrival): void {
     gap: arrival.since !== undefined && resumed === undefined,
     maxMessageChars: settings.maxMessageChars,
   };
-  sendFrame(client.socket, JSON.stringify(welcome));
+  sendToOne(client, JSON.stringify(welcome));
 }
 
 /**
@@ -760,12 +766,17 @@ function refuse(status: number, reason: string, text: string): Response {
   });
 }
 
-/** Is this browser origin allowed to open a chat connection? */
+/**
+ * Is this request's origin allowed to open a chat connection? Only browsers
+ * send `Origin`, and it is what stops another site's page from using a
+ * visitor's browser to join the chat; terminal tools send none.
+ */
 function originAllowed(origin: string | null, host: string | null): boolean {
+  if (origin === null) return true;
   const allowed = settings.allowOrigin;
-  if (allowed.includes("*")) return true;
-  if (allowed.length > 0) return origin !== null && allowed.includes(origin);
-  if (origin === null) return true; // terminal tools send none
+  if (allowed.length > 0) {
+    return allowed.includes("*") || allowed.includes(origin);
+  }
   try {
     return new URL(origin).hostname === new URL(`http://${host}`).hostname;
   } catch {

@@ -1,0 +1,758 @@
+/**
+ * Limits, abuse and operations, against a live server: oversized and invalid
+ * frames, floods, clients that stop reading or vanish, connection limits,
+ * origins, TLS, health, metrics, logs, and shutdown under load. After each
+ * abuse, a well-behaved pair in the same room must still chat with nothing
+ * lost.
+ */
+
+import assert from "node:assert/strict";
+import { CloseCode, JSON_PROTOCOL } from "./main.ts";
+import {
+  chatUrl,
+  closeAll,
+  eventually,
+  jsonClient,
+  metric,
+  Peer,
+  RawClient,
+  rawSocket,
+  textClient,
+  withChat,
+  within,
+} from "./test_helpers.ts";
+import type { ChatServer } from "./main.ts";
+
+/** Two fresh clients in `path` exchange messages; every frame is checked. */
+async function assertPairChats(chat: ChatServer, path = "/"): Promise<void> {
+  const one = await textClient(chat, path, { nick: "good-one" });
+  const two = await textClient(chat, path, { nick: "good-two" });
+  assert.equal(
+    await one.nextMatching(/good-two has joined/),
+    " .... good-two has joined.",
+  );
+  for (let i = 0; i < 3; i++) {
+    one.send(`ping ${i}`);
+    two.send(`pong ${i}`);
+  }
+  for (const peer of [one, two]) {
+    const got: string[] = [];
+    while (got.length < 6) {
+      const line = await peer.next();
+      if (!line.startsWith(" .... ")) got.push(line);
+    }
+    assert.deepEqual(got.filter((line) => line.startsWith("good-one")), [
+      "good-one: ping 0",
+      "good-one: ping 1",
+      "good-one: ping 2",
+    ]);
+    assert.deepEqual(got.filter((line) => line.startsWith("good-two")), [
+      "good-two: pong 0",
+      "good-two: pong 1",
+      "good-two: pong 2",
+    ]);
+  }
+  await closeAll(one, two);
+}
+
+async function healthz(chat: ChatServer) {
+  const response = await fetch(`http://127.0.0.1:${chat.port}/healthz`);
+  assert.equal(response.status, 200);
+  return await response.json();
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------
+
+Deno.test("a frame over maxFrameBytes closes that connection with 1009", async () => {
+  await withChat(
+    { maxFrameBytes: 1000, maxMessageChars: 5000 },
+    async (chat) => {
+      const alice = await textClient(chat, "/", { nick: "alice" });
+      const big = await textClient(chat, "/", { nick: "big" });
+      await alice.next();
+      big.send("é".repeat(501)); // 1002 bytes in UTF-8, 501 characters
+      assert.equal(
+        (await within(big.closed, "the close")).code,
+        CloseCode.MessageTooBig,
+      );
+      assert.equal(await alice.next(), " .... big has left.");
+      // Just under the limit is fine: 1000 bytes.
+      alice.send("é".repeat(500));
+      assert.equal(await alice.next(), `alice: ${"é".repeat(500)}`);
+      assert.equal(await metric(chat, 'chat_closes_total{code="1009"}'), 1);
+      await alice.close();
+      await assertPairChats(chat);
+    },
+  );
+});
+
+Deno.test("text over the length limit but under the frame limit is refused, the connection stays", async () => {
+  await withChat({ maxMessageChars: 100 }, async (chat) => {
+    const json = await jsonClient(chat, "/", { nick: "j" });
+    json.send(JSON.stringify({ type: "message", text: "x".repeat(101) }));
+    assert.equal((await json.event()).code, "too_long");
+    json.send(JSON.stringify({ type: "message", text: "fine" }));
+    assert.equal((await json.event()).text, "fine");
+    assert.equal(
+      await metric(chat, 'chat_messages_refused_total{reason="too_long"}'),
+      1,
+    );
+    await json.close();
+  });
+});
+
+Deno.test("invalid UTF-8 in a text frame ends only that connection, announced once", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const raw = await rawSocket(chat);
+    const nick =
+      (await alice.next()).match(/^ \.\.\.\. (\S+) has joined\.$/)![1];
+    await raw.sendFrame(0x1, new Uint8Array([0x68, 0x69, 0xff, 0xfe]));
+    // Deno (2.9) rejects the frame itself and drops the TCP connection without
+    // a close frame, so 1007 never reaches the peer and the frame never
+    // reaches us. If Deno starts sending 1007, this line tells us.
+    assert.equal(
+      await within(raw.readUntilClose(), "the connection to end"),
+      undefined,
+    );
+    raw.close();
+    assert.equal(await alice.next(), ` .... ${nick} has left.`);
+    alice.send("after");
+    assert.equal(await alice.next(), "alice: after");
+    await alice.close();
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("control characters are stripped from messages; tab and newline stay", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    alice.send("a\x00b\x1bc\x7fd\u0085e\u009bf\tg\nh");
+    assert.equal(await alice.next(), "alice: abcdef\tg\nh");
+    alice.send("\x07\x08");
+    alice.send("marker");
+    assert.equal(
+      await alice.next(),
+      "alice: marker",
+      "an all-control message is empty",
+    );
+    await alice.close();
+  });
+});
+
+Deno.test("nicknames with controls, bidi overrides or isolates are refused", async () => {
+  await withChat({}, async (chat) => {
+    const json = await jsonClient(chat, "/", { nick: "plain" });
+    for (
+      const bad of [
+        "ab\u202Ecd",
+        "ab\u202A",
+        "\u2066x",
+        "x\u2069",
+        "a\x00",
+        "a\u0085",
+        "a\u200Fb",
+      ]
+    ) {
+      json.send(JSON.stringify({ type: "nick", nick: bad }));
+      assert.equal((await json.event()).code, "bad_nick", JSON.stringify(bad));
+    }
+    const spoof = await jsonClient(chat, "/", { nick: "plain\u202E" });
+    assert.notEqual(spoof.nick, "plain\u202E");
+    assert.equal((await spoof.event()).code, "bad_nick");
+    await closeAll(json, spoof);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Floods
+// ---------------------------------------------------------------------------
+
+Deno.test("over the rate, messages are dropped with rate_limited; the bucket refills", async () => {
+  await withChat({ rate: 5, burst: 3 }, async (chat) => {
+    const json = await jsonClient(chat, "/", { nick: "fast" });
+    for (let i = 0; i < 5; i++) {
+      json.send(JSON.stringify({ type: "message", text: `m${i}` }));
+    }
+    const got = [];
+    for (let i = 0; i < 5; i++) {
+      const event = await json.event();
+      got.push(event.type === "error" ? event.code : event.text);
+    }
+    // Errors go out at once; messages at the end of the turn.
+    assert.deepEqual(got.toSorted(), [
+      "m0",
+      "m1",
+      "m2",
+      "rate_limited",
+      "rate_limited",
+    ]);
+    // After a pause (5 per second), the sender may talk again.
+    await eventually("the bucket to refill", async () => {
+      json.send(JSON.stringify({ type: "message", text: "later" }));
+      const event = await json.event();
+      return event.text === "later";
+    });
+    assert.ok(
+      await metric(
+        chat,
+        'chat_messages_refused_total{reason="rate_limited"}',
+      ) >= 2,
+    );
+    assert.equal(json.isClosed, false);
+    await json.close();
+  });
+});
+
+Deno.test("a sender that keeps going after 50 drops in a row is closed with 1008", async () => {
+  await withChat({ rate: 1, burst: 5 }, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const flood = await textClient(chat, "/", { nick: "flood" }); // 1 token
+    await alice.next();
+    // 4 tokens left: 4 messages pass, 50 drops are told, and the 51st drop in
+    // a row closes. (Exactly that many, so no frame is left unread when the
+    // server closes: unread data would turn the close into a TCP reset and
+    // the client would never see 1008.)
+    for (let i = 0; i < 55; i++) flood.send(`spam ${i}`);
+    for (let i = 0; i < 4; i++) {
+      assert.equal(await flood.next(), `flood: spam ${i}`);
+    }
+    for (let i = 0; i < 50; i++) {
+      assert.equal(
+        await flood.next(),
+        " .... error: slow down: message dropped",
+      );
+    }
+    assert.equal(
+      (await within(flood.closed, "the close")).code,
+      CloseCode.PolicyViolation,
+    );
+    assert.equal(await metric(chat, 'chat_closes_total{code="1008"}'), 1);
+    for (let i = 0; i < 4; i++) {
+      assert.equal(await alice.next(), `flood: spam ${i}`);
+    }
+    assert.equal(await alice.next(), " .... flood has left.");
+    await alice.close();
+    await assertPairChats(chat);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Slow consumers and dead peers
+// ---------------------------------------------------------------------------
+
+Deno.test("Deno's server-side bufferedAmount grows when the peer stops reading", async () => {
+  // The slow-consumer limit relies on this; if Deno ever stops counting queued
+  // bytes, this test says so before the limit silently stops working.
+  let server: WebSocket | undefined;
+  const opened = Promise.withResolvers<void>();
+  const http = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: () => {},
+  }, (req) => {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    server = socket;
+    socket.onopen = () => opened.resolve();
+    return response;
+  });
+  const raw = await RawClient.connect(http.addr.port);
+  assert.equal((await raw.upgrade("/")).status, 101);
+  await opened.promise;
+  const chunk = "x".repeat(64 * 1024);
+  let peak = 0;
+  for (let i = 0; i < 400 && peak <= 4 * 1024 * 1024; i++) {
+    server!.send(chunk);
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    peak = Math.max(peak, server!.bufferedAmount);
+  }
+  assert.ok(peak > 4 * 1024 * 1024, `bufferedAmount peaked at ${peak}`);
+  raw.close();
+  await http.shutdown();
+});
+
+Deno.test("a client that stops reading is dropped with 1013 and nobody else is slowed", async () => {
+  const maxBufferedBytes = 256 * 1024;
+  await withChat({
+    maxBufferedBytes,
+    rate: 10_000,
+    burst: 10_000,
+    maxMessageChars: 20_000,
+  }, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat, "/", { nick: "bob" });
+    await alice.next();
+    const raw = await rawSocket(chat); // completes the handshake, then never reads
+    const nick =
+      (await alice.next()).match(/^ \.\.\.\. (\S+) has joined\.$/)![1];
+    await bob.next();
+    // alice sends 10 MB in 16 KB messages: more than the loopback's kernel
+    // buffers and the limit hold, so the non-reader's queue passes the
+    // limit while alice and bob read every message, in order.
+    const text = "y".repeat(16 * 1024);
+    const leaveLine = ` .... ${nick} has left.`;
+    const count = 640;
+    for (let i = 0; i < count; i++) alice.send(`${i} ${text}`);
+    let left = 0;
+    for (const peer of [alice, bob]) {
+      for (let i = 0; i < count; i++) {
+        let line = await peer.next();
+        if (line === leaveLine) {
+          left++;
+          line = await peer.next();
+        }
+        assert.ok(
+          line === `alice: ${i} ${text}`,
+          `message ${i} arrived in order`,
+        );
+      }
+    }
+    if (left < 2) {
+      const line = await alice.next();
+      assert.equal(line, leaveLine);
+      left++;
+    }
+    assert.equal(await metric(chat, "chat_slow_consumer_drops_total"), 1);
+    assert.equal(await metric(chat, 'chat_closes_total{code="1013"}'), 1);
+    // Its queue ends in a close frame with 1013 once it reads again.
+    assert.equal(
+      await within(raw.readUntilClose(), "the close frame"),
+      CloseCode.TryAgainLater,
+    );
+    raw.close();
+    await closeAll(alice, bob);
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("a healthy reader of a big burst is not mistaken for a slow one", async () => {
+  await withChat({
+    maxBufferedBytes: 64 * 1024,
+    rate: 10_000,
+    burst: 10_000,
+    maxMessageChars: 20_000,
+  }, async (chat) => {
+    const reader = await jsonClient(chat, "/", { nick: "reader" });
+    const talker = await textClient(chat, "/", { nick: "talker" });
+    await reader.event();
+    // 40 × 16 KB in one go: far more than the limit is queued within a turn.
+    const text = "z".repeat(16 * 1024);
+    for (let i = 0; i < 40; i++) talker.send(`${i} ${text}`);
+    for (let i = 0; i < 40; i++) {
+      assert.equal((await reader.event()).text, `${i} ${text}`);
+    }
+    assert.equal(await metric(chat, "chat_slow_consumer_drops_total"), 0);
+    await closeAll(reader, talker);
+  });
+});
+
+Deno.test("a peer that never answers pings is dropped after idleTimeout and announced", async () => {
+  await withChat({ idleTimeout: 1 }, async (chat) => {
+    const raw = await rawSocket(chat, "/quiet");
+    const alice = new Peer(
+      chatUrl(chat, "/quiet", { nick: "alice" }),
+      JSON_PROTOCOL,
+    );
+    const welcome = await alice.event();
+    const ghost = welcome.users.find((nick: string) => nick !== "alice");
+    // alice answers pings (the WebSocket client does); the raw peer does not.
+    const left = await within(alice.event(), "the ghost's leave", 5000);
+    assert.deepEqual([left.type, left.nick], ["leave", ghost]);
+    raw.close();
+    await alice.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Connections and origins
+// ---------------------------------------------------------------------------
+
+Deno.test("connections over maxConnections get 503 before any room sees them", async () => {
+  await withChat({ maxConnections: 2 }, async (chat) => {
+    const one = await textClient(chat, "/", { nick: "one" });
+    const two = await textClient(chat, "/", { nick: "two" });
+    await one.next();
+    const raw = await RawClient.connect(chat.wsPort);
+    const refused = await raw.upgrade("/");
+    assert.equal(refused.status, 503);
+    raw.close();
+    one.send("/who");
+    assert.equal(await one.next(), " .... in lobby: one, two");
+    assert.equal(
+      await metric(
+        chat,
+        'chat_upgrades_refused_total{reason="max_connections"}',
+      ),
+      1,
+    );
+    await two.close();
+    assert.equal(await one.next(), " .... two has left.");
+    const three = await textClient(chat, "/", { nick: "three" });
+    await closeAll(one, three);
+  });
+});
+
+Deno.test("connections over maxConnectionsPerIp get 503", async () => {
+  await withChat({ maxConnectionsPerIp: 2 }, async (chat) => {
+    const one = await textClient(chat);
+    const two = await textClient(chat);
+    const raw = await RawClient.connect(chat.wsPort);
+    const refused = await raw.upgrade("/");
+    assert.equal(refused.status, 503);
+    assert.match(refused.body, /Too many connections/);
+    raw.close();
+    await one.close();
+    await eventually(
+      "the slot to free",
+      async () => (await healthz(chat)).connections === 1,
+    );
+    const three = await textClient(chat);
+    await closeAll(two, three);
+  });
+});
+
+Deno.test("a cross-site origin is refused with 403; same host, no origin and allowed ones pass", async () => {
+  const upgradeWith = async (
+    chat: ChatServer,
+    headers: Record<string, string>,
+  ) => {
+    const raw = await RawClient.connect(chat.wsPort);
+    const { status } = await raw.upgrade("/", headers);
+    raw.close();
+    return status;
+  };
+  await withChat({}, async (chat) => {
+    assert.equal(
+      await upgradeWith(chat, { Origin: "http://evil.example" }),
+      403,
+    );
+    assert.equal(await upgradeWith(chat, { Origin: "null" }), 403);
+    assert.equal(
+      await upgradeWith(chat, { Origin: `http://127.0.0.1:${chat.port}` }),
+      101,
+    );
+    assert.equal(await upgradeWith(chat, { Origin: "https://127.0.0.1" }), 101);
+    assert.equal(await upgradeWith(chat, {}), 101);
+    assert.equal(
+      await metric(chat, 'chat_upgrades_refused_total{reason="origin"}'),
+      2,
+    );
+  });
+  await withChat({ allowOrigin: ["https://chat.example"] }, async (chat) => {
+    assert.equal(
+      await upgradeWith(chat, { Origin: "https://chat.example" }),
+      101,
+    );
+    assert.equal(
+      await upgradeWith(chat, { Origin: `http://127.0.0.1:${chat.port}` }),
+      403,
+    );
+    assert.equal(await upgradeWith(chat, {}), 101);
+  });
+  await withChat({ allowOrigin: ["*"] }, async (chat) => {
+    assert.equal(
+      await upgradeWith(chat, { Origin: "http://anywhere.example" }),
+      101,
+    );
+  });
+});
+
+Deno.test("a bad handshake gets 400, never a 500, and the server goes on", async () => {
+  await withChat({}, async (chat) => {
+    const raw = await RawClient.connect(chat.wsPort);
+    const response = await raw.request(
+      "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert.equal(response.status, 400);
+    raw.close();
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("500 clients connect at once, all get their welcome, all leave, the gauge returns to 0", async () => {
+  await withChat({ maxConnectionsPerIp: 1000 }, async (chat) => {
+    const peers = await Promise.all(
+      Array.from({ length: 500 }, () => jsonClient(chat, "/burst")),
+    );
+    assert.equal(new Set(peers.map((peer) => peer.nick)).size, 500);
+    assert.equal((await healthz(chat)).connections, 500);
+    await closeAll(...peers);
+    await eventually("the gauge to return to 0", async () => {
+      const health = await healthz(chat);
+      return health.connections === 0 && health.rooms === 0;
+    });
+    assert.equal(await metric(chat, "chat_connections"), 0);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------
+
+/** A self-signed certificate for 127.0.0.1, made by openssl in a temp dir. */
+async function selfSignedCertificate(): Promise<{ cert: string; key: string }> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { code, stderr } = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    return {
+      cert: await Deno.readTextFile(`${dir}/cert.pem`),
+      key: await Deno.readTextFile(`${dir}/key.pem`),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("with a certificate, the page is https and the chat is wss", async () => {
+  const { cert, key } = await selfSignedCertificate();
+  await withChat({ cert, key }, async (chat) => {
+    const client = Deno.createHttpClient({ caCerts: [cert] });
+    try {
+      const page = await fetch(`https://127.0.0.1:${chat.port}/`, { client });
+      assert.equal(page.status, 200);
+      assert.match(
+        await page.text(),
+        /location\.protocol === "https:" \? "wss:"/,
+      );
+      const plain = await fetch(`https://127.0.0.1:${chat.wsPort}/`, {
+        client,
+      });
+      assert.equal(plain.status, 426);
+      await plain.body?.cancel();
+    } finally {
+      client.close();
+    }
+    // A wss client that trusts the certificate: handshake and a message.
+    const conn = await Deno.connectTls({
+      hostname: "127.0.0.1",
+      port: chat.wsPort,
+      caCerts: [cert],
+    });
+    const raw = new RawClient(conn);
+    assert.equal((await raw.upgrade("/?nick=secure")).status, 101);
+    await raw.sendFrame(0x1, new TextEncoder().encode("over tls"));
+    await raw.sendFrame(0x8, new Uint8Array([0x03, 0xe8]));
+    assert.equal(
+      await within(raw.readUntilClose(), "the echo and close"),
+      CloseCode.Normal,
+    );
+    raw.close();
+    // A client that does not trust it is refused by TLS.
+    await assert.rejects(fetch(`https://127.0.0.1:${chat.port}/`));
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Health, metrics and logs
+// ---------------------------------------------------------------------------
+
+Deno.test("/healthz reports status, connections, rooms and uptime", async () => {
+  await withChat({}, async (chat) => {
+    const a = await textClient(chat, "/one");
+    const b = await textClient(chat, "/two");
+    const health = await healthz(chat);
+    assert.deepEqual(Object.keys(health), [
+      "status",
+      "connections",
+      "rooms",
+      "uptimeSeconds",
+    ]);
+    assert.equal(health.status, "ok");
+    assert.equal(health.connections, 2);
+    assert.equal(health.rooms, 2);
+    assert.ok(
+      Number.isInteger(health.uptimeSeconds) && health.uptimeSeconds >= 0,
+    );
+    await closeAll(a, b);
+  });
+});
+
+Deno.test("/metrics counts messages, frames, refusals, closes and refused upgrades", async () => {
+  await withChat({}, async (chat) => {
+    const a = await textClient(chat, "/", { nick: "a" });
+    const b = await textClient(chat, "/", { nick: "b" });
+    await a.next();
+    a.send("one");
+    await a.next();
+    await b.next();
+    b.send("/nick a");
+    await b.next();
+    const response = await fetch(`http://127.0.0.1:${chat.wsPort}/`);
+    await response.body?.cancel();
+    const text = await (await fetch(`http://127.0.0.1:${chat.port}/metrics`))
+      .text();
+    for (
+      const type of ["chat_connections gauge", "chat_frames_sent_total counter"]
+    ) {
+      assert.ok(text.includes(`# TYPE ${type}`), type);
+    }
+    assert.equal(await metric(chat, "chat_connections"), 2);
+    assert.equal(await metric(chat, "chat_rooms"), 1);
+    // Two /nick queries, "one" and "/nick a".
+    assert.equal(await metric(chat, "chat_messages_received_total"), 4);
+    // Each /nick reply (2), join of b to a (1), "one" to both (2), error (1).
+    assert.equal(await metric(chat, "chat_frames_sent_total"), 6);
+    assert.equal(
+      await metric(chat, 'chat_messages_refused_total{reason="nick_taken"}'),
+      1,
+    );
+    assert.equal(
+      await metric(chat, 'chat_upgrades_refused_total{reason="not_websocket"}'),
+      1,
+    );
+    await a.close(1000);
+    await b.nextMatching(/has left/);
+    assert.equal(await metric(chat, 'chat_closes_total{code="1000"}'), 1);
+    await b.close();
+  });
+});
+
+Deno.test("metrics: false turns /metrics off", async () => {
+  await withChat({ metrics: false }, async (chat) => {
+    const response = await fetch(`http://127.0.0.1:${chat.port}/metrics`);
+    assert.equal(response.status, 404);
+    await response.body?.cancel();
+  });
+});
+
+Deno.test("logs are JSON lines with events worth knowing and never message content", async () => {
+  const lines: string[] = [];
+  await withChat(
+    {
+      quiet: false,
+      logFormat: "json",
+      logSink: (line) => lines.push(line),
+      rate: 1,
+      burst: 1,
+    },
+    async (chat) => {
+      const alice = await textClient(chat, "/room", { nick: "alice" });
+      alice.send("the secret is swordfish");
+      assert.match(await alice.next(), /^ \.\.\.\. error: slow down/);
+      await alice.close();
+    },
+  );
+  const records = lines.map((line) => JSON.parse(line));
+  const events = records.map((record) => record.event);
+  assert.deepEqual(events, [
+    "start",
+    "connect",
+    "rate_limited",
+    "leave",
+    "shutdown",
+  ]);
+  assert.match(records[0].page, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  assert.match(records[0].chat, /^ws:\/\/127\.0\.0\.1:\d+\/$/);
+  assert.equal(records[0].maxConnections, 10_000);
+  assert.deepEqual(
+    [records[1].room, records[1].nick, records[1].peer],
+    ["room", "alice", "127.0.0.1"],
+  );
+  assert.equal(records[2].level, "warn");
+  for (const record of records) assert.ok(typeof record.ts === "string");
+  assert.ok(
+    !lines.some((line) => line.includes("swordfish")),
+    "no message content",
+  );
+});
+
+Deno.test("--quiet logs warnings only; text logs are one readable line each", async () => {
+  const lines: string[] = [];
+  await withChat(
+    { quiet: true, logSink: (line) => lines.push(line), maxFrameBytes: 10 },
+    async (chat) => {
+      const alice = await textClient(chat, "/", { nick: "alice" });
+      alice.send("far too long for ten bytes");
+      await within(alice.closed, "the close");
+    },
+  );
+  assert.equal(lines.length, 1);
+  assert.match(
+    lines[0],
+    /^\d{4}-\d\d-\d\dT[\d:.]+Z WARN frame_too_big nick=alice peer=127\.0\.0\.1 bytes=26$/,
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Shutdown under load
+// ---------------------------------------------------------------------------
+
+Deno.test("SIGTERM with 1,000 clients closes them all with 1001 and exits within 2 s", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "main.ts",
+      "--hostname",
+      "127.0.0.1",
+      "--port",
+      "0",
+      "--ws-port",
+      "0",
+      "--max-connections-per-ip",
+      "2000",
+      "--quiet",
+    ],
+    cwd: import.meta.dirname,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await within(lines.read(), "the start-up line");
+    if (done) break;
+    out += value;
+  }
+  const wsPort = Number(out.match(/chat on port (\d+)/)![1]);
+  const peers: Peer[] = [];
+  for (let batch = 0; batch < 10; batch++) {
+    const opened = Array.from(
+      { length: 100 },
+      () => new Peer(`ws://127.0.0.1:${wsPort}/load`, JSON_PROTOCOL),
+    );
+    await Promise.all(opened.map((peer) => within(peer.opened, "open")));
+    peers.push(...opened);
+  }
+  // Everyone has been welcomed: the server has them all in the room.
+  await Promise.all(peers.map((peer) => peer.event()));
+  const sentAt = Date.now();
+  child.kill("SIGTERM");
+  const codes = await Promise.all(
+    peers.map(async (peer) => (await within(peer.closed, "close")).code),
+  );
+  assert.deepEqual(new Set(codes), new Set([CloseCode.GoingAway]));
+  const status = await within(child.status, "the exit", 2000);
+  assert.equal(status.code, 0);
+  assert.ok(Date.now() - sentAt < 2000, "exited within 2 s");
+  await lines.cancel();
+});
