@@ -171,13 +171,13 @@ Deno.test("nicknames with controls, bidi overrides or isolates are refused", asy
 // ---------------------------------------------------------------------------
 
 Deno.test("over the rate, messages are dropped with rate_limited; the bucket refills", async () => {
-  await withChat({ rate: 5, burst: 3 }, async (chat) => {
+  await withChat({ rate: 5, burst: 4 }, async (chat) => {
     const json = await jsonClient(chat, "/", { nick: "fast" });
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 6; i++) {
       json.send(JSON.stringify({ type: "message", text: `m${i}` }));
     }
     const got = [];
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 6; i++) {
       const event = await json.event();
       got.push(event.type === "error" ? event.code : event.text);
     }
@@ -186,6 +186,7 @@ Deno.test("over the rate, messages are dropped with rate_limited; the bucket ref
       "m0",
       "m1",
       "m2",
+      "m3",
       "rate_limited",
       "rate_limited",
     ]);
@@ -203,6 +204,7 @@ Deno.test("over the rate, messages are dropped with rate_limited; the bucket ref
     );
     assert.equal(json.isClosed, false);
     await json.close();
+    await assertPairChats(chat);
   });
 });
 
@@ -362,6 +364,7 @@ Deno.test("a peer that never answers pings is dropped after idleTimeout and anno
     assert.deepEqual([left.type, left.nick], ["leave", ghost]);
     raw.close();
     await alice.close();
+    await assertPairChats(chat, "/quiet");
   });
 });
 
@@ -391,6 +394,7 @@ Deno.test("connections over maxConnections get 503 before any room sees them", a
     assert.equal(await one.next(), " .... two has left.");
     const three = await textClient(chat, "/", { nick: "three" });
     await closeAll(one, three);
+    await assertPairChats(chat);
   });
 });
 
@@ -439,6 +443,7 @@ Deno.test("a cross-site origin is refused with 403; same host, no origin and all
       await metric(chat, 'chat_upgrades_refused_total{reason="origin"}'),
       2,
     );
+    await assertPairChats(chat);
   });
   await withChat({ allowOrigin: ["https://chat.example"] }, async (chat) => {
     assert.equal(

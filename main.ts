@@ -99,6 +99,8 @@ export interface ChatOptions {
   burst?: number;
   /** Queued outgoing bytes before a client is dropped with 1013. @default {1048576} */
   maxBufferedBytes?: number;
+  /** Rate-limited messages in a row before the sender is closed (1008). @default {50} */
+  maxConsecutiveDrops?: number;
   /** Seconds without a pong before a peer is dropped. @default {30} */
   idleTimeout?: number;
   /** Open chat connections in all; more get 503. @default {10000} */
@@ -136,6 +138,7 @@ export const DEFAULT_OPTIONS: Required<Omit<ChatOptions, "cert" | "key">> = {
   rate: RATE_PER_SECOND,
   burst: RATE_BURST,
   maxBufferedBytes: MAX_BUFFERED_BYTES,
+  maxConsecutiveDrops: MAX_CONSECUTIVE_DROPS,
   idleTimeout: IDLE_TIMEOUT_SECONDS,
   maxConnections: MAX_CONNECTIONS,
   maxConnectionsPerIp: MAX_CONNECTIONS_PER_IP,
@@ -526,8 +529,11 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     releaseConnection(arrival.ip);
     const client = clients.get(socket);
     if (client) {
-      bump(counters.closes, event.code);
-      leave(client, event.code);
+      // Deno reports a connection that ended without a close frame as code
+      // 0; the RFC's name for that is 1006.
+      const code = event.code || 1006;
+      bump(counters.closes, code);
+      leave(client, code);
     }
   };
   socket.onerror = () => {
@@ -633,7 +639,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
   counters.messagesReceived++;
   if (!takeToken(client)) {
     client.drops++;
-    if (client.drops > MAX_CONSECUTIVE_DROPS) {
+    if (client.drops > settings.maxConsecutiveDrops) {
       log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
       return closeClient(
         client,
@@ -1080,6 +1086,7 @@ export async function startChat(
     rate: settings.rate,
     burst: settings.burst,
     maxBufferedBytes: settings.maxBufferedBytes,
+    maxConsecutiveDrops: settings.maxConsecutiveDrops,
     idleTimeout: settings.idleTimeout,
   });
 
@@ -1145,6 +1152,7 @@ Options (environment variable fallbacks in brackets):
   --rate N                    messages per second per connection (default ${RATE_PER_SECOND})
   --burst N                   messages allowed at once (default ${RATE_BURST})
   --max-buffered-bytes N      queued bytes before a slow client is dropped (default ${MAX_BUFFERED_BYTES})
+  --max-consecutive-drops N   rate-limited messages in a row before closing (default ${MAX_CONSECUTIVE_DROPS})
   --idle-timeout N            seconds without a pong before a peer is dropped (default ${IDLE_TIMEOUT_SECONDS})
   --max-connections N         open chat connections in all (default ${MAX_CONNECTIONS})
   --max-connections-per-ip N  open chat connections per address (default ${MAX_CONNECTIONS_PER_IP})
@@ -1191,6 +1199,7 @@ export function parseCommandLine(
       rate: { type: "string" },
       burst: { type: "string" },
       "max-buffered-bytes": { type: "string" },
+      "max-consecutive-drops": { type: "string" },
       "idle-timeout": { type: "string" },
       "max-connections": { type: "string" },
       "max-connections-per-ip": { type: "string" },
@@ -1220,6 +1229,7 @@ export function parseCommandLine(
     ["rate", "rate", 1],
     ["burst", "burst", 1],
     ["max-buffered-bytes", "maxBufferedBytes", 1],
+    ["max-consecutive-drops", "maxConsecutiveDrops", 0],
     ["idle-timeout", "idleTimeout", 0],
     ["max-connections", "maxConnections", 1],
     ["max-connections-per-ip", "maxConnectionsPerIp", 1],

@@ -17,6 +17,7 @@ import {
   chatUrl,
   closeAll,
   jsonClient,
+  metric,
   Peer,
   RawClient,
   rawSocket,
@@ -145,6 +146,7 @@ Deno.test("a dropped TCP connection is announced as left exactly once", async ()
     const nick = joined.match(/^ \.\.\.\. (\S+) has joined\.$/)![1];
     raw.close(); // no close frame
     assert.equal(await alice.next(), ` .... ${nick} has left.`);
+    assert.equal(await metric(chat, 'chat_closes_total{code="1006"}'), 1);
     alice.send("marker");
     assert.equal(await alice.next(), `${alice.nick}: marker`);
     await alice.close();
@@ -267,6 +269,41 @@ Deno.test("the command line takes flags, with env vars as fallbacks", () => {
     port: 9,
   });
   assert.equal(parseCommandLine(["--help"], env({})), "help");
+  assert.deepEqual(
+    parseCommandLine([
+      "--max-message-chars=1",
+      "--history-size=2",
+      "--max-frame-bytes=3",
+      "--rate=4",
+      "--burst=5",
+      "--max-buffered-bytes=6",
+      "--max-consecutive-drops=7",
+      "--idle-timeout=8",
+      "--max-connections=9",
+      "--max-connections-per-ip=10",
+      "--allow-origin=https://a.example",
+      "--allow-origin=https://b.example",
+      "--metrics=false",
+      "--log-format=json",
+      "--quiet",
+    ], env({})),
+    {
+      maxMessageChars: 1,
+      historySize: 2,
+      maxFrameBytes: 3,
+      rate: 4,
+      burst: 5,
+      maxBufferedBytes: 6,
+      maxConsecutiveDrops: 7,
+      idleTimeout: 8,
+      maxConnections: 9,
+      maxConnectionsPerIp: 10,
+      allowOrigin: ["https://a.example", "https://b.example"],
+      metrics: false,
+      logFormat: "json",
+      quiet: true,
+    },
+  );
 });
 
 /** Runs the CLI as a child process. */
