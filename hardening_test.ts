@@ -17,6 +17,7 @@ import {
   Peer,
   RawClient,
   rawSocket,
+  startCli,
   textClient,
   withChat,
   within,
@@ -710,35 +711,11 @@ Deno.test("--quiet logs warnings only; text logs are one readable line each", as
 // ---------------------------------------------------------------------------
 
 Deno.test("SIGTERM with 1,000 clients closes them all with 1001 and exits within 2 s", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "main.ts",
-      "--hostname",
-      "127.0.0.1",
-      "--port",
-      "0",
-      "--ws-port",
-      "0",
-      "--max-connections-per-ip",
-      "2000",
-      "--quiet",
-    ],
-    cwd: import.meta.dirname,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "null",
-  }).spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await within(lines.read(), "the start-up line");
-    if (done) break;
-    out += value;
-  }
-  const wsPort = Number(out.match(/chat on port (\d+)/)![1]);
+  const { child, lines, wsPort } = await startCli([
+    "--max-connections-per-ip",
+    "2000",
+    "--quiet",
+  ]);
   const peers: Peer[] = [];
   for (let batch = 0; batch < 10; batch++) {
     const opened = Array.from(

@@ -15,12 +15,14 @@ import {
 } from "./main.ts";
 import {
   chatUrl,
+  cli,
   closeAll,
   jsonClient,
   metric,
   Peer,
   RawClient,
   rawSocket,
+  startCli,
   textClient,
   withChat,
   within,
@@ -306,25 +308,6 @@ Deno.test("the command line takes flags, with env vars as fallbacks", () => {
   );
 });
 
-/** Runs the CLI as a child process. */
-function cli(args: string[], env: Record<string, string> = {}) {
-  return new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "main.ts",
-      ...args,
-    ],
-    cwd: import.meta.dirname,
-    env,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  });
-}
-
 Deno.test("a bad flag value prints one error line and the usage, and exits 2", async () => {
   for (const args of [["--port", "abc"], ["--port", "70000"], ["--bogus"]]) {
     const { code, stderr } = await cli(args).output();
@@ -354,32 +337,6 @@ Deno.test("--help prints the usage and exits 0", async () => {
   }
 });
 
-/** Starts the CLI on free ports and reads the ports from its first line. */
-async function startCli(extra: string[] = []) {
-  const child = cli([
-    "--hostname",
-    "127.0.0.1",
-    "--port",
-    "0",
-    "--ws-port",
-    "0",
-    ...extra,
-  ])
-    .spawn();
-  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let out = "";
-  while (!out.includes("\n")) {
-    const { value, done } = await within(lines.read(), "the start-up line");
-    if (done) break;
-    out += value;
-  }
-  const match = out.match(
-    /open http:\/\/127\.0\.0\.1:(\d+)\/ \(chat on port (\d+)\)/,
-  );
-  assert.ok(match, `start-up line: ${out}`);
-  return { child, lines, port: Number(match[1]), wsPort: Number(match[2]) };
-}
-
 for (const signal of ["SIGTERM", "SIGINT"] as const) {
   Deno.test(`${signal} closes every client with 1001 and exits 0 within 2 s`, async () => {
     const { child, lines, wsPort } = await startCli(["--quiet"]);
@@ -399,7 +356,6 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
     assert.equal(status.code, 0);
     assert.ok(Date.now() - sentAt < 2000);
     await lines.cancel();
-    await child.stderr.cancel();
   });
 }
 

@@ -405,3 +405,51 @@ export async function eventually(
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+// ---------------------------------------------------------------------------
+// The CLI as a child process
+// ---------------------------------------------------------------------------
+
+/** The CLI as a child process (Deno from `Deno.execPath()`, never a bare `deno`). */
+export function cli(
+  args: string[],
+  stderr: "piped" | "null" = "piped",
+): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "main.ts",
+      ...args,
+    ],
+    cwd: import.meta.dirname,
+    stdin: "null",
+    stdout: "piped",
+    stderr,
+  });
+}
+
+/** Starts the CLI on free loopback ports and reads them from its first line. */
+export async function startCli(extra: string[] = []): Promise<{
+  child: Deno.ChildProcess;
+  lines: ReadableStreamDefaultReader<string>;
+  port: number;
+  wsPort: number;
+}> {
+  const args = ["--hostname", "127.0.0.1", "--port", "0", "--ws-port", "0"];
+  const child = cli([...args, ...extra], "null").spawn();
+  const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await within(lines.read(), "the start-up line");
+    if (done) break;
+    out += value;
+  }
+  const match = out.match(
+    /open http:\/\/127\.0\.0\.1:(\d+)\/ \(chat on port (\d+)\)/,
+  );
+  assert.ok(match, `start-up line: ${out}`);
+  return { child, lines, port: Number(match[1]), wsPort: Number(match[2]) };
+}
