@@ -56,6 +56,10 @@ async function assertPairChats(chat: ChatServer, path = "/"): Promise<void> {
   await closeAll(one, two);
 }
 
+async function healthzConnections(chat: ChatServer): Promise<number> {
+  return (await healthz(chat)).connections;
+}
+
 async function healthz(chat: ChatServer) {
   const response = await fetch(`http://127.0.0.1:${chat.port}/healthz`);
   assert.equal(response.status, 200);
@@ -324,8 +328,57 @@ Deno.test("a client that stops reading is dropped with 1013 and nobody else is s
       await within(raw.readUntilClose(), "the close frame"),
       CloseCode.TryAgainLater,
     );
+    // Deno cannot abort a socket whose peer does not read: it stays open
+    // (holding what was queued) until the peer goes, and is then released
+    // once, though Deno fires two close events for it.
+    assert.equal(await metric(chat, "chat_sockets_open"), 3);
     raw.close();
+    await eventually(
+      "the dropped socket to be released",
+      async () => await metric(chat, "chat_sockets_open") === 2,
+    );
     await closeAll(alice, bob);
+    await eventually(
+      "every socket to be released",
+      async () => await metric(chat, "chat_sockets_open") === 0,
+    );
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("a dropped non-reader that then vanishes is released exactly once", async () => {
+  await withChat({
+    maxBufferedBytes: 64 * 1024,
+    rate: 10_000,
+    burst: 10_000,
+    maxMessageChars: 20_000,
+  }, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const raw = await rawSocket(chat);
+    const nick =
+      (await alice.next()).match(/^ \.\.\.\. (\S+) has joined\.$/)![1];
+    const text = "w".repeat(16 * 1024);
+    for (let i = 0; i < 640; i++) alice.send(text);
+    let line;
+    do line = await alice.next(); while (line !== ` .... ${nick} has left.`);
+    // It never read a byte; now it drops the connection without a close.
+    raw.close();
+    await eventually(
+      "the socket to be released",
+      async () => await metric(chat, "chat_sockets_open") <= 1,
+    );
+    await alice.close();
+    await eventually(
+      "alice's socket to be released",
+      async () =>
+        await healthzConnections(chat) === 0 &&
+        await metric(chat, "chat_sockets_open") <= 0,
+    );
+    assert.equal(
+      await metric(chat, "chat_sockets_open"),
+      0,
+      "released once each",
+    );
     await assertPairChats(chat);
   });
 });

@@ -525,7 +525,12 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
       closeClient(client, CloseCode.InternalError, "internal error");
     }
   };
+  let released = false;
   socket.onclose = (event) => {
+    // Deno can fire close twice for a socket we closed whose peer then
+    // dropped the connection; the connection is released once.
+    if (released) return;
+    released = true;
     releaseConnection(arrival.ip);
     const client = clients.get(socket);
     if (client) {
@@ -966,6 +971,12 @@ function renderMetrics(): string {
     clients.size,
   ]]);
   metric("chat_rooms", "gauge", "Rooms with members.", [["", rooms.size]]);
+  metric(
+    "chat_sockets_open",
+    "gauge",
+    "Upgraded sockets not yet closed, including ones being closed.",
+    [["", openConnections]],
+  );
   metric("chat_messages_received_total", "counter", "Text frames received.", [[
     "",
     counters.messagesReceived,
