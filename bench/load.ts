@@ -1,0 +1,1043 @@
+/**
+ * Load generator for the chat server (and the reference and Bun servers in
+ * this folder).
+ *
+ * It connects N clients to a room (or to rooms of `--room-size` clients),
+ * waits until the join traffic has settled, lets K of them send M messages
+ * each with at most `--window` of their own messages un-echoed (optionally
+ * paced at `--rate` messages/s), counts every chat message each client
+ * receives, and reports deliveries/s, lost messages, latency percentiles, the
+ * server's CPU time per delivered message and RSS (from /proc/PID), and the
+ * load generator's own CPU time so a reader sees when the client is the
+ * bottleneck.
+ *
+ * The WebSocket client is a minimal one written over `node:net`, for two
+ * reasons:
+ * - Deno's `WebSocket` and `Deno.connect` cannot bind a source address, but
+ *   Deno's `node:net` honours `localAddress`, so clients can be spread over
+ *   127.0.0.1–127.0.0.x (one address gives at most ~28k ephemeral ports and
+ *   makes every client look like one IP to per-IP limits);
+ * - it parses every frame that arrived in one read in one go, instead of one
+ *   event-loop task per message, so one load process can receive several
+ *   hundred thousand messages per second.
+ *
+ * With `--workers P` the clients are spread over P subprocesses of this
+ * script (Deno.Command with Deno.execPath()), coordinated over stdin/stdout.
+ *
+ * Every phase is bounded in time (`--duration`, {@linkcode CONNECT_PHASE_MS},
+ * {@linkcode SETTLE_MAX_MS}, {@linkcode STALL_MS}) and the tool stops by
+ * itself. Traffic goes only to 127.0.0.0/8: other URLs are refused.
+ *
+ * Usage: deno run -A bench/load.ts --url ws://127.0.0.1:8001/bench
+ *          [--clients 100] [--senders 4] [--messages 2000] [--window 16]
+ *          [--size 64] [--protocol text|json] [--rate 0] [--duration 60]
+ *          [--pid SERVER_PID] [--workers 1] [--room-size 0]
+ *          [--source-ips 0] [--json] [--quiet]
+ *
+ * @module
+ */
+import net from "node:net";
+import { createHash } from "node:crypto";
+import { parseArgs } from "node:util";
+
+/** The JSON subprotocol offered with `--protocol json`. */
+export const JSON_PROTOCOL = "chat.v1.json";
+/** Connections opened concurrently per process while connecting. */
+const CONNECT_BATCH = 200;
+/** One connection (TCP + handshake) must finish within this. */
+const CONNECT_TIMEOUT_MS = 10_000;
+/** The whole connect phase must finish within this. */
+const CONNECT_PHASE_MS = 120_000;
+/** Join traffic counts as settled after this long without a frame. */
+const SETTLE_QUIET_MS = 300;
+/** Settling gives up (and the run goes on) after this long. */
+const SETTLE_MAX_MS = 30_000;
+/** The send phase stops if no message was delivered for this long. */
+const STALL_MS = 10_000;
+/** Progress lines on stderr (and worker progress events) this often. */
+const PROGRESS_INTERVAL_MS = 1_000;
+/** Default clients per source address when `--source-ips` is 0 (auto). */
+const CLIENTS_PER_SOURCE_IP = 1_000;
+/** Source addresses are 127.0.0.1 … 127.0.0.254. */
+const MAX_SOURCE_IPS = 254;
+/** Largest frame accepted from a server; more means a broken server. */
+const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+/** Upper bounds on options, so a typo cannot start an unbounded run. */
+const MAX_CLIENTS = 60_000;
+const MAX_WORKERS = 16;
+const MAX_DURATION_S = 600;
+/** Latency histogram: buckets grow by 1 % from 1 µs, up to ~10 minutes. */
+const HIST_GROWTH = 1.01;
+const HIST_BUCKETS = 2_100;
+/** Client CPU above this share of its cores means the client is the limit. */
+const CLIENT_SATURATED_SHARE = 0.9;
+/** RFC 6455 handshake GUID. */
+const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/** Options of one load run (the command-line flags, parsed). */
+export interface LoadConfig {
+  url: string;
+  clients: number;
+  senders: number;
+  messages: number;
+  window: number;
+  size: number;
+  protocol: "text" | "json";
+  /** Messages per second per sender; 0 = as fast as the window allows. */
+  rate: number;
+  durationS: number;
+  pid: number;
+  workers: number;
+  /** Clients per room (rooms are `PATH-0`, `PATH-1`, …); 0 = one room. */
+  roomSize: number;
+  sourceIps: number;
+  /** Random tag in every message text, so stray messages are not counted. */
+  tag: string;
+  quiet: boolean;
+}
+
+/** What one process (or the in-process group) measured. */
+interface GroupReport {
+  connected: number;
+  delivered: number;
+  expected: number;
+  dups: number;
+  hist: number[];
+  maxLatencyMs: number;
+  startAt: number;
+  lastDeliveryAt: number;
+  cpuS: number;
+  errors: string[];
+}
+
+/** The final report, printed as a table or with `--json`. */
+export interface LoadReport {
+  config: Omit<LoadConfig, "tag" | "quiet">;
+  status: "ok" | "lost" | "error";
+  errors: string[];
+  connected: number;
+  connectS: number;
+  expected: number;
+  delivered: number;
+  lost: number;
+  dups: number;
+  sendPhaseS: number;
+  deliveredPerS: number;
+  latencyMs: { p50: number; p99: number; max: number };
+  server: {
+    pid: number;
+    cpuS: number;
+    cpuUsPerDelivery: number;
+    cpuShare: number;
+    rssBeforeKiB: number;
+    rssConnectedKiB: number;
+    rssAfterKiB: number;
+    rssPerConnBytes: number;
+  };
+  client: {
+    workers: number;
+    cpuS: number;
+    cpuShare: number;
+    saturated: boolean;
+  };
+}
+
+// ---------------------------------------------------------------- /proc ---
+
+let clockTicks = 0;
+
+/** Clock ticks per second for /proc stat fields (`getconf CLK_TCK`). */
+export async function clkTck(): Promise<number> {
+  if (clockTicks) return clockTicks;
+  clockTicks = 100; // Linux's USER_HZ almost everywhere; used if getconf fails
+  try {
+    const out = await new Deno.Command("getconf", { args: ["CLK_TCK"] })
+      .output();
+    const n = Number(new TextDecoder().decode(out.stdout).trim());
+    if (n > 0) clockTicks = n;
+  } catch { /* keep the default */ }
+  return clockTicks;
+}
+
+/**
+ * CPU seconds (user + system, all threads) used so far by process `pid`
+ * ("self" for this process), from /proc/PID/stat; NaN if unreadable.
+ */
+export function procCpuS(pid: number | "self"): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // The command name (field 2) may contain spaces: split after its ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after field 2.
+    return (Number(fields[11]) + Number(fields[12])) / (clockTicks || 100);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Resident set size of process `pid` in KiB (VmRSS); NaN if unreadable. */
+export function procRssKiB(pid: number): number {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = status.match(/^VmRSS:\s+(\d+)\s+kB/m);
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+// ------------------------------------------------------------ histogram ---
+
+function histIndex(ms: number): number {
+  const us = Math.max(1, ms * 1000);
+  return Math.min(
+    HIST_BUCKETS - 1,
+    Math.floor(Math.log(us) / Math.log(HIST_GROWTH)),
+  );
+}
+
+/** The latency (ms) below which fraction `q` of the samples lie. */
+function histQuantile(hist: number[], q: number): number {
+  const total = hist.reduce((a, b) => a + b, 0);
+  if (total === 0) return NaN;
+  const want = Math.ceil(q * total);
+  let seen = 0;
+  for (let i = 0; i < hist.length; i++) {
+    seen += hist[i];
+    if (seen >= want) return HIST_GROWTH ** (i + 0.5) / 1000;
+  }
+  return NaN;
+}
+
+// --------------------------------------------------------------- client ---
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function wallMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** Encodes one masked client frame (RFC 6455 §5.2). */
+function encodeFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const len = payload.length;
+  const hdr = len < 126 ? 2 : len < 65_536 ? 4 : 10;
+  const out = new Uint8Array(hdr + 4 + len);
+  out[0] = 0x80 | opcode;
+  if (hdr === 2) out[1] = 0x80 | len;
+  else if (hdr === 4) {
+    out[1] = 0x80 | 126;
+    out[2] = len >> 8;
+    out[3] = len & 0xff;
+  } else {
+    out[1] = 0x80 | 127;
+    new DataView(out.buffer).setBigUint64(2, BigInt(len));
+  }
+  const mask = (Math.random() * 0x1_0000_0000) >>> 0;
+  const m = [
+    mask >>> 24,
+    (mask >>> 16) & 0xff,
+    (mask >>> 8) & 0xff,
+    mask & 0xff,
+  ];
+  out.set(m, hdr);
+  const base = hdr + 4;
+  for (let i = 0; i < len; i++) out[base + i] = payload[i] ^ m[i & 3];
+  return out;
+}
+
+/** Shared state of the clients of one process. */
+class Group {
+  readonly clients: Client[] = [];
+  delivered = 0;
+  expected = 0;
+  dups = 0;
+  connected = 0;
+  readonly hist: number[] = new Array(HIST_BUCKETS).fill(0);
+  maxLatencyMs = 0;
+  lastFrameAt = 0;
+  lastDeliveryAt = 0;
+  startAt = 0;
+  running = false;
+  readonly errors: string[] = [];
+  #onProgress: (() => void) | null = null;
+
+  constructor(readonly cfg: LoadConfig, readonly indices: number[]) {}
+
+  /** Connects this group's clients, CONNECT_BATCH at a time. */
+  async connect(): Promise<void> {
+    const u = new URL(this.cfg.url);
+    const deadline = Date.now() + CONNECT_PHASE_MS;
+    for (let i = 0; i < this.indices.length; i += CONNECT_BATCH) {
+      if (Date.now() > deadline) throw new Error("connect phase timed out");
+      const batch = this.indices.slice(i, i + CONNECT_BATCH).map((idx) => {
+        const c = new Client(this, idx, u);
+        this.clients.push(c);
+        return c.open();
+      });
+      await Promise.all(batch);
+      this.connected = this.clients.length;
+    }
+    const senders = Math.min(this.cfg.senders, this.cfg.clients);
+    for (const c of this.clients) {
+      // Everyone in a room, the sender included, receives each message.
+      const room = c.room;
+      let roomSenders = 0;
+      for (let s = 0; s < senders; s++) {
+        if (this.roomOf(s) === room) roomSenders++;
+      }
+      c.expected = roomSenders * this.cfg.messages;
+      this.expected += c.expected;
+    }
+  }
+
+  roomOf(idx: number): number {
+    return this.cfg.roomSize > 0 ? Math.floor(idx / this.cfg.roomSize) : 0;
+  }
+
+  /** Waits until no frame arrived for SETTLE_QUIET_MS (join traffic). */
+  async settle(): Promise<void> {
+    const deadline = Date.now() + SETTLE_MAX_MS;
+    this.lastFrameAt = Date.now();
+    while (Date.now() < deadline) {
+      const quietFor = Date.now() - this.lastFrameAt;
+      if (quietFor >= SETTLE_QUIET_MS) return;
+      await sleep(SETTLE_QUIET_MS - quietFor + 5);
+    }
+    this.errors.push("join traffic did not settle");
+  }
+
+  /** Runs the send phase until everything arrived, a stall or the cap. */
+  async run(startAt: number): Promise<GroupReport> {
+    const cpu0 = procCpuS("self");
+    this.startAt = startAt;
+    this.running = true;
+    const capAt = startAt + this.cfg.durationS * 1000;
+    this.lastDeliveryAt = startAt;
+    for (const c of this.clients) c.startSending(startAt);
+    while (this.delivered < this.expected) {
+      const now = wallMs();
+      if (now > capAt) {
+        this.errors.push(`duration cap of ${this.cfg.durationS} s reached`);
+        break;
+      }
+      if (now - Math.max(this.lastDeliveryAt, startAt) > STALL_MS) {
+        this.errors.push(`no delivery for ${STALL_MS / 1000} s`);
+        break;
+      }
+      await new Promise<void>((resolve) => {
+        this.#onProgress = resolve;
+        setTimeout(resolve, PROGRESS_INTERVAL_MS / 4);
+      });
+      this.#onProgress = null;
+    }
+    this.running = false;
+    for (const c of this.clients) c.stopSending();
+    return {
+      connected: this.connected,
+      delivered: this.delivered,
+      expected: this.expected,
+      dups: this.dups,
+      hist: this.hist,
+      maxLatencyMs: this.maxLatencyMs,
+      startAt,
+      lastDeliveryAt: this.lastDeliveryAt,
+      cpuS: procCpuS("self") - cpu0,
+      errors: this.errors,
+    };
+  }
+
+  /** Called after each read: wakes `run` once the last message arrived. */
+  checkDone(): void {
+    if (this.delivered >= this.expected && this.#onProgress) {
+      this.#onProgress();
+    }
+  }
+
+  close(): void {
+    for (const c of this.clients) c.destroy();
+  }
+}
+
+/** One WebSocket client over a raw `node:net` socket. */
+class Client {
+  readonly room: number;
+  readonly senderId: number;
+  readonly json: boolean;
+  expected = 0;
+  #sock: net.Socket | null = null;
+  #rest: Uint8Array | null = null;
+  #fragments: Uint8Array[] | null = null;
+  #outbox: Uint8Array[] = [];
+  #lastSeq: Int32Array;
+  #sent = 0;
+  #inflight = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+
+  constructor(readonly group: Group, readonly idx: number, readonly url: URL) {
+    const cfg = group.cfg;
+    this.room = group.roomOf(idx);
+    this.senderId = idx < cfg.senders ? idx : -1;
+    this.json = cfg.protocol === "json";
+    this.#lastSeq = new Int32Array(Math.max(1, cfg.senders)).fill(-1);
+  }
+
+  /** TCP connect from this client's source address, then the handshake. */
+  open(): Promise<void> {
+    const cfg = this.group.cfg;
+    const path = cfg.roomSize > 0
+      ? `${this.url.pathname}-${this.room}`
+      : this.url.pathname;
+    const key = btoa(
+      String.fromCharCode(...crypto.getRandomValues(new Uint8Array(16))),
+    );
+    const accept = createHash("sha1").update(key + WS_GUID).digest("base64");
+    const localAddress = `127.0.0.${1 + (this.idx % cfg.sourceIps)}`;
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({
+        host: this.url.hostname,
+        port: Number(this.url.port),
+        localAddress,
+      });
+      this.#sock = sock;
+      sock.setNoDelay(true);
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`client ${this.idx}: connect timed out`));
+      }, CONNECT_TIMEOUT_MS);
+      let head: Uint8Array = new Uint8Array(0);
+      const onHandshake = (chunk: Uint8Array) => {
+        head = concat([head, chunk]);
+        const end = indexOfCrlfCrlf(head);
+        if (end < 0) return;
+        clearTimeout(timer);
+        sock.off("data", onHandshake);
+        const lines = decoder.decode(head.subarray(0, end)).split("\r\n");
+        const headers = new Map(
+          lines.slice(1).map((l) => {
+            const i = l.indexOf(":");
+            return [l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim()];
+          }),
+        );
+        const problem = !/^HTTP\/1\.1 101/.test(lines[0])
+          ? `status "${lines[0]}"`
+          : headers.get("sec-websocket-accept") !== accept
+          ? "bad Sec-WebSocket-Accept"
+          : this.json &&
+              headers.get("sec-websocket-protocol") !== JSON_PROTOCOL
+          ? `subprotocol ${JSON_PROTOCOL} not accepted`
+          : "";
+        if (problem) {
+          sock.destroy();
+          reject(new Error(`client ${this.idx}: handshake failed: ${problem}`));
+          return;
+        }
+        sock.on("data", (c: Uint8Array) => this.#onData(c));
+        // Bytes after the header block already belong to the first frames.
+        if (head.length > end + 4) this.#onData(head.subarray(end + 4));
+        resolve();
+      };
+      sock.on("data", onHandshake);
+      sock.on("error", (e: Error) => {
+        clearTimeout(timer);
+        if (!this.#closed) {
+          this.group.errors.push(`client ${this.idx}: ${e.message}`);
+        }
+        reject(e);
+      });
+      sock.on("close", () => {
+        if (!this.#closed && this.group.running) {
+          this.group.errors.push(`client ${this.idx}: closed by server`);
+        }
+        this.#closed = true;
+      });
+      sock.write(
+        `GET ${path} HTTP/1.1\r\nHost: ${this.url.host}\r\n` +
+          "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+          (this.json ? `Sec-WebSocket-Protocol: ${JSON_PROTOCOL}\r\n` : "") +
+          "\r\n",
+      );
+    });
+  }
+
+  /** Starts this client's sends: the window now, or paced by `--rate`. */
+  startSending(startAt: number): void {
+    if (this.senderId < 0) return;
+    const cfg = this.group.cfg;
+    if (cfg.rate <= 0) {
+      this.#fill();
+      this.#flush();
+      return;
+    }
+    const tick = () => {
+      const due = Math.min(
+        cfg.messages,
+        Math.floor((wallMs() - startAt) * cfg.rate / 1000) + 1,
+      );
+      while (this.#sent < due && this.#inflight < cfg.window) this.#queue();
+      this.#flush();
+      if (this.#sent >= cfg.messages) clearInterval(this.#timer);
+    };
+    this.#timer = setInterval(tick, Math.min(10, 1000 / cfg.rate));
+    tick();
+  }
+
+  stopSending(): void {
+    clearInterval(this.#timer);
+  }
+
+  destroy(): void {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#sock?.destroy();
+  }
+
+  #fill(): void {
+    const cfg = this.group.cfg;
+    while (this.#sent < cfg.messages && this.#inflight < cfg.window) {
+      this.#queue();
+    }
+  }
+
+  /** Queues the next message; the text carries its send time. */
+  #queue(): void {
+    const cfg = this.group.cfg;
+    let text = `~${cfg.tag}~${this.senderId}~${this.#sent}~${
+      wallMs().toFixed(3)
+    }~`;
+    if (text.length < cfg.size) text += "x".repeat(cfg.size - text.length);
+    const body = this.json ? JSON.stringify({ type: "message", text }) : text;
+    this.#outbox.push(encodeFrame(0x1, encoder.encode(body)));
+    this.#sent++;
+    this.#inflight++;
+  }
+
+  /** Writes all queued frames with one write. */
+  #flush(): void {
+    if (this.#outbox.length === 0 || this.#closed) return;
+    const out = this.#outbox.length === 1
+      ? this.#outbox[0]
+      : concat(this.#outbox);
+    this.#outbox = [];
+    this.#sock!.write(out);
+  }
+
+  /** Parses every complete frame in the bytes read so far. */
+  #onData(chunk: Uint8Array): void {
+    const group = this.group;
+    const now = wallMs();
+    group.lastFrameAt = Date.now();
+    let data = chunk;
+    if (this.#rest) {
+      data = concat([this.#rest, chunk]);
+      this.#rest = null;
+    }
+    let off = 0;
+    while (data.length - off >= 2) {
+      const b0 = data[off];
+      const b1 = data[off + 1];
+      let len = b1 & 0x7f;
+      let hdr = 2;
+      if (len === 126) {
+        if (data.length - off < 4) break;
+        len = (data[off + 2] << 8) | data[off + 3];
+        hdr = 4;
+      } else if (len === 127) {
+        if (data.length - off < 10) break;
+        len = Number(new DataView(data.buffer, data.byteOffset + off + 2, 8)
+          .getBigUint64(0));
+        hdr = 10;
+      }
+      if (len > MAX_FRAME_BYTES || (b1 & 0x80)) {
+        group.errors.push(`client ${this.idx}: invalid frame from server`);
+        this.destroy();
+        return;
+      }
+      if (data.length - off < hdr + len) break;
+      this.#onFrame(b0, data.subarray(off + hdr, off + hdr + len), now);
+      off += hdr + len;
+    }
+    if (off < data.length) this.#rest = data.slice(off);
+    this.#flush();
+    group.checkDone();
+  }
+
+  #onFrame(b0: number, payload: Uint8Array, now: number): void {
+    const fin = (b0 & 0x80) !== 0;
+    const opcode = b0 & 0x0f;
+    if (opcode === 0x9) { // ping: answer so idle timeouts do not close us
+      this.#outbox.push(encodeFrame(0xa, payload));
+      return;
+    }
+    if (opcode === 0x8) { // close
+      if (!this.#closed && this.group.running) {
+        this.group.errors.push(`client ${this.idx}: close frame from server`);
+      }
+      this.destroy();
+      return;
+    }
+    if (opcode === 0xa) return; // pong
+    // A new data frame (not a continuation) starts a new message.
+    if (opcode !== 0x0) this.#fragments = null;
+    if (!fin) {
+      (this.#fragments ??= []).push(payload.slice());
+      return;
+    }
+    if (this.#fragments) {
+      this.#fragments.push(payload);
+      payload = concat(this.#fragments);
+      this.#fragments = null;
+    }
+    const text = decoder.decode(payload);
+    if (this.json) this.#onJson(text, now);
+    else {
+      // `NICK: TEXT`; join/leave lines carry no tag.
+      const i = text.indexOf("~");
+      if (i >= 0) this.#onChat(text.slice(i), now);
+    }
+  }
+
+  #onJson(frame: string, now: number): void {
+    let v: unknown;
+    try {
+      v = JSON.parse(frame);
+    } catch {
+      this.group.errors.push(`client ${this.idx}: frame is not JSON`);
+      return;
+    }
+    // One object, or an array of the events of one server event-loop turn.
+    // The welcome's history is not counted: it is not a delivery.
+    for (const ev of Array.isArray(v) ? v : [v]) {
+      if (ev && ev.type === "message" && typeof ev.text === "string") {
+        this.#onChat(ev.text, now);
+      }
+    }
+  }
+
+  /** Counts one chat message `~TAG~SENDER~SEQ~SENTAT~…`. */
+  #onChat(text: string, now: number): void {
+    const parts = text.split("~", 5);
+    const group = this.group;
+    if (parts[1] !== group.cfg.tag) return;
+    const sender = Number(parts[2]);
+    const seq = Number(parts[3]);
+    if (!(sender >= 0 && sender < this.#lastSeq.length)) return;
+    if (seq <= this.#lastSeq[sender]) {
+      group.dups++;
+      return;
+    }
+    this.#lastSeq[sender] = seq;
+    group.delivered++;
+    group.lastDeliveryAt = now;
+    const latency = Math.max(0, now - Number(parts[4]));
+    group.hist[histIndex(latency)]++;
+    if (latency > group.maxLatencyMs) group.maxLatencyMs = latency;
+    if (sender === this.senderId) {
+      this.#inflight--;
+      if (group.cfg.rate <= 0) this.#fill();
+    }
+  }
+}
+
+/** Index of the first CR LF CR LF (end of HTTP headers), or -1. */
+function indexOfCrlfCrlf(b: Uint8Array): number {
+  for (let i = 0; i + 3 < b.length; i++) {
+    if (b[i] === 13 && b[i + 1] === 10 && b[i + 2] === 13 && b[i + 3] === 10) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  n = 0;
+  for (const p of parts) {
+    out.set(p, n);
+    n += p.length;
+  }
+  return out;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// -------------------------------------------------------------- workers ---
+
+/** The coordinator's view of one group: in this process or a subprocess. */
+interface GroupHandle {
+  connect(): Promise<void>;
+  settle(): Promise<void>;
+  run(startAt: number): Promise<GroupReport>;
+  close(): Promise<void>;
+  progress(): { connected: number; delivered: number; expected: number };
+}
+
+function localHandle(group: Group): GroupHandle {
+  return {
+    connect: () => group.connect(),
+    settle: () => group.settle(),
+    run: (startAt) => group.run(startAt),
+    close: () => Promise.resolve(group.close()),
+    progress: () => ({
+      connected: group.clients.length,
+      delivered: group.delivered,
+      expected: group.expected,
+    }),
+  };
+}
+
+/** Starts a worker subprocess for `indices` and talks JSON lines to it. */
+function workerHandle(cfg: LoadConfig, indices: number[]): GroupHandle {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--worker",
+      JSON.stringify({ cfg, indices }),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  const state = { connected: 0, delivered: 0, expected: 0 };
+  // One command is outstanding at a time; its reply settles `waiter.next`.
+  const waiter: {
+    next: { resolve: (v: unknown) => void; reject: (e: Error) => void } | null;
+  } = { next: null };
+  (async () => {
+    for await (const line of lines(child.stdout)) {
+      const msg = JSON.parse(line);
+      if (msg.ev === "progress") Object.assign(state, msg.state);
+      else if (msg.ev === "error") waiter.next?.reject(new Error(msg.message));
+      else waiter.next?.resolve(msg.result);
+    }
+    waiter.next?.reject(new Error("load worker exited"));
+  })();
+  const call = (cmd: string, arg?: unknown) =>
+    new Promise<unknown>((resolve, reject) => {
+      waiter.next = { resolve, reject };
+      writer.write(encoder.encode(JSON.stringify({ cmd, arg }) + "\n"));
+    });
+  return {
+    connect: () => call("connect") as Promise<void>,
+    settle: () => call("settle") as Promise<void>,
+    run: (startAt) => call("run", startAt) as Promise<GroupReport>,
+    close: async () => {
+      await call("close");
+      await writer.close();
+      await child.status;
+    },
+    progress: () => state,
+  };
+}
+
+/** Splits a byte stream into lines. */
+async function* lines(stream: ReadableStream<Uint8Array>) {
+  const textDecoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of stream) {
+    buf += textDecoder.decode(chunk, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, i);
+      buf = buf.slice(i + 1);
+    }
+  }
+}
+
+/** Worker side: runs one group, driven by commands on stdin. */
+async function workerMain(spec: string): Promise<void> {
+  await clkTck();
+  const { cfg, indices } = JSON.parse(spec) as {
+    cfg: LoadConfig;
+    indices: number[];
+  };
+  const group = new Group(cfg, indices);
+  const send = (msg: unknown) =>
+    Deno.stdout.writeSync(encoder.encode(JSON.stringify(msg) + "\n"));
+  const timer = setInterval(() =>
+    send({
+      ev: "progress",
+      state: {
+        connected: group.clients.length,
+        delivered: group.delivered,
+        expected: group.expected,
+      },
+    }), PROGRESS_INTERVAL_MS);
+  for await (const line of lines(Deno.stdin.readable)) {
+    const { cmd, arg } = JSON.parse(line);
+    try {
+      let result: unknown = null;
+      if (cmd === "connect") await group.connect();
+      else if (cmd === "settle") await group.settle();
+      else if (cmd === "run") result = await group.run(arg);
+      else if (cmd === "close") group.close();
+      send({ ev: "result", result });
+      if (cmd === "close") break;
+    } catch (e) {
+      send({ ev: "error", message: (e as Error).message });
+    }
+  }
+  clearInterval(timer);
+  Deno.exit(0);
+}
+
+// ---------------------------------------------------------- coordinator ---
+
+/**
+ * Runs one load test as configured and returns its report. Progress goes to
+ * stderr unless `cfg.quiet`.
+ */
+export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
+  await clkTck();
+  const log = (s: string) => {
+    if (!cfg.quiet) console.error(`[load] ${s}`);
+  };
+  const pid = cfg.pid;
+  const rssBefore = pid ? procRssKiB(pid) : NaN;
+  const buckets: number[][] = Array.from({ length: cfg.workers }, () => []);
+  for (let i = 0; i < cfg.clients; i++) buckets[i % cfg.workers].push(i);
+  const handles = cfg.workers === 1
+    ? [localHandle(new Group(cfg, buckets[0]))]
+    : buckets.map((b) => workerHandle(cfg, b));
+  const sum = (k: "connected" | "delivered" | "expected") =>
+    handles.reduce((a, h) => a + h.progress()[k], 0);
+  const errors: string[] = [];
+  let phase = "connecting";
+  const t0 = performance.now();
+  const ticker = setInterval(() => {
+    const s = ((performance.now() - t0) / 1000).toFixed(0);
+    if (phase === "connecting") {
+      log(`${s}s connected ${sum("connected")}/${cfg.clients}`);
+    } else if (phase === "sending") {
+      const exp = sum("expected");
+      log(
+        `${s}s delivered ${sum("delivered")}/${exp} ` +
+          `(${(100 * sum("delivered") / Math.max(1, exp)).toFixed(0)}%)`,
+      );
+    }
+  }, PROGRESS_INTERVAL_MS);
+
+  const reports: GroupReport[] = [];
+  let connectS = NaN;
+  let serverCpu0 = NaN;
+  let serverCpu1 = NaN;
+  let rssConnected = NaN;
+  let coordinatorRunCpu = 0;
+  try {
+    await Promise.all(handles.map((h) => h.connect()));
+    connectS = (performance.now() - t0) / 1000;
+    log(`connected ${cfg.clients} clients in ${connectS.toFixed(1)} s`);
+    phase = "settling";
+    await Promise.all(handles.map((h) => h.settle()));
+    rssConnected = pid ? procRssKiB(pid) : NaN;
+    serverCpu0 = pid ? procCpuS(pid) : NaN;
+    phase = "sending";
+    const startAt = wallMs();
+    const ownCpu0 = procCpuS("self");
+    reports.push(...await Promise.all(handles.map((h) => h.run(startAt))));
+    serverCpu1 = pid ? procCpuS(pid) : NaN;
+    coordinatorRunCpu = procCpuS("self") - ownCpu0;
+  } catch (e) {
+    errors.push((e as Error).message);
+  } finally {
+    clearInterval(ticker);
+  }
+  const rssAfter = pid ? procRssKiB(pid) : NaN;
+  await Promise.all(handles.map((h) => h.close().catch(() => {})));
+
+  const hist = new Array(HIST_BUCKETS).fill(0);
+  let delivered = 0, expected = 0, dups = 0, maxLat = 0, clientCpu = 0;
+  let startAt = Infinity, lastAt = 0, connected = 0;
+  for (const r of reports) {
+    r.hist.forEach((n, i) => hist[i] += n);
+    delivered += r.delivered;
+    expected += r.expected;
+    dups += r.dups;
+    maxLat = Math.max(maxLat, r.maxLatencyMs);
+    clientCpu += r.cpuS;
+    startAt = Math.min(startAt, r.startAt);
+    lastAt = Math.max(lastAt, r.lastDeliveryAt);
+    connected += r.connected;
+    errors.push(...new Set(r.errors.slice(0, 5)));
+  }
+  // With workers, the coordinator's own (small) share counts too.
+  if (cfg.workers > 1) clientCpu += coordinatorRunCpu;
+  const sendPhaseS = reports.length ? (lastAt - startAt) / 1000 : NaN;
+  const serverCpu = serverCpu1 - serverCpu0;
+  const expectedTotal = reports.length ? expected : NaN;
+  const lost = expectedTotal - delivered;
+  const { tag: _tag, quiet: _quiet, ...config } = cfg;
+  return {
+    config,
+    status: errors.length && !reports.length
+      ? "error"
+      : lost !== 0
+      ? "lost"
+      : "ok",
+    errors,
+    connected,
+    connectS,
+    expected: expectedTotal,
+    delivered,
+    lost,
+    dups,
+    sendPhaseS,
+    deliveredPerS: sendPhaseS > 0 ? delivered / sendPhaseS : NaN,
+    latencyMs: {
+      p50: histQuantile(hist, 0.5),
+      p99: histQuantile(hist, 0.99),
+      max: delivered ? maxLat : NaN,
+    },
+    server: {
+      pid,
+      cpuS: serverCpu,
+      cpuUsPerDelivery: delivered ? serverCpu / delivered * 1e6 : NaN,
+      cpuShare: sendPhaseS > 0 ? serverCpu / sendPhaseS : NaN,
+      rssBeforeKiB: rssBefore,
+      rssConnectedKiB: rssConnected,
+      rssAfterKiB: rssAfter,
+      rssPerConnBytes: (rssConnected - rssBefore) * 1024 / cfg.clients,
+    },
+    client: {
+      workers: cfg.workers,
+      cpuS: clientCpu,
+      cpuShare: sendPhaseS > 0 ? clientCpu / sendPhaseS : NaN,
+      saturated: sendPhaseS > 0 &&
+        clientCpu / sendPhaseS > CLIENT_SATURATED_SHARE * cfg.workers,
+    },
+  };
+}
+
+// ------------------------------------------------------------------ CLI ---
+
+/** Formats a number for the table: NaN as "-", small values with decimals. */
+export function fmt(n: number, digits = 1): string {
+  if (!Number.isFinite(n)) return "-";
+  return Math.abs(n) >= 1000
+    ? Math.round(n).toLocaleString("en-US")
+    : n.toFixed(digits);
+}
+
+/** Renders a report as a two-column table. */
+export function reportTable(r: LoadReport): string {
+  const c = r.config;
+  const rows: [string, string][] = [
+    ["status", r.status + (r.errors.length ? ` (${r.errors[0]})` : "")],
+    [
+      "scenario",
+      `${c.clients} clients, ${c.senders} senders x ${c.messages}, ` +
+      `window ${c.window}${c.rate ? `, ${c.rate} msg/s` : ""}, ` +
+      `${c.size} B, ${c.protocol}, ${c.workers} worker(s)`,
+    ],
+    ["connected", `${r.connected} in ${fmt(r.connectS, 2)} s`],
+    ["delivered", `${r.delivered} of ${r.expected} (lost ${r.lost})`],
+    ["delivered/s", fmt(r.deliveredPerS, 0)],
+    [
+      "latency ms",
+      `p50 ${fmt(r.latencyMs.p50, 2)}  p99 ${fmt(r.latencyMs.p99, 2)}  ` +
+      `max ${fmt(r.latencyMs.max, 2)}`,
+    ],
+    [
+      "server CPU",
+      `${fmt(r.server.cpuS, 2)} s = ${fmt(r.server.cpuUsPerDelivery, 3)} ` +
+      `µs/delivery (${fmt(100 * r.server.cpuShare, 0)} % of a core)`,
+    ],
+    [
+      "server RSS KiB",
+      `before ${fmt(r.server.rssBeforeKiB, 0)}, connected ` +
+      `${fmt(r.server.rssConnectedKiB, 0)}, after ` +
+      `${fmt(r.server.rssAfterKiB, 0)} ` +
+      `(${fmt(r.server.rssPerConnBytes, 0)} B/conn)`,
+    ],
+    [
+      "client CPU",
+      `${fmt(r.client.cpuS, 2)} s (${fmt(100 * r.client.cpuShare, 0)} % ` +
+      `of a core${r.client.saturated ? ", SATURATED: client-bound" : ""})`,
+    ],
+  ];
+  return rows.map(([k, v]) => `${k.padEnd(15)} ${v}`).join("\n");
+}
+
+/** Parses the command line into a config; throws on bad values. */
+export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
+  const { values } = parseArgs({
+    args,
+    options: {
+      url: { type: "string", default: "ws://127.0.0.1:8001/bench" },
+      clients: { type: "string", default: "100" },
+      senders: { type: "string", default: "4" },
+      messages: { type: "string", default: "2000" },
+      window: { type: "string", default: "16" },
+      size: { type: "string", default: "64" },
+      protocol: { type: "string", default: "text" },
+      rate: { type: "string", default: "0" },
+      duration: { type: "string", default: "60" },
+      pid: { type: "string", default: "0" },
+      workers: { type: "string", default: "1" },
+      "room-size": { type: "string", default: "0" },
+      "source-ips": { type: "string", default: "0" },
+      json: { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+    },
+  });
+  const int = (name: keyof typeof values, min: number, max: number) => {
+    const n = Number(values[name]);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new Error(`--${name} must be an integer in [${min}, ${max}]`);
+    }
+    return n;
+  };
+  const url = new URL(values.url);
+  // Load goes to this machine only: 127.0.0.0/8 (or "localhost").
+  if (
+    url.protocol !== "ws:" ||
+    !(/^127\.\d+\.\d+\.\d+$/.test(url.hostname) || url.hostname === "localhost")
+  ) {
+    throw new Error("--url must be ws://127.x.x.x:PORT/ROOM (loopback only)");
+  }
+  if (!url.port) throw new Error("--url needs an explicit port");
+  if (values.protocol !== "text" && values.protocol !== "json") {
+    throw new Error("--protocol must be text or json");
+  }
+  const clients = int("clients", 1, MAX_CLIENTS);
+  const sourceIps = int("source-ips", 0, MAX_SOURCE_IPS) ||
+    Math.min(MAX_SOURCE_IPS, Math.ceil(clients / CLIENTS_PER_SOURCE_IP));
+  return {
+    url: url.href,
+    clients,
+    senders: Math.min(int("senders", 0, MAX_CLIENTS), clients),
+    messages: int("messages", 0, 10_000_000),
+    window: int("window", 1, 1_000_000),
+    size: int("size", 1, 1_000_000),
+    protocol: values.protocol,
+    rate: int("rate", 0, 1_000_000),
+    durationS: int("duration", 1, MAX_DURATION_S),
+    pid: int("pid", 0, 2 ** 31),
+    workers: Math.min(int("workers", 1, MAX_WORKERS), clients),
+    roomSize: int("room-size", 0, MAX_CLIENTS),
+    sourceIps,
+    tag: crypto.randomUUID().slice(0, 8),
+    quiet: values.quiet,
+    json: values.json,
+  };
+}
+
+if (import.meta.main) {
+  if (Deno.args[0] === "--worker") {
+    await workerMain(Deno.args[1]);
+  } else {
+    const { json, ...cfg } = parseLoadArgs(Deno.args);
+    const report = await runLoad(cfg);
+    console.log(json ? JSON.stringify(report) : reportTable(report));
+    Deno.exit(report.status === "ok" ? 0 : 1);
+  }
+}

@@ -1,0 +1,641 @@
+/**
+ * `deno task bench`: runs the benchmark scenarios against the reference
+ * server, Bun and our server, alternating, several runs each, and prints
+ * medians, the ratios ours/reference and ours/Bun, and the issue's targets.
+ *
+ * Every measurement starts a fresh server process on fresh ports (so RSS
+ * "before" is a just-started server and no run inherits another's rooms or
+ * TIME_WAIT sockets), runs `bench/load.ts` against it as a subprocess (so the
+ * load generator's CPU time is its own) and stops the server.
+ *
+ * Usage: deno task bench [--scenario a,b,c,d] [--runs 3]
+ *          [--servers reference,bun,ours] [--protocols text,json] [--json]
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { fmt, type LoadReport } from "./load.ts";
+
+/** Bun release used as the comparison point (npm package `bun`). */
+const BUN_VERSION = "1.4.4";
+/** Load processes for the throughput scenarios (a) and (b). */
+const DEFAULT_WORKERS = 2;
+/** Runs per scenario and server when `--runs` is not given. */
+const DEFAULT_RUNS = 3;
+/** A server must answer `GET /healthz` within this after being started. */
+const READY_TIMEOUT_MS = 30_000;
+/** Poll interval while waiting for `/healthz`. */
+const READY_POLL_MS = 50;
+/** After SIGTERM a server gets this long before SIGKILL. */
+const STOP_GRACE_MS = 3_000;
+/** One load run (a subprocess) is killed after this long. */
+const LOAD_TIMEOUT_MS = 180_000;
+/** `npm install` of Bun must finish within this. */
+const INSTALL_TIMEOUT_MS = 300_000;
+/** File descriptors needed by the largest scenario, plus headroom. */
+const FDS_NEEDED = 10_000 + 1_024;
+/** Flags that lift our server's limits so it is measured, not throttled. */
+const OURS_UNLIMITED = [
+  "--rate",
+  "1000000",
+  "--burst",
+  "1000000",
+  "--max-connections",
+  "100000",
+  "--max-connections-per-ip",
+  "100000",
+  "--max-buffered-bytes",
+  "1073741824",
+  "--quiet",
+];
+
+const benchDir = new URL(".", import.meta.url).pathname;
+const repoDir = new URL("..", import.meta.url).pathname;
+const bunDir = `${benchDir}.bun`;
+
+/** One scenario of the issue, as load.ts flags. */
+interface Scenario {
+  id: string;
+  title: string;
+  args: string[];
+  /** Uses `--workers` load processes (the throughput scenarios). */
+  spread?: boolean;
+  /** Metrics shown for this scenario (keys of {@linkcode pick}). */
+  metrics: Metric[];
+}
+
+type Metric =
+  | "deliveredPerS"
+  | "cpuUsPerDelivery"
+  | "lost"
+  | "p50"
+  | "p99"
+  | "max"
+  | "rssPerConnBytes"
+  | "clientCpuShare";
+
+const SCENARIOS: Scenario[] = [
+  {
+    id: "a",
+    title: "(a) 100 clients, 4 senders x 2,000 msgs, window 16",
+    args: ["--clients=100", "--senders=4", "--messages=2000"],
+    spread: true,
+    metrics: [
+      "deliveredPerS",
+      "cpuUsPerDelivery",
+      "lost",
+      "p50",
+      "p99",
+      "clientCpuShare",
+    ],
+  },
+  {
+    id: "b",
+    title: "(b) 1,000 clients, 2 senders x 200 msgs, window 16",
+    args: ["--clients=1000", "--senders=2", "--messages=200"],
+    spread: true,
+    metrics: [
+      "deliveredPerS",
+      "cpuUsPerDelivery",
+      "lost",
+      "p50",
+      "p99",
+      "clientCpuShare",
+    ],
+  },
+  {
+    id: "c",
+    title: "(c) 10,000 idle clients in rooms of 100: server RSS per connection",
+    // Rooms of 100: in one room of 10,000 the join notices alone are 50 M
+    // messages, which would measure fan-out, not what an idle socket costs.
+    args: ["--clients=10000", "--senders=0", "--room-size=100"],
+    metrics: ["rssPerConnBytes"],
+  },
+  {
+    id: "d",
+    title: "(d) latency: 1,000 clients, 1 sender at 100 msgs/s for 10 s",
+    args: [
+      "--clients=1000",
+      "--senders=1",
+      "--messages=1000",
+      "--rate=100",
+      "--duration=30",
+    ],
+    metrics: ["p50", "p99", "max", "lost", "cpuUsPerDelivery"],
+  },
+];
+
+const METRIC_LABEL: Record<Metric, string> = {
+  deliveredPerS: "deliv/s",
+  cpuUsPerDelivery: "srv CPU µs/deliv",
+  lost: "lost",
+  p50: "p50 ms",
+  p99: "p99 ms",
+  max: "max ms",
+  rssPerConnBytes: "RSS B/conn",
+  clientCpuShare: "client CPU %",
+};
+
+function pick(r: LoadReport, m: Metric): number {
+  switch (m) {
+    case "deliveredPerS":
+      return r.deliveredPerS;
+    case "cpuUsPerDelivery":
+      return r.server.cpuUsPerDelivery;
+    case "lost":
+      return r.lost;
+    case "p50":
+      return r.latencyMs.p50;
+    case "p99":
+      return r.latencyMs.p99;
+    case "max":
+      return r.latencyMs.max;
+    case "rssPerConnBytes":
+      return r.server.rssPerConnBytes;
+    case "clientCpuShare":
+      return 100 * r.client.cpuShare;
+  }
+}
+
+/** A server build and protocol measured as one column. */
+interface Target {
+  name: string;
+  server: "reference" | "bun" | "ours";
+  protocol: "text" | "json";
+}
+
+const ALL_TARGETS: Target[] = [
+  { name: "reference/text", server: "reference", protocol: "text" },
+  { name: "bun/text", server: "bun", protocol: "text" },
+  { name: "bun/json", server: "bun", protocol: "json" },
+  { name: "ours/text", server: "ours", protocol: "text" },
+  { name: "ours/json", server: "ours", protocol: "json" },
+];
+
+function log(s: string): void {
+  console.error(`[bench] ${s}`);
+}
+
+/** Median of the finite values; NaN if there are none. */
+export function median(xs: number[]): number {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+
+/** Runs `cmd` under bash with the soft fd limit raised to the hard limit. */
+function withFdLimit(cmd: string, args: string[]): [string, string[]] {
+  return [
+    "bash",
+    [
+      "-c",
+      'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"',
+      "bench",
+      cmd,
+      ...args,
+    ],
+  ];
+}
+
+async function hardFdLimit(): Promise<number> {
+  const out = await new Deno.Command("bash", { args: ["-c", "ulimit -Hn"] })
+    .output();
+  const s = new TextDecoder().decode(out.stdout).trim();
+  return s === "unlimited" ? Infinity : Number(s);
+}
+
+/** A port nobody listens on right now (the OS picks it). */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+async function runQuiet(cmd: string, args: string[], timeoutMs: number) {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  return await child.output();
+}
+
+/**
+ * Returns the path of a working Bun binary of {@linkcode BUN_VERSION},
+ * installing the `bun` npm package into bench/.bun (gitignored) if needed;
+ * null if that is impossible (no npm), in which case Bun is skipped.
+ */
+export async function ensureBun(): Promise<string | null> {
+  const find = async () => {
+    const oven = `${bunDir}/node_modules/@oven`;
+    const candidates: string[] = [];
+    try {
+      for (const e of Deno.readDirSync(oven)) {
+        candidates.push(`${oven}/${e.name}/bin/bun`);
+      }
+    } catch { /* not installed yet */ }
+    // Prefer the plain build; "-baseline" is for CPUs without AVX2.
+    candidates.sort((a, b) => a.length - b.length);
+    candidates.push(`${bunDir}/node_modules/bun/bin/bun.exe`);
+    for (const path of candidates) {
+      try {
+        const out = await runQuiet(path, ["--version"], 10_000);
+        const v = new TextDecoder().decode(out.stdout).trim();
+        if (out.success && v === BUN_VERSION) return path;
+      } catch { /* missing, or not runnable on this CPU */ }
+    }
+    return null;
+  };
+  const found = await find();
+  if (found) return found;
+  // --ignore-scripts: the binary comes in the optional dependency
+  // @oven/bun-<os>-<arch>; bun's postinstall only moves it around.
+  for (
+    const pkg of [
+      `bun@${BUN_VERSION}`,
+      `@oven/bun-linux-x64-baseline@${BUN_VERSION}`,
+    ]
+  ) {
+    log(`installing ${pkg} into bench/.bun with npm …`);
+    try {
+      const out = await runQuiet("npm", [
+        "install",
+        "--prefix",
+        bunDir,
+        "--no-audit",
+        "--no-fund",
+        "--ignore-scripts",
+        "--save-exact",
+        pkg,
+      ], INSTALL_TIMEOUT_MS);
+      if (!out.success) {
+        log(`npm install failed: ${new TextDecoder().decode(out.stderr)}`);
+        return null;
+      }
+    } catch (e) {
+      log(`npm install failed: ${(e as Error).message}`);
+      return null;
+    }
+    const path = await find();
+    if (path) return path;
+  }
+  return null;
+}
+
+/** A started server under test. */
+interface Running {
+  pid: number;
+  wsPort: number;
+  stop(): Promise<void>;
+}
+
+/** Starts a server of `target`'s kind and waits until `/healthz` answers. */
+async function startServer(target: Target, bun: string): Promise<Running> {
+  const port = freePort();
+  const wsPort = freePort();
+  const common = [
+    "--port",
+    String(port),
+    "--ws-port",
+    String(wsPort),
+    "--hostname",
+    "127.0.0.1",
+  ];
+  const [cmd, args] = target.server === "bun"
+    ? withFdLimit(bun, [`${benchDir}bun_server.ts`, ...common])
+    : target.server === "reference"
+    ? withFdLimit(Deno.execPath(), [
+      "run",
+      "-A",
+      `${benchDir}reference_server.ts`,
+      ...common,
+    ])
+    : withFdLimit(Deno.execPath(), [
+      "run",
+      "-A",
+      `${repoDir}main.ts`,
+      ...common,
+      ...OURS_UNLIMITED,
+    ]);
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: repoDir,
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const exited = child.status.then(() => true);
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+    }, STOP_GRACE_MS);
+    await child.status;
+    clearTimeout(timer);
+  };
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const done = await Promise.race([
+      exited,
+      new Promise((r) => setTimeout(() => r(false), READY_POLL_MS)),
+    ]);
+    if (done) throw new Error(`${target.server} server exited at start`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`, {
+        signal: AbortSignal.timeout(1_000),
+      });
+      await res.body?.cancel();
+      if (res.ok) return { pid: child.pid, wsPort, stop };
+    } catch { /* not up yet */ }
+  }
+  await stop();
+  throw new Error(
+    `${target.server} server not ready in ${READY_TIMEOUT_MS} ms`,
+  );
+}
+
+/** Runs load.ts once against a fresh server; null when it could not run. */
+async function measure(
+  target: Target,
+  scenario: Scenario,
+  bun: string,
+  workers: number,
+): Promise<LoadReport | null> {
+  let server: Running;
+  try {
+    server = await startServer(target, bun);
+  } catch (e) {
+    log(`${target.name}: ${(e as Error).message}`);
+    return null;
+  }
+  try {
+    const [cmd, args] = withFdLimit(Deno.execPath(), [
+      "run",
+      "-A",
+      `${benchDir}load.ts`,
+      `--url=ws://127.0.0.1:${server.wsPort}/bench`,
+      `--pid=${server.pid}`,
+      `--protocol=${target.protocol}`,
+      "--json",
+      "--quiet",
+      `--workers=${scenario.spread ? workers : 1}`,
+      ...scenario.args,
+    ]);
+    const out = await new Deno.Command(cmd, {
+      args,
+      stdout: "piped",
+      stderr: "inherit",
+      signal: AbortSignal.timeout(LOAD_TIMEOUT_MS),
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    return text ? JSON.parse(text) as LoadReport : null;
+  } catch (e) {
+    log(`${target.name}: load failed: ${(e as Error).message}`);
+    return null;
+  } finally {
+    await server.stop();
+  }
+}
+
+function oneLine(r: LoadReport | null): string {
+  if (!r) return "FAILED";
+  const parts = [`${r.status}`];
+  if (r.delivered) {
+    parts.push(
+      `${fmt(r.deliveredPerS, 0)} deliv/s`,
+      `${fmt(r.server.cpuUsPerDelivery, 3)} µs CPU/deliv`,
+      `p99 ${fmt(r.latencyMs.p99, 1)} ms`,
+      `lost ${r.lost}`,
+      `client ${fmt(100 * r.client.cpuShare, 0)} %`,
+    );
+  } else {
+    parts.push(`${fmt(r.server.rssPerConnBytes, 0)} B/conn`);
+  }
+  if (r.errors.length) parts.push(`(${r.errors[0]})`);
+  return parts.join(", ");
+}
+
+/** Column-aligned text table. */
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) =>
+    Math.max(...rows.map((r) => r[i].length))
+  );
+  return rows.map((r) =>
+    r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
+      .join("  ")
+  ).join("\n");
+}
+
+type Medians = Record<string, Record<string, Partial<Record<Metric, number>>>>;
+
+/** The issue's targets, checked against the medians. */
+function targetChecks(m: Medians): string[][] {
+  const get = (s: string, t: string, k: Metric) => m[s]?.[t]?.[k] ?? NaN;
+  const rows: string[][] = [["target", "value", "limit", "verdict"]];
+  const check = (name: string, value: number, limit: number, le = true) => {
+    if (!Number.isFinite(value) || !Number.isFinite(limit)) return;
+    const ok = le ? value <= limit : value >= limit;
+    rows.push([
+      name,
+      fmt(value, 3),
+      (le ? "≤ " : "≥ ") + fmt(limit, 3),
+      ok ? "PASS" : "FAIL",
+    ]);
+  };
+  for (const s of ["a", "b"]) {
+    const refCpu = get(s, "reference/text", "cpuUsPerDelivery");
+    check(
+      `(${s}) json CPU/deliv ≤ 0.2× reference (must)`,
+      get(s, "ours/json", "cpuUsPerDelivery"),
+      0.2 * refCpu,
+    );
+    check(
+      `(${s}) json CPU/deliv ≤ Bun json (goal)`,
+      get(s, "ours/json", "cpuUsPerDelivery"),
+      get(s, "bun/json", "cpuUsPerDelivery"),
+    );
+    check(
+      `(${s}) json deliv/s ≥ 0.9× Bun json`,
+      get(s, "ours/json", "deliveredPerS"),
+      0.9 * get(s, "bun/json", "deliveredPerS"),
+      false,
+    );
+    check(`(${s}) json lost = 0`, get(s, "ours/json", "lost"), 0);
+    check(
+      `(${s}) json p99 ≤ reference p99`,
+      get(s, "ours/json", "p99"),
+      get(s, "reference/text", "p99"),
+    );
+    check(
+      `(${s}) text CPU/deliv ≤ 1.1× reference`,
+      get(s, "ours/text", "cpuUsPerDelivery"),
+      1.1 * refCpu,
+    );
+    check(`(${s}) text lost = 0`, get(s, "ours/text", "lost"), 0);
+  }
+  for (const p of ["text", "json"]) {
+    check(
+      `(c) ${p} RSS/idle conn ≤ 1.2× reference`,
+      get("c", `ours/${p}`, "rssPerConnBytes"),
+      1.2 * get("c", "reference/text", "rssPerConnBytes"),
+    );
+    check(
+      `(d) ${p} p99 ≤ 50 ms at 1,000 clients`,
+      get("d", `ours/${p}`, "p99"),
+      50,
+    );
+  }
+  return rows;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      scenario: { type: "string", default: "a,b,c,d" },
+      runs: { type: "string", default: String(DEFAULT_RUNS) },
+      servers: { type: "string", default: "reference,bun,ours" },
+      protocols: { type: "string", default: "text,json" },
+      workers: { type: "string", default: String(DEFAULT_WORKERS) },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const t0 = performance.now();
+  const runs = Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 10) {
+    throw new Error("--runs must be 1 … 10");
+  }
+  const workers = Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 8) {
+    throw new Error("--workers must be 1 … 8");
+  }
+  const scenarios = SCENARIOS.filter((s) =>
+    values.scenario.split(",").includes(s.id)
+  );
+  const servers = values.servers.split(",");
+  const protocols = values.protocols.split(",");
+  let targets = ALL_TARGETS.filter((t) =>
+    servers.includes(t.server) && protocols.includes(t.protocol)
+  );
+  if (scenarios.length === 0 || targets.length === 0) {
+    throw new Error("nothing to run: check --scenario, --servers, --protocols");
+  }
+  const fds = await hardFdLimit();
+  if (fds < FDS_NEEDED && scenarios.some((s) => s.id === "c")) {
+    log(`warning: hard fd limit ${fds} < ${FDS_NEEDED}; scenario (c) may fail`);
+  }
+  let bun = "";
+  if (targets.some((t) => t.server === "bun")) {
+    bun = await ensureBun() ?? "";
+    if (!bun) {
+      log("Bun unavailable: skipping the Bun columns");
+      targets = targets.filter((t) => t.server !== "bun");
+    } else log(`bun ${BUN_VERSION}: ${bun}`);
+  }
+  try {
+    Deno.statSync(`${repoDir}main.ts`);
+  } catch {
+    log("main.ts not found: skipping our server");
+    targets = targets.filter((t) => t.server !== "ours");
+  }
+  const commit = await new Deno.Command("git", {
+    args: ["-C", repoDir, "rev-parse", "--short", "HEAD"],
+    stdout: "piped",
+    stderr: "null",
+  }).output().then((o) => new TextDecoder().decode(o.stdout).trim())
+    .catch(() => "");
+  const dirty = await new Deno.Command("git", {
+    args: ["-C", repoDir, "status", "--porcelain", "--", "main.ts"],
+    stdout: "piped",
+    stderr: "null",
+  }).output().then((o) => new TextDecoder().decode(o.stdout).trim() !== "")
+    .catch(() => false);
+
+  const all: Record<string, Record<string, LoadReport[]>> = {};
+  for (let run = 1; run <= runs; run++) {
+    for (const s of scenarios) {
+      // Alternate the order between runs so no server always goes first.
+      const order = run % 2 ? targets : [...targets].reverse();
+      for (const t of order) {
+        const r = await measure(t, s, bun, workers);
+        log(`run ${run}/${runs} (${s.id}) ${t.name.padEnd(14)} ${oneLine(r)}`);
+        if (r) ((all[s.id] ??= {})[t.name] ??= []).push(r);
+      }
+    }
+  }
+
+  const medians: Medians = {};
+  const out: string[] = [];
+  for (const s of scenarios) {
+    const rows: string[][] = [[
+      "server",
+      ...s.metrics.map((m) => METRIC_LABEL[m]),
+      "runs",
+    ]];
+    for (const t of targets) {
+      const reports = all[s.id]?.[t.name] ?? [];
+      const med: Partial<Record<Metric, number>> = {};
+      for (const m of s.metrics) {
+        med[m] = median(reports.map((r) => pick(r, m)));
+      }
+      (medians[s.id] ??= {})[t.name] = med;
+      rows.push([
+        t.name,
+        ...s.metrics.map((m) => fmt(med[m]!, m === "cpuUsPerDelivery" ? 3 : 1)),
+        String(reports.length),
+      ]);
+    }
+    const ratio = (name: string, num: string, den: string) => {
+      const a = medians[s.id][num];
+      const b = medians[s.id][den];
+      if (!a || !b) return;
+      rows.push([
+        name,
+        ...s.metrics.map((m) => m === "lost" ? "" : fmt(a[m]! / b[m]!, 2)),
+        "",
+      ]);
+    };
+    ratio("ours/text ÷ reference", "ours/text", "reference/text");
+    ratio("ours/json ÷ reference", "ours/json", "reference/text");
+    ratio("ours/text ÷ bun/text", "ours/text", "bun/text");
+    ratio("ours/json ÷ bun/json", "ours/json", "bun/json");
+    out.push(`${s.title} — medians of ${runs} run(s)`, table(rows), "");
+  }
+  const checks = targetChecks(medians);
+  if (checks.length > 1) out.push("Targets from the issue", table(checks), "");
+  const elapsedS = (performance.now() - t0) / 1000;
+  const build = commit
+    ? `${commit}${dirty ? " + uncommitted main.ts" : ""}`
+    : "uncommitted";
+  out.push(
+    `${
+      new Date().toISOString()
+    }  ours = main.ts @ ${build}  bun ${BUN_VERSION}  ` +
+      `deno ${Deno.version.deno}  ${navigator.hardwareConcurrency} cores  ` +
+      `${elapsedS.toFixed(0)} s`,
+  );
+  const result = {
+    date: new Date().toISOString(),
+    build,
+    runs,
+    medians,
+    reports: all,
+    elapsedS,
+  };
+  try {
+    Deno.mkdirSync(`${benchDir}results`, { recursive: true });
+    const file = `${benchDir}results/${result.date.replaceAll(":", "-")}.json`;
+    Deno.writeTextFileSync(file, JSON.stringify(result, null, 1));
+    log(`raw results: ${file}`);
+  } catch { /* results are optional */ }
+  console.log(values.json ? JSON.stringify(result) : out.join("\n"));
+}
+
+if (import.meta.main) await main();
