@@ -19,6 +19,7 @@ import {
   rawSocket,
   startCli,
   textClient,
+  upgradeFrom,
   withChat,
   within,
 } from "./test_helpers.ts";
@@ -105,6 +106,7 @@ Deno.test("text over the length limit but under the frame limit is refused, the 
       1,
     );
     await json.close();
+    await assertPairChats(chat);
   });
 });
 
@@ -133,9 +135,13 @@ Deno.test("invalid UTF-8 in a text frame ends only that connection, announced on
 
 Deno.test("control characters are stripped from messages; tab and newline stay", async () => {
   await withChat({}, async (chat) => {
+    const json = await jsonClient(chat, "/", { nick: "jo" });
     const alice = await textClient(chat, "/", { nick: "alice" });
     alice.send("a\x00b\x1bc\x7fd\u0085e\u009bf\tg\nh");
-    assert.equal(await alice.next(), "alice: abcdef\tg\nh");
+    // Plain text keeps one line per frame, so the newline shows as a space.
+    assert.equal(await alice.next(), "alice: abcdef\tg h");
+    assert.equal((await json.event()).type, "join");
+    assert.equal((await json.event()).text, "abcdef\tg\nh");
     alice.send("\x07\x08");
     alice.send("marker");
     assert.equal(
@@ -143,7 +149,24 @@ Deno.test("control characters are stripped from messages; tab and newline stay",
       "alice: marker",
       "an all-control message is empty",
     );
-    await alice.close();
+    assert.equal((await json.event()).text, "marker");
+    await closeAll(alice, json);
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("a newline cannot fake a system line for plain-text clients", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const mallory = await textClient(chat, "/", { nick: "mallory" });
+    await alice.next();
+    mallory.send("hi\n .... alice has left.\nadmin: trust me");
+    const line = await alice.next();
+    assert.equal(line, "mallory: hi  .... alice has left. admin: trust me");
+    assert.ok(!line.includes("\n"));
+    mallory.send("/me waves\nadmin: hello");
+    assert.equal(await alice.next(), "* mallory waves admin: hello");
+    await closeAll(alice, mallory);
   });
 });
 
@@ -168,6 +191,7 @@ Deno.test("nicknames with controls, bidi overrides or isolates are refused", asy
     assert.notEqual(spoof.nick, "plain\u202E");
     assert.equal((await spoof.event()).code, "bad_nick");
     await closeAll(json, spoof);
+    await assertPairChats(chat);
   });
 });
 
@@ -244,6 +268,86 @@ Deno.test("a sender that keeps going after 50 drops in a row is closed with 1008
     await alice.close();
     await assertPairChats(chat);
   });
+});
+
+Deno.test("only drops in a row count: a message that gets through resets the count", async () => {
+  await withChat(
+    { rate: 2, burst: 1, maxConsecutiveDrops: 3 },
+    async (chat) => {
+      const json = await jsonClient(chat, "/", { nick: "j" });
+      const send = () =>
+        json.send(JSON.stringify({ type: "message", text: "x" }));
+      for (let i = 0; i < 4; i++) send(); // 1 passes, 3 dropped in a row
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push((await json.event()).code ?? "ok");
+      assert.deepEqual(codes.toSorted(), [
+        "ok",
+        "rate_limited",
+        "rate_limited",
+        "rate_limited",
+      ]);
+      // The bucket refills at 2 a second: after 600 ms one more gets through
+      // and resets the count. (Asking sooner would itself be a drop.)
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      send();
+      assert.equal((await json.event()).type, "message");
+      // ...so 3 more drops do not close it; a 4th in a row does.
+      for (let i = 0; i < 3; i++) send();
+      for (let i = 0; i < 3; i++) {
+        assert.equal(
+          (await json.event()).code,
+          "rate_limited",
+        );
+      }
+      assert.equal(json.isClosed, false);
+      send();
+      assert.equal(
+        (await within(json.closed, "the close")).code,
+        CloseCode.PolicyViolation,
+      );
+    },
+  );
+});
+
+Deno.test("out of the box, every documented default is in effect", async () => {
+  const lines: string[] = [];
+  await withChat(
+    { logFormat: "json", quiet: false, logSink: (line) => lines.push(line) },
+    async (chat) => {
+      const start = JSON.parse(lines[0]);
+      assert.equal(start.event, "start");
+      const {
+        ts: _,
+        level: __,
+        event: ___,
+        page: ____,
+        chat: _____,
+        ...limits
+      } = start;
+      assert.deepEqual(limits, {
+        maxConnections: 10_000,
+        maxConnectionsPerIp: 100,
+        maxFrameBytes: 65_536,
+        maxMessageChars: 2000,
+        rate: 10,
+        burst: 20,
+        maxBufferedBytes: 1_048_576,
+        maxConsecutiveDrops: 50,
+        idleTimeout: 30,
+      });
+      // And they act: one byte over the frame limit closes with 1009.
+      const big = await textClient(chat, "/", { nick: "big" });
+      big.send("x".repeat(65_537));
+      assert.equal(
+        (await within(big.closed, "the close")).code,
+        CloseCode.MessageTooBig,
+      );
+      const json = await jsonClient(chat);
+      assert.equal(json.welcome.maxMessageChars, 2000);
+      assert.ok(json.welcome.history.length <= 100);
+      await json.close();
+    },
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -461,13 +565,18 @@ Deno.test("connections over maxConnectionsPerIp get 503", async () => {
     assert.equal(refused.status, 503);
     assert.match(refused.body, /Too many connections/);
     raw.close();
+    // The limit is per address: 127.0.0.2 still gets in.
+    const other = await upgradeFrom("127.0.0.2", chat.wsPort);
+    assert.equal(other.status, 101);
+    await other.close();
     await one.close();
     await eventually(
-      "the slot to free",
-      async () => (await healthz(chat)).connections === 1,
+      "the slots to free",
+      async () => await metric(chat, "chat_sockets_open") === 1,
     );
     const three = await textClient(chat);
     await closeAll(two, three);
+    await assertPairChats(chat);
   });
 });
 
@@ -488,6 +597,10 @@ Deno.test("a cross-site origin is refused with 403; same host, no origin and all
     );
     assert.equal(await upgradeWith(chat, { Origin: "null" }), 403);
     assert.equal(
+      await upgradeWith(chat, { Origin: "http://127.0.0.1.evil.example" }),
+      403,
+    );
+    assert.equal(
       await upgradeWith(chat, { Origin: `http://127.0.0.1:${chat.port}` }),
       101,
     );
@@ -495,7 +608,7 @@ Deno.test("a cross-site origin is refused with 403; same host, no origin and all
     assert.equal(await upgradeWith(chat, {}), 101);
     assert.equal(
       await metric(chat, 'chat_upgrades_refused_total{reason="origin"}'),
-      2,
+      3,
     );
     await assertPairChats(chat);
   });
@@ -622,6 +735,7 @@ Deno.test("with a certificate, the page is https and the chat is wss", async () 
       await within(raw.readUntilClose(), "the echo and close"),
       CloseCode.Normal,
     );
+    assert.deepEqual(raw.texts, ["secure: over tls"]);
     raw.close();
     // A client that does not trust it is refused by TLS.
     await assert.rejects(fetch(`https://127.0.0.1:${chat.port}/`));

@@ -53,12 +53,13 @@ export const MAX_CONNECTIONS_PER_IP = 100;
 export const MAX_NICK_CHARS = 24;
 /** How long shutdown waits for clients to finish the close handshake. */
 export const SHUTDOWN_GRACE_MS = 1000;
+/** After a signal, the CLI exits by this time whatever is still open. */
+export const EXIT_DEADLINE_MS = 1800;
 /** The JSON subprotocol; without it a connection speaks plain text. */
 export const JSON_PROTOCOL = "chat.v1.json";
 
 /** HTTP statuses we answer with, by name. */
 const Status = {
-  OK: 200,
   BadRequest: 400,
   Forbidden: 403,
   NotFound: 404,
@@ -67,12 +68,16 @@ const Status = {
   ServiceUnavailable: 503,
 } as const;
 
-/** WebSocket close codes we send (RFC 6455 §7.4.1); 1005/1006 are never sent. */
+/**
+ * WebSocket close codes (RFC 6455 §7.4.1) we send, plus `Abnormal`, which is
+ * only ever recorded (a connection that ended without a close frame), never
+ * sent.
+ */
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
   UnsupportedData: 1003,
-  InvalidPayload: 1007,
+  Abnormal: 1006,
   PolicyViolation: 1008,
   MessageTooBig: 1009,
   InternalError: 1011,
@@ -204,7 +209,10 @@ export type RoomEvent =
   | { type: "leave"; id: number; ts: number; nick: string }
   | { type: "nick"; id: number; ts: number; from: string; to: string };
 
-/** A room event before the stream gives it an id and a time. */
+/**
+ * A room event before the stream gives it an id and a time. (`Omit` over the
+ * union member by member: a plain `Omit<RoomEvent, …>` would merge them.)
+ */
 type NewEvent = RoomEvent extends infer E
   ? E extends RoomEvent ? Omit<E, "id" | "ts"> : never
   : never;
@@ -216,6 +224,8 @@ interface Client {
   room: Room;
   json: boolean;
   ip: string;
+  /** Secret from this JSON client's welcome; a reconnect shows it to reclaim the nick. */
+  token: string | undefined;
   /** Token bucket: tokens left and when it was last refilled. */
   tokens: number;
   refilledAt: number;
@@ -242,8 +252,8 @@ interface Room {
 const clients = new Map<WebSocket, Client>();
 /** Rooms with at least one member, by name. */
 const rooms = new Map<string, Room>();
-/** Upgraded connections not yet closed (some may not have joined yet). */
-let openConnections = 0;
+/** Upgraded sockets not yet closed: joined, about to join, or being closed. */
+let openSockets = 0;
 /** Open connections per peer address, for the per-IP limit. */
 const connectionsByIp = new Map<string, number>();
 /** Rooms whose JSON batch waits for the end of this turn. */
@@ -273,6 +283,7 @@ function nickKey(nick: string): string {
   return nick.toLowerCase();
 }
 
+/** `user-NNNNN`, redrawn until no one in the room has it (nicks are per room). */
 function randomNick(room: Room): string {
   for (;;) {
     const nick = `user-${Math.floor(Math.random() * 100_000)}`;
@@ -361,13 +372,17 @@ function sendToOne(client: Client, frame: string): void {
 // Protocol: what clients send, and the two renderings of what they get
 // ---------------------------------------------------------------------------
 
-/** The tutorial's lines, one per event. */
+/**
+ * The tutorial's lines, one per event. A newline in a message becomes a
+ * space: on a plain-text client it would start a line that could pass for a
+ * system line (` .... admin has joined.`). JSON clients keep it.
+ */
 function renderText(event: RoomEvent): string {
   switch (event.type) {
     case "message":
-      return `${event.from}: ${event.text}`;
+      return `${event.from}: ${oneLine(event.text)}`;
     case "action":
-      return `* ${event.from} ${event.text}`;
+      return `* ${event.from} ${oneLine(event.text)}`;
     case "join":
       return ` .... ${event.nick} has joined.`;
     case "leave":
@@ -377,7 +392,11 @@ function renderText(event: RoomEvent): string {
   }
 }
 
-/** Error codes a client may receive (JSON `error` events). */
+function oneLine(text: string): string {
+  return text.includes("\n") ? text.replaceAll("\n", " ") : text;
+}
+
+/** Error codes a client may be sent (`unknown_command` only in plain text). */
 export type ErrorCode =
   | "bad_json"
   | "bad_request"
@@ -456,8 +475,9 @@ function parseJsonCommand(data: string): Command {
 // C0 and C1 controls except tab and newline.
 // deno-lint-ignore no-control-regex -- matching control characters is the point
 const CONTROL_CHARS = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/g;
-// Letters, digits, `_` and `-`; nothing else (no controls, no bidi overrides).
-const NICK_PATTERN = /^[\p{L}\p{Nd}_-]+$/u;
+// Letters, digits, `_` and `-`, and combining marks after the first character
+// (for names like राम); nothing else: no controls, no bidi overrides.
+const NICK_PATTERN = /^[\p{L}\p{Nd}_-][\p{L}\p{M}\p{Nd}_-]*$/u;
 
 /** A nickname's problem, or undefined if it is a good one. */
 function nickProblem(
@@ -506,6 +526,7 @@ interface Arrival {
   nick?: string;
   since?: number;
   epoch?: string;
+  token?: string;
 }
 
 /** Wires a freshly upgraded socket; it joins the room once it is open. */
@@ -534,11 +555,8 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     releaseConnection(arrival.ip);
     const client = clients.get(socket);
     if (client) {
-      // Deno reports a connection that ended without a close frame as code
-      // 0; the RFC's name for that is 1006.
-      const code = event.code || 1006;
-      bump(counters.closes, code);
-      leave(client, code);
+      // Deno reports a connection that ended without a close frame as code 0.
+      leave(client, event.code || CloseCode.Abnormal);
     }
   };
   socket.onerror = () => {
@@ -549,18 +567,26 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
 
 function join(socket: WebSocket, arrival: Arrival): void {
   if (shuttingDown) return;
+  const wanted = arrival.nick?.normalize("NFC");
+  const existing = rooms.get(arrival.room);
+  if (existing && wanted !== undefined && arrival.token) {
+    replaceStaleConnection(existing, wanted, arrival.token);
+  }
   const room = roomOf(arrival.room);
-  const wanted = arrival.nick === undefined
-    ? undefined
-    : arrival.nick.normalize("NFC");
   const problem = wanted === undefined ? undefined : nickProblem(wanted, room);
   const nick = wanted !== undefined && !problem ? wanted : randomNick(room);
+  // What a resuming client missed is read before its own join is appended,
+  // so that the join cannot push the oldest missed event out of history.
+  const missed = arrival.since === undefined
+    ? undefined
+    : eventsAfter(room, arrival.since, arrival.epoch ?? "");
   const client: Client = {
     socket,
     nick,
     room,
     json: arrival.json,
     ip: arrival.ip,
+    token: arrival.json ? crypto.randomUUID() : undefined,
     tokens: settings.burst,
     refilledAt: Date.now(),
     drops: 0,
@@ -573,25 +599,47 @@ function join(socket: WebSocket, arrival: Arrival): void {
   room.nicks.set(nickKey(nick), client);
   (client.json ? room.jsonSockets : room.textSockets).add(socket);
   log("info", "connect", { room: room.name, nick, peer: arrival.ip });
-  if (client.json) sendWelcome(client, joined.id, arrival);
+  if (client.json) {
+    sendWelcome(client, joined, missed, arrival.since !== undefined);
+  }
   if (problem) sendError(client, problem, NICK_ERRORS[problem]);
 }
 
-function sendWelcome(client: Client, lastId: number, arrival: Arrival): void {
+/**
+ * A client that reconnects before the server has noticed that its old
+ * connection died (a dropped network, not a close) would find its own nick
+ * taken. The token from its last welcome proves the old connection was its
+ * own; that one is closed, so the nick is free again.
+ */
+function replaceStaleConnection(room: Room, nick: string, token: string): void {
+  const holder = room.nicks.get(nickKey(nick));
+  if (holder?.token === token) {
+    closeClient(holder, CloseCode.Normal, "replaced by a new connection");
+  }
+}
+
+/**
+ * The first frame a JSON client gets. A resuming client's history is what it
+ * missed (and its own join); anyone else gets the room's recent history.
+ */
+function sendWelcome(
+  client: Client,
+  joined: RoomEvent,
+  missed: RoomEvent[] | undefined,
+  resuming: boolean,
+): void {
   const room = client.room;
-  const resumed = arrival.since === undefined
-    ? undefined
-    : eventsAfter(room, arrival.since, arrival.epoch ?? "");
   const welcome = {
     type: "welcome",
     you: client.nick,
     room: room.name,
     epoch: room.epoch,
     users: [...room.nicks.values()].map((member) => member.nick),
-    history: resumed ?? room.history,
-    lastId,
-    gap: arrival.since !== undefined && resumed === undefined,
+    history: missed ? [...missed, joined] : room.history,
+    lastId: joined.id,
+    gap: resuming && missed === undefined,
     maxMessageChars: settings.maxMessageChars,
+    token: client.token,
   };
   sendToOne(client, JSON.stringify(welcome));
 }
@@ -602,6 +650,7 @@ function sendWelcome(client: Client, lastId: number, arrival: Arrival): void {
  */
 function leave(client: Client, code: number): void {
   if (!clients.delete(client.socket)) return;
+  bump(counters.closes, code);
   const room = client.room;
   room.nicks.delete(nickKey(client.nick));
   room.textSockets.delete(client.socket);
@@ -622,7 +671,6 @@ function leave(client: Client, code: number): void {
 
 /** Closes a client with a code and reason and takes it out of the room now. */
 function closeClient(client: Client, code: number, reason: string): void {
-  bump(counters.closes, code);
   try {
     client.socket.close(code, reason);
   } catch {
@@ -632,7 +680,7 @@ function closeClient(client: Client, code: number, reason: string): void {
 }
 
 function receive(client: Client, data: string | ArrayBuffer): void {
-  const bytes = typeof data === "string" ? utf8Length(data) : data.byteLength;
+  const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
   if (bytes > settings.maxFrameBytes) {
     log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
     return closeClient(client, CloseCode.MessageTooBig, "frame too big");
@@ -723,9 +771,12 @@ function takeToken(client: Client): boolean {
 
 const encoder = new TextEncoder();
 
-/** UTF-8 size of a string; short strings are sized without encoding. */
-function utf8Length(text: string): number {
-  // Each UTF-16 unit is at most 3 UTF-8 bytes.
+/**
+ * A text frame's size in UTF-8 bytes, exact whenever it could be over the
+ * limit. Each UTF-16 unit is at most 3 bytes, so a short string cannot be and
+ * is not encoded (its UTF-16 length is returned instead).
+ */
+function frameBytes(text: string): number {
   if (text.length * 3 <= settings.maxFrameBytes) return text.length;
   return encoder.encode(text).byteLength;
 }
@@ -750,7 +801,7 @@ function sweepSlowConsumers(): void {
 }
 
 function releaseConnection(ip: string): void {
-  openConnections--;
+  openSockets--;
   const count = (connectionsByIp.get(ip) ?? 1) - 1;
   if (count <= 0) connectionsByIp.delete(ip);
   else connectionsByIp.set(ip, count);
@@ -769,11 +820,17 @@ export function roomFromPath(pathname: string): string | undefined {
   return ROOM_PATTERN.test(name) ? name : undefined;
 }
 
-function refuse(status: number, reason: string, text: string): Response {
+/** A refused upgrade, counted by reason. */
+function refuse(
+  status: number,
+  reason: string,
+  text: string,
+  headers: Record<string, string> = {},
+): Response {
   bump(counters.upgradesRefused, reason);
   return new Response(text + "\n", {
     status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
+    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
   });
 }
 
@@ -801,17 +858,11 @@ function handleChatRequest(
   info: Deno.ServeHandlerInfo,
 ): Response {
   if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-    bump(counters.upgradesRefused, "not_websocket");
-    return new Response(
-      "This port speaks WebSocket. Open the chat page on the page port.\n",
-      {
-        status: Status.UpgradeRequired,
-        headers: {
-          upgrade: "websocket",
-          connection: "Upgrade",
-          "content-type": "text/plain; charset=utf-8",
-        },
-      },
+    return refuse(
+      Status.UpgradeRequired,
+      "not_websocket",
+      "This port speaks WebSocket. Open the chat page on the page port.",
+      { upgrade: "websocket", connection: "Upgrade" },
     );
   }
   const url = new URL(req.url);
@@ -832,7 +883,7 @@ function handleChatRequest(
   }
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (openConnections >= settings.maxConnections) {
+  if (openSockets >= settings.maxConnections) {
     log("warn", "too_many_connections", { peer: ip });
     return refuse(Status.ServiceUnavailable, "max_connections", "Server full.");
   }
@@ -856,7 +907,7 @@ function handleChatRequest(
     return refuse(Status.BadRequest, "bad_handshake", String(error));
   }
   connectionsByIp.set(ip, fromIp + 1);
-  openConnections++;
+  openSockets++;
   const since = url.searchParams.get("since");
   acceptSocket(upgraded.socket, {
     room,
@@ -865,6 +916,7 @@ function handleChatRequest(
     nick: url.searchParams.get("nick") ?? undefined,
     since: since !== null && /^\d+$/.test(since) ? Number(since) : undefined,
     epoch: url.searchParams.get("epoch") ?? undefined,
+    token: url.searchParams.get("token") ?? undefined,
   });
   return upgraded.response;
 }
@@ -889,7 +941,7 @@ export async function renderPage(chatPort: number): Promise<Page> {
       "";
     const digest = await crypto.subtle.digest(
       "SHA-256",
-      new TextEncoder().encode(body),
+      encoder.encode(body),
     );
     return `'sha256-${btoa(String.fromCharCode(...new Uint8Array(digest)))}'`;
   };
@@ -947,70 +999,68 @@ export function pageHandler(page: Page): (req: Request) => Response {
   };
 }
 
-/** Prometheus text format. */
+/** Prometheus text format: one line per sample, labelled ones by key. */
 function renderMetrics(): string {
   const lines: string[] = [];
   const metric = (
     name: string,
     type: "gauge" | "counter",
     help: string,
-    samples: [string, number][],
+    value: number | Map<string | number, number>,
+    label = "",
   ) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of samples) {
-      lines.push(`${name}${labels} ${value}`);
-    }
+    if (typeof value === "number") lines.push(`${name} ${value}`);
+    else {for (const [key, n] of value) {
+        lines.push(`${name}{${label}="${key}"} ${n}`);
+      }}
   };
-  const labelled = <K>(label: string, map: Map<K, number>) =>
-    [...map].map(([key, value]): [string, number] => [
-      `{${label}="${key}"}`,
-      value,
-    ]);
-  metric("chat_connections", "gauge", "Open chat connections.", [[
-    "",
-    clients.size,
-  ]]);
-  metric("chat_rooms", "gauge", "Rooms with members.", [["", rooms.size]]);
+  metric("chat_connections", "gauge", "Clients in a room.", clients.size);
+  metric("chat_rooms", "gauge", "Rooms with members.", rooms.size);
   metric(
     "chat_sockets_open",
     "gauge",
     "Upgraded sockets not yet closed, including ones being closed.",
-    [["", openConnections]],
+    openSockets,
   );
-  metric("chat_messages_received_total", "counter", "Text frames received.", [[
-    "",
+  metric(
+    "chat_messages_received_total",
+    "counter",
+    "Text frames received.",
     counters.messagesReceived,
-  ]]);
-  metric("chat_frames_sent_total", "counter", "Frames sent to clients.", [[
-    "",
+  );
+  metric(
+    "chat_frames_sent_total",
+    "counter",
+    "Frames sent to clients.",
     counters.framesSent,
-  ]]);
+  );
   metric(
     "chat_messages_refused_total",
     "counter",
     "Messages refused, by reason.",
-    labelled("reason", counters.refused),
+    counters.refused,
+    "reason",
   );
   metric(
     "chat_closes_total",
     "counter",
     "Connections closed, by close code.",
-    labelled("code", counters.closes),
+    counters.closes,
+    "code",
   );
   metric(
     "chat_slow_consumer_drops_total",
     "counter",
     "Clients dropped for not reading.",
-    [[
-      "",
-      counters.slowConsumerDrops,
-    ]],
+    counters.slowConsumerDrops,
   );
   metric(
     "chat_upgrades_refused_total",
     "counter",
     "WebSocket upgrades refused, by reason.",
-    labelled("reason", counters.upgradesRefused),
+    counters.upgradesRefused,
+    "reason",
   );
   return lines.join("\n") + "\n";
 }
@@ -1019,12 +1069,39 @@ function renderMetrics(): string {
 // Start-up and shutdown
 // ---------------------------------------------------------------------------
 
+type Server = Deno.HttpServer<Deno.NetAddr>;
+
+/** Starts the chat server, then the page (which names the chat's port). */
+async function listenBoth(
+  listen: Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem>,
+): Promise<[Server, Server]> {
+  const chatServer = Deno.serve(
+    { ...listen, port: settings.wsPort },
+    handleChatRequest,
+  );
+  try {
+    const page = await renderPage(chatServer.addr.port);
+    const pageServer = Deno.serve(
+      { ...listen, port: settings.port },
+      pageHandler(page),
+    );
+    return [chatServer, pageServer];
+  } catch (error) {
+    await chatServer.shutdown(); // leave nothing listening
+    throw error;
+  }
+}
+
 /** A running chat: where it listens and how to stop it. */
 export interface ChatServer {
   /** Bound port of the page server. */
   port: number;
   /** Bound port of the chat server. */
   wsPort: number;
+  /** The page's URL (`localhost` when listening on every address). */
+  pageUrl: string;
+  /** The chat's URL, for a room append its name. */
+  chatUrl: string;
   /** Closes every client with 1001, stops both servers and resolves when done. */
   shutdown(): Promise<void>;
 }
@@ -1048,48 +1125,41 @@ export async function startChat(
   if (running) {
     throw new Error("a chat server is already running in this process");
   }
+  if (Boolean(options.cert) !== Boolean(options.key)) {
+    throw new Error("cert and key go together");
+  }
   running = true;
   settings = { ...DEFAULT_OPTIONS, ...options } satisfies Settings;
   shuttingDown = false;
-  counters.messagesReceived =
-    counters.framesSent =
-    counters.slowConsumerDrops =
-      0;
+  counters.messagesReceived = 0;
+  counters.framesSent = 0;
+  counters.slowConsumerDrops = 0;
   counters.refused.clear();
   counters.closes.clear();
   counters.upgradesRefused.clear();
-  const tls = settings.cert && settings.key
-    ? { cert: settings.cert, key: settings.key }
-    : {};
-  const quietListen = { onListen: () => {} };
-  const chatServer = Deno.serve(
-    {
-      ...quietListen,
-      ...tls,
-      hostname: settings.hostname,
-      port: settings.wsPort,
-    },
-    handleChatRequest,
-  );
-  const wsPort = chatServer.addr.port;
-  const pageServer = Deno.serve(
-    {
-      ...quietListen,
-      ...tls,
-      hostname: settings.hostname,
-      port: settings.port,
-    },
-    pageHandler(await renderPage(wsPort)),
-  );
+  const listen = {
+    onListen: () => {}, // the start log line says where instead
+    hostname: settings.hostname,
+    ...(settings.cert && settings.key
+      ? { cert: settings.cert, key: settings.key }
+      : {}),
+  };
+  const [chatServer, pageServer] = await listenBoth(listen).catch((error) => {
+    running = false; // a port in use: allow another try
+    throw error;
+  });
   const port = pageServer.addr.port;
+  const wsPort = chatServer.addr.port;
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
-  const scheme = settings.cert ? "https" : "http";
+  const secure = Boolean(settings.cert);
   const host = settings.hostname === "0.0.0.0"
     ? "localhost"
     : settings.hostname;
+  const pageUrl = `${secure ? "https" : "http"}://${host}:${port}/`;
+  const chatUrl = `${secure ? "wss" : "ws"}://${host}:${wsPort}/`;
   log("info", "start", {
-    page: `${scheme}://${host}:${port}/`,
-    chat: `${scheme === "https" ? "wss" : "ws"}://${host}:${wsPort}/`,
+    page: pageUrl,
+    chat: chatUrl,
     maxConnections: settings.maxConnections,
     maxConnectionsPerIp: settings.maxConnectionsPerIp,
     maxFrameBytes: settings.maxFrameBytes,
@@ -1135,12 +1205,14 @@ export async function startChat(
     rooms.clear();
     roomsWithPending.clear();
     connectionsByIp.clear();
-    openConnections = 0;
+    openSockets = 0;
     running = false;
   }
   return {
     port,
     wsPort,
+    pageUrl,
+    chatUrl,
     shutdown: () => stopped ??= shutdown(),
   };
 }
@@ -1295,16 +1367,13 @@ export async function main(args: string[]): Promise<void> {
     return;
   }
   const chat = await startChat(options);
-  const scheme = options.cert ? "https" : "http";
-  const host = !options.hostname || options.hostname === "0.0.0.0"
-    ? "localhost"
-    : options.hostname;
   console.log(
-    `deno-chat: open ${scheme}://${host}:${chat.port}/ (chat on port ${chat.wsPort})`,
+    `deno-chat: open ${chat.pageUrl} (chat on port ${chat.wsPort})`,
   );
   const stop = async () => {
-    // Exit on time even if a peer never completes its close handshake.
-    setTimeout(() => Deno.exit(0), 2 * SHUTDOWN_GRACE_MS - 200);
+    // We promise an exit within 2 s, even if a peer never completes its
+    // close handshake or Deno's server shutdown waits on it.
+    setTimeout(() => Deno.exit(0), EXIT_DEADLINE_MS);
     await chat.shutdown();
     Deno.exit(0);
   };

@@ -12,6 +12,7 @@ import {
   parseCommandLine,
   renderPage,
   roomFromPath,
+  startChat,
 } from "./main.ts";
 import {
   chatUrl,
@@ -23,6 +24,7 @@ import {
   RawClient,
   rawSocket,
   startCli,
+  TEST_OPTIONS,
   textClient,
   withChat,
   within,
@@ -247,6 +249,29 @@ Deno.test("clients closing during a broadcast never break it for the others", as
   });
 });
 
+Deno.test("a start on a port in use fails cleanly, and the next start works", async () => {
+  const blocker = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    await assert.rejects(
+      startChat({ ...TEST_OPTIONS, port: blocker.addr.port }),
+      Deno.errors.AddrInUse,
+    );
+  } finally {
+    blocker.close();
+  }
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat);
+    await alice.close();
+  });
+});
+
+Deno.test("a certificate without a key is refused at start", async () => {
+  await assert.rejects(
+    startChat({ ...TEST_OPTIONS, cert: "-----BEGIN CERTIFICATE-----" }),
+    /cert and key go together/,
+  );
+});
+
 // ---------------------------------------------------------------------------
 // The command line and signals
 // ---------------------------------------------------------------------------
@@ -446,6 +471,16 @@ Deno.test("/nick renames, announces, and refuses bad or taken nicks (case-insens
       " .... Bobby is now known as Ünïcödé_名前-1.",
     );
     await closeAll(alice, bob);
+  });
+});
+
+Deno.test("nicks may use combining marks after the first character", async () => {
+  await withChat({}, async (chat) => {
+    const ram = await jsonClient(chat, "/", { nick: "राम" });
+    assert.equal(ram.nick, "राम");
+    ram.send(JSON.stringify({ type: "nick", nick: "\u0301abc" }));
+    assert.equal((await ram.event()).code, "bad_nick");
+    await ram.close();
   });
 });
 
@@ -688,6 +723,92 @@ Deno.test("resuming from before the oldest held event says gap and sends recent 
     const back = await jsonClient(chat, "/", { since: lastId, epoch });
     assert.equal(back.welcome.gap, true);
     assert.equal(back.welcome.history.length, 3);
+    await closeAll(talker, back);
+  });
+});
+
+Deno.test("a client whose TCP connection dropped resumes with nothing lost or repeated", async () => {
+  await withChat({ rate: 1000, burst: 1000 }, async (chat) => {
+    const talker = await textClient(chat, "/", { nick: "talker" });
+    // The reader speaks JSON over a raw TCP connection, so it can vanish
+    // without a close frame, as on a network drop.
+    const raw = await rawSocket(chat, "/?nick=reader", {
+      "Sec-WebSocket-Protocol": JSON_PROTOCOL,
+    });
+    const welcome = JSON.parse(await raw.nextText());
+    assert.equal(welcome.you, "reader");
+    await talker.next();
+    talker.send("seen");
+    const seen = JSON.parse(await raw.nextText());
+    assert.equal(seen.text, "seen");
+    raw.close();
+    for (let i = 1; i <= 3; i++) talker.send(`away ${i}`);
+    const back = await jsonClient(chat, "/", {
+      nick: "reader",
+      since: seen.id,
+      epoch: welcome.epoch,
+      token: welcome.token,
+    });
+    assert.equal(back.nick, "reader");
+    assert.equal(back.welcome.gap, false);
+    const texts = back.welcome.history
+      .filter((event: { type: string }) => event.type === "message")
+      .map((event: { text: string }) => event.text);
+    // "away" messages sent before the server saw the drop and after: all
+    // there, once each, and "seen" not again.
+    assert.deepEqual(texts, ["away 1", "away 2", "away 3"]);
+    await closeAll(talker, back);
+  });
+});
+
+Deno.test("a reconnect with its welcome token reclaims its nick from a stale connection", async () => {
+  await withChat({}, async (chat) => {
+    const watcher = await textClient(chat, "/", { nick: "watcher" });
+    const stale = await jsonClient(chat, "/", { nick: "ada" });
+    assert.match(stale.welcome.token, /^[0-9a-f-]{36}$/);
+    await watcher.next();
+    // Someone without the token cannot take it.
+    const thief = await jsonClient(chat, "/", { nick: "ada", token: "guess" });
+    assert.notEqual(thief.nick, "ada");
+    assert.equal((await thief.event()).code, "nick_taken");
+    await watcher.next();
+    // The owner, reconnecting before the server noticed the old connection
+    // died, gets it back; the old connection is closed and announced.
+    const fresh = await jsonClient(chat, "/", {
+      nick: "ada",
+      token: stale.welcome.token,
+    });
+    assert.equal(fresh.nick, "ada");
+    assert.notEqual(fresh.welcome.token, stale.welcome.token);
+    const closed = await within(stale.closed, "the stale connection's close");
+    assert.equal(closed.code, CloseCode.Normal);
+    assert.equal(closed.reason, "replaced by a new connection");
+    assert.equal(await watcher.next(), " .... ada has left.");
+    assert.equal(await watcher.next(), " .... ada has joined.");
+    await closeAll(watcher, thief, fresh);
+  });
+});
+
+Deno.test("a resume may recover a whole history's worth of missed events", async () => {
+  await withChat({ historySize: 4, rate: 1000, burst: 1000 }, async (chat) => {
+    const talker = await textClient(chat, "/", { nick: "talker" });
+    const reader = await jsonClient(chat, "/", { nick: "reader" });
+    const { epoch } = reader.welcome;
+    talker.send("m0");
+    const last = await reader.event();
+    await reader.close(); // the leave is event 1 of 4 missed
+    for (let i = 1; i <= 3; i++) talker.send(`m${i}`);
+    for (let i = 0; i <= 3; i++) {
+      await talker.nextMatching(new RegExp(`talker: m${i}`));
+    }
+    const back = await jsonClient(chat, "/", { since: last.id, epoch });
+    assert.equal(back.welcome.gap, false, "its own join did not push one out");
+    assert.deepEqual(
+      back.welcome.history.map((e: { type: string; text?: string }) =>
+        e.text ?? e.type
+      ),
+      ["leave", "m1", "m2", "m3", "join"],
+    );
     await closeAll(talker, back);
   });
 });

@@ -8,6 +8,7 @@
  */
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import {
   type ChatOptions,
   type ChatServer,
@@ -331,37 +332,66 @@ export class RawClient {
     await this.conn.write(frame);
   }
 
-  /**
-   * Reads server frames until a close frame or EOF; returns the close code
-   * (undefined if the connection ended without a close frame).
-   */
-  async readUntilClose(): Promise<number | undefined> {
+  /** The next whole frame from the server, or undefined at EOF. */
+  async nextFrame(): Promise<
+    { opcode: number; payload: Uint8Array } | undefined
+  > {
     for (;;) {
-      while (this.#buffer.length >= 2) {
-        let length = this.#buffer[1] & 0x7f;
+      const buffer = this.#buffer;
+      if (buffer.length >= 2) {
+        const view = new DataView(buffer.buffer, buffer.byteOffset);
+        let length = buffer[1] & 0x7f;
         let offset = 2;
-        if (length === 126) {
-          if (this.#buffer.length < 4) break;
-          length = new DataView(this.#buffer.buffer).getUint16(2);
+        if (length === 126 && buffer.length >= 4) {
+          length = view.getUint16(2);
           offset = 4;
-        } else if (length === 127) {
-          if (this.#buffer.length < 10) break;
-          length = Number(new DataView(this.#buffer.buffer).getBigUint64(2));
+        } else if (length === 127 && buffer.length >= 10) {
+          length = Number(view.getBigUint64(2));
           offset = 10;
         }
-        if (this.#buffer.length < offset + length) break;
-        const opcode = this.#buffer[0] & 0x0f;
-        const payload = this.#buffer.slice(offset, offset + length);
-        this.#buffer = this.#buffer.slice(offset + length);
-        if (opcode === 0x8) {
-          return payload.length >= 2
-            ? new DataView(payload.buffer).getUint16(0)
-            : undefined;
+        if (length < 126 || offset > 2) {
+          if (buffer.length >= offset + length) {
+            this.#buffer = buffer.slice(offset + length);
+            return {
+              opcode: buffer[0] & 0x0f,
+              payload: buffer.slice(offset, offset + length),
+            };
+          }
         }
       }
       if (!await this.#fill()) return undefined;
     }
   }
+
+  /** The text of the next text frame. */
+  async nextText(): Promise<string> {
+    for (;;) {
+      const frame = await this.nextFrame();
+      if (!frame) throw new Error("connection ended before a text frame");
+      if (frame.opcode === 0x1) return decoder.decode(frame.payload);
+    }
+  }
+
+  /**
+   * Reads server frames until a close frame or EOF, keeping the text frames
+   * in `texts`; returns the close code (undefined if the connection ended
+   * without a close frame).
+   */
+  async readUntilClose(): Promise<number | undefined> {
+    for (;;) {
+      const frame = await this.nextFrame();
+      if (!frame) return undefined;
+      if (frame.opcode === 0x1) this.texts.push(decoder.decode(frame.payload));
+      if (frame.opcode === 0x8) {
+        return frame.payload.length >= 2
+          ? new DataView(frame.payload.buffer).getUint16(0)
+          : undefined;
+      }
+    }
+  }
+
+  /** Text frames seen by `readUntilClose`. */
+  readonly texts: string[] = [];
 
   close(): void {
     try {
@@ -372,13 +402,53 @@ export class RawClient {
   }
 }
 
+/**
+ * A handshake from another loopback source address (127.0.0.2, …), for
+ * per-address limits: `Deno.connect` cannot choose its source address, but
+ * `node:net` can. Resolves with the status and a function that closes.
+ */
+export function upgradeFrom(
+  localAddress: string,
+  port: number,
+): Promise<{ status: number; close: () => Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+    const closed = new Promise<void>((done) =>
+      socket.once("close", () => done())
+    );
+    const close = async () => {
+      socket.destroy();
+      await closed;
+    };
+    socket.once("error", reject);
+    socket.once("connect", () => {
+      socket.write(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
+          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          "Sec-WebSocket-Version: 13\r\n\r\n",
+      );
+    });
+    let head = "";
+    socket.on("data", (chunk: Uint8Array) => {
+      head += decoder.decode(chunk);
+      const line = head.split("\r\n")[0];
+      if (head.includes("\r\n")) {
+        socket.removeAllListeners("data");
+        socket.on("data", () => {}); // keep draining
+        resolve({ status: Number(line.split(" ")[1]), close });
+      }
+    });
+  });
+}
+
 /** A raw client that completed the handshake on `path` (and nothing else). */
 export async function rawSocket(
   chat: ChatServer,
   path = "/",
+  extra: Record<string, string> = {},
 ): Promise<RawClient> {
   const raw = await RawClient.connect(chat.wsPort);
-  const response = await raw.upgrade(path);
+  const response = await raw.upgrade(path, extra);
   assert.equal(response.status, 101);
   return raw;
 }
