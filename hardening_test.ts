@@ -327,6 +327,7 @@ Deno.test("out of the box, every documented default is in effect", async () => {
       assert.deepEqual(limits, {
         maxConnections: 10_000,
         maxConnectionsPerIp: 100,
+        maxRooms: 1000,
         maxFrameBytes: 65_536,
         maxMessageChars: 2000,
         rate: 10,
@@ -577,6 +578,29 @@ Deno.test("connections over maxConnectionsPerIp get 503", async () => {
     const three = await textClient(chat);
     await closeAll(two, three);
     await assertPairChats(chat);
+  });
+});
+
+Deno.test("a new room beyond maxRooms gets 503; existing rooms still take joins", async () => {
+  await withChat({ maxRooms: 2 }, async (chat) => {
+    const one = await textClient(chat, "/one", { nick: "one" });
+    const two = await textClient(chat, "/two", { nick: "two" });
+    const raw = await RawClient.connect(chat.wsPort);
+    const refused = await raw.upgrade("/three");
+    assert.equal(refused.status, 503);
+    assert.match(refused.body, /Too many rooms/);
+    raw.close();
+    assert.equal(
+      await metric(chat, 'chat_upgrades_refused_total{reason="max_rooms"}'),
+      1,
+    );
+    const again = await textClient(chat, "/one", { nick: "again" });
+    assert.equal(await one.next(), " .... again has joined.");
+    // An emptied room frees its place.
+    await two.close();
+    const three = await textClient(chat, "/three", { nick: "three" });
+    await closeAll(one, again, three);
+    await assertPairChats(chat, "/one");
   });
 });
 

@@ -49,6 +49,13 @@ export const IDLE_TIMEOUT_SECONDS = 30;
 export const MAX_CONNECTIONS = 10_000;
 /** Open chat connections from one IP address. */
 export const MAX_CONNECTIONS_PER_IP = 100;
+/**
+ * Rooms at once. Each holds up to `historySize` events, so this bounds what
+ * history can cost: a new room beyond it is refused with 503.
+ */
+export const MAX_ROOMS = 1000;
+/** Longest room name, in characters. */
+export const MAX_ROOM_CHARS = 32;
 /** Longest nickname, in characters. */
 export const MAX_NICK_CHARS = 24;
 /** How long shutdown waits for clients to finish the close handshake. */
@@ -112,6 +119,8 @@ export interface ChatOptions {
   maxConnections?: number;
   /** Open chat connections per IP address; more get 503. @default {100} */
   maxConnectionsPerIp?: number;
+  /** Rooms at once; joining a new room beyond it gets 503. @default {1000} */
+  maxRooms?: number;
   /**
    * Browser origins allowed to open a chat connection (`*` for any). When
    * empty, origins on the same host as the request are allowed. Requests
@@ -147,6 +156,7 @@ export const DEFAULT_OPTIONS: Required<Omit<ChatOptions, "cert" | "key">> = {
   idleTimeout: IDLE_TIMEOUT_SECONDS,
   maxConnections: MAX_CONNECTIONS,
   maxConnectionsPerIp: MAX_CONNECTIONS_PER_IP,
+  maxRooms: MAX_ROOMS,
   allowOrigin: [],
   metrics: true,
   logFormat: "text",
@@ -811,7 +821,7 @@ function releaseConnection(ip: string): void {
 // HTTP routes
 // ---------------------------------------------------------------------------
 
-const ROOM_PATTERN = /^[a-z0-9_-]{1,32}$/;
+const ROOM_PATTERN = new RegExp(`^[a-z0-9_-]{1,${MAX_ROOM_CHARS}}$`);
 
 /** The room a chat URL path names (`/` is `lobby`), or undefined if invalid. */
 export function roomFromPath(pathname: string): string | undefined {
@@ -893,6 +903,14 @@ function handleChatRequest(
       Status.ServiceUnavailable,
       "max_connections_per_ip",
       "Too many connections from your address.",
+    );
+  }
+  if (!rooms.has(room) && rooms.size >= settings.maxRooms) {
+    log("warn", "too_many_rooms", { peer: ip, room });
+    return refuse(
+      Status.ServiceUnavailable,
+      "max_rooms",
+      "Too many rooms: join an existing one.",
     );
   }
   const json = req.headers.get("sec-websocket-protocol")?.split(",")
@@ -1162,6 +1180,7 @@ export async function startChat(
     chat: chatUrl,
     maxConnections: settings.maxConnections,
     maxConnectionsPerIp: settings.maxConnectionsPerIp,
+    maxRooms: settings.maxRooms,
     maxFrameBytes: settings.maxFrameBytes,
     maxMessageChars: settings.maxMessageChars,
     rate: settings.rate,
@@ -1239,6 +1258,7 @@ Options (environment variable fallbacks in brackets):
   --idle-timeout N            seconds without a pong before a peer is dropped (default ${IDLE_TIMEOUT_SECONDS})
   --max-connections N         open chat connections in all (default ${MAX_CONNECTIONS})
   --max-connections-per-ip N  open chat connections per address (default ${MAX_CONNECTIONS_PER_IP})
+  --max-rooms N               rooms at once (default ${MAX_ROOMS})
   --allow-origin ORIGIN       browser origin allowed to connect; repeatable, or *
                               (default: no Origin, or the page's own host)
   --cert FILE --key FILE      serve https and wss with this certificate
@@ -1249,7 +1269,7 @@ Options (environment variable fallbacks in brackets):
 
 class UsageError extends Error {}
 
-function integer(
+function parseInteger(
   name: string,
   value: string,
   min: number,
@@ -1286,6 +1306,7 @@ export function parseCommandLine(
       "idle-timeout": { type: "string" },
       "max-connections": { type: "string" },
       "max-connections-per-ip": { type: "string" },
+      "max-rooms": { type: "string" },
       "allow-origin": { type: "string", multiple: true },
       cert: { type: "string" },
       key: { type: "string" },
@@ -1298,10 +1319,10 @@ export function parseCommandLine(
   if (values.help) return "help";
   const options: ChatOptions = {};
   const port = values.port ?? env("PORT");
-  if (port !== undefined) options.port = integer("port", port, 0, 65535);
+  if (port !== undefined) options.port = parseInteger("port", port, 0, 65535);
   const wsPort = values["ws-port"] ?? env("WS_PORT");
   if (wsPort !== undefined) {
-    options.wsPort = integer("ws-port", wsPort, 0, 65535);
+    options.wsPort = parseInteger("ws-port", wsPort, 0, 65535);
   }
   const hostname = values.hostname ?? env("HOST");
   if (hostname !== undefined) options.hostname = hostname;
@@ -1316,11 +1337,12 @@ export function parseCommandLine(
     ["idle-timeout", "idleTimeout", 0],
     ["max-connections", "maxConnections", 1],
     ["max-connections-per-ip", "maxConnectionsPerIp", 1],
+    ["max-rooms", "maxRooms", 1],
   ] as const;
   for (const [flag, key, min] of limits) {
     const value = values[flag];
     if (value !== undefined) {
-      options[key] = integer(flag, value, min, Number.MAX_SAFE_INTEGER);
+      options[key] = parseInteger(flag, value, min, Number.MAX_SAFE_INTEGER);
     }
   }
   if (values["allow-origin"]) options.allowOrigin = values["allow-origin"];
