@@ -1,0 +1,243 @@
+/// <reference lib="dom" />
+/**
+ * Helpers for the browser tests and the screenshot script: find and launch
+ * headless Chromium, open chat tabs, and wait for what the page shows.
+ *
+ * Nothing here sleeps: every wait is a `waitForFunction` on the DOM state the
+ * test expects, with a timeout. Only the front tab gets animation frames, so
+ * the waits poll on DOM mutations (`polling: "mutation"`), not on
+ * `requestAnimationFrame` (puppeteer's default), which would stall in a
+ * background tab.
+ *
+ * @module
+ */
+
+import puppeteer, {
+  type Browser,
+  type Page,
+  type Viewport,
+} from "puppeteer-core";
+
+/** The browser the tests drive (Debian's `chromium` package). */
+export const CHROMIUM = "/usr/bin/chromium";
+
+/**
+ * How long a wait may take. The page's reconnect backoff starts at 500 ms
+ * (times a jitter of 0.5–1) and doubles up to 10 s, so a reconnect can take
+ * up to 10 s; 15 s leaves room for that.
+ */
+export const WAIT_MS = 15_000;
+
+/** The flags the browser runs with: headless, and quiet on the network. */
+export const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+  "--disable-sync",
+  "--disable-quic",
+];
+
+function chromiumInstalled(): boolean {
+  try {
+    return Deno.statSync(CHROMIUM).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** Is `CI` set (to anything but "", "0" or "false")? */
+function inCi(): boolean {
+  const value = Deno.env.get("CI");
+  return value !== undefined && !["", "0", "false"].includes(value);
+}
+
+/** The line the tests print when they skip, and the hint in the CI failure. */
+export const MISSING_BROWSER =
+  `no Chromium at ${CHROMIUM}; install it with: apt-get install -y chromium`;
+
+/**
+ * True when the browser tests should be skipped: Chromium is missing and
+ * `CI` is not set. In CI a missing browser is a failure: the tests run, and
+ * {@linkcode launchBrowser} throws.
+ */
+export const skipBrowserTests: boolean = !chromiumInstalled() && !inCi();
+
+/** A running browser with its own fresh profile; `close()` removes both. */
+export interface TestBrowser {
+  browser: Browser;
+  close(): Promise<void>;
+}
+
+/** Launches headless Chromium with a fresh temporary `--user-data-dir`. */
+export async function launchBrowser(
+  viewport: Viewport = { width: 800, height: 600 },
+): Promise<TestBrowser> {
+  if (!chromiumInstalled()) {
+    throw new Error(
+      inCi() ? `${MISSING_BROWSER} (CI is set: not skipping)` : MISSING_BROWSER,
+    );
+  }
+  const profile = await Deno.makeTempDir({ prefix: "deno-chat-e2e-" });
+  let browser: Browser;
+  try {
+    browser = await puppeteer.launch({
+      executablePath: CHROMIUM,
+      args: [...CHROMIUM_FLAGS, `--user-data-dir=${profile}`],
+      defaultViewport: viewport,
+      timeout: WAIT_MS,
+    });
+  } catch (error) {
+    await Deno.remove(profile, { recursive: true });
+    throw error;
+  }
+  return {
+    browser,
+    async close() {
+      try {
+        await browser.close();
+      } finally {
+        await Deno.remove(profile, { recursive: true });
+      }
+    },
+  };
+}
+
+/**
+ * Opens a new tab on `url` and waits until the page is connected and knows
+ * its nick. Returns the tab and that nick.
+ */
+export async function openChat(
+  browser: Browser,
+  url: string,
+  setup?: (page: Page) => Promise<void>,
+): Promise<{ page: Page; nick: string }> {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  // A page error (an exception in the chat script) fails the test loudly.
+  const errors: Error[] = [];
+  page.on("pageerror", (error) => errors.push(error as Error));
+  pageErrors.set(page, errors);
+  await setup?.(page);
+  await page.goto(url);
+  await waitConnected(page);
+  return { page, nick: await myNick(page) };
+}
+
+const pageErrors = new WeakMap<Page, Error[]>();
+
+/** Exceptions the page's own script threw so far. */
+export function errorsOf(page: Page): Error[] {
+  return pageErrors.get(page) ?? [];
+}
+
+/** Waits for `#state[data-state="connected"]`. */
+export async function waitConnected(page: Page): Promise<void> {
+  await page.waitForSelector('#state[data-state="connected"]');
+}
+
+/** The nick the page shows as its own (`#me`), once it has one. */
+export async function myNick(page: Page): Promise<string> {
+  const handle = await page.waitForFunction(() => {
+    const text = document.getElementById("me")?.textContent ?? "";
+    return text !== "" && text !== "…" && text;
+  }, { polling: "mutation" });
+  const nick = await handle.jsonValue();
+  await handle.dispose();
+  return String(nick);
+}
+
+/**
+ * Brings the tab to the front, types `text` into `#input` and presses Enter,
+ * as a person would.
+ */
+export async function say(page: Page, text: string): Promise<void> {
+  await page.bringToFront();
+  await page.click("#input");
+  await page.keyboard.type(text);
+  await page.keyboard.press("Enter");
+}
+
+/** A line of `#log` as the user reads it (without its time stamp). */
+export interface LogLine {
+  text: string;
+  className: string;
+  nicks: string[];
+}
+
+/** Every line of `#log`, in order. */
+export function logLines(page: Page): Promise<LogLine[]> {
+  return page.$$eval(
+    "#log li",
+    (items) =>
+      items.map((li) => ({
+        text: [...li.childNodes]
+          .filter((node) => node.nodeName !== "TIME")
+          .map((node) => node.textContent)
+          .join(""),
+        className: li.className,
+        nicks: [...li.querySelectorAll(".nick")].map((span) =>
+          span.textContent ?? ""
+        ),
+      })),
+  );
+}
+
+/** How many lines of `#log` read exactly `text`. */
+export async function countLines(page: Page, text: string): Promise<number> {
+  return (await logLines(page)).filter((line) => line.text === text).length;
+}
+
+/**
+ * Waits until `#log` has a line that reads exactly `text` (time stamp left
+ * out), or, with `{ contains: true }`, one that contains it; returns it.
+ */
+export async function waitForLine(
+  page: Page,
+  text: string,
+  { contains = false } = {},
+): Promise<LogLine> {
+  await page.waitForFunction(
+    (text: string, contains: boolean) =>
+      [...document.querySelectorAll("#log li")].some((li) => {
+        const read = [...li.childNodes]
+          .filter((node) => node.nodeName !== "TIME")
+          .map((node) => node.textContent)
+          .join("");
+        return contains ? read.includes(text) : read === text;
+      }),
+    { polling: "mutation" },
+    text,
+    contains,
+  );
+  const lines = await logLines(page);
+  return lines.find((line) =>
+    contains ? line.text.includes(text) : line.text === text
+  )!;
+}
+
+/** The nicks in the online list (`#users`), without the " (you)" mark. */
+export function onlineNicks(page: Page): Promise<string[]> {
+  return page.$$eval(
+    "#users li .nick",
+    (spans) => spans.map((span) => span.textContent ?? ""),
+  );
+}
+
+/** Waits until the online list is exactly `nicks` (in any order). */
+export async function waitForUsers(page: Page, nicks: string[]): Promise<void> {
+  await page.waitForFunction(
+    (nicks: string[]) => {
+      const shown = [...document.querySelectorAll("#users li .nick")]
+        .map((span) => span.textContent ?? "").sort();
+      const want = [...nicks].sort();
+      return shown.length === want.length &&
+        shown.every((nick, i) => nick === want[i]) &&
+        document.getElementById("count")?.textContent === String(want.length);
+    },
+    { polling: "mutation" },
+    nicks,
+  );
+}
