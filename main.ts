@@ -17,6 +17,7 @@
  */
 
 import clientHtml from "./client.html" with { type: "text" };
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { parseArgs } from "node:util";
 
 // ---------------------------------------------------------------------------
@@ -234,8 +235,8 @@ interface Client {
   room: Room;
   json: boolean;
   ip: string;
-  /** Secret from this JSON client's welcome; a reconnect shows it to reclaim the nick. */
-  token: string | undefined;
+  /** Id of this client's join event; its reconnect token is derived from it. */
+  joinedId: number;
   /** Token bucket: tokens left and when it was last refilled. */
   tokens: number;
   refilledAt: number;
@@ -596,12 +597,13 @@ function join(socket: WebSocket, arrival: Arrival): void {
     room,
     json: arrival.json,
     ip: arrival.ip,
-    token: arrival.json ? crypto.randomUUID() : undefined,
+    joinedId: 0, // set below, once the join has its id
     tokens: settings.burst,
     refilledAt: Date.now(),
     drops: 0,
   };
   const joined = appendEvent(room, { type: "join", nick });
+  client.joinedId = joined.id;
   // The welcome's history holds this turn's batch (and the join); the
   // newcomer must not get them again, so the batch goes out before it joins.
   flushRoom(room);
@@ -623,9 +625,31 @@ function join(socket: WebSocket, arrival: Arrival): void {
  */
 function replaceStaleConnection(room: Room, nick: string, token: string): void {
   const holder = room.nicks.get(nickKey(nick));
-  if (holder?.token === token) {
+  if (holder?.json && sameSecret(token, reconnectToken(holder))) {
     closeClient(holder, CloseCode.Normal, "replaced by a new connection");
   }
+}
+
+/**
+ * Keys the reconnect tokens: new for each process, so tokens die with it
+ * (as the rooms they name do).
+ */
+const TOKEN_KEY = randomBytes(32);
+
+/**
+ * A JSON client's reconnect token: derived from its room and join rather than
+ * stored, so it costs nothing per connection.
+ */
+function reconnectToken(client: Client): string {
+  return createHmac("sha256", TOKEN_KEY)
+    .update(`${client.room.name}/${client.room.epoch}/${client.joinedId}`)
+    .digest("base64url");
+}
+
+function sameSecret(given: string, expected: string): boolean {
+  const a = encoder.encode(given);
+  const b = encoder.encode(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /**
@@ -649,7 +673,7 @@ function sendWelcome(
     lastId: joined.id,
     gap: resuming && missed === undefined,
     maxMessageChars: settings.maxMessageChars,
-    token: client.token,
+    token: reconnectToken(client),
   };
   sendToOne(client, JSON.stringify(welcome));
 }
