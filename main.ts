@@ -270,6 +270,8 @@ const connectionsByIp = new Map<string, number>();
 /** Rooms whose JSON batch waits for the end of this turn. */
 const roomsWithPending = new Set<Room>();
 let flushScheduled: ReturnType<typeof setImmediate> | undefined;
+/** One chat per process: the state above is module-level, as designed. */
+let running = false;
 let shuttingDown = false;
 
 function roomOf(name: string): Room {
@@ -1147,8 +1149,6 @@ export interface ChatServer {
   /** Closes every client with 1001, stops both servers and resolves when done. */
   shutdown(): Promise<void>;
 }
-
-let running = false;
 
 /**
  * Starts the page and chat servers.
