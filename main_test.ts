@@ -110,6 +110,24 @@ Deno.test("a new connection gets a random nickname user-NNNNN", async () => {
   });
 });
 
+Deno.test("a random nick already taken in the room is drawn again", async () => {
+  // Math.random drives the draw; make the second client's first draw clash.
+  const draws = [0.5, 0.5, 0.7];
+  const random = Math.random;
+  Math.random = () => draws.shift() ?? random();
+  try {
+    await withChat({}, async (chat) => {
+      const first = await textClient(chat);
+      const second = await textClient(chat);
+      assert.equal(first.nick, "user-50000");
+      assert.equal(second.nick, "user-70000");
+      await closeAll(first, second);
+    });
+  } finally {
+    Math.random = random;
+  }
+});
+
 Deno.test("a message reaches everyone in the room, the sender included", async () => {
   await withChat({}, async (chat) => {
     const alice = await textClient(chat);
