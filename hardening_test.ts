@@ -25,6 +25,9 @@ import {
 } from "./test_helpers.ts";
 import type { ChatServer } from "./main.ts";
 
+/** Limits lifted so a test can send many 16 KB messages quickly. */
+const BULK = { rate: 10_000, burst: 10_000, maxMessageChars: 20_000 };
+
 /** Two fresh clients in `path` exchange messages; every frame is checked. */
 async function assertPairChats(chat: ChatServer, path = "/"): Promise<void> {
   const one = await textClient(chat, path, { nick: "good-one" });
@@ -387,12 +390,7 @@ Deno.test("Deno's server-side bufferedAmount grows when the peer stops reading",
 
 Deno.test("a client that stops reading is dropped with 1013 and nobody else is slowed", async () => {
   const maxBufferedBytes = 256 * 1024;
-  await withChat({
-    maxBufferedBytes,
-    rate: 10_000,
-    burst: 10_000,
-    maxMessageChars: 20_000,
-  }, async (chat) => {
+  await withChat({ ...BULK, maxBufferedBytes }, async (chat) => {
     const alice = await textClient(chat, "/", { nick: "alice" });
     const bob = await textClient(chat, "/", { nick: "bob" });
     await alice.next();
@@ -452,12 +450,7 @@ Deno.test("a client that stops reading is dropped with 1013 and nobody else is s
 });
 
 Deno.test("a dropped non-reader that then vanishes is released exactly once", async () => {
-  await withChat({
-    maxBufferedBytes: 64 * 1024,
-    rate: 10_000,
-    burst: 10_000,
-    maxMessageChars: 20_000,
-  }, async (chat) => {
+  await withChat({ ...BULK, maxBufferedBytes: 64 * 1024 }, async (chat) => {
     const alice = await textClient(chat, "/", { nick: "alice" });
     const raw = await rawSocket(chat);
     const nick =
@@ -489,12 +482,7 @@ Deno.test("a dropped non-reader that then vanishes is released exactly once", as
 });
 
 Deno.test("a healthy reader of a big burst is not mistaken for a slow one", async () => {
-  await withChat({
-    maxBufferedBytes: 64 * 1024,
-    rate: 10_000,
-    burst: 10_000,
-    maxMessageChars: 20_000,
-  }, async (chat) => {
+  await withChat({ ...BULK, maxBufferedBytes: 64 * 1024 }, async (chat) => {
     const reader = await jsonClient(chat, "/", { nick: "reader" });
     const talker = await textClient(chat, "/", { nick: "talker" });
     await reader.event();
