@@ -292,6 +292,11 @@ function roomOf(name: string): Room {
   return room;
 }
 
+/** The nicks of the room's members (for the welcome and `/who`). */
+function nicksIn(room: Room): string[] {
+  return [...room.nicks.values()].map((member) => member.nick);
+}
+
 function nickKey(nick: string): string {
   return nick.toLowerCase();
 }
@@ -593,19 +598,18 @@ function join(socket: WebSocket, arrival: Arrival): void {
   const missed = arrival.since === undefined
     ? undefined
     : eventsAfter(room, arrival.since, arrival.epoch ?? "");
+  const joined = appendEvent(room, { type: "join", nick });
   const client: Client = {
     socket,
     nick,
     room,
     json: arrival.json,
     ip: arrival.ip,
-    joinedId: 0, // set below, once the join has its id
+    joinedId: joined.id,
     tokens: settings.burst,
     refilledAt: Date.now(),
     drops: 0,
   };
-  const joined = appendEvent(room, { type: "join", nick });
-  client.joinedId = joined.id;
   // The welcome's history holds this turn's batch (and the join); the
   // newcomer must not get them again, so the batch goes out before it joins.
   flushRoom(room);
@@ -670,7 +674,7 @@ function sendWelcome(
     you: client.nick,
     room: room.name,
     epoch: room.epoch,
-    users: [...room.nicks.values()].map((member) => member.nick),
+    users: nicksIn(room),
     history: missed ? [...missed, joined] : room.history,
     lastId: joined.id,
     gap: resuming && missed === undefined,
@@ -782,8 +786,7 @@ function execute(client: Client, command: Command): void {
       return;
     }
     case "who": {
-      const nicks = [...room.nicks.values()].map((member) => member.nick);
-      return sendNotice(client, `in ${room.name}: ${nicks.join(", ")}`);
+      return sendNotice(client, `in ${room.name}: ${nicksIn(room).join(", ")}`);
     }
     case "help":
       return sendNotice(client, HELP_TEXT);
