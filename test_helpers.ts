@@ -234,6 +234,23 @@ export async function closeAll(...peers: Peer[]): Promise<void> {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** The head of a WebSocket handshake request on `path`, with extra headers. */
+function upgradeRequest(
+  path = "/",
+  extra: Record<string, string> = {},
+): string {
+  const lines = [
+    `GET ${path} HTTP/1.1`,
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...Object.entries(extra).map(([key, value]) => `${key}: ${value}`),
+  ];
+  return lines.join("\r\n") + "\r\n\r\n";
+}
+
 /** What a raw handshake got back. */
 export interface RawResponse {
   status: number;
@@ -287,16 +304,7 @@ export class RawClient {
     path = "/",
     extra: Record<string, string> = {},
   ): Promise<RawResponse> {
-    const lines = [
-      `GET ${path} HTTP/1.1`,
-      "Host: 127.0.0.1",
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-      "Sec-WebSocket-Version: 13",
-      ...Object.entries(extra).map(([key, value]) => `${key}: ${value}`),
-    ];
-    return this.request(lines.join("\r\n") + "\r\n\r\n");
+    return this.request(upgradeRequest(path, extra));
   }
 
   async #fill(): Promise<boolean> {
@@ -422,11 +430,7 @@ export function upgradeFrom(
     };
     socket.once("error", reject);
     socket.once("connect", () => {
-      socket.write(
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
-          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-          "Sec-WebSocket-Version: 13\r\n\r\n",
-      );
+      socket.write(upgradeRequest());
     });
     let head = "";
     socket.on("data", (chunk: Uint8Array) => {
