@@ -27,6 +27,7 @@ import {
 import { type ChatServer, JSON_PROTOCOL, startChat } from "./main.ts";
 import {
   chatUrl,
+  closeAll,
   jsonClient,
   TEST_OPTIONS,
   WAIT_MS,
@@ -565,6 +566,38 @@ Deno.test("client: typed lines, /me, /nick, //text and /who reach the room", asy
       await ada.type("/quit");
       assert.equal((await ada.exit()).code, 0);
     });
+  });
+});
+
+Deno.test("client: /join moves it to another room, leaving the first", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const cy = await jsonClient(chat, "/den", { nick: "cy" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      await ada.type("/join nowhere!");
+      await ada.expect(" .... usage: /join ROOM (1-32 of a-z, 0-9, - and _)");
+      await ada.type("/join den");
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in den; here: cy, ada",
+      );
+      const left = await bob.event("ada's leave");
+      assert.deepEqual([left.type, left.nick], ["leave", "ada"]);
+      assert.deepEqual((await cy.event()).nick, "ada");
+      await ada.type("/who");
+      await ada.expect(" .... in den: cy, ada");
+      await ada.type("here now");
+      assert.equal((await cy.event()).text, "here now");
+      assert.ok(
+        !ada.lines.some((line) => line.includes("reconnect")),
+        "a /join is not a reconnect",
+      );
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await closeAll(bob, cy);
   });
 });
 
