@@ -14,6 +14,7 @@
 
 import puppeteer, {
   type Browser,
+  type BrowserContext,
   type Page,
   type Viewport,
 } from "puppeteer-core";
@@ -105,16 +106,31 @@ export async function launchBrowser(
   };
 }
 
+/** What {@linkcode openChat} opened: the tab, its nick, and its person. */
+export interface ChatTab {
+  page: Page;
+  nick: string;
+  /** The browser context (storage) this tab shares with its person's tabs. */
+  context: BrowserContext;
+}
+
 /**
  * Opens a new tab on `url` and waits until the page is connected and knows
- * its nick. Returns the tab and that nick.
+ * its nick. Given the browser, the tab is a new person (a fresh browser
+ * context: its own storage, so its own session and nick); given a context,
+ * it is one more tab of that person. On a first visit the page asks for a
+ * name: the tab answers with `nick`, or accepts the page's random one.
  */
 export async function openChat(
-  browser: Browser,
+  target: Browser | BrowserContext,
   url: string,
   setup?: (page: Page) => Promise<void>,
-): Promise<{ page: Page; nick: string }> {
-  const page = await browser.newPage();
+  { nick }: { nick?: string } = {},
+): Promise<ChatTab> {
+  const context = "createBrowserContext" in target
+    ? await target.createBrowserContext()
+    : target;
+  const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
   // A page error (an exception in the chat script) fails the test loudly.
   const errors: Error[] = [];
@@ -122,8 +138,33 @@ export async function openChat(
   pageErrors.set(page, errors);
   await setup?.(page);
   await page.goto(url);
+  if (await firstVisit(page)) await chooseName(page, nick);
   await waitConnected(page);
-  return { page, nick: await myNick(page) };
+  return { page, nick: await myNick(page), context };
+}
+
+/** Waits until the page either asks for a name (true) or is connected. */
+export async function firstVisit(page: Page): Promise<boolean> {
+  const handle = await page.waitForFunction(() => {
+    const dialog = document.getElementById("name-dialog");
+    if (dialog instanceof HTMLDialogElement && dialog.open) return "ask";
+    return document.querySelector('#state[data-state="connected"]') !== null &&
+      "connected";
+  }, { polling: "mutation" });
+  const state = await handle.jsonValue();
+  await handle.dispose();
+  return state === "ask";
+}
+
+/** Answers the name dialog with `nick` (or keeps its random name): Enter. */
+export async function chooseName(page: Page, nick?: string): Promise<void> {
+  if (nick !== undefined) {
+    await page.$eval("#name-input", (el, nick) => {
+      (el as HTMLInputElement).value = nick;
+    }, nick);
+  }
+  await page.focus("#name-input");
+  await page.keyboard.press("Enter");
 }
 
 const pageErrors = new WeakMap<Page, Error[]>();
@@ -160,7 +201,10 @@ export async function say(page: Page, text: string): Promise<void> {
   await page.keyboard.press("Enter");
 }
 
-/** A line of `#log` as the user reads it (without its time stamp). */
+/**
+ * A line of `#log` as the user reads it, without its time stamp and its
+ * buttons (a private message's "reply").
+ */
 export interface LogLine {
   text: string;
   className: string;
@@ -174,7 +218,7 @@ export function logLines(page: Page): Promise<LogLine[]> {
     (items) =>
       items.map((li) => ({
         text: [...li.childNodes]
-          .filter((node) => node.nodeName !== "TIME")
+          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
           .map((node) => node.textContent)
           .join(""),
         className: li.className,
@@ -203,7 +247,7 @@ export async function waitForLine(
     (text: string, contains: boolean) =>
       [...document.querySelectorAll("#log li")].some((li) => {
         const read = [...li.childNodes]
-          .filter((node) => node.nodeName !== "TIME")
+          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
           .map((node) => node.textContent)
           .join("");
         return contains ? read.includes(text) : read === text;

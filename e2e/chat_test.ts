@@ -118,7 +118,7 @@ browserTest("two tabs: a message reaches both, from the sender's nick", async (
   assert.deepEqual(theirs.nicks, [a.nick]);
   assert.match(mine.className, /\bmine\b/, "own message is marked as mine");
   assert.doesNotMatch(theirs.className, /\bmine\b/);
-  assert.equal(await a.page.$eval("input#input", (el) => el.value), "");
+  assert.equal(await a.page.$eval("textarea#input", (el) => el.value), "");
   await assertOnce([a.page, b.page], `${a.nick}: ${text}`);
   // The own nick is shown in the header and marked in the online list.
   assert.equal(await a.page.$eval("#me", (el) => el.textContent), a.nick);
@@ -195,7 +195,7 @@ browserTest("/nick renames, and the other tab's online list follows", async (
   await waitForUsers(b.page, ["ada_e2e", b.nick]);
   await waitForUsers(a.page, ["ada_e2e", b.nick]);
   assert.equal(await myNick(a.page), "ada_e2e");
-  assert.equal(await a.page.$eval("input#input", (el) => el.value), "");
+  assert.equal(await a.page.$eval("textarea#input", (el) => el.value), "");
   assert.ok(!(await onlineNicks(b.page)).includes(a.nick));
 
   await say(a.page, "now with a name");
@@ -342,7 +342,12 @@ browserTest(
       }
     }, during);
 
-    await waitForLine(b.page, "Reconnected.");
+    await b.page.waitForFunction(
+      () =>
+        (globalThis as { e2eStates?: string[] }).e2eStates?.at(-1) ===
+          "connected",
+      { polling: "mutation" },
+    );
     await waitConnected(b.page);
     assert.deepEqual(
       await b.page.evaluate(() =>
@@ -378,5 +383,14 @@ browserTest(
     );
     assert.equal(await myNick(b.page), b.nick);
     await waitForUsers(a.page, [a.nick, b.nick]);
+    // B's own reconnect is silent in B: its arrival is shown once, and
+    // neither its leave nor its return (nor a "Reconnected.").
+    await assertOnce([b.page], `${b.nick} has joined.`);
+    assert.deepEqual(
+      bTexts.filter((text) =>
+        text.includes(`${b.nick} has left`) || /Reconnected/.test(text)
+      ),
+      [],
+    );
   },
 );

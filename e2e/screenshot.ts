@@ -1,10 +1,17 @@
 /// <reference lib="dom" />
 /**
- * `deno task screenshot`: two tabs having a short conversation, side by side,
- * saved to `e2e/screenshots/two-tabs.png` (the picture in the README).
+ * `deno task screenshot`: a short conversation in headless Chromium, saved as
  *
- * Starts its own server on free loopback ports, drives two tabs of headless
- * Chromium, screenshots each, and lays the two shots out on a third page.
+ * - `e2e/screenshots/desktop.png`: ada's tab, desktop size, light theme;
+ * - `e2e/screenshots/phone.png`: sam's tab at 375×667, dark theme;
+ * - `e2e/screenshots/two-tabs.png`: both tabs side by side (the README's).
+ *
+ * Starts its own server on free loopback ports. The conversation has grouped
+ * messages, a link, a mention, a line break, an action, a join burst and a
+ * leave from two plain-text clients, a private message and a typing line.
+ * Where the server does not support private messages or typing yet (it
+ * answers `bad_request`), the page is handed the event the server would
+ * send, so the pictures show the design either way.
  *
  * @module
  */
@@ -19,18 +26,20 @@ import {
   waitForUsers,
 } from "./browser.ts";
 
-const OUT = new URL("./screenshots/two-tabs.png", import.meta.url);
-/** One tab's size in CSS pixels; wide enough for the online list beside. */
-const TAB = { width: 680, height: 420 };
+const DIR = new URL("./screenshots/", import.meta.url);
+const DESKTOP = { width: 900, height: 560 };
+const PHONE = { width: 375, height: 667 };
+/** One tab's size in the side-by-side picture. */
+const TAB = { width: 680, height: 460 };
 const SCALE = 2;
 
-/** Who says what, in order: [tab, text]. */
+/** Who says what, in order: [tab, text]; "\n" is typed as Shift+Enter. */
 const CONVERSATION: ["ada" | "sam", string][] = [
   ["ada", "hi sam! the chat server is live"],
   ["sam", "works here. no build step at all?"],
   ["ada", "none: one main.ts and one page"],
+  ["ada", "the runtime: https://deno.com (2.9.6)"],
   ["sam", "/me opens a second tab"],
-  ["sam", "both tabs update at once. ship it"],
 ];
 
 /** The line a sent text shows as in the log. */
@@ -40,10 +49,24 @@ function shownAs(nick: string, text: string): string {
     : `${nick}: ${text}`;
 }
 
-async function shot(page: Page): Promise<string> {
+/** Types `text` (a "\n" as Shift+Enter) into the tab's input and sends it. */
+async function type(page: Page, text: string): Promise<void> {
+  const [first, ...rest] = text.split("\n");
   await page.bringToFront();
-  const png = await page.screenshot({ encoding: "base64", type: "png" });
-  return `data:image/png;base64,${png}`;
+  await page.click("#input");
+  await page.keyboard.type(first);
+  for (const line of rest) {
+    await page.keyboard.down("Shift");
+    await page.keyboard.press("Enter");
+    await page.keyboard.up("Shift");
+    await page.keyboard.type(line);
+  }
+  await page.keyboard.press("Enter");
+}
+
+async function shot(page: Page): Promise<Uint8Array> {
+  await page.bringToFront();
+  return await page.screenshot({ type: "png" });
 }
 
 const chat = await startChat({
@@ -53,33 +76,117 @@ const chat = await startChat({
   quiet: true,
   logSink: () => {},
 });
-const browser = await launchBrowser({ ...TAB, deviceScaleFactor: SCALE });
+const browser = await launchBrowser({ ...DESKTOP, deviceScaleFactor: SCALE });
+const visitors: WebSocket[] = [];
 try {
   const url = `http://127.0.0.1:${chat.port}/`;
   const tabs: Record<string, Page> = {};
-  for (const nick of ["ada", "sam"]) {
+  for (const [nick, theme] of [["ada", "light"], ["sam", "dark"]]) {
     const { page } = await openChat(browser.browser, url, async (page) => {
       await page.emulateMediaFeatures([
-        { name: "prefers-color-scheme", value: "light" },
+        { name: "prefers-color-scheme", value: theme },
       ]);
-      // The nick this tab asks for, as if it had been chosen before.
-      await page.evaluateOnNewDocument((nick: string) => {
-        sessionStorage.setItem("deno-chat.nick", nick);
-      }, nick);
-    });
+    }, { nick });
     tabs[nick] = page;
   }
-  for (const page of Object.values(tabs)) {
-    await waitForUsers(page, ["ada", "sam"]);
-  }
+  const pages = Object.values(tabs);
+  for (const page of pages) await waitForUsers(page, ["ada", "sam"]);
   for (const [nick, text] of CONVERSATION) {
     await say(tabs[nick], text);
-    for (const page of Object.values(tabs)) {
-      await waitForLine(page, shownAs(nick, text));
-    }
+    for (const page of pages) await waitForLine(page, shownAs(nick, text));
   }
 
-  const [left, right] = [await shot(tabs.ada), await shot(tabs.sam)];
+  // Two plain-text visitors come in together (one line), one leaves again.
+  for (const nick of ["bob", "cy"]) {
+    const socket = new WebSocket(`ws://127.0.0.1:${chat.wsPort}/?nick=${nick}`);
+    await new Promise((resolve) => socket.onopen = resolve);
+    visitors.push(socket);
+  }
+  for (const page of pages) await waitForLine(page, "bob and cy joined.");
+  visitors[0].send("ada: does it keep new lines?");
+  await waitForLine(tabs.ada, "bob: ada: does it keep new lines?");
+  await type(tabs.sam, "it does:\nline one\nline two");
+  for (const page of pages) {
+    await waitForLine(page, "sam: it does:\nline one\nline two");
+  }
+  visitors.pop()!.close();
+  for (const page of pages) await waitForLine(page, "cy has left.");
+
+  // A private message: sent for real, or shown as the server would send it.
+  const dm = "psst: lunch at 1?";
+  await say(tabs.ada, `/msg sam ${dm}`);
+  const dmLine = `ada → sam (private): ${dm}`;
+  const answer = await tabs.ada.waitForFunction(
+    (line: string): string | false => {
+      const error = document.getElementById("send-error");
+      if (error?.dataset.code === "bad_request") return "refused";
+      return [...document.querySelectorAll("#log li")].some((li) =>
+        li.textContent?.includes(line)
+      ) && "shown";
+    },
+    { polling: "mutation" },
+    dmLine,
+  );
+  const supported = await answer.jsonValue() === "shown";
+  await answer.dispose();
+  if (!supported) {
+    for (const page of pages) {
+      await page.evaluate((text: string) => {
+        const event = {
+          type: "dm",
+          ts: Date.now(),
+          from: "ada",
+          to: "sam",
+          text,
+        };
+        (globalThis as unknown as { show(e: unknown, live: boolean): void })
+          .show(event, false);
+      }, dm);
+    }
+    await tabs.ada.evaluate(() => {
+      const input = document.getElementById("input") as HTMLTextAreaElement;
+      input.value = "";
+      document.getElementById("send-error")!.textContent = "";
+    });
+  }
+  for (const page of pages) await waitForLine(page, dmLine, { contains: true });
+
+  // sam starts a reply: ada sees "sam is typing…".
+  await tabs.sam.bringToFront();
+  await tabs.sam.click("#input");
+  await tabs.sam.keyboard.type("sounds good");
+  const typing = await tabs.ada.waitForFunction(
+    () => document.getElementById("typing")?.textContent !== "",
+    { polling: "mutation", timeout: 1000 },
+  ).then(() => true, () => false);
+  if (!typing) {
+    await tabs.ada.evaluate(() =>
+      (globalThis as unknown as { receiveEvent(e: unknown): void })
+        .receiveEvent({ type: "typing", nick: "sam" })
+    );
+  }
+
+  await Deno.mkdir(DIR, { recursive: true });
+  const write = async (name: string, png: Uint8Array) => {
+    const file = new URL(name, DIR);
+    await Deno.writeFile(file, png);
+    console.log(`wrote ${file.pathname} (${png.byteLength} bytes)`);
+  };
+  await write("desktop.png", await shot(tabs.ada));
+  await tabs.sam.setViewport({ ...PHONE, deviceScaleFactor: SCALE });
+  await write("phone.png", await shot(tabs.sam));
+
+  // Both tabs side by side, in the light theme.
+  const images: string[] = [];
+  for (const page of pages) {
+    await page.emulateMediaFeatures([
+      { name: "prefers-color-scheme", value: "light" },
+    ]);
+    await page.setViewport({ ...TAB, deviceScaleFactor: SCALE });
+    images.push(
+      `data:image/png;base64,${await page.screenshot({ encoding: "base64" })}`,
+    );
+  }
   const layout = await browser.browser.newPage();
   const gap = 16;
   await layout.setViewport({
@@ -94,15 +201,13 @@ try {
       img { width: ${TAB.width}px; height: ${TAB.height}px; display: block;
         border-radius: 8px; box-shadow: 0 2px 10px rgb(0 0 0 / 0.25); }
     </style>
-    <img src="${left}" alt=""><img src="${right}" alt="">`);
+    ${images.map((src) => `<img src="${src}" alt="">`).join("")}`);
   await layout.waitForFunction(() =>
     [...document.images].every((img) => img.complete && img.naturalWidth > 0)
   );
-  await Deno.mkdir(new URL(".", OUT), { recursive: true });
-  const png = await layout.screenshot({ type: "png" });
-  await Deno.writeFile(OUT, png);
-  console.log(`wrote ${OUT.pathname} (${png.byteLength} bytes)`);
+  await write("two-tabs.png", await layout.screenshot({ type: "png" }));
 } finally {
+  for (const socket of visitors) socket.close();
   await browser.close();
   await chat.shutdown();
 }
