@@ -718,8 +718,11 @@ async function readPipe(
   queue: LineQueue,
 ): Promise<void> {
   let buffer = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffer += chunk;
+  // A TextDecoder rather than TextDecoderStream: its types differ between
+  // Deno's and the DOM's lib, and the e2e tests check with both.
+  const decoder = new TextDecoder();
+  for await (const bytes of stream) {
+    buffer += decoder.decode(bytes, { stream: true });
     let newline;
     while ((newline = buffer.indexOf("\n")) !== -1) {
       queue.push(buffer.slice(0, newline).replace(/\r$/, ""));

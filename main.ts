@@ -13,6 +13,12 @@
  * As a library, {@linkcode startChat} starts both servers and returns their
  * bound ports and a `shutdown()`.
  *
+ * How a message travels, top to bottom in this file: a socket's frame is
+ * checked (size, rate), parsed into a {@linkcode Command}, appended to the
+ * room through the {@linkcode RoomStore} (which gives it an id and keeps it in
+ * history), and comes back through the store's `subscribe` to every socket of
+ * the room, rendered once per protocol and, for JSON, batched per turn.
+ *
  * @module
  */
 
@@ -24,47 +30,244 @@ import { parseArgs } from "node:util";
 // Options and limits
 // ---------------------------------------------------------------------------
 
-/** Port of the page server. */
-export const DEFAULT_PORT = 8080;
-/** Port of the chat (WebSocket) server. */
-export const DEFAULT_WS_PORT = 12345;
-/** Longest chat message, in characters (code points), after trimming. */
-export const MAX_MESSAGE_CHARS = 2000;
-/** Events each room keeps for newcomers and resuming clients. */
-export const HISTORY_SIZE = 100;
-/** Largest incoming frame; a bigger one closes the connection with 1009. */
-export const MAX_FRAME_BYTES = 64 * 1024;
-/** Messages a connection may send per second, on average. */
-export const RATE_PER_SECOND = 10;
-/** Messages a connection may send at once before the rate applies. */
-export const RATE_BURST = 20;
-/** Consecutive rate-limited messages after which the sender is closed (1008). */
-export const MAX_CONSECUTIVE_DROPS = 50;
-/** Outgoing bytes queued for one client before it is dropped as slow (1013). */
-export const MAX_BUFFERED_BYTES = 1024 * 1024;
-/** How often queued outgoing bytes are checked, in milliseconds. */
-export const SLOW_CONSUMER_SWEEP_MS = 250;
-/** Seconds without a pong before a peer is considered dead. */
-export const IDLE_TIMEOUT_SECONDS = 30;
-/** Open chat connections in all. */
-export const MAX_CONNECTIONS = 10_000;
-/** Open chat connections from one IP address. */
-export const MAX_CONNECTIONS_PER_IP = 100;
+/** A bad command-line value: the CLI prints it with the usage and exits 2. */
+class UsageError extends Error {}
+
 /**
- * Rooms at once. Each holds up to `historySize` events, so this bounds what
- * history can cost: a new room beyond it is refused with 503.
+ * One option: its default, how the command line spells and parses it, and
+ * what it means. `--help`, the `parseArgs` schema, the start log and the
+ * README's option table are all made from {@linkcode OPTIONS}.
  */
-export const MAX_ROOMS = 1000;
+export interface OptionSpec<T> {
+  /** The value when the option is not given. */
+  default: T;
+  /** What the flag takes, for the help (`N`, `ADDR`); empty for a switch. */
+  arg: string;
+  /** What it means, one line (backticks mark code in the README). */
+  help: string;
+  /** The environment variable read when the flag is absent. */
+  env?: string;
+  /** The default as the help shows it, when `String(default)` will not do. */
+  shown?: string;
+  /** Repeatable flag (its values make a list). */
+  multiple?: boolean;
+  /** A limit: written in the start log line. */
+  limit?: boolean;
+  /** Turns the flag's text into the value; throws a {@linkcode UsageError}. */
+  parse: (text: string, flag: string) => T;
+}
+
+function parseInteger(
+  flag: string,
+  text: string,
+  min: number,
+  max: number,
+): number {
+  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+    throw new UsageError(
+      `--${flag} must be a whole number from ${min} to ${max}, got "${text}"`,
+    );
+  }
+  return Number(text);
+}
+
+/** A limit: a whole number of at least `min`. */
+function limit(
+  fallback: number,
+  min: number,
+  help: string,
+): OptionSpec<number> {
+  return {
+    default: fallback,
+    arg: "N",
+    help,
+    limit: true,
+    parse: (text, flag) =>
+      parseInteger(flag, text, min, Number.MAX_SAFE_INTEGER),
+  };
+}
+
+function port(fallback: number, env: string, help: string): OptionSpec<number> {
+  return {
+    default: fallback,
+    arg: "N",
+    help,
+    env,
+    parse: (text, flag) => parseInteger(flag, text, 0, 65535),
+  };
+}
+
+function choice<T extends string>(
+  values: readonly T[],
+  fallback: NoInfer<T>,
+  help: string,
+): OptionSpec<T> {
+  return {
+    default: fallback,
+    arg: values.join("|"),
+    help,
+    parse: (text, flag) => {
+      if (!(values as readonly string[]).includes(text)) {
+        throw new UsageError(
+          `--${flag} must be ${values.join(" or ")}, got "${text}"`,
+        );
+      }
+      return text as T;
+    },
+  };
+}
+
+/** A PEM file on the command line; PEM text through {@linkcode startChat}. */
+function pemFile(help: string): OptionSpec<string | undefined> {
+  return {
+    default: undefined,
+    arg: "FILE",
+    help,
+    shown: "",
+    parse: (text) => Deno.readTextFileSync(text),
+  };
+}
+
+/**
+ * Every option, in the order `--help` lists them. The flag is the key in
+ * kebab-case (`maxFrameBytes` is `--max-frame-bytes`). Adding an option is
+ * one entry here, plus its use.
+ */
+export const OPTIONS = {
+  port: port(8080, "PORT", "page server port (0: any free port)"),
+  wsPort: port(12345, "WS_PORT", "chat server port (0: any free port)"),
+  hostname: {
+    default: "0.0.0.0",
+    arg: "ADDR",
+    help: "address both servers listen on",
+    env: "HOST",
+    shown: "`0.0.0.0`",
+    parse: (text: string) => text,
+  },
+  maxMessageChars: limit(
+    2000,
+    1,
+    "longest message in characters; longer gets `too_long`",
+  ),
+  historySize: {
+    ...limit(100, 0, "events each room keeps for newcomers and resume"),
+    limit: false,
+  },
+  maxFrameBytes: limit(
+    64 * 1024,
+    1,
+    "largest incoming frame; bigger closes with 1009",
+  ),
+  rate: limit(10, 1, "messages per second per connection (token bucket)"),
+  burst: limit(20, 1, "messages a connection may send at once"),
+  maxBufferedBytes: limit(
+    1024 * 1024,
+    1,
+    "bytes queued for a client that is not reading before it is dropped with 1013",
+  ),
+  maxConsecutiveDrops: limit(
+    50,
+    0,
+    "rate-limited messages in a row before the sender is closed with 1008",
+  ),
+  idleTimeout: limit(
+    30,
+    0,
+    "seconds without a pong before a peer is dropped (0: no pings)",
+  ),
+  maxConnections: limit(
+    10_000,
+    1,
+    "open chat sockets in all (`chat_sockets_open`); more get 503",
+  ),
+  maxConnectionsPerIp: limit(
+    100,
+    1,
+    "chat connections per address; more get 503",
+  ),
+  maxRooms: limit(
+    1000,
+    1,
+    "rooms at once (each keeps its history); a new one beyond gets 503",
+  ),
+  allowOrigin: {
+    default: [] as string[],
+    arg: "ORIGIN",
+    help: "browser origin allowed to connect; repeat it, or `*` for any",
+    shown: "(same host)",
+    multiple: true,
+    parse: (text: string) => [text],
+  },
+  cert: pemFile("serve `https:` and `wss:` with this PEM certificate"),
+  key: pemFile("the PEM private key of `--cert`"),
+  metrics: {
+    default: true,
+    arg: "true|false",
+    help: "serve `GET /metrics`",
+    parse: (text: string, flag: string) => {
+      if (text !== "true" && text !== "false") {
+        throw new UsageError(`--${flag} must be true or false, got "${text}"`);
+      }
+      return text === "true";
+    },
+  },
+  logFormat: choice(["text", "json"], "text", "log lines on stderr"),
+  quiet: {
+    default: false,
+    arg: "",
+    help: "log warnings and errors only",
+    shown: "off",
+    parse: () => true,
+  },
+} satisfies Record<string, OptionSpec<unknown>>;
+
+type OptionName = keyof typeof OPTIONS;
+type OptionValues = { [K in OptionName]: (typeof OPTIONS)[K]["default"] };
+
+/**
+ * Everything {@linkcode startChat} can be told; every field is optional and
+ * means what its entry in {@linkcode OPTIONS} says. `cert` and `key` are PEM
+ * text.
+ */
+export type ChatOptions =
+  & Partial<OptionValues>
+  & {
+    /** Where formatted log lines go. @default {console.error} */
+    logSink?: (line: string) => void;
+    /** The room store; by default a new {@linkcode MemoryStore}. */
+    store?: RoomStore;
+  };
+
+type Settings = Required<Omit<ChatOptions, "cert" | "key" | "store">> & {
+  cert?: string;
+  key?: string;
+};
+
+/** The defaults of every option, from {@linkcode OPTIONS}. */
+export const DEFAULT_OPTIONS: Settings = {
+  ...Object.fromEntries(
+    Object.entries(OPTIONS).map(([name, spec]) => [name, spec.default]),
+  ) as OptionValues,
+  logSink: (line) => console.error(line),
+};
+
+/** `maxFrameBytes` → `max-frame-bytes`. */
+export function flagOf(name: string): string {
+  return name.replace(/[A-Z]/g, (letter) => "-" + letter.toLowerCase());
+}
+
+/** The JSON subprotocol; without it a connection speaks plain text. */
+export const JSON_PROTOCOL = "chat.v1.json";
 /** Longest room name, in characters. */
 export const MAX_ROOM_CHARS = 32;
 /** Longest nickname, in characters. */
 export const MAX_NICK_CHARS = 24;
+/** How often queued outgoing bytes are checked, in milliseconds. */
+export const SLOW_CONSUMER_SWEEP_MS = 250;
 /** How long shutdown waits for clients to finish the close handshake. */
 export const SHUTDOWN_GRACE_MS = 1000;
 /** After a signal, the CLI exits by this time whatever is still open. */
 export const EXIT_DEADLINE_MS = 1800;
-/** The JSON subprotocol; without it a connection speaks plain text. */
-export const JSON_PROTOCOL = "chat.v1.json";
 
 /** HTTP statuses we answer with, by name. */
 const Status = {
@@ -92,83 +295,455 @@ export const CloseCode = {
   TryAgainLater: 1013,
 } as const;
 
-/** Everything {@linkcode startChat} can be told. Every field is optional. */
-export interface ChatOptions {
-  /** Port of the page server; 0 picks a free one. @default {8080} */
-  port?: number;
-  /** Port of the chat server; 0 picks a free one. @default {12345} */
-  wsPort?: number;
-  /** Address both servers listen on. @default {"0.0.0.0"} */
-  hostname?: string;
-  /** Longest message in characters; longer ones get `too_long`. @default {2000} */
-  maxMessageChars?: number;
-  /** Events kept per room for history and resume. @default {100} */
-  historySize?: number;
-  /** Largest incoming frame in bytes; bigger closes with 1009. @default {65536} */
-  maxFrameBytes?: number;
-  /** Messages per second per connection (token bucket refill). @default {10} */
-  rate?: number;
-  /** Token bucket size per connection. @default {20} */
-  burst?: number;
-  /** Queued outgoing bytes before a client is dropped with 1013. @default {1048576} */
-  maxBufferedBytes?: number;
-  /** Rate-limited messages in a row before the sender is closed (1008). @default {50} */
-  maxConsecutiveDrops?: number;
-  /** Seconds without a pong before a peer is dropped. @default {30} */
-  idleTimeout?: number;
-  /** Open chat connections in all; more get 503. @default {10000} */
-  maxConnections?: number;
-  /** Open chat connections per IP address; more get 503. @default {100} */
-  maxConnectionsPerIp?: number;
-  /** Rooms at once; joining a new room beyond it gets 503. @default {1000} */
-  maxRooms?: number;
-  /**
-   * Browser origins allowed to open a chat connection (`*` for any). When
-   * empty, origins on the same host as the request are allowed. Requests
-   * without `Origin` (terminal tools) are always allowed. @default {[]}
-   */
-  allowOrigin?: string[];
-  /** PEM certificate; with `key`, both servers speak TLS. @default {undefined} */
-  cert?: string;
-  /** PEM private key for `cert`. @default {undefined} */
-  key?: string;
-  /** Serve `GET /metrics` on the page server. @default {true} */
-  metrics?: boolean;
-  /** Log line format on stderr. @default {"text"} */
-  logFormat?: "text" | "json";
-  /** Log warnings and errors only. @default {false} */
-  quiet?: boolean;
-  /** Where formatted log lines go. @default {console.error} */
-  logSink?: (line: string) => void;
+// ---------------------------------------------------------------------------
+// Room events and the room store
+// ---------------------------------------------------------------------------
+
+/** A room event as kept in history and sent to JSON clients. */
+export type RoomEvent =
+  | { type: "message"; id: number; ts: number; from: string; text: string }
+  | { type: "action"; id: number; ts: number; from: string; text: string }
+  | { type: "join"; id: number; ts: number; nick: string }
+  | { type: "leave"; id: number; ts: number; nick: string }
+  | { type: "nick"; id: number; ts: number; from: string; to: string };
+
+/**
+ * A room event before the store gives it an id and a time. (`Omit` over the
+ * union member by member: a plain `Omit<RoomEvent, …>` would merge them.)
+ */
+export type NewEvent = RoomEvent extends infer E
+  ? E extends RoomEvent ? Omit<E, "id" | "ts"> : never
+  : never;
+
+/** What a connection asks for when it joins a room. */
+export interface JoinRequest {
+  /** Who will hold the nick: unique per connection, across processes. */
+  owner: string;
+  /** A valid nick to claim; without it (or when taken) a random one. */
+  nick?: string;
+  /** The token of an earlier welcome: takes `nick` from a stale holder. */
+  token?: string;
+  /** Resume: the last event id the client has, and its room epoch. */
+  since?: number;
+  epoch?: string;
 }
 
-/** The defaults, in one place; the README's option table says the same. */
-export const DEFAULT_OPTIONS: Required<Omit<ChatOptions, "cert" | "key">> = {
-  port: DEFAULT_PORT,
-  wsPort: DEFAULT_WS_PORT,
-  hostname: "0.0.0.0",
-  maxMessageChars: MAX_MESSAGE_CHARS,
-  historySize: HISTORY_SIZE,
-  maxFrameBytes: MAX_FRAME_BYTES,
-  rate: RATE_PER_SECOND,
-  burst: RATE_BURST,
-  maxBufferedBytes: MAX_BUFFERED_BYTES,
-  maxConsecutiveDrops: MAX_CONSECUTIVE_DROPS,
-  idleTimeout: IDLE_TIMEOUT_SECONDS,
-  maxConnections: MAX_CONNECTIONS,
-  maxConnectionsPerIp: MAX_CONNECTIONS_PER_IP,
-  maxRooms: MAX_ROOMS,
-  allowOrigin: [],
-  metrics: true,
-  logFormat: "text",
-  quiet: false,
-  logSink: (line) => console.error(line),
-};
+/** A completed join: what the welcome says. */
+export interface Joined {
+  /** The nick held: the one asked for, or a random one. */
+  nick: string;
+  /** Set when the nick asked for was taken (a random one was given). */
+  nickTaken: boolean;
+  /** The room's epoch: ids start over when it changes. */
+  epoch: string;
+  /** Id of the join event; every later event is delivered by `subscribe`. */
+  lastId: number;
+  /**
+   * What the client should show: what it missed and its join, when it
+   * resumed without a gap; otherwise the room's recent history.
+   */
+  history: RoomEvent[];
+  /** A resume that could not be served exactly (history gone or new epoch). */
+  gap: boolean;
+  /** The room's members, the joiner included. */
+  users: string[];
+  /** Lets the client take its nick back from a connection that went stale. */
+  token: string;
+}
 
-type Settings = typeof DEFAULT_OPTIONS & Pick<ChatOptions, "cert" | "key">;
+/**
+ * Everything about a room that outlives one message: its events (ids,
+ * history, delivery), who is in it (nicks), and its lifetime. main.ts talks
+ * to rooms only through this, so another implementation (a shared store for
+ * several processes) changes nothing else. What must be atomic is one call.
+ */
+export interface RoomStore {
+  /**
+   * Holds a place in the room for a connection that is about to join (at
+   * upgrade time), so the room exists from then on. False when the room is
+   * new and `maxRooms` rooms exist.
+   */
+  hold(room: string): boolean;
+  /** Gives back a hold whose connection never joined. */
+  release(room: string): void;
+  /**
+   * Turns a hold into a member: takes over the nick from a stale holder (by
+   * token), claims the nick (or a random one), reads what a resuming client
+   * missed, then appends the join: one step.
+   */
+  join(room: string, request: JoinRequest): Promise<Joined>;
+  /** Appends an event: gives it the next id and a time, keeps it, delivers it. */
+  append(room: string, body: NewEvent): Promise<RoomEvent>;
+  /** Moves `owner` from nick `from` to `to` and appends the nick event. */
+  rename(
+    room: string,
+    owner: string,
+    from: string,
+    to: string,
+  ): Promise<RoomEvent | "nick_taken">;
+  /**
+   * Takes `owner` out of the room (if it still holds `nick`), announcing the
+   * leave when `announce` and others remain. The last one out ends the room.
+   */
+  leave(
+    room: string,
+    owner: string,
+    nick: string,
+    announce: boolean,
+  ): Promise<void>;
+  /** The room's members' nicks. */
+  members(room: string): Promise<string[]>;
+  /** Every event appended to the room from now on, in id order. */
+  subscribe(room: string, onEvent: (event: RoomEvent) => void): () => void;
+  /** Rooms that exist (with members or holds). */
+  roomCount(): number;
+}
 
-/** The options of the running server (one at a time per process). */
-let settings: Settings = DEFAULT_OPTIONS;
+/** `user-NNNNN`. */
+export function randomNick(): string {
+  return `user-${Math.floor(Math.random() * 100_000)}`;
+}
+
+/** Two nicks are one when their keys are equal. */
+export function nickKey(nick: string): string {
+  return nick.toLowerCase();
+}
+
+/** What {@linkcode MemoryStore} needs to know. */
+export interface MemoryStoreOptions {
+  /** Events kept per room. */
+  historySize: number;
+  /** Rooms at once. */
+  maxRooms: number;
+  /** Called when a join takes a nick from `owner`: close that connection. */
+  onEvict: (room: string, owner: string) => void;
+}
+
+interface NickHolder {
+  nick: string;
+  owner: string;
+  /** Id of the holder's join event: its reconnect token is derived from it. */
+  joinedId: number;
+}
+
+interface MemoryRoom {
+  /** Random, fixed for this room's life; tells resuming clients ids started over. */
+  epoch: string;
+  lastId: number;
+  history: RoomEvent[];
+  /** Members by nick key. */
+  nicks: Map<string, NickHolder>;
+  /** Connections upgraded and not yet joined. */
+  holds: number;
+  listeners: Set<(event: RoomEvent) => void>;
+}
+
+/**
+ * The default store: every room in this process's memory, gone with it. All
+ * of its work is synchronous; the promises are for the interface's sake.
+ */
+export class MemoryStore implements RoomStore {
+  #rooms = new Map<string, MemoryRoom>();
+  #options: MemoryStoreOptions;
+  /** Keys the reconnect tokens: new for each store, so tokens die with it. */
+  #tokenKey = randomBytes(32);
+
+  constructor(options: MemoryStoreOptions) {
+    this.#options = options;
+  }
+
+  hold(name: string): boolean {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      if (this.#rooms.size >= this.#options.maxRooms) return false;
+      room = {
+        epoch: crypto.randomUUID().slice(0, 8),
+        lastId: 0,
+        history: [],
+        nicks: new Map(),
+        holds: 0,
+        listeners: new Set(),
+      };
+      this.#rooms.set(name, room);
+    }
+    room.holds++;
+    return true;
+  }
+
+  release(name: string): void {
+    const room = this.#rooms.get(name);
+    if (!room) return;
+    room.holds--;
+    this.#endIfEmpty(name, room);
+  }
+
+  join(name: string, request: JoinRequest): Promise<Joined> {
+    const room = this.#room(name);
+    room.holds--;
+    const wanted = request.nick;
+    if (wanted !== undefined && request.token) {
+      this.#takeOver(name, room, wanted, request.token);
+    }
+    const nickTaken = wanted !== undefined &&
+      room.nicks.has(nickKey(wanted));
+    let nick = wanted !== undefined && !nickTaken ? wanted : randomNick();
+    while (room.nicks.has(nickKey(nick))) nick = randomNick();
+    // What a resuming client missed is read before its own join is appended,
+    // so that the join cannot push the oldest missed event out of history.
+    const missed = request.since === undefined
+      ? undefined
+      : this.#eventsAfter(room, request.since, request.epoch ?? "");
+    const joined = this.#append(room, { type: "join", nick });
+    const holder = { nick, owner: request.owner, joinedId: joined.id };
+    room.nicks.set(nickKey(nick), holder);
+    return Promise.resolve({
+      nick,
+      nickTaken,
+      epoch: room.epoch,
+      lastId: joined.id,
+      history: missed ? [...missed, joined] : room.history,
+      gap: request.since !== undefined && missed === undefined,
+      users: [...room.nicks.values()].map((member) => member.nick),
+      token: this.#token(name, room, holder),
+    });
+  }
+
+  append(name: string, body: NewEvent): Promise<RoomEvent> {
+    return Promise.resolve(this.#append(this.#room(name), body));
+  }
+
+  rename(
+    name: string,
+    owner: string,
+    from: string,
+    to: string,
+  ): Promise<RoomEvent | "nick_taken"> {
+    const room = this.#room(name);
+    const holder = room.nicks.get(nickKey(from));
+    const other = room.nicks.get(nickKey(to));
+    if (!holder || holder.owner !== owner || (other && other !== holder)) {
+      return Promise.resolve("nick_taken");
+    }
+    room.nicks.delete(nickKey(from));
+    holder.nick = to;
+    room.nicks.set(nickKey(to), holder);
+    return Promise.resolve(this.#append(room, { type: "nick", from, to }));
+  }
+
+  leave(
+    name: string,
+    owner: string,
+    nick: string,
+    announce: boolean,
+  ): Promise<void> {
+    const room = this.#rooms.get(name);
+    const holder = room?.nicks.get(nickKey(nick));
+    if (!room || holder?.owner !== owner) return Promise.resolve();
+    room.nicks.delete(nickKey(nick));
+    if (!this.#endIfEmpty(name, room) && announce) {
+      this.#append(room, { type: "leave", nick });
+    }
+    return Promise.resolve();
+  }
+
+  members(name: string): Promise<string[]> {
+    const room = this.#rooms.get(name);
+    return Promise.resolve(
+      room ? [...room.nicks.values()].map((member) => member.nick) : [],
+    );
+  }
+
+  subscribe(name: string, onEvent: (event: RoomEvent) => void): () => void {
+    const listeners = this.#room(name).listeners;
+    listeners.add(onEvent);
+    return () => listeners.delete(onEvent);
+  }
+
+  roomCount(): number {
+    return this.#rooms.size;
+  }
+
+  #room(name: string): MemoryRoom {
+    const room = this.#rooms.get(name);
+    if (!room) throw new Error(`no room ${name}: hold it first`);
+    return room;
+  }
+
+  /** Ends a room nobody is in or on the way to; true if it ended. */
+  #endIfEmpty(name: string, room: MemoryRoom): boolean {
+    if (room.nicks.size > 0 || room.holds > 0) return false;
+    this.#rooms.delete(name);
+    return true;
+  }
+
+  #append(room: MemoryRoom, body: NewEvent): RoomEvent {
+    const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
+    room.history.push(event);
+    if (room.history.length > this.#options.historySize) room.history.shift();
+    for (const onEvent of room.listeners) onEvent(event);
+    return event;
+  }
+
+  /**
+   * Held events after `id`, or `undefined` when some of them are no longer
+   * held (or the client's epoch is not this room's: ids started over).
+   */
+  #eventsAfter(
+    room: MemoryRoom,
+    id: number,
+    epoch: string,
+  ): RoomEvent[] | undefined {
+    if (epoch !== room.epoch || id > room.lastId) return undefined;
+    const oldest = room.history[0]?.id ?? room.lastId + 1;
+    if (id < oldest - 1) return undefined;
+    return room.history.filter((event) => event.id > id);
+  }
+
+  /**
+   * A client that reconnects before the server has noticed that its old
+   * connection died (a dropped network, not a close) would find its own nick
+   * taken. The token from its last welcome proves the old connection was its
+   * own: that one leaves (announced) and is closed, so the nick is free.
+   */
+  #takeOver(name: string, room: MemoryRoom, nick: string, token: string): void {
+    const holder = room.nicks.get(nickKey(nick));
+    if (!holder || !sameSecret(token, this.#token(name, room, holder))) return;
+    room.nicks.delete(nickKey(nick));
+    this.#append(room, { type: "leave", nick: holder.nick });
+    this.#options.onEvict(name, holder.owner);
+  }
+
+  /** Derived from the room and the join, not stored: costs nothing per member. */
+  #token(name: string, room: MemoryRoom, holder: NickHolder): string {
+    return createHmac("sha256", this.#tokenKey)
+      .update(`${name}/${room.epoch}/${holder.joinedId}`)
+      .digest("base64url");
+  }
+}
+
+/** Compares secrets in constant time. */
+export function sameSecret(given: string, expected: string): boolean {
+  const a = encoder.encode(given);
+  const b = encoder.encode(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const encoder = new TextEncoder();
+
+// ---------------------------------------------------------------------------
+// Process state: one object, made by startChat
+// ---------------------------------------------------------------------------
+
+/** One connected client. Kept small: there may be many thousands. */
+interface Client {
+  socket: WebSocket;
+  /** The store's name for this connection (its nick's holder). */
+  owner: string;
+  /** Empty until the join completes. */
+  nick: string;
+  room: LocalRoom;
+  json: boolean;
+  ip: string;
+  /** Token bucket: tokens left and when it was last refilled. */
+  tokens: number;
+  refilledAt: number;
+  /** Rate-limited messages in a row. */
+  drops: number;
+  /** A join, `/nick` or `/who` is waiting on the store; frames queue. */
+  busy: boolean;
+  /** Frames that arrived while busy, handled in order once it is not. */
+  backlog: string[];
+  /** Set while it joins: what it will be sent first (see {@linkcode admit}). */
+  arriving?: Arriving;
+}
+
+/** A joining client's welcome, and the room's events that came meanwhile. */
+interface Arriving {
+  /** Events delivered since its join began, in id order. */
+  events: RoomEvent[];
+  /** The store's answer, once it has come. */
+  joined?: Joined;
+  /** The nick it asked for was not a valid one. */
+  badNick: boolean;
+}
+
+/**
+ * This process's sockets in one room, and the delivery of the room's
+ * events to them (the store's `subscribe` calls {@linkcode deliver}).
+ */
+interface LocalRoom {
+  name: string;
+  /** Members by protocol, so each delivery loop is a plain loop over sockets. */
+  textSockets: Set<WebSocket>;
+  jsonSockets: Set<WebSocket>;
+  /** JSON-encoded events of this turn, not yet sent (see flushBatches). */
+  pendingJson: string[];
+  /** The last event id delivered here. */
+  deliveredId: number;
+  /** Clients joining: they get the room's events after their welcome. */
+  arriving: Set<Client>;
+  /** Connections here, joined or on the way; at 0 the local room ends. */
+  connections: number;
+  unsubscribe: () => void;
+}
+
+/** Everything a running chat keeps: made by startChat, dropped at shutdown. */
+interface ChatState {
+  settings: Settings;
+  store: RoomStore;
+  /** Joined clients, keyed by socket. */
+  clients: Map<WebSocket, Client>;
+  /** This process's rooms, by name. */
+  rooms: Map<string, LocalRoom>;
+  /** Rooms whose JSON batch waits for the end of this turn. */
+  roomsWithPending: Set<LocalRoom>;
+  flushScheduled?: ReturnType<typeof setImmediate>;
+  /** Upgraded sockets not yet closed: joined, about to join, or being closed. */
+  openSockets: number;
+  /** Open connections per peer address, for the per-IP limit. */
+  connectionsByIp: Map<string, number>;
+  /** Numbers the connections (the store's owner names). */
+  nextOwner: number;
+  phase: "running" | "stopping" | "stopped";
+  counters: {
+    messagesReceived: number;
+    framesSent: number;
+    slowConsumerDrops: number;
+    refused: Map<string, number>;
+    closes: Map<number | "other", number>;
+    upgradesRefused: Map<string, number>;
+  };
+}
+
+/** The running chat (one per process: the card's module-level maps). */
+let state: ChatState | undefined;
+
+/** The running chat's state; only called while one runs. */
+function chat(): ChatState {
+  return state!;
+}
+
+function newState(settings: Settings, store: RoomStore): ChatState {
+  return {
+    settings,
+    store,
+    clients: new Map(),
+    rooms: new Map(),
+    roomsWithPending: new Set(),
+    openSockets: 0,
+    connectionsByIp: new Map(),
+    nextOwner: 0,
+    phase: "running",
+    counters: {
+      messagesReceived: 0,
+      framesSent: 0,
+      slowConsumerDrops: 0,
+      refused: new Map(),
+      closes: new Map(),
+      upgradesRefused: new Map(),
+    },
+  };
+}
 
 // ---------------------------------------------------------------------------
 // Logging and metrics
@@ -179,6 +754,7 @@ type LogFields = Record<string, string | number | boolean | undefined>;
 
 /** One line per event worth knowing. Never message content. */
 function log(level: LogLevel, event: string, fields: LogFields = {}): void {
+  const settings = state?.settings ?? DEFAULT_OPTIONS;
   if (level === "info" && settings.quiet) return;
   const ts = new Date().toISOString();
   if (settings.logFormat === "json") {
@@ -194,140 +770,127 @@ function log(level: LogLevel, event: string, fields: LogFields = {}): void {
   );
 }
 
-/** Counters behind `/metrics`; reset when a server starts. */
-const counters = {
-  messagesReceived: 0,
-  framesSent: 0,
-  slowConsumerDrops: 0,
-  refused: new Map<string, number>(),
-  closes: new Map<number, number>(),
-  upgradesRefused: new Map<string, number>(),
-};
-
 function bump<K>(map: Map<K, number>, key: K): void {
   map.set(key, (map.get(key) ?? 0) + 1);
 }
 
-// ---------------------------------------------------------------------------
-// Room state
-// ---------------------------------------------------------------------------
+type Sample = number | Map<string | number, number>;
 
-/** A room event as kept in history and sent to JSON clients. */
-export type RoomEvent =
-  | { type: "message"; id: number; ts: number; from: string; text: string }
-  | { type: "action"; id: number; ts: number; from: string; text: string }
-  | { type: "join"; id: number; ts: number; nick: string }
-  | { type: "leave"; id: number; ts: number; nick: string }
-  | { type: "nick"; id: number; ts: number; from: string; to: string };
+/** `/metrics`, one row each: name, type, help, value, and its label if any. */
+const METRICS: [
+  name: string,
+  type: "gauge" | "counter",
+  help: string,
+  value: (chat: ChatState) => Sample,
+  label?: string,
+][] = [
+  ["chat_connections", "gauge", "Clients in a room.", (c) => c.clients.size],
+  ["chat_rooms", "gauge", "Rooms with members.", (c) => c.store.roomCount()],
+  [
+    "chat_sockets_open",
+    "gauge",
+    "Upgraded sockets not yet closed, including ones being closed.",
+    (c) => c.openSockets,
+  ],
+  [
+    "chat_messages_received_total",
+    "counter",
+    "Text frames received.",
+    (c) => c.counters.messagesReceived,
+  ],
+  [
+    "chat_frames_sent_total",
+    "counter",
+    "Frames sent to clients.",
+    (c) => c.counters.framesSent,
+  ],
+  [
+    "chat_messages_refused_total",
+    "counter",
+    "Messages refused, by reason.",
+    (c) => c.counters.refused,
+    "reason",
+  ],
+  [
+    "chat_closes_total",
+    "counter",
+    "Connections closed, by close code.",
+    (c) => c.counters.closes,
+    "code",
+  ],
+  [
+    "chat_slow_consumer_drops_total",
+    "counter",
+    "Clients dropped for not reading.",
+    (c) => c.counters.slowConsumerDrops,
+  ],
+  [
+    "chat_upgrades_refused_total",
+    "counter",
+    "WebSocket upgrades refused, by reason.",
+    (c) => c.counters.upgradesRefused,
+    "reason",
+  ],
+];
 
-/**
- * A room event before the stream gives it an id and a time. (`Omit` over the
- * union member by member: a plain `Omit<RoomEvent, …>` would merge them.)
- */
-type NewEvent = RoomEvent extends infer E
-  ? E extends RoomEvent ? Omit<E, "id" | "ts"> : never
-  : never;
-
-/** One connected client. Kept small: there may be many thousands. */
-interface Client {
-  socket: WebSocket;
-  nick: string;
-  room: Room;
-  json: boolean;
-  ip: string;
-  /** Id of this client's join event; its reconnect token is derived from it. */
-  joinedId: number;
-  /** Token bucket: tokens left and when it was last refilled. */
-  tokens: number;
-  refilledAt: number;
-  /** Rate-limited messages in a row. */
-  drops: number;
+/** Prometheus text format: one line per sample, labelled ones by key. */
+function renderMetrics(): string {
+  const lines: string[] = [];
+  for (const [name, type, help, value, label] of METRICS) {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    const sample = value(chat());
+    if (typeof sample === "number") lines.push(`${name} ${sample}`);
+    else {
+      for (const [key, n] of sample) {
+        lines.push(`${name}{${label}="${key}"} ${n}`);
+      }
+    }
+  }
+  return lines.join("\n") + "\n";
 }
 
-interface Room {
-  name: string;
-  /** Random, fixed for this room's life; tells resuming clients ids started over. */
-  epoch: string;
-  lastId: number;
-  history: RoomEvent[];
-  /** Members by protocol, so each broadcast loop is a plain loop over sockets. */
-  textSockets: Set<WebSocket>;
-  jsonSockets: Set<WebSocket>;
-  /** Members by lower-cased nick, for case-insensitive uniqueness. */
-  nicks: Map<string, Client>;
-  /** JSON-encoded events of this turn, not yet sent (see flushBatches). */
-  pendingJson: string[];
-}
+// ---------------------------------------------------------------------------
+// Delivery: the store's events to this process's sockets
+// ---------------------------------------------------------------------------
 
-/** Every open chat connection, keyed by its socket. */
-const clients = new Map<WebSocket, Client>();
-/** Rooms with at least one member, by name. */
-const rooms = new Map<string, Room>();
-/** Upgraded sockets not yet closed: joined, about to join, or being closed. */
-let openSockets = 0;
-/** Open connections per peer address, for the per-IP limit. */
-const connectionsByIp = new Map<string, number>();
-/** Rooms whose JSON batch waits for the end of this turn. */
-const roomsWithPending = new Set<Room>();
-let flushScheduled: ReturnType<typeof setImmediate> | undefined;
-/** One chat per process: the state above is module-level, as designed. */
-let running = false;
-let shuttingDown = false;
-
-function roomOf(name: string): Room {
+/** The local room, made (and subscribed to the store) on first use. */
+function localRoom(name: string): LocalRoom {
+  const { rooms, store } = chat();
   let room = rooms.get(name);
   if (!room) {
-    room = {
+    const made: LocalRoom = {
       name,
-      epoch: crypto.randomUUID().slice(0, 8),
-      lastId: 0,
-      history: [],
       textSockets: new Set(),
       jsonSockets: new Set(),
-      nicks: new Map(),
       pendingJson: [],
+      deliveredId: 0,
+      arriving: new Set(),
+      connections: 0,
+      unsubscribe: () => {},
     };
-    rooms.set(name, room);
+    made.unsubscribe = store.subscribe(name, (event) => deliver(made, event));
+    rooms.set(name, made);
+    room = made;
   }
+  room.connections++;
   return room;
 }
 
-/** The nicks of the room's members (for the welcome and `/who`). */
-function nicksIn(room: Room): string[] {
-  return [...room.nicks.values()].map((member) => member.nick);
-}
-
-function nickKey(nick: string): string {
-  return nick.toLowerCase();
-}
-
-/** `user-NNNNN`, redrawn until no one in the room has it (nicks are per room). */
-function randomNick(room: Room): string {
-  for (;;) {
-    const nick = `user-${Math.floor(Math.random() * 100_000)}`;
-    if (!room.nicks.has(nickKey(nick))) return nick;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// The room event stream: append, deliver, read back. This is the one seam a
-// shared store (Redis, to run several processes as one chat) would replace.
-// ---------------------------------------------------------------------------
-
-/** Gives the event its id and time, keeps it in history and delivers it. */
-function appendEvent(room: Room, body: NewEvent): RoomEvent {
-  const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
-  room.history.push(event);
-  if (room.history.length > settings.historySize) room.history.shift();
-  deliverLocally(room, event);
-  return event;
+/** One connection less in the room; the last one unsubscribes. */
+function leaveLocalRoom(room: LocalRoom): void {
+  if (--room.connections > 0) return;
+  room.unsubscribe();
+  chat().rooms.delete(room.name);
+  chat().roomsWithPending.delete(room);
 }
 
 /**
  * Sends one event to this process's members of the room. Each protocol
  * renders it once; JSON clients get the turn's events as one frame.
  */
-function deliverLocally(room: Room, event: RoomEvent): void {
+function deliver(room: LocalRoom, event: RoomEvent): void {
+  const { counters } = chat();
+  room.deliveredId = event.id;
   if (room.textSockets.size > 0) {
     const line = renderText(event);
     for (const socket of room.textSockets) sendFrame(socket, line);
@@ -335,40 +898,61 @@ function deliverLocally(room: Room, event: RoomEvent): void {
   }
   if (room.jsonSockets.size > 0) {
     room.pendingJson.push(JSON.stringify(event));
-    roomsWithPending.add(room);
-    flushScheduled ??= setImmediate(flushBatches);
+    chat().roomsWithPending.add(room);
+    chat().flushScheduled ??= setImmediate(flushBatches);
+  }
+  for (const client of room.arriving) {
+    client.arriving!.events.push(event);
+    admit(client);
   }
 }
 
 /**
- * Held events after `id`, or `undefined` when some of them are no longer held
- * (or the client's epoch is not this room's: ids started over).
+ * Lets a joining client into the room's delivery, once the store has
+ * answered and delivery has caught up with its welcome (a shared store may
+ * deliver later than it answers). It gets its welcome, then the events that
+ * came after the welcome's last one, then everything else with the room; the
+ * turn's batch goes out before it is added, as it already has those.
  */
-function eventsAfter(
-  room: Room,
-  id: number,
-  epoch: string,
-): RoomEvent[] | undefined {
-  if (epoch !== room.epoch || id > room.lastId) return undefined;
-  const oldest = room.history[0]?.id ?? room.lastId + 1;
-  if (id < oldest - 1) return undefined;
-  return room.history.filter((event) => event.id > id);
+function admit(client: Client): void {
+  const arriving = client.arriving!;
+  const joined = arriving.joined;
+  const room = client.room;
+  if (!joined || room.deliveredId < joined.lastId) return;
+  room.arriving.delete(client);
+  client.arriving = undefined;
+  flushRoom(room);
+  if (client.json) sendWelcome(client, joined, room.name);
+  if (arriving.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
+  else if (joined.nickTaken) {
+    sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
+  }
+  const missed = arriving.events.filter((event) => event.id > joined.lastId);
+  if (missed.length > 0) {
+    const frames = client.json
+      ? [JSON.stringify(missed.length === 1 ? missed[0] : missed)]
+      : missed.map(renderText);
+    for (const frame of frames) sendToOne(client, frame);
+  }
+  (client.json ? room.jsonSockets : room.textSockets).add(client.socket);
+  done(client);
 }
 
 /** Sends each room's pending JSON events: one frame per recipient per turn. */
 function flushBatches(): void {
-  flushScheduled = undefined;
-  for (const room of roomsWithPending) flushRoom(room);
-  roomsWithPending.clear();
+  const current = chat();
+  current.flushScheduled = undefined;
+  for (const room of current.roomsWithPending) flushRoom(room);
+  current.roomsWithPending.clear();
 }
 
-function flushRoom(room: Room): void {
+function flushRoom(room: LocalRoom): void {
   const pending = room.pendingJson;
   if (pending.length === 0) return;
   const frame = pending.length === 1 ? pending[0] : `[${pending.join(",")}]`;
   room.pendingJson = [];
   for (const socket of room.jsonSockets) sendFrame(socket, frame);
-  counters.framesSent += room.jsonSockets.size;
+  chat().counters.framesSent += room.jsonSockets.size;
 }
 
 /** A send that never throws: a closing socket must not break a broadcast. */
@@ -383,7 +967,7 @@ function sendFrame(socket: WebSocket, frame: string): void {
 /** A frame for one client only (a welcome, an error, a reply). */
 function sendToOne(client: Client, frame: string): void {
   sendFrame(client.socket, frame);
-  counters.framesSent++;
+  chat().counters.framesSent++;
 }
 
 // ---------------------------------------------------------------------------
@@ -497,19 +1081,10 @@ const CONTROL_CHARS = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/g;
 // (for names like राम); nothing else: no controls, no bidi overrides.
 const NICK_PATTERN = /^[\p{L}\p{Nd}_-][\p{L}\p{M}\p{Nd}_-]*$/u;
 
-/** A nickname's problem, or undefined if it is a good one. */
-function nickProblem(
-  nick: string,
-  room: Room,
-  self?: Client,
-): "bad_nick" | "nick_taken" | undefined {
-  if (
-    nick.length === 0 || [...nick].length > MAX_NICK_CHARS ||
-    !NICK_PATTERN.test(nick)
-  ) return "bad_nick";
-  const holder = room.nicks.get(nickKey(nick));
-  if (holder && holder !== self) return "nick_taken";
-  return undefined;
+/** Is this a well-formed nickname (whoever holds it)? */
+function validNick(nick: string): boolean {
+  return nick.length > 0 && [...nick].length <= MAX_NICK_CHARS &&
+    NICK_PATTERN.test(nick);
 }
 
 const NICK_ERRORS: Record<"bad_nick" | "nick_taken", string> = {
@@ -519,7 +1094,7 @@ const NICK_ERRORS: Record<"bad_nick" | "nick_taken", string> = {
 
 /** Tells one client about a refusal, in its protocol. */
 function sendError(client: Client, code: ErrorCode, message: string): void {
-  bump(counters.refused, code);
+  bump(chat().counters.refused, code);
   sendToOne(
     client,
     client.json
@@ -537,6 +1112,7 @@ function sendNotice(client: Client, text: string): void {
 // WebSocket handling
 // ---------------------------------------------------------------------------
 
+/** What the upgrade request asked for. */
 interface Arrival {
   room: string;
   ip: string;
@@ -547,23 +1123,33 @@ interface Arrival {
   token?: string;
 }
 
-/** Wires a freshly upgraded socket; it joins the room once it is open. */
+/**
+ * Wires a freshly upgraded socket (its room is held in the store); it joins
+ * once it is open. A socket joins and leaves in exactly one place each:
+ * {@linkcode join} and {@linkcode leave}.
+ */
 function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   socket.binaryType = "arraybuffer";
-  socket.onopen = () => join(socket, arrival);
-  socket.onmessage = (event) => {
-    const client = clients.get(socket);
-    if (!client) return;
-    try {
-      receive(client, event.data);
-    } catch (error) {
-      log("error", "handler_failed", {
-        nick: client.nick,
-        error: String(error),
-      });
-      closeClient(client, CloseCode.InternalError, "internal error");
-    }
+  const current = chat();
+  const client: Client = {
+    socket,
+    owner: String(++current.nextOwner),
+    nick: "",
+    room: localRoom(arrival.room),
+    json: arrival.json,
+    ip: arrival.ip,
+    tokens: current.settings.burst,
+    refilledAt: Date.now(),
+    drops: 0,
+    busy: true,
+    backlog: [],
   };
+  let opened = false;
+  socket.onopen = () => {
+    opened = true;
+    join(client, arrival).catch((error) => joinFailed(client, error));
+  };
+  socket.onmessage = (event) => receive(client, event.data);
   let released = false;
   socket.onclose = (event) => {
     // Deno can fire close twice for a socket we closed whose peer then
@@ -571,11 +1157,14 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     if (released) return;
     released = true;
     releaseConnection(arrival.ip);
-    const client = clients.get(socket);
-    if (client) {
-      // Deno reports a connection that ended without a close frame as code 0.
+    // Deno reports a connection that ended without a close frame as code 0.
+    if (current.clients.has(socket)) {
       leave(client, event.code || CloseCode.Abnormal);
+    } else if (!opened) {
+      current.store.release(arrival.room);
+      leaveLocalRoom(client.room);
     }
+    // A join still pending sees the socket closed and leaves at once.
   };
   socket.onerror = () => {
     // Followed by a close event; nothing else to do. Handling it keeps the
@@ -583,131 +1172,106 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   };
 }
 
-function join(socket: WebSocket, arrival: Arrival): void {
-  if (shuttingDown) return;
+async function join(client: Client, arrival: Arrival): Promise<void> {
+  const { store, clients } = chat();
+  if (chat().phase !== "running") {
+    store.release(arrival.room);
+    return leaveLocalRoom(client.room);
+  }
   const wanted = arrival.nick?.normalize("NFC");
-  const existing = rooms.get(arrival.room);
-  if (existing && wanted !== undefined && arrival.token) {
-    replaceStaleConnection(existing, wanted, arrival.token);
+  const badNick = wanted !== undefined && !validNick(wanted);
+  const arriving: Arriving = { events: [], badNick };
+  client.arriving = arriving;
+  client.room.arriving.add(client);
+  const joined = await store.join(arrival.room, {
+    owner: client.owner,
+    nick: badNick ? undefined : wanted,
+    token: arrival.token,
+    since: arrival.since,
+    epoch: arrival.epoch,
+  });
+  client.nick = joined.nick;
+  clients.set(client.socket, client);
+  if (
+    client.socket.readyState !== WebSocket.OPEN || chat().phase !== "running"
+  ) {
+    // Closed while the store worked: out again, as anyone else would go.
+    return leave(client, CloseCode.Abnormal);
   }
-  const room = roomOf(arrival.room);
-  const problem = wanted === undefined ? undefined : nickProblem(wanted, room);
-  const nick = wanted !== undefined && !problem ? wanted : randomNick(room);
-  // What a resuming client missed is read before its own join is appended,
-  // so that the join cannot push the oldest missed event out of history.
-  const missed = arrival.since === undefined
-    ? undefined
-    : eventsAfter(room, arrival.since, arrival.epoch ?? "");
-  const joined = appendEvent(room, { type: "join", nick });
-  const client: Client = {
-    socket,
-    nick,
-    room,
-    json: arrival.json,
-    ip: arrival.ip,
-    joinedId: joined.id,
-    tokens: settings.burst,
-    refilledAt: Date.now(),
-    drops: 0,
-  };
-  // The welcome's history holds this turn's batch (and the join); the
-  // newcomer must not get them again, so the batch goes out before it joins.
-  flushRoom(room);
-  clients.set(socket, client);
-  room.nicks.set(nickKey(nick), client);
-  (client.json ? room.jsonSockets : room.textSockets).add(socket);
-  log("info", "connect", { room: room.name, nick, peer: arrival.ip });
-  if (client.json) {
-    sendWelcome(client, joined, missed, arrival.since !== undefined);
-  }
-  if (problem) sendError(client, problem, NICK_ERRORS[problem]);
+  log("info", "connect", {
+    room: arrival.room,
+    nick: joined.nick,
+    peer: arrival.ip,
+  });
+  arriving.joined = joined;
+  admit(client);
 }
 
-/**
- * A client that reconnects before the server has noticed that its old
- * connection died (a dropped network, not a close) would find its own nick
- * taken. The token from its last welcome proves the old connection was its
- * own; that one is closed, so the nick is free again.
- */
-function replaceStaleConnection(room: Room, nick: string, token: string): void {
-  const holder = room.nicks.get(nickKey(nick));
-  if (holder?.json && sameSecret(token, reconnectToken(holder))) {
-    closeClient(holder, CloseCode.Normal, "replaced by a new connection");
+/** The store could not take the join: the client is told to come back. */
+function joinFailed(client: Client, error: unknown): void {
+  log("error", "join_failed", { peer: client.ip, error: String(error) });
+  client.room.arriving.delete(client);
+  chat().store.release(client.room.name);
+  leaveLocalRoom(client.room);
+  try {
+    client.socket.close(CloseCode.TryAgainLater, "try again later");
+  } catch {
+    // Already closing.
   }
 }
 
-/**
- * Keys the reconnect tokens: new for each process, so tokens die with it
- * (as the rooms they name do).
- */
-const TOKEN_KEY = randomBytes(32);
-
-/**
- * A JSON client's reconnect token: derived from its room and join rather than
- * stored, so it costs nothing per connection.
- */
-function reconnectToken(client: Client): string {
-  return createHmac("sha256", TOKEN_KEY)
-    .update(`${client.room.name}/${client.room.epoch}/${client.joinedId}`)
-    .digest("base64url");
-}
-
-function sameSecret(given: string, expected: string): boolean {
-  const a = encoder.encode(given);
-  const b = encoder.encode(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-/**
- * The first frame a JSON client gets. A resuming client's history is what it
- * missed (and its own join); anyone else gets the room's recent history.
- */
-function sendWelcome(
-  client: Client,
-  joined: RoomEvent,
-  missed: RoomEvent[] | undefined,
-  resuming: boolean,
-): void {
-  const room = client.room;
+/** The first frame a JSON client gets. */
+function sendWelcome(client: Client, joined: Joined, room: string): void {
   const welcome = {
     type: "welcome",
     you: client.nick,
-    room: room.name,
-    epoch: room.epoch,
-    users: nicksIn(room),
-    history: missed ? [...missed, joined] : room.history,
-    lastId: joined.id,
-    gap: resuming && missed === undefined,
-    maxMessageChars: settings.maxMessageChars,
-    token: reconnectToken(client),
+    room,
+    epoch: joined.epoch,
+    users: joined.users,
+    history: joined.history,
+    lastId: joined.lastId,
+    gap: joined.gap,
+    maxMessageChars: chat().settings.maxMessageChars,
+    token: joined.token,
   };
   sendToOne(client, JSON.stringify(welcome));
 }
 
 /**
- * Removes a client from the room state: the one place anyone leaves. Safe to
- * call twice; only the first call announces the leave.
+ * Removes a client from the room: the one place anyone leaves. Safe to call
+ * twice; only the first call announces the leave.
  */
 function leave(client: Client, code: number): void {
-  if (!clients.delete(client.socket)) return;
-  bump(counters.closes, code);
+  const current = chat();
+  if (!current.clients.delete(client.socket)) return;
+  bump(current.counters.closes, KNOWN_CLOSE_CODES.has(code) ? code : "other");
   const room = client.room;
-  room.nicks.delete(nickKey(client.nick));
   room.textSockets.delete(client.socket);
   room.jsonSockets.delete(client.socket);
+  room.arriving.delete(client);
   log("info", "leave", {
     room: room.name,
     nick: client.nick,
     peer: client.ip,
     code,
   });
-  if (room.nicks.size === 0) {
-    rooms.delete(room.name);
-    roomsWithPending.delete(room);
-    return;
-  }
-  if (!shuttingDown) appendEvent(room, { type: "leave", nick: client.nick });
+  current.store.leave(
+    room.name,
+    client.owner,
+    client.nick,
+    current.phase === "running",
+  ).catch((error) => log("error", "store_failed", { error: String(error) }));
+  leaveLocalRoom(room);
 }
+
+/** Close codes counted by their number in `/metrics`; others are `other`. */
+const KNOWN_CLOSE_CODES = new Set<number>([
+  ...Object.values(CloseCode),
+  1002,
+  1007,
+  1010,
+  1012,
+]);
 
 /** Closes a client with a code and reason and takes it out of the room now. */
 function closeClient(client: Client, code: number, reason: string): void {
@@ -719,15 +1283,52 @@ function closeClient(client: Client, code: number, reason: string): void {
   leave(client, code);
 }
 
+/** A handler or the store failed: the client is closed, the chat goes on. */
+function failed(client: Client, error: unknown): void {
+  log("error", "handler_failed", { nick: client.nick, error: String(error) });
+  if (chat().clients.has(client.socket)) {
+    closeClient(client, CloseCode.InternalError, "internal error");
+  } else {
+    try {
+      client.socket.close(CloseCode.InternalError, "internal error");
+    } catch {
+      // Already closing.
+    }
+  }
+}
+
+/** The store's closer of a stale connection whose nick was taken over. */
+function evict(room: string, owner: string): void {
+  for (const client of chat().clients.values()) {
+    if (client.owner === owner && client.room.name === room) {
+      return closeClient(
+        client,
+        CloseCode.Normal,
+        "replaced by a new connection",
+      );
+    }
+  }
+}
+
+/** A frame from a client: limits first, then (in order) its command. */
 function receive(client: Client, data: string | ArrayBuffer): void {
+  const { settings, counters } = chat();
   const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
   if (bytes > settings.maxFrameBytes) {
     log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
-    return closeClient(client, CloseCode.MessageTooBig, "frame too big");
+    return shut(client, CloseCode.MessageTooBig, "frame too big");
   }
   if (typeof data !== "string") {
     log("warn", "binary_frame", { nick: client.nick, peer: client.ip });
-    return closeClient(client, CloseCode.UnsupportedData, "text frames only");
+    return shut(client, CloseCode.UnsupportedData, "text frames only");
+  }
+  if (client.busy) {
+    // The join or a command is with the store: keep the order, bounded.
+    if (client.backlog.length >= settings.burst) {
+      return shut(client, CloseCode.PolicyViolation, "too many messages");
+    }
+    client.backlog.push(data);
+    return;
   }
   counters.messagesReceived++;
   if (!takeToken(client)) {
@@ -747,11 +1348,28 @@ function receive(client: Client, data: string | ArrayBuffer): void {
   }
   client.drops = 0;
   const command = client.json ? parseJsonCommand(data) : parseTextCommand(data);
-  execute(client, command);
+  try {
+    execute(client, command);
+  } catch (error) {
+    failed(client, error);
+  }
+}
+
+/** Closes a client whether or not its join has completed. */
+function shut(client: Client, code: number, reason: string): void {
+  if (chat().clients.has(client.socket)) {
+    return closeClient(client, code, reason);
+  }
+  try {
+    client.socket.close(code, reason);
+  } catch {
+    // Already closing.
+  }
 }
 
 function execute(client: Client, command: Command): void {
-  const room = client.room;
+  const { settings, store } = chat();
+  const room = client.room.name;
   switch (command.type) {
     case "message":
     case "action": {
@@ -767,7 +1385,8 @@ function execute(client: Client, command: Command): void {
           `message too long (max ${settings.maxMessageChars} characters)`,
         );
       }
-      appendEvent(room, { type: command.type, from: client.nick, text });
+      store.append(room, { type: command.type, from: client.nick, text })
+        .catch((error) => failed(client, error));
       return;
     }
     case "nick": {
@@ -776,18 +1395,27 @@ function execute(client: Client, command: Command): void {
       }
       const nick = command.nick.normalize("NFC");
       if (nick === client.nick) return;
-      const problem = nickProblem(nick, room, client);
-      if (problem) return sendError(client, problem, NICK_ERRORS[problem]);
-      const old = client.nick;
-      room.nicks.delete(nickKey(old));
-      room.nicks.set(nickKey(nick), client);
-      client.nick = nick;
-      appendEvent(room, { type: "nick", from: old, to: nick });
-      return;
+      if (!validNick(nick)) {
+        return sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
+      }
+      return wait(client, async () => {
+        const renamed = await store.rename(
+          room,
+          client.owner,
+          client.nick,
+          nick,
+        );
+        if (renamed === "nick_taken") {
+          return sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
+        }
+        client.nick = nick;
+      });
     }
-    case "who": {
-      return sendNotice(client, `in ${room.name}: ${nicksIn(room).join(", ")}`);
-    }
+    case "who":
+      return wait(client, async () => {
+        const nicks = await store.members(room);
+        sendNotice(client, `in ${room}: ${nicks.join(", ")}`);
+      });
     case "help":
       return sendNotice(client, HELP_TEXT);
     case "invalid":
@@ -795,8 +1423,24 @@ function execute(client: Client, command: Command): void {
   }
 }
 
+/** Runs a command that waits on the store; the client's next frames queue. */
+function wait(client: Client, work: () => Promise<void>): void {
+  client.busy = true;
+  work().then(() => done(client), (error) => failed(client, error));
+}
+
+/** The client's store work is done: handle what queued meanwhile, in order. */
+function done(client: Client): void {
+  client.busy = false;
+  while (!client.busy && client.backlog.length > 0) {
+    if (!chat().clients.has(client.socket)) return;
+    receive(client, client.backlog.shift()!);
+  }
+}
+
 /** Token bucket: `rate` tokens a second, at most `burst` saved up. */
 function takeToken(client: Client): boolean {
+  const { settings } = chat();
   const now = Date.now();
   client.tokens = Math.min(
     settings.burst,
@@ -808,15 +1452,13 @@ function takeToken(client: Client): boolean {
   return true;
 }
 
-const encoder = new TextEncoder();
-
 /**
  * A text frame's size in UTF-8 bytes, exact whenever it could be over the
  * limit. Each UTF-16 unit is at most 3 bytes, so a short string cannot be and
  * is not encoded (its UTF-16 length is returned instead).
  */
 function frameBytes(text: string): number {
-  if (text.length * 3 <= settings.maxFrameBytes) return text.length;
+  if (text.length * 3 <= chat().settings.maxFrameBytes) return text.length;
   return encoder.encode(text).byteLength;
 }
 
@@ -825,10 +1467,11 @@ function frameBytes(text: string): number {
  * turn sent and not yet wrote, so it is judged on a timer, not after a send.
  */
 function sweepSlowConsumers(): void {
-  for (const client of clients.values()) {
+  const current = chat();
+  for (const client of current.clients.values()) {
     const queued = client.socket.bufferedAmount;
-    if (queued > settings.maxBufferedBytes) {
-      counters.slowConsumerDrops++;
+    if (queued > current.settings.maxBufferedBytes) {
+      current.counters.slowConsumerDrops++;
       log("warn", "slow_consumer", {
         nick: client.nick,
         peer: client.ip,
@@ -840,10 +1483,11 @@ function sweepSlowConsumers(): void {
 }
 
 function releaseConnection(ip: string): void {
-  openSockets--;
-  const count = (connectionsByIp.get(ip) ?? 1) - 1;
-  if (count <= 0) connectionsByIp.delete(ip);
-  else connectionsByIp.set(ip, count);
+  const current = chat();
+  current.openSockets--;
+  const count = (current.connectionsByIp.get(ip) ?? 1) - 1;
+  if (count <= 0) current.connectionsByIp.delete(ip);
+  else current.connectionsByIp.set(ip, count);
 }
 
 // ---------------------------------------------------------------------------
@@ -859,17 +1503,51 @@ export function roomFromPath(pathname: string): string | undefined {
   return ROOM_PATTERN.test(name) ? name : undefined;
 }
 
-/** A refused upgrade, counted by reason. */
-function refuse(
-  status: number,
-  reason: string,
-  text: string,
-  headers: Record<string, string> = {},
-): Response {
-  bump(counters.upgradesRefused, reason);
+/**
+ * Every way an upgrade is refused: its status and what the client is told.
+ * The reason is also the log event's `reason` and the metric's label.
+ */
+const REFUSALS = {
+  not_websocket: [
+    Status.UpgradeRequired,
+    "This port speaks WebSocket. Open the chat page on the page port.",
+  ],
+  bad_room: [
+    Status.BadRequest,
+    `A room name is 1-${MAX_ROOM_CHARS} of a-z, 0-9, - and _.`,
+  ],
+  origin: [Status.Forbidden, "This origin may not connect."],
+  shutting_down: [Status.ServiceUnavailable, "Shutting down."],
+  max_connections: [Status.ServiceUnavailable, "Server full."],
+  max_connections_per_ip: [
+    Status.ServiceUnavailable,
+    "Too many connections from your address.",
+  ],
+  max_rooms: [
+    Status.ServiceUnavailable,
+    "Too many rooms: join an existing one.",
+  ],
+  bad_handshake: [Status.BadRequest, "Bad WebSocket handshake."],
+} as const satisfies Record<string, readonly [number, string]>;
+
+type Refusal = keyof typeof REFUSALS;
+
+/** Refuses an upgrade: logs, counts and answers under the same name. */
+function refuse(reason: Refusal, fields: LogFields = {}): Response {
+  const [status, text] = REFUSALS[reason];
+  bump(chat().counters.upgradesRefused, reason);
+  log(reason === "not_websocket" ? "info" : "warn", "upgrade_refused", {
+    reason,
+    ...fields,
+  });
   return new Response(text + "\n", {
     status,
-    headers: { "content-type": "text/plain; charset=utf-8", ...headers },
+    headers: {
+      "content-type": "text/plain; charset=utf-8",
+      ...(status === Status.UpgradeRequired
+        ? { upgrade: "websocket", connection: "Upgrade" }
+        : {}),
+    },
   });
 }
 
@@ -880,7 +1558,7 @@ function refuse(
  */
 function originAllowed(origin: string | null, host: string | null): boolean {
   if (origin === null) return true;
-  const allowed = settings.allowOrigin;
+  const allowed = chat().settings.allowOrigin;
   if (allowed.length > 0) {
     return allowed.includes("*") || allowed.includes(origin);
   }
@@ -891,57 +1569,34 @@ function originAllowed(origin: string | null, host: string | null): boolean {
   }
 }
 
-/** The chat port: guard clauses, each refusal with its own status, then upgrade. */
+/** The chat port: guard clauses, each refusal with its own name, then upgrade. */
 function handleChatRequest(
   req: Request,
   info: Deno.ServeHandlerInfo,
 ): Response {
+  const { settings, store, connectionsByIp } = chat();
   if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-    return refuse(
-      Status.UpgradeRequired,
-      "not_websocket",
-      "This port speaks WebSocket. Open the chat page on the page port.",
-      { upgrade: "websocket", connection: "Upgrade" },
-    );
+    return refuse("not_websocket");
   }
   const url = new URL(req.url);
   const room = roomFromPath(url.pathname);
-  if (!room) {
-    return refuse(
-      Status.BadRequest,
-      "bad_room",
-      "A room name is 1-32 of a-z, 0-9, - and _.",
-    );
+  if (!room) return refuse("bad_room");
+  const origin = req.headers.get("origin");
+  if (!originAllowed(origin, req.headers.get("host"))) {
+    return refuse("origin", { origin: origin ?? "" });
   }
-  if (!originAllowed(req.headers.get("origin"), req.headers.get("host"))) {
-    log("warn", "origin_refused", { origin: req.headers.get("origin") ?? "" });
-    return refuse(Status.Forbidden, "origin", "This origin may not connect.");
-  }
-  if (shuttingDown) {
-    return refuse(Status.ServiceUnavailable, "shutting_down", "Shutting down.");
-  }
+  if (chat().phase !== "running") return refuse("shutting_down");
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (openSockets >= settings.maxConnections) {
-    log("warn", "too_many_connections", { peer: ip });
-    return refuse(Status.ServiceUnavailable, "max_connections", "Server full.");
+  if (chat().openSockets >= settings.maxConnections) {
+    return refuse("max_connections", { peer: ip });
   }
   if (fromIp >= settings.maxConnectionsPerIp) {
-    log("warn", "too_many_connections_from_ip", { peer: ip });
-    return refuse(
-      Status.ServiceUnavailable,
-      "max_connections_per_ip",
-      "Too many connections from your address.",
-    );
+    return refuse("max_connections_per_ip", { peer: ip });
   }
-  if (!rooms.has(room) && rooms.size >= settings.maxRooms) {
-    log("warn", "too_many_rooms", { peer: ip, room });
-    return refuse(
-      Status.ServiceUnavailable,
-      "max_rooms",
-      "Too many rooms: join an existing one.",
-    );
-  }
+  // Held from here on, so concurrent upgrades cannot make more rooms than
+  // maxRooms, and a lone member's replacement cannot end the room.
+  if (!store.hold(room)) return refuse("max_rooms", { peer: ip, room });
   const json = req.headers.get("sec-websocket-protocol")?.split(",")
     .some((name) => name.trim() === JSON_PROTOCOL) ?? false;
   let upgraded: { socket: WebSocket; response: Response };
@@ -951,10 +1606,11 @@ function handleChatRequest(
       idleTimeout: settings.idleTimeout,
     });
   } catch (error) {
-    return refuse(Status.BadRequest, "bad_handshake", String(error));
+    store.release(room);
+    return refuse("bad_handshake", { peer: ip, error: String(error) });
   }
   connectionsByIp.set(ip, fromIp + 1);
-  openSockets++;
+  chat().openSockets++;
   const since = url.searchParams.get("since");
   acceptSocket(upgraded.socket, {
     room,
@@ -1020,12 +1676,12 @@ export function pageHandler(page: Page): (req: Request) => Response {
     "/healthz": () =>
       Response.json({
         status: "ok",
-        connections: clients.size,
-        rooms: rooms.size,
+        connections: chat().clients.size,
+        rooms: chat().store.roomCount(),
         uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
       }),
   };
-  if (settings.metrics) {
+  if (state?.settings.metrics ?? true) {
     routes["/metrics"] = () =>
       new Response(renderMetrics(), {
         headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
@@ -1046,72 +1702,6 @@ export function pageHandler(page: Page): (req: Request) => Response {
   };
 }
 
-/** Prometheus text format: one line per sample, labelled ones by key. */
-function renderMetrics(): string {
-  const lines: string[] = [];
-  const metric = (
-    name: string,
-    type: "gauge" | "counter",
-    help: string,
-    value: number | Map<string | number, number>,
-    label = "",
-  ) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    if (typeof value === "number") lines.push(`${name} ${value}`);
-    else {for (const [key, n] of value) {
-        lines.push(`${name}{${label}="${key}"} ${n}`);
-      }}
-  };
-  metric("chat_connections", "gauge", "Clients in a room.", clients.size);
-  metric("chat_rooms", "gauge", "Rooms with members.", rooms.size);
-  metric(
-    "chat_sockets_open",
-    "gauge",
-    "Upgraded sockets not yet closed, including ones being closed.",
-    openSockets,
-  );
-  metric(
-    "chat_messages_received_total",
-    "counter",
-    "Text frames received.",
-    counters.messagesReceived,
-  );
-  metric(
-    "chat_frames_sent_total",
-    "counter",
-    "Frames sent to clients.",
-    counters.framesSent,
-  );
-  metric(
-    "chat_messages_refused_total",
-    "counter",
-    "Messages refused, by reason.",
-    counters.refused,
-    "reason",
-  );
-  metric(
-    "chat_closes_total",
-    "counter",
-    "Connections closed, by close code.",
-    counters.closes,
-    "code",
-  );
-  metric(
-    "chat_slow_consumer_drops_total",
-    "counter",
-    "Clients dropped for not reading.",
-    counters.slowConsumerDrops,
-  );
-  metric(
-    "chat_upgrades_refused_total",
-    "counter",
-    "WebSocket upgrades refused, by reason.",
-    counters.upgradesRefused,
-    "reason",
-  );
-  return lines.join("\n") + "\n";
-}
-
 // ---------------------------------------------------------------------------
 // Start-up and shutdown
 // ---------------------------------------------------------------------------
@@ -1119,9 +1709,14 @@ function renderMetrics(): string {
 type Server = Deno.HttpServer<Deno.NetAddr>;
 
 /** Starts the chat server, then the page (which names the chat's port). */
-async function listenBoth(
-  listen: Deno.ServeTcpOptions & Partial<Deno.TlsCertifiedKeyPem>,
-): Promise<[Server, Server]> {
+async function listenBoth(settings: Settings): Promise<[Server, Server]> {
+  const listen = {
+    onListen: () => {}, // the start log line says where instead
+    hostname: settings.hostname,
+    ...(settings.cert && settings.key
+      ? { cert: settings.cert, key: settings.key }
+      : {}),
+  };
   const chatServer = Deno.serve(
     { ...listen, port: settings.wsPort },
     handleChatRequest,
@@ -1167,238 +1762,164 @@ export interface ChatServer {
 export async function startChat(
   options: ChatOptions = {},
 ): Promise<ChatServer> {
-  if (running) {
+  if (state && state.phase !== "stopped") {
     throw new Error("a chat server is already running in this process");
   }
   if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new Error("cert and key go together");
   }
-  running = true;
-  settings = { ...DEFAULT_OPTIONS, ...options } satisfies Settings;
-  shuttingDown = false;
-  counters.messagesReceived = 0;
-  counters.framesSent = 0;
-  counters.slowConsumerDrops = 0;
-  counters.refused.clear();
-  counters.closes.clear();
-  counters.upgradesRefused.clear();
-  const listen = {
-    onListen: () => {}, // the start log line says where instead
-    hostname: settings.hostname,
-    ...(settings.cert && settings.key
-      ? { cert: settings.cert, key: settings.key }
-      : {}),
-  };
-  const [chatServer, pageServer] = await listenBoth(listen).catch((error) => {
-    running = false; // a port in use: allow another try
-    throw error;
+  const { store: given, ...rest } = options;
+  const settings = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
+  const store = given ?? new MemoryStore({
+    historySize: settings.historySize,
+    maxRooms: settings.maxRooms,
+    onEvict: evict,
   });
-  const port = pageServer.addr.port;
-  const wsPort = chatServer.addr.port;
+  state = newState(settings, store);
+  const current = state;
+  const [chatServer, pageServer] = await listenBoth(settings).catch(
+    (error) => {
+      current.phase = "stopped"; // a port in use: allow another try
+      throw error;
+    },
+  );
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
-  const secure = Boolean(settings.cert);
+  const scheme = settings.cert ? ["https", "wss"] : ["http", "ws"];
   const host = settings.hostname === "0.0.0.0"
     ? "localhost"
     : settings.hostname;
-  const pageUrl = `${secure ? "https" : "http"}://${host}:${port}/`;
-  const chatUrl = `${secure ? "wss" : "ws"}://${host}:${wsPort}/`;
-  log("info", "start", {
-    page: pageUrl,
-    chat: chatUrl,
-    maxConnections: settings.maxConnections,
-    maxConnectionsPerIp: settings.maxConnectionsPerIp,
-    maxRooms: settings.maxRooms,
-    maxFrameBytes: settings.maxFrameBytes,
-    maxMessageChars: settings.maxMessageChars,
-    rate: settings.rate,
-    burst: settings.burst,
-    maxBufferedBytes: settings.maxBufferedBytes,
-    maxConsecutiveDrops: settings.maxConsecutiveDrops,
-    idleTimeout: settings.idleTimeout,
-  });
-
+  const port = pageServer.addr.port;
+  const wsPort = chatServer.addr.port;
+  const pageUrl = `${scheme[0]}://${host}:${port}/`;
+  const chatUrl = `${scheme[1]}://${host}:${wsPort}/`;
+  log("info", "start", { page: pageUrl, chat: chatUrl, ...limitsOf(settings) });
   let stopped: Promise<void> | undefined;
-  async function shutdown(): Promise<void> {
-    shuttingDown = true;
-    clearInterval(sweep);
-    if (flushScheduled) clearImmediate(flushScheduled);
-    flushBatches();
-    const sockets = [...clients.keys()];
-    log("info", "shutdown", { connections: sockets.length });
-    const closed = sockets.map((socket) =>
-      new Promise<void>((resolve) => {
-        if (socket.readyState === WebSocket.CLOSED) return resolve();
-        socket.addEventListener("close", () => resolve());
-        try {
-          socket.close(CloseCode.GoingAway, "server shutting down");
-        } catch {
-          resolve();
-        }
-      })
-    );
-    // Deno's server.shutdown() has not always closed upgraded sockets
-    // (denoland/deno#22387), so they are closed above and awaited here.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      Promise.all(closed),
-      new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
-    ]);
-    clearTimeout(timer);
-    for (const client of [...clients.values()]) {
-      leave(client, CloseCode.GoingAway);
-    }
-    await Promise.all([chatServer.shutdown(), pageServer.shutdown()]);
-    rooms.clear();
-    roomsWithPending.clear();
-    connectionsByIp.clear();
-    openSockets = 0;
-    running = false;
-  }
   return {
     port,
     wsPort,
     pageUrl,
     chatUrl,
-    shutdown: () => stopped ??= shutdown(),
+    shutdown: () =>
+      stopped ??= stop(
+        current,
+        [chatServer, pageServer],
+        () => clearInterval(sweep),
+      ),
   };
+}
+
+/** The options marked as limits, for the start log. */
+function limitsOf(settings: Settings): LogFields {
+  return Object.fromEntries(
+    Object.entries(OPTIONS)
+      .filter(([, spec]) => "limit" in spec && spec.limit)
+      .map(([name]) => [name, settings[name as OptionName] as number]),
+  );
+}
+
+/** Closes every client with 1001, waits a little for them, stops the servers. */
+async function stop(
+  current: ChatState,
+  servers: Server[],
+  stopTimers: () => void,
+): Promise<void> {
+  current.phase = "stopping";
+  stopTimers();
+  if (current.flushScheduled) clearImmediate(current.flushScheduled);
+  flushBatches();
+  const sockets = [...current.clients.keys()];
+  log("info", "shutdown", { connections: sockets.length });
+  const closed = sockets.map((socket) =>
+    new Promise<void>((resolve) => {
+      if (socket.readyState === WebSocket.CLOSED) return resolve();
+      socket.addEventListener("close", () => resolve());
+      try {
+        socket.close(CloseCode.GoingAway, "server shutting down");
+      } catch {
+        resolve();
+      }
+    })
+  );
+  // Deno's server.shutdown() has not always closed upgraded sockets
+  // (denoland/deno#22387), so they are closed above and awaited here.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(closed),
+    new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+  for (const client of [...current.clients.values()]) {
+    leave(client, CloseCode.GoingAway);
+  }
+  await Promise.all(servers.map((server) => server.shutdown()));
+  current.phase = "stopped";
 }
 
 // ---------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------
 
+/** One line of the usage per option, made from {@linkcode OPTIONS}. */
+function usageLines(): string[] {
+  return Object.entries(OPTIONS).map(([name, spec]) => {
+    const option = `--${flagOf(name)}${spec.arg ? " " + spec.arg : ""}`;
+    const shown = "shown" in spec && spec.shown !== undefined
+      ? spec.shown
+      : String(spec.default);
+    const notes = [
+      "env" in spec ? `[${spec.env}]` : "",
+      shown ? `(default ${shown.replaceAll("`", "")})` : "",
+    ].filter(Boolean).join(" ");
+    return `  ${option.padEnd(28)}${spec.help.replaceAll("`", "")}${
+      notes ? " " + notes : ""
+    }`;
+  });
+}
+
 const USAGE = `deno-chat: a WebSocket chat server.
 
 Usage: deno run -A main.ts [options]
 
 Options (environment variable fallbacks in brackets):
-  --port N                    page server port [PORT] (default ${DEFAULT_PORT})
-  --ws-port N                 chat server port [WS_PORT] (default ${DEFAULT_WS_PORT})
-  --hostname ADDR             address to listen on [HOST] (default 0.0.0.0)
-  --max-message-chars N       longest message, characters (default ${MAX_MESSAGE_CHARS})
-  --history-size N            events kept per room (default ${HISTORY_SIZE})
-  --max-frame-bytes N         largest incoming frame, bytes (default ${MAX_FRAME_BYTES})
-  --rate N                    messages per second per connection (default ${RATE_PER_SECOND})
-  --burst N                   messages allowed at once (default ${RATE_BURST})
-  --max-buffered-bytes N      queued bytes before a slow client is dropped (default ${MAX_BUFFERED_BYTES})
-  --max-consecutive-drops N   rate-limited messages in a row before closing (default ${MAX_CONSECUTIVE_DROPS})
-  --idle-timeout N            seconds without a pong before a peer is dropped (default ${IDLE_TIMEOUT_SECONDS})
-  --max-connections N         open chat connections in all (default ${MAX_CONNECTIONS})
-  --max-connections-per-ip N  open chat connections per address (default ${MAX_CONNECTIONS_PER_IP})
-  --max-rooms N               rooms at once (default ${MAX_ROOMS})
-  --allow-origin ORIGIN       browser origin allowed to connect; repeatable, or *
-                              (default: no Origin, or the page's own host)
-  --cert FILE --key FILE      serve https and wss with this certificate
-  --metrics true|false        serve GET /metrics on the page port (default true)
-  --log-format text|json      log line format on stderr (default text)
-  --quiet                     log warnings and errors only
+${usageLines().join("\n")}
   -h, --help                  show this help`;
-
-class UsageError extends Error {}
-
-function parseInteger(
-  name: string,
-  value: string,
-  min: number,
-  max: number,
-): number {
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
-    throw new UsageError(
-      `--${name} must be a whole number from ${min} to ${max}, got "${value}"`,
-    );
-  }
-  return Number(value);
-}
 
 /** Turns command-line arguments (and env fallbacks) into options. */
 export function parseCommandLine(
   args: string[],
   env: (name: string) => string | undefined = (name) => Deno.env.get(name),
 ): ChatOptions | "help" {
-  const { values } = parseArgs({
-    args,
-    strict: true,
-    allowPositionals: false,
-    options: {
-      port: { type: "string" },
-      "ws-port": { type: "string" },
-      hostname: { type: "string" },
-      "max-message-chars": { type: "string" },
-      "history-size": { type: "string" },
-      "max-frame-bytes": { type: "string" },
-      rate: { type: "string" },
-      burst: { type: "string" },
-      "max-buffered-bytes": { type: "string" },
-      "max-consecutive-drops": { type: "string" },
-      "idle-timeout": { type: "string" },
-      "max-connections": { type: "string" },
-      "max-connections-per-ip": { type: "string" },
-      "max-rooms": { type: "string" },
-      "allow-origin": { type: "string", multiple: true },
-      cert: { type: "string" },
-      key: { type: "string" },
-      metrics: { type: "string" },
-      "log-format": { type: "string" },
-      quiet: { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
+  const schema = Object.fromEntries(
+    Object.entries(OPTIONS).map(([name, spec]) => [
+      flagOf(name),
+      {
+        type: spec.arg ? "string" as const : "boolean" as const,
+        multiple: "multiple" in spec && spec.multiple,
+      },
+    ]),
+  );
+  const { values }: { values: Record<string, string | string[] | boolean> } =
+    parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: { ...schema, help: { type: "boolean", short: "h" } },
+    });
   if (values.help) return "help";
-  const options: ChatOptions = {};
-  const port = values.port ?? env("PORT");
-  if (port !== undefined) options.port = parseInteger("port", port, 0, 65535);
-  const wsPort = values["ws-port"] ?? env("WS_PORT");
-  if (wsPort !== undefined) {
-    options.wsPort = parseInteger("ws-port", wsPort, 0, 65535);
+  const options: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(OPTIONS)) {
+    const flag = flagOf(name);
+    const given = values[flag] ??
+      ("env" in spec && spec.env ? env(spec.env) : undefined);
+    if (given === undefined || given === false) continue;
+    options[name] = Array.isArray(given)
+      ? given.flatMap((text) => spec.parse(text, flag) as string[])
+      : spec.parse(String(given), flag);
   }
-  const hostname = values.hostname ?? env("HOST");
-  if (hostname !== undefined) options.hostname = hostname;
-  const limits = [
-    ["max-message-chars", "maxMessageChars", 1],
-    ["history-size", "historySize", 0],
-    ["max-frame-bytes", "maxFrameBytes", 1],
-    ["rate", "rate", 1],
-    ["burst", "burst", 1],
-    ["max-buffered-bytes", "maxBufferedBytes", 1],
-    ["max-consecutive-drops", "maxConsecutiveDrops", 0],
-    ["idle-timeout", "idleTimeout", 0],
-    ["max-connections", "maxConnections", 1],
-    ["max-connections-per-ip", "maxConnectionsPerIp", 1],
-    ["max-rooms", "maxRooms", 1],
-  ] as const;
-  for (const [flag, key, min] of limits) {
-    const value = values[flag];
-    if (value !== undefined) {
-      options[key] = parseInteger(flag, value, min, Number.MAX_SAFE_INTEGER);
-    }
-  }
-  if (values["allow-origin"]) options.allowOrigin = values["allow-origin"];
-  if (Boolean(values.cert) !== Boolean(values.key)) {
+  if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new UsageError("--cert and --key go together");
   }
-  if (values.cert && values.key) {
-    options.cert = Deno.readTextFileSync(values.cert);
-    options.key = Deno.readTextFileSync(values.key);
-  }
-  if (values.metrics !== undefined) {
-    if (values.metrics !== "true" && values.metrics !== "false") {
-      throw new UsageError(
-        `--metrics must be true or false, got "${values.metrics}"`,
-      );
-    }
-    options.metrics = values.metrics === "true";
-  }
-  const format = values["log-format"];
-  if (format !== undefined) {
-    if (format !== "text" && format !== "json") {
-      throw new UsageError(
-        `--log-format must be text or json, got "${format}"`,
-      );
-    }
-    options.logFormat = format;
-  }
-  if (values.quiet) options.quiet = true;
-  return options;
+  return options as ChatOptions;
 }
 
 /** The CLI: parse, start, print where to go, stop cleanly on a signal. */
