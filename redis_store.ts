@@ -1,0 +1,1164 @@
+/**
+ * The shared room store: several deno-chat processes, one chat, through
+ * Redis. Loaded by main.ts only with `--redis URL`.
+ *
+ * Per room (keys under `chat:`):
+ *
+ * - `room:NAME:meta`, a hash: `epoch` and `last` (the last event id);
+ * - `room:NAME:events`, a stream of the last `historySize` events, entry id
+ *   `N-0` for event id N, field `e` the event's JSON;
+ * - `room:NAME:nicks`, a hash: nick key → holder `{n, p, o, j}` (nick,
+ *   process, owner, id of its join event);
+ * - channel `ev:NAME`: every event, published by the script that appends it.
+ *
+ * Every change to a room is one Lua script (append, join, leave, rename,
+ * reap), so ids, history, nicks and publish move together. A process
+ * subscribes to the channels of the rooms it has connections in and delivers
+ * what comes, its own events included, in id order; a gap in the ids (a
+ * reconnect) is filled from the stream.
+ *
+ * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
+ * process ids; `procrooms:PID`, the rooms it has members in; channel
+ * `evict:PID`, for a token takeover of one of its connections. A process
+ * whose heartbeat expired is reaped by the survivors: each of its members is
+ * announced as left once (the script removing them is atomic).
+ *
+ * @module
+ */
+
+import { createClient, ErrorReply } from "redis";
+import { createHash, createHmac, randomBytes } from "node:crypto";
+import type {
+  Joined,
+  JoinRequest,
+  MemoryStoreOptions,
+  NewEvent,
+  RoomEvent,
+  RoomStore,
+} from "./main.ts";
+import type * as Main from "./main.ts";
+
+/**
+ * main.ts's values (`StoreUnavailable`, `nickKey`, …), imported without
+ * waiting: under `deno run main.ts` this module is imported while main.ts
+ * still runs its top-level `await main()`, so a static import of main.ts
+ * (or awaiting this one during `connect`) would wait for itself. It resolves
+ * once the CLI has started; every store call awaits it first.
+ */
+let shared: typeof Main | undefined;
+const sharedReady: Promise<typeof Main> = import("./main.ts").then(
+  (module) => shared = module,
+);
+
+/** main.ts's `StoreUnavailable` (so main.ts tells the client `unavailable`). */
+function unavailable(message: string): Error {
+  return shared ? new shared.StoreUnavailable(message) : new Error(message);
+}
+
+function isUnavailable(error: unknown): boolean {
+  return shared !== undefined && error instanceof shared.StoreUnavailable;
+}
+
+type LogFields = Record<string, string | number | boolean | undefined>;
+
+/** What {@linkcode RedisStore.connect} needs. */
+export interface RedisStoreOptions extends MemoryStoreOptions {
+  /** `redis://[user:password@]host:port[/db]`. */
+  url: string;
+  /** Seconds an empty room keeps its history and epoch. */
+  roomTtl: number;
+  /** main.ts's logger. */
+  log?: (
+    level: "info" | "warn" | "error",
+    event: string,
+    fields?: LogFields,
+  ) => void;
+  /**
+   * Heartbeat interval in ms; a process is dead after three missed ones.
+   * Default 3000, or the environment variable `CHAT_REDIS_HEARTBEAT_MS`.
+   */
+  heartbeatMs?: number;
+  /** Key prefix. @default {"chat:"} */
+  prefix?: string;
+  /** How long `connect` waits for Redis, in ms. @default {5000} */
+  connectTimeoutMs?: number;
+}
+
+type Client = ReturnType<typeof createClient>;
+
+/** A Redis reply as node-redis gives it for RESP2. */
+type Reply = string | number | null | Reply[];
+
+/** A stored nick holder. */
+interface Holder {
+  /** The nick. */
+  n: string;
+  /** Its length in UTF-16 units (for the history's byte count). */
+  u: number;
+  /** The holder's process. */
+  p: string;
+  /** Its owner (connection) in that process. */
+  o: string;
+  /** Id of its join event (its token is derived from it). */
+  j: number;
+}
+
+/** This process's view of one room. */
+interface RoomState {
+  name: string;
+  /** Upgraded connections not yet joined. */
+  holds: number;
+  /** Joined connections here (by the store's count). */
+  members: number;
+  listeners: Set<(event: RoomEvent) => void>;
+  /** SUBSCRIBE done and the baseline read; reset when it failed. */
+  subscribed?: Promise<void>;
+  /** The last id delivered here; undefined until the baseline is read. */
+  delivered?: number;
+  epoch?: string;
+  /** Events received while the baseline or a gap is being read. */
+  buffer: RoomEvent[];
+  filling: boolean;
+  onMessage: (message: string) => void;
+}
+
+/** A local member, kept to reclaim its nick after a long Redis outage. */
+interface Member {
+  room: string;
+  nick: string;
+  joinedId: number;
+  epoch: string;
+}
+
+// ---------------------------------------------------------------------------
+// Lua scripts. Room scripts: KEYS[1] meta, KEYS[2] events, KEYS[3] nicks,
+// (KEYS[4] procrooms of this process); ARGV[1] channel, ARGV[2] history size,
+// ARGV[3] room TTL, ARGV[4] history bytes, then each script's own (X[1]…).
+// ---------------------------------------------------------------------------
+
+const PRELUDE = `
+local X = {}
+for i = 5, #ARGV do X[#X + 1] = ARGV[i] end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- Appends and publishes an event; history keeps at most ARGV[2] events and
+-- ARGV[4] bytes (each entry's cost in its field b), oldest out first.
+local function append(body, cost)
+  local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
+  local sid = string.format('%d', id)
+  local ev = string.sub(body, 1, -2) .. ',"id":' .. sid ..
+    ',"ts":' .. string.format('%d', now_ms()) .. '}'
+  redis.call('XADD', KEYS[2], sid .. '-0', 'e', ev, 'b', cost)
+  local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', cost)
+  local count = redis.call('XLEN', KEYS[2])
+  local most, maxbytes = tonumber(ARGV[2]), tonumber(ARGV[4])
+  while count > 0 and (count > most or bytes > maxbytes) do
+    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    redis.call('XDEL', KEYS[2], first[1])
+    bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(first[2][4]))
+    count = count - 1
+  end
+  redis.call('PUBLISH', ARGV[1], ev)
+  return ev
+end
+-- A join or leave event of a nick of u UTF-16 units.
+local function nickevent(kind, nick, u)
+  return append('{"type":"' .. kind .. '","nick":' .. cjson.encode(nick) .. '}',
+    64 + 2 * (string.len(kind) + u))
+end
+local function drop(key, d, announce)
+  redis.call('HDEL', KEYS[3], key)
+  if redis.call('HLEN', KEYS[3]) == 0 then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+  elseif announce then
+    nickevent('leave', d.n, d.u)
+  end
+end
+`;
+
+/** X[1] the event body (JSON without id and ts), X[2] its cost. */
+const APPEND = `
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  return redis.error_reply('NOROOM the room is gone')
+end
+return append(X[1], tonumber(X[2]))
+`;
+
+/**
+ * X[1] process, [2] owner, [3] epoch if new, [4] wanted key or '', [5]
+ * wanted nick, [6] its UTF-16 length, [7] takeover process or '', [8] its
+ * owner, [9] its join id, [10] since or '', [11] client's epoch, [12] room,
+ * [13] evict channel, then triples (key, nick, length): random nicks to try.
+ */
+const JOIN = `
+redis.call('HSETNX', KEYS[1], 'epoch', X[3])
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if X[7] ~= '' then
+  local h = redis.call('HGET', KEYS[3], X[4])
+  if h then
+    local d = cjson.decode(h)
+    if d.p == X[7] and d.o == X[8] and string.format('%d', d.j) == X[9] then
+      redis.call('HDEL', KEYS[3], X[4])
+      nickevent('leave', d.n, d.u)
+      redis.call('PUBLISH', X[13], cjson.encode({X[12], d.o}))
+    end
+  end
+end
+local nick, key, units = nil, nil, 0
+local taken = 0
+if X[4] ~= '' then
+  if redis.call('HEXISTS', KEYS[3], X[4]) == 0 then
+    nick, key, units = X[5], X[4], tonumber(X[6])
+  else
+    taken = 1
+  end
+end
+if not nick then
+  for i = 14, #X, 3 do
+    if redis.call('HEXISTS', KEYS[3], X[i]) == 0 then
+      key, nick, units = X[i], X[i + 1], tonumber(X[i + 2])
+      break
+    end
+  end
+end
+if not nick then return redis.error_reply('NICKS every candidate is taken') end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local missed = nil
+if X[10] ~= '' then
+  local since = tonumber(X[10])
+  if X[11] == epoch and since <= last then
+    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+    local oldest = last + 1
+    if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
+    if since >= oldest - 1 then
+      missed = {}
+      local from = string.format('%d', since + 1) .. '-0'
+      for _, e in ipairs(redis.call('XRANGE', KEYS[2], from, '+')) do
+        missed[#missed + 1] = e[2][2]
+      end
+    end
+  end
+end
+local gap = 0
+if X[10] ~= '' and missed == nil then gap = 1 end
+local joined = nickevent('join', nick, units)
+local id = tonumber(redis.call('HGET', KEYS[1], 'last'))
+redis.call('HSET', KEYS[3], key,
+  cjson.encode({n = nick, u = units, p = X[1], o = X[2], j = id}))
+redis.call('SADD', KEYS[4], X[12])
+local history = missed
+if history then
+  history[#history + 1] = joined
+else
+  history = {}
+  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+    history[#history + 1] = e[2][2]
+  end
+end
+return {nick, taken, epoch, id, history, gap, redis.call('HVALS', KEYS[3])}
+`;
+
+/**
+ * X[1] nick key ('' = find by owner), [2] process, [3] owner, [4] announce
+ * '1', [5] last local member of the room '1', [6] room.
+ */
+const LEAVE = `
+if X[5] == '1' then redis.call('SREM', KEYS[4], X[6]) end
+local key = X[1]
+if key == '' then
+  local all = redis.call('HGETALL', KEYS[3])
+  for i = 1, #all, 2 do
+    local d = cjson.decode(all[i + 1])
+    if d.p == X[2] and d.o == X[3] then key = all[i] end
+  end
+  if key == '' then return 0 end
+end
+local h = redis.call('HGET', KEYS[3], key)
+if not h then return 0 end
+local d = cjson.decode(h)
+if d.p ~= X[2] or d.o ~= X[3] then return 0 end
+drop(key, d, X[4] == '1')
+return 1
+`;
+
+/**
+ * X[1] from key, [2] to key, [3] process, [4] owner, [5] to, [6] its UTF-16
+ * length, [7] body, [8] its cost.
+ */
+const RENAME = `
+local h = redis.call('HGET', KEYS[3], X[1])
+if not h then return 0 end
+local d = cjson.decode(h)
+if d.p ~= X[3] or d.o ~= X[4] then return 0 end
+if X[2] ~= X[1] and redis.call('HEXISTS', KEYS[3], X[2]) == 1 then return 0 end
+redis.call('HDEL', KEYS[3], X[1])
+d.n = X[5]
+d.u = tonumber(X[6])
+redis.call('HSET', KEYS[3], X[2], cjson.encode(d))
+return append(X[7], tonumber(X[8]))
+`;
+
+/** X[1] a dead process: its members leave, each announced once. */
+const REAP = `
+local gone = {}
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all, 2 do
+  local d = cjson.decode(all[i + 1])
+  if d.p == X[1] then gone[#gone + 1] = {all[i], d} end
+end
+table.sort(gone, function(a, b) return a[2].j < b[2].j end)
+for _, g in ipairs(gone) do drop(g[1], g[2], true) end
+return #gone
+`;
+
+/**
+ * After an outage: puts a local member back if it was reaped meanwhile.
+ * X[1] key, [2] process, [3] owner, [4] nick, [5] its UTF-16 length, [6]
+ * join id, [7] room, [8] the epoch it joined.
+ */
+const RECLAIM = `
+if redis.call('HGET', KEYS[1], 'epoch') ~= X[8] then return 'epoch' end
+redis.call('SADD', KEYS[4], X[7])
+local h = redis.call('HGET', KEYS[3], X[1])
+if h then
+  local d = cjson.decode(h)
+  if d.p == X[2] and d.o == X[3] then return 'ok' end
+  return 'taken'
+end
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+nickevent('join', X[4], tonumber(X[5]))
+redis.call('HSET', KEYS[3], X[1], cjson.encode(
+  {n = X[4], u = tonumber(X[5]), p = X[2], o = X[3], j = tonumber(X[6])}))
+return 'rejoined'
+`;
+
+/** KEYS[1] hb, [2] procrooms, [3] procs; ARGV[1] the process. */
+const FORGET = `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], ARGV[1])
+  return 1
+end
+return 0
+`;
+
+interface Script {
+  text: string;
+  sha: string;
+}
+
+function script(body: string, prelude = true): Script {
+  const text = prelude ? PRELUDE + body : body;
+  return { text, sha: createHash("sha1").update(text).digest("hex") };
+}
+
+const SCRIPTS = {
+  append: script(APPEND),
+  join: script(JOIN),
+  leave: script(LEAVE),
+  rename: script(RENAME),
+  reap: script(REAP),
+  reclaim: script(RECLAIM),
+  forget: script(FORGET, false),
+};
+
+const DEFAULT_HEARTBEAT_MS = 3000;
+/** Missed heartbeats before a process counts as dead. */
+const MISSED_BEATS = 3;
+/** Per-command limit: a Redis that stops answering is unavailable. */
+const COMMAND_TIMEOUT_MS = 3000;
+
+function heartbeatFromEnv(): number | undefined {
+  try {
+    const text = Deno.env.get("CHAT_REDIS_HEARTBEAT_MS");
+    return text && /^\d+$/.test(text) ? Number(text) : undefined;
+  } catch {
+    return undefined; // no --allow-env for it
+  }
+}
+
+/**
+ * The room store shared by several processes through Redis. Made by
+ * {@linkcode RedisStore.connect}.
+ */
+export class RedisStore implements RoomStore {
+  #options: RedisStoreOptions;
+  #cmd: Client;
+  #sub: Client;
+  #prefix: string;
+  #proc = randomBytes(6).toString("hex");
+  #heartbeatMs: number;
+  #secret = "";
+  #rooms = new Map<string, RoomState>();
+  /** Local members by owner. */
+  #members = new Map<string, Member>();
+  /** Leaves and joins whose outcome in Redis is unknown (Redis went away). */
+  #orphans: { room: string; owner: string; announce: boolean }[] = [];
+  /** Both connections ready and this process resynced since they came back. */
+  #up = false;
+  #resyncing?: Promise<void>;
+  #resyncAgain = false;
+  #reapAfter = 0;
+  #timer?: ReturnType<typeof setInterval>;
+  #pending = new Set<Promise<unknown>>();
+  #closed = false;
+  #downLogged = false;
+
+  private constructor(options: RedisStoreOptions) {
+    this.#options = options;
+    this.#prefix = options.prefix ?? "chat:";
+    this.#heartbeatMs = options.heartbeatMs ?? heartbeatFromEnv() ??
+      DEFAULT_HEARTBEAT_MS;
+    const client = () =>
+      createClient({
+        url: options.url,
+        disableOfflineQueue: true,
+        commandOptions: { timeout: COMMAND_TIMEOUT_MS },
+        socket: {
+          connectTimeout: 2000,
+          reconnectStrategy: (retries: number) =>
+            Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100),
+        },
+      });
+    this.#cmd = client();
+    this.#sub = client();
+    for (
+      const [name, c] of [["command", this.#cmd], [
+        "subscriber",
+        this.#sub,
+      ]] as const
+    ) {
+      c.on("error", (error: unknown) => this.#down(name, error));
+      c.on("end", () => this.#down(name, "connection ended"));
+      c.on("reconnecting", () => this.#down(name, "reconnecting"));
+      c.on("ready", () => this.#ready());
+    }
+  }
+
+  /** Connects both Redis connections and starts the heartbeat. */
+  static async connect(options: RedisStoreOptions): Promise<RedisStore> {
+    const store = new RedisStore(options);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ms = options.connectTimeoutMs ?? 5000;
+    try {
+      await Promise.race([
+        Promise.all([store.#cmd.connect(), store.#sub.connect()]),
+        new Promise((_, reject) =>
+          timer = setTimeout(
+            () => reject(new Error(`no answer within ${ms} ms`)),
+            ms,
+          )
+        ),
+      ]);
+      await store.#sub.subscribe(
+        `${store.#prefix}evict:${store.#proc}`,
+        (message: string) => store.#onEvict(message),
+      );
+      await store.#resync();
+    } catch (error) {
+      store.#closed = true;
+      store.#cmd.destroy();
+      store.#sub.destroy();
+      throw new Error(
+        `cannot reach Redis at ${redactUrl(options.url)}: ${errorText(error)}`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    store.#timer = setInterval(() => store.#tick(), store.#heartbeatMs);
+    store.#log("info", "redis_connected", {
+      redis: redactUrl(options.url),
+      process: store.#proc,
+    });
+    return store;
+  }
+
+  /** This process's id in Redis. */
+  get processId(): string {
+    return this.#proc;
+  }
+
+  available(): boolean {
+    return this.#up && this.#cmd.isReady && this.#sub.isReady;
+  }
+
+  hold(name: string): boolean {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      if (this.roomCount() >= this.#options.maxRooms) return false;
+      room = this.#room(name);
+    }
+    room.holds++;
+    return true;
+  }
+
+  release(name: string): void {
+    const room = this.#rooms.get(name);
+    if (!room) return;
+    room.holds--;
+    this.#endIfUnused(room);
+  }
+
+  roomCount(): number {
+    let count = 0;
+    for (const room of this.#rooms.values()) {
+      if (room.holds > 0 || room.members > 0) count++;
+    }
+    return count;
+  }
+
+  subscribe(name: string, onEvent: (event: RoomEvent) => void): () => void {
+    const room = this.#room(name);
+    room.listeners.add(onEvent);
+    this.#subscribed(room).catch(() => {}); // join awaits it; resync retries
+    return () => {
+      room.listeners.delete(onEvent);
+      this.#endIfUnused(room);
+    };
+  }
+
+  join(name: string, request: JoinRequest): Promise<Joined> {
+    return this.#track(this.#join(name, request));
+  }
+
+  async #join(name: string, request: JoinRequest): Promise<Joined> {
+    const { nickKey, randomNick, sameSecret } = await sharedReady;
+    const room = this.#rooms.get(name);
+    if (!room) throw new Error(`no room ${name}: hold it first`);
+    this.#check();
+    await this.#subscribed(room);
+    const keys = this.#keys(name);
+    const wanted = request.nick;
+    let takeover: string[] = ["", "", ""];
+    if (wanted !== undefined && request.token) {
+      const [holderText, epoch] = await Promise.all([
+        this.#command(["HGET", keys[2], nickKey(wanted)]),
+        this.#command(["HGET", keys[0], "epoch"]),
+      ]);
+      if (typeof holderText === "string" && typeof epoch === "string") {
+        const holder = JSON.parse(holderText) as Holder;
+        if (sameSecret(request.token, this.#token(name, epoch, holder.j))) {
+          takeover = [holder.p, holder.o, String(holder.j)];
+        }
+      }
+    }
+    const candidates: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const nick = randomNick();
+      candidates.push(nickKey(nick), nick, String(nick.length));
+    }
+    let reply: Reply;
+    try {
+      reply = await this.#eval(SCRIPTS.join, [...keys, this.#procRooms()], [
+        this.#proc,
+        request.owner,
+        crypto.randomUUID().slice(0, 8),
+        wanted === undefined ? "" : nickKey(wanted),
+        wanted ?? "",
+        String(wanted?.length ?? 0),
+        ...takeover,
+        request.since === undefined ? "" : String(request.since),
+        request.epoch ?? "",
+        name,
+        takeover[0] ? `${this.#prefix}evict:${takeover[0]}` : "",
+        ...candidates,
+      ], name);
+    } catch (error) {
+      if (isUnavailable(error)) {
+        // It may have run before the connection went: undone after reconnect.
+        this.#orphans.push({
+          room: name,
+          owner: request.owner,
+          announce: true,
+        });
+      }
+      throw error;
+    }
+    const [nick, taken, epoch, lastId, history, gap, holders] = reply as [
+      string,
+      number,
+      string,
+      number,
+      string[],
+      number,
+      string[],
+    ];
+    room.holds--;
+    room.members++;
+    room.epoch = epoch;
+    this.#members.set(request.owner, {
+      room: name,
+      nick,
+      joinedId: lastId,
+      epoch,
+    });
+    return {
+      nick,
+      nickTaken: taken === 1,
+      epoch,
+      lastId,
+      history: history.map((text) => JSON.parse(text) as RoomEvent),
+      gap: gap === 1,
+      users: nicksOf(holders),
+      token: this.#token(name, epoch, lastId),
+    };
+  }
+
+  append(name: string, body: NewEvent): Promise<RoomEvent> {
+    return this.#track((async () => {
+      await sharedReady;
+      this.#check();
+      const text = await this.#eval(
+        SCRIPTS.append,
+        this.#keys(name).slice(0, 2),
+        [JSON.stringify(body), String(cost(body))],
+        name,
+      );
+      return JSON.parse(text as string) as RoomEvent;
+    })());
+  }
+
+  rename(
+    name: string,
+    owner: string,
+    from: string,
+    to: string,
+  ): Promise<RoomEvent | "nick_taken"> {
+    const body: NewEvent = { type: "nick", from, to };
+    return this.#track((async () => {
+      const { nickKey } = await sharedReady;
+      this.#check();
+      const reply = await this.#eval(SCRIPTS.rename, this.#keys(name), [
+        nickKey(from),
+        nickKey(to),
+        this.#proc,
+        owner,
+        to,
+        String(to.length),
+        JSON.stringify(body),
+        String(cost(body)),
+      ], name);
+      if (typeof reply !== "string") return "nick_taken" as const;
+      const member = this.#members.get(owner);
+      if (member) member.nick = to;
+      return JSON.parse(reply) as RoomEvent;
+    })());
+  }
+
+  leave(
+    name: string,
+    owner: string,
+    nick: string,
+    announce: boolean,
+  ): Promise<void> {
+    const member = this.#members.get(owner);
+    if (member?.room === name) {
+      this.#members.delete(owner);
+      const room = this.#rooms.get(name);
+      if (room) {
+        room.members--;
+        this.#endIfUnused(room);
+      }
+    }
+    return this.#track((async () => {
+      const { nickKey } = await sharedReady;
+      if (!this.available()) {
+        this.#orphans.push({ room: name, owner, announce });
+        throw unavailable("redis is unreachable");
+      }
+      try {
+        await this.#eval(SCRIPTS.leave, [
+          ...this.#keys(name),
+          this.#procRooms(),
+        ], [
+          nickKey(nick),
+          this.#proc,
+          owner,
+          announce ? "1" : "0",
+          this.#localMembers(name) === 0 ? "1" : "0",
+          name,
+        ], name);
+      } catch (error) {
+        if (isUnavailable(error)) {
+          this.#orphans.push({ room: name, owner, announce });
+        }
+        throw error;
+      }
+    })());
+  }
+
+  members(name: string): Promise<string[]> {
+    return this.#track((async () => {
+      await sharedReady;
+      this.#check();
+      const holders = await this.#command(["HVALS", this.#keys(name)[2]]);
+      return nicksOf(holders as string[]);
+    })());
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#pending]),
+      new Promise((resolve) => timer = setTimeout(resolve, 2000)),
+    ]);
+    clearTimeout(timer);
+    this.#closed = true;
+    clearInterval(this.#timer);
+    if (this.available()) {
+      // Survivors see this process gone at once (and find nothing to reap).
+      await this.#command(["DEL", this.#key(`hb:${this.#proc}`)]).catch(
+        () => {},
+      );
+    }
+    for (const c of [this.#cmd, this.#sub]) {
+      if (c.isReady) await c.close().catch(() => c.destroy());
+      else if (c.isOpen) c.destroy();
+    }
+  }
+
+  /**
+   * Simulates `kill -9` for tests: stops the heartbeat and drops both
+   * connections without telling Redis anything.
+   */
+  crash(): void {
+    this.#closed = true;
+    this.#up = false;
+    clearInterval(this.#timer);
+    for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
+  }
+
+  // -------------------------------------------------------------------------
+  // Delivery
+  // -------------------------------------------------------------------------
+
+  #room(name: string): RoomState {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      const made: RoomState = {
+        name,
+        holds: 0,
+        members: 0,
+        listeners: new Set(),
+        buffer: [],
+        filling: false,
+        onMessage: (message) => this.#onMessage(made, message),
+      };
+      this.#rooms.set(name, made);
+      room = made;
+    }
+    return room;
+  }
+
+  #endIfUnused(room: RoomState): void {
+    if (room.holds > 0 || room.members > 0 || room.listeners.size > 0) return;
+    if (this.#rooms.get(room.name) !== room) return;
+    this.#rooms.delete(room.name);
+    if (room.subscribed && !this.#closed) {
+      this.#sub.unsubscribe(this.#channel(room.name), room.onMessage).catch(
+        () => {},
+      );
+    }
+  }
+
+  /** Subscribes to the room's channel, then reads where delivery starts. */
+  #subscribed(room: RoomState): Promise<void> {
+    room.subscribed ??= (async () => {
+      try {
+        await this.#sub.subscribe(this.#channel(room.name), room.onMessage);
+        const [last, epoch] = await this.#command([
+          "HMGET",
+          this.#keys(room.name)[0],
+          "last",
+          "epoch",
+        ]) as [string | null, string | null];
+        room.delivered ??= Number(last ?? 0);
+        room.epoch ??= epoch ?? undefined;
+        this.#drain(room);
+      } catch (error) {
+        room.subscribed = undefined;
+        throw isUnavailable(error) ? error : unavailable(errorText(error));
+      }
+    })();
+    return room.subscribed;
+  }
+
+  #onMessage(room: RoomState, message: string): void {
+    let event: RoomEvent;
+    try {
+      event = JSON.parse(message);
+    } catch {
+      return;
+    }
+    if (room.delivered === undefined || room.filling) {
+      room.buffer.push(event);
+      return;
+    }
+    if (event.id <= room.delivered) return;
+    if (event.id === room.delivered + 1) return this.#deliver(room, event);
+    room.buffer.push(event);
+    this.#fill(room);
+  }
+
+  #deliver(room: RoomState, event: RoomEvent): void {
+    room.delivered = event.id;
+    for (const onEvent of room.listeners) onEvent(event);
+  }
+
+  /** Delivers buffered events in order; a gap is read from the stream. */
+  #drain(room: RoomState): void {
+    if (room.buffer.length === 0) return;
+    const buffered = room.buffer.sort((a, b) => a.id - b.id);
+    room.buffer = [];
+    for (let i = 0; i < buffered.length; i++) {
+      const event = buffered[i];
+      if (event.id <= room.delivered!) continue;
+      if (event.id !== room.delivered! + 1) {
+        room.buffer = buffered.slice(i);
+        return this.#fill(room);
+      }
+      this.#deliver(room, event);
+    }
+  }
+
+  /** Reads what this process missed (after `delivered`) from the stream. */
+  #fill(room: RoomState): void {
+    if (room.filling || room.delivered === undefined) return;
+    room.filling = true;
+    const from = room.delivered + 1;
+    this.#command(["XRANGE", this.#keys(room.name)[1], `${from}-0`, "+"])
+      .then((entries) => {
+        room.filling = false;
+        for (const [, fields] of entries as [string, string[]][]) {
+          const event = JSON.parse(fields[1]) as RoomEvent;
+          if (event.id <= room.delivered!) continue;
+          if (event.id !== room.delivered! + 1) {
+            this.#log("warn", "redis_gap", {
+              room: room.name,
+              from: room.delivered! + 1,
+              to: event.id - 1,
+            });
+          }
+          this.#deliver(room, event);
+        }
+        // What is still buffered came after the read: in order, whatever
+        // is missing is no longer in the stream.
+        const rest = room.buffer.sort((a, b) => a.id - b.id);
+        room.buffer = [];
+        for (const event of rest) {
+          if (event.id > room.delivered!) this.#deliver(room, event);
+        }
+      }, () => {
+        room.filling = false; // Redis is away: the resync reads it again
+      });
+  }
+
+  #onEvict(message: string): void {
+    try {
+      const [room, owner] = JSON.parse(message) as [string, string];
+      this.#options.onEvict(room, owner);
+    } catch (error) {
+      this.#log("error", "redis_evict_failed", { error: errorText(error) });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Connection state, heartbeat, reaping
+  // -------------------------------------------------------------------------
+
+  #down(connection: string, error: unknown): void {
+    if (this.#closed) return;
+    this.#up = false;
+    if (!this.#downLogged) {
+      this.#downLogged = true;
+      this.#log("error", "redis_down", { connection, error: errorText(error) });
+    }
+  }
+
+  #ready(): void {
+    if (this.#closed || !this.#cmd.isReady || !this.#sub.isReady) return;
+    if (this.#timer === undefined) return; // connect() resyncs itself
+    this.#resync().catch(() => {});
+  }
+
+  /**
+   * After (re)connecting: heartbeat, the token secret, nicks reaped while
+   * away put back, unknown leaves done, and every room's delivery caught up.
+   */
+  #resync(): Promise<void> {
+    if (this.#resyncing) {
+      this.#resyncAgain = true;
+      return this.#resyncing;
+    }
+    this.#resyncing = (async () => {
+      do {
+        this.#resyncAgain = false;
+        await this.#resyncOnce();
+      } while (this.#resyncAgain);
+    })().then(() => {
+      this.#resyncing = undefined;
+      if (this.#cmd.isReady && this.#sub.isReady && !this.#closed) {
+        if (this.#downLogged) this.#log("info", "redis_up", {});
+        this.#downLogged = false;
+        this.#up = true;
+      }
+    }, (error) => {
+      this.#resyncing = undefined;
+      this.#log("warn", "redis_resync_failed", { error: errorText(error) });
+      throw error;
+    });
+    return this.#resyncing;
+  }
+
+  async #resyncOnce(): Promise<void> {
+    this.#reapAfter = Date.now() + this.#heartbeatMs * MISSED_BEATS;
+    await this.#heartbeat();
+    const secretKey = this.#key("secret");
+    await this.#command([
+      "SET",
+      secretKey,
+      randomBytes(32).toString("base64"),
+      "NX",
+    ]);
+    this.#secret = String(await this.#command(["GET", secretKey]));
+    const { nickKey } = this.#members.size > 0
+      ? await sharedReady
+      : { nickKey: (nick: string) => nick };
+    for (const [owner, member] of [...this.#members]) {
+      const outcome = await this.#eval(
+        SCRIPTS.reclaim,
+        [...this.#keys(member.room), this.#procRooms()],
+        [
+          nickKey(member.nick),
+          this.#proc,
+          owner,
+          member.nick,
+          String(member.nick.length),
+          String(member.joinedId),
+          member.room,
+          member.epoch,
+        ],
+        member.room,
+      );
+      if (outcome !== "ok") {
+        this.#log("warn", "redis_member_lost", {
+          room: member.room,
+          nick: member.nick,
+          outcome: String(outcome),
+        });
+      }
+      if (outcome === "epoch" || outcome === "taken") {
+        this.#options.onEvict(member.room, owner);
+      }
+    }
+    while (this.#orphans.length > 0) {
+      const orphan = this.#orphans[0];
+      await this.#eval(
+        SCRIPTS.leave,
+        [...this.#keys(orphan.room), this.#procRooms()],
+        [
+          "",
+          this.#proc,
+          orphan.owner,
+          orphan.announce ? "1" : "0",
+          this.#localMembers(orphan.room) === 0 ? "1" : "0",
+          orphan.room,
+        ],
+        orphan.room,
+      );
+      this.#orphans.shift();
+    }
+    for (const room of [...this.#rooms.values()]) {
+      if (room.listeners.size === 0) continue;
+      if (!room.subscribed) {
+        await this.#subscribed(room);
+        continue;
+      }
+      await room.subscribed.catch(() => this.#subscribed(room));
+      this.#fill(room);
+    }
+  }
+
+  async #heartbeat(): Promise<void> {
+    await this.#command([
+      "SET",
+      this.#key(`hb:${this.#proc}`),
+      "1",
+      "PX",
+      String(this.#heartbeatMs * MISSED_BEATS),
+    ]);
+    await this.#command(["SADD", this.#key("procs"), this.#proc]);
+  }
+
+  #tick(): void {
+    if (this.#closed || !this.available()) return;
+    this.#heartbeat()
+      .then(() => Date.now() >= this.#reapAfter ? this.#reap() : undefined)
+      .catch((error) =>
+        this.#log("warn", "redis_heartbeat_failed", {
+          error: errorText(error),
+        })
+      );
+  }
+
+  /** Announces the members of processes whose heartbeat expired as left. */
+  async #reap(): Promise<void> {
+    const procs = await this.#command([
+      "SMEMBERS",
+      this.#key("procs"),
+    ]) as string[];
+    for (const proc of procs) {
+      if (proc === this.#proc) continue;
+      if (await this.#command(["EXISTS", this.#key(`hb:${proc}`)]) !== 0) {
+        continue;
+      }
+      const rooms = await this.#command([
+        "SMEMBERS",
+        this.#key(`procrooms:${proc}`),
+      ]) as string[];
+      let gone = 0;
+      for (const room of rooms) {
+        gone += await this.#eval(
+          SCRIPTS.reap,
+          this.#keys(room),
+          [proc],
+          room,
+        ) as number;
+      }
+      await this.#eval(SCRIPTS.forget, [
+        this.#key(`hb:${proc}`),
+        this.#key(`procrooms:${proc}`),
+        this.#key("procs"),
+      ], [proc]);
+      this.#log(gone > 0 ? "warn" : "info", "redis_process_gone", {
+        process: proc,
+        members: gone,
+      });
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Commands
+  // -------------------------------------------------------------------------
+
+  #key(name: string): string {
+    return this.#prefix + name;
+  }
+
+  /** meta, events, nicks. */
+  #keys(room: string): [string, string, string] {
+    const base = `${this.#prefix}room:${room}:`;
+    return [base + "meta", base + "events", base + "nicks"];
+  }
+
+  #channel(room: string): string {
+    return `${this.#prefix}ev:${room}`;
+  }
+
+  #procRooms(): string {
+    return this.#key(`procrooms:${this.#proc}`);
+  }
+
+  #localMembers(room: string): number {
+    let count = 0;
+    for (const member of this.#members.values()) {
+      if (member.room === room) count++;
+    }
+    return count;
+  }
+
+  #check(): void {
+    if (!this.available()) throw unavailable("redis is unreachable");
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#pending.add(promise);
+    const forget = () => this.#pending.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  /** A command; a connection problem is {@linkcode StoreUnavailable}. */
+  async #command(args: string[]): Promise<Reply> {
+    try {
+      return await this.#cmd.sendCommand(args) as Reply;
+    } catch (error) {
+      if (error instanceof ErrorReply) throw error;
+      throw unavailable(errorText(error));
+    }
+  }
+
+  /** Runs a script (by hash; sent whole when Redis does not have it). */
+  async #eval(
+    { text, sha }: Script,
+    keys: string[],
+    args: string[],
+    room?: string,
+  ): Promise<Reply> {
+    const rest = [String(keys.length), ...keys];
+    if (room !== undefined) {
+      rest.push(
+        this.#channel(room),
+        String(this.#options.historySize),
+        String(this.#options.roomTtl),
+        String(this.#options.maxHistoryBytes),
+      );
+    }
+    rest.push(...args);
+    try {
+      return await this.#command(["EVALSHA", sha, ...rest]);
+    } catch (error) {
+      if (
+        !(error instanceof ErrorReply) || !error.message.startsWith("NOSCRIPT")
+      ) {
+        throw error;
+      }
+      return await this.#command(["EVAL", text, ...rest]);
+    }
+  }
+
+  #token(room: string, epoch: string, joinedId: number): string {
+    return createHmac("sha256", this.#secret)
+      .update(`${room}/${epoch}/${joinedId}`)
+      .digest("base64url");
+  }
+
+  #log(level: "info" | "warn" | "error", event: string, fields: LogFields) {
+    this.#options.log?.(level, event, fields);
+  }
+}
+
+/** An event's cost in history (by main.ts's measure; id and ts are numbers). */
+function cost(body: NewEvent): number {
+  return shared!.eventBytes(body as RoomEvent);
+}
+
+/** The holders' nicks, in the order they joined. */
+function nicksOf(holders: string[]): string[] {
+  return holders
+    .map((text) => JSON.parse(text) as Holder)
+    .sort((a, b) => a.j - b.j)
+    .map((holder) => holder.n);
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** The URL without its password, for logs. */
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = "***";
+    return parsed.href;
+  } catch {
+    return "(invalid URL)";
+  }
+}
