@@ -31,7 +31,7 @@
  * Usage: deno run -A bench/load.ts --url ws://127.0.0.1:8001/bench
  *          [--clients 100] [--senders 4] [--messages 2000] [--window 16]
  *          [--size 64] [--protocol text|json] [--rate 0] [--duration 60]
- *          [--pid SERVER_PID] [--workers 1] [--room-size 0]
+ *          [--pid SERVER_PID[,PID…]] [--workers 1] [--room-size 0]
  *          [--source-ips 0] [--json] [--quiet]
  *
  * @module
@@ -77,6 +77,11 @@ const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /** Options of one load run (the command-line flags, parsed). */
 export interface LoadConfig {
   url: string;
+  /**
+   * Every server URL (`--url` repeated: several processes of one chat);
+   * client i uses `urls[i % urls.length]`.
+   */
+  urls: string[];
   clients: number;
   senders: number;
   messages: number;
@@ -87,6 +92,8 @@ export interface LoadConfig {
   rate: number;
   durationS: number;
   pid: number;
+  /** Every process whose CPU and RSS count as the server's (`--pid 1,2,3`). */
+  pids: number[];
   workers: number;
   /** Clients per room (rooms are `PATH-0`, `PATH-1`, …); 0 = one room. */
   roomSize: number;
@@ -266,12 +273,12 @@ class Group {
 
   /** Connects this group's clients, CONNECT_BATCH at a time. */
   async connect(): Promise<void> {
-    const u = new URL(this.cfg.url);
+    const urls = (this.cfg.urls ?? [this.cfg.url]).map((url) => new URL(url));
     const deadline = Date.now() + CONNECT_PHASE_MS;
     for (let i = 0; i < this.indices.length; i += CONNECT_BATCH) {
       if (Date.now() > deadline) throw new Error("connect phase timed out");
       const batch = this.indices.slice(i, i + CONNECT_BATCH).map((idx) => {
-        const c = new Client(this, idx, u);
+        const c = new Client(this, idx, urls[idx % urls.length]);
         this.clients.push(c);
         return c.open();
       });
@@ -802,7 +809,11 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     if (!cfg.quiet) console.error(`[load] ${s}`);
   };
   const pid = cfg.pid;
-  const rssBefore = pid ? procRssKiB(pid) : NaN;
+  const pids = cfg.pids ?? (pid ? [pid] : []);
+  // Several server processes (a chat over Redis, Redis included): summed.
+  const total = (of: (pid: number) => number) =>
+    pids.reduce((sum, p) => sum + of(p), 0);
+  const rssBefore = pid ? total(procRssKiB) : NaN;
   const buckets: number[][] = Array.from({ length: cfg.workers }, () => []);
   for (let i = 0; i < cfg.clients; i++) buckets[i % cfg.workers].push(i);
   const handles = cfg.workers === 1
@@ -838,20 +849,20 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     log(`connected ${cfg.clients} clients in ${connectS.toFixed(1)} s`);
     phase = "settling";
     await Promise.all(handles.map((h) => h.settle()));
-    rssConnected = pid ? procRssKiB(pid) : NaN;
-    serverCpu0 = pid ? procCpuS(pid) : NaN;
+    rssConnected = pid ? total(procRssKiB) : NaN;
+    serverCpu0 = pid ? total(procCpuS) : NaN;
     phase = "sending";
     const startAt = wallMs();
     const ownCpu0 = procCpuS("self");
     reports.push(...await Promise.all(handles.map((h) => h.run(startAt))));
-    serverCpu1 = pid ? procCpuS(pid) : NaN;
+    serverCpu1 = pid ? total(procCpuS) : NaN;
     coordinatorRunCpu = procCpuS("self") - ownCpu0;
   } catch (e) {
     errors.push((e as Error).message);
   } finally {
     clearInterval(ticker);
   }
-  const rssAfter = pid ? procRssKiB(pid) : NaN;
+  const rssAfter = pid ? total(procRssKiB) : NaN;
   await Promise.all(handles.map((h) => h.close().catch(() => {})));
 
   const hist = new Array(HIST_BUCKETS).fill(0);
@@ -972,7 +983,11 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
   const { values } = parseArgs({
     args,
     options: {
-      url: { type: "string", default: "ws://127.0.0.1:8001/bench" },
+      url: {
+        type: "string",
+        multiple: true,
+        default: ["ws://127.0.0.1:8001/bench"],
+      },
       clients: { type: "string", default: "100" },
       senders: { type: "string", default: "4" },
       messages: { type: "string", default: "2000" },
@@ -996,15 +1011,26 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     }
     return n;
   };
-  const url = new URL(values.url);
-  // Load goes to this machine only: 127.0.0.0/8 (or "localhost").
-  if (
-    url.protocol !== "ws:" ||
-    !(/^127\.\d+\.\d+\.\d+$/.test(url.hostname) || url.hostname === "localhost")
-  ) {
-    throw new Error("--url must be ws://127.x.x.x:PORT/ROOM (loopback only)");
+  const urls = values.url.map((text) => new URL(text));
+  for (const url of urls) {
+    // Load goes to this machine only: 127.0.0.0/8 (or "localhost").
+    if (
+      url.protocol !== "ws:" ||
+      !(/^127\.\d+\.\d+\.\d+$/.test(url.hostname) ||
+        url.hostname === "localhost")
+    ) {
+      throw new Error("--url must be ws://127.x.x.x:PORT/ROOM (loopback only)");
+    }
+    if (!url.port) throw new Error("--url needs an explicit port");
   }
-  if (!url.port) throw new Error("--url needs an explicit port");
+  const url = urls[0];
+  const pids = values.pid.split(",").map((text) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 0 || n > 2 ** 31) {
+      throw new Error("--pid must be process ids separated by commas");
+    }
+    return n;
+  });
   if (values.protocol !== "text" && values.protocol !== "json") {
     throw new Error("--protocol must be text or json");
   }
@@ -1013,6 +1039,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     Math.min(MAX_SOURCE_IPS, Math.ceil(clients / CLIENTS_PER_SOURCE_IP));
   return {
     url: url.href,
+    urls: urls.map((u) => u.href),
     clients,
     senders: Math.min(int("senders", 0, MAX_CLIENTS), clients),
     messages: int("messages", 0, 10_000_000),
@@ -1021,7 +1048,8 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     protocol: values.protocol,
     rate: int("rate", 0, 1_000_000),
     durationS: int("duration", 1, MAX_DURATION_S),
-    pid: int("pid", 0, 2 ** 31),
+    pid: pids[0],
+    pids: pids.filter((n) => n > 0),
     workers: Math.min(int("workers", 1, MAX_WORKERS), clients),
     roomSize: int("room-size", 0, MAX_CLIENTS),
     sourceIps,

@@ -10,6 +10,8 @@
  *
  * Usage: deno task bench [--scenario a,b,c,d] [--runs 3]
  *          [--servers reference,bun,ours] [--protocols text,json] [--json]
+ *        deno task bench --redis     # (b) and (d): in memory vs two
+ *                                    # processes sharing rooms through Redis
  *
  * @module
  */
@@ -46,6 +48,10 @@ const OURS_UNLIMITED = [
   "100000",
   "--max-buffered-bytes",
   "1073741824",
+  "--connect-rate",
+  "1000000",
+  "--connect-burst",
+  "1000000",
   "--quiet",
 ];
 
@@ -156,7 +162,8 @@ function pick(r: LoadReport, m: Metric): number {
 /** A server build and protocol measured as one column. */
 interface Target {
   name: string;
-  server: "reference" | "bun" | "ours";
+  /** `redis`: two main.ts processes and a redis-server, clients split. */
+  server: "reference" | "bun" | "ours" | "redis";
   protocol: "text" | "json";
 }
 
@@ -166,6 +173,8 @@ const ALL_TARGETS: Target[] = [
   { name: "bun/json", server: "bun", protocol: "json" },
   { name: "ours/text", server: "ours", protocol: "text" },
   { name: "ours/json", server: "ours", protocol: "json" },
+  { name: "redis/text", server: "redis", protocol: "text" },
+  { name: "redis/json", server: "redis", protocol: "json" },
 ];
 
 function log(s: string): void {
@@ -281,15 +290,85 @@ export async function ensureBun(): Promise<string | null> {
   return null;
 }
 
-/** A started server under test. */
+/** A started server under test (several processes for `redis`). */
 interface Running {
-  pid: number;
-  wsPort: number;
+  /** Every process whose CPU and RSS count (redis-server included). */
+  pids: number[];
+  /** The chat ports; load.ts deals its clients over them. */
+  wsPorts: number[];
   stop(): Promise<void>;
 }
 
+/**
+ * Two of our processes sharing rooms through a fresh redis-server (no
+ * persistence, as a cache would run), each on its own ports.
+ */
+async function startRedisCluster(): Promise<Running> {
+  const redisPort = freePort();
+  const redis = new Deno.Command("redis-server", {
+    args: [
+      "--port",
+      String(redisPort),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "inherit",
+  }).spawn();
+  const stopRedis = async () => {
+    try {
+      redis.kill("SIGTERM");
+    } catch { /* gone */ }
+    await redis.status;
+  };
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port: redisPort })).close();
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        await stopRedis();
+        throw new Error("redis-server did not start");
+      }
+      await new Promise((r) => setTimeout(r, READY_POLL_MS));
+    }
+  }
+  const url = `redis://127.0.0.1:${redisPort}`;
+  const chats: Running[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      chats.push(await startServer({ ...OURS_TARGET }, "", ["--redis", url]));
+    }
+  } catch (e) {
+    await Promise.all(chats.map((c) => c.stop()));
+    await stopRedis();
+    throw e;
+  }
+  return {
+    pids: [...chats.flatMap((c) => c.pids), redis.pid],
+    wsPorts: chats.flatMap((c) => c.wsPorts),
+    stop: async () => {
+      await Promise.all(chats.map((c) => c.stop()));
+      await stopRedis();
+    },
+  };
+}
+
+const OURS_TARGET: Target = { name: "ours", server: "ours", protocol: "text" };
+
 /** Starts a server of `target`'s kind and waits until `/healthz` answers. */
-async function startServer(target: Target, bun: string): Promise<Running> {
+async function startServer(
+  target: Target,
+  bun: string,
+  extra: string[] = [],
+): Promise<Running> {
+  if (target.server === "redis") return await startRedisCluster();
   const port = freePort();
   const wsPort = freePort();
   const common = [
@@ -315,6 +394,7 @@ async function startServer(target: Target, bun: string): Promise<Running> {
       `${repoDir}main.ts`,
       ...common,
       ...OURS_UNLIMITED,
+      ...extra,
     ]);
   const child = new Deno.Command(cmd, {
     args,
@@ -348,7 +428,7 @@ async function startServer(target: Target, bun: string): Promise<Running> {
         signal: AbortSignal.timeout(1_000),
       });
       await res.body?.cancel();
-      if (res.ok) return { pid: child.pid, wsPort, stop };
+      if (res.ok) return { pids: [child.pid], wsPorts: [wsPort], stop };
     } catch { /* not up yet */ }
   }
   await stop();
@@ -376,8 +456,8 @@ async function measure(
       "run",
       "-A",
       `${benchDir}load.ts`,
-      `--url=ws://127.0.0.1:${server.wsPort}/bench`,
-      `--pid=${server.pid}`,
+      ...server.wsPorts.map((port) => `--url=ws://127.0.0.1:${port}/bench`),
+      `--pid=${server.pids.join(",")}`,
       `--protocol=${target.protocol}`,
       "--json",
       "--quiet",
@@ -495,9 +575,10 @@ async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
-      scenario: { type: "string", default: "a,b,c,d" },
+      scenario: { type: "string" },
       runs: { type: "string", default: String(DEFAULT_RUNS) },
-      servers: { type: "string", default: "reference,bun,ours" },
+      servers: { type: "string" },
+      redis: { type: "boolean", default: false },
       protocols: { type: "string", default: "text,json" },
       workers: { type: "string", default: String(DEFAULT_WORKERS) },
       json: { type: "boolean", default: false },
@@ -512,10 +593,14 @@ async function main(): Promise<void> {
   if (!Number.isInteger(workers) || workers < 1 || workers > 8) {
     throw new Error("--workers must be 1 … 8");
   }
+  // --redis: (b) and (d), one in-memory process against two processes and
+  // a redis-server, unless --scenario or --servers say otherwise.
+  const scenarioIds = values.scenario ?? (values.redis ? "b,d" : "a,b,c,d");
   const scenarios = SCENARIOS.filter((s) =>
-    values.scenario.split(",").includes(s.id)
+    scenarioIds.split(",").includes(s.id)
   );
-  const servers = values.servers.split(",");
+  const servers = (values.servers ??
+    (values.redis ? "ours,redis" : "reference,bun,ours")).split(",");
   const protocols = values.protocols.split(",");
   let targets = ALL_TARGETS.filter((t) =>
     servers.includes(t.server) && protocols.includes(t.protocol)
@@ -540,6 +625,14 @@ async function main(): Promise<void> {
   } catch {
     log("main.ts not found: skipping our server");
     targets = targets.filter((t) => t.server !== "ours");
+  }
+  if (targets.some((t) => t.server === "redis")) {
+    try {
+      await new Deno.Command("redis-server", { args: ["--version"] }).output();
+    } catch {
+      log("redis-server not found: skipping the redis columns");
+      targets = targets.filter((t) => t.server !== "redis");
+    }
   }
   const commit = await new Deno.Command("git", {
     args: ["-C", repoDir, "rev-parse", "--short", "HEAD"],
@@ -602,6 +695,8 @@ async function main(): Promise<void> {
     ratio("ours/json ÷ reference", "ours/json", "reference/text");
     ratio("ours/text ÷ bun/text", "ours/text", "bun/text");
     ratio("ours/json ÷ bun/json", "ours/json", "bun/json");
+    ratio("redis/text ÷ ours/text", "redis/text", "ours/text");
+    ratio("redis/json ÷ ours/json", "redis/json", "ours/json");
     out.push(`${s.title} — medians of ${runs} run(s)`, table(rows), "");
   }
   const checks = targetChecks(medians);
