@@ -192,13 +192,40 @@ export async function myNick(page: Page): Promise<string> {
 
 /**
  * Brings the tab to the front, types `text` into `#input` and presses Enter,
- * as a person would.
+ * as a person would; a "\n" in `text` is typed as Shift+Enter (a new line).
  */
 export async function say(page: Page, text: string): Promise<void> {
   await page.bringToFront();
   await page.click("#input");
-  await page.keyboard.type(text);
+  await typeLines(page, text);
   await page.keyboard.press("Enter");
+}
+
+/** Types `text` where the focus is, a "\n" as Shift+Enter. */
+export async function typeLines(page: Page, text: string): Promise<void> {
+  const [first, ...rest] = text.split("\n");
+  await page.keyboard.type(first);
+  for (const line of rest) {
+    await page.keyboard.down("Shift");
+    await page.keyboard.press("Enter");
+    await page.keyboard.up("Shift");
+    await page.keyboard.type(line);
+  }
+}
+
+/**
+ * Waits until what was just sent is settled: the input emptied (the server
+ * took it: "sent") or a reason shown beside it (returned).
+ */
+export async function settled(page: Page): Promise<string> {
+  const handle = await page.waitForFunction(() => {
+    const input = document.getElementById("input") as HTMLTextAreaElement;
+    const error = document.getElementById("send-error")?.textContent ?? "";
+    return error !== "" ? error : input.value === "" && "sent";
+  }, { polling: 50 }); // a value set is no DOM mutation
+  const outcome = await handle.jsonValue();
+  await handle.dispose();
+  return String(outcome);
 }
 
 /**

@@ -10,95 +10,17 @@
  */
 
 import assert from "node:assert/strict";
-import type { Page } from "puppeteer-core";
-import { type ChatOptions, type ChatServer, startChat } from "../main.ts";
+import { startChat } from "../main.ts";
 import {
-  countLines,
-  errorsOf,
-  launchBrowser,
   logLines,
-  MISSING_BROWSER,
   myNick,
   onlineNicks,
-  openChat,
   say,
-  skipBrowserTests,
-  type TestBrowser,
   waitConnected,
   waitForLine,
   waitForUsers,
 } from "./browser.ts";
-
-const OPTIONS: ChatOptions = {
-  port: 0,
-  wsPort: 0,
-  hostname: "127.0.0.1",
-  quiet: true,
-  logSink: () => {},
-};
-
-if (skipBrowserTests) {
-  console.warn(
-    `%cSkipping the browser tests in e2e/: ${MISSING_BROWSER}`,
-    "color: yellow",
-  );
-}
-
-interface Context {
-  /** The running server; the restart test replaces it. */
-  chat: ChatServer;
-  /** The page's URL on the current server, with an optional `#room`. */
-  url(room?: string): string;
-  /** Opens a tab on `url` and waits until it is connected; returns its nick. */
-  open(
-    url: string,
-    setup?: (page: Page) => Promise<void>,
-  ): Promise<{ page: Page; nick: string }>;
-}
-
-/**
- * A test with a fresh server and browser; both are closed however it ends,
- * and it fails if the page's script threw.
- */
-function browserTest(name: string, fn: (ctx: Context) => Promise<void>): void {
-  Deno.test({
-    name,
-    ignore: skipBrowserTests,
-    async fn() {
-      const pages: Page[] = [];
-      let browser: TestBrowser | undefined;
-      const ctx: Context = {
-        chat: await startChat(OPTIONS),
-        url: (room) =>
-          `http://127.0.0.1:${ctx.chat.port}/${room ? "#" + room : ""}`,
-        open: (url, setup) =>
-          openChat(browser!.browser, url, async (page) => {
-            pages.push(page);
-            await setup?.(page);
-          }),
-      };
-      try {
-        browser = await launchBrowser();
-        await fn(ctx);
-        for (const page of pages) assert.deepEqual(errorsOf(page), []);
-      } finally {
-        await browser?.close();
-        await ctx.chat.shutdown();
-      }
-    },
-  });
-}
-
-/** Lines reading `text`, checked to be exactly one in each page. */
-async function assertOnce(pages: Page[], text: string): Promise<void> {
-  for (const page of pages) {
-    assert.equal(
-      await countLines(page, text),
-      1,
-      `"${text}" should be shown exactly once`,
-    );
-  }
-}
+import { assertOnce, browserTest, CHAT_OPTIONS } from "./harness.ts";
 
 browserTest("two tabs: a message reaches both, from the sender's nick", async (
   { url, open },
@@ -264,7 +186,7 @@ browserTest(
         "reconnecting…",
       );
     }
-    ctx.chat = await startChat({ ...OPTIONS, port, wsPort });
+    ctx.chat = await startChat({ ...CHAT_OPTIONS, port, wsPort });
     assert.equal(ctx.chat.port, port);
     assert.equal(ctx.chat.wsPort, wsPort);
 

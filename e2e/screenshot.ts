@@ -33,7 +33,7 @@ const PHONE = { width: 375, height: 667 };
 const TAB = { width: 680, height: 460 };
 const SCALE = 2;
 
-/** Who says what, in order: [tab, text]; "\n" is typed as Shift+Enter. */
+/** Who says what, in order: [tab, text]. */
 const CONVERSATION: ["ada" | "sam", string][] = [
   ["ada", "hi sam! the chat server is live"],
   ["sam", "works here. no build step at all?"],
@@ -47,21 +47,6 @@ function shownAs(nick: string, text: string): string {
   return text.startsWith("/me ")
     ? `* ${nick} ${text.slice(4)}`
     : `${nick}: ${text}`;
-}
-
-/** Types `text` (a "\n" as Shift+Enter) into the tab's input and sends it. */
-async function type(page: Page, text: string): Promise<void> {
-  const [first, ...rest] = text.split("\n");
-  await page.bringToFront();
-  await page.click("#input");
-  await page.keyboard.type(first);
-  for (const line of rest) {
-    await page.keyboard.down("Shift");
-    await page.keyboard.press("Enter");
-    await page.keyboard.up("Shift");
-    await page.keyboard.type(line);
-  }
-  await page.keyboard.press("Enter");
 }
 
 async function shot(page: Page): Promise<Uint8Array> {
@@ -105,7 +90,7 @@ try {
   for (const page of pages) await waitForLine(page, "bob and cy joined.");
   visitors[0].send("ada: does it keep new lines?");
   await waitForLine(tabs.ada, "bob: ada: does it keep new lines?");
-  await type(tabs.sam, "it does:\nline one\nline two");
+  await say(tabs.sam, "it does:\nline one\nline two");
   for (const page of pages) {
     await waitForLine(page, "sam: it does:\nline one\nline two");
   }
