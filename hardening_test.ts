@@ -7,12 +7,15 @@
  */
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { CloseCode, JSON_PROTOCOL } from "./main.ts";
 import {
   chatUrl,
   closeAll,
   eventually,
+  type Json,
   jsonClient,
+  MANY_FROM_ONE_ADDRESS,
   metric,
   Peer,
   RawClient,
@@ -338,6 +341,10 @@ Deno.test("out of the box, every documented default is in effect", async () => {
         maxBufferedBytes: 1_048_576,
         maxConsecutiveDrops: 50,
         idleTimeout: 30,
+        maxHistoryBytes: 262_144,
+        connectRate: 2,
+        connectBurst: 30,
+        openTimeout: 5,
       });
       // And they act: one byte over the frame limit closes with 1009.
       const big = await textClient(chat, "/", { nick: "big" });
@@ -656,7 +663,7 @@ Deno.test("a bad handshake gets 400, never a 500, and the server goes on", async
 });
 
 Deno.test("500 clients connect at once, all get their welcome, all leave, the gauge returns to 0", async () => {
-  await withChat({ maxConnectionsPerIp: 1000 }, async (chat) => {
+  await withChat({ ...MANY_FROM_ONE_ADDRESS }, async (chat) => {
     const peers = await Promise.all(
       Array.from({ length: 500 }, () => jsonClient(chat, "/burst")),
     );
@@ -893,6 +900,8 @@ Deno.test("SIGTERM with 1,000 clients closes them all with 1001 and exits within
   const { child, lines, wsPort } = await startCli([
     "--max-connections-per-ip",
     "2000",
+    "--connect-burst",
+    "2000",
     "--quiet",
   ]);
   const peers: Peer[] = [];
@@ -916,4 +925,242 @@ Deno.test("SIGTERM with 1,000 clients closes them all with 1001 and exits within
   assert.equal(status.code, 0);
   assert.ok(Date.now() - sentAt < 2000, "exited within 2 s");
   await lines.cancel();
+});
+
+// ---------------------------------------------------------------------------
+// Second round: what an attacker found after the first
+// ---------------------------------------------------------------------------
+
+/** Sends a valid upgrade request from `localAddress`, then resets at once. */
+function upgradeAndReset(localAddress: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+    socket.once("error", reject);
+    socket.once("connect", () => {
+      socket.write(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
+          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          "Sec-WebSocket-Version: 13\r\n\r\n",
+        () => {
+          socket.once("close", () => resolve());
+          socket.resetAndDestroy();
+        },
+      );
+    });
+  });
+}
+
+Deno.test({
+  name:
+    "an upgrade reset before it opens gives its slot back after openTimeout",
+  // Deno keeps such a socket (no event ever fires for it) until the process
+  // ends; that is what chat_sockets_stuck shows, and why ops may leak here.
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    await withChat(
+      { maxConnectionsPerIp: 10, openTimeout: 1 },
+      async (chat) => {
+        for (let i = 0; i < 10; i++) {
+          await upgradeAndReset("127.0.0.3", chat.wsPort);
+        }
+        await eventually(
+          "the reset sockets' slots to come back",
+          async () => await metric(chat, "chat_sockets_open") === 0,
+        );
+        const stuck = await metric(chat, "chat_sockets_stuck");
+        assert.ok(stuck > 0 && stuck <= 10, `stuck: ${stuck}`);
+        // The address is not locked out: a real client from it gets in.
+        const again = await upgradeFrom("127.0.0.3", chat.wsPort);
+        assert.equal(again.status, 101);
+        await again.close();
+        await assertPairChats(chat);
+      },
+    );
+  },
+});
+
+Deno.test("concurrent upgrades to new rooms cannot make more than maxRooms", async () => {
+  await withChat({ maxRooms: 5, ...MANY_FROM_ONE_ADDRESS }, async (chat) => {
+    const raws = await Promise.all(
+      Array.from({ length: 60 }, () => RawClient.connect(chat.wsPort)),
+    );
+    const responses = await Promise.all(
+      raws.map((raw, i) => raw.upgrade(`/room-${i}`)),
+    );
+    const statuses = responses.map((response) => response.status);
+    assert.equal(statuses.filter((status) => status === 101).length, 5);
+    assert.equal(statuses.filter((status) => status === 503).length, 55);
+    for (const raw of raws) raw.close();
+    await eventually(
+      "the rooms to empty",
+      async () => await metric(chat, "chat_rooms") === 0,
+    );
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("a lone member who resumes with its token keeps the room's history", async () => {
+  await withChat({}, async (chat) => {
+    const first = await jsonClient(chat, "/solo", { nick: "solo" });
+    first.send(JSON.stringify({ type: "message", text: "remember me" }));
+    const said = await first.event();
+    assert.equal(said.text, "remember me");
+    // The network blips: the old socket still looks open to the server.
+    const again = await jsonClient(chat, "/solo", {
+      nick: "solo",
+      token: first.welcome.token,
+      since: said.id,
+      epoch: first.welcome.epoch,
+    });
+    assert.equal(again.nick, "solo");
+    assert.equal(again.welcome.gap, false);
+    assert.equal(again.welcome.epoch, first.welcome.epoch);
+    assert.deepEqual(
+      again.welcome.history.map((event: Json) => [event.type, event.nick]),
+      [["leave", "solo"], ["join", "solo"]],
+    );
+    assert.equal(again.welcome.history[0].id, said.id + 1);
+    const closed = await within(first.closed, "the stale socket's close");
+    assert.equal(closed.code, CloseCode.Normal);
+    await again.close();
+  });
+});
+
+for (const host of ["a b", "x:99999", "[", "%", "@"]) {
+  Deno.test(`Host: ${host} gets 400 on both ports and one log line`, async () => {
+    const lines: string[] = [];
+    await withChat(
+      { quiet: false, logFormat: "json", logSink: (line) => lines.push(line) },
+      async (chat) => {
+        for (const port of [chat.port, chat.wsPort]) {
+          const raw = await RawClient.connect(port);
+          const response = await raw.request(
+            `GET / HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\n` +
+              "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+              "Sec-WebSocket-Version: 13\r\n\r\n",
+          );
+          raw.close();
+          assert.equal(response.status, 400, `port ${port}`);
+        }
+        await assertPairChats(chat);
+      },
+    );
+    for (const line of lines) {
+      assert.doesNotThrow(() => JSON.parse(line), line);
+      assert.ok(!line.includes("\n"));
+    }
+    assert.equal(lines.filter((line) => line.includes('"error"')).length, 0);
+  });
+}
+
+Deno.test("Unicode line breaks cannot fake a system line for plain-text clients", async () => {
+  await withChat({}, async (chat) => {
+    const text = await textClient(chat, "/", { nick: "reader" });
+    const json = await jsonClient(chat, "/", { nick: "writer" });
+    await text.next(); // writer has joined
+    const fake = "hi\u2028 .... admin has joined.\u2029 .... x has left.";
+    json.send(JSON.stringify({ type: "message", text: fake }));
+    assert.equal(
+      await text.next(),
+      "writer: hi  .... admin has joined.  .... x has left.",
+    );
+    assert.equal((await json.event()).text, fake); // JSON keeps them
+    await closeAll(text, json);
+  });
+});
+
+Deno.test("close codes the server does not know are counted as other", async () => {
+  await withChat({}, async (chat) => {
+    for (const code of [4001, 4002, 3999]) {
+      const peer = await textClient(chat);
+      await peer.close(code);
+    }
+    const one = await textClient(chat);
+    await one.close(1000);
+    await eventually(
+      "the closes to be counted",
+      async () => await metric(chat, 'chat_closes_total{code="other"}') === 3,
+    );
+    assert.equal(await metric(chat, 'chat_closes_total{code="1000"}'), 1);
+    const text = await (await fetch(`http://127.0.0.1:${chat.port}/metrics`))
+      .text();
+    assert.ok(!text.includes('code="4001"'));
+  });
+});
+
+Deno.test("a room's history is bounded by maxHistoryBytes, oldest first", async () => {
+  await withChat(
+    { maxHistoryBytes: 4000, rate: 1000, burst: 1000 },
+    async (chat) => {
+      const writer = await jsonClient(chat, "/", { nick: "w" });
+      for (let i = 0; i < 20; i++) {
+        writer.send(
+          JSON.stringify({ type: "message", text: `${i} ${"x".repeat(500)}` }),
+        );
+      }
+      for (let i = 0; i < 20; i++) await writer.event();
+      const reader = await jsonClient(chat, "/", { nick: "r" });
+      const history: Json[] = reader.welcome.history;
+      // Each message costs 64 + 2 * (its text, nick and type) bytes.
+      const bytes = history.reduce(
+        (sum: number, event: Json) =>
+          sum + 64 + 2 * Object.values(event)
+              .filter((value) => typeof value === "string")
+              .reduce((n: number, value) => n + (value as string).length, 0),
+        0,
+      );
+      assert.ok(bytes <= 4000, `history holds ${bytes} bytes`);
+      assert.ok(
+        history.length >= 3 && history.length < 10,
+        `${history.length}`,
+      );
+      // What is kept is the newest: the reader's own join is last.
+      assert.equal(history.at(-1).type, "join");
+      assert.match(history.at(-2).text, /^19 /);
+      await closeAll(writer, reader);
+    },
+  );
+});
+
+Deno.test("one address opening connections fast gets 429 past connectBurst", async () => {
+  await withChat({ connectBurst: 5, connectRate: 2 }, async (chat) => {
+    const watcher = await upgradeFrom("127.0.0.4", chat.wsPort);
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const raw = await RawClient.connect(chat.wsPort);
+      const response = await raw.upgrade("/");
+      statuses.push(response.status);
+      if (response.status === 429) {
+        assert.equal(response.headers.get("retry-after"), "1");
+      }
+      raw.close();
+    }
+    assert.deepEqual(statuses, [101, 101, 101, 101, 101, 429, 429, 429]);
+    assert.equal(
+      await metric(chat, 'chat_upgrades_refused_total{reason="connect_rate"}'),
+      3,
+    );
+    await watcher.close();
+    // The bucket refills: a second later the address may connect again.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await assertPairChats(chat);
+  });
+});
+
+Deno.test("look-alike nicknames (other scripts, fullwidth, case) count as taken", async () => {
+  await withChat({}, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    for (const lookAlike of ["аda", "ａｄａ", "ADA", "𝐚𝐝𝐚"]) {
+      const other = await jsonClient(chat, "/", { nick: lookAlike });
+      assert.notEqual(other.nick, lookAlike);
+      assert.equal((await other.event()).code, "nick_taken", lookAlike);
+      other.send(JSON.stringify({ type: "nick", nick: lookAlike }));
+      assert.equal((await other.event()).code, "nick_taken", lookAlike);
+      await other.close();
+    }
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    assert.equal(bob.nick, "bob");
+    await closeAll(ada, bob);
+  });
 });

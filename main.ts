@@ -25,6 +25,7 @@
 import clientHtml from "./client.html" with { type: "text" };
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { parseArgs } from "node:util";
+import unhomoglyph from "unhomoglyph";
 
 // ---------------------------------------------------------------------------
 // Options and limits
@@ -71,17 +72,18 @@ function parseInteger(
   return Number(text);
 }
 
-/** A limit: a whole number of at least `min`. */
+/** A whole number of at least `min`; a limit (logged at start) unless told. */
 function limit(
   fallback: number,
   min: number,
   help: string,
+  logged = true,
 ): OptionSpec<number> {
   return {
     default: fallback,
     arg: "N",
     help,
-    limit: true,
+    limit: logged,
     parse: (text, flag) =>
       parseInteger(flag, text, min, Number.MAX_SAFE_INTEGER),
   };
@@ -149,10 +151,12 @@ export const OPTIONS = {
     1,
     "longest message in characters; longer gets `too_long`",
   ),
-  historySize: {
-    ...limit(100, 0, "events each room keeps for newcomers and resume"),
-    limit: false,
-  },
+  historySize: limit(
+    100,
+    0,
+    "events each room keeps for newcomers and resume",
+    false,
+  ),
   maxFrameBytes: limit(
     64 * 1024,
     1,
@@ -190,6 +194,26 @@ export const OPTIONS = {
     1,
     "rooms at once (each keeps its history); a new one beyond gets 503",
   ),
+  maxHistoryBytes: limit(
+    256 * 1024,
+    0,
+    "bytes of history a room keeps at most (2 per UTF-16 unit of its text, 64 per event); oldest go first",
+  ),
+  connectRate: limit(
+    2,
+    1,
+    "new chat connections per second per address (token bucket); more get 429",
+  ),
+  connectBurst: limit(
+    30,
+    1,
+    "new chat connections an address may open at once",
+  ),
+  openTimeout: limit(
+    5,
+    1,
+    "seconds an upgraded socket may take to open before its slot is given back",
+  ),
   allowOrigin: {
     default: [] as string[],
     arg: "ORIGIN",
@@ -212,6 +236,29 @@ export const OPTIONS = {
     },
   },
   logFormat: choice(["text", "json"], "text", "log lines on stderr"),
+  redis: {
+    default: "",
+    arg: "URL",
+    help:
+      "share rooms through Redis: several processes, one chat, history kept",
+    env: "REDIS_URL",
+    shown: "(in memory)",
+    parse: (text: string) => text,
+  },
+  roomTtl: limit(
+    24 * 60 * 60,
+    1,
+    "seconds an empty room keeps its history (with `--redis`)",
+    false,
+  ),
+  reusePort: {
+    default: false,
+    arg: "",
+    help:
+      "let several processes share the ports (needs `deno run --unstable-net`)",
+    shown: "off",
+    parse: () => true,
+  },
   quiet: {
     default: false,
     arg: "",
@@ -264,6 +311,8 @@ export const MAX_ROOM_CHARS = 32;
 export const MAX_NICK_CHARS = 24;
 /** How often queued outgoing bytes are checked, in milliseconds. */
 export const SLOW_CONSUMER_SWEEP_MS = 250;
+/** How often full connect-rate buckets are forgotten, in milliseconds. */
+export const FORGET_BUCKETS_MS = 10_000;
 /** How long shutdown waits for clients to finish the close handshake. */
 export const SHUTDOWN_GRACE_MS = 1000;
 /** After a signal, the CLI exits by this time whatever is still open. */
@@ -275,6 +324,7 @@ const Status = {
   Forbidden: 403,
   NotFound: 404,
   MethodNotAllowed: 405,
+  TooManyRequests: 429,
   UpgradeRequired: 426,
   ServiceUnavailable: 503,
 } as const;
@@ -397,22 +447,52 @@ export interface RoomStore {
   subscribe(room: string, onEvent: (event: RoomEvent) => void): () => void;
   /** Rooms that exist (with members or holds). */
   roomCount(): number;
+  /** False while the store cannot be reached (a shared store's server is down). */
+  available?(): boolean;
+  /** Lets go of connections and timers (at shutdown). */
+  close?(): Promise<void>;
 }
+
+/** What the store cannot do right now; the client is told `unavailable`. */
+export class StoreUnavailable extends Error {}
 
 /** `user-NNNNN`. */
 export function randomNick(): string {
   return `user-${Math.floor(Math.random() * 100_000)}`;
 }
 
-/** Two nicks are one when their keys are equal. */
+/**
+ * Two nicks are one when their keys are equal: case-insensitive and by
+ * confusable skeleton (Unicode TR39, from `unhomoglyph`'s copy of
+ * confusables.txt), so `аda` (Cyrillic а), `ａｄａ` and `ADA` are `ada`.
+ * NFKC first (fullwidth and maths letters), then upper case (via lower, for
+ * ẞ and ß): TR39 maps capitals (В → B, 0 → O, I → l), and caseless
+ * comparison needs one case; again until nothing changes (l → L). So `alice` and `allce` are one nick:
+ * the price of `I` looking like `l`. The key is compared, never shown.
+ */
 export function nickKey(nick: string): string {
-  return nick.toLowerCase();
+  let key = nick;
+  let previous = "";
+  for (let round = 0; round < 4 && key !== previous; round++) {
+    previous = key;
+    key = skeleton(key.normalize("NFKC").toLowerCase().toUpperCase());
+  }
+  return key;
+}
+
+/** UTS #39 skeleton: NFD, no default-ignorables, confusables mapped, NFD. */
+function skeleton(text: string): string {
+  return unhomoglyph(
+    text.normalize("NFD").replace(/\p{Default_Ignorable_Code_Point}/gu, ""),
+  ).normalize("NFD");
 }
 
 /** What {@linkcode MemoryStore} needs to know. */
 export interface MemoryStoreOptions {
   /** Events kept per room. */
   historySize: number;
+  /** Bytes of history kept per room (see {@linkcode eventBytes}). */
+  maxHistoryBytes: number;
   /** Rooms at once. */
   maxRooms: number;
   /** Called when a join takes a nick from `owner`: close that connection. */
@@ -431,6 +511,8 @@ interface MemoryRoom {
   epoch: string;
   lastId: number;
   history: RoomEvent[];
+  /** What `history` costs, by {@linkcode eventBytes}. */
+  historyBytes: number;
   /** Members by nick key. */
   nicks: Map<string, NickHolder>;
   /** Connections upgraded and not yet joined. */
@@ -460,6 +542,7 @@ export class MemoryStore implements RoomStore {
         epoch: crypto.randomUUID().slice(0, 8),
         lastId: 0,
         history: [],
+        historyBytes: 0,
         nicks: new Map(),
         holds: 0,
         listeners: new Set(),
@@ -578,8 +661,15 @@ export class MemoryStore implements RoomStore {
 
   #append(room: MemoryRoom, body: NewEvent): RoomEvent {
     const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
+    const { historySize, maxHistoryBytes } = this.#options;
     room.history.push(event);
-    if (room.history.length > this.#options.historySize) room.history.shift();
+    room.historyBytes += eventBytes(event);
+    while (
+      room.history.length > historySize ||
+      (room.historyBytes > maxHistoryBytes && room.history.length > 0)
+    ) {
+      room.historyBytes -= eventBytes(room.history.shift()!);
+    }
     for (const onEvent of room.listeners) onEvent(event);
     return event;
   }
@@ -619,6 +709,18 @@ export class MemoryStore implements RoomStore {
       .update(`${name}/${room.epoch}/${holder.joinedId}`)
       .digest("base64url");
   }
+}
+
+/**
+ * What an event costs in history, roughly as V8 holds it: 2 bytes per UTF-16
+ * unit of its strings, and 64 for the object.
+ */
+export function eventBytes(event: RoomEvent): number {
+  let units = 0;
+  for (const value of Object.values(event)) {
+    if (typeof value === "string") units += value.length;
+  }
+  return 64 + 2 * units;
 }
 
 /** Compares secrets in constant time. */
@@ -702,6 +804,15 @@ interface ChatState {
   openSockets: number;
   /** Open connections per peer address, for the per-IP limit. */
   connectionsByIp: Map<string, number>;
+  /** New-connection token buckets per peer address (see connectRate). */
+  connectBuckets: Map<string, { tokens: number; at: number }>;
+  /** Upgraded sockets not yet open, with their open-timeout timers. */
+  opening: Map<WebSocket, ReturnType<typeof setTimeout>>;
+  /**
+   * Sockets given up on (never opened in `openTimeout`) that Deno still
+   * holds: their slots are free, their file descriptors may not be.
+   */
+  stuckSockets: number;
   /** Numbers the connections (the store's owner names). */
   nextOwner: number;
   phase: "running" | "stopping" | "stopped";
@@ -732,6 +843,9 @@ function newState(settings: Settings, store: RoomStore): ChatState {
     roomsWithPending: new Set(),
     openSockets: 0,
     connectionsByIp: new Map(),
+    connectBuckets: new Map(),
+    opening: new Map(),
+    stuckSockets: 0,
     nextOwner: 0,
     phase: "running",
     counters: {
@@ -787,10 +901,22 @@ const METRICS: [
   ["chat_connections", "gauge", "Clients in a room.", (c) => c.clients.size],
   ["chat_rooms", "gauge", "Rooms with members.", (c) => c.store.roomCount()],
   [
+    "chat_store_up",
+    "gauge",
+    "1 while the room store can be reached.",
+    (c) => (c.store.available?.() ?? true) ? 1 : 0,
+  ],
+  [
     "chat_sockets_open",
     "gauge",
     "Upgraded sockets not yet closed, including ones being closed.",
     (c) => c.openSockets,
+  ],
+  [
+    "chat_sockets_stuck",
+    "gauge",
+    "Sockets that never opened, given up on, still held by Deno.",
+    (c) => c.stuckSockets,
   ],
   [
     "chat_messages_received_total",
@@ -975,7 +1101,7 @@ function sendToOne(client: Client, frame: string): void {
 // ---------------------------------------------------------------------------
 
 /**
- * The tutorial's lines, one per event. A newline in a message becomes a
+ * The tutorial's lines, one per event. A line break in a message becomes a
  * space: on a plain-text client it would start a line that could pass for a
  * system line (` .... admin has joined.`). JSON clients keep it.
  */
@@ -994,8 +1120,15 @@ function renderText(event: RoomEvent): string {
   }
 }
 
+/**
+ * Every Unicode line break that survives {@linkcode CONTROL_CHARS} (LF, and
+ * U+2028 and U+2029; CR, VT, FF and NEL are removed there), so a line is one
+ * line by every definition.
+ */
+const LINE_BREAKS = /[\n\u2028\u2029]/g;
+
 function oneLine(text: string): string {
-  return text.includes("\n") ? text.replaceAll("\n", " ") : text;
+  return text.replace(LINE_BREAKS, " ");
 }
 
 /** Error codes a client may be sent (`unknown_command` only in plain text). */
@@ -1006,6 +1139,7 @@ export type ErrorCode =
   | "bad_nick"
   | "nick_taken"
   | "rate_limited"
+  | "unavailable"
   | "unknown_command";
 
 /** What a client asked for, in either protocol. */
@@ -1145,18 +1279,52 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     backlog: [],
   };
   let opened = false;
+  let stuck = false;
+  let released = false;
+  /** Gives the slot back once, whichever way the socket ends. */
+  const release = () => {
+    if (released) return false;
+    released = true;
+    releaseConnection(arrival.ip);
+    return true;
+  };
+  // Deno fires no event at all for a socket whose peer reset the connection
+  // during the handshake: without this its slot would be held for good.
+  current.opening.set(
+    socket,
+    setTimeout(() => {
+      current.opening.delete(socket);
+      if (opened || !release()) return;
+      stuck = true;
+      current.stuckSockets++;
+      current.store.release(arrival.room);
+      leaveLocalRoom(client.room);
+      log("warn", "open_timeout", { peer: arrival.ip, room: arrival.room });
+      try {
+        socket.close(CloseCode.PolicyViolation, "handshake not completed");
+      } catch {
+        // Not closable: Deno keeps it until the process ends.
+      }
+    }, current.settings.openTimeout * 1000),
+  );
   socket.onopen = () => {
     opened = true;
+    clearTimeout(current.opening.get(socket));
+    current.opening.delete(socket);
     join(client, arrival).catch((error) => joinFailed(client, error));
   };
   socket.onmessage = (event) => receive(client, event.data);
-  let released = false;
   socket.onclose = (event) => {
+    clearTimeout(current.opening.get(socket));
+    current.opening.delete(socket);
+    if (stuck) {
+      stuck = false;
+      current.stuckSockets--;
+      return;
+    }
     // Deno can fire close twice for a socket we closed whose peer then
     // dropped the connection; the connection is released once.
-    if (released) return;
-    released = true;
-    releaseConnection(arrival.ip);
+    if (!release()) return;
     // Deno reports a connection that ended without a close frame as code 0.
     if (current.clients.has(socket)) {
       leave(client, event.code || CloseCode.Abnormal);
@@ -1283,8 +1451,19 @@ function closeClient(client: Client, code: number, reason: string): void {
   leave(client, code);
 }
 
-/** A handler or the store failed: the client is closed, the chat goes on. */
+/**
+ * A handler or the store failed. A store that cannot be reached is the
+ * client's to retry (the page keeps the message); anything else closes the
+ * client, and the chat goes on.
+ */
 function failed(client: Client, error: unknown): void {
+  if (error instanceof StoreUnavailable) {
+    return sendError(
+      client,
+      "unavailable",
+      "the chat is unavailable: try again",
+    );
+  }
   log("error", "handler_failed", { nick: client.nick, error: String(error) });
   if (chat().clients.has(client.socket)) {
     closeClient(client, CloseCode.InternalError, "internal error");
@@ -1458,7 +1637,10 @@ function takeToken(client: Client): boolean {
  * is not encoded (its UTF-16 length is returned instead).
  */
 function frameBytes(text: string): number {
-  if (text.length * 3 <= chat().settings.maxFrameBytes) return text.length;
+  const max = chat().settings.maxFrameBytes;
+  // UTF-8 never takes fewer bytes than UTF-16 units, so a long string is over
+  // without encoding it (which would copy a huge frame once more).
+  if (text.length * 3 <= max || text.length > max) return text.length;
   return encoder.encode(text).byteLength;
 }
 
@@ -1518,6 +1700,7 @@ const REFUSALS = {
   ],
   origin: [Status.Forbidden, "This origin may not connect."],
   shutting_down: [Status.ServiceUnavailable, "Shutting down."],
+  unavailable: [Status.ServiceUnavailable, "The chat store is unreachable."],
   max_connections: [Status.ServiceUnavailable, "Server full."],
   max_connections_per_ip: [
     Status.ServiceUnavailable,
@@ -1528,6 +1711,11 @@ const REFUSALS = {
     "Too many rooms: join an existing one.",
   ],
   bad_handshake: [Status.BadRequest, "Bad WebSocket handshake."],
+  bad_request: [Status.BadRequest, "Bad request."],
+  connect_rate: [
+    Status.TooManyRequests,
+    "Too many new connections from your address: try again in a second.",
+  ],
 } as const satisfies Record<string, readonly [number, string]>;
 
 type Refusal = keyof typeof REFUSALS;
@@ -1547,8 +1735,52 @@ function refuse(reason: Refusal, fields: LogFields = {}): Response {
       ...(status === Status.UpgradeRequired
         ? { upgrade: "websocket", connection: "Upgrade" }
         : {}),
+      ...(status === Status.TooManyRequests ? { "retry-after": "1" } : {}),
     },
   });
+}
+
+/**
+ * The request's URL, or undefined when its `Host` makes none (`Host: a b`):
+ * a 400, not an exception.
+ */
+function parseUrl(req: Request): URL | undefined {
+  try {
+    return new URL(req.url);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * New connections per address: a token bucket like messages', so one
+ * address cannot flood a room with joins and leaves.
+ */
+function takeConnectToken(ip: string): boolean {
+  const { settings, connectBuckets } = chat();
+  const now = Date.now();
+  const bucket = connectBuckets.get(ip) ??
+    { tokens: settings.connectBurst, at: now };
+  bucket.tokens = Math.min(
+    settings.connectBurst,
+    bucket.tokens + (now - bucket.at) * settings.connectRate / 1000,
+  );
+  bucket.at = now;
+  connectBuckets.set(ip, bucket);
+  if (bucket.tokens < 1) return false;
+  bucket.tokens--;
+  return true;
+}
+
+/** Forgets the buckets that have refilled: they say nothing any more. */
+function forgetFullBuckets(): void {
+  const { settings, connectBuckets } = chat();
+  const now = Date.now();
+  for (const [ip, bucket] of connectBuckets) {
+    const tokens = bucket.tokens +
+      (now - bucket.at) * settings.connectRate / 1000;
+    if (tokens >= settings.connectBurst) connectBuckets.delete(ip);
+  }
 }
 
 /**
@@ -1578,7 +1810,8 @@ function handleChatRequest(
   if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     return refuse("not_websocket");
   }
-  const url = new URL(req.url);
+  const url = parseUrl(req);
+  if (!url) return refuse("bad_request");
   const room = roomFromPath(url.pathname);
   if (!room) return refuse("bad_room");
   const origin = req.headers.get("origin");
@@ -1586,9 +1819,11 @@ function handleChatRequest(
     return refuse("origin", { origin: origin ?? "" });
   }
   if (chat().phase !== "running") return refuse("shutting_down");
+  if (store.available?.() === false) return refuse("unavailable");
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
+  if (!takeConnectToken(ip)) return refuse("connect_rate", { peer: ip });
   const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (chat().openSockets >= settings.maxConnections) {
+  if (chat().openSockets + chat().stuckSockets >= settings.maxConnections) {
     return refuse("max_connections", { peer: ip });
   }
   if (fromIp >= settings.maxConnectionsPerIp) {
@@ -1673,13 +1908,17 @@ export function pageHandler(page: Page): (req: Request) => Response {
   const startedAt = Date.now();
   const routes: Record<string, () => Response> = {
     "/": () => new Response(page.html, { headers: page.headers }),
-    "/healthz": () =>
-      Response.json({
-        status: "ok",
-        connections: chat().clients.size,
-        rooms: chat().store.roomCount(),
+    "/healthz": () => {
+      const { store, clients, settings } = chat();
+      const up = store.available?.() ?? true;
+      return Response.json({
+        status: up ? "ok" : "down",
+        connections: clients.size,
+        rooms: store.roomCount(),
         uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
-      }),
+        ...(settings.redis ? { redis: up ? "up" : "down" } : {}),
+      }, { status: up ? 200 : Status.ServiceUnavailable });
+    },
   };
   if (state?.settings.metrics ?? true) {
     routes["/metrics"] = () =>
@@ -1688,7 +1927,12 @@ export function pageHandler(page: Page): (req: Request) => Response {
       });
   }
   return function handlePageRequest(req: Request): Response {
-    const route = routes[new URL(req.url).pathname];
+    const url = parseUrl(req);
+    if (!url) {
+      log("warn", "bad_request", {});
+      return new Response("Bad request\n", { status: Status.BadRequest });
+    }
+    const route = routes[url.pathname];
     if (!route) {
       return new Response("Not found\n", { status: Status.NotFound });
     }
@@ -1712,7 +1956,13 @@ type Server = Deno.HttpServer<Deno.NetAddr>;
 async function listenBoth(settings: Settings): Promise<[Server, Server]> {
   const listen = {
     onListen: () => {}, // the start log line says where instead
+    // One log line, never a stack trace with a client's text in it.
+    onError: (error: unknown) => {
+      log("error", "request_failed", { error: String(error) });
+      return new Response("Internal error\n", { status: 500 });
+    },
     hostname: settings.hostname,
+    ...(settings.reusePort ? { reusePort: true } : {}),
     ...(settings.cert && settings.key
       ? { cert: settings.cert, key: settings.key }
       : {}),
@@ -1770,11 +2020,7 @@ export async function startChat(
   }
   const { store: given, ...rest } = options;
   const settings = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
-  const store = given ?? new MemoryStore({
-    historySize: settings.historySize,
-    maxRooms: settings.maxRooms,
-    onEvict: evict,
-  });
+  const store = given ?? await makeStore(settings);
   state = newState(settings, store);
   const current = state;
   const [chatServer, pageServer] = await listenBoth(settings).catch(
@@ -1784,6 +2030,7 @@ export async function startChat(
     },
   );
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
+  const forget = setInterval(forgetFullBuckets, FORGET_BUCKETS_MS);
   const scheme = settings.cert ? ["https", "wss"] : ["http", "ws"];
   const host = settings.hostname === "0.0.0.0"
     ? "localhost"
@@ -1803,9 +2050,50 @@ export async function startChat(
       stopped ??= stop(
         current,
         [chatServer, pageServer],
-        () => clearInterval(sweep),
+        [sweep, forget],
       ),
   };
+}
+
+/**
+ * The Redis store's file, named by a variable so that nothing loads (or
+ * type-checks) it unless `--redis` is given. `deno compile` needs
+ * `--include redis_store.ts` for it.
+ */
+const SHARED_STORE_MODULE = "./redis_store.ts";
+
+/** What redis_store.ts exports. */
+export interface SharedStoreModule {
+  RedisStore: {
+    connect(
+      options: MemoryStoreOptions & {
+        url: string;
+        roomTtl: number;
+        log: typeof log;
+      },
+    ): Promise<RoomStore>;
+  };
+}
+
+/**
+ * The in-memory store, or with `redis` the shared one, loaded only then so
+ * that the single-file service needs nothing else.
+ */
+async function makeStore(settings: Settings): Promise<RoomStore> {
+  const common = {
+    historySize: settings.historySize,
+    maxHistoryBytes: settings.maxHistoryBytes,
+    maxRooms: settings.maxRooms,
+    onEvict: evict,
+  };
+  if (!settings.redis) return new MemoryStore(common);
+  const { RedisStore }: SharedStoreModule = await import(SHARED_STORE_MODULE);
+  return await RedisStore.connect({
+    ...common,
+    url: settings.redis,
+    roomTtl: settings.roomTtl,
+    log,
+  });
 }
 
 /** The options marked as limits, for the start log. */
@@ -1821,12 +2109,21 @@ function limitsOf(settings: Settings): LogFields {
 async function stop(
   current: ChatState,
   servers: Server[],
-  stopTimers: () => void,
+  timers: ReturnType<typeof setInterval>[],
 ): Promise<void> {
   current.phase = "stopping";
-  stopTimers();
+  for (const timer of timers) clearInterval(timer);
   if (current.flushScheduled) clearImmediate(current.flushScheduled);
   flushBatches();
+  for (const [socket, timer] of current.opening) {
+    clearTimeout(timer);
+    try {
+      socket.close(CloseCode.GoingAway, "server shutting down");
+    } catch {
+      // Not open yet: Deno closes it with the server.
+    }
+  }
+  current.opening.clear();
   const sockets = [...current.clients.keys()];
   log("info", "shutdown", { connections: sockets.length });
   const closed = sockets.map((socket) =>
@@ -1851,7 +2148,18 @@ async function stop(
   for (const client of [...current.clients.values()]) {
     leave(client, CloseCode.GoingAway);
   }
-  await Promise.all(servers.map((server) => server.shutdown()));
+  // Deno's server shutdown waits for sockets it holds that never opened
+  // (see openTimeout); it is not awaited past the grace period for them.
+  const serversDown = Promise.all(servers.map((server) => server.shutdown()));
+  if (current.stuckSockets === 0) await serversDown;
+  else {
+    await Promise.race([
+      serversDown,
+      new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+    ]);
+    clearTimeout(timer);
+  }
+  await current.store.close?.();
   current.phase = "stopped";
 }
 

@@ -19,6 +19,7 @@ import {
   cli,
   closeAll,
   jsonClient,
+  MANY_FROM_ONE_ADDRESS,
   metric,
   Peer,
   RawClient,
@@ -192,7 +193,7 @@ Deno.test("a binary frame closes that connection with 1003 and is not echoed", a
 
 Deno.test("more than 100 sockets all join and all get every message", async () => {
   const count = 150;
-  await withChat({ maxConnectionsPerIp: 1000 }, async (chat) => {
+  await withChat({ ...MANY_FROM_ONE_ADDRESS }, async (chat) => {
     const peers = await Promise.all(
       Array.from(
         { length: count },
@@ -212,7 +213,7 @@ Deno.test("more than 100 sockets all join and all get every message", async () =
 
 Deno.test("clients joining at the same moment all get distinct nicks and all messages", async () => {
   const count = 40;
-  await withChat({}, async (chat) => {
+  await withChat({ ...MANY_FROM_ONE_ADDRESS }, async (chat) => {
     const peers = await Promise.all(
       Array.from({ length: count }, () => textClient(chat)),
     );

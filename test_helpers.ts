@@ -28,6 +28,15 @@ export const TEST_OPTIONS: ChatOptions = {
   logSink: () => {},
 };
 
+/**
+ * For tests that open many connections at once from 127.0.0.1: the
+ * per-address limits lifted (they have tests of their own).
+ */
+export const MANY_FROM_ONE_ADDRESS: ChatOptions = {
+  maxConnectionsPerIp: 10_000,
+  connectBurst: 10_000,
+};
+
 /** Starts a server, runs `fn`, and always shuts the server down. */
 export async function withChat(
   options: ChatOptions,
