@@ -371,8 +371,12 @@ const SCRIPTS = {
 const DEFAULT_HEARTBEAT_MS = 3000;
 /** Missed heartbeats before a process counts as dead. */
 const MISSED_BEATS = 3;
-/** Per-command limit: a Redis that stops answering is unavailable. */
-const COMMAND_TIMEOUT_MS = 3000;
+/**
+ * Per-command limit: a Redis that stops answering (but keeps the connection)
+ * is unavailable. Generous, since it also counts this process's own event
+ * loop lag under load; a closed connection fails commands at once.
+ */
+const COMMAND_TIMEOUT_MS = 10_000;
 
 function heartbeatFromEnv(): number | undefined {
   try {
@@ -434,7 +438,9 @@ export class RedisStore implements RoomStore {
         this.#sub,
       ]] as const
     ) {
-      c.on("error", (error: unknown) => this.#down(name, error));
+      // Every error is reported here (so none is uncaught); only a lost
+      // connection makes the store unavailable until it has resynced.
+      c.on("error", (error: unknown) => this.#error(name, error));
       c.on("end", () => this.#down(name, "connection ended"));
       c.on("reconnecting", () => this.#down(name, "reconnecting"));
       c.on("ready", () => this.#ready());
@@ -873,6 +879,13 @@ export class RedisStore implements RoomStore {
   // Connection state, heartbeat, reaping
   // -------------------------------------------------------------------------
 
+  #error(connection: string, error: unknown): void {
+    if (this.#closed) return;
+    if (this.#cmd.isReady && this.#sub.isReady) {
+      this.#log("warn", "redis_error", { connection, error: errorText(error) });
+    } else this.#down(connection, error);
+  }
+
   #down(connection: string, error: unknown): void {
     if (this.#closed) return;
     this.#up = false;
@@ -883,6 +896,7 @@ export class RedisStore implements RoomStore {
   }
 
   #ready(): void {
+    this.#up = false; // until resynced
     if (this.#closed || !this.#cmd.isReady || !this.#sub.isReady) return;
     if (this.#timer === undefined) return; // connect() resyncs itself
     this.#resync().catch(() => {});

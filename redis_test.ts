@@ -25,7 +25,14 @@ import {
   startRedis,
 } from "./redis_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
-import { JSON_PROTOCOL } from "./main.ts";
+import {
+  type Joined,
+  JSON_PROTOCOL,
+  MemoryStore,
+  type RoomEvent,
+  type RoomStore,
+  StoreUnavailable,
+} from "./main.ts";
 
 const ignore = !haveRedis && !Deno.env.get("CI");
 if (ignore) {
@@ -504,6 +511,144 @@ Deno.test({
       child.kill("SIGTERM");
       await lines.cancel();
       await child.status;
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis: RedisStore answers as MemoryStore does (history, resume, nicks)",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const options = {
+      historySize: 5,
+      maxHistoryBytes: 700,
+      maxRooms: 10,
+      onEvict: () => {},
+    };
+    const memory = new MemoryStore(options);
+    const shared = await RedisStore.connect({
+      ...options,
+      url: redis.url,
+      roomTtl: 60,
+    });
+    try {
+      const runs: unknown[][] = [];
+      for (const store of [memory, shared] as RoomStore[]) {
+        const seen: unknown[] = [];
+        const strip = (event: RoomEvent) => {
+          const { ts: _ts, ...rest } = event;
+          return rest;
+        };
+        const answer = (joined: Joined) => ({
+          ...joined,
+          epoch: undefined,
+          token: undefined,
+          history: joined.history.map(strip),
+        });
+        const out: unknown[] = [];
+        store.hold("x");
+        const stop = store.subscribe("x", (event) => seen.push(strip(event)));
+        const first = await store.join("x", { owner: "1", nick: "ann" });
+        out.push(answer(first));
+        for (const text of ["a", "b".repeat(120), "c", "d"]) {
+          out.push(strip(
+            await store.append("x", { type: "message", from: "ann", text }),
+          ));
+        }
+        store.hold("x");
+        const second = await store.join("x", { owner: "2", nick: "ANN" });
+        out.push(answer({ ...second, nick: "", users: [] }));
+        out.push(await store.rename("x", "2", second.nick, "Ann"));
+        out.push(
+          strip(
+            await store.rename("x", "2", second.nick, "bob") as RoomEvent,
+          ),
+        );
+        await store.leave("x", "1", "ann", true);
+        store.hold("x");
+        // Resume from every point: some served, some too old (gap).
+        for (let since = 0; since <= first.lastId + 8; since += 2) {
+          store.hold("x");
+          const back = await store.join("x", {
+            owner: `r${since}`,
+            since,
+            epoch: first.epoch,
+          });
+          out.push(
+            answer({ ...back, nick: "", users: [], history: back.history }),
+          );
+          await store.leave("x", `r${since}`, back.nick, false);
+        }
+        store.release("x");
+        out.push(await store.members("x"));
+        await eventually("delivery", () => seen.length >= 8);
+        stop();
+        runs.push([out, seen.slice(0, 8)]);
+      }
+      // Random nicks differ: compare what does not depend on them.
+      const scrub = (value: unknown) =>
+        JSON.parse(
+          JSON.stringify(value).replace(/user-\d+/g, "user-N"),
+        );
+      assert.deepEqual(scrub(runs[1]), scrub(runs[0]));
+    } finally {
+      await shared.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
+  name: "redis: an outage longer than the heartbeat announces nobody as left",
+  ignore,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "chat-redis-" });
+    let redis = await startRedis({ dir });
+    const options = {
+      url: redis.url,
+      historySize: 50,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 100,
+    };
+    const one = await RedisStore.connect(options);
+    const two = await RedisStore.connect(options);
+    try {
+      const seen: RoomEvent[] = [];
+      one.hold("x");
+      two.hold("x");
+      const stopOne = one.subscribe("x", () => {});
+      const stopTwo = two.subscribe("x", (event) => seen.push(event));
+      await one.join("x", { owner: "1", nick: "ann" });
+      await two.join("x", { owner: "1", nick: "bob" });
+      await eventually("both joins", () => seen.length === 2);
+      await redis.kill();
+      await eventually("down", () => !one.available() && !two.available());
+      await assert.rejects(
+        () => one.append("x", { type: "message", from: "ann", text: "no" }),
+        StoreUnavailable,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      redis = await startRedis({ port: redis.port, dir });
+      await eventually("up", () => one.available() && two.available());
+      await one.append("x", { type: "message", from: "ann", text: "yes" });
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      assert.deepEqual(
+        seen.map((event) => event.type),
+        ["join", "join", "message"],
+      );
+      assert.deepEqual(await two.members("x"), ["ann", "bob"]);
+      stopOne();
+      stopTwo();
+    } finally {
+      await one.close();
+      await two.close();
+      await redis.kill();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
