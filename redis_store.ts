@@ -380,7 +380,14 @@ const COMMAND_TIMEOUT_MS = 10_000;
 
 function heartbeatFromEnv(): number | undefined {
   try {
-    const text = Deno.env.get("CHAT_REDIS_HEARTBEAT_MS");
+    const variable = "CHAT_REDIS_HEARTBEAT_MS";
+    // Asked first, so that a terminal never prompts for it.
+    if (
+      Deno.permissions.querySync({ name: "env", variable }).state !== "granted"
+    ) {
+      return undefined;
+    }
+    const text = Deno.env.get(variable);
     return text && /^\d+$/.test(text) ? Number(text) : undefined;
   } catch {
     return undefined; // no --allow-env for it
@@ -478,10 +485,6 @@ export class RedisStore implements RoomStore {
       clearTimeout(timer);
     }
     store.#timer = setInterval(() => store.#tick(), store.#heartbeatMs);
-    store.#log("info", "redis_connected", {
-      redis: redactUrl(options.url),
-      process: store.#proc,
-    });
     return store;
   }
 
