@@ -194,14 +194,14 @@ browserTest(
     assert.equal(await countLines(page, `ada: ${refused}`), 0);
 
     // Once the bucket has a token again, Enter sends what is still there.
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await new Promise((resolve) => setTimeout(resolve, 600));
     await page.keyboard.press("Enter");
     assert.equal(await settled(page), "sent");
     await waitForLine(page, `ada: ${refused}`);
     assert.equal(await countLines(page, `ada: ${refused}`), 1);
     assert.equal(await sendError(page), "");
   },
-  { maxMessageChars: 10, burst: 2, rate: 1 },
+  { maxMessageChars: 10, burst: 2, rate: 2 },
 );
 
 browserTest(
@@ -557,14 +557,12 @@ browserTest(
     assert.match(countdown, /^Retrying in ([5-9]|10) s\.$/);
     assert.deepEqual(await axeViolations(a.page), []);
 
-    // Back, with a flood limit this time; Retry now does not wait.
+    // Back, with a small frame limit this time; Retry now does not wait.
     ctx.chat = await startChat({
       ...CHAT_OPTIONS,
       port,
       wsPort,
-      burst: 1,
-      rate: 1,
-      maxConsecutiveDrops: 1,
+      maxFrameBytes: 200,
     });
     const clicked = Date.now();
     await a.page.click("#retry");
@@ -573,22 +571,18 @@ browserTest(
     assert.equal(await banner(a.page), undefined);
     assert.equal(await myNick(a.page), "ada");
 
-    // Closed by the server for flooding: the banner says why.
+    // Closed by the server for a frame too big: the banner says why.
     await a.page.evaluate("attempt = 5");
     await a.page.evaluate(() => {
       const input = document.getElementById("input") as HTMLTextAreaElement;
-      const form = document.getElementById("form") as HTMLFormElement;
-      for (let i = 1; i <= 5; i++) {
-        input.value = `flood ${i}`;
-        form.requestSubmit();
-      }
+      input.value = "x".repeat(300);
+      (document.getElementById("form") as HTMLFormElement).requestSubmit();
     });
     await a.page.waitForSelector("#banner:not([hidden])");
-    assert.equal(
-      (await banner(a.page))![0],
-      "Disconnected: too many messages.",
-    );
-    await waitForLine(a.page, "Disconnected: too many messages.");
+    assert.equal((await banner(a.page))![0], "Disconnected: frame too big.");
+    await waitForLine(a.page, "Disconnected: frame too big.");
+    // What was not taken is still in the input.
+    assert.equal(await inputValue(a.page), "x".repeat(300));
     await a.page.click("#retry");
     await waitConnected(a.page);
     assert.equal(await banner(a.page), undefined);
