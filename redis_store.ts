@@ -31,10 +31,12 @@ import { createHash, createHmac, randomBytes } from "node:crypto";
 import type {
   Joined,
   JoinRequest,
+  LiveEvent,
   MemoryStoreOptions,
   NewEvent,
   RoomEvent,
   RoomStore,
+  TypingEvent,
 } from "./main.ts";
 import type * as Main from "./main.ts";
 
@@ -89,18 +91,18 @@ type Client = ReturnType<typeof createClient>;
 /** A Redis reply as node-redis gives it for RESP2. */
 type Reply = string | number | null | Reply[];
 
-/** A stored nick holder. */
+/** A stored nick holder: one member (a session's tabs count as one). */
 interface Holder {
   /** The nick. */
   n: string;
   /** Its length in UTF-16 units (for the history's byte count). */
   u: number;
-  /** The holder's process. */
-  p: string;
-  /** Its owner (connection) in that process. */
+  /** Its owner, unique across processes (see `#global`). */
   o: string;
   /** Id of its join event (its token is derived from it). */
   j: number;
+  /** Its connections, by process. */
+  k: Record<string, number>;
 }
 
 /** This process's view of one room. */
@@ -110,11 +112,13 @@ interface RoomState {
   holds: number;
   /** Joined connections here (by the store's count). */
   members: number;
-  listeners: Set<(event: RoomEvent) => void>;
+  listeners: Set<(event: LiveEvent) => void>;
   /** SUBSCRIBE done and the baseline read; reset when it failed. */
   subscribed?: Promise<void>;
   /** The last id delivered here; undefined until the baseline is read. */
   delivered?: number;
+  /** Whether any event went to the listeners yet (not just the baseline). */
+  handedOver: boolean;
   epoch?: string;
   /** Events received while the baseline or a gap is being read. */
   buffer: RoomEvent[];
@@ -125,15 +129,20 @@ interface RoomState {
 /** A local member, kept to reclaim its nick after a long Redis outage. */
 interface Member {
   room: string;
+  /** As main.ts names it. */
+  owner: string;
   nick: string;
   joinedId: number;
   epoch: string;
+  /** Its connections in this process. */
+  connections: number;
 }
 
 // ---------------------------------------------------------------------------
-// Lua scripts. Room scripts: KEYS[1] meta, KEYS[2] events, KEYS[3] nicks,
-// (KEYS[4] procrooms of this process); ARGV[1] channel, ARGV[2] history size,
-// ARGV[3] room TTL, ARGV[4] history bytes, then each script's own (X[1]…).
+// Lua scripts. Room scripts: KEYS[1] meta, KEYS[2] events, KEYS[3] nicks
+// (nick key → holder JSON), KEYS[4] owners (owner → nick key), KEYS[5]
+// procrooms of this process; ARGV[1] channel, ARGV[2] history size, ARGV[3]
+// room TTL, ARGV[4] history bytes, then each script's own (X[1]…).
 // ---------------------------------------------------------------------------
 
 const PRELUDE = `
@@ -168,14 +177,38 @@ local function nickevent(kind, nick, u)
   return append('{"type":"' .. kind .. '","nick":' .. cjson.encode(nick) .. '}',
     64 + 2 * (string.len(kind) + u))
 end
+local function total(k)
+  local n = 0
+  for _, c in pairs(k) do n = n + c end
+  return n
+end
+local function holder(key)
+  local h = redis.call('HGET', KEYS[3], key)
+  if h then return cjson.decode(h) end
+  return nil
+end
+local function keep(key, d)
+  redis.call('HSET', KEYS[3], key, cjson.encode(d))
+  redis.call('HSET', KEYS[4], d.o, key)
+end
+-- The member is out: announced if others remain; the last one out starts
+-- the room's expiry.
 local function drop(key, d, announce)
   redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[4], d.o)
   if redis.call('HLEN', KEYS[3]) == 0 then
     redis.call('EXPIRE', KEYS[1], ARGV[3])
     redis.call('EXPIRE', KEYS[2], ARGV[3])
   elseif announce then
     nickevent('leave', d.n, d.u)
   end
+end
+local function history()
+  local out = {}
+  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
+    out[#out + 1] = e[2][2]
+  end
+  return out
 end
 `;
 
@@ -189,23 +222,59 @@ return append(X[1], tonumber(X[2]))
 
 /**
  * X[1] process, [2] owner, [3] epoch if new, [4] wanted key or '', [5]
- * wanted nick, [6] its UTF-16 length, [7] takeover process or '', [8] its
- * owner, [9] its join id, [10] since or '', [11] client's epoch, [12] room,
- * [13] evict channel, then triples (key, nick, length): random nicks to try.
+ * wanted nick, [6] its UTF-16 length, [7] takeover: the holder's owner or
+ * '', [8] its join id, [9] since or '', [10] client's epoch, [11] room, [12]
+ * evict channel prefix, then triples (key, nick, length): random nicks.
+ * Returns {nick, taken, epoch, lastId, history, gap, holders, present, j}.
  */
 const JOIN = `
 redis.call('HSETNX', KEYS[1], 'epoch', X[3])
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
+redis.call('SADD', KEYS[5], X[11])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local function last()
+  return tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+end
+-- What a resuming client missed, read before its join is appended.
+local function missed()
+  if X[9] == '' then return nil end
+  local since = tonumber(X[9])
+  if X[10] ~= epoch or since > last() then return nil end
+  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  local oldest = last() + 1
+  if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
+  if since < oldest - 1 then return nil end
+  local out = {}
+  local from = string.format('%d', since + 1) .. '-0'
+  for _, e in ipairs(redis.call('XRANGE', KEYS[2], from, '+')) do
+    out[#out + 1] = e[2][2]
+  end
+  return out
+end
+local gap = 0
+-- One more connection of a member (another tab of its session).
+local mine = redis.call('HGET', KEYS[4], X[2])
+if mine then
+  local d = holder(mine)
+  if d and d.o == X[2] then
+    d.k[X[1]] = (d.k[X[1]] or 0) + 1
+    keep(mine, d)
+    local got = missed()
+    if X[9] ~= '' and got == nil then gap = 1 end
+    return {d.n, 0, epoch, last(), got or history(), gap,
+      redis.call('HVALS', KEYS[3]), 1, d.j}
+  end
+  redis.call('HDEL', KEYS[4], X[2])
+end
 if X[7] ~= '' then
-  local h = redis.call('HGET', KEYS[3], X[4])
-  if h then
-    local d = cjson.decode(h)
-    if d.p == X[7] and d.o == X[8] and string.format('%d', d.j) == X[9] then
-      redis.call('HDEL', KEYS[3], X[4])
-      nickevent('leave', d.n, d.u)
-      redis.call('PUBLISH', X[13], cjson.encode({X[12], d.o}))
+  local d = holder(X[4])
+  if d and d.o == X[7] and string.format('%d', d.j) == X[8] then
+    redis.call('HDEL', KEYS[3], X[4])
+    redis.call('HDEL', KEYS[4], d.o)
+    nickevent('leave', d.n, d.u)
+    for proc, _ in pairs(d.k) do
+      redis.call('PUBLISH', X[12] .. proc, cjson.encode({X[11], d.o}))
     end
   end
 end
@@ -219,7 +288,7 @@ if X[4] ~= '' then
   end
 end
 if not nick then
-  for i = 14, #X, 3 do
+  for i = 13, #X, 3 do
     if redis.call('HEXISTS', KEYS[3], X[i]) == 0 then
       key, nick, units = X[i], X[i + 1], tonumber(X[i + 2])
       break
@@ -227,89 +296,77 @@ if not nick then
   end
 end
 if not nick then return redis.error_reply('NICKS every candidate is taken') end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
-local missed = nil
-if X[10] ~= '' then
-  local since = tonumber(X[10])
-  if X[11] == epoch and since <= last then
-    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
-    local oldest = last + 1
-    if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
-    if since >= oldest - 1 then
-      missed = {}
-      local from = string.format('%d', since + 1) .. '-0'
-      for _, e in ipairs(redis.call('XRANGE', KEYS[2], from, '+')) do
-        missed[#missed + 1] = e[2][2]
-      end
-    end
-  end
-end
-local gap = 0
-if X[10] ~= '' and missed == nil then gap = 1 end
+local got = missed()
+if X[9] ~= '' and got == nil then gap = 1 end
 local joined = nickevent('join', nick, units)
-local id = tonumber(redis.call('HGET', KEYS[1], 'last'))
-redis.call('HSET', KEYS[3], key,
-  cjson.encode({n = nick, u = units, p = X[1], o = X[2], j = id}))
-redis.call('SADD', KEYS[4], X[12])
-local history = missed
-if history then
-  history[#history + 1] = joined
+local id = last()
+local k = {}
+k[X[1]] = 1
+keep(key, {n = nick, u = units, o = X[2], j = id, k = k})
+if got then
+  got[#got + 1] = joined
 else
-  history = {}
-  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
-    history[#history + 1] = e[2][2]
-  end
+  got = history()
 end
-return {nick, taken, epoch, id, history, gap, redis.call('HVALS', KEYS[3])}
+return {nick, taken, epoch, id, got, gap, redis.call('HVALS', KEYS[3]), 0, id}
 `;
 
 /**
- * X[1] nick key ('' = find by owner), [2] process, [3] owner, [4] announce
- * '1', [5] last local member of the room '1', [6] room.
+ * X[1] nick key ('' = the owner's), [2] process, [3] owner, [4] announce
+ * '1', [5] no local member left in the room '1', [6] room, [7] connections
+ * that leave.
  */
 const LEAVE = `
-if X[5] == '1' then redis.call('SREM', KEYS[4], X[6]) end
+if X[5] == '1' then redis.call('SREM', KEYS[5], X[6]) end
 local key = X[1]
 if key == '' then
-  local all = redis.call('HGETALL', KEYS[3])
-  for i = 1, #all, 2 do
-    local d = cjson.decode(all[i + 1])
-    if d.p == X[2] and d.o == X[3] then key = all[i] end
-  end
-  if key == '' then return 0 end
+  key = redis.call('HGET', KEYS[4], X[3])
+  if not key then return 0 end
 end
-local h = redis.call('HGET', KEYS[3], key)
-if not h then return 0 end
-local d = cjson.decode(h)
-if d.p ~= X[2] or d.o ~= X[3] then return 0 end
+local d = holder(key)
+if not d or d.o ~= X[3] then return 0 end
+local left = (d.k[X[2]] or 0) - tonumber(X[7])
+if left > 0 then d.k[X[2]] = left else d.k[X[2]] = nil end
+if total(d.k) > 0 then
+  keep(key, d)
+  return 0
+end
 drop(key, d, X[4] == '1')
 return 1
 `;
 
 /**
- * X[1] from key, [2] to key, [3] process, [4] owner, [5] to, [6] its UTF-16
- * length, [7] body, [8] its cost.
+ * X[1] from key, [2] to key, [3] owner, [4] to, [5] its UTF-16 length, [6]
+ * body, [7] its cost.
  */
 const RENAME = `
-local h = redis.call('HGET', KEYS[3], X[1])
-if not h then return 0 end
-local d = cjson.decode(h)
-if d.p ~= X[3] or d.o ~= X[4] then return 0 end
+local d = holder(X[1])
+if not d or d.o ~= X[3] then return 0 end
 if X[2] ~= X[1] and redis.call('HEXISTS', KEYS[3], X[2]) == 1 then return 0 end
 redis.call('HDEL', KEYS[3], X[1])
-d.n = X[5]
-d.u = tonumber(X[6])
-redis.call('HSET', KEYS[3], X[2], cjson.encode(d))
-return append(X[7], tonumber(X[8]))
+d.n = X[4]
+d.u = tonumber(X[5])
+keep(X[2], d)
+return append(X[6], tonumber(X[7]))
 `;
 
-/** X[1] a dead process: its members leave, each announced once. */
+/**
+ * X[1] a dead process: its connections are gone; members with none left
+ * leave, each announced once.
+ */
 const REAP = `
 local gone = {}
 local all = redis.call('HGETALL', KEYS[3])
 for i = 1, #all, 2 do
   local d = cjson.decode(all[i + 1])
-  if d.p == X[1] then gone[#gone + 1] = {all[i], d} end
+  if d.k[X[1]] then
+    d.k[X[1]] = nil
+    if total(d.k) == 0 then
+      gone[#gone + 1] = {all[i], d}
+    else
+      keep(all[i], d)
+    end
+  end
 end
 table.sort(gone, function(a, b) return a[2].j < b[2].j end)
 for _, g in ipairs(gone) do drop(g[1], g[2], true) end
@@ -317,24 +374,30 @@ return #gone
 `;
 
 /**
- * After an outage: puts a local member back if it was reaped meanwhile.
- * X[1] key, [2] process, [3] owner, [4] nick, [5] its UTF-16 length, [6]
- * join id, [7] room, [8] the epoch it joined.
+ * After an outage: puts a local member back (its connections here) if it
+ * was reaped meanwhile. X[1] key, [2] process, [3] owner, [4] nick, [5] its
+ * UTF-16 length, [6] join id, [7] room, [8] the epoch it joined, [9] its
+ * connections here.
  */
 const RECLAIM = `
 if redis.call('HGET', KEYS[1], 'epoch') ~= X[8] then return 'epoch' end
-redis.call('SADD', KEYS[4], X[7])
-local h = redis.call('HGET', KEYS[3], X[1])
-if h then
-  local d = cjson.decode(h)
-  if d.p == X[2] and d.o == X[3] then return 'ok' end
-  return 'taken'
+redis.call('SADD', KEYS[5], X[7])
+local current = redis.call('HGET', KEYS[4], X[3])
+if current then
+  local d = holder(current)
+  if d and d.o == X[3] then
+    d.k[X[2]] = tonumber(X[9])
+    keep(current, d)
+    return 'ok'
+  end
 end
+if redis.call('HEXISTS', KEYS[3], X[1]) == 1 then return 'taken' end
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 nickevent('join', X[4], tonumber(X[5]))
-redis.call('HSET', KEYS[3], X[1], cjson.encode(
-  {n = X[4], u = tonumber(X[5]), p = X[2], o = X[3], j = tonumber(X[6])}))
+local k = {}
+k[X[2]] = tonumber(X[9])
+keep(X[1], {n = X[4], u = tonumber(X[5]), o = X[3], j = tonumber(X[6]), k = k})
 return 'rejoined'
 `;
 
@@ -522,7 +585,7 @@ export class RedisStore implements RoomStore {
     return count;
   }
 
-  subscribe(name: string, onEvent: (event: RoomEvent) => void): () => void {
+  subscribe(name: string, onEvent: (event: LiveEvent) => void): () => void {
     const room = this.#room(name);
     room.listeners.add(onEvent);
     this.#subscribed(room).catch(() => {}); // join awaits it; resync retries
@@ -543,8 +606,9 @@ export class RedisStore implements RoomStore {
     this.#check();
     await this.#subscribed(room);
     const keys = this.#keys(name);
+    const owner = this.#global(request.owner);
     const wanted = request.nick;
-    let takeover: string[] = ["", "", ""];
+    let takeover = ["", ""];
     if (wanted !== undefined && request.token) {
       const [holderText, epoch] = await Promise.all([
         this.#command(["HGET", keys[2], nickKey(wanted)]),
@@ -553,7 +617,7 @@ export class RedisStore implements RoomStore {
       if (typeof holderText === "string" && typeof epoch === "string") {
         const holder = JSON.parse(holderText) as Holder;
         if (sameSecret(request.token, this.#token(name, epoch, holder.j))) {
-          takeover = [holder.p, holder.o, String(holder.j)];
+          takeover = [holder.o, String(holder.j)];
         }
       }
     }
@@ -564,9 +628,9 @@ export class RedisStore implements RoomStore {
     }
     let reply: Reply;
     try {
-      reply = await this.#eval(SCRIPTS.join, [...keys, this.#procRooms()], [
+      reply = await this.#eval(SCRIPTS.join, keys, [
         this.#proc,
-        request.owner,
+        owner,
         crypto.randomUUID().slice(0, 8),
         wanted === undefined ? "" : nickKey(wanted),
         wanted ?? "",
@@ -575,47 +639,57 @@ export class RedisStore implements RoomStore {
         request.since === undefined ? "" : String(request.since),
         request.epoch ?? "",
         name,
-        takeover[0] ? `${this.#prefix}evict:${takeover[0]}` : "",
+        `${this.#prefix}evict:`,
         ...candidates,
       ], name);
     } catch (error) {
       if (isUnavailable(error)) {
         // It may have run before the connection went: undone after reconnect.
-        this.#orphans.push({
-          room: name,
-          owner: request.owner,
-          announce: true,
-        });
+        this.#orphans.push({ room: name, owner, announce: true });
       }
       throw error;
     }
-    const [nick, taken, epoch, lastId, history, gap, holders] = reply as [
-      string,
-      number,
-      string,
-      number,
-      string[],
-      number,
-      string[],
-    ];
+    const [nick, taken, epoch, lastId, history, gap, holders, present, j] =
+      reply as [
+        string,
+        number,
+        string,
+        number,
+        string[],
+        number,
+        string[],
+        number,
+        number,
+      ];
     room.holds--;
     room.members++;
     room.epoch = epoch;
-    this.#members.set(request.owner, {
-      room: name,
-      nick,
-      joinedId: lastId,
-      epoch,
-    });
+    if (present === 1 && !room.handedOver) await this.#handOver(room, lastId);
+    const memberKey = `${name}\n${request.owner}`;
+    const member = this.#members.get(memberKey);
+    if (member) {
+      member.connections++;
+      member.nick = nick;
+    } else {
+      this.#members.set(memberKey, {
+        room: name,
+        owner: request.owner,
+        nick,
+        joinedId: j,
+        epoch,
+        connections: 1,
+      });
+    }
     return {
       nick,
       nickTaken: taken === 1,
+      present: present === 1,
       epoch,
       lastId,
       history: history.map((text) => JSON.parse(text) as RoomEvent),
       gap: gap === 1,
       users: nicksOf(holders),
-      token: this.#token(name, epoch, lastId),
+      token: this.#token(name, epoch, j),
     };
   }
 
@@ -625,7 +699,7 @@ export class RedisStore implements RoomStore {
       this.#check();
       const text = await this.#eval(
         SCRIPTS.append,
-        this.#keys(name).slice(0, 2),
+        this.#keys(name),
         [JSON.stringify(body), String(cost(body))],
         name,
       );
@@ -646,15 +720,14 @@ export class RedisStore implements RoomStore {
       const reply = await this.#eval(SCRIPTS.rename, this.#keys(name), [
         nickKey(from),
         nickKey(to),
-        this.#proc,
-        owner,
+        this.#global(owner),
         to,
         String(to.length),
         JSON.stringify(body),
         String(cost(body)),
       ], name);
       if (typeof reply !== "string") return "nick_taken" as const;
-      const member = this.#members.get(owner);
+      const member = this.#members.get(`${name}\n${owner}`);
       if (member) member.nick = to;
       return JSON.parse(reply) as RoomEvent;
     })());
@@ -666,36 +739,36 @@ export class RedisStore implements RoomStore {
     nick: string,
     announce: boolean,
   ): Promise<void> {
-    const member = this.#members.get(owner);
-    if (member?.room === name) {
-      this.#members.delete(owner);
+    const memberKey = `${name}\n${owner}`;
+    const member = this.#members.get(memberKey);
+    if (member) {
+      if (--member.connections === 0) this.#members.delete(memberKey);
       const room = this.#rooms.get(name);
       if (room) {
         room.members--;
         this.#endIfUnused(room);
       }
     }
+    const global = this.#global(owner);
     return this.#track((async () => {
       const { nickKey } = await sharedReady;
       if (!this.available()) {
-        this.#orphans.push({ room: name, owner, announce });
+        this.#orphans.push({ room: name, owner: global, announce });
         throw unavailable("redis is unreachable");
       }
       try {
-        await this.#eval(SCRIPTS.leave, [
-          ...this.#keys(name),
-          this.#procRooms(),
-        ], [
+        await this.#eval(SCRIPTS.leave, this.#keys(name), [
           nickKey(nick),
           this.#proc,
-          owner,
+          global,
           announce ? "1" : "0",
           this.#localMembers(name) === 0 ? "1" : "0",
           name,
+          "1",
         ], name);
       } catch (error) {
         if (isUnavailable(error)) {
-          this.#orphans.push({ room: name, owner, announce });
+          this.#orphans.push({ room: name, owner: global, announce });
         }
         throw error;
       }
@@ -709,6 +782,16 @@ export class RedisStore implements RoomStore {
       const holders = await this.#command(["HVALS", this.#keys(name)[2]]);
       return nicksOf(holders as string[]);
     })());
+  }
+
+  /**
+   * Typing notices: published on the room's channel to every process (and
+   * this one), kept nowhere; dropped while Redis is away.
+   */
+  notify(name: string, event: TypingEvent): void {
+    if (!this.available()) return;
+    this.#command(["PUBLISH", this.#channel(name), JSON.stringify(event)])
+      .catch(() => {});
   }
 
   async close(): Promise<void> {
@@ -758,6 +841,7 @@ export class RedisStore implements RoomStore {
         listeners: new Set(),
         buffer: [],
         filling: false,
+        handedOver: false,
         onMessage: (message) => this.#onMessage(made, message),
       };
       this.#rooms.set(name, made);
@@ -800,10 +884,14 @@ export class RedisStore implements RoomStore {
   }
 
   #onMessage(room: RoomState, message: string): void {
-    let event: RoomEvent;
+    let event: LiveEvent;
     try {
       event = JSON.parse(message);
     } catch {
+      return;
+    }
+    if (event.type === "typing") {
+      for (const onEvent of room.listeners) onEvent(event);
       return;
     }
     if (room.delivered === undefined || room.filling) {
@@ -818,7 +906,31 @@ export class RedisStore implements RoomStore {
 
   #deliver(room: RoomState, event: RoomEvent): void {
     room.delivered = event.id;
+    room.handedOver = true;
     for (const onEvent of room.listeners) onEvent(event);
+  }
+
+  /**
+   * A tab joining a member whose other tabs are on other processes appends
+   * nothing, and main.ts admits it once this process has delivered the
+   * room's last id. When this process delivered nothing in the room yet
+   * (only its baseline), that event is delivered again: no socket here has
+   * had any event of the room, so it reaches only the arriving ones, which
+   * skip it (it is in their history).
+   */
+  async #handOver(room: RoomState, lastId: number): Promise<void> {
+    if (room.delivered === undefined || room.delivered > lastId) return;
+    const id = `${lastId}-0`;
+    const entries = await this.#command([
+      "XRANGE",
+      this.#keys(room.name)[1],
+      id,
+      id,
+    ]) as [string, string[]][];
+    if (room.handedOver || entries.length === 0) return;
+    const event = JSON.parse(entries[0][1][1]) as RoomEvent;
+    for (const onEvent of room.listeners) onEvent(event);
+    room.handedOver = true;
   }
 
   /** Delivers buffered events in order; a gap is read from the stream. */
@@ -872,7 +984,7 @@ export class RedisStore implements RoomStore {
   #onEvict(message: string): void {
     try {
       const [room, owner] = JSON.parse(message) as [string, string];
-      this.#options.onEvict(room, owner);
+      this.#options.onEvict(room, this.#local(owner));
     } catch (error) {
       this.#log("error", "redis_evict_failed", { error: errorText(error) });
     }
@@ -948,19 +1060,20 @@ export class RedisStore implements RoomStore {
     const { nickKey } = this.#members.size > 0
       ? await sharedReady
       : { nickKey: (nick: string) => nick };
-    for (const [owner, member] of [...this.#members]) {
+    for (const member of [...this.#members.values()]) {
       const outcome = await this.#eval(
         SCRIPTS.reclaim,
-        [...this.#keys(member.room), this.#procRooms()],
+        this.#keys(member.room),
         [
           nickKey(member.nick),
           this.#proc,
-          owner,
+          this.#global(member.owner),
           member.nick,
           String(member.nick.length),
           String(member.joinedId),
           member.room,
           member.epoch,
+          String(member.connections),
         ],
         member.room,
       );
@@ -972,24 +1085,20 @@ export class RedisStore implements RoomStore {
         });
       }
       if (outcome === "epoch" || outcome === "taken") {
-        this.#options.onEvict(member.room, owner);
+        this.#options.onEvict(member.room, member.owner);
       }
     }
     while (this.#orphans.length > 0) {
       const orphan = this.#orphans[0];
-      await this.#eval(
-        SCRIPTS.leave,
-        [...this.#keys(orphan.room), this.#procRooms()],
-        [
-          "",
-          this.#proc,
-          orphan.owner,
-          orphan.announce ? "1" : "0",
-          this.#localMembers(orphan.room) === 0 ? "1" : "0",
-          orphan.room,
-        ],
+      await this.#eval(SCRIPTS.leave, this.#keys(orphan.room), [
+        "",
+        this.#proc,
+        orphan.owner,
+        orphan.announce ? "1" : "0",
+        this.#localMembers(orphan.room) === 0 ? "1" : "0",
         orphan.room,
-      );
+        "1",
+      ], orphan.room);
       this.#orphans.shift();
     }
     for (const room of [...this.#rooms.values()]) {
@@ -1069,10 +1178,31 @@ export class RedisStore implements RoomStore {
     return this.#prefix + name;
   }
 
-  /** meta, events, nicks. */
-  #keys(room: string): [string, string, string] {
+  /** meta, events, nicks, owners, and this process's rooms. */
+  #keys(room: string): string[] {
     const base = `${this.#prefix}room:${room}:`;
-    return [base + "meta", base + "events", base + "nicks"];
+    return [
+      base + "meta",
+      base + "events",
+      base + "nicks",
+      base + "owners",
+      this.#procRooms(),
+    ];
+  }
+
+  /**
+   * An owner as Redis knows it: a session's (main.ts's `s.…`) is the same on
+   * every process; a connection's number is this process's, so it gets the
+   * process id in front.
+   */
+  #global(owner: string): string {
+    return /^\d+$/.test(owner) ? `${this.#proc}/${owner}` : owner;
+  }
+
+  /** The owner as main.ts names it here. */
+  #local(owner: string): string {
+    const prefix = `${this.#proc}/`;
+    return owner.startsWith(prefix) ? owner.slice(prefix.length) : owner;
   }
 
   #channel(room: string): string {

@@ -28,6 +28,7 @@ import { RedisStore } from "./redis_store.ts";
 import {
   type Joined,
   JSON_PROTOCOL,
+  type LiveEvent,
   MemoryStore,
   type RoomEvent,
   type RoomStore,
@@ -436,7 +437,9 @@ Deno.test({
       two.release("y");
       assert.ok(two.hold("x"));
       const got: number[] = [];
-      const stop = two.subscribe("x", (event) => got.push(event.id));
+      const stop = two.subscribe("x", (event) => {
+        if (event.type !== "typing") got.push(event.id);
+      });
       const stopOne = one.subscribe("x", () => {});
       const joined = await one.join("x", { owner: "1", nick: "ann" });
       const other = await two.join("x", { owner: "1", nick: "ANN" });
@@ -537,7 +540,8 @@ Deno.test({
       const runs: unknown[][] = [];
       for (const store of [memory, shared] as RoomStore[]) {
         const seen: unknown[] = [];
-        const strip = (event: RoomEvent) => {
+        const strip = (event: LiveEvent) => {
+          if (event.type === "typing") return event;
           const { ts: _ts, ...rest } = event;
           return rest;
         };
@@ -622,7 +626,9 @@ Deno.test({
       one.hold("x");
       two.hold("x");
       const stopOne = one.subscribe("x", () => {});
-      const stopTwo = two.subscribe("x", (event) => seen.push(event));
+      const stopTwo = two.subscribe("x", (event) => {
+        if (event.type !== "typing") seen.push(event);
+      });
       await one.join("x", { owner: "1", nick: "ann" });
       await two.join("x", { owner: "1", nick: "bob" });
       await eventually("both joins", () => seen.length === 2);
@@ -651,4 +657,48 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test({
+  name: "redis: one session's tabs on two processes are one member",
+  ignore,
+  fn: () =>
+    withCluster(2, async (_redis, [a, b]) => {
+      const session = "chat.session." + "s".repeat(30);
+      const watcher = await jsonClient(a.server, "/tabs", { nick: "watcher" });
+      const tab = (chat: ChatProcess) =>
+        new Peer(
+          `ws://127.0.0.1:${chat.wsPort}/tabs?nick=zoe`,
+          [JSON_PROTOCOL, session],
+        );
+      const one = tab(a);
+      const first = await one.event("the first tab's welcome");
+      assert.equal(first.you, "zoe");
+      const two = tab(b);
+      const second = await two.event("the second tab's welcome");
+      assert.equal(second.you, "zoe", "the same person keeps the nick");
+      assert.deepEqual(second.users, ["watcher", "zoe"]);
+      const [join] = await eventsUntil(
+        watcher,
+        (e) => e.type === "join",
+        "join",
+      );
+      assert.equal(join.nick, "zoe");
+      await one.close(1000); // a tab closed for good (no grace)
+      watcher.send(JSON.stringify({ type: "message", text: "still here?" }));
+      const seen = await eventsUntil(
+        watcher,
+        isMessage("still here?"),
+        "the message",
+      );
+      assert.deepEqual(seen.map((e) => e.type), ["message"], "no leave yet");
+      await two.close(1000);
+      const [leave] = await eventsUntil(
+        watcher,
+        (e) => e.type === "leave",
+        "zoe's leave",
+      );
+      assert.equal(leave.nick, "zoe");
+      await watcher.close();
+    }),
 });
