@@ -4,12 +4,17 @@
  *
  * Per room (keys under `chat:`):
  *
- * - `room:NAME:meta`, a hash: `epoch` and `last` (the last event id);
- * - `room:NAME:events`, a stream of the last `historySize` events, entry id
- *   `N-0` for event id N, field `e` the event's JSON;
- * - `room:NAME:nicks`, a hash: nick key → holder `{n, p, o, j}` (nick,
- *   process, owner, id of its join event);
- * - channel `ev:NAME`: every event, published by the script that appends it.
+ * - `room:NAME:meta`, a hash: `epoch`, `last` (the last event id) and
+ *   `bytes` (what the history costs, by main.ts's `eventBytes`);
+ * - `room:NAME:events`, a stream of the last `historySize` events (at most
+ *   `maxHistoryBytes`), entry id `N-0` for event id N, fields `e` (the
+ *   event's JSON) and `b` (its cost);
+ * - `room:NAME:nicks`, a hash: nick key → holder `{n, u, o, j, k}` (nick,
+ *   its length, owner, id of its join event, connections per process);
+ * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
+ *   process, are one member);
+ * - channel `ev:NAME`: every event, published by the script that appends it,
+ *   and typing notices (kept nowhere).
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
  * reap), so ids, history, nicks and publish move together. A process
@@ -470,7 +475,7 @@ export class RedisStore implements RoomStore {
   #heartbeatMs: number;
   #secret = "";
   #rooms = new Map<string, RoomState>();
-  /** Local members by owner. */
+  /** Local members, by room and owner (`ROOM\nOWNER`). */
   #members = new Map<string, Member>();
   /** Leaves and joins whose outcome in Redis is unknown (Redis went away). */
   #orphans: { room: string; owner: string; announce: boolean }[] = [];
@@ -1088,17 +1093,22 @@ export class RedisStore implements RoomStore {
         this.#options.onEvict(member.room, member.owner);
       }
     }
+    // Leaves (and joins) whose outcome is unknown: an owner still here was
+    // set to its connections here just above; any other loses all of them.
     while (this.#orphans.length > 0) {
       const orphan = this.#orphans[0];
-      await this.#eval(SCRIPTS.leave, this.#keys(orphan.room), [
-        "",
-        this.#proc,
-        orphan.owner,
-        orphan.announce ? "1" : "0",
-        this.#localMembers(orphan.room) === 0 ? "1" : "0",
-        orphan.room,
-        "1",
-      ], orphan.room);
+      const local = `${orphan.room}\n${this.#local(orphan.owner)}`;
+      if (!this.#members.has(local)) {
+        await this.#eval(SCRIPTS.leave, this.#keys(orphan.room), [
+          "",
+          this.#proc,
+          orphan.owner,
+          orphan.announce ? "1" : "0",
+          this.#localMembers(orphan.room) === 0 ? "1" : "0",
+          orphan.room,
+          String(Number.MAX_SAFE_INTEGER),
+        ], orphan.room);
+      }
       this.#orphans.shift();
     }
     for (const room of [...this.#rooms.values()]) {
