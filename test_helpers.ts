@@ -15,6 +15,7 @@ import {
   JSON_PROTOCOL,
   startChat,
 } from "./main.ts";
+import { closeCodeOf, decodeHeader, encodeFrame, Opcode } from "./ws_frames.ts";
 
 /** How long a test waits for a frame or a close before it fails. */
 export const WAIT_MS = 5000;
@@ -329,24 +330,7 @@ export class RawClient {
 
   /** Sends one masked frame (as a client must). */
   async sendFrame(opcode: number, payload: Uint8Array): Promise<void> {
-    const length = payload.length;
-    const head = length < 126 ? 2 : length < 65536 ? 4 : 10;
-    const frame = new Uint8Array(head + 4 + length);
-    frame[0] = 0x80 | opcode;
-    if (length < 126) frame[1] = 0x80 | length;
-    else if (length < 65536) {
-      frame[1] = 0x80 | 126;
-      new DataView(frame.buffer).setUint16(2, length);
-    } else {
-      frame[1] = 0x80 | 127;
-      new DataView(frame.buffer).setBigUint64(2, BigInt(length));
-    }
-    const mask = [0x12, 0x34, 0x56, 0x78];
-    frame.set(mask, head);
-    for (let i = 0; i < length; i++) {
-      frame[head + 4 + i] = payload[i] ^ mask[i % 4];
-    }
-    await this.conn.write(frame);
+    await this.conn.write(encodeFrame(opcode, payload));
   }
 
   /** The next whole frame from the server, or undefined at EOF. */
@@ -355,26 +339,14 @@ export class RawClient {
   > {
     for (;;) {
       const buffer = this.#buffer;
-      if (buffer.length >= 2) {
-        const view = new DataView(buffer.buffer, buffer.byteOffset);
-        let length = buffer[1] & 0x7f;
-        let offset = 2;
-        if (length === 126 && buffer.length >= 4) {
-          length = view.getUint16(2);
-          offset = 4;
-        } else if (length === 127 && buffer.length >= 10) {
-          length = Number(view.getBigUint64(2));
-          offset = 10;
-        }
-        if (length < 126 || offset > 2) {
-          if (buffer.length >= offset + length) {
-            this.#buffer = buffer.slice(offset + length);
-            return {
-              opcode: buffer[0] & 0x0f,
-              payload: buffer.slice(offset, offset + length),
-            };
-          }
-        }
+      const head = decodeHeader(buffer);
+      if (head && buffer.length >= head.headerLength + head.length) {
+        const end = head.headerLength + head.length;
+        this.#buffer = buffer.slice(end);
+        return {
+          opcode: head.opcode,
+          payload: buffer.slice(head.headerLength, end),
+        };
       }
       if (!await this.#fill()) return undefined;
     }
@@ -385,7 +357,7 @@ export class RawClient {
     for (;;) {
       const frame = await this.nextFrame();
       if (!frame) throw new Error("connection ended before a text frame");
-      if (frame.opcode === 0x1) return decoder.decode(frame.payload);
+      if (frame.opcode === Opcode.Text) return decoder.decode(frame.payload);
     }
   }
 
@@ -398,12 +370,10 @@ export class RawClient {
     for (;;) {
       const frame = await this.nextFrame();
       if (!frame) return undefined;
-      if (frame.opcode === 0x1) this.texts.push(decoder.decode(frame.payload));
-      if (frame.opcode === 0x8) {
-        return frame.payload.length >= 2
-          ? new DataView(frame.payload.buffer).getUint16(0)
-          : undefined;
+      if (frame.opcode === Opcode.Text) {
+        this.texts.push(decoder.decode(frame.payload));
       }
+      if (frame.opcode === Opcode.Close) return closeCodeOf(frame.payload);
     }
   }
 

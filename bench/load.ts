@@ -39,6 +39,7 @@
 import net from "node:net";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
+import { decodeHeader, encodeFrame, Opcode } from "../ws_frames.ts";
 
 /** The JSON subprotocol offered with `--protocol json`. */
 export const JSON_PROTOCOL = "chat.v1.json";
@@ -223,34 +224,6 @@ const decoder = new TextDecoder();
 
 function wallMs(): number {
   return performance.timeOrigin + performance.now();
-}
-
-/** Encodes one masked client frame (RFC 6455 §5.2). */
-function encodeFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const len = payload.length;
-  const hdr = len < 126 ? 2 : len < 65_536 ? 4 : 10;
-  const out = new Uint8Array(hdr + 4 + len);
-  out[0] = 0x80 | opcode;
-  if (hdr === 2) out[1] = 0x80 | len;
-  else if (hdr === 4) {
-    out[1] = 0x80 | 126;
-    out[2] = len >> 8;
-    out[3] = len & 0xff;
-  } else {
-    out[1] = 0x80 | 127;
-    new DataView(out.buffer).setBigUint64(2, BigInt(len));
-  }
-  const mask = (Math.random() * 0x1_0000_0000) >>> 0;
-  const m = [
-    mask >>> 24,
-    (mask >>> 16) & 0xff,
-    (mask >>> 8) & 0xff,
-    mask & 0xff,
-  ];
-  out.set(m, hdr);
-  const base = hdr + 4;
-  for (let i = 0; i < len; i++) out[base + i] = payload[i] ^ m[i & 3];
-  return out;
 }
 
 /** Shared state of the clients of one process. */
@@ -516,7 +489,7 @@ class Client {
     }~`;
     if (text.length < cfg.size) text += "x".repeat(cfg.size - text.length);
     const body = this.json ? JSON.stringify({ type: "message", text }) : text;
-    this.#outbox.push(encodeFrame(0x1, encoder.encode(body)));
+    this.#outbox.push(encodeFrame(Opcode.Text, encoder.encode(body)));
     this.#sent++;
     this.#inflight++;
   }
@@ -542,52 +515,49 @@ class Client {
       this.#rest = null;
     }
     let off = 0;
-    while (data.length - off >= 2) {
-      const b0 = data[off];
-      const b1 = data[off + 1];
-      let len = b1 & 0x7f;
-      let hdr = 2;
-      if (len === 126) {
-        if (data.length - off < 4) break;
-        len = (data[off + 2] << 8) | data[off + 3];
-        hdr = 4;
-      } else if (len === 127) {
-        if (data.length - off < 10) break;
-        len = Number(new DataView(data.buffer, data.byteOffset + off + 2, 8)
-          .getBigUint64(0));
-        hdr = 10;
-      }
-      if (len > MAX_FRAME_BYTES || (b1 & 0x80)) {
+    for (;;) {
+      const head = decodeHeader(data, off);
+      if (!head) break;
+      if (head.length > MAX_FRAME_BYTES || head.masked) {
         group.errors.push(`client ${this.idx}: invalid frame from server`);
         this.destroy();
         return;
       }
-      if (data.length - off < hdr + len) break;
-      this.#onFrame(b0, data.subarray(off + hdr, off + hdr + len), now);
-      off += hdr + len;
+      const end = off + head.headerLength + head.length;
+      if (data.length < end) break;
+      this.#onFrame(
+        head.fin,
+        head.opcode,
+        data.subarray(off + head.headerLength, end),
+        now,
+      );
+      off = end;
     }
     if (off < data.length) this.#rest = data.slice(off);
     this.#flush();
     group.checkDone();
   }
 
-  #onFrame(b0: number, payload: Uint8Array, now: number): void {
-    const fin = (b0 & 0x80) !== 0;
-    const opcode = b0 & 0x0f;
-    if (opcode === 0x9) { // ping: answer so idle timeouts do not close us
-      this.#outbox.push(encodeFrame(0xa, payload));
+  #onFrame(
+    fin: boolean,
+    opcode: number,
+    payload: Uint8Array,
+    now: number,
+  ): void {
+    if (opcode === Opcode.Ping) { // answer so idle timeouts do not close us
+      this.#outbox.push(encodeFrame(Opcode.Pong, payload));
       return;
     }
-    if (opcode === 0x8) { // close
+    if (opcode === Opcode.Close) {
       if (!this.#closed && this.group.running) {
         this.group.errors.push(`client ${this.idx}: close frame from server`);
       }
       this.destroy();
       return;
     }
-    if (opcode === 0xa) return; // pong
+    if (opcode === Opcode.Pong) return;
     // A new data frame (not a continuation) starts a new message.
-    if (opcode !== 0x0) this.#fragments = null;
+    if (opcode !== Opcode.Continuation) this.#fragments = null;
     if (!fin) {
       (this.#fragments ??= []).push(payload.slice());
       return;
