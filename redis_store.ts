@@ -1223,12 +1223,14 @@ export class RedisStore implements RoomStore {
     return this.#key(`procrooms:${this.#proc}`);
   }
 
+  /**
+   * This process's connections in the room, joined or holding a place (a
+   * join in flight still holds one): while any, the room stays in
+   * `procrooms`, where the reaper looks.
+   */
   #localMembers(room: string): number {
-    let count = 0;
-    for (const member of this.#members.values()) {
-      if (member.room === room) count++;
-    }
-    return count;
+    const state = this.#rooms.get(room);
+    return state ? state.members + state.holds : 0;
   }
 
   #check(): void {
