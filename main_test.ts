@@ -7,7 +7,9 @@
 import assert from "node:assert/strict";
 import {
   CloseCode,
+  flagOf,
   JSON_PROTOCOL,
+  OPTIONS,
   pageHandler,
   parseCommandLine,
   renderPage,
@@ -295,8 +297,10 @@ Deno.test("a certificate without a key is refused at start", async () => {
 // The command line and signals
 // ---------------------------------------------------------------------------
 
-Deno.test("the command line takes flags, with env vars as fallbacks", () => {
-  const env = (vars: Record<string, string>) => (name: string) => vars[name];
+/** `parseCommandLine` with these environment variables and no others. */
+const env = (vars: Record<string, string>) => (name: string) => vars[name];
+
+Deno.test("flags set options", () => {
   assert.deepEqual(
     parseCommandLine(["--port", "3000", "--ws-port", "3001"], env({})),
     {
@@ -304,6 +308,9 @@ Deno.test("the command line takes flags, with env vars as fallbacks", () => {
       wsPort: 3001,
     },
   );
+});
+
+Deno.test("PORT, WS_PORT and HOST (not HOSTNAME) are fallbacks for their flags", () => {
   assert.deepEqual(
     parseCommandLine(
       [],
@@ -311,10 +318,19 @@ Deno.test("the command line takes flags, with env vars as fallbacks", () => {
     ),
     { port: 81, wsPort: 82, hostname: "127.0.0.1" },
   );
+});
+
+Deno.test("a flag beats its environment variable", () => {
   assert.deepEqual(parseCommandLine(["--port", "9"], env({ PORT: "81" })), {
     port: 9,
   });
+});
+
+Deno.test("--help parses as a request for the usage", () => {
   assert.equal(parseCommandLine(["--help"], env({})), "help");
+});
+
+Deno.test("many flags in one command line each set their option", () => {
   assert.deepEqual(
     parseCommandLine([
       "--max-message-chars=1",
@@ -351,6 +367,80 @@ Deno.test("the command line takes flags, with env vars as fallbacks", () => {
       logFormat: "json",
       quiet: true,
     },
+  );
+});
+
+/**
+ * For every option in OPTIONS, a command line that sets it and what it
+ * parses to (`PEM` stands for a file holding `PEM_TEXT`). An option added
+ * to OPTIONS without a case here fails its test below.
+ */
+const FLAG_CASES: Record<
+  string,
+  [args: string[], parsed: Record<string, unknown>]
+> = {
+  port: [["--port=1"], { port: 1 }],
+  wsPort: [["--ws-port=2"], { wsPort: 2 }],
+  hostname: [["--hostname=127.0.0.2"], { hostname: "127.0.0.2" }],
+  maxMessageChars: [["--max-message-chars=3"], { maxMessageChars: 3 }],
+  historySize: [["--history-size=0"], { historySize: 0 }],
+  maxFrameBytes: [["--max-frame-bytes=5"], { maxFrameBytes: 5 }],
+  rate: [["--rate=6"], { rate: 6 }],
+  burst: [["--burst=7"], { burst: 7 }],
+  maxBufferedBytes: [["--max-buffered-bytes=8"], { maxBufferedBytes: 8 }],
+  maxConsecutiveDrops: [["--max-consecutive-drops=0"], {
+    maxConsecutiveDrops: 0,
+  }],
+  idleTimeout: [["--idle-timeout=0"], { idleTimeout: 0 }],
+  maxConnections: [["--max-connections=11"], { maxConnections: 11 }],
+  maxConnectionsPerIp: [["--max-connections-per-ip=12"], {
+    maxConnectionsPerIp: 12,
+  }],
+  maxRooms: [["--max-rooms=13"], { maxRooms: 13 }],
+  maxHistoryBytes: [["--max-history-bytes=0"], { maxHistoryBytes: 0 }],
+  connectRate: [["--connect-rate=15"], { connectRate: 15 }],
+  connectBurst: [["--connect-burst=16"], { connectBurst: 16 }],
+  openTimeout: [["--open-timeout=17"], { openTimeout: 17 }],
+  sessionGrace: [["--session-grace=0"], { sessionGrace: 0 }],
+  allowOrigin: [["--allow-origin", "*"], { allowOrigin: ["*"] }],
+  cert: [["--cert", "PEM", "--key", "PEM"], {
+    cert: "PEM_TEXT",
+    key: "PEM_TEXT",
+  }],
+  key: [["--key", "PEM", "--cert", "PEM"], {
+    cert: "PEM_TEXT",
+    key: "PEM_TEXT",
+  }],
+  metrics: [["--metrics", "false"], { metrics: false }],
+  logFormat: [["--log-format", "json"], { logFormat: "json" }],
+  redis: [["--redis", "redis://127.0.0.1:6380"], {
+    redis: "redis://127.0.0.1:6380",
+  }],
+  roomTtl: [["--room-ttl=60"], { roomTtl: 60 }],
+  reusePort: [["--reuse-port"], { reusePort: true }],
+  quiet: [["--quiet"], { quiet: true }],
+};
+
+for (const name of Object.keys(OPTIONS)) {
+  Deno.test(`--${flagOf(name)} parses into its option`, async () => {
+    const sample = FLAG_CASES[name];
+    assert.ok(sample, `FLAG_CASES needs a case for --${flagOf(name)}`);
+    const pem = await Deno.makeTempFile({ suffix: ".pem" });
+    try {
+      await Deno.writeTextFile(pem, "PEM_TEXT");
+      const [args, parsed] = sample;
+      const given = args.map((arg) => arg === "PEM" ? pem : arg);
+      assert.deepEqual(parseCommandLine(given, env({})), parsed);
+    } finally {
+      await Deno.remove(pem);
+    }
+  });
+}
+
+Deno.test("every flag case names an option that exists", () => {
+  assert.deepEqual(
+    Object.keys(FLAG_CASES).filter((name) => !(name in OPTIONS)),
+    [],
   );
 });
 
@@ -448,7 +538,7 @@ Deno.test("nothing crosses rooms", async () => {
   });
 });
 
-Deno.test("/nick renames, announces, and refuses bad or taken nicks (case-insensitive)", async () => {
+Deno.test("/nick renames, and everyone in the room is told", async () => {
   await withChat({}, async (chat) => {
     const alice = await textClient(chat, "/", { nick: "alice" });
     const bob = await textClient(chat);
@@ -459,11 +549,33 @@ Deno.test("/nick renames, announces, and refuses bad or taken nicks (case-insens
       await alice.next(),
       ` .... ${bob.nick} is now known as Bobby.`,
     );
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("/nick refuses a nick taken in the room, ignoring case, telling only the sender", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat, "/", { nick: "Bobby" });
+    assert.equal(await alice.next(), " .... Bobby has joined.");
     bob.send("/nick ALICE");
     assert.equal(
       await bob.next(),
       " .... error: that nickname is taken in this room",
     );
+    // The error went to bob only: alice's next frame is his next rename.
+    bob.send("/nick Rob");
+    assert.equal(await bob.next(), " .... Bobby is now known as Rob.");
+    assert.equal(await alice.next(), " .... Bobby is now known as Rob.");
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("/nick refuses bad nicks (spaces, over 24 characters, punctuation, bidi, tabs), telling only the sender", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat, "/", { nick: "Bobby" });
+    assert.equal(await alice.next(), " .... Bobby has joined.");
     for (
       const bad of [
         "a b",
@@ -480,16 +592,45 @@ Deno.test("/nick renames, announces, and refuses bad or taken nicks (case-insens
         bad,
       );
     }
+    // The errors went to bob only: alice's next frame is his next rename.
+    bob.send("/nick Rob");
+    assert.equal(await bob.next(), " .... Bobby is now known as Rob.");
+    assert.equal(await alice.next(), " .... Bobby is now known as Rob.");
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("/nick takes letters and digits of any script, _ and -", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat, "/", { nick: "Bobby" });
+    assert.equal(await alice.next(), " .... Bobby has joined.");
     bob.send("/nick Ünïcödé_名前-1");
     assert.equal(
       await bob.next(),
       " .... Bobby is now known as Ünïcödé_名前-1.",
     );
-    bob.send("/nick");
-    assert.equal(await bob.next(), " .... you are Ünïcödé_名前-1.");
     assert.equal(
       await alice.next(),
       " .... Bobby is now known as Ünïcödé_名前-1.",
+    );
+    await closeAll(alice, bob);
+  });
+});
+
+Deno.test("/nick with no name tells only the sender its nick", async () => {
+  await withChat({}, async (chat) => {
+    const alice = await textClient(chat, "/", { nick: "alice" });
+    const bob = await textClient(chat, "/", { nick: "Ünïcödé_名前-1" });
+    assert.equal(await alice.next(), " .... Ünïcödé_名前-1 has joined.");
+    bob.send("/nick");
+    assert.equal(await bob.next(), " .... you are Ünïcödé_名前-1.");
+    // The reply went to bob only: alice's next frame is his rename.
+    bob.send("/nick Rob");
+    assert.equal(await bob.next(), " .... Ünïcödé_名前-1 is now known as Rob.");
+    assert.equal(
+      await alice.next(),
+      " .... Ünïcödé_名前-1 is now known as Rob.",
     );
     await closeAll(alice, bob);
   });
@@ -527,28 +668,70 @@ Deno.test("?nick= asks for a nick at connect; a taken or bad one gets a random n
   });
 });
 
-Deno.test("text commands: /me, /who, /help, unknown commands and //", async () => {
+/**
+ * alice and bob in the lobby, plain text, alice told of bob's arrival: `fn`
+ * has bob send a command, then the room's next message from bob shows what
+ * alice got meanwhile (nothing else, if the reply went to bob only).
+ */
+async function withAliceAndBob(
+  fn: (alice: Peer, bob: Peer) => Promise<void>,
+): Promise<void> {
   await withChat({}, async (chat) => {
     const alice = await textClient(chat, "/", { nick: "alice" });
     const bob = await textClient(chat, "/", { nick: "bob" });
     assert.equal(await alice.next(), " .... bob has joined.");
+    await fn(alice, bob);
+    await closeAll(alice, bob);
+  });
+}
+
+/** bob's next message is alice's next frame: she got nothing before it. */
+async function assertNothingElseReached(alice: Peer, bob: Peer) {
+  bob.send("after");
+  assert.equal(await bob.next(), "bob: after");
+  assert.equal(await alice.next(), "bob: after");
+}
+
+Deno.test("/me sends an action to everyone: * NICK text", async () => {
+  await withAliceAndBob(async (alice, bob) => {
     bob.send("/me waves");
     assert.equal(await alice.next(), "* bob waves");
     assert.equal(await bob.next(), "* bob waves");
+  });
+});
+
+Deno.test("/who lists the room's members to the sender only", async () => {
+  await withAliceAndBob(async (alice, bob) => {
     bob.send("/who");
     assert.equal(await bob.next(), " .... in lobby: alice, bob");
+    await assertNothingElseReached(alice, bob);
+  });
+});
+
+Deno.test("/help lists the commands to the sender only", async () => {
+  await withAliceAndBob(async (alice, bob) => {
     bob.send("/help");
     assert.match(await bob.next(), /^ \.\.\.\. commands: \/nick NAME/);
+    await assertNothingElseReached(alice, bob);
+  });
+});
+
+Deno.test("an unknown command gets an error, to the sender only", async () => {
+  await withAliceAndBob(async (alice, bob) => {
     bob.send("/dance");
     assert.equal(
       await bob.next(),
       " .... error: unknown command /dance (try /help)",
     );
+    await assertNothingElseReached(alice, bob);
+  });
+});
+
+Deno.test("// sends a message that starts with /", async () => {
+  await withAliceAndBob(async (alice, bob) => {
     bob.send("//dance is a literal");
     assert.equal(await bob.next(), "bob: /dance is a literal");
-    // Replies went to bob only: alice's next frame is the // message.
     assert.equal(await alice.next(), "bob: /dance is a literal");
-    await closeAll(alice, bob);
   });
 });
 
