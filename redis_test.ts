@@ -702,3 +702,24 @@ Deno.test({
       await watcher.close();
     }),
 });
+
+Deno.test({
+  name: "redis: typing notices and direct messages cross processes",
+  ignore,
+  fn: () =>
+    withCluster(2, async (_redis, [a, b]) => {
+      const alice = await jsonClient(a.server, "/dm", { nick: "alice" });
+      const bob = await jsonClient(b.server, "/dm", { nick: "bob" });
+      await eventsUntil(alice, (e) => e.nick === "bob", "bob's join");
+      alice.send(JSON.stringify({ type: "typing" }));
+      assert.deepEqual(await bob.event("the typing notice"), {
+        type: "typing",
+        nick: "alice",
+      });
+      bob.send(JSON.stringify({ type: "dm", to: "alice", text: "psst" }));
+      const [dm] = (await eventsUntil(alice, (e) => e.type === "dm", "the dm"))
+        .slice(-1);
+      assert.deepEqual([dm.from, dm.to, dm.text], ["bob", "alice", "psst"]);
+      await closeAll(alice, bob);
+    }),
+});
