@@ -145,9 +145,10 @@ Deno.test("control characters are stripped from messages; tab and newline stay",
     const alice = await textClient(chat, "/", { nick: "alice" });
     alice.send("a\x00b\x1bc\x7fd\u0085e\u009bf\tg\nh");
     // Plain text keeps one line per frame, so the newline shows as a space.
-    assert.equal(await alice.next(), "alice: abcdef\tg h");
+    // ESC c (a terminal reset) and CSI f (8-bit) go whole, not just the ESC.
+    assert.equal(await alice.next(), "alice: abde\tg h");
     assert.equal((await json.event()).type, "join");
-    assert.equal((await json.event()).text, "abcdef\tg\nh");
+    assert.equal((await json.event()).text, "abde\tg\nh");
     alice.send("\x07\x08");
     alice.send("marker");
     assert.equal(
@@ -763,7 +764,10 @@ Deno.test("with a certificate, the page is https and the chat is wss", async () 
       await within(raw.readUntilClose(), "the echo and close"),
       CloseCode.Normal,
     );
-    assert.deepEqual(raw.texts, ["secure: over tls"]);
+    assert.deepEqual(raw.texts, [
+      " .... you are secure in lobby; here: secure",
+      "secure: over tls",
+    ]);
     raw.close();
     // A client that does not trust it is refused by TLS.
     await assert.rejects(fetch(`https://127.0.0.1:${chat.port}/`));
@@ -818,8 +822,9 @@ Deno.test("/metrics counts messages, frames, refusals, closes and refused upgrad
     assert.equal(await metric(chat, "chat_rooms"), 1);
     // Two /nick queries, "one" and "/nick a".
     assert.equal(await metric(chat, "chat_messages_received_total"), 4);
-    // Each /nick reply (2), join of b to a (1), "one" to both (2), error (1).
-    assert.equal(await metric(chat, "chat_frames_sent_total"), 6);
+    // Each welcome line (2), /nick reply (2), join of b to a (1), "one" to
+    // both (2), error (1).
+    assert.equal(await metric(chat, "chat_frames_sent_total"), 8);
     assert.equal(
       await metric(chat, 'chat_messages_refused_total{reason="nick_taken"}'),
       1,

@@ -23,7 +23,12 @@
  */
 
 import clientHtml from "./client.html" with { type: "text" };
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import {
+  createHash,
+  createHmac,
+  randomBytes,
+  timingSafeEqual,
+} from "node:crypto";
 import { parseArgs } from "node:util";
 import unhomoglyph from "unhomoglyph";
 
@@ -182,7 +187,7 @@ export const OPTIONS = {
   maxConnections: limit(
     10_000,
     1,
-    "open chat sockets in all (`chat_sockets_open`); more get 503",
+    "open chat sockets in all (`chat_sockets_open` + `chat_sockets_stuck`); more get 503",
   ),
   maxConnectionsPerIp: limit(
     100,
@@ -213,6 +218,12 @@ export const OPTIONS = {
     5,
     1,
     "seconds an upgraded socket may take to open before its slot is given back",
+  ),
+  sessionGrace: limit(
+    5,
+    0,
+    "seconds a person's last tab may be gone before they are announced as left",
+    false,
   ),
   allowOrigin: {
     default: [] as string[],
@@ -311,6 +322,10 @@ export const MAX_ROOM_CHARS = 32;
 export const MAX_NICK_CHARS = 24;
 /** How often queued outgoing bytes are checked, in milliseconds. */
 export const SLOW_CONSUMER_SWEEP_MS = 250;
+/** A person's typing notices reach the room at most this often. */
+export const TYPING_INTERVAL_MS = 2000;
+/** The subprotocol prefix that carries a session secret (`chat.session.S`). */
+export const SESSION_PROTOCOL_PREFIX = "chat.session.";
 /** How often full connect-rate buckets are forgotten, in milliseconds. */
 export const FORGET_BUCKETS_MS = 10_000;
 /** How long shutdown waits for clients to finish the close handshake. */
@@ -355,7 +370,21 @@ export type RoomEvent =
   | { type: "action"; id: number; ts: number; from: string; text: string }
   | { type: "join"; id: number; ts: number; nick: string }
   | { type: "leave"; id: number; ts: number; nick: string }
-  | { type: "nick"; id: number; ts: number; from: string; to: string };
+  | { type: "nick"; id: number; ts: number; from: string; to: string }
+  | {
+    type: "dm";
+    id: number;
+    ts: number;
+    from: string;
+    to: string;
+    text: string;
+  };
+
+/** An event that is passed on and forgotten: no id, not in history. */
+export interface TypingEvent {
+  type: "typing";
+  nick: string;
+}
 
 /**
  * A room event before the store gives it an id and a time. (`Omit` over the
@@ -367,7 +396,10 @@ export type NewEvent = RoomEvent extends infer E
 
 /** What a connection asks for when it joins a room. */
 export interface JoinRequest {
-  /** Who will hold the nick: unique per connection, across processes. */
+  /**
+   * Who will hold the nick: a person's session (every tab of it is one
+   * member) or else the connection itself; unique across processes.
+   */
   owner: string;
   /** A valid nick to claim; without it (or when taken) a random one. */
   nick?: string;
@@ -384,9 +416,14 @@ export interface Joined {
   nick: string;
   /** Set when the nick asked for was taken (a random one was given). */
   nickTaken: boolean;
+  /**
+   * The owner was in the room already (another tab of a session): it keeps
+   * its nick, no join was appended, and `lastId` is the room's last id.
+   */
+  present: boolean;
   /** The room's epoch: ids start over when it changes. */
   epoch: string;
-  /** Id of the join event; every later event is delivered by `subscribe`. */
+  /** Id of the join event (or the room's last); later ones come by `subscribe`. */
   lastId: number;
   /**
    * What the client should show: what it missed and its join, when it
@@ -419,7 +456,8 @@ export interface RoomStore {
   /**
    * Turns a hold into a member: takes over the nick from a stale holder (by
    * token), claims the nick (or a random one), reads what a resuming client
-   * missed, then appends the join: one step.
+   * missed, then appends the join: one step. An owner already in the room
+   * (one more tab) is counted, keeps its nick, and no join is appended.
    */
   join(room: string, request: JoinRequest): Promise<Joined>;
   /** Appends an event: gives it the next id and a time, keeps it, delivers it. */
@@ -432,8 +470,9 @@ export interface RoomStore {
     to: string,
   ): Promise<RoomEvent | "nick_taken">;
   /**
-   * Takes `owner` out of the room (if it still holds `nick`), announcing the
-   * leave when `announce` and others remain. The last one out ends the room.
+   * One connection of `owner` leaves (if it still holds `nick`). With its
+   * last connection the owner is out: announced when `announce` and others
+   * remain. The last one out ends the room.
    */
   leave(
     room: string,
@@ -443,8 +482,13 @@ export interface RoomStore {
   ): Promise<void>;
   /** The room's members' nicks. */
   members(room: string): Promise<string[]>;
-  /** Every event appended to the room from now on, in id order. */
-  subscribe(room: string, onEvent: (event: RoomEvent) => void): () => void;
+  /** Passes an event on to every subscriber now, keeping nothing. */
+  notify(room: string, event: TypingEvent): void;
+  /**
+   * Every event appended to the room from now on, in id order, and every
+   * notification.
+   */
+  subscribe(room: string, onEvent: (event: LiveEvent) => void): () => void;
   /** Rooms that exist (with members or holds). */
   roomCount(): number;
   /** False while the store cannot be reached (a shared store's server is down). */
@@ -455,6 +499,9 @@ export interface RoomStore {
 
 /** What the store cannot do right now; the client is told `unavailable`. */
 export class StoreUnavailable extends Error {}
+
+/** What a subscriber gets. */
+export type LiveEvent = RoomEvent | TypingEvent;
 
 /** `user-NNNNN`. */
 export function randomNick(): string {
@@ -502,6 +549,8 @@ export interface MemoryStoreOptions {
 interface NickHolder {
   nick: string;
   owner: string;
+  /** The owner's connections in the room (tabs of one session). */
+  connections: number;
   /** Id of the holder's join event: its reconnect token is derived from it. */
   joinedId: number;
 }
@@ -513,11 +562,12 @@ interface MemoryRoom {
   history: RoomEvent[];
   /** What `history` costs, by {@linkcode eventBytes}. */
   historyBytes: number;
-  /** Members by nick key. */
+  /** Members by nick key, and the same by owner. */
   nicks: Map<string, NickHolder>;
+  owners: Map<string, NickHolder>;
   /** Connections upgraded and not yet joined. */
   holds: number;
-  listeners: Set<(event: RoomEvent) => void>;
+  listeners: Set<(event: LiveEvent) => void>;
 }
 
 /**
@@ -544,6 +594,7 @@ export class MemoryStore implements RoomStore {
         history: [],
         historyBytes: 0,
         nicks: new Map(),
+        owners: new Map(),
         holds: 0,
         listeners: new Set(),
       };
@@ -563,6 +614,26 @@ export class MemoryStore implements RoomStore {
   join(name: string, request: JoinRequest): Promise<Joined> {
     const room = this.#room(name);
     room.holds--;
+    const missedSince = () =>
+      request.since === undefined
+        ? undefined
+        : this.#eventsAfter(room, request.since, request.epoch ?? "");
+    const present = room.owners.get(request.owner);
+    if (present) {
+      present.connections++;
+      const missed = missedSince();
+      return Promise.resolve({
+        nick: present.nick,
+        nickTaken: false,
+        present: true,
+        epoch: room.epoch,
+        lastId: room.lastId,
+        history: missed ?? room.history,
+        gap: request.since !== undefined && missed === undefined,
+        users: [...room.nicks.values()].map((member) => member.nick),
+        token: this.#token(name, room, present),
+      });
+    }
     const wanted = request.nick;
     if (wanted !== undefined && request.token) {
       this.#takeOver(name, room, wanted, request.token);
@@ -573,15 +644,20 @@ export class MemoryStore implements RoomStore {
     while (room.nicks.has(nickKey(nick))) nick = randomNick();
     // What a resuming client missed is read before its own join is appended,
     // so that the join cannot push the oldest missed event out of history.
-    const missed = request.since === undefined
-      ? undefined
-      : this.#eventsAfter(room, request.since, request.epoch ?? "");
+    const missed = missedSince();
     const joined = this.#append(room, { type: "join", nick });
-    const holder = { nick, owner: request.owner, joinedId: joined.id };
+    const holder = {
+      nick,
+      owner: request.owner,
+      connections: 1,
+      joinedId: joined.id,
+    };
     room.nicks.set(nickKey(nick), holder);
+    room.owners.set(request.owner, holder);
     return Promise.resolve({
       nick,
       nickTaken,
+      present: false,
       epoch: room.epoch,
       lastId: joined.id,
       history: missed ? [...missed, joined] : room.history,
@@ -621,8 +697,10 @@ export class MemoryStore implements RoomStore {
   ): Promise<void> {
     const room = this.#rooms.get(name);
     const holder = room?.nicks.get(nickKey(nick));
-    if (!room || holder?.owner !== owner) return Promise.resolve();
+    if (!room || !holder || holder.owner !== owner) return Promise.resolve();
+    if (--holder.connections > 0) return Promise.resolve();
     room.nicks.delete(nickKey(nick));
+    room.owners.delete(owner);
     if (!this.#endIfEmpty(name, room) && announce) {
       this.#append(room, { type: "leave", nick });
     }
@@ -636,7 +714,13 @@ export class MemoryStore implements RoomStore {
     );
   }
 
-  subscribe(name: string, onEvent: (event: RoomEvent) => void): () => void {
+  notify(name: string, event: TypingEvent): void {
+    for (const onEvent of this.#rooms.get(name)?.listeners ?? []) {
+      onEvent(event);
+    }
+  }
+
+  subscribe(name: string, onEvent: (event: LiveEvent) => void): () => void {
     const listeners = this.#room(name).listeners;
     listeners.add(onEvent);
     return () => listeners.delete(onEvent);
@@ -699,6 +783,7 @@ export class MemoryStore implements RoomStore {
     const holder = room.nicks.get(nickKey(nick));
     if (!holder || !sameSecret(token, this.#token(name, room, holder))) return;
     room.nicks.delete(nickKey(nick));
+    room.owners.delete(holder.owner);
     this.#append(room, { type: "leave", nick: holder.nick });
     this.#options.onEvict(name, holder.owner);
   }
@@ -751,6 +836,10 @@ interface Client {
   refilledAt: number;
   /** Rate-limited messages in a row. */
   drops: number;
+  /** It came with a session: its owner is the person, not the socket. */
+  session: boolean;
+  /** When its last typing notice went to the room. */
+  typingAt: number;
   /** A join, `/nick` or `/who` is waiting on the store; frames queue. */
   busy: boolean;
   /** Frames that arrived while busy, handled in order once it is not. */
@@ -806,6 +895,8 @@ interface ChatState {
   connectionsByIp: Map<string, number>;
   /** New-connection token buckets per peer address (see connectRate). */
   connectBuckets: Map<string, { tokens: number; at: number }>;
+  /** Session leaves waiting out `sessionGrace`. */
+  graceTimers: Set<ReturnType<typeof setTimeout>>;
   /** Upgraded sockets not yet open, with their open-timeout timers. */
   opening: Map<WebSocket, ReturnType<typeof setTimeout>>;
   /**
@@ -845,6 +936,7 @@ function newState(settings: Settings, store: RoomStore): ChatState {
     connectionsByIp: new Map(),
     connectBuckets: new Map(),
     opening: new Map(),
+    graceTimers: new Set(),
     stuckSockets: 0,
     nextOwner: 0,
     phase: "running",
@@ -899,7 +991,12 @@ const METRICS: [
   label?: string,
 ][] = [
   ["chat_connections", "gauge", "Clients in a room.", (c) => c.clients.size],
-  ["chat_rooms", "gauge", "Rooms with members.", (c) => c.store.roomCount()],
+  [
+    "chat_rooms",
+    "gauge",
+    "Rooms with members or connections on their way in.",
+    (c) => c.store.roomCount(),
+  ],
   [
     "chat_store_up",
     "gauge",
@@ -1014,15 +1111,19 @@ function leaveLocalRoom(room: LocalRoom): void {
  * Sends one event to this process's members of the room. Each protocol
  * renders it once; JSON clients get the turn's events as one frame.
  */
-function deliver(room: LocalRoom, event: RoomEvent): void {
+function deliver(room: LocalRoom, event: LiveEvent): void {
+  if (event.type === "typing") return deliverTyping(room, event);
   const { counters } = chat();
+  if (event.id <= room.deliveredId) return; // known here already
   room.deliveredId = event.id;
-  if (room.textSockets.size > 0) {
+  if (event.type === "nick") renameLocally(room, event.from, event.to);
+  if (event.type === "dm") deliverPrivately(room, event);
+  else if (room.textSockets.size > 0) {
     const line = renderText(event);
     for (const socket of room.textSockets) sendFrame(socket, line);
     counters.framesSent += room.textSockets.size;
   }
-  if (room.jsonSockets.size > 0) {
+  if (room.jsonSockets.size > 0 && event.type !== "dm") {
     room.pendingJson.push(JSON.stringify(event));
     chat().roomsWithPending.add(room);
     chat().flushScheduled ??= setImmediate(flushBatches);
@@ -1030,6 +1131,54 @@ function deliver(room: LocalRoom, event: RoomEvent): void {
   for (const client of room.arriving) {
     client.arriving!.events.push(event);
     admit(client);
+  }
+}
+
+/** Every tab of a person takes the new nick (nicks are one per room). */
+function renameLocally(room: LocalRoom, from: string, to: string): void {
+  for (const client of clientsIn(room)) {
+    if (client.nick === from) client.nick = to;
+  }
+}
+
+function* clientsIn(room: LocalRoom): Generator<Client> {
+  const { clients } = chat();
+  for (const sockets of [room.textSockets, room.jsonSockets]) {
+    for (const socket of sockets) {
+      const client = clients.get(socket);
+      if (client) yield client;
+    }
+  }
+}
+
+/** Who may see an event: a direct message only its two parties. */
+function visibleTo(event: RoomEvent, nick: string): boolean {
+  return event.type !== "dm" || event.from === nick || event.to === nick;
+}
+
+/**
+ * A direct message goes to every connection of its sender and recipient
+ * and nobody else; the turn's batch goes first, to keep the order.
+ */
+function deliverPrivately(room: LocalRoom, event: RoomEvent & { type: "dm" }) {
+  flushRoom(room);
+  let json: string | undefined;
+  for (const client of clientsIn(room)) {
+    if (!visibleTo(event, client.nick)) continue;
+    sendToOne(
+      client,
+      client.json ? json ??= JSON.stringify(event) : renderText(event),
+    );
+  }
+}
+
+/** A typing notice goes to the room's other JSON clients, after the batch. */
+function deliverTyping(room: LocalRoom, event: TypingEvent): void {
+  if (room.jsonSockets.size === 0) return;
+  flushRoom(room);
+  const frame = JSON.stringify(event);
+  for (const client of clientsIn(room)) {
+    if (client.json && client.nick !== event.nick) sendToOne(client, frame);
   }
 }
 
@@ -1044,16 +1193,35 @@ function admit(client: Client): void {
   const arriving = client.arriving!;
   const joined = arriving.joined;
   const room = client.room;
-  if (!joined || room.deliveredId < joined.lastId) return;
+  if (!joined) return;
+  if (room.deliveredId < joined.lastId) {
+    // Alone in a room this process just subscribed to (say, another tab of
+    // a session that is present): there is nothing to wait for. What came
+    // before is in the welcome, and late copies of it are skipped.
+    const alone = room.textSockets.size + room.jsonSockets.size === 0 &&
+      room.arriving.size === 1;
+    if (!alone) return;
+    room.deliveredId = joined.lastId;
+  }
   room.arriving.delete(client);
   client.arriving = undefined;
   flushRoom(room);
   if (client.json) sendWelcome(client, joined, room.name);
+  else {
+    sendNotice(
+      client,
+      `you are ${client.nick} in ${room.name}; here: ${
+        joined.users.join(", ")
+      }`,
+    );
+  }
   if (arriving.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
   else if (joined.nickTaken) {
     sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
   }
-  const missed = arriving.events.filter((event) => event.id > joined.lastId);
+  const missed = arriving.events.filter((event) =>
+    event.id > joined.lastId && visibleTo(event, client.nick)
+  );
   if (missed.length > 0) {
     const frames = client.json
       ? [JSON.stringify(missed.length === 1 ? missed[0] : missed)]
@@ -1117,6 +1285,8 @@ function renderText(event: RoomEvent): string {
       return ` .... ${event.nick} has left.`;
     case "nick":
       return ` .... ${event.from} is now known as ${event.to}.`;
+    case "dm":
+      return `[dm] ${event.from} -> ${event.to}: ${oneLine(event.text)}`;
   }
 }
 
@@ -1139,19 +1309,26 @@ export type ErrorCode =
   | "bad_nick"
   | "nick_taken"
   | "rate_limited"
+  | "no_such_nick"
+  | "bad_room"
+  | "max_rooms"
   | "unavailable"
   | "unknown_command";
 
 /** What a client asked for, in either protocol. */
 type Command =
   | { type: "message" | "action"; text: string }
+  | { type: "dm"; to: string; text: string }
+  | { type: "typing" }
   | { type: "nick"; nick: string }
+  | { type: "join"; room: string }
   | { type: "who" }
   | { type: "help" }
+  | { type: "quit" }
   | { type: "invalid"; code: ErrorCode; message: string };
 
 const HELP_TEXT =
-  "commands: /nick NAME (or /nick to see yours), /me ACTION, /who, /help; //text sends /text";
+  "commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /help, /quit; //text sends /text";
 
 function parseTextCommand(line: string): Command {
   if (!line.startsWith("/") || line.startsWith("//")) {
@@ -1168,6 +1345,14 @@ function parseTextCommand(line: string): Command {
       return { type: "nick", nick: arg };
     case "me":
       return { type: "action", text: arg };
+    case "msg": {
+      const [to, ...words] = arg.split(" ");
+      return { type: "dm", to, text: words.join(" ") };
+    }
+    case "join":
+      return { type: "join", room: arg };
+    case "quit":
+      return { type: "quit" };
     case "who":
       return { type: "who" };
     case "help":
@@ -1199,18 +1384,39 @@ function parseJsonCommand(data: string): Command {
     if (frame.type === "nick" && typeof frame.nick === "string") {
       return { type: "nick", nick: frame.nick };
     }
+    if (
+      frame.type === "dm" && typeof frame.to === "string" &&
+      typeof frame.text === "string"
+    ) {
+      return { type: "dm", to: frame.to, text: frame.text };
+    }
+    if (frame.type === "typing") return { type: "typing" };
   }
   return {
     type: "invalid",
     code: "bad_request",
     message:
-      'expected {"type":"message"|"action","text":…} or {"type":"nick","nick":…}',
+      'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…} or {"type":"typing"}',
   };
 }
 
 // C0 and C1 controls except tab and newline.
 // deno-lint-ignore no-control-regex -- matching control characters is the point
 const CONTROL_CHARS = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/g;
+/**
+ * Terminal escape sequences, whole (ECMA-48): CSI … final byte, the string
+ * ones (OSC, DCS, SOS, PM, APC) up to BEL or ST (or the end), other ESC
+ * sequences, and their 8-bit forms. Removing only the ESC would leave
+ * `[31m` behind on a terminal.
+ */
+const ESCAPE_SEQUENCES =
+  // deno-lint-ignore no-control-regex -- matching control characters is the point
+  /(?:\x1B\[|\x9B)[0-?]*[ -/]*[@-~]|(?:\x1B[\]PX^_]|[\x90\x98\x9D-\x9F])[\s\S]*?(?:\x07|\x1B\\|\x9C|$)|\x1B[ -/]*[0-~]/g;
+
+/** A message's text as it may be kept: no escape sequences or controls. */
+function cleanText(text: string): string {
+  return text.replace(ESCAPE_SEQUENCES, "").replace(CONTROL_CHARS, "").trim();
+}
 // Letters, digits, `_` and `-`, and combining marks after the first character
 // (for names like राम); nothing else: no controls, no bidi overrides.
 const NICK_PATTERN = /^[\p{L}\p{Nd}_-][\p{L}\p{M}\p{Nd}_-]*$/u;
@@ -1255,6 +1461,8 @@ interface Arrival {
   since?: number;
   epoch?: string;
   token?: string;
+  /** Who the client is, from its session secret (not the secret). */
+  session?: string;
 }
 
 /**
@@ -1267,7 +1475,7 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   const current = chat();
   const client: Client = {
     socket,
-    owner: String(++current.nextOwner),
+    owner: arrival.session ?? String(++current.nextOwner),
     nick: "",
     room: localRoom(arrival.room),
     json: arrival.json,
@@ -1275,6 +1483,8 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     tokens: current.settings.burst,
     refilledAt: Date.now(),
     drops: 0,
+    session: arrival.session !== undefined,
+    typingAt: 0,
     busy: true,
     backlog: [],
   };
@@ -1340,11 +1550,16 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   };
 }
 
-async function join(client: Client, arrival: Arrival): Promise<void> {
+async function join(
+  client: Client,
+  arrival: Omit<Arrival, "session">,
+): Promise<void> {
   const { store, clients } = chat();
   if (chat().phase !== "running") {
+    // Opened while shutting down: told so, like everyone else.
     store.release(arrival.room);
-    return leaveLocalRoom(client.room);
+    leaveLocalRoom(client.room);
+    return closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
   const wanted = arrival.nick?.normalize("NFC");
   const badNick = wanted !== undefined && !validNick(wanted);
@@ -1360,9 +1575,13 @@ async function join(client: Client, arrival: Arrival): Promise<void> {
   });
   client.nick = joined.nick;
   clients.set(client.socket, client);
-  if (
-    client.socket.readyState !== WebSocket.OPEN || chat().phase !== "running"
-  ) {
+  if (chat().phase !== "running") {
+    // Shutdown began while the store worked (Deno may run a signal handler
+    // between two steps of an async function).
+    closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
+    return leave(client, CloseCode.GoingAway);
+  }
+  if (client.socket.readyState !== WebSocket.OPEN) {
     // Closed while the store worked: out again, as anyone else would go.
     return leave(client, CloseCode.Abnormal);
   }
@@ -1396,11 +1615,12 @@ function sendWelcome(client: Client, joined: Joined, room: string): void {
     room,
     epoch: joined.epoch,
     users: joined.users,
-    history: joined.history,
+    history: joined.history.filter((event) => visibleTo(event, client.nick)),
     lastId: joined.lastId,
     gap: joined.gap,
     maxMessageChars: chat().settings.maxMessageChars,
     token: joined.token,
+    session: client.session,
   };
   sendToOne(client, JSON.stringify(welcome));
 }
@@ -1414,22 +1634,43 @@ function leave(client: Client, code: number): void {
   if (!current.clients.delete(client.socket)) return;
   bump(current.counters.closes, KNOWN_CLOSE_CODES.has(code) ? code : "other");
   const room = client.room;
-  room.textSockets.delete(client.socket);
-  room.jsonSockets.delete(client.socket);
-  room.arriving.delete(client);
   log("info", "leave", {
     room: room.name,
     nick: client.nick,
     peer: client.ip,
     code,
   });
-  current.store.leave(
-    room.name,
-    client.owner,
-    client.nick,
-    current.phase === "running",
-  ).catch((error) => log("error", "store_failed", { error: String(error) }));
+  depart(client, client.session && code !== CloseCode.Normal);
+}
+
+/**
+ * Takes a joined client out of its room's delivery and the store (the leave
+ * is announced if it was the person's last connection). A session's tab
+ * that went away without saying goodbye (any close but 1000: a reload, a
+ * closed tab, a blip) waits out `sessionGrace` first, so it makes no leave
+ * and join if it comes back.
+ */
+function depart(client: Client, grace: boolean): void {
+  const current = chat();
+  const room = client.room;
+  room.textSockets.delete(client.socket);
+  room.jsonSockets.delete(client.socket);
+  room.arriving.delete(client);
   leaveLocalRoom(room);
+  const storeLeave = () =>
+    current.store.leave(
+      room.name,
+      client.owner,
+      client.nick,
+      current.phase === "running",
+    ).catch((error) => log("error", "store_failed", { error: String(error) }));
+  if (!grace || current.phase !== "running") return void storeLeave();
+  // The room is held meanwhile, so it keeps its history and epoch.
+  const timer = setTimeout(() => {
+    current.graceTimers.delete(timer);
+    storeLeave();
+  }, current.settings.sessionGrace * 1000);
+  current.graceTimers.add(timer);
 }
 
 /** Close codes counted by their number in `/metrics`; others are `other`. */
@@ -1440,6 +1681,18 @@ const KNOWN_CLOSE_CODES = new Set<number>([
   1010,
   1012,
 ]);
+
+/** What every client is told at shutdown. */
+const SHUTDOWN_REASON = "server shutting down";
+
+/** A close that never throws (the socket may be closing already). */
+function closeSocket(socket: WebSocket, code: number, reason: string): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    // Already closing.
+  }
+}
 
 /** Closes a client with a code and reason and takes it out of the room now. */
 function closeClient(client: Client, code: number, reason: string): void {
@@ -1510,6 +1763,10 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return;
   }
   counters.messagesReceived++;
+  if (client.json && TYPING_FRAME.test(data)) {
+    // Typing notices count against nothing else (they have their interval).
+    return execute(client, { type: "typing" });
+  }
   if (!takeToken(client)) {
     client.drops++;
     if (client.drops > settings.maxConsecutiveDrops) {
@@ -1534,6 +1791,8 @@ function receive(client: Client, data: string | ArrayBuffer): void {
   }
 }
 
+const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
+
 /** Closes a client whether or not its join has completed. */
 function shut(client: Client, code: number, reason: string): void {
   if (chat().clients.has(client.socket)) {
@@ -1551,8 +1810,9 @@ function execute(client: Client, command: Command): void {
   const room = client.room.name;
   switch (command.type) {
     case "message":
-    case "action": {
-      const text = command.text.replace(CONTROL_CHARS, "").trim();
+    case "action":
+    case "dm": {
+      const text = cleanText(command.text);
       if (text.length === 0) return;
       if (
         text.length > settings.maxMessageChars &&
@@ -1564,9 +1824,18 @@ function execute(client: Client, command: Command): void {
           `message too long (max ${settings.maxMessageChars} characters)`,
         );
       }
+      if (command.type === "dm") return sendDirect(client, command.to, text);
       store.append(room, { type: command.type, from: client.nick, text })
         .catch((error) => failed(client, error));
       return;
+    }
+    case "typing": {
+      // Ephemeral and cheap: not counted against the message rate, but
+      // passed on at most once per TYPING_INTERVAL_MS per connection.
+      const now = Date.now();
+      if (now - client.typingAt < TYPING_INTERVAL_MS) return;
+      client.typingAt = now;
+      return store.notify(room, { type: "typing", nick: client.nick });
     }
     case "nick": {
       if (command.nick === "" && !client.json) {
@@ -1595,11 +1864,53 @@ function execute(client: Client, command: Command): void {
         const nicks = await store.members(room);
         sendNotice(client, `in ${room}: ${nicks.join(", ")}`);
       });
+    case "join":
+      return moveTo(client, command.room);
+    case "quit":
+      return closeClient(client, CloseCode.Normal, "bye");
     case "help":
       return sendNotice(client, HELP_TEXT);
     case "invalid":
       return sendError(client, command.code, command.message);
   }
+}
+
+/** `/msg NICK text`: to one member, and the sender's own connections. */
+function sendDirect(client: Client, to: string, text: string): void {
+  const { store } = chat();
+  const room = client.room.name;
+  wait(client, async () => {
+    const recipient = (await store.members(room))
+      .find((nick) => nickKey(nick) === nickKey(to));
+    if (!recipient) {
+      return sendError(client, "no_such_nick", `nobody here is called ${to}`);
+    }
+    await store.append(room, {
+      type: "dm",
+      from: client.nick,
+      to: recipient,
+      text,
+    });
+  });
+}
+
+/** `/join ROOM`: this connection leaves its room (announced) for another. */
+function moveTo(client: Client, path: string): void {
+  const { store } = chat();
+  const room = roomFromPath("/" + path.replace(/^#/, ""));
+  if (!room || path === "") {
+    return sendError(client, "bad_room", REFUSALS.bad_room[1]);
+  }
+  if (room === client.room.name) return;
+  if (!store.hold(room)) {
+    return sendError(client, "max_rooms", REFUSALS.max_rooms[1]);
+  }
+  const nick = client.nick;
+  depart(client, false);
+  client.room = localRoom(room);
+  client.busy = true;
+  join(client, { room, ip: client.ip, json: client.json, nick })
+    .catch((error) => joinFailed(client, error));
 }
 
 /** Runs a command that waits on the store; the client's next frames queue. */
@@ -1740,6 +2051,24 @@ function refuse(reason: Refusal, fields: LogFields = {}): Response {
   });
 }
 
+const SESSION_SECRET = /^[A-Za-z0-9_-]{22,64}$/;
+
+/**
+ * The person a client says it is: its session secret comes as a second
+ * subprotocol (`chat.session.SECRET`, never echoed, so it is in no URL or
+ * log). The secret itself is kept nowhere: the owner is named by its
+ * SHA-256, so a lookup by it tells nothing about the secret (no comparison
+ * of secrets is made, timed or not).
+ */
+function sessionOf(protocols: string[]): string | undefined {
+  const offered = protocols.find((name) =>
+    name.startsWith(SESSION_PROTOCOL_PREFIX)
+  );
+  const secret = offered?.slice(SESSION_PROTOCOL_PREFIX.length);
+  if (!secret || !SESSION_SECRET.test(secret)) return undefined;
+  return "s." + createHash("sha256").update(secret).digest("base64url");
+}
+
 /**
  * The request's URL, or undefined when its `Host` makes none (`Host: a b`):
  * a 400, not an exception.
@@ -1832,8 +2161,9 @@ function handleChatRequest(
   // Held from here on, so concurrent upgrades cannot make more rooms than
   // maxRooms, and a lone member's replacement cannot end the room.
   if (!store.hold(room)) return refuse("max_rooms", { peer: ip, room });
-  const json = req.headers.get("sec-websocket-protocol")?.split(",")
-    .some((name) => name.trim() === JSON_PROTOCOL) ?? false;
+  const protocols = req.headers.get("sec-websocket-protocol")?.split(",")
+    .map((name) => name.trim()) ?? [];
+  const json = protocols.includes(JSON_PROTOCOL);
   let upgraded: { socket: WebSocket; response: Response };
   try {
     upgraded = Deno.upgradeWebSocket(req, {
@@ -1855,6 +2185,7 @@ function handleChatRequest(
     since: since !== null && /^\d+$/.test(since) ? Number(since) : undefined,
     epoch: url.searchParams.get("epoch") ?? undefined,
     token: url.searchParams.get("token") ?? undefined,
+    session: sessionOf(protocols),
   });
   return upgraded.response;
 }
@@ -2115,25 +2446,24 @@ async function stop(
   for (const timer of timers) clearInterval(timer);
   if (current.flushScheduled) clearImmediate(current.flushScheduled);
   flushBatches();
-  for (const [socket, timer] of current.opening) {
-    clearTimeout(timer);
-    try {
-      socket.close(CloseCode.GoingAway, "server shutting down");
-    } catch {
-      // Not open yet: Deno closes it with the server.
-    }
+  for (const timer of current.graceTimers) clearTimeout(timer);
+  current.graceTimers.clear();
+  // Sockets still opening or joining are closed by join() (a socket cannot
+  // be closed before it opens), and awaited with the rest.
+  const opening = [...current.opening.keys()];
+  for (const room of current.rooms.values()) {
+    for (const client of room.arriving) opening.push(client.socket);
   }
+  for (const timer of current.opening.values()) clearTimeout(timer);
   current.opening.clear();
   const sockets = [...current.clients.keys()];
   log("info", "shutdown", { connections: sockets.length });
-  const closed = sockets.map((socket) =>
+  const closed = [...sockets, ...opening].map((socket) =>
     new Promise<void>((resolve) => {
       if (socket.readyState === WebSocket.CLOSED) return resolve();
       socket.addEventListener("close", () => resolve());
-      try {
-        socket.close(CloseCode.GoingAway, "server shutting down");
-      } catch {
-        resolve();
+      if (current.clients.has(socket)) {
+        closeSocket(socket, CloseCode.GoingAway, SHUTDOWN_REASON);
       }
     })
   );
@@ -2149,9 +2479,13 @@ async function stop(
     leave(client, CloseCode.GoingAway);
   }
   // Deno's server shutdown waits for sockets it holds that never opened
-  // (see openTimeout); it is not awaited past the grace period for them.
+  // (see openTimeout), stuck or not yet timed out; it is not awaited past
+  // the grace period for them.
+  const unopened = opening.some((socket) =>
+    socket.readyState === WebSocket.CONNECTING
+  );
   const serversDown = Promise.all(servers.map((server) => server.shutdown()));
-  if (current.stuckSockets === 0) await serversDown;
+  if (current.stuckSockets === 0 && !unopened) await serversDown;
   else {
     await Promise.race([
       serversDown,

@@ -200,8 +200,9 @@ export function chatUrl(
 }
 
 /**
- * A plain-text client that has joined: its `/nick` (no argument: "who am
- * I?") has been answered, so the server has it in the room. Returns its nick.
+ * A plain-text client that has joined: its welcome line came, and its
+ * `/nick` (no argument: "who am I?") has been answered, so the server has it
+ * in the room. Returns its nick.
  */
 export async function textClient(
   chat: ChatServer,
@@ -210,6 +211,10 @@ export async function textClient(
 ): Promise<Peer & { nick: string }> {
   const peer = new Peer(chatUrl(chat, path, query));
   await within(peer.opened, "the connection to open");
+  await peer.nextMatching(
+    /^ \.\.\.\. you are \S+ in \S+; here: /u,
+    "the welcome line",
+  );
   peer.send("/nick");
   const line = await peer.nextMatching(
     /^ \.\.\.\. you are \S+\.$/u,

@@ -761,6 +761,8 @@ browserTest(
     assert.equal(urls.length, 1);
     assert.equal(new URL(urls[0]).searchParams.get("nick"), nick);
   },
+  // Its tab closes and bob hears the leave: past a short grace period.
+  { sessionGrace: 1 },
 );
 
 browserTest(
