@@ -124,6 +124,8 @@ interface RoomState {
   delivered?: number;
   /** Whether any event went to the listeners yet (not just the baseline). */
   handedOver: boolean;
+  /** Events taken in order, handed to the listeners at the end of the turn. */
+  outbox: RoomEvent[];
   epoch?: string;
   /** Events received while the baseline or a gap is being read. */
   buffer: RoomEvent[];
@@ -486,6 +488,8 @@ export class RedisStore implements RoomStore {
   #reapAfter = 0;
   #timer?: ReturnType<typeof setInterval>;
   #pending = new Set<Promise<unknown>>();
+  #outboxes = new Set<RoomState>();
+  #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
 
@@ -809,6 +813,8 @@ export class RedisStore implements RoomStore {
     clearTimeout(timer);
     this.#closed = true;
     clearInterval(this.#timer);
+    if (this.#handOut) clearImmediate(this.#handOut);
+    this.#handOut = undefined;
     if (this.available()) {
       // Survivors see this process gone at once (and find nothing to reap).
       await this.#command(["DEL", this.#key(`hb:${this.#proc}`)]).catch(
@@ -829,6 +835,8 @@ export class RedisStore implements RoomStore {
     this.#closed = true;
     this.#up = false;
     clearInterval(this.#timer);
+    if (this.#handOut) clearImmediate(this.#handOut);
+    this.#handOut = undefined;
     for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
   }
 
@@ -847,6 +855,7 @@ export class RedisStore implements RoomStore {
         buffer: [],
         filling: false,
         handedOver: false,
+        outbox: [],
         onMessage: (message) => this.#onMessage(made, message),
       };
       this.#rooms.set(name, made);
@@ -909,10 +918,29 @@ export class RedisStore implements RoomStore {
     this.#fill(room);
   }
 
+  /**
+   * Takes the next event in order. The listeners get it once the pub/sub
+   * reads of this turn are done, so that events arriving in several reads
+   * still reach main.ts in one turn (one JSON batch per client).
+   */
   #deliver(room: RoomState, event: RoomEvent): void {
     room.delivered = event.id;
     room.handedOver = true;
-    for (const onEvent of room.listeners) onEvent(event);
+    room.outbox.push(event);
+    this.#outboxes.add(room);
+    this.#handOut ??= setImmediate(() => this.#handOutAll());
+  }
+
+  #handOutAll(): void {
+    this.#handOut = undefined;
+    for (const room of this.#outboxes) {
+      const events = room.outbox;
+      room.outbox = [];
+      for (const event of events) {
+        for (const onEvent of room.listeners) onEvent(event);
+      }
+    }
+    this.#outboxes.clear();
   }
 
   /**
