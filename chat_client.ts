@@ -21,6 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
+import type { RoomEvent } from "./main.ts";
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -76,21 +77,11 @@ Nicks are coloured when stdout is a terminal and NO_COLOR is not set.`;
 // Protocol types
 // ---------------------------------------------------------------------------
 
-/** A room event as the server sends it (plus `dm` from the additions). */
-export type ChatEvent =
-  | { type: "message"; id: number; ts: number; from: string; text: string }
-  | { type: "action"; id: number; ts: number; from: string; text: string }
-  | { type: "join"; id: number; ts: number; nick: string }
-  | { type: "leave"; id: number; ts: number; nick: string }
-  | { type: "nick"; id: number; ts: number; from: string; to: string }
-  | {
-    type: "dm";
-    id: number;
-    ts: number;
-    from: string;
-    to: string;
-    text: string;
-  };
+/**
+ * A room event as the server sends it. A type-only import: nothing of
+ * main.ts is loaded.
+ */
+export type ChatEvent = RoomEvent;
 
 /** An error frame: it goes to one client only, the connection stays. */
 export interface ErrorFrame {

@@ -836,3 +836,71 @@ Deno.test("client: --help prints the usage and exits 0", async () => {
     assert.match(client.lines.join("\n"), /Usage: deno task client \[URL\]/);
   });
 });
+
+// ---------------------------------------------------------------------------
+// Direct messages
+// ---------------------------------------------------------------------------
+
+Deno.test("client: /msg sends a DM that only its two parties get", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const cy = await jsonClient(chat, "/", { nick: "cy" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).nick, "cy");
+      assert.equal((await bob.event()).nick, "ada");
+      assert.equal((await cy.event()).nick, "ada");
+      await ada.type("/msg bob psst, a secret");
+      const dm = await bob.event("the DM");
+      assert.deepEqual([dm.type, dm.from, dm.to, dm.text], [
+        "dm",
+        "ada",
+        "bob",
+        "psst, a secret",
+      ]);
+      assert.equal(typeof dm.id, "number");
+      await ada.expect("[dm] ada -> bob: psst, a secret");
+      // cy's next event is the public message after it: the DM skipped cy.
+      await ada.type("public");
+      const next = await cy.event("the public message");
+      assert.deepEqual([next.type, next.text], ["message", "public"]);
+      await ada.expect("ada: public");
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+    await cy.close();
+  });
+});
+
+Deno.test("client: a DM to it is shown as [dm] FROM -> TO: TEXT", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      bob.send(
+        JSON.stringify({ type: "dm", to: "ada", text: "hi\x1b[31m you" }),
+      );
+      // The server strips the whole escape sequence.
+      await ada.expect("[dm] bob -> ada: hi you");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: /msg to a nick not in the room shows the server's error", async () => {
+  await withChat({}, async (chat) => {
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await ada.type("/msg nobody hello?");
+      await ada.until(" .... error: nobody here is called nobody");
+      await ada.type("/msg nobody");
+      await ada.expect(" .... usage: /msg NICK TEXT");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+  });
+});
