@@ -32,6 +32,7 @@
  */
 import net from "node:net";
 import { parseArgs } from "node:util";
+import { encodeFrame, Opcode } from "../ws_frames.ts";
 
 const repoDir = new URL("..", import.meta.url).pathname;
 /** A server must answer `GET /healthz` within this after being started. */
@@ -211,27 +212,6 @@ function upgradeRequest(path = "/"): string {
   ].join("\r\n") + "\r\n\r\n";
 }
 
-/** A client frame: FIN, the opcode, masked with a random key. */
-function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const n = payload.length;
-  const extra = n < 126 ? 0 : n < 65536 ? 2 : 8;
-  const frame = new Uint8Array(2 + extra + 4 + n);
-  frame[0] = 0x80 | opcode;
-  if (extra === 0) frame[1] = 0x80 | n;
-  else if (extra === 2) {
-    frame[1] = 0x80 | 126;
-    new DataView(frame.buffer).setUint16(2, n);
-  } else {
-    frame[1] = 0x80 | 127;
-    new DataView(frame.buffer).setBigUint64(2, BigInt(n));
-  }
-  const key = crypto.getRandomValues(new Uint8Array(4));
-  const at = 2 + extra;
-  frame.set(key, at);
-  for (let i = 0; i < n; i++) frame[at + 4 + i] = payload[i] ^ key[i & 3];
-  return frame;
-}
-
 /**
  * A minimal WebSocket client over `node:net` (which, unlike `Deno.connect`,
  * can choose its source address and reset a connection).
@@ -283,7 +263,7 @@ class RawWs {
   }
 
   send(text: string): void {
-    this.socket.write(clientFrame(0x1, encoder.encode(text)));
+    this.socket.write(encodeFrame(Opcode.Text, encoder.encode(text)));
   }
 
   /** Text frames received so far reach `n`, or `ms` pass. */
@@ -335,7 +315,7 @@ class RawWs {
         this.closeCode = len >= 2 ? (b[at] << 8) | b[at + 1] : 1005;
         // Answer as a well-behaved peer would: echo the code, then leave.
         const reply = len >= 2 ? b.slice(at, at + 2) : new Uint8Array(0);
-        this.socket.end(clientFrame(0x8, reply));
+        this.socket.end(encodeFrame(Opcode.Close, reply));
       }
       this.#buf = b.slice(at + len);
     }
@@ -759,7 +739,7 @@ async function partFrames(cfg: Config): Promise<Row[]> {
     await sleep(1_000);
     const before = sample(server.pid);
     const size = Math.round(cfg.frameMiB * 1024 * 1024);
-    const frame = clientFrame(0x1, new Uint8Array(size).fill(0x61));
+    const frame = encodeFrame(Opcode.Text, new Uint8Array(size).fill(0x61));
     let peak = before.rssKiB;
     let sampling = true;
     const sampler = (async () => {
