@@ -673,7 +673,10 @@ export class RedisStore implements RoomStore {
     room.holds--;
     room.members++;
     room.epoch = epoch;
-    if (present === 1 && !room.handedOver) await this.#handOver(room, lastId);
+    if (present === 1 && !room.handedOver) {
+      // Best effort: main.ts also admits a lone arriving tab by itself.
+      await this.#handOver(room, lastId).catch(() => {});
+    }
     const memberKey = `${name}\n${request.owner}`;
     const member = this.#members.get(memberKey);
     if (member) {
