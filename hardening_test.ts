@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import { CloseCode, JSON_PROTOCOL } from "./main.ts";
+import { CloseCode, JSON_PROTOCOL, MemoryStore } from "./main.ts";
 import {
   chatUrl,
   closeAll,
@@ -1176,5 +1176,45 @@ Deno.test("look-alike nicknames (other scripts, fullwidth, case) count as taken"
     const bob = await jsonClient(chat, "/", { nick: "bob" });
     assert.equal(bob.nick, "bob");
     await closeAll(ada, bob);
+  });
+});
+
+/** A store whose next hold stalls the event loop past the open timeout. */
+class StallingStore extends MemoryStore {
+  stallNext = false;
+  override hold(room: string): boolean {
+    const held = super.hold(room);
+    if (this.stallNext) {
+      this.stallNext = false;
+      queueMicrotask(() => {
+        const until = Date.now() + 1500;
+        while (Date.now() < until) { /* a long GC pause, say */ }
+      });
+    }
+    return held;
+  }
+}
+
+Deno.test("a socket that opens after openTimeout is closed, not joined", async () => {
+  const store = new StallingStore({
+    historySize: 100,
+    maxHistoryBytes: 256 * 1024,
+    maxRooms: 1000,
+    onEvict: () => {},
+  });
+  await withChat({ openTimeout: 1, store }, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    store.stallNext = true;
+    const late = new Peer(chatUrl(chat, "/", { nick: "late" }), JSON_PROTOCOL);
+    const closed = await within(late.closed, "the late socket's close");
+    assert.equal(closed.code, CloseCode.PolicyViolation);
+    assert.equal(await metric(chat, "chat_connections"), 1);
+    ada.send(JSON.stringify({ type: "message", text: "alone" }));
+    assert.equal((await ada.event()).text, "alone", "no join or leave of late");
+    await ada.close();
+    await eventually(
+      "the stuck socket to be counted out",
+      async () => await metric(chat, "chat_sockets_stuck") === 0,
+    );
   });
 });

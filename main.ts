@@ -13,11 +13,13 @@
  * As a library, {@linkcode startChat} starts both servers and returns their
  * bound ports and a `shutdown()`.
  *
- * How a message travels, top to bottom in this file: a socket's frame is
- * checked (size, rate), parsed into a {@linkcode Command}, appended to the
- * room through the {@linkcode RoomStore} (which gives it an id and keeps it in
- * history), and comes back through the store's `subscribe` to every socket of
- * the room, rendered once per protocol and, for JSON, batched per turn.
+ * How a message travels: a socket's frame is checked (size, rate) in
+ * `receive`, parsed into a {@linkcode Command}, appended to the room through
+ * the {@linkcode RoomStore} (which gives it an id and keeps it in history),
+ * and comes back through the store's `subscribe` to `deliver`, which renders
+ * it once per protocol for every socket of the room and, for JSON, batches
+ * it per turn. The sections below go from what a reader needs first (options,
+ * the store) to what runs it (sockets, routes, start-up, the CLI).
  *
  * @module
  */
@@ -426,6 +428,11 @@ export interface Joined {
   /** Id of the join event (or the room's last); later ones come by `subscribe`. */
   lastId: number;
   /**
+   * Id of the event that gave the owner its nick (its join, or its last
+   * rename): direct messages to that nick from before it are not its.
+   */
+  claimedId: number;
+  /**
    * What the client should show: what it missed and its join, when it
    * resumed without a gap; otherwise the room's recent history.
    */
@@ -470,16 +477,12 @@ export interface RoomStore {
     to: string,
   ): Promise<RoomEvent | "nick_taken">;
   /**
-   * One connection of `owner` leaves (if it still holds `nick`). With its
-   * last connection the owner is out: announced when `announce` and others
-   * remain. The last one out ends the room.
+   * One connection of `owner` leaves (if it is still a member: found by
+   * owner, as its nick may have changed since). With its last connection
+   * the owner is out: announced when `announce` and others remain. The last
+   * one out ends the room.
    */
-  leave(
-    room: string,
-    owner: string,
-    nick: string,
-    announce: boolean,
-  ): Promise<void>;
+  leave(room: string, owner: string, announce: boolean): Promise<void>;
   /** The room's members' nicks. */
   members(room: string): Promise<string[]>;
   /** Passes an event on to every subscriber now, keeping nothing. */
@@ -553,6 +556,8 @@ interface NickHolder {
   connections: number;
   /** Id of the holder's join event: its reconnect token is derived from it. */
   joinedId: number;
+  /** Id of the event that gave it its nick (join or rename). */
+  claimedId: number;
 }
 
 interface MemoryRoom {
@@ -628,6 +633,7 @@ export class MemoryStore implements RoomStore {
         present: true,
         epoch: room.epoch,
         lastId: room.lastId,
+        claimedId: present.claimedId,
         history: missed ?? room.history,
         gap: request.since !== undefined && missed === undefined,
         users: [...room.nicks.values()].map((member) => member.nick),
@@ -651,6 +657,7 @@ export class MemoryStore implements RoomStore {
       owner: request.owner,
       connections: 1,
       joinedId: joined.id,
+      claimedId: joined.id,
     };
     room.nicks.set(nickKey(nick), holder);
     room.owners.set(request.owner, holder);
@@ -660,6 +667,7 @@ export class MemoryStore implements RoomStore {
       present: false,
       epoch: room.epoch,
       lastId: joined.id,
+      claimedId: joined.id,
       history: missed ? [...missed, joined] : room.history,
       gap: request.since !== undefined && missed === undefined,
       users: [...room.nicks.values()].map((member) => member.nick),
@@ -686,23 +694,20 @@ export class MemoryStore implements RoomStore {
     room.nicks.delete(nickKey(from));
     holder.nick = to;
     room.nicks.set(nickKey(to), holder);
-    return Promise.resolve(this.#append(room, { type: "nick", from, to }));
+    const renamed = this.#append(room, { type: "nick", from, to });
+    holder.claimedId = renamed.id;
+    return Promise.resolve(renamed);
   }
 
-  leave(
-    name: string,
-    owner: string,
-    nick: string,
-    announce: boolean,
-  ): Promise<void> {
+  leave(name: string, owner: string, announce: boolean): Promise<void> {
     const room = this.#rooms.get(name);
-    const holder = room?.nicks.get(nickKey(nick));
-    if (!room || !holder || holder.owner !== owner) return Promise.resolve();
+    const holder = room?.owners.get(owner);
+    if (!room || !holder) return Promise.resolve();
     if (--holder.connections > 0) return Promise.resolve();
-    room.nicks.delete(nickKey(nick));
+    room.nicks.delete(nickKey(holder.nick));
     room.owners.delete(owner);
     if (!this.#endIfEmpty(name, room) && announce) {
-      this.#append(room, { type: "leave", nick });
+      this.#append(room, { type: "leave", nick: holder.nick });
     }
     return Promise.resolve();
   }
@@ -838,6 +843,8 @@ interface Client {
   drops: number;
   /** It came with a session: its owner is the person, not the socket. */
   session: boolean;
+  /** Id of the event that gave its person its nick (see `visibleTo`). */
+  claimId: number;
   /** When its last typing notice went to the room. */
   typingAt: number;
   /** A join, `/nick` or `/who` is waiting on the store; frames queue. */
@@ -917,7 +924,7 @@ interface ChatState {
   };
 }
 
-/** The running chat (one per process: the card's module-level maps). */
+/** The running chat: one per process, as the design has its state module-level. */
 let state: ChatState | undefined;
 
 /** The running chat's state; only called while one runs. */
@@ -1116,7 +1123,7 @@ function deliver(room: LocalRoom, event: LiveEvent): void {
   const { counters } = chat();
   if (event.id <= room.deliveredId) return; // known here already
   room.deliveredId = event.id;
-  if (event.type === "nick") renameLocally(room, event.from, event.to);
+  if (event.type === "nick") renameLocally(room, event);
   if (event.type === "dm") deliverPrivately(room, event);
   else if (room.textSockets.size > 0) {
     const line = renderText(event);
@@ -1135,9 +1142,14 @@ function deliver(room: LocalRoom, event: LiveEvent): void {
 }
 
 /** Every tab of a person takes the new nick (nicks are one per room). */
-function renameLocally(room: LocalRoom, from: string, to: string): void {
+function renameLocally(
+  room: LocalRoom,
+  event: RoomEvent & { type: "nick" },
+): void {
   for (const client of clientsIn(room)) {
-    if (client.nick === from) client.nick = to;
+    if (client.nick !== event.from) continue;
+    client.nick = event.to;
+    client.claimId = event.id;
   }
 }
 
@@ -1151,9 +1163,16 @@ function* clientsIn(room: LocalRoom): Generator<Client> {
   }
 }
 
-/** Who may see an event: a direct message only its two parties. */
-function visibleTo(event: RoomEvent, nick: string): boolean {
-  return event.type !== "dm" || event.from === nick || event.to === nick;
+/**
+ * Who may see an event: a direct message only its two parties, and only
+ * while they hold the nick they had then: someone who takes `bob` after bob
+ * left does not get bob's messages. (A session keeps its claim across
+ * reconnects; a plain connection's claim starts when it joins.)
+ */
+function visibleTo(event: RoomEvent, client: Client): boolean {
+  if (event.type !== "dm") return true;
+  return (event.from === client.nick || event.to === client.nick) &&
+    client.claimId < event.id;
 }
 
 /**
@@ -1164,7 +1183,7 @@ function deliverPrivately(room: LocalRoom, event: RoomEvent & { type: "dm" }) {
   flushRoom(room);
   let json: string | undefined;
   for (const client of clientsIn(room)) {
-    if (!visibleTo(event, client.nick)) continue;
+    if (!visibleTo(event, client)) continue;
     sendToOne(
       client,
       client.json ? json ??= JSON.stringify(event) : renderText(event),
@@ -1220,7 +1239,7 @@ function admit(client: Client): void {
     sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
   }
   const missed = arriving.events.filter((event) =>
-    event.id > joined.lastId && visibleTo(event, client.nick)
+    event.id > joined.lastId && visibleTo(event, client)
   );
   if (missed.length > 0) {
     const frames = client.json
@@ -1467,8 +1486,9 @@ interface Arrival {
 
 /**
  * Wires a freshly upgraded socket (its room is held in the store); it joins
- * once it is open. A socket joins and leaves in exactly one place each:
- * {@linkcode join} and {@linkcode leave}.
+ * once it is open. It joins in {@linkcode join} and leaves in
+ * {@linkcode leave} (which takes it out through `depart`, as `/join` does); a
+ * socket that never joined only gives back its slot and hold.
  */
 function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   socket.binaryType = "arraybuffer";
@@ -1484,6 +1504,7 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     refilledAt: Date.now(),
     drops: 0,
     session: arrival.session !== undefined,
+    claimId: 0,
     typingAt: 0,
     busy: true,
     backlog: [],
@@ -1518,6 +1539,10 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     }, current.settings.openTimeout * 1000),
   );
   socket.onopen = () => {
+    // Given up on already (its slot and hold are gone): it may not join.
+    if (stuck) {
+      return closeSocket(socket, CloseCode.PolicyViolation, "too late");
+    }
     opened = true;
     clearTimeout(current.opening.get(socket));
     current.opening.delete(socket);
@@ -1574,6 +1599,7 @@ async function join(
     epoch: arrival.epoch,
   });
   client.nick = joined.nick;
+  client.claimId = joined.claimedId;
   clients.set(client.socket, client);
   if (chat().phase !== "running") {
     // Shutdown began while the store worked (Deno may run a signal handler
@@ -1615,7 +1641,7 @@ function sendWelcome(client: Client, joined: Joined, room: string): void {
     room,
     epoch: joined.epoch,
     users: joined.users,
-    history: joined.history.filter((event) => visibleTo(event, client.nick)),
+    history: joined.history.filter((event) => visibleTo(event, client)),
     lastId: joined.lastId,
     gap: joined.gap,
     maxMessageChars: chat().settings.maxMessageChars,
@@ -1658,12 +1684,8 @@ function depart(client: Client, grace: boolean): void {
   room.arriving.delete(client);
   leaveLocalRoom(room);
   const storeLeave = () =>
-    current.store.leave(
-      room.name,
-      client.owner,
-      client.nick,
-      current.phase === "running",
-    ).catch((error) => log("error", "store_failed", { error: String(error) }));
+    current.store.leave(room.name, client.owner, current.phase === "running")
+      .catch((error) => log("error", "store_failed", { error: String(error) }));
   if (!grace || current.phase !== "running") return void storeLeave();
   // The room is held meanwhile, so it keeps its history and epoch.
   const timer = setTimeout(() => {
@@ -1731,13 +1753,9 @@ function failed(client: Client, error: unknown): void {
 
 /** The store's closer of a stale connection whose nick was taken over. */
 function evict(room: string, owner: string): void {
-  for (const client of chat().clients.values()) {
+  for (const client of [...chat().clients.values()]) {
     if (client.owner === owner && client.room.name === room) {
-      return closeClient(
-        client,
-        CloseCode.Normal,
-        "replaced by a new connection",
-      );
+      closeClient(client, CloseCode.Normal, "replaced by a new connection");
     }
   }
 }
@@ -1754,6 +1772,13 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     log("warn", "binary_frame", { nick: client.nick, peer: client.ip });
     return shut(client, CloseCode.UnsupportedData, "text frames only");
   }
+  if (client.json && TYPING_FRAME.test(data)) {
+    // Typing notices count against nothing else (they have their interval),
+    // and one that comes while the client waits on the store is dropped.
+    counters.messagesReceived++;
+    if (!client.busy) execute(client, { type: "typing" });
+    return;
+  }
   if (client.busy) {
     // The join or a command is with the store: keep the order, bounded.
     if (client.backlog.length >= settings.burst) {
@@ -1763,10 +1788,6 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return;
   }
   counters.messagesReceived++;
-  if (client.json && TYPING_FRAME.test(data)) {
-    // Typing notices count against nothing else (they have their interval).
-    return execute(client, { type: "typing" });
-  }
   if (!takeToken(client)) {
     client.drops++;
     if (client.drops > settings.maxConsecutiveDrops) {

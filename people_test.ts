@@ -243,7 +243,8 @@ Deno.test("missed DMs come back on resume to their parties only, never to a thir
     await ada.event(); // cy joined
     await ada.event(); // cy left
     await ada.event(); // bob left
-    const bob2 = await jsonClient(chat, "/", { nick: "bob" });
+    // bob comes back as a session (as the page and the terminal client do).
+    const bob2 = await tab(chat, BOB, { nick: "bob" });
     await ada.event(); // bob joined again
     ada.send(JSON.stringify({ type: "dm", to: "bob", text: "secret" }));
     assert.equal((await ada.event()).text, "secret");
@@ -256,12 +257,8 @@ Deno.test("missed DMs come back on resume to their parties only, never to a thir
     );
     const newcomer = await jsonClient(chat, "/", { nick: "dan" });
     assert.ok(!JSON.stringify(newcomer.welcome).includes("secret"));
-    await bob2.close();
-    const bobBack = await jsonClient(chat, "/", {
-      nick: "bob",
-      since: bob2.welcome.lastId,
-      epoch,
-    });
+    await bob2.close(); // a reload: bob is the same person within the grace
+    const bobBack = await tab(chat, BOB, { since: bob2.welcome.lastId, epoch });
     const dms = bobBack.welcome.history.filter((e: Json) => e.type === "dm");
     assert.deepEqual(dms.map((e: Json) => e.text), ["secret"]);
     await closeAll(ada, cyBack, newcomer, bobBack);
@@ -346,5 +343,66 @@ Deno.test("terminal escape sequences are stripped whole, not only their ESC", as
     );
     assert.equal(await ada.next(), "ada: red title link ok");
     await ada.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Who a person is, when nicks change hands
+// ---------------------------------------------------------------------------
+
+Deno.test("whoever takes a nick later does not get the DMs its last holder got", async () => {
+  await withChat({}, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await ada.event(); // bob joined
+    ada.send(JSON.stringify({ type: "dm", to: "bob", text: "for bob only" }));
+    assert.equal((await bob.event()).text, "for bob only");
+    const since = bob.welcome.lastId;
+    await bob.close(1000);
+    const eve = await jsonClient(chat, "/", {
+      nick: "bob",
+      since,
+      epoch: bob.welcome.epoch,
+    });
+    assert.equal(eve.nick, "bob");
+    assert.ok(!JSON.stringify(eve.welcome).includes("for bob only"));
+    const fresh = await jsonClient(chat, "/", { nick: "cy" });
+    assert.ok(!JSON.stringify(fresh.welcome).includes("for bob only"));
+    await closeAll(ada, eve, fresh);
+  });
+});
+
+Deno.test("a session renamed while one of its tabs waits out the grace still leaves", async () => {
+  await withChat({ sessionGrace: 1 }, async (chat) => {
+    const watcher = await textClient(chat, "/", { nick: "watcher" });
+    const first = await tab(chat, ADA, { nick: "ada" });
+    const second = await tab(chat, ADA);
+    assert.equal(await watcher.next(), " .... ada has joined.");
+    await first.close(4000); // goes into its grace period
+    second.send(JSON.stringify({ type: "nick", nick: "lovelace" }));
+    assert.equal(await watcher.next(), " .... ada is now known as lovelace.");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await second.close(1000);
+    assert.equal(await watcher.next(), " .... lovelace has left.");
+    watcher.send("/who");
+    assert.equal(await watcher.next(), " .... in lobby: watcher");
+    await watcher.close();
+  });
+});
+
+Deno.test("a token takeover of a session's nick closes every tab of it", async () => {
+  await withChat({}, async (chat) => {
+    const first = await tab(chat, ADA, { nick: "ada" });
+    const second = await tab(chat, ADA);
+    const taker = await jsonClient(chat, "/", {
+      nick: "ada",
+      token: first.welcome.token,
+    });
+    assert.equal(taker.nick, "ada");
+    for (const old of [first, second]) {
+      const closed = await within(old.closed, "the replaced tab's close");
+      assert.equal(closed.code, CloseCode.Normal);
+    }
+    await taker.close();
   });
 });

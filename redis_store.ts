@@ -232,7 +232,8 @@ return append(X[1], tonumber(X[2]))
  * wanted nick, [6] its UTF-16 length, [7] takeover: the holder's owner or
  * '', [8] its join id, [9] since or '', [10] client's epoch, [11] room, [12]
  * evict channel prefix, then triples (key, nick, length): random nicks.
- * Returns {nick, taken, epoch, lastId, history, gap, holders, present, j}.
+ * Returns {nick, taken, epoch, lastId, history, gap, holders, present, j,
+ * claim}: claim is the id of the event that gave the nick (join or rename).
  */
 const JOIN = `
 redis.call('HSETNX', KEYS[1], 'epoch', X[3])
@@ -270,7 +271,7 @@ if mine then
     local got = missed()
     if X[9] ~= '' and got == nil then gap = 1 end
     return {d.n, 0, epoch, last(), got or history(), gap,
-      redis.call('HVALS', KEYS[3]), 1, d.j}
+      redis.call('HVALS', KEYS[3]), 1, d.j, d.c or d.j}
   end
   redis.call('HDEL', KEYS[4], X[2])
 end
@@ -315,7 +316,8 @@ if got then
 else
   got = history()
 end
-return {nick, taken, epoch, id, got, gap, redis.call('HVALS', KEYS[3]), 0, id}
+return {nick, taken, epoch, id, got, gap, redis.call('HVALS', KEYS[3]), 0, id,
+  id}
 `;
 
 /**
@@ -353,8 +355,10 @@ if X[2] ~= X[1] and redis.call('HEXISTS', KEYS[3], X[2]) == 1 then return 0 end
 redis.call('HDEL', KEYS[3], X[1])
 d.n = X[4]
 d.u = tonumber(X[5])
+local renamed = append(X[6], tonumber(X[7]))
+d.c = tonumber(redis.call('HGET', KEYS[1], 'last'))
 keep(X[2], d)
-return append(X[6], tonumber(X[7]))
+return renamed
 `;
 
 /**
@@ -658,18 +662,29 @@ export class RedisStore implements RoomStore {
       }
       throw error;
     }
-    const [nick, taken, epoch, lastId, history, gap, holders, present, j] =
-      reply as [
-        string,
-        number,
-        string,
-        number,
-        string[],
-        number,
-        string[],
-        number,
-        number,
-      ];
+    const [
+      nick,
+      taken,
+      epoch,
+      lastId,
+      history,
+      gap,
+      holders,
+      present,
+      j,
+      claim,
+    ] = reply as [
+      string,
+      number,
+      string,
+      number,
+      string[],
+      number,
+      string[],
+      number,
+      number,
+      number,
+    ];
     room.holds--;
     room.members++;
     room.epoch = epoch;
@@ -698,6 +713,7 @@ export class RedisStore implements RoomStore {
       present: present === 1,
       epoch,
       lastId,
+      claimedId: claim,
       history: history.map((text) => JSON.parse(text) as RoomEvent),
       gap: gap === 1,
       users: nicksOf(holders),
@@ -745,12 +761,7 @@ export class RedisStore implements RoomStore {
     })());
   }
 
-  leave(
-    name: string,
-    owner: string,
-    nick: string,
-    announce: boolean,
-  ): Promise<void> {
+  leave(name: string, owner: string, announce: boolean): Promise<void> {
     const memberKey = `${name}\n${owner}`;
     const member = this.#members.get(memberKey);
     if (member) {
@@ -763,14 +774,15 @@ export class RedisStore implements RoomStore {
     }
     const global = this.#global(owner);
     return this.#track((async () => {
-      const { nickKey } = await sharedReady;
+      await sharedReady;
       if (!this.available()) {
         this.#orphans.push({ room: name, owner: global, announce });
         throw unavailable("redis is unreachable");
       }
       try {
+        // Found by owner: its nick may have changed since.
         await this.#eval(SCRIPTS.leave, this.#keys(name), [
-          nickKey(nick),
+          "",
           this.#proc,
           global,
           announce ? "1" : "0",
