@@ -192,3 +192,46 @@ browserTest(
     assert.ok(after > 3000 && after < 5500, `cleared after ${after} ms`);
   },
 );
+
+browserTest(
+  "sessions: a DM sent while away comes back by resume, and a reload makes no leave or join",
+  async ({ url, open, visitor }) => {
+    const ada = await open(url(), undefined, { nick: "ada" });
+    const bob = await open(url(), undefined, { nick: "bob" });
+    const cy = await visitor("cy");
+    await waitForUsers(ada.page, ["ada", "bob", "cy"]);
+
+    // bob's network goes: the page cannot reconnect until it is back.
+    await bob.page.setOfflineMode(true);
+    await bob.page.evaluate("socket.close()");
+    await bob.page.waitForSelector('#state[data-state="reconnecting"]');
+    await say(ada.page, "/msg bob while you were away");
+    await waitForLine(ada.page, "ada → bob (private): while you were away");
+    assert.equal(
+      await bob.page.$eval("#state", (el) => (el as HTMLElement).dataset.state),
+      "reconnecting",
+      "bob was away when the DM was sent",
+    );
+    await bob.page.setOfflineMode(false);
+    await bob.page.click("#retry").catch(() => {}); // or wait for its countdown
+    await waitConnected(bob.page);
+    await waitForLine(bob.page, "ada → bob (private): while you were away");
+
+    // A reload: the same person, no leave, no join.
+    await bob.page.reload();
+    await waitConnected(bob.page);
+    await say(ada.page, "after the reload");
+    await waitForLine(bob.page, "ada: after the reload");
+    // ada's log names bob in one join line (maybe with cy's) and no leave.
+    const texts = (await logLines(ada.page)).map((line) => line.text)
+      .filter((text) => /\bbob\b.*\b(left|joined)\./.test(text));
+    assert.equal(texts.length, 1, texts.join("\n"));
+    assert.match(texts[0], /joined\.$/);
+    assert.doesNotMatch(texts[0], /left/);
+    // cy never saw the DM, live or otherwise.
+    await cy.nextMatching(/^ada: after the reload$/);
+    const seenByCy: string[] = [];
+    while (cy.pending > 0) seenByCy.push(await cy.next());
+    assert.ok(!seenByCy.some((line) => /away/.test(line)), seenByCy.join("\n"));
+  },
+);
