@@ -9,15 +9,20 @@
 #
 # Prints ns of server CPU (user+system, all threads, /proc) per delivery. A
 # version without --connect-rate gets no such flags (it would refuse them).
+# PIN=1 puts the server on CPU 0 and the load on CPU 1 (taskset): on this
+# 2-core machine that takes out how the two happen to share the cores, which
+# otherwise moves (a)'s JSON figure by half from run to run.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${5:-5}
+server_cpu=() load_cpu=()
+if [ "${PIN:-0}" = 1 ]; then server_cpu=(taskset -c 0) load_cpu=(taskset -c 1); fi
 
 one() { # dir main -> ns per delivery
   local dir=$1 main=$2 out pid ws t0 t1 extra=""
   grep -q "connectRate" "$dir/$main" && extra="--connect-rate 1000000 --connect-burst 1000000"
   out=$(mktemp)
-  (cd "$dir" && exec deno run -A "$main" --hostname 127.0.0.1 --port 0 --ws-port 0 \
+  (cd "$dir" && exec "${server_cpu[@]}" deno run -A "$main" --hostname 127.0.0.1 --port 0 --ws-port 0 \
     --rate 1000000 --burst 1000000 --max-connections 100000 \
     --max-connections-per-ip 100000 --max-buffered-bytes 1073741824 \
     $extra --quiet) >"$out" 2>&1 &
@@ -25,7 +30,7 @@ one() { # dir main -> ns per delivery
   for _ in $(seq 100); do grep -q "chat on port" "$out" && break; sleep 0.1; done
   ws=$(sed -nE 's/.*chat on port ([0-9]+).*/\1/p' "$out")
   t0=$(awk '{print $14+$15}' "/proc/$pid/stat")
-  deno run -A "$here/bench/load.ts" --url="ws://127.0.0.1:$ws/bench" --pid="$pid" \
+  "${load_cpu[@]}" deno run -A "$here/bench/load.ts" --url="ws://127.0.0.1:$ws/bench" --pid="$pid" \
     --protocol=json --quiet --workers=2 --clients=100 --senders=4 \
     --messages=8000 --json >/dev/null
   t1=$(awk '{print $14+$15}' "/proc/$pid/stat")
