@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
+import { upgradeRequest } from "./ws_frames.ts";
 import { CloseCode, JSON_PROTOCOL, MemoryStore } from "./main.ts";
 import {
   chatUrl,
@@ -951,15 +952,10 @@ function upgradeAndReset(localAddress: string, port: number): Promise<void> {
     const socket = net.connect({ host: "127.0.0.1", port, localAddress });
     socket.once("error", reject);
     socket.once("connect", () => {
-      socket.write(
-        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n" +
-          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-          "Sec-WebSocket-Version: 13\r\n\r\n",
-        () => {
-          socket.once("close", () => resolve());
-          socket.resetAndDestroy();
-        },
-      );
+      socket.write(upgradeRequest(), () => {
+        socket.once("close", () => resolve());
+        socket.resetAndDestroy();
+      });
     });
   });
 }

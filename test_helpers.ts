@@ -15,7 +15,13 @@ import {
   JSON_PROTOCOL,
   startChat,
 } from "./main.ts";
-import { closeCodeOf, decodeHeader, encodeFrame, Opcode } from "./ws_frames.ts";
+import {
+  closeCodeOf,
+  decodeHeader,
+  encodeFrame,
+  Opcode,
+  upgradeRequest,
+} from "./ws_frames.ts";
 
 /** How long a test waits for a frame or a close before it fails. */
 export const WAIT_MS = 5000;
@@ -248,23 +254,6 @@ export async function closeAll(...peers: Peer[]): Promise<void> {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** The head of a WebSocket handshake request on `path`, with extra headers. */
-function upgradeRequest(
-  path = "/",
-  extra: Record<string, string> = {},
-): string {
-  const lines = [
-    `GET ${path} HTTP/1.1`,
-    "Host: 127.0.0.1",
-    "Upgrade: websocket",
-    "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version: 13",
-    ...Object.entries(extra).map(([key, value]) => `${key}: ${value}`),
-  ];
-  return lines.join("\r\n") + "\r\n\r\n";
-}
 
 /** What a raw handshake got back. */
 export interface RawResponse {

@@ -1,5 +1,6 @@
 /**
- * The one WebSocket frame codec (RFC 6455 §5.2) of the tests' raw client
+ * The one WebSocket frame codec (RFC 6455 §5.2), and the handshake request,
+ * of the tests' raw client
  * (`RawClient` in test_helpers.ts) and the load generator (bench/load.ts):
  * client frames out (FIN set, masked, as a client must send them) and frame
  * headers in. It knows nothing of sockets: callers keep their own buffers.
@@ -103,4 +104,24 @@ export function decodeHeader(
 /** The status code of a close frame's payload, if it has one. */
 export function closeCodeOf(payload: Uint8Array): number | undefined {
   return payload.length >= 2 ? (payload[0] << 8) | payload[1] : undefined;
+}
+
+/**
+ * The head of a client's WebSocket handshake request on `path` (a fixed key:
+ * these tools check the status, not the accept hash), with extra headers.
+ */
+export function upgradeRequest(
+  path = "/",
+  extra: Record<string, string> = {},
+): string {
+  const lines = [
+    `GET ${path} HTTP/1.1`,
+    "Host: 127.0.0.1",
+    "Upgrade: websocket",
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    ...Object.entries(extra).map(([key, value]) => `${key}: ${value}`),
+  ];
+  return lines.join("\r\n") + "\r\n\r\n";
 }

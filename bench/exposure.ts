@@ -32,7 +32,7 @@
  */
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { encodeFrame, Opcode } from "../ws_frames.ts";
+import { encodeFrame, Opcode, upgradeRequest } from "../ws_frames.ts";
 
 const repoDir = new URL("..", import.meta.url).pathname;
 /** A server must answer `GET /healthz` within this after being started. */
@@ -199,18 +199,6 @@ function sample(pid: number): Sample {
 }
 
 // --------------------------------------------------------------- client ---
-
-/** The head of a WebSocket handshake request on `path`. */
-function upgradeRequest(path = "/"): string {
-  return [
-    `GET ${path} HTTP/1.1`,
-    "Host: 127.0.0.1",
-    "Upgrade: websocket",
-    "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Version: 13",
-  ].join("\r\n") + "\r\n\r\n";
-}
 
 /**
  * A minimal WebSocket client over `node:net` (which, unlike `Deno.connect`,
