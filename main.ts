@@ -1537,11 +1537,8 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
       current.store.release(arrival.room);
       leaveLocalRoom(client.room);
       log("warn", "open_timeout", { peer: arrival.ip, room: arrival.room });
-      try {
-        socket.close(CloseCode.PolicyViolation, "handshake not completed");
-      } catch {
-        // Not closable: Deno keeps it until the process ends.
-      }
+      // Deno may keep it anyway, until the process ends.
+      closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
     }, current.settings.openTimeout * 1000),
   );
   socket.onopen = () => {
@@ -1632,11 +1629,7 @@ function joinFailed(client: Client, error: unknown): void {
   client.room.arriving.delete(client);
   chat().store.release(client.room.name);
   leaveLocalRoom(client.room);
-  try {
-    client.socket.close(CloseCode.TryAgainLater, "try again later");
-  } catch {
-    // Already closing.
-  }
+  closeSocket(client.socket, CloseCode.TryAgainLater, "try again later");
 }
 
 /** The first frame a JSON client gets. */
@@ -1724,11 +1717,7 @@ function closeSocket(socket: WebSocket, code: number, reason: string): void {
 
 /** Closes a client with a code and reason and takes it out of the room now. */
 function closeClient(client: Client, code: number, reason: string): void {
-  try {
-    client.socket.close(code, reason);
-  } catch {
-    // Already closing.
-  }
+  closeSocket(client.socket, code, reason);
   leave(client, code);
 }
 
@@ -1746,15 +1735,7 @@ function failed(client: Client, error: unknown): void {
     );
   }
   log("error", "handler_failed", { nick: client.nick, error: String(error) });
-  if (chat().clients.has(client.socket)) {
-    closeClient(client, CloseCode.InternalError, "internal error");
-  } else {
-    try {
-      client.socket.close(CloseCode.InternalError, "internal error");
-    } catch {
-      // Already closing.
-    }
-  }
+  shut(client, CloseCode.InternalError, "internal error");
 }
 
 /** The store's closer of a stale connection whose nick was taken over. */
@@ -1825,11 +1806,7 @@ function shut(client: Client, code: number, reason: string): void {
   if (chat().clients.has(client.socket)) {
     return closeClient(client, code, reason);
   }
-  try {
-    client.socket.close(code, reason);
-  } catch {
-    // Already closing.
-  }
+  closeSocket(client.socket, code, reason);
 }
 
 function execute(client: Client, command: Command): void {
