@@ -47,7 +47,7 @@ if (ignore) {
 async function withCluster(
   count: number,
   fn: (redis: RedisServer, chats: ChatProcess[]) => Promise<void>,
-  options: { env?: Record<string, string>; dir?: string } = {},
+  options: { env?: Record<string, string>; dir?: string; args?: string[] } = {},
 ): Promise<void> {
   const redis = await startRedis({ dir: options.dir });
   const chats: ChatProcess[] = [];
@@ -56,7 +56,11 @@ async function withCluster(
       ...await Promise.all(
         Array.from(
           { length: count },
-          () => startChatProcess(redis.url, { env: options.env }),
+          () =>
+            startChatProcess(redis.url, {
+              env: options.env,
+              args: options.args,
+            }),
         ),
       ),
     );
@@ -722,4 +726,41 @@ Deno.test({
       assert.deepEqual([dm.from, dm.to, dm.text], ["bob", "alice", "psst"]);
       await closeAll(alice, bob);
     }),
+});
+
+Deno.test({
+  name:
+    "redis: a tab that drops on one process and comes back on another within the grace makes no leave or join",
+  ignore,
+  fn: () =>
+    withCluster(2, async (_redis, [a, b]) => {
+      const session = "chat.session." + "g".repeat(30);
+      const watcher = await jsonClient(a.server, "/grace", { nick: "watcher" });
+      const tab = (chat: ChatProcess, query = "") =>
+        new Peer(
+          `ws://127.0.0.1:${chat.wsPort}/grace?nick=zoe${query}`,
+          [JSON_PROTOCOL, session],
+        );
+      const one = tab(a);
+      const first = await one.event("the first tab's welcome");
+      await eventsUntil(watcher, (e) => e.type === "join", "zoe's join");
+      await one.close(4000); // dropped, not a goodbye: the grace begins on a
+      const back = tab(b, `&since=${first.lastId}&epoch=${first.epoch}`);
+      const again = await back.event("the welcome on the other process");
+      assert.equal(again.you, "zoe");
+      assert.equal(again.gap, false);
+      // Past the grace period: neither a leave nor a join was announced.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      watcher.send(JSON.stringify({ type: "message", text: "marker" }));
+      const seen = await eventsUntil(watcher, isMessage("marker"), "marker");
+      assert.deepEqual(seen.map((e) => e.type), ["message"]);
+      await back.close(4000);
+      const [leave] = await eventsUntil(
+        watcher,
+        (e) => e.type === "leave",
+        "zoe's leave after the grace",
+      );
+      assert.equal(leave.nick, "zoe");
+      await watcher.close();
+    }, { args: ["--session-grace", "1"] }),
 });
