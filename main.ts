@@ -1534,8 +1534,7 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
       if (opened || !release()) return;
       stuck = true;
       current.stuckSockets++;
-      current.store.release(arrival.room);
-      leaveLocalRoom(client.room);
+      giveBack(client);
       log("warn", "open_timeout", { peer: arrival.ip, room: arrival.room });
       // Deno may keep it anyway, until the process ends.
       closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
@@ -1567,8 +1566,7 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     if (current.clients.has(socket)) {
       leave(client, event.code || CloseCode.Abnormal);
     } else if (!opened) {
-      current.store.release(arrival.room);
-      leaveLocalRoom(client.room);
+      giveBack(client);
     }
     // A join still pending sees the socket closed and leaves at once.
   };
@@ -1585,8 +1583,7 @@ async function join(
   const { store, clients } = chat();
   if (chat().phase !== "running") {
     // Opened while shutting down: told so, like everyone else.
-    store.release(arrival.room);
-    leaveLocalRoom(client.room);
+    giveBack(client);
     return closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
   const wanted = arrival.nick?.normalize("NFC");
@@ -1623,12 +1620,20 @@ async function join(
   admit(client);
 }
 
-/** The store could not take the join: the client is told to come back. */
-function joinFailed(client: Client, error: unknown): void {
-  log("error", "join_failed", { peer: client.ip, error: String(error) });
+/**
+ * A socket that never joined gives back its room's hold in the store and its
+ * place in the local room (the one way out for it; joined ones `leave`).
+ */
+function giveBack(client: Client): void {
   client.room.arriving.delete(client);
   chat().store.release(client.room.name);
   leaveLocalRoom(client.room);
+}
+
+/** The store could not take the join: the client is told to come back. */
+function joinFailed(client: Client, error: unknown): void {
+  log("error", "join_failed", { peer: client.ip, error: String(error) });
+  giveBack(client);
   closeSocket(client.socket, CloseCode.TryAgainLater, "try again later");
 }
 
@@ -2440,6 +2445,16 @@ function limitsOf(settings: Settings): LogFields {
   );
 }
 
+/** Waits for `promise`, but no longer than SHUTDOWN_GRACE_MS. */
+async function atMostGrace(promise: Promise<unknown>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    promise,
+    new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+  ]);
+  clearTimeout(timer);
+}
+
 /** Closes every client with 1001, waits a little for them, stops the servers. */
 async function stop(
   current: ChatState,
@@ -2473,12 +2488,7 @@ async function stop(
   );
   // Deno's server.shutdown() has not always closed upgraded sockets
   // (denoland/deno#22387), so they are closed above and awaited here.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.all(closed),
-    new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
-  ]);
-  clearTimeout(timer);
+  await atMostGrace(Promise.all(closed));
   for (const client of [...current.clients.values()]) {
     leave(client, CloseCode.GoingAway);
   }
@@ -2490,13 +2500,7 @@ async function stop(
   );
   const serversDown = Promise.all(servers.map((server) => server.shutdown()));
   if (current.stuckSockets === 0 && !unopened) await serversDown;
-  else {
-    await Promise.race([
-      serversDown,
-      new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
-    ]);
-    clearTimeout(timer);
-  }
+  else await atMostGrace(serversDown);
   await current.store.close?.();
   current.phase = "stopped";
 }
