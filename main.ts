@@ -2509,13 +2509,23 @@ async function stop(
 // Command line
 // ---------------------------------------------------------------------------
 
+/** An option as the help and the README name it: `--max-rooms N`. */
+export function flagLabel(name: string): string {
+  const spec: OptionSpec<unknown> = OPTIONS[name as OptionName];
+  return `--${flagOf(name)}${spec.arg ? " " + spec.arg : ""}`;
+}
+
+/** An option's default as the help and the README show it. */
+export function shownDefault(name: string): string {
+  const spec: OptionSpec<unknown> = OPTIONS[name as OptionName];
+  return spec.shown ?? String(spec.default);
+}
+
 /** One line of the usage per option, made from {@linkcode OPTIONS}. */
 function usageLines(): string[] {
   return Object.entries(OPTIONS).map(([name, spec]) => {
-    const option = `--${flagOf(name)}${spec.arg ? " " + spec.arg : ""}`;
-    const shown = "shown" in spec && spec.shown !== undefined
-      ? spec.shown
-      : String(spec.default);
+    const option = flagLabel(name);
+    const shown = shownDefault(name);
     const notes = [
       "env" in spec ? `[${spec.env}]` : "",
       shown ? `(default ${shown.replaceAll("`", "")})` : "",

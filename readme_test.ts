@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { flagOf, OPTIONS } from "./main.ts";
+import { flagLabel, flagOf, OPTIONS, shownDefault } from "./main.ts";
 import { cli } from "./test_helpers.ts";
 
 const README = new URL("./README.md", import.meta.url);
@@ -14,14 +14,10 @@ const HEADER = ["flag", "env", "default", "meaning"];
 
 /** One row of the README's option table, as cells, from one option. */
 function rowOf(name: string, spec: (typeof OPTIONS)[keyof typeof OPTIONS]) {
-  const flag = `--${flagOf(name)}${spec.arg ? " " + spec.arg : ""}`;
-  const shown = "shown" in spec && spec.shown !== undefined
-    ? spec.shown
-    : String(spec.default);
   return [
-    "`" + flag + "`",
+    "`" + flagLabel(name) + "`",
     "env" in spec && spec.env ? "`" + spec.env + "`" : "",
-    shown,
+    shownDefault(name),
     spec.help,
   ].map((cell) => cell.replaceAll("|", "\\|"));
 }
@@ -123,7 +119,7 @@ Deno.test("--help lists every option's flag, environment variable, default and m
   assert.equal(code, 0);
   const lines = new TextDecoder().decode(stdout).split("\n");
   for (const [name, spec] of Object.entries(OPTIONS)) {
-    const flag = `--${flagOf(name)}${spec.arg ? " " + spec.arg : ""}`;
+    const flag = flagLabel(name);
     const line = lines.find((line) => line.trim().startsWith(flag + " "));
     assert.ok(line, `--help has a line for ${flag}`);
     assert.ok(
@@ -133,9 +129,7 @@ Deno.test("--help lists every option's flag, environment variable, default and m
     if ("env" in spec && spec.env) {
       assert.ok(line.includes(`[${spec.env}]`), `${flag} names ${spec.env}`);
     }
-    const shown = "shown" in spec && spec.shown !== undefined
-      ? spec.shown
-      : String(spec.default);
+    const shown = shownDefault(name);
     if (shown) {
       assert.ok(
         line.includes(`(default ${shown.replaceAll("`", "")})`),
