@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CloseCode, JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX } from "./main.ts";
+import { CloseCode } from "./main.ts";
 import {
   chatUrl,
   closeAll,
@@ -24,22 +24,14 @@ import type { ChatServer } from "./main.ts";
 const ADA = "ada-secret-0123456789abcdefghij";
 const BOB = "bob-secret-0123456789abcdefghij";
 
-/** A JSON client that presents a session secret, and its welcome. */
-async function tab(
+/** A tab of a browser whose session is `secret`, and its welcome. */
+function tab(
   chat: ChatServer,
   secret: string,
   query: Record<string, string | number> = {},
   path = "/",
 ): Promise<Peer & { welcome: Json; nick: string }> {
-  const peer = new Peer(chatUrl(chat, path, query), [
-    JSON_PROTOCOL,
-    SESSION_PROTOCOL_PREFIX + secret,
-  ]);
-  await within(peer.opened, "the connection to open");
-  assert.equal(peer.socket.protocol, JSON_PROTOCOL);
-  const welcome = await peer.event("the welcome");
-  assert.equal(welcome.type, "welcome");
-  return Object.assign(peer, { welcome, nick: welcome.you as string });
+  return jsonClient(chat, path, query, secret);
 }
 
 /** Sends a marker message from `from` and returns each peer's next event. */

@@ -13,6 +13,7 @@ import {
   type ChatOptions,
   type ChatServer,
   JSON_PROTOCOL,
+  SESSION_PROTOCOL_PREFIX,
   startChat,
 } from "./main.ts";
 import {
@@ -229,13 +230,22 @@ export async function textClient(
   return Object.assign(peer, { nick: line.slice(" .... you are ".length, -1) });
 }
 
-/** A JSON-protocol client and its welcome. */
+/**
+ * A JSON-protocol client and its welcome; `session` offers a session secret
+ * as the second subprotocol, as the page does.
+ */
 export async function jsonClient(
   chat: ChatServer,
   path = "/",
   query: Record<string, string | number> = {},
+  session?: string,
 ): Promise<Peer & { welcome: Json; nick: string }> {
-  const peer = new Peer(chatUrl(chat, path, query), JSON_PROTOCOL);
+  const peer = new Peer(
+    chatUrl(chat, path, query),
+    session === undefined
+      ? JSON_PROTOCOL
+      : [JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX + session],
+  );
   await within(peer.opened, "the connection to open");
   assert.equal(peer.socket.protocol, JSON_PROTOCOL);
   const welcome = await peer.event("the welcome");
