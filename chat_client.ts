@@ -11,9 +11,9 @@
  * - With pipes it prints one line per event and reads one line per input, so
  *   scripts and tests can drive it.
  * - Nothing a peer sends reaches the terminal as a control or escape
- *   sequence: see {@linkcode sanitize}.
+ *   sequence: see {@linkcode printable} (protocol.ts).
  *
- * The pure pieces ({@linkcode sanitize}, {@linkcode render},
+ * The pure pieces ({@linkcode printable} (protocol.ts), {@linkcode render},
  * {@linkcode parseInput}, {@linkcode connectUrl}, {@linkcode backoffDelay},
  * {@linkcode LineEditor}, …) are exported for the unit tests.
  *
@@ -21,7 +21,24 @@
  */
 
 import { parseArgs } from "node:util";
-import type { RoomEvent } from "./main.ts";
+import {
+  type ClientFrame,
+  type ErrorFrame,
+  FINAL_CLOSE_CODES,
+  HELP_TEXT,
+  JOIN_USAGE,
+  JSON_PROTOCOL,
+  NICK_ERRORS,
+  parseCommand,
+  printable,
+  retryableStatus,
+  ROOM_RULE,
+  type RoomEvent,
+  roomName,
+  SESSION_PROTOCOL_PREFIX,
+  validNick,
+  type Welcome,
+} from "./protocol.ts";
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -29,30 +46,12 @@ import type { RoomEvent } from "./main.ts";
 
 /** Where the client connects when no URL is given (the lobby). */
 export const DEFAULT_URL = "ws://localhost:12345/";
-/** The JSON subprotocol (the same name as `JSON_PROTOCOL` in main.ts). */
-export const JSON_PROTOCOL = "chat.v1.json";
-/** Prefix of the session subprotocol (see the protocol additions). */
-export const SESSION_PROTOCOL_PREFIX = "chat.session.";
 /** First reconnect delay; each failed attempt doubles it. */
 export const BACKOFF_MIN_MS = 500;
 /** Longest reconnect delay. */
 export const BACKOFF_MAX_MS = 10_000;
 /** Attempts after the first when the client has never been connected. */
 export const DEFAULT_RETRIES = 5;
-
-/** A room name, as the server checks it (main.ts `roomFromPath`). */
-const ROOM_PATTERN = /^[a-z0-9_-]{1,32}$/;
-
-/**
- * Close codes after which reconnecting would only repeat the problem: a
- * normal close by the server (for example "replaced by a new connection"),
- * unsupported data, a policy violation (flooding) and a frame too big.
- */
-const FINAL_CLOSE_CODES = new Set([1000, 1003, 1008, 1009]);
-
-/** Local commands, as `/help` prints them. */
-export const HELP_TEXT =
-  "commands: /nick NAME, /me ACTION, /msg NICK TEXT, /join ROOM, /who, /quit, /help; //text sends /text";
 
 const USAGE = `deno-chat terminal client.
 
@@ -83,74 +82,10 @@ Nicks are coloured when stdout is a terminal and NO_COLOR is not set.`;
  */
 export type ChatEvent = RoomEvent;
 
-/** An error frame: it goes to one client only, the connection stays. */
-export interface ErrorFrame {
-  type: "error";
-  code: string;
-  message: string;
-}
-
-/** The first frame of every connection. */
-export interface Welcome {
-  type: "welcome";
-  you: string;
-  room: string;
-  epoch: string;
-  users: string[];
-  history: ChatEvent[];
-  lastId: number;
-  gap: boolean;
-  maxMessageChars?: number;
-  token?: string;
-  session?: boolean;
-}
+export type { ErrorFrame, Welcome };
 
 /** What the client sends. */
-export type OutFrame =
-  | { type: "message"; text: string }
-  | { type: "action"; text: string }
-  | { type: "nick"; nick: string }
-  | { type: "dm"; to: string; text: string };
-
-// ---------------------------------------------------------------------------
-// Sanitizing: nothing from the network reaches the terminal as a control
-// ---------------------------------------------------------------------------
-
-// The whole of each ECMA-48 sequence goes, not only its ESC byte (which would
-// leave "[2J" or an OSC's payload behind). An unterminated string sequence
-// runs to the end of the text.
-const ESCAPE_SEQUENCES = new RegExp(
-  [
-    // CSI (ESC [ or C1 0x9B): parameter bytes, intermediate bytes, a final byte.
-    "(?:\\x1b\\[|\\x9b)[\\x30-\\x3f]*[\\x20-\\x2f]*[\\x40-\\x7e]",
-    // OSC, DCS, SOS, PM, APC (7- or 8-bit): a string up to BEL or ST.
-    "(?:\\x1b[\\]PX^_]|[\\x90\\x98\\x9d\\x9e\\x9f])[\\s\\S]*?(?:\\x07|\\x1b\\\\|\\x9c|$)",
-    // Any other ESC sequence: intermediate bytes and a final byte (or nothing).
-    "\\x1b[\\x20-\\x2f]*[\\x30-\\x7e]?",
-  ].join("|"),
-  "g",
-);
-const LINE_BREAKS = /[\t\n\v\f\r\x85]/g;
-// deno-lint-ignore no-control-regex -- matching control characters is the point
-const OTHER_CONTROLS = /[\x00-\x1f\x7f-\x9f]/g;
-// Bidirectional overrides and isolates: they could reorder what follows them
-// on the line (a message posing as another nick's).
-const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069]/g;
-
-/**
- * Text from the network made safe to print: whole escape sequences (CSI,
- * OSC/DCS/SOS/PM/APC strings up to BEL or ST, other ESC sequences, in 7- and
- * 8-bit forms) are removed, tabs and line breaks become spaces (an event is
- * always one line), and every other C0/C1 control and bidi override is
- * dropped.
- */
-export function sanitize(text: string): string {
-  return text
-    .replace(ESCAPE_SEQUENCES, "")
-    .replace(LINE_BREAKS, " ")
-    .replace(OTHER_CONTROLS, "")
-    .replace(BIDI_CONTROLS, "");
-}
+export type OutFrame = ClientFrame;
 
 // ---------------------------------------------------------------------------
 // Rendering
@@ -183,7 +118,7 @@ export function nickColour(nick: string): number {
 }
 
 function nickText(nick: unknown, style: RenderStyle): string {
-  const clean = sanitize(String(nick ?? "?"));
+  const clean = printable(String(nick ?? "?"));
   return style.colour ? `\x1b[${nickColour(clean)}m${clean}\x1b[39m` : clean;
 }
 
@@ -208,7 +143,7 @@ export function systemLine(
 /**
  * One event as one line, as the plain-text protocol renders it (`nick: text`,
  * `* nick action`, ` .... nick has joined.`, `[dm] ada -> bob: hi`). Every
- * field from the network goes through {@linkcode sanitize}.
+ * field from the network goes through {@linkcode printable} (protocol.ts).
  */
 export function render(
   event: ChatEvent | ErrorFrame,
@@ -216,7 +151,7 @@ export function render(
 ): string {
   const ts = "ts" in event ? event.ts : undefined;
   const time = clock(ts, style);
-  const text = (value: unknown) => sanitize(String(value ?? ""));
+  const text = (value: unknown) => printable(String(value ?? ""));
   switch (event.type) {
     case "message":
       return `${time}${nickText(event.from, style)}: ${text(event.text)}`;
@@ -289,50 +224,33 @@ export type Input =
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
   if (trimmed === "") return { kind: "empty" };
-  if (!trimmed.startsWith("/") || trimmed.startsWith("//")) {
-    const text = trimmed.startsWith("//") ? trimmed.slice(1) : trimmed;
-    return { kind: "send", frame: { type: "message", text } };
-  }
-  const match = trimmed.match(/^\/(\S*)\s*([\s\S]*)$/)!;
-  const name = match[1].toLowerCase();
-  const arg = match[2];
-  switch (name) {
+  const command = parseCommand(trimmed);
+  switch (command.type) {
+    case "message":
+    case "action":
+    case "dm":
+      return { kind: "send", frame: command };
     case "nick":
-      if (arg === "") return { kind: "whoami" };
-      if (/\s/.test(arg)) {
-        return { kind: "usage", message: "a nickname has no spaces" };
+      if (command.nick === "") return { kind: "whoami" };
+      // Checked here too, so a bad name is explained before it is sent.
+      if (!validNick(command.nick)) {
+        return { kind: "usage", message: NICK_ERRORS.bad_nick };
       }
-      return { kind: "send", frame: { type: "nick", nick: arg } };
-    case "me":
-      if (arg === "") return { kind: "usage", message: "usage: /me ACTION" };
-      return { kind: "send", frame: { type: "action", text: arg } };
-    case "msg": {
-      const dm = arg.match(/^(\S+)\s+([\s\S]+)$/);
-      if (!dm) return { kind: "usage", message: "usage: /msg NICK TEXT" };
-      return { kind: "send", frame: { type: "dm", to: dm[1], text: dm[2] } };
-    }
+      return { kind: "send", frame: command };
     case "join": {
-      const room = arg.replace(/^[#/]/, "").toLowerCase();
-      if (!ROOM_PATTERN.test(room)) {
-        return {
-          kind: "usage",
-          message: "usage: /join ROOM (1-32 of a-z, 0-9, - and _)",
-        };
-      }
-      return { kind: "join", room };
+      const room = roomName(command.room);
+      return room
+        ? { kind: "join", room }
+        : { kind: "usage", message: JOIN_USAGE };
     }
     case "who":
-      return { kind: "who" };
     case "help":
-      return { kind: "help" };
     case "quit":
-    case "exit":
-      return { kind: "quit" };
-    default:
-      return {
-        kind: "usage",
-        message: `unknown command /${sanitize(name)} (try /help)`,
-      };
+      return { kind: command.type };
+    case "typing":
+      return { kind: "empty" }; // not a typed command
+    case "invalid":
+      return { kind: "usage", message: printable(command.message) };
   }
 }
 
@@ -416,19 +334,17 @@ export interface Failure {
   permanent: boolean;
 }
 
-/** What the server's refusals mean (README "Limits and refusals"). */
-const HTTP_REFUSALS: Record<number, Failure> = {
-  400: {
-    reason: "400 bad room (a room is 1-32 of a-z, 0-9, - and _)",
-    permanent: true,
-  },
-  403: { reason: "403 this origin may not connect", permanent: true },
-  404: { reason: "404 not a chat server", permanent: true },
-  426: { reason: "426 not a chat server", permanent: true },
-  503: {
-    reason: "503 the server is full (connections or rooms) or shutting down",
-    permanent: false,
-  },
+/**
+ * What the server's refusals mean, by status (README "Limits and
+ * refusals"); whether one is worth retrying comes from protocol.ts.
+ */
+const REFUSAL_REASONS: Record<number, string> = {
+  400: `bad room (a room is ${ROOM_RULE})`,
+  403: "this origin may not connect",
+  404: "not a chat server",
+  426: "not a chat server",
+  429: "too many new connections from this address",
+  503: "the server is full (connections or rooms) or shutting down",
 };
 
 /**
@@ -443,7 +359,11 @@ export async function explainFailure(
   const status = error.match(/status code:? (\d{3})/i);
   if (status) {
     const code = Number(status[1]);
-    return HTTP_REFUSALS[code] ?? { reason: `HTTP ${code}`, permanent: true };
+    const reason = REFUSAL_REASONS[code];
+    return {
+      reason: reason ? `${code} ${reason}` : `HTTP ${code}`,
+      permanent: !retryableStatus(code),
+    };
   }
   if (/dns/i.test(error)) {
     return { reason: `cannot resolve ${url.hostname}`, permanent: false };
@@ -605,7 +525,7 @@ export class LineEditor {
         return;
       }
     }
-    if (key.length > 0 && !key.startsWith("\x1b") && sanitize(key) === key) {
+    if (key.length > 0 && !key.startsWith("\x1b") && printable(key) === key) {
       this.#chars.splice(this.#cursor++, 0, key);
     }
   }
@@ -829,7 +749,7 @@ export class ChatClient {
       if (!outcome.opened) {
         const failure = await explainFailure(outcome.error, this.#base);
         if (this.#quitting) return 0;
-        const target = sanitize(this.#base.href);
+        const target = printable(this.#base.href);
         if (
           failure.permanent ||
           (!this.#everConnected && attempt >= this.#options.retries)
@@ -840,7 +760,7 @@ export class ChatClient {
         this.#system(`cannot connect: ${failure.reason}`);
       } else {
         if (outcome.welcomed) attempt = 0;
-        const reason = sanitize(outcome.reason);
+        const reason = printable(outcome.reason);
         if (outcome.code === 1001) {
           this.#system("the server is restarting.");
         } else if (FINAL_CLOSE_CODES.has(outcome.code)) {
@@ -959,11 +879,11 @@ export class ChatClient {
     if (!resumed) {
       this.#system(
         `you are ${nickText(welcome.you, style)} in ${
-          sanitize(String(welcome.room))
+          printable(String(welcome.room))
         }; here: ${this.#room.users.map((u) => nickText(u, style)).join(", ")}`,
       );
     }
-    this.#options.screen.setPrompt(`${sanitize(String(welcome.room))}> `);
+    this.#options.screen.setPrompt(`${printable(String(welcome.room))}> `);
     this.#everConnected = true;
     this.#welcomed = true;
     for (const wake of this.#onWelcome.splice(0)) wake();
@@ -1021,7 +941,7 @@ export class ChatClient {
         const room = this.#room;
         this.#system(
           room
-            ? `in ${sanitize(room.name)}: ${
+            ? `in ${printable(room.name)}: ${
               room.users.map((u) => nickText(u, this.#options.style)).join(", ")
             }`
             : "not connected yet.",

@@ -21,10 +21,10 @@ import {
   parseInput,
   render,
   roomUrl,
-  sanitize,
   updateUsers,
 } from "./chat_client.ts";
-import { type ChatServer, JSON_PROTOCOL, startChat } from "./main.ts";
+import { type ChatServer, startChat } from "./main.ts";
+import { JSON_PROTOCOL, printable as sanitize } from "./protocol.ts";
 import {
   chatUrl,
   closeAll,

@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { upgradeRequest } from "./ws_frames.ts";
-import { CloseCode, JSON_PROTOCOL, MemoryStore } from "./main.ts";
+import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
+import { MemoryStore } from "./rooms.ts";
 import {
   chatUrl,
   closeAll,

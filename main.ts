@@ -25,14 +25,47 @@
  */
 
 import clientHtml from "./client.html" with { type: "text" };
-import {
-  createHash,
-  createHmac,
-  randomBytes,
-  timingSafeEqual,
-} from "node:crypto";
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import unhomoglyph from "unhomoglyph";
+import {
+  cleanText,
+  CloseCode,
+  type Command,
+  type ErrorCode,
+  HELP_TEXT,
+  JSON_PROTOCOL,
+  type LiveEvent,
+  NICK_ERRORS,
+  PAGE_CONSTANTS,
+  parseCommand,
+  parseJsonCommand,
+  type RefusalReason,
+  REFUSALS,
+  renderText,
+  type RoomEvent,
+  roomFromPath,
+  roomName,
+  SESSION_PROTOCOL_PREFIX,
+  SESSION_SECRET,
+  SHUTDOWN_REASON,
+  Status,
+  systemText,
+  TYPING_INTERVAL_MS,
+  type TypingEvent,
+  validNick,
+  type Welcome,
+} from "./protocol.ts";
+import {
+  type Joined,
+  type LogFields,
+  MemoryStore,
+  nickKey,
+  type RoomStore,
+  type StoreFactory,
+  type StoreOptions,
+  StoreUnavailable,
+} from "./rooms.ts";
+import type { RedisStoreOptions } from "./redis_store.ts";
 
 // ---------------------------------------------------------------------------
 // Options and limits
@@ -316,511 +349,14 @@ export function flagOf(name: string): string {
   return name.replace(/[A-Z]/g, (letter) => "-" + letter.toLowerCase());
 }
 
-/** The JSON subprotocol; without it a connection speaks plain text. */
-export const JSON_PROTOCOL = "chat.v1.json";
-/** Longest room name, in characters. */
-export const MAX_ROOM_CHARS = 32;
-/** Longest nickname, in characters. */
-export const MAX_NICK_CHARS = 24;
 /** How often queued outgoing bytes are checked, in milliseconds. */
 export const SLOW_CONSUMER_SWEEP_MS = 250;
-/** A person's typing notices reach the room at most this often. */
-export const TYPING_INTERVAL_MS = 2000;
-/** The subprotocol prefix that carries a session secret (`chat.session.S`). */
-export const SESSION_PROTOCOL_PREFIX = "chat.session.";
 /** How often full connect-rate buckets are forgotten, in milliseconds. */
 export const FORGET_BUCKETS_MS = 10_000;
 /** How long shutdown waits for clients to finish the close handshake. */
 export const SHUTDOWN_GRACE_MS = 1000;
 /** After a signal, the CLI exits by this time whatever is still open. */
 export const EXIT_DEADLINE_MS = 1800;
-
-/** HTTP statuses we answer with, by name. */
-const Status = {
-  BadRequest: 400,
-  Forbidden: 403,
-  NotFound: 404,
-  MethodNotAllowed: 405,
-  TooManyRequests: 429,
-  UpgradeRequired: 426,
-  ServiceUnavailable: 503,
-} as const;
-
-/**
- * WebSocket close codes (RFC 6455 §7.4.1) we send, plus `Abnormal`, which is
- * only ever recorded (a connection that ended without a close frame), never
- * sent.
- */
-export const CloseCode = {
-  Normal: 1000,
-  GoingAway: 1001,
-  UnsupportedData: 1003,
-  Abnormal: 1006,
-  PolicyViolation: 1008,
-  MessageTooBig: 1009,
-  InternalError: 1011,
-  TryAgainLater: 1013,
-} as const;
-
-// ---------------------------------------------------------------------------
-// Room events and the room store
-// ---------------------------------------------------------------------------
-
-/** A room event as kept in history and sent to JSON clients. */
-export type RoomEvent =
-  | { type: "message"; id: number; ts: number; from: string; text: string }
-  | { type: "action"; id: number; ts: number; from: string; text: string }
-  | { type: "join"; id: number; ts: number; nick: string }
-  | { type: "leave"; id: number; ts: number; nick: string }
-  | { type: "nick"; id: number; ts: number; from: string; to: string }
-  | {
-    type: "dm";
-    id: number;
-    ts: number;
-    from: string;
-    to: string;
-    text: string;
-  };
-
-/** An event that is passed on and forgotten: no id, not in history. */
-export interface TypingEvent {
-  type: "typing";
-  nick: string;
-}
-
-/**
- * A room event before the store gives it an id and a time. (`Omit` over the
- * union member by member: a plain `Omit<RoomEvent, …>` would merge them.)
- */
-export type NewEvent = RoomEvent extends infer E
-  ? E extends RoomEvent ? Omit<E, "id" | "ts"> : never
-  : never;
-
-/** What a connection asks for when it joins a room. */
-export interface JoinRequest {
-  /**
-   * Who will hold the nick: a person's session (every tab of it is one
-   * member) or else the connection itself; unique across processes.
-   */
-  owner: string;
-  /** A valid nick to claim; without it (or when taken) a random one. */
-  nick?: string;
-  /** The token of an earlier welcome: takes `nick` from a stale holder. */
-  token?: string;
-  /** Resume: the last event id the client has, and its room epoch. */
-  since?: number;
-  epoch?: string;
-}
-
-/** A completed join: what the welcome says. */
-export interface Joined {
-  /** The nick held: the one asked for, or a random one. */
-  nick: string;
-  /** Set when the nick asked for was taken (a random one was given). */
-  nickTaken: boolean;
-  /**
-   * The owner was in the room already (another tab of a session): it keeps
-   * its nick, no join was appended, and `lastId` is the room's last id.
-   */
-  present: boolean;
-  /** The room's epoch: ids start over when it changes. */
-  epoch: string;
-  /** Id of the join event (or the room's last); later ones come by `subscribe`. */
-  lastId: number;
-  /**
-   * Id of the event that gave the owner its nick (its join, or its last
-   * rename): direct messages to that nick from before it are not its.
-   */
-  claimedId: number;
-  /**
-   * What the client should show: what it missed and its join, when it
-   * resumed without a gap; otherwise the room's recent history.
-   */
-  history: RoomEvent[];
-  /** A resume that could not be served exactly (history gone or new epoch). */
-  gap: boolean;
-  /** The room's members, the joiner included. */
-  users: string[];
-  /** Lets the client take its nick back from a connection that went stale. */
-  token: string;
-}
-
-/**
- * Everything about a room that outlives one message: its events (ids,
- * history, delivery), who is in it (nicks), and its lifetime. main.ts talks
- * to rooms only through this, so another implementation (a shared store for
- * several processes) changes nothing else. What must be atomic is one call.
- */
-export interface RoomStore {
-  /**
-   * Holds a place in the room for a connection that is about to join (at
-   * upgrade time), so the room exists from then on. False when the room is
-   * new and `maxRooms` rooms exist.
-   */
-  hold(room: string): boolean;
-  /** Gives back a hold whose connection never joined. */
-  release(room: string): void;
-  /**
-   * Turns a hold into a member: takes over the nick from a stale holder (by
-   * token), claims the nick (or a random one), reads what a resuming client
-   * missed, then appends the join: one step. An owner already in the room
-   * (one more tab) is counted, keeps its nick, and no join is appended.
-   */
-  join(room: string, request: JoinRequest): Promise<Joined>;
-  /** Appends an event: gives it the next id and a time, keeps it, delivers it. */
-  append(room: string, body: NewEvent): Promise<RoomEvent>;
-  /** Moves `owner` from nick `from` to `to` and appends the nick event. */
-  rename(
-    room: string,
-    owner: string,
-    from: string,
-    to: string,
-  ): Promise<RoomEvent | "nick_taken">;
-  /**
-   * One connection of `owner` leaves (if it is still a member: found by
-   * owner, as its nick may have changed since). With its last connection
-   * the owner is out: announced when `announce` and others remain. The last
-   * one out ends the room.
-   */
-  leave(room: string, owner: string, announce: boolean): Promise<void>;
-  /** The room's members' nicks. */
-  members(room: string): Promise<string[]>;
-  /** Passes an event on to every subscriber now, keeping nothing. */
-  notify(room: string, event: TypingEvent): void;
-  /**
-   * Every event appended to the room from now on, in id order, and every
-   * notification.
-   */
-  subscribe(room: string, onEvent: (event: LiveEvent) => void): () => void;
-  /** Rooms that exist (with members or holds). */
-  roomCount(): number;
-  /** False while the store cannot be reached (a shared store's server is down). */
-  available?(): boolean;
-  /** Lets go of connections and timers (at shutdown). */
-  close?(): Promise<void>;
-}
-
-/** What the store cannot do right now; the client is told `unavailable`. */
-export class StoreUnavailable extends Error {}
-
-/** What a subscriber gets. */
-export type LiveEvent = RoomEvent | TypingEvent;
-
-/** `user-NNNNN`. */
-export function randomNick(): string {
-  return `user-${Math.floor(Math.random() * 100_000)}`;
-}
-
-/**
- * Two nicks are one when their keys are equal: case-insensitive and by
- * confusable skeleton (Unicode TR39, from `unhomoglyph`'s copy of
- * confusables.txt), so `аda` (Cyrillic а), `ａｄａ` and `ADA` are `ada`.
- * NFKC first (fullwidth and maths letters), then upper case (via lower, for
- * ẞ and ß): TR39 maps capitals (В → B, 0 → O, I → l), and caseless
- * comparison needs one case; again until nothing changes (l → L). So `alice` and `allce` are one nick:
- * the price of `I` looking like `l`. The key is compared, never shown.
- */
-export function nickKey(nick: string): string {
-  let key = nick;
-  let previous = "";
-  for (let round = 0; round < 4 && key !== previous; round++) {
-    previous = key;
-    key = skeleton(key.normalize("NFKC").toLowerCase().toUpperCase());
-  }
-  return key;
-}
-
-/** UTS #39 skeleton: NFD, no default-ignorables, confusables mapped, NFD. */
-function skeleton(text: string): string {
-  return unhomoglyph(
-    text.normalize("NFD").replace(/\p{Default_Ignorable_Code_Point}/gu, ""),
-  ).normalize("NFD");
-}
-
-/** What {@linkcode MemoryStore} needs to know. */
-export interface MemoryStoreOptions {
-  /** Events kept per room. */
-  historySize: number;
-  /** Bytes of history kept per room (see {@linkcode eventBytes}). */
-  maxHistoryBytes: number;
-  /** Rooms at once. */
-  maxRooms: number;
-  /** Called when a join takes a nick from `owner`: close that connection. */
-  onEvict: (room: string, owner: string) => void;
-}
-
-interface NickHolder {
-  nick: string;
-  owner: string;
-  /** The owner's connections in the room (tabs of one session). */
-  connections: number;
-  /** Id of the holder's join event: its reconnect token is derived from it. */
-  joinedId: number;
-  /** Id of the event that gave it its nick (join or rename). */
-  claimedId: number;
-}
-
-interface MemoryRoom {
-  /** Random, fixed for this room's life; tells resuming clients ids started over. */
-  epoch: string;
-  lastId: number;
-  history: RoomEvent[];
-  /** What `history` costs, by {@linkcode eventBytes}. */
-  historyBytes: number;
-  /** Members by nick key, and the same by owner. */
-  nicks: Map<string, NickHolder>;
-  owners: Map<string, NickHolder>;
-  /** Connections upgraded and not yet joined. */
-  holds: number;
-  listeners: Set<(event: LiveEvent) => void>;
-}
-
-/**
- * The default store: every room in this process's memory, gone with it. All
- * of its work is synchronous; the promises are for the interface's sake.
- */
-export class MemoryStore implements RoomStore {
-  #rooms = new Map<string, MemoryRoom>();
-  #options: MemoryStoreOptions;
-  /** Keys the reconnect tokens: new for each store, so tokens die with it. */
-  #tokenKey = randomBytes(32);
-
-  constructor(options: MemoryStoreOptions) {
-    this.#options = options;
-  }
-
-  hold(name: string): boolean {
-    let room = this.#rooms.get(name);
-    if (!room) {
-      if (this.#rooms.size >= this.#options.maxRooms) return false;
-      room = {
-        epoch: crypto.randomUUID().slice(0, 8),
-        lastId: 0,
-        history: [],
-        historyBytes: 0,
-        nicks: new Map(),
-        owners: new Map(),
-        holds: 0,
-        listeners: new Set(),
-      };
-      this.#rooms.set(name, room);
-    }
-    room.holds++;
-    return true;
-  }
-
-  release(name: string): void {
-    const room = this.#rooms.get(name);
-    if (!room) return;
-    room.holds--;
-    this.#endIfEmpty(name, room);
-  }
-
-  join(name: string, request: JoinRequest): Promise<Joined> {
-    const room = this.#room(name);
-    room.holds--;
-    const missedSince = () =>
-      request.since === undefined
-        ? undefined
-        : this.#eventsAfter(room, request.since, request.epoch ?? "");
-    const present = room.owners.get(request.owner);
-    if (present) {
-      present.connections++;
-      const missed = missedSince();
-      return Promise.resolve({
-        nick: present.nick,
-        nickTaken: false,
-        present: true,
-        epoch: room.epoch,
-        lastId: room.lastId,
-        claimedId: present.claimedId,
-        history: missed ?? room.history,
-        gap: request.since !== undefined && missed === undefined,
-        users: [...room.nicks.values()].map((member) => member.nick),
-        token: this.#token(name, room, present),
-      });
-    }
-    const wanted = request.nick;
-    if (wanted !== undefined && request.token) {
-      this.#takeOver(name, room, wanted, request.token);
-    }
-    const nickTaken = wanted !== undefined &&
-      room.nicks.has(nickKey(wanted));
-    let nick = wanted !== undefined && !nickTaken ? wanted : randomNick();
-    while (room.nicks.has(nickKey(nick))) nick = randomNick();
-    // What a resuming client missed is read before its own join is appended,
-    // so that the join cannot push the oldest missed event out of history.
-    const missed = missedSince();
-    const joined = this.#append(room, { type: "join", nick });
-    const holder = {
-      nick,
-      owner: request.owner,
-      connections: 1,
-      joinedId: joined.id,
-      claimedId: joined.id,
-    };
-    room.nicks.set(nickKey(nick), holder);
-    room.owners.set(request.owner, holder);
-    return Promise.resolve({
-      nick,
-      nickTaken,
-      present: false,
-      epoch: room.epoch,
-      lastId: joined.id,
-      claimedId: joined.id,
-      history: missed ? [...missed, joined] : room.history,
-      gap: request.since !== undefined && missed === undefined,
-      users: [...room.nicks.values()].map((member) => member.nick),
-      token: this.#token(name, room, holder),
-    });
-  }
-
-  append(name: string, body: NewEvent): Promise<RoomEvent> {
-    return Promise.resolve(this.#append(this.#room(name), body));
-  }
-
-  rename(
-    name: string,
-    owner: string,
-    from: string,
-    to: string,
-  ): Promise<RoomEvent | "nick_taken"> {
-    const room = this.#room(name);
-    const holder = room.nicks.get(nickKey(from));
-    const other = room.nicks.get(nickKey(to));
-    if (!holder || holder.owner !== owner || (other && other !== holder)) {
-      return Promise.resolve("nick_taken");
-    }
-    room.nicks.delete(nickKey(from));
-    holder.nick = to;
-    room.nicks.set(nickKey(to), holder);
-    const renamed = this.#append(room, { type: "nick", from, to });
-    holder.claimedId = renamed.id;
-    return Promise.resolve(renamed);
-  }
-
-  leave(name: string, owner: string, announce: boolean): Promise<void> {
-    const room = this.#rooms.get(name);
-    const holder = room?.owners.get(owner);
-    if (!room || !holder) return Promise.resolve();
-    if (--holder.connections > 0) return Promise.resolve();
-    room.nicks.delete(nickKey(holder.nick));
-    room.owners.delete(owner);
-    if (!this.#endIfEmpty(name, room) && announce) {
-      this.#append(room, { type: "leave", nick: holder.nick });
-    }
-    return Promise.resolve();
-  }
-
-  members(name: string): Promise<string[]> {
-    const room = this.#rooms.get(name);
-    return Promise.resolve(
-      room ? [...room.nicks.values()].map((member) => member.nick) : [],
-    );
-  }
-
-  notify(name: string, event: TypingEvent): void {
-    for (const onEvent of this.#rooms.get(name)?.listeners ?? []) {
-      onEvent(event);
-    }
-  }
-
-  subscribe(name: string, onEvent: (event: LiveEvent) => void): () => void {
-    const listeners = this.#room(name).listeners;
-    listeners.add(onEvent);
-    return () => listeners.delete(onEvent);
-  }
-
-  roomCount(): number {
-    return this.#rooms.size;
-  }
-
-  #room(name: string): MemoryRoom {
-    const room = this.#rooms.get(name);
-    if (!room) throw new Error(`no room ${name}: hold it first`);
-    return room;
-  }
-
-  /** Ends a room nobody is in or on the way to; true if it ended. */
-  #endIfEmpty(name: string, room: MemoryRoom): boolean {
-    if (room.nicks.size > 0 || room.holds > 0) return false;
-    this.#rooms.delete(name);
-    return true;
-  }
-
-  #append(room: MemoryRoom, body: NewEvent): RoomEvent {
-    const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
-    const { historySize, maxHistoryBytes } = this.#options;
-    room.history.push(event);
-    room.historyBytes += eventBytes(event);
-    while (
-      room.history.length > historySize ||
-      (room.historyBytes > maxHistoryBytes && room.history.length > 0)
-    ) {
-      room.historyBytes -= eventBytes(room.history.shift()!);
-    }
-    for (const onEvent of room.listeners) onEvent(event);
-    return event;
-  }
-
-  /**
-   * Held events after `id`, or `undefined` when some of them are no longer
-   * held (or the client's epoch is not this room's: ids started over).
-   */
-  #eventsAfter(
-    room: MemoryRoom,
-    id: number,
-    epoch: string,
-  ): RoomEvent[] | undefined {
-    if (epoch !== room.epoch || id > room.lastId) return undefined;
-    const oldest = room.history[0]?.id ?? room.lastId + 1;
-    if (id < oldest - 1) return undefined;
-    return room.history.filter((event) => event.id > id);
-  }
-
-  /**
-   * A client that reconnects before the server has noticed that its old
-   * connection died (a dropped network, not a close) would find its own nick
-   * taken. The token from its last welcome proves the old connection was its
-   * own: that one leaves (announced) and is closed, so the nick is free.
-   */
-  #takeOver(name: string, room: MemoryRoom, nick: string, token: string): void {
-    const holder = room.nicks.get(nickKey(nick));
-    if (!holder || !sameSecret(token, this.#token(name, room, holder))) return;
-    room.nicks.delete(nickKey(nick));
-    room.owners.delete(holder.owner);
-    this.#append(room, { type: "leave", nick: holder.nick });
-    this.#options.onEvict(name, holder.owner);
-  }
-
-  /** Derived from the room and the join, not stored: costs nothing per member. */
-  #token(name: string, room: MemoryRoom, holder: NickHolder): string {
-    return createHmac("sha256", this.#tokenKey)
-      .update(`${name}/${room.epoch}/${holder.joinedId}`)
-      .digest("base64url");
-  }
-}
-
-/**
- * What an event costs in history, roughly as V8 holds it: 2 bytes per UTF-16
- * unit of its strings, and 64 for the object.
- */
-export function eventBytes(event: RoomEvent): number {
-  // Field by field, not Object.values: this runs for every event.
-  const e = event as Partial<Record<"from" | "to" | "text" | "nick", string>>;
-  const units = event.type.length + (e.from?.length ?? 0) +
-    (e.to?.length ?? 0) + (e.text?.length ?? 0) + (e.nick?.length ?? 0);
-  return 64 + 2 * units;
-}
-
-/** Compares secrets in constant time. */
-export function sameSecret(given: string, expected: string): boolean {
-  const a = encoder.encode(given);
-  const b = encoder.encode(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-const encoder = new TextEncoder();
 
 // ---------------------------------------------------------------------------
 // Process state: one object, made by startChat
@@ -963,7 +499,6 @@ function newState(settings: Settings, store: RoomStore): ChatState {
 // ---------------------------------------------------------------------------
 
 type LogLevel = "info" | "warn" | "error";
-type LogFields = Record<string, string | number | boolean | undefined>;
 
 /** One line per event worth knowing. Never message content. */
 function log(level: LogLevel, event: string, fields: LogFields = {}): void {
@@ -1288,175 +823,6 @@ function sendToOne(client: Client, frame: string): void {
 // Protocol: what clients send, and the two renderings of what they get
 // ---------------------------------------------------------------------------
 
-/**
- * The tutorial's lines, one per event. A line break in a message becomes a
- * space: on a plain-text client it would start a line that could pass for a
- * system line (` .... admin has joined.`). JSON clients keep it.
- */
-function renderText(event: RoomEvent): string {
-  switch (event.type) {
-    case "message":
-      return `${event.from}: ${oneLine(event.text)}`;
-    case "action":
-      return `* ${event.from} ${oneLine(event.text)}`;
-    case "join":
-      return ` .... ${event.nick} has joined.`;
-    case "leave":
-      return ` .... ${event.nick} has left.`;
-    case "nick":
-      return ` .... ${event.from} is now known as ${event.to}.`;
-    case "dm":
-      return `[dm] ${event.from} -> ${event.to}: ${oneLine(event.text)}`;
-  }
-}
-
-/**
- * Every Unicode line break that survives {@linkcode CONTROL_CHARS} (LF, and
- * U+2028 and U+2029; CR, VT, FF and NEL are removed there), so a line is one
- * line by every definition.
- */
-const LINE_BREAKS = /[\n\u2028\u2029]/g;
-
-function oneLine(text: string): string {
-  return text.replace(LINE_BREAKS, " ");
-}
-
-/** Error codes a client may be sent (`unknown_command` only in plain text). */
-export type ErrorCode =
-  | "bad_json"
-  | "bad_request"
-  | "too_long"
-  | "bad_nick"
-  | "nick_taken"
-  | "rate_limited"
-  | "no_such_nick"
-  | "bad_room"
-  | "max_rooms"
-  | "unavailable"
-  | "unknown_command";
-
-/** What a client asked for, in either protocol. */
-type Command =
-  | { type: "message" | "action"; text: string }
-  | { type: "dm"; to: string; text: string }
-  | { type: "typing" }
-  | { type: "nick"; nick: string }
-  | { type: "join"; room: string }
-  | { type: "who" }
-  | { type: "help" }
-  | { type: "quit" }
-  | { type: "invalid"; code: ErrorCode; message: string };
-
-const HELP_TEXT =
-  "commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /help, /quit; //text sends /text";
-
-function parseTextCommand(line: string): Command {
-  if (!line.startsWith("/") || line.startsWith("//")) {
-    return {
-      type: "message",
-      text: line.startsWith("//") ? line.slice(1) : line,
-    };
-  }
-  const space = line.indexOf(" ");
-  const name = space === -1 ? line.slice(1) : line.slice(1, space);
-  const arg = space === -1 ? "" : line.slice(space + 1).trim();
-  switch (name.toLowerCase()) {
-    case "nick":
-      return { type: "nick", nick: arg };
-    case "me":
-      return { type: "action", text: arg };
-    case "msg": {
-      const [to, ...words] = arg.split(" ");
-      return { type: "dm", to, text: words.join(" ") };
-    }
-    case "join":
-      return { type: "join", room: arg };
-    case "quit":
-      return { type: "quit" };
-    case "who":
-      return { type: "who" };
-    case "help":
-      return { type: "help" };
-    default:
-      return {
-        type: "invalid",
-        code: "unknown_command",
-        message: `unknown command /${name} (try /help)`,
-      };
-  }
-}
-
-function parseJsonCommand(data: string): Command {
-  let value: unknown;
-  try {
-    value = JSON.parse(data);
-  } catch {
-    return { type: "invalid", code: "bad_json", message: "frame is not JSON" };
-  }
-  const frame = value as Record<string, unknown> | null;
-  if (typeof frame === "object" && frame !== null && !Array.isArray(frame)) {
-    if (
-      (frame.type === "message" || frame.type === "action") &&
-      typeof frame.text === "string"
-    ) {
-      return { type: frame.type, text: frame.text };
-    }
-    if (frame.type === "nick" && typeof frame.nick === "string") {
-      return { type: "nick", nick: frame.nick };
-    }
-    if (
-      frame.type === "dm" && typeof frame.to === "string" &&
-      typeof frame.text === "string"
-    ) {
-      return { type: "dm", to: frame.to, text: frame.text };
-    }
-    if (frame.type === "typing") return { type: "typing" };
-  }
-  return {
-    type: "invalid",
-    code: "bad_request",
-    message:
-      'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…} or {"type":"typing"}',
-  };
-}
-
-// C0 and C1 controls except tab and newline.
-// deno-lint-ignore no-control-regex -- matching control characters is the point
-const CONTROL_CHARS = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/g;
-/**
- * Terminal escape sequences, whole (ECMA-48): CSI … final byte, the string
- * ones (OSC, DCS, SOS, PM, APC) up to BEL or ST (or the end), other ESC
- * sequences, and their 8-bit forms. Removing only the ESC would leave
- * `[31m` behind on a terminal.
- */
-const ESCAPE_SEQUENCES =
-  // deno-lint-ignore no-control-regex -- matching control characters is the point
-  /(?:\x1B\[|\x9B)[0-?]*[ -/]*[@-~]|(?:\x1B[\]PX^_]|[\x90\x98\x9D-\x9F])[\s\S]*?(?:\x07|\x1B\\|\x9C|$)|\x1B[ -/]*[0-~]/g;
-
-/** A message's text as it may be kept: no escape sequences or controls. */
-function cleanText(text: string): string {
-  // Most messages have no control character at all: one test, no copies.
-  if (!HAS_CONTROL.test(text)) return text.trim();
-  return text.replace(ESCAPE_SEQUENCES, "").replace(CONTROL_CHARS, "").trim();
-}
-
-// deno-lint-ignore no-control-regex -- matching control characters is the point
-const HAS_CONTROL = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/;
-// Letters, digits, `_` and `-`, and combining marks after the first character
-// (for names like राम); nothing else: no controls, no bidi overrides.
-const NICK_PATTERN = /^[\p{L}\p{Nd}_-][\p{L}\p{M}\p{Nd}_-]*$/u;
-
-/** Is this a well-formed nickname (whoever holds it)? */
-function validNick(nick: string): boolean {
-  return nick.length > 0 && [...nick].length <= MAX_NICK_CHARS &&
-    NICK_PATTERN.test(nick);
-}
-
-const NICK_ERRORS: Record<"bad_nick" | "nick_taken", string> = {
-  bad_nick: `a nickname is 1–${MAX_NICK_CHARS} letters, digits, "_" or "-"`,
-  nick_taken: "that nickname is taken in this room",
-};
-
 /** Tells one client about a refusal, in its protocol. */
 function sendError(client: Client, code: ErrorCode, message: string): void {
   bump(chat().counters.refused, code);
@@ -1464,13 +830,13 @@ function sendError(client: Client, code: ErrorCode, message: string): void {
     client,
     client.json
       ? JSON.stringify({ type: "error", code, message })
-      : ` .... error: ${message}`,
+      : systemText(`error: ${message}`),
   );
 }
 
 /** A reply to one client that is not a room event (`/who`, `/help`). */
 function sendNotice(client: Client, text: string): void {
-  sendToOne(client, ` .... ${text}`);
+  sendToOne(client, systemText(text));
 }
 
 // ---------------------------------------------------------------------------
@@ -1639,7 +1005,7 @@ function joinFailed(client: Client, error: unknown): void {
 
 /** The first frame a JSON client gets. */
 function sendWelcome(client: Client, joined: Joined, room: string): void {
-  const welcome = {
+  const welcome: Welcome = {
     type: "welcome",
     you: client.nick,
     room,
@@ -1707,9 +1073,6 @@ const KNOWN_CLOSE_CODES = new Set<number>([
   1010,
   1012,
 ]);
-
-/** What every client is told at shutdown. */
-const SHUTDOWN_REASON = "server shutting down";
 
 /** A close that never throws (the socket may be closing already). */
 function closeSocket(socket: WebSocket, code: number, reason: string): void {
@@ -1796,7 +1159,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return sendError(client, "rate_limited", "slow down: message dropped");
   }
   client.drops = 0;
-  const command = client.json ? parseJsonCommand(data) : parseTextCommand(data);
+  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
   try {
     execute(client, command);
   } catch (error) {
@@ -1906,13 +1269,13 @@ function sendDirect(client: Client, to: string, text: string): void {
 /** `/join ROOM`: this connection leaves its room (announced) for another. */
 function moveTo(client: Client, path: string): void {
   const { store } = chat();
-  const room = roomFromPath("/" + path.replace(/^#/, ""));
-  if (!room || path === "") {
-    return sendError(client, "bad_room", REFUSALS.bad_room[1]);
+  const room = roomName(path);
+  if (!room) {
+    return sendError(client, "bad_room", REFUSALS.bad_room.message);
   }
   if (room === client.room.name) return;
   if (!store.hold(room)) {
-    return sendError(client, "max_rooms", REFUSALS.max_rooms[1]);
+    return sendError(client, "max_rooms", REFUSALS.max_rooms.message);
   }
   const nick = client.nick;
   depart(client, false);
@@ -1950,6 +1313,8 @@ function takeToken(client: Client): boolean {
   client.tokens--;
   return true;
 }
+
+const encoder = new TextEncoder();
 
 /**
  * A text frame's size in UTF-8 bytes, exact whenever it could be over the
@@ -1996,59 +1361,15 @@ function releaseConnection(ip: string): void {
 // HTTP routes
 // ---------------------------------------------------------------------------
 
-const ROOM_PATTERN = new RegExp(`^[a-z0-9_-]{1,${MAX_ROOM_CHARS}}$`);
-
-/** The room a chat URL path names (`/` is `lobby`), or undefined if invalid. */
-export function roomFromPath(pathname: string): string | undefined {
-  if (pathname === "/") return "lobby";
-  const name = pathname.slice(1).toLowerCase();
-  return ROOM_PATTERN.test(name) ? name : undefined;
-}
-
-/**
- * Every way an upgrade is refused: its status and what the client is told.
- * The reason is also the log event's `reason` and the metric's label.
- */
-const REFUSALS = {
-  not_websocket: [
-    Status.UpgradeRequired,
-    "This port speaks WebSocket. Open the chat page on the page port.",
-  ],
-  bad_room: [
-    Status.BadRequest,
-    `A room name is 1-${MAX_ROOM_CHARS} of a-z, 0-9, - and _.`,
-  ],
-  origin: [Status.Forbidden, "This origin may not connect."],
-  shutting_down: [Status.ServiceUnavailable, "Shutting down."],
-  unavailable: [Status.ServiceUnavailable, "The chat store is unreachable."],
-  max_connections: [Status.ServiceUnavailable, "Server full."],
-  max_connections_per_ip: [
-    Status.ServiceUnavailable,
-    "Too many connections from your address.",
-  ],
-  max_rooms: [
-    Status.ServiceUnavailable,
-    "Too many rooms: join an existing one.",
-  ],
-  bad_handshake: [Status.BadRequest, "Bad WebSocket handshake."],
-  bad_request: [Status.BadRequest, "Bad request."],
-  connect_rate: [
-    Status.TooManyRequests,
-    "Too many new connections from your address: try again in a second.",
-  ],
-} as const satisfies Record<string, readonly [number, string]>;
-
-type Refusal = keyof typeof REFUSALS;
-
 /** Refuses an upgrade: logs, counts and answers under the same name. */
-function refuse(reason: Refusal, fields: LogFields = {}): Response {
-  const [status, text] = REFUSALS[reason];
+function refuse(reason: RefusalReason, fields: LogFields = {}): Response {
+  const { status, message } = REFUSALS[reason];
   bump(chat().counters.upgradesRefused, reason);
   log(reason === "not_websocket" ? "info" : "warn", "upgrade_refused", {
     reason,
     ...fields,
   });
-  return new Response(text + "\n", {
+  return new Response(message + "\n", {
     status,
     headers: {
       "content-type": "text/plain; charset=utf-8",
@@ -2059,8 +1380,6 @@ function refuse(reason: Refusal, fields: LogFields = {}): Response {
     },
   });
 }
-
-const SESSION_SECRET = /^[A-Za-z0-9_-]{22,64}$/;
 
 /**
  * The person a client says it is: its session secret comes as a second
@@ -2210,9 +1529,14 @@ export interface Page {
  * inline script and style (by hash), so injected markup could not run.
  */
 export async function renderPage(chatPort: number): Promise<Page> {
+  // The chat port, and the wire contract's constants the page needs (so it
+  // holds no copy of them), as JSON in an attribute.
+  const contract = JSON.stringify(PAGE_CONSTANTS).replaceAll("&", "&amp;")
+    .replaceAll('"', "&quot;").replaceAll("<", "&lt;");
   const html = clientHtml.replace(
     '<meta name="chat-port" content="">',
-    `<meta name="chat-port" content="${chatPort}">`,
+    `<meta name="chat-port" content="${chatPort}">\n` +
+      `    <meta name="chat-contract" content="${contract}">`,
   );
   const hashOf = async (tag: "script" | "style") => {
     const body = html.match(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`))?.[1] ??
@@ -2396,44 +1720,35 @@ export async function startChat(
 }
 
 /**
- * The Redis store's file, named by a variable so that nothing loads (or
- * type-checks) it unless `--redis` is given. `deno compile` needs
- * `--include redis_store.ts` for it.
+ * The Redis store's file, named by a variable so that nothing loads it
+ * unless `--redis` is given. `deno compile` needs `--include redis_store.ts`
+ * for it.
  */
 const SHARED_STORE_MODULE = "./redis_store.ts";
-
-/** What redis_store.ts exports. */
-export interface SharedStoreModule {
-  RedisStore: {
-    connect(
-      options: MemoryStoreOptions & {
-        url: string;
-        roomTtl: number;
-        log: typeof log;
-      },
-    ): Promise<RoomStore>;
-  };
-}
 
 /**
  * The in-memory store, or with `redis` the shared one, loaded only then so
  * that the single-file service needs nothing else.
  */
 async function makeStore(settings: Settings): Promise<RoomStore> {
-  const common = {
+  const common: StoreOptions = {
     historySize: settings.historySize,
     maxHistoryBytes: settings.maxHistoryBytes,
     maxRooms: settings.maxRooms,
     onEvict: evict,
   };
   if (!settings.redis) return new MemoryStore(common);
-  const { RedisStore }: SharedStoreModule = await import(SHARED_STORE_MODULE);
-  return await RedisStore.connect({
-    ...common,
-    url: settings.redis,
-    roomTtl: settings.roomTtl,
-    log,
-  });
+  const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
+    SHARED_STORE_MODULE
+  );
+  return await shared.RedisStore.connect(
+    {
+      ...common,
+      url: settings.redis,
+      roomTtl: settings.roomTtl,
+      log,
+    } satisfies RedisStoreOptions,
+  );
 }
 
 /** The options marked as limits, for the start log. */

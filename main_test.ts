@@ -6,16 +6,14 @@
 
 import assert from "node:assert/strict";
 import {
-  CloseCode,
   flagOf,
-  JSON_PROTOCOL,
   OPTIONS,
   pageHandler,
   parseCommandLine,
   renderPage,
-  roomFromPath,
   startChat,
 } from "./main.ts";
+import { CloseCode, JSON_PROTOCOL, roomFromPath } from "./protocol.ts";
 import {
   chatUrl,
   cli,

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CloseCode } from "./main.ts";
+import { CloseCode } from "./protocol.ts";
 import {
   chatUrl,
   closeAll,

@@ -5,19 +5,19 @@
  * Per room (keys under `chat:`):
  *
  * - `room:NAME:meta`, a hash: `epoch`, `last` (the last event id) and
- *   `bytes` (what the history costs, by main.ts's `eventBytes`);
+ *   `bytes` (what the history costs, by rooms.ts's `eventBytes`);
  * - `room:NAME:events`, a stream of the last `historySize` events (at most
  *   `maxHistoryBytes`), entry id `N-0` for event id N, fields `e` (the
  *   event's JSON) and `b` (its cost);
- * - `room:NAME:nicks`, a hash: nick key → holder `{n, u, o, j, k}` (nick,
- *   its length, owner, id of its join event, connections per process);
+ * - `room:NAME:nicks`, a hash: nick key → holder `{n, o, j, c, lc, k}`
+ *   (see redis_scripts.ts `StoredHolder`);
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
  * - channel `ev:NAME`: every event, published by the script that appends it,
  *   and typing notices (kept nowhere).
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
- * reap), so ids, history, nicks and publish move together. A process
+ * reap: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
  * reconnect) is filled from the stream.
@@ -32,54 +32,54 @@
  */
 
 import { createClient, ErrorReply } from "redis";
-import { createHash, createHmac, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type {
-  Joined,
-  JoinRequest,
   LiveEvent,
-  MemoryStoreOptions,
   NewEvent,
   RoomEvent,
-  RoomStore,
   TypingEvent,
-} from "./main.ts";
-import type * as Main from "./main.ts";
-
-/**
- * main.ts's values (`StoreUnavailable`, `nickKey`, …), imported without
- * waiting: under `deno run main.ts` this module is imported while main.ts
- * still runs its top-level `await main()`, so a static import of main.ts
- * (or awaiting this one during `connect`) would wait for itself. It resolves
- * once the CLI has started; every store call awaits it first.
- */
-let shared: typeof Main | undefined;
-const sharedReady: Promise<typeof Main> = import("./main.ts").then(
-  (module) => shared = module,
-);
-
-/** main.ts's `StoreUnavailable` (so main.ts tells the client `unavailable`). */
-function unavailable(message: string): Error {
-  return shared ? new shared.StoreUnavailable(message) : new Error(message);
-}
-
-function isUnavailable(error: unknown): boolean {
-  return shared !== undefined && error instanceof shared.StoreUnavailable;
-}
-
-type LogFields = Record<string, string | number | boolean | undefined>;
+} from "./protocol.ts";
+import {
+  eventBytes,
+  type Joined,
+  type JoinRequest,
+  type Log,
+  type LogFields,
+  nickCandidates,
+  nickKey,
+  NoNickLeft,
+  reconnectToken,
+  type RoomStore,
+  sameSecret,
+  type StoreFactory,
+  type StoreOptions,
+  StoreUnavailable,
+} from "./rooms.ts";
+import {
+  APPEND,
+  FORGET,
+  JOIN,
+  keyList,
+  LEAVE,
+  type NickChoice,
+  REAP,
+  RECLAIM,
+  RENAME,
+  type Reply,
+  type RoomArgs,
+  type RoomKeys,
+  type Script,
+  type StoredHolder,
+} from "./redis_scripts.ts";
 
 /** What {@linkcode RedisStore.connect} needs. */
-export interface RedisStoreOptions extends MemoryStoreOptions {
+export interface RedisStoreOptions extends StoreOptions {
   /** `redis://[user:password@]host:port[/db]`. */
   url: string;
   /** Seconds an empty room keeps its history and epoch. */
   roomTtl: number;
   /** main.ts's logger. */
-  log?: (
-    level: "info" | "warn" | "error",
-    event: string,
-    fields?: LogFields,
-  ) => void;
+  log?: Log;
   /**
    * Heartbeat interval in ms; a process is dead after three missed ones.
    * Default 3000, or the environment variable `CHAT_REDIS_HEARTBEAT_MS`.
@@ -92,23 +92,6 @@ export interface RedisStoreOptions extends MemoryStoreOptions {
 }
 
 type Client = ReturnType<typeof createClient>;
-
-/** A Redis reply as node-redis gives it for RESP2. */
-type Reply = string | number | null | Reply[];
-
-/** A stored nick holder: one member (a session's tabs count as one). */
-interface Holder {
-  /** The nick. */
-  n: string;
-  /** Its length in UTF-16 units (for the history's byte count). */
-  u: number;
-  /** Its owner, unique across processes (see `#global`). */
-  o: string;
-  /** Id of its join event (its token is derived from it). */
-  j: number;
-  /** Its connections, by process. */
-  k: Record<string, number>;
-}
 
 /** This process's view of one room. */
 interface RoomState {
@@ -145,302 +128,15 @@ interface Member {
   connections: number;
 }
 
-// ---------------------------------------------------------------------------
-// Lua scripts. Room scripts: KEYS[1] meta, KEYS[2] events, KEYS[3] nicks
-// (nick key → holder JSON), KEYS[4] owners (owner → nick key), KEYS[5]
-// procrooms of this process; ARGV[1] channel, ARGV[2] history size, ARGV[3]
-// room TTL, ARGV[4] history bytes, then each script's own (X[1]…).
-// ---------------------------------------------------------------------------
-
-const PRELUDE = `
-local X = {}
-for i = 5, #ARGV do X[#X + 1] = ARGV[i] end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Appends and publishes an event; history keeps at most ARGV[2] events and
--- ARGV[4] bytes (each entry's cost in its field b), oldest out first.
-local function append(body, cost)
-  local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
-  local sid = string.format('%d', id)
-  local ev = string.sub(body, 1, -2) .. ',"id":' .. sid ..
-    ',"ts":' .. string.format('%d', now_ms()) .. '}'
-  redis.call('XADD', KEYS[2], sid .. '-0', 'e', ev, 'b', cost)
-  local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', cost)
-  local count = redis.call('XLEN', KEYS[2])
-  local most, maxbytes = tonumber(ARGV[2]), tonumber(ARGV[4])
-  while count > 0 and (count > most or bytes > maxbytes) do
-    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-    redis.call('XDEL', KEYS[2], first[1])
-    bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(first[2][4]))
-    count = count - 1
-  end
-  redis.call('PUBLISH', ARGV[1], ev)
-  return ev
-end
--- A join or leave event of a nick of u UTF-16 units.
-local function nickevent(kind, nick, u)
-  return append('{"type":"' .. kind .. '","nick":' .. cjson.encode(nick) .. '}',
-    64 + 2 * (string.len(kind) + u))
-end
-local function total(k)
-  local n = 0
-  for _, c in pairs(k) do n = n + c end
-  return n
-end
-local function holder(key)
-  local h = redis.call('HGET', KEYS[3], key)
-  if h then return cjson.decode(h) end
-  return nil
-end
-local function keep(key, d)
-  redis.call('HSET', KEYS[3], key, cjson.encode(d))
-  redis.call('HSET', KEYS[4], d.o, key)
-end
--- The member is out: announced if others remain; the last one out starts
--- the room's expiry.
-local function drop(key, d, announce)
-  redis.call('HDEL', KEYS[3], key)
-  redis.call('HDEL', KEYS[4], d.o)
-  if redis.call('HLEN', KEYS[3]) == 0 then
-    redis.call('EXPIRE', KEYS[1], ARGV[3])
-    redis.call('EXPIRE', KEYS[2], ARGV[3])
-  elseif announce then
-    nickevent('leave', d.n, d.u)
-  end
-end
-local function history()
-  local out = {}
-  for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
-    out[#out + 1] = e[2][2]
-  end
-  return out
-end
-`;
-
-/** X[1] the event body (JSON without id and ts), X[2] its cost. */
-const APPEND = `
-if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
-  return redis.error_reply('NOROOM the room is gone')
-end
-return append(X[1], tonumber(X[2]))
-`;
-
-/**
- * X[1] process, [2] owner, [3] epoch if new, [4] wanted key or '', [5]
- * wanted nick, [6] its UTF-16 length, [7] takeover: the holder's owner or
- * '', [8] its join id, [9] since or '', [10] client's epoch, [11] room, [12]
- * evict channel prefix, then triples (key, nick, length): random nicks.
- * Returns {nick, taken, epoch, lastId, history, gap, holders, present, j,
- * claim}: claim is the id of the event that gave the nick (join or rename).
- */
-const JOIN = `
-redis.call('HSETNX', KEYS[1], 'epoch', X[3])
-redis.call('PERSIST', KEYS[1])
-redis.call('PERSIST', KEYS[2])
-redis.call('SADD', KEYS[5], X[11])
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local function last()
-  return tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
-end
--- What a resuming client missed, read before its join is appended.
-local function missed()
-  if X[9] == '' then return nil end
-  local since = tonumber(X[9])
-  if X[10] ~= epoch or since > last() then return nil end
-  local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
-  local oldest = last() + 1
-  if #first > 0 then oldest = tonumber(string.match(first[1][1], '^(%d+)')) end
-  if since < oldest - 1 then return nil end
-  local out = {}
-  local from = string.format('%d', since + 1) .. '-0'
-  for _, e in ipairs(redis.call('XRANGE', KEYS[2], from, '+')) do
-    out[#out + 1] = e[2][2]
-  end
-  return out
-end
-local gap = 0
--- One more connection of a member (another tab of its session).
-local mine = redis.call('HGET', KEYS[4], X[2])
-if mine then
-  local d = holder(mine)
-  if d and d.o == X[2] then
-    d.k[X[1]] = (d.k[X[1]] or 0) + 1
-    keep(mine, d)
-    local got = missed()
-    if X[9] ~= '' and got == nil then gap = 1 end
-    return {d.n, 0, epoch, last(), got or history(), gap,
-      redis.call('HVALS', KEYS[3]), 1, d.j, d.c or d.j}
-  end
-  redis.call('HDEL', KEYS[4], X[2])
-end
-if X[7] ~= '' then
-  local d = holder(X[4])
-  if d and d.o == X[7] and string.format('%d', d.j) == X[8] then
-    redis.call('HDEL', KEYS[3], X[4])
-    redis.call('HDEL', KEYS[4], d.o)
-    nickevent('leave', d.n, d.u)
-    for proc, _ in pairs(d.k) do
-      redis.call('PUBLISH', X[12] .. proc, cjson.encode({X[11], d.o}))
-    end
-  end
-end
-local nick, key, units = nil, nil, 0
-local taken = 0
-if X[4] ~= '' then
-  if redis.call('HEXISTS', KEYS[3], X[4]) == 0 then
-    nick, key, units = X[5], X[4], tonumber(X[6])
-  else
-    taken = 1
-  end
-end
-if not nick then
-  for i = 13, #X, 3 do
-    if redis.call('HEXISTS', KEYS[3], X[i]) == 0 then
-      key, nick, units = X[i], X[i + 1], tonumber(X[i + 2])
-      break
-    end
-  end
-end
-if not nick then return redis.error_reply('NICKS every candidate is taken') end
-local got = missed()
-if X[9] ~= '' and got == nil then gap = 1 end
-local joined = nickevent('join', nick, units)
-local id = last()
-local k = {}
-k[X[1]] = 1
-keep(key, {n = nick, u = units, o = X[2], j = id, k = k})
-if got then
-  got[#got + 1] = joined
-else
-  got = history()
-end
-return {nick, taken, epoch, id, got, gap, redis.call('HVALS', KEYS[3]), 0, id,
-  id}
-`;
-
-/**
- * X[1] nick key ('' = the owner's), [2] process, [3] owner, [4] announce
- * '1', [5] no local member left in the room '1', [6] room, [7] connections
- * that leave.
- */
-const LEAVE = `
-if X[5] == '1' then redis.call('SREM', KEYS[5], X[6]) end
-local key = X[1]
-if key == '' then
-  key = redis.call('HGET', KEYS[4], X[3])
-  if not key then return 0 end
-end
-local d = holder(key)
-if not d or d.o ~= X[3] then return 0 end
-local left = (d.k[X[2]] or 0) - tonumber(X[7])
-if left > 0 then d.k[X[2]] = left else d.k[X[2]] = nil end
-if total(d.k) > 0 then
-  keep(key, d)
-  return 0
-end
-drop(key, d, X[4] == '1')
-return 1
-`;
-
-/**
- * X[1] from key, [2] to key, [3] owner, [4] to, [5] its UTF-16 length, [6]
- * body, [7] its cost.
- */
-const RENAME = `
-local d = holder(X[1])
-if not d or d.o ~= X[3] then return 0 end
-if X[2] ~= X[1] and redis.call('HEXISTS', KEYS[3], X[2]) == 1 then return 0 end
-redis.call('HDEL', KEYS[3], X[1])
-d.n = X[4]
-d.u = tonumber(X[5])
-local renamed = append(X[6], tonumber(X[7]))
-d.c = tonumber(redis.call('HGET', KEYS[1], 'last'))
-keep(X[2], d)
-return renamed
-`;
-
-/**
- * X[1] a dead process: its connections are gone; members with none left
- * leave, each announced once.
- */
-const REAP = `
-local gone = {}
-local all = redis.call('HGETALL', KEYS[3])
-for i = 1, #all, 2 do
-  local d = cjson.decode(all[i + 1])
-  if d.k[X[1]] then
-    d.k[X[1]] = nil
-    if total(d.k) == 0 then
-      gone[#gone + 1] = {all[i], d}
-    else
-      keep(all[i], d)
-    end
-  end
-end
-table.sort(gone, function(a, b) return a[2].j < b[2].j end)
-for _, g in ipairs(gone) do drop(g[1], g[2], true) end
-return #gone
-`;
-
-/**
- * After an outage: puts a local member back (its connections here) if it
- * was reaped meanwhile. X[1] key, [2] process, [3] owner, [4] nick, [5] its
- * UTF-16 length, [6] join id, [7] room, [8] the epoch it joined, [9] its
- * connections here.
- */
-const RECLAIM = `
-if redis.call('HGET', KEYS[1], 'epoch') ~= X[8] then return 'epoch' end
-redis.call('SADD', KEYS[5], X[7])
-local current = redis.call('HGET', KEYS[4], X[3])
-if current then
-  local d = holder(current)
-  if d and d.o == X[3] then
-    d.k[X[2]] = tonumber(X[9])
-    keep(current, d)
-    return 'ok'
-  end
-end
-if redis.call('HEXISTS', KEYS[3], X[1]) == 1 then return 'taken' end
-redis.call('PERSIST', KEYS[1])
-redis.call('PERSIST', KEYS[2])
-nickevent('join', X[4], tonumber(X[5]))
-local k = {}
-k[X[2]] = tonumber(X[9])
-keep(X[1], {n = X[4], u = tonumber(X[5]), o = X[3], j = tonumber(X[6]), k = k})
-return 'rejoined'
-`;
-
-/** KEYS[1] hb, [2] procrooms, [3] procs; ARGV[1] the process. */
-const FORGET = `
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('SREM', KEYS[3], ARGV[1])
-  return 1
-end
-return 0
-`;
-
-interface Script {
-  text: string;
-  sha: string;
+/** A nick with the costs of its join and leave events. */
+function choice(nick: string): NickChoice {
+  return {
+    key: nickKey(nick),
+    nick,
+    joinCost: cost({ type: "join", nick }),
+    leaveCost: cost({ type: "leave", nick }),
+  };
 }
-
-function script(body: string, prelude = true): Script {
-  const text = prelude ? PRELUDE + body : body;
-  return { text, sha: createHash("sha1").update(text).digest("hex") };
-}
-
-const SCRIPTS = {
-  append: script(APPEND),
-  join: script(JOIN),
-  leave: script(LEAVE),
-  rename: script(RENAME),
-  reap: script(REAP),
-  reclaim: script(RECLAIM),
-  forget: script(FORGET, false),
-};
 
 const DEFAULT_HEARTBEAT_MS = 3000;
 /** Missed heartbeats before a process counts as dead. */
@@ -613,125 +309,99 @@ export class RedisStore implements RoomStore {
   }
 
   async #join(name: string, request: JoinRequest): Promise<Joined> {
-    const { nickKey, randomNick, sameSecret } = await sharedReady;
     const room = this.#rooms.get(name);
     if (!room) throw new Error(`no room ${name}: hold it first`);
     this.#check();
     await this.#subscribed(room);
     const keys = this.#keys(name);
     const owner = this.#global(request.owner);
-    const wanted = request.nick;
-    let takeover = ["", ""];
-    if (wanted !== undefined && request.token) {
+    const wanted = request.nick === undefined
+      ? undefined
+      : choice(request.nick);
+    let takeover: { owner: string; joinedId: number } | undefined;
+    if (wanted && request.token) {
       const [holderText, epoch] = await Promise.all([
-        this.#command(["HGET", keys[2], nickKey(wanted)]),
-        this.#command(["HGET", keys[0], "epoch"]),
+        this.#command(["HGET", keys.nicks, wanted.key]),
+        this.#command(["HGET", keys.meta, "epoch"]),
       ]);
       if (typeof holderText === "string" && typeof epoch === "string") {
-        const holder = JSON.parse(holderText) as Holder;
+        const holder = JSON.parse(holderText) as StoredHolder;
         if (sameSecret(request.token, this.#token(name, epoch, holder.j))) {
-          takeover = [holder.o, String(holder.j)];
+          takeover = { owner: holder.o, joinedId: holder.j };
         }
       }
     }
-    const candidates: string[] = [];
-    for (let i = 0; i < 8; i++) {
-      const nick = randomNick();
-      candidates.push(nickKey(nick), nick, String(nick.length));
-    }
-    let reply: Reply;
+    let reply;
     try {
-      reply = await this.#eval(SCRIPTS.join, keys, [
-        this.#proc,
+      reply = await this.#run(JOIN, keys, {
+        ...this.#roomArgs(name),
+        process: this.#proc,
         owner,
-        crypto.randomUUID().slice(0, 8),
-        wanted === undefined ? "" : nickKey(wanted),
-        wanted ?? "",
-        String(wanted?.length ?? 0),
-        ...takeover,
-        request.since === undefined ? "" : String(request.since),
-        request.epoch ?? "",
-        name,
-        `${this.#prefix}evict:`,
-        ...candidates,
-      ], name);
+        room: name,
+        newEpoch: crypto.randomUUID().slice(0, 8),
+        wanted,
+        takeover,
+        since: request.since,
+        clientEpoch: request.since === undefined
+          ? undefined
+          : request.epoch ?? "",
+        evictPrefix: `${this.#prefix}evict:`,
+        candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
+      });
     } catch (error) {
-      if (isUnavailable(error)) {
+      if (error instanceof StoreUnavailable) {
         // It may have run before the connection went: undone after reconnect.
         this.#orphans.push({ room: name, owner, announce: true });
       }
+      if (error instanceof ErrorReply && error.message.startsWith("NICKS")) {
+        throw new NoNickLeft();
+      }
       throw error;
     }
-    const [
-      nick,
-      taken,
-      epoch,
-      lastId,
-      history,
-      gap,
-      holders,
-      present,
-      j,
-      claim,
-    ] = reply as [
-      string,
-      number,
-      string,
-      number,
-      string[],
-      number,
-      string[],
-      number,
-      number,
-      number,
-    ];
     room.holds--;
     room.members++;
-    room.epoch = epoch;
-    if (present === 1 && !room.handedOver) {
+    room.epoch = reply.epoch;
+    if (reply.present && !room.handedOver) {
       // Best effort: main.ts also admits a lone arriving tab by itself.
-      await this.#handOver(room, lastId).catch(() => {});
+      await this.#handOver(room, reply.lastId).catch(() => {});
     }
     const memberKey = `${name}\n${request.owner}`;
     const member = this.#members.get(memberKey);
     if (member) {
       member.connections++;
-      member.nick = nick;
+      member.nick = reply.nick;
     } else {
       this.#members.set(memberKey, {
         room: name,
         owner: request.owner,
-        nick,
-        joinedId: j,
-        epoch,
+        nick: reply.nick,
+        joinedId: reply.joinedId,
+        epoch: reply.epoch,
         connections: 1,
       });
     }
     return {
-      nick,
-      nickTaken: taken === 1,
-      present: present === 1,
-      epoch,
-      lastId,
-      claimedId: claim,
-      history: history.map((text) => JSON.parse(text) as RoomEvent),
-      gap: gap === 1,
-      users: nicksOf(holders),
-      token: this.#token(name, epoch, j),
+      nick: reply.nick,
+      nickTaken: reply.taken,
+      present: reply.present,
+      epoch: reply.epoch,
+      lastId: reply.lastId,
+      claimedId: reply.claimedId,
+      history: reply.history,
+      gap: reply.gap,
+      users: nicksOf(reply.holders),
+      token: this.#token(name, reply.epoch, reply.joinedId),
     };
   }
 
   append(name: string, body: NewEvent): Promise<RoomEvent> {
     return this.#track((async () => {
-      await sharedReady;
       this.#check();
-      const text = await this.#eval(
-        SCRIPTS.append,
-        this.#keys(name),
-        [JSON.stringify(body), String(cost(body))],
-        name,
-      );
-      return JSON.parse(text as string) as RoomEvent;
+      return await this.#run(APPEND, this.#keys(name), {
+        ...this.#roomArgs(name),
+        body: JSON.stringify(body),
+        cost: cost(body),
+      });
     })());
   }
 
@@ -743,21 +413,21 @@ export class RedisStore implements RoomStore {
   ): Promise<RoomEvent | "nick_taken"> {
     const body: NewEvent = { type: "nick", from, to };
     return this.#track((async () => {
-      const { nickKey } = await sharedReady;
       this.#check();
-      const reply = await this.#eval(SCRIPTS.rename, this.#keys(name), [
-        nickKey(from),
-        nickKey(to),
-        this.#global(owner),
+      const renamed = await this.#run(RENAME, this.#keys(name), {
+        ...this.#roomArgs(name),
+        fromKey: nickKey(from),
+        toKey: nickKey(to),
+        owner: this.#global(owner),
         to,
-        String(to.length),
-        JSON.stringify(body),
-        String(cost(body)),
-      ], name);
-      if (typeof reply !== "string") return "nick_taken" as const;
+        body: JSON.stringify(body),
+        cost: cost(body),
+        leaveCost: cost({ type: "leave", nick: to }),
+      });
+      if (renamed === "nick_taken") return renamed;
       const member = this.#members.get(`${name}\n${owner}`);
       if (member) member.nick = to;
-      return JSON.parse(reply) as RoomEvent;
+      return renamed;
     })());
   }
 
@@ -774,24 +444,15 @@ export class RedisStore implements RoomStore {
     }
     const global = this.#global(owner);
     return this.#track((async () => {
-      await sharedReady;
       if (!this.available()) {
         this.#orphans.push({ room: name, owner: global, announce });
-        throw unavailable("redis is unreachable");
+        throw new StoreUnavailable("redis is unreachable");
       }
       try {
         // Found by owner: its nick may have changed since.
-        await this.#eval(SCRIPTS.leave, this.#keys(name), [
-          "",
-          this.#proc,
-          global,
-          announce ? "1" : "0",
-          this.#localMembers(name) === 0 ? "1" : "0",
-          name,
-          "1",
-        ], name);
+        await this.#leaveScript(name, global, announce, 1);
       } catch (error) {
-        if (isUnavailable(error)) {
+        if (error instanceof StoreUnavailable) {
           this.#orphans.push({ room: name, owner: global, announce });
         }
         throw error;
@@ -801,10 +462,11 @@ export class RedisStore implements RoomStore {
 
   members(name: string): Promise<string[]> {
     return this.#track((async () => {
-      await sharedReady;
       this.#check();
-      const holders = await this.#command(["HVALS", this.#keys(name)[2]]);
-      return nicksOf(holders as string[]);
+      const holders = await this.#command(["HVALS", this.#keys(name).nicks]);
+      return nicksOf(
+        (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
+      );
     })());
   }
 
@@ -897,7 +559,7 @@ export class RedisStore implements RoomStore {
         await this.#sub.subscribe(this.#channel(room.name), room.onMessage);
         const [last, epoch] = await this.#command([
           "HMGET",
-          this.#keys(room.name)[0],
+          this.#keys(room.name).meta,
           "last",
           "epoch",
         ]) as [string | null, string | null];
@@ -906,7 +568,9 @@ export class RedisStore implements RoomStore {
         this.#drain(room);
       } catch (error) {
         room.subscribed = undefined;
-        throw isUnavailable(error) ? error : unavailable(errorText(error));
+        throw error instanceof StoreUnavailable
+          ? error
+          : new StoreUnavailable(errorText(error));
       }
     })();
     return room.subscribed;
@@ -971,7 +635,7 @@ export class RedisStore implements RoomStore {
     const id = `${lastId}-0`;
     const entries = await this.#command([
       "XRANGE",
-      this.#keys(room.name)[1],
+      this.#keys(room.name).events,
       id,
       id,
     ]) as [string, string[]][];
@@ -1002,7 +666,7 @@ export class RedisStore implements RoomStore {
     if (room.filling || room.delivered === undefined) return;
     room.filling = true;
     const from = room.delivered + 1;
-    this.#command(["XRANGE", this.#keys(room.name)[1], `${from}-0`, "+"])
+    this.#command(["XRANGE", this.#keys(room.name).events, `${from}-0`, "+"])
       .then((entries) => {
         room.filling = false;
         for (const [, fields] of entries as [string, string[]][]) {
@@ -1105,31 +769,22 @@ export class RedisStore implements RoomStore {
       "NX",
     ]);
     this.#secret = String(await this.#command(["GET", secretKey]));
-    const { nickKey } = this.#members.size > 0
-      ? await sharedReady
-      : { nickKey: (nick: string) => nick };
     for (const member of [...this.#members.values()]) {
-      const outcome = await this.#eval(
-        SCRIPTS.reclaim,
-        this.#keys(member.room),
-        [
-          nickKey(member.nick),
-          this.#proc,
-          this.#global(member.owner),
-          member.nick,
-          String(member.nick.length),
-          String(member.joinedId),
-          member.room,
-          member.epoch,
-          String(member.connections),
-        ],
-        member.room,
-      );
+      const outcome = await this.#run(RECLAIM, this.#keys(member.room), {
+        ...this.#roomArgs(member.room),
+        ...choice(member.nick),
+        process: this.#proc,
+        owner: this.#global(member.owner),
+        joinedId: member.joinedId,
+        room: member.room,
+        epoch: member.epoch,
+        connections: member.connections,
+      });
       if (outcome !== "ok") {
         this.#log("warn", "redis_member_lost", {
           room: member.room,
           nick: member.nick,
-          outcome: String(outcome),
+          outcome,
         });
       }
       if (outcome === "epoch" || outcome === "taken") {
@@ -1142,15 +797,12 @@ export class RedisStore implements RoomStore {
       const orphan = this.#orphans[0];
       const local = `${orphan.room}\n${this.#local(orphan.owner)}`;
       if (!this.#members.has(local)) {
-        await this.#eval(SCRIPTS.leave, this.#keys(orphan.room), [
-          "",
-          this.#proc,
-          orphan.owner,
-          orphan.announce ? "1" : "0",
-          this.#localMembers(orphan.room) === 0 ? "1" : "0",
+        await this.#leaveScript(
           orphan.room,
-          String(Number.MAX_SAFE_INTEGER),
-        ], orphan.room);
+          orphan.owner,
+          orphan.announce,
+          Number.MAX_SAFE_INTEGER,
+        );
       }
       this.#orphans.shift();
     }
@@ -1204,18 +856,16 @@ export class RedisStore implements RoomStore {
       ]) as string[];
       let gone = 0;
       for (const room of rooms) {
-        gone += await this.#eval(
-          SCRIPTS.reap,
-          this.#keys(room),
-          [proc],
-          room,
-        ) as number;
+        gone += await this.#run(REAP, this.#keys(room), {
+          ...this.#roomArgs(room),
+          process: proc,
+        });
       }
-      await this.#eval(SCRIPTS.forget, [
+      await this.#run(FORGET, [
         this.#key(`hb:${proc}`),
         this.#key(`procrooms:${proc}`),
         this.#key("procs"),
-      ], [proc]);
+      ], { process: proc });
       this.#log(gone > 0 ? "warn" : "info", "redis_process_gone", {
         process: proc,
         members: gone,
@@ -1231,16 +881,43 @@ export class RedisStore implements RoomStore {
     return this.#prefix + name;
   }
 
-  /** meta, events, nicks, owners, and this process's rooms. */
-  #keys(room: string): string[] {
+  #keys(room: string): RoomKeys {
     const base = `${this.#prefix}room:${room}:`;
-    return [
-      base + "meta",
-      base + "events",
-      base + "nicks",
-      base + "owners",
-      this.#procRooms(),
-    ];
+    return {
+      meta: base + "meta",
+      events: base + "events",
+      nicks: base + "nicks",
+      owners: base + "owners",
+      procRooms: this.#procRooms(),
+    };
+  }
+
+  /** What every room script is told about the room. */
+  #roomArgs(room: string): RoomArgs {
+    return {
+      channel: this.#channel(room),
+      historySize: this.#options.historySize,
+      maxHistoryBytes: this.#options.maxHistoryBytes,
+      roomTtl: this.#options.roomTtl,
+    };
+  }
+
+  /** Some of `owner`'s connections here leave (found by owner). */
+  #leaveScript(
+    room: string,
+    owner: string,
+    announce: boolean,
+    connections: number,
+  ): Promise<boolean> {
+    return this.#run(LEAVE, this.#keys(room), {
+      ...this.#roomArgs(room),
+      process: this.#proc,
+      owner,
+      announce,
+      noneHere: this.#localMembers(room) === 0,
+      room,
+      connections,
+    });
   }
 
   /**
@@ -1277,7 +954,7 @@ export class RedisStore implements RoomStore {
   }
 
   #check(): void {
-    if (!this.available()) throw unavailable("redis is unreachable");
+    if (!this.available()) throw new StoreUnavailable("redis is unreachable");
   }
 
   #track<T>(promise: Promise<T>): Promise<T> {
@@ -1293,43 +970,37 @@ export class RedisStore implements RoomStore {
       return await this.#cmd.sendCommand(args) as Reply;
     } catch (error) {
       if (error instanceof ErrorReply) throw error;
-      throw unavailable(errorText(error));
+      throw new StoreUnavailable(errorText(error));
     }
   }
 
-  /** Runs a script (by hash; sent whole when Redis does not have it). */
-  async #eval(
-    { text, sha }: Script,
-    keys: string[],
-    args: string[],
-    room?: string,
-  ): Promise<Reply> {
-    const rest = [String(keys.length), ...keys];
-    if (room !== undefined) {
-      rest.push(
-        this.#channel(room),
-        String(this.#options.historySize),
-        String(this.#options.roomTtl),
-        String(this.#options.maxHistoryBytes),
-      );
-    }
-    rest.push(...args);
+  /**
+   * Runs a script (by hash; sent whole when Redis does not have it) with its
+   * arguments as one JSON argument, and decodes its reply.
+   */
+  async #run<Args, Answer>(
+    script: Script<Args, Answer>,
+    keys: RoomKeys | string[],
+    args: Args,
+  ): Promise<Answer> {
+    const keyNames = Array.isArray(keys) ? keys : keyList(keys);
+    const rest = [String(keyNames.length), ...keyNames, JSON.stringify(args)];
     try {
-      return await this.#command(["EVALSHA", sha, ...rest]);
+      return script.decode(
+        await this.#command(["EVALSHA", script.sha, ...rest]),
+      );
     } catch (error) {
       if (
         !(error instanceof ErrorReply) || !error.message.startsWith("NOSCRIPT")
       ) {
         throw error;
       }
-      return await this.#command(["EVAL", text, ...rest]);
+      return script.decode(await this.#command(["EVAL", script.text, ...rest]));
     }
   }
 
   #token(room: string, epoch: string, joinedId: number): string {
-    return createHmac("sha256", this.#secret)
-      .update(`${room}/${epoch}/${joinedId}`)
-      .digest("base64url");
+    return reconnectToken(this.#secret, room, epoch, joinedId);
   }
 
   #log(level: "info" | "warn" | "error", event: string, fields: LogFields) {
@@ -1337,17 +1008,14 @@ export class RedisStore implements RoomStore {
   }
 }
 
-/** An event's cost in history (by main.ts's measure; id and ts are numbers). */
+/** An event's cost in history (rooms.ts's measure; id and ts are numbers). */
 function cost(body: NewEvent): number {
-  return shared!.eventBytes(body as RoomEvent);
+  return eventBytes(body as RoomEvent);
 }
 
 /** The holders' nicks, in the order they joined. */
-function nicksOf(holders: string[]): string[] {
-  return holders
-    .map((text) => JSON.parse(text) as Holder)
-    .sort((a, b) => a.j - b.j)
-    .map((holder) => holder.n);
+function nicksOf(holders: StoredHolder[]): string[] {
+  return holders.sort((a, b) => a.j - b.j).map((holder) => holder.n);
 }
 
 function errorText(error: unknown): string {
@@ -1364,3 +1032,6 @@ function redactUrl(url: string): string {
     return "(invalid URL)";
   }
 }
+
+// How main.ts opens this store (rooms.ts `StoreFactory`), checked here.
+RedisStore satisfies StoreFactory<RedisStoreOptions>;

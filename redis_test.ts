@@ -25,15 +25,13 @@ import {
   startRedis,
 } from "./redis_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
+import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
   type Joined,
-  JSON_PROTOCOL,
-  type LiveEvent,
   MemoryStore,
-  type RoomEvent,
   type RoomStore,
   StoreUnavailable,
-} from "./main.ts";
+} from "./rooms.ts";
 
 const ignore = !haveRedis && !Deno.env.get("CI");
 if (ignore) {

@@ -9,13 +9,8 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import {
-  type ChatOptions,
-  type ChatServer,
-  JSON_PROTOCOL,
-  SESSION_PROTOCOL_PREFIX,
-  startChat,
-} from "./main.ts";
+import { type ChatOptions, type ChatServer, startChat } from "./main.ts";
+import { JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX } from "./protocol.ts";
 import {
   closeCodeOf,
   decodeHeader,

@@ -1,0 +1,510 @@
+/**
+ * The store contract of deno-chat, written once: what a room store does
+ * ({@linkcode RoomStore}, its requests and answers), the room rules every
+ * store follows (nick keys by confusable skeleton, random nicks, what an
+ * event costs, reconnect tokens), and {@linkcode MemoryStore}, the default
+ * store and the reference implementation that the contract tests
+ * (store_contract_test.ts) hold every other store to.
+ *
+ * A leaf: it imports only the wire contract (protocol.ts). main.ts uses a
+ * store; redis_store.ts implements one; neither imports the other.
+ *
+ * @module
+ */
+
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import unhomoglyph from "unhomoglyph";
+import type {
+  LiveEvent,
+  NewEvent,
+  RoomEvent,
+  TypingEvent,
+} from "./protocol.ts";
+
+/** What a connection asks for when it joins a room. */
+export interface JoinRequest {
+  /**
+   * Who will hold the nick: a person's session (every tab of it is one
+   * member) or else the connection itself; unique across processes.
+   */
+  owner: string;
+  /** A valid nick to claim; without it (or when taken) a random one. */
+  nick?: string;
+  /** The token of an earlier welcome: takes `nick` from a stale holder. */
+  token?: string;
+  /** Resume: the last event id the client has, and its room epoch. */
+  since?: number;
+  epoch?: string;
+}
+
+/** A completed join: what the welcome says. */
+export interface Joined {
+  /** The nick held: the one asked for, or a random one. */
+  nick: string;
+  /** Set when the nick asked for was taken (a random one was given). */
+  nickTaken: boolean;
+  /**
+   * The owner was in the room already (another tab of a session): it keeps
+   * its nick, no join was appended, and `lastId` is the room's last id.
+   */
+  present: boolean;
+  /** The room's epoch: ids start over when it changes. */
+  epoch: string;
+  /** Id of the join event (or the room's last); later ones come by `subscribe`. */
+  lastId: number;
+  /**
+   * Id of the event that gave the owner its nick (its join, or its last
+   * rename): direct messages to that nick from before it are not its.
+   */
+  claimedId: number;
+  /**
+   * What the client should show: what it missed and its join, when it
+   * resumed without a gap; otherwise the room's recent history.
+   */
+  history: RoomEvent[];
+  /** A resume that could not be served exactly (history gone or new epoch). */
+  gap: boolean;
+  /** The room's members, the joiner included. */
+  users: string[];
+  /** Lets the client take its nick back from a connection that went stale. */
+  token: string;
+}
+
+/**
+ * Everything about a room that outlives one message: its events (ids,
+ * history, delivery), who is in it (nicks), and its lifetime. main.ts talks
+ * to rooms only through this, so another implementation (a shared store for
+ * several processes) changes nothing else. What must be atomic is one call.
+ */
+export interface RoomStore {
+  /**
+   * Holds a place in the room for a connection that is about to join (at
+   * upgrade time), so the room exists from then on. False when the room is
+   * new and `maxRooms` rooms exist.
+   */
+  hold(room: string): boolean;
+  /** Gives back a hold whose connection never joined. */
+  release(room: string): void;
+  /**
+   * Turns a hold into a member: takes over the nick from a stale holder (by
+   * token), claims the nick (or a random one), reads what a resuming client
+   * missed, then appends the join: one step. An owner already in the room
+   * (one more tab) is counted, keeps its nick, and no join is appended.
+   */
+  join(room: string, request: JoinRequest): Promise<Joined>;
+  /** Appends an event: gives it the next id and a time, keeps it, delivers it. */
+  append(room: string, body: NewEvent): Promise<RoomEvent>;
+  /** Moves `owner` from nick `from` to `to` and appends the nick event. */
+  rename(
+    room: string,
+    owner: string,
+    from: string,
+    to: string,
+  ): Promise<RoomEvent | "nick_taken">;
+  /**
+   * One connection of `owner` leaves (if it is still a member: found by
+   * owner, as its nick may have changed since). With its last connection
+   * the owner is out: announced when `announce` and others remain. The last
+   * one out ends the room.
+   */
+  leave(room: string, owner: string, announce: boolean): Promise<void>;
+  /** The room's members' nicks. */
+  members(room: string): Promise<string[]>;
+  /** Passes an event on to every subscriber now, keeping nothing. */
+  notify(room: string, event: TypingEvent): void;
+  /**
+   * Every event appended to the room from now on, in id order, and every
+   * notification.
+   */
+  subscribe(room: string, onEvent: (event: LiveEvent) => void): () => void;
+  /** Rooms that exist (with members or holds). */
+  roomCount(): number;
+  /** False while the store cannot be reached (a shared store's server is down). */
+  available?(): boolean;
+  /** Lets go of connections and timers (at shutdown). */
+  close?(): Promise<void>;
+}
+
+/** What the store cannot do right now; the client is told `unavailable`. */
+export class StoreUnavailable extends Error {}
+
+/** `user-NNNNN`. */
+export function randomNick(): string {
+  return `user-${Math.floor(Math.random() * 100_000)}`;
+}
+
+/**
+ * How many random nicks a join tries before it gives up (the join fails and
+ * the client is told to come back). With 100,000 names, a room of 10,000
+ * members fails one join in 10^8.
+ */
+export const NICK_CANDIDATES = 8;
+
+/**
+ * The random nicks a join may take, in the order it tries them, drawn as
+ * they are asked for (a store that must send them all spreads them).
+ */
+export function* nickCandidates(
+  draw: () => string = randomNick,
+): Generator<string> {
+  for (let i = 0; i < NICK_CANDIDATES; i++) yield draw();
+}
+
+/** Every random nick a join tried was taken. */
+export class NoNickLeft extends Error {
+  constructor() {
+    super(`all ${NICK_CANDIDATES} random nicks tried were taken`);
+  }
+}
+
+/**
+ * Two nicks are one when their keys are equal: case-insensitive and by
+ * confusable skeleton (Unicode TR39, from `unhomoglyph`'s copy of
+ * confusables.txt), so `аda` (Cyrillic а), `ａｄａ` and `ADA` are `ada`.
+ * NFKC first (fullwidth and maths letters), then upper case (via lower, for
+ * ẞ and ß): TR39 maps capitals (В → B, 0 → O, I → l), and caseless
+ * comparison needs one case; then again (l → L), at most four rounds, which
+ * is more than any mapping chain in confusables.txt needs. So `alice` and
+ * `allce` are one nick: the price of `I` looking like `l`. The key is
+ * compared, never shown.
+ */
+export function nickKey(nick: string): string {
+  let key = nick;
+  let previous = "";
+  for (let round = 0; round < 4 && key !== previous; round++) {
+    previous = key;
+    key = skeleton(key.normalize("NFKC").toLowerCase().toUpperCase());
+  }
+  return key;
+}
+
+/** UTS #39 skeleton: NFD, no default-ignorables, confusables mapped, NFD. */
+function skeleton(text: string): string {
+  return unhomoglyph(
+    text.normalize("NFD").replace(/\p{Default_Ignorable_Code_Point}/gu, ""),
+  ).normalize("NFD");
+}
+
+/** What every store needs to know (see main.ts's options of the same names). */
+export interface StoreOptions {
+  /** Events kept per room. */
+  historySize: number;
+  /** Bytes of history kept per room (see {@linkcode eventBytes}). */
+  maxHistoryBytes: number;
+  /** Rooms at once. */
+  maxRooms: number;
+  /** Called when a join takes a nick from `owner`: close that connection. */
+  onEvict: (room: string, owner: string) => void;
+  /** Draws a random nick. @default {randomNick} */
+  randomNick?: () => string;
+}
+
+interface NickHolder {
+  nick: string;
+  owner: string;
+  /** The owner's connections in the room (tabs of one session). */
+  connections: number;
+  /** Id of the holder's join event: its reconnect token is derived from it. */
+  joinedId: number;
+  /** Id of the event that gave it its nick (join or rename). */
+  claimedId: number;
+}
+
+interface MemoryRoom {
+  /** Random, fixed for this room's life; tells resuming clients ids started over. */
+  epoch: string;
+  lastId: number;
+  history: RoomEvent[];
+  /** What `history` costs, by {@linkcode eventBytes}. */
+  historyBytes: number;
+  /** Members by nick key, and the same by owner. */
+  nicks: Map<string, NickHolder>;
+  owners: Map<string, NickHolder>;
+  /** Connections upgraded and not yet joined. */
+  holds: number;
+  listeners: Set<(event: LiveEvent) => void>;
+}
+
+/**
+ * The default store: every room in this process's memory, gone with it. All
+ * of its work is synchronous; the promises are for the interface's sake.
+ */
+export class MemoryStore implements RoomStore {
+  #rooms = new Map<string, MemoryRoom>();
+  #options: StoreOptions;
+  /** Keys the reconnect tokens: new for each store, so tokens die with it. */
+  #tokenKey = randomBytes(32);
+
+  constructor(options: StoreOptions) {
+    this.#options = options;
+  }
+
+  hold(name: string): boolean {
+    let room = this.#rooms.get(name);
+    if (!room) {
+      if (this.#rooms.size >= this.#options.maxRooms) return false;
+      room = {
+        epoch: crypto.randomUUID().slice(0, 8),
+        lastId: 0,
+        history: [],
+        historyBytes: 0,
+        nicks: new Map(),
+        owners: new Map(),
+        holds: 0,
+        listeners: new Set(),
+      };
+      this.#rooms.set(name, room);
+    }
+    room.holds++;
+    return true;
+  }
+
+  release(name: string): void {
+    const room = this.#rooms.get(name);
+    if (!room) return;
+    room.holds--;
+    this.#endIfEmpty(name, room);
+  }
+
+  join(name: string, request: JoinRequest): Promise<Joined> {
+    const room = this.#room(name);
+    room.holds--;
+    const missedSince = () =>
+      request.since === undefined
+        ? undefined
+        : this.#eventsAfter(room, request.since, request.epoch ?? "");
+    const present = room.owners.get(request.owner);
+    if (present) {
+      present.connections++;
+      const missed = missedSince();
+      return Promise.resolve({
+        nick: present.nick,
+        nickTaken: false,
+        present: true,
+        epoch: room.epoch,
+        lastId: room.lastId,
+        claimedId: present.claimedId,
+        history: missed ?? room.history,
+        gap: request.since !== undefined && missed === undefined,
+        users: [...room.nicks.values()].map((member) => member.nick),
+        token: this.#token(name, room, present),
+      });
+    }
+    const wanted = request.nick;
+    if (wanted !== undefined && request.token) {
+      this.#takeOver(name, room, wanted, request.token);
+    }
+    const nickTaken = wanted !== undefined &&
+      room.nicks.has(nickKey(wanted));
+    const nick = wanted !== undefined && !nickTaken
+      ? wanted
+      : nickCandidates(this.#options.randomNick)
+        .find((candidate) => !room.nicks.has(nickKey(candidate)));
+    if (nick === undefined) {
+      room.holds++; // still held: the caller gives the hold back
+      return Promise.reject(new NoNickLeft());
+    }
+    // What a resuming client missed is read before its own join is appended,
+    // so that the join cannot push the oldest missed event out of history.
+    const missed = missedSince();
+    const joined = this.#append(room, { type: "join", nick });
+    const holder = {
+      nick,
+      owner: request.owner,
+      connections: 1,
+      joinedId: joined.id,
+      claimedId: joined.id,
+    };
+    room.nicks.set(nickKey(nick), holder);
+    room.owners.set(request.owner, holder);
+    return Promise.resolve({
+      nick,
+      nickTaken,
+      present: false,
+      epoch: room.epoch,
+      lastId: joined.id,
+      claimedId: joined.id,
+      history: missed ? [...missed, joined] : room.history,
+      gap: request.since !== undefined && missed === undefined,
+      users: [...room.nicks.values()].map((member) => member.nick),
+      token: this.#token(name, room, holder),
+    });
+  }
+
+  append(name: string, body: NewEvent): Promise<RoomEvent> {
+    return Promise.resolve(this.#append(this.#room(name), body));
+  }
+
+  rename(
+    name: string,
+    owner: string,
+    from: string,
+    to: string,
+  ): Promise<RoomEvent | "nick_taken"> {
+    const room = this.#room(name);
+    const holder = room.nicks.get(nickKey(from));
+    const other = room.nicks.get(nickKey(to));
+    if (!holder || holder.owner !== owner || (other && other !== holder)) {
+      return Promise.resolve("nick_taken");
+    }
+    room.nicks.delete(nickKey(from));
+    holder.nick = to;
+    room.nicks.set(nickKey(to), holder);
+    const renamed = this.#append(room, { type: "nick", from, to });
+    holder.claimedId = renamed.id;
+    return Promise.resolve(renamed);
+  }
+
+  leave(name: string, owner: string, announce: boolean): Promise<void> {
+    const room = this.#rooms.get(name);
+    const holder = room?.owners.get(owner);
+    if (!room || !holder) return Promise.resolve();
+    if (--holder.connections > 0) return Promise.resolve();
+    room.nicks.delete(nickKey(holder.nick));
+    room.owners.delete(owner);
+    if (!this.#endIfEmpty(name, room) && announce) {
+      this.#append(room, { type: "leave", nick: holder.nick });
+    }
+    return Promise.resolve();
+  }
+
+  members(name: string): Promise<string[]> {
+    const room = this.#rooms.get(name);
+    return Promise.resolve(
+      room ? [...room.nicks.values()].map((member) => member.nick) : [],
+    );
+  }
+
+  notify(name: string, event: TypingEvent): void {
+    for (const onEvent of this.#rooms.get(name)?.listeners ?? []) {
+      onEvent(event);
+    }
+  }
+
+  subscribe(name: string, onEvent: (event: LiveEvent) => void): () => void {
+    const listeners = this.#room(name).listeners;
+    listeners.add(onEvent);
+    return () => listeners.delete(onEvent);
+  }
+
+  roomCount(): number {
+    return this.#rooms.size;
+  }
+
+  #room(name: string): MemoryRoom {
+    const room = this.#rooms.get(name);
+    if (!room) throw new Error(`no room ${name}: hold it first`);
+    return room;
+  }
+
+  /** Ends a room nobody is in or on the way to; true if it ended. */
+  #endIfEmpty(name: string, room: MemoryRoom): boolean {
+    if (room.nicks.size > 0 || room.holds > 0) return false;
+    this.#rooms.delete(name);
+    return true;
+  }
+
+  #append(room: MemoryRoom, body: NewEvent): RoomEvent {
+    const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
+    const { historySize, maxHistoryBytes } = this.#options;
+    room.history.push(event);
+    room.historyBytes += eventBytes(event);
+    while (
+      room.history.length > historySize ||
+      (room.historyBytes > maxHistoryBytes && room.history.length > 0)
+    ) {
+      room.historyBytes -= eventBytes(room.history.shift()!);
+    }
+    for (const onEvent of room.listeners) onEvent(event);
+    return event;
+  }
+
+  /**
+   * Held events after `id`, or `undefined` when some of them are no longer
+   * held (or the client's epoch is not this room's: ids started over).
+   */
+  #eventsAfter(
+    room: MemoryRoom,
+    id: number,
+    epoch: string,
+  ): RoomEvent[] | undefined {
+    if (epoch !== room.epoch || id > room.lastId) return undefined;
+    const oldest = room.history[0]?.id ?? room.lastId + 1;
+    if (id < oldest - 1) return undefined;
+    return room.history.filter((event) => event.id > id);
+  }
+
+  /**
+   * A client that reconnects before the server has noticed that its old
+   * connection died (a dropped network, not a close) would find its own nick
+   * taken. The token from its last welcome proves the old connection was its
+   * own: that one leaves (announced) and is closed, so the nick is free.
+   */
+  #takeOver(name: string, room: MemoryRoom, nick: string, token: string): void {
+    const holder = room.nicks.get(nickKey(nick));
+    if (!holder || !sameSecret(token, this.#token(name, room, holder))) return;
+    room.nicks.delete(nickKey(nick));
+    room.owners.delete(holder.owner);
+    this.#append(room, { type: "leave", nick: holder.nick });
+    this.#options.onEvict(name, holder.owner);
+  }
+
+  #token(name: string, room: MemoryRoom, holder: NickHolder): string {
+    return reconnectToken(this.#tokenKey, name, room.epoch, holder.joinedId);
+  }
+}
+
+/**
+ * What an event costs in history, roughly as V8 holds it: 2 bytes per UTF-16
+ * unit of its strings, and 64 for the object.
+ */
+export function eventBytes(event: RoomEvent): number {
+  // Field by field, not Object.values: this runs for every event.
+  const e = event as Partial<Record<"from" | "to" | "text" | "nick", string>>;
+  const units = event.type.length + (e.from?.length ?? 0) +
+    (e.to?.length ?? 0) + (e.text?.length ?? 0) + (e.nick?.length ?? 0);
+  return 64 + 2 * units;
+}
+
+/**
+ * A member's reconnect token: derived from the room, its epoch and the id of
+ * the member's join, keyed by the store's secret; stored nowhere, so it costs
+ * nothing per member.
+ */
+export function reconnectToken(
+  key: string | Uint8Array,
+  room: string,
+  epoch: string,
+  joinedId: number,
+): string {
+  return createHmac("sha256", key)
+    .update(`${room}/${epoch}/${joinedId}`)
+    .digest("base64url");
+}
+
+/** Compares secrets in constant time. */
+export function sameSecret(given: string, expected: string): boolean {
+  const a = encoder.encode(given);
+  const b = encoder.encode(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+const encoder = new TextEncoder();
+
+/** Log fields: one line per event worth knowing, never message content. */
+export type LogFields = Record<string, string | number | boolean | undefined>;
+
+/** main.ts's logger, as a store gets it. */
+export type Log = (
+  level: "info" | "warn" | "error",
+  event: string,
+  fields?: LogFields,
+) => void;
+
+/**
+ * What a store module loaded on demand (redis_store.ts) exports: how to
+ * open its store. Each proves it with `satisfies`.
+ */
+export interface StoreFactory<Options extends StoreOptions> {
+  connect(options: Options): Promise<RoomStore>;
+}
