@@ -3,8 +3,8 @@
  * on two connections that is one member, a DM, a resume with since/epoch)
  * driven by every kind of client we know of, each of which must see exactly
  * the same events: Deno's `WebSocket` (as browsers send the handshake), npm
- * `ws` (as most Node tools send it), and the raw frame client with the
- * handshake's headers spelled every way RFC 7230 allows.
+ * `ws` (as most Node tools send it), Python's `websocket-client`, and the raw
+ * frame client with the handshake's headers spelled the ways RFC 7230 allows.
  *
  * @module
  */
@@ -109,6 +109,108 @@ const nodeWsClient: Dial = async (url, protocols) => {
   };
 };
 
+/**
+ * Python's `websocket-client` (Debian's python3-websocket), which sends the
+ * header as `a,b` too. A child per connection: it answers each command line
+ * on stdin (`["send", text]`, `["next"]`, `["close"]`) with one JSON line,
+ * after a first line with the subprotocol it was answered with.
+ */
+const PYTHON_CLIENT = `
+import json, sys, websocket
+ws = websocket.create_connection(sys.argv[1], subprotocols=json.loads(sys.argv[2]))
+def reply(value):
+    print(json.dumps(value), flush=True)
+reply(ws.getsubprotocol() or "")
+for line in sys.stdin:
+    command = json.loads(line)
+    if command[0] == "send":
+        ws.send(command[1])
+        reply(None)
+    elif command[0] == "next":
+        reply(ws.recv())
+    elif command[0] == "close":
+        ws.send_close(websocket.STATUS_NORMAL)
+        frame = ws.recv_frame()
+        while frame.opcode != websocket.ABNF.OPCODE_CLOSE:
+            frame = ws.recv_frame()
+        reply(int.from_bytes(frame.data[:2], "big") if len(frame.data) >= 2 else None)
+        ws.shutdown()
+        break
+`;
+
+/** Debian's Python, where apt puts python3-websocket (not a pyenv one). */
+const PYTHON = "/usr/bin/python3";
+
+/** Can {@linkcode PYTHON} import `websocket`? */
+function havePythonClient(): boolean {
+  try {
+    const { success } = new Deno.Command(PYTHON, {
+      args: ["-c", "import websocket"],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+/** Each line of `stream`, parsed as JSON. */
+async function* jsonLines(
+  stream: ReadableStream<Uint8Array<ArrayBuffer>>,
+): AsyncGenerator<Json> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    for (let end; (end = buffered.indexOf("\n")) !== -1;) {
+      yield JSON.parse(buffered.slice(0, end));
+      buffered = buffered.slice(end + 1);
+    }
+  }
+}
+
+const pythonClient: Dial = async (url, protocols) => {
+  const child = new Deno.Command(PYTHON, {
+    args: ["-c", PYTHON_CLIENT, url, JSON.stringify(protocols)],
+    stdin: "piped",
+    stdout: "piped",
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  const replies = jsonLines(child.stdout);
+  const reply = async (what: string): Promise<Json> => {
+    const { value, done } = await within(replies.next(), what);
+    if (done) throw new Error(`the Python client ended before ${what}`);
+    return value;
+  };
+  const ask = async (command: Json[], what: string): Promise<Json> => {
+    await stdin.write(encoder.encode(JSON.stringify(command) + "\n"));
+    return await reply(what);
+  };
+  /** Lets the child go: its stdin closed, its stdout read to the end. */
+  const end = async () => {
+    await stdin.close();
+    for await (const _ of replies); // the rest, if it failed
+    await child.status;
+  };
+  let protocol: string;
+  try {
+    protocol = await reply("the connection to open");
+  } catch (error) {
+    await end();
+    throw error;
+  }
+  return {
+    protocol,
+    send: async (text) => void await ask(["send", text], "the send"),
+    next: () => ask(["next"], "a frame"),
+    close: async () => {
+      const code = await ask(["close"], "the close handshake");
+      await end();
+      return code;
+    },
+  };
+};
+
 /** How a raw handshake spells its headers, given the path and protocols. */
 type Spelling = (path: string, protocols: string[]) => string[];
 
@@ -205,6 +307,7 @@ function rawClient(spelling: Spelling): Dial {
 const CLIENTS: Record<string, Dial> = {
   "Deno WebSocket": denoClient,
   "npm ws": nodeWsClient,
+  "Python websocket-client": pythonClient,
   ...Object.fromEntries(
     Object.entries(SPELLINGS).map((
       [name, spelling],
@@ -386,11 +489,24 @@ const EXPECTED = {
   closes: [1000, 1000, 1000, 1000],
 };
 
+/** Without python3-websocket the Python client is skipped, except in CI. */
+const skipPython = !havePythonClient() && !Deno.env.get("CI");
+if (skipPython) {
+  console.error(
+    "interop_test.ts: no websocket module for /usr/bin/python3; the Python " +
+      "client is skipped (install it: apt-get install python3-websocket)",
+  );
+}
+
 for (const [name, dial] of Object.entries(CLIENTS)) {
-  Deno.test(`${name}: the conversation reaches exactly the same events`, async () => {
-    await withChat({}, async (chat) => {
-      assert.deepEqual(await converse(chat, dial), EXPECTED);
-    });
+  Deno.test({
+    name: `${name}: the conversation reaches exactly the same events`,
+    ignore: dial === pythonClient && skipPython,
+    fn: async () => {
+      await withChat({}, async (chat) => {
+        assert.deepEqual(await converse(chat, dial), EXPECTED);
+      });
+    },
   });
 }
 
