@@ -66,6 +66,7 @@ import {
   StoreUnavailable,
 } from "./rooms.ts";
 import type { RedisStoreOptions } from "./redis_store.ts";
+import { readHandshake } from "./handshake.ts";
 
 // ---------------------------------------------------------------------------
 // Options and limits
@@ -1464,9 +1465,8 @@ function handleChatRequest(
   info: Deno.ServeHandlerInfo,
 ): Response {
   const { settings, store, connectionsByIp } = chat();
-  if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-    return refuse("not_websocket");
-  }
+  const handshake = readHandshake(req.headers, [JSON_PROTOCOL]);
+  if (!handshake.websocket) return refuse("not_websocket");
   const url = parseUrl(req);
   if (!url) return refuse("bad_request");
   const room = roomFromPath(url.pathname);
@@ -1489,18 +1489,19 @@ function handleChatRequest(
   // Held from here on, so concurrent upgrades cannot make more rooms than
   // maxRooms, and a lone member's replacement cannot end the room.
   if (!store.hold(room)) return refuse("max_rooms", { peer: ip, room });
-  const protocols = req.headers.get("sec-websocket-protocol")?.split(",")
-    .map((name) => name.trim()) ?? [];
-  const json = protocols.includes(JSON_PROTOCOL);
   let upgraded: { socket: WebSocket; response: Response };
   try {
+    // No `protocol` option: Deno would look it up in the header split on
+    // ", " only, refusing `chat.v1.json,chat.session.S`. We answer ourselves.
     upgraded = Deno.upgradeWebSocket(req, {
-      protocol: json ? JSON_PROTOCOL : undefined,
       idleTimeout: settings.idleTimeout,
     });
   } catch (error) {
     store.release(room);
     return refuse("bad_handshake", { peer: ip, error: String(error) });
+  }
+  if (handshake.protocol !== undefined) {
+    upgraded.response.headers.set("sec-websocket-protocol", handshake.protocol);
   }
   connectionsByIp.set(ip, fromIp + 1);
   chat().openSockets++;
@@ -1508,12 +1509,12 @@ function handleChatRequest(
   acceptSocket(upgraded.socket, {
     room,
     ip,
-    json,
+    json: handshake.protocol === JSON_PROTOCOL,
     nick: url.searchParams.get("nick") ?? undefined,
     since: since !== null && /^\d+$/.test(since) ? Number(since) : undefined,
     epoch: url.searchParams.get("epoch") ?? undefined,
     token: url.searchParams.get("token") ?? undefined,
-    session: sessionOf(protocols),
+    session: sessionOf(handshake.offered),
   });
   return upgraded.response;
 }
