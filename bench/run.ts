@@ -10,8 +10,9 @@
  *
  * Usage: deno task bench [--scenario a,b,c,d] [--runs 3]
  *          [--servers reference,bun,ours] [--protocols text,json] [--json]
- *        deno task bench --redis     # (b) and (d): in memory vs two
+ *        deno task bench --redis     # (b), (d) and (e): in memory vs two
  *                                    # processes sharing rooms through Redis
+ *        deno task bench --scenario e --servers ours,redis  # (e) alone
  *
  * @module
  */
@@ -22,6 +23,12 @@ import { fmt, type LoadReport } from "./load.ts";
 const BUN_VERSION = "1.4.4";
 /** Load processes for the throughput scenarios (a) and (b). */
 const DEFAULT_WORKERS = 2;
+/**
+ * Scenario (e): clients joining at once. Big enough that one wave's join
+ * events reach the room in a few batched frames, small enough that the
+ * room fills one join after another rather than all at once.
+ */
+const JOIN_WAVE = 100;
 /** Runs per scenario and server when `--runs` is not given. */
 const DEFAULT_RUNS = 3;
 /** A server must answer `GET /healthz` within this after being started. */
@@ -68,6 +75,10 @@ interface Scenario {
   spread?: boolean;
   /** Metrics shown for this scenario (keys of {@linkcode pick}). */
   metrics: Metric[];
+  /** The protocols it runs with, when not every one. */
+  protocols?: string[];
+  /** What `--scenario` calls it, when not its id (both (e) sizes are `e`). */
+  group?: string;
 }
 
 type Metric =
@@ -78,7 +89,9 @@ type Metric =
   | "p99"
   | "max"
   | "rssPerConnBytes"
-  | "clientCpuShare";
+  | "clientCpuShare"
+  | "cpuUsPerJoin"
+  | "joinS";
 
 /** What the throughput scenarios (a) and (b) report. */
 const THROUGHPUT_METRICS: Metric[] = [
@@ -125,6 +138,20 @@ const SCENARIOS: Scenario[] = [
     ],
     metrics: ["p50", "p99", "max", "lost", "cpuUsPerDelivery"],
   },
+  ...[1_000, 3_000].map((clients): Scenario => ({
+    id: `e${clients / 1000}k`,
+    group: "e",
+    title: `(e) ${
+      clients.toLocaleString("en-US")
+    } JSON clients join one room in waves of ${JOIN_WAVE}, then leave`,
+    args: [
+      `--clients=${clients}`,
+      "--senders=0",
+      `--join-wave=${JOIN_WAVE}`,
+    ],
+    metrics: ["cpuUsPerJoin", "joinS", "rssPerConnBytes", "clientCpuShare"],
+    protocols: ["json"],
+  })),
 ];
 
 const METRIC_LABEL: Record<Metric, string> = {
@@ -136,6 +163,8 @@ const METRIC_LABEL: Record<Metric, string> = {
   max: "max ms",
   rssPerConnBytes: "RSS B/conn",
   clientCpuShare: "client CPU %",
+  cpuUsPerJoin: "srv CPU µs/join",
+  joinS: "join phase s",
 };
 
 function pick(r: LoadReport, m: Metric): number {
@@ -156,6 +185,10 @@ function pick(r: LoadReport, m: Metric): number {
       return r.server.rssPerConnBytes;
     case "clientCpuShare":
       return 100 * r.client.cpuShare;
+    case "cpuUsPerJoin":
+      return r.churn?.cpuUsPerJoin ?? NaN;
+    case "joinS":
+      return r.churn?.joinS ?? NaN;
   }
 }
 
@@ -483,7 +516,14 @@ async function measure(
 function oneLine(r: LoadReport | null): string {
   if (!r) return "FAILED";
   const parts = [`${r.status}`];
-  if (r.delivered) {
+  if (r.churn) {
+    parts.push(
+      `${fmt(r.churn.cpuUsPerJoin, 0)} µs CPU/join`,
+      `joined in ${fmt(r.churn.joinS, 1)} s`,
+      `left in ${fmt(r.churn.leaveS, 1)} s`,
+      `client ${fmt(100 * r.client.cpuShare, 0)} %`,
+    );
+  } else if (r.delivered) {
     parts.push(
       `${fmt(r.deliveredPerS, 0)} deliv/s`,
       `${fmt(r.server.cpuUsPerDelivery, 3)} µs CPU/deliv`,
@@ -556,6 +596,18 @@ function targetChecks(m: Medians): string[][] {
     );
     check(`(${s}) text lost = 0`, get(s, "ours/text", "lost"), 0);
   }
+  check(
+    "(e) redis json CPU/join ≤ 2× in memory at 3,000",
+    get("e3k", "redis/json", "cpuUsPerJoin"),
+    2 * get("e3k", "ours/json", "cpuUsPerJoin"),
+  );
+  for (const t of ["ours/json", "redis/json"]) {
+    check(
+      `(e) ${t} CPU/join at 3,000 ≤ 2× at 1,000`,
+      get("e3k", t, "cpuUsPerJoin"),
+      2 * get("e1k", t, "cpuUsPerJoin"),
+    );
+  }
   for (const p of ["text", "json"]) {
     check(
       `(c) ${p} RSS/idle conn ≤ 1.2× reference`,
@@ -595,9 +647,10 @@ async function main(): Promise<void> {
   }
   // --redis: (b) and (d), one in-memory process against two processes and
   // a redis-server, unless --scenario or --servers say otherwise.
-  const scenarioIds = values.scenario ?? (values.redis ? "b,d" : "a,b,c,d");
+  const scenarioIds = (values.scenario ?? (values.redis ? "b,d,e" : "a,b,c,d"))
+    .split(",");
   const scenarios = SCENARIOS.filter((s) =>
-    scenarioIds.split(",").includes(s.id)
+    scenarioIds.includes(s.id) || scenarioIds.includes(s.group ?? s.id)
   );
   const servers = (values.servers ??
     (values.redis ? "ours,redis" : "reference,bun,ours")).split(",");
@@ -653,6 +706,7 @@ async function main(): Promise<void> {
       // Alternate the order between runs so no server always goes first.
       const order = run % 2 ? targets : [...targets].reverse();
       for (const t of order) {
+        if (s.protocols && !s.protocols.includes(t.protocol)) continue;
         const r = await measure(t, s, bun, workers);
         log(`run ${run}/${runs} (${s.id}) ${t.name.padEnd(14)} ${oneLine(r)}`);
         if (r) ((all[s.id] ??= {})[t.name] ??= []).push(r);
@@ -669,6 +723,7 @@ async function main(): Promise<void> {
       "runs",
     ]];
     for (const t of targets) {
+      if (s.protocols && !s.protocols.includes(t.protocol)) continue;
       const reports = all[s.id]?.[t.name] ?? [];
       const med: Partial<Record<Metric, number>> = {};
       for (const m of s.metrics) {
@@ -677,7 +732,12 @@ async function main(): Promise<void> {
       (medians[s.id] ??= {})[t.name] = med;
       rows.push([
         t.name,
-        ...s.metrics.map((m) => fmt(med[m]!, m === "cpuUsPerDelivery" ? 3 : 1)),
+        ...s.metrics.map((m) =>
+          fmt(
+            med[m]!,
+            m === "cpuUsPerDelivery" ? 3 : m === "cpuUsPerJoin" ? 0 : 1,
+          )
+        ),
         String(reports.length),
       ]);
     }
