@@ -215,7 +215,6 @@ export interface JoinReply {
   gap: boolean;
   /** What the client missed (and its join), or the room's history. */
   history: RoomEvent[];
-  holders: StoredHolder[];
 }
 
 /**
@@ -253,7 +252,9 @@ local function answer(d, taken, present, got, id)
   local meta = cjson.encode({nick = d.n, taken = taken, present = present,
     epoch = epoch, lastId = id, joinedId = d.j, claimedId = d.c,
     gap = A.since ~= nil and got == nil})
-  return {meta, list(got or history()), list(redis.call('HVALS', KEYS[3]))}
+  -- No member list: each process keeps its own (roster.ts), so a join
+  -- reads nothing that grows with the room but its bounded history.
+  return {meta, list(got or history())}
 end
 -- One more connection of a member (another tab of its session).
 local mine = redis.call('HGET', KEYS[4], A.owner)
@@ -307,12 +308,8 @@ if got then got[#got + 1] = joined end
 return answer(d, taken, false, got, id)
 `,
   (reply) => {
-    const [meta, history, holders] = reply as [string, string, string];
-    return {
-      ...JSON.parse(meta),
-      history: JSON.parse(history),
-      holders: JSON.parse(holders),
-    };
+    const [meta, history] = reply as [string, string];
+    return { ...JSON.parse(meta), history: JSON.parse(history) };
   },
 );
 
@@ -474,5 +471,38 @@ end
 return 0
 `,
   (reply) => reply === 1,
+  "",
+);
+
+/** Where a process's view of a room starts: {@linkcode BASELINE}'s reply. */
+export interface Baseline {
+  /** The room's last event id (0 for a room that does not exist yet). */
+  last: number;
+  /** Its epoch; absent for a room that does not exist yet. */
+  epoch?: string;
+  /** Its members as of `last`. */
+  holders: StoredHolder[];
+}
+
+/**
+ * The room's last id, epoch and members, read at one instant (a script), so
+ * that the members are those as of that id: a process subscribes first,
+ * reads this, and from then on keeps the members from the events it
+ * delivers. O(members), once per process and room. KEYS: meta, nicks.
+ */
+export const BASELINE = script<Record<string, never>, Baseline>(
+  `
+local m = redis.call('HMGET', KEYS[1], 'last', 'epoch')
+return {m[1] or '0', m[2] or '',
+  '[' .. table.concat(redis.call('HVALS', KEYS[2]), ',') .. ']'}
+`,
+  (reply) => {
+    const [last, epoch, holders] = reply as [string, string, string];
+    return {
+      last: Number(last),
+      epoch: epoch || undefined,
+      holders: JSON.parse(holders),
+    };
+  },
   "",
 );

@@ -55,8 +55,11 @@ import {
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
+import { Roster } from "./roster.ts";
 import {
   APPEND,
+  BASELINE,
+  type Baseline,
   FORGET,
   JOIN,
   keyList,
@@ -114,6 +117,21 @@ interface RoomState {
   buffer: RoomEvent[];
   filling: boolean;
   onMessage: (message: string) => void;
+  /**
+   * The room's members as of `roster.id`, kept from the events taken here
+   * (so that a join reads no member list); absent until the baseline read,
+   * and while it is read again after delivery skipped ids.
+   */
+  roster?: Roster;
+  /** Events taken while the roster is being read again. */
+  rosterQueue?: RoomEvent[];
+  /** Joins waiting for the roster to reach their welcome's id. */
+  rosterWaiters: { id: number; wake: () => void }[];
+  /**
+   * The roster's id when each join in flight here was sent: its welcome's
+   * id is no earlier, so the roster keeps its changes after the least.
+   */
+  joinFloors: number[];
 }
 
 /** A local member, kept to reclaim its nick after a long Redis outage. */
@@ -331,7 +349,11 @@ export class RedisStore implements RoomStore {
         }
       }
     }
-    let reply;
+    let reply, users;
+    // The welcome's id is at least the roster's now: from here until the
+    // members are read, the roster keeps its changes after this id.
+    const floor = room.roster?.id ?? 0;
+    room.joinFloors.push(floor);
     try {
       reply = await this.#run(JOIN, keys, {
         ...this.#roomArgs(name),
@@ -348,6 +370,7 @@ export class RedisStore implements RoomStore {
         evictPrefix: `${this.#prefix}evict:`,
         candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
       });
+      users = await this.#usersAt(room, reply.epoch, reply.lastId);
     } catch (error) {
       if (error instanceof StoreUnavailable) {
         // It may have run before the connection went: undone after reconnect.
@@ -357,6 +380,9 @@ export class RedisStore implements RoomStore {
         throw new NoNickLeft();
       }
       throw error;
+    } finally {
+      room.joinFloors.splice(room.joinFloors.indexOf(floor), 1);
+      this.#trimRoster(room);
     }
     room.holds--;
     room.members++;
@@ -389,7 +415,7 @@ export class RedisStore implements RoomStore {
       claimedId: reply.claimedId,
       history: reply.history,
       gap: reply.gap,
-      users: nicksOf(reply.holders),
+      users,
       token: this.#token(name, reply.epoch, reply.joinedId),
     };
   }
@@ -463,11 +489,16 @@ export class RedisStore implements RoomStore {
   members(name: string): Promise<string[]> {
     return this.#track((async () => {
       this.#check();
-      const holders = await this.#command(["HVALS", this.#keys(name).nicks]);
-      return nicksOf(
-        (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
-      );
+      return await this.#nicks(name);
     })());
+  }
+
+  /** The members as Redis has them now (O(members)). */
+  async #nicks(room: string): Promise<string[]> {
+    const holders = await this.#command(["HVALS", this.#keys(room).nicks]);
+    return nicksOf(
+      (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
+    );
   }
 
   /**
@@ -534,6 +565,8 @@ export class RedisStore implements RoomStore {
         handedOver: false,
         outbox: [],
         onMessage: (message) => this.#onMessage(made, message),
+        rosterWaiters: [],
+        joinFloors: [],
       };
       this.#rooms.set(name, made);
       room = made;
@@ -557,14 +590,10 @@ export class RedisStore implements RoomStore {
     room.subscribed ??= (async () => {
       try {
         await this.#sub.subscribe(this.#channel(room.name), room.onMessage);
-        const [last, epoch] = await this.#command([
-          "HMGET",
-          this.#keys(room.name).meta,
-          "last",
-          "epoch",
-        ]) as [string | null, string | null];
-        room.delivered ??= Number(last ?? 0);
-        room.epoch ??= epoch ?? undefined;
+        const baseline = await this.#baseline(room.name);
+        room.delivered ??= baseline.last;
+        room.epoch ??= baseline.epoch;
+        if (!room.roster) this.#setRoster(room, baseline);
         this.#drain(room);
       } catch (error) {
         room.subscribed = undefined;
@@ -603,6 +632,7 @@ export class RedisStore implements RoomStore {
    * still reach main.ts in one turn (one JSON batch per client).
    */
   #deliver(room: RoomState, event: RoomEvent): void {
+    this.#takeRoster(room, event);
     room.delivered = event.id;
     room.handedOver = true;
     room.outbox.push(event);
@@ -620,6 +650,98 @@ export class RedisStore implements RoomStore {
       }
     }
     this.#outboxes.clear();
+  }
+
+  /**
+   * The roster takes the event delivered next. After skipped ids (a gap
+   * that the stream no longer held) it is read again.
+   */
+  #takeRoster(room: RoomState, event: RoomEvent): void {
+    const roster = room.roster;
+    if (!roster) {
+      room.rosterQueue?.push(event);
+      return;
+    }
+    if (event.id <= roster.id) return; // in its baseline already
+    if (event.id > roster.id + 1) {
+      this.#rebaseline(room);
+      room.rosterQueue!.push(event);
+      return;
+    }
+    roster.apply(event);
+    if (room.joinFloors.length === 0) roster.forgetBefore(roster.id);
+    if (room.rosterWaiters.length > 0) this.#wakeJoins(room);
+  }
+
+  /** A roster from a baseline read, with what was taken meanwhile. */
+  #setRoster(room: RoomState, baseline: Baseline): void {
+    if (room.roster) return; // another read got there first
+    room.roster = new Roster(
+      baseline.last,
+      baseline.holders.map((holder) => ({ nick: holder.n, order: holder.j })),
+    );
+    const queued = room.rosterQueue ?? [];
+    room.rosterQueue = undefined;
+    for (const event of queued) this.#takeRoster(room, event);
+    this.#wakeJoins(room);
+  }
+
+  /** Reads the members again; what is taken meanwhile waits in a queue. */
+  #rebaseline(room: RoomState): void {
+    if (!room.roster && room.rosterQueue) return; // being read already
+    room.roster = undefined;
+    room.rosterQueue = [];
+    this.#log("warn", "redis_roster_reread", { room: room.name });
+    this.#baseline(room.name).then(
+      (baseline) => this.#setRoster(room, baseline),
+      () => {}, // Redis is away: the resync reads it
+    );
+  }
+
+  #baseline(room: string): Promise<Baseline> {
+    const keys = this.#keys(room);
+    return this.#run(BASELINE, [keys.meta, keys.nicks], {});
+  }
+
+  #wakeJoins(room: RoomState): void {
+    const id = room.roster?.id;
+    if (id === undefined) return;
+    const waiting = room.rosterWaiters;
+    room.rosterWaiters = waiting.filter((waiter) => waiter.id > id);
+    for (const waiter of waiting) if (waiter.id <= id) waiter.wake();
+  }
+
+  /** Forgets roster changes that no join in flight can need. */
+  #trimRoster(room: RoomState): void {
+    const roster = room.roster;
+    if (!roster) return;
+    roster.forgetBefore(
+      room.joinFloors.length > 0 ? Math.min(...room.joinFloors) : roster.id,
+    );
+  }
+
+  /**
+   * The members a welcome with id `lastId` lists: the roster as of that id,
+   * once delivery here has reached it (events after it reach the client by
+   * delivery). Read from Redis only when the roster cannot tell (the room
+   * started over with a new epoch since it was read).
+   */
+  async #usersAt(
+    room: RoomState,
+    epoch: string,
+    lastId: number,
+  ): Promise<string[]> {
+    if (room.epoch === undefined || room.epoch === epoch) {
+      if (!room.roster || room.roster.id < lastId) {
+        await new Promise<void>((wake) =>
+          room.rosterWaiters.push({ id: lastId, wake })
+        );
+      }
+      const users = room.roster!.at(lastId);
+      if (users) return users;
+    }
+    this.#log("warn", "redis_roster_missed", { room: room.name, lastId });
+    return await this.#nicks(room.name);
   }
 
   /**
@@ -813,6 +935,9 @@ export class RedisStore implements RoomStore {
         continue;
       }
       await room.subscribed.catch(() => this.#subscribed(room));
+      if (!room.roster && room.rosterQueue) {
+        this.#setRoster(room, await this.#baseline(room.name));
+      }
       this.#fill(room);
     }
   }

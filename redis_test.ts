@@ -25,6 +25,7 @@ import {
   startRedis,
 } from "./redis_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
+import { createClient } from "redis";
 import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
   type Joined,
@@ -468,6 +469,147 @@ Deno.test({
     } finally {
       await one.close();
       await two.close();
+      await redis.kill();
+    }
+  },
+});
+
+/** How many times Redis ran `command` (scripts' calls included). */
+async function commandCalls(url: string, command: string): Promise<number> {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    const info = await client.info("commandstats");
+    const found = info.match(new RegExp(`cmdstat_${command}:calls=(\\d+)`));
+    return found ? Number(found[1]) : 0;
+  } finally {
+    await client.close();
+  }
+}
+
+/** Publishes `message` on `channel` from a client of our own. */
+async function publish(url: string, channel: string, message: string) {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    await client.publish(channel, message);
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Big enough to take a subscriber many reads, small enough for Redis's
+ * pub/sub output buffer limit (8 MB for 60 s).
+ */
+const JUNK = "x".repeat(4 * 1024 * 1024);
+
+/** The members after each event, replayed from every event of a room. */
+function membersAfter(events: RoomEvent[]): Map<number, string[]> {
+  const members: string[] = [];
+  const after = new Map<number, string[]>([[0, []]]);
+  for (const event of events) {
+    if (event.type === "join") members.push(event.nick);
+    else if (event.type === "leave") {
+      members.splice(members.indexOf(event.nick), 1);
+    } else if (event.type === "nick") {
+      members[members.indexOf(event.from)] = event.to;
+    }
+    after.set(event.id, [...members]);
+  }
+  return after;
+}
+
+Deno.test({
+  name:
+    "redis: a join reads no member list; its users are the members as of its lastId",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const common = {
+      url: redis.url,
+      historySize: 10,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+    };
+    const stores = [
+      await RedisStore.connect(common),
+      await RedisStore.connect(common),
+    ];
+    const watcher = await RedisStore.connect(common);
+    try {
+      // Every event of the room, from its first.
+      const events: RoomEvent[] = [];
+      watcher.hold("big");
+      watcher.subscribe("big", (event) => {
+        if (event.type !== "typing") events.push(event);
+      });
+      const joins: Joined[] = [];
+      const joinOn = async (i: number, nick?: string) => {
+        const store = stores[i % 2];
+        store.hold("big");
+        joins.push(await store.join("big", { owner: `o${i}`, nick }));
+      };
+      // Each process reads its members once, when it first subscribes.
+      await joinOn(0, "ann");
+      await joinOn(1, "bob");
+      const hvals = await commandCalls(redis.url, "hvals");
+      // Joins on both processes at once, with leaves and renames among them:
+      // each process's view is behind or ahead of each reply in turn.
+      const joining = new Map<number, Promise<void>>();
+      const work: Promise<unknown>[] = [];
+      let renames = Promise.resolve();
+      let annNick = "ann";
+      for (let i = 2; i < 60; i++) {
+        if (i % 5 === 0) {
+          // A few MB on the room's channel ahead of the join's event (not
+          // JSON: delivery drops it) keep the subscription reading while
+          // the join's reply arrives: the process must wait for its event.
+          await publish(redis.url, "chat:ev:big", JUNK);
+        }
+        joining.set(i, joinOn(i));
+        const gone = i - 6;
+        if (i % 10 === 0) {
+          work.push(
+            joining.get(gone)!.then(() =>
+              stores[gone % 2].leave("big", `o${gone}`, true)
+            ),
+          );
+        }
+        if (i % 7 === 0) {
+          renames = renames.then(async () => {
+            const to = `ann${i}`;
+            const renamed = await stores[0].rename("big", "o0", annNick, to);
+            if (renamed !== "nick_taken") annNick = to;
+          });
+        }
+      }
+      await Promise.all([...joining.values(), ...work, renames]);
+      assert.notEqual(annNick, "ann");
+      assert.equal(
+        await commandCalls(redis.url, "hvals"),
+        hvals,
+        "no join read the member list",
+      );
+      const last = Math.max(...joins.map((joined) => joined.lastId));
+      await eventually("every event", () => (events.at(-1)?.id ?? 0) >= last);
+      const after = membersAfter(events);
+      for (const joined of joins) {
+        assert.deepEqual(
+          joined.users,
+          after.get(joined.lastId),
+          `the welcome of ${joined.nick} (lastId ${joined.lastId})`,
+        );
+      }
+      assert.ok(
+        events.some((e) => e.type === "leave") &&
+          events.some((e) => e.type === "nick"),
+      );
+    } finally {
+      for (const store of [...stores, watcher]) await store.close();
       await redis.kill();
     }
   },
