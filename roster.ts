@@ -101,20 +101,35 @@ export class Roster {
   at(id: number): string[] | undefined {
     if (id === this.#id) return this.nicks();
     if (id > this.#id || id < this.#since) return undefined;
-    const then = new Map(this.#byOrder);
-    let readded = false;
+    // The changes after `id`, undone newest first. Members who joined after
+    // it are the ones placed after it (a join's place is its id), so they
+    // are left out by stopping there; no copy of the roster is made.
+    const renamed = new Map<number, string>();
+    const back: [number, string][] = [];
     for (let i = this.#log.length - 1; i >= 0; i--) {
       const change = this.#log[i];
       if (change.id <= id) break;
-      if (change.kind === "join") then.delete(change.order);
-      else if (change.kind === "nick") then.set(change.order, change.from!);
-      else {
-        then.set(change.order, change.nick);
-        readded = true;
-      }
+      if (change.order > id) continue;
+      if (change.kind === "nick") renamed.set(change.order, change.from!);
+      else if (change.kind === "leave") back.push([change.order, change.nick]);
     }
-    if (!readded) return [...then.values()];
-    return [...then].sort((a, b) => a[0] - b[0]).map(([, nick]) => nick);
+    back.sort((a, b) => a[0] - b[0]);
+    const nicks: string[] = [];
+    let next = 0;
+    for (const [order, nick] of this.#byOrder) {
+      if (order > id) break;
+      while (next < back.length && back[next][0] < order) {
+        nicks.push(this.#then(back[next++], renamed));
+      }
+      nicks.push(renamed.size > 0 ? renamed.get(order) ?? nick : nick);
+    }
+    while (next < back.length) nicks.push(this.#then(back[next++], renamed));
+    return nicks;
+  }
+
+  /** A member who left later, under the nick it had then. */
+  #then([order, nick]: [number, string], renamed: Map<number, string>) {
+    return renamed.get(order) ?? nick;
   }
 
   /** Forgets what only `at` for ids before `id` would need. */

@@ -60,3 +60,18 @@ Deno.test("roster: who was in the room just after an earlier event", () => {
   assert.deepEqual(roster.at(6), ["rob", "cy", "dee"]);
   assert.equal(roster.at(5), undefined);
 });
+
+Deno.test("roster: someone renamed, then left, comes back under the old nick", () => {
+  const roster = new Roster(2, [
+    { nick: "ann", order: 1 },
+    { nick: "bob", order: 2 },
+  ]);
+  roster.apply(rename(3, "bob", "rob"));
+  roster.apply(join(4, "cy"));
+  roster.apply(leave(5, "rob"));
+  roster.apply(leave(6, "ann"));
+  assert.deepEqual(roster.at(2), ["ann", "bob"]);
+  assert.deepEqual(roster.at(4), ["ann", "rob", "cy"]);
+  assert.deepEqual(roster.at(5), ["ann", "cy"]);
+  assert.deepEqual(roster.nicks(), ["cy"]);
+});
