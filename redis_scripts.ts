@@ -101,10 +101,11 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Appends and publishes an event; history keeps at most A.historySize events
--- and A.maxHistoryBytes bytes (each entry's cost in its field b), oldest
--- out first.
-local function append(body, cost)
+-- Appends and publishes an event (unless unpublished: the caller publishes
+-- it with others); history keeps at most A.historySize events and
+-- A.maxHistoryBytes bytes (each entry's cost in its field b), oldest out
+-- first.
+local function append(body, cost, unpublished)
   local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
   local sid = string.format('%d', id)
   local ev = string.sub(body, 1, -2) .. ',"id":' .. sid ..
@@ -118,7 +119,7 @@ local function append(body, cost)
     bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(first[2][4]))
     count = count - 1
   end
-  redis.call('PUBLISH', A.channel, ev)
+  if not unpublished then redis.call('PUBLISH', A.channel, ev) end
   return ev
 end
 local function nickevent(kind, nick, cost)
@@ -163,19 +164,29 @@ local function history()
 end
 `;
 
-/** Appends an event to the room (which must exist). */
+/**
+ * Appends events to the room (which must exist), in order, and publishes
+ * them as one message: a JSON array (a single event is published as
+ * itself by the other scripts).
+ */
 export const APPEND = script<
   RoomArgs & {
-    /** The event's JSON, without id and ts. */ body: string;
-    cost: number;
+    events: {
+      /** The event's JSON, without id and ts. */ body: string;
+      cost: number;
+    }[];
   },
-  RoomEvent
+  RoomEvent[]
 >(
   `
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
   return redis.error_reply('NOROOM the room is gone')
 end
-return append(A.body, A.cost)
+local out = {}
+for i, e in ipairs(A.events) do out[i] = append(e.body, e.cost, true) end
+local batch = list(out)
+redis.call('PUBLISH', A.channel, batch)
+return batch
 `,
   (reply) => JSON.parse(reply as string),
 );

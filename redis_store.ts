@@ -134,6 +134,15 @@ interface RoomState {
   joinFloors: number[];
 }
 
+/** An append waiting for the end of the turn. */
+interface PendingAppend {
+  /** The event's JSON without id and ts, and its cost in history. */
+  body: string;
+  cost: number;
+  resolve: (event: RoomEvent) => void;
+  reject: (error: unknown) => void;
+}
+
 /** A local member, kept to reclaim its nick after a long Redis outage. */
 interface Member {
   room: string;
@@ -207,6 +216,11 @@ export class RedisStore implements RoomStore {
   #timer?: ReturnType<typeof setInterval>;
   #pending = new Set<Promise<unknown>>();
   #outboxes = new Set<RoomState>();
+  /** Appends of this turn, by room (see `append`). */
+  #appends = new Map<string, PendingAppend[]>();
+  #appendsDue?: ReturnType<typeof setImmediate>;
+  /** Rooms with an APPEND running: their next appends wait for it. */
+  #appending = new Set<string>();
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
@@ -420,15 +434,69 @@ export class RedisStore implements RoomStore {
     };
   }
 
+  /**
+   * Appends wait for the end of the turn, or while the room's last batch
+   * is still in Redis, and go as one script per room, published as one
+   * message: per event, a command and a pub/sub message on Deno's Node
+   * layer cost more than the event's delivery to hundreds of sockets
+   * (bench/README.md, the Redis profile). A quiet room waits for nothing
+   * but the end of the turn; a busy one at most for one script's round
+   * trip.
+   */
   append(name: string, body: NewEvent): Promise<RoomEvent> {
-    return this.#track((async () => {
-      this.#check();
-      return await this.#run(APPEND, this.#keys(name), {
-        ...this.#roomArgs(name),
-        body: JSON.stringify(body),
-        cost: cost(body),
+    return this.#track(
+      new Promise<RoomEvent>((resolve, reject) => {
+        this.#check();
+        let queue = this.#appends.get(name);
+        if (!queue) this.#appends.set(name, queue = []);
+        queue.push({
+          body: JSON.stringify(body),
+          cost: cost(body),
+          resolve,
+          reject,
+        });
+        if (!this.#appending.has(name)) {
+          this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+        }
+      }),
+    );
+  }
+
+  /**
+   * Runs the waiting appends: one APPEND per room, in the order asked,
+   * except in rooms whose last batch is still running (they go after it).
+   */
+  #flushAppends(): void {
+    this.#appendsDue = undefined;
+    for (const [room, queue] of this.#appends) {
+      if (this.#appending.has(room)) continue;
+      this.#appends.delete(room);
+      this.#appending.add(room);
+      this.#run(APPEND, this.#keys(room), {
+        ...this.#roomArgs(room),
+        events: queue.map(({ body, cost }) => ({ body, cost })),
+      }).then(
+        (events) => queue.forEach((append, i) => append.resolve(events[i])),
+        (error) => queue.forEach((append) => append.reject(error)),
+      ).finally(() => {
+        this.#appending.delete(room);
+        if (this.#appends.has(room) && !this.#closed) {
+          this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+        }
       });
-    })());
+    }
+  }
+
+  /** Drops the appends not sent yet (the store is closing or crashed). */
+  #dropAppends(): void {
+    if (this.#appendsDue) clearImmediate(this.#appendsDue);
+    this.#appendsDue = undefined;
+    for (const queue of this.#appends.values()) {
+      for (const append of queue) {
+        append.reject(new StoreUnavailable("the store is closed"));
+      }
+    }
+    this.#appends.clear();
   }
 
   rename(
@@ -523,6 +591,7 @@ export class RedisStore implements RoomStore {
     clearInterval(this.#timer);
     if (this.#handOut) clearImmediate(this.#handOut);
     this.#handOut = undefined;
+    this.#dropAppends();
     if (this.available()) {
       // Survivors see this process gone at once (and find nothing to reap).
       await this.#command(["DEL", this.#key(`hb:${this.#proc}`)]).catch(
@@ -545,6 +614,7 @@ export class RedisStore implements RoomStore {
     clearInterval(this.#timer);
     if (this.#handOut) clearImmediate(this.#handOut);
     this.#handOut = undefined;
+    this.#dropAppends();
     for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
   }
 
@@ -605,13 +675,19 @@ export class RedisStore implements RoomStore {
     return room.subscribed;
   }
 
+  /** A message on the room's channel: an event, or a turn's appends. */
   #onMessage(room: RoomState, message: string): void {
-    let event: LiveEvent;
+    let got: LiveEvent | RoomEvent[];
     try {
-      event = JSON.parse(message);
+      got = JSON.parse(message);
     } catch {
       return;
     }
+    if (!Array.isArray(got)) return this.#onEvent(room, got);
+    for (const event of got) this.#onEvent(room, event);
+  }
+
+  #onEvent(room: RoomState, event: LiveEvent): void {
     if (event.type === "typing") {
       for (const onEvent of room.listeners) onEvent(event);
       return;

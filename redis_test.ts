@@ -616,6 +616,56 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "redis: a turn's appends are one script and one message, in the order asked",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const common = {
+      url: redis.url,
+      historySize: 100,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+    };
+    const writer = await RedisStore.connect(common);
+    const reader = await RedisStore.connect(common);
+    try {
+      const got: RoomEvent[] = [];
+      reader.hold("t");
+      reader.subscribe("t", (event) => {
+        if (event.type === "message") got.push(event);
+      });
+      writer.hold("t");
+      await writer.join("t", { owner: "w", nick: "w" });
+      const scripts = await commandCalls(redis.url, "evalsha");
+      const publishes = await commandCalls(redis.url, "publish");
+      const texts = Array.from({ length: 20 }, (_, i) => `m${i}`);
+      const appended = await Promise.all(
+        texts.map((text) =>
+          writer.append("t", { type: "message", from: "w", text })
+        ),
+      );
+      assert.equal(await commandCalls(redis.url, "evalsha"), scripts + 1);
+      assert.equal(await commandCalls(redis.url, "publish"), publishes + 1);
+      const first = appended[0].id;
+      assert.deepEqual(
+        appended.map((event) => [event.id, (event as { text: string }).text]),
+        texts.map((text, i) => [first + i, text]),
+      );
+      await eventually("delivery", () => got.length === texts.length);
+      assert.deepEqual(got, appended);
+    } finally {
+      await writer.close();
+      await reader.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
   name: "redis: without --redis the in-memory store runs, the module unread",
   fn: async () => {
     // Denying read access to redis_store.ts makes any import of it fail, so
