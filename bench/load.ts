@@ -152,6 +152,8 @@ export interface LoadReport {
     cpuS: number;
     cpuUsPerDelivery: number;
     cpuShare: number;
+    /** `cpuS` by process, in `--pid` order. */
+    cpuSByPid?: number[];
     rssBeforeKiB: number;
     rssConnectedKiB: number;
     rssAfterKiB: number;
@@ -924,6 +926,8 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
   let connectS = NaN;
   let serverCpu0 = NaN;
   let serverCpu1 = NaN;
+  let byPid0: number[] = [];
+  let byPid1: number[] = [];
   let rssConnected = NaN;
   let coordinatorRunCpu = 0;
   try {
@@ -934,11 +938,13 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     await Promise.all(handles.map((h) => h.settle()));
     rssConnected = pid ? total(procRssKiB) : NaN;
     serverCpu0 = pid ? total(procCpuS) : NaN;
+    byPid0 = pids.map(procCpuS);
     phase = "sending";
     const startAt = wallMs();
     const ownCpu0 = procCpuS("self");
     reports.push(...await Promise.all(handles.map((h) => h.run(startAt))));
     serverCpu1 = pid ? total(procCpuS) : NaN;
+    byPid1 = pids.map(procCpuS);
     coordinatorRunCpu = procCpuS("self") - ownCpu0;
   } catch (e) {
     errors.push((e as Error).message);
@@ -996,6 +1002,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
       cpuS: serverCpu,
       cpuUsPerDelivery: delivered ? serverCpu / delivered * 1e6 : NaN,
       cpuShare: sendPhaseS > 0 ? serverCpu / sendPhaseS : NaN,
+      cpuSByPid: byPid1.map((cpu, i) => cpu - byPid0[i]),
       rssBeforeKiB: rssBefore,
       rssConnectedKiB: rssConnected,
       rssAfterKiB: rssAfter,
