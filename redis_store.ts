@@ -13,14 +13,16 @@
  *   (see redis_scripts.ts `StoredHolder`);
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
- * - channel `ev:NAME`: every event, published by the script that appends it,
- *   and typing notices (kept nowhere).
+ * - channel `ev:NAME`: every event, published by the script that appends it
+ *   (a turn's messages as one JSON array), and typing notices (kept nowhere).
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
  * reap: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
- * reconnect) is filled from the stream.
+ * reconnect) is filled from the stream. It keeps the members of those rooms
+ * (roster.ts) from the events it delivers, read once when it subscribes, so
+ * that a join reads nothing that grows with the room.
  *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
