@@ -26,6 +26,7 @@ import {
   type ErrorFrame,
   FINAL_CLOSE_CODES,
   HELP_TEXT,
+  type HistoryAnswer,
   JOIN_USAGE,
   JSON_PROTOCOL,
   NICK_ERRORS,
@@ -210,6 +211,8 @@ export type Input =
   | { kind: "send"; frame: OutFrame }
   | { kind: "join"; room: string }
   | { kind: "who" }
+  /** `/more` or `/history N`: older events, before the oldest shown. */
+  | { kind: "history"; limit: number }
   | { kind: "whoami" }
   | { kind: "help" }
   | { kind: "quit" }
@@ -247,6 +250,8 @@ export function parseInput(line: string): Input {
     case "help":
     case "quit":
       return { kind: command.type };
+    case "history":
+      return { kind: "history", limit: command.limit };
     case "typing":
       return { kind: "empty" }; // not a typed command
     case "invalid":
@@ -698,6 +703,8 @@ export class ChatClient {
     name: string;
     epoch: string;
     lastId: number;
+    /** The oldest event id shown: where `/more` reads back from. */
+    oldest: number;
     token?: string;
     users: string[];
   };
@@ -836,6 +843,7 @@ export class ChatClient {
     for (const item of items) {
       if (typeof item !== "object" || item === null) continue;
       if (item.type === "welcome") this.#welcome(item as Welcome);
+      else if (item.type === "history") this.#older(item as HistoryAnswer);
       else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
       } else this.#event(item as ChatEvent);
@@ -872,6 +880,9 @@ export class ChatClient {
         welcome.lastId,
         ...history.map((event) => Number(event?.id) || 0),
       ),
+      oldest: resumed && previous.epoch === welcome.epoch
+        ? previous.oldest
+        : Number(history[0]?.id) || welcome.lastId + 1,
       token: welcome.token,
       users: Array.isArray(welcome.users) ? [...welcome.users] : [],
     };
@@ -887,6 +898,23 @@ export class ChatClient {
     this.#everConnected = true;
     this.#welcomed = true;
     for (const wake of this.#onWelcome.splice(0)) wake();
+  }
+
+  /** Older events (the answer to `/more`), printed oldest first. */
+  #older(answer: HistoryAnswer): void {
+    const room = this.#room;
+    if (!room || !Array.isArray(answer.events)) return;
+    const events = answer.events.filter((event) =>
+      typeof event?.id === "number" && event.id < room.oldest
+    );
+    if (events.length > 0) this.#system("earlier:");
+    for (const event of events) {
+      this.#print(render(event, this.#options.style));
+    }
+    if (events.length > 0) room.oldest = events[0].id;
+    if (!answer.more) {
+      this.#system(`this is the beginning of ${printable(room.name)}.`);
+    }
   }
 
   #event(event: ChatEvent): void {
@@ -951,6 +979,14 @@ export class ChatClient {
       case "quit":
         await this.quit();
         return false;
+      case "history":
+        if (await this.#connected()) {
+          const before = this.#room?.oldest ?? 0;
+          this.#socket?.send(
+            JSON.stringify({ type: "history", before, limit: input.limit }),
+          );
+        }
+        return !this.#quitting;
       case "join":
         if (this.#room?.name === input.room) {
           this.#system(`already in ${input.room}.`);

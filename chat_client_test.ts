@@ -904,3 +904,39 @@ Deno.test("client: /msg to a nick not in the room shows the server's error", asy
     });
   });
 });
+
+Deno.test("client: /more and /history N print older events, then the beginning", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat-client-" });
+  try {
+    await withChat({ data: `${dir}/chat.db`, historySize: 3 }, async (chat) => {
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      for (let i = 1; i <= 5; i++) {
+        bob.send(JSON.stringify({ type: "message", text: `m${i}` }));
+        await bob.event(`m${i}`);
+      }
+      await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+        await ada.welcomed();
+        assert.deepEqual(ada.lines, [
+          "bob: m4",
+          "bob: m5",
+          " .... ada has joined.",
+          " .... you are ada in lobby; here: bob, ada",
+        ]);
+        await ada.type("/more 2");
+        await ada.expect(" .... earlier:");
+        await ada.expect("bob: m2");
+        await ada.expect("bob: m3");
+        await ada.type("/history");
+        await ada.expect(" .... earlier:");
+        await ada.expect(" .... bob has joined.");
+        await ada.expect("bob: m1");
+        await ada.expect(" .... this is the beginning of lobby.");
+        await ada.closeStdin();
+        assert.equal((await ada.exit()).code, 0);
+      });
+      await bob.close();
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

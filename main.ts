@@ -33,6 +33,7 @@ import {
   type Command,
   type ErrorCode,
   HELP_TEXT,
+  type HistoryAnswer,
   JSON_PROTOCOL,
   type LiveEvent,
   NICK_ERRORS,
@@ -66,6 +67,7 @@ import {
   StoreUnavailable,
 } from "./rooms.ts";
 import type { RedisStoreOptions } from "./redis_store.ts";
+import type { SqliteStoreOptions } from "./sqlite_store.ts";
 import { readHandshake } from "./handshake.ts";
 
 // ---------------------------------------------------------------------------
@@ -298,6 +300,29 @@ export const OPTIONS = {
     "seconds an empty room keeps its history (with `--redis`)",
     false,
   ),
+  data: {
+    default: "",
+    arg: "FILE",
+    help:
+      "keep rooms in this SQLite file: history and resume outlive restarts (not with `--redis`)",
+    env: "CHAT_DATA",
+    shown: "(in memory)",
+    parse: (text: string) => text,
+  },
+  retainEvents: limit(
+    100_000,
+    1,
+    "events the `--data` file keeps per room; older ones are trimmed",
+  ),
+  retainDays: {
+    ...limit(0, 0, "days the `--data` file keeps an event (0: for ever)"),
+    arg: "D",
+  },
+  dataSync: choice(
+    ["normal", "full"] as const,
+    "normal",
+    "`full`: fsync every commit of `--data`, so a power cut loses nothing acknowledged",
+  ),
   reusePort: {
     default: false,
     arg: "",
@@ -384,6 +409,8 @@ interface Client {
   claimId: number;
   /** When its last typing notice went to the room. */
   typingAt: number;
+  /** The oldest event id it has been shown (where `/history` reads back from). */
+  oldestSeen: number;
   /** A join, `/nick` or `/who` is waiting on the store; frames queue. */
   busy: boolean;
   /** Frames that arrived while busy, handled in order once it is not. */
@@ -879,6 +906,7 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
     session: arrival.session !== undefined,
     claimId: 0,
     typingAt: 0,
+    oldestSeen: 0,
     busy: true,
     backlog: [],
   };
@@ -967,6 +995,9 @@ async function join(
   });
   client.nick = joined.nick;
   client.claimId = joined.claimedId;
+  // A text client is shown nothing before its welcome line (a JSON one
+  // names its own `before`): `/history` reads back from its join.
+  client.oldestSeen = joined.present ? joined.lastId + 1 : joined.lastId;
   clients.set(client.socket, client);
   if (chat().phase !== "running") {
     // Shutdown began while the store worked (Deno may run a signal handler
@@ -1243,6 +1274,8 @@ function execute(client: Client, command: Command): void {
       return closeClient(client, CloseCode.Normal, "bye");
     case "help":
       return sendNotice(client, HELP_TEXT);
+    case "history":
+      return readHistory(client, command.before, command.limit);
     case "invalid":
       return sendError(client, command.code, command.message);
   }
@@ -1265,6 +1298,42 @@ function sendDirect(client: Client, to: string, text: string): void {
       text,
     });
   });
+}
+
+/**
+ * Older events, by `visibleTo` (the one filter of what a client may see):
+ * JSON gets one `history` answer; plain text gets the tutorial's lines, and
+ * a line when nothing older is left. Without `before` (plain text), it reads
+ * back from the oldest event the connection has been shown. Not a `wait`:
+ * reads change nothing, so a flood of them meets the rate limit (each took
+ * a token in `receive`) rather than the backlog's close.
+ */
+function readHistory(
+  client: Client,
+  before: number | undefined,
+  limit: number,
+): void {
+  const { store } = chat();
+  const room = client.room;
+  store.history(room.name, {
+    before: before ?? client.oldestSeen,
+    limit,
+    visible: (event) => visibleTo(event, client),
+  }).then((page) => {
+    if (client.room !== room) return; // it moved on (`/join`) meanwhile
+    const oldest = page.events[0]?.id;
+    if (oldest !== undefined && oldest < client.oldestSeen) {
+      client.oldestSeen = oldest;
+    }
+    if (client.json) {
+      const answer: HistoryAnswer = { type: "history", ...page };
+      return sendToOne(client, JSON.stringify(answer));
+    }
+    for (const event of page.events) sendToOne(client, renderText(event));
+    if (!page.more) {
+      sendNotice(client, `this is the beginning of ${room.name}.`);
+    }
+  }, (error) => failed(client, error));
 }
 
 /** `/join ROOM`: this connection leaves its room (announced) for another. */
@@ -1683,6 +1752,7 @@ export async function startChat(
   if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new Error("cert and key go together");
   }
+  if (options.data && options.redis) throw new Error(DATA_WITH_REDIS);
   const { store: given, ...rest } = options;
   const settings = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
   const store = given ?? await makeStore(settings);
@@ -1728,8 +1798,22 @@ export async function startChat(
 const SHARED_STORE_MODULE = "./redis_store.ts";
 
 /**
- * The in-memory store, or with `redis` the shared one, loaded only then so
- * that the single-file service needs nothing else.
+ * The SQLite store's file, loaded only with `--data` (like
+ * {@linkcode SHARED_STORE_MODULE}; `deno compile` includes it too).
+ */
+const DATA_STORE_MODULE = "./sqlite_store.ts";
+
+/**
+ * Why `--data` and `--redis` are refused together: Redis already keeps the
+ * rooms for every process, and a file per process would disagree with it.
+ */
+const DATA_WITH_REDIS =
+  "--data and --redis cannot be used together: Redis already keeps the history (use one)";
+
+/**
+ * The in-memory store, with `data` one that writes through to a SQLite
+ * file, or with `redis` the shared one; each loaded only then, so that the
+ * single-file service needs nothing else.
  */
 async function makeStore(settings: Settings): Promise<RoomStore> {
   const common: StoreOptions = {
@@ -1738,6 +1822,18 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
     maxRooms: settings.maxRooms,
     onEvict: evict,
   };
+  if (settings.data) {
+    const embedded: { SqliteStore: StoreFactory<SqliteStoreOptions> } =
+      await import(DATA_STORE_MODULE);
+    return await embedded.SqliteStore.connect({
+      ...common,
+      path: settings.data,
+      retainEvents: settings.retainEvents,
+      retainDays: settings.retainDays,
+      sync: settings.dataSync,
+      log,
+    });
+  }
   if (!settings.redis) return new MemoryStore(common);
   const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
     SHARED_STORE_MODULE
@@ -1895,6 +1991,7 @@ export function parseCommandLine(
   if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new UsageError("--cert and --key go together");
   }
+  if (options.data && options.redis) throw new UsageError(DATA_WITH_REDIS);
   return options as ChatOptions;
 }
 
@@ -1912,7 +2009,14 @@ export async function main(args: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
-  const chat = await startChat(options);
+  const chat = await startChat(options).catch((error) => {
+    // A store that cannot be opened (a corrupt data file, Redis away): one
+    // line and a non-zero exit, never a silent empty chat.
+    console.error(
+      `deno-chat: ${error instanceof Error ? error.message : error}`,
+    );
+    Deno.exit(1);
+  });
   console.log(
     `deno-chat: open ${chat.pageUrl} (chat on port ${chat.wsPort})`,
   );

@@ -27,6 +27,13 @@ export const MAX_ROOM_CHARS = 32;
 export const MAX_NICK_CHARS = 24;
 /** A person's typing notices reach the room at most this often. */
 export const TYPING_INTERVAL_MS = 2000;
+/**
+ * Most events one `history` read returns: a page of 200 is a few screens,
+ * and bounds what one rate-limit token can make the server read and send.
+ */
+export const MAX_HISTORY_PAGE = 200;
+/** Events a `history` read returns when it names no `limit`. */
+export const DEFAULT_HISTORY_PAGE = 50;
 
 const ROOM_PATTERN = new RegExp(`^[a-z0-9_-]{1,${MAX_ROOM_CHARS}}$`);
 
@@ -143,8 +150,18 @@ export interface ErrorFrame {
   message: string;
 }
 
+/**
+ * The answer to a `history` read: the events before its `before`, oldest
+ * first (as the welcome's history), and whether older ones remain.
+ */
+export interface HistoryAnswer {
+  type: "history";
+  events: RoomEvent[];
+  more: boolean;
+}
+
 /** Every frame a JSON client may receive (batches are arrays of events). */
-export type ServerFrame = Welcome | ErrorFrame | LiveEvent;
+export type ServerFrame = Welcome | ErrorFrame | HistoryAnswer | LiveEvent;
 
 /** What a JSON client may send. */
 export type ClientFrame =
@@ -152,7 +169,8 @@ export type ClientFrame =
   | { type: "action"; text: string }
   | { type: "nick"; nick: string }
   | { type: "dm"; to: string; text: string }
-  | { type: "typing" };
+  | { type: "typing" }
+  | { type: "history"; before: number; limit?: number };
 
 // ---------------------------------------------------------------------------
 // Commands: what clients send, in either protocol
@@ -170,11 +188,20 @@ export type Command =
   | { type: "who" }
   | { type: "help" }
   | { type: "quit" }
+  /**
+   * Older events: up to `limit` before event id `before` (JSON), or before
+   * the oldest this connection has seen (`/history`, `/more`: no `before`).
+   */
+  | { type: "history"; before?: number; limit: number }
   | { type: "invalid"; code: ErrorCode; message: string };
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  "commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /help, /quit; //text sends /text";
+  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
+
+/** How `/history` is used, for a count that is not one. */
+export const HISTORY_USAGE =
+  `usage: /history [N] (N from 1 to ${MAX_HISTORY_PAGE}, default ${DEFAULT_HISTORY_PAGE})`;
 
 /** How `/join` is used, for a room name that is not one. */
 export const JOIN_USAGE = `usage: /join ROOM (${ROOM_RULE})`;
@@ -217,6 +244,13 @@ export function parseCommand(line: string): Command {
       return { type: "quit" };
     case "who":
       return { type: "who" };
+    case "history":
+    case "more": {
+      if (arg === "") return { type: "history", limit: DEFAULT_HISTORY_PAGE };
+      const limit = /^\d{1,9}$/.test(arg) ? Number(arg) : 0;
+      if (limit < 1 || limit > MAX_HISTORY_PAGE) return usage(HISTORY_USAGE);
+      return { type: "history", limit };
+    }
     case "help":
       return { type: "help" };
     default:
@@ -229,7 +263,23 @@ export function parseCommand(line: string): Command {
 }
 
 const JSON_FORMS =
-  'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…} or {"type":"typing"}';
+  'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
+
+const HISTORY_FORM =
+  `expected {"type":"history","before":ID,"limit":N}: ID a whole number >= 0, N from 1 to ${MAX_HISTORY_PAGE} (default ${DEFAULT_HISTORY_PAGE})`;
+
+/** A `history` frame's fields as a command, or why they are not one. */
+function historyCommand(frame: Record<string, unknown>): Command {
+  const { before, limit = DEFAULT_HISTORY_PAGE } = frame;
+  if (
+    typeof before !== "number" || !Number.isSafeInteger(before) ||
+    before < 0 || typeof limit !== "number" || !Number.isInteger(limit) ||
+    limit < 1 || limit > MAX_HISTORY_PAGE
+  ) {
+    return { type: "invalid", code: "bad_request", message: HISTORY_FORM };
+  }
+  return { type: "history", before, limit };
+}
 
 /** A JSON frame as a command; anything else is `bad_json` or `bad_request`. */
 export function parseJsonCommand(data: string): Command {
@@ -257,6 +307,7 @@ export function parseJsonCommand(data: string): Command {
       return { type: "dm", to: frame.to, text: frame.text };
     }
     if (frame.type === "typing") return { type: "typing" };
+    if (frame.type === "history") return historyCommand(frame);
   }
   return { type: "invalid", code: "bad_request", message: JSON_FORMS };
 }

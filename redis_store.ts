@@ -41,6 +41,8 @@ import type {
 } from "./protocol.ts";
 import {
   eventBytes,
+  type HistoryPage,
+  type HistoryRequest,
   type Joined,
   type JoinRequest,
   type Log,
@@ -48,6 +50,7 @@ import {
   nickCandidates,
   nickKey,
   NoNickLeft,
+  pageBack,
   reconnectToken,
   type RoomStore,
   sameSecret,
@@ -468,6 +471,27 @@ export class RedisStore implements RoomStore {
         (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
       );
     })());
+  }
+
+  /**
+   * Older events from the room's stream (newest first, by XREVRANGE from
+   * `before` - 1), as far back as it keeps: `--history-size` events.
+   */
+  history(name: string, request: HistoryRequest): Promise<HistoryPage> {
+    this.#check();
+    const key = this.#keys(name).events;
+    return this.#track(pageBack(request, async (before, count) => {
+      if (before <= 1) return [];
+      const entries = await this.#command([
+        "XREVRANGE",
+        key,
+        `${before - 1}-0`,
+        "-",
+        "COUNT",
+        String(count),
+      ]) as [string, string[]][];
+      return entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
+    }));
   }
 
   /**

@@ -4,7 +4,10 @@
  * store follows (nick keys by confusable skeleton, random nicks, what an
  * event costs, reconnect tokens), and {@linkcode MemoryStore}, the default
  * store and the reference implementation that the contract tests
- * (store_contract_test.ts) hold every other store to.
+ * (store_contract_test.ts) hold every other store to, with
+ * {@linkcode RoomArchive}, what it writes through to when rooms must outlive
+ * the process (sqlite_store.ts), and {@linkcode pageBack}, how every store
+ * reads history back a page at a time.
  *
  * A leaf: it imports only the wire contract (protocol.ts). main.ts uses a
  * store; redis_store.ts implements one; neither imports the other.
@@ -70,6 +73,28 @@ export interface Joined {
   token: string;
 }
 
+/** A read of older events: what `history` is asked. */
+export interface HistoryRequest {
+  /** Only events with ids below this one. */
+  before: number;
+  /** At most this many events (the caller has checked it is sensible). */
+  limit: number;
+  /**
+   * Whether the reader may see an event (main.ts's one filter: direct
+   * messages only to their parties). Events it refuses are skipped, not
+   * counted, so a page is full whenever enough visible events are left.
+   */
+  visible: (event: RoomEvent) => boolean;
+}
+
+/** What a `history` read found. */
+export interface HistoryPage {
+  /** Oldest first, as a welcome's history. */
+  events: RoomEvent[];
+  /** Older visible events remain (a next read with `before` the first id). */
+  more: boolean;
+}
+
 /**
  * Everything about a room that outlives one message: its events (ids,
  * history, delivery), who is in it (nicks), and its lifetime. main.ts talks
@@ -110,6 +135,12 @@ export interface RoomStore {
   leave(room: string, owner: string, announce: boolean): Promise<void>;
   /** The room's members' nicks. */
   members(room: string): Promise<string[]>;
+  /**
+   * Up to `limit` visible events before `before`, of those the store still
+   * has: in memory and in Redis the live window, with an archive all it
+   * retains. Only for a room the reader is in.
+   */
+  history(room: string, request: HistoryRequest): Promise<HistoryPage>;
   /** Passes an event on to every subscriber now, keeping nothing. */
   notify(room: string, event: TypingEvent): void;
   /**
@@ -127,6 +158,74 @@ export interface RoomStore {
 
 /** What the store cannot do right now; the client is told `unavailable`. */
 export class StoreUnavailable extends Error {}
+
+/**
+ * Reads a history page through `older`, which gives up to `count` events
+ * with ids below `before`, newest first (fewer only when no more are kept).
+ * It reads on past events the reader may not see until it has `limit` + 1
+ * visible ones (the one more says whether `more` is true) or none are left:
+ * so a page is never short while older visible events exist, and paging
+ * with `before` = the first id of the last page visits each event once.
+ */
+export async function pageBack(
+  request: HistoryRequest,
+  older: (
+    before: number,
+    count: number,
+  ) => RoomEvent[] | Promise<RoomEvent[]>,
+): Promise<HistoryPage> {
+  const found: RoomEvent[] = [];
+  const batch = request.limit + 1;
+  let before = request.before;
+  while (found.length <= request.limit) {
+    const events = await older(before, batch);
+    for (const event of events) {
+      if (request.visible(event)) found.push(event);
+    }
+    if (events.length < batch) break;
+    before = events[events.length - 1].id;
+  }
+  return {
+    events: found.slice(0, request.limit).reverse(),
+    more: found.length > request.limit,
+  };
+}
+
+/** A room as an archive kept it: enough to carry on where it stopped. */
+export interface ArchivedRoom {
+  /** The room's epoch: a resume with it and a kept id has no gap. */
+  epoch: string;
+  /** The last id given out (retention may have dropped its event). */
+  lastId: number;
+  /** Its latest events, oldest first (at most the `limit` asked for). */
+  recent: RoomEvent[];
+}
+
+/**
+ * Where a {@linkcode MemoryStore} writes rooms through so that they outlive
+ * the process (sqlite_store.ts): each room's epoch, last id and events, and
+ * the reconnect tokens' key. Live membership is not kept: connections die
+ * with the process. All of it is synchronous (an embedded database): the
+ * store queues writes during a turn and commits them once at its end, and
+ * delivers and answers only after the commit, so an event anyone has seen
+ * is on disk.
+ */
+export interface RoomArchive {
+  /** The key of reconnect tokens, the same after a restart. */
+  readonly tokenKey: Uint8Array;
+  /** A room as kept, with up to `limit` recent events; undefined if never made. */
+  load(room: string, limit: number): ArchivedRoom | undefined;
+  /** Records a new room and its epoch (written with the next commit). */
+  create(room: string, epoch: string): void;
+  /** Queues an event of a room (written with the next commit). */
+  append(room: string, event: RoomEvent): void;
+  /** Writes what is queued in one transaction; throws if it could not. */
+  commit(): void;
+  /** Up to `count` kept events of the room with ids below `before`, newest first. */
+  older(room: string, before: number, count: number): RoomEvent[];
+  /** Commits what is queued and closes. */
+  close(): void;
+}
 
 /** `user-NNNNN`. */
 export function randomNick(): string {
@@ -211,6 +310,7 @@ interface NickHolder {
 }
 
 interface MemoryRoom {
+  name: string;
   /** Random, fixed for this room's life; tells resuming clients ids started over. */
   epoch: string;
   lastId: number;
@@ -225,38 +325,85 @@ interface MemoryRoom {
   listeners: Set<(event: LiveEvent) => void>;
 }
 
+/** What a {@linkcode MemoryStore} is made with. */
+export interface MemoryStoreOptions extends StoreOptions {
+  /** Where rooms are written through, to outlive the process. */
+  archive?: RoomArchive;
+  /** main.ts's logger (for an archive that fails). */
+  log?: Log;
+}
+
 /**
- * The default store: every room in this process's memory, gone with it. All
- * of its work is synchronous; the promises are for the interface's sake.
+ * How long a failed archive commit waits before it is tried again (the
+ * disk full, say); meanwhile the store is unavailable and nothing queued is
+ * delivered or lost.
+ */
+export const COMMIT_RETRY_MS = 1000;
+
+/**
+ * The default store: every room in this process's memory, gone with it,
+ * unless it writes through to a {@linkcode RoomArchive}. Its work is
+ * synchronous; without an archive the promises are for the interface's
+ * sake, with one they resolve once the turn's commit is done.
  */
 export class MemoryStore implements RoomStore {
   #rooms = new Map<string, MemoryRoom>();
-  #options: StoreOptions;
-  /** Keys the reconnect tokens: new for each store, so tokens die with it. */
-  #tokenKey = randomBytes(32);
+  #options: MemoryStoreOptions;
+  #archive?: RoomArchive;
+  /**
+   * Keys the reconnect tokens: new for each store, so tokens die with it,
+   * unless the archive keeps one.
+   */
+  #tokenKey: Uint8Array;
+  /** Events appended this turn, delivered once the archive has them. */
+  #unsent: [MemoryRoom, RoomEvent][] = [];
+  /** The next commit, and what waits for it. */
+  #commit?: {
+    cancel: () => void;
+    done: PromiseWithResolvers<void>;
+  };
+  /** The last commit failed (it is being retried). */
+  #failing = false;
 
-  constructor(options: StoreOptions) {
+  constructor(options: MemoryStoreOptions) {
     this.#options = options;
+    this.#archive = options.archive;
+    this.#tokenKey = this.#archive?.tokenKey ?? randomBytes(32);
   }
 
   hold(name: string): boolean {
     let room = this.#rooms.get(name);
     if (!room) {
       if (this.#rooms.size >= this.#options.maxRooms) return false;
-      room = {
-        epoch: crypto.randomUUID().slice(0, 8),
-        lastId: 0,
-        history: [],
-        historyBytes: 0,
-        nicks: new Map(),
-        owners: new Map(),
-        holds: 0,
-        listeners: new Set(),
-      };
+      room = this.#newRoom(name);
       this.#rooms.set(name, room);
     }
     room.holds++;
     return true;
+  }
+
+  /** A room as the archive kept it, or a new one (with a new epoch). */
+  #newRoom(name: string): MemoryRoom {
+    const room: MemoryRoom = {
+      name,
+      epoch: crypto.randomUUID().slice(0, 8),
+      lastId: 0,
+      history: [],
+      historyBytes: 0,
+      nicks: new Map(),
+      owners: new Map(),
+      holds: 0,
+      listeners: new Set(),
+    };
+    const kept = this.#archive?.load(name, this.#options.historySize);
+    if (!kept) {
+      this.#archive?.create(name, room.epoch);
+      return room;
+    }
+    room.epoch = kept.epoch;
+    room.lastId = kept.lastId;
+    for (const event of kept.recent) this.#keep(room, event);
+    return room;
   }
 
   release(name: string): void {
@@ -277,7 +424,7 @@ export class MemoryStore implements RoomStore {
     if (present) {
       present.connections++;
       const missed = missedSince();
-      return Promise.resolve({
+      return this.#durable({
         nick: present.nick,
         nickTaken: false,
         present: true,
@@ -317,7 +464,7 @@ export class MemoryStore implements RoomStore {
     };
     room.nicks.set(nickKey(nick), holder);
     room.owners.set(request.owner, holder);
-    return Promise.resolve({
+    return this.#durable({
       nick,
       nickTaken,
       present: false,
@@ -332,7 +479,7 @@ export class MemoryStore implements RoomStore {
   }
 
   append(name: string, body: NewEvent): Promise<RoomEvent> {
-    return Promise.resolve(this.#append(this.#room(name), body));
+    return this.#durable(this.#append(this.#room(name), body));
   }
 
   rename(
@@ -352,7 +499,7 @@ export class MemoryStore implements RoomStore {
     room.nicks.set(nickKey(to), holder);
     const renamed = this.#append(room, { type: "nick", from, to });
     holder.claimedId = renamed.id;
-    return Promise.resolve(renamed);
+    return this.#durable(renamed);
   }
 
   leave(name: string, owner: string, announce: boolean): Promise<void> {
@@ -365,7 +512,7 @@ export class MemoryStore implements RoomStore {
     if (!this.#endIfEmpty(name, room) && announce) {
       this.#append(room, { type: "leave", nick: holder.nick });
     }
-    return Promise.resolve();
+    return this.#durable(undefined);
   }
 
   members(name: string): Promise<string[]> {
@@ -373,6 +520,43 @@ export class MemoryStore implements RoomStore {
     return Promise.resolve(
       room ? [...room.nicks.values()].map((member) => member.nick) : [],
     );
+  }
+
+  history(name: string, request: HistoryRequest): Promise<HistoryPage> {
+    const room = this.#room(name);
+    return pageBack(request, (before, count) => {
+      // The live window first, then (below its oldest) the archive's.
+      const history = room.history;
+      const end = firstAtOrAbove(history, before);
+      const found = history.slice(Math.max(0, end - count), end).reverse();
+      if (found.length === count || !this.#archive) return found;
+      const floor = Math.min(before, history[0]?.id ?? room.lastId + 1);
+      return found.concat(
+        this.#archive.older(name, floor, count - found.length),
+      );
+    });
+  }
+
+  available(): boolean {
+    return !this.#failing;
+  }
+
+  close(): Promise<void> {
+    if (!this.#archive) return Promise.resolve();
+    const commit = this.#commit;
+    this.#commit = undefined;
+    commit?.cancel();
+    try {
+      this.#archive.close(); // commits what is queued first
+      commit?.done.resolve();
+    } catch (error) {
+      this.#options.log?.("error", "archive_failed", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+      commit?.done.reject(new StoreUnavailable("the store is closed"));
+    }
+    this.#unsent = [];
+    return Promise.resolve();
   }
 
   notify(name: string, event: TypingEvent): void {
@@ -406,6 +590,19 @@ export class MemoryStore implements RoomStore {
 
   #append(room: MemoryRoom, body: NewEvent): RoomEvent {
     const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
+    this.#keep(room, event);
+    if (!this.#archive) {
+      for (const onEvent of room.listeners) onEvent(event);
+      return event;
+    }
+    this.#archive.append(room.name, event);
+    this.#unsent.push([room, event]);
+    this.#scheduleCommit(0);
+    return event;
+  }
+
+  /** Puts an event in the live window, dropping the oldest beyond its bounds. */
+  #keep(room: MemoryRoom, event: RoomEvent): void {
     const { historySize, maxHistoryBytes } = this.#options;
     room.history.push(event);
     room.historyBytes += eventBytes(event);
@@ -415,8 +612,65 @@ export class MemoryStore implements RoomStore {
     ) {
       room.historyBytes -= eventBytes(room.history.shift()!);
     }
-    for (const onEvent of room.listeners) onEvent(event);
-    return event;
+  }
+
+  /**
+   * `value` once this turn's writes are committed (at once without an
+   * archive): an event is delivered, and its sender answered, only when it
+   * is on disk.
+   */
+  #durable<T>(value: T): Promise<T> {
+    if (!this.#archive || !this.#commit) return Promise.resolve(value);
+    return this.#commit.done.promise.then(() => value);
+  }
+
+  /**
+   * One commit for everything appended in this turn (setImmediate runs
+   * after the turn's I/O callbacks: every frame read in it), or after
+   * `delayMs` when retrying.
+   */
+  #scheduleCommit(delayMs: number): void {
+    if (this.#commit) return;
+    const done = Promise.withResolvers<void>();
+    done.promise.catch(() => {}); // a waiter may be gone (closed store)
+    this.#commit = { cancel: this.#later(delayMs), done };
+  }
+
+  /** Calls `#flush` after `delayMs`, or at the end of the turn; returns a cancel. */
+  #later(delayMs: number): () => void {
+    if (delayMs > 0) {
+      const timer = setTimeout(() => this.#flush(), delayMs);
+      return () => clearTimeout(timer);
+    }
+    const immediate = setImmediate(() => this.#flush());
+    return () => clearImmediate(immediate);
+  }
+
+  /** Commits, then delivers what was committed; on failure, retries later. */
+  #flush(): void {
+    const commit = this.#commit!;
+    this.#commit = undefined;
+    try {
+      this.#archive!.commit();
+    } catch (error) {
+      if (!this.#failing) {
+        this.#options.log?.("error", "archive_failed", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
+      this.#failing = true;
+      this.#commit = commit;
+      commit.cancel = this.#later(COMMIT_RETRY_MS);
+      return;
+    }
+    if (this.#failing) this.#options.log?.("info", "archive_up", {});
+    this.#failing = false;
+    const unsent = this.#unsent;
+    this.#unsent = [];
+    for (const [room, event] of unsent) {
+      for (const onEvent of room.listeners) onEvent(event);
+    }
+    commit.done.resolve();
   }
 
   /**
@@ -452,6 +706,18 @@ export class MemoryStore implements RoomStore {
   #token(name: string, room: MemoryRoom, holder: NickHolder): string {
     return reconnectToken(this.#tokenKey, name, room.epoch, holder.joinedId);
   }
+}
+
+/** The index of the first event with an id of at least `id` (binary search). */
+function firstAtOrAbove(events: RoomEvent[], id: number): number {
+  let low = 0;
+  let high = events.length;
+  while (low < high) {
+    const middle = (low + high) >> 1;
+    if (events[middle].id < id) low = middle + 1;
+    else high = middle;
+  }
+  return low;
 }
 
 /**

@@ -466,6 +466,7 @@ export async function eventually(
 export function cli(
   args: string[],
   stderr: "piped" | "null" = "piped",
+  permissions: string[] = [],
 ): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -473,6 +474,7 @@ export function cli(
       "--allow-net",
       "--allow-env",
       "--allow-read",
+      ...permissions,
       "main.ts",
       ...args,
     ],
@@ -484,14 +486,17 @@ export function cli(
 }
 
 /** Starts the CLI on free loopback ports and reads them from its first line. */
-export async function startCli(extra: string[] = []): Promise<{
+export async function startCli(
+  extra: string[] = [],
+  permissions: string[] = [],
+): Promise<{
   child: Deno.ChildProcess;
   lines: ReadableStreamDefaultReader<string>;
   port: number;
   wsPort: number;
 }> {
   const args = ["--hostname", "127.0.0.1", "--port", "0", "--ws-port", "0"];
-  const child = cli([...args, ...extra], "null").spawn();
+  const child = cli([...args, ...extra], "null", permissions).spawn();
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
   while (!out.includes("\n")) {

@@ -1,0 +1,362 @@
+/**
+ * The embedded, durable room store behind `--data FILE`: rooms.ts's
+ * {@linkcode MemoryStore} writing through to a SQLite file (Deno's built-in
+ * `node:sqlite`, no dependency). Loaded by main.ts only with `--data`.
+ *
+ * What the file keeps (live membership is not kept: connections die with the
+ * process, and nobody is in a room after a restart):
+ *
+ * - `rooms`: per room, a small integer key, its name, its epoch and the last
+ *   event id given out;
+ * - `events`: every event, keyed by (room key, id), with its time and its
+ *   JSON as sent to clients; trimmed in the background by `retainEvents`
+ *   per room and `retainDays`;
+ * - `meta`: the reconnect tokens' key, so tokens outlive a restart.
+ *
+ * Writes are grouped: the store queues a turn's events and commits them in
+ * one transaction at the end of the turn, and only then delivers them, so
+ * once a sender has its own message back it is in the file (WAL mode: a
+ * commit is an append to the `-wal` file, which a `kill -9` cannot undo).
+ * With `synchronous=NORMAL` (the default) the WAL is not fsynced at each
+ * commit, so a power cut or kernel crash may lose the last commits (never
+ * the file's consistency); `synchronous=FULL` fsyncs every commit.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { randomBytes } from "node:crypto";
+import type { RoomEvent } from "./protocol.ts";
+import {
+  type ArchivedRoom,
+  type Log,
+  MemoryStore,
+  type RoomArchive,
+  type StoreFactory,
+  type StoreOptions,
+} from "./rooms.ts";
+
+/** What {@linkcode SqliteStore.connect} needs. */
+export interface SqliteStoreOptions extends StoreOptions {
+  /** The database file (made, with its directory, if missing). */
+  path: string;
+  /** Events kept per room; older ones are trimmed in the background. */
+  retainEvents: number;
+  /** Days an event is kept (0: for ever). */
+  retainDays: number;
+  /** SQLite's `synchronous` (see the module's notes). @default {"normal"} */
+  sync?: "normal" | "full";
+  /** main.ts's logger. */
+  log?: Log;
+}
+
+/** `PRAGMA application_id`: marks a file as deno-chat's ("dcht"). */
+const APPLICATION_ID = 0x64636874;
+/** The schema's version (`PRAGMA user_version`). */
+const SCHEMA_VERSION = 1;
+/** How often retention runs when it has nothing left over, in ms. */
+export const RETENTION_SWEEP_MS = 60_000;
+/**
+ * Rows one retention step deletes at most (a few ms of work), so trimming a
+ * big backlog never holds the event loop for long; the next step follows
+ * after {@linkcode RETENTION_STEP_MS}.
+ */
+export const RETENTION_STEP_ROWS = 5_000;
+/** The pause between retention steps while a backlog is being trimmed. */
+export const RETENTION_STEP_MS = 50;
+/** How long a statement waits for a lock held by another process (a backup). */
+const BUSY_TIMEOUT_MS = 5_000;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+const SCHEMA = `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+  CREATE TABLE rooms (
+    key INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    epoch TEXT NOT NULL,
+    last_id INTEGER NOT NULL
+  );
+  CREATE TABLE events (
+    room INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+  ) WITHOUT ROWID;
+  PRAGMA application_id = ${APPLICATION_ID};
+  PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+/** A room this process has touched: its key and what is to be written. */
+interface KnownRoom {
+  key: number;
+  lastId: number;
+  /** Made in this turn: its row is inserted with the next commit. */
+  epoch?: string;
+  dirty: boolean;
+}
+
+/** A data file that cannot be used: main.ts prints it as one line. */
+export class DataFileError extends Error {}
+
+/** The rooms archive in a SQLite file (see the module's notes). */
+export class SqliteArchive implements RoomArchive {
+  readonly tokenKey: Uint8Array;
+  #db: DatabaseSync;
+  #options: SqliteStoreOptions;
+  #known = new Map<string, KnownRoom>();
+  #nextKey: number;
+  #rows: [room: number, id: number, ts: number, event: string][] = [];
+  #sql: Record<
+    | "room"
+    | "insertRoom"
+    | "setLast"
+    | "insertEvent"
+    | "recent"
+    | "older"
+    | "allRooms"
+    | "oldest"
+    | "trimTo"
+    | "firstTimes",
+    StatementSync
+  >;
+  #retention?: ReturnType<typeof setTimeout>;
+  #closed = false;
+
+  private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
+    this.#db = db;
+    this.#options = options;
+    const prepare = (sql: string) => db.prepare(sql);
+    this.#sql = {
+      room: prepare("SELECT key, epoch, last_id FROM rooms WHERE name = ?"),
+      insertRoom: prepare(
+        "INSERT INTO rooms (key, name, epoch, last_id) VALUES (?, ?, ?, ?)",
+      ),
+      setLast: prepare("UPDATE rooms SET last_id = ? WHERE key = ?"),
+      insertEvent: prepare(
+        "INSERT INTO events (room, id, ts, event) VALUES (?, ?, ?, ?)",
+      ),
+      recent: prepare(
+        "SELECT event FROM events WHERE room = ? ORDER BY id DESC LIMIT ?",
+      ),
+      older: prepare(
+        "SELECT event FROM events WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+      ),
+      allRooms: prepare("SELECT key, last_id FROM rooms"),
+      oldest: prepare("SELECT min(id) AS id FROM events WHERE room = ?"),
+      trimTo: prepare("DELETE FROM events WHERE room = ? AND id <= ?"),
+      firstTimes: prepare(
+        "SELECT id, ts FROM events WHERE room = ? ORDER BY id LIMIT ?",
+      ),
+    };
+    this.#nextKey = Number(
+      db.prepare("SELECT max(key) AS key FROM rooms").get()?.key ?? 0,
+    ) + 1;
+    this.tokenKey = db.prepare("SELECT value FROM meta WHERE key = 'token_key'")
+      .get()!.value as Uint8Array;
+    this.#scheduleRetention(RETENTION_SWEEP_MS);
+  }
+
+  /**
+   * Opens (or makes) the file and proves it usable: an SQLite file of ours
+   * (or a new one) that this process can write. Anything else throws a
+   * {@linkcode DataFileError} with one line saying why, never an empty chat
+   * in place of the history.
+   */
+  static open(options: SqliteStoreOptions): SqliteArchive {
+    const { path } = options;
+    let db: DatabaseSync | undefined;
+    try {
+      const slash = path.lastIndexOf("/");
+      if (slash > 0) Deno.mkdirSync(path.slice(0, slash), { recursive: true });
+      db = new DatabaseSync(path);
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const id = Number(
+        db.prepare("PRAGMA application_id").get()!
+          .application_id,
+      );
+      const tables = Number(
+        db.prepare("SELECT count(*) AS n FROM sqlite_schema").get()!.n,
+      );
+      if (id === 0 && tables > 0) {
+        throw new DataFileError("an SQLite file, but not deno-chat's");
+      }
+      if (id !== 0 && id !== APPLICATION_ID) {
+        throw new DataFileError("an SQLite file, but not deno-chat's");
+      }
+      const version = Number(
+        db.prepare("PRAGMA user_version").get()!
+          .user_version,
+      );
+      if (id === APPLICATION_ID && version !== SCHEMA_VERSION) {
+        throw new DataFileError(
+          `made by another version of deno-chat (schema ${version}, this one reads ${SCHEMA_VERSION})`,
+        );
+      }
+      // WAL: a commit appends to the log (no rewrite of pages in place), and
+      // readers (a backup) do not block the writer.
+      const mode = db.prepare("PRAGMA journal_mode = WAL").get()!.journal_mode;
+      if (mode !== "wal") {
+        throw new DataFileError(`cannot use WAL mode (got ${mode})`);
+      }
+      db.exec(`PRAGMA synchronous = ${options.sync ?? "normal"}`);
+      db.exec("BEGIN IMMEDIATE");
+      if (id === 0) db.exec(SCHEMA);
+      db.prepare(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('token_key', ?)",
+      ).run(randomBytes(32));
+      // A write at every start: a file we could read but not write fails
+      // here, not at the first message.
+      db.prepare(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?)",
+      ).run(Date.now());
+      db.exec("COMMIT");
+      return new SqliteArchive(db, options);
+    } catch (error) {
+      try {
+        db?.close();
+      } catch {
+        // already failed
+      }
+      const why = error instanceof Error ? error.message : String(error);
+      throw new DataFileError(`cannot use --data ${path}: ${firstLine(why)}`);
+    }
+  }
+
+  load(room: string, limit: number): ArchivedRoom | undefined {
+    const known = this.#known.get(room);
+    if (known?.epoch !== undefined || known?.dirty) this.commit();
+    const row = this.#sql.room.get(room);
+    if (!row) return undefined;
+    const key = Number(row.key);
+    const lastId = Number(row.last_id);
+    this.#known.set(room, { key, lastId, dirty: false });
+    const recent = this.#sql.recent.all(key, limit)
+      .map((row) => JSON.parse(row.event as string) as RoomEvent)
+      .reverse();
+    return { epoch: String(row.epoch), lastId, recent };
+  }
+
+  create(room: string, epoch: string): void {
+    this.#known.set(room, {
+      key: this.#nextKey++,
+      lastId: 0,
+      epoch,
+      dirty: true,
+    });
+  }
+
+  append(room: string, event: RoomEvent): void {
+    const known = this.#known.get(room);
+    if (!known) throw new Error(`no room ${room} in the archive`);
+    known.lastId = event.id;
+    known.dirty = true;
+    this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
+  }
+
+  commit(): void {
+    if (this.#closed) throw new Error("the data file is closed");
+    const dirty = [...this.#known.entries()].filter(([, room]) => room.dirty);
+    if (dirty.length === 0 && this.#rows.length === 0) return;
+    const sql = this.#sql;
+    this.#db.exec("BEGIN");
+    try {
+      for (const [name, room] of dirty) {
+        if (room.epoch !== undefined) {
+          sql.insertRoom.run(room.key, name, room.epoch, room.lastId);
+        } else sql.setLast.run(room.lastId, room.key);
+      }
+      for (const row of this.#rows) sql.insertEvent.run(...row);
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      // Nothing of this transaction is kept; it is all tried again.
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      throw error;
+    }
+    this.#rows = [];
+    for (const [, room] of dirty) {
+      room.epoch = undefined;
+      room.dirty = false;
+    }
+  }
+
+  older(room: string, before: number, count: number): RoomEvent[] {
+    const known = this.#known.get(room);
+    if (!known) return [];
+    return this.#sql.older.all(known.key, before, count)
+      .map((row) => JSON.parse(row.event as string) as RoomEvent);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#retention);
+    try {
+      this.commit();
+    } finally {
+      this.#closed = true;
+      this.#db.close();
+    }
+  }
+
+  /**
+   * One step of retention: deletes at most `budget` rows, the oldest beyond
+   * `retainEvents` per room and those older than `retainDays`; returns how
+   * many it deleted (the budget used up means there may be more). Exposed
+   * for tests, which pass their own `now`.
+   */
+  trim(now = Date.now(), budget = RETENTION_STEP_ROWS): number {
+    const { retainEvents, retainDays } = this.#options;
+    const sql = this.#sql;
+    let deleted = 0;
+    this.commit();
+    for (const row of sql.allRooms.all()) {
+      if (deleted >= budget) break;
+      const key = Number(row.key);
+      const oldest = Number(sql.oldest.get(key)?.id ?? NaN);
+      if (Number.isNaN(oldest)) continue;
+      let upTo = Number(row.last_id) - retainEvents;
+      if (retainDays > 0) {
+        const cutoff = now - retainDays * DAY_MS;
+        // Events are in time order by id: the expired ones are a prefix.
+        for (const event of sql.firstTimes.iterate(key, budget - deleted)) {
+          if (Number(event.ts) >= cutoff) break;
+          upTo = Math.max(upTo, Number(event.id));
+        }
+      }
+      upTo = Math.min(upTo, oldest + (budget - deleted) - 1);
+      if (upTo < oldest) continue;
+      deleted += Number(sql.trimTo.run(key, upTo).changes);
+    }
+    return deleted;
+  }
+
+  #scheduleRetention(ms: number): void {
+    this.#retention = setTimeout(() => {
+      let more = false;
+      try {
+        more = this.trim() >= RETENTION_STEP_ROWS;
+      } catch (error) {
+        this.#options.log?.("error", "retention_failed", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
+      if (!this.#closed) {
+        this.#scheduleRetention(more ? RETENTION_STEP_MS : RETENTION_SWEEP_MS);
+      }
+    }, ms);
+  }
+}
+
+function firstLine(text: string): string {
+  return text.split("\n")[0];
+}
+
+/** Opens the file and returns a {@linkcode MemoryStore} writing through to it. */
+export const SqliteStore: StoreFactory<SqliteStoreOptions> = {
+  connect(options: SqliteStoreOptions) {
+    const archive = SqliteArchive.open(options);
+    return Promise.resolve(
+      new MemoryStore({ ...options, archive, log: options.log }),
+    );
+  },
+};
