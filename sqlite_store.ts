@@ -6,8 +6,10 @@
  * What the file keeps (live membership is not kept: connections die with the
  * process, and nobody is in a room after a restart):
  *
- * - `rooms`: per room, a small integer key, its name, its epoch and the last
- *   event id given out;
+ * - `rooms`: per room, a small integer key, its name, its epoch and, once
+ *   retention has trimmed it, the last event id given out (otherwise that is
+ *   its newest event's: not written at every commit, which would cost a
+ *   second page per commit);
  * - `events`: every event, keyed by (room key, id), with its time and its
  *   JSON as sent to clients; trimmed in the background by `retainEvents`
  *   per room and `retainDays`;
@@ -90,10 +92,8 @@ const SCHEMA = `
 /** A room this process has touched: its key and what is to be written. */
 interface KnownRoom {
   key: number;
-  lastId: number;
   /** Made in this turn: its row is inserted with the next commit. */
   epoch?: string;
-  dirty: boolean;
 }
 
 /** A data file that cannot be used: main.ts prints it as one line. */
@@ -105,12 +105,15 @@ export class SqliteArchive implements RoomArchive {
   #db: DatabaseSync;
   #options: SqliteStoreOptions;
   #known = new Map<string, KnownRoom>();
+  /** Rooms made since the last commit (their rows are to be inserted). */
+  #made = new Map<string, KnownRoom>();
   #nextKey: number;
   #rows: [room: number, id: number, ts: number, event: string][] = [];
   #sql: Record<
     | "room"
     | "insertRoom"
-    | "setLast"
+    | "keepLast"
+    | "newest"
     | "insertEvent"
     | "recent"
     | "older"
@@ -132,7 +135,10 @@ export class SqliteArchive implements RoomArchive {
       insertRoom: prepare(
         "INSERT INTO rooms (key, name, epoch, last_id) VALUES (?, ?, ?, ?)",
       ),
-      setLast: prepare("UPDATE rooms SET last_id = ? WHERE key = ?"),
+      keepLast: prepare(
+        "UPDATE rooms SET last_id = max(last_id, (SELECT max(id) FROM events WHERE room = ?1)) WHERE key = ?1",
+      ),
+      newest: prepare("SELECT max(id) AS id FROM events WHERE room = ?"),
       insertEvent: prepare(
         "INSERT INTO events (room, id, ts, event) VALUES (?, ?, ?, ?)",
       ),
@@ -224,13 +230,13 @@ export class SqliteArchive implements RoomArchive {
   }
 
   load(room: string, limit: number): ArchivedRoom | undefined {
-    const known = this.#known.get(room);
-    if (known?.epoch !== undefined || known?.dirty) this.commit();
+    this.commit(); // what is queued first (the room may have ended and come back)
     const row = this.#sql.room.get(room);
     if (!row) return undefined;
     const key = Number(row.key);
-    const lastId = Number(row.last_id);
-    this.#known.set(room, { key, lastId, dirty: false });
+    const newest = Number(this.#sql.newest.get(key)?.id ?? 0);
+    const lastId = Math.max(Number(row.last_id), newest);
+    this.#known.set(room, { key });
     const recent = this.#sql.recent.all(key, limit)
       .map((row) => JSON.parse(row.event as string) as RoomEvent)
       .reverse();
@@ -238,33 +244,26 @@ export class SqliteArchive implements RoomArchive {
   }
 
   create(room: string, epoch: string): void {
-    this.#known.set(room, {
-      key: this.#nextKey++,
-      lastId: 0,
-      epoch,
-      dirty: true,
-    });
+    const made = { key: this.#nextKey++, epoch };
+    this.#known.set(room, made);
+    this.#made.set(room, made);
   }
 
   append(room: string, event: RoomEvent): void {
     const known = this.#known.get(room);
     if (!known) throw new Error(`no room ${room} in the archive`);
-    known.lastId = event.id;
-    known.dirty = true;
     this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
   }
 
   commit(): void {
     if (this.#closed) throw new Error("the data file is closed");
-    const dirty = [...this.#known.entries()].filter(([, room]) => room.dirty);
-    if (dirty.length === 0 && this.#rows.length === 0) return;
+    const made = this.#made;
+    if (made.size === 0 && this.#rows.length === 0) return;
     const sql = this.#sql;
     this.#db.exec("BEGIN");
     try {
-      for (const [name, room] of dirty) {
-        if (room.epoch !== undefined) {
-          sql.insertRoom.run(room.key, name, room.epoch, room.lastId);
-        } else sql.setLast.run(room.lastId, room.key);
+      for (const [name, room] of made) {
+        sql.insertRoom.run(room.key, name, room.epoch!, 0);
       }
       for (const row of this.#rows) sql.insertEvent.run(...row);
       this.#db.exec("COMMIT");
@@ -274,10 +273,8 @@ export class SqliteArchive implements RoomArchive {
       throw error;
     }
     this.#rows = [];
-    for (const [, room] of dirty) {
-      room.epoch = undefined;
-      room.dirty = false;
-    }
+    for (const room of made.values()) room.epoch = undefined;
+    made.clear();
   }
 
   older(room: string, before: number, count: number): RoomEvent[] {
@@ -314,7 +311,11 @@ export class SqliteArchive implements RoomArchive {
       const key = Number(row.key);
       const oldest = Number(sql.oldest.get(key)?.id ?? NaN);
       if (Number.isNaN(oldest)) continue;
-      let upTo = Number(row.last_id) - retainEvents;
+      const last = Math.max(
+        Number(row.last_id),
+        Number(sql.newest.get(key)?.id ?? 0),
+      );
+      let upTo = last - retainEvents;
       if (retainDays > 0) {
         const cutoff = now - retainDays * DAY_MS;
         // Events are in time order by id: the expired ones are a prefix.
@@ -325,6 +326,7 @@ export class SqliteArchive implements RoomArchive {
       }
       upTo = Math.min(upTo, oldest + (budget - deleted) - 1);
       if (upTo < oldest) continue;
+      sql.keepLast.run(key); // the last id given out, before its event goes
       deleted += Number(sql.trimTo.run(key, upTo).changes);
     }
     return deleted;

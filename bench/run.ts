@@ -12,6 +12,8 @@
  *          [--servers reference,bun,ours] [--protocols text,json] [--json]
  *        deno task bench --redis     # (b) and (d): in memory vs two
  *                                    # processes sharing rooms through Redis
+ *        deno task bench --data      # (a), (b) and (e): in memory vs
+ *                                    # `--data` (a SQLite file in a tmp dir)
  *
  * @module
  */
@@ -78,7 +80,8 @@ type Metric =
   | "p99"
   | "max"
   | "rssPerConnBytes"
-  | "clientCpuShare";
+  | "clientCpuShare"
+  | "cpuUsPerMessage";
 
 /** What the throughput scenarios (a) and (b) report. */
 const THROUGHPUT_METRICS: Metric[] = [
@@ -125,6 +128,15 @@ const SCENARIOS: Scenario[] = [
     ],
     metrics: ["p50", "p99", "max", "lost", "cpuUsPerDelivery"],
   },
+  {
+    id: "e",
+    title:
+      "(e) 10,000 messages into one room, 2 clients: server CPU per message",
+    // Two clients: per-message work (ids, history, the --data commit)
+    // dominates, not fan-out.
+    args: ["--clients=2", "--senders=1", "--messages=10000"],
+    metrics: ["cpuUsPerMessage", "deliveredPerS", "p99", "lost"],
+  },
 ];
 
 const METRIC_LABEL: Record<Metric, string> = {
@@ -136,6 +148,7 @@ const METRIC_LABEL: Record<Metric, string> = {
   max: "max ms",
   rssPerConnBytes: "RSS B/conn",
   clientCpuShare: "client CPU %",
+  cpuUsPerMessage: "srv CPU µs/msg",
 };
 
 function pick(r: LoadReport, m: Metric): number {
@@ -156,14 +169,22 @@ function pick(r: LoadReport, m: Metric): number {
       return r.server.rssPerConnBytes;
     case "clientCpuShare":
       return 100 * r.client.cpuShare;
+    case "cpuUsPerMessage": {
+      const sent = r.config.senders * r.config.messages;
+      return sent > 0 ? r.server.cpuS * 1e6 / sent : NaN;
+    }
   }
 }
 
 /** A server build and protocol measured as one column. */
 interface Target {
   name: string;
-  /** `redis`: two main.ts processes and a redis-server, clients split. */
-  server: "reference" | "bun" | "ours" | "redis";
+  /**
+   * `redis`: two main.ts processes and a redis-server, clients split;
+   * `data`: main.ts with `--data` in a fresh tmp dir (`data-full`: and
+   * `--data-sync full`).
+   */
+  server: "reference" | "bun" | "ours" | "redis" | "data" | "data-full";
   protocol: "text" | "json";
 }
 
@@ -175,6 +196,10 @@ const ALL_TARGETS: Target[] = [
   { name: "ours/json", server: "ours", protocol: "json" },
   { name: "redis/text", server: "redis", protocol: "text" },
   { name: "redis/json", server: "redis", protocol: "json" },
+  { name: "data/text", server: "data", protocol: "text" },
+  { name: "data/json", server: "data", protocol: "json" },
+  { name: "data-full/text", server: "data-full", protocol: "text" },
+  { name: "data-full/json", server: "data-full", protocol: "json" },
 ];
 
 function log(s: string): void {
@@ -362,6 +387,32 @@ async function startRedisCluster(): Promise<Running> {
 
 const OURS_TARGET: Target = { name: "ours", server: "ours", protocol: "text" };
 
+/**
+ * Our server with `--data` on a new file in a fresh tmp dir (so every
+ * measurement starts from an empty file), removed when it stops.
+ */
+async function startWithData(full: boolean): Promise<Running> {
+  const dir = await Deno.makeTempDir({ prefix: "chat-bench-data-" });
+  const remove = () => Deno.remove(dir, { recursive: true }).catch(() => {});
+  try {
+    const running = await startServer(OURS_TARGET, "", [
+      "--data",
+      `${dir}/chat.db`,
+      ...(full ? ["--data-sync", "full"] : []),
+    ]);
+    return {
+      ...running,
+      stop: async () => {
+        await running.stop();
+        await remove();
+      },
+    };
+  } catch (e) {
+    await remove();
+    throw e;
+  }
+}
+
 /** Starts a server of `target`'s kind and waits until `/healthz` answers. */
 async function startServer(
   target: Target,
@@ -369,6 +420,9 @@ async function startServer(
   extra: string[] = [],
 ): Promise<Running> {
   if (target.server === "redis") return await startRedisCluster();
+  if (target.server === "data" || target.server === "data-full") {
+    return await startWithData(target.server === "data-full");
+  }
   const port = freePort();
   const wsPort = freePort();
   const common = [
@@ -555,6 +609,14 @@ function targetChecks(m: Medians): string[][] {
       1.1 * refCpu,
     );
     check(`(${s}) text lost = 0`, get(s, "ours/text", "lost"), 0);
+    for (const p of ["text", "json"]) {
+      check(
+        `(${s}) --data ${p} CPU/deliv ≤ 1.15× in memory`,
+        get(s, `data/${p}`, "cpuUsPerDelivery"),
+        1.15 * get(s, `ours/${p}`, "cpuUsPerDelivery"),
+      );
+      check(`(${s}) --data ${p} lost = 0`, get(s, `data/${p}`, "lost"), 0);
+    }
   }
   for (const p of ["text", "json"]) {
     check(
@@ -579,6 +641,7 @@ async function main(): Promise<void> {
       runs: { type: "string", default: String(DEFAULT_RUNS) },
       servers: { type: "string" },
       redis: { type: "boolean", default: false },
+      data: { type: "boolean", default: false },
       protocols: { type: "string", default: "text,json" },
       workers: { type: "string", default: String(DEFAULT_WORKERS) },
       json: { type: "boolean", default: false },
@@ -595,12 +658,18 @@ async function main(): Promise<void> {
   }
   // --redis: (b) and (d), one in-memory process against two processes and
   // a redis-server, unless --scenario or --servers say otherwise.
-  const scenarioIds = values.scenario ?? (values.redis ? "b,d" : "a,b,c,d");
+  // --data: (a), (b) and (e), in memory against --data.
+  const scenarioIds = values.scenario ??
+    (values.redis ? "b,d" : values.data ? "a,b,e" : "a,b,c,d");
   const scenarios = SCENARIOS.filter((s) =>
     scenarioIds.split(",").includes(s.id)
   );
   const servers = (values.servers ??
-    (values.redis ? "ours,redis" : "reference,bun,ours")).split(",");
+    (values.redis
+      ? "ours,redis"
+      : values.data
+      ? "ours,data"
+      : "reference,bun,ours")).split(",");
   const protocols = values.protocols.split(",");
   let targets = ALL_TARGETS.filter((t) =>
     servers.includes(t.server) && protocols.includes(t.protocol)
@@ -697,6 +766,9 @@ async function main(): Promise<void> {
     ratio("ours/json ÷ bun/json", "ours/json", "bun/json");
     ratio("redis/text ÷ ours/text", "redis/text", "ours/text");
     ratio("redis/json ÷ ours/json", "redis/json", "ours/json");
+    ratio("data/text ÷ ours/text", "data/text", "ours/text");
+    ratio("data/json ÷ ours/json", "data/json", "ours/json");
+    ratio("data-full/json ÷ ours/json", "data-full/json", "ours/json");
     out.push(`${s.title} — medians of ${runs} run(s)`, table(rows), "");
   }
   const checks = targetChecks(medians);
