@@ -415,6 +415,10 @@ const FLAG_CASES: Record<
     redis: "redis://127.0.0.1:6380",
   }],
   roomTtl: [["--room-ttl=60"], { roomTtl: 60 }],
+  data: [["--data", "chat.db"], { data: "chat.db" }],
+  retainEvents: [["--retain-events", "500"], { retainEvents: 500 }],
+  retainDays: [["--retain-days", "30"], { retainDays: 30 }],
+  dataSync: [["--data-sync", "full"], { dataSync: "full" }],
   reusePort: [["--reuse-port"], { reusePort: true }],
   quiet: [["--quiet"], { quiet: true }],
 };
