@@ -356,6 +356,14 @@ export const SLOW_CONSUMER_SWEEP_MS = 250;
 export const FORGET_BUCKETS_MS = 10_000;
 /** How long shutdown waits for clients to finish the close handshake. */
 export const SHUTDOWN_GRACE_MS = 1000;
+/**
+ * At shutdown, a client that sent a frame in the last
+ * {@linkcode RECENT_SENDER_MS} is closed right after its next one, or when
+ * this has passed: see `stop`.
+ */
+export const SHUTDOWN_SENDER_WAIT_MS = 400;
+/** A client that sent a frame this recently counts as sending (see `stop`). */
+export const RECENT_SENDER_MS = 5000;
 /** After a signal, the CLI exits by this time whatever is still open. */
 export const EXIT_DEADLINE_MS = 1800;
 
@@ -363,9 +371,18 @@ export const EXIT_DEADLINE_MS = 1800;
 // Process state: one object, made by startChat
 // ---------------------------------------------------------------------------
 
-/** One connected client. Kept small: there may be many thousands. */
+/**
+ * Where a connection is in its life. `opening`: upgraded (or moving to
+ * another room with `/join`), holding a place in its room; `joining`: the
+ * store is taking it in; `joined`: a member, in its room's delivery;
+ * `gone`: out (see {@linkcode removeClient}, the one way out).
+ */
+type Phase = "opening" | "joining" | "joined" | "gone";
+
+/** One connection. Kept small: there may be many thousands. */
 interface Client {
   socket: WebSocket;
+  phase: Phase;
   /** The store's name for this connection (its nick's holder). */
   owner: string;
   /** Empty until the join completes. */
@@ -378,22 +395,26 @@ interface Client {
   refilledAt: number;
   /** Rate-limited messages in a row. */
   drops: number;
+  /** When its last frame came (shutdown closes a sender between frames). */
+  lastFrameAt: number;
   /** It came with a session: its owner is the person, not the socket. */
   session: boolean;
   /** Id of the event that gave its person its nick (see `visibleTo`). */
-  claimId: number;
+  claimedId: number;
   /** When its last typing notice went to the room. */
   typingAt: number;
-  /** A join, `/nick` or `/who` is waiting on the store; frames queue. */
-  busy: boolean;
-  /** Frames that arrived while busy, handled in order once it is not. */
+  /** A join, `/nick`, `/who` or `/msg` is with the store: frames queue. */
+  waitingOnStore: boolean;
+  /** Frames that came while it waited on the store, handled in order after. */
   backlog: string[];
-  /** Set while it joins: what it will be sent first (see {@linkcode admit}). */
-  arriving?: Arriving;
+  /** While it joins: its welcome and what came meanwhile (see `admit`). */
+  welcome?: PendingWelcome;
+  /** Gives up on a socket that never opens (see `openTimeout`). */
+  openTimer?: ReturnType<typeof setTimeout>;
 }
 
 /** A joining client's welcome, and the room's events that came meanwhile. */
-interface Arriving {
+interface PendingWelcome {
   /** Events delivered since its join began, in id order. */
   events: RoomEvent[];
   /** The store's answer, once it has come. */
@@ -416,7 +437,7 @@ interface LocalRoom {
   /** The last event id delivered here. */
   deliveredId: number;
   /** Clients joining: they get the room's events after their welcome. */
-  arriving: Set<Client>;
+  joining: Set<Client>;
   /** Connections here, joined or on the way; at 0 the local room ends. */
   connections: number;
   unsubscribe: () => void;
@@ -426,7 +447,7 @@ interface LocalRoom {
 interface ChatState {
   settings: Settings;
   store: RoomStore;
-  /** Joined clients, keyed by socket. */
+  /** Every connection from upgrade until it is gone, keyed by socket. */
   clients: Map<WebSocket, Client>;
   /** This process's rooms, by name. */
   rooms: Map<string, LocalRoom>;
@@ -434,20 +455,18 @@ interface ChatState {
   roomsWithPending: Set<LocalRoom>;
   flushScheduled?: ReturnType<typeof setImmediate>;
   /** Upgraded sockets not yet closed: joined, about to join, or being closed. */
-  openSockets: number;
+  openSockets: Set<WebSocket>;
   /** Open connections per peer address, for the per-IP limit. */
   connectionsByIp: Map<string, number>;
   /** New-connection token buckets per peer address (see connectRate). */
   connectBuckets: Map<string, { tokens: number; at: number }>;
   /** Session leaves waiting out `sessionGrace`. */
   graceTimers: Set<ReturnType<typeof setTimeout>>;
-  /** Upgraded sockets not yet open, with their open-timeout timers. */
-  opening: Map<WebSocket, ReturnType<typeof setTimeout>>;
   /**
    * Sockets given up on (never opened in `openTimeout`) that Deno still
    * holds: their slots are free, their file descriptors may not be.
    */
-  stuckSockets: number;
+  stuckSockets: Set<WebSocket>;
   /** Numbers the connections (the store's owner names). */
   nextOwner: number;
   phase: "running" | "stopping" | "stopped";
@@ -476,12 +495,11 @@ function newState(settings: Settings, store: RoomStore): ChatState {
     clients: new Map(),
     rooms: new Map(),
     roomsWithPending: new Set(),
-    openSockets: 0,
+    openSockets: new Set(),
     connectionsByIp: new Map(),
     connectBuckets: new Map(),
-    opening: new Map(),
     graceTimers: new Set(),
-    stuckSockets: 0,
+    stuckSockets: new Set(),
     nextOwner: 0,
     phase: "running",
     counters: {
@@ -533,7 +551,7 @@ const METRICS: [
   value: (chat: ChatState) => Sample,
   label?: string,
 ][] = [
-  ["chat_connections", "gauge", "Clients in a room.", (c) => c.clients.size],
+  ["chat_connections", "gauge", "Clients in a room.", joinedCount],
   [
     "chat_rooms",
     "gauge",
@@ -550,13 +568,13 @@ const METRICS: [
     "chat_sockets_open",
     "gauge",
     "Upgraded sockets not yet closed, including ones being closed.",
-    (c) => c.openSockets,
+    (c) => c.openSockets.size,
   ],
   [
     "chat_sockets_stuck",
     "gauge",
     "Sockets that never opened, given up on, still held by Deno.",
-    (c) => c.stuckSockets,
+    (c) => c.stuckSockets.size,
   ],
   [
     "chat_messages_received_total",
@@ -630,7 +648,7 @@ function localRoom(name: string): LocalRoom {
       jsonSockets: new Set(),
       pendingJson: [],
       deliveredId: 0,
-      arriving: new Set(),
+      joining: new Set(),
       connections: 0,
       unsubscribe: () => {},
     };
@@ -671,9 +689,9 @@ function deliver(room: LocalRoom, event: LiveEvent): void {
     chat().roomsWithPending.add(room);
     chat().flushScheduled ??= setImmediate(flushBatches);
   }
-  if (room.arriving.size === 0) return;
-  for (const client of room.arriving) {
-    client.arriving!.events.push(event);
+  if (room.joining.size === 0) return;
+  for (const client of room.joining) {
+    client.welcome!.events.push(event);
     admit(client);
   }
 }
@@ -686,7 +704,7 @@ function renameLocally(
   for (const client of clientsIn(room)) {
     if (client.nick !== event.from) continue;
     client.nick = event.to;
-    client.claimId = event.id;
+    client.claimedId = event.id;
   }
 }
 
@@ -709,7 +727,7 @@ function* clientsIn(room: LocalRoom): Generator<Client> {
 function visibleTo(event: RoomEvent, client: Client): boolean {
   if (event.type !== "dm") return true;
   return (event.from === client.nick || event.to === client.nick) &&
-    client.claimId < event.id;
+    client.claimedId < event.id;
 }
 
 /**
@@ -746,8 +764,8 @@ function deliverTyping(room: LocalRoom, event: TypingEvent): void {
  * turn's batch goes out before it is added, as it already has those.
  */
 function admit(client: Client): void {
-  const arriving = client.arriving!;
-  const joined = arriving.joined;
+  const welcome = client.welcome!;
+  const joined = welcome.joined;
   const room = client.room;
   if (!joined) return;
   if (room.deliveredId < joined.lastId) {
@@ -755,12 +773,12 @@ function admit(client: Client): void {
     // a session that is present): there is nothing to wait for. What came
     // before is in the welcome, and late copies of it are skipped.
     const alone = room.textSockets.size + room.jsonSockets.size === 0 &&
-      room.arriving.size === 1;
+      room.joining.size === 1;
     if (!alone) return;
     room.deliveredId = joined.lastId;
   }
-  room.arriving.delete(client);
-  client.arriving = undefined;
+  room.joining.delete(client);
+  client.welcome = undefined;
   flushRoom(room);
   if (client.json) sendWelcome(client, joined, room.name);
   else {
@@ -771,11 +789,11 @@ function admit(client: Client): void {
       }`,
     );
   }
-  if (arriving.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
+  if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
   else if (joined.nickTaken) {
     sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
   }
-  const missed = arriving.events.filter((event) =>
+  const missed = welcome.events.filter((event) =>
     event.id > joined.lastId && visibleTo(event, client)
   );
   if (missed.length > 0) {
@@ -785,7 +803,7 @@ function admit(client: Client): void {
     for (const frame of frames) sendToOne(client, frame);
   }
   (client.json ? room.jsonSockets : room.textSockets).add(client.socket);
-  done(client);
+  drainBacklog(client);
 }
 
 /** Sends each room's pending JSON events: one frame per recipient per turn. */
@@ -841,11 +859,11 @@ function sendNotice(client: Client, text: string): void {
 }
 
 // ---------------------------------------------------------------------------
-// WebSocket handling
+// Sockets: one life per connection
 // ---------------------------------------------------------------------------
 
 /** What the upgrade request asked for. */
-interface Arrival {
+interface ConnectRequest {
   room: string;
   ip: string;
   json: boolean;
@@ -858,84 +876,57 @@ interface Arrival {
 }
 
 /**
- * Wires a freshly upgraded socket (its room is held in the store); it joins
- * once it is open. It joins in {@linkcode join} and leaves in
- * {@linkcode leave} (which takes it out through `depart`, as `/join` does); a
- * socket that never joined only gives back its slot and hold.
+ * Wires a freshly upgraded socket: its room is held in the store and its
+ * address slot taken. This is the one place a client is added; it joins once
+ * the socket opens ({@linkcode joinRoom}) and goes in
+ * {@linkcode removeClient}, the one place a client is removed.
  */
-function acceptSocket(socket: WebSocket, arrival: Arrival): void {
+function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
   socket.binaryType = "arraybuffer";
   const current = chat();
   const client: Client = {
     socket,
-    owner: arrival.session ?? String(++current.nextOwner),
+    phase: "opening",
+    owner: request.session ?? String(++current.nextOwner),
     nick: "",
-    room: localRoom(arrival.room),
-    json: arrival.json,
-    ip: arrival.ip,
+    room: localRoom(request.room),
+    json: request.json,
+    ip: request.ip,
     tokens: current.settings.burst,
     refilledAt: Date.now(),
     drops: 0,
-    session: arrival.session !== undefined,
-    claimId: 0,
+    lastFrameAt: 0,
+    session: request.session !== undefined,
+    claimedId: 0,
     typingAt: 0,
-    busy: true,
+    waitingOnStore: true,
     backlog: [],
   };
-  let opened = false;
-  let stuck = false;
-  let released = false;
-  /** Gives the slot back once, whichever way the socket ends. */
-  const release = () => {
-    if (released) return false;
-    released = true;
-    releaseConnection(arrival.ip);
-    return true;
-  };
+  current.clients.set(socket, client);
+  current.openSockets.add(socket);
   // Deno fires no event at all for a socket whose peer reset the connection
   // during the handshake: without this its slot would be held for good.
-  current.opening.set(
-    socket,
-    setTimeout(() => {
-      current.opening.delete(socket);
-      if (opened || !release()) return;
-      stuck = true;
-      current.stuckSockets++;
-      giveBack(client);
-      log("warn", "open_timeout", { peer: arrival.ip, room: arrival.room });
-      // Deno may keep it anyway, until the process ends.
-      closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
-    }, current.settings.openTimeout * 1000),
-  );
+  client.openTimer = setTimeout(() => {
+    log("warn", "open_timeout", { peer: request.ip, room: request.room });
+    current.stuckSockets.add(socket); // Deno may keep it, until the process ends
+    freeSlot(socket, request.ip);
+    removeClient(client, CloseCode.Abnormal);
+    closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
+  }, current.settings.openTimeout * 1000);
   socket.onopen = () => {
     // Given up on already (its slot and hold are gone): it may not join.
-    if (stuck) {
+    if (client.phase === "gone") {
       return closeSocket(socket, CloseCode.PolicyViolation, "too late");
     }
-    opened = true;
-    clearTimeout(current.opening.get(socket));
-    current.opening.delete(socket);
-    join(client, arrival).catch((error) => joinFailed(client, error));
+    clearTimeout(client.openTimer);
+    joinRoom(client, request).catch((error) => failed(client, error));
   };
   socket.onmessage = (event) => receive(client, event.data);
   socket.onclose = (event) => {
-    clearTimeout(current.opening.get(socket));
-    current.opening.delete(socket);
-    if (stuck) {
-      stuck = false;
-      current.stuckSockets--;
-      return;
-    }
-    // Deno can fire close twice for a socket we closed whose peer then
-    // dropped the connection; the connection is released once.
-    if (!release()) return;
+    if (current.stuckSockets.delete(socket)) return;
+    freeSlot(socket, request.ip);
     // Deno reports a connection that ended without a close frame as code 0.
-    if (current.clients.has(socket)) {
-      leave(client, event.code || CloseCode.Abnormal);
-    } else if (!opened) {
-      giveBack(client);
-    }
-    // A join still pending sees the socket closed and leaves at once.
+    removeClient(client, event.code || CloseCode.Abnormal);
   };
   socket.onerror = () => {
     // Followed by a close event; nothing else to do. Handling it keeps the
@@ -943,65 +934,65 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   };
 }
 
-async function join(
+/**
+ * Takes an `opening` client into its room through the store. While the
+ * store works the client is `joining`, and whatever happens to it meanwhile
+ * (a close, shutdown) is settled here once the store has answered.
+ */
+async function joinRoom(
   client: Client,
-  arrival: Omit<Arrival, "session">,
+  request: ConnectRequest,
 ): Promise<void> {
-  const { store, clients } = chat();
+  const { store } = chat();
   if (chat().phase !== "running") {
     // Opened while shutting down: told so, like everyone else.
-    giveBack(client);
-    return closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
+    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
-  const wanted = arrival.nick?.normalize("NFC");
+  const wanted = request.nick?.normalize("NFC");
   const badNick = wanted !== undefined && !validNick(wanted);
-  const arriving: Arriving = { events: [], badNick };
-  client.arriving = arriving;
-  client.room.arriving.add(client);
-  const joined = await store.join(arrival.room, {
-    owner: client.owner,
-    nick: badNick ? undefined : wanted,
-    token: arrival.token,
-    since: arrival.since,
-    epoch: arrival.epoch,
-  });
+  client.phase = "joining";
+  client.waitingOnStore = true;
+  client.welcome = { events: [], badNick };
+  client.room.joining.add(client);
+  let joined: Joined;
+  try {
+    joined = await store.join(request.room, {
+      owner: client.owner,
+      nick: badNick ? undefined : wanted,
+      token: request.token,
+      since: request.since,
+      epoch: request.epoch,
+    });
+  } catch (error) {
+    giveBack(client);
+    if (gone(client)) return;
+    log("error", "join_failed", { peer: client.ip, error: String(error) });
+    return disconnect(client, CloseCode.TryAgainLater, "try again later");
+  }
   client.nick = joined.nick;
-  client.claimId = joined.claimedId;
-  clients.set(client.socket, client);
+  client.claimedId = joined.claimedId;
+  if (gone(client)) {
+    // Closed while the store worked: out again, as anyone else would go.
+    return leaveRoom(client, client.session);
+  }
+  client.phase = "joined";
   if (chat().phase !== "running") {
     // Shutdown began while the store worked (Deno may run a signal handler
     // between two steps of an async function).
-    closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
-    return leave(client, CloseCode.GoingAway);
-  }
-  if (client.socket.readyState !== WebSocket.OPEN) {
-    // Closed while the store worked: out again, as anyone else would go.
-    return leave(client, CloseCode.Abnormal);
+    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
   log("info", "connect", {
-    room: arrival.room,
+    room: request.room,
     nick: joined.nick,
-    peer: arrival.ip,
+    peer: request.ip,
   });
-  arriving.joined = joined;
+  client.welcome!.joined = joined;
   admit(client);
 }
 
-/**
- * A socket that never joined gives back its room's hold in the store and its
- * place in the local room (the one way out for it; joined ones `leave`).
- */
-function giveBack(client: Client): void {
-  client.room.arriving.delete(client);
-  chat().store.release(client.room.name);
-  leaveLocalRoom(client.room);
-}
-
-/** The store could not take the join: the client is told to come back. */
-function joinFailed(client: Client, error: unknown): void {
-  log("error", "join_failed", { peer: client.ip, error: String(error) });
-  giveBack(client);
-  closeSocket(client.socket, CloseCode.TryAgainLater, "try again later");
+/** Whether the client is out (read anew: it may change while a store call waits). */
+function gone(client: Client): boolean {
+  return client.phase === "gone";
 }
 
 /** The first frame a JSON client gets. */
@@ -1023,36 +1014,61 @@ function sendWelcome(client: Client, joined: Joined, room: string): void {
 }
 
 /**
- * Removes a client from the room: the one place anyone leaves. Safe to call
- * twice; only the first call announces the leave.
+ * Takes a client out, whatever its phase: the one way out, for a close, a
+ * refusal, a kick or shutdown. Safe to call twice (Deno can fire close twice
+ * for a socket we closed); only the first call counts. What the client holds
+ * in the store goes back by its phase: an `opening` client's place in the
+ * room, a `joined` one's membership; a `joining` one's is settled by
+ * {@linkcode joinRoom} when the store answers.
  */
-function leave(client: Client, code: number): void {
+function removeClient(client: Client, code: number): void {
   const current = chat();
-  if (!current.clients.delete(client.socket)) return;
+  const phase = client.phase;
+  if (phase === "gone") return;
+  client.phase = "gone";
+  clearTimeout(client.openTimer);
+  current.clients.delete(client.socket);
+  if (phase === "opening") return giveBack(client);
   bump(current.counters.closes, KNOWN_CLOSE_CODES.has(code) ? code : "other");
-  const room = client.room;
+  if (phase === "joining") return;
   log("info", "leave", {
-    room: room.name,
+    room: client.room.name,
     nick: client.nick,
     peer: client.ip,
     code,
   });
-  depart(client, client.session && code !== CloseCode.Normal);
+  leaveRoom(client, client.session && code !== CloseCode.Normal);
+}
+
+/** Closes a client's socket with a code and a reason, and takes it out now. */
+function disconnect(client: Client, code: number, reason: string): void {
+  closeSocket(client.socket, code, reason);
+  removeClient(client, code);
 }
 
 /**
- * Takes a joined client out of its room's delivery and the store (the leave
- * is announced if it was the person's last connection). A session's tab
- * that went away without saying goodbye (any close but 1000: a reload, a
- * closed tab, a blip) waits out `sessionGrace` first, so it makes no leave
- * and join if it comes back.
+ * A client that never joined its room gives back its place there: the
+ * store's hold, and its share of the local room.
  */
-function depart(client: Client, grace: boolean): void {
+function giveBack(client: Client): void {
+  client.room.joining.delete(client);
+  chat().store.release(client.room.name);
+  leaveLocalRoom(client.room);
+}
+
+/**
+ * Takes a member out of its room's delivery and the store (the leave is
+ * announced if it was the person's last connection): when it goes, and on
+ * `/join`. A session's tab that went away without saying goodbye (any close
+ * but 1000: a reload, a closed tab, a blip) waits out `sessionGrace` first,
+ * so it makes no leave and join if it comes back.
+ */
+function leaveRoom(client: Client, grace: boolean): void {
   const current = chat();
   const room = client.room;
   room.textSockets.delete(client.socket);
   room.jsonSockets.delete(client.socket);
-  room.arriving.delete(client);
+  room.joining.delete(client);
   leaveLocalRoom(room);
   const storeLeave = () =>
     current.store.leave(room.name, client.owner, current.phase === "running")
@@ -1084,12 +1100,6 @@ function closeSocket(socket: WebSocket, code: number, reason: string): void {
   }
 }
 
-/** Closes a client with a code and reason and takes it out of the room now. */
-function closeClient(client: Client, code: number, reason: string): void {
-  closeSocket(client.socket, code, reason);
-  leave(client, code);
-}
-
 /**
  * A handler or the store failed. A store that cannot be reached is the
  * client's to retry (the page keeps the message); anything else closes the
@@ -1104,41 +1114,60 @@ function failed(client: Client, error: unknown): void {
     );
   }
   log("error", "handler_failed", { nick: client.nick, error: String(error) });
-  shut(client, CloseCode.InternalError, "internal error");
+  disconnect(client, CloseCode.InternalError, "internal error");
 }
 
 /** The store's closer of a stale connection whose nick was taken over. */
 function evict(room: string, owner: string): void {
   for (const client of [...chat().clients.values()]) {
-    if (client.owner === owner && client.room.name === room) {
-      closeClient(client, CloseCode.Normal, "replaced by a new connection");
+    if (
+      client.phase === "joined" && client.owner === owner &&
+      client.room.name === room
+    ) {
+      disconnect(client, CloseCode.Normal, "replaced by a new connection");
     }
   }
+}
+
+/** Members of a room on this process (`clients` holds every phase). */
+function joinedCount(current: ChatState): number {
+  let count = 0;
+  for (const client of current.clients.values()) {
+    if (client.phase === "joined") count++;
+  }
+  return count;
 }
 
 /** A frame from a client: limits first, then (in order) its command. */
 function receive(client: Client, data: string | ArrayBuffer): void {
   const { settings, counters } = chat();
+  if (client.phase === "gone") return; // Deno may still hand over a frame
+  client.lastFrameAt = Date.now();
+  if (chat().phase !== "running") {
+    // Between two of its frames is when a sender's close is least likely to
+    // cross a frame still on its way (see `stop`).
+    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+  }
   const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
   if (bytes > settings.maxFrameBytes) {
     log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
-    return shut(client, CloseCode.MessageTooBig, "frame too big");
+    return disconnect(client, CloseCode.MessageTooBig, "frame too big");
   }
   if (typeof data !== "string") {
     log("warn", "binary_frame", { nick: client.nick, peer: client.ip });
-    return shut(client, CloseCode.UnsupportedData, "text frames only");
+    return disconnect(client, CloseCode.UnsupportedData, "text frames only");
   }
   if (client.json && TYPING_FRAME.test(data)) {
     // Typing notices count against nothing else (they have their interval),
     // and one that comes while the client waits on the store is dropped.
     counters.messagesReceived++;
-    if (!client.busy) execute(client, { type: "typing" });
+    if (!client.waitingOnStore) execute(client, { type: "typing" });
     return;
   }
-  if (client.busy) {
+  if (client.waitingOnStore) {
     // The join or a command is with the store: keep the order, bounded.
     if (client.backlog.length >= settings.burst) {
-      return shut(client, CloseCode.PolicyViolation, "too many messages");
+      return disconnect(client, CloseCode.PolicyViolation, "too many messages");
     }
     client.backlog.push(data);
     return;
@@ -1148,7 +1177,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     client.drops++;
     if (client.drops > settings.maxConsecutiveDrops) {
       log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
-      return closeClient(
+      return disconnect(
         client,
         CloseCode.PolicyViolation,
         "too many messages",
@@ -1169,14 +1198,6 @@ function receive(client: Client, data: string | ArrayBuffer): void {
 }
 
 const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
-
-/** Closes a client whether or not its join has completed. */
-function shut(client: Client, code: number, reason: string): void {
-  if (chat().clients.has(client.socket)) {
-    return closeClient(client, code, reason);
-  }
-  closeSocket(client.socket, code, reason);
-}
 
 function execute(client: Client, command: Command): void {
   const { settings, store } = chat();
@@ -1219,7 +1240,7 @@ function execute(client: Client, command: Command): void {
       if (!validNick(nick)) {
         return sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
       }
-      return wait(client, async () => {
+      return whileStoreWorks(client, async () => {
         const renamed = await store.rename(
           room,
           client.owner,
@@ -1233,14 +1254,14 @@ function execute(client: Client, command: Command): void {
       });
     }
     case "who":
-      return wait(client, async () => {
+      return whileStoreWorks(client, async () => {
         const nicks = await store.members(room);
         sendNotice(client, `in ${room}: ${nicks.join(", ")}`);
       });
     case "join":
       return moveTo(client, command.room);
     case "quit":
-      return closeClient(client, CloseCode.Normal, "bye");
+      return disconnect(client, CloseCode.Normal, "bye");
     case "help":
       return sendNotice(client, HELP_TEXT);
     case "invalid":
@@ -1252,7 +1273,7 @@ function execute(client: Client, command: Command): void {
 function sendDirect(client: Client, to: string, text: string): void {
   const { store } = chat();
   const room = client.room.name;
-  wait(client, async () => {
+  whileStoreWorks(client, async () => {
     const recipient = (await store.members(room))
       .find((nick) => nickKey(nick) === nickKey(to));
     if (!recipient) {
@@ -1279,24 +1300,24 @@ function moveTo(client: Client, path: string): void {
     return sendError(client, "max_rooms", REFUSALS.max_rooms.message);
   }
   const nick = client.nick;
-  depart(client, false);
+  leaveRoom(client, false);
   client.room = localRoom(room);
-  client.busy = true;
-  join(client, { room, ip: client.ip, json: client.json, nick })
-    .catch((error) => joinFailed(client, error));
+  client.phase = "opening"; // holds its place in the new room
+  joinRoom(client, { room, ip: client.ip, json: client.json, nick })
+    .catch((error) => failed(client, error));
 }
 
 /** Runs a command that waits on the store; the client's next frames queue. */
-function wait(client: Client, work: () => Promise<void>): void {
-  client.busy = true;
-  work().then(() => done(client), (error) => failed(client, error));
+function whileStoreWorks(client: Client, work: () => Promise<void>): void {
+  client.waitingOnStore = true;
+  work().then(() => drainBacklog(client), (error) => failed(client, error));
 }
 
-/** The client's store work is done: handle what queued meanwhile, in order. */
-function done(client: Client): void {
-  client.busy = false;
-  while (!client.busy && client.backlog.length > 0) {
-    if (!chat().clients.has(client.socket)) return;
+/** The store has answered: handle the frames that queued meanwhile, in order. */
+function drainBacklog(client: Client): void {
+  client.waitingOnStore = false;
+  while (!client.waitingOnStore && client.backlog.length > 0) {
+    if (client.phase !== "joined") return;
     receive(client, client.backlog.shift()!);
   }
 }
@@ -1337,6 +1358,7 @@ function frameBytes(text: string): number {
 function sweepSlowConsumers(): void {
   const current = chat();
   for (const client of current.clients.values()) {
+    if (client.phase !== "joined") continue;
     const queued = client.socket.bufferedAmount;
     if (queued > current.settings.maxBufferedBytes) {
       current.counters.slowConsumerDrops++;
@@ -1345,14 +1367,18 @@ function sweepSlowConsumers(): void {
         peer: client.ip,
         queuedBytes: queued,
       });
-      closeClient(client, CloseCode.TryAgainLater, "not reading fast enough");
+      disconnect(client, CloseCode.TryAgainLater, "not reading fast enough");
     }
   }
 }
 
-function releaseConnection(ip: string): void {
+/**
+ * Gives back a socket's slot, in all and of its address, once: when it has
+ * closed, or has been given up on (see `openTimeout`).
+ */
+function freeSlot(socket: WebSocket, ip: string): void {
   const current = chat();
-  current.openSockets--;
+  if (!current.openSockets.delete(socket)) return;
   const count = (current.connectionsByIp.get(ip) ?? 1) - 1;
   if (count <= 0) current.connectionsByIp.delete(ip);
   else current.connectionsByIp.set(ip, count);
@@ -1480,7 +1506,10 @@ function handleChatRequest(
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   if (!takeConnectToken(ip)) return refuse("connect_rate", { peer: ip });
   const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (chat().openSockets + chat().stuckSockets >= settings.maxConnections) {
+  if (
+    chat().openSockets.size + chat().stuckSockets.size >=
+      settings.maxConnections
+  ) {
     return refuse("max_connections", { peer: ip });
   }
   if (fromIp >= settings.maxConnectionsPerIp) {
@@ -1504,7 +1533,6 @@ function handleChatRequest(
     upgraded.response.headers.set("sec-websocket-protocol", handshake.protocol);
   }
   connectionsByIp.set(ip, fromIp + 1);
-  chat().openSockets++;
   const since = url.searchParams.get("since");
   acceptSocket(upgraded.socket, {
     room,
@@ -1574,11 +1602,11 @@ export function pageHandler(page: Page): (req: Request) => Response {
   const routes: Record<string, () => Response> = {
     "/": () => new Response(page.html, { headers: page.headers }),
     "/healthz": () => {
-      const { store, clients, settings } = chat();
+      const { store, settings } = chat();
       const up = store.available?.() ?? true;
       return Response.json({
         status: up ? "ok" : "down",
-        connections: clients.size,
+        connections: joinedCount(chat()),
         rooms: store.roomCount(),
         uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
         ...(settings.redis ? { redis: up ? "up" : "down" } : {}),
@@ -1761,17 +1789,33 @@ function limitsOf(settings: Settings): LogFields {
   );
 }
 
-/** Waits for `promise`, but no longer than SHUTDOWN_GRACE_MS. */
-async function atMostGrace(promise: Promise<unknown>): Promise<void> {
+/** Waits for `promise`, but no longer than SHUTDOWN_GRACE_MS (plus `more`). */
+async function atMostGrace(
+  promise: Promise<unknown>,
+  more = 0,
+): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
     promise,
-    new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+    new Promise((resolve) =>
+      timer = setTimeout(resolve, SHUTDOWN_GRACE_MS + more)
+    ),
   ]);
   clearTimeout(timer);
 }
 
-/** Closes every client with 1001, waits a little for them, stops the servers. */
+/**
+ * Closes every client with 1001, waits a little for them, stops the servers.
+ *
+ * A close frame can be lost when it crosses a frame the client is still
+ * sending: Deno ends the connection at once when a data frame arrives after
+ * its close (instead of waiting for the client's close, RFC 6455 §7.1.1),
+ * and the client's next frame then meets a reset that can wipe the unread
+ * close frame. So a client that sent something within
+ * {@linkcode SHUTDOWN_SENDER_WAIT_MS} is closed right after its next frame
+ * (in `receive`), when its following one is furthest away; the others at
+ * once, and the rest when that wait is over.
+ */
 async function stop(
   current: ChatState,
   servers: Server[],
@@ -1783,39 +1827,44 @@ async function stop(
   flushBatches();
   for (const timer of current.graceTimers) clearTimeout(timer);
   current.graceTimers.clear();
-  // Sockets still opening or joining are closed by join() (a socket cannot
-  // be closed before it opens), and awaited with the rest.
-  const opening = [...current.opening.keys()];
-  for (const room of current.rooms.values()) {
-    for (const client of room.arriving) opening.push(client.socket);
-  }
-  for (const timer of current.opening.values()) clearTimeout(timer);
-  current.opening.clear();
-  const sockets = [...current.clients.keys()];
-  log("info", "shutdown", { connections: sockets.length });
-  const closed = [...sockets, ...opening].map((socket) =>
+  const clients = [...current.clients.values()];
+  for (const client of clients) clearTimeout(client.openTimer);
+  log("info", "shutdown", { connections: joinedCount(current) });
+  const closed = clients.map((client) =>
     new Promise<void>((resolve) => {
-      if (socket.readyState === WebSocket.CLOSED) return resolve();
-      socket.addEventListener("close", () => resolve());
-      if (current.clients.has(socket)) {
-        closeSocket(socket, CloseCode.GoingAway, SHUTDOWN_REASON);
-      }
+      if (client.socket.readyState === WebSocket.CLOSED) return resolve();
+      client.socket.addEventListener("close", () => resolve());
     })
   );
+  // Sockets still opening or joining are closed by joinRoom (a socket cannot
+  // be closed before it opens), and awaited with the rest.
+  const closeJoined = (senders: boolean) => {
+    const now = Date.now();
+    for (const client of clients) {
+      if (client.phase !== "joined") continue;
+      const sending = now - client.lastFrameAt < RECENT_SENDER_MS;
+      if (senders || !sending) {
+        disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+      }
+    }
+  };
+  closeJoined(false);
+  const lastCall = setTimeout(() => closeJoined(true), SHUTDOWN_SENDER_WAIT_MS);
   // Deno's server.shutdown() has not always closed upgraded sockets
   // (denoland/deno#22387), so they are closed above and awaited here.
-  await atMostGrace(Promise.all(closed));
+  await atMostGrace(Promise.all(closed), SHUTDOWN_SENDER_WAIT_MS);
+  clearTimeout(lastCall);
   for (const client of [...current.clients.values()]) {
-    leave(client, CloseCode.GoingAway);
+    removeClient(client, CloseCode.GoingAway);
   }
   // Deno's server shutdown waits for sockets it holds that never opened
   // (see openTimeout), stuck or not yet timed out; it is not awaited past
   // the grace period for them.
-  const unopened = opening.some((socket) =>
-    socket.readyState === WebSocket.CONNECTING
+  const unopened = clients.some((client) =>
+    client.socket.readyState === WebSocket.CONNECTING
   );
   const serversDown = Promise.all(servers.map((server) => server.shutdown()));
-  if (current.stuckSockets === 0 && !unopened) await serversDown;
+  if (current.stuckSockets.size === 0 && !unopened) await serversDown;
   else await atMostGrace(serversDown);
   await current.store.close?.();
   current.phase = "stopped";
