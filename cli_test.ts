@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import { editDistance, nearestFlag } from "./cli_errors.ts";
-import { freePort } from "./redis_helpers.ts";
+import { freePort, haveRedis, startRedis } from "./redis_helpers.ts";
 import { selfSignedCertificate, within } from "./test_helpers.ts";
 
 /** What the cases may refer to: files, a port held open, a port nobody holds. */
@@ -312,4 +312,63 @@ Deno.test("the nearest flag is a typo's (edit distance), never a stretch", () =>
   assert.equal(nearestFlag("Quiet", flags), "quiet");
   assert.equal(nearestFlag("x", flags), undefined);
   assert.equal(nearestFlag("bogus", flags), undefined);
+});
+
+/**
+ * Starts the CLI on free loopback ports and returns its `start` log line,
+ * then stops it (SIGTERM) and waits for the exit.
+ */
+async function startLine(extra: string[]): Promise<string> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "-A",
+      "main.ts",
+      ...LOOPBACK,
+      "--port",
+      "0",
+      "--ws-port",
+      "0",
+      ...extra,
+    ],
+    cwd: import.meta.dirname,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  try {
+    while (!/ start .*\n/.test(text)) {
+      const { value, done } = await within(lines.read(), "the start line");
+      if (done) break;
+      text += value;
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await lines.cancel();
+    await child.status;
+  }
+  const line = text.split("\n").find((line) => / INFO start /.test(line));
+  assert.ok(line, `a start line in: ${text}`);
+  return line;
+}
+
+Deno.test("the start log line says the store is in memory", async () => {
+  assert.match(await startLine([]), / store=memory /);
+});
+
+Deno.test({
+  name: "the start log line says the store is Redis with --redis",
+  // In CI a missing redis-server fails the test instead of skipping it.
+  ignore: !haveRedis && !Deno.env.get("CI"),
+  fn: async () => {
+    const redis = await startRedis();
+    try {
+      assert.match(await startLine(["--redis", redis.url]), / store=redis /);
+    } finally {
+      await redis.kill();
+    }
+  },
 });

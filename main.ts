@@ -1737,7 +1737,17 @@ export async function startChat(
   const wsPort = chatServer.addr.port;
   const pageUrl = `${scheme[0]}://${host}:${port}/`;
   const chatUrl = `${scheme[1]}://${host}:${wsPort}/`;
-  log("info", "start", { page: pageUrl, chat: chatUrl, ...limitsOf(settings) });
+  log("info", "start", {
+    page: pageUrl,
+    chat: chatUrl,
+    // A given store by its class: MemoryStore is "memory", RedisStore "redis".
+    store: given
+      ? given.constructor.name.replace(/Store$/, "").toLowerCase()
+      : settings.redis
+      ? "redis"
+      : "memory",
+    ...limitsOf(settings),
+  });
   let stopped: Promise<void> | undefined;
   return {
     port,
