@@ -240,6 +240,18 @@ Deno.test("parseChatUrl accepts ws, wss, http(s) and bare host:port", () => {
   assert.throws(() => parseChatUrl("ftp://h/"), /not a ws/);
 });
 
+Deno.test("parseChatUrl takes the room from a page URL's #ROOM", () => {
+  assert.equal(
+    parseChatUrl("http://h:8080/#Rust-Fans").href,
+    "ws://h:8080/rust-fans",
+  );
+  assert.equal(parseChatUrl("https://h/#den").href, "wss://h/den");
+  assert.equal(parseChatUrl("http://h:8080/#no room!").href, "ws://h:8080/");
+  assert.equal(parseChatUrl("http://h:8080/#%E0%A4").href, "ws://h:8080/");
+  // A path names the room already.
+  assert.equal(parseChatUrl("ws://h:1/r#den").href, "ws://h:1/r");
+});
+
 Deno.test("backoffDelay doubles from 0.5 s to a 10 s cap, with jitter", () => {
   const low = (attempt: number) => backoffDelayOf(attempt, 0);
   const high = (attempt: number) => backoffDelayOf(attempt, 0.999999);
@@ -269,6 +281,9 @@ Deno.test("explainFailure names HTTP refusals and refused connections", async ()
     permanent: true,
   });
   assert.equal((await failure(503)).permanent, false);
+  // A web server (deno-chat's page server, say), not the chat.
+  assert.equal((await failure(200)).web, true);
+  assert.equal((await failure(404)).web, true);
   const port = await closedPort();
   assert.deepEqual(
     await explainFailure(
@@ -903,4 +918,52 @@ Deno.test("client: /msg to a nick not in the room shows the server's error", asy
       assert.equal((await ada.exit()).code, 0);
     });
   });
+});
+
+// ---------------------------------------------------------------------------
+// The page's URL
+// ---------------------------------------------------------------------------
+
+Deno.test("client: given the page's URL, it finds the chat port in the page and connects there", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/den", { nick: "bob" });
+    const page = `http://127.0.0.1:${chat.port}/`;
+    await withClient([`${page}#den`, "--nick", "ada"], async (ada) => {
+      await ada.expect(
+        ` .... ${page} is the web page; connecting to its chat at ws://127.0.0.1:${chat.wsPort}/den instead.`,
+      );
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in den; here: bob, ada",
+      );
+      assert.equal((await bob.event("ada's join")).nick, "ada");
+      await ada.type("found you");
+      assert.equal((await bob.event("ada's message")).text, "found you");
+      await ada.closeStdin();
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 0);
+      assert.equal(stderr, "");
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a web page that names no chat port says to give the chat's port", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("<!doctype html><title>not a chat</title>"),
+  );
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/`;
+    await withClient([url], async (ada) => {
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 1);
+      assert.equal(
+        stderr,
+        `chat_client: cannot connect to ws://127.0.0.1:${server.addr.port}/: 200 a web page, not the chat: give the chat's port (12345 by default)\n`,
+      );
+    });
+  } finally {
+    await server.shutdown();
+  }
 });
