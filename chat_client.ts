@@ -220,7 +220,7 @@ export type Input =
 /**
  * A typed line as a frame to send or a local command. `//text` sends the
  * message `/text`; a blank line is nothing; a command's mistakes are
- * `usage` (shown locally, nothing sent).
+ * `usage` (shown locally as `error: …`, nothing sent).
  */
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
@@ -928,7 +928,12 @@ export class ChatClient {
     const seen = resumed && previous.epoch === welcome.epoch
       ? previous.lastId
       : -Infinity;
-    for (const event of history) {
+    // On a new arrival the history ends with our own join: the `you are`
+    // line below says it (as the plain-text protocol does), after the past.
+    const last = history.at(-1);
+    const ownJoin = !resumed && last?.type === "join" &&
+      last.nick === welcome.you;
+    for (const event of ownJoin ? history.slice(0, -1) : history) {
       if (typeof event?.id === "number" && event.id > seen) {
         this.#print(render(event, style));
       }
@@ -993,7 +998,8 @@ export class ChatClient {
       case "empty":
         return true;
       case "usage":
-        this.#system(input.message);
+        // Worded as the server's errors are, so every complaint looks alike.
+        this.#system(`error: ${input.message}`);
         return true;
       case "help":
         this.#system(HELP_TEXT);

@@ -30,6 +30,7 @@ import {
   closeAll,
   jsonClient,
   TEST_OPTIONS,
+  textClient,
   WAIT_MS,
   withChat,
   within,
@@ -512,17 +513,18 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-Deno.test("client: shows the room's history, the welcome and messages from others", async () => {
+Deno.test("client: shows the room's history, then who it is (not its own join), then messages from others", async () => {
   await withChat({}, async (chat) => {
     const bob = await jsonClient(chat, "/", { nick: "bob" });
     bob.send(JSON.stringify({ type: "message", text: "earlier" }));
     await bob.event("bob's own message");
     await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
       await ada.welcomed();
+      // As the README's example and the plain-text protocol: the `you are`
+      // line says ada arrived, after what came before.
       assert.deepEqual(ada.lines, [
         " .... bob has joined.",
         "bob: earlier",
-        " .... ada has joined.",
         " .... you are ada in lobby; here: bob, ada",
       ]);
       await bob.event("ada's join");
@@ -577,7 +579,7 @@ Deno.test("client: typed lines, /me, /nick, //text and /who reach the room", asy
       await ada.type("/who");
       await ada.expect(" .... in den: eve");
       await ada.type("/dance");
-      await ada.expect(" .... unknown command /dance (try /help)");
+      await ada.expect(" .... error: unknown command /dance (try /help)");
       await ada.type("/quit");
       assert.equal((await ada.exit()).code, 0);
     });
@@ -592,7 +594,9 @@ Deno.test("client: /join moves it to another room, leaving the first", async () 
       await ada.welcomed();
       assert.equal((await bob.event()).type, "join");
       await ada.type("/join nowhere!");
-      await ada.expect(" .... usage: /join ROOM (1-32 of a-z, 0-9, - and _)");
+      await ada.expect(
+        " .... error: usage: /join ROOM (1-32 of a-z, 0-9, - and _)",
+      );
       await ada.type("/join den");
       assert.equal(
         await ada.welcomed(),
@@ -913,10 +917,34 @@ Deno.test("client: /msg to a nick not in the room shows the server's error", asy
       await ada.type("/msg nobody hello?");
       await ada.until(" .... error: nobody here is called nobody");
       await ada.type("/msg nobody");
-      await ada.expect(" .... usage: /msg NICK TEXT");
+      await ada.expect(" .... error: usage: /msg NICK TEXT");
       await ada.closeStdin();
       assert.equal((await ada.exit()).code, 0);
     });
+  });
+});
+
+Deno.test("client: its own complaints read as the server's errors to a plain-text client do", async () => {
+  await withChat({}, async (chat) => {
+    const bea = await textClient(chat, "/", { nick: "bea" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      // The first is the server's own error; the others the client finds
+      // itself, without sending anything.
+      for (
+        const typed of ["/msg cy hi", "/nick a b", "/me", "/msg cy", "/dance"]
+      ) {
+        bea.send(typed);
+        const server = await bea.nextMatching(/^ \.\.\.\. error: /);
+        await ada.type(typed);
+        await ada.expect(server);
+      }
+      await ada.type("/join no!");
+      await ada.until(/^ \.\.\.\. error: usage: \/join ROOM /);
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bea.close();
   });
 });
 
