@@ -25,6 +25,14 @@
  */
 
 import clientHtml from "./client.html" with { type: "text" };
+import {
+  flagProblem,
+  listenFailure,
+  redisFailure,
+  redisUrlProblem,
+  startupLine,
+  unreadableFile,
+} from "./cli_errors.ts";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
@@ -72,7 +80,7 @@ import { readHandshake } from "./handshake.ts";
 // Options and limits
 // ---------------------------------------------------------------------------
 
-/** A bad command-line value: the CLI prints it with the usage and exits 2. */
+/** A bad command-line value: the CLI prints it, then `see --help`, exits 2. */
 class UsageError extends Error {}
 
 /**
@@ -167,7 +175,13 @@ function pemFile(help: string): OptionSpec<string | undefined> {
     arg: "FILE",
     help,
     shown: "",
-    parse: (text) => Deno.readTextFileSync(text),
+    parse: (text, flag) => {
+      try {
+        return Deno.readTextFileSync(text);
+      } catch (error) {
+        throw new UsageError(unreadableFile(flag, text, error));
+      }
+    },
   };
 }
 
@@ -290,7 +304,13 @@ export const OPTIONS = {
       "share rooms through Redis: several processes, one chat, history kept",
     env: "REDIS_URL",
     shown: "(in memory)",
-    parse: (text: string) => text,
+    parse: (text: string) => {
+      // Checked here: node-redis would throw "Invalid protocol" from deep
+      // inside it, with no word of the flag.
+      const problem = text === "" ? undefined : redisUrlProblem(text);
+      if (problem) throw new UsageError(problem);
+      return text;
+    },
   },
   roomTtl: limit(
     24 * 60 * 60,
@@ -1660,16 +1680,28 @@ async function listenBoth(settings: Settings): Promise<[Server, Server]> {
       ? { cert: settings.cert, key: settings.key }
       : {}),
   };
-  const chatServer = Deno.serve(
-    { ...listen, port: settings.wsPort },
-    handleChatRequest,
-  );
+  // A failure names the flag at fault (port in use, bad certificate), not
+  // only Deno's error.
+  const serve = (
+    name: "port" | "wsPort",
+    handler: Deno.ServeHandler<Deno.NetAddr>,
+  ) => {
+    try {
+      return Deno.serve({ ...listen, port: settings[name] }, handler);
+    } catch (error) {
+      throw listenFailure(error, {
+        flag: flagOf(name),
+        port: settings[name],
+        hostname: settings.hostname,
+        cert: settings.cert,
+        key: settings.key,
+      });
+    }
+  };
+  const chatServer = serve("wsPort", handleChatRequest);
   try {
     const page = await renderPage(chatServer.addr.port);
-    const pageServer = Deno.serve(
-      { ...listen, port: settings.port },
-      pageHandler(page),
-    );
+    const pageServer = serve("port", pageHandler(page));
     return [chatServer, pageServer];
   } catch (error) {
     await chatServer.shutdown(); // leave nothing listening
@@ -1717,8 +1749,9 @@ export async function startChat(
   state = newState(settings, store);
   const current = state;
   const [chatServer, pageServer] = await listenBoth(settings).catch(
-    (error) => {
+    async (error) => {
       current.phase = "stopped"; // a port in use: allow another try
+      if (!given) await store.close?.(); // a Redis connection would linger
       throw error;
     },
   );
@@ -1732,7 +1765,17 @@ export async function startChat(
   const wsPort = chatServer.addr.port;
   const pageUrl = `${scheme[0]}://${host}:${port}/`;
   const chatUrl = `${scheme[1]}://${host}:${wsPort}/`;
-  log("info", "start", { page: pageUrl, chat: chatUrl, ...limitsOf(settings) });
+  log("info", "start", {
+    page: pageUrl,
+    chat: chatUrl,
+    // A given store by its class: MemoryStore is "memory", RedisStore "redis".
+    store: given
+      ? given.constructor.name.replace(/Store$/, "").toLowerCase()
+      : settings.redis
+      ? "redis"
+      : "memory",
+    ...limitsOf(settings),
+  });
   let stopped: Promise<void> | undefined;
   return {
     port,
@@ -1777,7 +1820,9 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
       roomTtl: settings.roomTtl,
       log,
     } satisfies RedisStoreOptions,
-  );
+  ).catch((error) => {
+    throw redisFailure(error);
+  });
 }
 
 /** The options marked as limits, for the start log. */
@@ -1886,14 +1931,26 @@ export function shownDefault(name: string): string {
   return spec.shown ?? String(spec.default);
 }
 
+/**
+ * An option's default as `--help` notes it: `(default 8080)`; a shown value
+ * in parentheses already, `(in memory)`, loses them: `(default in memory)`.
+ * Empty when there is nothing to show.
+ */
+export function defaultNote(name: string): string {
+  const shown = shownDefault(name).replaceAll("`", "").replace(
+    /^\((.*)\)$/,
+    "$1",
+  );
+  return shown ? `(default ${shown})` : "";
+}
+
 /** One line of the usage per option, made from {@linkcode OPTIONS}. */
 function usageLines(): string[] {
   return Object.entries(OPTIONS).map(([name, spec]) => {
     const option = flagLabel(name);
-    const shown = shownDefault(name);
     const notes = [
       "env" in spec ? `[${spec.env}]` : "",
-      shown ? `(default ${shown.replaceAll("`", "")})` : "",
+      defaultNote(name),
     ].filter(Boolean).join(" ");
     return `  ${option.padEnd(28)}${spec.help.replaceAll("`", "")}${
       notes ? " " + notes : ""
@@ -1923,26 +1980,44 @@ export function parseCommandLine(
       },
     ]),
   );
-  const { values }: { values: Record<string, string | string[] | boolean> } =
-    parseArgs({
+  let values: Record<string, string | string[] | boolean>;
+  try {
+    ({ values } = parseArgs({
       args,
       strict: true,
       allowPositionals: false,
       options: { ...schema, help: { type: "boolean", short: "h" } },
-    });
+    }));
+  } catch (error) {
+    const labels = Object.fromEntries(
+      Object.keys(OPTIONS).map((name) => [flagOf(name), flagLabel(name)]),
+    );
+    const problem = flagProblem(error, { ...labels, help: "--help" });
+    throw problem ? new UsageError(problem) : error;
+  }
   if (values.help) return "help";
   const options: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(OPTIONS)) {
     const flag = flagOf(name);
-    const given = values[flag] ??
-      ("env" in spec && spec.env ? env(spec.env) : undefined);
+    const fromEnv = values[flag] === undefined && "env" in spec && spec.env
+      ? spec.env
+      : undefined;
+    const given = fromEnv ? env(fromEnv) : values[flag];
     if (given === undefined || given === false) continue;
-    options[name] = Array.isArray(given)
-      ? given.flatMap((text) => spec.parse(text, flag) as string[])
-      : spec.parse(String(given), flag);
+    try {
+      options[name] = Array.isArray(given)
+        ? given.flatMap((text) => spec.parse(text, flag) as string[])
+        : spec.parse(String(given), flag);
+    } catch (error) {
+      // A bad PORT=... says so: the command line has no --port to blame.
+      if (!fromEnv || !(error instanceof UsageError)) throw error;
+      throw new UsageError(`${fromEnv}: ${error.message}`);
+    }
   }
   if (Boolean(options.cert) !== Boolean(options.key)) {
-    throw new UsageError("--cert and --key go together");
+    throw new UsageError(
+      "--cert and --key go together: give both, the certificate and its private key",
+    );
   }
   return options as ChatOptions;
 }
@@ -1953,15 +2028,26 @@ export async function main(args: string[]): Promise<void> {
   try {
     options = parseCommandLine(args);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    console.error(`deno-chat: ${message}\n\n${USAGE}`);
-    Deno.exit(2);
+    // One line that stays in sight, not the whole usage after it.
+    if (error instanceof UsageError) {
+      console.error(`deno-chat: ${error.message} (see --help)`);
+      Deno.exit(2);
+    }
+    console.error(`deno-chat: ${startupLine(error)}`);
+    Deno.exit(1);
   }
   if (options === "help") {
     console.log(USAGE);
     return;
   }
-  const chat = await startChat(options);
+  let chat: ChatServer;
+  try {
+    chat = await startChat(options);
+  } catch (error) {
+    // The README promises logs without stack traces: one line, the cause.
+    console.error(`deno-chat: ${startupLine(error)}`);
+    Deno.exit(1);
+  }
   console.log(
     `deno-chat: open ${chat.pageUrl} (chat on port ${chat.wsPort})`,
   );

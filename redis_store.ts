@@ -87,7 +87,10 @@ export interface RedisStoreOptions extends StoreOptions {
   heartbeatMs?: number;
   /** Key prefix. @default {"chat:"} */
   prefix?: string;
-  /** How long `connect` waits for Redis, in ms. @default {5000} */
+  /**
+   * How long `connect` waits for Redis, in ms.
+   * @default {CONNECT_TIMEOUT_MS}
+   */
   connectTimeoutMs?: number;
 }
 
@@ -147,6 +150,14 @@ const MISSED_BEATS = 3;
  * loop lag under load; a closed connection fails commands at once.
  */
 const COMMAND_TIMEOUT_MS = 10_000;
+/**
+ * How long {@linkcode RedisStore.connect} waits in all for a Redis that
+ * accepts connections but does not answer. A refused connection fails at
+ * once, one that gets no answer after {@linkcode SOCKET_CONNECT_TIMEOUT_MS}.
+ */
+export const CONNECT_TIMEOUT_MS = 5000;
+/** How long one attempt to open a connection to Redis may take. */
+const SOCKET_CONNECT_TIMEOUT_MS = 2000;
 
 function heartbeatFromEnv(): number | undefined {
   try {
@@ -192,6 +203,8 @@ export class RedisStore implements RoomStore {
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
+  /** `connect` has resolved: from then on a lost connection is retried. */
+  #started = false;
 
   private constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -204,9 +217,13 @@ export class RedisStore implements RoomStore {
         disableOfflineQueue: true,
         commandOptions: { timeout: COMMAND_TIMEOUT_MS },
         socket: {
-          connectTimeout: 2000,
-          reconnectStrategy: (retries: number) =>
-            Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100),
+          connectTimeout: SOCKET_CONNECT_TIMEOUT_MS,
+          // At start-up a Redis that is not there fails `connect` at once
+          // (the CLI then says why in one line); once started, a lost
+          // connection is retried for ever with backoff.
+          reconnectStrategy: (retries: number, cause: Error) =>
+            !this.#started ? cause : Math.min(50 * 2 ** retries, 2000) +
+              Math.floor(Math.random() * 100),
         },
       });
     this.#cmd = client();
@@ -230,7 +247,7 @@ export class RedisStore implements RoomStore {
   static async connect(options: RedisStoreOptions): Promise<RedisStore> {
     const store = new RedisStore(options);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const ms = options.connectTimeoutMs ?? 5000;
+    const ms = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
     try {
       await Promise.race([
         Promise.all([store.#cmd.connect(), store.#sub.connect()]),
@@ -248,14 +265,16 @@ export class RedisStore implements RoomStore {
       await store.#resync();
     } catch (error) {
       store.#closed = true;
-      store.#cmd.destroy();
-      store.#sub.destroy();
+      // A connection that gave up at start is closed already (destroy
+      // would throw).
+      for (const c of [store.#cmd, store.#sub]) if (c.isOpen) c.destroy();
       throw new Error(
-        `cannot reach Redis at ${redactUrl(options.url)}: ${errorText(error)}`,
+        `cannot reach Redis at ${redactUrl(options.url)} (${errorText(error)})`,
       );
     } finally {
       clearTimeout(timer);
     }
+    store.#started = true;
     store.#timer = setInterval(() => store.#tick(), store.#heartbeatMs);
     return store;
   }
@@ -716,7 +735,8 @@ export class RedisStore implements RoomStore {
   #down(connection: string, error: unknown): void {
     if (this.#closed) return;
     this.#up = false;
-    if (!this.#downLogged) {
+    // Before `connect` resolves, its own error says what went wrong.
+    if (!this.#downLogged && this.#started) {
       this.#downLogged = true;
       this.#log("error", "redis_down", { connection, error: errorText(error) });
     }
