@@ -332,8 +332,10 @@ Deno.test("out of the box, every documented default is in effect", async () => {
         event: ___,
         page: ____,
         chat: _____,
+        store,
         ...limits
       } = start;
+      assert.equal(store, "memory");
       assert.deepEqual(limits, {
         maxConnections: 10_000,
         maxConnectionsPerIp: 100,
