@@ -286,7 +286,7 @@ export class MemoryStore implements RoomStore {
         claimedId: present.claimedId,
         history: missed ?? room.history,
         gap: request.since !== undefined && missed === undefined,
-        users: [...room.nicks.values()].map((member) => member.nick),
+        users: membersOf(room),
         token: this.#token(name, room, present),
       });
     }
@@ -326,7 +326,7 @@ export class MemoryStore implements RoomStore {
       claimedId: joined.id,
       history: missed ? [...missed, joined] : room.history,
       gap: request.since !== undefined && missed === undefined,
-      users: [...room.nicks.values()].map((member) => member.nick),
+      users: membersOf(room),
       token: this.#token(name, room, holder),
     });
   }
@@ -371,7 +371,7 @@ export class MemoryStore implements RoomStore {
   members(name: string): Promise<string[]> {
     const room = this.#rooms.get(name);
     return Promise.resolve(
-      room ? [...room.nicks.values()].map((member) => member.nick) : [],
+      room ? membersOf(room) : [],
     );
   }
 
@@ -452,6 +452,11 @@ export class MemoryStore implements RoomStore {
   #token(name: string, room: MemoryRoom, holder: NickHolder): string {
     return reconnectToken(this.#tokenKey, name, room.epoch, holder.joinedId);
   }
+}
+
+/** A room's members' nicks, in the order they joined (a rename keeps it). */
+function membersOf(room: MemoryRoom): string[] {
+  return [...room.owners.values()].map((member) => member.nick);
 }
 
 /**

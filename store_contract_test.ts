@@ -1,0 +1,430 @@
+/**
+ * The store contract (rooms.ts `RoomStore`), one suite run against every
+ * store: `MemoryStore` always, `RedisStore` where redis-server is present
+ * (and always under CI, where a missing server fails the Redis cases). Each
+ * case is one rule; the stores may differ only where a case says so.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { haveRedis, startRedis } from "./redis_helpers.ts";
+import { RedisStore } from "./redis_store.ts";
+import type { LiveEvent, RoomEvent } from "./protocol.ts";
+import {
+  MemoryStore,
+  NICK_CANDIDATES,
+  NoNickLeft,
+  type RoomStore,
+  type StoreOptions,
+} from "./rooms.ts";
+import { eventually } from "./test_helpers.ts";
+
+/** A store under test, with what it reported to main.ts. */
+interface Subject {
+  store: RoomStore;
+  /** `onEvict` calls: (room, owner). */
+  evicted: [string, string][];
+  close(): Promise<void>;
+}
+
+interface StoreKind {
+  name: string;
+  ignore: boolean;
+  /**
+   * An empty room keeps its history and epoch (Redis, for `--room-ttl`);
+   * in memory it ends with its last member.
+   */
+  keepsEmptyRooms: boolean;
+  open(options: Partial<StoreOptions>): Promise<Subject>;
+}
+
+const DEFAULTS = {
+  historySize: 100,
+  maxHistoryBytes: 256 * 1024,
+  maxRooms: 10,
+};
+
+const KINDS: StoreKind[] = [
+  {
+    name: "memory",
+    ignore: false,
+    keepsEmptyRooms: false,
+    open: (options) => {
+      const evicted: [string, string][] = [];
+      const store = new MemoryStore({
+        ...DEFAULTS,
+        onEvict: (room, owner) => evicted.push([room, owner]),
+        ...options,
+      });
+      return Promise.resolve({
+        store,
+        evicted,
+        close: () => Promise.resolve(),
+      });
+    },
+  },
+  {
+    name: "redis",
+    ignore: !haveRedis && !Deno.env.get("CI"),
+    keepsEmptyRooms: true,
+    open: async (options) => {
+      const redis = await startRedis();
+      const evicted: [string, string][] = [];
+      try {
+        const store = await RedisStore.connect({
+          ...DEFAULTS,
+          onEvict: (room, owner) => evicted.push([room, owner]),
+          ...options,
+          url: redis.url,
+          roomTtl: 60,
+        });
+        return {
+          store,
+          evicted,
+          close: async () => {
+            await store.close();
+            await redis.kill();
+          },
+        };
+      } catch (error) {
+        await redis.kill();
+        throw error;
+      }
+    },
+  },
+];
+
+/** Registers one rule as a test for every store. */
+function contract(
+  rule: string,
+  fn: (subject: Subject, kind: StoreKind) => Promise<void>,
+  options: Partial<StoreOptions> = {},
+): void {
+  for (const kind of KINDS) {
+    Deno.test({
+      name: `${kind.name} store: ${rule}`,
+      ignore: kind.ignore,
+      fn: async () => {
+        const subject = await kind.open(options);
+        try {
+          await fn(subject, kind);
+        } finally {
+          await subject.close();
+        }
+      },
+    });
+  }
+}
+
+/** Holds a place and joins: what main.ts does for each connection. */
+function join(
+  store: RoomStore,
+  room: string,
+  request: Parameters<RoomStore["join"]>[1],
+) {
+  assert.ok(store.hold(room), "hold");
+  return store.join(room, request);
+}
+
+/** Events without their time, which no test can predict. */
+function timeless(event: LiveEvent): unknown {
+  if (event.type === "typing") return event;
+  const { ts: _, ...rest } = event;
+  return rest;
+}
+
+/**
+ * Collects what a subscriber gets. As main.ts does, the room is held first
+ * (a store subscribes to held rooms only), and a join follows before
+ * anything is expected: a shared store's subscription is ready once a join
+ * has been answered, not at once.
+ */
+function listen(store: RoomStore, room: string) {
+  const seen: unknown[] = [];
+  assert.ok(store.hold(room));
+  const unsubscribe = store.subscribe(
+    room,
+    (event) => seen.push(timeless(event)),
+  );
+  const stop = () => {
+    unsubscribe();
+    store.release(room);
+  };
+  return { seen, stop };
+}
+
+contract(
+  "a join takes the nick asked for and appends the join",
+  async ({ store }) => {
+    const { seen, stop } = listen(store, "r");
+    const ann = await join(store, "r", { owner: "1", nick: "ann" });
+    assert.equal(ann.nick, "ann");
+    assert.equal(ann.nickTaken, false);
+    assert.equal(ann.present, false);
+    assert.equal(ann.gap, false);
+    assert.deepEqual(ann.users, ["ann"]);
+    assert.deepEqual(ann.history.map(timeless), [
+      { type: "join", nick: "ann", id: 1 },
+    ]);
+    assert.equal(ann.lastId, 1);
+    assert.equal(ann.claimedId, 1);
+    await eventually("the join delivered", () => seen.length === 1);
+    assert.deepEqual(seen, [{ type: "join", nick: "ann", id: 1 }]);
+    stop();
+  },
+);
+
+contract(
+  "a nick held by another, by case or look-alike, is taken: a random one instead",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    for (
+      const [owner, wanted] of [["2", "ANN"], ["3", "аnn"], ["4", "ａｎｎ"]]
+    ) {
+      const other = await join(store, "r", { owner, nick: wanted });
+      assert.equal(other.nickTaken, true, wanted);
+      assert.match(other.nick, /^user-\d+$/);
+    }
+    assert.equal((await store.members("r")).length, 4);
+  },
+);
+
+contract(
+  `a join tries ${NICK_CANDIDATES} random nicks, then fails with NoNickLeft`,
+  async ({ store }) => {
+    // The draw always gives user-1 (see the options below).
+    const first = await join(store, "r", { owner: "1" });
+    assert.equal(first.nick, "user-1");
+    await assert.rejects(join(store, "r", { owner: "2" }), NoNickLeft);
+    store.release("r"); // the failed join's place, as main.ts gives it back
+    assert.deepEqual(await store.members("r"), ["user-1"]);
+  },
+  { randomNick: () => "user-1" },
+);
+
+contract(
+  "another connection of a member is the same member: no join, same nick",
+  async ({ store }) => {
+    const { seen, stop } = listen(store, "r");
+    const first = await join(store, "r", { owner: "s.ada", nick: "ada" });
+    const second = await join(store, "r", { owner: "s.ada", nick: "whatever" });
+    assert.equal(second.nick, "ada");
+    assert.equal(second.present, true);
+    assert.equal(second.lastId, first.lastId);
+    assert.equal(second.claimedId, first.claimedId);
+    assert.deepEqual(second.users, ["ada"]);
+    // One of its two connections leaves: still a member, nothing announced.
+    await join(store, "r", { owner: "2", nick: "bob" });
+    await store.leave("r", "s.ada", true);
+    assert.deepEqual(await store.members("r"), ["ada", "bob"]);
+    await store.leave("r", "s.ada", true);
+    assert.deepEqual(await store.members("r"), ["bob"]);
+    await eventually("the leave delivered", () => seen.length === 3);
+    assert.deepEqual(seen, [
+      { type: "join", nick: "ada", id: 1 },
+      { type: "join", nick: "bob", id: 2 },
+      { type: "leave", nick: "ada", id: 3 },
+    ]);
+    stop();
+  },
+);
+
+contract(
+  "a resume gets exactly what it missed, then its join; too old or another epoch is a gap",
+  async ({ store }) => {
+    const ann = await join(store, "r", { owner: "1", nick: "ann" });
+    for (const text of ["a", "b", "c"]) {
+      await store.append("r", { type: "message", from: "ann", text });
+    }
+    const back = await join(store, "r", {
+      owner: "2",
+      nick: "bob",
+      since: 2,
+      epoch: ann.epoch,
+    });
+    assert.equal(back.gap, false);
+    assert.deepEqual(back.history.map(timeless), [
+      { type: "message", from: "ann", text: "b", id: 3 },
+      { type: "message", from: "ann", text: "c", id: 4 },
+      { type: "join", nick: "bob", id: 5 },
+    ]);
+    for (
+      const [since, epoch] of [[1, "other"], [99, ann.epoch]] as const
+    ) {
+      const lost = await join(store, "r", { owner: `x${since}`, since, epoch });
+      assert.equal(lost.gap, true, `since ${since} in ${epoch}`);
+      assert.equal(lost.history.at(-1)?.type, "join");
+      assert.equal(lost.history[0].id, 1, "the whole history instead");
+    }
+  },
+);
+
+contract(
+  "history keeps at most historySize events and maxHistoryBytes",
+  async ({ store }) => {
+    const ann = await join(store, "r", { owner: "1", nick: "ann" });
+    for (let i = 0; i < 6; i++) {
+      await store.append("r", { type: "message", from: "ann", text: `m${i}` });
+    }
+    const bob = await join(store, "r", { owner: "2", nick: "bob" });
+    assert.deepEqual(bob.history.map((event) => event.id), [4, 5, 6, 7, 8]);
+    // Resuming from before the oldest kept event is a gap.
+    const late = await join(store, "r", {
+      owner: "3",
+      since: 2,
+      epoch: ann.epoch,
+    });
+    assert.equal(late.gap, true);
+    // A long message pushes out more than one.
+    await store.append("r", {
+      type: "message",
+      from: "ann",
+      text: "x".repeat(200),
+    });
+    const cy = await join(store, "r", { owner: "4", nick: "cy" });
+    assert.deepEqual(cy.history.map((event) => event.id), [10, 11]);
+  },
+  { historySize: 5, maxHistoryBytes: 600 },
+);
+
+contract(
+  "a token from an earlier welcome takes the nick from its stale holder, who is evicted",
+  async ({ store, evicted }) => {
+    const { seen, stop } = listen(store, "r");
+    const old = await join(store, "r", { owner: "1", nick: "ann" });
+    await join(store, "r", { owner: "2", nick: "bob" });
+    // A wrong token takes nothing.
+    const wrong = await join(store, "r", {
+      owner: "3",
+      nick: "ann",
+      token: "x",
+    });
+    assert.equal(wrong.nickTaken, true);
+    const back = await join(store, "r", {
+      owner: "4",
+      nick: "ann",
+      token: old.token,
+    });
+    assert.equal(back.nick, "ann");
+    assert.equal(back.nickTaken, false);
+    await eventually("the eviction", () => evicted.length === 1);
+    assert.deepEqual(evicted, [["r", "1"]]);
+    await eventually("four events", () => seen.length === 5);
+    assert.deepEqual(seen.slice(3), [
+      { type: "leave", nick: "ann", id: 4 },
+      { type: "join", nick: "ann", id: 5 },
+    ]);
+    stop();
+  },
+);
+
+contract(
+  "a rename moves the nick and the claim; a taken nick or another's is refused",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await join(store, "r", { owner: "2", nick: "bob" });
+    assert.equal(await store.rename("r", "1", "ann", "BOB"), "nick_taken");
+    assert.equal(await store.rename("r", "2", "ann", "zed"), "nick_taken");
+    const renamed = await store.rename("r", "1", "ann", "Anna") as RoomEvent;
+    assert.deepEqual(timeless(renamed), {
+      type: "nick",
+      from: "ann",
+      to: "Anna",
+      id: 3,
+    });
+    assert.deepEqual(await store.members("r"), ["Anna", "bob"]);
+    // Another tab of the renamed member sees the claim of the rename.
+    const tab = await join(store, "r", { owner: "1" });
+    assert.equal(tab.nick, "Anna");
+    assert.equal(tab.claimedId, 3);
+    // The leave names the new nick.
+    await store.leave("r", "1", true);
+    await store.leave("r", "1", true);
+    const cy = await join(store, "r", { owner: "3", nick: "cy" });
+    assert.deepEqual(timeless(cy.history.at(-2)!), {
+      type: "leave",
+      nick: "Anna",
+      id: 4,
+    });
+  },
+);
+
+contract(
+  "a leave is announced when asked and others remain; not otherwise",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await join(store, "r", { owner: "2", nick: "bob" });
+    await join(store, "r", { owner: "3", nick: "cy" });
+    await store.leave("r", "2", false);
+    await store.leave("r", "1", true);
+    const dee = await join(store, "r", { owner: "4", nick: "dee" });
+    assert.deepEqual(dee.history.map(timeless).slice(-2), [
+      { type: "leave", nick: "ann", id: 4 },
+      { type: "join", nick: "dee", id: 5 },
+    ]);
+    // Leaving twice, or a stranger leaving, changes nothing.
+    await store.leave("r", "1", true);
+    await store.leave("r", "nobody", true);
+    assert.deepEqual(await store.members("r"), ["cy", "dee"]);
+  },
+);
+
+contract(
+  "holds: at most maxRooms rooms; a released hold ends an empty room",
+  async ({ store }, kind) => {
+    assert.equal(store.hold("a"), true);
+    assert.equal(store.hold("b"), true);
+    assert.equal(store.hold("c"), false, "a third room");
+    assert.equal(store.hold("a"), true, "an existing room");
+    store.release("a");
+    store.release("a");
+    assert.equal(store.roomCount(), 1);
+    assert.equal(store.hold("c"), true);
+    store.release("b");
+    store.release("c");
+    assert.equal(store.roomCount(), 0);
+    // The last member out: the room ends here (its history and epoch go with
+    // it in memory; Redis keeps them for --room-ttl).
+    const first = await join(store, "a", { owner: "1", nick: "ann" });
+    await store.leave("a", "1", true);
+    assert.equal(store.roomCount(), 0);
+    const again = await join(store, "a", { owner: "2", nick: "bob" });
+    if (kind.keepsEmptyRooms) {
+      assert.equal(again.epoch, first.epoch);
+      assert.equal(again.lastId, 2);
+    } else {
+      assert.notEqual(again.epoch, first.epoch);
+      assert.equal(again.lastId, 1);
+    }
+  },
+  { maxRooms: 2 },
+);
+
+contract(
+  "a subscriber gets every event in id order, its own included, and typing notices",
+  async ({ store }) => {
+    const { seen, stop } = listen(store, "r");
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await Promise.all(
+      ["a", "b", "c"].map((text) =>
+        store.append("r", { type: "message", from: "ann", text })
+      ),
+    );
+    await store.append("r", { type: "dm", from: "ann", to: "ann", text: "d" });
+    store.notify("r", { type: "typing", nick: "ann" });
+    await eventually("six deliveries", () => seen.length === 6);
+    assert.deepEqual(
+      seen.map((event) => (event as { id?: number }).id),
+      [1, 2, 3, 4, 5, undefined],
+    );
+    assert.deepEqual(seen[5], { type: "typing", nick: "ann" });
+    stop();
+    // Typing notices are kept nowhere.
+    const bob = await join(store, "r", { owner: "2", nick: "bob" });
+    assert.deepEqual(
+      bob.history.map((event) => event.type),
+      ["join", "message", "message", "message", "dm", "join"],
+    );
+  },
+);
