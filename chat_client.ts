@@ -31,6 +31,7 @@ import {
   NICK_ERRORS,
   parseCommand,
   printable,
+  renderText,
   retryableStatus,
   ROOM_RULE,
   type RoomEvent,
@@ -179,6 +180,16 @@ export function render(
       );
     case "error":
       return systemLine(`error: ${text(event.message)}`, style);
+    case "kick":
+    case "topic":
+    case "slow":
+    case "delete":
+      // The server's own plain-text line, made printable.
+      return systemLine(
+        text(renderText(event).replace(/^ \.\.\.\. /, "")),
+        style,
+        ts,
+      );
   }
 }
 
@@ -249,6 +260,16 @@ export function parseInput(line: string): Input {
       return { kind: command.type };
     case "typing":
       return { kind: "empty" }; // not a typed command
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      // Its JSON frame is the command itself; the server judges who may.
+      return { kind: "send", frame: command };
     case "invalid":
       return { kind: "usage", message: printable(command.message) };
   }

@@ -48,9 +48,13 @@ import {
   nickCandidates,
   nickKey,
   NoNickLeft,
+  type Poster,
+  type PostRefusal,
   reconnectToken,
   type RoomStore,
+  type RosterEntry,
   sameSecret,
+  type Sanction,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
@@ -391,6 +395,10 @@ export class RedisStore implements RoomStore {
       gap: reply.gap,
       users: nicksOf(reply.holders),
       token: this.#token(name, reply.epoch, reply.joinedId),
+      verified: [],
+      moderators: [],
+      topic: "",
+      slowSeconds: 0,
     };
   }
 
@@ -468,6 +476,44 @@ export class RedisStore implements RoomStore {
         (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
       );
     })());
+  }
+
+  roster(name: string): Promise<RosterEntry[]> {
+    return this.members(name).then((nicks) =>
+      nicks.map((nick) => ({ nick, verified: false, op: false }))
+    );
+  }
+
+  post(
+    name: string,
+    _poster: Poster,
+    body: NewEvent,
+  ): Promise<RoomEvent | PostRefusal> {
+    return this.append(name, body);
+  }
+
+  expel(): Promise<RoomEvent | "no_such_nick"> {
+    return Promise.reject(new StoreUnavailable("not yet"));
+  }
+
+  mute(): Promise<"muted" | "no_such_nick"> {
+    return Promise.reject(new StoreUnavailable("not yet"));
+  }
+
+  lift(): Promise<boolean> {
+    return Promise.reject(new StoreUnavailable("not yet"));
+  }
+
+  banned(): Promise<Sanction | undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  configure(): Promise<RoomEvent> {
+    return Promise.reject(new StoreUnavailable("not yet"));
+  }
+
+  remove(): Promise<RoomEvent | "no_such_message" | "forbidden"> {
+    return Promise.reject(new StoreUnavailable("not yet"));
   }
 
   /**
