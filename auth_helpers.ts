@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from "jose";
 import type { ChatOptions, ChatServer } from "./main.ts";
 import {
@@ -15,6 +16,7 @@ import {
   OP_PROTOCOL_PREFIX,
 } from "./protocol.ts";
 import { chatUrl, type Json, Peer, within } from "./test_helpers.ts";
+import { upgradeRequest } from "./ws_frames.ts";
 
 /** The HS256 secret the tests' servers verify with. */
 export const SECRET = "test-secret-of-at-least-32-bytes-long!!";
@@ -123,4 +125,32 @@ export function logLines(): { lines: string[]; options: ChatOptions } {
     lines,
     options: { quiet: false, logSink: (line) => lines.push(line) },
   };
+}
+
+/**
+ * The status of a handshake on `path` with `headers` from another loopback
+ * source address (127.0.0.2, …), for bans by address: `node:net` can
+ * choose its source address, `Deno.connect` cannot. The connection is
+ * closed before this resolves.
+ */
+export function statusFrom(
+  localAddress: string,
+  port: number,
+  path = "/",
+  headers: Record<string, string> = {},
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress });
+    let head = "";
+    socket.once("error", reject);
+    socket.once("connect", () => socket.write(upgradeRequest(path, headers)));
+    socket.on("data", (chunk: Uint8Array) => {
+      head += new TextDecoder().decode(chunk);
+      if (!head.includes("\r\n")) return;
+      socket.removeAllListeners("data");
+      socket.on("data", () => {}); // keep draining
+      socket.once("close", () => resolve(Number(head.split(" ")[1])));
+      socket.destroy();
+    });
+  });
 }
