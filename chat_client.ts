@@ -22,15 +22,18 @@
 
 import { parseArgs } from "node:util";
 import {
+  AUTH_PROTOCOL_PREFIX,
   type ClientFrame,
   type ErrorFrame,
   FINAL_CLOSE_CODES,
   HELP_TEXT,
   JOIN_USAGE,
   JSON_PROTOCOL,
+  type ModeratedFrame,
   NICK_ERRORS,
   parseCommand,
   printable,
+  renderText,
   retryableStatus,
   ROOM_RULE,
   type RoomEvent,
@@ -64,6 +67,8 @@ Usage: deno task client [URL] [options]
 
 Options:
   --nick NAME    ask for this nickname (also ?nick=NAME in the URL)
+  --token JWT    sign in with a login token from the app (sent as the
+                 subprotocol chat.auth.JWT; your name is the token's)
   --retries N    attempts after the first when the first connection fails
                  (default ${DEFAULT_RETRIES}); once connected it retries forever
   -h, --help     show this help
@@ -180,6 +185,16 @@ export function render(
       );
     case "error":
       return systemLine(`error: ${text(event.message)}`, style);
+    case "kick":
+    case "topic":
+    case "slow":
+    case "delete":
+      // The server's own plain-text line, made printable.
+      return systemLine(
+        text(renderText(event).replace(/^ \.\.\.\. /, "")),
+        style,
+        ts,
+      );
   }
 }
 
@@ -250,6 +265,16 @@ export function parseInput(line: string): Input {
       return { kind: command.type };
     case "typing":
       return { kind: "empty" }; // not a typed command
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      // Its JSON frame is the command itself; the server judges who may.
+      return { kind: "send", frame: command };
     case "invalid":
       return { kind: "usage", message: printable(command.message) };
   }
@@ -724,6 +749,8 @@ export interface ClientOptions {
   nick?: string;
   /** Attempts after the first when it has never been connected. */
   retries: number;
+  /** A login token (see README "Identity and moderation"). */
+  token?: string;
   screen: Screen;
   style: RenderStyle;
   /** Where "cannot connect" goes (stderr). */
@@ -857,7 +884,13 @@ export class ChatClient {
   /** One WebSocket, from connecting to closed. */
   #connectOnce(url: string): Promise<Outcome> {
     return new Promise((resolve) => {
-      const socket = new WebSocket(url, [JSON_PROTOCOL, this.#session]);
+      const socket = new WebSocket(url, [
+        JSON_PROTOCOL,
+        this.#session,
+        ...(this.#options.token
+          ? [AUTH_PROTOCOL_PREFIX + this.#options.token]
+          : []),
+      ]);
       this.#socket = socket;
       this.#welcomed = false;
       let opened = false;
@@ -906,6 +939,16 @@ export class ChatClient {
       if (item.type === "welcome") this.#welcome(item as Welcome);
       else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
+      } else if (item.type === "moderated") {
+        const done = item as ModeratedFrame;
+        const what = { mute: "muted", unmute: "unmuted", unban: "unbanned" };
+        this.#system(
+          printable(
+            `${done.nick} is ${what[done.action] ?? done.action}${
+              done.minutes ? ` for ${done.minutes} min` : ""
+            }.`,
+          ),
+        );
       } else this.#event(item as ChatEvent);
     }
   }
@@ -970,7 +1013,18 @@ export class ChatClient {
     room.users = updateUsers(room.users, event);
     if (event.type === "nick" && event.from === this.#you) this.#you = event.to;
     if (
-      ["message", "action", "join", "leave", "nick", "dm"].includes(event.type)
+      [
+        "message",
+        "action",
+        "join",
+        "leave",
+        "nick",
+        "dm",
+        "kick",
+        "topic",
+        "slow",
+        "delete",
+      ].includes(event.type)
     ) {
       this.#print(render(event, this.#options.style));
     }
@@ -1086,6 +1140,7 @@ function randomSecret(): string {
 export interface ClientArgs {
   url: URL;
   nick?: string;
+  token?: string;
   retries: number;
   help: boolean;
 }
@@ -1096,6 +1151,7 @@ export function parseClientArgs(args: string[]): ClientArgs {
     args,
     options: {
       nick: { type: "string" },
+      token: { type: "string" },
       retries: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -1116,6 +1172,7 @@ export function parseClientArgs(args: string[]): ClientArgs {
   return {
     url: parseChatUrl(positionals[0] ?? DEFAULT_URL),
     nick: values.nick,
+    token: values.token,
     retries,
     help: values.help ?? false,
   };
@@ -1146,6 +1203,7 @@ export async function main(args: string[]): Promise<number> {
   const client = new ChatClient({
     url: parsed.url,
     nick: parsed.nick,
+    token: parsed.token,
     retries: parsed.retries,
     screen,
     style,

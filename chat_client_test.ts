@@ -24,7 +24,8 @@ import {
   updateUsers,
 } from "./chat_client.ts";
 import { type ChatServer, startChat } from "./main.ts";
-import { JSON_PROTOCOL, printable as sanitize } from "./protocol.ts";
+import { CloseCode, JSON_PROTOCOL, printable as sanitize } from "./protocol.ts";
+import { hs256, SECRET } from "./auth_helpers.ts";
 import {
   chatUrl,
   closeAll,
@@ -994,4 +995,27 @@ Deno.test("client: a web page that names no chat port says to give the chat's po
   } finally {
     await server.shutdown();
   }
+});
+
+Deno.test("client: --token signs in; a moderator's typed commands go as frames and their events are shown", async () => {
+  await withChat({ authSecret: SECRET }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const token = await hs256({ sub: "1", name: "mod", roles: ["op"] });
+    await withClient([chatUrl(chat), "--token", token], async (mod) => {
+      assert.match(await mod.welcomed(), /^ \.\.\.\. you are mod in lobby; /);
+      await mod.type("/topic be kind");
+      await mod.until(" .... mod set the topic: be kind");
+      await mod.type("/mute bob 5");
+      await mod.until(" .... bob is muted for 5 min.");
+      await mod.type("/kick bob spam");
+      await mod.until(" .... bob was kicked by mod (spam).");
+      const closed = await within(bob.closed, "bob's close");
+      assert.deepEqual([closed.code, closed.reason], [
+        CloseCode.Kicked,
+        "kicked by mod: spam",
+      ]);
+      await mod.type("/quit");
+      assert.equal((await mod.exit()).code, 0);
+    });
+  });
 });

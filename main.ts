@@ -43,7 +43,11 @@ import {
   HELP_TEXT,
   JSON_PROTOCOL,
   type LiveEvent,
+  MODERATION_HELP,
+  type ModerationCommand,
+  type NewEvent,
   NICK_ERRORS,
+  OP_PROTOCOL_PREFIX,
   PAGE_CONSTANTS,
   parseCommand,
   parseJsonCommand,
@@ -69,12 +73,21 @@ import {
   MemoryStore,
   nickKey,
   type RoomStore,
+  sameSecret,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
 import type { RedisStoreOptions } from "./redis_store.ts";
-import { readHandshake } from "./handshake.ts";
+import { offeredProtocols, readHandshake } from "./handshake.ts";
+import {
+  type Identity,
+  makeVerifier,
+  ownerOf,
+  tokenOf,
+  type Verifier,
+} from "./auth.ts";
+import { fitCloseReason, moderate, moderatedText } from "./moderation.ts";
 
 // ---------------------------------------------------------------------------
 // Options and limits
@@ -333,6 +346,45 @@ export const OPTIONS = {
     shown: "off",
     parse: () => true,
   },
+  authSecret: {
+    default: "",
+    arg: "SECRET",
+    help:
+      "verify login tokens (JWT, HS256) signed with this secret; see Identity and moderation",
+    env: "AUTH_SECRET",
+    shown: "(no login)",
+    parse: (text: string) => text,
+  },
+  authPublicKey: pemFile(
+    "verify login tokens signed with this PEM public key's private key (RS256, ES256 or EdDSA)",
+  ),
+  auth: choice(
+    ["optional", "required"],
+    "optional",
+    "with a key: `required` refuses connections without a valid token (401)",
+  ),
+  authAudience: {
+    default: "",
+    arg: "AUD",
+    help: "login tokens must have this `aud`",
+    shown: "(any)",
+    parse: (text: string) => text,
+  },
+  authIssuer: {
+    default: "",
+    arg: "ISS",
+    help: "login tokens must have this `iss`",
+    shown: "(any)",
+    parse: (text: string) => text,
+  },
+  opKey: {
+    default: "",
+    arg: "KEY",
+    help:
+      "a connection offering the subprotocol `chat.op.KEY` is a moderator in every room",
+    shown: "(none)",
+    parse: (text: string) => text,
+  },
 } satisfies Record<string, OptionSpec<unknown>>;
 
 type OptionName = keyof typeof OPTIONS;
@@ -352,10 +404,13 @@ export type ChatOptions =
     store?: RoomStore;
   };
 
-type Settings = Required<Omit<ChatOptions, "cert" | "key" | "store">> & {
-  cert?: string;
-  key?: string;
-};
+type Settings =
+  & Required<Omit<ChatOptions, "cert" | "key" | "store" | "authPublicKey">>
+  & {
+    cert?: string;
+    key?: string;
+    authPublicKey?: string;
+  };
 
 /** The defaults of every option, from {@linkcode OPTIONS}. */
 export const DEFAULT_OPTIONS: Settings = {
@@ -427,6 +482,12 @@ interface Client {
   waitingOnStore: boolean;
   /** Frames that came while it waited on the store, handled in order after. */
   backlog: string[];
+  /** Signed in by a login token: its nick is its token's name. */
+  verified: boolean;
+  /** A moderator (token role `op`, or `--op-key`). */
+  op: boolean;
+  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  keys: string[];
   /** While it joins: its welcome and what came meanwhile (see `admit`). */
   welcome?: PendingWelcome;
   /** Gives up on a socket that never opens (see `openTimeout`). */
@@ -489,6 +550,8 @@ interface ChatState {
   stuckSockets: Set<WebSocket>;
   /** Numbers the connections (the store's owner names). */
   nextOwner: number;
+  /** Checks login tokens; undefined when no auth key is set. */
+  verifier?: Verifier;
   phase: "running" | "stopping" | "stopped";
   counters: {
     messagesReceived: number;
@@ -497,6 +560,7 @@ interface ChatState {
     refused: Map<string, number>;
     closes: Map<number | "other", number>;
     upgradesRefused: Map<string, number>;
+    moderation: Map<string, number>;
   };
 }
 
@@ -529,6 +593,7 @@ function newState(settings: Settings, store: RoomStore): ChatState {
       refused: new Map(),
       closes: new Map(),
       upgradesRefused: new Map(),
+      moderation: new Map(),
     },
   };
 }
@@ -634,6 +699,13 @@ const METRICS: [
     "WebSocket upgrades refused, by reason.",
     (c) => c.counters.upgradesRefused,
     "reason",
+  ],
+  [
+    "chat_moderation_total",
+    "counter",
+    "Moderation actions done, by action.",
+    (c) => c.counters.moderation,
+    "action",
   ],
 ];
 
@@ -808,6 +880,7 @@ function admit(client: Client): void {
         joined.users.join(", ")
       }`,
     );
+    if (joined.topic) sendNotice(client, `topic: ${joined.topic}`);
   }
   if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
   else if (joined.nickTaken) {
@@ -863,12 +936,21 @@ function sendToOne(client: Client, frame: string): void {
 // ---------------------------------------------------------------------------
 
 /** Tells one client about a refusal, in its protocol. */
-function sendError(client: Client, code: ErrorCode, message: string): void {
+function sendError(
+  client: Client,
+  code: ErrorCode,
+  message: string,
+  retryAfter?: number,
+): void {
   bump(chat().counters.refused, code);
   sendToOne(
     client,
     client.json
-      ? JSON.stringify({ type: "error", code, message })
+      ? JSON.stringify(
+        retryAfter === undefined
+          ? { type: "error", code, message }
+          : { type: "error", code, message, retryAfter },
+      )
       : systemText(`error: ${message}`),
   );
 }
@@ -893,6 +975,10 @@ interface ConnectRequest {
   token?: string;
   /** Who the client is, from its session secret (not the secret). */
   session?: string;
+  /** Who a valid login token says it is. */
+  identity?: Identity;
+  /** It showed the `--op-key`. */
+  op?: boolean;
 }
 
 /**
@@ -907,7 +993,9 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
   const client: Client = {
     socket,
     phase: "opening",
-    owner: request.session ?? String(++current.nextOwner),
+    owner: request.identity
+      ? ownerOf(request.identity)
+      : request.session ?? String(++current.nextOwner),
     nick: "",
     room: localRoom(request.room),
     json: request.json,
@@ -916,11 +1004,17 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     refilledAt: Date.now(),
     drops: 0,
     lastFrameAt: 0,
-    session: request.session !== undefined,
+    // A verified person's tabs are one member, as a session's are.
+    session: request.session !== undefined || request.identity !== undefined,
     claimedId: 0,
     typingAt: 0,
     waitingOnStore: true,
     backlog: [],
+    verified: request.identity !== undefined,
+    op: request.identity?.op === true || request.op === true,
+    keys: request.identity
+      ? [ownerOf(request.identity)]
+      : [...(request.session ? [request.session] : []), `ip:${request.ip}`],
   };
   current.clients.set(socket, client);
   current.openSockets.add(socket);
@@ -982,6 +1076,9 @@ async function joinRoom(
       token: request.token,
       since: request.since,
       epoch: request.epoch,
+      verified: client.verified,
+      op: client.op,
+      keys: client.keys,
     });
   } catch (error) {
     giveBack(client);
@@ -1029,6 +1126,12 @@ function sendWelcome(client: Client, joined: Joined, room: string): void {
     maxMessageChars: chat().settings.maxMessageChars,
     token: joined.token,
     session: client.session,
+    verified: client.verified,
+    op: client.op,
+    verifiedUsers: joined.verified,
+    moderators: joined.moderators,
+    topic: joined.topic,
+    slowSeconds: joined.slowSeconds,
   };
   sendToOne(client, JSON.stringify(welcome));
 }
@@ -1239,9 +1342,7 @@ function execute(client: Client, command: Command): void {
         );
       }
       if (command.type === "dm") return sendDirect(client, command.to, text);
-      store.append(room, { type: command.type, from: client.nick, text })
-        .catch((error) => failed(client, error));
-      return;
+      return post(client, { type: command.type, from: client.nick, text });
     }
     case "typing": {
       // Ephemeral and cheap: not counted against the message rate, but
@@ -1254,6 +1355,13 @@ function execute(client: Client, command: Command): void {
     case "nick": {
       if (command.nick === "" && !client.json) {
         return sendNotice(client, `you are ${client.nick}.`);
+      }
+      if (client.verified) {
+        return sendError(
+          client,
+          "forbidden",
+          "your name comes from your login; it cannot be changed here",
+        );
       }
       const nick = command.nick.normalize("NFC");
       if (nick === client.nick) return;
@@ -1275,15 +1383,25 @@ function execute(client: Client, command: Command): void {
     }
     case "who":
       return whileStoreWorks(client, async () => {
-        const nicks = await store.members(room);
-        sendNotice(client, `in ${room}: ${nicks.join(", ")}`);
+        sendNotice(client, whoText(room, await store.roster(room)));
       });
     case "join":
       return moveTo(client, command.room);
     case "quit":
       return disconnect(client, CloseCode.Normal, "bye");
     case "help":
-      return sendNotice(client, HELP_TEXT);
+      sendNotice(client, HELP_TEXT);
+      if (client.op) sendNotice(client, MODERATION_HELP);
+      return;
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      return moderateFor(client, command);
     case "invalid":
       return sendError(client, command.code, command.message);
   }
@@ -1304,6 +1422,7 @@ function sendDirect(client: Client, to: string, text: string): void {
       from: client.nick,
       to: recipient,
       text,
+      ...(client.verified ? { verified: true } : {}),
     });
   });
 }
@@ -1325,6 +1444,148 @@ function moveTo(client: Client, path: string): void {
   client.phase = "opening"; // holds its place in the new room
   joinRoom(client, { room, ip: client.ip, json: client.json, nick })
     .catch((error) => failed(client, error));
+}
+
+// ---------------------------------------------------------------------------
+// Identity and moderation (the rules are auth.ts's and moderation.ts's)
+// ---------------------------------------------------------------------------
+
+/**
+ * A message or action goes through the store's `post`, which refuses it
+ * while its sender is muted or slow mode says it is too early.
+ */
+function post(client: Client, body: NewEvent & { type: "message" | "action" }) {
+  const { store } = chat();
+  const poster = { owner: client.owner, keys: client.keys, op: client.op };
+  store.post(
+    client.room.name,
+    poster,
+    client.verified ? { ...body, verified: true } : body,
+  ).then((posted) => {
+    if (!("refused" in posted)) return;
+    const seconds = posted.until === undefined
+      ? undefined
+      : Math.max(1, Math.ceil((posted.until - Date.now()) / 1000));
+    if (posted.refused === "muted") {
+      return sendError(
+        client,
+        "muted",
+        seconds === undefined
+          ? "you are muted in this room"
+          : `you are muted in this room for ${seconds} s more`,
+        seconds,
+      );
+    }
+    sendError(
+      client,
+      "slow_mode",
+      `slow mode: you may post again in ${seconds} s`,
+      seconds,
+    );
+  }).catch((error) => failed(client, error));
+}
+
+/** `/who`: the members, then the moderators and verified ones, if any. */
+function whoText(
+  room: string,
+  roster: { nick: string; verified: boolean; op: boolean }[],
+): string {
+  const nicks = (entries: typeof roster) =>
+    entries.map((entry) => entry.nick).join(", ");
+  const moderators = roster.filter((entry) => entry.op);
+  const verified = roster.filter((entry) => entry.verified);
+  return `in ${room}: ${nicks(roster)}` +
+    (moderators.length ? `; moderators: ${nicks(moderators)}` : "") +
+    (verified.length ? `; verified: ${nicks(verified)}` : "");
+}
+
+/** A moderation command: carried out, answered, logged and counted. */
+function moderateFor(client: Client, command: ModerationCommand): void {
+  const { store, counters } = chat();
+  const actor = {
+    nick: client.nick,
+    op: client.op,
+    claimedId: client.claimedId,
+  };
+  whileStoreWorks(client, async () => {
+    const outcome = await moderate(store, client.room.name, actor, command);
+    if ("error" in outcome) {
+      return sendError(client, outcome.error, outcome.message);
+    }
+    log("info", "moderation", outcome.log);
+    bump(counters.moderation, command.type);
+    if ("reply" in outcome) {
+      sendToOne(
+        client,
+        client.json
+          ? JSON.stringify(outcome.reply)
+          : systemText(moderatedText(outcome.reply)),
+      );
+    }
+  });
+}
+
+/** The store's closer of a kicked or banned person's connections here. */
+function expel(room: string, owner: string, reason: string): void {
+  for (const client of [...chat().clients.values()]) {
+    if (
+      client.phase === "joined" && client.owner === owner &&
+      client.room.name === room
+    ) {
+      disconnect(client, CloseCode.Kicked, fitCloseReason(reason));
+    }
+  }
+}
+
+/**
+ * The chat port's front door: who the request says it is (a login token,
+ * the op key) and whether it is banned from the room, before the checks
+ * and the upgrade of {@linkcode handleChatRequest}. Requests it need not
+ * judge (not a WebSocket, no room) go straight through.
+ */
+async function handleChatUpgrade(
+  req: Request,
+  info: Deno.ServeHandlerInfo,
+): Promise<Response> {
+  const { verifier, settings, store } = chat();
+  const url = parseUrl(req);
+  const room = url && roomFromPath(url.pathname);
+  if (!room || !readHandshake(req.headers, []).websocket) {
+    return handleChatRequest(req, info);
+  }
+  const ip = (info.remoteAddr as Deno.NetAddr).hostname;
+  const offered = offeredProtocols(req.headers);
+  const token = tokenOf(offered, req.headers.get("authorization"));
+  let identity: Identity | undefined;
+  if (verifier && token !== undefined) {
+    const verified = await verifier(token);
+    if (typeof verified === "string") {
+      return refuse("unauthorized", { problem: verified, peer: ip });
+    }
+    identity = verified;
+  } else if (verifier && settings.auth === "required") {
+    return refuse("unauthorized", { problem: "no_token", peer: ip });
+  }
+  const opKey = offered.find((name) => name.startsWith(OP_PROTOCOL_PREFIX))
+    ?.slice(OP_PROTOCOL_PREFIX.length);
+  if (
+    opKey !== undefined &&
+    !(settings.opKey && sameSecret(opKey, settings.opKey))
+  ) {
+    return refuse("unauthorized", { problem: "bad_op_key", peer: ip });
+  }
+  const session = sessionOf(offered);
+  const keys = identity
+    ? [ownerOf(identity)]
+    : [...(session ? [session] : []), `ip:${ip}`];
+  try {
+    if (await store.banned(room, keys)) {
+      return refuse("banned", { peer: ip, room });
+    }
+  } catch {
+    return refuse("unavailable");
+  }
+  return handleChatRequest(req, info, { identity, op: opKey !== undefined });
 }
 
 /** Runs a command that waits on the store; the client's next frames queue. */
@@ -1509,6 +1770,7 @@ function originAllowed(origin: string | null, host: string | null): boolean {
 function handleChatRequest(
   req: Request,
   info: Deno.ServeHandlerInfo,
+  admitted: Pick<ConnectRequest, "identity" | "op"> = {},
 ): Response {
   const { settings, store, connectionsByIp } = chat();
   const handshake = readHandshake(req.headers, [JSON_PROTOCOL]);
@@ -1558,11 +1820,15 @@ function handleChatRequest(
     room,
     ip,
     json: handshake.protocol === JSON_PROTOCOL,
-    nick: url.searchParams.get("nick") ?? undefined,
+    // A verified person's nick is their token's.
+    nick: admitted.identity
+      ? admitted.identity.name
+      : url.searchParams.get("nick") ?? undefined,
     since: since !== null && /^\d+$/.test(since) ? Number(since) : undefined,
     epoch: url.searchParams.get("epoch") ?? undefined,
     token: url.searchParams.get("token") ?? undefined,
     session: sessionOf(handshake.offered),
+    ...admitted,
   });
   return upgraded.response;
 }
@@ -1698,7 +1964,7 @@ async function listenBoth(settings: Settings): Promise<[Server, Server]> {
       });
     }
   };
-  const chatServer = serve("wsPort", handleChatRequest);
+  const chatServer = serve("wsPort", handleChatUpgrade);
   try {
     const page = await renderPage(chatServer.addr.port);
     const pageServer = serve("port", pageHandler(page));
@@ -1745,8 +2011,15 @@ export async function startChat(
   }
   const { store: given, ...rest } = options;
   const settings = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
+  const verifier = await makeVerifier({
+    secret: settings.authSecret,
+    publicKey: settings.authPublicKey,
+    audience: settings.authAudience,
+    issuer: settings.authIssuer,
+  });
   const store = given ?? await makeStore(settings);
   state = newState(settings, store);
+  state.verifier = verifier;
   const current = state;
   const [chatServer, pageServer] = await listenBoth(settings).catch(
     async (error) => {
@@ -1808,6 +2081,7 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
     maxHistoryBytes: settings.maxHistoryBytes,
     maxRooms: settings.maxRooms,
     onEvict: evict,
+    onExpel: expel,
   };
   if (!settings.redis) return new MemoryStore(common);
   const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
@@ -2017,6 +2291,19 @@ export function parseCommandLine(
   if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new UsageError(
       "--cert and --key go together: give both, the certificate and its private key",
+    );
+  }
+  if (options.authSecret && options.authPublicKey) {
+    throw new UsageError(
+      "--auth-secret and --auth-public-key: one key, not both",
+    );
+  }
+  if (
+    options.auth === "required" && !options.authSecret &&
+    !options.authPublicKey
+  ) {
+    throw new UsageError(
+      "--auth required needs --auth-secret or --auth-public-key",
     );
   }
   return options as ChatOptions;

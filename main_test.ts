@@ -417,6 +417,15 @@ const FLAG_CASES: Record<
   roomTtl: [["--room-ttl=60"], { roomTtl: 60 }],
   reusePort: [["--reuse-port"], { reusePort: true }],
   quiet: [["--quiet"], { quiet: true }],
+  authSecret: [["--auth-secret=s3cret"], { authSecret: "s3cret" }],
+  authPublicKey: [["--auth-public-key", "PEM"], { authPublicKey: "PEM_TEXT" }],
+  auth: [["--auth=required", "--auth-secret=s"], {
+    auth: "required",
+    authSecret: "s",
+  }],
+  authAudience: [["--auth-audience=chat"], { authAudience: "chat" }],
+  authIssuer: [["--auth-issuer=app"], { authIssuer: "app" }],
+  opKey: [["--op-key=k"], { opKey: "k" }],
 };
 
 for (const name of Object.keys(OPTIONS)) {

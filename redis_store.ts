@@ -14,17 +14,24 @@
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
  * - channel `ev:NAME`: every event, published by the script that appends it,
- *   and typing notices (kept nowhere).
+ *   and typing notices (kept nowhere);
+ * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
+ *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
+ * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
+ *   holds or held the name;
+ * - `room:NAME:posted`, a hash: owner → last post (ms), for slow mode; it
+ *   expires after the interval.
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
- * reap: redis_scripts.ts), so ids, history, nicks and publish move together. A process
+ * reap, and the moderation ones: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
  * reconnect) is filled from the stream.
  *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
- * `evict:PID`, for a token takeover of one of its connections. A process
+ * `evict:PID`, for a token takeover of one of its connections, or (with a
+ * close reason) a moderator's kick or ban. A process
  * whose heartbeat expired is reaped by the survivors: each of its members is
  * announced as left once (the script removing them is atomic).
  *
@@ -41,29 +48,42 @@ import type {
 } from "./protocol.ts";
 import {
   eventBytes,
+  type Expulsion,
   type Joined,
   type JoinRequest,
+  kickReason,
   type Log,
   type LogFields,
   nickCandidates,
   nickKey,
   NoNickLeft,
+  type Poster,
+  type PostRefusal,
   reconnectToken,
   type RoomStore,
+  type RosterEntry,
   sameSecret,
+  type Sanction,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
 import {
   APPEND,
+  BANNED,
+  CONFIGURE,
+  EXPEL,
   FORGET,
   JOIN,
   keyList,
   LEAVE,
+  LIFT,
+  MUTE,
   type NickChoice,
+  POST,
   REAP,
   RECLAIM,
+  REMOVE,
   RENAME,
   type Reply,
   type RoomArgs,
@@ -366,6 +386,9 @@ export class RedisStore implements RoomStore {
           : request.epoch ?? "",
         evictPrefix: `${this.#prefix}evict:`,
         candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
+        verified: request.verified,
+        op: request.op,
+        keys: request.keys,
       });
     } catch (error) {
       if (error instanceof StoreUnavailable) {
@@ -410,6 +433,11 @@ export class RedisStore implements RoomStore {
       gap: reply.gap,
       users: nicksOf(reply.holders),
       token: this.#token(name, reply.epoch, reply.joinedId),
+      // nicksOf sorted the holders by join.
+      verified: reply.holders.filter((h) => h.v).map((h) => h.n),
+      moderators: reply.holders.filter((h) => h.op).map((h) => h.n),
+      topic: reply.topic,
+      slowSeconds: reply.slowSeconds,
     };
   }
 
@@ -486,6 +514,124 @@ export class RedisStore implements RoomStore {
       return nicksOf(
         (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
       );
+    })());
+  }
+
+  roster(name: string): Promise<RosterEntry[]> {
+    return this.#track((async () => {
+      this.#check();
+      const holders = await this.#command(["HVALS", this.#keys(name).nicks]);
+      return (holders as string[])
+        .map((text) => JSON.parse(text) as StoredHolder)
+        .sort((a, b) => a.j - b.j)
+        .map((h) => ({ nick: h.n, verified: h.v === true, op: h.op === true }));
+    })());
+  }
+
+  post(
+    name: string,
+    poster: Poster,
+    body: NewEvent,
+  ): Promise<RoomEvent | PostRefusal> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(POST, this.#keys(name), {
+        ...this.#roomArgs(name),
+        body: JSON.stringify(body),
+        cost: cost(body),
+        owner: this.#global(poster.owner),
+        keys: poster.keys,
+        op: poster.op,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  expel(
+    name: string,
+    expulsion: Expulsion,
+  ): Promise<RoomEvent | "no_such_nick"> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(EXPEL, this.#keys(name), {
+        ...this.#roomArgs(name),
+        room: name,
+        key: nickKey(expulsion.nick),
+        by: expulsion.by,
+        reason: expulsion.reason,
+        ban: expulsion.ban,
+        closeReason: kickReason(expulsion),
+        evictPrefix: `${this.#prefix}evict:`,
+      });
+    })());
+  }
+
+  mute(
+    name: string,
+    nick: string,
+    until?: number,
+  ): Promise<"muted" | "no_such_nick"> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(MUTE, this.#keys(name), {
+        key: nickKey(nick),
+        until,
+      });
+    })());
+  }
+
+  lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(LIFT, this.#keys(name), {
+        field: `${kind === "ban" ? "b" : "m"}:${nickKey(nick)}`,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  banned(name: string, keys: string[]): Promise<Sanction | undefined> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(BANNED, this.#keys(name), {
+        keys,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  configure(
+    name: string,
+    change: NewEvent & { type: "topic" | "slow" },
+  ): Promise<RoomEvent> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(CONFIGURE, this.#keys(name), {
+        ...this.#roomArgs(name),
+        field: change.type,
+        value: change.type === "topic" ? change.text : String(change.seconds),
+        body: JSON.stringify(change),
+        cost: cost(change),
+      });
+    })());
+  }
+
+  remove(
+    name: string,
+    id: number,
+    by: string,
+    author?: { nick: string; since: number },
+  ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
+    const body: NewEvent = { type: "delete", by, deleted: id };
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(REMOVE, this.#keys(name), {
+        ...this.#roomArgs(name),
+        id,
+        author,
+        body: JSON.stringify(body),
+        cost: cost(body),
+      });
     })());
   }
 
@@ -714,7 +860,15 @@ export class RedisStore implements RoomStore {
 
   #onEvict(message: string): void {
     try {
-      const [room, owner] = JSON.parse(message) as [string, string];
+      const [room, owner, reason] = JSON.parse(message) as [
+        string,
+        string,
+        string | undefined,
+      ];
+      // With a reason it is a moderator's kick or ban (EXPEL).
+      if (reason !== undefined) {
+        return this.#options.onExpel?.(room, this.#local(owner), reason);
+      }
       this.#options.onEvict(room, this.#local(owner));
     } catch (error) {
       this.#log("error", "redis_evict_failed", { error: errorText(error) });
@@ -909,6 +1063,9 @@ export class RedisStore implements RoomStore {
       nicks: base + "nicks",
       owners: base + "owners",
       procRooms: this.#procRooms(),
+      moderation: base + "mod",
+      reserved: base + "reserved",
+      posted: base + "posted",
     };
   }
 
