@@ -1,16 +1,100 @@
 /// <reference lib="dom" />
 /**
- * Browser tests of names on the page (issue 17, point 7): long names, the
- * phone's online list and the nick colours.
+ * Browser tests of names on the page (issue 17, points 7 and 9): what is
+ * "mine" when a name had an earlier holder, long names, the phone's online
+ * list and the nick colours.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { waitForLine, waitForUsers } from "./browser.ts";
+import type { Page } from "puppeteer-core";
+import { myNick, say, waitForLine, waitForUsers } from "./browser.ts";
 import { axeViolations, browserTest } from "./harness.ts";
 
 const PHONE = { width: 375, height: 667 };
+
+/** The log's lines: text (no time), whether mine or a mention, the marks. */
+function marked(page: Page) {
+  return page.$$eval("#lines li", (items) =>
+    items.map((li) => ({
+      text: [...li.childNodes].filter((node) => node.nodeName !== "TIME")
+        .map((node) => node.textContent).join(""),
+      mine: li.classList.contains("mine"),
+      mention: li.classList.contains("mention"),
+      marks: [...li.querySelectorAll("mark")].map((m) => m.textContent),
+    })));
+}
+
+browserTest(
+  "mine: my own nick is not marked as a mention in my own messages",
+  async ({ url, open, visitor }) => {
+    const bob = await visitor("bob");
+    const { page } = await open(url(), undefined, { nick: "ada" });
+    await say(page, "ada here: call me ada");
+    await waitForLine(page, "ada: ada here: call me ada");
+    await say(page, "/me is ada");
+    await waitForLine(page, "* ada is ada");
+    bob.send("hi ada");
+    await waitForLine(page, "bob: hi ada");
+    const lines = (await marked(page)).filter((line) =>
+      !line.text.endsWith("joined.")
+    );
+    assert.deepEqual(lines, [
+      {
+        text: "ada: ada here: call me ada",
+        mine: true,
+        mention: false,
+        marks: [],
+      },
+      { text: "* ada is ada", mine: true, mention: false, marks: [] },
+      { text: "bob: hi ada", mine: false, mention: true, marks: ["ada"] },
+    ]);
+  },
+);
+
+browserTest(
+  "mine: an earlier holder of my name is somebody else: their lines are not mine, their rename is not mine",
+  async ({ url, open, visitor }) => {
+    await visitor("bob"); // keeps the room (and its history) alive
+    // Two earlier holders of "ada": one says something and leaves, the
+    // next says something and renames herself away.
+    const first = await visitor("ada");
+    first.send("the first holder speaking");
+    await first.nextMatching(/^ada: the first holder speaking$/);
+    await first.close();
+    const second = await visitor("ada");
+    second.send("the second holder speaking");
+    second.send("/nick zed");
+    await second.nextMatching(/is now known as zed\.$/);
+
+    const { page } = await open(url(), undefined, { nick: "ada" });
+    await say(page, "the new holder speaking");
+    await waitForLine(page, "ada: the new holder speaking");
+    const lines = await marked(page);
+    const line = (text: string) => lines.find((l) => l.text === text);
+    assert.deepEqual(
+      [
+        "ada: the first holder speaking",
+        "ada: the second holder speaking",
+        "ada: the new holder speaking",
+      ].map((text) => [text, line(text)?.mine]),
+      [
+        ["ada: the first holder speaking", false],
+        ["ada: the second holder speaking", false],
+        ["ada: the new holder speaking", true],
+      ],
+    );
+    // The rename in the history was the earlier holder's: I am still ada.
+    assert.ok(line("ada is now known as zed."), JSON.stringify(lines));
+    await waitForUsers(page, ["ada", "bob", "zed"]);
+    assert.equal(await myNick(page), "ada");
+    assert.equal(
+      await page.evaluate(() => localStorage.getItem("deno-chat.nick")),
+      "ada",
+    );
+  },
+);
 
 browserTest(
   "long names: shown whole in the online list and the log at 1280 px, the colon right after the name",
