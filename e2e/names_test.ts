@@ -1,18 +1,97 @@
 /// <reference lib="dom" />
 /**
- * Browser tests of names on the page (issue 17, points 7 and 9): what is
- * "mine" when a name had an earlier holder, long names, the phone's online
- * list and the nick colours.
+ * Browser tests of names on the page (issue 17, points 5, 7 and 9): the
+ * first-visit dialog and a name the server refuses, what is "mine" when a
+ * name had an earlier holder, long names, the phone's online list and the
+ * nick colours.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
-import { myNick, say, waitForLine, waitForUsers } from "./browser.ts";
+import {
+  chooseName,
+  logLines,
+  myNick,
+  say,
+  waitForLine,
+  waitForUsers,
+} from "./browser.ts";
 import { axeViolations, browserTest } from "./harness.ts";
 
 const PHONE = { width: 375, height: 667 };
+
+/** Waits until the name dialog has closed or shows a reason; returns which. */
+async function dialogOutcome(page: Page): Promise<string> {
+  const handle = await page.waitForFunction(() => {
+    const dialog = document.getElementById("name-dialog") as HTMLDialogElement;
+    const reason = document.getElementById("name-error")?.textContent ?? "";
+    return !dialog.open ? "closed" : reason !== "" && reason;
+  }, { polling: "mutation" });
+  const outcome = String(await handle.jsonValue());
+  await handle.dispose();
+  return outcome;
+}
+
+browserTest(
+  "first visit: a name taken here keeps the dialog open with the reason; the next one is granted",
+  async ({ url, open, visitor }) => {
+    const ada = await visitor("ada");
+    // The harness answers the dialog with "ADA" and waits until connected:
+    // the server lets the tab in under a random name meanwhile.
+    const { page } = await open(url(), undefined, { nick: "ADA" });
+    assert.equal(
+      await dialogOutcome(page),
+      '"ADA" is taken in #lobby: choose another name.',
+    );
+    assert.deepEqual(
+      await page.evaluate(() => ({
+        value: (document.getElementById("name-input") as HTMLInputElement)
+          .value,
+        focus: document.activeElement?.id,
+        kept: localStorage.getItem("deno-chat.nick"),
+      })),
+      { value: "ADA", focus: "name-input", kept: null },
+    );
+    // The refusal is said in the dialog, not as a red line behind it.
+    assert.deepEqual(
+      (await logLines(page)).filter((line) => /\berror\b/.test(line.className)),
+      [],
+    );
+    assert.deepEqual(await axeViolations(page), []);
+
+    // A name that is free: granted (as a rename of the random one).
+    const random = await myNick(page);
+    await chooseName(page, "ada_2");
+    assert.equal(await dialogOutcome(page), "closed");
+    await waitForUsers(page, ["ada", "ada_2"]);
+    assert.equal(await myNick(page), "ada_2");
+    assert.equal(
+      await page.evaluate(() => localStorage.getItem("deno-chat.nick")),
+      "ada_2",
+    );
+    assert.equal(
+      await page.evaluate(() => document.activeElement?.id),
+      "input",
+    );
+    await ada.nextMatching(
+      new RegExp(`^ \\.\\.\\.\\. ${random} is now known as ada_2\\.$`),
+    );
+
+    // The next visit asks nothing: the granted name is kept.
+    await page.reload();
+    await page.waitForSelector('#state[data-state="connected"]');
+    assert.equal(
+      await page.$eval(
+        "#name-dialog",
+        (el) => (el as HTMLDialogElement).open,
+      ),
+      false,
+    );
+    assert.equal(await myNick(page), "ada_2");
+  },
+);
 
 /** The log's lines: text (no time), whether mine or a mention, the marks. */
 function marked(page: Page) {
