@@ -37,7 +37,7 @@ function script<Args, Answer>(
   return { text, sha: createHash("sha1").update(text).digest("hex"), decode };
 }
 
-/** The keys of a room script, in the order Lua reads them as KEYS[1..5]. */
+/** The keys of a room script, in the order Lua reads them as KEYS[1..8]. */
 export interface RoomKeys {
   /** Hash: `epoch`, `last` (the last event id), `bytes` (history's cost). */
   meta: string;
@@ -49,11 +49,38 @@ export interface RoomKeys {
   owners: string;
   /** Set: the rooms this process has connections in (for the reaper). */
   procRooms: string;
+  /**
+   * Hash, kept when the room empties: `topic`, `slow` (seconds), and the
+   * sanctions `b:NICKKEY` (bans) and `m:NICKKEY` (mutes), each a
+   * {@linkcode StoredSanction} JSON.
+   */
+  moderation: string;
+  /** Hash, kept: nick key → the verified owner that holds or held it. */
+  reserved: string;
+  /** Hash: owner → when they last posted (ms), for slow mode; expires. */
+  posted: string;
 }
 
 /** The keys as Lua gets them. */
 export function keyList(keys: RoomKeys): string[] {
-  return [keys.meta, keys.events, keys.nicks, keys.owners, keys.procRooms];
+  return [
+    keys.meta,
+    keys.events,
+    keys.nicks,
+    keys.owners,
+    keys.procRooms,
+    keys.moderation,
+    keys.reserved,
+    keys.posted,
+  ];
+}
+
+/** A ban or mute as Redis keeps it (rooms.ts `Sanction`). */
+export interface StoredSanction {
+  nick: string;
+  keys: string[];
+  /** Ms since the epoch; absent: until lifted. */
+  until?: number;
 }
 
 /** What every room script is told about the room's limits. */
@@ -82,6 +109,12 @@ export interface StoredHolder {
   lc: number;
   /** Its connections, by process id. */
   k: Record<string, number>;
+  /** Verified by a login token. */
+  v?: boolean;
+  /** A moderator. */
+  op?: boolean;
+  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  ks?: string[];
 }
 
 /** A nick a join may take, with what its join and leave events cost. */
@@ -154,6 +187,40 @@ end
 local function list(items)
   return '[' .. table.concat(items, ',') .. ']'
 end
+-- Is this nick key free for A.owner: held by nobody, and reserved for no
+-- other verified person (KEYS[7])?
+local function free(key)
+  if redis.call('HEXISTS', KEYS[3], key) == 1 then return false end
+  local r = redis.call('HGET', KEYS[7], key)
+  return (not r) or r == A.owner
+end
+-- The sanction ('b:' bans, 'm:' mutes in KEYS[6]) holding any of keys at
+-- now; expired ones are deleted on the way.
+local function sanction(prefix, keys, now)
+  local all = redis.call('HGETALL', KEYS[6])
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == prefix then
+      local s = cjson.decode(all[i + 1])
+      if s['until'] and s['until'] <= now then
+        redis.call('HDEL', KEYS[6], all[i])
+      else
+        for _, a in ipairs(s.keys) do
+          for _, b in ipairs(keys) do
+            if a == b then return s end
+          end
+        end
+      end
+    end
+  end
+  return nil
+end
+-- What an event costs, roughly (rooms.ts eventBytes, in bytes not UTF-16
+-- units); each history entry keeps its own cost, so trimming stays exact.
+local function cost(...)
+  local n = 64
+  for _, s in ipairs({...}) do n = n + 2 * #s end
+  return n
+end
 local function history()
   local out = {}
   for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
@@ -199,6 +266,11 @@ export interface JoinArgs extends RoomArgs {
   evictPrefix: string;
   /** Random nicks to try, in order, when `wanted` is absent or taken. */
   candidates: NickChoice[];
+  /** Signed in: `wanted` is theirs (reserved, taken from an anonymous holder). */
+  verified?: boolean;
+  op?: boolean;
+  /** What a ban or mute of them holds against. */
+  keys?: string[];
 }
 
 /** What Redis answers a join ({@linkcode JoinArgs}). */
@@ -216,6 +288,9 @@ export interface JoinReply {
   /** What the client missed (and its join), or the room's history. */
   history: RoomEvent[];
   holders: StoredHolder[];
+  /** The room's topic ("" for none) and slow mode (0: off). */
+  topic: string;
+  slowSeconds: number;
 }
 
 /**
@@ -250,9 +325,11 @@ local function missed()
   return out
 end
 local function answer(d, taken, present, got, id)
+  local mod = redis.call('HMGET', KEYS[6], 'topic', 'slow')
   local meta = cjson.encode({nick = d.n, taken = taken, present = present,
     epoch = epoch, lastId = id, joinedId = d.j, claimedId = d.c,
-    gap = A.since ~= nil and got == nil})
+    gap = A.since ~= nil and got == nil, topic = mod[1] or '',
+    slowSeconds = tonumber(mod[2] or '0')})
   return {meta, list(got or history()), list(redis.call('HVALS', KEYS[3]))}
 end
 -- One more connection of a member (another tab of its session).
@@ -277,10 +354,29 @@ if A.takeover and A.wanted then
     end
   end
 end
+-- A verified person's name: an anonymous holder is renamed to a random
+-- free nick (a nick event), so the name is free for them.
+if A.verified and A.wanted then
+  local d = holder(A.wanted.key)
+  if d and d.o ~= A.owner and not d.v then
+    for _, c in ipairs(A.candidates) do
+      if free(c.key) and redis.call('HEXISTS', KEYS[7], c.key) == 0 then
+        redis.call('HDEL', KEYS[3], A.wanted.key)
+        append('{"type":"nick","from":' .. cjson.encode(d.n) .. ',"to":' ..
+          cjson.encode(c.nick) .. '}', cost('nick', d.n, c.nick))
+        d.n = c.nick
+        d.lc = c.leaveCost
+        d.c = last()
+        keep(c.key, d)
+        break
+      end
+    end
+  end
+end
 local choice = nil
 local taken = false
 if A.wanted then
-  if redis.call('HEXISTS', KEYS[3], A.wanted.key) == 0 then
+  if free(A.wanted.key) then
     choice = A.wanted
   else
     taken = true
@@ -288,7 +384,7 @@ if A.wanted then
 end
 if not choice then
   for _, c in ipairs(A.candidates) do
-    if redis.call('HEXISTS', KEYS[3], c.key) == 0 then
+    if free(c.key) then
       choice = c
       break
     end
@@ -296,12 +392,19 @@ if not choice then
 end
 if not choice then return redis.error_reply('NICKS every candidate is taken') end
 local got = missed()
-local joined = nickevent('join', choice.nick, choice.joinCost)
+local joined
+if A.verified then
+  joined = append('{"type":"join","nick":' .. cjson.encode(choice.nick) ..
+    ',"verified":true}', choice.joinCost + 16)
+  redis.call('HSET', KEYS[7], choice.key, A.owner)
+else
+  joined = nickevent('join', choice.nick, choice.joinCost)
+end
 local id = last()
 local k = {}
 k[A.process] = 1
 local d = {n = choice.nick, o = A.owner, j = id, c = id, lc = choice.leaveCost,
-  k = k}
+  k = k, v = A.verified or false, op = A.op or false, ks = A.keys or {}}
 keep(choice.key, d)
 if got then got[#got + 1] = joined end
 return answer(d, taken, false, got, id)
@@ -375,6 +478,8 @@ if not d or d.o ~= A.owner then return 0 end
 if A.toKey ~= A.fromKey and redis.call('HEXISTS', KEYS[3], A.toKey) == 1 then
   return 0
 end
+local reserved = redis.call('HGET', KEYS[7], A.toKey)
+if reserved and reserved ~= A.owner then return 0 end
 redis.call('HDEL', KEYS[3], A.fromKey)
 d.n = A.to
 d.lc = A.leaveCost
@@ -457,6 +562,207 @@ keep(A.key, {n = A.nick, o = A.owner, j = A.joinedId, c = A.joinedId,
 return 'rejoined'
 `,
   (reply) => reply as "ok" | "rejoined" | "taken" | "epoch",
+);
+
+// ---------------------------------------------------------------------------
+// Identity and moderation
+// ---------------------------------------------------------------------------
+
+/** What a post asks of Redis. */
+export interface PostArgs extends RoomArgs {
+  /** The event's JSON, without id and ts, and its cost. */
+  body: string;
+  cost: number;
+  owner: string;
+  /** The poster's keys (for mutes) and whether they are a moderator. */
+  keys: string[];
+  op: boolean;
+  /** The time (ms) mutes and slow mode are judged at. */
+  now: number;
+}
+
+/** What a post came to: the event, or why not and until when. */
+export type PostReply =
+  | RoomEvent
+  | { refused: "muted"; until?: number }
+  | { refused: "slow_mode"; until: number };
+
+/**
+ * Appends a person's message unless they are muted or slow mode says it is
+ * too early (moderators are not slowed).
+ */
+export const POST = script<PostArgs, PostReply>(
+  `
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  return redis.error_reply('NOROOM the room is gone')
+end
+local muted = sanction('m:', A.keys, A.now)
+if muted then
+  return cjson.encode({refused = 'muted', ['until'] = muted['until']})
+end
+local slow = tonumber(redis.call('HGET', KEYS[6], 'slow') or '0')
+if slow > 0 and not A.op then
+  local last = tonumber(redis.call('HGET', KEYS[8], A.owner) or '-1')
+  if last >= 0 and A.now < last + slow * 1000 then
+    return cjson.encode({refused = 'slow_mode', ['until'] = last + slow * 1000})
+  end
+  redis.call('HSET', KEYS[8], A.owner, A.now)
+  redis.call('PEXPIRE', KEYS[8], slow * 1000)
+end
+return append(A.body, A.cost)
+`,
+  (reply) => JSON.parse(reply as string),
+);
+
+/** What a kick or ban asks of Redis. */
+export interface ExpelArgs extends RoomArgs {
+  room: string;
+  /** The nick key of the member to expel. */
+  key: string;
+  by: string;
+  reason?: string;
+  /** A ban: until when (absent: until lifted), and its minutes for the event. */
+  ban?: { until?: number; minutes?: number };
+  /** The close reason every process gives the member's connections. */
+  closeReason: string;
+  /** Where each process holding them is told: prefix + process. */
+  evictPrefix: string;
+}
+
+/**
+ * Kicks (or bans) a member: out at once, the `kick` event appended, and
+ * every process holding its connections told to close them (with the
+ * reason). `no_such_nick` when nobody holds the nick.
+ */
+export const EXPEL = script<ExpelArgs, RoomEvent | "no_such_nick">(
+  `
+local d = holder(A.key)
+if not d then return 0 end
+if A.ban then
+  redis.call('HSET', KEYS[6], 'b:' .. A.key,
+    cjson.encode({nick = d.n, keys = d.ks or {}, ['until'] = A.ban['until']}))
+end
+redis.call('HDEL', KEYS[3], A.key)
+redis.call('HDEL', KEYS[4], d.o)
+local ev = {type = 'kick', nick = d.n, by = A.by, reason = A.reason}
+if A.ban then
+  ev.ban = true
+  ev.minutes = A.ban.minutes
+end
+local kicked = append(cjson.encode(ev), cost('kick', d.n, A.by, A.reason or ''))
+if redis.call('HLEN', KEYS[3]) == 0 then
+  redis.call('EXPIRE', KEYS[1], A.roomTtl)
+  redis.call('EXPIRE', KEYS[2], A.roomTtl)
+end
+for proc, _ in pairs(d.k) do
+  redis.call('PUBLISH', A.evictPrefix .. proc,
+    cjson.encode({A.room, d.o, A.closeReason}))
+end
+return kicked
+`,
+  (reply) => typeof reply === "string" ? JSON.parse(reply) : "no_such_nick",
+);
+
+/** Mutes the member holding a nick key until `until`. */
+export const MUTE = script<
+  { key: string; until?: number },
+  "muted" | "no_such_nick"
+>(
+  `
+local d = holder(A.key)
+if not d then return 'no_such_nick' end
+redis.call('HSET', KEYS[6], 'm:' .. A.key,
+  cjson.encode({nick = d.n, keys = d.ks or {}, ['until'] = A['until']}))
+return 'muted'
+`,
+  (reply) => reply as "muted" | "no_such_nick",
+);
+
+/** Lifts a ban (`b:KEY`) or mute (`m:KEY`); true if one was in force. */
+export const LIFT = script<{ field: string; now: number }, boolean>(
+  `
+local s = redis.call('HGET', KEYS[6], A.field)
+if not s then return 0 end
+redis.call('HDEL', KEYS[6], A.field)
+local u = cjson.decode(s)['until']
+if u and u <= A.now then return 0 end
+return 1
+`,
+  (reply) => reply === 1,
+);
+
+/** The ban holding any of `keys` out of the room now, if any. */
+export const BANNED = script<
+  { keys: string[]; now: number },
+  StoredSanction | undefined
+>(
+  `
+local s = sanction('b:', A.keys, A.now)
+if s then return cjson.encode(s) end
+return false
+`,
+  (reply) => typeof reply === "string" ? JSON.parse(reply) : undefined,
+);
+
+/** Sets the topic or slow mode and appends its event. */
+export const CONFIGURE = script<
+  RoomArgs & {
+    /** `topic` or `slow`, and its value. */
+    field: "topic" | "slow";
+    value: string;
+    body: string;
+    cost: number;
+  },
+  RoomEvent
+>(
+  `
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  return redis.error_reply('NOROOM the room is gone')
+end
+redis.call('HSET', KEYS[6], A.field, A.value)
+if A.field == 'slow' then redis.call('DEL', KEYS[8]) end
+return append(A.body, A.cost)
+`,
+  (reply) => JSON.parse(reply as string),
+);
+
+/** What a deletion asks of Redis. */
+export interface RemoveArgs extends RoomArgs {
+  id: number;
+  /** Only if this nick sent it, holding the nick since before `since`. */
+  author?: { nick: string; since: number };
+  /** The `delete` event's JSON (without id and ts) and its cost. */
+  body: string;
+  cost: number;
+}
+
+/**
+ * Deletes a message or action from the history stream and appends the
+ * `delete` event; `no_such_message` or `forbidden` when it may not.
+ */
+export const REMOVE = script<
+  RemoveArgs,
+  RoomEvent | "no_such_message" | "forbidden"
+>(
+  `
+local sid = string.format('%d', A.id) .. '-0'
+local entry = redis.call('XRANGE', KEYS[2], sid, sid)[1]
+if not entry then return 'no_such_message' end
+local ev = cjson.decode(entry[2][2])
+if ev.type ~= 'message' and ev.type ~= 'action' then
+  return 'no_such_message'
+end
+if A.author and (ev.from ~= A.author.nick or A.author.since >= A.id) then
+  return 'forbidden'
+end
+redis.call('XDEL', KEYS[2], sid)
+redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(entry[2][4]))
+return append(A.body, A.cost)
+`,
+  (reply) =>
+    reply === "no_such_message" || reply === "forbidden"
+      ? reply
+      : JSON.parse(reply as string),
 );
 
 /**

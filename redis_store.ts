@@ -14,17 +14,24 @@
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
  * - channel `ev:NAME`: every event, published by the script that appends it,
- *   and typing notices (kept nowhere).
+ *   and typing notices (kept nowhere);
+ * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
+ *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
+ * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
+ *   holds or held the name;
+ * - `room:NAME:posted`, a hash: owner → last post (ms), for slow mode; it
+ *   expires after the interval.
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
- * reap: redis_scripts.ts), so ids, history, nicks and publish move together. A process
+ * reap, and the moderation ones: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
  * reconnect) is filled from the stream.
  *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
- * `evict:PID`, for a token takeover of one of its connections. A process
+ * `evict:PID`, for a token takeover of one of its connections, or (with a
+ * close reason) a moderator's kick or ban. A process
  * whose heartbeat expired is reaped by the survivors: each of its members is
  * announced as left once (the script removing them is atomic).
  *
@@ -41,32 +48,45 @@ import type {
 } from "./protocol.ts";
 import {
   eventBytes,
+  type Expulsion,
   type HistoryPage,
   type HistoryRequest,
   type Joined,
   type JoinRequest,
+  kickReason,
   type Log,
   type LogFields,
   nickCandidates,
   nickKey,
   NoNickLeft,
   pageBack,
+  type Poster,
+  type PostRefusal,
   reconnectToken,
   type RoomStore,
+  type RosterEntry,
   sameSecret,
+  type Sanction,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
 import {
   APPEND,
+  BANNED,
+  CONFIGURE,
+  EXPEL,
   FORGET,
   JOIN,
   keyList,
   LEAVE,
+  LIFT,
+  MUTE,
   type NickChoice,
+  POST,
   REAP,
   RECLAIM,
+  REMOVE,
   RENAME,
   type Reply,
   type RoomArgs,
@@ -90,7 +110,10 @@ export interface RedisStoreOptions extends StoreOptions {
   heartbeatMs?: number;
   /** Key prefix. @default {"chat:"} */
   prefix?: string;
-  /** How long `connect` waits for Redis, in ms. @default {5000} */
+  /**
+   * How long `connect` waits for Redis, in ms.
+   * @default {CONNECT_TIMEOUT_MS}
+   */
   connectTimeoutMs?: number;
 }
 
@@ -150,6 +173,14 @@ const MISSED_BEATS = 3;
  * loop lag under load; a closed connection fails commands at once.
  */
 const COMMAND_TIMEOUT_MS = 10_000;
+/**
+ * How long {@linkcode RedisStore.connect} waits in all for a Redis that
+ * accepts connections but does not answer. A refused connection fails at
+ * once, one that gets no answer after {@linkcode SOCKET_CONNECT_TIMEOUT_MS}.
+ */
+export const CONNECT_TIMEOUT_MS = 5000;
+/** How long one attempt to open a connection to Redis may take. */
+const SOCKET_CONNECT_TIMEOUT_MS = 2000;
 
 function heartbeatFromEnv(): number | undefined {
   try {
@@ -195,6 +226,8 @@ export class RedisStore implements RoomStore {
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
+  /** `connect` has resolved: from then on a lost connection is retried. */
+  #started = false;
 
   private constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -207,9 +240,13 @@ export class RedisStore implements RoomStore {
         disableOfflineQueue: true,
         commandOptions: { timeout: COMMAND_TIMEOUT_MS },
         socket: {
-          connectTimeout: 2000,
-          reconnectStrategy: (retries: number) =>
-            Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100),
+          connectTimeout: SOCKET_CONNECT_TIMEOUT_MS,
+          // At start-up a Redis that is not there fails `connect` at once
+          // (the CLI then says why in one line); once started, a lost
+          // connection is retried for ever with backoff.
+          reconnectStrategy: (retries: number, cause: Error) =>
+            !this.#started ? cause : Math.min(50 * 2 ** retries, 2000) +
+              Math.floor(Math.random() * 100),
         },
       });
     this.#cmd = client();
@@ -233,7 +270,7 @@ export class RedisStore implements RoomStore {
   static async connect(options: RedisStoreOptions): Promise<RedisStore> {
     const store = new RedisStore(options);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const ms = options.connectTimeoutMs ?? 5000;
+    const ms = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
     try {
       await Promise.race([
         Promise.all([store.#cmd.connect(), store.#sub.connect()]),
@@ -251,14 +288,16 @@ export class RedisStore implements RoomStore {
       await store.#resync();
     } catch (error) {
       store.#closed = true;
-      store.#cmd.destroy();
-      store.#sub.destroy();
+      // A connection that gave up at start is closed already (destroy
+      // would throw).
+      for (const c of [store.#cmd, store.#sub]) if (c.isOpen) c.destroy();
       throw new Error(
-        `cannot reach Redis at ${redactUrl(options.url)}: ${errorText(error)}`,
+        `cannot reach Redis at ${redactUrl(options.url)} (${errorText(error)})`,
       );
     } finally {
       clearTimeout(timer);
     }
+    store.#started = true;
     store.#timer = setInterval(() => store.#tick(), store.#heartbeatMs);
     return store;
   }
@@ -350,6 +389,9 @@ export class RedisStore implements RoomStore {
           : request.epoch ?? "",
         evictPrefix: `${this.#prefix}evict:`,
         candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
+        verified: request.verified,
+        op: request.op,
+        keys: request.keys,
       });
     } catch (error) {
       if (error instanceof StoreUnavailable) {
@@ -394,6 +436,11 @@ export class RedisStore implements RoomStore {
       gap: reply.gap,
       users: nicksOf(reply.holders),
       token: this.#token(name, reply.epoch, reply.joinedId),
+      // nicksOf sorted the holders by join.
+      verified: reply.holders.filter((h) => h.v).map((h) => h.n),
+      moderators: reply.holders.filter((h) => h.op).map((h) => h.n),
+      topic: reply.topic,
+      slowSeconds: reply.slowSeconds,
     };
   }
 
@@ -470,6 +517,124 @@ export class RedisStore implements RoomStore {
       return nicksOf(
         (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
       );
+    })());
+  }
+
+  roster(name: string): Promise<RosterEntry[]> {
+    return this.#track((async () => {
+      this.#check();
+      const holders = await this.#command(["HVALS", this.#keys(name).nicks]);
+      return (holders as string[])
+        .map((text) => JSON.parse(text) as StoredHolder)
+        .sort((a, b) => a.j - b.j)
+        .map((h) => ({ nick: h.n, verified: h.v === true, op: h.op === true }));
+    })());
+  }
+
+  post(
+    name: string,
+    poster: Poster,
+    body: NewEvent,
+  ): Promise<RoomEvent | PostRefusal> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(POST, this.#keys(name), {
+        ...this.#roomArgs(name),
+        body: JSON.stringify(body),
+        cost: cost(body),
+        owner: this.#global(poster.owner),
+        keys: poster.keys,
+        op: poster.op,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  expel(
+    name: string,
+    expulsion: Expulsion,
+  ): Promise<RoomEvent | "no_such_nick"> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(EXPEL, this.#keys(name), {
+        ...this.#roomArgs(name),
+        room: name,
+        key: nickKey(expulsion.nick),
+        by: expulsion.by,
+        reason: expulsion.reason,
+        ban: expulsion.ban,
+        closeReason: kickReason(expulsion),
+        evictPrefix: `${this.#prefix}evict:`,
+      });
+    })());
+  }
+
+  mute(
+    name: string,
+    nick: string,
+    until?: number,
+  ): Promise<"muted" | "no_such_nick"> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(MUTE, this.#keys(name), {
+        key: nickKey(nick),
+        until,
+      });
+    })());
+  }
+
+  lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(LIFT, this.#keys(name), {
+        field: `${kind === "ban" ? "b" : "m"}:${nickKey(nick)}`,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  banned(name: string, keys: string[]): Promise<Sanction | undefined> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(BANNED, this.#keys(name), {
+        keys,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  configure(
+    name: string,
+    change: NewEvent & { type: "topic" | "slow" },
+  ): Promise<RoomEvent> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(CONFIGURE, this.#keys(name), {
+        ...this.#roomArgs(name),
+        field: change.type,
+        value: change.type === "topic" ? change.text : String(change.seconds),
+        body: JSON.stringify(change),
+        cost: cost(change),
+      });
+    })());
+  }
+
+  remove(
+    name: string,
+    id: number,
+    by: string,
+    author?: { nick: string; since: number },
+  ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
+    const body: NewEvent = { type: "delete", by, deleted: id };
+    return this.#track((async () => {
+      this.#check();
+      return await this.#run(REMOVE, this.#keys(name), {
+        ...this.#roomArgs(name),
+        id,
+        author,
+        body: JSON.stringify(body),
+        cost: cost(body),
+      });
     })());
   }
 
@@ -719,7 +884,15 @@ export class RedisStore implements RoomStore {
 
   #onEvict(message: string): void {
     try {
-      const [room, owner] = JSON.parse(message) as [string, string];
+      const [room, owner, reason] = JSON.parse(message) as [
+        string,
+        string,
+        string | undefined,
+      ];
+      // With a reason it is a moderator's kick or ban (EXPEL).
+      if (reason !== undefined) {
+        return this.#options.onExpel?.(room, this.#local(owner), reason);
+      }
       this.#options.onEvict(room, this.#local(owner));
     } catch (error) {
       this.#log("error", "redis_evict_failed", { error: errorText(error) });
@@ -740,7 +913,8 @@ export class RedisStore implements RoomStore {
   #down(connection: string, error: unknown): void {
     if (this.#closed) return;
     this.#up = false;
-    if (!this.#downLogged) {
+    // Before `connect` resolves, its own error says what went wrong.
+    if (!this.#downLogged && this.#started) {
       this.#downLogged = true;
       this.#log("error", "redis_down", { connection, error: errorText(error) });
     }
@@ -913,6 +1087,9 @@ export class RedisStore implements RoomStore {
       nicks: base + "nicks",
       owners: base + "owners",
       procRooms: this.#procRooms(),
+      moderation: base + "mod",
+      reserved: base + "reserved",
+      posted: base + "posted",
     };
   }
 

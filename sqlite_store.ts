@@ -12,7 +12,13 @@
  *   second page per commit);
  * - `events`: every event, keyed by (room key, id), with its time and its
  *   JSON as sent to clients; trimmed in the background by `retainEvents`
- *   per room and `retainDays`;
+ *   per room and `retainDays`; a deleted message's row is deleted with the
+ *   commit of its `delete` event, so no read (a welcome after a restart, a
+ *   page of history) can return it;
+ * - `moderation`: per room name (a ban is checked at the handshake, before
+ *   the room is loaded), its topic, slow mode, bans, mutes and reserved
+ *   verified names, one row each; expired bans and mutes are deleted by the
+ *   retention sweep;
  * - `meta`: the reconnect tokens' key, so tokens outlive a restart.
  *
  * Writes are grouped: the store queues a turn's events and commits them in
@@ -30,10 +36,13 @@ import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { randomBytes } from "node:crypto";
 import type { RoomEvent } from "./protocol.ts";
 import {
+  type ArchivedModeration,
   type ArchivedRoom,
   type Log,
   MemoryStore,
+  type ModerationChange,
   type RoomArchive,
+  type Sanction,
   type StoreFactory,
   type StoreOptions,
 } from "./rooms.ts";
@@ -85,6 +94,14 @@ const SCHEMA = `
     event TEXT NOT NULL,
     PRIMARY KEY (room, id)
   ) WITHOUT ROWID;
+  CREATE TABLE moderation (
+    room TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    until INTEGER,
+    PRIMARY KEY (room, kind, key)
+  ) WITHOUT ROWID;
   PRAGMA application_id = ${APPLICATION_ID};
   PRAGMA user_version = ${SCHEMA_VERSION};
 `;
@@ -109,6 +126,10 @@ export class SqliteArchive implements RoomArchive {
   #made = new Map<string, KnownRoom>();
   #nextKey: number;
   #rows: [room: number, id: number, ts: number, event: string][] = [];
+  /** Events to delete with the next commit: room key → ids. */
+  #removals = new Map<number, Set<number>>();
+  /** Moderation changes for the next commit, in the order they were made. */
+  #changes: [room: string, change: ModerationChange][] = [];
   #sql: Record<
     | "room"
     | "insertRoom"
@@ -120,7 +141,13 @@ export class SqliteArchive implements RoomArchive {
     | "allRooms"
     | "oldest"
     | "trimTo"
-    | "firstTimes",
+    | "firstTimes"
+    | "event"
+    | "removeEvent"
+    | "moderation"
+    | "setModeration"
+    | "unsetModeration"
+    | "expireSanctions",
     StatementSync
   >;
   #retention?: ReturnType<typeof setTimeout>;
@@ -153,6 +180,20 @@ export class SqliteArchive implements RoomArchive {
       trimTo: prepare("DELETE FROM events WHERE room = ? AND id <= ?"),
       firstTimes: prepare(
         "SELECT id, ts FROM events WHERE room = ? ORDER BY id LIMIT ?",
+      ),
+      event: prepare("SELECT event FROM events WHERE room = ? AND id = ?"),
+      removeEvent: prepare("DELETE FROM events WHERE room = ? AND id = ?"),
+      moderation: prepare(
+        "SELECT kind, key, value FROM moderation WHERE room = ?",
+      ),
+      setModeration: prepare(
+        "INSERT OR REPLACE INTO moderation (room, kind, key, value, until) VALUES (?, ?, ?, ?, ?)",
+      ),
+      unsetModeration: prepare(
+        "DELETE FROM moderation WHERE room = ? AND kind = ? AND key = ?",
+      ),
+      expireSanctions: prepare(
+        "DELETE FROM moderation WHERE kind IN ('ban', 'mute') AND until <= ?",
       ),
     };
     this.#nextKey = Number(
@@ -255,10 +296,73 @@ export class SqliteArchive implements RoomArchive {
     this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
   }
 
+  remove(room: string, id: number): void {
+    const known = this.#known.get(room);
+    if (!known) throw new Error(`no room ${room} in the archive`);
+    let ids = this.#removals.get(known.key);
+    if (!ids) this.#removals.set(known.key, ids = new Set());
+    ids.add(id);
+  }
+
+  find(room: string, id: number): RoomEvent | undefined {
+    const known = this.#known.get(room);
+    if (!known || this.#removals.get(known.key)?.has(id)) return undefined;
+    const queued = this.#rows.find(([key, rowId]) =>
+      key === known.key && rowId === id
+    );
+    const text = queued?.[3] ?? this.#sql.event.get(known.key, id)?.event;
+    return text === undefined
+      ? undefined
+      : JSON.parse(text as string) as RoomEvent;
+  }
+
+  moderation(room: string): ArchivedModeration | undefined {
+    const rows = this.#sql.moderation.all(room);
+    if (rows.length === 0) return undefined;
+    const kept: ArchivedModeration = {
+      topic: "",
+      slowSeconds: 0,
+      bans: [],
+      mutes: [],
+      reserved: [],
+    };
+    for (const row of rows) {
+      const key = String(row.key);
+      const value = JSON.parse(String(row.value));
+      switch (row.kind) {
+        case "topic":
+          kept.topic = value as string;
+          break;
+        case "slow":
+          kept.slowSeconds = value as number;
+          break;
+        case "ban":
+          kept.bans.push([key, value as Sanction]);
+          break;
+        case "mute":
+          kept.mutes.push([key, value as Sanction]);
+          break;
+        case "reserved":
+          kept.reserved.push([key, value as string]);
+          break;
+      }
+    }
+    return kept;
+  }
+
+  moderate(room: string, change: ModerationChange): void {
+    this.#changes.push([room, change]);
+  }
+
   commit(): void {
     if (this.#closed) throw new Error("the data file is closed");
     const made = this.#made;
-    if (made.size === 0 && this.#rows.length === 0) return;
+    if (
+      made.size === 0 && this.#rows.length === 0 &&
+      this.#removals.size === 0 && this.#changes.length === 0
+    ) {
+      return;
+    }
     const sql = this.#sql;
     this.#db.exec("BEGIN");
     try {
@@ -266,6 +370,12 @@ export class SqliteArchive implements RoomArchive {
         sql.insertRoom.run(room.key, name, room.epoch!, 0);
       }
       for (const row of this.#rows) sql.insertEvent.run(...row);
+      // After the inserts: a message deleted in the turn it was sent is
+      // among them.
+      for (const [key, ids] of this.#removals) {
+        for (const id of ids) sql.removeEvent.run(key, id);
+      }
+      for (const [room, change] of this.#changes) this.#apply(room, change);
       this.#db.exec("COMMIT");
     } catch (error) {
       // Nothing of this transaction is kept; it is all tried again.
@@ -273,15 +383,68 @@ export class SqliteArchive implements RoomArchive {
       throw error;
     }
     this.#rows = [];
+    this.#removals.clear();
+    this.#changes = [];
     for (const room of made.values()) room.epoch = undefined;
     made.clear();
+  }
+
+  /** Writes one moderation change (inside the commit's transaction). */
+  #apply(room: string, change: ModerationChange): void {
+    const { setModeration, unsetModeration } = this.#sql;
+    switch (change.kind) {
+      case "topic":
+        setModeration.run(room, "topic", "", JSON.stringify(change.text), null);
+        return;
+      case "slow":
+        setModeration.run(
+          room,
+          "slow",
+          "",
+          JSON.stringify(change.seconds),
+          null,
+        );
+        return;
+      case "reserved":
+        setModeration.run(
+          room,
+          "reserved",
+          change.key,
+          JSON.stringify(change.owner),
+          null,
+        );
+        return;
+      case "ban":
+      case "mute":
+        if (!change.sanction) {
+          unsetModeration.run(room, change.kind, change.key);
+          return;
+        }
+        setModeration.run(
+          room,
+          change.kind,
+          change.key,
+          JSON.stringify(change.sanction),
+          change.sanction.until ?? null,
+        );
+    }
   }
 
   older(room: string, before: number, count: number): RoomEvent[] {
     const known = this.#known.get(room);
     if (!known) return [];
-    return this.#sql.older.all(known.key, before, count)
+    // Deleted this turn, not yet committed: already gone for every reader.
+    // As many more are read, so that a short answer still means no more.
+    const removed = this.#removals.get(known.key);
+    const rows = this.#sql.older.all(
+      known.key,
+      before,
+      count + (removed?.size ?? 0),
+    )
       .map((row) => JSON.parse(row.event as string) as RoomEvent);
+    return removed
+      ? rows.filter((event) => !removed.has(event.id)).slice(0, count)
+      : rows;
   }
 
   close(): void {
@@ -329,6 +492,8 @@ export class SqliteArchive implements RoomArchive {
       sql.keepLast.run(key); // the last id given out, before its event goes
       deleted += Number(sql.trimTo.run(key, upTo).changes);
     }
+    // Bans and mutes that have run out (a few rows at most).
+    sql.expireSanctions.run(now);
     return deleted;
   }
 
@@ -356,9 +521,15 @@ function firstLine(text: string): string {
 /** Opens the file and returns a {@linkcode MemoryStore} writing through to it. */
 export const SqliteStore: StoreFactory<SqliteStoreOptions> = {
   connect(options: SqliteStoreOptions) {
-    const archive = SqliteArchive.open(options);
-    return Promise.resolve(
-      new MemoryStore({ ...options, archive, log: options.log }),
-    );
+    // A file that cannot be used is a rejection, not a throw: callers
+    // handle a factory's failure on its promise (main.ts words it).
+    try {
+      const archive = SqliteArchive.open(options);
+      return Promise.resolve(
+        new MemoryStore({ ...options, archive, log: options.log }),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
   },
 };

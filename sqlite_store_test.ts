@@ -1,15 +1,16 @@
 /**
  * History that outlives the process (issue 19): the `--data` store through
  * real servers and real sockets (kill -9 and restart of the CLI, resume,
- * a bad data file), and reading back with `history` on every store
- * (paging, DMs, retention, bad input, floods).
+ * moderation and deletions across a restart, a bad data file), and reading
+ * back with `history` on every store (paging, DMs, deleted messages,
+ * retention, bad input, floods).
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import type { NewEvent } from "./protocol.ts";
+import { CloseCode, type NewEvent } from "./protocol.ts";
 import type { ChatServer } from "./main.ts";
 import { SqliteArchive, SqliteStore } from "./sqlite_store.ts";
 import { reconnectToken, type RoomStore } from "./rooms.ts";
@@ -20,12 +21,17 @@ import {
   type Json,
   jsonClient,
   Peer,
+  RawClient,
   startCli,
   textClient,
   withChat,
   within,
 } from "./test_helpers.ts";
 import { haveRedis, startRedis } from "./redis_helpers.ts";
+import { hs256, OP_KEY, SECRET, signedClient } from "./auth_helpers.ts";
+
+/** Bob's session secret, so that he is the same person after a restart. */
+const BOB_SESSION = "bob-session-secret-0123456789";
 
 /** What a spawned CLI needs to write its data file (and nothing else). */
 function writeTo(dir: string): string[] {
@@ -202,6 +208,187 @@ Deno.test("reconnect tokens outlive a restart: the same token for the same join"
     const archive = SqliteArchive.open({ ...FILL, path });
     assert.equal(reconnectToken(archive.tokenKey, "lobby", epoch, 1), token);
     archive.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Moderation and deletions across a restart
+// ---------------------------------------------------------------------------
+
+/** Sends a JSON frame and returns the first frame matching `pattern`. */
+async function ask(peer: Peer, frame: Json, pattern: RegExp): Promise<Json> {
+  peer.send(JSON.stringify(frame));
+  return JSON.parse(await peer.nextMatching(pattern));
+}
+
+Deno.test("kill -9 right after the moderator's answers: bans, mutes, topic, slow mode, reserved names and deletions survive the restart", async () => {
+  await inTempDir(async (dir) => {
+    const args = [
+      "--data",
+      `${dir}/chat.db`,
+      "--quiet",
+      "--auth-secret",
+      SECRET,
+      "--op-key",
+      OP_KEY,
+      "--history-size",
+      "20",
+      // The 28 messages below in a row, within the rate limit.
+      "--burst",
+      "100",
+    ];
+    const first = await startCli(args, writeTo(dir));
+    const server = { wsPort: first.wsPort } as ChatServer;
+    const adaToken = await hs256({ sub: "1", name: "ada" });
+    const cyToken = await hs256({ sub: "3", name: "cy" });
+    const modToken = await hs256({ sub: "op", name: "mod", roles: ["op"] });
+    const ada = await signedClient(server, { token: adaToken });
+    await ada.close(); // her name stays hers in this room
+    const mod = await signedClient(server, { token: modToken });
+    const bob = await jsonClient(server, "/", { nick: "bob" }, BOB_SESSION);
+    const cy = await signedClient(server, { token: cyToken });
+    // One deleted message beyond the live window (only in the file), one
+    // in it too, and one kept.
+    const old = await sendAndEcho(mod, "old and rude");
+    for (let i = 1; i <= 25; i++) await sendAndEcho(mod, `filler ${i}`);
+    const recent = await sendAndEcho(mod, "recent and rude");
+    const kept = await sendAndEcho(mod, "kept");
+    for (const { id } of [old, recent]) {
+      const deleted = await ask(mod, { type: "delete", id }, /"delete"/);
+      assert.deepEqual([deleted.by, deleted.deleted], ["mod", id]);
+    }
+    assert.deepEqual(
+      await ask(mod, { type: "mute", nick: "bob" }, /"moderated"/),
+      { type: "moderated", action: "mute", nick: "bob" },
+    );
+    const kick = await ask(mod, { type: "ban", nick: "cy" }, /"kick"/);
+    assert.deepEqual([kick.nick, kick.ban], ["cy", true]);
+    assert.equal(
+      (await within(cy.closed, "cy's close")).code,
+      CloseCode.Kicked,
+    );
+    await ask(mod, { type: "topic", text: "kept topic" }, /"topic"/);
+    const slow = await ask(mod, { type: "slow", seconds: 30 }, /"slow"/);
+    assert.equal(slow.seconds, 30);
+    first.child.kill("SIGKILL"); // right after the last answer
+    await within(first.child.status, "the kill");
+    await first.lines.cancel();
+    await closeAll(mod, bob);
+
+    const second = await startCli(args, writeTo(dir));
+    const again = { wsPort: second.wsPort } as ChatServer;
+    // The ban: cy's login is refused at the handshake.
+    const raw = await RawClient.connect(again.wsPort);
+    const refused = await raw.upgrade("/", {
+      Authorization: `Bearer ${cyToken}`,
+    });
+    raw.close();
+    assert.equal(refused.status, 403);
+    // The mute, the topic and slow mode: bob's session comes back to them.
+    const back = await jsonClient(again, "/", { nick: "bob" }, BOB_SESSION);
+    assert.equal(back.welcome.topic, "kept topic");
+    assert.equal(back.welcome.slowSeconds, 30);
+    back.send(JSON.stringify({ type: "message", text: "let me speak" }));
+    const muted = JSON.parse(await back.nextMatching(/"error"/));
+    assert.deepEqual([muted.code, muted.retryAfter], ["muted", undefined]);
+    // The reserved name: nobody anonymous gets "ada".
+    const other = await jsonClient(again, "/", { nick: "ada" });
+    assert.notEqual(other.welcome.you, "ada");
+    // Deleted stays deleted: not in the welcome, not in a resume, not in
+    // any page (the delete events are).
+    const ids = (events: Json[]) => events.map((event: Json) => event.id);
+    assert.ok(!ids(back.welcome.history).includes(recent.id));
+    assert.ok(ids(back.welcome.history).includes(kept.id));
+    const resumed = await jsonClient(again, "/", {
+      since: recent.id - 1,
+      epoch: mod.welcome.epoch,
+    });
+    assert.equal(resumed.welcome.gap, false);
+    assert.deepEqual(
+      resumed.welcome.history.slice(0, 2).map((event: Json) => event.text),
+      ["kept", undefined],
+    );
+    assert.ok(!ids(resumed.welcome.history).includes(recent.id));
+    // Oldest first: the pages come newest first, each oldest first.
+    const paged = (await allPages(back, back.welcome.lastId, 7)).toReversed()
+      .flat();
+    assert.ok(!ids(paged).includes(old.id) && !ids(paged).includes(recent.id));
+    assert.ok(ids(paged).includes(kept.id) && ids(paged).includes(old.id + 1));
+    assert.deepEqual(
+      paged.filter((event: Json) => event.type === "delete")
+        .map((event: Json) => event.deleted),
+      [old.id, recent.id],
+    );
+    assert.equal(
+      paged.filter((event: Json) => event.type === "slow").length,
+      1,
+    );
+    // Plain text: the topic after the welcome line, and /history without
+    // the deleted lines.
+    const text = new Peer(chatUrl(again));
+    await text.nextMatching(/^ \.\.\.\. you are /, "the welcome line");
+    assert.equal(await text.next(), " .... topic: kept topic");
+    text.send("/history 200");
+    const lines = [];
+    for (;;) {
+      const line = await text.next();
+      if (line === " .... this is the beginning of lobby.") break;
+      lines.push(line);
+    }
+    assert.ok(lines.includes("mod: kept"));
+    assert.ok(lines.includes(`mod: filler 1`));
+    assert.ok(
+      !lines.some((line) => line.endsWith("and rude")),
+      lines.join("\n"),
+    );
+    assert.ok(lines.includes(` .... mod deleted message ${old.id}.`));
+    await closeAll(back, other, resumed, text);
+    second.child.kill("SIGTERM");
+    assert.equal((await within(second.child.status, "the exit")).code, 0);
+    await second.lines.cancel();
+  });
+});
+
+Deno.test("a message deleted this turn is gone from pages read before the commit", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    await fill(path, "lobby", messages(30));
+    const store = await SqliteStore.connect({ ...FILL, path, historySize: 5 });
+    store.hold("lobby");
+    // Id 3 is far below the live window (26 to 30): only the file has it.
+    const removed = store.remove("lobby", 3, "mod");
+    const everything = { before: 31, limit: 200, visible: () => true };
+    const early = await store.history("lobby", everything);
+    const texts = early.events.map((event) =>
+      event.type === "message" ? event.text : event.type
+    );
+    assert.deepEqual(
+      texts,
+      messages(30).map((event) => (event as { text: string }).text)
+        .filter((text) => text !== "m3"),
+      "read before the commit",
+    );
+    assert.equal(early.more, false);
+    assert.equal((await removed as { type: string }).type, "delete");
+    const late = await store.history("lobby", { ...everything, before: 10 });
+    assert.deepEqual(late.events.map((event) => event.id), [
+      1,
+      2,
+      4,
+      5,
+      6,
+      7,
+      8,
+      9,
+    ]);
+    store.release("lobby");
+    await store.close!();
+    // And in the file: the row is gone.
+    const reader = new DatabaseSync(path, { readOnly: true });
+    const row = reader.prepare("SELECT count(*) AS n FROM events WHERE id = 3")
+      .get();
+    reader.close();
+    assert.equal(Number(row!.n), 0);
   });
 });
 
