@@ -1850,7 +1850,9 @@ export async function renderPage(chatPort: number): Promise<Page> {
     .replaceAll('"', "&quot;").replaceAll("<", "&lt;");
   const html = clientHtml.replace(
     '<meta name="chat-port" content="">',
-    `<meta name="chat-port" content="${chatPort}">\n` +
+    // A function, so that no `$&` in the JSON is read as a pattern.
+    () =>
+      `<meta name="chat-port" content="${chatPort}">\n` +
       `    <meta name="chat-contract" content="${contract}">`,
   );
   const hashOf = async (tag: "script" | "style") => {
