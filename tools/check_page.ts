@@ -13,7 +13,7 @@
 
 const PAGE = new URL("../client.html", import.meta.url);
 /** What the written file has above the script's first line. */
-const HEADER = ['// @ts-check', '/// <reference lib="dom" />'];
+const HEADER = ["// @ts-check", '/// <reference lib="dom" />'];
 
 /** The page's one inline script, and the client.html line it starts on. */
 export function pageScript(html: string): { code: string; firstLine: number } {
