@@ -111,9 +111,9 @@ export const PLAIN: RenderStyle = { colour: false, time: false };
 const NICK_COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
 
 /**
- * The ANSI colour of a nick: the same for the same nick (ignoring case, as
- * the server does) in every run and on every machine (FNV-1a of its code
- * points).
+ * The ANSI colour of a nick: the same for the same nick in every run and
+ * on every machine (FNV-1a of its code points, lower-cased so that `Ada`
+ * and `ada` look alike too; the server tells nicks apart by a stricter key).
  */
 export function nickColour(nick: string): number {
   let hash = 0x811c9dc5;

@@ -1930,7 +1930,9 @@ export async function renderPage(chatPort: number): Promise<Page> {
     .replaceAll('"', "&quot;").replaceAll("<", "&lt;");
   const html = clientHtml.replace(
     '<meta name="chat-port" content="">',
-    `<meta name="chat-port" content="${chatPort}">\n` +
+    // A function, so that no `$&` in the JSON is read as a pattern.
+    () =>
+      `<meta name="chat-port" content="${chatPort}">\n` +
       `    <meta name="chat-contract" content="${contract}">`,
   );
   const hashOf = async (tag: "script" | "style") => {
@@ -2445,22 +2447,22 @@ export async function main(args: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
-  let chat: ChatServer;
+  let server: ChatServer;
   try {
-    chat = await startChat(options);
+    server = await startChat(options);
   } catch (error) {
     // The README promises logs without stack traces: one line, the cause.
     console.error(`deno-chat: ${startupLine(error)}`);
     Deno.exit(1);
   }
   console.log(
-    `deno-chat: open ${chat.pageUrl} (chat on port ${chat.wsPort})`,
+    `deno-chat: open ${server.pageUrl} (chat on port ${server.wsPort})`,
   );
   const stop = async () => {
     // We promise an exit within 2 s, even if a peer never completes its
     // close handshake or Deno's server shutdown waits on it.
     setTimeout(() => Deno.exit(0), EXIT_DEADLINE_MS);
-    await chat.shutdown();
+    await server.shutdown();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);

@@ -344,6 +344,31 @@ export const MODERATION_HELP =
 export const JOIN_USAGE = `usage: /join ROOM (${ROOM_RULE})`;
 
 /**
+ * Every slash command's name (aliases too), as {@linkcode parseCommand}
+ * knows them; the page's own parser is held to this list (protocol_test.ts).
+ */
+export const COMMAND_NAMES = [
+  "nick",
+  "me",
+  "msg",
+  "join",
+  "quit",
+  "exit",
+  "who",
+  "history",
+  "more",
+  "help",
+  "kick",
+  "ban",
+  "unban",
+  "mute",
+  "unmute",
+  "topic",
+  "slow",
+  "delete",
+] as const;
+
+/**
  * A typed line as a command: `/name args`, or a message (`//text` sends
  * `/text`). The one parser of slash commands: the server's plain-text
  * protocol and the terminal client both use it.
@@ -409,7 +434,7 @@ export function parseCommand(line: string): Command {
 }
 
 /** How each moderation command is typed, for its usage error. */
-const MODERATION_USAGE: Record<string, string> = {
+export const MODERATION_USAGE: Record<string, string> = {
   kick: "usage: /kick NICK [reason]",
   ban: `usage: /ban NICK [minutes, 1-${MAX_MINUTES}] [reason]`,
   unban: "usage: /unban NICK",
@@ -836,18 +861,16 @@ export function retryableStatus(status: number): boolean {
 export const PAGE_CONSTANTS = {
   jsonProtocol: JSON_PROTOCOL,
   sessionProtocolPrefix: SESSION_PROTOCOL_PREFIX,
+  sessionSecretPattern: SESSION_SECRET.source,
   authProtocolPrefix: AUTH_PROTOCOL_PREFIX,
   kickedCloseCode: CloseCode.Kicked,
+  roomPattern: ROOM_PATTERN.source,
+  roomRule: ROOM_RULE,
+  nickPattern: NICK_PATTERN.source,
   maxNickChars: MAX_NICK_CHARS,
-  maxRoomChars: MAX_ROOM_CHARS,
   typingIntervalMs: TYPING_INTERVAL_MS,
-  finalCloseCodes: [...FINAL_CLOSE_CODES],
-  retryableStatuses: [
-    ...new Set(
-      Object.values(REFUSALS as Record<string, Refusal>)
-        .filter((refusal) => refusal.retryable)
-        .map((refusal) => refusal.status),
-    ),
-  ],
+  commands: COMMAND_NAMES,
   helpText: HELP_TEXT,
+  moderationHelp: MODERATION_HELP,
+  moderationUsage: MODERATION_USAGE,
 } as const;

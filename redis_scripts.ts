@@ -115,6 +115,8 @@ export interface StoredHolder {
   op?: boolean;
   /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
   ks?: string[];
+  /** A verified person's user id (rooms.ts `JoinRequest.user`). */
+  u?: string;
 }
 
 /** A nick a join may take, with what its join and leave events cost. */
@@ -271,6 +273,8 @@ export interface JoinArgs extends RoomArgs {
   op?: boolean;
   /** What a ban or mute of them holds against. */
   keys?: string[];
+  /** A verified person's user id. */
+  user?: string;
 }
 
 /** What Redis answers a join ({@linkcode JoinArgs}). */
@@ -404,7 +408,8 @@ local id = last()
 local k = {}
 k[A.process] = 1
 local d = {n = choice.nick, o = A.owner, j = id, c = id, lc = choice.leaveCost,
-  k = k, v = A.verified or false, op = A.op or false, ks = A.keys or {}}
+  k = k, v = A.verified or false, op = A.op or false, ks = A.keys or {},
+  u = A.user}
 keep(choice.key, d)
 if got then got[#got + 1] = joined end
 return answer(d, taken, false, got, id)

@@ -47,6 +47,7 @@ import type {
   TypingEvent,
 } from "./protocol.ts";
 import {
+  type Dismissal,
   eventBytes,
   type Expulsion,
   type HistoryPage,
@@ -59,6 +60,7 @@ import {
   nickCandidates,
   nickKey,
   NoNickLeft,
+  NoSuchRoom,
   pageBack,
   type Poster,
   type PostRefusal,
@@ -165,6 +167,10 @@ function choice(nick: string): NickChoice {
 }
 
 const DEFAULT_HEARTBEAT_MS = 3000;
+/** What an `once` key holds while its first call is at work. */
+const ONCE_PENDING = "pending";
+/** How long a repeated `once` waits for the first call's answer. */
+const ONCE_WAIT_MS = 5000;
 /** Missed heartbeats before a process counts as dead. */
 const MISSED_BEATS = 3;
 /**
@@ -392,6 +398,7 @@ export class RedisStore implements RoomStore {
         verified: request.verified,
         op: request.op,
         keys: request.keys,
+        user: request.user,
       });
     } catch (error) {
       if (error instanceof StoreUnavailable) {
@@ -447,11 +454,18 @@ export class RedisStore implements RoomStore {
   append(name: string, body: NewEvent): Promise<RoomEvent> {
     return this.#track((async () => {
       this.#check();
-      return await this.#run(APPEND, this.#keys(name), {
-        ...this.#roomArgs(name),
-        body: JSON.stringify(body),
-        cost: cost(body),
-      });
+      try {
+        return await this.#run(APPEND, this.#keys(name), {
+          ...this.#roomArgs(name),
+          body: JSON.stringify(body),
+          cost: cost(body),
+        });
+      } catch (error) {
+        if (error instanceof ErrorReply && error.message.startsWith("NOROOM")) {
+          throw new NoSuchRoom(`no room ${name}`);
+        }
+        throw error;
+      }
     })());
   }
 
@@ -527,7 +541,13 @@ export class RedisStore implements RoomStore {
       return (holders as string[])
         .map((text) => JSON.parse(text) as StoredHolder)
         .sort((a, b) => a.j - b.j)
-        .map((h) => ({ nick: h.n, verified: h.v === true, op: h.op === true }));
+        .map((h) => ({
+          nick: h.n,
+          verified: h.v === true,
+          op: h.op === true,
+          user: h.u,
+          connections: Object.values(h.k).reduce((sum, n) => sum + n, 0),
+        }));
     })());
   }
 
@@ -636,6 +656,121 @@ export class RedisStore implements RoomStore {
         cost: cost(body),
       });
     })());
+  }
+
+  rooms(): Promise<{ room: string; members: number }[]> {
+    return this.#track((async () => {
+      this.#check();
+      const rooms = [];
+      for (const key of await this.#scan(`${this.#prefix}room:*:nicks`)) {
+        const members = await this.#command(["HLEN", key]) as number;
+        const room = key.slice(`${this.#prefix}room:`.length, -":nicks".length);
+        if (members > 0) rooms.push({ room, members });
+      }
+      return rooms.sort((a, b) => a.room.localeCompare(b.room));
+    })());
+  }
+
+  /**
+   * Finds the member in Redis and tells each process it has connections on
+   * to close them (the `evict:PID` channel, with a reason, as a kick does).
+   */
+  dismiss(target: Dismissal, reason: string): Promise<number> {
+    return this.#track((async () => {
+      this.#check();
+      const rooms = target.room !== undefined
+        ? [target.room]
+        : (await this.#scan(`${this.#prefix}room:*:owners`)).map((key) =>
+          key.slice(`${this.#prefix}room:`.length, -":owners".length)
+        );
+      let people = 0;
+      for (const room of rooms) {
+        const keys = this.#keys(room);
+        const key = target.nick !== undefined
+          ? nickKey(target.nick)
+          : await this.#command(["HGET", keys.owners, target.owner ?? ""]);
+        if (typeof key !== "string") continue;
+        const text = await this.#command(["HGET", keys.nicks, key]);
+        if (typeof text !== "string") continue;
+        const holder = JSON.parse(text) as StoredHolder;
+        people++;
+        for (const process of Object.keys(holder.k)) {
+          await this.#command([
+            "PUBLISH",
+            `${this.#prefix}evict:${process}`,
+            JSON.stringify([room, holder.o, reason]),
+          ]);
+        }
+      }
+      return people;
+    })());
+  }
+
+  /**
+   * `SET NX` claims the key for the first caller, who stores its answer;
+   * a repeat reads it, waiting a little while the first is still at work.
+   */
+  once(
+    key: string,
+    ttlMs: number,
+    produce: () => Promise<number>,
+  ): Promise<number> {
+    return this.#track((async () => {
+      this.#check();
+      const name = this.#key(`once:${key}`);
+      const claimed = await this.#command([
+        "SET",
+        name,
+        ONCE_PENDING,
+        "NX",
+        "PX",
+        String(ttlMs),
+      ]);
+      if (claimed === "OK") {
+        try {
+          const answer = await produce();
+          await this.#command(["SET", name, String(answer), "XX", "KEEPTTL"]);
+          return answer;
+        } catch (error) {
+          // It did nothing: the key may be used again.
+          await this.#command(["DEL", name]).catch(() => {});
+          throw error;
+        }
+      }
+      const deadline = Date.now() + ONCE_WAIT_MS;
+      for (;;) {
+        const value = await this.#command(["GET", name]);
+        if (typeof value === "string" && value !== ONCE_PENDING) {
+          return Number(value);
+        }
+        if (value === null) return await this.once(key, ttlMs, produce);
+        if (Date.now() > deadline) {
+          throw new StoreUnavailable(
+            "an earlier call with this key is still at work",
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })());
+  }
+
+  /** Every key matching `pattern` (SCAN, so Redis is never blocked long). */
+  async #scan(pattern: string): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, batch] = await this.#command([
+        "SCAN",
+        cursor,
+        "MATCH",
+        pattern,
+        "COUNT",
+        "1000",
+      ]) as [string, string[]];
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== "0");
+    return keys;
   }
 
   /**

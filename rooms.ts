@@ -46,6 +46,8 @@ export interface JoinRequest {
   verified?: boolean;
   /** A moderator: `/who` and the welcome say so. */
   op?: boolean;
+  /** A verified person's user id (their token's `sub`), for `presence`. */
+  user?: string;
   /**
    * What a ban or mute of this person holds against (see
    * {@linkcode Sanction}): a login (`u.…`) for verified people, a session
@@ -118,11 +120,25 @@ export type PostRefusal =
   | { refused: "muted"; until?: number }
   | { refused: "slow_mode"; until: number };
 
-/** A member as `/who` shows it. */
+/** A member as `/who` and the API's `presence` show it. */
 export interface RosterEntry {
   nick: string;
   verified: boolean;
   op: boolean;
+  /** A verified person's user id (their token's `sub`). */
+  user?: string;
+  /** Their connections in the room, on every process. */
+  connections: number;
+}
+
+/** Whose connections `dismiss` closes. */
+export interface Dismissal {
+  /** Only in this room (required with `nick`); absent: in every room. */
+  room?: string;
+  /** The member holding this nick in `room`. */
+  nick?: string;
+  /** The member with this owner (a verified person's `u.…`). */
+  owner?: string;
 }
 
 /** A kick, or a ban (with `ban`), of the member holding `nick`. */
@@ -263,6 +279,25 @@ export interface RoomStore {
     by: string,
     author?: { nick: string; since: number },
   ): Promise<RoomEvent | "no_such_message" | "forbidden">;
+
+  // The app's API (http_api.ts): what it asks of every process.
+
+  /** The rooms with members, with how many (on every process). */
+  rooms(): Promise<{ room: string; members: number }[]>;
+  /**
+   * Closes a person's connections on every process (through `onExpel`,
+   * with `reason`), appending nothing; how many people it reached.
+   */
+  dismiss(target: Dismissal, reason: string): Promise<number>;
+  /**
+   * Runs `produce` once per `key` within `ttlMs`, on every process; a
+   * repeat gets the first one's answer.
+   */
+  once(
+    key: string,
+    ttlMs: number,
+    produce: () => Promise<number>,
+  ): Promise<number>;
   /** False while the store cannot be reached (a shared store's server is down). */
   available?(): boolean;
   /** Lets go of connections and timers (at shutdown). */
@@ -271,6 +306,9 @@ export interface RoomStore {
 
 /** What the store cannot do right now; the client is told `unavailable`. */
 export class StoreUnavailable extends Error {}
+
+/** The room does not exist (an append to a room nobody holds). */
+export class NoSuchRoom extends Error {}
 
 /**
  * Reads a history page through `older`, which gives up to `count` events
@@ -481,6 +519,8 @@ interface NickHolder {
   claimedId: number;
   verified: boolean;
   op: boolean;
+  /** See {@linkcode JoinRequest.user}. */
+  user?: string;
   /** See {@linkcode JoinRequest.keys}. */
   keys: string[];
 }
@@ -538,6 +578,8 @@ export const COMMIT_RETRY_MS = 1000;
 export class MemoryStore implements RoomStore {
   #rooms = new Map<string, MemoryRoom>();
   #moderation = new Map<string, MemoryModeration>();
+  /** `once` keys: the first call's answer, until it expires. */
+  #once = new Map<string, { answer: Promise<number>; expires: number }>();
   #options: MemoryStoreOptions;
   #archive?: RoomArchive;
   /**
@@ -669,6 +711,7 @@ export class MemoryStore implements RoomStore {
       claimedId: joined.id,
       verified: request.verified ?? false,
       op: request.op ?? false,
+      user: request.user,
       keys: request.keys ?? [],
     };
     room.nicks.set(nickKey(nick), holder);
@@ -702,7 +745,12 @@ export class MemoryStore implements RoomStore {
   }
 
   append(name: string, body: NewEvent): Promise<RoomEvent> {
-    return this.#durable(this.#append(this.#room(name), body));
+    // A promise either way: a missing room is a rejection, as in every store.
+    try {
+      return this.#durable(this.#append(this.#room(name), body));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   rename(
@@ -806,11 +854,9 @@ export class MemoryStore implements RoomStore {
     const room = this.#rooms.get(name);
     return Promise.resolve(
       room
-        ? [...room.nicks.values()].map(({ nick, verified, op }) => ({
-          nick,
-          verified,
-          op,
-        }))
+        ? [...room.owners.values()].map((
+          { nick, verified, op, user, connections },
+        ) => ({ nick, verified, op, user, connections }))
         : [],
     );
   }
@@ -1038,9 +1084,50 @@ export class MemoryStore implements RoomStore {
     room.nicks.set(nickKey(to), holder);
   }
 
+  rooms(): Promise<{ room: string; members: number }[]> {
+    return Promise.resolve(
+      [...this.#rooms].filter(([, room]) => room.owners.size > 0)
+        .map(([name, room]) => ({ room: name, members: room.owners.size })),
+    );
+  }
+
+  dismiss(target: Dismissal, reason: string): Promise<number> {
+    let people = 0;
+    const rooms = target.room === undefined
+      ? [...this.#rooms]
+      : [[target.room, this.#rooms.get(target.room)] as const];
+    for (const [name, room] of rooms) {
+      const holder = target.nick !== undefined
+        ? room?.nicks.get(nickKey(target.nick))
+        : room?.owners.get(target.owner ?? "");
+      if (!holder) continue;
+      people++;
+      this.#options.onExpel?.(name, holder.owner, reason);
+    }
+    return Promise.resolve(people);
+  }
+
+  once(
+    key: string,
+    ttlMs: number,
+    produce: () => Promise<number>,
+  ): Promise<number> {
+    const now = Date.now();
+    for (const [old, entry] of this.#once) {
+      if (entry.expires <= now) this.#once.delete(old);
+    }
+    const known = this.#once.get(key);
+    if (known) return known.answer;
+    const answer = produce();
+    this.#once.set(key, { answer, expires: now + ttlMs });
+    // A call that failed did nothing: the key may be used again.
+    answer.catch(() => this.#once.delete(key));
+    return answer;
+  }
+
   #room(name: string): MemoryRoom {
     const room = this.#rooms.get(name);
-    if (!room) throw new Error(`no room ${name}: hold it first`);
+    if (!room) throw new NoSuchRoom(`no room ${name}: hold it first`);
     return room;
   }
 

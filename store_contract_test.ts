@@ -19,6 +19,7 @@ import {
   MemoryStore,
   NICK_CANDIDATES,
   NoNickLeft,
+  NoSuchRoom,
   type PostRefusal,
   type RoomStore,
   type StoreOptions,
@@ -30,6 +31,8 @@ interface Subject {
   store: RoomStore;
   /** `onEvict` calls: (room, owner). */
   evicted: [string, string][];
+  /** `onExpel` calls: (room, owner, reason). */
+  expelled: [string, string, string][];
   /**
    * Closes the store and opens it again on what it kept (a restart of the
    * process); absent for a store that keeps nothing past its process.
@@ -68,14 +71,17 @@ const KINDS: StoreKind[] = [
     pagesPastWindow: false,
     open: (options) => {
       const evicted: [string, string][] = [];
+      const expelled: [string, string, string][] = [];
       const store = new MemoryStore({
         ...DEFAULTS,
         onEvict: (room, owner) => evicted.push([room, owner]),
+        onExpel: (room, owner, reason) => expelled.push([room, owner, reason]),
         ...options,
       });
       return Promise.resolve({
         store,
         evicted,
+        expelled,
         close: () => Promise.resolve(),
       });
     },
@@ -88,10 +94,13 @@ const KINDS: StoreKind[] = [
     open: async (options) => {
       const dir = await Deno.makeTempDir({ prefix: "chat-contract-" });
       const evicted: [string, string][] = [];
+      const expelled: [string, string, string][] = [];
       const connect = () =>
         SqliteStore.connect({
           ...DEFAULTS,
           onEvict: (room, owner) => evicted.push([room, owner]),
+          onExpel: (room, owner, reason) =>
+            expelled.push([room, owner, reason]),
           ...options,
           path: `${dir}/chat.db`,
           retainEvents: 100_000,
@@ -101,6 +110,7 @@ const KINDS: StoreKind[] = [
         const subject: Subject = {
           store: await connect(),
           evicted,
+          expelled,
           reopen: async () => {
             await subject.store.close!();
             subject.store = await connect();
@@ -128,10 +138,13 @@ const KINDS: StoreKind[] = [
     open: async (options) => {
       const redis = await startRedis();
       const evicted: [string, string][] = [];
+      const expelled: [string, string, string][] = [];
       const connect = () =>
         RedisStore.connect({
           ...DEFAULTS,
           onEvict: (room, owner) => evicted.push([room, owner]),
+          onExpel: (room, owner, reason) =>
+            expelled.push([room, owner, reason]),
           ...options,
           url: redis.url,
           roomTtl: 60,
@@ -140,6 +153,7 @@ const KINDS: StoreKind[] = [
         const subject: Subject = {
           store: await connect(),
           evicted,
+          expelled,
           reopen: async () => {
             await subject.store.close!();
             subject.store = await connect();
@@ -492,6 +506,99 @@ contract(
     assert.deepEqual(
       bob.history.map((event) => event.type),
       ["join", "message", "message", "message", "dm", "join"],
+    );
+  },
+);
+
+contract(
+  "roster: members in join order, with their connections and user id",
+  async ({ store }) => {
+    await join(store, "r", { owner: "s.ada", nick: "ada" });
+    await join(store, "r", { owner: "s.ada" });
+    await join(store, "r", {
+      owner: "u.42",
+      nick: "bob",
+      verified: true,
+      user: "42",
+      keys: ["u.42"],
+    });
+    assert.deepEqual(await store.roster("r"), [
+      {
+        nick: "ada",
+        verified: false,
+        op: false,
+        user: undefined,
+        connections: 2,
+      },
+      { nick: "bob", verified: true, op: false, user: "42", connections: 1 },
+    ]);
+  },
+);
+
+contract("rooms: the rooms with members, with how many", async ({ store }) => {
+  await join(store, "a", { owner: "1", nick: "ann" });
+  await join(store, "a", { owner: "2", nick: "bob" });
+  await join(store, "b", { owner: "3", nick: "cy" });
+  assert.ok(store.hold("c")); // held, nobody in it yet
+  const rooms = await store.rooms();
+  assert.deepEqual(
+    rooms.sort((x, y) => x.room.localeCompare(y.room)),
+    [{ room: "a", members: 2 }, { room: "b", members: 1 }],
+  );
+  store.release("c");
+});
+
+contract(
+  "dismiss: by nick in a room, or by owner in every room; nothing appended",
+  async ({ store, expelled }) => {
+    await join(store, "a", { owner: "u.7", nick: "ann" });
+    await join(store, "b", { owner: "u.7", nick: "ann" });
+    await join(store, "a", { owner: "2", nick: "bob" });
+    assert.equal(await store.dismiss({ room: "a", nick: "BOB" }, "bye"), 1);
+    assert.equal(await store.dismiss({ owner: "u.7" }, "later"), 2);
+    assert.equal(await store.dismiss({ room: "a", nick: "nobody" }, "x"), 0);
+    await eventually("three dismissals", () => expelled.length === 3);
+    assert.deepEqual(
+      expelled.map((entry) => entry.join(" ")).sort(),
+      ["a 2 bye", "a u.7 later", "b u.7 later"],
+    );
+    const cy = await join(store, "a", { owner: "3", nick: "cy" });
+    assert.deepEqual(cy.history.map((event) => event.type), [
+      "join",
+      "join",
+      "join",
+    ]);
+  },
+);
+
+contract(
+  "once: one call per key within its time; a failed call frees the key",
+  async ({ store }) => {
+    let calls = 0;
+    const produce = () => Promise.resolve(++calls * 10);
+    const [a, b] = await Promise.all([
+      store.once("k", 60_000, produce),
+      store.once("k", 60_000, produce),
+    ]);
+    assert.deepEqual([a, b, calls], [10, 10, 1]);
+    assert.equal(await store.once("other", 60_000, produce), 20);
+    await assert.rejects(
+      store.once("bad", 60_000, () => Promise.reject(new Error("no"))),
+    );
+    assert.equal(await store.once("bad", 60_000, produce), 30);
+    // Expired: runs again.
+    assert.equal(await store.once("short", 1, produce), 40);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await store.once("short", 1, produce), 50);
+  },
+);
+
+contract(
+  "an append to a room that does not exist is NoSuchRoom",
+  async ({ store }) => {
+    await assert.rejects(
+      store.append("nowhere", { type: "message", from: "api", text: "hi" }),
+      NoSuchRoom,
     );
   },
 );

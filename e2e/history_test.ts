@@ -1,16 +1,16 @@
 /// <reference lib="dom" />
 /**
- * Reading back in the page (issue 19): scrolling to the top, or the "Load
- * older messages" button, loads the room's older messages from the
- * `--data` store above the ones shown, without moving what the reader sees,
- * until "This is the beginning of #room".
+ * Reading back in the page (issue 19): scrolling to the top, the "Load
+ * older messages" button, or typing `/more`, loads the room's older
+ * messages from the `--data` store above the ones shown, without moving
+ * what the reader sees, until "This is the beginning of #room".
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
-import { logLines, waitForLine } from "./browser.ts";
+import { logLines, say, waitForLine } from "./browser.ts";
 import { browserTest } from "./harness.ts";
 
 // One data file per run of this file, removed when the run ends.
@@ -82,8 +82,20 @@ browserTest(
       lines,
     );
 
+    // Typed, as in the terminal client: `/more` loads the next page too.
+    lines = await lineCount(page);
+    await say(page, "/more");
+    await page.waitForFunction(
+      (lines: number) =>
+        document.querySelectorAll("#lines li").length > lines &&
+        (globalThis as unknown as { olderState: string }).olderState !==
+          "loading",
+      { polling: "mutation" },
+      lines,
+    );
+
     // Then scrolling: each time to the top, until the beginning.
-    let loads = 1;
+    let loads = 2;
     while (await olderState(page) !== "done") {
       lines = await lineCount(page);
       const before = await scrollToTopAndMark(page);
@@ -102,7 +114,7 @@ browserTest(
       );
       loads++;
     }
-    assert.ok(loads >= 4, `${loads} loads of 100 for ~450 messages`);
+    assert.ok(loads >= 5, `${loads} loads of 100 for ~450 messages`);
 
     const texts = (await logLines(page)).map((line) => line.text);
     const messages = texts.filter((text) => text.startsWith("bob: m"));

@@ -633,7 +633,7 @@ browserTest(
     await say(page, "/join Bad!");
     assert.equal(
       await settled(page),
-      '"Bad!" is not a room name: use 1–32 of a-z, 0-9, - and _.',
+      '"Bad!" is not a room name: use 1-32 of a-z, 0-9, - and _.',
     );
     assert.equal(await inputValue(page), "/join Bad!");
     assert.equal(await page.evaluate(() => location.hash), "#full");
@@ -826,5 +826,32 @@ browserTest(
         );
       }
     }
+  },
+);
+
+browserTest(
+  "/quit leaves the room (announced once) and stays out; /join comes back",
+  async ({ url, open, visitor }) => {
+    const bob = await visitor("bob");
+    const { page } = await open(url(), undefined, { nick: "ada" });
+    await waitForUsers(page, ["ada", "bob"]);
+    await say(page, "/quit");
+    await waitForLine(
+      page,
+      "You left #lobby. Reload the page, or /join a room, to come back.",
+      { contains: true },
+    );
+    await bob.nextMatching(/^ \.\.\.\. ada has left\.$/);
+    assert.equal(
+      await page.$eval("#state", (el) => (el as HTMLElement).dataset.state),
+      "disconnected",
+    );
+    assert.equal(
+      await countLines(page, "Unknown command /quit (try /help)."),
+      0,
+    );
+    await say(page, "/join lobby");
+    await bob.nextMatching(/^ \.\.\.\. ada has joined\.$/);
+    await waitForUsers(page, ["ada", "bob"]);
   },
 );
