@@ -174,5 +174,10 @@ export function tokenOf(
  * connections, on every process. Hashed so that any `sub` makes a safe key.
  */
 export function ownerOf(identity: Identity): string {
-  return "u." + createHash("sha256").update(identity.sub).digest("base64url");
+  return ownerOfUser(identity.sub);
+}
+
+/** The owner of a verified user id (a token's `sub`), as the store knows it. */
+export function ownerOfUser(sub: string): string {
+  return "u." + createHash("sha256").update(sub).digest("base64url");
 }

@@ -196,6 +196,13 @@ const CASES: Case[] = [
     code: 2,
   },
   {
+    name: "an API key too short",
+    args: () => ["--api-key", "short"],
+    line: () =>
+      "deno-chat: --api-key must be at least 32 characters (got 5): make one with `openssl rand -hex 32` (see --help)",
+    code: 2,
+  },
+  {
     name: "a value out of range",
     args: () => ["--port", "70000"],
     line: () =>

@@ -74,6 +74,7 @@ import {
   type LogFields,
   MemoryStore,
   nickKey,
+  NoSuchRoom,
   type RoomStore,
   sameSecret,
   type StoreFactory,
@@ -87,10 +88,23 @@ import {
   type Identity,
   makeVerifier,
   ownerOf,
+  ownerOfUser,
   tokenOf,
   type Verifier,
 } from "./auth.ts";
-import { fitCloseReason, moderate, moderatedText } from "./moderation.ts";
+import {
+  type Actor,
+  fitCloseReason,
+  moderate,
+  moderatedText,
+  type ModerationOutcome,
+} from "./moderation.ts";
+import {
+  API_MIN_KEY_CHARS,
+  type ApiBackend,
+  ApiError,
+  apiHandler,
+} from "./http_api.ts";
 
 // ---------------------------------------------------------------------------
 // Options and limits
@@ -419,6 +433,53 @@ export const OPTIONS = {
     shown: "(none)",
     parse: (text: string) => text,
   },
+  apiKey: {
+    default: "",
+    arg: "KEY",
+    help:
+      `turn on the HTTP API (\`POST /api/METHOD\`) for this key (at least ${API_MIN_KEY_CHARS} characters)`,
+    env: "CHAT_API_KEY",
+    shown: "(off)",
+    parse: (text: string, flag: string) => {
+      if (text.length < API_MIN_KEY_CHARS) {
+        throw new UsageError(
+          `--${flag} must be at least ${API_MIN_KEY_CHARS} characters (got ${text.length}): make one with \`openssl rand -hex 32\``,
+        );
+      }
+      return text;
+    },
+  },
+  apiPort: {
+    default: undefined as number | undefined,
+    arg: "N",
+    help: "serve the API on this port instead of the page's",
+    shown: "(page port)",
+    parse: (text: string, flag: string) => parseInteger(flag, text, 0, 65535),
+  },
+  apiHostname: {
+    default: "",
+    arg: "ADDR",
+    help: "address the API port listens on (with `--api-port`)",
+    shown: "(--hostname)",
+    parse: (text: string) => text,
+  },
+  apiName: {
+    default: "app",
+    arg: "NICK",
+    help: "the name an API `publish` without `from` is shown under",
+    parse: (text: string, flag: string) => {
+      if (!validNick(text)) {
+        throw new UsageError(`--${flag} must be a valid nick, got "${text}"`);
+      }
+      return text;
+    },
+  },
+  apiRate: limit(
+    100,
+    1,
+    "API requests a second per key; more get 429 with `Retry-After`",
+    false,
+  ),
 } satisfies Record<string, OptionSpec<unknown>>;
 
 type OptionName = keyof typeof OPTIONS;
@@ -439,11 +500,14 @@ export type ChatOptions =
   };
 
 type Settings =
-  & Required<Omit<ChatOptions, "cert" | "key" | "store" | "authPublicKey">>
+  & Required<
+    Omit<ChatOptions, "cert" | "key" | "store" | "authPublicKey" | "apiPort">
+  >
   & {
     cert?: string;
     key?: string;
     authPublicKey?: string;
+    apiPort?: number;
   };
 
 /** The defaults of every option, from {@linkcode OPTIONS}. */
@@ -459,6 +523,8 @@ export function flagOf(name: string): string {
   return name.replace(/[A-Z]/g, (letter) => "-" + letter.toLowerCase());
 }
 
+/** This build's version, as the API's `info` and its OpenAPI document say. */
+export const VERSION = "0.5.0";
 /** How often queued outgoing bytes are checked, in milliseconds. */
 export const SLOW_CONSUMER_SWEEP_MS = 250;
 /** How often full connect-rate buckets are forgotten, in milliseconds. */
@@ -597,6 +663,8 @@ interface ChatState {
     closes: Map<number | "other", number>;
     upgradesRefused: Map<string, number>;
     moderation: Map<string, number>;
+    /** By label set: `method="publish",status="200"`. */
+    apiRequests: Map<string, number>;
   };
 }
 
@@ -630,6 +698,7 @@ function newState(settings: Settings, store: RoomStore): ChatState {
       closes: new Map(),
       upgradesRefused: new Map(),
       moderation: new Map(),
+      apiRequests: new Map(),
     },
   };
 }
@@ -743,6 +812,12 @@ const METRICS: [
     (c) => c.counters.moderation,
     "action",
   ],
+  [
+    "chat_api_requests_total",
+    "counter",
+    "HTTP API calls, by method and status.",
+    (c) => c.counters.apiRequests,
+  ],
 ];
 
 /** Prometheus text format: one line per sample, labelled ones by key. */
@@ -754,7 +829,10 @@ function renderMetrics(): string {
     if (typeof sample === "number") lines.push(`${name} ${sample}`);
     else {
       for (const [key, n] of sample) {
-        lines.push(`${name}{${label}="${key}"} ${n}`);
+        // Without a label name, the keys are whole label sets.
+        lines.push(
+          label ? `${name}{${label}="${key}"} ${n}` : `${name}{${key}} ${n}`,
+        );
       }
     }
   }
@@ -1116,6 +1194,7 @@ async function joinRoom(
       verified: client.verified,
       op: client.op,
       keys: client.keys,
+      user: request.identity?.sub,
     });
   } catch (error) {
     giveBack(client);
@@ -1581,19 +1660,16 @@ function whoText(
 
 /** A moderation command: carried out, answered, logged and counted. */
 function moderateFor(client: Client, command: ModerationCommand): void {
-  const { store, counters } = chat();
   const actor = {
     nick: client.nick,
     op: client.op,
     claimedId: client.claimedId,
   };
   whileStoreWorks(client, async () => {
-    const outcome = await moderate(store, client.room.name, actor, command);
+    const outcome = await moderateAs(client.room.name, actor, command);
     if ("error" in outcome) {
       return sendError(client, outcome.error, outcome.message);
     }
-    log("info", "moderation", outcome.log);
-    bump(counters.moderation, command.type);
     if ("reply" in outcome) {
       sendToOne(
         client,
@@ -1603,6 +1679,24 @@ function moderateFor(client: Client, command: ModerationCommand): void {
       );
     }
   });
+}
+
+/**
+ * Carries out a moderation command for a moderator (a person, or the API's
+ * `api`); what is done is logged and counted the same way for both.
+ */
+async function moderateAs(
+  room: string,
+  actor: Actor,
+  command: ModerationCommand,
+): Promise<ModerationOutcome> {
+  const { store, counters } = chat();
+  const outcome = await moderate(store, room, actor, command);
+  if (!("error" in outcome)) {
+    log("info", "moderation", outcome.log);
+    bump(counters.moderation, command.type);
+  }
+  return outcome;
 }
 
 /** The store's closer of a kicked or banned person's connections here. */
@@ -1743,6 +1837,104 @@ function freeSlot(socket: WebSocket, ip: string): void {
   const count = (current.connectionsByIp.get(ip) ?? 1) - 1;
   if (count <= 0) current.connectionsByIp.delete(ip);
   else current.connectionsByIp.set(ip, count);
+}
+
+// ---------------------------------------------------------------------------
+// The app's HTTP API (the rules are http_api.ts's)
+// ---------------------------------------------------------------------------
+
+/** What the API's moderation errors answer with, by the actor's error code. */
+const MODERATION_STATUS: Partial<Record<ErrorCode, number>> = {
+  no_such_nick: Status.NotFound,
+  no_such_message: Status.NotFound,
+  forbidden: Status.Forbidden,
+};
+
+/** The chat as the API sees it: the store (every process) and this process. */
+function apiBackend(startedAt: number): ApiBackend {
+  const { store, settings } = chat();
+  return {
+    async publish(room, from, text) {
+      try {
+        return await store.append(room, { type: "message", from, text });
+      } catch (error) {
+        if (error instanceof NoSuchRoom) return undefined;
+        throw error;
+      }
+    },
+    once: (key, ttlMs, produce) => store.once(key, ttlMs, produce),
+    async presence(room) {
+      return (await store.roster(room)).map((entry) => ({
+        nick: entry.nick,
+        ...(entry.user !== undefined ? { user: entry.user } : {}),
+        connections: entry.connections,
+        op: entry.op,
+      }));
+    },
+    rooms: () => store.rooms(),
+    info: () => ({
+      version: VERSION,
+      uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
+      connections: joinedCount(chat()),
+      rooms: store.roomCount(),
+      store: storeName(settings, store),
+      storeUp: store.available?.() ?? true,
+    }),
+    async history(room, before, limit) {
+      try {
+        return await store.history(room, {
+          before: before ?? Number.MAX_SAFE_INTEGER,
+          limit,
+          // The app reads what everyone in the room may: no private messages.
+          visible: (event) => event.type !== "dm",
+        });
+      } catch (error) {
+        if (error instanceof NoSuchRoom) return undefined;
+        throw error;
+      }
+    },
+    disconnect: (target, reason) =>
+      store.dismiss({
+        room: target.room,
+        nick: target.nick,
+        owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
+      }, fitCloseReason(`disconnected by the app: ${reason}`)),
+    async moderate(room, command) {
+      const outcome = await moderateAs(
+        room,
+        { nick: API_ACTOR, op: true, claimedId: 0 },
+        command,
+      );
+      if ("error" in outcome) {
+        throw new ApiError(
+          MODERATION_STATUS[outcome.error] ?? Status.BadRequest,
+          outcome.error,
+          outcome.message,
+        );
+      }
+      return "reply" in outcome ? outcome.reply : {};
+    },
+  };
+}
+
+/** The moderator's name the API's actions are logged under (`by=api`). */
+const API_ACTOR = "api";
+
+/** The API's handler, made once at start-up; undefined without `--api-key`. */
+function makeApi(settings: Settings, startedAt: number) {
+  if (!settings.apiKey) return undefined;
+  return apiHandler(apiBackend(startedAt), {
+    key: settings.apiKey,
+    name: settings.apiName,
+    maxMessageChars: settings.maxMessageChars,
+    rate: settings.apiRate,
+    log: (level, event, fields) => log(level, event, fields),
+    count: (method, status) =>
+      bump(
+        chat().counters.apiRequests,
+        `method="${method.replace(/[^a-z_.]/g, "?")}",status="${status}"`,
+      ),
+  }, VERSION);
 }
 
 // ---------------------------------------------------------------------------
@@ -1964,6 +2156,14 @@ export async function renderPage(chatPort: number): Promise<Page> {
   };
 }
 
+/** A request handler for one of our servers. */
+type Handler = (req: Request) => Response | Promise<Response>;
+
+/** Is this a request for the API (a path under `/api/`)? */
+function apiPath(req: Request): boolean {
+  return parseUrl(req)?.pathname.startsWith("/api/") ?? false;
+}
+
 /** The page server's handler: the page, `/healthz` and `/metrics`. */
 export function pageHandler(page: Page): (req: Request) => Response {
   const startedAt = Date.now();
@@ -2013,8 +2213,14 @@ export function pageHandler(page: Page): (req: Request) => Response {
 
 type Server = Deno.HttpServer<Deno.NetAddr>;
 
-/** Starts the chat server, then the page (which names the chat's port). */
-async function listenBoth(settings: Settings): Promise<[Server, Server]> {
+/**
+ * Starts the chat server, then the page (which names the chat's port), and
+ * the API's own server when `--api-port` is given.
+ */
+async function listenAll(
+  settings: Settings,
+  api: Handler | undefined,
+): Promise<{ chatServer: Server; pageServer: Server; apiServer?: Server }> {
   const listen = {
     onListen: () => {}, // the start log line says where instead
     // One log line, never a stack trace with a client's text in it.
@@ -2031,28 +2237,50 @@ async function listenBoth(settings: Settings): Promise<[Server, Server]> {
   // A failure names the flag at fault (port in use, bad certificate), not
   // only Deno's error.
   const serve = (
-    name: "port" | "wsPort",
+    name: "port" | "wsPort" | "apiPort",
     handler: Deno.ServeHandler<Deno.NetAddr>,
+    hostname = settings.hostname,
   ) => {
+    const port = settings[name] ?? 0;
     try {
-      return Deno.serve({ ...listen, port: settings[name] }, handler);
+      return Deno.serve({ ...listen, hostname, port }, handler);
     } catch (error) {
       throw listenFailure(error, {
         flag: flagOf(name),
-        port: settings[name],
-        hostname: settings.hostname,
+        port,
+        hostname,
         cert: settings.cert,
         key: settings.key,
       });
     }
   };
-  const chatServer = serve("wsPort", handleChatUpgrade);
+  const started: Server[] = [];
   try {
+    const chatServer = serve("wsPort", handleChatUpgrade);
+    started.push(chatServer);
     const page = await renderPage(chatServer.addr.port);
-    const pageServer = serve("port", pageHandler(page));
-    return [chatServer, pageServer];
+    const own = api && settings.apiPort !== undefined;
+    const pages = pageHandler(page);
+    // The API under /api/ on the page port, unless it has a port of its own.
+    const pageServer = serve(
+      "port",
+      api && !own ? (req) => apiPath(req) ? api(req) : pages(req) : pages,
+    );
+    started.push(pageServer);
+    if (!own) return { chatServer, pageServer };
+    // Its own port, so an operator can bind it to a private address.
+    const apiServer = serve(
+      "apiPort",
+      (req) =>
+        apiPath(req)
+          ? api(req)
+          : new Response("Not found\n", { status: Status.NotFound }),
+      settings.apiHostname || settings.hostname,
+    );
+    return { chatServer, pageServer, apiServer };
   } catch (error) {
-    await chatServer.shutdown(); // leave nothing listening
+    // Leave nothing listening.
+    await Promise.all(started.map((server) => server.shutdown()));
     throw error;
   }
 }
@@ -2063,6 +2291,8 @@ export interface ChatServer {
   port: number;
   /** Bound port of the chat server. */
   wsPort: number;
+  /** Bound port of the API's own server (with `apiPort`). */
+  apiPort?: number;
   /** The page's URL (`localhost` when listening on every address). */
   pageUrl: string;
   /** The chat's URL, for a room append its name. */
@@ -2104,13 +2334,14 @@ export async function startChat(
   state = newState(settings, store);
   state.verifier = verifier;
   const current = state;
-  const [chatServer, pageServer] = await listenBoth(settings).catch(
-    async (error) => {
+  const startedAt = Date.now();
+  const api = makeApi(settings, startedAt);
+  const { chatServer, pageServer, apiServer } = await listenAll(settings, api)
+    .catch(async (error) => {
       current.phase = "stopped"; // a port in use: allow another try
       if (!given) await store.close?.(); // a Redis connection would linger
       throw error;
-    },
-  );
+    });
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
   const forget = setInterval(forgetFullBuckets, FORGET_BUCKETS_MS);
   const scheme = settings.cert ? ["https", "wss"] : ["http", "ws"];
@@ -2121,30 +2352,30 @@ export async function startChat(
   const wsPort = chatServer.addr.port;
   const pageUrl = `${scheme[0]}://${host}:${port}/`;
   const chatUrl = `${scheme[1]}://${host}:${wsPort}/`;
+  const apiPort = apiServer?.addr.port;
   log("info", "start", {
     page: pageUrl,
     chat: chatUrl,
-    // A given store by its class: MemoryStore is "memory", RedisStore "redis".
-    // `--data` is a MemoryStore too, writing through to its file: "sqlite".
-    store: given
-      ? given.constructor.name.replace(/Store$/, "").toLowerCase()
-      : settings.data
-      ? "sqlite"
-      : settings.redis
-      ? "redis"
-      : "memory",
+    // Where the API answers, when it is on (never the key).
+    api: !api
+      ? undefined
+      : apiServer
+      ? `${scheme[0]}://${settings.apiHostname || host}:${apiPort}/api/`
+      : `${pageUrl}api/`,
+    store: storeName(settings, store),
     ...limitsOf(settings),
   });
   let stopped: Promise<void> | undefined;
   return {
     port,
     wsPort,
+    ...(apiPort !== undefined ? { apiPort } : {}),
     pageUrl,
     chatUrl,
     shutdown: () =>
       stopped ??= stop(
         current,
-        [chatServer, pageServer],
+        [chatServer, pageServer, ...(apiServer ? [apiServer] : [])],
         [sweep, forget],
       ),
   };
@@ -2216,6 +2447,17 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
   ).catch((error) => {
     throw redisFailure(error);
   });
+}
+
+/**
+ * What kind of store this is, for the start log and the API's `info`: by its
+ * class (MemoryStore is "memory", RedisStore "redis").
+ */
+function storeName(settings: Settings, store: RoomStore): string {
+  if (settings.redis) return "redis";
+  // `--data` is a MemoryStore too, writing through to its file.
+  if (settings.data) return "sqlite";
+  return store.constructor.name.replace(/Store$/, "").toLowerCase();
 }
 
 /** The options marked as limits, for the start log. */

@@ -430,6 +430,13 @@ const FLAG_CASES: Record<
   authAudience: [["--auth-audience=chat"], { authAudience: "chat" }],
   authIssuer: [["--auth-issuer=app"], { authIssuer: "app" }],
   opKey: [["--op-key=k"], { opKey: "k" }],
+  apiKey: [["--api-key", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"], {
+    apiKey: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+  }],
+  apiPort: [["--api-port=9"], { apiPort: 9 }],
+  apiHostname: [["--api-hostname=127.0.0.3"], { apiHostname: "127.0.0.3" }],
+  apiName: [["--api-name=ci-bot"], { apiName: "ci-bot" }],
+  apiRate: [["--api-rate=20"], { apiRate: 20 }],
 };
 
 for (const name of Object.keys(OPTIONS)) {

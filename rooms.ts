@@ -282,7 +282,7 @@ export interface RoomStore {
 
   // The app's API (http_api.ts): what it asks of every process.
 
-  /** The rooms with members, with how many (on every process). */
+  /** The rooms with members, with how many (on every process), by name. */
   rooms(): Promise<{ room: string; members: number }[]>;
   /**
    * Closes a person's connections on every process (through `onExpel`,
@@ -1087,7 +1087,8 @@ export class MemoryStore implements RoomStore {
   rooms(): Promise<{ room: string; members: number }[]> {
     return Promise.resolve(
       [...this.#rooms].filter(([, room]) => room.owners.size > 0)
-        .map(([name, room]) => ({ room: name, members: room.owners.size })),
+        .map(([name, room]) => ({ room: name, members: room.owners.size }))
+        .sort((a, b) => a.room.localeCompare(b.room)),
     );
   }
 

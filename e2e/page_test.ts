@@ -31,6 +31,9 @@ import {
 } from "./browser.ts";
 import { axeViolations, browserTest, CHAT_OPTIONS } from "./harness.ts";
 
+/** The HTTP API's key in the test that publishes through it. */
+const API_KEY = "e2e-api-key-0123456789abcdef0123456789";
+
 const DESKTOP = { width: 1000, height: 640 };
 const PHONE = { width: 375, height: 667 };
 
@@ -854,4 +857,29 @@ browserTest(
     await bob.nextMatching(/^ \.\.\.\. ada has joined\.$/);
     await waitForUsers(page, ["ada", "bob"]);
   },
+);
+
+browserTest(
+  "a publish from the HTTP API shows up on the page as a message from the app",
+  async ({ chat, url, open }) => {
+    const { page } = await open(url("ci"), undefined, { nick: "ada" });
+    await waitForUsers(page, ["ada"]);
+    const response = await fetch(`http://127.0.0.1:${chat.port}/api/publish`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${API_KEY}` },
+      body: JSON.stringify({ room: "ci", text: "Build #512 passed" }),
+    });
+    assert.equal(response.status, 200);
+    const { result } = await response.json();
+    const line = await waitForLine(page, "app: Build #512 passed");
+    assert.equal(line.text, "app: Build #512 passed");
+    assert.equal(
+      await page.$eval(
+        "#lines li:last-child",
+        (li) => (li as HTMLElement).dataset.id,
+      ),
+      String(result.id),
+    );
+  },
+  { apiKey: API_KEY },
 );
