@@ -22,15 +22,19 @@
 
 import { parseArgs } from "node:util";
 import {
+  AUTH_PROTOCOL_PREFIX,
   type ClientFrame,
   type ErrorFrame,
   FINAL_CLOSE_CODES,
   HELP_TEXT,
+  type HistoryAnswer,
   JOIN_USAGE,
   JSON_PROTOCOL,
+  type ModeratedFrame,
   NICK_ERRORS,
   parseCommand,
   printable,
+  renderText,
   retryableStatus,
   ROOM_RULE,
   type RoomEvent,
@@ -59,10 +63,13 @@ Usage: deno task client [URL] [options]
        deno run --allow-net chat_client.ts [URL] [options]
 
   URL            the chat server and room, e.g. ws://localhost:12345/rust-fans
-                 (default ${DEFAULT_URL}, the lobby; wss:// for TLS)
+                 (default ${DEFAULT_URL}, the lobby; wss:// for TLS);
+                 the page's URL (http://localhost:8080/#rust-fans) works too
 
 Options:
   --nick NAME    ask for this nickname (also ?nick=NAME in the URL)
+  --token JWT    sign in with a login token from the app (sent as the
+                 subprotocol chat.auth.JWT; your name is the token's)
   --retries N    attempts after the first when the first connection fails
                  (default ${DEFAULT_RETRIES}); once connected it retries forever
   -h, --help     show this help
@@ -104,9 +111,9 @@ export const PLAIN: RenderStyle = { colour: false, time: false };
 const NICK_COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
 
 /**
- * The ANSI colour of a nick: the same for the same nick (ignoring case, as
- * the server does) in every run and on every machine (FNV-1a of its code
- * points).
+ * The ANSI colour of a nick: the same for the same nick in every run and
+ * on every machine (FNV-1a of its code points, lower-cased so that `Ada`
+ * and `ada` look alike too; the server tells nicks apart by a stricter key).
  */
 export function nickColour(nick: string): number {
   let hash = 0x811c9dc5;
@@ -179,6 +186,16 @@ export function render(
       );
     case "error":
       return systemLine(`error: ${text(event.message)}`, style);
+    case "kick":
+    case "topic":
+    case "slow":
+    case "delete":
+      // The server's own plain-text line, made printable.
+      return systemLine(
+        text(renderText(event).replace(/^ \.\.\.\. /, "")),
+        style,
+        ts,
+      );
   }
 }
 
@@ -210,6 +227,8 @@ export type Input =
   | { kind: "send"; frame: OutFrame }
   | { kind: "join"; room: string }
   | { kind: "who" }
+  /** `/more` or `/history N`: older events, before the oldest shown. */
+  | { kind: "history"; limit: number }
   | { kind: "whoami" }
   | { kind: "help" }
   | { kind: "quit" }
@@ -219,7 +238,7 @@ export type Input =
 /**
  * A typed line as a frame to send or a local command. `//text` sends the
  * message `/text`; a blank line is nothing; a command's mistakes are
- * `usage` (shown locally, nothing sent).
+ * `usage` (shown locally as `error: …`, nothing sent).
  */
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
@@ -247,8 +266,20 @@ export function parseInput(line: string): Input {
     case "help":
     case "quit":
       return { kind: command.type };
+    case "history":
+      return { kind: "history", limit: command.limit };
     case "typing":
       return { kind: "empty" }; // not a typed command
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      // Its JSON frame is the command itself; the server judges who may.
+      return { kind: "send", frame: command };
     case "invalid":
       return { kind: "usage", message: printable(command.message) };
   }
@@ -260,7 +291,9 @@ export function parseInput(line: string): Input {
 
 /**
  * The chat URL the user gave, as a `ws:`/`wss:` URL: `http(s):` is mapped to
- * `ws(s):` and a URL without a scheme gets `ws://`. Throws on anything else.
+ * `ws(s):` and a URL without a scheme gets `ws://`. The page's way of naming
+ * a room (`http://HOST:8080/#rust-fans`) becomes the path. Throws on
+ * anything else.
  */
 export function parseChatUrl(input: string): URL {
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(input)
@@ -272,8 +305,45 @@ export function parseChatUrl(input: string): URL {
   if (url.protocol !== "ws:" && url.protocol !== "wss:") {
     throw new TypeError(`not a ws:// or wss:// URL: ${input}`);
   }
+  let hash = url.hash.slice(1);
+  try {
+    hash = decodeURIComponent(hash);
+  } catch {
+    // a malformed escape: kept, and no room
+  }
+  const room = roomName(hash);
+  if (url.pathname === "/" && room) url.pathname = `/${room}`;
   url.hash = "";
   return url;
+}
+
+/** How long the page is given to answer when looking for its chat port. */
+const PAGE_TIMEOUT_MS = 5000;
+
+/**
+ * When `url` reached deno-chat's page server rather than its chat: the chat
+ * URL the page names (its `<meta name="chat-port">`, same host, same room),
+ * or undefined when the page names none.
+ */
+export async function chatUrlFromPage(url: URL): Promise<URL | undefined> {
+  const page = new URL(url);
+  page.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  page.pathname = "/";
+  page.search = "";
+  try {
+    const response = await fetch(page, {
+      signal: AbortSignal.timeout(PAGE_TIMEOUT_MS),
+    });
+    const html = await response.text();
+    const port = html.match(/<meta name="chat-port" content="(\d{1,5})">/)
+      ?.[1];
+    if (!port || Number(port) === 0 || Number(port) > 65535) return undefined;
+    const chat = new URL(url);
+    chat.port = port;
+    return chat.port === url.port ? undefined : chat;
+  } catch {
+    return undefined; // not a page, or not one of ours
+  }
 }
 
 /** What a reconnect presents so that the server sends exactly what was missed. */
@@ -332,6 +402,8 @@ export function backoffDelay(
 export interface Failure {
   reason: string;
   permanent: boolean;
+  /** An HTTP server answered, not the chat: it may be deno-chat's page. */
+  web?: boolean;
 }
 
 /**
@@ -341,6 +413,8 @@ export interface Failure {
 const REFUSAL_REASONS: Record<number, string> = {
   400: `bad room (a room is ${ROOM_RULE})`,
   403: "this origin may not connect",
+  // The page server answers 200 for its page, 404 for a room's path.
+  200: "a web page, not the chat: give the chat's port (12345 by default)",
   404: "not a chat server",
   426: "not a chat server",
   429: "too many new connections from this address",
@@ -363,6 +437,7 @@ export async function explainFailure(
     return {
       reason: reason ? `${code} ${reason}` : `HTTP ${code}`,
       permanent: !retryableStatus(code),
+      ...(code === 200 || code === 404 ? { web: true } : {}),
     };
   }
   if (/dns/i.test(error)) {
@@ -679,6 +754,8 @@ export interface ClientOptions {
   nick?: string;
   /** Attempts after the first when it has never been connected. */
   retries: number;
+  /** A login token (see README "Identity and moderation"). */
+  token?: string;
   screen: Screen;
   style: RenderStyle;
   /** Where "cannot connect" goes (stderr). */
@@ -698,11 +775,15 @@ export class ChatClient {
     name: string;
     epoch: string;
     lastId: number;
+    /** The oldest event id shown: where `/more` reads back from. */
+    oldest: number;
     token?: string;
     users: string[];
   };
   #you?: string;
   #everConnected = false;
+  /** The page's chat URL has been tried (it is followed once). */
+  #followedPage = false;
   #quitting = false;
   #joining = false;
   #welcomed = false;
@@ -748,7 +829,28 @@ export class ChatClient {
       }
       if (!outcome.opened) {
         const failure = await explainFailure(outcome.error, this.#base);
+        // `deno task client http://HOST:8080/` (the page's URL): the page
+        // names the chat port, so go there rather than fail.
+        const chat = failure.web && !this.#followedPage
+          ? await chatUrlFromPage(this.#base)
+          : undefined;
         if (this.#quitting) return 0;
+        if (chat) {
+          this.#followedPage = true;
+          const page = new URL("/", chat);
+          page.protocol = chat.protocol === "wss:" ? "https:" : "http:";
+          page.port = this.#base.port;
+          this.#system(
+            `${
+              printable(page.href)
+            } is the web page; connecting to its chat at ${
+              printable(chat.href)
+            } instead.`,
+          );
+          this.#base = chat;
+          attempt = 0;
+          continue;
+        }
         const target = printable(this.#base.href);
         if (
           failure.permanent ||
@@ -789,7 +891,13 @@ export class ChatClient {
   /** One WebSocket, from connecting to closed. */
   #connectOnce(url: string): Promise<Outcome> {
     return new Promise((resolve) => {
-      const socket = new WebSocket(url, [JSON_PROTOCOL, this.#session]);
+      const socket = new WebSocket(url, [
+        JSON_PROTOCOL,
+        this.#session,
+        ...(this.#options.token
+          ? [AUTH_PROTOCOL_PREFIX + this.#options.token]
+          : []),
+      ]);
       this.#socket = socket;
       this.#welcomed = false;
       let opened = false;
@@ -836,8 +944,19 @@ export class ChatClient {
     for (const item of items) {
       if (typeof item !== "object" || item === null) continue;
       if (item.type === "welcome") this.#welcome(item as Welcome);
+      else if (item.type === "history") this.#older(item as HistoryAnswer);
       else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
+      } else if (item.type === "moderated") {
+        const done = item as ModeratedFrame;
+        const what = { mute: "muted", unmute: "unmuted", unban: "unbanned" };
+        this.#system(
+          printable(
+            `${done.nick} is ${what[done.action] ?? done.action}${
+              done.minutes ? ` for ${done.minutes} min` : ""
+            }.`,
+          ),
+        );
       } else this.#event(item as ChatEvent);
     }
   }
@@ -860,7 +979,12 @@ export class ChatClient {
     const seen = resumed && previous.epoch === welcome.epoch
       ? previous.lastId
       : -Infinity;
-    for (const event of history) {
+    // On a new arrival the history ends with our own join: the `you are`
+    // line below says it (as the plain-text protocol does), after the past.
+    const last = history.at(-1);
+    const ownJoin = !resumed && last?.type === "join" &&
+      last.nick === welcome.you;
+    for (const event of ownJoin ? history.slice(0, -1) : history) {
       if (typeof event?.id === "number" && event.id > seen) {
         this.#print(render(event, style));
       }
@@ -872,6 +996,9 @@ export class ChatClient {
         welcome.lastId,
         ...history.map((event) => Number(event?.id) || 0),
       ),
+      oldest: resumed && previous.epoch === welcome.epoch
+        ? previous.oldest
+        : Number(history[0]?.id) || welcome.lastId + 1,
       token: welcome.token,
       users: Array.isArray(welcome.users) ? [...welcome.users] : [],
     };
@@ -889,6 +1016,23 @@ export class ChatClient {
     for (const wake of this.#onWelcome.splice(0)) wake();
   }
 
+  /** Older events (the answer to `/more`), printed oldest first. */
+  #older(answer: HistoryAnswer): void {
+    const room = this.#room;
+    if (!room || !Array.isArray(answer.events)) return;
+    const events = answer.events.filter((event) =>
+      typeof event?.id === "number" && event.id < room.oldest
+    );
+    if (events.length > 0) this.#system("earlier:");
+    for (const event of events) {
+      this.#print(render(event, this.#options.style));
+    }
+    if (events.length > 0) room.oldest = events[0].id;
+    if (!answer.more) {
+      this.#system(`this is the beginning of ${printable(room.name)}.`);
+    }
+  }
+
   #event(event: ChatEvent): void {
     const room = this.#room;
     if (!room || typeof event.id !== "number") return; // typing, unknown
@@ -897,7 +1041,18 @@ export class ChatClient {
     room.users = updateUsers(room.users, event);
     if (event.type === "nick" && event.from === this.#you) this.#you = event.to;
     if (
-      ["message", "action", "join", "leave", "nick", "dm"].includes(event.type)
+      [
+        "message",
+        "action",
+        "join",
+        "leave",
+        "nick",
+        "dm",
+        "kick",
+        "topic",
+        "slow",
+        "delete",
+      ].includes(event.type)
     ) {
       this.#print(render(event, this.#options.style));
     }
@@ -925,7 +1080,8 @@ export class ChatClient {
       case "empty":
         return true;
       case "usage":
-        this.#system(input.message);
+        // Worded as the server's errors are, so every complaint looks alike.
+        this.#system(`error: ${input.message}`);
         return true;
       case "help":
         this.#system(HELP_TEXT);
@@ -951,6 +1107,14 @@ export class ChatClient {
       case "quit":
         await this.quit();
         return false;
+      case "history":
+        if (await this.#connected()) {
+          const before = this.#room?.oldest ?? 0;
+          this.#socket?.send(
+            JSON.stringify({ type: "history", before, limit: input.limit }),
+          );
+        }
+        return !this.#quitting;
       case "join":
         if (this.#room?.name === input.room) {
           this.#system(`already in ${input.room}.`);
@@ -1012,6 +1176,7 @@ function randomSecret(): string {
 export interface ClientArgs {
   url: URL;
   nick?: string;
+  token?: string;
   retries: number;
   help: boolean;
 }
@@ -1022,6 +1187,7 @@ export function parseClientArgs(args: string[]): ClientArgs {
     args,
     options: {
       nick: { type: "string" },
+      token: { type: "string" },
       retries: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -1042,6 +1208,7 @@ export function parseClientArgs(args: string[]): ClientArgs {
   return {
     url: parseChatUrl(positionals[0] ?? DEFAULT_URL),
     nick: values.nick,
+    token: values.token,
     retries,
     help: values.help ?? false,
   };
@@ -1072,6 +1239,7 @@ export async function main(args: string[]): Promise<number> {
   const client = new ChatClient({
     url: parsed.url,
     nick: parsed.nick,
+    token: parsed.token,
     retries: parsed.retries,
     screen,
     style,

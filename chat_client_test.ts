@@ -24,12 +24,14 @@ import {
   updateUsers,
 } from "./chat_client.ts";
 import { type ChatServer, startChat } from "./main.ts";
-import { JSON_PROTOCOL, printable as sanitize } from "./protocol.ts";
+import { CloseCode, JSON_PROTOCOL, printable as sanitize } from "./protocol.ts";
+import { hs256, SECRET } from "./auth_helpers.ts";
 import {
   chatUrl,
   closeAll,
   jsonClient,
   TEST_OPTIONS,
+  textClient,
   WAIT_MS,
   withChat,
   within,
@@ -240,6 +242,18 @@ Deno.test("parseChatUrl accepts ws, wss, http(s) and bare host:port", () => {
   assert.throws(() => parseChatUrl("ftp://h/"), /not a ws/);
 });
 
+Deno.test("parseChatUrl takes the room from a page URL's #ROOM", () => {
+  assert.equal(
+    parseChatUrl("http://h:8080/#Rust-Fans").href,
+    "ws://h:8080/rust-fans",
+  );
+  assert.equal(parseChatUrl("https://h/#den").href, "wss://h/den");
+  assert.equal(parseChatUrl("http://h:8080/#no room!").href, "ws://h:8080/");
+  assert.equal(parseChatUrl("http://h:8080/#%E0%A4").href, "ws://h:8080/");
+  // A path names the room already.
+  assert.equal(parseChatUrl("ws://h:1/r#den").href, "ws://h:1/r");
+});
+
 Deno.test("backoffDelay doubles from 0.5 s to a 10 s cap, with jitter", () => {
   const low = (attempt: number) => backoffDelayOf(attempt, 0);
   const high = (attempt: number) => backoffDelayOf(attempt, 0.999999);
@@ -269,6 +283,9 @@ Deno.test("explainFailure names HTTP refusals and refused connections", async ()
     permanent: true,
   });
   assert.equal((await failure(503)).permanent, false);
+  // A web server (deno-chat's page server, say), not the chat.
+  assert.equal((await failure(200)).web, true);
+  assert.equal((await failure(404)).web, true);
   const port = await closedPort();
   assert.deepEqual(
     await explainFailure(
@@ -497,17 +514,18 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-Deno.test("client: shows the room's history, the welcome and messages from others", async () => {
+Deno.test("client: shows the room's history, then who it is (not its own join), then messages from others", async () => {
   await withChat({}, async (chat) => {
     const bob = await jsonClient(chat, "/", { nick: "bob" });
     bob.send(JSON.stringify({ type: "message", text: "earlier" }));
     await bob.event("bob's own message");
     await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
       await ada.welcomed();
+      // As the README's example and the plain-text protocol: the `you are`
+      // line says ada arrived, after what came before.
       assert.deepEqual(ada.lines, [
         " .... bob has joined.",
         "bob: earlier",
-        " .... ada has joined.",
         " .... you are ada in lobby; here: bob, ada",
       ]);
       await bob.event("ada's join");
@@ -562,7 +580,7 @@ Deno.test("client: typed lines, /me, /nick, //text and /who reach the room", asy
       await ada.type("/who");
       await ada.expect(" .... in den: eve");
       await ada.type("/dance");
-      await ada.expect(" .... unknown command /dance (try /help)");
+      await ada.expect(" .... error: unknown command /dance (try /help)");
       await ada.type("/quit");
       assert.equal((await ada.exit()).code, 0);
     });
@@ -577,7 +595,9 @@ Deno.test("client: /join moves it to another room, leaving the first", async () 
       await ada.welcomed();
       assert.equal((await bob.event()).type, "join");
       await ada.type("/join nowhere!");
-      await ada.expect(" .... usage: /join ROOM (1-32 of a-z, 0-9, - and _)");
+      await ada.expect(
+        " .... error: usage: /join ROOM (1-32 of a-z, 0-9, - and _)",
+      );
       await ada.type("/join den");
       assert.equal(
         await ada.welcomed(),
@@ -898,9 +918,141 @@ Deno.test("client: /msg to a nick not in the room shows the server's error", asy
       await ada.type("/msg nobody hello?");
       await ada.until(" .... error: nobody here is called nobody");
       await ada.type("/msg nobody");
-      await ada.expect(" .... usage: /msg NICK TEXT");
+      await ada.expect(" .... error: usage: /msg NICK TEXT");
       await ada.closeStdin();
       assert.equal((await ada.exit()).code, 0);
+    });
+  });
+});
+
+Deno.test("client: /more and /history N print older events, then the beginning", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat-client-" });
+  try {
+    await withChat({ data: `${dir}/chat.db`, historySize: 3 }, async (chat) => {
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      for (let i = 1; i <= 5; i++) {
+        bob.send(JSON.stringify({ type: "message", text: `m${i}` }));
+        await bob.event(`m${i}`);
+      }
+      await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+        await ada.welcomed();
+        // The window of 3: two messages and ada's own join, which the
+        // `you are` line says.
+        assert.deepEqual(ada.lines, [
+          "bob: m4",
+          "bob: m5",
+          " .... you are ada in lobby; here: bob, ada",
+        ]);
+        await ada.type("/more 2");
+        await ada.expect(" .... earlier:");
+        await ada.expect("bob: m2");
+        await ada.expect("bob: m3");
+        await ada.type("/history");
+        await ada.expect(" .... earlier:");
+        await ada.expect(" .... bob has joined.");
+        await ada.expect("bob: m1");
+        await ada.expect(" .... this is the beginning of lobby.");
+        await ada.closeStdin();
+        assert.equal((await ada.exit()).code, 0);
+      });
+      await bob.close();
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("client: its own complaints read as the server's errors to a plain-text client do", async () => {
+  await withChat({}, async (chat) => {
+    const bea = await textClient(chat, "/", { nick: "bea" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      // The first is the server's own error; the others the client finds
+      // itself, without sending anything.
+      for (
+        const typed of ["/msg cy hi", "/nick a b", "/me", "/msg cy", "/dance"]
+      ) {
+        bea.send(typed);
+        const server = await bea.nextMatching(/^ \.\.\.\. error: /);
+        await ada.type(typed);
+        await ada.expect(server);
+      }
+      await ada.type("/join no!");
+      await ada.until(/^ \.\.\.\. error: usage: \/join ROOM /);
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bea.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The page's URL
+// ---------------------------------------------------------------------------
+
+Deno.test("client: given the page's URL, it finds the chat port in the page and connects there", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/den", { nick: "bob" });
+    const page = `http://127.0.0.1:${chat.port}/`;
+    await withClient([`${page}#den`, "--nick", "ada"], async (ada) => {
+      await ada.expect(
+        ` .... ${page} is the web page; connecting to its chat at ws://127.0.0.1:${chat.wsPort}/den instead.`,
+      );
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in den; here: bob, ada",
+      );
+      assert.equal((await bob.event("ada's join")).nick, "ada");
+      await ada.type("found you");
+      assert.equal((await bob.event("ada's message")).text, "found you");
+      await ada.closeStdin();
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 0);
+      assert.equal(stderr, "");
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a web page that names no chat port says to give the chat's port", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("<!doctype html><title>not a chat</title>"),
+  );
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/`;
+    await withClient([url], async (ada) => {
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 1);
+      assert.equal(
+        stderr,
+        `chat_client: cannot connect to ws://127.0.0.1:${server.addr.port}/: 200 a web page, not the chat: give the chat's port (12345 by default)\n`,
+      );
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("client: --token signs in; a moderator's typed commands go as frames and their events are shown", async () => {
+  await withChat({ authSecret: SECRET }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const token = await hs256({ sub: "1", name: "mod", roles: ["op"] });
+    await withClient([chatUrl(chat), "--token", token], async (mod) => {
+      assert.match(await mod.welcomed(), /^ \.\.\.\. you are mod in lobby; /);
+      await mod.type("/topic be kind");
+      await mod.until(" .... mod set the topic: be kind");
+      await mod.type("/mute bob 5");
+      await mod.until(" .... bob is muted for 5 min.");
+      await mod.type("/kick bob spam");
+      await mod.until(" .... bob was kicked by mod (spam).");
+      const closed = await within(bob.closed, "bob's close");
+      assert.deepEqual([closed.code, closed.reason], [
+        CloseCode.Kicked,
+        "kicked by mod: spam",
+      ]);
+      await mod.type("/quit");
+      assert.equal((await mod.exit()).code, 0);
     });
   });
 });

@@ -22,6 +22,7 @@ import {
   Peer,
   RawClient,
   rawSocket,
+  selfSignedCertificate,
   startCli,
   textClient,
   upgradeFrom,
@@ -331,8 +332,10 @@ Deno.test("out of the box, every documented default is in effect", async () => {
         event: ___,
         page: ____,
         chat: _____,
+        store,
         ...limits
       } = start;
+      assert.equal(store, "memory");
       assert.deepEqual(limits, {
         maxConnections: 10_000,
         maxConnectionsPerIp: 100,
@@ -693,45 +696,6 @@ Deno.test("500 clients connect at once, all get their welcome, all leave, the ga
 // ---------------------------------------------------------------------------
 // TLS
 // ---------------------------------------------------------------------------
-
-/** A self-signed certificate for 127.0.0.1, made by openssl in a temp dir. */
-async function selfSignedCertificate(): Promise<{ cert: string; key: string }> {
-  const dir = await Deno.makeTempDir();
-  try {
-    const { code, stderr } = await new Deno.Command("openssl", {
-      args: [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-        "-keyout",
-        `${dir}/key.pem`,
-        "-out",
-        `${dir}/cert.pem`,
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    assert.equal(code, 0, new TextDecoder().decode(stderr));
-    return {
-      cert: await Deno.readTextFile(`${dir}/cert.pem`),
-      key: await Deno.readTextFile(`${dir}/key.pem`),
-    };
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 Deno.test("with a certificate, the page is https and the chat is wss", async () => {
   const { cert, key } = await selfSignedCertificate();

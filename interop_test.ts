@@ -444,6 +444,13 @@ function welcome(fields: Json): Json {
     maxMessageChars: 2000,
     token: "<token>",
     session: true,
+    // Identity and moderation (none here: the server has no auth flags).
+    verified: false,
+    op: false,
+    verifiedUsers: [],
+    moderators: [],
+    topic: "",
+    slowSeconds: 0,
     ...fields,
   };
 }

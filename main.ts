@@ -25,6 +25,15 @@
  */
 
 import clientHtml from "./client.html" with { type: "text" };
+import {
+  flagProblem,
+  listenFailure,
+  redisFailure,
+  redisUrlProblem,
+  reworded,
+  startupLine,
+  unreadableFile,
+} from "./cli_errors.ts";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
@@ -33,9 +42,14 @@ import {
   type Command,
   type ErrorCode,
   HELP_TEXT,
+  type HistoryAnswer,
   JSON_PROTOCOL,
   type LiveEvent,
+  MODERATION_HELP,
+  type ModerationCommand,
+  type NewEvent,
   NICK_ERRORS,
+  OP_PROTOCOL_PREFIX,
   PAGE_CONSTANTS,
   parseCommand,
   parseJsonCommand,
@@ -60,19 +74,43 @@ import {
   type LogFields,
   MemoryStore,
   nickKey,
+  NoSuchRoom,
   type RoomStore,
+  sameSecret,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
 import type { RedisStoreOptions } from "./redis_store.ts";
-import { readHandshake } from "./handshake.ts";
+import type { DataFileError, SqliteStoreOptions } from "./sqlite_store.ts";
+import { offeredProtocols, readHandshake } from "./handshake.ts";
+import {
+  type Identity,
+  makeVerifier,
+  ownerOf,
+  ownerOfUser,
+  tokenOf,
+  type Verifier,
+} from "./auth.ts";
+import {
+  type Actor,
+  fitCloseReason,
+  moderate,
+  moderatedText,
+  type ModerationOutcome,
+} from "./moderation.ts";
+import {
+  API_MIN_KEY_CHARS,
+  type ApiBackend,
+  ApiError,
+  apiHandler,
+} from "./http_api.ts";
 
 // ---------------------------------------------------------------------------
 // Options and limits
 // ---------------------------------------------------------------------------
 
-/** A bad command-line value: the CLI prints it with the usage and exits 2. */
+/** A bad command-line value: the CLI prints it, then `see --help`, exits 2. */
 class UsageError extends Error {}
 
 /**
@@ -167,7 +205,13 @@ function pemFile(help: string): OptionSpec<string | undefined> {
     arg: "FILE",
     help,
     shown: "",
-    parse: (text) => Deno.readTextFileSync(text),
+    parse: (text, flag) => {
+      try {
+        return Deno.readTextFileSync(text);
+      } catch (error) {
+        throw new UsageError(unreadableFile(flag, text, error));
+      }
+    },
   };
 }
 
@@ -290,13 +334,50 @@ export const OPTIONS = {
       "share rooms through Redis: several processes, one chat, history kept",
     env: "REDIS_URL",
     shown: "(in memory)",
-    parse: (text: string) => text,
+    parse: (text: string) => {
+      // Checked here: node-redis would throw "Invalid protocol" from deep
+      // inside it, with no word of the flag.
+      const problem = text === "" ? undefined : redisUrlProblem(text);
+      if (problem) throw new UsageError(problem);
+      return text;
+    },
   },
   roomTtl: limit(
     24 * 60 * 60,
     1,
     "seconds an empty room keeps its history (with `--redis`)",
     false,
+  ),
+  data: {
+    default: "",
+    arg: "FILE",
+    help:
+      "keep rooms in this SQLite file: history and resume outlive restarts (not with `--redis`)",
+    env: "CHAT_DATA",
+    shown: "(in memory)",
+    parse: (text: string) => text,
+  },
+  // Not in the start log's limits, like `roomTtl`: they mean nothing
+  // without their store.
+  retainEvents: limit(
+    100_000,
+    1,
+    "events the `--data` file keeps per room; older ones are trimmed",
+    false,
+  ),
+  retainDays: {
+    ...limit(
+      0,
+      0,
+      "days the `--data` file keeps an event (0: for ever)",
+      false,
+    ),
+    arg: "D",
+  },
+  dataSync: choice(
+    ["normal", "full"] as const,
+    "normal",
+    "`full`: fsync every commit of `--data`, so a power cut loses nothing acknowledged",
   ),
   reusePort: {
     default: false,
@@ -313,6 +394,92 @@ export const OPTIONS = {
     shown: "off",
     parse: () => true,
   },
+  authSecret: {
+    default: "",
+    arg: "SECRET",
+    help:
+      "verify login tokens (JWT, HS256) signed with this secret; see Identity and moderation",
+    env: "AUTH_SECRET",
+    shown: "(no login)",
+    parse: (text: string) => text,
+  },
+  authPublicKey: pemFile(
+    "verify login tokens signed with this PEM public key's private key (RS256, ES256 or EdDSA)",
+  ),
+  auth: choice(
+    ["optional", "required"],
+    "optional",
+    "with a key: `required` refuses connections without a valid token (401)",
+  ),
+  authAudience: {
+    default: "",
+    arg: "AUD",
+    help: "login tokens must have this `aud`",
+    shown: "(any)",
+    parse: (text: string) => text,
+  },
+  authIssuer: {
+    default: "",
+    arg: "ISS",
+    help: "login tokens must have this `iss`",
+    shown: "(any)",
+    parse: (text: string) => text,
+  },
+  opKey: {
+    default: "",
+    arg: "KEY",
+    help:
+      "a connection offering the subprotocol `chat.op.KEY` is a moderator in every room",
+    shown: "(none)",
+    parse: (text: string) => text,
+  },
+  apiKey: {
+    default: "",
+    arg: "KEY",
+    help:
+      `turn on the HTTP API (\`POST /api/METHOD\`) for this key (at least ${API_MIN_KEY_CHARS} characters)`,
+    env: "CHAT_API_KEY",
+    shown: "(off)",
+    parse: (text: string, flag: string) => {
+      if (text.length < API_MIN_KEY_CHARS) {
+        throw new UsageError(
+          `--${flag} must be at least ${API_MIN_KEY_CHARS} characters (got ${text.length}): make one with \`openssl rand -hex 32\``,
+        );
+      }
+      return text;
+    },
+  },
+  apiPort: {
+    default: undefined as number | undefined,
+    arg: "N",
+    help: "serve the API on this port instead of the page's",
+    shown: "(page port)",
+    parse: (text: string, flag: string) => parseInteger(flag, text, 0, 65535),
+  },
+  apiHostname: {
+    default: "",
+    arg: "ADDR",
+    help: "address the API port listens on (with `--api-port`)",
+    shown: "(--hostname)",
+    parse: (text: string) => text,
+  },
+  apiName: {
+    default: "app",
+    arg: "NICK",
+    help: "the name an API `publish` without `from` is shown under",
+    parse: (text: string, flag: string) => {
+      if (!validNick(text)) {
+        throw new UsageError(`--${flag} must be a valid nick, got "${text}"`);
+      }
+      return text;
+    },
+  },
+  apiRate: limit(
+    100,
+    1,
+    "API requests a second per key; more get 429 with `Retry-After`",
+    false,
+  ),
 } satisfies Record<string, OptionSpec<unknown>>;
 
 type OptionName = keyof typeof OPTIONS;
@@ -332,10 +499,16 @@ export type ChatOptions =
     store?: RoomStore;
   };
 
-type Settings = Required<Omit<ChatOptions, "cert" | "key" | "store">> & {
-  cert?: string;
-  key?: string;
-};
+type Settings =
+  & Required<
+    Omit<ChatOptions, "cert" | "key" | "store" | "authPublicKey" | "apiPort">
+  >
+  & {
+    cert?: string;
+    key?: string;
+    authPublicKey?: string;
+    apiPort?: number;
+  };
 
 /** The defaults of every option, from {@linkcode OPTIONS}. */
 export const DEFAULT_OPTIONS: Settings = {
@@ -350,12 +523,22 @@ export function flagOf(name: string): string {
   return name.replace(/[A-Z]/g, (letter) => "-" + letter.toLowerCase());
 }
 
+/** This build's version, as the API's `info` and its OpenAPI document say. */
+export const VERSION = "0.5.0";
 /** How often queued outgoing bytes are checked, in milliseconds. */
 export const SLOW_CONSUMER_SWEEP_MS = 250;
 /** How often full connect-rate buckets are forgotten, in milliseconds. */
 export const FORGET_BUCKETS_MS = 10_000;
 /** How long shutdown waits for clients to finish the close handshake. */
 export const SHUTDOWN_GRACE_MS = 1000;
+/**
+ * At shutdown, a client that sent a frame in the last
+ * {@linkcode RECENT_SENDER_MS} is closed right after its next one, or when
+ * this has passed: see `stop`.
+ */
+export const SHUTDOWN_SENDER_WAIT_MS = 400;
+/** A client that sent a frame this recently counts as sending (see `stop`). */
+export const RECENT_SENDER_MS = 5000;
 /** After a signal, the CLI exits by this time whatever is still open. */
 export const EXIT_DEADLINE_MS = 1800;
 
@@ -363,9 +546,18 @@ export const EXIT_DEADLINE_MS = 1800;
 // Process state: one object, made by startChat
 // ---------------------------------------------------------------------------
 
-/** One connected client. Kept small: there may be many thousands. */
+/**
+ * Where a connection is in its life. `opening`: upgraded (or moving to
+ * another room with `/join`), holding a place in its room; `joining`: the
+ * store is taking it in; `joined`: a member, in its room's delivery;
+ * `gone`: out (see {@linkcode removeClient}, the one way out).
+ */
+type Phase = "opening" | "joining" | "joined" | "gone";
+
+/** One connection. Kept small: there may be many thousands. */
 interface Client {
   socket: WebSocket;
+  phase: Phase;
   /** The store's name for this connection (its nick's holder). */
   owner: string;
   /** Empty until the join completes. */
@@ -378,22 +570,34 @@ interface Client {
   refilledAt: number;
   /** Rate-limited messages in a row. */
   drops: number;
+  /** When its last frame came (shutdown closes a sender between frames). */
+  lastFrameAt: number;
   /** It came with a session: its owner is the person, not the socket. */
   session: boolean;
   /** Id of the event that gave its person its nick (see `visibleTo`). */
-  claimId: number;
+  claimedId: number;
   /** When its last typing notice went to the room. */
   typingAt: number;
-  /** A join, `/nick` or `/who` is waiting on the store; frames queue. */
-  busy: boolean;
-  /** Frames that arrived while busy, handled in order once it is not. */
+  /** The oldest event id it has been shown (where `/history` reads back from). */
+  oldestSeen: number;
+  /** A join, `/nick`, `/who` or `/msg` is with the store: frames queue. */
+  waitingOnStore: boolean;
+  /** Frames that came while it waited on the store, handled in order after. */
   backlog: string[];
-  /** Set while it joins: what it will be sent first (see {@linkcode admit}). */
-  arriving?: Arriving;
+  /** Signed in by a login token: its nick is its token's name. */
+  verified: boolean;
+  /** A moderator (token role `op`, or `--op-key`). */
+  op: boolean;
+  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  keys: string[];
+  /** While it joins: its welcome and what came meanwhile (see `admit`). */
+  welcome?: PendingWelcome;
+  /** Gives up on a socket that never opens (see `openTimeout`). */
+  openTimer?: ReturnType<typeof setTimeout>;
 }
 
 /** A joining client's welcome, and the room's events that came meanwhile. */
-interface Arriving {
+interface PendingWelcome {
   /** Events delivered since its join began, in id order. */
   events: RoomEvent[];
   /** The store's answer, once it has come. */
@@ -422,7 +626,7 @@ interface LocalRoom {
   /** The last event id delivered here. */
   deliveredId: number;
   /** Clients joining: they get the room's events after their welcome. */
-  arriving: Set<Client>;
+  joining: Set<Client>;
   /** Connections here, joined or on the way; at 0 the local room ends. */
   connections: number;
   unsubscribe: () => void;
@@ -432,7 +636,7 @@ interface LocalRoom {
 interface ChatState {
   settings: Settings;
   store: RoomStore;
-  /** Joined clients, keyed by socket. */
+  /** Every connection from upgrade until it is gone, keyed by socket. */
   clients: Map<WebSocket, Client>;
   /** This process's rooms, by name. */
   rooms: Map<string, LocalRoom>;
@@ -440,22 +644,22 @@ interface ChatState {
   roomsWithPending: Set<LocalRoom>;
   flushScheduled?: ReturnType<typeof setImmediate>;
   /** Upgraded sockets not yet closed: joined, about to join, or being closed. */
-  openSockets: number;
+  openSockets: Set<WebSocket>;
   /** Open connections per peer address, for the per-IP limit. */
   connectionsByIp: Map<string, number>;
   /** New-connection token buckets per peer address (see connectRate). */
   connectBuckets: Map<string, { tokens: number; at: number }>;
   /** Session leaves waiting out `sessionGrace`. */
   graceTimers: Set<ReturnType<typeof setTimeout>>;
-  /** Upgraded sockets not yet open, with their open-timeout timers. */
-  opening: Map<WebSocket, ReturnType<typeof setTimeout>>;
   /**
    * Sockets given up on (never opened in `openTimeout`) that Deno still
    * holds: their slots are free, their file descriptors may not be.
    */
-  stuckSockets: number;
+  stuckSockets: Set<WebSocket>;
   /** Numbers the connections (the store's owner names). */
   nextOwner: number;
+  /** Checks login tokens; undefined when no auth key is set. */
+  verifier?: Verifier;
   phase: "running" | "stopping" | "stopped";
   counters: {
     messagesReceived: number;
@@ -464,6 +668,9 @@ interface ChatState {
     refused: Map<string, number>;
     closes: Map<number | "other", number>;
     upgradesRefused: Map<string, number>;
+    moderation: Map<string, number>;
+    /** By label set: `method="publish",status="200"`. */
+    apiRequests: Map<string, number>;
   };
 }
 
@@ -482,12 +689,11 @@ function newState(settings: Settings, store: RoomStore): ChatState {
     clients: new Map(),
     rooms: new Map(),
     roomsWithPending: new Set(),
-    openSockets: 0,
+    openSockets: new Set(),
     connectionsByIp: new Map(),
     connectBuckets: new Map(),
-    opening: new Map(),
     graceTimers: new Set(),
-    stuckSockets: 0,
+    stuckSockets: new Set(),
     nextOwner: 0,
     phase: "running",
     counters: {
@@ -497,6 +703,8 @@ function newState(settings: Settings, store: RoomStore): ChatState {
       refused: new Map(),
       closes: new Map(),
       upgradesRefused: new Map(),
+      moderation: new Map(),
+      apiRequests: new Map(),
     },
   };
 }
@@ -539,7 +747,7 @@ const METRICS: [
   value: (chat: ChatState) => Sample,
   label?: string,
 ][] = [
-  ["chat_connections", "gauge", "Clients in a room.", (c) => c.clients.size],
+  ["chat_connections", "gauge", "Clients in a room.", joinedCount],
   [
     "chat_rooms",
     "gauge",
@@ -556,13 +764,13 @@ const METRICS: [
     "chat_sockets_open",
     "gauge",
     "Upgraded sockets not yet closed, including ones being closed.",
-    (c) => c.openSockets,
+    (c) => c.openSockets.size,
   ],
   [
     "chat_sockets_stuck",
     "gauge",
     "Sockets that never opened, given up on, still held by Deno.",
-    (c) => c.stuckSockets,
+    (c) => c.stuckSockets.size,
   ],
   [
     "chat_messages_received_total",
@@ -603,6 +811,19 @@ const METRICS: [
     (c) => c.counters.upgradesRefused,
     "reason",
   ],
+  [
+    "chat_moderation_total",
+    "counter",
+    "Moderation actions done, by action.",
+    (c) => c.counters.moderation,
+    "action",
+  ],
+  [
+    "chat_api_requests_total",
+    "counter",
+    "HTTP API calls, by method and status.",
+    (c) => c.counters.apiRequests,
+  ],
 ];
 
 /** Prometheus text format: one line per sample, labelled ones by key. */
@@ -614,7 +835,10 @@ function renderMetrics(): string {
     if (typeof sample === "number") lines.push(`${name} ${sample}`);
     else {
       for (const [key, n] of sample) {
-        lines.push(`${name}{${label}="${key}"} ${n}`);
+        // Without a label name, the keys are whole label sets.
+        lines.push(
+          label ? `${name}{${label}="${key}"} ${n}` : `${name}{${key}} ${n}`,
+        );
       }
     }
   }
@@ -637,7 +861,7 @@ function localRoom(name: string): LocalRoom {
       pendingJson: [],
       admittedMidTurn: new Map(),
       deliveredId: 0,
-      arriving: new Set(),
+      joining: new Set(),
       connections: 0,
       unsubscribe: () => {},
     };
@@ -678,9 +902,9 @@ function deliver(room: LocalRoom, event: LiveEvent): void {
     chat().roomsWithPending.add(room);
     chat().flushScheduled ??= setImmediate(flushBatches);
   }
-  if (room.arriving.size === 0) return;
-  for (const client of room.arriving) {
-    client.arriving!.events.push(event);
+  if (room.joining.size === 0) return;
+  for (const client of room.joining) {
+    client.welcome!.events.push(event);
     admit(client);
   }
 }
@@ -693,7 +917,7 @@ function renameLocally(
   for (const client of clientsIn(room)) {
     if (client.nick !== event.from) continue;
     client.nick = event.to;
-    client.claimId = event.id;
+    client.claimedId = event.id;
   }
 }
 
@@ -716,7 +940,7 @@ function* clientsIn(room: LocalRoom): Generator<Client> {
 function visibleTo(event: RoomEvent, client: Client): boolean {
   if (event.type !== "dm") return true;
   return (event.from === client.nick || event.to === client.nick) &&
-    client.claimId < event.id;
+    client.claimedId < event.id;
 }
 
 /**
@@ -753,8 +977,8 @@ function deliverTyping(room: LocalRoom, event: TypingEvent): void {
  * of the turn's batch, only what is added after it (it has the rest).
  */
 function admit(client: Client): void {
-  const arriving = client.arriving!;
-  const joined = arriving.joined;
+  const welcome = client.welcome!;
+  const joined = welcome.joined;
   const room = client.room;
   if (!joined) return;
   if (room.deliveredId < joined.lastId) {
@@ -762,12 +986,12 @@ function admit(client: Client): void {
     // a session that is present): there is nothing to wait for. What came
     // before is in the welcome, and late copies of it are skipped.
     const alone = room.textSockets.size + room.jsonSockets.size === 0 &&
-      room.arriving.size === 1;
+      room.joining.size === 1;
     if (!alone) return;
     room.deliveredId = joined.lastId;
   }
-  room.arriving.delete(client);
-  client.arriving = undefined;
+  room.joining.delete(client);
+  client.welcome = undefined;
   if (client.json && room.pendingJson.length > 0) {
     room.admittedMidTurn.set(client.socket, room.pendingJson.length);
   }
@@ -779,12 +1003,13 @@ function admit(client: Client): void {
         joined.users.join(", ")
       }`,
     );
+    if (joined.topic) sendNotice(client, `topic: ${joined.topic}`);
   }
-  if (arriving.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
+  if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
   else if (joined.nickTaken) {
     sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
   }
-  const missed = arriving.events.filter((event) =>
+  const missed = welcome.events.filter((event) =>
     event.id > joined.lastId && visibleTo(event, client)
   );
   if (missed.length > 0) {
@@ -794,7 +1019,7 @@ function admit(client: Client): void {
     for (const frame of frames) sendToOne(client, frame);
   }
   (client.json ? room.jsonSockets : room.textSockets).add(client.socket);
-  done(client);
+  drainBacklog(client);
 }
 
 /** Sends each room's pending JSON events: one frame per recipient per turn. */
@@ -852,12 +1077,21 @@ function sendToOne(client: Client, frame: string): void {
 // ---------------------------------------------------------------------------
 
 /** Tells one client about a refusal, in its protocol. */
-function sendError(client: Client, code: ErrorCode, message: string): void {
+function sendError(
+  client: Client,
+  code: ErrorCode,
+  message: string,
+  retryAfter?: number,
+): void {
   bump(chat().counters.refused, code);
   sendToOne(
     client,
     client.json
-      ? JSON.stringify({ type: "error", code, message })
+      ? JSON.stringify(
+        retryAfter === undefined
+          ? { type: "error", code, message }
+          : { type: "error", code, message, retryAfter },
+      )
       : systemText(`error: ${message}`),
   );
 }
@@ -868,11 +1102,11 @@ function sendNotice(client: Client, text: string): void {
 }
 
 // ---------------------------------------------------------------------------
-// WebSocket handling
+// Sockets: one life per connection
 // ---------------------------------------------------------------------------
 
 /** What the upgrade request asked for. */
-interface Arrival {
+interface ConnectRequest {
   room: string;
   ip: string;
   json: boolean;
@@ -882,87 +1116,73 @@ interface Arrival {
   token?: string;
   /** Who the client is, from its session secret (not the secret). */
   session?: string;
+  /** Who a valid login token says it is. */
+  identity?: Identity;
+  /** It showed the `--op-key`. */
+  op?: boolean;
 }
 
 /**
- * Wires a freshly upgraded socket (its room is held in the store); it joins
- * once it is open. It joins in {@linkcode join} and leaves in
- * {@linkcode leave} (which takes it out through `depart`, as `/join` does); a
- * socket that never joined only gives back its slot and hold.
+ * Wires a freshly upgraded socket: its room is held in the store and its
+ * address slot taken. This is the one place a client is added; it joins once
+ * the socket opens ({@linkcode joinRoom}) and goes in
+ * {@linkcode removeClient}, the one place a client is removed.
  */
-function acceptSocket(socket: WebSocket, arrival: Arrival): void {
+function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
   socket.binaryType = "arraybuffer";
   const current = chat();
   const client: Client = {
     socket,
-    owner: arrival.session ?? String(++current.nextOwner),
+    phase: "opening",
+    owner: request.identity
+      ? ownerOf(request.identity)
+      : request.session ?? String(++current.nextOwner),
     nick: "",
-    room: localRoom(arrival.room),
-    json: arrival.json,
-    ip: arrival.ip,
+    room: localRoom(request.room),
+    json: request.json,
+    ip: request.ip,
     tokens: current.settings.burst,
     refilledAt: Date.now(),
     drops: 0,
-    session: arrival.session !== undefined,
-    claimId: 0,
+    lastFrameAt: 0,
+    // A verified person's tabs are one member, as a session's are.
+    session: request.session !== undefined || request.identity !== undefined,
+    claimedId: 0,
     typingAt: 0,
-    busy: true,
+    oldestSeen: 0,
+    waitingOnStore: true,
     backlog: [],
+    verified: request.identity !== undefined,
+    op: request.identity?.op === true || request.op === true,
+    keys: request.identity
+      ? [ownerOf(request.identity)]
+      : [...(request.session ? [request.session] : []), `ip:${request.ip}`],
   };
-  let opened = false;
-  let stuck = false;
-  let released = false;
-  /** Gives the slot back once, whichever way the socket ends. */
-  const release = () => {
-    if (released) return false;
-    released = true;
-    releaseConnection(arrival.ip);
-    return true;
-  };
+  current.clients.set(socket, client);
+  current.openSockets.add(socket);
   // Deno fires no event at all for a socket whose peer reset the connection
   // during the handshake: without this its slot would be held for good.
-  current.opening.set(
-    socket,
-    setTimeout(() => {
-      current.opening.delete(socket);
-      if (opened || !release()) return;
-      stuck = true;
-      current.stuckSockets++;
-      giveBack(client);
-      log("warn", "open_timeout", { peer: arrival.ip, room: arrival.room });
-      // Deno may keep it anyway, until the process ends.
-      closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
-    }, current.settings.openTimeout * 1000),
-  );
+  client.openTimer = setTimeout(() => {
+    log("warn", "open_timeout", { peer: request.ip, room: request.room });
+    current.stuckSockets.add(socket); // Deno may keep it, until the process ends
+    freeSlot(socket, request.ip);
+    removeClient(client, CloseCode.Abnormal);
+    closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
+  }, current.settings.openTimeout * 1000);
   socket.onopen = () => {
     // Given up on already (its slot and hold are gone): it may not join.
-    if (stuck) {
+    if (client.phase === "gone") {
       return closeSocket(socket, CloseCode.PolicyViolation, "too late");
     }
-    opened = true;
-    clearTimeout(current.opening.get(socket));
-    current.opening.delete(socket);
-    join(client, arrival).catch((error) => joinFailed(client, error));
+    clearTimeout(client.openTimer);
+    joinRoom(client, request).catch((error) => failed(client, error));
   };
   socket.onmessage = (event) => receive(client, event.data);
   socket.onclose = (event) => {
-    clearTimeout(current.opening.get(socket));
-    current.opening.delete(socket);
-    if (stuck) {
-      stuck = false;
-      current.stuckSockets--;
-      return;
-    }
-    // Deno can fire close twice for a socket we closed whose peer then
-    // dropped the connection; the connection is released once.
-    if (!release()) return;
+    if (current.stuckSockets.delete(socket)) return;
+    freeSlot(socket, request.ip);
     // Deno reports a connection that ended without a close frame as code 0.
-    if (current.clients.has(socket)) {
-      leave(client, event.code || CloseCode.Abnormal);
-    } else if (!opened) {
-      giveBack(client);
-    }
-    // A join still pending sees the socket closed and leaves at once.
+    removeClient(client, event.code || CloseCode.Abnormal);
   };
   socket.onerror = () => {
     // Followed by a close event; nothing else to do. Handling it keeps the
@@ -970,65 +1190,72 @@ function acceptSocket(socket: WebSocket, arrival: Arrival): void {
   };
 }
 
-async function join(
+/**
+ * Takes an `opening` client into its room through the store. While the
+ * store works the client is `joining`, and whatever happens to it meanwhile
+ * (a close, shutdown) is settled here once the store has answered.
+ */
+async function joinRoom(
   client: Client,
-  arrival: Omit<Arrival, "session">,
+  request: ConnectRequest,
 ): Promise<void> {
-  const { store, clients } = chat();
+  const { store } = chat();
   if (chat().phase !== "running") {
     // Opened while shutting down: told so, like everyone else.
-    giveBack(client);
-    return closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
+    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
-  const wanted = arrival.nick?.normalize("NFC");
+  const wanted = request.nick?.normalize("NFC");
   const badNick = wanted !== undefined && !validNick(wanted);
-  const arriving: Arriving = { events: [], badNick };
-  client.arriving = arriving;
-  client.room.arriving.add(client);
-  const joined = await store.join(arrival.room, {
-    owner: client.owner,
-    nick: badNick ? undefined : wanted,
-    token: arrival.token,
-    since: arrival.since,
-    epoch: arrival.epoch,
-  });
+  client.phase = "joining";
+  client.waitingOnStore = true;
+  client.welcome = { events: [], badNick };
+  client.room.joining.add(client);
+  let joined: Joined;
+  try {
+    joined = await store.join(request.room, {
+      owner: client.owner,
+      nick: badNick ? undefined : wanted,
+      token: request.token,
+      since: request.since,
+      epoch: request.epoch,
+      verified: client.verified,
+      op: client.op,
+      keys: client.keys,
+      user: request.identity?.sub,
+    });
+  } catch (error) {
+    giveBack(client);
+    if (gone(client)) return;
+    log("error", "join_failed", { peer: client.ip, error: String(error) });
+    return disconnect(client, CloseCode.TryAgainLater, "try again later");
+  }
   client.nick = joined.nick;
-  client.claimId = joined.claimedId;
-  clients.set(client.socket, client);
+  client.claimedId = joined.claimedId;
+  // A text client is shown nothing before its welcome line (a JSON one
+  // names its own `before`): `/history` reads back from its join.
+  client.oldestSeen = joined.present ? joined.lastId + 1 : joined.lastId;
+  if (gone(client)) {
+    // Closed while the store worked: out again, as anyone else would go.
+    return leaveRoom(client, client.session);
+  }
+  client.phase = "joined";
   if (chat().phase !== "running") {
     // Shutdown began while the store worked (Deno may run a signal handler
     // between two steps of an async function).
-    closeSocket(client.socket, CloseCode.GoingAway, SHUTDOWN_REASON);
-    return leave(client, CloseCode.GoingAway);
-  }
-  if (client.socket.readyState !== WebSocket.OPEN) {
-    // Closed while the store worked: out again, as anyone else would go.
-    return leave(client, CloseCode.Abnormal);
+    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
   log("info", "connect", {
-    room: arrival.room,
+    room: request.room,
     nick: joined.nick,
-    peer: arrival.ip,
+    peer: request.ip,
   });
-  arriving.joined = joined;
+  client.welcome!.joined = joined;
   admit(client);
 }
 
-/**
- * A socket that never joined gives back its room's hold in the store and its
- * place in the local room (the one way out for it; joined ones `leave`).
- */
-function giveBack(client: Client): void {
-  client.room.arriving.delete(client);
-  chat().store.release(client.room.name);
-  leaveLocalRoom(client.room);
-}
-
-/** The store could not take the join: the client is told to come back. */
-function joinFailed(client: Client, error: unknown): void {
-  log("error", "join_failed", { peer: client.ip, error: String(error) });
-  giveBack(client);
-  closeSocket(client.socket, CloseCode.TryAgainLater, "try again later");
+/** Whether the client is out (read anew: it may change while a store call waits). */
+function gone(client: Client): boolean {
+  return client.phase === "gone";
 }
 
 /** The first frame a JSON client gets. */
@@ -1045,41 +1272,72 @@ function sendWelcome(client: Client, joined: Joined, room: string): void {
     maxMessageChars: chat().settings.maxMessageChars,
     token: joined.token,
     session: client.session,
+    verified: client.verified,
+    op: client.op,
+    verifiedUsers: joined.verified,
+    moderators: joined.moderators,
+    topic: joined.topic,
+    slowSeconds: joined.slowSeconds,
   };
   sendToOne(client, JSON.stringify(welcome));
 }
 
 /**
- * Removes a client from the room: the one place anyone leaves. Safe to call
- * twice; only the first call announces the leave.
+ * Takes a client out, whatever its phase: the one way out, for a close, a
+ * refusal, a kick or shutdown. Safe to call twice (Deno can fire close twice
+ * for a socket we closed); only the first call counts. What the client holds
+ * in the store goes back by its phase: an `opening` client's place in the
+ * room, a `joined` one's membership; a `joining` one's is settled by
+ * {@linkcode joinRoom} when the store answers.
  */
-function leave(client: Client, code: number): void {
+function removeClient(client: Client, code: number): void {
   const current = chat();
-  if (!current.clients.delete(client.socket)) return;
+  const phase = client.phase;
+  if (phase === "gone") return;
+  client.phase = "gone";
+  clearTimeout(client.openTimer);
+  current.clients.delete(client.socket);
+  if (phase === "opening") return giveBack(client);
   bump(current.counters.closes, KNOWN_CLOSE_CODES.has(code) ? code : "other");
-  const room = client.room;
+  if (phase === "joining") return;
   log("info", "leave", {
-    room: room.name,
+    room: client.room.name,
     nick: client.nick,
     peer: client.ip,
     code,
   });
-  depart(client, client.session && code !== CloseCode.Normal);
+  leaveRoom(client, client.session && code !== CloseCode.Normal);
+}
+
+/** Closes a client's socket with a code and a reason, and takes it out now. */
+function disconnect(client: Client, code: number, reason: string): void {
+  closeSocket(client.socket, code, reason);
+  removeClient(client, code);
 }
 
 /**
- * Takes a joined client out of its room's delivery and the store (the leave
- * is announced if it was the person's last connection). A session's tab
- * that went away without saying goodbye (any close but 1000: a reload, a
- * closed tab, a blip) waits out `sessionGrace` first, so it makes no leave
- * and join if it comes back.
+ * A client that never joined its room gives back its place there: the
+ * store's hold, and its share of the local room.
  */
-function depart(client: Client, grace: boolean): void {
+function giveBack(client: Client): void {
+  client.room.joining.delete(client);
+  chat().store.release(client.room.name);
+  leaveLocalRoom(client.room);
+}
+
+/**
+ * Takes a member out of its room's delivery and the store (the leave is
+ * announced if it was the person's last connection): when it goes, and on
+ * `/join`. A session's tab that went away without saying goodbye (any close
+ * but 1000: a reload, a closed tab, a blip) waits out `sessionGrace` first,
+ * so it makes no leave and join if it comes back.
+ */
+function leaveRoom(client: Client, grace: boolean): void {
   const current = chat();
   const room = client.room;
   room.textSockets.delete(client.socket);
   room.jsonSockets.delete(client.socket);
-  room.arriving.delete(client);
+  room.joining.delete(client);
   leaveLocalRoom(room);
   const storeLeave = () =>
     current.store.leave(room.name, client.owner, current.phase === "running")
@@ -1111,12 +1369,6 @@ function closeSocket(socket: WebSocket, code: number, reason: string): void {
   }
 }
 
-/** Closes a client with a code and reason and takes it out of the room now. */
-function closeClient(client: Client, code: number, reason: string): void {
-  closeSocket(client.socket, code, reason);
-  leave(client, code);
-}
-
 /**
  * A handler or the store failed. A store that cannot be reached is the
  * client's to retry (the page keeps the message); anything else closes the
@@ -1131,41 +1383,60 @@ function failed(client: Client, error: unknown): void {
     );
   }
   log("error", "handler_failed", { nick: client.nick, error: String(error) });
-  shut(client, CloseCode.InternalError, "internal error");
+  disconnect(client, CloseCode.InternalError, "internal error");
 }
 
 /** The store's closer of a stale connection whose nick was taken over. */
 function evict(room: string, owner: string): void {
   for (const client of [...chat().clients.values()]) {
-    if (client.owner === owner && client.room.name === room) {
-      closeClient(client, CloseCode.Normal, "replaced by a new connection");
+    if (
+      client.phase === "joined" && client.owner === owner &&
+      client.room.name === room
+    ) {
+      disconnect(client, CloseCode.Normal, "replaced by a new connection");
     }
   }
+}
+
+/** Members of a room on this process (`clients` holds every phase). */
+function joinedCount(current: ChatState): number {
+  let count = 0;
+  for (const client of current.clients.values()) {
+    if (client.phase === "joined") count++;
+  }
+  return count;
 }
 
 /** A frame from a client: limits first, then (in order) its command. */
 function receive(client: Client, data: string | ArrayBuffer): void {
   const { settings, counters } = chat();
+  if (client.phase === "gone") return; // Deno may still hand over a frame
+  client.lastFrameAt = Date.now();
+  if (chat().phase !== "running") {
+    // Between two of its frames is when a sender's close is least likely to
+    // cross a frame still on its way (see `stop`).
+    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+  }
   const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
   if (bytes > settings.maxFrameBytes) {
     log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
-    return shut(client, CloseCode.MessageTooBig, "frame too big");
+    return disconnect(client, CloseCode.MessageTooBig, "frame too big");
   }
   if (typeof data !== "string") {
     log("warn", "binary_frame", { nick: client.nick, peer: client.ip });
-    return shut(client, CloseCode.UnsupportedData, "text frames only");
+    return disconnect(client, CloseCode.UnsupportedData, "text frames only");
   }
   if (client.json && TYPING_FRAME.test(data)) {
     // Typing notices count against nothing else (they have their interval),
     // and one that comes while the client waits on the store is dropped.
     counters.messagesReceived++;
-    if (!client.busy) execute(client, { type: "typing" });
+    if (!client.waitingOnStore) execute(client, { type: "typing" });
     return;
   }
-  if (client.busy) {
+  if (client.waitingOnStore) {
     // The join or a command is with the store: keep the order, bounded.
     if (client.backlog.length >= settings.burst) {
-      return shut(client, CloseCode.PolicyViolation, "too many messages");
+      return disconnect(client, CloseCode.PolicyViolation, "too many messages");
     }
     client.backlog.push(data);
     return;
@@ -1175,7 +1446,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     client.drops++;
     if (client.drops > settings.maxConsecutiveDrops) {
       log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
-      return closeClient(
+      return disconnect(
         client,
         CloseCode.PolicyViolation,
         "too many messages",
@@ -1197,14 +1468,6 @@ function receive(client: Client, data: string | ArrayBuffer): void {
 
 const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
 
-/** Closes a client whether or not its join has completed. */
-function shut(client: Client, code: number, reason: string): void {
-  if (chat().clients.has(client.socket)) {
-    return closeClient(client, code, reason);
-  }
-  closeSocket(client.socket, code, reason);
-}
-
 function execute(client: Client, command: Command): void {
   const { settings, store } = chat();
   const room = client.room.name;
@@ -1225,9 +1488,7 @@ function execute(client: Client, command: Command): void {
         );
       }
       if (command.type === "dm") return sendDirect(client, command.to, text);
-      store.append(room, { type: command.type, from: client.nick, text })
-        .catch((error) => failed(client, error));
-      return;
+      return post(client, { type: command.type, from: client.nick, text });
     }
     case "typing": {
       // Ephemeral and cheap: not counted against the message rate, but
@@ -1241,12 +1502,19 @@ function execute(client: Client, command: Command): void {
       if (command.nick === "" && !client.json) {
         return sendNotice(client, `you are ${client.nick}.`);
       }
+      if (client.verified) {
+        return sendError(
+          client,
+          "forbidden",
+          "your name comes from your login; it cannot be changed here",
+        );
+      }
       const nick = command.nick.normalize("NFC");
       if (nick === client.nick) return;
       if (!validNick(nick)) {
         return sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
       }
-      return wait(client, async () => {
+      return whileStoreWorks(client, async () => {
         const renamed = await store.rename(
           room,
           client.owner,
@@ -1260,16 +1528,28 @@ function execute(client: Client, command: Command): void {
       });
     }
     case "who":
-      return wait(client, async () => {
-        const nicks = await store.members(room);
-        sendNotice(client, `in ${room}: ${nicks.join(", ")}`);
+      return whileStoreWorks(client, async () => {
+        sendNotice(client, whoText(room, await store.roster(room)));
       });
     case "join":
       return moveTo(client, command.room);
     case "quit":
-      return closeClient(client, CloseCode.Normal, "bye");
+      return disconnect(client, CloseCode.Normal, "bye");
     case "help":
-      return sendNotice(client, HELP_TEXT);
+      sendNotice(client, HELP_TEXT);
+      if (client.op) sendNotice(client, MODERATION_HELP);
+      return;
+    case "history":
+      return readHistory(client, command.before, command.limit);
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      return moderateFor(client, command);
     case "invalid":
       return sendError(client, command.code, command.message);
   }
@@ -1279,7 +1559,7 @@ function execute(client: Client, command: Command): void {
 function sendDirect(client: Client, to: string, text: string): void {
   const { store } = chat();
   const room = client.room.name;
-  wait(client, async () => {
+  whileStoreWorks(client, async () => {
     const recipient = (await store.members(room))
       .find((nick) => nickKey(nick) === nickKey(to));
     if (!recipient) {
@@ -1290,8 +1570,47 @@ function sendDirect(client: Client, to: string, text: string): void {
       from: client.nick,
       to: recipient,
       text,
+      ...(client.verified ? { verified: true } : {}),
     });
   });
+}
+
+/**
+ * Older events, by `visibleTo` (the one filter of what a client may see;
+ * the store's paging leaves deleted messages out): JSON gets one `history`
+ * answer; plain text gets the tutorial's lines, and a line when nothing
+ * older is left. Without `before` (plain text), it reads back from the
+ * oldest event the connection has been shown. Not `whileStoreWorks`: reads
+ * change nothing, so a flood of them meets the rate limit (each took a token
+ * in `receive`) rather than the backlog's close.
+ */
+function readHistory(
+  client: Client,
+  before: number | undefined,
+  limit: number,
+): void {
+  const { store } = chat();
+  const room = client.room;
+  store.history(room.name, {
+    before: before ?? client.oldestSeen,
+    limit,
+    visible: (event) => visibleTo(event, client),
+  }).then((page) => {
+    // Gone, or moved on (`/join`) meanwhile: the page is for nobody.
+    if (gone(client) || client.room !== room) return;
+    const oldest = page.events[0]?.id;
+    if (oldest !== undefined && oldest < client.oldestSeen) {
+      client.oldestSeen = oldest;
+    }
+    if (client.json) {
+      const answer: HistoryAnswer = { type: "history", ...page };
+      return sendToOne(client, JSON.stringify(answer));
+    }
+    for (const event of page.events) sendToOne(client, renderText(event));
+    if (!page.more) {
+      sendNotice(client, `this is the beginning of ${room.name}.`);
+    }
+  }, (error) => failed(client, error));
 }
 
 /** `/join ROOM`: this connection leaves its room (announced) for another. */
@@ -1306,24 +1625,181 @@ function moveTo(client: Client, path: string): void {
     return sendError(client, "max_rooms", REFUSALS.max_rooms.message);
   }
   const nick = client.nick;
-  depart(client, false);
+  leaveRoom(client, false);
   client.room = localRoom(room);
-  client.busy = true;
-  join(client, { room, ip: client.ip, json: client.json, nick })
-    .catch((error) => joinFailed(client, error));
+  client.phase = "opening"; // holds its place in the new room
+  joinRoom(client, { room, ip: client.ip, json: client.json, nick })
+    .catch((error) => failed(client, error));
+}
+
+// ---------------------------------------------------------------------------
+// Identity and moderation (the rules are auth.ts's and moderation.ts's)
+// ---------------------------------------------------------------------------
+
+/**
+ * A message or action goes through the store's `post`, which refuses it
+ * while its sender is muted or slow mode says it is too early.
+ */
+function post(client: Client, body: NewEvent & { type: "message" | "action" }) {
+  const { store } = chat();
+  const poster = { owner: client.owner, keys: client.keys, op: client.op };
+  store.post(
+    client.room.name,
+    poster,
+    client.verified ? { ...body, verified: true } : body,
+  ).then((posted) => {
+    if (!("refused" in posted)) return;
+    const seconds = posted.until === undefined
+      ? undefined
+      : Math.max(1, Math.ceil((posted.until - Date.now()) / 1000));
+    if (posted.refused === "muted") {
+      return sendError(
+        client,
+        "muted",
+        seconds === undefined
+          ? "you are muted in this room"
+          : `you are muted in this room for ${seconds} s more`,
+        seconds,
+      );
+    }
+    sendError(
+      client,
+      "slow_mode",
+      `slow mode: you may post again in ${seconds} s`,
+      seconds,
+    );
+  }).catch((error) => failed(client, error));
+}
+
+/** `/who`: the members, then the moderators and verified ones, if any. */
+function whoText(
+  room: string,
+  roster: { nick: string; verified: boolean; op: boolean }[],
+): string {
+  const nicks = (entries: typeof roster) =>
+    entries.map((entry) => entry.nick).join(", ");
+  const moderators = roster.filter((entry) => entry.op);
+  const verified = roster.filter((entry) => entry.verified);
+  return `in ${room}: ${nicks(roster)}` +
+    (moderators.length ? `; moderators: ${nicks(moderators)}` : "") +
+    (verified.length ? `; verified: ${nicks(verified)}` : "");
+}
+
+/** A moderation command: carried out, answered, logged and counted. */
+function moderateFor(client: Client, command: ModerationCommand): void {
+  const actor = {
+    nick: client.nick,
+    op: client.op,
+    claimedId: client.claimedId,
+  };
+  whileStoreWorks(client, async () => {
+    const outcome = await moderateAs(client.room.name, actor, command);
+    if ("error" in outcome) {
+      return sendError(client, outcome.error, outcome.message);
+    }
+    if ("reply" in outcome) {
+      sendToOne(
+        client,
+        client.json
+          ? JSON.stringify(outcome.reply)
+          : systemText(moderatedText(outcome.reply)),
+      );
+    }
+  });
+}
+
+/**
+ * Carries out a moderation command for a moderator (a person, or the API's
+ * `api`); what is done is logged and counted the same way for both.
+ */
+async function moderateAs(
+  room: string,
+  actor: Actor,
+  command: ModerationCommand,
+): Promise<ModerationOutcome> {
+  const { store, counters } = chat();
+  const outcome = await moderate(store, room, actor, command);
+  if (!("error" in outcome)) {
+    log("info", "moderation", outcome.log);
+    bump(counters.moderation, command.type);
+  }
+  return outcome;
+}
+
+/** The store's closer of a kicked or banned person's connections here. */
+function expel(room: string, owner: string, reason: string): void {
+  for (const client of [...chat().clients.values()]) {
+    if (
+      client.phase === "joined" && client.owner === owner &&
+      client.room.name === room
+    ) {
+      disconnect(client, CloseCode.Kicked, fitCloseReason(reason));
+    }
+  }
+}
+
+/**
+ * The chat port's front door: who the request says it is (a login token,
+ * the op key) and whether it is banned from the room, before the checks
+ * and the upgrade of {@linkcode handleChatRequest}. Requests it need not
+ * judge (not a WebSocket, no room) go straight through.
+ */
+async function handleChatUpgrade(
+  req: Request,
+  info: Deno.ServeHandlerInfo,
+): Promise<Response> {
+  const { verifier, settings, store } = chat();
+  const url = parseUrl(req);
+  const room = url && roomFromPath(url.pathname);
+  if (!room || !readHandshake(req.headers, []).websocket) {
+    return handleChatRequest(req, info);
+  }
+  const ip = (info.remoteAddr as Deno.NetAddr).hostname;
+  const offered = offeredProtocols(req.headers);
+  const token = tokenOf(offered, req.headers.get("authorization"));
+  let identity: Identity | undefined;
+  if (verifier && token !== undefined) {
+    const verified = await verifier(token);
+    if (typeof verified === "string") {
+      return refuse("unauthorized", { problem: verified, peer: ip });
+    }
+    identity = verified;
+  } else if (verifier && settings.auth === "required") {
+    return refuse("unauthorized", { problem: "no_token", peer: ip });
+  }
+  const opKey = offered.find((name) => name.startsWith(OP_PROTOCOL_PREFIX))
+    ?.slice(OP_PROTOCOL_PREFIX.length);
+  if (
+    opKey !== undefined &&
+    !(settings.opKey && sameSecret(opKey, settings.opKey))
+  ) {
+    return refuse("unauthorized", { problem: "bad_op_key", peer: ip });
+  }
+  const session = sessionOf(offered);
+  const keys = identity
+    ? [ownerOf(identity)]
+    : [...(session ? [session] : []), `ip:${ip}`];
+  try {
+    if (await store.banned(room, keys)) {
+      return refuse("banned", { peer: ip, room });
+    }
+  } catch {
+    return refuse("unavailable");
+  }
+  return handleChatRequest(req, info, { identity, op: opKey !== undefined });
 }
 
 /** Runs a command that waits on the store; the client's next frames queue. */
-function wait(client: Client, work: () => Promise<void>): void {
-  client.busy = true;
-  work().then(() => done(client), (error) => failed(client, error));
+function whileStoreWorks(client: Client, work: () => Promise<void>): void {
+  client.waitingOnStore = true;
+  work().then(() => drainBacklog(client), (error) => failed(client, error));
 }
 
-/** The client's store work is done: handle what queued meanwhile, in order. */
-function done(client: Client): void {
-  client.busy = false;
-  while (!client.busy && client.backlog.length > 0) {
-    if (!chat().clients.has(client.socket)) return;
+/** The store has answered: handle the frames that queued meanwhile, in order. */
+function drainBacklog(client: Client): void {
+  client.waitingOnStore = false;
+  while (!client.waitingOnStore && client.backlog.length > 0) {
+    if (client.phase !== "joined") return;
     receive(client, client.backlog.shift()!);
   }
 }
@@ -1364,6 +1840,7 @@ function frameBytes(text: string): number {
 function sweepSlowConsumers(): void {
   const current = chat();
   for (const client of current.clients.values()) {
+    if (client.phase !== "joined") continue;
     const queued = client.socket.bufferedAmount;
     if (queued > current.settings.maxBufferedBytes) {
       current.counters.slowConsumerDrops++;
@@ -1372,17 +1849,119 @@ function sweepSlowConsumers(): void {
         peer: client.ip,
         queuedBytes: queued,
       });
-      closeClient(client, CloseCode.TryAgainLater, "not reading fast enough");
+      disconnect(client, CloseCode.TryAgainLater, "not reading fast enough");
     }
   }
 }
 
-function releaseConnection(ip: string): void {
+/**
+ * Gives back a socket's slot, in all and of its address, once: when it has
+ * closed, or has been given up on (see `openTimeout`).
+ */
+function freeSlot(socket: WebSocket, ip: string): void {
   const current = chat();
-  current.openSockets--;
+  if (!current.openSockets.delete(socket)) return;
   const count = (current.connectionsByIp.get(ip) ?? 1) - 1;
   if (count <= 0) current.connectionsByIp.delete(ip);
   else current.connectionsByIp.set(ip, count);
+}
+
+// ---------------------------------------------------------------------------
+// The app's HTTP API (the rules are http_api.ts's)
+// ---------------------------------------------------------------------------
+
+/** What the API's moderation errors answer with, by the actor's error code. */
+const MODERATION_STATUS: Partial<Record<ErrorCode, number>> = {
+  no_such_nick: Status.NotFound,
+  no_such_message: Status.NotFound,
+  forbidden: Status.Forbidden,
+};
+
+/** The chat as the API sees it: the store (every process) and this process. */
+function apiBackend(startedAt: number): ApiBackend {
+  const { store, settings } = chat();
+  return {
+    async publish(room, from, text) {
+      try {
+        return await store.append(room, { type: "message", from, text });
+      } catch (error) {
+        if (error instanceof NoSuchRoom) return undefined;
+        throw error;
+      }
+    },
+    once: (key, ttlMs, produce) => store.once(key, ttlMs, produce),
+    async presence(room) {
+      return (await store.roster(room)).map((entry) => ({
+        nick: entry.nick,
+        ...(entry.user !== undefined ? { user: entry.user } : {}),
+        connections: entry.connections,
+        op: entry.op,
+      }));
+    },
+    rooms: () => store.rooms(),
+    info: () => ({
+      version: VERSION,
+      uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
+      connections: joinedCount(chat()),
+      rooms: store.roomCount(),
+      store: storeName(settings, store),
+      storeUp: store.available?.() ?? true,
+    }),
+    async history(room, before, limit) {
+      try {
+        return await store.history(room, {
+          before: before ?? Number.MAX_SAFE_INTEGER,
+          limit,
+          // The app reads what everyone in the room may: no private messages.
+          visible: (event) => event.type !== "dm",
+        });
+      } catch (error) {
+        if (error instanceof NoSuchRoom) return undefined;
+        throw error;
+      }
+    },
+    disconnect: (target, reason) =>
+      store.dismiss({
+        room: target.room,
+        nick: target.nick,
+        owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
+      }, fitCloseReason(`disconnected by the app: ${reason}`)),
+    async moderate(room, command) {
+      const outcome = await moderateAs(
+        room,
+        { nick: API_ACTOR, op: true, claimedId: 0 },
+        command,
+      );
+      if ("error" in outcome) {
+        throw new ApiError(
+          MODERATION_STATUS[outcome.error] ?? Status.BadRequest,
+          outcome.error,
+          outcome.message,
+        );
+      }
+      return "reply" in outcome ? outcome.reply : {};
+    },
+  };
+}
+
+/** The moderator's name the API's actions are logged under (`by=api`). */
+const API_ACTOR = "api";
+
+/** The API's handler, made once at start-up; undefined without `--api-key`. */
+function makeApi(settings: Settings, startedAt: number) {
+  if (!settings.apiKey) return undefined;
+  return apiHandler(apiBackend(startedAt), {
+    key: settings.apiKey,
+    name: settings.apiName,
+    maxMessageChars: settings.maxMessageChars,
+    rate: settings.apiRate,
+    log: (level, event, fields) => log(level, event, fields),
+    count: (method, status) =>
+      bump(
+        chat().counters.apiRequests,
+        `method="${method.replace(/[^a-z_.]/g, "?")}",status="${status}"`,
+      ),
+  }, VERSION);
 }
 
 // ---------------------------------------------------------------------------
@@ -1490,6 +2069,7 @@ function originAllowed(origin: string | null, host: string | null): boolean {
 function handleChatRequest(
   req: Request,
   info: Deno.ServeHandlerInfo,
+  admitted: Pick<ConnectRequest, "identity" | "op"> = {},
 ): Response {
   const { settings, store, connectionsByIp } = chat();
   const handshake = readHandshake(req.headers, [JSON_PROTOCOL]);
@@ -1507,7 +2087,10 @@ function handleChatRequest(
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   if (!takeConnectToken(ip)) return refuse("connect_rate", { peer: ip });
   const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (chat().openSockets + chat().stuckSockets >= settings.maxConnections) {
+  if (
+    chat().openSockets.size + chat().stuckSockets.size >=
+      settings.maxConnections
+  ) {
     return refuse("max_connections", { peer: ip });
   }
   if (fromIp >= settings.maxConnectionsPerIp) {
@@ -1531,17 +2114,20 @@ function handleChatRequest(
     upgraded.response.headers.set("sec-websocket-protocol", handshake.protocol);
   }
   connectionsByIp.set(ip, fromIp + 1);
-  chat().openSockets++;
   const since = url.searchParams.get("since");
   acceptSocket(upgraded.socket, {
     room,
     ip,
     json: handshake.protocol === JSON_PROTOCOL,
-    nick: url.searchParams.get("nick") ?? undefined,
+    // A verified person's nick is their token's.
+    nick: admitted.identity
+      ? admitted.identity.name
+      : url.searchParams.get("nick") ?? undefined,
     since: since !== null && /^\d+$/.test(since) ? Number(since) : undefined,
     epoch: url.searchParams.get("epoch") ?? undefined,
     token: url.searchParams.get("token") ?? undefined,
     session: sessionOf(handshake.offered),
+    ...admitted,
   });
   return upgraded.response;
 }
@@ -1563,7 +2149,9 @@ export async function renderPage(chatPort: number): Promise<Page> {
     .replaceAll('"', "&quot;").replaceAll("<", "&lt;");
   const html = clientHtml.replace(
     '<meta name="chat-port" content="">',
-    `<meta name="chat-port" content="${chatPort}">\n` +
+    // A function, so that no `$&` in the JSON is read as a pattern.
+    () =>
+      `<meta name="chat-port" content="${chatPort}">\n` +
       `    <meta name="chat-contract" content="${contract}">`,
   );
   const hashOf = async (tag: "script" | "style") => {
@@ -1595,17 +2183,25 @@ export async function renderPage(chatPort: number): Promise<Page> {
   };
 }
 
+/** A request handler for one of our servers. */
+type Handler = (req: Request) => Response | Promise<Response>;
+
+/** Is this a request for the API (a path under `/api/`)? */
+function apiPath(req: Request): boolean {
+  return parseUrl(req)?.pathname.startsWith("/api/") ?? false;
+}
+
 /** The page server's handler: the page, `/healthz` and `/metrics`. */
 export function pageHandler(page: Page): (req: Request) => Response {
   const startedAt = Date.now();
   const routes: Record<string, () => Response> = {
     "/": () => new Response(page.html, { headers: page.headers }),
     "/healthz": () => {
-      const { store, clients, settings } = chat();
+      const { store, settings } = chat();
       const up = store.available?.() ?? true;
       return Response.json({
         status: up ? "ok" : "down",
-        connections: clients.size,
+        connections: joinedCount(chat()),
         rooms: store.roomCount(),
         uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
         ...(settings.redis ? { redis: up ? "up" : "down" } : {}),
@@ -1644,8 +2240,14 @@ export function pageHandler(page: Page): (req: Request) => Response {
 
 type Server = Deno.HttpServer<Deno.NetAddr>;
 
-/** Starts the chat server, then the page (which names the chat's port). */
-async function listenBoth(settings: Settings): Promise<[Server, Server]> {
+/**
+ * Starts the chat server, then the page (which names the chat's port), and
+ * the API's own server when `--api-port` is given.
+ */
+async function listenAll(
+  settings: Settings,
+  api: Handler | undefined,
+): Promise<{ chatServer: Server; pageServer: Server; apiServer?: Server }> {
   const listen = {
     onListen: () => {}, // the start log line says where instead
     // One log line, never a stack trace with a client's text in it.
@@ -1659,19 +2261,53 @@ async function listenBoth(settings: Settings): Promise<[Server, Server]> {
       ? { cert: settings.cert, key: settings.key }
       : {}),
   };
-  const chatServer = Deno.serve(
-    { ...listen, port: settings.wsPort },
-    handleChatRequest,
-  );
+  // A failure names the flag at fault (port in use, bad certificate), not
+  // only Deno's error.
+  const serve = (
+    name: "port" | "wsPort" | "apiPort",
+    handler: Deno.ServeHandler<Deno.NetAddr>,
+    hostname = settings.hostname,
+  ) => {
+    const port = settings[name] ?? 0;
+    try {
+      return Deno.serve({ ...listen, hostname, port }, handler);
+    } catch (error) {
+      throw listenFailure(error, {
+        flag: flagOf(name),
+        port,
+        hostname,
+        cert: settings.cert,
+        key: settings.key,
+      });
+    }
+  };
+  const started: Server[] = [];
   try {
+    const chatServer = serve("wsPort", handleChatUpgrade);
+    started.push(chatServer);
     const page = await renderPage(chatServer.addr.port);
-    const pageServer = Deno.serve(
-      { ...listen, port: settings.port },
-      pageHandler(page),
+    const own = api && settings.apiPort !== undefined;
+    const pages = pageHandler(page);
+    // The API under /api/ on the page port, unless it has a port of its own.
+    const pageServer = serve(
+      "port",
+      api && !own ? (req) => apiPath(req) ? api(req) : pages(req) : pages,
     );
-    return [chatServer, pageServer];
+    started.push(pageServer);
+    if (!own) return { chatServer, pageServer };
+    // Its own port, so an operator can bind it to a private address.
+    const apiServer = serve(
+      "apiPort",
+      (req) =>
+        apiPath(req)
+          ? api(req)
+          : new Response("Not found\n", { status: Status.NotFound }),
+      settings.apiHostname || settings.hostname,
+    );
+    return { chatServer, pageServer, apiServer };
   } catch (error) {
-    await chatServer.shutdown(); // leave nothing listening
+    // Leave nothing listening.
+    await Promise.all(started.map((server) => server.shutdown()));
     throw error;
   }
 }
@@ -1682,6 +2318,8 @@ export interface ChatServer {
   port: number;
   /** Bound port of the chat server. */
   wsPort: number;
+  /** Bound port of the API's own server (with `apiPort`). */
+  apiPort?: number;
   /** The page's URL (`localhost` when listening on every address). */
   pageUrl: string;
   /** The chat's URL, for a room append its name. */
@@ -1710,17 +2348,27 @@ export async function startChat(
   if (Boolean(options.cert) !== Boolean(options.key)) {
     throw new Error("cert and key go together");
   }
+  if (options.data && options.redis) throw new Error(DATA_WITH_REDIS);
   const { store: given, ...rest } = options;
   const settings = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
+  const verifier = await makeVerifier({
+    secret: settings.authSecret,
+    publicKey: settings.authPublicKey,
+    audience: settings.authAudience,
+    issuer: settings.authIssuer,
+  });
   const store = given ?? await makeStore(settings);
   state = newState(settings, store);
+  state.verifier = verifier;
   const current = state;
-  const [chatServer, pageServer] = await listenBoth(settings).catch(
-    (error) => {
+  const startedAt = Date.now();
+  const api = makeApi(settings, startedAt);
+  const { chatServer, pageServer, apiServer } = await listenAll(settings, api)
+    .catch(async (error) => {
       current.phase = "stopped"; // a port in use: allow another try
+      if (!given) await store.close?.(); // a Redis connection would linger
       throw error;
-    },
-  );
+    });
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
   const forget = setInterval(forgetFullBuckets, FORGET_BUCKETS_MS);
   const scheme = settings.cert ? ["https", "wss"] : ["http", "ws"];
@@ -1731,17 +2379,30 @@ export async function startChat(
   const wsPort = chatServer.addr.port;
   const pageUrl = `${scheme[0]}://${host}:${port}/`;
   const chatUrl = `${scheme[1]}://${host}:${wsPort}/`;
-  log("info", "start", { page: pageUrl, chat: chatUrl, ...limitsOf(settings) });
+  const apiPort = apiServer?.addr.port;
+  log("info", "start", {
+    page: pageUrl,
+    chat: chatUrl,
+    // Where the API answers, when it is on (never the key).
+    api: !api
+      ? undefined
+      : apiServer
+      ? `${scheme[0]}://${settings.apiHostname || host}:${apiPort}/api/`
+      : `${pageUrl}api/`,
+    store: storeName(settings, store),
+    ...limitsOf(settings),
+  });
   let stopped: Promise<void> | undefined;
   return {
     port,
     wsPort,
+    ...(apiPort !== undefined ? { apiPort } : {}),
     pageUrl,
     chatUrl,
     shutdown: () =>
       stopped ??= stop(
         current,
-        [chatServer, pageServer],
+        [chatServer, pageServer, ...(apiServer ? [apiServer] : [])],
         [sweep, forget],
       ),
   };
@@ -1755,8 +2416,22 @@ export async function startChat(
 const SHARED_STORE_MODULE = "./redis_store.ts";
 
 /**
- * The in-memory store, or with `redis` the shared one, loaded only then so
- * that the single-file service needs nothing else.
+ * The SQLite store's file, loaded only with `--data` (like
+ * {@linkcode SHARED_STORE_MODULE}; `deno compile` includes it too).
+ */
+const DATA_STORE_MODULE = "./sqlite_store.ts";
+
+/**
+ * Why `--data` and `--redis` are refused together: Redis already keeps the
+ * rooms for every process, and a file per process would disagree with it.
+ */
+const DATA_WITH_REDIS =
+  "--data and --redis cannot be used together: Redis already keeps the history (use one)";
+
+/**
+ * The in-memory store, with `data` one that writes through to a SQLite
+ * file, or with `redis` the shared one; each loaded only then, so that the
+ * single-file service needs nothing else.
  */
 async function makeStore(settings: Settings): Promise<RoomStore> {
   const common: StoreOptions = {
@@ -1764,7 +2439,27 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
     maxHistoryBytes: settings.maxHistoryBytes,
     maxRooms: settings.maxRooms,
     onEvict: evict,
+    onExpel: expel,
   };
+  if (settings.data) {
+    const embedded: {
+      SqliteStore: StoreFactory<SqliteStoreOptions>;
+      DataFileError: typeof DataFileError;
+    } = await import(DATA_STORE_MODULE);
+    return await embedded.SqliteStore.connect({
+      ...common,
+      path: settings.data,
+      retainEvents: settings.retainEvents,
+      retainDays: settings.retainDays,
+      sync: settings.dataSync,
+      log,
+    }).catch((error) => {
+      // It names the file and why, in one line: printed as it is.
+      throw error instanceof embedded.DataFileError
+        ? reworded(error, error.message)
+        : error;
+    });
+  }
   if (!settings.redis) return new MemoryStore(common);
   const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
     SHARED_STORE_MODULE
@@ -1776,7 +2471,20 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
       roomTtl: settings.roomTtl,
       log,
     } satisfies RedisStoreOptions,
-  );
+  ).catch((error) => {
+    throw redisFailure(error);
+  });
+}
+
+/**
+ * What kind of store this is, for the start log and the API's `info`: by its
+ * class (MemoryStore is "memory", RedisStore "redis").
+ */
+function storeName(settings: Settings, store: RoomStore): string {
+  if (settings.redis) return "redis";
+  // `--data` is a MemoryStore too, writing through to its file.
+  if (settings.data) return "sqlite";
+  return store.constructor.name.replace(/Store$/, "").toLowerCase();
 }
 
 /** The options marked as limits, for the start log. */
@@ -1788,17 +2496,33 @@ function limitsOf(settings: Settings): LogFields {
   );
 }
 
-/** Waits for `promise`, but no longer than SHUTDOWN_GRACE_MS. */
-async function atMostGrace(promise: Promise<unknown>): Promise<void> {
+/** Waits for `promise`, but no longer than SHUTDOWN_GRACE_MS (plus `more`). */
+async function atMostGrace(
+  promise: Promise<unknown>,
+  more = 0,
+): Promise<void> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
     promise,
-    new Promise((resolve) => timer = setTimeout(resolve, SHUTDOWN_GRACE_MS)),
+    new Promise((resolve) =>
+      timer = setTimeout(resolve, SHUTDOWN_GRACE_MS + more)
+    ),
   ]);
   clearTimeout(timer);
 }
 
-/** Closes every client with 1001, waits a little for them, stops the servers. */
+/**
+ * Closes every client with 1001, waits a little for them, stops the servers.
+ *
+ * A close frame can be lost when it crosses a frame the client is still
+ * sending: Deno ends the connection at once when a data frame arrives after
+ * its close (instead of waiting for the client's close, RFC 6455 §7.1.1),
+ * and the client's next frame then meets a reset that can wipe the unread
+ * close frame. So a client that sent something within
+ * {@linkcode SHUTDOWN_SENDER_WAIT_MS} is closed right after its next frame
+ * (in `receive`), when its following one is furthest away; the others at
+ * once, and the rest when that wait is over.
+ */
 async function stop(
   current: ChatState,
   servers: Server[],
@@ -1810,39 +2534,44 @@ async function stop(
   flushBatches();
   for (const timer of current.graceTimers) clearTimeout(timer);
   current.graceTimers.clear();
-  // Sockets still opening or joining are closed by join() (a socket cannot
-  // be closed before it opens), and awaited with the rest.
-  const opening = [...current.opening.keys()];
-  for (const room of current.rooms.values()) {
-    for (const client of room.arriving) opening.push(client.socket);
-  }
-  for (const timer of current.opening.values()) clearTimeout(timer);
-  current.opening.clear();
-  const sockets = [...current.clients.keys()];
-  log("info", "shutdown", { connections: sockets.length });
-  const closed = [...sockets, ...opening].map((socket) =>
+  const clients = [...current.clients.values()];
+  for (const client of clients) clearTimeout(client.openTimer);
+  log("info", "shutdown", { connections: joinedCount(current) });
+  const closed = clients.map((client) =>
     new Promise<void>((resolve) => {
-      if (socket.readyState === WebSocket.CLOSED) return resolve();
-      socket.addEventListener("close", () => resolve());
-      if (current.clients.has(socket)) {
-        closeSocket(socket, CloseCode.GoingAway, SHUTDOWN_REASON);
-      }
+      if (client.socket.readyState === WebSocket.CLOSED) return resolve();
+      client.socket.addEventListener("close", () => resolve());
     })
   );
+  // Sockets still opening or joining are closed by joinRoom (a socket cannot
+  // be closed before it opens), and awaited with the rest.
+  const closeJoined = (senders: boolean) => {
+    const now = Date.now();
+    for (const client of clients) {
+      if (client.phase !== "joined") continue;
+      const sending = now - client.lastFrameAt < RECENT_SENDER_MS;
+      if (senders || !sending) {
+        disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+      }
+    }
+  };
+  closeJoined(false);
+  const lastCall = setTimeout(() => closeJoined(true), SHUTDOWN_SENDER_WAIT_MS);
   // Deno's server.shutdown() has not always closed upgraded sockets
   // (denoland/deno#22387), so they are closed above and awaited here.
-  await atMostGrace(Promise.all(closed));
+  await atMostGrace(Promise.all(closed), SHUTDOWN_SENDER_WAIT_MS);
+  clearTimeout(lastCall);
   for (const client of [...current.clients.values()]) {
-    leave(client, CloseCode.GoingAway);
+    removeClient(client, CloseCode.GoingAway);
   }
   // Deno's server shutdown waits for sockets it holds that never opened
   // (see openTimeout), stuck or not yet timed out; it is not awaited past
   // the grace period for them.
-  const unopened = opening.some((socket) =>
-    socket.readyState === WebSocket.CONNECTING
+  const unopened = clients.some((client) =>
+    client.socket.readyState === WebSocket.CONNECTING
   );
   const serversDown = Promise.all(servers.map((server) => server.shutdown()));
-  if (current.stuckSockets === 0 && !unopened) await serversDown;
+  if (current.stuckSockets.size === 0 && !unopened) await serversDown;
   else await atMostGrace(serversDown);
   await current.store.close?.();
   current.phase = "stopped";
@@ -1864,14 +2593,26 @@ export function shownDefault(name: string): string {
   return spec.shown ?? String(spec.default);
 }
 
+/**
+ * An option's default as `--help` notes it: `(default 8080)`; a shown value
+ * in parentheses already, `(in memory)`, loses them: `(default in memory)`.
+ * Empty when there is nothing to show.
+ */
+export function defaultNote(name: string): string {
+  const shown = shownDefault(name).replaceAll("`", "").replace(
+    /^\((.*)\)$/,
+    "$1",
+  );
+  return shown ? `(default ${shown})` : "";
+}
+
 /** One line of the usage per option, made from {@linkcode OPTIONS}. */
 function usageLines(): string[] {
   return Object.entries(OPTIONS).map(([name, spec]) => {
     const option = flagLabel(name);
-    const shown = shownDefault(name);
     const notes = [
       "env" in spec ? `[${spec.env}]` : "",
-      shown ? `(default ${shown.replaceAll("`", "")})` : "",
+      defaultNote(name),
     ].filter(Boolean).join(" ");
     return `  ${option.padEnd(28)}${spec.help.replaceAll("`", "")}${
       notes ? " " + notes : ""
@@ -1901,27 +2642,59 @@ export function parseCommandLine(
       },
     ]),
   );
-  const { values }: { values: Record<string, string | string[] | boolean> } =
-    parseArgs({
+  let values: Record<string, string | string[] | boolean>;
+  try {
+    ({ values } = parseArgs({
       args,
       strict: true,
       allowPositionals: false,
       options: { ...schema, help: { type: "boolean", short: "h" } },
-    });
+    }));
+  } catch (error) {
+    const labels = Object.fromEntries(
+      Object.keys(OPTIONS).map((name) => [flagOf(name), flagLabel(name)]),
+    );
+    const problem = flagProblem(error, { ...labels, help: "--help" });
+    throw problem ? new UsageError(problem) : error;
+  }
   if (values.help) return "help";
   const options: Record<string, unknown> = {};
   for (const [name, spec] of Object.entries(OPTIONS)) {
     const flag = flagOf(name);
-    const given = values[flag] ??
-      ("env" in spec && spec.env ? env(spec.env) : undefined);
+    const fromEnv = values[flag] === undefined && "env" in spec && spec.env
+      ? spec.env
+      : undefined;
+    const given = fromEnv ? env(fromEnv) : values[flag];
     if (given === undefined || given === false) continue;
-    options[name] = Array.isArray(given)
-      ? given.flatMap((text) => spec.parse(text, flag) as string[])
-      : spec.parse(String(given), flag);
+    try {
+      options[name] = Array.isArray(given)
+        ? given.flatMap((text) => spec.parse(text, flag) as string[])
+        : spec.parse(String(given), flag);
+    } catch (error) {
+      // A bad PORT=... says so: the command line has no --port to blame.
+      if (!fromEnv || !(error instanceof UsageError)) throw error;
+      throw new UsageError(`${fromEnv}: ${error.message}`);
+    }
   }
   if (Boolean(options.cert) !== Boolean(options.key)) {
-    throw new UsageError("--cert and --key go together");
+    throw new UsageError(
+      "--cert and --key go together: give both, the certificate and its private key",
+    );
   }
+  if (options.authSecret && options.authPublicKey) {
+    throw new UsageError(
+      "--auth-secret and --auth-public-key: one key, not both",
+    );
+  }
+  if (
+    options.auth === "required" && !options.authSecret &&
+    !options.authPublicKey
+  ) {
+    throw new UsageError(
+      "--auth required needs --auth-secret or --auth-public-key",
+    );
+  }
+  if (options.data && options.redis) throw new UsageError(DATA_WITH_REDIS);
   return options as ChatOptions;
 }
 
@@ -1931,23 +2704,34 @@ export async function main(args: string[]): Promise<void> {
   try {
     options = parseCommandLine(args);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    console.error(`deno-chat: ${message}\n\n${USAGE}`);
-    Deno.exit(2);
+    // One line that stays in sight, not the whole usage after it.
+    if (error instanceof UsageError) {
+      console.error(`deno-chat: ${error.message} (see --help)`);
+      Deno.exit(2);
+    }
+    console.error(`deno-chat: ${startupLine(error)}`);
+    Deno.exit(1);
   }
   if (options === "help") {
     console.log(USAGE);
     return;
   }
-  const chat = await startChat(options);
+  let server: ChatServer;
+  try {
+    server = await startChat(options);
+  } catch (error) {
+    // The README promises logs without stack traces: one line, the cause.
+    console.error(`deno-chat: ${startupLine(error)}`);
+    Deno.exit(1);
+  }
   console.log(
-    `deno-chat: open ${chat.pageUrl} (chat on port ${chat.wsPort})`,
+    `deno-chat: open ${server.pageUrl} (chat on port ${server.wsPort})`,
   );
   const stop = async () => {
     // We promise an exit within 2 s, even if a peer never completes its
     // close handshake or Deno's server shutdown waits on it.
     setTimeout(() => Deno.exit(0), EXIT_DEADLINE_MS);
-    await chat.shutdown();
+    await server.shutdown();
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", stop);

@@ -19,6 +19,17 @@
 export const JSON_PROTOCOL = "chat.v1.json";
 /** The subprotocol prefix that carries a session secret (`chat.session.S`). */
 export const SESSION_PROTOCOL_PREFIX = "chat.session.";
+/**
+ * The subprotocol prefix that carries a login token (`chat.auth.TOKEN`, a
+ * JWT from the app's backend): browsers cannot set `Authorization` on a
+ * WebSocket, and a subprotocol is in no URL or log. Never echoed.
+ */
+export const AUTH_PROTOCOL_PREFIX = "chat.auth.";
+/**
+ * The subprotocol prefix that carries the moderator key of `--op-key`
+ * (`chat.op.KEY`), for deployments without login tokens. Never echoed.
+ */
+export const OP_PROTOCOL_PREFIX = "chat.op.";
 /** A session secret: 22–64 URL-safe base64 characters (128–384 bits). */
 export const SESSION_SECRET = /^[A-Za-z0-9_-]{22,64}$/;
 /** Longest room name, in characters. */
@@ -27,6 +38,13 @@ export const MAX_ROOM_CHARS = 32;
 export const MAX_NICK_CHARS = 24;
 /** A person's typing notices reach the room at most this often. */
 export const TYPING_INTERVAL_MS = 2000;
+/**
+ * Most events one `history` read returns: a page of 200 is a few screens,
+ * and bounds what one rate-limit token can make the server read and send.
+ */
+export const MAX_HISTORY_PAGE = 200;
+/** Events a `history` read returns when it names no `limit`. */
+export const DEFAULT_HISTORY_PAGE = 50;
 
 const ROOM_PATTERN = new RegExp(`^[a-z0-9_-]{1,${MAX_ROOM_CHARS}}$`);
 
@@ -69,11 +87,28 @@ export const NICK_ERRORS: Record<"bad_nick" | "nick_taken", string> = {
 // Events and frames
 // ---------------------------------------------------------------------------
 
-/** A room event as kept in history and sent to JSON clients. */
+/**
+ * A room event as kept in history and sent to JSON clients. `verified` is
+ * set (true) on what a person signed in with a login token says or does.
+ */
 export type RoomEvent =
-  | { type: "message"; id: number; ts: number; from: string; text: string }
-  | { type: "action"; id: number; ts: number; from: string; text: string }
-  | { type: "join"; id: number; ts: number; nick: string }
+  | {
+    type: "message";
+    id: number;
+    ts: number;
+    from: string;
+    text: string;
+    verified?: boolean;
+  }
+  | {
+    type: "action";
+    id: number;
+    ts: number;
+    from: string;
+    text: string;
+    verified?: boolean;
+  }
+  | { type: "join"; id: number; ts: number; nick: string; verified?: boolean }
   | { type: "leave"; id: number; ts: number; nick: string }
   | { type: "nick"; id: number; ts: number; from: string; to: string }
   | {
@@ -83,7 +118,30 @@ export type RoomEvent =
     from: string;
     to: string;
     text: string;
-  };
+    verified?: boolean;
+  }
+  | ModerationEvent;
+
+/**
+ * What moderators do that the room sees (see {@linkcode ModerationCommand}):
+ * a kick (`ban` set when it is a ban; `minutes` absent: until unbanned), a
+ * topic (empty: none), slow mode (0: off), a deleted message (its id in
+ * `deleted`; it is gone from history).
+ */
+export type ModerationEvent =
+  | {
+    type: "kick";
+    id: number;
+    ts: number;
+    nick: string;
+    by: string;
+    reason?: string;
+    ban?: boolean;
+    minutes?: number;
+  }
+  | { type: "topic"; id: number; ts: number; by: string; text: string }
+  | { type: "slow"; id: number; ts: number; by: string; seconds: number }
+  | { type: "delete"; id: number; ts: number; by: string; deleted: number };
 
 /** An event that is passed on and forgotten: no id, not in history. */
 export interface TypingEvent {
@@ -120,6 +178,18 @@ export interface Welcome {
   token: string;
   /** The connection came with a session (see {@linkcode SESSION_PROTOCOL_PREFIX}). */
   session: boolean;
+  /** You were signed in by a login token (your nick is your token's name). */
+  verified: boolean;
+  /** You are a moderator (see {@linkcode ModerationCommand}). */
+  op: boolean;
+  /** Members signed in by a login token, by nick. */
+  verifiedUsers: string[];
+  /** Members who are moderators, by nick. */
+  moderators: string[];
+  /** The room's topic; empty when none is set. */
+  topic: string;
+  /** Slow mode: seconds between one person's messages (0: off). */
+  slowSeconds: number;
 }
 
 /** Error codes a client may be sent (`unknown_command` only in plain text). */
@@ -134,17 +204,56 @@ export type ErrorCode =
   | "bad_room"
   | "max_rooms"
   | "unavailable"
-  | "unknown_command";
+  | "unknown_command"
+  /** A moderator's command from someone who is not one, or `/nick` when verified. */
+  | "forbidden"
+  /** A muted person's message (`retryAfter`: seconds left, if it ends). */
+  | "muted"
+  /** Slow mode: the next message may come in `retryAfter` seconds. */
+  | "slow_mode"
+  /** `/delete` of an id that is not a message in the room's history. */
+  | "no_such_message"
+  /** `/unban` of a nick nobody banned holds. */
+  | "not_banned";
 
 /** A refusal of one frame; the connection stays open. */
 export interface ErrorFrame {
   type: "error";
   code: ErrorCode;
   message: string;
+  /** `muted`, `slow_mode`: whole seconds until it may be tried again. */
+  retryAfter?: number;
+}
+
+/**
+ * The answer to a moderator's command that the room does not see (`mute`,
+ * `unmute`, `unban`), to that moderator only.
+ */
+export interface ModeratedFrame {
+  type: "moderated";
+  action: "mute" | "unmute" | "unban";
+  nick: string;
+  /** For how long; absent: until undone. */
+  minutes?: number;
+}
+
+/**
+ * The answer to a `history` read: the events before its `before`, oldest
+ * first (as the welcome's history), and whether older ones remain.
+ */
+export interface HistoryAnswer {
+  type: "history";
+  events: RoomEvent[];
+  more: boolean;
 }
 
 /** Every frame a JSON client may receive (batches are arrays of events). */
-export type ServerFrame = Welcome | ErrorFrame | LiveEvent;
+export type ServerFrame =
+  | Welcome
+  | ErrorFrame
+  | ModeratedFrame
+  | HistoryAnswer
+  | LiveEvent;
 
 /** What a JSON client may send. */
 export type ClientFrame =
@@ -152,7 +261,9 @@ export type ClientFrame =
   | { type: "action"; text: string }
   | { type: "nick"; nick: string }
   | { type: "dm"; to: string; text: string }
-  | { type: "typing" };
+  | { type: "typing" }
+  | { type: "history"; before: number; limit?: number }
+  | ModerationCommand;
 
 // ---------------------------------------------------------------------------
 // Commands: what clients send, in either protocol
@@ -170,14 +281,92 @@ export type Command =
   | { type: "who" }
   | { type: "help" }
   | { type: "quit" }
+  /**
+   * Older events: up to `limit` before event id `before` (JSON), or before
+   * the oldest this connection has seen (`/history`, `/more`: no `before`).
+   */
+  | { type: "history"; before?: number; limit: number }
+  | ModerationCommand
   | { type: "invalid"; code: ErrorCode; message: string };
+
+/**
+ * What a moderator may do, in either protocol (the JSON frame is the same
+ * object): close a person's connections with {@linkcode CloseCode.Kicked}
+ * (`kick`), and keep them out (`ban`, by login for verified people, by
+ * session and address for others), silence them (`mute`), set the topic,
+ * slow the room down, and delete a message (also its author's right).
+ * `minutes` absent: until undone.
+ */
+export type ModerationCommand =
+  | { type: "kick"; nick: string; reason?: string }
+  | { type: "ban"; nick: string; minutes?: number; reason?: string }
+  | { type: "unban"; nick: string }
+  | { type: "mute"; nick: string; minutes?: number; reason?: string }
+  | { type: "unmute"; nick: string }
+  | { type: "topic"; text: string }
+  | { type: "slow"; seconds: number }
+  | { type: "delete"; id: number };
+
+/** The moderation commands' names (`delete` is also an author's). */
+export const MODERATION_TYPES: ReadonlySet<string> = new Set([
+  "kick",
+  "ban",
+  "unban",
+  "mute",
+  "unmute",
+  "topic",
+  "slow",
+  "delete",
+]);
+
+/** Longest ban or mute, in minutes (a year). */
+export const MAX_MINUTES = 366 * 24 * 60;
+/** Longest slow-mode interval, in seconds (an hour). */
+export const MAX_SLOW_SECONDS = 3600;
+/** Longest kick, ban or mute reason, in characters (it goes in a close frame). */
+export const MAX_REASON_CHARS = 80;
+/** Longest topic, in characters. */
+export const MAX_TOPIC_CHARS = 300;
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  "commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /help, /quit; //text sends /text";
+  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
+
+/** How `/history` is used, for a count that is not one. */
+export const HISTORY_USAGE =
+  `usage: /history [N] (N from 1 to ${MAX_HISTORY_PAGE}, default ${DEFAULT_HISTORY_PAGE})`;
+
+/** The moderators' commands, added to `/help` for moderators. */
+export const MODERATION_HELP =
+  "moderators: /kick NICK [reason], /ban NICK [minutes] [reason], /unban NICK, /mute NICK [minutes] [reason], /unmute NICK, /topic TEXT, /slow SECONDS (0: off), /delete ID (also your own messages)";
 
 /** How `/join` is used, for a room name that is not one. */
 export const JOIN_USAGE = `usage: /join ROOM (${ROOM_RULE})`;
+
+/**
+ * Every slash command's name (aliases too), as {@linkcode parseCommand}
+ * knows them; the page's own parser is held to this list (protocol_test.ts).
+ */
+export const COMMAND_NAMES = [
+  "nick",
+  "me",
+  "msg",
+  "join",
+  "quit",
+  "exit",
+  "who",
+  "history",
+  "more",
+  "help",
+  "kick",
+  "ban",
+  "unban",
+  "mute",
+  "unmute",
+  "topic",
+  "slow",
+  "delete",
+] as const;
 
 /**
  * A typed line as a command: `/name args`, or a message (`//text` sends
@@ -217,8 +406,24 @@ export function parseCommand(line: string): Command {
       return { type: "quit" };
     case "who":
       return { type: "who" };
+    case "history":
+    case "more": {
+      if (arg === "") return { type: "history", limit: DEFAULT_HISTORY_PAGE };
+      const limit = /^\d{1,9}$/.test(arg) ? Number(arg) : 0;
+      if (limit < 1 || limit > MAX_HISTORY_PAGE) return usage(HISTORY_USAGE);
+      return { type: "history", limit };
+    }
     case "help":
       return { type: "help" };
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      return parseModeration(name.toLowerCase(), arg);
     default:
       return {
         type: "invalid",
@@ -228,8 +433,138 @@ export function parseCommand(line: string): Command {
   }
 }
 
+/** How each moderation command is typed, for its usage error. */
+export const MODERATION_USAGE: Record<string, string> = {
+  kick: "usage: /kick NICK [reason]",
+  ban: `usage: /ban NICK [minutes, 1-${MAX_MINUTES}] [reason]`,
+  unban: "usage: /unban NICK",
+  mute: `usage: /mute NICK [minutes, 1-${MAX_MINUTES}] [reason]`,
+  unmute: "usage: /unmute NICK",
+  topic: `usage: /topic TEXT (at most ${MAX_TOPIC_CHARS} characters)`,
+  slow: `usage: /slow SECONDS (0-${MAX_SLOW_SECONDS}; 0 turns it off)`,
+  delete: "usage: /delete ID (a message's id)",
+};
+
+/** Each moderation command's JSON form, for its `bad_request`. */
+const MODERATION_JSON: Record<string, string> = {
+  kick: '{"type":"kick","nick":…,"reason"?:…}',
+  ban: '{"type":"ban","nick":…,"minutes"?:N,"reason"?:…}',
+  unban: '{"type":"unban","nick":…}',
+  mute: '{"type":"mute","nick":…,"minutes"?:N,"reason"?:…}',
+  unmute: '{"type":"unmute","nick":…}',
+  topic: '{"type":"topic","text":…} ("" clears it)',
+  slow: `{"type":"slow","seconds":0-${MAX_SLOW_SECONDS}}`,
+  delete: '{"type":"delete","id":N}',
+};
+
+/** A typed moderation command (`name` lower case) as a command. */
+function parseModeration(name: string, arg: string): Command {
+  const words = arg.match(/^(\S+)(?:\s+([\s\S]*))?$/);
+  const first = words?.[1] ?? "";
+  const rest = words?.[2]?.trim() ?? "";
+  const frame: Record<string, unknown> = { type: name };
+  switch (name) {
+    case "kick":
+      Object.assign(frame, { nick: first, reason: rest || undefined });
+      break;
+    case "ban":
+    case "mute": {
+      const timed = rest.match(/^(\d+)(?:\s+([\s\S]*))?$/);
+      Object.assign(frame, {
+        nick: first,
+        minutes: timed ? Number(timed[1]) : undefined,
+        reason: (timed ? timed[2]?.trim() : rest) || undefined,
+      });
+      break;
+    }
+    case "unban":
+    case "unmute":
+      if (rest !== "") frame.nick = ""; // one word only
+      else frame.nick = first;
+      break;
+    case "topic":
+      frame.text = arg;
+      break;
+    case "slow":
+    case "delete":
+      if (/^\d+$/.test(arg)) {
+        frame[name === "slow" ? "seconds" : "id"] = Number(arg);
+      }
+      break;
+  }
+  return moderationOf(frame) ??
+    { type: "invalid", code: "bad_request", message: MODERATION_USAGE[name] };
+}
+
+/**
+ * A moderation command from a frame (JSON, or a typed line made into one),
+ * or undefined when it is not a well-formed one. The limits are checked
+ * here, so both protocols refuse the same things the same way.
+ */
+function moderationOf(
+  frame: Record<string, unknown>,
+): ModerationCommand | undefined {
+  const text = (value: unknown, max: number) =>
+    typeof value === "string" && [...value].length <= max;
+  const optional = (value: unknown, max: number) =>
+    value === undefined || text(value, max);
+  const whole = (value: unknown, min: number, max: number) =>
+    Number.isSafeInteger(value) && (value as number) >= min &&
+    (value as number) <= max;
+  const nick = typeof frame.nick === "string" && frame.nick !== "";
+  const reason = optional(frame.reason, MAX_REASON_CHARS);
+  const minutes = frame.minutes === undefined ||
+    whole(frame.minutes, 1, MAX_MINUTES);
+  const r = frame.reason as string | undefined;
+  const m = frame.minutes as number | undefined;
+  switch (frame.type) {
+    case "kick":
+      if (!nick || !reason) return undefined;
+      return { type: "kick", nick: frame.nick as string, reason: r };
+    case "ban":
+    case "mute":
+      if (!nick || !reason || !minutes) return undefined;
+      return {
+        type: frame.type,
+        nick: frame.nick as string,
+        minutes: m,
+        reason: r,
+      };
+    case "unban":
+    case "unmute":
+      if (!nick) return undefined;
+      return { type: frame.type, nick: frame.nick as string };
+    case "topic":
+      if (!text(frame.text, MAX_TOPIC_CHARS)) return undefined;
+      return { type: "topic", text: frame.text as string };
+    case "slow":
+      if (!whole(frame.seconds, 0, MAX_SLOW_SECONDS)) return undefined;
+      return { type: "slow", seconds: frame.seconds as number };
+    case "delete":
+      if (!whole(frame.id, 1, Number.MAX_SAFE_INTEGER)) return undefined;
+      return { type: "delete", id: frame.id as number };
+  }
+  return undefined;
+}
+
 const JSON_FORMS =
-  'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…} or {"type":"typing"}';
+  'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
+
+const HISTORY_FORM =
+  `expected {"type":"history","before":ID,"limit":N}: ID a whole number >= 0, N from 1 to ${MAX_HISTORY_PAGE} (default ${DEFAULT_HISTORY_PAGE})`;
+
+/** A `history` frame's fields as a command, or why they are not one. */
+function historyCommand(frame: Record<string, unknown>): Command {
+  const { before, limit = DEFAULT_HISTORY_PAGE } = frame;
+  if (
+    typeof before !== "number" || !Number.isSafeInteger(before) ||
+    before < 0 || typeof limit !== "number" || !Number.isInteger(limit) ||
+    limit < 1 || limit > MAX_HISTORY_PAGE
+  ) {
+    return { type: "invalid", code: "bad_request", message: HISTORY_FORM };
+  }
+  return { type: "history", before, limit };
+}
 
 /** A JSON frame as a command; anything else is `bad_json` or `bad_request`. */
 export function parseJsonCommand(data: string): Command {
@@ -257,6 +592,14 @@ export function parseJsonCommand(data: string): Command {
       return { type: "dm", to: frame.to, text: frame.text };
     }
     if (frame.type === "typing") return { type: "typing" };
+    if (frame.type === "history") return historyCommand(frame);
+    if (typeof frame.type === "string" && MODERATION_TYPES.has(frame.type)) {
+      return moderationOf(frame) ?? {
+        type: "invalid",
+        code: "bad_request",
+        message: `expected ${MODERATION_JSON[frame.type]}`,
+      };
+    }
   }
   return { type: "invalid", code: "bad_request", message: JSON_FORMS };
 }
@@ -339,6 +682,22 @@ export function renderText(event: RoomEvent): string {
       return ` .... ${event.from} is now known as ${event.to}.`;
     case "dm":
       return `[dm] ${event.from} -> ${event.to}: ${oneLine(event.text)}`;
+    case "kick":
+      return ` .... ${event.nick} was ${
+        event.ban ? "banned" : "kicked"
+      } by ${event.by}${
+        event.ban && event.minutes ? ` for ${event.minutes} min` : ""
+      }${event.reason ? ` (${oneLine(event.reason)})` : ""}.`;
+    case "topic":
+      return event.text
+        ? ` .... ${event.by} set the topic: ${oneLine(event.text)}`
+        : ` .... ${event.by} cleared the topic.`;
+    case "slow":
+      return event.seconds
+        ? ` .... ${event.by} set slow mode: one message per ${event.seconds} s.`
+        : ` .... ${event.by} turned slow mode off.`;
+    case "delete":
+      return ` .... ${event.by} deleted message ${event.deleted}.`;
   }
 }
 
@@ -354,6 +713,7 @@ export function systemText(text: string): string {
 /** HTTP statuses the chat answers with, by name. */
 export const Status = {
   BadRequest: 400,
+  Unauthorized: 401,
   Forbidden: 403,
   NotFound: 404,
   MethodNotAllowed: 405,
@@ -376,15 +736,19 @@ export const CloseCode = {
   MessageTooBig: 1009,
   InternalError: 1011,
   TryAgainLater: 1013,
+  /** A moderator closed the connection (`/kick`, `/ban`); the reason says why. */
+  Kicked: 4000,
 } as const;
 
 /**
  * Close codes after which reconnecting would only repeat the problem: a
- * normal close by the server (`/quit`, "replaced by a new connection"),
+ * normal close by the server (`/quit`, "replaced by a new connection"), a
+ * kick,
  * unsupported data, a policy violation (flooding) and a frame too big.
  */
 export const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   CloseCode.Normal,
+  CloseCode.Kicked,
   CloseCode.UnsupportedData,
   CloseCode.PolicyViolation,
   CloseCode.MessageTooBig,
@@ -464,6 +828,16 @@ export const REFUSALS = {
       "Too many new connections from your address: try again in a second.",
     retryable: true,
   },
+  unauthorized: {
+    status: Status.Unauthorized,
+    message: "Sign in again: a valid login token is needed.",
+    retryable: false,
+  },
+  banned: {
+    status: Status.Forbidden,
+    message: "You are banned from this room.",
+    retryable: false,
+  },
 } as const satisfies Record<string, Refusal>;
 
 /** A refusal's name. */
@@ -487,16 +861,16 @@ export function retryableStatus(status: number): boolean {
 export const PAGE_CONSTANTS = {
   jsonProtocol: JSON_PROTOCOL,
   sessionProtocolPrefix: SESSION_PROTOCOL_PREFIX,
+  sessionSecretPattern: SESSION_SECRET.source,
+  authProtocolPrefix: AUTH_PROTOCOL_PREFIX,
+  kickedCloseCode: CloseCode.Kicked,
+  roomPattern: ROOM_PATTERN.source,
+  roomRule: ROOM_RULE,
+  nickPattern: NICK_PATTERN.source,
   maxNickChars: MAX_NICK_CHARS,
-  maxRoomChars: MAX_ROOM_CHARS,
   typingIntervalMs: TYPING_INTERVAL_MS,
-  finalCloseCodes: [...FINAL_CLOSE_CODES],
-  retryableStatuses: [
-    ...new Set(
-      Object.values(REFUSALS as Record<string, Refusal>)
-        .filter((refusal) => refusal.retryable)
-        .map((refusal) => refusal.status),
-    ),
-  ],
+  commands: COMMAND_NAMES,
   helpText: HELP_TEXT,
+  moderationHelp: MODERATION_HELP,
+  moderationUsage: MODERATION_USAGE,
 } as const;

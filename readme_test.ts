@@ -2,10 +2,19 @@
  * The README's option table and `--help` say what {@linkcode OPTIONS} says:
  * an option added to the table in main.ts and not to the README (or changed
  * in one place only) fails here, and the failure prints the rows to paste.
+ * The README's Redis commands are run as written (where redis-server is
+ * installed, and always in CI).
  */
 
 import assert from "node:assert/strict";
-import { flagLabel, flagOf, OPTIONS, shownDefault } from "./main.ts";
+import {
+  defaultNote,
+  flagLabel,
+  flagOf,
+  OPTIONS,
+  shownDefault,
+} from "./main.ts";
+import { freePort, haveRedis, untilRedisAnswers } from "./redis_helpers.ts";
 import { cli } from "./test_helpers.ts";
 
 const README = new URL("./README.md", import.meta.url);
@@ -129,12 +138,96 @@ Deno.test("--help lists every option's flag, environment variable, default and m
     if ("env" in spec && spec.env) {
       assert.ok(line.includes(`[${spec.env}]`), `${flag} names ${spec.env}`);
     }
-    const shown = shownDefault(name);
-    if (shown) {
+    const note = defaultNote(name);
+    if (note) {
       assert.ok(
-        line.includes(`(default ${shown.replaceAll("`", "")})`),
-        `${flag} shows its default ${shown}: ${line}`,
+        line.includes(note),
+        `${flag} shows its default ${note}: ${line}`,
       );
     }
   }
+});
+
+/**
+ * The README's commands that start Redis: for each `sh` block that runs
+ * `redis-server`, its command lines up to and including that one (comments
+ * and blank lines left out).
+ */
+export function readmeRedisCommands(readme: string): string[][] {
+  const blocks = [...readme.matchAll(/^```sh\n([\s\S]*?)^```$/gm)]
+    .map((match) => match[1].split("\n"));
+  return blocks
+    .map((lines) =>
+      lines.slice(
+        0,
+        lines.findIndex((line) => line.startsWith("redis-server ")) + 1,
+      )
+    )
+    .map((lines) => lines.filter((line) => line.trim() && !/^\s*#/.test(line)))
+    .filter((lines) => lines.length > 0);
+}
+
+Deno.test({
+  name:
+    "the README's Redis commands run as written, keeping the append-only file in their directory",
+  // In CI a missing redis-server fails the test instead of skipping it.
+  ignore: !haveRedis && !Deno.env.get("CI"),
+  fn: async () => {
+    const blocks = readmeRedisCommands(await Deno.readTextFile(README));
+    assert.ok(blocks.length > 0, "the README has a redis-server command");
+    for (const commands of blocks) {
+      const server = commands.at(-1)!;
+      const dir = server.match(/--dir (\S+)/)?.[1];
+      assert.ok(dir, `${server} keeps its files in a --dir`);
+      // A relative directory: as written it works for anyone, without root,
+      // and here it lands in the temporary directory.
+      assert.ok(!dir.startsWith("/"), `--dir ${dir} needs no root`);
+      const cwd = await Deno.makeTempDir();
+      // As written, but on a free loopback port (not a real Redis's 6379),
+      // in the foreground (exec: the child is redis-server, to stop it).
+      const port = freePort();
+      const script = [
+        ...commands.slice(0, -1),
+        "exec " +
+        server.replace(/\s*&$/, "").replace(
+          /^redis-server /,
+          `redis-server --port ${port} --bind 127.0.0.1 `,
+        ),
+      ].join("\n");
+      const child = new Deno.Command("bash", {
+        args: ["-euc", script],
+        cwd,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const output = child.output();
+      const stop = () => {
+        try {
+          child.kill("SIGTERM"); // Redis stops cleanly: AOF flushed, exit 0
+        } catch {
+          // exited already
+        }
+        return output;
+      };
+      try {
+        await untilRedisAnswers(port, child).catch(async (error) => {
+          const { stdout, stderr } = await stop();
+          const said = new TextDecoder().decode(stderr) +
+            new TextDecoder().decode(stdout);
+          throw new Error(`${commands.join("; ")}: ${error.message}\n${said}`);
+        });
+        const aof = await Deno.stat(`${cwd}/${dir}/appendonlydir`);
+        assert.ok(aof.isDirectory, `the append-only file is in ${dir}`);
+      } finally {
+        await stop();
+        await Deno.remove(cwd, { recursive: true });
+      }
+      assert.equal(
+        (await child.status).code,
+        0,
+        "redis-server stopped cleanly",
+      );
+    }
+  },
 });

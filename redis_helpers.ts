@@ -64,28 +64,16 @@ export async function startRedis(
     stdout: "null",
     stderr: "null",
   }).spawn();
-  const deadline = Date.now() + 5000;
-  for (;;) {
+  try {
+    await untilRedisAnswers(port, child);
+  } catch (error) {
     try {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await conn.write(new TextEncoder().encode("PING\r\n"));
-      const buffer = new Uint8Array(64);
-      const n = await conn.read(buffer);
-      conn.close();
-      if (
-        n && new TextDecoder().decode(buffer.subarray(0, n)).includes("PONG")
-      ) {
-        break;
-      }
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
       child.kill("SIGKILL");
-      await child.status;
-      throw new Error(`redis-server did not start on port ${port}`);
+    } catch {
+      // exited already
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await child.status;
+    throw error;
   }
   let killed: Promise<void> | undefined;
   return {
@@ -102,6 +90,44 @@ export async function startRedis(
         await child.status;
       })(),
   };
+}
+
+/**
+ * Resolves once the redis-server `child` answers PING on `port`; rejects
+ * when it exits first, or has not answered within 5 s.
+ */
+export async function untilRedisAnswers(
+  port: number,
+  child: Deno.ChildProcess,
+): Promise<void> {
+  let exited: Deno.CommandStatus | undefined;
+  child.status.then((status) => exited = status);
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await conn.write(new TextEncoder().encode("PING\r\n"));
+        const buffer = new Uint8Array(64);
+        const n = await conn.read(buffer);
+        const reply = new TextDecoder().decode(buffer.subarray(0, n ?? 0));
+        if (reply.includes("PONG")) return;
+      } finally {
+        conn.close();
+      }
+    } catch {
+      // not listening yet
+    }
+    if (exited) {
+      throw new Error(
+        `redis-server exited with code ${exited.code} before answering on port ${port}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`redis-server did not start on port ${port}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 /** A chat process (`main.ts --redis URL`). */

@@ -37,7 +37,7 @@ function script<Args, Answer>(
   return { text, sha: createHash("sha1").update(text).digest("hex"), decode };
 }
 
-/** The keys of a room script, in the order Lua reads them as KEYS[1..5]. */
+/** The keys of a room script, in the order Lua reads them as KEYS[1..9]. */
 export interface RoomKeys {
   /** Hash: `epoch`, `last` (the last event id), `bytes` (history's cost). */
   meta: string;
@@ -49,11 +49,45 @@ export interface RoomKeys {
   owners: string;
   /** Set: the rooms this process has connections in (for the reaper). */
   procRooms: string;
+  /**
+   * Hash, kept when the room empties: `topic`, `slow` (seconds), and the
+   * sanctions `b:NICKKEY` (bans) and `m:NICKKEY` (mutes), each a
+   * {@linkcode StoredSanction} JSON.
+   */
+  moderation: string;
+  /** Hash, kept: nick key → the verified owner that holds or held it. */
+  reserved: string;
+  /** Hash: owner → when they last posted (ms), for slow mode; expires. */
+  posted: string;
+  /**
+   * Hash: nick key → `{n, j}` of each member who is a moderator (a subset
+   * of `nicks`, kept with it): a join lists the moderators from it without
+   * reading every member.
+   */
+  ops: string;
 }
 
 /** The keys as Lua gets them. */
 export function keyList(keys: RoomKeys): string[] {
-  return [keys.meta, keys.events, keys.nicks, keys.owners, keys.procRooms];
+  return [
+    keys.meta,
+    keys.events,
+    keys.nicks,
+    keys.owners,
+    keys.procRooms,
+    keys.moderation,
+    keys.reserved,
+    keys.posted,
+    keys.ops,
+  ];
+}
+
+/** A ban or mute as Redis keeps it (rooms.ts `Sanction`). */
+export interface StoredSanction {
+  nick: string;
+  keys: string[];
+  /** Ms since the epoch; absent: until lifted. */
+  until?: number;
 }
 
 /** What every room script is told about the room's limits. */
@@ -82,6 +116,14 @@ export interface StoredHolder {
   lc: number;
   /** Its connections, by process id. */
   k: Record<string, number>;
+  /** Verified by a login token. */
+  v?: boolean;
+  /** A moderator. */
+  op?: boolean;
+  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  ks?: string[];
+  /** A verified person's user id (rooms.ts `JoinRequest.user`). */
+  u?: string;
 }
 
 /** A nick a join may take, with what its join and leave events cost. */
@@ -93,8 +135,9 @@ export interface NickChoice {
   leaveCost: number;
 }
 
-// Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms (see
-// RoomKeys); ARGV[1]: the script's arguments as JSON (A).
+// Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms, mod,
+// reserved, posted, ops (see RoomKeys); ARGV[1]: the script's arguments as
+// JSON (A).
 const ROOM_PRELUDE = `
 local A = cjson.decode(ARGV[1])
 local function now_ms()
@@ -139,21 +182,88 @@ end
 local function keep(key, d)
   redis.call('HSET', KEYS[3], key, cjson.encode(d))
   redis.call('HSET', KEYS[4], d.o, key)
+  if d.op then redis.call('HSET', KEYS[9], key, cjson.encode({n = d.n, j = d.j})) end
+end
+-- The holder of a nick key is no longer (its owner's entry is the caller's).
+local function unhold(key)
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[9], key)
 end
 -- The member is out: announced if others remain; the last one out starts
--- the room's expiry.
+-- the room's expiry. Out without an event, it is still published (not
+-- kept) for the processes' member lists (roster.ts), in its place: after
+-- the room's last event.
 local function drop(key, d, announce)
-  redis.call('HDEL', KEYS[3], key)
+  unhold(key)
   redis.call('HDEL', KEYS[4], d.o)
-  if redis.call('HLEN', KEYS[3]) == 0 then
+  local empty = redis.call('HLEN', KEYS[3]) == 0
+  if empty then
     redis.call('EXPIRE', KEYS[1], A.roomTtl)
     redis.call('EXPIRE', KEYS[2], A.roomTtl)
-  elseif announce then
+  end
+  if announce and not empty then
     nickevent('leave', d.n, d.lc)
+  else
+    redis.call('PUBLISH', A.channel, cjson.encode({type = 'gone', nick = d.n,
+      after = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')}))
   end
 end
 local function list(items)
   return '[' .. table.concat(items, ',') .. ']'
+end
+-- Is this nick key free for A.owner: held by nobody, and reserved for no
+-- other verified person (KEYS[7])?
+local function free(key)
+  if redis.call('HEXISTS', KEYS[3], key) == 1 then return false end
+  local r = redis.call('HGET', KEYS[7], key)
+  return (not r) or r == A.owner
+end
+-- The sanction ('b:' bans, 'm:' mutes in KEYS[6]) holding any of keys at
+-- now; expired ones are deleted on the way.
+local function sanction(prefix, keys, now)
+  local all = redis.call('HGETALL', KEYS[6])
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == prefix then
+      local s = cjson.decode(all[i + 1])
+      if s['until'] and s['until'] <= now then
+        redis.call('HDEL', KEYS[6], all[i])
+      else
+        for _, a in ipairs(s.keys) do
+          for _, b in ipairs(keys) do
+            if a == b then return s end
+          end
+        end
+      end
+    end
+  end
+  return nil
+end
+-- What an event costs, roughly (rooms.ts eventBytes, in bytes not UTF-16
+-- units); each history entry keeps its own cost, so trimming stays exact.
+local function cost(...)
+  local n = 64
+  for _, s in ipairs({...}) do n = n + 2 * #s end
+  return n
+end
+-- Why a person's post (A.items[i].post: owner, keys, op) may not be
+-- appended at now (ms): muted, or slow mode says it is too early
+-- (moderators are not slowed); nil when it may, its time then noted for
+-- slow mode.
+local function refusal(post, now)
+  local muted = sanction('m:', post.keys, now)
+  if muted then
+    return cjson.encode({refused = 'muted', ['until'] = muted['until']})
+  end
+  local slow = tonumber(redis.call('HGET', KEYS[6], 'slow') or '0')
+  if slow > 0 and not post.op then
+    local last = tonumber(redis.call('HGET', KEYS[8], post.owner) or '-1')
+    if last >= 0 and now < last + slow * 1000 then
+      return cjson.encode({refused = 'slow_mode', ['until'] = last + slow * 1000})
+    end
+    redis.call('HSET', KEYS[8], post.owner, now)
+    redis.call('PEXPIRE', KEYS[8], slow * 1000)
+  end
+  return nil
 end
 local function history()
   local out = {}
@@ -165,28 +275,62 @@ end
 `;
 
 /**
- * Appends events to the room (which must exist), in order, and publishes
- * them as one message: a JSON array (a single event is published as
- * itself by the other scripts).
+ * Who posts a person's message or action, for the checks of rooms.ts
+ * `RoomStore.post` (mutes, slow mode); an API publish or a direct message
+ * has none.
+ */
+export interface PostCheck {
+  owner: string;
+  /** The poster's keys (for mutes) and whether they are a moderator. */
+  keys: string[];
+  op: boolean;
+}
+
+/** One event of a batch ({@linkcode APPEND}). */
+export interface BatchItem {
+  /** The event's JSON, without id and ts, and its cost. */
+  body: string;
+  cost: number;
+  /** A person's post: appended unless they are muted or slowed. */
+  post?: PostCheck;
+}
+
+/**
+ * A process's appends to one room in one turn, in order: each post unless
+ * its poster is muted or slow mode says it is too early (moderators are not
+ * slowed), the other events as they are; the
+ * events are published as one message (one event as itself, several as a
+ * JSON array), so the other processes parse one message per batch. The
+ * reply has each item's event or refusal, in order.
  */
 export const APPEND = script<
   RoomArgs & {
-    events: {
-      /** The event's JSON, without id and ts. */ body: string;
-      cost: number;
-    }[];
+    items: BatchItem[];
+    /** The time (ms) mutes and slow mode are judged at. */
+    now: number;
   },
-  RoomEvent[]
+  PostReply[]
 >(
   `
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
   return redis.error_reply('NOROOM the room is gone')
 end
-local out = {}
-for i, e in ipairs(A.events) do out[i] = append(e.body, e.cost, true) end
-local batch = list(out)
-redis.call('PUBLISH', A.channel, batch)
-return batch
+local out, events = {}, {}
+for i, item in ipairs(A.items) do
+  local refused = item.post and refusal(item.post, A.now)
+  if refused then
+    out[i] = refused
+  else
+    out[i] = append(item.body, item.cost, true)
+    events[#events + 1] = out[i]
+  end
+end
+if #events == 1 then
+  redis.call('PUBLISH', A.channel, events[1])
+elseif #events > 1 then
+  redis.call('PUBLISH', A.channel, list(events))
+end
+return list(out)
 `,
   (reply) => JSON.parse(reply as string),
 );
@@ -210,6 +354,13 @@ export interface JoinArgs extends RoomArgs {
   evictPrefix: string;
   /** Random nicks to try, in order, when `wanted` is absent or taken. */
   candidates: NickChoice[];
+  /** Signed in: `wanted` is theirs (reserved, taken from an anonymous holder). */
+  verified?: boolean;
+  op?: boolean;
+  /** What a ban or mute of them holds against. */
+  keys?: string[];
+  /** A verified person's user id. */
+  user?: string;
 }
 
 /** What Redis answers a join ({@linkcode JoinArgs}). */
@@ -226,6 +377,16 @@ export interface JoinReply {
   gap: boolean;
   /** What the client missed (and its join), or the room's history. */
   history: RoomEvent[];
+  /**
+   * How many members the room has just after the join (the process checks
+   * the member list it keeps against it).
+   */
+  members: number;
+  /** The members who are moderators, in join order (from `ops`). */
+  moderators: string[];
+  /** The room's topic ("" for none) and slow mode (0: off). */
+  topic: string;
+  slowSeconds: number;
 }
 
 /**
@@ -260,12 +421,16 @@ local function missed()
   return out
 end
 local function answer(d, taken, present, got, id)
+  local mod = redis.call('HMGET', KEYS[6], 'topic', 'slow')
   local meta = cjson.encode({nick = d.n, taken = taken, present = present,
     epoch = epoch, lastId = id, joinedId = d.j, claimedId = d.c,
-    gap = A.since ~= nil and got == nil})
+    gap = A.since ~= nil and got == nil, topic = mod[1] or '',
+    slowSeconds = tonumber(mod[2] or '0'),
+    members = redis.call('HLEN', KEYS[3])})
   -- No member list: each process keeps its own (roster.ts), so a join
-  -- reads nothing that grows with the room but its bounded history.
-  return {meta, list(got or history())}
+  -- reads nothing that grows with the room but its bounded history, and
+  -- its moderators.
+  return {meta, list(got or history()), list(redis.call('HVALS', KEYS[9]))}
 end
 -- One more connection of a member (another tab of its session).
 local mine = redis.call('HGET', KEYS[4], A.owner)
@@ -281,7 +446,7 @@ end
 if A.takeover and A.wanted then
   local d = holder(A.wanted.key)
   if d and d.o == A.takeover.owner and d.j == A.takeover.joinedId then
-    redis.call('HDEL', KEYS[3], A.wanted.key)
+    unhold(A.wanted.key)
     redis.call('HDEL', KEYS[4], d.o)
     nickevent('leave', d.n, d.lc)
     for proc, _ in pairs(d.k) do
@@ -289,10 +454,29 @@ if A.takeover and A.wanted then
     end
   end
 end
+-- A verified person's name: an anonymous holder is renamed to a random
+-- free nick (a nick event), so the name is free for them.
+if A.verified and A.wanted then
+  local d = holder(A.wanted.key)
+  if d and d.o ~= A.owner and not d.v then
+    for _, c in ipairs(A.candidates) do
+      if free(c.key) and redis.call('HEXISTS', KEYS[7], c.key) == 0 then
+        unhold(A.wanted.key)
+        append('{"type":"nick","from":' .. cjson.encode(d.n) .. ',"to":' ..
+          cjson.encode(c.nick) .. '}', cost('nick', d.n, c.nick))
+        d.n = c.nick
+        d.lc = c.leaveCost
+        d.c = last()
+        keep(c.key, d)
+        break
+      end
+    end
+  end
+end
 local choice = nil
 local taken = false
 if A.wanted then
-  if redis.call('HEXISTS', KEYS[3], A.wanted.key) == 0 then
+  if free(A.wanted.key) then
     choice = A.wanted
   else
     taken = true
@@ -300,7 +484,7 @@ if A.wanted then
 end
 if not choice then
   for _, c in ipairs(A.candidates) do
-    if redis.call('HEXISTS', KEYS[3], c.key) == 0 then
+    if free(c.key) then
       choice = c
       break
     end
@@ -308,19 +492,32 @@ if not choice then
 end
 if not choice then return redis.error_reply('NICKS every candidate is taken') end
 local got = missed()
-local joined = nickevent('join', choice.nick, choice.joinCost)
+local joined
+if A.verified then
+  joined = append('{"type":"join","nick":' .. cjson.encode(choice.nick) ..
+    ',"verified":true}', choice.joinCost + 16)
+  redis.call('HSET', KEYS[7], choice.key, A.owner)
+else
+  joined = nickevent('join', choice.nick, choice.joinCost)
+end
 local id = last()
 local k = {}
 k[A.process] = 1
 local d = {n = choice.nick, o = A.owner, j = id, c = id, lc = choice.leaveCost,
-  k = k}
+  k = k, v = A.verified or false, op = A.op or false, ks = A.keys or {},
+  u = A.user}
 keep(choice.key, d)
 if got then got[#got + 1] = joined end
 return answer(d, taken, false, got, id)
 `,
   (reply) => {
-    const [meta, history] = reply as [string, string];
-    return { ...JSON.parse(meta), history: JSON.parse(history) };
+    const [meta, history, ops] = reply as [string, string, string];
+    return {
+      ...JSON.parse(meta),
+      history: JSON.parse(history),
+      moderators: (JSON.parse(ops) as { n: string; j: number }[])
+        .sort((a, b) => a.j - b.j).map((op) => op.n),
+    };
   },
 );
 
@@ -383,7 +580,9 @@ if not d or d.o ~= A.owner then return 0 end
 if A.toKey ~= A.fromKey and redis.call('HEXISTS', KEYS[3], A.toKey) == 1 then
   return 0
 end
-redis.call('HDEL', KEYS[3], A.fromKey)
+local reserved = redis.call('HGET', KEYS[7], A.toKey)
+if reserved and reserved ~= A.owner then return 0 end
+unhold(A.fromKey)
 d.n = A.to
 d.lc = A.leaveCost
 local renamed = append(A.body, A.cost)
@@ -467,6 +666,167 @@ return 'rejoined'
   (reply) => reply as "ok" | "rejoined" | "taken" | "epoch",
 );
 
+// ---------------------------------------------------------------------------
+// Identity and moderation
+// ---------------------------------------------------------------------------
+
+/** What a post came to: the event, or why not and until when. */
+export type PostReply =
+  | RoomEvent
+  | { refused: "muted"; until?: number }
+  | { refused: "slow_mode"; until: number };
+
+/** What a kick or ban asks of Redis. */
+export interface ExpelArgs extends RoomArgs {
+  room: string;
+  /** The nick key of the member to expel. */
+  key: string;
+  by: string;
+  reason?: string;
+  /** A ban: until when (absent: until lifted), and its minutes for the event. */
+  ban?: { until?: number; minutes?: number };
+  /** The close reason every process gives the member's connections. */
+  closeReason: string;
+  /** Where each process holding them is told: prefix + process. */
+  evictPrefix: string;
+}
+
+/**
+ * Kicks (or bans) a member: out at once, the `kick` event appended, and
+ * every process holding its connections told to close them (with the
+ * reason). `no_such_nick` when nobody holds the nick.
+ */
+export const EXPEL = script<ExpelArgs, RoomEvent | "no_such_nick">(
+  `
+local d = holder(A.key)
+if not d then return 0 end
+if A.ban then
+  redis.call('HSET', KEYS[6], 'b:' .. A.key,
+    cjson.encode({nick = d.n, keys = d.ks or {}, ['until'] = A.ban['until']}))
+end
+unhold(A.key)
+redis.call('HDEL', KEYS[4], d.o)
+local ev = {type = 'kick', nick = d.n, by = A.by, reason = A.reason}
+if A.ban then
+  ev.ban = true
+  ev.minutes = A.ban.minutes
+end
+local kicked = append(cjson.encode(ev), cost('kick', d.n, A.by, A.reason or ''))
+if redis.call('HLEN', KEYS[3]) == 0 then
+  redis.call('EXPIRE', KEYS[1], A.roomTtl)
+  redis.call('EXPIRE', KEYS[2], A.roomTtl)
+end
+for proc, _ in pairs(d.k) do
+  redis.call('PUBLISH', A.evictPrefix .. proc,
+    cjson.encode({A.room, d.o, A.closeReason}))
+end
+return kicked
+`,
+  (reply) => typeof reply === "string" ? JSON.parse(reply) : "no_such_nick",
+);
+
+/** Mutes the member holding a nick key until `until`. */
+export const MUTE = script<
+  { key: string; until?: number },
+  "muted" | "no_such_nick"
+>(
+  `
+local d = holder(A.key)
+if not d then return 'no_such_nick' end
+redis.call('HSET', KEYS[6], 'm:' .. A.key,
+  cjson.encode({nick = d.n, keys = d.ks or {}, ['until'] = A['until']}))
+return 'muted'
+`,
+  (reply) => reply as "muted" | "no_such_nick",
+);
+
+/** Lifts a ban (`b:KEY`) or mute (`m:KEY`); true if one was in force. */
+export const LIFT = script<{ field: string; now: number }, boolean>(
+  `
+local s = redis.call('HGET', KEYS[6], A.field)
+if not s then return 0 end
+redis.call('HDEL', KEYS[6], A.field)
+local u = cjson.decode(s)['until']
+if u and u <= A.now then return 0 end
+return 1
+`,
+  (reply) => reply === 1,
+);
+
+/** The ban holding any of `keys` out of the room now, if any. */
+export const BANNED = script<
+  { keys: string[]; now: number },
+  StoredSanction | undefined
+>(
+  `
+local s = sanction('b:', A.keys, A.now)
+if s then return cjson.encode(s) end
+return false
+`,
+  (reply) => typeof reply === "string" ? JSON.parse(reply) : undefined,
+);
+
+/** Sets the topic or slow mode and appends its event. */
+export const CONFIGURE = script<
+  RoomArgs & {
+    /** `topic` or `slow`, and its value. */
+    field: "topic" | "slow";
+    value: string;
+    body: string;
+    cost: number;
+  },
+  RoomEvent
+>(
+  `
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  return redis.error_reply('NOROOM the room is gone')
+end
+redis.call('HSET', KEYS[6], A.field, A.value)
+if A.field == 'slow' then redis.call('DEL', KEYS[8]) end
+return append(A.body, A.cost)
+`,
+  (reply) => JSON.parse(reply as string),
+);
+
+/** What a deletion asks of Redis. */
+export interface RemoveArgs extends RoomArgs {
+  id: number;
+  /** Only if this nick sent it, holding the nick since before `since`. */
+  author?: { nick: string; since: number };
+  /** The `delete` event's JSON (without id and ts) and its cost. */
+  body: string;
+  cost: number;
+}
+
+/**
+ * Deletes a message or action from the history stream and appends the
+ * `delete` event; `no_such_message` or `forbidden` when it may not.
+ */
+export const REMOVE = script<
+  RemoveArgs,
+  RoomEvent | "no_such_message" | "forbidden"
+>(
+  `
+local sid = string.format('%d', A.id) .. '-0'
+local entry = redis.call('XRANGE', KEYS[2], sid, sid)[1]
+if not entry then return 'no_such_message' end
+local ev = cjson.decode(entry[2][2])
+if ev.type ~= 'message' and ev.type ~= 'action' then
+  return 'no_such_message'
+end
+if A.author and (ev.from ~= A.author.nick or A.author.since >= A.id) then
+  return 'forbidden'
+end
+redis.call('XDEL', KEYS[2], sid)
+redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(entry[2][4]))
+return append(A.body, A.cost)
+`,
+  (reply) =>
+    reply === "no_such_message" || reply === "forbidden"
+      ? reply
+      : JSON.parse(reply as string),
+);
+
 /**
  * Forgets a process whose heartbeat expired (after its rooms were reaped).
  * KEYS: its heartbeat, its procrooms set, the set of processes.
@@ -517,3 +877,15 @@ return {m[1] or '0', m[2] or '',
   },
   "",
 );
+
+/**
+ * Published on a room's channel (and kept nowhere) when a member is out
+ * without an event: the last one out of a room, and the members of a
+ * process that shuts down (their leaves are not announced). Each process's
+ * member list (roster.ts) takes it after event `after`.
+ */
+export interface GoneNotice {
+  type: "gone";
+  nick: string;
+  after: number;
+}

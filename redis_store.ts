@@ -14,10 +14,19 @@
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
  * - channel `ev:NAME`: every event, published by the script that appends it
- *   (a turn's messages as one JSON array), and typing notices (kept nowhere).
+ *   (a process's appends of one turn as one JSON array), typing notices, and
+ *   notices of members out without an event (`gone`), kept nowhere;
+ * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
+ *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
+ * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
+ *   holds or held the name;
+ * - `room:NAME:posted`, a hash: owner → last post (ms), for slow mode; it
+ *   expires after the interval;
+ * - `room:NAME:ops`, a hash: nick key → `{n, j}` of the members who are
+ *   moderators, kept with `nicks`.
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
- * reap: redis_scripts.ts), so ids, history, nicks and publish move together. A process
+ * reap, and the moderation ones: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
  * reconnect) is filled from the stream. It keeps the members of those rooms
@@ -26,7 +35,8 @@
  *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
- * `evict:PID`, for a token takeover of one of its connections. A process
+ * `evict:PID`, for a token takeover of one of its connections, or (with a
+ * close reason) a moderator's kick or ban. A process
  * whose heartbeat expired is reaped by the survivors: each of its members is
  * announced as left once (the script removing them is atomic).
  *
@@ -42,33 +52,54 @@ import type {
   TypingEvent,
 } from "./protocol.ts";
 import {
+  type Dismissal,
   eventBytes,
+  type Expulsion,
+  type HistoryPage,
+  type HistoryRequest,
   type Joined,
   type JoinRequest,
+  kickReason,
   type Log,
   type LogFields,
   nickCandidates,
   nickKey,
   NoNickLeft,
+  NoSuchRoom,
+  pageBack,
+  type Poster,
+  type PostRefusal,
   reconnectToken,
   type RoomStore,
+  type RosterEntry,
   sameSecret,
+  type Sanction,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
-import { Roster } from "./roster.ts";
+import { Roster, type RosterMember } from "./roster.ts";
 import {
   APPEND,
+  BANNED,
   BASELINE,
   type Baseline,
+  type BatchItem,
+  CONFIGURE,
+  EXPEL,
   FORGET,
+  type GoneNotice,
   JOIN,
+  type JoinReply,
   keyList,
   LEAVE,
+  LIFT,
+  MUTE,
   type NickChoice,
+  type PostReply,
   REAP,
   RECLAIM,
+  REMOVE,
   RENAME,
   type Reply,
   type RoomArgs,
@@ -92,7 +123,10 @@ export interface RedisStoreOptions extends StoreOptions {
   heartbeatMs?: number;
   /** Key prefix. @default {"chat:"} */
   prefix?: string;
-  /** How long `connect` waits for Redis, in ms. @default {5000} */
+  /**
+   * How long `connect` waits for Redis, in ms.
+   * @default {CONNECT_TIMEOUT_MS}
+   */
   connectTimeoutMs?: number;
 }
 
@@ -113,7 +147,7 @@ interface RoomState {
   /** Whether any event went to the listeners yet (not just the baseline). */
   handedOver: boolean;
   /** Events taken in order, handed to the listeners at the end of the turn. */
-  outbox: RoomEvent[];
+  outbox: LiveEvent[];
   epoch?: string;
   /** Events received while the baseline or a gap is being read. */
   buffer: RoomEvent[];
@@ -122,13 +156,21 @@ interface RoomState {
   /**
    * The room's members as of `roster.id`, kept from the events taken here
    * (so that a join reads no member list); absent until the baseline read,
-   * and while it is read again after delivery skipped ids.
+   * and while it is read again after delivery skipped ids or a reconnect.
    */
   roster?: Roster;
   /** Events taken while the roster is being read again. */
   rosterQueue?: RoomEvent[];
+  /** A read of the roster is under way. */
+  rosterReading: boolean;
+  /** Notices of members out without an event, until the roster is there. */
+  gone: GoneNotice[];
   /** Joins waiting for the roster to reach their welcome's id. */
-  rosterWaiters: { id: number; wake: () => void }[];
+  rosterWaiters: {
+    id: number;
+    wake: () => void;
+    fail: (error: unknown) => void;
+  }[];
   /**
    * The roster's id when each join in flight here was sent: its welcome's
    * id is no earlier, so the roster keeps its changes after the least.
@@ -136,12 +178,10 @@ interface RoomState {
   joinFloors: number[];
 }
 
-/** An append waiting for the end of the turn. */
+/** An append waiting to be sent with the others of its room. */
 interface PendingAppend {
-  /** The event's JSON without id and ts, and its cost in history. */
-  body: string;
-  cost: number;
-  resolve: (event: RoomEvent) => void;
+  item: BatchItem;
+  resolve: (reply: PostReply) => void;
   reject: (error: unknown) => void;
 }
 
@@ -168,6 +208,10 @@ function choice(nick: string): NickChoice {
 }
 
 const DEFAULT_HEARTBEAT_MS = 3000;
+/** What an `once` key holds while its first call is at work. */
+const ONCE_PENDING = "pending";
+/** How long a repeated `once` waits for the first call's answer. */
+const ONCE_WAIT_MS = 5000;
 /** Missed heartbeats before a process counts as dead. */
 const MISSED_BEATS = 3;
 /**
@@ -176,6 +220,14 @@ const MISSED_BEATS = 3;
  * loop lag under load; a closed connection fails commands at once.
  */
 const COMMAND_TIMEOUT_MS = 10_000;
+/**
+ * How long {@linkcode RedisStore.connect} waits in all for a Redis that
+ * accepts connections but does not answer. A refused connection fails at
+ * once, one that gets no answer after {@linkcode SOCKET_CONNECT_TIMEOUT_MS}.
+ */
+export const CONNECT_TIMEOUT_MS = 5000;
+/** How long one attempt to open a connection to Redis may take. */
+const SOCKET_CONNECT_TIMEOUT_MS = 2000;
 
 function heartbeatFromEnv(): number | undefined {
   try {
@@ -218,14 +270,16 @@ export class RedisStore implements RoomStore {
   #timer?: ReturnType<typeof setInterval>;
   #pending = new Set<Promise<unknown>>();
   #outboxes = new Set<RoomState>();
-  /** Appends of this turn, by room (see `append`). */
+  /** Appends not sent yet, by room (see `#enqueue`). */
   #appends = new Map<string, PendingAppend[]>();
   #appendsDue?: ReturnType<typeof setImmediate>;
-  /** Rooms with an APPEND running: their next appends wait for it. */
-  #appending = new Set<string>();
+  /** Rooms with APPEND scripts running, and how many. */
+  #appending = new Map<string, number>();
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
+  /** `connect` has resolved: from then on a lost connection is retried. */
+  #started = false;
 
   private constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -238,9 +292,13 @@ export class RedisStore implements RoomStore {
         disableOfflineQueue: true,
         commandOptions: { timeout: COMMAND_TIMEOUT_MS },
         socket: {
-          connectTimeout: 2000,
-          reconnectStrategy: (retries: number) =>
-            Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100),
+          connectTimeout: SOCKET_CONNECT_TIMEOUT_MS,
+          // At start-up a Redis that is not there fails `connect` at once
+          // (the CLI then says why in one line); once started, a lost
+          // connection is retried for ever with backoff.
+          reconnectStrategy: (retries: number, cause: Error) =>
+            !this.#started ? cause : Math.min(50 * 2 ** retries, 2000) +
+              Math.floor(Math.random() * 100),
         },
       });
     this.#cmd = client();
@@ -264,7 +322,7 @@ export class RedisStore implements RoomStore {
   static async connect(options: RedisStoreOptions): Promise<RedisStore> {
     const store = new RedisStore(options);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const ms = options.connectTimeoutMs ?? 5000;
+    const ms = options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS;
     try {
       await Promise.race([
         Promise.all([store.#cmd.connect(), store.#sub.connect()]),
@@ -282,14 +340,16 @@ export class RedisStore implements RoomStore {
       await store.#resync();
     } catch (error) {
       store.#closed = true;
-      store.#cmd.destroy();
-      store.#sub.destroy();
+      // A connection that gave up at start is closed already (destroy
+      // would throw).
+      for (const c of [store.#cmd, store.#sub]) if (c.isOpen) c.destroy();
       throw new Error(
-        `cannot reach Redis at ${redactUrl(options.url)}: ${errorText(error)}`,
+        `cannot reach Redis at ${redactUrl(options.url)} (${errorText(error)})`,
       );
     } finally {
       clearTimeout(timer);
     }
+    store.#started = true;
     store.#timer = setInterval(() => store.#tick(), store.#heartbeatMs);
     return store;
   }
@@ -365,13 +425,13 @@ export class RedisStore implements RoomStore {
         }
       }
     }
-    let reply, users;
+    let reply, members;
     // The welcome's id is at least the roster's now: from here until the
     // members are read, the roster keeps its changes after this id.
     const floor = room.roster?.id ?? 0;
     room.joinFloors.push(floor);
     try {
-      reply = await this.#run(JOIN, keys, {
+      reply = await this.#runIn(name, JOIN, {
         ...this.#roomArgs(name),
         process: this.#proc,
         owner,
@@ -385,8 +445,12 @@ export class RedisStore implements RoomStore {
           : request.epoch ?? "",
         evictPrefix: `${this.#prefix}evict:`,
         candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
+        verified: request.verified,
+        op: request.op,
+        keys: request.keys,
+        user: request.user,
       });
-      users = await this.#usersAt(room, reply.epoch, reply.lastId);
+      members = await this.#membersAt(room, reply);
     } catch (error) {
       if (error instanceof StoreUnavailable) {
         // It may have run before the connection went: undone after reconnect.
@@ -431,8 +495,12 @@ export class RedisStore implements RoomStore {
       claimedId: reply.claimedId,
       history: reply.history,
       gap: reply.gap,
-      users,
+      users: members.map((member) => member.nick),
       token: this.#token(name, reply.epoch, reply.joinedId),
+      verified: members.filter((m) => m.verified).map((m) => m.nick),
+      moderators: reply.moderators,
+      topic: reply.topic,
+      slowSeconds: reply.slowSeconds,
     };
   }
 
@@ -442,60 +510,78 @@ export class RedisStore implements RoomStore {
    * message: per event, a command and a pub/sub message on Deno's Node
    * layer cost more than the event's delivery to hundreds of sockets
    * (bench/README.md, the Redis profile). A quiet room waits for nothing
-   * but the end of the turn; a busy one at most for one script's round
-   * trip.
+   * but the end of the turn, a busy one at most for one script's round
+   * trip; any other script for the room sends them first (`#runIn`), so
+   * the room gets them in the order asked.
    */
   append(name: string, body: NewEvent): Promise<RoomEvent> {
     return this.#track(
-      new Promise<RoomEvent>((resolve, reject) => {
-        this.#check();
-        let queue = this.#appends.get(name);
-        if (!queue) this.#appends.set(name, queue = []);
-        queue.push({
-          body: JSON.stringify(body),
-          cost: cost(body),
-          resolve,
-          reject,
-        });
-        if (!this.#appending.has(name)) {
-          this.#appendsDue ??= setImmediate(() => this.#flushAppends());
-        }
-      }),
+      this.#enqueue(name, { body: JSON.stringify(body), cost: cost(body) })
+        .then(
+          (reply) => reply as RoomEvent, // no checks: never refused
+          (error) => {
+            if (
+              error instanceof ErrorReply && error.message.startsWith("NOROOM")
+            ) {
+              throw new NoSuchRoom(`no room ${name}`);
+            }
+            throw error;
+          },
+        ),
     );
   }
 
-  /**
-   * Runs the waiting appends: one APPEND per room, in the order asked,
-   * except in rooms whose last batch is still running (they go after it).
-   */
+  /** Waits for the end of the turn with the room's other appends. */
+  #enqueue(name: string, item: BatchItem): Promise<PostReply> {
+    return new Promise<PostReply>((resolve, reject) => {
+      this.#check();
+      let queue = this.#appends.get(name);
+      if (!queue) this.#appends.set(name, queue = []);
+      queue.push({ item, resolve, reject });
+      if (!this.#appending.has(name)) {
+        this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+      }
+    });
+  }
+
+  /** Sends each room's waiting appends, but where a batch is still running. */
   #flushAppends(): void {
     this.#appendsDue = undefined;
-    for (const [room, queue] of this.#appends) {
-      if (this.#appending.has(room)) continue;
-      this.#appends.delete(room);
-      this.#appending.add(room);
-      this.#run(APPEND, this.#keys(room), {
-        ...this.#roomArgs(room),
-        events: queue.map(({ body, cost }) => ({ body, cost })),
-      }).then(
-        (events) => queue.forEach((append, i) => append.resolve(events[i])),
-        (error) => queue.forEach((append) => append.reject(error)),
-      ).finally(() => {
-        this.#appending.delete(room);
-        if (this.#appends.has(room) && !this.#closed) {
-          this.#appendsDue ??= setImmediate(() => this.#flushAppends());
-        }
-      });
+    for (const name of [...this.#appends.keys()]) {
+      if (!this.#appending.has(name)) this.#sendAppends(name);
     }
   }
 
-  /** Drops the appends not sent yet (the store is closing or crashed). */
+  /** Sends the room's waiting appends now, as one APPEND script. */
+  #sendAppends(name: string): void {
+    const queue = this.#appends.get(name);
+    if (!queue) return;
+    this.#appends.delete(name);
+    this.#appending.set(name, (this.#appending.get(name) ?? 0) + 1);
+    this.#run(APPEND, this.#keys(name), {
+      ...this.#roomArgs(name),
+      items: queue.map((waiting) => waiting.item),
+      now: Date.now(),
+    }).then(
+      (replies) => queue.forEach((waiting, i) => waiting.resolve(replies[i])),
+      (error) => queue.forEach((waiting) => waiting.reject(error)),
+    ).finally(() => {
+      const running = this.#appending.get(name)! - 1;
+      if (running > 0) return void this.#appending.set(name, running);
+      this.#appending.delete(name);
+      if (this.#appends.has(name) && !this.#closed) {
+        this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+      }
+    });
+  }
+
+  /** Fails the appends not sent yet (the store is closing or crashed). */
   #dropAppends(): void {
     if (this.#appendsDue) clearImmediate(this.#appendsDue);
     this.#appendsDue = undefined;
     for (const queue of this.#appends.values()) {
-      for (const append of queue) {
-        append.reject(new StoreUnavailable("the store is closed"));
+      for (const waiting of queue) {
+        waiting.reject(new StoreUnavailable("the store is closed"));
       }
     }
     this.#appends.clear();
@@ -510,7 +596,7 @@ export class RedisStore implements RoomStore {
     const body: NewEvent = { type: "nick", from, to };
     return this.#track((async () => {
       this.#check();
-      const renamed = await this.#run(RENAME, this.#keys(name), {
+      const renamed = await this.#runIn(name, RENAME, {
         ...this.#roomArgs(name),
         fromKey: nickKey(from),
         toKey: nickKey(to),
@@ -556,19 +642,282 @@ export class RedisStore implements RoomStore {
     })());
   }
 
+  /**
+   * As Redis has them now (O(members)), not from the roster: that may be
+   * behind another process's join or leave that has already answered.
+   */
   members(name: string): Promise<string[]> {
     return this.#track((async () => {
       this.#check();
-      return await this.#nicks(name);
+      return (await this.#holders(name)).map((holder) => holder.n);
     })());
   }
 
-  /** The members as Redis has them now (O(members)). */
-  async #nicks(room: string): Promise<string[]> {
+  /**
+   * From Redis, as `members`: the connections on every process are in no
+   * event, so no process's roster has them.
+   */
+  roster(name: string): Promise<RosterEntry[]> {
+    return this.#track((async () => {
+      this.#check();
+      return (await this.#holders(name)).map((h) => ({
+        nick: h.n,
+        verified: h.v === true,
+        op: h.op === true,
+        user: h.u,
+        connections: Object.values(h.k).reduce((sum, n) => sum + n, 0),
+      }));
+    })());
+  }
+
+  /** The room's holders as Redis has them now, in the order they joined. */
+  async #holders(room: string): Promise<StoredHolder[]> {
     const holders = await this.#command(["HVALS", this.#keys(room).nicks]);
-    return nicksOf(
-      (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
-    );
+    return (holders as string[])
+      .map((text) => JSON.parse(text) as StoredHolder)
+      .sort((a, b) => a.j - b.j);
+  }
+
+  /** With the room's other appends of the turn (see `append`). */
+  post(
+    name: string,
+    poster: Poster,
+    body: NewEvent,
+  ): Promise<RoomEvent | PostRefusal> {
+    return this.#track(this.#enqueue(name, {
+      body: JSON.stringify(body),
+      cost: cost(body),
+      post: {
+        owner: this.#global(poster.owner),
+        keys: poster.keys,
+        op: poster.op,
+      },
+    }));
+  }
+
+  expel(
+    name: string,
+    expulsion: Expulsion,
+  ): Promise<RoomEvent | "no_such_nick"> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#runIn(name, EXPEL, {
+        ...this.#roomArgs(name),
+        room: name,
+        key: nickKey(expulsion.nick),
+        by: expulsion.by,
+        reason: expulsion.reason,
+        ban: expulsion.ban,
+        closeReason: kickReason(expulsion),
+        evictPrefix: `${this.#prefix}evict:`,
+      });
+    })());
+  }
+
+  mute(
+    name: string,
+    nick: string,
+    until?: number,
+  ): Promise<"muted" | "no_such_nick"> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#runIn(name, MUTE, {
+        key: nickKey(nick),
+        until,
+      });
+    })());
+  }
+
+  lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#runIn(name, LIFT, {
+        field: `${kind === "ban" ? "b" : "m"}:${nickKey(nick)}`,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  banned(name: string, keys: string[]): Promise<Sanction | undefined> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#runIn(name, BANNED, {
+        keys,
+        now: Date.now(),
+      });
+    })());
+  }
+
+  configure(
+    name: string,
+    change: NewEvent & { type: "topic" | "slow" },
+  ): Promise<RoomEvent> {
+    return this.#track((async () => {
+      this.#check();
+      return await this.#runIn(name, CONFIGURE, {
+        ...this.#roomArgs(name),
+        field: change.type,
+        value: change.type === "topic" ? change.text : String(change.seconds),
+        body: JSON.stringify(change),
+        cost: cost(change),
+      });
+    })());
+  }
+
+  remove(
+    name: string,
+    id: number,
+    by: string,
+    author?: { nick: string; since: number },
+  ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
+    const body: NewEvent = { type: "delete", by, deleted: id };
+    return this.#track((async () => {
+      this.#check();
+      return await this.#runIn(name, REMOVE, {
+        ...this.#roomArgs(name),
+        id,
+        author,
+        body: JSON.stringify(body),
+        cost: cost(body),
+      });
+    })());
+  }
+
+  rooms(): Promise<{ room: string; members: number }[]> {
+    return this.#track((async () => {
+      this.#check();
+      const rooms = [];
+      for (const key of await this.#scan(`${this.#prefix}room:*:nicks`)) {
+        const members = await this.#command(["HLEN", key]) as number;
+        const room = key.slice(`${this.#prefix}room:`.length, -":nicks".length);
+        if (members > 0) rooms.push({ room, members });
+      }
+      return rooms.sort((a, b) => a.room.localeCompare(b.room));
+    })());
+  }
+
+  /**
+   * Finds the member in Redis and tells each process it has connections on
+   * to close them (the `evict:PID` channel, with a reason, as a kick does).
+   */
+  dismiss(target: Dismissal, reason: string): Promise<number> {
+    return this.#track((async () => {
+      this.#check();
+      const rooms = target.room !== undefined
+        ? [target.room]
+        : (await this.#scan(`${this.#prefix}room:*:owners`)).map((key) =>
+          key.slice(`${this.#prefix}room:`.length, -":owners".length)
+        );
+      let people = 0;
+      for (const room of rooms) {
+        const keys = this.#keys(room);
+        const key = target.nick !== undefined
+          ? nickKey(target.nick)
+          : await this.#command(["HGET", keys.owners, target.owner ?? ""]);
+        if (typeof key !== "string") continue;
+        const text = await this.#command(["HGET", keys.nicks, key]);
+        if (typeof text !== "string") continue;
+        const holder = JSON.parse(text) as StoredHolder;
+        people++;
+        for (const process of Object.keys(holder.k)) {
+          await this.#command([
+            "PUBLISH",
+            `${this.#prefix}evict:${process}`,
+            JSON.stringify([room, holder.o, reason]),
+          ]);
+        }
+      }
+      return people;
+    })());
+  }
+
+  /**
+   * `SET NX` claims the key for the first caller, who stores its answer;
+   * a repeat reads it, waiting a little while the first is still at work.
+   */
+  once(
+    key: string,
+    ttlMs: number,
+    produce: () => Promise<number>,
+  ): Promise<number> {
+    return this.#track((async () => {
+      this.#check();
+      const name = this.#key(`once:${key}`);
+      const claimed = await this.#command([
+        "SET",
+        name,
+        ONCE_PENDING,
+        "NX",
+        "PX",
+        String(ttlMs),
+      ]);
+      if (claimed === "OK") {
+        try {
+          const answer = await produce();
+          await this.#command(["SET", name, String(answer), "XX", "KEEPTTL"]);
+          return answer;
+        } catch (error) {
+          // It did nothing: the key may be used again.
+          await this.#command(["DEL", name]).catch(() => {});
+          throw error;
+        }
+      }
+      const deadline = Date.now() + ONCE_WAIT_MS;
+      for (;;) {
+        const value = await this.#command(["GET", name]);
+        if (typeof value === "string" && value !== ONCE_PENDING) {
+          return Number(value);
+        }
+        if (value === null) return await this.once(key, ttlMs, produce);
+        if (Date.now() > deadline) {
+          throw new StoreUnavailable(
+            "an earlier call with this key is still at work",
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })());
+  }
+
+  /** Every key matching `pattern` (SCAN, so Redis is never blocked long). */
+  async #scan(pattern: string): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = "0";
+    do {
+      const [next, batch] = await this.#command([
+        "SCAN",
+        cursor,
+        "MATCH",
+        pattern,
+        "COUNT",
+        "1000",
+      ]) as [string, string[]];
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== "0");
+    return keys;
+  }
+
+  /**
+   * Older events from the room's stream (newest first, by XREVRANGE from
+   * `before` - 1), as far back as it keeps: `--history-size` events.
+   */
+  history(name: string, request: HistoryRequest): Promise<HistoryPage> {
+    this.#check();
+    this.#sendAppends(name); // a reader's own posts first
+    const key = this.#keys(name).events;
+    return this.#track(pageBack(request, async (before, count) => {
+      if (before <= 1) return [];
+      const entries = await this.#command([
+        "XREVRANGE",
+        key,
+        `${before - 1}-0`,
+        "-",
+        "COUNT",
+        String(count),
+      ]) as [string, string[]][];
+      return entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
+    }));
   }
 
   /**
@@ -594,6 +943,7 @@ export class RedisStore implements RoomStore {
     if (this.#handOut) clearImmediate(this.#handOut);
     this.#handOut = undefined;
     this.#dropAppends();
+    this.#failJoins();
     if (this.available()) {
       // Survivors see this process gone at once (and find nothing to reap).
       await this.#command(["DEL", this.#key(`hb:${this.#proc}`)]).catch(
@@ -617,6 +967,7 @@ export class RedisStore implements RoomStore {
     if (this.#handOut) clearImmediate(this.#handOut);
     this.#handOut = undefined;
     this.#dropAppends();
+    this.#failJoins();
     for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
   }
 
@@ -637,6 +988,8 @@ export class RedisStore implements RoomStore {
         handedOver: false,
         outbox: [],
         onMessage: (message) => this.#onMessage(made, message),
+        gone: [],
+        rosterReading: false,
         rosterWaiters: [],
         joinFloors: [],
       };
@@ -679,7 +1032,7 @@ export class RedisStore implements RoomStore {
 
   /** A message on the room's channel: an event, or a turn's appends. */
   #onMessage(room: RoomState, message: string): void {
-    let got: LiveEvent | RoomEvent[];
+    let got: LiveEvent | GoneNotice | RoomEvent[];
     try {
       got = JSON.parse(message);
     } catch {
@@ -689,8 +1042,14 @@ export class RedisStore implements RoomStore {
     for (const event of got) this.#onEvent(room, event);
   }
 
-  #onEvent(room: RoomState, event: LiveEvent): void {
+  #onEvent(room: RoomState, event: LiveEvent | GoneNotice): void {
+    if (event.type === "gone") {
+      room.gone.push(event);
+      return this.#takeGone(room);
+    }
     if (event.type === "typing") {
+      // After the events taken before it, not ahead of them.
+      if (room.outbox.length > 0) return void room.outbox.push(event);
       for (const onEvent of room.listeners) onEvent(event);
       return;
     }
@@ -742,13 +1101,30 @@ export class RedisStore implements RoomStore {
     }
     if (event.id <= roster.id) return; // in its baseline already
     if (event.id > roster.id + 1) {
+      this.#log("warn", "redis_roster_reread", { room: room.name });
       this.#rebaseline(room);
       room.rosterQueue!.push(event);
       return;
     }
     roster.apply(event);
+    if (room.gone.length > 0) this.#takeGone(room);
     if (room.joinFloors.length === 0) roster.forgetBefore(roster.id);
     if (room.rosterWaiters.length > 0) this.#wakeJoins(room);
+  }
+
+  /**
+   * The roster takes the notices of members out without an event once it
+   * has the event each came after (they were published in that order).
+   */
+  #takeGone(room: RoomState): void {
+    const roster = room.roster;
+    if (!roster) return;
+    const later: GoneNotice[] = [];
+    for (const notice of room.gone) {
+      if (notice.after <= roster.id) roster.gone(notice.nick, notice.after);
+      else later.push(notice);
+    }
+    room.gone = later;
   }
 
   /** A roster from a baseline read, with what was taken meanwhile. */
@@ -756,24 +1132,35 @@ export class RedisStore implements RoomStore {
     if (room.roster) return; // another read got there first
     room.roster = new Roster(
       baseline.last,
-      baseline.holders.map((holder) => ({ nick: holder.n, order: holder.j })),
+      baseline.holders.map((holder) => ({
+        nick: holder.n,
+        order: holder.j,
+        verified: holder.v === true,
+      })),
+      nickKey,
     );
+    // A notice from before the read is in it already (`after` below its
+    // last id: that id came after the notice).
+    room.gone = room.gone.filter((notice) => notice.after >= baseline.last);
     const queued = room.rosterQueue ?? [];
     room.rosterQueue = undefined;
     for (const event of queued) this.#takeRoster(room, event);
+    this.#takeGone(room);
     this.#wakeJoins(room);
   }
 
   /** Reads the members again; what is taken meanwhile waits in a queue. */
   #rebaseline(room: RoomState): void {
-    if (!room.roster && room.rosterQueue) return; // being read already
-    room.roster = undefined;
-    room.rosterQueue = [];
-    this.#log("warn", "redis_roster_reread", { room: room.name });
+    if (room.rosterReading) return;
+    room.rosterReading = true;
+    if (room.roster) {
+      room.roster = undefined;
+      room.rosterQueue = [];
+    }
     this.#baseline(room.name).then(
       (baseline) => this.#setRoster(room, baseline),
       () => {}, // Redis is away: the resync reads it
-    );
+    ).finally(() => room.rosterReading = false);
   }
 
   #baseline(room: string): Promise<Baseline> {
@@ -789,6 +1176,17 @@ export class RedisStore implements RoomStore {
     for (const waiter of waiting) if (waiter.id <= id) waiter.wake();
   }
 
+  /** Joins waiting for a roster fail: the store is closing or crashed. */
+  #failJoins(): void {
+    for (const room of this.#rooms.values()) {
+      const waiting = room.rosterWaiters;
+      room.rosterWaiters = [];
+      for (const waiter of waiting) {
+        waiter.fail(new StoreUnavailable("the store is closed"));
+      }
+    }
+  }
+
   /** Forgets roster changes that no join in flight can need. */
   #trimRoster(room: RoomState): void {
     const roster = room.roster;
@@ -801,25 +1199,35 @@ export class RedisStore implements RoomStore {
   /**
    * The members a welcome with id `lastId` lists: the roster as of that id,
    * once delivery here has reached it (events after it reach the client by
-   * delivery). Read from Redis only when the roster cannot tell (the room
-   * started over with a new epoch since it was read).
+   * delivery), if it counts as many as Redis did. Else (the room started
+   * over with a new epoch since it was read, or a member went in a way the
+   * roster could not place) read from Redis now, and the roster again.
    */
-  async #usersAt(
+  async #membersAt(
     room: RoomState,
-    epoch: string,
-    lastId: number,
-  ): Promise<string[]> {
-    if (room.epoch === undefined || room.epoch === epoch) {
-      if (!room.roster || room.roster.id < lastId) {
-        await new Promise<void>((wake) =>
-          room.rosterWaiters.push({ id: lastId, wake })
+    reply: JoinReply,
+  ): Promise<RosterMember[]> {
+    if (room.epoch === undefined || room.epoch === reply.epoch) {
+      if (!room.roster || room.roster.id < reply.lastId) {
+        await new Promise<void>((wake, fail) =>
+          room.rosterWaiters.push({ id: reply.lastId, wake, fail })
         );
       }
-      const users = room.roster!.at(lastId);
-      if (users) return users;
+      const members = room.roster?.at(reply.lastId);
+      if (members?.length === reply.members) return members;
+      this.#log("warn", "redis_roster_missed", {
+        room: room.name,
+        lastId: reply.lastId,
+        kept: members?.length ?? -1,
+        members: reply.members,
+      });
     }
-    this.#log("warn", "redis_roster_missed", { room: room.name, lastId });
-    return await this.#nicks(room.name);
+    if (room.roster) this.#rebaseline(room);
+    return (await this.#holders(room.name)).map((holder) => ({
+      nick: holder.n,
+      order: holder.j,
+      verified: holder.v === true,
+    }));
   }
 
   /**
@@ -895,7 +1303,15 @@ export class RedisStore implements RoomStore {
 
   #onEvict(message: string): void {
     try {
-      const [room, owner] = JSON.parse(message) as [string, string];
+      const [room, owner, reason] = JSON.parse(message) as [
+        string,
+        string,
+        string | undefined,
+      ];
+      // With a reason it is a moderator's kick or ban (EXPEL).
+      if (reason !== undefined) {
+        return this.#options.onExpel?.(room, this.#local(owner), reason);
+      }
       this.#options.onEvict(room, this.#local(owner));
     } catch (error) {
       this.#log("error", "redis_evict_failed", { error: errorText(error) });
@@ -916,7 +1332,8 @@ export class RedisStore implements RoomStore {
   #down(connection: string, error: unknown): void {
     if (this.#closed) return;
     this.#up = false;
-    if (!this.#downLogged) {
+    // Before `connect` resolves, its own error says what went wrong.
+    if (!this.#downLogged && this.#started) {
       this.#downLogged = true;
       this.#log("error", "redis_down", { connection, error: errorText(error) });
     }
@@ -1013,10 +1430,10 @@ export class RedisStore implements RoomStore {
         continue;
       }
       await room.subscribed.catch(() => this.#subscribed(room));
-      if (!room.roster && room.rosterQueue) {
-        this.#setRoster(room, await this.#baseline(room.name));
-      }
       this.#fill(room);
+      // Notices of members gone without an event may have been missed
+      // while away (pub/sub keeps nothing): the members are read again.
+      this.#rebaseline(room);
     }
   }
 
@@ -1092,6 +1509,10 @@ export class RedisStore implements RoomStore {
       nicks: base + "nicks",
       owners: base + "owners",
       procRooms: this.#procRooms(),
+      moderation: base + "mod",
+      reserved: base + "reserved",
+      posted: base + "posted",
+      ops: base + "ops",
     };
   }
 
@@ -1112,7 +1533,7 @@ export class RedisStore implements RoomStore {
     announce: boolean,
     connections: number,
   ): Promise<boolean> {
-    return this.#run(LEAVE, this.#keys(room), {
+    return this.#runIn(room, LEAVE, {
       ...this.#roomArgs(room),
       process: this.#proc,
       owner,
@@ -1202,6 +1623,19 @@ export class RedisStore implements RoomStore {
     }
   }
 
+  /**
+   * A room script: the room's appends not sent yet go first (they were
+   * asked first; one connection runs commands in the order sent).
+   */
+  #runIn<Args, Answer>(
+    room: string,
+    script: Script<Args, Answer>,
+    args: Args,
+  ): Promise<Answer> {
+    this.#sendAppends(room);
+    return this.#run(script, this.#keys(room), args);
+  }
+
   #token(room: string, epoch: string, joinedId: number): string {
     return reconnectToken(this.#secret, room, epoch, joinedId);
   }
@@ -1214,11 +1648,6 @@ export class RedisStore implements RoomStore {
 /** An event's cost in history (rooms.ts's measure; id and ts are numbers). */
 function cost(body: NewEvent): number {
   return eventBytes(body as RoomEvent);
-}
-
-/** The holders' nicks, in the order they joined. */
-function nicksOf(holders: StoredHolder[]): string[] {
-  return holders.sort((a, b) => a.j - b.j).map((holder) => holder.n);
 }
 
 function errorText(error: unknown): string {

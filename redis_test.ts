@@ -526,6 +526,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const redis = await startRedis();
+    const warnings: string[] = [];
     const common = {
       url: redis.url,
       historySize: 10,
@@ -534,6 +535,9 @@ Deno.test({
       roomTtl: 60,
       onEvict: () => {},
       heartbeatMs: 1000,
+      log: (level: string, event: string) => {
+        if (level !== "info") warnings.push(event);
+      },
     };
     const stores = [
       await RedisStore.connect(common),
@@ -589,11 +593,14 @@ Deno.test({
       }
       await Promise.all([...joining.values(), ...work, renames]);
       assert.notEqual(annNick, "ann");
+      // Each JOIN reads the room's moderators (the `ops` hash, empty
+      // here) with one HVALS, and nothing reads the members again.
       assert.equal(
         await commandCalls(redis.url, "hvals"),
-        hvals,
+        hvals + joining.size,
         "no join read the member list",
       );
+      assert.deepEqual(warnings, [], "no roster read again or missed");
       const last = Math.max(...joins.map((joined) => joined.lastId));
       await eventually("every event", () => (events.at(-1)?.id ?? 0) >= last);
       const after = membersAfter(events);
@@ -660,6 +667,172 @@ Deno.test({
     } finally {
       await writer.close();
       await reader.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis: a turn's posts are one script: a muted person's refused, the rest in order, a rename after them",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const common = {
+      url: redis.url,
+      historySize: 100,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+    };
+    const writer = await RedisStore.connect(common);
+    const reader = await RedisStore.connect(common);
+    try {
+      const got: RoomEvent[] = [];
+      reader.hold("t");
+      reader.subscribe("t", (event) => {
+        if (event.type !== "typing") got.push(event);
+      });
+      writer.hold("t");
+      await writer.join("t", { owner: "s.ann", nick: "ann", keys: ["s.ann"] });
+      writer.hold("t");
+      await writer.join("t", { owner: "s.bob", nick: "bob", keys: ["s.bob"] });
+      assert.equal(await writer.mute("t", "bob"), "muted");
+      const ann = { owner: "s.ann", keys: ["s.ann"], op: false };
+      const bob = { owner: "s.bob", keys: ["s.bob"], op: false };
+      const scripts = await commandCalls(redis.url, "evalsha");
+      const publishes = await commandCalls(redis.url, "publish");
+      // One turn: three posts, then a rename by the first poster.
+      const asked = [
+        writer.post("t", ann, { type: "message", from: "ann", text: "a" }),
+        writer.post("t", bob, { type: "message", from: "bob", text: "b" }),
+        writer.post("t", ann, { type: "action", from: "ann", text: "c" }),
+        writer.rename("t", "s.ann", "ann", "anna"),
+      ] as const;
+      const [a, b, c, renamed] = await Promise.all(asked);
+      assert.deepEqual(b, { refused: "muted" });
+      assert.equal(
+        await commandCalls(redis.url, "evalsha"),
+        scripts + 2,
+        "one APPEND for the posts, one RENAME",
+      );
+      assert.equal(
+        await commandCalls(redis.url, "publish"),
+        publishes + 2,
+        "the posts as one message, the rename as another",
+      );
+      const posted = [a, c] as RoomEvent[];
+      assert.deepEqual(
+        posted.map((event) => [event.type, (event as { text: string }).text]),
+        [["message", "a"], ["action", "c"]],
+      );
+      assert.ok(renamed !== "nick_taken");
+      assert.deepEqual(
+        [...posted, renamed].map((event) => event.id),
+        [posted[0].id, posted[0].id + 1, posted[0].id + 2],
+        "the rename after the posts asked before it",
+      );
+      await eventually("delivery", () => got.at(-1)?.id === renamed.id);
+      assert.deepEqual(got.slice(-3), [...posted, renamed]);
+    } finally {
+      await writer.close();
+      await reader.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis: each process's members follow kicks, verified takeovers, unannounced leaves and the last one out",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const warnings: string[] = [];
+    const common = {
+      url: redis.url,
+      historySize: 100,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+      log: (level: string, event: string) => {
+        if (level !== "info") warnings.push(event);
+      },
+    };
+    const [a, b, c] = [
+      await RedisStore.connect(common),
+      await RedisStore.connect(common),
+      await RedisStore.connect(common),
+    ];
+    /** Every connection joined, by store and owner. */
+    const connections: [RedisStore, string][] = [];
+    /** A join, whose welcome must list the members as Redis has them. */
+    const joinOn = async (
+      store: RedisStore,
+      request: Partial<Parameters<RoomStore["join"]>[1]> = {},
+    ) => {
+      const owner = request.owner ?? `s.${connections.length}`;
+      connections.push([store, owner]);
+      store.hold("r");
+      const joined = await store.join("r", { ...request, owner });
+      const roster = await a.roster("r");
+      assert.deepEqual(joined.users, roster.map((entry) => entry.nick));
+      assert.deepEqual(
+        joined.verified,
+        roster.filter((entry) => entry.verified).map((entry) => entry.nick),
+      );
+      assert.deepEqual(
+        joined.moderators,
+        roster.filter((entry) => entry.op).map((entry) => entry.nick),
+      );
+      return joined;
+    };
+    try {
+      await joinOn(a, { nick: "mod", op: true, owner: "s.mod" });
+      await joinOn(b, { nick: "bob" });
+      await joinOn(c, { nick: "cy" });
+      assert.deepEqual((await joinOn(b)).moderators, ["mod"]);
+      // A kick: out on every process.
+      assert.notEqual(
+        await a.expel("r", { nick: "bob", by: "mod" }),
+        "no_such_nick",
+      );
+      assert.ok(!(await joinOn(c)).users.includes("bob"));
+      // A verified person takes a name an anonymous member holds: that one
+      // is renamed (a nick event), and the newcomer is listed as verified.
+      await joinOn(b, { nick: "carl" });
+      const carl = await joinOn(c, {
+        nick: "carl",
+        verified: true,
+        owner: "u.carl",
+      });
+      assert.equal(carl.nick, "carl");
+      assert.ok((await joinOn(a)).verified.includes("carl"));
+      // Leaves not announced (a process shutting down): no event, yet out
+      // of every process's list.
+      const cy = await joinOn(c, { nick: "cy2", owner: "s.cy2" });
+      await c.leave("r", "s.cy2", false);
+      await c.leave("r", "u.carl", false);
+      assert.ok(!(await joinOn(b)).users.includes(cy.nick));
+      // The moderator leaves: no longer listed as one.
+      await a.leave("r", "s.mod", true);
+      assert.deepEqual((await joinOn(b)).moderators, []);
+      // Everyone leaves (those gone already change nothing); the last one
+      // out is not announced. A process that still holds the room must not
+      // list anyone to the next one in.
+      for (const [store, owner] of connections) {
+        await store.leave("r", owner, true);
+      }
+      assert.deepEqual(await a.roster("r"), []);
+      const alone = await joinOn(b, { nick: "last" });
+      assert.deepEqual(alone.users, ["last"]);
+      assert.deepEqual(warnings, [], "no member list read again or missed");
+    } finally {
+      for (const store of [a, b, c]) await store.close();
       await redis.kill();
     }
   },

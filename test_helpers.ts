@@ -459,6 +459,51 @@ export async function eventually(
 }
 
 // ---------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------
+
+/** A self-signed certificate for 127.0.0.1, made by openssl in a temp dir. */
+export async function selfSignedCertificate(): Promise<
+  { cert: string; key: string }
+> {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { code, stderr } = await new Deno.Command("openssl", {
+      args: [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        `${dir}/key.pem`,
+        "-out",
+        `${dir}/cert.pem`,
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    return {
+      cert: await Deno.readTextFile(`${dir}/cert.pem`),
+      key: await Deno.readTextFile(`${dir}/key.pem`),
+    };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+// ---------------------------------------------------------------------------
 // The CLI as a child process
 // ---------------------------------------------------------------------------
 
@@ -466,6 +511,7 @@ export async function eventually(
 export function cli(
   args: string[],
   stderr: "piped" | "null" = "piped",
+  permissions: string[] = [],
 ): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -473,6 +519,7 @@ export function cli(
       "--allow-net",
       "--allow-env",
       "--allow-read",
+      ...permissions,
       "main.ts",
       ...args,
     ],
@@ -484,14 +531,17 @@ export function cli(
 }
 
 /** Starts the CLI on free loopback ports and reads them from its first line. */
-export async function startCli(extra: string[] = []): Promise<{
+export async function startCli(
+  extra: string[] = [],
+  permissions: string[] = [],
+): Promise<{
   child: Deno.ChildProcess;
   lines: ReadableStreamDefaultReader<string>;
   port: number;
   wsPort: number;
 }> {
   const args = ["--hostname", "127.0.0.1", "--port", "0", "--ws-port", "0"];
-  const child = cli([...args, ...extra], "null").spawn();
+  const child = cli([...args, ...extra], "null", permissions).spawn();
   const lines = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let out = "";
   while (!out.includes("\n")) {

@@ -34,7 +34,7 @@
  *          [--pid SERVER_PID[,PID…]] [--workers 1] [--room-size 0]
  *          [--source-ips 0] [--join-wave 0] [--json] [--quiet]
  *
- * With `--join-wave W` (scenario (e)) there is no send phase: the clients
+ * With `--join-wave W` (scenario (f)) there is no send phase: the clients
  * join in waves of W (a wave starts when every client of the last one has
  * its welcome), then leave in waves of W (a close handshake each, then the
  * rest of the room has gone quiet), and the report's `churn` says what the
@@ -78,7 +78,7 @@ const HIST_GROWTH = 1.01;
 const HIST_BUCKETS = 2_100;
 /** Client CPU above this share of its cores means the client is the limit. */
 const CLIENT_SATURATED_SHARE = 0.9;
-/** A client's close handshake (scenario (e)) must finish within this. */
+/** A client's close handshake (scenario (f)) must finish within this. */
 const CLOSE_TIMEOUT_MS = 10_000;
 /** Status code of the close frames sent when leaving (RFC 6455 normal). */
 const CLOSE_NORMAL = 1000;
@@ -110,7 +110,7 @@ export interface LoadConfig {
   roomSize: number;
   sourceIps: number;
   /**
-   * Scenario (e): join in waves of this many clients, then leave in waves,
+   * Scenario (f): join in waves of this many clients, then leave in waves,
    * no messages; 0 = the usual connect, settle, send.
    */
   joinWave: number;
@@ -165,7 +165,7 @@ export interface LoadReport {
     cpuShare: number;
     saturated: boolean;
   };
-  /** Scenario (e) (`--join-wave`): joins and leaves, no send phase. */
+  /** Scenario (f) (`--join-wave`): joins and leaves, no send phase. */
   churn?: {
     /** Clients per wave. */
     wave: number;
@@ -304,7 +304,7 @@ class Group {
   }
 
   /**
-   * Scenario (e): joins this group's clients `wave` at a time, each wave
+   * Scenario (f): joins this group's clients `wave` at a time, each wave
    * once the last one has its welcomes.
    */
   async joinInWaves(wave: number): Promise<void> {
@@ -323,7 +323,7 @@ class Group {
   }
 
   /**
-   * Scenario (e): closes the clients `wave` at a time (close handshakes),
+   * Scenario (f): closes the clients `wave` at a time (close handshakes),
    * each wave once the room has gone quiet after the last one (the others
    * got its leaves).
    */
@@ -424,7 +424,7 @@ class Client {
   #onClosed: (() => void) | null = null;
 
   /**
-   * `churn` (scenario (e)): after the welcome, frames are only counted as
+   * `churn` (scenario (f)): after the welcome, frames are only counted as
    * traffic, not decoded, so that the load process stays cheap while every
    * client receives every join and leave of a room of thousands.
    */
@@ -437,7 +437,7 @@ class Client {
     this.welcomed = new Promise((resolve, reject) => {
       this.#welcome = { resolve, reject };
     });
-    this.welcomed.catch(() => {}); // only scenario (e) awaits it
+    this.welcomed.catch(() => {}); // only scenario (f) awaits it
     const cfg = group.cfg;
     this.room = group.roomOf(idx);
     this.senderId = idx < cfg.senders ? idx : -1;
@@ -1019,7 +1019,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
 }
 
 /**
- * Scenario (e): every client joins the one room, in waves, then leaves, in
+ * Scenario (f): every client joins the one room, in waves, then leaves, in
  * waves; what the server processes used in all, per join. One load process
  * (so that the waves are in order).
  */

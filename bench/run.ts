@@ -10,9 +10,14 @@
  *
  * Usage: deno task bench [--scenario a,b,c,d] [--runs 3]
  *          [--servers reference,bun,ours] [--protocols text,json] [--json]
- *        deno task bench --redis     # (b), (d) and (e): in memory vs two
+ *        deno task bench --redis     # (b), (d) and (f): in memory vs two
  *                                    # processes sharing rooms through Redis
- *        deno task bench --scenario e --servers ours,redis  # (e) alone
+ *        deno task bench --scenario f --servers ours,redis  # (f) alone
+ *        deno task bench --data      # (a), (b) and (e): in memory vs
+ *                                    # `--data` (a SQLite file in a tmp dir)
+ *        deno task bench --redis --base DIR --servers ours,redis,redis-base
+ *                                    # and another build (a worktree: DIR
+ *                                    # holds its main.ts) in the same run
  *
  * @module
  */
@@ -24,7 +29,7 @@ const BUN_VERSION = "1.4.4";
 /** Load processes for the throughput scenarios (a) and (b). */
 const DEFAULT_WORKERS = 2;
 /**
- * Scenario (e): clients joining at once. Big enough that one wave's join
+ * Scenario (f): clients joining at once. Big enough that one wave's join
  * events reach the room in a few batched frames, small enough that the
  * room fills one join after another rather than all at once.
  */
@@ -77,7 +82,7 @@ interface Scenario {
   metrics: Metric[];
   /** The protocols it runs with, when not every one. */
   protocols?: string[];
-  /** What `--scenario` calls it, when not its id (both (e) sizes are `e`). */
+  /** What `--scenario` calls it, when not its id (both (f) sizes are `f`). */
   group?: string;
 }
 
@@ -85,11 +90,13 @@ type Metric =
   | "deliveredPerS"
   | "cpuUsPerDelivery"
   | "lost"
+  | "dups"
   | "p50"
   | "p99"
   | "max"
   | "rssPerConnBytes"
   | "clientCpuShare"
+  | "cpuUsPerMessage"
   | "cpuUsPerJoin"
   | "joinS";
 
@@ -98,6 +105,7 @@ const THROUGHPUT_METRICS: Metric[] = [
   "deliveredPerS",
   "cpuUsPerDelivery",
   "lost",
+  "dups",
   "p50",
   "p99",
   "clientCpuShare",
@@ -138,10 +146,19 @@ const SCENARIOS: Scenario[] = [
     ],
     metrics: ["p50", "p99", "max", "lost", "cpuUsPerDelivery"],
   },
+  {
+    id: "e",
+    title:
+      "(e) 10,000 messages into one room, 2 clients: server CPU per message",
+    // Two clients: per-message work (ids, history, the --data commit)
+    // dominates, not fan-out.
+    args: ["--clients=2", "--senders=1", "--messages=10000"],
+    metrics: ["cpuUsPerMessage", "deliveredPerS", "p99", "lost"],
+  },
   ...[1_000, 3_000].map((clients): Scenario => ({
-    id: `e${clients / 1000}k`,
-    group: "e",
-    title: `(e) ${
+    id: `f${clients / 1000}k`,
+    group: "f",
+    title: `(f) ${
       clients.toLocaleString("en-US")
     } JSON clients join one room in waves of ${JOIN_WAVE}, then leave`,
     args: [
@@ -158,11 +175,13 @@ const METRIC_LABEL: Record<Metric, string> = {
   deliveredPerS: "deliv/s",
   cpuUsPerDelivery: "srv CPU µs/deliv",
   lost: "lost",
+  dups: "dups",
   p50: "p50 ms",
   p99: "p99 ms",
   max: "max ms",
   rssPerConnBytes: "RSS B/conn",
   clientCpuShare: "client CPU %",
+  cpuUsPerMessage: "srv CPU µs/msg",
   cpuUsPerJoin: "srv CPU µs/join",
   joinS: "join phase s",
 };
@@ -175,6 +194,8 @@ function pick(r: LoadReport, m: Metric): number {
       return r.server.cpuUsPerDelivery;
     case "lost":
       return r.lost;
+    case "dups":
+      return r.dups;
     case "p50":
       return r.latencyMs.p50;
     case "p99":
@@ -185,6 +206,10 @@ function pick(r: LoadReport, m: Metric): number {
       return r.server.rssPerConnBytes;
     case "clientCpuShare":
       return 100 * r.client.cpuShare;
+    case "cpuUsPerMessage": {
+      const sent = r.config.senders * r.config.messages;
+      return sent > 0 ? r.server.cpuS * 1e6 / sent : NaN;
+    }
     case "cpuUsPerJoin":
       return r.churn?.cpuUsPerJoin ?? NaN;
     case "joinS":
@@ -195,8 +220,22 @@ function pick(r: LoadReport, m: Metric): number {
 /** A server build and protocol measured as one column. */
 interface Target {
   name: string;
-  /** `redis`: two main.ts processes and a redis-server, clients split. */
-  server: "reference" | "bun" | "ours" | "redis";
+  /**
+   * `redis`: two main.ts processes and a redis-server, clients split;
+   * `base`, `redis-base`: as `ours` and `redis`, with `--base`'s main.ts
+   * (another build, to compare in the same run);
+   * `data`: main.ts with `--data` in a fresh tmp dir (`data-full`: and
+   * `--data-sync full`).
+   */
+  server:
+    | "reference"
+    | "bun"
+    | "ours"
+    | "redis"
+    | "data"
+    | "data-full"
+    | "base"
+    | "redis-base";
   protocol: "text" | "json";
 }
 
@@ -208,7 +247,18 @@ const ALL_TARGETS: Target[] = [
   { name: "ours/json", server: "ours", protocol: "json" },
   { name: "redis/text", server: "redis", protocol: "text" },
   { name: "redis/json", server: "redis", protocol: "json" },
+  { name: "data/text", server: "data", protocol: "text" },
+  { name: "data/json", server: "data", protocol: "json" },
+  { name: "data-full/text", server: "data-full", protocol: "text" },
+  { name: "data-full/json", server: "data-full", protocol: "json" },
+  { name: "base/text", server: "base", protocol: "text" },
+  { name: "base/json", server: "base", protocol: "json" },
+  { name: "redis-base/text", server: "redis-base", protocol: "text" },
+  { name: "redis-base/json", server: "redis-base", protocol: "json" },
 ];
+
+/** `--base`: the directory of the other build's main.ts, with a slash. */
+let baseDir = "";
 
 function log(s: string): void {
   console.error(`[bench] ${s}`);
@@ -336,7 +386,7 @@ interface Running {
  * Two of our processes sharing rooms through a fresh redis-server (no
  * persistence, as a cache would run), each on its own ports.
  */
-async function startRedisCluster(): Promise<Running> {
+async function startRedisCluster(dir = repoDir): Promise<Running> {
   const redisPort = freePort();
   const redis = new Deno.Command("redis-server", {
     args: [
@@ -376,7 +426,9 @@ async function startRedisCluster(): Promise<Running> {
   const chats: Running[] = [];
   try {
     for (let i = 0; i < 2; i++) {
-      chats.push(await startServer({ ...OURS_TARGET }, "", ["--redis", url]));
+      chats.push(
+        await startServer({ ...OURS_TARGET }, "", ["--redis", url], dir),
+      );
     }
   } catch (e) {
     await Promise.all(chats.map((c) => c.stop()));
@@ -395,13 +447,44 @@ async function startRedisCluster(): Promise<Running> {
 
 const OURS_TARGET: Target = { name: "ours", server: "ours", protocol: "text" };
 
+/**
+ * Our server with `--data` on a new file in a fresh tmp dir (so every
+ * measurement starts from an empty file), removed when it stops.
+ */
+async function startWithData(full: boolean): Promise<Running> {
+  const dir = await Deno.makeTempDir({ prefix: "chat-bench-data-" });
+  const remove = () => Deno.remove(dir, { recursive: true }).catch(() => {});
+  try {
+    const running = await startServer(OURS_TARGET, "", [
+      "--data",
+      `${dir}/chat.db`,
+      ...(full ? ["--data-sync", "full"] : []),
+    ]);
+    return {
+      ...running,
+      stop: async () => {
+        await running.stop();
+        await remove();
+      },
+    };
+  } catch (e) {
+    await remove();
+    throw e;
+  }
+}
+
 /** Starts a server of `target`'s kind and waits until `/healthz` answers. */
 async function startServer(
   target: Target,
   bun: string,
   extra: string[] = [],
+  dir = target.server === "base" ? baseDir : repoDir,
 ): Promise<Running> {
   if (target.server === "redis") return await startRedisCluster();
+  if (target.server === "redis-base") return await startRedisCluster(baseDir);
+  if (target.server === "data" || target.server === "data-full") {
+    return await startWithData(target.server === "data-full");
+  }
   const port = freePort();
   const wsPort = freePort();
   const common = [
@@ -424,14 +507,14 @@ async function startServer(
     : withFdLimit(Deno.execPath(), [
       "run",
       "-A",
-      `${repoDir}main.ts`,
+      `${dir}main.ts`,
       ...common,
       ...OURS_UNLIMITED,
       ...extra,
     ]);
   const child = new Deno.Command(cmd, {
     args,
-    cwd: repoDir,
+    cwd: dir,
     stdin: "null",
     stdout: "null",
     stderr: "inherit",
@@ -595,17 +678,36 @@ function targetChecks(m: Medians): string[][] {
       1.1 * refCpu,
     );
     check(`(${s}) text lost = 0`, get(s, "ours/text", "lost"), 0);
+    for (const p of ["text", "json"]) {
+      check(
+        `(${s}) --data ${p} CPU/deliv ≤ 1.15× in memory`,
+        get(s, `data/${p}`, "cpuUsPerDelivery"),
+        1.15 * get(s, `ours/${p}`, "cpuUsPerDelivery"),
+      );
+      check(`(${s}) --data ${p} lost = 0`, get(s, `data/${p}`, "lost"), 0);
+    }
+  }
+  // Redis mode at the cost of one process (issue 16): both processes and
+  // redis-server against one process in memory, same run.
+  for (const [p, factor] of [["json", 1.3], ["text", 1.1]] as const) {
+    check(
+      `(b) redis ${p} CPU/deliv ≤ ${factor}× in memory`,
+      get("b", `redis/${p}`, "cpuUsPerDelivery"),
+      factor * get("b", `ours/${p}`, "cpuUsPerDelivery"),
+    );
+    check(`(b) redis ${p} lost = 0`, get("b", `redis/${p}`, "lost"), 0);
+    check(`(b) redis ${p} dups = 0`, get("b", `redis/${p}`, "dups"), 0);
   }
   check(
-    "(e) redis json CPU/join ≤ 2× in memory at 3,000",
-    get("e3k", "redis/json", "cpuUsPerJoin"),
-    2 * get("e3k", "ours/json", "cpuUsPerJoin"),
+    "(f) redis json CPU/join ≤ 2× in memory at 3,000",
+    get("f3k", "redis/json", "cpuUsPerJoin"),
+    2 * get("f3k", "ours/json", "cpuUsPerJoin"),
   );
   for (const t of ["ours/json", "redis/json"]) {
     check(
-      `(e) ${t} CPU/join at 3,000 ≤ 2× at 1,000`,
-      get("e3k", t, "cpuUsPerJoin"),
-      2 * get("e1k", t, "cpuUsPerJoin"),
+      `(f) ${t} CPU/join at 3,000 ≤ 2× at 1,000`,
+      get("f3k", t, "cpuUsPerJoin"),
+      2 * get("f1k", t, "cpuUsPerJoin"),
     );
   }
   for (const p of ["text", "json"]) {
@@ -623,6 +725,22 @@ function targetChecks(m: Medians): string[][] {
   return rows;
 }
 
+/** The commit of the build in `dir`, and whether its .ts files changed since. */
+async function buildOf(dir: string): Promise<string> {
+  const git = (...args: string[]) =>
+    new Deno.Command("git", {
+      args: ["-C", dir, ...args],
+      stdout: "piped",
+      stderr: "null",
+    }).output().then((o) => new TextDecoder().decode(o.stdout).trim())
+      .catch(() => "");
+  const commit = await git("rev-parse", "--short", "HEAD");
+  const dirty = await git("status", "--porcelain", "--", "*.ts") !== "";
+  return commit
+    ? `${commit}${dirty ? " + uncommitted .ts changes" : ""}`
+    : "uncommitted";
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -631,6 +749,8 @@ async function main(): Promise<void> {
       runs: { type: "string", default: String(DEFAULT_RUNS) },
       servers: { type: "string" },
       redis: { type: "boolean", default: false },
+      data: { type: "boolean", default: false },
+      base: { type: "string" },
       protocols: { type: "string", default: "text,json" },
       workers: { type: "string", default: String(DEFAULT_WORKERS) },
       json: { type: "boolean", default: false },
@@ -647,17 +767,29 @@ async function main(): Promise<void> {
   }
   // --redis: (b) and (d), one in-memory process against two processes and
   // a redis-server, unless --scenario or --servers say otherwise.
-  const scenarioIds = (values.scenario ?? (values.redis ? "b,d,e" : "a,b,c,d"))
-    .split(",");
+  // --data: (a), (b) and (e), in memory against --data.
+  const scenarioIds = (values.scenario ??
+    (values.redis ? "b,d,f" : values.data ? "a,b,e" : "a,b,c,d")).split(",");
   const scenarios = SCENARIOS.filter((s) =>
     scenarioIds.includes(s.id) || scenarioIds.includes(s.group ?? s.id)
   );
   const servers = (values.servers ??
-    (values.redis ? "ours,redis" : "reference,bun,ours")).split(",");
+    (values.redis
+      ? "ours,redis"
+      : values.data
+      ? "ours,data"
+      : "reference,bun,ours")).split(",");
   const protocols = values.protocols.split(",");
   let targets = ALL_TARGETS.filter((t) =>
     servers.includes(t.server) && protocols.includes(t.protocol)
   );
+  if (values.base !== undefined) {
+    baseDir = new URL(`${Deno.realPathSync(values.base)}/`, "file:///")
+      .pathname;
+    Deno.statSync(`${baseDir}main.ts`);
+  } else if (targets.some((t) => t.server.endsWith("base"))) {
+    throw new Error("the base servers need --base DIR (another build)");
+  }
   if (scenarios.length === 0 || targets.length === 0) {
     throw new Error("nothing to run: check --scenario, --servers, --protocols");
   }
@@ -687,18 +819,8 @@ async function main(): Promise<void> {
       targets = targets.filter((t) => t.server !== "redis");
     }
   }
-  const commit = await new Deno.Command("git", {
-    args: ["-C", repoDir, "rev-parse", "--short", "HEAD"],
-    stdout: "piped",
-    stderr: "null",
-  }).output().then((o) => new TextDecoder().decode(o.stdout).trim())
-    .catch(() => "");
-  const dirty = await new Deno.Command("git", {
-    args: ["-C", repoDir, "status", "--porcelain", "--", "main.ts"],
-    stdout: "piped",
-    stderr: "null",
-  }).output().then((o) => new TextDecoder().decode(o.stdout).trim() !== "")
-    .catch(() => false);
+  const build = await buildOf(repoDir);
+  const baseBuild = baseDir ? await buildOf(baseDir) : "";
 
   const all: Record<string, Record<string, LoadReport[]>> = {};
   for (let run = 1; run <= runs; run++) {
@@ -747,7 +869,9 @@ async function main(): Promise<void> {
       if (!a || !b) return;
       rows.push([
         name,
-        ...s.metrics.map((m) => m === "lost" ? "" : fmt(a[m]! / b[m]!, 2)),
+        ...s.metrics.map((m) =>
+          m === "lost" || m === "dups" ? "" : fmt(a[m]! / b[m]!, 2)
+        ),
         "",
       ]);
     };
@@ -757,24 +881,29 @@ async function main(): Promise<void> {
     ratio("ours/json ÷ bun/json", "ours/json", "bun/json");
     ratio("redis/text ÷ ours/text", "redis/text", "ours/text");
     ratio("redis/json ÷ ours/json", "redis/json", "ours/json");
+    ratio("base/text ÷ ours/text", "base/text", "ours/text");
+    ratio("base/json ÷ ours/json", "base/json", "ours/json");
+    ratio("redis-base/text ÷ ours/text", "redis-base/text", "ours/text");
+    ratio("redis-base/json ÷ ours/json", "redis-base/json", "ours/json");
+    ratio("data/text ÷ ours/text", "data/text", "ours/text");
+    ratio("data/json ÷ ours/json", "data/json", "ours/json");
+    ratio("data-full/json ÷ ours/json", "data-full/json", "ours/json");
     out.push(`${s.title} — medians of ${runs} run(s)`, table(rows), "");
   }
   const checks = targetChecks(medians);
   if (checks.length > 1) out.push("Targets from the issue", table(checks), "");
   const elapsedS = (performance.now() - t0) / 1000;
-  const build = commit
-    ? `${commit}${dirty ? " + uncommitted main.ts" : ""}`
-    : "uncommitted";
   out.push(
-    `${
-      new Date().toISOString()
-    }  ours = main.ts @ ${build}  bun ${BUN_VERSION}  ` +
+    `${new Date().toISOString()}  ours = main.ts @ ${build}  ${
+      baseBuild ? `base = ${baseDir}main.ts @ ${baseBuild}  ` : ""
+    }bun ${BUN_VERSION}  ` +
       `deno ${Deno.version.deno}  ${navigator.hardwareConcurrency} cores  ` +
       `${elapsedS.toFixed(0)} s`,
   );
   const result = {
     date: new Date().toISOString(),
     build,
+    ...(baseBuild ? { baseBuild } : {}),
     runs,
     medians,
     reports: all,
