@@ -576,6 +576,8 @@ interface Client {
   session: boolean;
   /** Id of the event that gave its person its nick (see `visibleTo`). */
   claimedId: number;
+  /** Its person's nicks before this one in the room (see `visibleTo`). */
+  earlierClaims: Claim[];
   /** When its last typing notice went to the room. */
   typingAt: number;
   /** The oldest event id it has been shown (where `/history` reads back from). */
@@ -594,6 +596,13 @@ interface Client {
   welcome?: PendingWelcome;
   /** Gives up on a socket that never opens (see `openTimeout`). */
   openTimer?: ReturnType<typeof setTimeout>;
+}
+
+/** A nick a person held: from the event that gave it to the one that ended it. */
+interface Claim {
+  nick: string;
+  from: number;
+  until: number;
 }
 
 /** A joining client's welcome, and the room's events that came meanwhile. */
@@ -909,6 +918,11 @@ function renameLocally(
 ): void {
   for (const client of clientsIn(room)) {
     if (client.nick !== event.from) continue;
+    client.earlierClaims.push({
+      nick: client.nick,
+      from: client.claimedId,
+      until: event.id,
+    });
     client.nick = event.to;
     client.claimedId = event.id;
   }
@@ -925,15 +939,60 @@ function* clientsIn(room: LocalRoom): Generator<Client> {
 }
 
 /**
- * Who may see an event: a direct message only its two parties, and only
- * while they hold the nick they had then: someone who takes `bob` after bob
- * left does not get bob's messages. (A session keeps its claim across
- * reconnects; a plain connection's claim starts when it joins.)
+ * Who may see an event: a direct message only its two parties, as the
+ * people who held those nicks then: someone who takes `bob` after bob left
+ * does not get bob's messages, and ada, renamed since, still has hers. (A
+ * session keeps its claims across reconnects; a plain connection's claim
+ * starts when it joins.)
  */
 function visibleTo(event: RoomEvent, client: Client): boolean {
   if (event.type !== "dm") return true;
-  return (event.from === client.nick || event.to === client.nick) &&
-    client.claimedId < event.id;
+  const party = (nick: string) => event.from === nick || event.to === nick;
+  if (party(client.nick) && client.claimedId < event.id) return true;
+  return client.earlierClaims.some((claim) =>
+    party(claim.nick) && claim.from < event.id && event.id < claim.until
+  );
+}
+
+/**
+ * The nicks a person held before its present one, read back from a room's
+ * history: the rename that gave the present nick names the one before, and
+ * that one's claim began at its join (or the rename into it, and so on), or
+ * just after another holder of it went. Only within the history given.
+ */
+function claimsBefore(
+  nick: string,
+  claimedId: number,
+  history: RoomEvent[],
+): Claim[] {
+  const claims: Claim[] = [];
+  let current = { nick, from: claimedId };
+  for (let i = history.length - 1; i >= 0; i--) {
+    const renamed = history[i];
+    if (renamed.id > current.from) continue;
+    if (
+      renamed.id < current.from || renamed.type !== "nick" ||
+      renamed.to !== current.nick
+    ) break;
+    let from = 0;
+    let j = i - 1;
+    for (; j >= 0; j--) {
+      const e = history[j];
+      const began = (e.type === "join" && e.nick === renamed.from) ||
+        (e.type === "nick" && e.to === renamed.from);
+      const ended = ((e.type === "leave" || e.type === "kick") &&
+        e.nick === renamed.from) ||
+        (e.type === "nick" && e.from === renamed.from);
+      if (began || ended) {
+        from = e.id;
+        break;
+      }
+    }
+    claims.push({ nick: renamed.from, from, until: renamed.id });
+    current = { nick: renamed.from, from };
+    i = j + 1; // the loop steps to j: a rename into that nick goes on
+  }
+  return claims;
 }
 
 /**
@@ -1121,6 +1180,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     // A verified person's tabs are one member, as a session's are.
     session: request.session !== undefined || request.identity !== undefined,
     claimedId: 0,
+    earlierClaims: [],
     typingAt: 0,
     oldestSeen: 0,
     waitingOnStore: true,
@@ -1204,6 +1264,11 @@ async function joinRoom(
   }
   client.nick = joined.nick;
   client.claimedId = joined.claimedId;
+  client.earlierClaims = claimsBefore(
+    joined.nick,
+    joined.claimedId,
+    joined.history,
+  );
   // A text client is shown nothing before its welcome line (a JSON one
   // names its own `before`): `/history` reads back from its join.
   client.oldestSeen = joined.present ? joined.lastId + 1 : joined.lastId;

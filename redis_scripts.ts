@@ -179,11 +179,12 @@ end
 local function drop(key, d, announce)
   redis.call('HDEL', KEYS[3], key)
   redis.call('HDEL', KEYS[4], d.o)
+  -- The last one's leave is kept too: the history outlives the members,
+  -- and a later visitor must not read two joins in a row.
+  if announce then nickevent('leave', d.n, d.lc) end
   if redis.call('HLEN', KEYS[3]) == 0 then
     redis.call('EXPIRE', KEYS[1], A.roomTtl)
     redis.call('EXPIRE', KEYS[2], A.roomTtl)
-  elseif announce then
-    nickevent('leave', d.n, d.lc)
   end
 end
 local function list(items)
