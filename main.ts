@@ -626,6 +626,12 @@ interface LocalRoom {
   jsonSockets: Set<WebSocket>;
   /** JSON-encoded events of this turn, not yet sent (see flushBatches). */
   pendingJson: string[];
+  /**
+   * JSON clients admitted while the batch was pending, with how many of its
+   * events they have already (in their welcome, or right after it): they
+   * get the rest, so a room filling up still gets one frame per turn.
+   */
+  admittedMidTurn: Map<WebSocket, number>;
   /** The last event id delivered here. */
   deliveredId: number;
   /** Clients joining: they get the room's events after their welcome. */
@@ -862,6 +868,7 @@ function localRoom(name: string): LocalRoom {
       textSockets: new Set(),
       jsonSockets: new Set(),
       pendingJson: [],
+      admittedMidTurn: new Map(),
       deliveredId: 0,
       joining: new Set(),
       connections: 0,
@@ -1025,8 +1032,8 @@ function deliverTyping(room: LocalRoom, event: TypingEvent): void {
  * Lets a joining client into the room's delivery, once the store has
  * answered and delivery has caught up with its welcome (a shared store may
  * deliver later than it answers). It gets its welcome, then the events that
- * came after the welcome's last one, then everything else with the room; the
- * turn's batch goes out before it is added, as it already has those.
+ * came after the welcome's last one, then everything else with the room;
+ * of the turn's batch, only what is added after it (it has the rest).
  */
 function admit(client: Client): void {
   const welcome = client.welcome!;
@@ -1044,7 +1051,9 @@ function admit(client: Client): void {
   }
   room.joining.delete(client);
   client.welcome = undefined;
-  flushRoom(room);
+  if (client.json && room.pendingJson.length > 0) {
+    room.admittedMidTurn.set(client.socket, room.pendingJson.length);
+  }
   if (client.json) sendWelcome(client, joined, room.name);
   else {
     sendNotice(
@@ -1083,10 +1092,28 @@ function flushBatches(): void {
 function flushRoom(room: LocalRoom): void {
   const pending = room.pendingJson;
   if (pending.length === 0) return;
-  const frame = pending.length === 1 ? pending[0] : `[${pending.join(",")}]`;
+  const frame = batchFrame(pending);
   room.pendingJson = [];
-  for (const socket of room.jsonSockets) sendFrame(socket, frame);
-  chat().counters.framesSent += room.jsonSockets.size;
+  const late = room.admittedMidTurn;
+  if (late.size === 0) {
+    for (const socket of room.jsonSockets) sendFrame(socket, frame);
+    chat().counters.framesSent += room.jsonSockets.size;
+    return;
+  }
+  let sent = 0;
+  for (const socket of room.jsonSockets) {
+    const had = late.get(socket) ?? 0;
+    if (had >= pending.length) continue;
+    sendFrame(socket, had === 0 ? frame : batchFrame(pending.slice(had)));
+    sent++;
+  }
+  late.clear();
+  chat().counters.framesSent += sent;
+}
+
+/** One event as itself, several as an array: one frame either way. */
+function batchFrame(events: string[]): string {
+  return events.length === 1 ? events[0] : `[${events.join(",")}]`;
 }
 
 /** A send that never throws: a closing socket must not break a broadcast. */

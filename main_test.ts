@@ -1113,3 +1113,33 @@ Deno.test("many senders, many receivers: every receiver sees every id once, in o
     },
   );
 });
+
+Deno.test("JSON clients joining together each get every later join once, in order", async () => {
+  // Joins that land in one turn are admitted while the turn's batch is
+  // pending: each newcomer gets only the part of it after its welcome.
+  await withChat(MANY_FROM_ONE_ADDRESS, async (chat) => {
+    const count = 40;
+    const peers = await Promise.all(
+      Array.from(
+        { length: count },
+        (_, i) => jsonClient(chat, "/crowd", { nick: `p${i}` }),
+      ),
+    );
+    peers[0].send(JSON.stringify({ type: "message", text: "all in" }));
+    const everyone = peers.map((peer) => peer.nick).sort();
+    for (const peer of peers) {
+      const seen = [...peer.welcome.users] as string[];
+      let last = peer.welcome.lastId as number;
+      for (;;) {
+        const event = await peer.event("the room's events");
+        assert.ok(event.id > last, `${peer.nick}: ${event.id} after ${last}`);
+        last = event.id;
+        if (event.type === "join") seen.push(event.nick);
+        if (event.type === "message") break;
+      }
+      assert.deepEqual(seen.sort(), everyone, `${peer.nick} saw everyone`);
+      assert.equal(peer.pending, 0);
+    }
+    await closeAll(...peers);
+  });
+});

@@ -37,7 +37,7 @@ function script<Args, Answer>(
   return { text, sha: createHash("sha1").update(text).digest("hex"), decode };
 }
 
-/** The keys of a room script, in the order Lua reads them as KEYS[1..8]. */
+/** The keys of a room script, in the order Lua reads them as KEYS[1..9]. */
 export interface RoomKeys {
   /** Hash: `epoch`, `last` (the last event id), `bytes` (history's cost). */
   meta: string;
@@ -59,6 +59,12 @@ export interface RoomKeys {
   reserved: string;
   /** Hash: owner → when they last posted (ms), for slow mode; expires. */
   posted: string;
+  /**
+   * Hash: nick key → `{n, j}` of each member who is a moderator (a subset
+   * of `nicks`, kept with it): a join lists the moderators from it without
+   * reading every member.
+   */
+  ops: string;
 }
 
 /** The keys as Lua gets them. */
@@ -72,6 +78,7 @@ export function keyList(keys: RoomKeys): string[] {
     keys.moderation,
     keys.reserved,
     keys.posted,
+    keys.ops,
   ];
 }
 
@@ -128,18 +135,20 @@ export interface NickChoice {
   leaveCost: number;
 }
 
-// Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms (see
-// RoomKeys); ARGV[1]: the script's arguments as JSON (A).
+// Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms, mod,
+// reserved, posted, ops (see RoomKeys); ARGV[1]: the script's arguments as
+// JSON (A).
 const ROOM_PRELUDE = `
 local A = cjson.decode(ARGV[1])
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
--- Appends and publishes an event; history keeps at most A.historySize events
--- and A.maxHistoryBytes bytes (each entry's cost in its field b), oldest
--- out first.
-local function append(body, cost)
+-- Appends and publishes an event (unless unpublished: the caller publishes
+-- it with others); history keeps at most A.historySize events and
+-- A.maxHistoryBytes bytes (each entry's cost in its field b), oldest out
+-- first.
+local function append(body, cost, unpublished)
   local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
   local sid = string.format('%d', id)
   local ev = string.sub(body, 1, -2) .. ',"id":' .. sid ..
@@ -153,7 +162,7 @@ local function append(body, cost)
     bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(first[2][4]))
     count = count - 1
   end
-  redis.call('PUBLISH', A.channel, ev)
+  if not unpublished then redis.call('PUBLISH', A.channel, ev) end
   return ev
 end
 local function nickevent(kind, nick, cost)
@@ -173,18 +182,32 @@ end
 local function keep(key, d)
   redis.call('HSET', KEYS[3], key, cjson.encode(d))
   redis.call('HSET', KEYS[4], d.o, key)
+  if d.op then redis.call('HSET', KEYS[9], key, cjson.encode({n = d.n, j = d.j})) end
+end
+-- The holder of a nick key is no longer (its owner's entry is the caller's).
+local function unhold(key)
+  redis.call('HDEL', KEYS[3], key)
+  redis.call('HDEL', KEYS[9], key)
 end
 -- The member is out: announced if others remain; the last one out starts
--- the room's expiry.
+-- the room's expiry. Out without an event, it is still published (not
+-- kept) for the processes' member lists (roster.ts), in its place: after
+-- the room's last event.
 local function drop(key, d, announce)
-  redis.call('HDEL', KEYS[3], key)
+  unhold(key)
   redis.call('HDEL', KEYS[4], d.o)
-  -- The last one's leave is kept too: the history outlives the members,
-  -- and a later visitor must not read two joins in a row.
-  if announce then nickevent('leave', d.n, d.lc) end
-  if redis.call('HLEN', KEYS[3]) == 0 then
+  local empty = redis.call('HLEN', KEYS[3]) == 0
+  if empty then
     redis.call('EXPIRE', KEYS[1], A.roomTtl)
     redis.call('EXPIRE', KEYS[2], A.roomTtl)
+  end
+  -- The last one's leave is kept too: the history outlives the members,
+  -- and a later visitor must not read two joins in a row.
+  if announce then
+    nickevent('leave', d.n, d.lc)
+  else
+    redis.call('PUBLISH', A.channel, cjson.encode({type = 'gone', nick = d.n,
+      after = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')}))
   end
 end
 local function list(items)
@@ -224,6 +247,26 @@ local function cost(...)
   for _, s in ipairs({...}) do n = n + 2 * #s end
   return n
 end
+-- Why a person's post (A.items[i].post: owner, keys, op) may not be
+-- appended at now (ms): muted, or slow mode says it is too early
+-- (moderators are not slowed); nil when it may, its time then noted for
+-- slow mode.
+local function refusal(post, now)
+  local muted = sanction('m:', post.keys, now)
+  if muted then
+    return cjson.encode({refused = 'muted', ['until'] = muted['until']})
+  end
+  local slow = tonumber(redis.call('HGET', KEYS[6], 'slow') or '0')
+  if slow > 0 and not post.op then
+    local last = tonumber(redis.call('HGET', KEYS[8], post.owner) or '-1')
+    if last >= 0 and now < last + slow * 1000 then
+      return cjson.encode({refused = 'slow_mode', ['until'] = last + slow * 1000})
+    end
+    redis.call('HSET', KEYS[8], post.owner, now)
+    redis.call('PEXPIRE', KEYS[8], slow * 1000)
+  end
+  return nil
+end
 local function history()
   local out = {}
   for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+')) do
@@ -233,19 +276,63 @@ local function history()
 end
 `;
 
-/** Appends an event to the room (which must exist). */
+/**
+ * Who posts a person's message or action, for the checks of rooms.ts
+ * `RoomStore.post` (mutes, slow mode); an API publish or a direct message
+ * has none.
+ */
+export interface PostCheck {
+  owner: string;
+  /** The poster's keys (for mutes) and whether they are a moderator. */
+  keys: string[];
+  op: boolean;
+}
+
+/** One event of a batch ({@linkcode APPEND}). */
+export interface BatchItem {
+  /** The event's JSON, without id and ts, and its cost. */
+  body: string;
+  cost: number;
+  /** A person's post: appended unless they are muted or slowed. */
+  post?: PostCheck;
+}
+
+/**
+ * A process's appends to one room in one turn, in order: each post unless
+ * its poster is muted or slow mode says it is too early (moderators are not
+ * slowed), the other events as they are; the
+ * events are published as one message (one event as itself, several as a
+ * JSON array), so the other processes parse one message per batch. The
+ * reply has each item's event or refusal, in order.
+ */
 export const APPEND = script<
   RoomArgs & {
-    /** The event's JSON, without id and ts. */ body: string;
-    cost: number;
+    items: BatchItem[];
+    /** The time (ms) mutes and slow mode are judged at. */
+    now: number;
   },
-  RoomEvent
+  PostReply[]
 >(
   `
 if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
   return redis.error_reply('NOROOM the room is gone')
 end
-return append(A.body, A.cost)
+local out, events = {}, {}
+for i, item in ipairs(A.items) do
+  local refused = item.post and refusal(item.post, A.now)
+  if refused then
+    out[i] = refused
+  else
+    out[i] = append(item.body, item.cost, true)
+    events[#events + 1] = out[i]
+  end
+end
+if #events == 1 then
+  redis.call('PUBLISH', A.channel, events[1])
+elseif #events > 1 then
+  redis.call('PUBLISH', A.channel, list(events))
+end
+return list(out)
 `,
   (reply) => JSON.parse(reply as string),
 );
@@ -292,7 +379,13 @@ export interface JoinReply {
   gap: boolean;
   /** What the client missed (and its join), or the room's history. */
   history: RoomEvent[];
-  holders: StoredHolder[];
+  /**
+   * How many members the room has just after the join (the process checks
+   * the member list it keeps against it).
+   */
+  members: number;
+  /** The members who are moderators, in join order (from `ops`). */
+  moderators: string[];
   /** The room's topic ("" for none) and slow mode (0: off). */
   topic: string;
   slowSeconds: number;
@@ -334,8 +427,12 @@ local function answer(d, taken, present, got, id)
   local meta = cjson.encode({nick = d.n, taken = taken, present = present,
     epoch = epoch, lastId = id, joinedId = d.j, claimedId = d.c,
     gap = A.since ~= nil and got == nil, topic = mod[1] or '',
-    slowSeconds = tonumber(mod[2] or '0')})
-  return {meta, list(got or history()), list(redis.call('HVALS', KEYS[3]))}
+    slowSeconds = tonumber(mod[2] or '0'),
+    members = redis.call('HLEN', KEYS[3])})
+  -- No member list: each process keeps its own (roster.ts), so a join
+  -- reads nothing that grows with the room but its bounded history, and
+  -- its moderators.
+  return {meta, list(got or history()), list(redis.call('HVALS', KEYS[9]))}
 end
 -- One more connection of a member (another tab of its session).
 local mine = redis.call('HGET', KEYS[4], A.owner)
@@ -351,7 +448,7 @@ end
 if A.takeover and A.wanted then
   local d = holder(A.wanted.key)
   if d and d.o == A.takeover.owner and d.j == A.takeover.joinedId then
-    redis.call('HDEL', KEYS[3], A.wanted.key)
+    unhold(A.wanted.key)
     redis.call('HDEL', KEYS[4], d.o)
     nickevent('leave', d.n, d.lc)
     for proc, _ in pairs(d.k) do
@@ -366,7 +463,7 @@ if A.verified and A.wanted then
   if d and d.o ~= A.owner and not d.v then
     for _, c in ipairs(A.candidates) do
       if free(c.key) and redis.call('HEXISTS', KEYS[7], c.key) == 0 then
-        redis.call('HDEL', KEYS[3], A.wanted.key)
+        unhold(A.wanted.key)
         append('{"type":"nick","from":' .. cjson.encode(d.n) .. ',"to":' ..
           cjson.encode(c.nick) .. '}', cost('nick', d.n, c.nick))
         d.n = c.nick
@@ -416,11 +513,12 @@ if got then got[#got + 1] = joined end
 return answer(d, taken, false, got, id)
 `,
   (reply) => {
-    const [meta, history, holders] = reply as [string, string, string];
+    const [meta, history, ops] = reply as [string, string, string];
     return {
       ...JSON.parse(meta),
       history: JSON.parse(history),
-      holders: JSON.parse(holders),
+      moderators: (JSON.parse(ops) as { n: string; j: number }[])
+        .sort((a, b) => a.j - b.j).map((op) => op.n),
     };
   },
 );
@@ -486,7 +584,7 @@ if A.toKey ~= A.fromKey and redis.call('HEXISTS', KEYS[3], A.toKey) == 1 then
 end
 local reserved = redis.call('HGET', KEYS[7], A.toKey)
 if reserved and reserved ~= A.owner then return 0 end
-redis.call('HDEL', KEYS[3], A.fromKey)
+unhold(A.fromKey)
 d.n = A.to
 d.lc = A.leaveCost
 local renamed = append(A.body, A.cost)
@@ -574,51 +672,11 @@ return 'rejoined'
 // Identity and moderation
 // ---------------------------------------------------------------------------
 
-/** What a post asks of Redis. */
-export interface PostArgs extends RoomArgs {
-  /** The event's JSON, without id and ts, and its cost. */
-  body: string;
-  cost: number;
-  owner: string;
-  /** The poster's keys (for mutes) and whether they are a moderator. */
-  keys: string[];
-  op: boolean;
-  /** The time (ms) mutes and slow mode are judged at. */
-  now: number;
-}
-
 /** What a post came to: the event, or why not and until when. */
 export type PostReply =
   | RoomEvent
   | { refused: "muted"; until?: number }
   | { refused: "slow_mode"; until: number };
-
-/**
- * Appends a person's message unless they are muted or slow mode says it is
- * too early (moderators are not slowed).
- */
-export const POST = script<PostArgs, PostReply>(
-  `
-if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
-  return redis.error_reply('NOROOM the room is gone')
-end
-local muted = sanction('m:', A.keys, A.now)
-if muted then
-  return cjson.encode({refused = 'muted', ['until'] = muted['until']})
-end
-local slow = tonumber(redis.call('HGET', KEYS[6], 'slow') or '0')
-if slow > 0 and not A.op then
-  local last = tonumber(redis.call('HGET', KEYS[8], A.owner) or '-1')
-  if last >= 0 and A.now < last + slow * 1000 then
-    return cjson.encode({refused = 'slow_mode', ['until'] = last + slow * 1000})
-  end
-  redis.call('HSET', KEYS[8], A.owner, A.now)
-  redis.call('PEXPIRE', KEYS[8], slow * 1000)
-end
-return append(A.body, A.cost)
-`,
-  (reply) => JSON.parse(reply as string),
-);
 
 /** What a kick or ban asks of Redis. */
 export interface ExpelArgs extends RoomArgs {
@@ -648,7 +706,7 @@ if A.ban then
   redis.call('HSET', KEYS[6], 'b:' .. A.key,
     cjson.encode({nick = d.n, keys = d.ks or {}, ['until'] = A.ban['until']}))
 end
-redis.call('HDEL', KEYS[3], A.key)
+unhold(A.key)
 redis.call('HDEL', KEYS[4], d.o)
 local ev = {type = 'kick', nick = d.n, by = A.by, reason = A.reason}
 if A.ban then
@@ -788,3 +846,48 @@ return 0
   (reply) => reply === 1,
   "",
 );
+
+/** Where a process's view of a room starts: {@linkcode BASELINE}'s reply. */
+export interface Baseline {
+  /** The room's last event id (0 for a room that does not exist yet). */
+  last: number;
+  /** Its epoch; absent for a room that does not exist yet. */
+  epoch?: string;
+  /** Its members as of `last`. */
+  holders: StoredHolder[];
+}
+
+/**
+ * The room's last id, epoch and members, read at one instant (a script), so
+ * that the members are those as of that id: a process subscribes first,
+ * reads this, and from then on keeps the members from the events it
+ * delivers. O(members), once per process and room. KEYS: meta, nicks.
+ */
+export const BASELINE = script<Record<string, never>, Baseline>(
+  `
+local m = redis.call('HMGET', KEYS[1], 'last', 'epoch')
+return {m[1] or '0', m[2] or '',
+  '[' .. table.concat(redis.call('HVALS', KEYS[2]), ',') .. ']'}
+`,
+  (reply) => {
+    const [last, epoch, holders] = reply as [string, string, string];
+    return {
+      last: Number(last),
+      epoch: epoch || undefined,
+      holders: JSON.parse(holders),
+    };
+  },
+  "",
+);
+
+/**
+ * Published on a room's channel (and kept nowhere) when a member is out
+ * without an event: the last one out of a room, and the members of a
+ * process that shuts down (their leaves are not announced). Each process's
+ * member list (roster.ts) takes it after event `after`.
+ */
+export interface GoneNotice {
+  type: "gone";
+  nick: string;
+  after: number;
+}

@@ -13,20 +13,25 @@
  *   (see redis_scripts.ts `StoredHolder`);
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
- * - channel `ev:NAME`: every event, published by the script that appends it,
- *   and typing notices (kept nowhere);
+ * - channel `ev:NAME`: every event, published by the script that appends it
+ *   (a process's appends of one turn as one JSON array), typing notices, and
+ *   notices of members out without an event (`gone`), kept nowhere;
  * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
  *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
  * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
  *   holds or held the name;
  * - `room:NAME:posted`, a hash: owner → last post (ms), for slow mode; it
- *   expires after the interval.
+ *   expires after the interval;
+ * - `room:NAME:ops`, a hash: nick key → `{n, j}` of the members who are
+ *   moderators, kept with `nicks`.
  *
  * Every change to a room is one Lua script (append, join, leave, rename,
  * reap, and the moderation ones: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
- * reconnect) is filled from the stream.
+ * reconnect) is filled from the stream. It keeps the members of those rooms
+ * (roster.ts) from the events it delivers, read once when it subscribes, so
+ * that a join reads nothing that grows with the room.
  *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
@@ -73,19 +78,25 @@ import {
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
+import { Roster, type RosterMember } from "./roster.ts";
 import {
   APPEND,
   BANNED,
+  BASELINE,
+  type Baseline,
+  type BatchItem,
   CONFIGURE,
   EXPEL,
   FORGET,
+  type GoneNotice,
   JOIN,
+  type JoinReply,
   keyList,
   LEAVE,
   LIFT,
   MUTE,
   type NickChoice,
-  POST,
+  type PostReply,
   REAP,
   RECLAIM,
   REMOVE,
@@ -136,12 +147,42 @@ interface RoomState {
   /** Whether any event went to the listeners yet (not just the baseline). */
   handedOver: boolean;
   /** Events taken in order, handed to the listeners at the end of the turn. */
-  outbox: RoomEvent[];
+  outbox: LiveEvent[];
   epoch?: string;
   /** Events received while the baseline or a gap is being read. */
   buffer: RoomEvent[];
   filling: boolean;
   onMessage: (message: string) => void;
+  /**
+   * The room's members as of `roster.id`, kept from the events taken here
+   * (so that a join reads no member list); absent until the baseline read,
+   * and while it is read again after delivery skipped ids or a reconnect.
+   */
+  roster?: Roster;
+  /** Events taken while the roster is being read again. */
+  rosterQueue?: RoomEvent[];
+  /** A read of the roster is under way. */
+  rosterReading: boolean;
+  /** Notices of members out without an event, until the roster is there. */
+  gone: GoneNotice[];
+  /** Joins waiting for the roster to reach their welcome's id. */
+  rosterWaiters: {
+    id: number;
+    wake: () => void;
+    fail: (error: unknown) => void;
+  }[];
+  /**
+   * The roster's id when each join in flight here was sent: its welcome's
+   * id is no earlier, so the roster keeps its changes after the least.
+   */
+  joinFloors: number[];
+}
+
+/** An append waiting to be sent with the others of its room. */
+interface PendingAppend {
+  item: BatchItem;
+  resolve: (reply: PostReply) => void;
+  reject: (error: unknown) => void;
 }
 
 /** A local member, kept to reclaim its nick after a long Redis outage. */
@@ -229,6 +270,11 @@ export class RedisStore implements RoomStore {
   #timer?: ReturnType<typeof setInterval>;
   #pending = new Set<Promise<unknown>>();
   #outboxes = new Set<RoomState>();
+  /** Appends not sent yet, by room (see `#enqueue`). */
+  #appends = new Map<string, PendingAppend[]>();
+  #appendsDue?: ReturnType<typeof setImmediate>;
+  /** Rooms with APPEND scripts running, and how many. */
+  #appending = new Map<string, number>();
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
@@ -379,9 +425,13 @@ export class RedisStore implements RoomStore {
         }
       }
     }
-    let reply;
+    let reply, members;
+    // The welcome's id is at least the roster's now: from here until the
+    // members are read, the roster keeps its changes after this id.
+    const floor = room.roster?.id ?? 0;
+    room.joinFloors.push(floor);
     try {
-      reply = await this.#run(JOIN, keys, {
+      reply = await this.#runIn(name, JOIN, {
         ...this.#roomArgs(name),
         process: this.#proc,
         owner,
@@ -400,6 +450,7 @@ export class RedisStore implements RoomStore {
         keys: request.keys,
         user: request.user,
       });
+      members = await this.#membersAt(room, reply);
     } catch (error) {
       if (error instanceof StoreUnavailable) {
         // It may have run before the connection went: undone after reconnect.
@@ -409,6 +460,9 @@ export class RedisStore implements RoomStore {
         throw new NoNickLeft();
       }
       throw error;
+    } finally {
+      room.joinFloors.splice(room.joinFloors.indexOf(floor), 1);
+      this.#trimRoster(room);
     }
     room.holds--;
     room.members++;
@@ -441,32 +495,96 @@ export class RedisStore implements RoomStore {
       claimedId: reply.claimedId,
       history: reply.history,
       gap: reply.gap,
-      users: nicksOf(reply.holders),
+      users: members.map((member) => member.nick),
       token: this.#token(name, reply.epoch, reply.joinedId),
-      // nicksOf sorted the holders by join.
-      verified: reply.holders.filter((h) => h.v).map((h) => h.n),
-      moderators: reply.holders.filter((h) => h.op).map((h) => h.n),
+      verified: members.filter((m) => m.verified).map((m) => m.nick),
+      moderators: reply.moderators,
       topic: reply.topic,
       slowSeconds: reply.slowSeconds,
     };
   }
 
+  /**
+   * Appends wait for the end of the turn, or while the room's last batch
+   * is still in Redis, and go as one script per room, published as one
+   * message: per event, a command and a pub/sub message on Deno's Node
+   * layer cost more than the event's delivery to hundreds of sockets
+   * (bench/README.md, the Redis profile). A quiet room waits for nothing
+   * but the end of the turn, a busy one at most for one script's round
+   * trip; any other script for the room sends them first (`#runIn`), so
+   * the room gets them in the order asked.
+   */
   append(name: string, body: NewEvent): Promise<RoomEvent> {
-    return this.#track((async () => {
+    return this.#track(
+      this.#enqueue(name, { body: JSON.stringify(body), cost: cost(body) })
+        .then(
+          (reply) => reply as RoomEvent, // no checks: never refused
+          (error) => {
+            if (
+              error instanceof ErrorReply && error.message.startsWith("NOROOM")
+            ) {
+              throw new NoSuchRoom(`no room ${name}`);
+            }
+            throw error;
+          },
+        ),
+    );
+  }
+
+  /** Waits for the end of the turn with the room's other appends. */
+  #enqueue(name: string, item: BatchItem): Promise<PostReply> {
+    return new Promise<PostReply>((resolve, reject) => {
       this.#check();
-      try {
-        return await this.#run(APPEND, this.#keys(name), {
-          ...this.#roomArgs(name),
-          body: JSON.stringify(body),
-          cost: cost(body),
-        });
-      } catch (error) {
-        if (error instanceof ErrorReply && error.message.startsWith("NOROOM")) {
-          throw new NoSuchRoom(`no room ${name}`);
-        }
-        throw error;
+      let queue = this.#appends.get(name);
+      if (!queue) this.#appends.set(name, queue = []);
+      queue.push({ item, resolve, reject });
+      if (!this.#appending.has(name)) {
+        this.#appendsDue ??= setImmediate(() => this.#flushAppends());
       }
-    })());
+    });
+  }
+
+  /** Sends each room's waiting appends, but where a batch is still running. */
+  #flushAppends(): void {
+    this.#appendsDue = undefined;
+    for (const name of [...this.#appends.keys()]) {
+      if (!this.#appending.has(name)) this.#sendAppends(name);
+    }
+  }
+
+  /** Sends the room's waiting appends now, as one APPEND script. */
+  #sendAppends(name: string): void {
+    const queue = this.#appends.get(name);
+    if (!queue) return;
+    this.#appends.delete(name);
+    this.#appending.set(name, (this.#appending.get(name) ?? 0) + 1);
+    this.#run(APPEND, this.#keys(name), {
+      ...this.#roomArgs(name),
+      items: queue.map((waiting) => waiting.item),
+      now: Date.now(),
+    }).then(
+      (replies) => queue.forEach((waiting, i) => waiting.resolve(replies[i])),
+      (error) => queue.forEach((waiting) => waiting.reject(error)),
+    ).finally(() => {
+      const running = this.#appending.get(name)! - 1;
+      if (running > 0) return void this.#appending.set(name, running);
+      this.#appending.delete(name);
+      if (this.#appends.has(name) && !this.#closed) {
+        this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+      }
+    });
+  }
+
+  /** Fails the appends not sent yet (the store is closing or crashed). */
+  #dropAppends(): void {
+    if (this.#appendsDue) clearImmediate(this.#appendsDue);
+    this.#appendsDue = undefined;
+    for (const queue of this.#appends.values()) {
+      for (const waiting of queue) {
+        waiting.reject(new StoreUnavailable("the store is closed"));
+      }
+    }
+    this.#appends.clear();
   }
 
   rename(
@@ -478,7 +596,7 @@ export class RedisStore implements RoomStore {
     const body: NewEvent = { type: "nick", from, to };
     return this.#track((async () => {
       this.#check();
-      const renamed = await this.#run(RENAME, this.#keys(name), {
+      const renamed = await this.#runIn(name, RENAME, {
         ...this.#roomArgs(name),
         fromKey: nickKey(from),
         toKey: nickKey(to),
@@ -524,50 +642,57 @@ export class RedisStore implements RoomStore {
     })());
   }
 
+  /**
+   * As Redis has them now (O(members)), not from the roster: that may be
+   * behind another process's join or leave that has already answered.
+   */
   members(name: string): Promise<string[]> {
     return this.#track((async () => {
       this.#check();
-      const holders = await this.#command(["HVALS", this.#keys(name).nicks]);
-      return nicksOf(
-        (holders as string[]).map((text) => JSON.parse(text) as StoredHolder),
-      );
+      return (await this.#holders(name)).map((holder) => holder.n);
     })());
   }
 
+  /**
+   * From Redis, as `members`: the connections on every process are in no
+   * event, so no process's roster has them.
+   */
   roster(name: string): Promise<RosterEntry[]> {
     return this.#track((async () => {
       this.#check();
-      const holders = await this.#command(["HVALS", this.#keys(name).nicks]);
-      return (holders as string[])
-        .map((text) => JSON.parse(text) as StoredHolder)
-        .sort((a, b) => a.j - b.j)
-        .map((h) => ({
-          nick: h.n,
-          verified: h.v === true,
-          op: h.op === true,
-          user: h.u,
-          connections: Object.values(h.k).reduce((sum, n) => sum + n, 0),
-        }));
+      return (await this.#holders(name)).map((h) => ({
+        nick: h.n,
+        verified: h.v === true,
+        op: h.op === true,
+        user: h.u,
+        connections: Object.values(h.k).reduce((sum, n) => sum + n, 0),
+      }));
     })());
   }
 
+  /** The room's holders as Redis has them now, in the order they joined. */
+  async #holders(room: string): Promise<StoredHolder[]> {
+    const holders = await this.#command(["HVALS", this.#keys(room).nicks]);
+    return (holders as string[])
+      .map((text) => JSON.parse(text) as StoredHolder)
+      .sort((a, b) => a.j - b.j);
+  }
+
+  /** With the room's other appends of the turn (see `append`). */
   post(
     name: string,
     poster: Poster,
     body: NewEvent,
   ): Promise<RoomEvent | PostRefusal> {
-    return this.#track((async () => {
-      this.#check();
-      return await this.#run(POST, this.#keys(name), {
-        ...this.#roomArgs(name),
-        body: JSON.stringify(body),
-        cost: cost(body),
+    return this.#track(this.#enqueue(name, {
+      body: JSON.stringify(body),
+      cost: cost(body),
+      post: {
         owner: this.#global(poster.owner),
         keys: poster.keys,
         op: poster.op,
-        now: Date.now(),
-      });
-    })());
+      },
+    }));
   }
 
   expel(
@@ -576,7 +701,7 @@ export class RedisStore implements RoomStore {
   ): Promise<RoomEvent | "no_such_nick"> {
     return this.#track((async () => {
       this.#check();
-      return await this.#run(EXPEL, this.#keys(name), {
+      return await this.#runIn(name, EXPEL, {
         ...this.#roomArgs(name),
         room: name,
         key: nickKey(expulsion.nick),
@@ -596,7 +721,7 @@ export class RedisStore implements RoomStore {
   ): Promise<"muted" | "no_such_nick"> {
     return this.#track((async () => {
       this.#check();
-      return await this.#run(MUTE, this.#keys(name), {
+      return await this.#runIn(name, MUTE, {
         key: nickKey(nick),
         until,
       });
@@ -606,7 +731,7 @@ export class RedisStore implements RoomStore {
   lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
     return this.#track((async () => {
       this.#check();
-      return await this.#run(LIFT, this.#keys(name), {
+      return await this.#runIn(name, LIFT, {
         field: `${kind === "ban" ? "b" : "m"}:${nickKey(nick)}`,
         now: Date.now(),
       });
@@ -616,7 +741,7 @@ export class RedisStore implements RoomStore {
   banned(name: string, keys: string[]): Promise<Sanction | undefined> {
     return this.#track((async () => {
       this.#check();
-      return await this.#run(BANNED, this.#keys(name), {
+      return await this.#runIn(name, BANNED, {
         keys,
         now: Date.now(),
       });
@@ -629,7 +754,7 @@ export class RedisStore implements RoomStore {
   ): Promise<RoomEvent> {
     return this.#track((async () => {
       this.#check();
-      return await this.#run(CONFIGURE, this.#keys(name), {
+      return await this.#runIn(name, CONFIGURE, {
         ...this.#roomArgs(name),
         field: change.type,
         value: change.type === "topic" ? change.text : String(change.seconds),
@@ -648,7 +773,7 @@ export class RedisStore implements RoomStore {
     const body: NewEvent = { type: "delete", by, deleted: id };
     return this.#track((async () => {
       this.#check();
-      return await this.#run(REMOVE, this.#keys(name), {
+      return await this.#runIn(name, REMOVE, {
         ...this.#roomArgs(name),
         id,
         author,
@@ -779,6 +904,7 @@ export class RedisStore implements RoomStore {
    */
   history(name: string, request: HistoryRequest): Promise<HistoryPage> {
     this.#check();
+    this.#sendAppends(name); // a reader's own posts first
     const key = this.#keys(name).events;
     return this.#track(pageBack(request, async (before, count) => {
       if (before <= 1) return [];
@@ -816,6 +942,8 @@ export class RedisStore implements RoomStore {
     clearInterval(this.#timer);
     if (this.#handOut) clearImmediate(this.#handOut);
     this.#handOut = undefined;
+    this.#dropAppends();
+    this.#failJoins();
     if (this.available()) {
       // Survivors see this process gone at once (and find nothing to reap).
       await this.#command(["DEL", this.#key(`hb:${this.#proc}`)]).catch(
@@ -838,6 +966,8 @@ export class RedisStore implements RoomStore {
     clearInterval(this.#timer);
     if (this.#handOut) clearImmediate(this.#handOut);
     this.#handOut = undefined;
+    this.#dropAppends();
+    this.#failJoins();
     for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
   }
 
@@ -858,6 +988,10 @@ export class RedisStore implements RoomStore {
         handedOver: false,
         outbox: [],
         onMessage: (message) => this.#onMessage(made, message),
+        gone: [],
+        rosterReading: false,
+        rosterWaiters: [],
+        joinFloors: [],
       };
       this.#rooms.set(name, made);
       room = made;
@@ -881,14 +1015,10 @@ export class RedisStore implements RoomStore {
     room.subscribed ??= (async () => {
       try {
         await this.#sub.subscribe(this.#channel(room.name), room.onMessage);
-        const [last, epoch] = await this.#command([
-          "HMGET",
-          this.#keys(room.name).meta,
-          "last",
-          "epoch",
-        ]) as [string | null, string | null];
-        room.delivered ??= Number(last ?? 0);
-        room.epoch ??= epoch ?? undefined;
+        const baseline = await this.#baseline(room.name);
+        room.delivered ??= baseline.last;
+        room.epoch ??= baseline.epoch;
+        if (!room.roster) this.#setRoster(room, baseline);
         this.#drain(room);
       } catch (error) {
         room.subscribed = undefined;
@@ -900,14 +1030,26 @@ export class RedisStore implements RoomStore {
     return room.subscribed;
   }
 
+  /** A message on the room's channel: an event, or a turn's appends. */
   #onMessage(room: RoomState, message: string): void {
-    let event: LiveEvent;
+    let got: LiveEvent | GoneNotice | RoomEvent[];
     try {
-      event = JSON.parse(message);
+      got = JSON.parse(message);
     } catch {
       return;
     }
+    if (!Array.isArray(got)) return this.#onEvent(room, got);
+    for (const event of got) this.#onEvent(room, event);
+  }
+
+  #onEvent(room: RoomState, event: LiveEvent | GoneNotice): void {
+    if (event.type === "gone") {
+      room.gone.push(event);
+      return this.#takeGone(room);
+    }
     if (event.type === "typing") {
+      // After the events taken before it, not ahead of them.
+      if (room.outbox.length > 0) return void room.outbox.push(event);
       for (const onEvent of room.listeners) onEvent(event);
       return;
     }
@@ -927,6 +1069,7 @@ export class RedisStore implements RoomStore {
    * still reach main.ts in one turn (one JSON batch per client).
    */
   #deliver(room: RoomState, event: RoomEvent): void {
+    this.#takeRoster(room, event);
     room.delivered = event.id;
     room.handedOver = true;
     room.outbox.push(event);
@@ -944,6 +1087,147 @@ export class RedisStore implements RoomStore {
       }
     }
     this.#outboxes.clear();
+  }
+
+  /**
+   * The roster takes the event delivered next. After skipped ids (a gap
+   * that the stream no longer held) it is read again.
+   */
+  #takeRoster(room: RoomState, event: RoomEvent): void {
+    const roster = room.roster;
+    if (!roster) {
+      room.rosterQueue?.push(event);
+      return;
+    }
+    if (event.id <= roster.id) return; // in its baseline already
+    if (event.id > roster.id + 1) {
+      this.#log("warn", "redis_roster_reread", { room: room.name });
+      this.#rebaseline(room);
+      room.rosterQueue!.push(event);
+      return;
+    }
+    roster.apply(event);
+    if (room.gone.length > 0) this.#takeGone(room);
+    if (room.joinFloors.length === 0) roster.forgetBefore(roster.id);
+    if (room.rosterWaiters.length > 0) this.#wakeJoins(room);
+  }
+
+  /**
+   * The roster takes the notices of members out without an event once it
+   * has the event each came after (they were published in that order).
+   */
+  #takeGone(room: RoomState): void {
+    const roster = room.roster;
+    if (!roster) return;
+    const later: GoneNotice[] = [];
+    for (const notice of room.gone) {
+      if (notice.after <= roster.id) roster.gone(notice.nick, notice.after);
+      else later.push(notice);
+    }
+    room.gone = later;
+  }
+
+  /** A roster from a baseline read, with what was taken meanwhile. */
+  #setRoster(room: RoomState, baseline: Baseline): void {
+    if (room.roster) return; // another read got there first
+    room.roster = new Roster(
+      baseline.last,
+      baseline.holders.map((holder) => ({
+        nick: holder.n,
+        order: holder.j,
+        verified: holder.v === true,
+      })),
+      nickKey,
+    );
+    // A notice from before the read is in it already (`after` below its
+    // last id: that id came after the notice).
+    room.gone = room.gone.filter((notice) => notice.after >= baseline.last);
+    const queued = room.rosterQueue ?? [];
+    room.rosterQueue = undefined;
+    for (const event of queued) this.#takeRoster(room, event);
+    this.#takeGone(room);
+    this.#wakeJoins(room);
+  }
+
+  /** Reads the members again; what is taken meanwhile waits in a queue. */
+  #rebaseline(room: RoomState): void {
+    if (room.rosterReading) return;
+    room.rosterReading = true;
+    if (room.roster) {
+      room.roster = undefined;
+      room.rosterQueue = [];
+    }
+    this.#baseline(room.name).then(
+      (baseline) => this.#setRoster(room, baseline),
+      () => {}, // Redis is away: the resync reads it
+    ).finally(() => room.rosterReading = false);
+  }
+
+  #baseline(room: string): Promise<Baseline> {
+    const keys = this.#keys(room);
+    return this.#run(BASELINE, [keys.meta, keys.nicks], {});
+  }
+
+  #wakeJoins(room: RoomState): void {
+    const id = room.roster?.id;
+    if (id === undefined) return;
+    const waiting = room.rosterWaiters;
+    room.rosterWaiters = waiting.filter((waiter) => waiter.id > id);
+    for (const waiter of waiting) if (waiter.id <= id) waiter.wake();
+  }
+
+  /** Joins waiting for a roster fail: the store is closing or crashed. */
+  #failJoins(): void {
+    for (const room of this.#rooms.values()) {
+      const waiting = room.rosterWaiters;
+      room.rosterWaiters = [];
+      for (const waiter of waiting) {
+        waiter.fail(new StoreUnavailable("the store is closed"));
+      }
+    }
+  }
+
+  /** Forgets roster changes that no join in flight can need. */
+  #trimRoster(room: RoomState): void {
+    const roster = room.roster;
+    if (!roster) return;
+    roster.forgetBefore(
+      room.joinFloors.length > 0 ? Math.min(...room.joinFloors) : roster.id,
+    );
+  }
+
+  /**
+   * The members a welcome with id `lastId` lists: the roster as of that id,
+   * once delivery here has reached it (events after it reach the client by
+   * delivery), if it counts as many as Redis did. Else (the room started
+   * over with a new epoch since it was read, or a member went in a way the
+   * roster could not place) read from Redis now, and the roster again.
+   */
+  async #membersAt(
+    room: RoomState,
+    reply: JoinReply,
+  ): Promise<RosterMember[]> {
+    if (room.epoch === undefined || room.epoch === reply.epoch) {
+      if (!room.roster || room.roster.id < reply.lastId) {
+        await new Promise<void>((wake, fail) =>
+          room.rosterWaiters.push({ id: reply.lastId, wake, fail })
+        );
+      }
+      const members = room.roster?.at(reply.lastId);
+      if (members?.length === reply.members) return members;
+      this.#log("warn", "redis_roster_missed", {
+        room: room.name,
+        lastId: reply.lastId,
+        kept: members?.length ?? -1,
+        members: reply.members,
+      });
+    }
+    if (room.roster) this.#rebaseline(room);
+    return (await this.#holders(room.name)).map((holder) => ({
+      nick: holder.n,
+      order: holder.j,
+      verified: holder.v === true,
+    }));
   }
 
   /**
@@ -1147,6 +1431,9 @@ export class RedisStore implements RoomStore {
       }
       await room.subscribed.catch(() => this.#subscribed(room));
       this.#fill(room);
+      // Notices of members gone without an event may have been missed
+      // while away (pub/sub keeps nothing): the members are read again.
+      this.#rebaseline(room);
     }
   }
 
@@ -1225,6 +1512,7 @@ export class RedisStore implements RoomStore {
       moderation: base + "mod",
       reserved: base + "reserved",
       posted: base + "posted",
+      ops: base + "ops",
     };
   }
 
@@ -1245,7 +1533,7 @@ export class RedisStore implements RoomStore {
     announce: boolean,
     connections: number,
   ): Promise<boolean> {
-    return this.#run(LEAVE, this.#keys(room), {
+    return this.#runIn(room, LEAVE, {
       ...this.#roomArgs(room),
       process: this.#proc,
       owner,
@@ -1335,6 +1623,19 @@ export class RedisStore implements RoomStore {
     }
   }
 
+  /**
+   * A room script: the room's appends not sent yet go first (they were
+   * asked first; one connection runs commands in the order sent).
+   */
+  #runIn<Args, Answer>(
+    room: string,
+    script: Script<Args, Answer>,
+    args: Args,
+  ): Promise<Answer> {
+    this.#sendAppends(room);
+    return this.#run(script, this.#keys(room), args);
+  }
+
   #token(room: string, epoch: string, joinedId: number): string {
     return reconnectToken(this.#secret, room, epoch, joinedId);
   }
@@ -1347,11 +1648,6 @@ export class RedisStore implements RoomStore {
 /** An event's cost in history (rooms.ts's measure; id and ts are numbers). */
 function cost(body: NewEvent): number {
   return eventBytes(body as RoomEvent);
-}
-
-/** The holders' nicks, in the order they joined. */
-function nicksOf(holders: StoredHolder[]): string[] {
-  return holders.sort((a, b) => a.j - b.j).map((holder) => holder.n);
 }
 
 function errorText(error: unknown): string {

@@ -25,6 +25,7 @@ import {
   startRedis,
 } from "./redis_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
+import { createClient } from "redis";
 import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
   type Joined,
@@ -471,6 +472,370 @@ Deno.test({
     } finally {
       await one.close();
       await two.close();
+      await redis.kill();
+    }
+  },
+});
+
+/** How many times Redis ran `command` (scripts' calls included). */
+async function commandCalls(url: string, command: string): Promise<number> {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    const info = await client.info("commandstats");
+    const found = info.match(new RegExp(`cmdstat_${command}:calls=(\\d+)`));
+    return found ? Number(found[1]) : 0;
+  } finally {
+    await client.close();
+  }
+}
+
+/** Publishes `message` on `channel` from a client of our own. */
+async function publish(url: string, channel: string, message: string) {
+  const client = createClient({ url });
+  await client.connect();
+  try {
+    await client.publish(channel, message);
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Big enough to take a subscriber many reads, small enough for Redis's
+ * pub/sub output buffer limit (8 MB for 60 s).
+ */
+const JUNK = "x".repeat(4 * 1024 * 1024);
+
+/** The members after each event, replayed from every event of a room. */
+function membersAfter(events: RoomEvent[]): Map<number, string[]> {
+  const members: string[] = [];
+  const after = new Map<number, string[]>([[0, []]]);
+  for (const event of events) {
+    if (event.type === "join") members.push(event.nick);
+    else if (event.type === "leave") {
+      members.splice(members.indexOf(event.nick), 1);
+    } else if (event.type === "nick") {
+      members[members.indexOf(event.from)] = event.to;
+    }
+    after.set(event.id, [...members]);
+  }
+  return after;
+}
+
+Deno.test({
+  name:
+    "redis: a join reads no member list; its users are the members as of its lastId",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const warnings: string[] = [];
+    const common = {
+      url: redis.url,
+      historySize: 10,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+      log: (level: string, event: string) => {
+        if (level !== "info") warnings.push(event);
+      },
+    };
+    const stores = [
+      await RedisStore.connect(common),
+      await RedisStore.connect(common),
+    ];
+    const watcher = await RedisStore.connect(common);
+    try {
+      // Every event of the room, from its first.
+      const events: RoomEvent[] = [];
+      watcher.hold("big");
+      watcher.subscribe("big", (event) => {
+        if (event.type !== "typing") events.push(event);
+      });
+      const joins: Joined[] = [];
+      const joinOn = async (i: number, nick?: string) => {
+        const store = stores[i % 2];
+        store.hold("big");
+        joins.push(await store.join("big", { owner: `o${i}`, nick }));
+      };
+      // Each process reads its members once, when it first subscribes.
+      await joinOn(0, "ann");
+      await joinOn(1, "bob");
+      const hvals = await commandCalls(redis.url, "hvals");
+      // Joins on both processes at once, with leaves and renames among them:
+      // each process's view is behind or ahead of each reply in turn.
+      const joining = new Map<number, Promise<void>>();
+      const work: Promise<unknown>[] = [];
+      let renames = Promise.resolve();
+      let annNick = "ann";
+      for (let i = 2; i < 60; i++) {
+        if (i % 5 === 0) {
+          // A few MB on the room's channel ahead of the join's event (not
+          // JSON: delivery drops it) keep the subscription reading while
+          // the join's reply arrives: the process must wait for its event.
+          await publish(redis.url, "chat:ev:big", JUNK);
+        }
+        joining.set(i, joinOn(i));
+        const gone = i - 6;
+        if (i % 10 === 0) {
+          work.push(
+            joining.get(gone)!.then(() =>
+              stores[gone % 2].leave("big", `o${gone}`, true)
+            ),
+          );
+        }
+        if (i % 7 === 0) {
+          renames = renames.then(async () => {
+            const to = `ann${i}`;
+            const renamed = await stores[0].rename("big", "o0", annNick, to);
+            if (renamed !== "nick_taken") annNick = to;
+          });
+        }
+      }
+      await Promise.all([...joining.values(), ...work, renames]);
+      assert.notEqual(annNick, "ann");
+      // Each JOIN reads the room's moderators (the `ops` hash, empty
+      // here) with one HVALS, and nothing reads the members again.
+      assert.equal(
+        await commandCalls(redis.url, "hvals"),
+        hvals + joining.size,
+        "no join read the member list",
+      );
+      assert.deepEqual(warnings, [], "no roster read again or missed");
+      const last = Math.max(...joins.map((joined) => joined.lastId));
+      await eventually("every event", () => (events.at(-1)?.id ?? 0) >= last);
+      const after = membersAfter(events);
+      for (const joined of joins) {
+        assert.deepEqual(
+          joined.users,
+          after.get(joined.lastId),
+          `the welcome of ${joined.nick} (lastId ${joined.lastId})`,
+        );
+      }
+      assert.ok(
+        events.some((e) => e.type === "leave") &&
+          events.some((e) => e.type === "nick"),
+      );
+    } finally {
+      for (const store of [...stores, watcher]) await store.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis: a turn's appends are one script and one message, in the order asked",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const common = {
+      url: redis.url,
+      historySize: 100,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+    };
+    const writer = await RedisStore.connect(common);
+    const reader = await RedisStore.connect(common);
+    try {
+      const got: RoomEvent[] = [];
+      reader.hold("t");
+      reader.subscribe("t", (event) => {
+        if (event.type === "message") got.push(event);
+      });
+      writer.hold("t");
+      await writer.join("t", { owner: "w", nick: "w" });
+      const scripts = await commandCalls(redis.url, "evalsha");
+      const publishes = await commandCalls(redis.url, "publish");
+      const texts = Array.from({ length: 20 }, (_, i) => `m${i}`);
+      const appended = await Promise.all(
+        texts.map((text) =>
+          writer.append("t", { type: "message", from: "w", text })
+        ),
+      );
+      assert.equal(await commandCalls(redis.url, "evalsha"), scripts + 1);
+      assert.equal(await commandCalls(redis.url, "publish"), publishes + 1);
+      const first = appended[0].id;
+      assert.deepEqual(
+        appended.map((event) => [event.id, (event as { text: string }).text]),
+        texts.map((text, i) => [first + i, text]),
+      );
+      await eventually("delivery", () => got.length === texts.length);
+      assert.deepEqual(got, appended);
+    } finally {
+      await writer.close();
+      await reader.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis: a turn's posts are one script: a muted person's refused, the rest in order, a rename after them",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const common = {
+      url: redis.url,
+      historySize: 100,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+    };
+    const writer = await RedisStore.connect(common);
+    const reader = await RedisStore.connect(common);
+    try {
+      const got: RoomEvent[] = [];
+      reader.hold("t");
+      reader.subscribe("t", (event) => {
+        if (event.type !== "typing") got.push(event);
+      });
+      writer.hold("t");
+      await writer.join("t", { owner: "s.ann", nick: "ann", keys: ["s.ann"] });
+      writer.hold("t");
+      await writer.join("t", { owner: "s.bob", nick: "bob", keys: ["s.bob"] });
+      assert.equal(await writer.mute("t", "bob"), "muted");
+      const ann = { owner: "s.ann", keys: ["s.ann"], op: false };
+      const bob = { owner: "s.bob", keys: ["s.bob"], op: false };
+      const scripts = await commandCalls(redis.url, "evalsha");
+      const publishes = await commandCalls(redis.url, "publish");
+      // One turn: three posts, then a rename by the first poster.
+      const asked = [
+        writer.post("t", ann, { type: "message", from: "ann", text: "a" }),
+        writer.post("t", bob, { type: "message", from: "bob", text: "b" }),
+        writer.post("t", ann, { type: "action", from: "ann", text: "c" }),
+        writer.rename("t", "s.ann", "ann", "anna"),
+      ] as const;
+      const [a, b, c, renamed] = await Promise.all(asked);
+      assert.deepEqual(b, { refused: "muted" });
+      assert.equal(
+        await commandCalls(redis.url, "evalsha"),
+        scripts + 2,
+        "one APPEND for the posts, one RENAME",
+      );
+      assert.equal(
+        await commandCalls(redis.url, "publish"),
+        publishes + 2,
+        "the posts as one message, the rename as another",
+      );
+      const posted = [a, c] as RoomEvent[];
+      assert.deepEqual(
+        posted.map((event) => [event.type, (event as { text: string }).text]),
+        [["message", "a"], ["action", "c"]],
+      );
+      assert.ok(renamed !== "nick_taken");
+      assert.deepEqual(
+        [...posted, renamed].map((event) => event.id),
+        [posted[0].id, posted[0].id + 1, posted[0].id + 2],
+        "the rename after the posts asked before it",
+      );
+      await eventually("delivery", () => got.at(-1)?.id === renamed.id);
+      assert.deepEqual(got.slice(-3), [...posted, renamed]);
+    } finally {
+      await writer.close();
+      await reader.close();
+      await redis.kill();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "redis: each process's members follow kicks, verified takeovers, unannounced leaves and the last one out",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const warnings: string[] = [];
+    const common = {
+      url: redis.url,
+      historySize: 100,
+      maxHistoryBytes: 100_000,
+      maxRooms: 10,
+      roomTtl: 60,
+      onEvict: () => {},
+      heartbeatMs: 1000,
+      log: (level: string, event: string) => {
+        if (level !== "info") warnings.push(event);
+      },
+    };
+    const [a, b, c] = [
+      await RedisStore.connect(common),
+      await RedisStore.connect(common),
+      await RedisStore.connect(common),
+    ];
+    /** Every connection joined, by store and owner. */
+    const connections: [RedisStore, string][] = [];
+    /** A join, whose welcome must list the members as Redis has them. */
+    const joinOn = async (
+      store: RedisStore,
+      request: Partial<Parameters<RoomStore["join"]>[1]> = {},
+    ) => {
+      const owner = request.owner ?? `s.${connections.length}`;
+      connections.push([store, owner]);
+      store.hold("r");
+      const joined = await store.join("r", { ...request, owner });
+      const roster = await a.roster("r");
+      assert.deepEqual(joined.users, roster.map((entry) => entry.nick));
+      assert.deepEqual(
+        joined.verified,
+        roster.filter((entry) => entry.verified).map((entry) => entry.nick),
+      );
+      assert.deepEqual(
+        joined.moderators,
+        roster.filter((entry) => entry.op).map((entry) => entry.nick),
+      );
+      return joined;
+    };
+    try {
+      await joinOn(a, { nick: "mod", op: true, owner: "s.mod" });
+      await joinOn(b, { nick: "bob" });
+      await joinOn(c, { nick: "cy" });
+      assert.deepEqual((await joinOn(b)).moderators, ["mod"]);
+      // A kick: out on every process.
+      assert.notEqual(
+        await a.expel("r", { nick: "bob", by: "mod" }),
+        "no_such_nick",
+      );
+      assert.ok(!(await joinOn(c)).users.includes("bob"));
+      // A verified person takes a name an anonymous member holds: that one
+      // is renamed (a nick event), and the newcomer is listed as verified.
+      await joinOn(b, { nick: "carl" });
+      const carl = await joinOn(c, {
+        nick: "carl",
+        verified: true,
+        owner: "u.carl",
+      });
+      assert.equal(carl.nick, "carl");
+      assert.ok((await joinOn(a)).verified.includes("carl"));
+      // Leaves not announced (a process shutting down): no event, yet out
+      // of every process's list.
+      const cy = await joinOn(c, { nick: "cy2", owner: "s.cy2" });
+      await c.leave("r", "s.cy2", false);
+      await c.leave("r", "u.carl", false);
+      assert.ok(!(await joinOn(b)).users.includes(cy.nick));
+      // The moderator leaves: no longer listed as one.
+      await a.leave("r", "s.mod", true);
+      assert.deepEqual((await joinOn(b)).moderators, []);
+      // Everyone leaves (those gone already change nothing); the last one
+      // out is not announced. A process that still holds the room must not
+      // list anyone to the next one in.
+      for (const [store, owner] of connections) {
+        await store.leave("r", owner, true);
+      }
+      assert.deepEqual(await a.roster("r"), []);
+      const alone = await joinOn(b, { nick: "last" });
+      assert.deepEqual(alone.users, ["last"]);
+      assert.deepEqual(warnings, [], "no member list read again or missed");
+    } finally {
+      for (const store of [a, b, c]) await store.close();
       await redis.kill();
     }
   },

@@ -32,7 +32,13 @@
  *          [--clients 100] [--senders 4] [--messages 2000] [--window 16]
  *          [--size 64] [--protocol text|json] [--rate 0] [--duration 60]
  *          [--pid SERVER_PID[,PID…]] [--workers 1] [--room-size 0]
- *          [--source-ips 0] [--json] [--quiet]
+ *          [--source-ips 0] [--join-wave 0] [--json] [--quiet]
+ *
+ * With `--join-wave W` (scenario (f)) there is no send phase: the clients
+ * join in waves of W (a wave starts when every client of the last one has
+ * its welcome), then leave in waves of W (a close handshake each, then the
+ * rest of the room has gone quiet), and the report's `churn` says what the
+ * server processes used in all, per join (a join and its leave).
  *
  * @module
  */
@@ -72,6 +78,10 @@ const HIST_GROWTH = 1.01;
 const HIST_BUCKETS = 2_100;
 /** Client CPU above this share of its cores means the client is the limit. */
 const CLIENT_SATURATED_SHARE = 0.9;
+/** A client's close handshake (scenario (f)) must finish within this. */
+const CLOSE_TIMEOUT_MS = 10_000;
+/** Status code of the close frames sent when leaving (RFC 6455 normal). */
+const CLOSE_NORMAL = 1000;
 /** RFC 6455 handshake GUID. */
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -99,6 +109,11 @@ export interface LoadConfig {
   /** Clients per room (rooms are `PATH-0`, `PATH-1`, …); 0 = one room. */
   roomSize: number;
   sourceIps: number;
+  /**
+   * Scenario (f): join in waves of this many clients, then leave in waves,
+   * no messages; 0 = the usual connect, settle, send.
+   */
+  joinWave: number;
   /** Random tag in every message text, so stray messages are not counted. */
   tag: string;
   quiet: boolean;
@@ -137,6 +152,8 @@ export interface LoadReport {
     cpuS: number;
     cpuUsPerDelivery: number;
     cpuShare: number;
+    /** `cpuS` by process, in `--pid` order. */
+    cpuSByPid?: number[];
     rssBeforeKiB: number;
     rssConnectedKiB: number;
     rssAfterKiB: number;
@@ -147,6 +164,21 @@ export interface LoadReport {
     cpuS: number;
     cpuShare: number;
     saturated: boolean;
+  };
+  /** Scenario (f) (`--join-wave`): joins and leaves, no send phase. */
+  churn?: {
+    /** Clients per wave. */
+    wave: number;
+    /** From the first connect to the last welcome. */
+    joinS: number;
+    /** From the first close to the room going quiet. */
+    leaveS: number;
+    /** Server CPU (every `--pid`) over both phases. */
+    cpuS: number;
+    /** `cpuS` ÷ clients: what one join and its leave cost the server. */
+    cpuUsPerJoin: number;
+    /** Server RSS with everyone in the room − before anyone came, per client. */
+    rssPerMemberBytes: number;
   };
 }
 
@@ -271,6 +303,37 @@ class Group {
     }
   }
 
+  /**
+   * Scenario (f): joins this group's clients `wave` at a time, each wave
+   * once the last one has its welcomes.
+   */
+  async joinInWaves(wave: number): Promise<void> {
+    const urls = (this.cfg.urls ?? [this.cfg.url]).map((url) => new URL(url));
+    const deadline = Date.now() + CONNECT_PHASE_MS;
+    for (let i = 0; i < this.indices.length; i += wave) {
+      if (Date.now() > deadline) throw new Error("join phase timed out");
+      const batch = this.indices.slice(i, i + wave).map((idx) => {
+        const c = new Client(this, idx, urls[idx % urls.length], true);
+        this.clients.push(c);
+        return c.open().then(() => c.welcomed);
+      });
+      await Promise.all(batch);
+      this.connected = this.clients.length;
+    }
+  }
+
+  /**
+   * Scenario (f): closes the clients `wave` at a time (close handshakes),
+   * each wave once the room has gone quiet after the last one (the others
+   * got its leaves).
+   */
+  async leaveInWaves(wave: number): Promise<void> {
+    for (let i = 0; i < this.clients.length; i += wave) {
+      await Promise.all(this.clients.slice(i, i + wave).map((c) => c.leave()));
+      await this.settle();
+    }
+  }
+
   roomOf(idx: number): number {
     return this.cfg.roomSize > 0 ? Math.floor(idx / this.cfg.roomSize) : 0;
   }
@@ -354,8 +417,27 @@ class Client {
   #inflight = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** Settled by the first data frame: the welcome (or the text greeting). */
+  readonly welcomed: Promise<void>;
+  #welcome!: { resolve: () => void; reject: (error: Error) => void };
+  #gotWelcome = false;
+  #onClosed: (() => void) | null = null;
 
-  constructor(readonly group: Group, readonly idx: number, readonly url: URL) {
+  /**
+   * `churn` (scenario (f)): after the welcome, frames are only counted as
+   * traffic, not decoded, so that the load process stays cheap while every
+   * client receives every join and leave of a room of thousands.
+   */
+  constructor(
+    readonly group: Group,
+    readonly idx: number,
+    readonly url: URL,
+    readonly churn = false,
+  ) {
+    this.welcomed = new Promise((resolve, reject) => {
+      this.#welcome = { resolve, reject };
+    });
+    this.welcomed.catch(() => {}); // only scenario (f) awaits it
     const cfg = group.cfg;
     this.room = group.roomOf(idx);
     this.senderId = idx < cfg.senders ? idx : -1;
@@ -431,6 +513,8 @@ class Client {
           this.group.errors.push(`client ${this.idx}: closed by server`);
         }
         this.#closed = true;
+        this.#welcome.reject(new Error(`client ${this.idx}: closed`));
+        this.#onClosed?.();
       });
       sock.write(
         `GET ${path} HTTP/1.1\r\nHost: ${this.url.host}\r\n` +
@@ -466,6 +550,24 @@ class Client {
 
   stopSending(): void {
     clearInterval(this.#timer);
+  }
+
+  /** Sends a close frame and resolves when the server has closed. */
+  leave(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.destroy();
+        reject(new Error(`client ${this.idx}: close timed out`));
+      }, CLOSE_TIMEOUT_MS);
+      this.#onClosed = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const code = new Uint8Array(2);
+      new DataView(code.buffer).setUint16(0, CLOSE_NORMAL);
+      this.#sock!.write(encodeFrame(Opcode.Close, code));
+    });
   }
 
   destroy(): void {
@@ -556,6 +658,7 @@ class Client {
       return;
     }
     if (opcode === Opcode.Pong) return;
+    if (this.churn && this.#gotWelcome) return; // traffic only, see constructor
     // A new data frame (not a continuation) starts a new message.
     if (opcode !== Opcode.Continuation) this.#fragments = null;
     if (!fin) {
@@ -568,6 +671,16 @@ class Client {
       this.#fragments = null;
     }
     const text = decoder.decode(payload);
+    if (!this.#gotWelcome) {
+      this.#gotWelcome = true;
+      if (!this.json || text.includes('"type":"welcome"')) {
+        this.#welcome.resolve();
+      } else {
+        this.#welcome.reject(
+          new Error(`client ${this.idx}: no welcome: ${text.slice(0, 80)}`),
+        );
+      }
+    }
     if (this.json) this.#onJson(text, now);
     else {
       // `NICK: TEXT`; join/leave lines carry no tag.
@@ -807,10 +920,14 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     }
   }, PROGRESS_INTERVAL_MS);
 
+  if (cfg.joinWave > 0) return await runChurn(cfg, log);
+
   const reports: GroupReport[] = [];
   let connectS = NaN;
   let serverCpu0 = NaN;
   let serverCpu1 = NaN;
+  let byPid0: number[] = [];
+  let byPid1: number[] = [];
   let rssConnected = NaN;
   let coordinatorRunCpu = 0;
   try {
@@ -821,11 +938,13 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     await Promise.all(handles.map((h) => h.settle()));
     rssConnected = pid ? total(procRssKiB) : NaN;
     serverCpu0 = pid ? total(procCpuS) : NaN;
+    byPid0 = pids.map(procCpuS);
     phase = "sending";
     const startAt = wallMs();
     const ownCpu0 = procCpuS("self");
     reports.push(...await Promise.all(handles.map((h) => h.run(startAt))));
     serverCpu1 = pid ? total(procCpuS) : NaN;
+    byPid1 = pids.map(procCpuS);
     coordinatorRunCpu = procCpuS("self") - ownCpu0;
   } catch (e) {
     errors.push((e as Error).message);
@@ -883,6 +1002,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
       cpuS: serverCpu,
       cpuUsPerDelivery: delivered ? serverCpu / delivered * 1e6 : NaN,
       cpuShare: sendPhaseS > 0 ? serverCpu / sendPhaseS : NaN,
+      cpuSByPid: byPid1.map((cpu, i) => cpu - byPid0[i]),
       rssBeforeKiB: rssBefore,
       rssConnectedKiB: rssConnected,
       rssAfterKiB: rssAfter,
@@ -894,6 +1014,87 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
       cpuShare: sendPhaseS > 0 ? clientCpu / sendPhaseS : NaN,
       saturated: sendPhaseS > 0 &&
         clientCpu / sendPhaseS > CLIENT_SATURATED_SHARE * cfg.workers,
+    },
+  };
+}
+
+/**
+ * Scenario (f): every client joins the one room, in waves, then leaves, in
+ * waves; what the server processes used in all, per join. One load process
+ * (so that the waves are in order).
+ */
+async function runChurn(
+  cfg: LoadConfig,
+  log: (s: string) => void,
+): Promise<LoadReport> {
+  const pids = cfg.pids ?? (cfg.pid ? [cfg.pid] : []);
+  const total = (of: (pid: number) => number) =>
+    pids.reduce((sum, p) => sum + of(p), 0);
+  const group = new Group(
+    cfg,
+    Array.from({ length: cfg.clients }, (_, i) => i),
+  );
+  const errors: string[] = [];
+  const rssBefore = total(procRssKiB);
+  const cpu0 = total(procCpuS);
+  const ownCpu0 = procCpuS("self");
+  const t0 = performance.now();
+  let joinS = NaN, leaveS = NaN, rssJoined = NaN;
+  try {
+    await group.joinInWaves(cfg.joinWave);
+    joinS = (performance.now() - t0) / 1000;
+    log(`${cfg.clients} joined in ${joinS.toFixed(1)} s`);
+    await group.settle();
+    rssJoined = total(procRssKiB);
+    const t1 = performance.now();
+    await group.leaveInWaves(cfg.joinWave);
+    leaveS = (performance.now() - t1) / 1000;
+    log(`${cfg.clients} left in ${leaveS.toFixed(1)} s`);
+  } catch (e) {
+    errors.push((e as Error).message);
+  }
+  const cpuS = total(procCpuS) - cpu0;
+  const clientCpu = procCpuS("self") - ownCpu0;
+  const wallS = (performance.now() - t0) / 1000;
+  group.close();
+  errors.push(...new Set(group.errors.slice(0, 5)));
+  const { tag: _tag, quiet: _quiet, ...config } = cfg;
+  return {
+    config,
+    status: errors.length ? "error" : "ok",
+    errors,
+    connected: group.connected,
+    connectS: joinS,
+    expected: 0,
+    delivered: 0,
+    lost: 0,
+    dups: 0,
+    sendPhaseS: NaN,
+    deliveredPerS: NaN,
+    latencyMs: { p50: NaN, p99: NaN, max: NaN },
+    server: {
+      pid: cfg.pid,
+      cpuS,
+      cpuUsPerDelivery: NaN,
+      cpuShare: cpuS / wallS,
+      rssBeforeKiB: rssBefore,
+      rssConnectedKiB: rssJoined,
+      rssAfterKiB: total(procRssKiB),
+      rssPerConnBytes: (rssJoined - rssBefore) * 1024 / cfg.clients,
+    },
+    client: {
+      workers: 1,
+      cpuS: clientCpu,
+      cpuShare: clientCpu / wallS,
+      saturated: clientCpu / wallS > CLIENT_SATURATED_SHARE,
+    },
+    churn: {
+      wave: cfg.joinWave,
+      joinS,
+      leaveS,
+      cpuS,
+      cpuUsPerJoin: cpuS / cfg.clients * 1e6,
+      rssPerMemberBytes: (rssJoined - rssBefore) * 1024 / cfg.clients,
     },
   };
 }
@@ -920,6 +1121,14 @@ export function reportTable(r: LoadReport): string {
       `${c.size} B, ${c.protocol}, ${c.workers} worker(s)`,
     ],
     ["connected", `${r.connected} in ${fmt(r.connectS, 2)} s`],
+    ...(r.churn
+      ? [[
+        "churn",
+        `waves of ${r.churn.wave}: joined in ${fmt(r.churn.joinS, 1)} s, ` +
+        `left in ${fmt(r.churn.leaveS, 1)} s, server CPU ` +
+        `${fmt(r.churn.cpuS, 2)} s = ${fmt(r.churn.cpuUsPerJoin, 0)} µs/join`,
+      ] as [string, string]]
+      : []),
     ["delivered", `${r.delivered} of ${r.expected} (lost ${r.lost})`],
     ["delivered/s", fmt(r.deliveredPerS, 0)],
     [
@@ -970,6 +1179,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
       workers: { type: "string", default: "1" },
       "room-size": { type: "string", default: "0" },
       "source-ips": { type: "string", default: "0" },
+      "join-wave": { type: "string", default: "0" },
       json: { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
     },
@@ -1005,6 +1215,9 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     throw new Error("--protocol must be text or json");
   }
   const clients = int("clients", 1, MAX_CLIENTS);
+  if (Number(values["join-wave"]) > 0 && Number(values.workers) > 1) {
+    throw new Error("--join-wave runs in one load process (--workers 1)");
+  }
   const sourceIps = int("source-ips", 0, MAX_SOURCE_IPS) ||
     Math.min(MAX_SOURCE_IPS, Math.ceil(clients / CLIENTS_PER_SOURCE_IP));
   return {
@@ -1023,6 +1236,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     workers: Math.min(int("workers", 1, MAX_WORKERS), clients),
     roomSize: int("room-size", 0, MAX_CLIENTS),
     sourceIps,
+    joinWave: int("join-wave", 0, MAX_CLIENTS),
     tag: crypto.randomUUID().slice(0, 8),
     quiet: values.quiet,
     json: values.json,

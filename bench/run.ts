@@ -10,10 +10,14 @@
  *
  * Usage: deno task bench [--scenario a,b,c,d] [--runs 3]
  *          [--servers reference,bun,ours] [--protocols text,json] [--json]
- *        deno task bench --redis     # (b) and (d): in memory vs two
+ *        deno task bench --redis     # (b), (d) and (f): in memory vs two
  *                                    # processes sharing rooms through Redis
+ *        deno task bench --scenario f --servers ours,redis  # (f) alone
  *        deno task bench --data      # (a), (b) and (e): in memory vs
  *                                    # `--data` (a SQLite file in a tmp dir)
+ *        deno task bench --redis --base DIR --servers ours,redis,redis-base
+ *                                    # and another build (a worktree: DIR
+ *                                    # holds its main.ts) in the same run
  *
  * @module
  */
@@ -24,6 +28,12 @@ import { fmt, type LoadReport } from "./load.ts";
 const BUN_VERSION = "1.4.4";
 /** Load processes for the throughput scenarios (a) and (b). */
 const DEFAULT_WORKERS = 2;
+/**
+ * Scenario (f): clients joining at once. Big enough that one wave's join
+ * events reach the room in a few batched frames, small enough that the
+ * room fills one join after another rather than all at once.
+ */
+const JOIN_WAVE = 100;
 /** Runs per scenario and server when `--runs` is not given. */
 const DEFAULT_RUNS = 3;
 /** A server must answer `GET /healthz` within this after being started. */
@@ -70,24 +80,32 @@ interface Scenario {
   spread?: boolean;
   /** Metrics shown for this scenario (keys of {@linkcode pick}). */
   metrics: Metric[];
+  /** The protocols it runs with, when not every one. */
+  protocols?: string[];
+  /** What `--scenario` calls it, when not its id (both (f) sizes are `f`). */
+  group?: string;
 }
 
 type Metric =
   | "deliveredPerS"
   | "cpuUsPerDelivery"
   | "lost"
+  | "dups"
   | "p50"
   | "p99"
   | "max"
   | "rssPerConnBytes"
   | "clientCpuShare"
-  | "cpuUsPerMessage";
+  | "cpuUsPerMessage"
+  | "cpuUsPerJoin"
+  | "joinS";
 
 /** What the throughput scenarios (a) and (b) report. */
 const THROUGHPUT_METRICS: Metric[] = [
   "deliveredPerS",
   "cpuUsPerDelivery",
   "lost",
+  "dups",
   "p50",
   "p99",
   "clientCpuShare",
@@ -137,18 +155,35 @@ const SCENARIOS: Scenario[] = [
     args: ["--clients=2", "--senders=1", "--messages=10000"],
     metrics: ["cpuUsPerMessage", "deliveredPerS", "p99", "lost"],
   },
+  ...[1_000, 3_000].map((clients): Scenario => ({
+    id: `f${clients / 1000}k`,
+    group: "f",
+    title: `(f) ${
+      clients.toLocaleString("en-US")
+    } JSON clients join one room in waves of ${JOIN_WAVE}, then leave`,
+    args: [
+      `--clients=${clients}`,
+      "--senders=0",
+      `--join-wave=${JOIN_WAVE}`,
+    ],
+    metrics: ["cpuUsPerJoin", "joinS", "rssPerConnBytes", "clientCpuShare"],
+    protocols: ["json"],
+  })),
 ];
 
 const METRIC_LABEL: Record<Metric, string> = {
   deliveredPerS: "deliv/s",
   cpuUsPerDelivery: "srv CPU µs/deliv",
   lost: "lost",
+  dups: "dups",
   p50: "p50 ms",
   p99: "p99 ms",
   max: "max ms",
   rssPerConnBytes: "RSS B/conn",
   clientCpuShare: "client CPU %",
   cpuUsPerMessage: "srv CPU µs/msg",
+  cpuUsPerJoin: "srv CPU µs/join",
+  joinS: "join phase s",
 };
 
 function pick(r: LoadReport, m: Metric): number {
@@ -159,6 +194,8 @@ function pick(r: LoadReport, m: Metric): number {
       return r.server.cpuUsPerDelivery;
     case "lost":
       return r.lost;
+    case "dups":
+      return r.dups;
     case "p50":
       return r.latencyMs.p50;
     case "p99":
@@ -173,6 +210,10 @@ function pick(r: LoadReport, m: Metric): number {
       const sent = r.config.senders * r.config.messages;
       return sent > 0 ? r.server.cpuS * 1e6 / sent : NaN;
     }
+    case "cpuUsPerJoin":
+      return r.churn?.cpuUsPerJoin ?? NaN;
+    case "joinS":
+      return r.churn?.joinS ?? NaN;
   }
 }
 
@@ -181,10 +222,20 @@ interface Target {
   name: string;
   /**
    * `redis`: two main.ts processes and a redis-server, clients split;
+   * `base`, `redis-base`: as `ours` and `redis`, with `--base`'s main.ts
+   * (another build, to compare in the same run);
    * `data`: main.ts with `--data` in a fresh tmp dir (`data-full`: and
    * `--data-sync full`).
    */
-  server: "reference" | "bun" | "ours" | "redis" | "data" | "data-full";
+  server:
+    | "reference"
+    | "bun"
+    | "ours"
+    | "redis"
+    | "data"
+    | "data-full"
+    | "base"
+    | "redis-base";
   protocol: "text" | "json";
 }
 
@@ -200,7 +251,14 @@ const ALL_TARGETS: Target[] = [
   { name: "data/json", server: "data", protocol: "json" },
   { name: "data-full/text", server: "data-full", protocol: "text" },
   { name: "data-full/json", server: "data-full", protocol: "json" },
+  { name: "base/text", server: "base", protocol: "text" },
+  { name: "base/json", server: "base", protocol: "json" },
+  { name: "redis-base/text", server: "redis-base", protocol: "text" },
+  { name: "redis-base/json", server: "redis-base", protocol: "json" },
 ];
+
+/** `--base`: the directory of the other build's main.ts, with a slash. */
+let baseDir = "";
 
 function log(s: string): void {
   console.error(`[bench] ${s}`);
@@ -328,7 +386,7 @@ interface Running {
  * Two of our processes sharing rooms through a fresh redis-server (no
  * persistence, as a cache would run), each on its own ports.
  */
-async function startRedisCluster(): Promise<Running> {
+async function startRedisCluster(dir = repoDir): Promise<Running> {
   const redisPort = freePort();
   const redis = new Deno.Command("redis-server", {
     args: [
@@ -368,7 +426,9 @@ async function startRedisCluster(): Promise<Running> {
   const chats: Running[] = [];
   try {
     for (let i = 0; i < 2; i++) {
-      chats.push(await startServer({ ...OURS_TARGET }, "", ["--redis", url]));
+      chats.push(
+        await startServer({ ...OURS_TARGET }, "", ["--redis", url], dir),
+      );
     }
   } catch (e) {
     await Promise.all(chats.map((c) => c.stop()));
@@ -418,8 +478,10 @@ async function startServer(
   target: Target,
   bun: string,
   extra: string[] = [],
+  dir = target.server === "base" ? baseDir : repoDir,
 ): Promise<Running> {
   if (target.server === "redis") return await startRedisCluster();
+  if (target.server === "redis-base") return await startRedisCluster(baseDir);
   if (target.server === "data" || target.server === "data-full") {
     return await startWithData(target.server === "data-full");
   }
@@ -445,14 +507,14 @@ async function startServer(
     : withFdLimit(Deno.execPath(), [
       "run",
       "-A",
-      `${repoDir}main.ts`,
+      `${dir}main.ts`,
       ...common,
       ...OURS_UNLIMITED,
       ...extra,
     ]);
   const child = new Deno.Command(cmd, {
     args,
-    cwd: repoDir,
+    cwd: dir,
     stdin: "null",
     stdout: "null",
     stderr: "inherit",
@@ -537,7 +599,14 @@ async function measure(
 function oneLine(r: LoadReport | null): string {
   if (!r) return "FAILED";
   const parts = [`${r.status}`];
-  if (r.delivered) {
+  if (r.churn) {
+    parts.push(
+      `${fmt(r.churn.cpuUsPerJoin, 0)} µs CPU/join`,
+      `joined in ${fmt(r.churn.joinS, 1)} s`,
+      `left in ${fmt(r.churn.leaveS, 1)} s`,
+      `client ${fmt(100 * r.client.cpuShare, 0)} %`,
+    );
+  } else if (r.delivered) {
     parts.push(
       `${fmt(r.deliveredPerS, 0)} deliv/s`,
       `${fmt(r.server.cpuUsPerDelivery, 3)} µs CPU/deliv`,
@@ -618,6 +687,29 @@ function targetChecks(m: Medians): string[][] {
       check(`(${s}) --data ${p} lost = 0`, get(s, `data/${p}`, "lost"), 0);
     }
   }
+  // Redis mode at the cost of one process (issue 16): both processes and
+  // redis-server against one process in memory, same run.
+  for (const [p, factor] of [["json", 1.3], ["text", 1.1]] as const) {
+    check(
+      `(b) redis ${p} CPU/deliv ≤ ${factor}× in memory`,
+      get("b", `redis/${p}`, "cpuUsPerDelivery"),
+      factor * get("b", `ours/${p}`, "cpuUsPerDelivery"),
+    );
+    check(`(b) redis ${p} lost = 0`, get("b", `redis/${p}`, "lost"), 0);
+    check(`(b) redis ${p} dups = 0`, get("b", `redis/${p}`, "dups"), 0);
+  }
+  check(
+    "(f) redis json CPU/join ≤ 2× in memory at 3,000",
+    get("f3k", "redis/json", "cpuUsPerJoin"),
+    2 * get("f3k", "ours/json", "cpuUsPerJoin"),
+  );
+  for (const t of ["ours/json", "redis/json"]) {
+    check(
+      `(f) ${t} CPU/join at 3,000 ≤ 2× at 1,000`,
+      get("f3k", t, "cpuUsPerJoin"),
+      2 * get("f1k", t, "cpuUsPerJoin"),
+    );
+  }
   for (const p of ["text", "json"]) {
     check(
       `(c) ${p} RSS/idle conn ≤ 1.2× reference`,
@@ -633,6 +725,22 @@ function targetChecks(m: Medians): string[][] {
   return rows;
 }
 
+/** The commit of the build in `dir`, and whether its .ts files changed since. */
+async function buildOf(dir: string): Promise<string> {
+  const git = (...args: string[]) =>
+    new Deno.Command("git", {
+      args: ["-C", dir, ...args],
+      stdout: "piped",
+      stderr: "null",
+    }).output().then((o) => new TextDecoder().decode(o.stdout).trim())
+      .catch(() => "");
+  const commit = await git("rev-parse", "--short", "HEAD");
+  const dirty = await git("status", "--porcelain", "--", "*.ts") !== "";
+  return commit
+    ? `${commit}${dirty ? " + uncommitted .ts changes" : ""}`
+    : "uncommitted";
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -642,6 +750,7 @@ async function main(): Promise<void> {
       servers: { type: "string" },
       redis: { type: "boolean", default: false },
       data: { type: "boolean", default: false },
+      base: { type: "string" },
       protocols: { type: "string", default: "text,json" },
       workers: { type: "string", default: String(DEFAULT_WORKERS) },
       json: { type: "boolean", default: false },
@@ -659,10 +768,10 @@ async function main(): Promise<void> {
   // --redis: (b) and (d), one in-memory process against two processes and
   // a redis-server, unless --scenario or --servers say otherwise.
   // --data: (a), (b) and (e), in memory against --data.
-  const scenarioIds = values.scenario ??
-    (values.redis ? "b,d" : values.data ? "a,b,e" : "a,b,c,d");
+  const scenarioIds = (values.scenario ??
+    (values.redis ? "b,d,f" : values.data ? "a,b,e" : "a,b,c,d")).split(",");
   const scenarios = SCENARIOS.filter((s) =>
-    scenarioIds.split(",").includes(s.id)
+    scenarioIds.includes(s.id) || scenarioIds.includes(s.group ?? s.id)
   );
   const servers = (values.servers ??
     (values.redis
@@ -674,6 +783,13 @@ async function main(): Promise<void> {
   let targets = ALL_TARGETS.filter((t) =>
     servers.includes(t.server) && protocols.includes(t.protocol)
   );
+  if (values.base !== undefined) {
+    baseDir = new URL(`${Deno.realPathSync(values.base)}/`, "file:///")
+      .pathname;
+    Deno.statSync(`${baseDir}main.ts`);
+  } else if (targets.some((t) => t.server.endsWith("base"))) {
+    throw new Error("the base servers need --base DIR (another build)");
+  }
   if (scenarios.length === 0 || targets.length === 0) {
     throw new Error("nothing to run: check --scenario, --servers, --protocols");
   }
@@ -703,18 +819,8 @@ async function main(): Promise<void> {
       targets = targets.filter((t) => t.server !== "redis");
     }
   }
-  const commit = await new Deno.Command("git", {
-    args: ["-C", repoDir, "rev-parse", "--short", "HEAD"],
-    stdout: "piped",
-    stderr: "null",
-  }).output().then((o) => new TextDecoder().decode(o.stdout).trim())
-    .catch(() => "");
-  const dirty = await new Deno.Command("git", {
-    args: ["-C", repoDir, "status", "--porcelain", "--", "main.ts"],
-    stdout: "piped",
-    stderr: "null",
-  }).output().then((o) => new TextDecoder().decode(o.stdout).trim() !== "")
-    .catch(() => false);
+  const build = await buildOf(repoDir);
+  const baseBuild = baseDir ? await buildOf(baseDir) : "";
 
   const all: Record<string, Record<string, LoadReport[]>> = {};
   for (let run = 1; run <= runs; run++) {
@@ -722,6 +828,7 @@ async function main(): Promise<void> {
       // Alternate the order between runs so no server always goes first.
       const order = run % 2 ? targets : [...targets].reverse();
       for (const t of order) {
+        if (s.protocols && !s.protocols.includes(t.protocol)) continue;
         const r = await measure(t, s, bun, workers);
         log(`run ${run}/${runs} (${s.id}) ${t.name.padEnd(14)} ${oneLine(r)}`);
         if (r) ((all[s.id] ??= {})[t.name] ??= []).push(r);
@@ -738,6 +845,7 @@ async function main(): Promise<void> {
       "runs",
     ]];
     for (const t of targets) {
+      if (s.protocols && !s.protocols.includes(t.protocol)) continue;
       const reports = all[s.id]?.[t.name] ?? [];
       const med: Partial<Record<Metric, number>> = {};
       for (const m of s.metrics) {
@@ -746,7 +854,12 @@ async function main(): Promise<void> {
       (medians[s.id] ??= {})[t.name] = med;
       rows.push([
         t.name,
-        ...s.metrics.map((m) => fmt(med[m]!, m === "cpuUsPerDelivery" ? 3 : 1)),
+        ...s.metrics.map((m) =>
+          fmt(
+            med[m]!,
+            m === "cpuUsPerDelivery" ? 3 : m === "cpuUsPerJoin" ? 0 : 1,
+          )
+        ),
         String(reports.length),
       ]);
     }
@@ -756,7 +869,9 @@ async function main(): Promise<void> {
       if (!a || !b) return;
       rows.push([
         name,
-        ...s.metrics.map((m) => m === "lost" ? "" : fmt(a[m]! / b[m]!, 2)),
+        ...s.metrics.map((m) =>
+          m === "lost" || m === "dups" ? "" : fmt(a[m]! / b[m]!, 2)
+        ),
         "",
       ]);
     };
@@ -766,6 +881,10 @@ async function main(): Promise<void> {
     ratio("ours/json ÷ bun/json", "ours/json", "bun/json");
     ratio("redis/text ÷ ours/text", "redis/text", "ours/text");
     ratio("redis/json ÷ ours/json", "redis/json", "ours/json");
+    ratio("base/text ÷ ours/text", "base/text", "ours/text");
+    ratio("base/json ÷ ours/json", "base/json", "ours/json");
+    ratio("redis-base/text ÷ ours/text", "redis-base/text", "ours/text");
+    ratio("redis-base/json ÷ ours/json", "redis-base/json", "ours/json");
     ratio("data/text ÷ ours/text", "data/text", "ours/text");
     ratio("data/json ÷ ours/json", "data/json", "ours/json");
     ratio("data-full/json ÷ ours/json", "data-full/json", "ours/json");
@@ -774,19 +893,17 @@ async function main(): Promise<void> {
   const checks = targetChecks(medians);
   if (checks.length > 1) out.push("Targets from the issue", table(checks), "");
   const elapsedS = (performance.now() - t0) / 1000;
-  const build = commit
-    ? `${commit}${dirty ? " + uncommitted main.ts" : ""}`
-    : "uncommitted";
   out.push(
-    `${
-      new Date().toISOString()
-    }  ours = main.ts @ ${build}  bun ${BUN_VERSION}  ` +
+    `${new Date().toISOString()}  ours = main.ts @ ${build}  ${
+      baseBuild ? `base = ${baseDir}main.ts @ ${baseBuild}  ` : ""
+    }bun ${BUN_VERSION}  ` +
       `deno ${Deno.version.deno}  ${navigator.hardwareConcurrency} cores  ` +
       `${elapsedS.toFixed(0)} s`,
   );
   const result = {
     date: new Date().toISOString(),
     build,
+    ...(baseBuild ? { baseBuild } : {}),
     runs,
     medians,
     reports: all,
