@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import {
   closeAll,
   eventually,
+  health,
   type Json,
   jsonClient,
   Peer,
@@ -19,7 +20,6 @@ import {
 import {
   type ChatProcess,
   haveRedis,
-  health,
   type RedisServer,
   startChatProcess,
   startRedis,

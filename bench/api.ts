@@ -21,8 +21,8 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import {
-  decodeHeader,
   encodeFrame,
+  FrameReader,
   Opcode,
   upgradeRequest,
 } from "../ws_frames.ts";
@@ -91,8 +91,7 @@ async function startServer(): Promise<Server> {
 class Listener {
   received = 0;
   #socket: net.Socket;
-  #buffer = new Uint8Array(0);
-  #upgraded = false;
+  #reader = new FrameReader();
   readonly opened: Promise<void>;
 
   constructor(port: number, room: string, readonly marker: string) {
@@ -106,36 +105,18 @@ class Listener {
         }),
       ));
     this.#socket.on("data", (chunk: Uint8Array) => {
-      const joined = new Uint8Array(this.#buffer.length + chunk.length);
-      joined.set(this.#buffer);
-      joined.set(chunk, this.#buffer.length);
-      this.#buffer = joined;
-      let offset = 0;
-      if (!this.#upgraded) {
-        const text = decoder.decode(this.#buffer);
-        const end = text.indexOf("\r\n\r\n");
-        if (end === -1) return;
-        this.#upgraded = true;
-        offset = end + 4;
-        open();
-      }
-      for (;;) {
-        const head = decodeHeader(this.#buffer.subarray(offset));
-        const size = head ? head.headerLength + head.length : 0;
-        if (!head || this.#buffer.length - offset < size) break;
-        if (head.opcode === Opcode.Text) {
-          const text = decoder.decode(
-            this.#buffer.subarray(offset + head.headerLength, offset + size),
-          );
-          // Count by the marker: no JSON parse per frame on the load side.
-          for (let at = text.indexOf(this.marker); at !== -1;) {
-            this.received++;
-            at = text.indexOf(this.marker, at + this.marker.length);
-          }
+      const opening = this.#reader.head === undefined;
+      const frames = this.#reader.push(chunk);
+      if (opening && this.#reader.head !== undefined) open();
+      for (const frame of frames) {
+        if (frame.opcode !== Opcode.Text) continue;
+        const text = decoder.decode(frame.payload);
+        // Count by the marker: no JSON parse per frame on the load side.
+        for (let at = text.indexOf(this.marker); at !== -1;) {
+          this.received++;
+          at = text.indexOf(this.marker, at + this.marker.length);
         }
-        offset += size;
       }
-      this.#buffer = this.#buffer.slice(offset);
     });
     this.#socket.on("error", () => {});
   }
