@@ -9,7 +9,8 @@
 
 import assert from "node:assert/strict";
 import { editDistance, nearestFlag } from "./cli_errors.ts";
-import { freePort, haveRedis, startRedis } from "./redis_helpers.ts";
+import { haveRedis, startRedis } from "./redis_helpers.ts";
+import { freePort } from "./ws_frames.ts";
 import { selfSignedCertificate, within } from "./test_helpers.ts";
 
 /** What the cases may refer to: files, a port held open, a port nobody holds. */

@@ -15,6 +15,7 @@ import {
   chatUrl,
   closeAll,
   eventually,
+  health,
   type Json,
   jsonClient,
   MANY_FROM_ONE_ADDRESS,
@@ -71,9 +72,9 @@ async function healthzConnections(chat: ChatServer): Promise<number> {
 }
 
 async function healthz(chat: ChatServer) {
-  const response = await fetch(`http://127.0.0.1:${chat.port}/healthz`);
-  assert.equal(response.status, 200);
-  return await response.json();
+  const { status, body } = await health(chat);
+  assert.equal(status, 200);
+  return body as Json;
 }
 
 // ---------------------------------------------------------------------------

@@ -383,19 +383,26 @@ async function publishOne(
   return event.id;
 }
 
-/** A moderation method: its parameters and the command it gives. */
+/**
+ * A moderation method: its parameters (checked by the schema first), and
+ * the command it gives, which is the parameters but `room` under the
+ * command's name (the same shape as the WebSocket's JSON form).
+ */
 function moderation(
+  type: ModerationCommand["type"],
   summary: string,
   properties: Record<string, Schema>,
   required: string[],
-  command: (args: Record<string, unknown>) => ModerationCommand,
 ): Method {
   return {
     summary,
     params: params({ room: ROOM, ...properties }, ["room", ...required]),
     result: OBJECT,
-    run: async (args, api) =>
-      await api.backend.moderate(room(args), command(args)) ?? {},
+    run: async (args, api) => {
+      const { room: _, ...rest } = args;
+      const command = { type, ...rest } as ModerationCommand;
+      return await api.backend.moderate(room(args), command) ?? {};
+    },
   };
 }
 
@@ -575,60 +582,46 @@ export const API_METHODS: Record<string, Method> = {
     },
   },
   kick: moderation(
+    "kick",
     "Kicks a person out of a room (a `kick` event; their connections close with 4000).",
     { nick: NICK, reason: REASON },
     ["nick"],
-    (a) => ({
-      type: "kick",
-      nick: String(a.nick),
-      reason: a.reason as string | undefined,
-    }),
   ),
   ban: moderation(
+    "ban",
     "Kicks a person and keeps them out (for `minutes`, or until unbanned).",
     { nick: NICK, minutes: MINUTES, reason: REASON },
     ["nick"],
-    (a) => ({
-      type: "ban",
-      nick: String(a.nick),
-      minutes: a.minutes as number | undefined,
-      reason: a.reason as string | undefined,
-    }),
   ),
   unban: moderation(
+    "unban",
     "Lifts a ban.",
     { nick: NICK },
     ["nick"],
-    (a) => ({ type: "unban", nick: String(a.nick) }),
   ),
   mute: moderation(
+    "mute",
     "Refuses a person's messages (for `minutes`, or until unmuted).",
     { nick: NICK, minutes: MINUTES, reason: REASON },
     ["nick"],
-    (a) => ({
-      type: "mute",
-      nick: String(a.nick),
-      minutes: a.minutes as number | undefined,
-      reason: a.reason as string | undefined,
-    }),
   ),
   unmute: moderation(
+    "unmute",
     "Lifts a mute.",
     { nick: NICK },
     ["nick"],
-    (a) => ({ type: "unmute", nick: String(a.nick) }),
   ),
   delete: moderation(
+    "delete",
     "Deletes a message from the room and its history (a `delete` event).",
     { id: { type: "integer", description: "The message's id.", minimum: 1 } },
     ["id"],
-    (a) => ({ type: "delete", id: a.id as number }),
   ),
   topic: moderation(
+    "topic",
     'Sets the room\'s topic (`""` clears it).',
     { text: { type: "string", maxLength: 500 } },
     ["text"],
-    (a) => ({ type: "topic", text: String(a.text) }),
   ),
   batch: {
     summary:

@@ -13,13 +13,19 @@
  * As a library, {@linkcode startChat} starts both servers and returns their
  * bound ports and a `shutdown()`.
  *
+ * This module is the service and the only one with process state. The wire
+ * contract is protocol.ts's, the store contract rooms.ts's (with the
+ * default `MemoryStore`); side modules (auth.ts, moderation.ts,
+ * http_api.ts, the stores) never import this one.
+ *
  * How a message travels: a socket's frame is checked (size, rate) in
- * `receive`, parsed into a {@linkcode Command}, appended to the room through
- * the {@linkcode RoomStore} (which gives it an id and keeps it in history),
+ * `receive`, parsed into a `Command` (protocol.ts), posted to the room
+ * through the `RoomStore` (which gives it an id and keeps it in history),
  * and comes back through the store's `subscribe` to `deliver`, which renders
  * it once per protocol for every socket of the room and, for JSON, batches
- * it per turn. The sections below go from what a reader needs first (options,
- * the store) to what runs it (sockets, routes, start-up, the CLI).
+ * it per turn. The sections go in the order a reader needs them: options,
+ * state, logging and metrics, protocol use, sockets, identity and
+ * moderation, delivery, the HTTP API, routes, start-up and shutdown, CLI.
  *
  * @module
  */
@@ -576,6 +582,8 @@ interface Client {
   session: boolean;
   /** Id of the event that gave its person its nick (see `visibleTo`). */
   claimedId: number;
+  /** Its person's nicks before this one in the room (see `visibleTo`). */
+  earlierClaims: Claim[];
   /** When its last typing notice went to the room. */
   typingAt: number;
   /** The oldest event id it has been shown (where `/history` reads back from). */
@@ -594,6 +602,13 @@ interface Client {
   welcome?: PendingWelcome;
   /** Gives up on a socket that never opens (see `openTimeout`). */
   openTimer?: ReturnType<typeof setTimeout>;
+}
+
+/** A nick a person held: from the event that gave it to the one that ended it. */
+interface Claim {
+  nick: string;
+  from: number;
+  until: number;
 }
 
 /** A joining client's welcome, and the room's events that came meanwhile. */
@@ -846,233 +861,6 @@ function renderMetrics(): string {
 }
 
 // ---------------------------------------------------------------------------
-// Delivery: the store's events to this process's sockets
-// ---------------------------------------------------------------------------
-
-/** The local room, made (and subscribed to the store) on first use. */
-function localRoom(name: string): LocalRoom {
-  const { rooms, store } = chat();
-  let room = rooms.get(name);
-  if (!room) {
-    const made: LocalRoom = {
-      name,
-      textSockets: new Set(),
-      jsonSockets: new Set(),
-      pendingJson: [],
-      admittedMidTurn: new Map(),
-      deliveredId: 0,
-      joining: new Set(),
-      connections: 0,
-      unsubscribe: () => {},
-    };
-    made.unsubscribe = store.subscribe(name, (event) => deliver(made, event));
-    rooms.set(name, made);
-    room = made;
-  }
-  room.connections++;
-  return room;
-}
-
-/** One connection less in the room; the last one unsubscribes. */
-function leaveLocalRoom(room: LocalRoom): void {
-  if (--room.connections > 0) return;
-  room.unsubscribe();
-  chat().rooms.delete(room.name);
-  chat().roomsWithPending.delete(room);
-}
-
-/**
- * Sends one event to this process's members of the room. Each protocol
- * renders it once; JSON clients get the turn's events as one frame.
- */
-function deliver(room: LocalRoom, event: LiveEvent): void {
-  if (event.type === "typing") return deliverTyping(room, event);
-  const { counters } = chat();
-  if (event.id <= room.deliveredId) return; // known here already
-  room.deliveredId = event.id;
-  if (event.type === "nick") renameLocally(room, event);
-  if (event.type === "dm") deliverPrivately(room, event);
-  else if (room.textSockets.size > 0) {
-    const line = renderText(event);
-    for (const socket of room.textSockets) sendFrame(socket, line);
-    counters.framesSent += room.textSockets.size;
-  }
-  if (room.jsonSockets.size > 0 && event.type !== "dm") {
-    room.pendingJson.push(JSON.stringify(event));
-    chat().roomsWithPending.add(room);
-    chat().flushScheduled ??= setImmediate(flushBatches);
-  }
-  if (room.joining.size === 0) return;
-  for (const client of room.joining) {
-    client.welcome!.events.push(event);
-    admit(client);
-  }
-}
-
-/** Every tab of a person takes the new nick (nicks are one per room). */
-function renameLocally(
-  room: LocalRoom,
-  event: RoomEvent & { type: "nick" },
-): void {
-  for (const client of clientsIn(room)) {
-    if (client.nick !== event.from) continue;
-    client.nick = event.to;
-    client.claimedId = event.id;
-  }
-}
-
-function* clientsIn(room: LocalRoom): Generator<Client> {
-  const { clients } = chat();
-  for (const sockets of [room.textSockets, room.jsonSockets]) {
-    for (const socket of sockets) {
-      const client = clients.get(socket);
-      if (client) yield client;
-    }
-  }
-}
-
-/**
- * Who may see an event: a direct message only its two parties, and only
- * while they hold the nick they had then: someone who takes `bob` after bob
- * left does not get bob's messages. (A session keeps its claim across
- * reconnects; a plain connection's claim starts when it joins.)
- */
-function visibleTo(event: RoomEvent, client: Client): boolean {
-  if (event.type !== "dm") return true;
-  return (event.from === client.nick || event.to === client.nick) &&
-    client.claimedId < event.id;
-}
-
-/**
- * A direct message goes to every connection of its sender and recipient
- * and nobody else; the turn's batch goes first, to keep the order.
- */
-function deliverPrivately(room: LocalRoom, event: RoomEvent & { type: "dm" }) {
-  flushRoom(room);
-  let json: string | undefined;
-  for (const client of clientsIn(room)) {
-    if (!visibleTo(event, client)) continue;
-    sendToOne(
-      client,
-      client.json ? json ??= JSON.stringify(event) : renderText(event),
-    );
-  }
-}
-
-/** A typing notice goes to the room's other JSON clients, after the batch. */
-function deliverTyping(room: LocalRoom, event: TypingEvent): void {
-  if (room.jsonSockets.size === 0) return;
-  flushRoom(room);
-  const frame = JSON.stringify(event);
-  for (const client of clientsIn(room)) {
-    if (client.json && client.nick !== event.nick) sendToOne(client, frame);
-  }
-}
-
-/**
- * Lets a joining client into the room's delivery, once the store has
- * answered and delivery has caught up with its welcome (a shared store may
- * deliver later than it answers). It gets its welcome, then the events that
- * came after the welcome's last one, then everything else with the room;
- * of the turn's batch, only what is added after it (it has the rest).
- */
-function admit(client: Client): void {
-  const welcome = client.welcome!;
-  const joined = welcome.joined;
-  const room = client.room;
-  if (!joined) return;
-  if (room.deliveredId < joined.lastId) {
-    // Alone in a room this process just subscribed to (say, another tab of
-    // a session that is present): there is nothing to wait for. What came
-    // before is in the welcome, and late copies of it are skipped.
-    const alone = room.textSockets.size + room.jsonSockets.size === 0 &&
-      room.joining.size === 1;
-    if (!alone) return;
-    room.deliveredId = joined.lastId;
-  }
-  room.joining.delete(client);
-  client.welcome = undefined;
-  if (client.json && room.pendingJson.length > 0) {
-    room.admittedMidTurn.set(client.socket, room.pendingJson.length);
-  }
-  if (client.json) sendWelcome(client, joined, room.name);
-  else {
-    sendNotice(
-      client,
-      `you are ${client.nick} in ${room.name}; here: ${
-        joined.users.join(", ")
-      }`,
-    );
-    if (joined.topic) sendNotice(client, `topic: ${joined.topic}`);
-  }
-  if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
-  else if (joined.nickTaken) {
-    sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
-  }
-  const missed = welcome.events.filter((event) =>
-    event.id > joined.lastId && visibleTo(event, client)
-  );
-  if (missed.length > 0) {
-    const frames = client.json
-      ? [JSON.stringify(missed.length === 1 ? missed[0] : missed)]
-      : missed.map(renderText);
-    for (const frame of frames) sendToOne(client, frame);
-  }
-  (client.json ? room.jsonSockets : room.textSockets).add(client.socket);
-  drainBacklog(client);
-}
-
-/** Sends each room's pending JSON events: one frame per recipient per turn. */
-function flushBatches(): void {
-  const current = chat();
-  current.flushScheduled = undefined;
-  for (const room of current.roomsWithPending) flushRoom(room);
-  current.roomsWithPending.clear();
-}
-
-function flushRoom(room: LocalRoom): void {
-  const pending = room.pendingJson;
-  if (pending.length === 0) return;
-  const frame = batchFrame(pending);
-  room.pendingJson = [];
-  const late = room.admittedMidTurn;
-  if (late.size === 0) {
-    for (const socket of room.jsonSockets) sendFrame(socket, frame);
-    chat().counters.framesSent += room.jsonSockets.size;
-    return;
-  }
-  let sent = 0;
-  for (const socket of room.jsonSockets) {
-    const had = late.get(socket) ?? 0;
-    if (had >= pending.length) continue;
-    sendFrame(socket, had === 0 ? frame : batchFrame(pending.slice(had)));
-    sent++;
-  }
-  late.clear();
-  chat().counters.framesSent += sent;
-}
-
-/** One event as itself, several as an array: one frame either way. */
-function batchFrame(events: string[]): string {
-  return events.length === 1 ? events[0] : `[${events.join(",")}]`;
-}
-
-/** A send that never throws: a closing socket must not break a broadcast. */
-function sendFrame(socket: WebSocket, frame: string): void {
-  try {
-    socket.send(frame);
-  } catch {
-    // The socket is closing; its close event removes it.
-  }
-}
-
-/** A frame for one client only (a welcome, an error, a reply). */
-function sendToOne(client: Client, frame: string): void {
-  sendFrame(client.socket, frame);
-  chat().counters.framesSent++;
-}
-
-// ---------------------------------------------------------------------------
 // Protocol: what clients send, and the two renderings of what they get
 // ---------------------------------------------------------------------------
 
@@ -1148,6 +936,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     // A verified person's tabs are one member, as a session's are.
     session: request.session !== undefined || request.identity !== undefined,
     claimedId: 0,
+    earlierClaims: [],
     typingAt: 0,
     oldestSeen: 0,
     waitingOnStore: true,
@@ -1231,6 +1020,11 @@ async function joinRoom(
   }
   client.nick = joined.nick;
   client.claimedId = joined.claimedId;
+  client.earlierClaims = claimsBefore(
+    joined.nick,
+    joined.claimedId,
+    joined.history,
+  );
   // A text client is shown nothing before its welcome line (a JSON one
   // names its own `before`): `/history` reads back from its join.
   client.oldestSeen = joined.present ? joined.lastId + 1 : joined.lastId;
@@ -1864,6 +1658,283 @@ function freeSlot(socket: WebSocket, ip: string): void {
   const count = (current.connectionsByIp.get(ip) ?? 1) - 1;
   if (count <= 0) current.connectionsByIp.delete(ip);
   else current.connectionsByIp.set(ip, count);
+}
+
+// ---------------------------------------------------------------------------
+// Delivery: the store's events to this process's sockets
+// ---------------------------------------------------------------------------
+
+/** The local room, made (and subscribed to the store) on first use. */
+function localRoom(name: string): LocalRoom {
+  const { rooms, store } = chat();
+  let room = rooms.get(name);
+  if (!room) {
+    const made: LocalRoom = {
+      name,
+      textSockets: new Set(),
+      jsonSockets: new Set(),
+      pendingJson: [],
+      admittedMidTurn: new Map(),
+      deliveredId: 0,
+      joining: new Set(),
+      connections: 0,
+      unsubscribe: () => {},
+    };
+    made.unsubscribe = store.subscribe(name, (event) => deliver(made, event));
+    rooms.set(name, made);
+    room = made;
+  }
+  room.connections++;
+  return room;
+}
+
+/** One connection less in the room; the last one unsubscribes. */
+function leaveLocalRoom(room: LocalRoom): void {
+  if (--room.connections > 0) return;
+  room.unsubscribe();
+  chat().rooms.delete(room.name);
+  chat().roomsWithPending.delete(room);
+}
+
+/**
+ * Sends one event to this process's members of the room. Each protocol
+ * renders it once; JSON clients get the turn's events as one frame.
+ */
+function deliver(room: LocalRoom, event: LiveEvent): void {
+  if (event.type === "typing") return deliverTyping(room, event);
+  const { counters } = chat();
+  if (event.id <= room.deliveredId) return; // known here already
+  room.deliveredId = event.id;
+  if (event.type === "nick") renameLocally(room, event);
+  if (event.type === "dm") deliverPrivately(room, event);
+  else if (room.textSockets.size > 0) {
+    const line = renderText(event);
+    for (const socket of room.textSockets) sendFrame(socket, line);
+    counters.framesSent += room.textSockets.size;
+  }
+  if (room.jsonSockets.size > 0 && event.type !== "dm") {
+    room.pendingJson.push(JSON.stringify(event));
+    chat().roomsWithPending.add(room);
+    chat().flushScheduled ??= setImmediate(flushBatches);
+  }
+  if (room.joining.size === 0) return;
+  for (const client of room.joining) {
+    client.welcome!.events.push(event);
+    admit(client);
+  }
+}
+
+/** Every tab of a person takes the new nick (nicks are one per room). */
+function renameLocally(
+  room: LocalRoom,
+  event: RoomEvent & { type: "nick" },
+): void {
+  for (const client of clientsIn(room)) {
+    if (client.nick !== event.from) continue;
+    client.earlierClaims.push({
+      nick: client.nick,
+      from: client.claimedId,
+      until: event.id,
+    });
+    client.nick = event.to;
+    client.claimedId = event.id;
+  }
+}
+
+function* clientsIn(room: LocalRoom): Generator<Client> {
+  const { clients } = chat();
+  for (const sockets of [room.textSockets, room.jsonSockets]) {
+    for (const socket of sockets) {
+      const client = clients.get(socket);
+      if (client) yield client;
+    }
+  }
+}
+
+/**
+ * Who may see an event: a direct message only its two parties, as the
+ * people who held those nicks then: someone who takes `bob` after bob left
+ * does not get bob's messages, and ada, renamed since, still has hers. (A
+ * session keeps its claims across reconnects; a plain connection's claim
+ * starts when it joins.)
+ */
+function visibleTo(event: RoomEvent, client: Client): boolean {
+  if (event.type !== "dm") return true;
+  const party = (nick: string) => event.from === nick || event.to === nick;
+  if (party(client.nick) && client.claimedId < event.id) return true;
+  return client.earlierClaims.some((claim) =>
+    party(claim.nick) && claim.from < event.id && event.id < claim.until
+  );
+}
+
+/**
+ * The nicks a person held before its present one, read back from a room's
+ * history: the rename that gave the present nick names the one before, and
+ * that one's claim began at its join (or the rename into it, and so on), or
+ * just after another holder of it went. Only within the history given.
+ */
+function claimsBefore(
+  nick: string,
+  claimedId: number,
+  history: RoomEvent[],
+): Claim[] {
+  const claims: Claim[] = [];
+  let current = { nick, from: claimedId };
+  for (let i = history.length - 1; i >= 0; i--) {
+    const renamed = history[i];
+    if (renamed.id > current.from) continue;
+    if (
+      renamed.id < current.from || renamed.type !== "nick" ||
+      renamed.to !== current.nick
+    ) break;
+    let from = 0;
+    let j = i - 1;
+    for (; j >= 0; j--) {
+      const e = history[j];
+      const began = (e.type === "join" && e.nick === renamed.from) ||
+        (e.type === "nick" && e.to === renamed.from);
+      const ended = ((e.type === "leave" || e.type === "kick") &&
+        e.nick === renamed.from) ||
+        (e.type === "nick" && e.from === renamed.from);
+      if (began || ended) {
+        from = e.id;
+        break;
+      }
+    }
+    claims.push({ nick: renamed.from, from, until: renamed.id });
+    current = { nick: renamed.from, from };
+    i = j + 1; // the loop steps to j: a rename into that nick goes on
+  }
+  return claims;
+}
+
+/**
+ * A direct message goes to every connection of its sender and recipient
+ * and nobody else; the turn's batch goes first, to keep the order.
+ */
+function deliverPrivately(room: LocalRoom, event: RoomEvent & { type: "dm" }) {
+  flushRoom(room);
+  let json: string | undefined;
+  for (const client of clientsIn(room)) {
+    if (!visibleTo(event, client)) continue;
+    sendToOne(
+      client,
+      client.json ? json ??= JSON.stringify(event) : renderText(event),
+    );
+  }
+}
+
+/** A typing notice goes to the room's other JSON clients, after the batch. */
+function deliverTyping(room: LocalRoom, event: TypingEvent): void {
+  if (room.jsonSockets.size === 0) return;
+  flushRoom(room);
+  const frame = JSON.stringify(event);
+  for (const client of clientsIn(room)) {
+    if (client.json && client.nick !== event.nick) sendToOne(client, frame);
+  }
+}
+
+/**
+ * Lets a joining client into the room's delivery, once the store has
+ * answered and delivery has caught up with its welcome (a shared store may
+ * deliver later than it answers). It gets its welcome, then the events that
+ * came after the welcome's last one, then everything else with the room;
+ * of the turn's batch, only what is added after it (it has the rest).
+ */
+function admit(client: Client): void {
+  const welcome = client.welcome!;
+  const joined = welcome.joined;
+  const room = client.room;
+  if (!joined) return;
+  if (room.deliveredId < joined.lastId) {
+    // Alone in a room this process just subscribed to (say, another tab of
+    // a session that is present): there is nothing to wait for. What came
+    // before is in the welcome, and late copies of it are skipped.
+    const alone = room.textSockets.size + room.jsonSockets.size === 0 &&
+      room.joining.size === 1;
+    if (!alone) return;
+    room.deliveredId = joined.lastId;
+  }
+  room.joining.delete(client);
+  client.welcome = undefined;
+  if (client.json && room.pendingJson.length > 0) {
+    room.admittedMidTurn.set(client.socket, room.pendingJson.length);
+  }
+  if (client.json) sendWelcome(client, joined, room.name);
+  else {
+    sendNotice(
+      client,
+      `you are ${client.nick} in ${room.name}; here: ${
+        joined.users.join(", ")
+      }`,
+    );
+    if (joined.topic) sendNotice(client, `topic: ${joined.topic}`);
+  }
+  if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
+  else if (joined.nickTaken) {
+    sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
+  }
+  const missed = welcome.events.filter((event) =>
+    event.id > joined.lastId && visibleTo(event, client)
+  );
+  if (missed.length > 0) {
+    const frames = client.json
+      ? [JSON.stringify(missed.length === 1 ? missed[0] : missed)]
+      : missed.map(renderText);
+    for (const frame of frames) sendToOne(client, frame);
+  }
+  (client.json ? room.jsonSockets : room.textSockets).add(client.socket);
+  drainBacklog(client);
+}
+
+/** Sends each room's pending JSON events: one frame per recipient per turn. */
+function flushBatches(): void {
+  const current = chat();
+  current.flushScheduled = undefined;
+  for (const room of current.roomsWithPending) flushRoom(room);
+  current.roomsWithPending.clear();
+}
+
+function flushRoom(room: LocalRoom): void {
+  const pending = room.pendingJson;
+  if (pending.length === 0) return;
+  const frame = batchFrame(pending);
+  room.pendingJson = [];
+  const late = room.admittedMidTurn;
+  if (late.size === 0) {
+    for (const socket of room.jsonSockets) sendFrame(socket, frame);
+    chat().counters.framesSent += room.jsonSockets.size;
+    return;
+  }
+  let sent = 0;
+  for (const socket of room.jsonSockets) {
+    const had = late.get(socket) ?? 0;
+    if (had >= pending.length) continue;
+    sendFrame(socket, had === 0 ? frame : batchFrame(pending.slice(had)));
+    sent++;
+  }
+  late.clear();
+  chat().counters.framesSent += sent;
+}
+
+/** One event as itself, several as an array: one frame either way. */
+function batchFrame(events: string[]): string {
+  return events.length === 1 ? events[0] : `[${events.join(",")}]`;
+}
+
+/** A send that never throws: a closing socket must not break a broadcast. */
+function sendFrame(socket: WebSocket, frame: string): void {
+  try {
+    socket.send(frame);
+  } catch {
+    // The socket is closing; its close event removes it.
+  }
+}
+
+/** A frame for one client only (a welcome, an error, a reply). */
+function sendToOne(client: Client, frame: string): void {
+  sendFrame(client.socket, frame);
+  chat().counters.framesSent++;
 }
 
 // ---------------------------------------------------------------------------

@@ -398,3 +398,30 @@ Deno.test("a token takeover of a session's nick closes every tab of it", async (
     await taker.close();
   });
 });
+
+Deno.test("a DM stays its recipient's after a rename and a reload (issue 17: 4)", async () => {
+  await withChat({}, async (chat) => {
+    const ada = await tab(chat, ADA, { nick: "ada" });
+    const bob = await tab(chat, BOB, { nick: "bob" });
+    await ada.event("bob's join");
+    bob.send(JSON.stringify({ type: "dm", to: "ada", text: "first secret" }));
+    const dm = await ada.event("the DM");
+    assert.equal(dm.text, "first secret");
+    ada.send(JSON.stringify({ type: "nick", nick: "ada_l" }));
+    assert.equal((await ada.event("the rename")).to, "ada_l");
+    // A reload: the tab goes (not a goodbye), and the same browser comes
+    // back asking for the name it had, as the page does.
+    await ada.close(4000);
+    const back = await tab(chat, ADA, { nick: "ada_l" });
+    assert.equal(back.nick, "ada_l");
+    const kept = back.welcome.history.filter((e: Json) => e.type === "dm");
+    assert.deepEqual(kept.map((e: Json) => [e.id, e.text]), [
+      [dm.id, "first secret"],
+    ]);
+    // Someone who takes "ada" now does not get it.
+    const eve = await jsonClient(chat, "/", { nick: "ada" });
+    assert.equal(eve.nick, "ada");
+    assert.ok(!JSON.stringify(eve.welcome).includes("first secret"));
+    await closeAll(back, bob, eve);
+  });
+});

@@ -14,7 +14,8 @@ import {
   OPTIONS,
   shownDefault,
 } from "./main.ts";
-import { freePort, haveRedis, untilRedisAnswers } from "./redis_helpers.ts";
+import { haveRedis, untilRedisAnswers } from "./redis_helpers.ts";
+import { freePort } from "./ws_frames.ts";
 import { cli } from "./test_helpers.ts";
 
 const README = new URL("./README.md", import.meta.url);

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import type { ChatServer } from "./main.ts";
 import { within } from "./test_helpers.ts";
+import { freePort } from "./ws_frames.ts";
 
 /** Is `redis-server` installed? */
 export const haveRedis: boolean = (() => {
@@ -21,14 +22,6 @@ export const haveRedis: boolean = (() => {
     return false;
   }
 })();
-
-/** A free TCP port on 127.0.0.1 (free when asked; taken soon after). */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr;
-  listener.close();
-  return port;
-}
 
 /** A running redis-server of our own. */
 export interface RedisServer {
@@ -232,12 +225,4 @@ export async function startChatProcess(
     stop: () => end("SIGTERM"),
     kill: () => end("SIGKILL"),
   };
-}
-
-/** `GET /healthz` of a chat process: its status code and body. */
-export async function health(
-  chat: { port: number },
-): Promise<{ status: number; body: Record<string, unknown> }> {
-  const response = await fetch(`http://127.0.0.1:${chat.port}/healthz`);
-  return { status: response.status, body: await response.json() };
 }

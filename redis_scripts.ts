@@ -201,7 +201,9 @@ local function drop(key, d, announce)
     redis.call('EXPIRE', KEYS[1], A.roomTtl)
     redis.call('EXPIRE', KEYS[2], A.roomTtl)
   end
-  if announce and not empty then
+  -- The last one's leave is kept too: the history outlives the members,
+  -- and a later visitor must not read two joins in a row.
+  if announce then
     nickevent('leave', d.n, d.lc)
   else
     redis.call('PUBLISH', A.channel, cjson.encode({type = 'gone', nick = d.n,

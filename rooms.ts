@@ -784,9 +784,10 @@ export class MemoryStore implements RoomStore {
     if (--holder.connections > 0) return Promise.resolve();
     room.nicks.delete(nickKey(holder.nick));
     room.owners.delete(owner);
-    if (!this.#endIfEmpty(name, room) && announce) {
-      this.#append(room, { type: "leave", nick: holder.nick });
-    }
+    // The last one's leave is kept too (an archive outlives the room): a
+    // later visitor must not read two joins in a row.
+    if (announce) this.#append(room, { type: "leave", nick: holder.nick });
+    this.#endIfEmpty(name, room);
     return this.#durable(undefined);
   }
 

@@ -13,8 +13,8 @@ import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
 import { startCli, within } from "./test_helpers.ts";
 import {
   closeCodeOf,
-  decodeHeader,
   encodeFrame,
+  FrameReader,
   Opcode,
   upgradeRequest,
 } from "./ws_frames.ts";
@@ -26,17 +26,6 @@ const ROOMS = 10;
 /** Each client sends a message this often until it sees the close. */
 const SEND_EVERY_MS = 200;
 const encoder = new TextEncoder();
-
-/** Where an HTTP response head ends (after CRLF CRLF), or -1. */
-function findHeadEnd(bytes: Uint8Array): number {
-  for (let i = 3; i < bytes.length; i++) {
-    if (
-      bytes[i] === 10 && bytes[i - 1] === 13 && bytes[i - 2] === 10 &&
-      bytes[i - 3] === 13
-    ) return i + 1;
-  }
-  return -1;
-}
 
 /** How many times the whole scenario runs (each must be perfect). */
 const RUNS = Number(Deno.env.get("RUNS") ?? 20);
@@ -55,8 +44,6 @@ function sendingClient(
 ): Promise<{ opened: Promise<void>; closeCode: Promise<number | undefined> }> {
   return new Promise((resolveClient, rejectClient) => {
     const socket = net.connect({ host: "127.0.0.1", port, localAddress });
-    let buffer = new Uint8Array(0);
-    let upgraded = false;
     let timer: ReturnType<typeof setInterval> | undefined;
     let markOpened!: () => void;
     const opened = new Promise<void>((resolve) => markOpened = resolve);
@@ -76,21 +63,13 @@ function sendingClient(
       resolveClient({ opened, closeCode });
     });
     socket.once("error", rejectClient);
+    const reader = new FrameReader();
     socket.on("data", (chunk: Uint8Array) => {
-      const joined = new Uint8Array(buffer.length + chunk.length);
-      joined.set(buffer);
-      joined.set(chunk, buffer.length);
-      buffer = joined;
-      let offset = 0;
-      if (!upgraded) {
-        const end = findHeadEnd(buffer);
-        if (end === -1) return;
-        assert.match(
-          new TextDecoder().decode(buffer.subarray(0, 12)),
-          /^HTTP\/1\.1 101/,
-        );
-        upgraded = true;
-        offset = end;
+      const opening = reader.head === undefined;
+      const frames = reader.push(chunk);
+      if (reader.head === undefined) return;
+      if (opening) {
+        assert.match(reader.head, /^HTTP\/1\.1 101/);
         markOpened();
         let n = 0;
         timer = setInterval(() => {
@@ -100,26 +79,13 @@ function sendingClient(
           socket.write(encodeFrame(Opcode.Text, encoder.encode(text)));
         }, SEND_EVERY_MS);
       }
-      // Frames are skipped in place (no copies): this client must keep up.
-      for (;;) {
-        const head = decodeHeader(buffer.subarray(offset));
-        const size = head ? head.headerLength + head.length : 0;
-        if (!head || buffer.length - offset < size) break;
-        if (head.opcode === Opcode.Close) {
-          const payload = buffer.slice(
-            offset + head.headerLength,
-            offset + size,
-          );
-          code = closeCodeOf(payload);
-          clearInterval(timer);
-          // The closing handshake's answer; the server then ends the TCP.
-          socket.write(encodeFrame(Opcode.Close, payload));
-          buffer = new Uint8Array(0);
-          return;
-        }
-        offset += size;
+      const close = frames.find((frame) => frame.opcode === Opcode.Close);
+      if (close) {
+        code = closeCodeOf(close.payload);
+        clearInterval(timer);
+        // The closing handshake's answer; the server then ends the TCP.
+        socket.write(encodeFrame(Opcode.Close, close.payload.slice()));
       }
-      buffer = buffer.slice(offset);
     });
   });
 }

@@ -555,3 +555,11 @@ export async function startCli(
   assert.ok(match, `start-up line: ${out}`);
   return { child, lines, port: Number(match[1]), wsPort: Number(match[2]) };
 }
+
+/** `GET /healthz` of a chat server or process: its status code and body. */
+export async function health(
+  chat: { port: number },
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const response = await fetch(`http://127.0.0.1:${chat.port}/healthz`);
+  return { status: response.status, body: await response.json() };
+}

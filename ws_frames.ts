@@ -1,7 +1,7 @@
 /**
- * The one WebSocket frame codec (RFC 6455 §5.2), and the handshake request,
- * of the tests' raw client
- * (`RawClient` in test_helpers.ts) and the load generator (bench/load.ts):
+ * The one WebSocket frame codec (RFC 6455 §5.2), the handshake request, and
+ * a free loopback port, for the tests' raw clients
+ * (`RawClient` in test_helpers.ts) and the benches (bench/):
  * client frames out (FIN set, masked, as a client must send them) and frame
  * headers in. It knows nothing of sockets: callers keep their own buffers.
  *
@@ -107,21 +107,89 @@ export function closeCodeOf(payload: Uint8Array): number | undefined {
 }
 
 /**
- * The head of a client's WebSocket handshake request on `path` (a fixed key:
- * these tools check the status, not the accept hash), with extra headers.
+ * The head of a client's WebSocket handshake request on `path` (by default a
+ * fixed key, for tools that check the status, not the accept hash), with
+ * extra headers.
  */
 export function upgradeRequest(
   path = "/",
   extra: Record<string, string> = {},
+  { host = "127.0.0.1", key = "dGhlIHNhbXBsZSBub25jZQ==" } = {},
 ): string {
   const lines = [
     `GET ${path} HTTP/1.1`,
-    "Host: 127.0.0.1",
+    `Host: ${host}`,
     "Upgrade: websocket",
     "Connection: Upgrade",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    `Sec-WebSocket-Key: ${key}`,
     "Sec-WebSocket-Version: 13",
     ...Object.entries(extra).map(([key, value]) => `${key}: ${value}`),
   ];
   return lines.join("\r\n") + "\r\n\r\n";
+}
+
+/** A free TCP port on 127.0.0.1 (free when asked; taken soon after). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  listener.close();
+  return port;
+}
+
+/** A frame from a server, as {@linkcode FrameReader} hands it out. */
+export interface Frame {
+  opcode: number;
+  /** Valid until the next `push` (it may share the reader's buffer). */
+  payload: Uint8Array;
+}
+
+/**
+ * A client's view of what a server sends, chunk by chunk as a socket gives
+ * it: the HTTP response head first (kept in `head`), then whole frames.
+ */
+export class FrameReader {
+  #buffer = new Uint8Array(0);
+  /** The response head (status line and headers), once it has come. */
+  head?: string;
+
+  /** Adds bytes; returns the frames they complete, in order. */
+  push(chunk: Uint8Array): Frame[] {
+    const bytes = new Uint8Array(this.#buffer.length + chunk.length);
+    bytes.set(this.#buffer);
+    bytes.set(chunk, this.#buffer.length);
+    let offset = 0;
+    if (this.head === undefined) {
+      const end = headEnd(bytes);
+      if (end === -1) {
+        this.#buffer = bytes;
+        return [];
+      }
+      this.head = new TextDecoder().decode(bytes.subarray(0, end));
+      offset = end;
+    }
+    const frames: Frame[] = [];
+    for (;;) {
+      const header = decodeHeader(bytes, offset);
+      const size = header ? header.headerLength + header.length : 0;
+      if (!header || bytes.length - offset < size) break;
+      frames.push({
+        opcode: header.opcode,
+        payload: bytes.subarray(offset + header.headerLength, offset + size),
+      });
+      offset += size;
+    }
+    this.#buffer = bytes.slice(offset);
+    return frames;
+  }
+}
+
+/** Where an HTTP head ends (after its CRLF CRLF), or -1 before it has. */
+function headEnd(bytes: Uint8Array): number {
+  for (let i = 3; i < bytes.length; i++) {
+    if (
+      bytes[i] === 10 && bytes[i - 1] === 13 && bytes[i - 2] === 10 &&
+      bytes[i - 3] === 13
+    ) return i + 1;
+  }
+  return -1;
 }

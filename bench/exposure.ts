@@ -32,7 +32,7 @@
  */
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { encodeFrame, Opcode, upgradeRequest } from "../ws_frames.ts";
+import { encodeFrame, freePort, Opcode, upgradeRequest } from "../ws_frames.ts";
 
 const repoDir = new URL("..", import.meta.url).pathname;
 /** A server must answer `GET /healthz` within this after being started. */
@@ -96,14 +96,6 @@ interface Server {
 const running = new Set<Deno.ChildProcess>();
 /** The server under test (`--main`, for a patched copy); main.ts by default. */
 let mainPath = `${repoDir}main.ts`;
-
-/** A port nobody listens on right now (the OS picks it). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 /** Starts main.ts with the soft fd limit raised, waits for `/healthz`. */
 async function startServer(args: string[], verbose: boolean): Promise<Server> {

@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { SqliteArchive } from "../sqlite_store.ts";
 import type { RoomEvent } from "../protocol.ts";
 import { JSON_PROTOCOL } from "../protocol.ts";
+import { freePort } from "../ws_frames.ts";
 
 /** Events written per transaction while the files are made. */
 const FILL_BATCH = 10_000;
@@ -94,13 +95,6 @@ interface Server {
   /** From spawn until both ports served, in ms. */
   readyMs: number;
   stop(): Promise<void>;
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 async function startServer(path: string): Promise<Server> {

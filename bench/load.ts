@@ -45,7 +45,12 @@
 import net from "node:net";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
-import { decodeHeader, encodeFrame, Opcode } from "../ws_frames.ts";
+import {
+  decodeHeader,
+  encodeFrame,
+  Opcode,
+  upgradeRequest,
+} from "../ws_frames.ts";
 
 /** The JSON subprotocol offered with `--protocol json`. */
 export const JSON_PROTOCOL = "chat.v1.json";
@@ -517,11 +522,11 @@ class Client {
         this.#onClosed?.();
       });
       sock.write(
-        `GET ${path} HTTP/1.1\r\nHost: ${this.url.host}\r\n` +
-          "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
-          `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
-          (this.json ? `Sec-WebSocket-Protocol: ${JSON_PROTOCOL}\r\n` : "") +
-          "\r\n",
+        upgradeRequest(
+          path,
+          this.json ? { "Sec-WebSocket-Protocol": JSON_PROTOCOL } : {},
+          { host: this.url.host, key },
+        ),
       );
     });
   }

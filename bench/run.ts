@@ -23,6 +23,7 @@
  */
 import { parseArgs } from "node:util";
 import { fmt, type LoadReport } from "./load.ts";
+import { freePort } from "../ws_frames.ts";
 
 /** Bun release used as the comparison point (npm package `bun`). */
 const BUN_VERSION = "1.4.4";
@@ -291,14 +292,6 @@ async function hardFdLimit(): Promise<number> {
     .output();
   const s = new TextDecoder().decode(out.stdout).trim();
   return s === "unlimited" ? Infinity : Number(s);
-}
-
-/** A port nobody listens on right now (the OS picks it). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 async function runQuiet(cmd: string, args: string[], timeoutMs: number) {
