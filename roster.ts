@@ -129,8 +129,7 @@ export class Roster {
 
   /**
    * The member holding `nick` went without an event, after event `after`
-   * (the store's notice): the last one out of a room, or a process's
-   * members at its shutdown. The caller gives it once the roster has taken
+   * (the store's notice): a process's members at its shutdown. The caller gives it once the roster has taken
    * event `after` (in order with the events, as the store published it);
    * it is placed just after that event. Only a member that was in the room then (its
    * place no later than `after`) is removed: a later holder of the nick is
