@@ -189,10 +189,11 @@ local function unhold(key)
   redis.call('HDEL', KEYS[3], key)
   redis.call('HDEL', KEYS[9], key)
 end
--- The member is out: announced if others remain; the last one out starts
--- the room's expiry. Out without an event, it is still published (not
--- kept) for the processes' member lists (roster.ts), in its place: after
--- the room's last event.
+-- The member is out: announced unless told not to (a process shutting
+-- down), the last one out too; the last one out starts the room's expiry.
+-- Out without an event, it is still published (not kept) for the
+-- processes' member lists (roster.ts), in its place: after the room's last
+-- event.
 local function drop(key, d, announce)
   unhold(key)
   redis.call('HDEL', KEYS[4], d.o)
@@ -882,8 +883,8 @@ return {m[1] or '0', m[2] or '',
 
 /**
  * Published on a room's channel (and kept nowhere) when a member is out
- * without an event: the last one out of a room, and the members of a
- * process that shuts down (their leaves are not announced). Each process's
+ * without an event: the members of a process that shuts down (their leaves
+ * are not announced). Each process's
  * member list (roster.ts) takes it after event `after`.
  */
 export interface GoneNotice {

@@ -78,7 +78,7 @@ import {
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
-import { Roster, type RosterMember } from "./roster.ts";
+import { Roster, type RosterAt } from "./roster.ts";
 import {
   APPEND,
   BANNED,
@@ -495,9 +495,9 @@ export class RedisStore implements RoomStore {
       claimedId: reply.claimedId,
       history: reply.history,
       gap: reply.gap,
-      users: members.map((member) => member.nick),
+      users: members.nicks,
       token: this.#token(name, reply.epoch, reply.joinedId),
-      verified: members.filter((m) => m.verified).map((m) => m.nick),
+      verified: members.verified,
       moderators: reply.moderators,
       topic: reply.topic,
       slowSeconds: reply.slowSeconds,
@@ -1206,7 +1206,7 @@ export class RedisStore implements RoomStore {
   async #membersAt(
     room: RoomState,
     reply: JoinReply,
-  ): Promise<RosterMember[]> {
+  ): Promise<RosterAt> {
     if (room.epoch === undefined || room.epoch === reply.epoch) {
       if (!room.roster || room.roster.id < reply.lastId) {
         await new Promise<void>((wake, fail) =>
@@ -1214,20 +1214,20 @@ export class RedisStore implements RoomStore {
         );
       }
       const members = room.roster?.at(reply.lastId);
-      if (members?.length === reply.members) return members;
+      if (members?.nicks.length === reply.members) return members;
       this.#log("warn", "redis_roster_missed", {
         room: room.name,
         lastId: reply.lastId,
-        kept: members?.length ?? -1,
+        kept: members?.nicks.length ?? -1,
         members: reply.members,
       });
     }
     if (room.roster) this.#rebaseline(room);
-    return (await this.#holders(room.name)).map((holder) => ({
-      nick: holder.n,
-      order: holder.j,
-      verified: holder.v === true,
-    }));
+    const holders = await this.#holders(room.name);
+    return {
+      nicks: holders.map((holder) => holder.n),
+      verified: holders.filter((holder) => holder.v).map((holder) => holder.n),
+    };
   }
 
   /**

@@ -28,6 +28,14 @@ export interface RosterMember {
   verified: boolean;
 }
 
+/** Who was in the room at an id, as a welcome lists them. */
+export interface RosterAt {
+  /** Every member's nick, in join order. */
+  nicks: string[];
+  /** Those signed in by a login token, in join order. */
+  verified: string[];
+}
+
 /** One change, kept while a join in flight may need to see past it. */
 interface Change {
   /**
@@ -121,8 +129,7 @@ export class Roster {
 
   /**
    * The member holding `nick` went without an event, after event `after`
-   * (the store's notice): the last one out of a room, or a process's
-   * members at its shutdown. The caller gives it once the roster has taken
+   * (the store's notice): a process's members at its shutdown. The caller gives it once the roster has taken
    * event `after` (in order with the events, as the store published it);
    * it is placed just after that event. Only a member that was in the room then (its
    * place no later than `after`) is removed: a later holder of the nick is
@@ -137,9 +144,10 @@ export class Roster {
   /**
    * The members, in join order, just after event `id`; undefined when the
    * roster cannot tell (`id` is ahead of it, or older than what it kept).
-   * Costs O(members) like the list it answers.
+   * Costs O(members) like the list it answers: one pass, no copy of the
+   * roster (it runs for every join).
    */
-  at(id: number): RosterMember[] | undefined {
+  at(id: number): RosterAt | undefined {
     if (id > this.#id || id < this.#since) return undefined;
     // The changes after `id`, undone newest first. Members who joined after
     // it are the ones placed after it (a join's place is its id), so they
@@ -155,20 +163,25 @@ export class Roster {
       else back.push(member); // its renames before the leave come next
     }
     back.sort((a, b) => a.order - b.order);
-    const members: RosterMember[] = [];
+    const nicks: string[] = [];
+    const verified: string[] = [];
+    const add = (member: RosterMember) => {
+      nicks.push(member.nick);
+      if (member.verified) verified.push(member.nick);
+    };
     let next = 0;
     for (const [order, member] of this.#byOrder) {
       if (order > id) break;
       while (next < back.length && back[next].order < order) {
-        members.push(this.#then(back[next++], renamed));
+        add(this.#then(back[next++], renamed));
       }
-      members.push(renamed.size > 0 ? renamed.get(order) ?? member : member);
+      add(renamed.size > 0 ? renamed.get(order) ?? member : member);
     }
-    while (next < back.length) members.push(this.#then(back[next++], renamed));
-    return members;
+    while (next < back.length) add(this.#then(back[next++], renamed));
+    return { nicks, verified };
   }
 
-  /** A member who left later, under the nick it had just after the id. */
+  /** A member who left later, as it was just after the id. */
   #then(member: RosterMember, renamed: Map<number, RosterMember>) {
     return renamed.get(member.order) ?? member;
   }
