@@ -201,6 +201,12 @@ Deno.test({
       const [last] = (await eventsUntil(alice, isMessage("three"), "three"))
         .slice(-1);
       await alice.close();
+      // The server has taken her leave (announced, kept in history) before
+      // it is stopped: a stop first would leave her unannounced.
+      await eventually(
+        "alice's leave",
+        async () => (await health(a)).body.connections === 0,
+      );
       await a.stop();
       const [a2, b2] = await Promise.all([
         startChatProcess(redis.url),
