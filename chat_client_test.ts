@@ -283,6 +283,11 @@ Deno.test("explainFailure names HTTP refusals and refused connections", async ()
     permanent: true,
   });
   assert.equal((await failure(503)).permanent, false);
+  // Too many new connections from this address: back off and come back.
+  assert.deepEqual(await failure(429), {
+    reason: "429 too many new connections from this address",
+    permanent: false,
+  });
   // A web server (deno-chat's page server, say), not the chat.
   assert.equal((await failure(200)).web, true);
   assert.equal((await failure(404)).web, true);
@@ -1054,5 +1059,20 @@ Deno.test("client: --token signs in; a moderator's typed commands go as frames a
       await mod.type("/quit");
       assert.equal((await mod.exit()).code, 0);
     });
+  });
+});
+
+Deno.test("client: a 429 (connecting too fast) is backed off and retried, then it gets in", async () => {
+  // One new connection a second from an address, none saved up.
+  await withChat({ connectRate: 1, connectBurst: 1 }, async (chat) => {
+    // Another connection from this address takes this second's token.
+    const first = await textClient(chat, "/", { nick: "first" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.until(/^ \.\.\.\. cannot connect: 429 /);
+      assert.match(await ada.welcomed(), /^ \.\.\.\. you are ada in lobby; /);
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await first.close();
   });
 });
