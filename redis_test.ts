@@ -24,7 +24,7 @@ import {
   startChatProcess,
   startRedis,
 } from "./redis_helpers.ts";
-import { RedisStore } from "./redis_store.ts";
+import { RedisStore, type RedisStoreOptions } from "./redis_store.ts";
 import { createClient } from "redis";
 import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
@@ -40,6 +40,35 @@ if (ignore) {
     "redis_test.ts: redis-server not found; the Redis tests are skipped " +
       "(install it: apt-get install redis-server)",
   );
+}
+
+/**
+ * Options for a store of the test's own on `redis` (one history, no TTL to
+ * speak of, a quick heartbeat), with `fields` over them; with `warnings`,
+ * the store's warnings and errors are kept there.
+ */
+function storeOptions(
+  redis: RedisServer,
+  fields: Partial<RedisStoreOptions> = {},
+  warnings?: string[],
+): RedisStoreOptions {
+  return {
+    url: redis.url,
+    historySize: 100,
+    maxHistoryBytes: 100_000,
+    maxRooms: 10,
+    roomTtl: 60,
+    onEvict: () => {},
+    heartbeatMs: 1000,
+    ...(warnings
+      ? {
+        log: (level: string, event: string) => {
+          if (level !== "info") warnings.push(event);
+        },
+      }
+      : {}),
+    ...fields,
+  };
 }
 
 /** A redis-server and `count` chat processes on it, all stopped after. */
@@ -427,15 +456,11 @@ Deno.test({
   ignore,
   fn: async () => {
     const redis = await startRedis();
-    const common = {
-      url: redis.url,
+    const common = storeOptions(redis, {
       historySize: 3,
-      maxHistoryBytes: 100_000,
       maxRooms: 1,
-      roomTtl: 60,
-      onEvict: () => {},
       heartbeatMs: 200,
-    };
+    });
     const one = await RedisStore.connect(common);
     const two = await RedisStore.connect(common);
     try {
@@ -536,18 +561,7 @@ Deno.test({
   fn: async () => {
     const redis = await startRedis();
     const warnings: string[] = [];
-    const common = {
-      url: redis.url,
-      historySize: 10,
-      maxHistoryBytes: 100_000,
-      maxRooms: 10,
-      roomTtl: 60,
-      onEvict: () => {},
-      heartbeatMs: 1000,
-      log: (level: string, event: string) => {
-        if (level !== "info") warnings.push(event);
-      },
-    };
+    const common = storeOptions(redis, { historySize: 10 }, warnings);
     const stores = [
       await RedisStore.connect(common),
       await RedisStore.connect(common),
@@ -637,15 +651,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const redis = await startRedis();
-    const common = {
-      url: redis.url,
-      historySize: 100,
-      maxHistoryBytes: 100_000,
-      maxRooms: 10,
-      roomTtl: 60,
-      onEvict: () => {},
-      heartbeatMs: 1000,
-    };
+    const common = storeOptions(redis);
     const writer = await RedisStore.connect(common);
     const reader = await RedisStore.connect(common);
     try {
@@ -687,15 +693,7 @@ Deno.test({
   ignore,
   fn: async () => {
     const redis = await startRedis();
-    const common = {
-      url: redis.url,
-      historySize: 100,
-      maxHistoryBytes: 100_000,
-      maxRooms: 10,
-      roomTtl: 60,
-      onEvict: () => {},
-      heartbeatMs: 1000,
-    };
+    const common = storeOptions(redis);
     const writer = await RedisStore.connect(common);
     const reader = await RedisStore.connect(common);
     try {
@@ -760,18 +758,7 @@ Deno.test({
   fn: async () => {
     const redis = await startRedis();
     const warnings: string[] = [];
-    const common = {
-      url: redis.url,
-      historySize: 100,
-      maxHistoryBytes: 100_000,
-      maxRooms: 10,
-      roomTtl: 60,
-      onEvict: () => {},
-      heartbeatMs: 1000,
-      log: (level: string, event: string) => {
-        if (level !== "info") warnings.push(event);
-      },
-    };
+    const common = storeOptions(redis, {}, warnings);
     const [a, b, c] = [
       await RedisStore.connect(common),
       await RedisStore.connect(common),
