@@ -63,6 +63,18 @@ const DEFAULTS = {
   maxRooms: 10,
 };
 
+/** What a store tells main.ts, kept for the test, and the hooks that keep it. */
+function recorder() {
+  const evicted: [string, string][] = [];
+  const expelled: [string, string, string][] = [];
+  const hooks = {
+    onEvict: (room: string, owner: string) => evicted.push([room, owner]),
+    onExpel: (room: string, owner: string, reason: string) =>
+      expelled.push([room, owner, reason]),
+  };
+  return { evicted, expelled, hooks };
+}
+
 const KINDS: StoreKind[] = [
   {
     name: "memory",
@@ -70,12 +82,10 @@ const KINDS: StoreKind[] = [
     keepsEmptyRooms: false,
     pagesPastWindow: false,
     open: (options) => {
-      const evicted: [string, string][] = [];
-      const expelled: [string, string, string][] = [];
+      const { evicted, expelled, hooks } = recorder();
       const store = new MemoryStore({
         ...DEFAULTS,
-        onEvict: (room, owner) => evicted.push([room, owner]),
-        onExpel: (room, owner, reason) => expelled.push([room, owner, reason]),
+        ...hooks,
         ...options,
       });
       return Promise.resolve({
@@ -93,14 +103,11 @@ const KINDS: StoreKind[] = [
     pagesPastWindow: true,
     open: async (options) => {
       const dir = await Deno.makeTempDir({ prefix: "chat-contract-" });
-      const evicted: [string, string][] = [];
-      const expelled: [string, string, string][] = [];
+      const { evicted, expelled, hooks } = recorder();
       const connect = () =>
         SqliteStore.connect({
           ...DEFAULTS,
-          onEvict: (room, owner) => evicted.push([room, owner]),
-          onExpel: (room, owner, reason) =>
-            expelled.push([room, owner, reason]),
+          ...hooks,
           ...options,
           path: `${dir}/chat.db`,
           retainEvents: 100_000,
@@ -137,14 +144,11 @@ const KINDS: StoreKind[] = [
     pagesPastWindow: false,
     open: async (options) => {
       const redis = await startRedis();
-      const evicted: [string, string][] = [];
-      const expelled: [string, string, string][] = [];
+      const { evicted, expelled, hooks } = recorder();
       const connect = () =>
         RedisStore.connect({
           ...DEFAULTS,
-          onEvict: (room, owner) => evicted.push([room, owner]),
-          onExpel: (room, owner, reason) =>
-            expelled.push([room, owner, reason]),
+          ...hooks,
           ...options,
           url: redis.url,
           roomTtl: 60,
