@@ -140,29 +140,50 @@ export interface NickChoice {
 // JSON (A).
 const ROOM_PRELUDE = `
 local A = cjson.decode(ARGV[1])
+-- Read once: every event a script appends has the same ts.
+local clock
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return clock
 end
--- Appends and publishes an event (unless unpublished: the caller publishes
--- it with others); history keeps at most A.historySize events and
--- A.maxHistoryBytes bytes (each entry's cost in its field b), oldest out
--- first.
-local function append(body, cost, unpublished)
+-- History keeps at most A.historySize events and A.maxHistoryBytes bytes
+-- (each entry's cost in its field b, bytes their sum), oldest out first:
+-- read and deleted TRIM_CHUNK at a time, not one by one.
+local TRIM_CHUNK = 256
+local function trim(bytes)
+  local count = redis.call('XLEN', KEYS[2])
+  local freed = 0
+  while count > 0 and (count > A.historySize or bytes > A.maxHistoryBytes) do
+    local want = math.min(math.max(count - A.historySize, 1), TRIM_CHUNK)
+    local ids = {}
+    for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', want)) do
+      if count <= A.historySize and bytes <= A.maxHistoryBytes then break end
+      ids[#ids + 1] = e[1]
+      bytes = bytes - tonumber(e[2][4])
+      freed = freed + tonumber(e[2][4])
+      count = count - 1
+    end
+    if #ids == 0 then break end
+    redis.call('XDEL', KEYS[2], unpack(ids))
+  end
+  if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
+end
+-- Appends an event, trims the history and publishes the event, unless
+-- batched: then the caller trims and publishes once for all its events.
+local function append(body, cost, batched)
   local id = redis.call('HINCRBY', KEYS[1], 'last', 1)
   local sid = string.format('%d', id)
   local ev = string.sub(body, 1, -2) .. ',"id":' .. sid ..
     ',"ts":' .. string.format('%d', now_ms()) .. '}'
   redis.call('XADD', KEYS[2], sid .. '-0', 'e', ev, 'b', cost)
   local bytes = redis.call('HINCRBY', KEYS[1], 'bytes', cost)
-  local count = redis.call('XLEN', KEYS[2])
-  while count > 0 and (count > A.historySize or bytes > A.maxHistoryBytes) do
-    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
-    redis.call('XDEL', KEYS[2], first[1])
-    bytes = redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(first[2][4]))
-    count = count - 1
+  if not batched then
+    trim(bytes)
+    redis.call('PUBLISH', A.channel, ev)
   end
-  if not unpublished then redis.call('PUBLISH', A.channel, ev) end
   return ev
 end
 local function nickevent(kind, nick, cost)
@@ -223,8 +244,10 @@ local function free(key)
 end
 -- The sanction ('b:' bans, 'm:' mutes in KEYS[6]) holding any of keys at
 -- now; expired ones are deleted on the way.
+local moderation -- read once per script
 local function sanction(prefix, keys, now)
-  local all = redis.call('HGETALL', KEYS[6])
+  moderation = moderation or redis.call('HGETALL', KEYS[6])
+  local all = moderation
   for i = 1, #all, 2 do
     if string.sub(all[i], 1, 2) == prefix then
       local s = cjson.decode(all[i + 1])
@@ -257,7 +280,10 @@ local function refusal(post, now)
   if muted then
     return cjson.encode({refused = 'muted', ['until'] = muted['until']})
   end
-  local slow = tonumber(redis.call('HGET', KEYS[6], 'slow') or '0')
+  local slow = 0
+  for i = 1, #moderation, 2 do -- read by sanction just now
+    if moderation[i] == 'slow' then slow = tonumber(moderation[i + 1]) end
+  end
   if slow > 0 and not post.op then
     local last = tonumber(redis.call('HGET', KEYS[8], post.owner) or '-1')
     if last >= 0 and now < last + slow * 1000 then
@@ -327,6 +353,9 @@ for i, item in ipairs(A.items) do
     out[i] = append(item.body, item.cost, true)
     events[#events + 1] = out[i]
   end
+end
+if #events > 0 then
+  trim(tonumber(redis.call('HGET', KEYS[1], 'bytes')))
 end
 if #events == 1 then
   redis.call('PUBLISH', A.channel, events[1])

@@ -374,6 +374,40 @@ contract(
 );
 
 contract(
+  "appends of one turn (one batch in Redis) are trimmed as if one by one",
+  async ({ store }, kind) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    const texts = ["a", "b", "c", "d", "e", "x".repeat(200), "f", "g"];
+    const ids = (await Promise.all(
+      texts.map((text) =>
+        store.append("r", { type: "message", from: "ann", text })
+      ),
+    )).map((event) => event.id);
+    assert.deepEqual(ids, [2, 3, 4, 5, 6, 7, 8, 9]);
+    // 5 events at most, then 600 bytes: the long one (7) takes 5 to 7 out.
+    if (!kind.pagesPastWindow) {
+      const page = await store.history("r", {
+        before: 10,
+        limit: 10,
+        visible: () => true,
+      });
+      assert.deepEqual(page.events.map((event) => event.id), [8, 9]);
+    }
+    const bob = await join(store, "r", { owner: "2", nick: "bob" });
+    assert.deepEqual(bob.history.map((event) => event.id), [8, 9, 10]);
+    // The history's byte count stayed exact: one more long one leaves two.
+    await store.append("r", {
+      type: "message",
+      from: "ann",
+      text: "y".repeat(200),
+    });
+    const cy = await join(store, "r", { owner: "3", nick: "cy" });
+    assert.deepEqual(cy.history.map((event) => event.id), [11, 12]);
+  },
+  { historySize: 5, maxHistoryBytes: 600 },
+);
+
+contract(
   "a token from an earlier welcome takes the nick from its stale holder, who is evicted",
   async ({ store, evicted }) => {
     const { seen, stop } = listen(store, "r");
