@@ -315,6 +315,13 @@ export interface PostCheck {
   op: boolean;
 }
 
+/** What {@linkcode APPEND} publishes on the room's channel. */
+export interface PublishedBatch {
+  /** The id of the process that appended them. */
+  from: string;
+  events: RoomEvent[];
+}
+
 /** One event of a batch ({@linkcode APPEND}). */
 export interface BatchItem {
   /** The event's JSON, without id and ts, and its cost. */
@@ -327,14 +334,16 @@ export interface BatchItem {
 /**
  * A process's appends to one room in one turn, in order: each post unless
  * its poster is muted or slow mode says it is too early (moderators are not
- * slowed), the other events as they are; the
- * events are published as one message (one event as itself, several as a
- * JSON array), so the other processes parse one message per batch. The
- * reply has each item's event or refusal, in order.
+ * slowed), the other events as they are. The events are published as one
+ * {@linkcode PublishedBatch}, so the other processes parse one message per
+ * batch and know whose batch it is. The reply has each item's event or
+ * refusal, in order.
  */
 export const APPEND = script<
   RoomArgs & {
     items: BatchItem[];
+    /** The appending process's id, published with the batch. */
+    process: string;
     /** The time (ms) mutes and slow mode are judged at. */
     now: number;
   },
@@ -356,11 +365,8 @@ for i, item in ipairs(A.items) do
 end
 if #events > 0 then
   trim(tonumber(redis.call('HGET', KEYS[1], 'bytes')))
-end
-if #events == 1 then
-  redis.call('PUBLISH', A.channel, events[1])
-elseif #events > 1 then
-  redis.call('PUBLISH', A.channel, list(events))
+  redis.call('PUBLISH', A.channel,
+    '{"from":' .. cjson.encode(A.process) .. ',"events":' .. list(events) .. '}')
 end
 return list(out)
 `,

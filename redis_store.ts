@@ -14,8 +14,9 @@
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
  * - channel `ev:NAME`: every event, published by the script that appends it
- *   (a process's appends of one turn as one JSON array), typing notices, and
- *   notices of members out without an event (`gone`), kept nowhere;
+ *   (a process's appends of one turn as one `{from, events}` batch), typing
+ *   notices, and notices of members out without an event (`gone`), kept
+ *   nowhere;
  * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
  *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
  * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
@@ -29,7 +30,9 @@
  * reap, and the moderation ones: redis_scripts.ts), so ids, history, nicks and publish move together. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
- * reconnect) is filled from the stream. It keeps the members of those rooms
+ * reconnect) is filled from the stream. While several processes post into a
+ * room, each waits a little for the others' batches (`coalesceMs`), so that
+ * its clients get them as one frame. It keeps the members of those rooms
  * (roster.ts) from the events it delivers, read once when it subscribes, so
  * that a join reads nothing that grows with the room.
  *
@@ -97,6 +100,7 @@ import {
   MUTE,
   type NickChoice,
   type PostReply,
+  type PublishedBatch,
   REAP,
   RECLAIM,
   REMOVE,
@@ -121,6 +125,13 @@ export interface RedisStoreOptions extends StoreOptions {
    * Default 3000, or the environment variable `CHAT_REDIS_HEARTBEAT_MS`.
    */
   heartbeatMs?: number;
+  /**
+   * How long a room's events may wait, in ms, for the batches of the other
+   * processes posting into it, so that each client gets them in one frame;
+   * 0 hands them out at once.
+   * @default {COALESCE_MS}
+   */
+  coalesceMs?: number;
   /** Key prefix. @default {"chat:"} */
   prefix?: string;
   /**
@@ -148,6 +159,14 @@ interface RoomState {
   handedOver: boolean;
   /** Events taken in order, handed to the listeners at the end of the turn. */
   outbox: LiveEvent[];
+  /** Process id → when its last batch for the room came (performance.now). */
+  posting: Map<string, number>;
+  /** The processes whose batches are in the outbox. */
+  outboxFrom: Set<string>;
+  /** When the first of those came. */
+  outboxSince: number;
+  /** Set while the outbox waits for the batches of `posting` (`#handOutAll`). */
+  coalescing?: ReturnType<typeof setTimeout>;
   epoch?: string;
   /** Events received while the baseline or a gap is being read. */
   buffer: RoomEvent[];
@@ -228,6 +247,19 @@ const COMMAND_TIMEOUT_MS = 10_000;
 export const CONNECT_TIMEOUT_MS = 5000;
 /** How long one attempt to open a connection to Redis may take. */
 const SOCKET_CONNECT_TIMEOUT_MS = 2000;
+/**
+ * Default of `coalesceMs`. While two processes post into a room, each hands
+ * out the other's batches and its own in turn, one JSON frame per client
+ * each: twice the frames of one process, whose clients' posts meet in one
+ * turn, and frames (write system calls), not events, are what delivery
+ * costs (bench/README.md). Waiting for the batches of every process posting
+ * into the room puts them in one frame; its posters then get their echoes
+ * together and post together, so the wait shrinks to the gap between them.
+ * A room with one process posting, or none lately, waits for nothing.
+ */
+export const COALESCE_MS = 10;
+/** A process that published a batch into a room this recently posts there. */
+const POSTING_MS = 50;
 
 function heartbeatFromEnv(): number | undefined {
   try {
@@ -256,6 +288,9 @@ export class RedisStore implements RoomStore {
   #prefix: string;
   #proc = randomBytes(6).toString("hex");
   #heartbeatMs: number;
+  #coalesceMs: number;
+  /** SCRIPT LOADs under way, by the script's hash. */
+  #loading = new Map<string, Promise<void>>();
   #secret = "";
   #rooms = new Map<string, RoomState>();
   /** Local members, by room and owner (`ROOM\nOWNER`). */
@@ -286,6 +321,7 @@ export class RedisStore implements RoomStore {
     this.#prefix = options.prefix ?? "chat:";
     this.#heartbeatMs = options.heartbeatMs ?? heartbeatFromEnv() ??
       DEFAULT_HEARTBEAT_MS;
+    this.#coalesceMs = options.coalesceMs ?? COALESCE_MS;
     const client = () =>
       createClient({
         url: options.url,
@@ -561,6 +597,7 @@ export class RedisStore implements RoomStore {
     this.#run(APPEND, this.#keys(name), {
       ...this.#roomArgs(name),
       items: queue.map((waiting) => waiting.item),
+      process: this.#proc,
       now: Date.now(),
     }).then(
       (replies) => queue.forEach((waiting, i) => waiting.resolve(replies[i])),
@@ -940,8 +977,7 @@ export class RedisStore implements RoomStore {
     clearTimeout(timer);
     this.#closed = true;
     clearInterval(this.#timer);
-    if (this.#handOut) clearImmediate(this.#handOut);
-    this.#handOut = undefined;
+    this.#stopHandOut();
     this.#dropAppends();
     this.#failJoins();
     if (this.available()) {
@@ -964,8 +1000,7 @@ export class RedisStore implements RoomStore {
     this.#closed = true;
     this.#up = false;
     clearInterval(this.#timer);
-    if (this.#handOut) clearImmediate(this.#handOut);
-    this.#handOut = undefined;
+    this.#stopHandOut();
     this.#dropAppends();
     this.#failJoins();
     for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
@@ -987,6 +1022,9 @@ export class RedisStore implements RoomStore {
         filling: false,
         handedOver: false,
         outbox: [],
+        posting: new Map(),
+        outboxFrom: new Set(),
+        outboxSince: 0,
         onMessage: (message) => this.#onMessage(made, message),
         gone: [],
         rosterReading: false,
@@ -1032,14 +1070,20 @@ export class RedisStore implements RoomStore {
 
   /** A message on the room's channel: an event, or a turn's appends. */
   #onMessage(room: RoomState, message: string): void {
-    let got: LiveEvent | GoneNotice | RoomEvent[];
+    let got: LiveEvent | GoneNotice | PublishedBatch;
     try {
       got = JSON.parse(message);
     } catch {
       return;
     }
-    if (!Array.isArray(got)) return this.#onEvent(room, got);
-    for (const event of got) this.#onEvent(room, event);
+    if (!("events" in got)) return this.#onEvent(room, got);
+    for (const event of got.events) this.#onEvent(room, event);
+    const now = performance.now();
+    room.posting.set(got.from, now);
+    if (room.outbox.length === 0) return; // still being filled in
+    if (room.outboxFrom.size === 0) room.outboxSince = now;
+    room.outboxFrom.add(got.from);
+    if (room.coalescing && !this.#awaited(room, now)) this.#handOutRoom(room);
   }
 
   #onEvent(room: RoomState, event: LiveEvent | GoneNotice): void {
@@ -1073,13 +1117,49 @@ export class RedisStore implements RoomStore {
     room.delivered = event.id;
     room.handedOver = true;
     room.outbox.push(event);
+    if (!room.coalescing) this.#handOutRoom(room);
+  }
+
+  /** Nothing more goes to the listeners (the store is closing or crashed). */
+  #stopHandOut(): void {
+    if (this.#handOut) clearImmediate(this.#handOut);
+    this.#handOut = undefined;
+    for (const room of this.#rooms.values()) {
+      clearTimeout(room.coalescing);
+      room.coalescing = undefined;
+    }
+  }
+
+  /** The room's outbox goes out at the end of the turn. */
+  #handOutRoom(room: RoomState): void {
+    clearTimeout(room.coalescing);
+    room.coalescing = undefined;
     this.#outboxes.add(room);
     this.#handOut ??= setImmediate(() => this.#handOutAll());
   }
 
+  /**
+   * Each outbox to its room's listeners, but one that waits for the batches
+   * of the other processes posting into the room (`COALESCE_MS`), at most
+   * `coalesceMs` after its first batch came.
+   */
   #handOutAll(): void {
     this.#handOut = undefined;
+    const now = performance.now();
     for (const room of this.#outboxes) {
+      if (room.coalescing) continue; // waits again (a new batch came)
+      const waited = now - room.outboxSince;
+      if (
+        room.outboxFrom.size > 0 && waited < this.#coalesceMs &&
+        this.#awaited(room, now)
+      ) {
+        room.coalescing = setTimeout(
+          () => this.#handOutRoom(room),
+          this.#coalesceMs - waited,
+        );
+        continue;
+      }
+      room.outboxFrom.clear();
       const events = room.outbox;
       room.outbox = [];
       for (const event of events) {
@@ -1087,6 +1167,15 @@ export class RedisStore implements RoomStore {
       }
     }
     this.#outboxes.clear();
+  }
+
+  /** Whether a process posting into the room has no batch in its outbox. */
+  #awaited(room: RoomState, now: number): boolean {
+    for (const [process, at] of room.posting) {
+      if (now - at > POSTING_MS) room.posting.delete(process);
+      else if (!room.outboxFrom.has(process)) return true;
+    }
+    return false;
   }
 
   /**
@@ -1619,8 +1708,26 @@ export class RedisStore implements RoomStore {
       ) {
         throw error;
       }
-      return script.decode(await this.#command(["EVAL", script.text, ...rest]));
+      await this.#load(script);
+      return script.decode(
+        await this.#command(["EVALSHA", script.sha, ...rest]),
+      );
     }
+  }
+
+  /**
+   * Sends the script to Redis once, however many calls found it missing at
+   * the same time (each joining user's first script, at start-up): one
+   * SCRIPT LOAD instead of an EVAL of the whole text each.
+   */
+  #load(script: Script<unknown, unknown>): Promise<void> {
+    let loading = this.#loading.get(script.sha);
+    if (!loading) {
+      loading = this.#command(["SCRIPT", "LOAD", script.text]).then(() => {});
+      this.#loading.set(script.sha, loading);
+      loading.finally(() => this.#loading.delete(script.sha)).catch(() => {});
+    }
+    return loading;
   }
 
   /**

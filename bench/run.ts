@@ -18,6 +18,8 @@
  *        deno task bench --redis --base DIR --servers ours,redis,redis-base
  *                                    # and another build (a worktree: DIR
  *                                    # holds its main.ts) in the same run
+ *        deno task bench --redis --scenario b --scale 10
+ *                                    # (a) and (b) with 10x the messages
  *
  * @module
  */
@@ -734,6 +736,31 @@ async function buildOf(dir: string): Promise<string> {
     : "uncommitted";
 }
 
+/**
+ * A throughput scenario with `scale` times the messages per sender: (b)'s
+ * 400 messages take half a second, where a run's CPU moves by tens of per
+ * cent with how the processes happen to share 2 cores.
+ */
+function scaled(scenario: Scenario, scale: number): Scenario {
+  if (scale === 1) return scenario;
+  const messages = (arg: string) => Number(arg.slice("--messages=".length));
+  const before = messages(
+    scenario.args.find((a) => a.startsWith("--messages="))!,
+  );
+  return {
+    ...scenario,
+    title: scenario.title.replace(
+      `x ${fmt(before, 0)} msgs`,
+      `x ${fmt(before * scale, 0)} msgs`,
+    ),
+    args: scenario.args.map((arg) =>
+      arg.startsWith("--messages=")
+        ? `--messages=${messages(arg) * scale}`
+        : arg
+    ),
+  };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -747,6 +774,7 @@ async function main(): Promise<void> {
       protocols: { type: "string", default: "text,json" },
       workers: { type: "string", default: String(DEFAULT_WORKERS) },
       json: { type: "boolean", default: false },
+      scale: { type: "string", default: "1" },
     },
   });
   const t0 = performance.now();
@@ -763,9 +791,13 @@ async function main(): Promise<void> {
   // --data: (a), (b) and (e), in memory against --data.
   const scenarioIds = (values.scenario ??
     (values.redis ? "b,d,f" : values.data ? "a,b,e" : "a,b,c,d")).split(",");
+  const scale = Number(values.scale);
+  if (!Number.isInteger(scale) || scale < 1 || scale > 100) {
+    throw new Error("--scale must be 1 … 100");
+  }
   const scenarios = SCENARIOS.filter((s) =>
     scenarioIds.includes(s.id) || scenarioIds.includes(s.group ?? s.id)
-  );
+  ).map((s) => s.spread ? scaled(s, scale) : s);
   const servers = (values.servers ??
     (values.redis
       ? "ours,redis"
