@@ -385,6 +385,12 @@ export interface JoinArgs extends RoomArgs {
   wanted?: NickChoice;
   /** A stale holder of `wanted` whose token the client showed. */
   takeover?: { owner: string; joinedId: number };
+  /**
+   * The process keeps the room's recent events: a join that is not a
+   * resume is answered the history's bounds (`historyFirst`,
+   * `historyCount`) instead of its events.
+   */
+  historyHere?: boolean;
   /** Resume: the client's last event id and its epoch. */
   since?: number;
   clientEpoch?: string;
@@ -413,8 +419,17 @@ export interface JoinReply {
   claimedId: number;
   /** A resume that could not be served exactly. */
   gap: boolean;
-  /** What the client missed (and its join), or the room's history. */
+  /**
+   * What the client missed (and its join), or the room's history; empty
+   * when `historyFirst` is there.
+   */
   history: RoomEvent[];
+  /**
+   * With `historyHere`: the history is the `historyCount` events with ids
+   * from `historyFirst` to `lastId` (some ids in between may be deleted).
+   */
+  historyFirst?: number;
+  historyCount?: number;
   /**
    * How many members the room has just after the join (the process checks
    * the member list it keeps against it).
@@ -460,15 +475,25 @@ local function missed()
 end
 local function answer(d, taken, present, got, id)
   local mod = redis.call('HMGET', KEYS[6], 'topic', 'slow')
-  local meta = cjson.encode({nick = d.n, taken = taken, present = present,
+  local meta = {nick = d.n, taken = taken, present = present,
     epoch = epoch, lastId = id, joinedId = d.j, claimedId = d.c,
     gap = A.since ~= nil and got == nil, topic = mod[1] or '',
     slowSeconds = tonumber(mod[2] or '0'),
-    members = redis.call('HLEN', KEYS[3])})
+    members = redis.call('HLEN', KEYS[3])}
+  local events = got
+  if not got and A.historyHere then
+    -- The process has the events: only which of them the history holds.
+    local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    meta.historyFirst = first and tonumber(string.match(first[1], '^(%d+)'))
+      or id + 1
+    meta.historyCount = redis.call('XLEN', KEYS[2])
+    events = {}
+  end
   -- No member list: each process keeps its own (roster.ts), so a join
   -- reads nothing that grows with the room but its bounded history, and
   -- its moderators.
-  return {meta, list(got or history()), list(redis.call('HVALS', KEYS[9]))}
+  return {cjson.encode(meta), list(events or history()),
+    list(redis.call('HVALS', KEYS[9]))}
 end
 -- One more connection of a member (another tab of its session).
 local mine = redis.call('HGET', KEYS[4], A.owner)

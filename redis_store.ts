@@ -159,6 +159,13 @@ interface RoomState {
   handedOver: boolean;
   /** Events taken in order, handed to the listeners at the end of the turn. */
   outbox: LiveEvent[];
+  /**
+   * Events of the room taken here, in id order (at most twice
+   * `historySize`), and what the joins here read of the history: a join
+   * takes its welcome's history from these when they hold as many events
+   * in its bounds as Redis has (else reads them).
+   */
+  recent: RoomEvent[];
   /** Process id → when its last batch for the room came (performance.now). */
   posting: Map<string, number>;
   /** The processes whose batches are in the outbox. */
@@ -461,7 +468,7 @@ export class RedisStore implements RoomStore {
         }
       }
     }
-    let reply, members;
+    let reply, members, history;
     // The welcome's id is at least the roster's now: from here until the
     // members are read, the roster keeps its changes after this id.
     const floor = room.roster?.id ?? 0;
@@ -469,6 +476,7 @@ export class RedisStore implements RoomStore {
     try {
       reply = await this.#runIn(name, JOIN, {
         ...this.#roomArgs(name),
+        historyHere: room.recent.length > 0,
         process: this.#proc,
         owner,
         room: name,
@@ -487,6 +495,7 @@ export class RedisStore implements RoomStore {
         user: request.user,
       });
       members = await this.#membersAt(room, reply);
+      history = await this.#historyOf(room, reply, request.since);
     } catch (error) {
       if (error instanceof StoreUnavailable) {
         // It may have run before the connection went: undone after reconnect.
@@ -529,7 +538,7 @@ export class RedisStore implements RoomStore {
       epoch: reply.epoch,
       lastId: reply.lastId,
       claimedId: reply.claimedId,
-      history: reply.history,
+      history,
       gap: reply.gap,
       users: members.nicks,
       token: this.#token(name, reply.epoch, reply.joinedId),
@@ -1022,6 +1031,7 @@ export class RedisStore implements RoomStore {
         filling: false,
         handedOver: false,
         outbox: [],
+        recent: [],
         posting: new Map(),
         outboxFrom: new Set(),
         outboxSince: 0,
@@ -1113,6 +1123,7 @@ export class RedisStore implements RoomStore {
    * still reach main.ts in one turn (one JSON batch per client).
    */
   #deliver(room: RoomState, event: RoomEvent): void {
+    this.#keep(room, event);
     this.#takeRoster(room, event);
     room.delivered = event.id;
     room.handedOver = true;
@@ -1176,6 +1187,68 @@ export class RedisStore implements RoomStore {
       else if (!room.outboxFrom.has(process)) return true;
     }
     return false;
+  }
+
+  /** The event is one of the room's recent events here (`recent`). */
+  #keep(room: RoomState, event: RoomEvent): void {
+    const recent = room.recent;
+    if (recent.length > 0 && event.id <= recent.at(-1)!.id) return;
+    recent.push(event);
+    if (event.type === "delete") {
+      const gone = recent.findIndex((kept) => kept.id === event.deleted);
+      if (gone >= 0) recent.splice(gone, 1);
+    }
+    const most = 2 * this.#options.historySize;
+    if (recent.length > most) recent.splice(0, recent.length - most / 2);
+  }
+
+  /**
+   * A welcome's history: as Redis answered it, or (`historyHere`) the
+   * room's events here between its bounds once delivery has reached the
+   * welcome (`#membersAt` waited for it), if they are as many as Redis
+   * has; else read from the stream. A history read becomes `recent`'s
+   * events up to the welcome.
+   */
+  async #historyOf(
+    room: RoomState,
+    reply: JoinReply,
+    since: number | undefined,
+  ): Promise<RoomEvent[]> {
+    const first = reply.historyFirst;
+    if (first === undefined) {
+      if (since === undefined || reply.gap) {
+        this.#keepUpTo(room, reply.history, reply);
+      }
+      return reply.history;
+    }
+    if (room.epoch === reply.epoch) {
+      const kept = room.recent.filter((event) =>
+        event.id >= first && event.id <= reply.lastId
+      );
+      if (kept.length === reply.historyCount) return kept;
+    }
+    const entries = await this.#command([
+      "XRANGE",
+      this.#keys(room.name).events,
+      `${first}-0`,
+      `${reply.lastId}-0`,
+    ]) as [string, string[]][];
+    const read = entries.map(([, fields]) =>
+      JSON.parse(fields[1]) as RoomEvent
+    );
+    this.#keepUpTo(room, read, reply);
+    return read;
+  }
+
+  /**
+   * `events` are the room's history as of the welcome: `recent` takes them
+   * and keeps what it has after them, unless the room started over (a new
+   * epoch) since.
+   */
+  #keepUpTo(room: RoomState, events: RoomEvent[], reply: JoinReply): void {
+    room.recent = room.epoch === reply.epoch
+      ? [...events, ...room.recent.filter((event) => event.id > reply.lastId)]
+      : [...events];
   }
 
   /**

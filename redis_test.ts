@@ -700,6 +700,81 @@ Deno.test({
 
 Deno.test({
   name:
+    "redis: a welcome's history comes from the events the process took, as Redis has it (trims, deletions on another process)",
+  ignore,
+  fn: async () => {
+    const redis = await startRedis();
+    const common = storeOptions(redis, {
+      historySize: 40,
+      maxHistoryBytes: 40_000,
+    });
+    const here = await RedisStore.connect(common);
+    const there = await RedisStore.connect(common);
+    const client = createClient({ url: redis.url });
+    await client.connect();
+    try {
+      for (const store of [here, there]) {
+        store.hold("h");
+        store.subscribe("h", () => {});
+      }
+      await here.join("h", { owner: "1", nick: "ann" });
+      await there.join("h", { owner: "2", nick: "bob" });
+      const say = (text: string) =>
+        there.append("h", { type: "message", from: "bob", text });
+      // Trimmed by count (40) and by bytes (each long one costs 2,064), one
+      // deleted.
+      const ids: number[] = [];
+      for (let i = 0; i < 45; i++) {
+        const text = i % 3 === 0 ? `s${i}` : `${i}`.padEnd(1000, "x");
+        ids.push((await say(text)).id);
+      }
+      await there.remove("h", ids[40], "bob");
+      await say("e");
+      const stream = async () =>
+        (await client.xRange("chat:room:h:events", "-", "+")).map((entry) =>
+          JSON.parse(entry.message.e) as RoomEvent
+        );
+      const sentBefore = await netOutput(client);
+      const cy = await here.join("h", { owner: "3", nick: "cy" });
+      const sent = await netOutput(client) - sentBefore;
+      const kept = await stream();
+      assert.ok(kept.some((event) => event.type === "delete"));
+      assert.ok(!kept.some((event) => event.id === ids[40]));
+      assert.ok(kept[0].id > ids[0] && kept.length < 40);
+      assert.deepEqual(cy.history, kept);
+      // Redis sent the join's answer and event, not the history.
+      const historyBytes = JSON.stringify(kept).length;
+      assert.ok(
+        sent < historyBytes / 2,
+        `${sent} bytes for a history of ${historyBytes}`,
+      );
+      // A process that took none of it reads it from Redis.
+      const third = await RedisStore.connect(common);
+      try {
+        third.hold("h");
+        third.subscribe("h", () => {});
+        const dee = await third.join("h", { owner: "4", nick: "dee" });
+        assert.deepEqual(dee.history, await stream());
+      } finally {
+        await third.close();
+      }
+    } finally {
+      await client.close();
+      await here.close();
+      await there.close();
+      await redis.kill();
+    }
+  },
+});
+
+/** Bytes Redis has sent to its clients so far. */
+async function netOutput(client: ReturnType<typeof createClient>) {
+  const info = await client.info("stats");
+  return Number(info.match(/total_net_output_bytes:(\d+)/)![1]);
+}
+
+Deno.test({
+  name:
     "redis: a turn's appends are one script and one message, in the order asked",
   ignore,
   fn: async () => {
