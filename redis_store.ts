@@ -34,7 +34,8 @@
  * room, each waits a little for the others' batches (`coalesceMs`), so that
  * its clients get them as one frame. It keeps the members of those rooms
  * (roster.ts) from the events it delivers, read once when it subscribes, so
- * that a join reads nothing that grows with the room.
+ * that a join reads nothing that grows with the room, and the room's recent
+ * events, so that a welcome's history is not read from Redis (`recent`).
  *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
