@@ -71,6 +71,31 @@ function storeOptions(
   };
 }
 
+/**
+ * A fresh redis-server and two stores on it, as two processes would have
+ * them, with `fields` over {@linkcode storeOptions}; all closed after `test`.
+ */
+async function withTwoStores(
+  fields: Partial<RedisStoreOptions>,
+  test: (stores: {
+    one: RedisStore;
+    two: RedisStore;
+    redis: RedisServer;
+    options: RedisStoreOptions;
+  }) => Promise<void>,
+): Promise<void> {
+  const redis = await startRedis();
+  const options = storeOptions(redis, fields);
+  const stores: RedisStore[] = [];
+  try {
+    for (let i = 0; i < 2; i++) stores.push(await RedisStore.connect(options));
+    await test({ one: stores[0], two: stores[1], redis, options });
+  } finally {
+    for (const store of stores) await store.close();
+    await redis.kill();
+  }
+}
+
 /** A redis-server and `count` chat processes on it, all stopped after. */
 async function withCluster(
   count: number,
@@ -454,16 +479,12 @@ Deno.test({
 Deno.test({
   name: "redis: in-process stores share a room; hold counts local rooms",
   ignore,
-  fn: async () => {
-    const redis = await startRedis();
-    const common = storeOptions(redis, {
+  fn: () =>
+    withTwoStores({
       historySize: 3,
       maxRooms: 1,
       heartbeatMs: 200,
-    });
-    const one = await RedisStore.connect(common);
-    const two = await RedisStore.connect(common);
-    try {
+    }, async ({ one, two }) => {
       assert.ok(one.hold("x"));
       assert.equal(
         one.hold("y"),
@@ -500,12 +521,7 @@ Deno.test({
       assert.deepEqual(await two.members("x"), [other.nick]);
       stop();
       stopOne();
-    } finally {
-      await one.close();
-      await two.close();
-      await redis.kill();
-    }
-  },
+    }),
 });
 
 /** How many times Redis ran `command` without an error (scripts' calls included). */
@@ -652,13 +668,9 @@ Deno.test({
   name:
     "redis: while two processes post into a room, each hands their batches out together; a lone poster's go out at once",
   ignore,
-  fn: async () => {
-    const redis = await startRedis();
-    // A wait this long would time the test out: nothing here may wait it out.
-    const common = storeOptions(redis, { coalesceMs: 60_000 });
-    const one = await RedisStore.connect(common);
-    const two = await RedisStore.connect(common);
-    try {
+  // A wait this long would time the test out: nothing here may wait it out.
+  fn: () =>
+    withTwoStores({ coalesceMs: 60_000 }, async ({ one, two }) => {
       // The messages `one` hands out, grouped by the turn it hands them in.
       const turns: string[][] = [];
       let turn: string[] | undefined;
@@ -690,81 +702,70 @@ Deno.test({
       await say(two, "later");
       await handedOut("later");
       assert.deepEqual(turns, [["alone"], ["b1", "a2"], ["later"]]);
-    } finally {
-      await one.close();
-      await two.close();
-      await redis.kill();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "redis: a welcome's history comes from the events the process took, as Redis has it (trims, deletions on another process)",
   ignore,
-  fn: async () => {
-    const redis = await startRedis();
-    const common = storeOptions(redis, {
+  fn: () =>
+    withTwoStores({
       historySize: 40,
       maxHistoryBytes: 40_000,
-    });
-    const here = await RedisStore.connect(common);
-    const there = await RedisStore.connect(common);
-    const client = createClient({ url: redis.url });
-    await client.connect();
-    try {
-      for (const store of [here, there]) {
-        store.hold("h");
-        store.subscribe("h", () => {});
-      }
-      await here.join("h", { owner: "1", nick: "ann" });
-      await there.join("h", { owner: "2", nick: "bob" });
-      const say = (text: string) =>
-        there.append("h", { type: "message", from: "bob", text });
-      // Trimmed by count (40) and by bytes (each long one costs 2,064), one
-      // deleted.
-      const ids: number[] = [];
-      for (let i = 0; i < 45; i++) {
-        const text = i % 3 === 0 ? `s${i}` : `${i}`.padEnd(1000, "x");
-        ids.push((await say(text)).id);
-      }
-      await there.remove("h", ids[40], "bob");
-      await say("e");
-      const stream = async () =>
-        (await client.xRange("chat:room:h:events", "-", "+")).map((entry) =>
-          JSON.parse(entry.message.e) as RoomEvent
-        );
-      const sentBefore = await netOutput(client);
-      const cy = await here.join("h", { owner: "3", nick: "cy" });
-      const sent = await netOutput(client) - sentBefore;
-      const kept = await stream();
-      assert.ok(kept.some((event) => event.type === "delete"));
-      assert.ok(!kept.some((event) => event.id === ids[40]));
-      assert.ok(kept[0].id > ids[0] && kept.length < 40);
-      assert.deepEqual(cy.history, kept);
-      // Redis sent the join's answer and event, not the history.
-      const historyBytes = JSON.stringify(kept).length;
-      assert.ok(
-        sent < historyBytes / 2,
-        `${sent} bytes for a history of ${historyBytes}`,
-      );
-      // A process that took none of it reads it from Redis.
-      const third = await RedisStore.connect(common);
+    }, async ({ one: here, two: there, redis, options }) => {
+      const client = createClient({ url: redis.url });
+      await client.connect();
       try {
-        third.hold("h");
-        third.subscribe("h", () => {});
-        const dee = await third.join("h", { owner: "4", nick: "dee" });
-        assert.deepEqual(dee.history, await stream());
+        for (const store of [here, there]) {
+          store.hold("h");
+          store.subscribe("h", () => {});
+        }
+        await here.join("h", { owner: "1", nick: "ann" });
+        await there.join("h", { owner: "2", nick: "bob" });
+        const say = (text: string) =>
+          there.append("h", { type: "message", from: "bob", text });
+        // Trimmed by count (40) and by bytes (each long one costs 2,064), one
+        // deleted.
+        const ids: number[] = [];
+        for (let i = 0; i < 45; i++) {
+          const text = i % 3 === 0 ? `s${i}` : `${i}`.padEnd(1000, "x");
+          ids.push((await say(text)).id);
+        }
+        await there.remove("h", ids[40], "bob");
+        await say("e");
+        const stream = async () =>
+          (await client.xRange("chat:room:h:events", "-", "+")).map((entry) =>
+            JSON.parse(entry.message.e) as RoomEvent
+          );
+        const sentBefore = await netOutput(client);
+        const cy = await here.join("h", { owner: "3", nick: "cy" });
+        const sent = await netOutput(client) - sentBefore;
+        const kept = await stream();
+        assert.ok(kept.some((event) => event.type === "delete"));
+        assert.ok(!kept.some((event) => event.id === ids[40]));
+        assert.ok(kept[0].id > ids[0] && kept.length < 40);
+        assert.deepEqual(cy.history, kept);
+        // Redis sent the join's answer and event, not the history.
+        const historyBytes = JSON.stringify(kept).length;
+        assert.ok(
+          sent < historyBytes / 2,
+          `${sent} bytes for a history of ${historyBytes}`,
+        );
+        // A process that took none of it reads it from Redis.
+        const third = await RedisStore.connect(options);
+        try {
+          third.hold("h");
+          third.subscribe("h", () => {});
+          const dee = await third.join("h", { owner: "4", nick: "dee" });
+          assert.deepEqual(dee.history, await stream());
+        } finally {
+          await third.close();
+        }
       } finally {
-        await third.close();
+        await client.close();
       }
-    } finally {
-      await client.close();
-      await here.close();
-      await there.close();
-      await redis.kill();
-    }
-  },
+    }),
 });
 
 /** Bytes Redis has sent to its clients so far. */
@@ -777,12 +778,8 @@ Deno.test({
   name:
     "redis: a turn's appends are one script and one message, in the order asked",
   ignore,
-  fn: async () => {
-    const redis = await startRedis();
-    const common = storeOptions(redis);
-    const writer = await RedisStore.connect(common);
-    const reader = await RedisStore.connect(common);
-    try {
+  fn: () =>
+    withTwoStores({}, async ({ one: writer, two: reader, redis }) => {
       const got: RoomEvent[] = [];
       reader.hold("t");
       reader.subscribe("t", (event) => {
@@ -807,24 +804,15 @@ Deno.test({
       );
       await eventually("delivery", () => got.length === texts.length);
       assert.deepEqual(got, appended);
-    } finally {
-      await writer.close();
-      await reader.close();
-      await redis.kill();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "redis: a turn's posts are one script: a muted person's refused, the rest in order, a rename after them",
   ignore,
-  fn: async () => {
-    const redis = await startRedis();
-    const common = storeOptions(redis);
-    const writer = await RedisStore.connect(common);
-    const reader = await RedisStore.connect(common);
-    try {
+  fn: () =>
+    withTwoStores({}, async ({ one: writer, two: reader, redis }) => {
       const got: RoomEvent[] = [];
       reader.hold("t");
       reader.subscribe("t", (event) => {
@@ -871,12 +859,7 @@ Deno.test({
       );
       await eventually("delivery", () => got.at(-1)?.id === renamed.id);
       assert.deepEqual(got.slice(-3), [...posted, renamed]);
-    } finally {
-      await writer.close();
-      await reader.close();
-      await redis.kill();
-    }
-  },
+    }),
 });
 
 Deno.test({
