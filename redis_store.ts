@@ -1052,6 +1052,8 @@ export class RedisStore implements RoomStore {
     if (room.holds > 0 || room.members > 0 || room.listeners.size > 0) return;
     if (this.#rooms.get(room.name) !== room) return;
     this.#rooms.delete(room.name);
+    clearTimeout(room.coalescing); // nobody to hand out to
+    room.coalescing = undefined;
     if (room.subscribed && !this.#closed) {
       this.#sub.unsubscribe(this.#channel(room.name), room.onMessage).catch(
         () => {},
@@ -1222,7 +1224,10 @@ export class RedisStore implements RoomStore {
       }
       return reply.history;
     }
-    if (room.epoch === reply.epoch) {
+    // Only once delivery here has reached the welcome (after a roster read
+    // again, the roster can be ahead of it): every event up to it is in
+    // `recent` then, and every deletion among them applied.
+    if (room.epoch === reply.epoch && (room.delivered ?? 0) >= reply.lastId) {
       const kept = room.recent.filter((event) =>
         event.id >= first && event.id <= reply.lastId
       );
@@ -1243,13 +1248,22 @@ export class RedisStore implements RoomStore {
 
   /**
    * `events` are the room's history as of the welcome: `recent` takes them
-   * and keeps what it has after them, unless the room started over (a new
-   * epoch) since.
+   * and keeps what it has after them (whose deletions apply to them too),
+   * unless the room started over (a new epoch) since.
    */
   #keepUpTo(room: RoomState, events: RoomEvent[], reply: JoinReply): void {
-    room.recent = room.epoch === reply.epoch
-      ? [...events, ...room.recent.filter((event) => event.id > reply.lastId)]
-      : [...events];
+    if (room.epoch !== undefined && room.epoch !== reply.epoch) {
+      room.recent = [...events];
+      return;
+    }
+    const later = room.recent.filter((event) => event.id > reply.lastId);
+    const deleted = new Set(
+      later.flatMap((event) => event.type === "delete" ? [event.deleted] : []),
+    );
+    room.recent = [
+      ...events.filter((event) => !deleted.has(event.id)),
+      ...later,
+    ];
   }
 
   /**
