@@ -241,6 +241,10 @@ const ONCE_PENDING = "pending";
 const ONCE_WAIT_MS = 5000;
 /** Missed heartbeats before a process counts as dead. */
 const MISSED_BEATS = 3;
+/** Longest wait between two attempts to reach Redis again, in ms. */
+const MAX_RECONNECT_DELAY_MS = 2000;
+/** Up to this much is added at random to each wait, in ms. */
+const RECONNECT_JITTER_MS = 100;
 /**
  * Per-command limit: a Redis that stops answering (but keeps the connection)
  * is unavailable. Generous, since it also counts this process's own event
@@ -341,8 +345,10 @@ export class RedisStore implements RoomStore {
           // (the CLI then says why in one line); once started, a lost
           // connection is retried for ever with backoff.
           reconnectStrategy: (retries: number, cause: Error) =>
-            !this.#started ? cause : Math.min(50 * 2 ** retries, 2000) +
-              Math.floor(Math.random() * 100),
+            !this.#started
+              ? cause
+              : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS) +
+                Math.floor(Math.random() * RECONNECT_JITTER_MS),
         },
       });
     this.#cmd = client();
@@ -1553,7 +1559,14 @@ export class RedisStore implements RoomStore {
   }
 
   async #resyncOnce(): Promise<void> {
-    this.#reapAfter = Date.now() + this.#heartbeatMs * MISSED_BEATS;
+    // After an outage every process comes back on its own retry schedule,
+    // up to a reconnect delay apart: none is reaped for being later.
+    this.#reapAfter = Date.now() + Math.max(
+      this.#heartbeatMs * MISSED_BEATS,
+      this.#started
+        ? MAX_RECONNECT_DELAY_MS + RECONNECT_JITTER_MS + this.#heartbeatMs
+        : 0,
+    );
     await this.#heartbeat();
     const secretKey = this.#key("secret");
     await this.#command([
