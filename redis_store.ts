@@ -958,19 +958,31 @@ export class RedisStore implements RoomStore {
   history(name: string, request: HistoryRequest): Promise<HistoryPage> {
     this.#check();
     this.#sendAppends(name); // a reader's own posts first
-    const key = this.#keys(name).events;
     return this.#track(pageBack(request, async (before, count) => {
       if (before <= 1) return [];
-      const entries = await this.#command([
+      return await this.#stream(
+        name,
         "XREVRANGE",
-        key,
         `${before - 1}-0`,
         "-",
         "COUNT",
         String(count),
-      ]) as [string, string[]][];
-      return entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
+      );
     }));
+  }
+
+  /** Events of the room's stream, by `command` over `range` (its ids are `N-0`). */
+  async #stream(
+    room: string,
+    command: "XRANGE" | "XREVRANGE",
+    ...range: string[]
+  ): Promise<RoomEvent[]> {
+    const entries = await this.#command([
+      command,
+      this.#keys(room).events,
+      ...range,
+    ]) as [string, string[]][];
+    return entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
   }
 
   /**
@@ -1239,14 +1251,11 @@ export class RedisStore implements RoomStore {
       );
       if (kept.length === reply.historyCount) return kept;
     }
-    const entries = await this.#command([
+    const read = await this.#stream(
+      room.name,
       "XRANGE",
-      this.#keys(room.name).events,
       `${first}-0`,
       `${reply.lastId}-0`,
-    ]) as [string, string[]][];
-    const read = entries.map(([, fields]) =>
-      JSON.parse(fields[1]) as RoomEvent
     );
     this.#keepUpTo(room, read, reply);
     return read;
@@ -1424,14 +1433,8 @@ export class RedisStore implements RoomStore {
   async #handOver(room: RoomState, lastId: number): Promise<void> {
     if (room.delivered === undefined || room.delivered > lastId) return;
     const id = `${lastId}-0`;
-    const entries = await this.#command([
-      "XRANGE",
-      this.#keys(room.name).events,
-      id,
-      id,
-    ]) as [string, string[]][];
-    if (room.handedOver || entries.length === 0) return;
-    const event = JSON.parse(entries[0][1][1]) as RoomEvent;
+    const [event] = await this.#stream(room.name, "XRANGE", id, id);
+    if (room.handedOver || !event) return;
     for (const onEvent of room.listeners) onEvent(event);
     room.handedOver = true;
   }
@@ -1457,11 +1460,10 @@ export class RedisStore implements RoomStore {
     if (room.filling || room.delivered === undefined) return;
     room.filling = true;
     const from = room.delivered + 1;
-    this.#command(["XRANGE", this.#keys(room.name).events, `${from}-0`, "+"])
-      .then((entries) => {
+    this.#stream(room.name, "XRANGE", `${from}-0`, "+")
+      .then((events) => {
         room.filling = false;
-        for (const [, fields] of entries as [string, string[]][]) {
-          const event = JSON.parse(fields[1]) as RoomEvent;
+        for (const event of events) {
           if (event.id <= room.delivered!) continue;
           if (event.id !== room.delivered! + 1) {
             this.#log("warn", "redis_gap", {
