@@ -130,6 +130,8 @@ interface GroupReport {
   delivered: number;
   expected: number;
   dups: number;
+  /** Data frames the clients received during the send phase. */
+  frames: number;
   hist: number[];
   maxLatencyMs: number;
   startAt: number;
@@ -149,6 +151,11 @@ export interface LoadReport {
   delivered: number;
   lost: number;
   dups: number;
+  /**
+   * Deliveries per data frame received in the send phase: how many events
+   * the server put in one frame (1 for text).
+   */
+  deliveredPerFrame: number;
   sendPhaseS: number;
   deliveredPerS: number;
   latencyMs: { p50: number; p99: number; max: number };
@@ -269,6 +276,7 @@ class Group {
   delivered = 0;
   expected = 0;
   dups = 0;
+  frames = 0;
   connected = 0;
   readonly hist: number[] = new Array(HIST_BUCKETS).fill(0);
   maxLatencyMs = 0;
@@ -386,6 +394,7 @@ class Group {
       delivered: this.delivered,
       expected: this.expected,
       dups: this.dups,
+      frames: this.frames,
       hist: this.hist,
       maxLatencyMs: this.maxLatencyMs,
       startAt,
@@ -675,6 +684,7 @@ class Client {
       payload = concat(this.#fragments);
       this.#fragments = null;
     }
+    if (this.group.running) this.group.frames++;
     const text = decoder.decode(payload);
     if (!this.#gotWelcome) {
       this.#gotWelcome = true;
@@ -961,12 +971,14 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
 
   const hist = new Array(HIST_BUCKETS).fill(0);
   let delivered = 0, expected = 0, dups = 0, maxLat = 0, clientCpu = 0;
+  let frames = 0;
   let startAt = Infinity, lastAt = 0, connected = 0;
   for (const r of reports) {
     r.hist.forEach((n, i) => hist[i] += n);
     delivered += r.delivered;
     expected += r.expected;
     dups += r.dups;
+    frames += r.frames;
     maxLat = Math.max(maxLat, r.maxLatencyMs);
     clientCpu += r.cpuS;
     startAt = Math.min(startAt, r.startAt);
@@ -995,6 +1007,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     delivered,
     lost,
     dups,
+    deliveredPerFrame: frames > 0 ? delivered / frames : NaN,
     sendPhaseS,
     deliveredPerS: sendPhaseS > 0 ? delivered / sendPhaseS : NaN,
     latencyMs: {
@@ -1074,6 +1087,7 @@ async function runChurn(
     delivered: 0,
     lost: 0,
     dups: 0,
+    deliveredPerFrame: NaN,
     sendPhaseS: NaN,
     deliveredPerS: NaN,
     latencyMs: { p50: NaN, p99: NaN, max: NaN },
@@ -1136,6 +1150,7 @@ export function reportTable(r: LoadReport): string {
       : []),
     ["delivered", `${r.delivered} of ${r.expected} (lost ${r.lost})`],
     ["delivered/s", fmt(r.deliveredPerS, 0)],
+    ["delivered per frame", fmt(r.deliveredPerFrame, 1)],
     [
       "latency ms",
       `p50 ${fmt(r.latencyMs.p50, 2)}  p99 ${fmt(r.latencyMs.p99, 2)}  ` +

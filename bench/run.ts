@@ -99,6 +99,7 @@ type Metric =
   | "max"
   | "rssPerConnBytes"
   | "clientCpuShare"
+  | "deliveredPerFrame"
   | "cpuUsPerMessage"
   | "cpuUsPerJoin"
   | "joinS";
@@ -112,6 +113,7 @@ const THROUGHPUT_METRICS: Metric[] = [
   "p50",
   "p99",
   "clientCpuShare",
+  "deliveredPerFrame",
 ];
 
 const SCENARIOS: Scenario[] = [
@@ -184,6 +186,7 @@ const METRIC_LABEL: Record<Metric, string> = {
   max: "max ms",
   rssPerConnBytes: "RSS B/conn",
   clientCpuShare: "client CPU %",
+  deliveredPerFrame: "deliv/frame",
   cpuUsPerMessage: "srv CPU µs/msg",
   cpuUsPerJoin: "srv CPU µs/join",
   joinS: "join phase s",
@@ -209,6 +212,8 @@ function pick(r: LoadReport, m: Metric): number {
       return r.server.rssPerConnBytes;
     case "clientCpuShare":
       return 100 * r.client.cpuShare;
+    case "deliveredPerFrame":
+      return r.deliveredPerFrame;
     case "cpuUsPerMessage": {
       const sent = r.config.senders * r.config.messages;
       return sent > 0 ? r.server.cpuS * 1e6 / sent : NaN;
