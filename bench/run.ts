@@ -20,6 +20,9 @@
  *                                    # holds its main.ts) in the same run
  *        deno task bench --redis --scenario b --scale 10
  *                                    # (a) and (b) with 10x the messages
+ *        deno task bench --redis --scenario b --pin
+ *                                    # servers (redis-server too) on CPU 0,
+ *                                    # the load on the others (taskset)
  *
  * @module
  */
@@ -267,6 +270,11 @@ const ALL_TARGETS: Target[] = [
 
 /** `--base`: the directory of the other build's main.ts, with a slash. */
 let baseDir = "";
+/**
+ * `--pin`: the CPUs (taskset lists) the servers (redis-server included) and
+ * the load run on, so that they do not take turns on the same cores.
+ */
+let pinned: { servers: string; load: string } | undefined;
 
 function log(s: string): void {
   console.error(`[bench] ${s}`);
@@ -281,13 +289,18 @@ export function median(xs: number[]): number {
 }
 
 /** Runs `cmd` under bash with the soft fd limit raised to the hard limit. */
-function withFdLimit(cmd: string, args: string[]): [string, string[]] {
+function withFdLimit(
+  cmd: string,
+  args: string[],
+  cpus?: string,
+): [string, string[]] {
   return [
     "bash",
     [
       "-c",
       'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"',
       "bench",
+      ...(cpus === undefined ? [] : ["taskset", "-c", cpus]),
       cmd,
       ...args,
     ],
@@ -388,17 +401,18 @@ interface Running {
  */
 async function startRedisCluster(dir = repoDir): Promise<Running> {
   const redisPort = freePort();
-  const redis = new Deno.Command("redis-server", {
-    args: [
-      "--port",
-      String(redisPort),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-    ],
+  const [redisCommand, redisArgs] = withFdLimit("redis-server", [
+    "--port",
+    String(redisPort),
+    "--bind",
+    "127.0.0.1",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+  ], pinned?.servers);
+  const redis = new Deno.Command(redisCommand, {
+    args: redisArgs,
     stdin: "null",
     stdout: "null",
     stderr: "inherit",
@@ -496,14 +510,18 @@ async function startServer(
     "127.0.0.1",
   ];
   const [cmd, args] = target.server === "bun"
-    ? withFdLimit(bun, [`${benchDir}bun_server.ts`, ...common])
+    ? withFdLimit(
+      bun,
+      [`${benchDir}bun_server.ts`, ...common],
+      pinned?.servers,
+    )
     : target.server === "reference"
     ? withFdLimit(Deno.execPath(), [
       "run",
       "-A",
       `${benchDir}reference_server.ts`,
       ...common,
-    ])
+    ], pinned?.servers)
     : withFdLimit(Deno.execPath(), [
       "run",
       "-A",
@@ -511,7 +529,7 @@ async function startServer(
       ...common,
       ...OURS_UNLIMITED,
       ...extra,
-    ]);
+    ], pinned?.servers);
   const child = new Deno.Command(cmd, {
     args,
     cwd: dir,
@@ -579,7 +597,7 @@ async function measure(
       "--quiet",
       `--workers=${scenario.spread ? workers : 1}`,
       ...scenario.args,
-    ]);
+    ], pinned?.load);
     const out = await new Deno.Command(cmd, {
       args,
       stdout: "piped",
@@ -780,6 +798,7 @@ async function main(): Promise<void> {
       workers: { type: "string", default: String(DEFAULT_WORKERS) },
       json: { type: "boolean", default: false },
       scale: { type: "string", default: "1" },
+      pin: { type: "boolean", default: false },
     },
   });
   const t0 = performance.now();
@@ -796,6 +815,12 @@ async function main(): Promise<void> {
   // --data: (a), (b) and (e), in memory against --data.
   const scenarioIds = (values.scenario ??
     (values.redis ? "b,d,f" : values.data ? "a,b,e" : "a,b,c,d")).split(",");
+  if (values.pin) {
+    const cpus = navigator.hardwareConcurrency;
+    if (cpus < 2) throw new Error("--pin needs at least 2 CPUs");
+    pinned = { servers: "0", load: cpus === 2 ? "1" : `1-${cpus - 1}` };
+    log(`pinned: servers on CPU ${pinned.servers}, load on ${pinned.load}`);
+  }
   const scale = Number(values.scale);
   if (!Number.isInteger(scale) || scale < 1 || scale > 100) {
     throw new Error("--scale must be 1 … 100");
