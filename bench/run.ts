@@ -29,6 +29,7 @@
 import { parseArgs } from "node:util";
 import { fmt, type LoadReport } from "./load.ts";
 import { freePort } from "../ws_frames.ts";
+import { untilRedisAnswers } from "../redis_helpers.ts";
 
 /** Bun release used as the comparison point (npm package `bun`). */
 const BUN_VERSION = "1.4.4";
@@ -423,18 +424,11 @@ async function startRedisCluster(dir = repoDir): Promise<Running> {
     } catch { /* gone */ }
     await redis.status;
   };
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port: redisPort })).close();
-      break;
-    } catch {
-      if (Date.now() > deadline) {
-        await stopRedis();
-        throw new Error("redis-server did not start");
-      }
-      await new Promise((r) => setTimeout(r, READY_POLL_MS));
-    }
+  try {
+    await untilRedisAnswers(redisPort, redis);
+  } catch (e) {
+    await stopRedis();
+    throw e;
   }
   const url = `redis://127.0.0.1:${redisPort}`;
   const chats: Running[] = [];
