@@ -268,8 +268,12 @@ const SOCKET_CONNECT_TIMEOUT_MS = 2000;
  * into the room puts them in one frame; its posters then get their echoes
  * together and post together, so the wait shrinks to the gap between them.
  * A room with one process posting, or none lately, waits for nothing.
+ * 25 ms, not less: where the processes share busy cores, one's batch often
+ * comes more than 10 ms after the other's; handed out apart, the two fall
+ * out of step again (at 10 ms, (b) cost 10–20 % more CPU per delivery, with
+ * 19 deliveries per frame against 22–25; bench/README.md).
  */
-export const COALESCE_MS = 10;
+export const COALESCE_MS = 25;
 /** A process that published a batch into a room this recently posts there. */
 const POSTING_MS = 50;
 

@@ -166,6 +166,8 @@ export interface LoadReport {
     cpuShare: number;
     /** `cpuS` by process, in `--pid` order. */
     cpuSByPid?: number[];
+    /** CPU seconds by thread name, all processes together. */
+    cpuSByThread?: Record<string, number>;
     rssBeforeKiB: number;
     rssConnectedKiB: number;
     rssAfterKiB: number;
@@ -225,6 +227,43 @@ export function procCpuS(pid: number | "self"): number {
   } catch {
     return NaN;
   }
+}
+
+/**
+ * CPU seconds used so far by each thread name of process `pid` (threads of
+ * one name summed: `deno` is the main thread, `V8 DefaultWorke` V8's
+ * background threads, i.e. mostly concurrent GC), from the kernel's
+ * nanosecond counters in /proc/PID/task/TID/schedstat; `{}` if unreadable.
+ */
+export function procThreadCpuS(pid: number): Record<string, number> {
+  const byName: Record<string, number> = {};
+  try {
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      try {
+        const dir = `/proc/${pid}/task/${task.name}`;
+        const name = Deno.readTextFileSync(`${dir}/comm`).trim();
+        const ns = Number(
+          Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0],
+        );
+        byName[name] = (byName[name] ?? 0) + ns / 1e9;
+      } catch { /* the thread ended */ }
+    }
+  } catch { /* the process ended */ }
+  return byName;
+}
+
+/** Per thread name, what `after` adds to `before`, summed over processes. */
+function threadDeltas(
+  before: Record<string, number>[],
+  after: Record<string, number>[],
+): Record<string, number> {
+  const sum: Record<string, number> = {};
+  after.forEach((threads, i) => {
+    for (const [name, s] of Object.entries(threads)) {
+      sum[name] = (sum[name] ?? 0) + s - (before[i]?.[name] ?? 0);
+    }
+  });
+  return sum;
 }
 
 /** Resident set size of process `pid` in KiB (VmRSS); NaN if unreadable. */
@@ -943,6 +982,8 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
   let serverCpu1 = NaN;
   let byPid0: number[] = [];
   let byPid1: number[] = [];
+  let byThread0: Record<string, number>[] = [];
+  let byThread1: Record<string, number>[] = [];
   let rssConnected = NaN;
   let coordinatorRunCpu = 0;
   try {
@@ -954,12 +995,14 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     rssConnected = pid ? total(procRssKiB) : NaN;
     serverCpu0 = pid ? total(procCpuS) : NaN;
     byPid0 = pids.map(procCpuS);
+    byThread0 = pids.map(procThreadCpuS);
     phase = "sending";
     const startAt = wallMs();
     const ownCpu0 = procCpuS("self");
     reports.push(...await Promise.all(handles.map((h) => h.run(startAt))));
     serverCpu1 = pid ? total(procCpuS) : NaN;
     byPid1 = pids.map(procCpuS);
+    byThread1 = pids.map(procThreadCpuS);
     coordinatorRunCpu = procCpuS("self") - ownCpu0;
   } catch (e) {
     errors.push((e as Error).message);
@@ -1021,6 +1064,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
       cpuUsPerDelivery: delivered ? serverCpu / delivered * 1e6 : NaN,
       cpuShare: sendPhaseS > 0 ? serverCpu / sendPhaseS : NaN,
       cpuSByPid: byPid1.map((cpu, i) => cpu - byPid0[i]),
+      cpuSByThread: threadDeltas(byThread0, byThread1),
       rssBeforeKiB: rssBefore,
       rssConnectedKiB: rssConnected,
       rssAfterKiB: rssAfter,
