@@ -133,6 +133,12 @@ export interface RedisStoreOptions extends StoreOptions {
    * @default {COALESCE_MS}
    */
   coalesceMs?: number;
+  /**
+   * How recently, in ms, a process must have posted into a room for the
+   * room's events to wait for its batches (see `coalesceMs`).
+   * @default {POSTING_MS}
+   */
+  postingMs?: number;
   /** Key prefix. @default {"chat:"} */
   prefix?: string;
   /**
@@ -167,8 +173,8 @@ interface RoomState {
    * in its bounds as Redis has (else reads them).
    */
   recent: RoomEvent[];
-  /** Process id → when its last batch for the room came (performance.now). */
-  posting: Map<string, number>;
+  /** Processes posting into the room, by id (`#posted`, `#awaited`). */
+  posting: Map<string, PostingProcess>;
   /** The processes whose batches are in the outbox. */
   outboxFrom: Set<string>;
   /** When the first of those came. */
@@ -267,15 +273,29 @@ const SOCKET_CONNECT_TIMEOUT_MS = 2000;
  * costs (bench/README.md). Waiting for the batches of every process posting
  * into the room puts them in one frame; its posters then get their echoes
  * together and post together, so the wait shrinks to the gap between them.
- * A room with one process posting, or none lately, waits for nothing.
- * 25 ms, not less: where the processes share busy cores, one's batch often
- * comes more than 10 ms after the other's; handed out apart, the two fall
- * out of step again (at 10 ms, (b) cost 10–20 % more CPU per delivery, with
- * 19 deliveries per frame against 22–25; bench/README.md).
+ * A room with one process posting, or none lately, waits for nothing, and
+ * a process whose next batch is not due within the wait is not waited for
+ * (`#awaited`). 40 ms: where the processes share busy cores, one's batch
+ * often comes 10–40 ms after the other's; handed out apart, the two fall out
+ * of step again (bench/README.md, "Fifth session").
  */
-export const COALESCE_MS = 25;
-/** A process that published a batch into a room this recently posts there. */
-const POSTING_MS = 50;
+export const COALESCE_MS = 40;
+/**
+ * Default of `postingMs`: a process whose last batch into a room came this
+ * recently posts there. A few hand-outs long, so that a pause (a sender's
+ * echoes late behind a full room's frames) does not drop it.
+ */
+export const POSTING_MS = 160;
+
+/**
+ * A process posting into a room, as this one sees it: when its last batch
+ * came (performance.now) and about how long it takes between batches
+ * (undefined after its first).
+ */
+interface PostingProcess {
+  at: number;
+  every?: number;
+}
 
 function heartbeatFromEnv(): number | undefined {
   try {
@@ -305,6 +325,7 @@ export class RedisStore implements RoomStore {
   #proc = randomBytes(6).toString("hex");
   #heartbeatMs: number;
   #coalesceMs: number;
+  #postingMs: number;
   /** SCRIPT LOADs under way, by the script's hash. */
   #loading = new Map<string, Promise<void>>();
   #secret = "";
@@ -338,6 +359,7 @@ export class RedisStore implements RoomStore {
     this.#heartbeatMs = options.heartbeatMs ?? heartbeatFromEnv() ??
       DEFAULT_HEARTBEAT_MS;
     this.#coalesceMs = options.coalesceMs ?? COALESCE_MS;
+    this.#postingMs = options.postingMs ?? POSTING_MS;
     const client = () =>
       createClient({
         url: options.url,
@@ -1114,7 +1136,7 @@ export class RedisStore implements RoomStore {
     if (!("events" in got)) return this.#onEvent(room, got);
     for (const event of got.events) this.#onEvent(room, event);
     const now = performance.now();
-    room.posting.set(got.from, now);
+    this.#posted(room, got.from, now);
     if (room.outbox.length === 0) return; // still being filled in
     if (room.outboxFrom.size === 0) room.outboxSince = now;
     room.outboxFrom.add(got.from);
@@ -1205,11 +1227,33 @@ export class RedisStore implements RoomStore {
     this.#outboxes.clear();
   }
 
-  /** Whether a process posting into the room has no batch in its outbox. */
+  /** A batch of `process` came: it posts into the room, this often. */
+  #posted(room: RoomState, process: string, now: number): void {
+    const posting = room.posting.get(process);
+    if (!posting) return void room.posting.set(process, { at: now });
+    const gap = now - posting.at;
+    posting.every = posting.every === undefined
+      ? gap
+      : (posting.every + gap) / 2;
+    posting.at = now;
+  }
+
+  /**
+   * Whether the outbox waits for a process posting into the room: one
+   * with no batch in it whose next batch is due before the wait ends (from
+   * how often it posts; after its first batch, not known: it is waited
+   * for). A process posting every 100 ms, whose last batch came 50 ms ago,
+   * is not waited for by a 40 ms wait: it would only add the wait to every
+   * message of a room where two processes post in turn.
+   */
   #awaited(room: RoomState, now: number): boolean {
-    for (const [process, at] of room.posting) {
-      if (now - at > POSTING_MS) room.posting.delete(process);
-      else if (!room.outboxFrom.has(process)) return true;
+    const until = room.outboxSince + this.#coalesceMs;
+    for (const [process, posting] of room.posting) {
+      if (now - posting.at > this.#postingMs) room.posting.delete(process);
+      else if (
+        !room.outboxFrom.has(process) &&
+        (posting.every === undefined || posting.at + posting.every <= until)
+      ) return true;
     }
     return false;
   }

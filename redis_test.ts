@@ -24,7 +24,11 @@ import {
   startChatProcess,
   startRedis,
 } from "./redis_helpers.ts";
-import { RedisStore, type RedisStoreOptions } from "./redis_store.ts";
+import {
+  POSTING_MS,
+  RedisStore,
+  type RedisStoreOptions,
+} from "./redis_store.ts";
 import { createClient } from "redis";
 import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
@@ -697,12 +701,59 @@ Deno.test({
       await say(two, "b1");
       await say(one, "a2");
       await handedOut("a2");
-      // Both quiet for longer than a poster counts (50 ms): at once again.
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Both quiet for longer than a poster counts (`POSTING_MS`): at once
+      // again.
+      await new Promise((resolve) => setTimeout(resolve, 2 * POSTING_MS));
       await say(two, "later");
       await handedOut("later");
       assert.deepEqual(turns, [["alone"], ["b1", "a2"], ["later"]]);
     }),
+});
+
+Deno.test({
+  name:
+    "redis: a process posting into a room is not waited for when its next batch is not due within the wait",
+  ignore,
+  fn: () =>
+    // A 1 s wait; posters count for 5 s. `two` posts every 1.5 s, so its
+    // next batch is due after any wait `one`'s a1 could make.
+    withTwoStores(
+      { coalesceMs: 1000, postingMs: 5000 },
+      async ({ one, two }) => {
+        const turns: string[][] = [];
+        let turn: string[] | undefined;
+        for (const store of [one, two]) store.hold("d");
+        one.subscribe("d", (event) => {
+          if (event.type !== "message") return;
+          if (!turn) {
+            turns.push(turn = []);
+            queueMicrotask(() => turn = undefined);
+          }
+          turn.push(event.text);
+        });
+        two.subscribe("d", () => {});
+        await one.join("d", { owner: "a", nick: "a" });
+        await two.join("d", { owner: "b", nick: "b" });
+        const say = (store: RedisStore, text: string) =>
+          store.append("d", { type: "message", from: "x", text });
+        const handedOut = (text: string) =>
+          eventually(text, () => turns.flat().includes(text));
+        const sleep = (ms: number) =>
+          new Promise((resolve) => setTimeout(resolve, ms));
+        await say(two, "b1");
+        await handedOut("b1");
+        await sleep(1500);
+        await say(two, "b2");
+        await handedOut("b2");
+        await sleep(100);
+        // Were `two` waited for, a1 would still wait when b3 comes.
+        await say(one, "a1");
+        await sleep(400);
+        await say(two, "b3");
+        await handedOut("b3");
+        assert.deepEqual(turns, [["b1"], ["b2"], ["a1"], ["b3"]]);
+      },
+    ),
 });
 
 Deno.test({

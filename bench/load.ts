@@ -30,7 +30,8 @@
  *
  * Usage: deno run -A bench/load.ts --url ws://127.0.0.1:8001/bench
  *          [--clients 100] [--senders 4] [--messages 2000] [--window 16]
- *          [--size 64] [--protocol text|json] [--rate 0] [--duration 60]
+ *          [--size 64] [--protocol text|json] [--rate 0] [--stagger]
+ *          [--duration 60]
  *          [--pid SERVER_PID[,PID…]] [--workers 1] [--room-size 0]
  *          [--source-ips 0] [--join-wave 0] [--json] [--quiet]
  *
@@ -106,6 +107,12 @@ export interface LoadConfig {
   protocol: "text" | "json";
   /** Messages per second per sender; 0 = as fast as the window allows. */
   rate: number;
+  /**
+   * With `rate`: the senders' sends spread evenly over each period (sender
+   * k starts k/senders of a period late) instead of all at once, as people
+   * who do not type in step.
+   */
+  stagger: boolean;
   durationS: number;
   pid: number;
   /** Every process whose CPU and RSS count as the server's (`--pid 1,2,3`). */
@@ -588,10 +595,13 @@ class Client {
       this.#flush();
       return;
     }
+    const late = cfg.stagger
+      ? this.senderId * 1000 / cfg.rate / cfg.senders
+      : 0;
     const tick = () => {
       const due = Math.min(
         cfg.messages,
-        Math.floor((wallMs() - startAt) * cfg.rate / 1000) + 1,
+        Math.floor((wallMs() - startAt - late) * cfg.rate / 1000) + 1,
       );
       while (this.#sent < due && this.#inflight < cfg.window) this.#queue();
       this.#flush();
@@ -1238,6 +1248,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
       size: { type: "string", default: "64" },
       protocol: { type: "string", default: "text" },
       rate: { type: "string", default: "0" },
+      stagger: { type: "boolean", default: false },
       duration: { type: "string", default: "60" },
       pid: { type: "string", default: "0" },
       workers: { type: "string", default: "1" },
@@ -1294,6 +1305,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     size: int("size", 1, 1_000_000),
     protocol: values.protocol,
     rate: int("rate", 0, 1_000_000),
+    stagger: values.stagger,
     durationS: int("duration", 1, MAX_DURATION_S),
     pid: pids[0],
     pids: pids.filter((n) => n > 0),
