@@ -354,6 +354,12 @@ export const OPTIONS = {
     "seconds an empty room keeps its history (with `--redis`)",
     false,
   ),
+  redisCoalesceMs: limit(
+    40,
+    0,
+    "ms a busy room's messages may wait to share a frame with other processes' (with `--redis`; 0: never)",
+    false,
+  ),
   data: {
     default: "",
     arg: "FILE",
@@ -2540,6 +2546,7 @@ async function makeStore(settings: Settings): Promise<RoomStore> {
       ...common,
       url: settings.redis,
       roomTtl: settings.roomTtl,
+      coalesceMs: settings.redisCoalesceMs,
       log,
     } satisfies RedisStoreOptions,
   ).catch((error) => {

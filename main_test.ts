@@ -415,6 +415,7 @@ const FLAG_CASES: Record<
     redis: "redis://127.0.0.1:6380",
   }],
   roomTtl: [["--room-ttl=60"], { roomTtl: 60 }],
+  redisCoalesceMs: [["--redis-coalesce-ms=0"], { redisCoalesceMs: 0 }],
   data: [["--data", "chat.db"], { data: "chat.db" }],
   retainEvents: [["--retain-events", "500"], { retainEvents: 500 }],
   retainDays: [["--retain-days", "30"], { retainDays: 30 }],

@@ -25,10 +25,12 @@ import {
   startRedis,
 } from "./redis_helpers.ts";
 import {
+  COALESCE_MS,
   POSTING_MS,
   RedisStore,
   type RedisStoreOptions,
 } from "./redis_store.ts";
+import { OPTIONS } from "./main.ts";
 import { createClient } from "redis";
 import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
@@ -708,6 +710,12 @@ Deno.test({
       await handedOut("later");
       assert.deepEqual(turns, [["alone"], ["b1", "a2"], ["later"]]);
     }),
+});
+
+Deno.test("redis: --redis-coalesce-ms defaults to the store's own default", () => {
+  // main.ts may not import the store (it is loaded only with --redis), so
+  // the default is written twice: they must agree.
+  assert.equal(OPTIONS.redisCoalesceMs.default, COALESCE_MS);
 });
 
 Deno.test({

@@ -10,7 +10,7 @@
  *
  * Usage: deno task bench [--scenario a,b,c,d] [--runs 3]
  *          [--servers reference,bun,ours] [--protocols text,json] [--json]
- *        deno task bench --redis     # (b), (d) and (f): in memory vs two
+ *        deno task bench --redis     # (b), (d), (f), (g): in memory vs two
  *                                    # processes sharing rooms through Redis
  *        deno task bench --scenario f --servers ours,redis  # (f) alone
  *        deno task bench --data      # (a), (b) and (e): in memory vs
@@ -163,6 +163,23 @@ const SCENARIOS: Scenario[] = [
     // dominates, not fan-out.
     args: ["--clients=2", "--senders=1", "--messages=10000"],
     metrics: ["cpuUsPerMessage", "deliveredPerS", "p99", "lost"],
+  },
+  {
+    id: "g",
+    title:
+      "(g) latency, senders not in step: 1,000 clients, 2 senders at 15 msgs/s each, staggered, for 10 s",
+    // With Redis the two senders are on the two processes: what the wait
+    // for each other's batches (COALESCE_MS in redis_store.ts) costs the
+    // people of a busy room who do not type in step.
+    args: [
+      "--clients=1000",
+      "--senders=2",
+      "--messages=150",
+      "--rate=15",
+      "--stagger",
+      "--duration=30",
+    ],
+    metrics: ["p50", "p99", "max", "lost", "cpuUsPerDelivery"],
   },
   ...[1_000, 3_000].map((clients): Scenario => ({
     id: `f${clients / 1000}k`,
@@ -804,11 +821,13 @@ async function main(): Promise<void> {
   if (!Number.isInteger(workers) || workers < 1 || workers > 8) {
     throw new Error("--workers must be 1 … 8");
   }
-  // --redis: (b) and (d), one in-memory process against two processes and
+  // --redis: (b), (d), (f) and (g), one in-memory process against two processes and
   // a redis-server, unless --scenario or --servers say otherwise.
   // --data: (a), (b) and (e), in memory against --data.
   const scenarioIds = (values.scenario ??
-    (values.redis ? "b,d,f" : values.data ? "a,b,e" : "a,b,c,d")).split(",");
+    (values.redis ? "b,d,f,g" : values.data ? "a,b,e" : "a,b,c,d")).split(
+      ",",
+    );
   if (values.pin) {
     const cpus = navigator.hardwareConcurrency;
     if (cpus < 2) throw new Error("--pin needs at least 2 CPUs");

@@ -71,9 +71,11 @@ browserTest(
       await page.evaluate(() => localStorage.getItem("deno-chat.nick")),
       "ada_2",
     );
-    assert.equal(
-      await page.evaluate(() => document.activeElement?.id),
-      "input",
+    // Focus moves in the dialog's `close` event, a task queued after `open`
+    // turns false: waited for, not read at once.
+    await page.waitForFunction(
+      () => document.activeElement?.id === "input",
+      { timeout: 5_000 },
     );
     await ada.nextMatching(
       new RegExp(`^ \\.\\.\\.\\. ${random} is now known as ada_2\\.$`),
