@@ -670,6 +670,35 @@ Deno.test({
   },
 });
 
+/**
+ * Two stores in room `name`, each with a member: `turns` are the messages
+ * `one` hands out, grouped by the turn it hands them in; `say` posts one,
+ * `handedOut` waits until `one` has handed it out.
+ */
+async function turnsOf(one: RedisStore, two: RedisStore, name: string) {
+  const turns: string[][] = [];
+  let turn: string[] | undefined;
+  for (const store of [one, two]) store.hold(name);
+  one.subscribe(name, (event) => {
+    if (event.type !== "message") return;
+    if (!turn) {
+      turns.push(turn = []);
+      queueMicrotask(() => turn = undefined);
+    }
+    turn.push(event.text);
+  });
+  two.subscribe(name, () => {});
+  await one.join(name, { owner: "a", nick: "a" });
+  await two.join(name, { owner: "b", nick: "b" });
+  return {
+    turns,
+    say: (store: RedisStore, text: string) =>
+      store.append(name, { type: "message", from: "x", text }),
+    handedOut: (text: string) =>
+      eventually(text, () => turns.flat().includes(text)),
+  };
+}
+
 Deno.test({
   name:
     "redis: while two processes post into a room, each hands their batches out together; a lone poster's go out at once",
@@ -677,25 +706,7 @@ Deno.test({
   // A wait this long would time the test out: nothing here may wait it out.
   fn: () =>
     withTwoStores({ coalesceMs: 60_000 }, async ({ one, two }) => {
-      // The messages `one` hands out, grouped by the turn it hands them in.
-      const turns: string[][] = [];
-      let turn: string[] | undefined;
-      for (const store of [one, two]) store.hold("c");
-      one.subscribe("c", (event) => {
-        if (event.type !== "message") return;
-        if (!turn) {
-          turns.push(turn = []);
-          queueMicrotask(() => turn = undefined);
-        }
-        turn.push(event.text);
-      });
-      two.subscribe("c", () => {});
-      await one.join("c", { owner: "a", nick: "a" });
-      await two.join("c", { owner: "b", nick: "b" });
-      const say = (store: RedisStore, text: string) =>
-        store.append("c", { type: "message", from: "x", text });
-      const handedOut = (text: string) =>
-        eventually(text, () => turns.flat().includes(text));
+      const { turns, say, handedOut } = await turnsOf(one, two, "c");
       // Nobody else posts: at once.
       await say(one, "alone");
       await handedOut("alone");
@@ -728,24 +739,7 @@ Deno.test({
     withTwoStores(
       { coalesceMs: 1000, postingMs: 5000 },
       async ({ one, two }) => {
-        const turns: string[][] = [];
-        let turn: string[] | undefined;
-        for (const store of [one, two]) store.hold("d");
-        one.subscribe("d", (event) => {
-          if (event.type !== "message") return;
-          if (!turn) {
-            turns.push(turn = []);
-            queueMicrotask(() => turn = undefined);
-          }
-          turn.push(event.text);
-        });
-        two.subscribe("d", () => {});
-        await one.join("d", { owner: "a", nick: "a" });
-        await two.join("d", { owner: "b", nick: "b" });
-        const say = (store: RedisStore, text: string) =>
-          store.append("d", { type: "message", from: "x", text });
-        const handedOut = (text: string) =>
-          eventually(text, () => turns.flat().includes(text));
+        const { turns, say, handedOut } = await turnsOf(one, two, "d");
         const sleep = (ms: number) =>
           new Promise((resolve) => setTimeout(resolve, ms));
         await say(two, "b1");
