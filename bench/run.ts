@@ -821,8 +821,9 @@ async function main(): Promise<void> {
   if (!Number.isInteger(workers) || workers < 1 || workers > 8) {
     throw new Error("--workers must be 1 … 8");
   }
-  // --redis: (b), (d), (f) and (g), one in-memory process against two processes and
-  // a redis-server, unless --scenario or --servers say otherwise.
+  // --redis: (b), (d), (f) and (g), one in-memory process against two
+  // processes and a redis-server, unless --scenario or --servers say
+  // otherwise.
   // --data: (a), (b) and (e), in memory against --data.
   const scenarioIds = (values.scenario ??
     (values.redis ? "b,d,f,g" : values.data ? "a,b,e" : "a,b,c,d")).split(
