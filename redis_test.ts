@@ -303,6 +303,35 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "redis: --redis-coalesce-ms reaches the store: held this long, two processes' messages share a frame",
+  ignore,
+  fn: () =>
+    withCluster(2, async (_redis, [a, b]) => {
+      const alice = await jsonClient(a.server, "/w", { nick: "alice" });
+      const bob = await jsonClient(b.server, "/w", { nick: "bob" });
+      await eventsUntil(alice, (e) => e.nick === "bob", "bob's join");
+      const say = (peer: Peer, text: string) =>
+        peer.send(JSON.stringify({ type: "message", text }));
+      const texts = (frame: string) =>
+        [JSON.parse(frame)].flat().map((e: Json) => e.text);
+      // Nobody else posts: a1 goes out at once.
+      say(alice, "a1");
+      assert.deepEqual(texts(await alice.next("a1")), ["a1"]);
+      assert.deepEqual(texts(await bob.next("a1")), ["a1"]);
+      // alice's process posts (a1): b1 waits for its next batch, well past
+      // the default 40 ms, and goes out with a2 in one frame.
+      say(bob, "b1");
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      say(alice, "a2");
+      for (const peer of [alice, bob]) {
+        assert.deepEqual(texts(await peer.next("b1 and a2")), ["b1", "a2"]);
+      }
+      await closeAll(alice, bob);
+    }, { args: ["--redis-coalesce-ms", "60000"] }),
+});
+
+Deno.test({
   name: "redis: a killed process's users are announced as left, once",
   ignore,
   fn: () =>
