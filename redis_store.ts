@@ -1198,8 +1198,8 @@ export class RedisStore implements RoomStore {
 
   /**
    * Each outbox to its room's listeners, but one that waits for the batches
-   * of the other processes posting into the room (`COALESCE_MS`), at most
-   * `coalesceMs` after its first batch came.
+   * of the processes `#awaited` names, at most `coalesceMs` after its first
+   * batch came.
    */
   #handOutAll(): void {
     this.#handOut = undefined;
@@ -1230,7 +1230,10 @@ export class RedisStore implements RoomStore {
   /** A batch of `process` came: it posts into the room, this often. */
   #posted(room: RoomState, process: string, now: number): void {
     const posting = room.posting.get(process);
-    if (!posting) return void room.posting.set(process, { at: now });
+    // After a pause it starts afresh: the pause says nothing of its pace.
+    if (!posting || now - posting.at > this.#postingMs) {
+      return void room.posting.set(process, { at: now });
+    }
     const gap = now - posting.at;
     posting.every = posting.every === undefined
       ? gap

@@ -236,14 +236,17 @@ export function procCpuS(pid: number | "self"): number {
   }
 }
 
+/** One thread's name and CPU seconds so far, by thread id. */
+type ThreadCpu = Map<string, { name: string; cpuS: number }>;
+
 /**
- * CPU seconds used so far by each thread name of process `pid` (threads of
- * one name summed: `deno` is the main thread, `V8 DefaultWorke` V8's
- * background threads, i.e. mostly concurrent GC), from the kernel's
- * nanosecond counters in /proc/PID/task/TID/schedstat; `{}` if unreadable.
+ * CPU seconds used so far by each thread of process `pid` (`deno` is the
+ * main thread, `V8 DefaultWorke` V8's background threads, i.e. mostly
+ * concurrent GC), from the kernel's nanosecond counters in
+ * /proc/PID/task/TID/schedstat; empty if unreadable.
  */
-export function procThreadCpuS(pid: number): Record<string, number> {
-  const byName: Record<string, number> = {};
+export function procThreadCpuS(pid: number): ThreadCpu {
+  const threads: ThreadCpu = new Map();
   try {
     for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
       try {
@@ -252,22 +255,27 @@ export function procThreadCpuS(pid: number): Record<string, number> {
         const ns = Number(
           Deno.readTextFileSync(`${dir}/schedstat`).split(" ")[0],
         );
-        byName[name] = (byName[name] ?? 0) + ns / 1e9;
+        threads.set(task.name, { name, cpuS: ns / 1e9 });
       } catch { /* the thread ended */ }
     }
   } catch { /* the process ended */ }
-  return byName;
+  return threads;
 }
 
-/** Per thread name, what `after` adds to `before`, summed over processes. */
+/**
+ * What each thread used between `before` and `after`, summed by thread
+ * name over the processes (thread by thread, so that one ending in
+ * between takes away nothing).
+ */
 function threadDeltas(
-  before: Record<string, number>[],
-  after: Record<string, number>[],
+  before: ThreadCpu[],
+  after: ThreadCpu[],
 ): Record<string, number> {
   const sum: Record<string, number> = {};
   after.forEach((threads, i) => {
-    for (const [name, s] of Object.entries(threads)) {
-      sum[name] = (sum[name] ?? 0) + s - (before[i]?.[name] ?? 0);
+    for (const [tid, { name, cpuS }] of threads) {
+      const earlier = before[i]?.get(tid)?.cpuS ?? 0;
+      sum[name] = (sum[name] ?? 0) + cpuS - earlier;
     }
   });
   return sum;
@@ -992,8 +1000,8 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
   let serverCpu1 = NaN;
   let byPid0: number[] = [];
   let byPid1: number[] = [];
-  let byThread0: Record<string, number>[] = [];
-  let byThread1: Record<string, number>[] = [];
+  let byThread0: ThreadCpu[] = [];
+  let byThread1: ThreadCpu[] = [];
   let rssConnected = NaN;
   let coordinatorRunCpu = 0;
   try {
