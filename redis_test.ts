@@ -729,6 +729,33 @@ async function turnsOf(one: RedisStore, two: RedisStore, name: string) {
   };
 }
 
+/**
+ * `two` posts b1, pauses `pauseMs`, posts b2; 100 ms later `one` posts a1,
+ * and 300 ms after that `two` posts b3. Returns the turns `one` handed them
+ * out in (`turnsOf`).
+ */
+async function pausedTurns(
+  one: RedisStore,
+  two: RedisStore,
+  name: string,
+  pauseMs: number,
+): Promise<string[][]> {
+  const { turns, say, handedOut } = await turnsOf(one, two, name);
+  const sleep = (ms: number) =>
+    new Promise((resolve) => setTimeout(resolve, ms));
+  await say(two, "b1");
+  await handedOut("b1");
+  await sleep(pauseMs);
+  await say(two, "b2");
+  await handedOut("b2");
+  await sleep(100);
+  await say(one, "a1");
+  await sleep(300);
+  await say(two, "b3");
+  await handedOut("b3");
+  return turns;
+}
+
 Deno.test({
   name:
     "redis: while two processes post into a room, each hands their batches out together; a lone poster's go out at once",
@@ -769,21 +796,13 @@ Deno.test({
     withTwoStores(
       { coalesceMs: 1000, postingMs: 5000 },
       async ({ one, two }) => {
-        const { turns, say, handedOut } = await turnsOf(one, two, "d");
-        const sleep = (ms: number) =>
-          new Promise((resolve) => setTimeout(resolve, ms));
-        await say(two, "b1");
-        await handedOut("b1");
-        await sleep(1500);
-        await say(two, "b2");
-        await handedOut("b2");
-        await sleep(100);
         // Were `two` waited for, a1 would still wait when b3 comes.
-        await say(one, "a1");
-        await sleep(400);
-        await say(two, "b3");
-        await handedOut("b3");
-        assert.deepEqual(turns, [["b1"], ["b2"], ["a1"], ["b3"]]);
+        assert.deepEqual(await pausedTurns(one, two, "d", 1500), [
+          ["b1"],
+          ["b2"],
+          ["a1"],
+          ["b3"],
+        ]);
       },
     ),
 });
@@ -799,20 +818,11 @@ Deno.test({
     withTwoStores(
       { coalesceMs: 1000, postingMs: 1500 },
       async ({ one, two }) => {
-        const { turns, say, handedOut } = await turnsOf(one, two, "p");
-        const sleep = (ms: number) =>
-          new Promise((resolve) => setTimeout(resolve, ms));
-        await say(two, "b1");
-        await handedOut("b1");
-        await sleep(2000);
-        await say(two, "b2");
-        await handedOut("b2");
-        await sleep(100);
-        await say(one, "a1");
-        await sleep(300);
-        await say(two, "b3");
-        await handedOut("b3");
-        assert.deepEqual(turns, [["b1"], ["b2"], ["a1", "b3"]]);
+        assert.deepEqual(await pausedTurns(one, two, "p", 2000), [
+          ["b1"],
+          ["b2"],
+          ["a1", "b3"],
+        ]);
       },
     ),
 });
