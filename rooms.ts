@@ -16,45 +16,46 @@
  */
 
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import unhomoglyph from "unhomoglyph";
 import type {
   LiveEvent,
   NewEvent,
   RoomEvent,
   TypingEvent,
 } from "./protocol.ts";
+import * as rules from "./room_rules.ts";
+import {
+  canResume,
+  connectionCount,
+  type Expulsion,
+  type JoinRequest,
+  type Member,
+  nickCandidates,
+  nickKey,
+  type Poster,
+  type PostRefusal,
+  type RoomTxn,
+  type RuleContext,
+  type Sanction,
+  type SanctionKind,
+} from "./room_rules.ts";
 
-/** What a connection asks for when it joins a room. */
-export interface JoinRequest {
-  /**
-   * Who will hold the nick: a person's session (every tab of it is one
-   * member) or else the connection itself; unique across processes.
-   */
-  owner: string;
-  /** A valid nick to claim; without it (or when taken) a random one. */
-  nick?: string;
-  /** The token of an earlier welcome: takes `nick` from a stale holder. */
-  token?: string;
-  /** Resume: the last event id the client has, and its room epoch. */
-  since?: number;
-  epoch?: string;
-  /**
-   * Signed in by a login token: `nick` is theirs. It is reserved in the room
-   * from then on (no anonymous person may take it), and an anonymous holder
-   * of it is renamed to a random nick (with a `nick` event) to give it up.
-   */
-  verified?: boolean;
-  /** A moderator: `/who` and the welcome say so. */
-  op?: boolean;
-  /** A verified person's user id (their token's `sub`), for `presence`. */
-  user?: string;
-  /**
-   * What a ban or mute of this person holds against (see
-   * {@linkcode Sanction}): a login (`u.…`) for verified people, a session
-   * (`s.…`) and an address (`ip:…`) for others.
-   */
-  keys?: string[];
-}
+export {
+  kickEvent,
+  kickReason,
+  NICK_CANDIDATES,
+  nickCandidates,
+  nickKey,
+  NoNickLeft,
+  randomNick,
+} from "./room_rules.ts";
+export type {
+  Expulsion,
+  JoinRequest,
+  Member,
+  Poster,
+  PostRefusal,
+  Sanction,
+} from "./room_rules.ts";
 
 /** A completed join: what the welcome says. */
 export interface Joined {
@@ -96,30 +97,6 @@ export interface Joined {
   slowSeconds: number;
 }
 
-/** A ban or mute, kept by the nick it was given to (for `/unban`, `/unmute`). */
-export interface Sanction {
-  /** The nick its target had. */
-  nick: string;
-  /** Whom it holds against: anyone arriving or posting with one of these. */
-  keys: string[];
-  /** When it ends (ms since the epoch); absent: until lifted. */
-  until?: number;
-}
-
-/** Who posts a message, for mutes and slow mode. */
-export interface Poster {
-  owner: string;
-  /** See {@linkcode JoinRequest.keys}. */
-  keys: string[];
-  /** Moderators are not slowed down. */
-  op: boolean;
-}
-
-/** Why a message was not posted, and until when. */
-export type PostRefusal =
-  | { refused: "muted"; until?: number }
-  | { refused: "slow_mode"; until: number };
-
 /** A member as `/who` and the API's `presence` show it. */
 export interface RosterEntry {
   nick: string;
@@ -139,16 +116,6 @@ export interface Dismissal {
   nick?: string;
   /** The member with this owner (a verified person's `u.…`). */
   owner?: string;
-}
-
-/** A kick, or a ban (with `ban`), of the member holding `nick`. */
-export interface Expulsion {
-  nick: string;
-  /** The moderator's nick. */
-  by: string;
-  reason?: string;
-  /** Also keep them out until `until` (absent: until unbanned). */
-  ban?: { until?: number; minutes?: number };
 }
 
 /** A read of older events: what `history` is asked. */
@@ -432,63 +399,6 @@ export interface RoomArchive {
   close(): void;
 }
 
-/** `user-NNNNN`. */
-export function randomNick(): string {
-  return `user-${Math.floor(Math.random() * 100_000)}`;
-}
-
-/**
- * How many random nicks a join tries before it gives up (the join fails and
- * the client is told to come back). With 100,000 names, a room of 10,000
- * members fails one join in 10^8.
- */
-export const NICK_CANDIDATES = 8;
-
-/**
- * The random nicks a join may take, in the order it tries them, drawn as
- * they are asked for (a store that must send them all spreads them).
- */
-export function* nickCandidates(
-  draw: () => string = randomNick,
-): Generator<string> {
-  for (let i = 0; i < NICK_CANDIDATES; i++) yield draw();
-}
-
-/** Every random nick a join tried was taken. */
-export class NoNickLeft extends Error {
-  constructor() {
-    super(`all ${NICK_CANDIDATES} random nicks tried were taken`);
-  }
-}
-
-/**
- * Two nicks are one when their keys are equal: case-insensitive and by
- * confusable skeleton (Unicode TR39, from `unhomoglyph`'s copy of
- * confusables.txt), so `аda` (Cyrillic а), `ａｄａ` and `ADA` are `ada`.
- * NFKC first (fullwidth and maths letters), then upper case (via lower, for
- * ẞ and ß): TR39 maps capitals (В → B, 0 → O, I → l), and caseless
- * comparison needs one case; then again (l → L), at most four rounds, which
- * is more than any mapping chain in confusables.txt needs. So `alice` and
- * `allce` are one nick: the price of `I` looking like `l`. The key is
- * compared, never shown.
- */
-export function nickKey(nick: string): string {
-  let key = nick;
-  let previous = "";
-  for (let round = 0; round < 4 && key !== previous; round++) {
-    previous = key;
-    key = skeleton(key.normalize("NFKC").toLowerCase().toUpperCase());
-  }
-  return key;
-}
-
-/** UTS #39 skeleton: NFD, no default-ignorables, confusables mapped, NFD. */
-function skeleton(text: string): string {
-  return unhomoglyph(
-    text.normalize("NFD").replace(/\p{Default_Ignorable_Code_Point}/gu, ""),
-  ).normalize("NFD");
-}
-
 /** What every store needs to know (see main.ts's options of the same names). */
 export interface StoreOptions {
   /** Events kept per room. */
@@ -506,23 +416,6 @@ export interface StoreOptions {
   onExpel?: (room: string, owner: string, reason: string) => void;
   /** Draws a random nick. @default {randomNick} */
   randomNick?: () => string;
-}
-
-interface NickHolder {
-  nick: string;
-  owner: string;
-  /** The owner's connections in the room (tabs of one session). */
-  connections: number;
-  /** Id of the holder's join event: its reconnect token is derived from it. */
-  joinedId: number;
-  /** Id of the event that gave it its nick (join or rename). */
-  claimedId: number;
-  verified: boolean;
-  op: boolean;
-  /** See {@linkcode JoinRequest.user}. */
-  user?: string;
-  /** See {@linkcode JoinRequest.keys}. */
-  keys: string[];
 }
 
 /** A room's moderation, kept when the room ends (see `RoomStore`). */
@@ -547,8 +440,8 @@ interface MemoryRoom {
   /** What `history` costs, by {@linkcode eventBytes}. */
   historyBytes: number;
   /** Members by nick key, and the same by owner. */
-  nicks: Map<string, NickHolder>;
-  owners: Map<string, NickHolder>;
+  nicks: Map<string, Member>;
+  owners: Map<string, Member>;
   /** Connections upgraded and not yet joined. */
   holds: number;
   listeners: Set<(event: LiveEvent) => void>;
@@ -648,98 +541,47 @@ export class MemoryStore implements RoomStore {
   join(name: string, request: JoinRequest): Promise<Joined> {
     const room = this.#room(name);
     room.holds--;
-    const missedSince = () =>
-      request.since === undefined
-        ? undefined
-        : this.#eventsAfter(room, request.since, request.epoch ?? "");
-    const present = room.owners.get(request.owner);
-    if (present) {
-      present.connections++;
-      const missed = missedSince();
-      return this.#durable({
-        nick: present.nick,
-        nickTaken: false,
-        present: true,
-        epoch: room.epoch,
-        lastId: room.lastId,
-        claimedId: present.claimedId,
-        history: missed ?? room.history.slice(),
-        gap: request.since !== undefined && missed === undefined,
-        users: membersOf(room),
-        token: this.#token(name, room, present),
-        ...this.#standing(name, room),
-      });
-    }
-    const wanted = request.nick;
-    if (wanted !== undefined && request.token) {
-      this.#takeOver(name, room, wanted, request.token);
-    }
-    const moderation = this.#moderationOf(name);
-    if (request.verified && wanted !== undefined) {
-      this.#displace(room, moderation, wanted, request.owner);
-    }
-    // A nick is free when nobody holds it and no other verified person
-    // holds or held it here.
-    const free = (nick: string) => {
-      const key = nickKey(nick);
-      const reservedBy = moderation.reserved.get(key);
-      return !room.nicks.has(key) &&
-        (reservedBy === undefined || reservedBy === request.owner);
-    };
-    const nickTaken = wanted !== undefined && !free(wanted);
-    const nick = wanted !== undefined && !nickTaken
-      ? wanted
-      : nickCandidates(this.#options.randomNick).find(free);
-    if (nick === undefined) {
+    // What a resuming client missed is read before the join appends
+    // anything, so that the join cannot push the oldest missed event out.
+    const since = request.since;
+    const missed = since !== undefined &&
+        canResume(
+          {
+            epoch: room.epoch,
+            lastId: room.lastId,
+            oldest: room.history[0]?.id,
+          },
+          since,
+          request.epoch ?? "",
+        )
+      ? room.history.filter((event) => event.id > since)
+      : undefined;
+    const appended: RoomEvent[] = [];
+    let decided: rules.JoinDecision;
+    try {
+      decided = rules.join(
+        this.#txn(name, room, appended),
+        request,
+        this.#context(name, room),
+      );
+    } catch (error) {
       room.holds++; // still held: the caller gives the hold back
-      return Promise.reject(new NoNickLeft());
+      return Promise.reject(error);
     }
-    // What a resuming client missed is read before its own join is appended,
-    // so that the join cannot push the oldest missed event out of history.
-    const missed = missedSince();
-    const joined = this.#append(
-      room,
-      request.verified
-        ? { type: "join", nick, verified: true }
-        : { type: "join", nick },
-    );
-    const holder: NickHolder = {
-      nick,
-      owner: request.owner,
-      connections: 1,
-      joinedId: joined.id,
-      claimedId: joined.id,
-      verified: request.verified ?? false,
-      op: request.op ?? false,
-      user: request.user,
-      keys: request.keys ?? [],
-    };
-    room.nicks.set(nickKey(nick), holder);
-    room.owners.set(request.owner, holder);
-    if (
-      holder.verified &&
-      moderation.reserved.get(nickKey(nick)) !== request.owner
-    ) {
-      moderation.reserved.set(nickKey(nick), holder.owner);
-      this.#record(name, {
-        kind: "reserved",
-        key: nickKey(nick),
-        owner: holder.owner,
-      });
-    }
+    const { member } = decided;
     return this.#durable({
-      nick,
-      nickTaken,
-      present: false,
+      nick: member.nick,
+      nickTaken: decided.taken,
+      present: decided.present,
       epoch: room.epoch,
-      lastId: joined.id,
-      claimedId: joined.id,
+      lastId: room.lastId,
+      claimedId: member.claimedId,
       // A copy: with an archive the answer waits for the commit, and the
       // room's history may change meanwhile.
-      history: missed ? [...missed, joined] : room.history.slice(),
-      gap: request.since !== undefined && missed === undefined,
+      history: missed ? [...missed, ...appended] : room.history.slice(),
+      gap: since !== undefined && missed === undefined,
       users: membersOf(room),
-      token: this.#token(name, room, holder),
+      token: this.#token(name, room, member),
       ...this.#standing(name, room),
     });
   }
@@ -759,34 +601,16 @@ export class MemoryStore implements RoomStore {
     from: string,
     to: string,
   ): Promise<RoomEvent | "nick_taken"> {
-    const room = this.#room(name);
-    const holder = room.nicks.get(nickKey(from));
-    const other = room.nicks.get(nickKey(to));
-    const reservedBy = this.#moderationIfAny(name)?.reserved.get(nickKey(to));
-    if (
-      !holder || holder.owner !== owner || (other && other !== holder) ||
-      (reservedBy !== undefined && reservedBy !== owner)
-    ) {
-      return Promise.resolve("nick_taken");
-    }
-    room.nicks.delete(nickKey(from));
-    holder.nick = to;
-    room.nicks.set(nickKey(to), holder);
-    const renamed = this.#append(room, { type: "nick", from, to });
-    holder.claimedId = renamed.id;
-    return this.#durable(renamed);
+    const appended: RoomEvent[] = [];
+    const txn = this.#txn(name, this.#room(name), appended);
+    const renamed = rules.rename(txn, owner, from, to);
+    return this.#durable(renamed === "nick_taken" ? renamed : appended[0]);
   }
 
   leave(name: string, owner: string, announce: boolean): Promise<void> {
     const room = this.#rooms.get(name);
-    const holder = room?.owners.get(owner);
-    if (!room || !holder) return Promise.resolve();
-    if (--holder.connections > 0) return Promise.resolve();
-    room.nicks.delete(nickKey(holder.nick));
-    room.owners.delete(owner);
-    // The last one's leave is kept too (an archive outlives the room): a
-    // later visitor must not read two joins in a row.
-    if (announce) this.#append(room, { type: "leave", nick: holder.nick });
+    if (!room) return Promise.resolve();
+    rules.leave(this.#txn(name, room), owner, HERE, 1, announce);
     this.#endIfEmpty(name, room);
     return this.#durable(undefined);
   }
@@ -855,9 +679,13 @@ export class MemoryStore implements RoomStore {
     const room = this.#rooms.get(name);
     return Promise.resolve(
       room
-        ? [...room.owners.values()].map((
-          { nick, verified, op, user, connections },
-        ) => ({ nick, verified, op, user, connections }))
+        ? [...room.owners.values()].map((member) => ({
+          nick: member.nick,
+          verified: member.verified,
+          op: member.op,
+          user: member.user,
+          connections: connectionCount(member),
+        }))
         : [],
     );
   }
@@ -867,20 +695,10 @@ export class MemoryStore implements RoomStore {
     poster: Poster,
     body: NewEvent,
   ): Promise<RoomEvent | PostRefusal> {
-    const room = this.#room(name);
-    const moderation = this.#moderationOf(name);
-    const now = Date.now();
-    const mute = findSanction(moderation.mutes, poster.keys, now);
-    if (mute) return Promise.resolve({ refused: "muted", until: mute.until });
-    if (moderation.slowSeconds > 0 && !poster.op) {
-      const next = (moderation.posted.get(poster.owner) ?? -Infinity) +
-        moderation.slowSeconds * 1000;
-      if (now < next) {
-        return Promise.resolve({ refused: "slow_mode", until: next });
-      }
-      moderation.posted.set(poster.owner, now);
-    }
-    return this.#durable(this.#append(room, body));
+    const appended: RoomEvent[] = [];
+    const txn = this.#txn(name, this.#room(name), appended);
+    const posted = rules.post(txn, poster, body);
+    return this.#durable(typeof posted === "number" ? appended[0] : posted);
   }
 
   expel(
@@ -888,23 +706,10 @@ export class MemoryStore implements RoomStore {
     expulsion: Expulsion,
   ): Promise<RoomEvent | "no_such_nick"> {
     const room = this.#rooms.get(name);
-    const holder = room?.nicks.get(nickKey(expulsion.nick));
-    if (!room || !holder) return Promise.resolve("no_such_nick");
-    const moderation = this.#moderationOf(name);
-    if (expulsion.ban) {
-      const sanction: Sanction = {
-        nick: holder.nick,
-        keys: holder.keys,
-        until: expulsion.ban.until,
-      };
-      moderation.bans.set(nickKey(holder.nick), sanction);
-      this.#record(name, { kind: "ban", key: nickKey(holder.nick), sanction });
-    }
-    room.nicks.delete(nickKey(holder.nick));
-    room.owners.delete(holder.owner);
-    const event = this.#append(room, kickEvent(holder.nick, expulsion));
-    this.#options.onExpel?.(name, holder.owner, kickReason(expulsion));
-    return this.#durable(event);
+    if (!room) return Promise.resolve("no_such_nick");
+    const appended: RoomEvent[] = [];
+    const kicked = rules.kick(this.#txn(name, room, appended), expulsion);
+    return this.#durable(kicked === "no_such_nick" ? kicked : appended[0]);
   }
 
   mute(
@@ -912,30 +717,20 @@ export class MemoryStore implements RoomStore {
     nick: string,
     until?: number,
   ): Promise<"muted" | "no_such_nick"> {
-    const holder = this.#rooms.get(name)?.nicks.get(nickKey(nick));
-    if (!holder) return Promise.resolve("no_such_nick");
-    const sanction: Sanction = { nick: holder.nick, keys: holder.keys, until };
-    this.#moderationOf(name).mutes.set(nickKey(holder.nick), sanction);
-    this.#record(name, { kind: "mute", key: nickKey(holder.nick), sanction });
-    return this.#durable("muted" as const);
+    const room = this.#rooms.get(name);
+    if (!room) return Promise.resolve("no_such_nick");
+    return this.#durable(rules.mute(this.#txn(name, room), nick, until));
   }
 
   lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
-    const moderation = this.#moderationIfAny(name);
-    const sanctions = kind === "ban" ? moderation?.bans : moderation?.mutes;
-    const sanction = sanctions?.get(nickKey(nick));
-    const live = sanction !== undefined &&
-      (sanction.until === undefined || sanction.until > Date.now());
-    if (sanction === undefined) return Promise.resolve(false);
-    sanctions!.delete(nickKey(nick));
-    this.#record(name, { kind, key: nickKey(nick) });
-    return this.#durable(live);
+    return this.#durable(
+      rules.lift(this.#txn(name, this.#rooms.get(name)), kind, nick),
+    );
   }
 
   banned(name: string, keys: string[]): Promise<Sanction | undefined> {
-    const bans = this.#moderationIfAny(name)?.bans;
     return Promise.resolve(
-      bans ? findSanction(bans, keys, Date.now()) : undefined,
+      rules.sanctionOn(this.#txn(name, this.#rooms.get(name)), "ban", keys),
     );
   }
 
@@ -943,17 +738,9 @@ export class MemoryStore implements RoomStore {
     name: string,
     change: NewEvent & { type: "topic" | "slow" },
   ): Promise<RoomEvent> {
-    const room = this.#room(name);
-    const moderation = this.#moderationOf(name);
-    if (change.type === "topic") {
-      moderation.topic = change.text;
-      this.#record(name, { kind: "topic", text: change.text });
-    } else {
-      moderation.slowSeconds = change.seconds;
-      moderation.posted.clear();
-      this.#record(name, { kind: "slow", seconds: change.seconds });
-    }
-    return this.#durable(this.#append(room, change));
+    const appended: RoomEvent[] = [];
+    rules.configure(this.#txn(name, this.#room(name), appended), change);
+    return this.#durable(appended[0]);
   }
 
   remove(
@@ -962,27 +749,117 @@ export class MemoryStore implements RoomStore {
     by: string,
     author?: { nick: string; since: number },
   ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
-    const room = this.#room(name);
-    const index = room.history.findIndex((event) => event.id === id);
-    // Older than the live window: an archive still has it (a page of
-    // history shows it, so it can be deleted as well).
-    const event = index >= 0
-      ? room.history[index]
-      : this.#archive?.find(name, id);
-    if (!event || (event.type !== "message" && event.type !== "action")) {
-      return Promise.resolve("no_such_message");
-    }
-    if (author && (event.from !== author.nick || author.since >= id)) {
-      return Promise.resolve("forbidden");
-    }
-    if (index >= 0) {
-      room.history.splice(index, 1);
-      room.historyBytes -= eventBytes(event);
-    }
-    this.#archive?.remove(name, id);
-    return this.#durable(
-      this.#append(room, { type: "delete", by, deleted: id }),
-    );
+    const appended: RoomEvent[] = [];
+    const txn = this.#txn(name, this.#room(name), appended);
+    const removed = rules.remove(txn, id, by, author);
+    return this.#durable(typeof removed === "number" ? appended[0] : removed);
+  }
+
+  /**
+   * The room as the rules see it ({@linkcode RoomTxn}): this store's maps,
+   * each change made at once (and queued for the archive). Without `room`
+   * (a room nobody holds) only its moderation can be read or changed.
+   */
+  #txn(
+    name: string,
+    room: MemoryRoom | undefined,
+    appended: RoomEvent[] = [],
+  ): RoomTxn {
+    const moderation = () => this.#moderationOf(name);
+    const kept = () => this.#moderationIfAny(name);
+    const needRoom = () => {
+      if (!room) throw new NoSuchRoom(`no room ${name}: hold it first`);
+      return room;
+    };
+    const sanctions = (kind: SanctionKind) =>
+      kind === "ban" ? kept()?.bans : kept()?.mutes;
+    return {
+      now: Date.now(),
+      get epoch() {
+        return needRoom().epoch;
+      },
+      member: (key) => room?.nicks.get(key),
+      memberOf: (owner) => room?.owners.get(owner),
+      members: () => [...(room?.owners.values() ?? [])],
+      reservedBy: (key) => kept()?.reserved.get(key),
+      sanction: (kind, key) => sanctions(kind)?.get(key),
+      sanctions: (kind) => [...(sanctions(kind) ?? [])],
+      get topic() {
+        return kept()?.topic ?? "";
+      },
+      get slowSeconds() {
+        return kept()?.slowSeconds ?? 0;
+      },
+      postedAt: (owner) => kept()?.posted.get(owner),
+      kept: (id) => {
+        const history = needRoom().history;
+        const index = firstAtOrAbove(history, id);
+        // Older than the live window: an archive still has it (a page of
+        // history shows it, so it can be deleted as well).
+        return history[index]?.id === id
+          ? history[index]
+          : this.#archive?.find(name, id);
+      },
+      append: (body) => {
+        const event = this.#append(needRoom(), body);
+        appended.push(event);
+        return event.id;
+      },
+      putMember: (member, from) => {
+        const here = needRoom();
+        if (from !== undefined) here.nicks.delete(from);
+        here.nicks.set(nickKey(member.nick), member);
+        here.owners.set(member.owner, member);
+      },
+      dropMember: (member) => {
+        needRoom().nicks.delete(nickKey(member.nick));
+        needRoom().owners.delete(member.owner);
+      },
+      unannounced: () => {}, // no other process keeps a member list
+      reserve: (key, owner) => {
+        moderation().reserved.set(key, owner);
+        this.#record(name, { kind: "reserved", key, owner });
+      },
+      setSanction: (kind, key, sanction) => {
+        const all = kind === "ban" ? moderation().bans : moderation().mutes;
+        if (sanction) all.set(key, sanction);
+        else all.delete(key);
+        this.#record(name, { kind, key, sanction });
+      },
+      setTopic: (text) => {
+        moderation().topic = text;
+        this.#record(name, { kind: "topic", text });
+      },
+      setSlow: (seconds) => {
+        moderation().slowSeconds = seconds;
+        moderation().posted.clear();
+        this.#record(name, { kind: "slow", seconds });
+      },
+      setPosted: (owner, at) => void moderation().posted.set(owner, at),
+      deleteEvent: (event) => {
+        const history = needRoom().history;
+        const index = firstAtOrAbove(history, event.id);
+        if (history[index]?.id === event.id) {
+          history.splice(index, 1);
+          needRoom().historyBytes -= eventBytes(event);
+        }
+        this.#archive?.remove(name, event.id);
+      },
+      evict: (member, reason) =>
+        reason === undefined
+          ? this.#options.onEvict(name, member.owner)
+          : this.#options.onExpel?.(name, member.owner, reason),
+    };
+  }
+
+  /** What the rules need beyond the room: candidates and the token check. */
+  #context(name: string, room: MemoryRoom): RuleContext {
+    return {
+      process: HERE,
+      candidates: drawnOnce(nickCandidates(this.#options.randomNick)),
+      tokenMatches: (member, token) =>
+        sameSecret(token, this.#token(name, room, member)),
+    };
   }
 
   /**
@@ -1054,35 +931,6 @@ export class MemoryStore implements RoomStore {
       topic: moderation?.topic ?? "",
       slowSeconds: moderation?.slowSeconds ?? 0,
     };
-  }
-
-  /**
-   * A verified person arrives with `nick`: an anonymous holder of it is
-   * renamed to a random free nick (the `nick` event tells everyone, its own
-   * tabs included), so the name is free for its owner.
-   */
-  #displace(
-    room: MemoryRoom,
-    moderation: MemoryModeration,
-    nick: string,
-    owner: string,
-  ): void {
-    const holder = room.nicks.get(nickKey(nick));
-    if (!holder || holder.verified || holder.owner === owner) return;
-    const to = nickCandidates(this.#options.randomNick).find((candidate) =>
-      !room.nicks.has(nickKey(candidate)) &&
-      !moderation.reserved.has(nickKey(candidate))
-    );
-    if (to === undefined) return; // then the newcomer gets a random one
-    room.nicks.delete(nickKey(holder.nick));
-    const renamed = this.#append(room, {
-      type: "nick",
-      from: holder.nick,
-      to,
-    });
-    holder.nick = to;
-    holder.claimedId = renamed.id;
-    room.nicks.set(nickKey(to), holder);
   }
 
   rooms(): Promise<{ room: string; members: number }[]> {
@@ -1225,40 +1073,34 @@ export class MemoryStore implements RoomStore {
     commit.done.resolve();
   }
 
-  /**
-   * Held events after `id`, or `undefined` when some of them are no longer
-   * held (or the client's epoch is not this room's: ids started over).
-   */
-  #eventsAfter(
-    room: MemoryRoom,
-    id: number,
-    epoch: string,
-  ): RoomEvent[] | undefined {
-    if (epoch !== room.epoch || id > room.lastId) return undefined;
-    const oldest = room.history[0]?.id ?? room.lastId + 1;
-    if (id < oldest - 1) return undefined;
-    return room.history.filter((event) => event.id > id);
-  }
-
-  /**
-   * A client that reconnects before the server has noticed that its old
-   * connection died (a dropped network, not a close) would find its own nick
-   * taken. The token from its last welcome proves the old connection was its
-   * own: that one leaves (announced) and is closed, so the nick is free.
-   */
-  #takeOver(name: string, room: MemoryRoom, nick: string, token: string): void {
-    const holder = room.nicks.get(nickKey(nick));
-    if (!holder || !sameSecret(token, this.#token(name, room, holder))) return;
-    room.nicks.delete(nickKey(nick));
-    room.owners.delete(holder.owner);
-    this.#append(room, { type: "leave", nick: holder.nick });
-    this.#options.onEvict(name, holder.owner);
-  }
-
-  #token(name: string, room: MemoryRoom, holder: NickHolder): string {
+  #token(name: string, room: MemoryRoom, holder: Member): string {
     return reconnectToken(this.#tokenKey, name, room.epoch, holder.joinedId);
   }
 }
+
+/**
+ * The values of `source`, drawn only as far as they are asked for, and each
+ * once however often they are gone through (random nicks: a join that finds
+ * its first candidate free draws no more).
+ */
+function drawnOnce<T>(source: Iterator<T>): Iterable<T> {
+  const drawn: T[] = [];
+  return {
+    *[Symbol.iterator]() {
+      for (let i = 0;; i++) {
+        if (i === drawn.length) {
+          const next = source.next();
+          if (next.done) return;
+          drawn.push(next.value);
+        }
+        yield drawn[i];
+      }
+    },
+  };
+}
+
+/** The memory store's one process, as the rules name it in `connections`. */
+const HERE = "";
 
 /** The index of the first event with an id of at least `id` (binary search). */
 function firstAtOrAbove(events: RoomEvent[], id: number): number {
@@ -1306,46 +1148,6 @@ export function reconnectToken(
   return createHmac("sha256", key)
     .update(`${room}/${epoch}/${joinedId}`)
     .digest("base64url");
-}
-
-/** The sanction holding any of `keys` at `now`, if any. */
-export function findSanction(
-  sanctions: Map<string, Sanction>,
-  keys: string[],
-  now: number,
-): Sanction | undefined {
-  for (const [key, sanction] of sanctions) {
-    if (sanction.until !== undefined && sanction.until <= now) {
-      sanctions.delete(key); // expired: forgotten on the way
-      continue;
-    }
-    if (sanction.keys.some((k) => keys.includes(k))) return sanction;
-  }
-  return undefined;
-}
-
-/** The `kick` event of an expulsion (every store appends the same). */
-export function kickEvent(nick: string, expulsion: Expulsion): NewEvent {
-  return {
-    type: "kick",
-    nick,
-    by: expulsion.by,
-    ...(expulsion.reason ? { reason: expulsion.reason } : {}),
-    ...(expulsion.ban
-      ? {
-        ban: true,
-        ...(expulsion.ban.minutes ? { minutes: expulsion.ban.minutes } : {}),
-      }
-      : {}),
-  };
-}
-
-/** The close reason an expelled person's connections get (code 4000). */
-export function kickReason(expulsion: Expulsion): string {
-  const what = expulsion.ban ? "banned" : "kicked";
-  return `${what} by ${expulsion.by}${
-    expulsion.reason ? ": " + expulsion.reason : ""
-  }`;
 }
 
 /** Compares secrets in constant time. */
