@@ -9,8 +9,7 @@
  * - `room:NAME:events`, a stream of the last `historySize` events (at most
  *   `maxHistoryBytes`), entry id `N-0` for event id N, fields `e` (the
  *   event's JSON) and `b` (its cost);
- * - `room:NAME:nicks`, a hash: nick key → holder `{n, o, j, c, lc, k}`
- *   (see redis_scripts.ts `StoredHolder`);
+ * - `room:NAME:nicks`, a hash: nick key → member (room_rules.ts `Member`);
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
  * - channel `ev:NAME`: every event, published by the script that appends it
@@ -26,8 +25,11 @@
  * - `room:NAME:ops`, a hash: nick key → `{n, j}` of the members who are
  *   moderators, kept with `nicks`.
  *
- * Every change to a room is one Lua script (append, join, leave, rename,
- * reap, and the moderation ones: redis_scripts.ts), so ids, history, nicks and publish move together. A process
+ * Every change to a room is decided by the room's rules (room_rules.ts) on
+ * what a READ script found of it, and written by one COMMIT script
+ * (redis_scripts.ts, redis_txn.ts) if nothing the rule read has changed
+ * meanwhile (else it reads and decides again), so ids, history, members and
+ * publish move together and no rule is written in Lua. A process
  * subscribes to the channels of the rooms it has connections in and delivers
  * what comes, its own events included, in id order; a gap in the ids (a
  * reconnect) is filled from the stream. While several processes post into a
@@ -57,19 +59,16 @@ import type {
 } from "./protocol.ts";
 import {
   type Dismissal,
-  eventBytes,
   type Expulsion,
   type HistoryPage,
   type HistoryRequest,
   type Joined,
   type JoinRequest,
-  kickReason,
   type Log,
   type LogFields,
+  type Member,
   nickCandidates,
   nickKey,
-  NoNickLeft,
-  NoSuchRoom,
   pageBack,
   type Poster,
   type PostRefusal,
@@ -82,36 +81,34 @@ import {
   type StoreOptions,
   StoreUnavailable,
 } from "./rooms.ts";
+import * as rules from "./room_rules.ts";
+import { canResume, connectionCount } from "./room_rules.ts";
 import { Roster, type RosterAt } from "./roster.ts";
 import {
-  APPEND,
-  BANNED,
   BASELINE,
   type Baseline,
-  type BatchItem,
-  CONFIGURE,
-  EXPEL,
+  COMMIT,
+  type CommitArgs,
   FORGET,
   type GoneNotice,
-  JOIN,
-  type JoinReply,
+  KEY_INDEX,
+  type KeyCommand,
   keyList,
-  LEAVE,
-  LIFT,
-  MUTE,
-  type NickChoice,
-  type PostReply,
   type PublishedBatch,
-  REAP,
-  RECLAIM,
-  REMOVE,
-  RENAME,
+  READ,
+  type ReadPlan,
   type Reply,
   type RoomArgs,
   type RoomKeys,
   type Script,
-  type StoredHolder,
 } from "./redis_scripts.ts";
+import {
+  moderationOf,
+  RedisTxn,
+  type Snapshot,
+  snapshotOf,
+  viewOf,
+} from "./redis_txn.ts";
 
 /** What {@linkcode RedisStore.connect} needs. */
 export interface RedisStoreOptions extends StoreOptions {
@@ -211,6 +208,16 @@ interface RoomState {
   joinFloors: number[];
 }
 
+/** An event to append with the others of its turn (a person's post: `post`). */
+interface BatchItem {
+  body: NewEvent;
+  /** Who posts it: appended unless they are muted or slowed (rules `post`). */
+  post?: Poster;
+}
+
+/** What an append of a batch came to. */
+type PostReply = RoomEvent | PostRefusal;
+
 /** An append waiting to be sent with the others of its room. */
 interface PendingAppend {
   item: BatchItem;
@@ -218,8 +225,46 @@ interface PendingAppend {
   reject: (error: unknown) => void;
 }
 
+/** What a join committed, as the welcome needs it. */
+interface JoinReply {
+  nick: string;
+  taken: boolean;
+  /** The owner was a member already (another tab). */
+  present: boolean;
+  epoch: string;
+  lastId: number;
+  joinedId: number;
+  claimedId: number;
+  /** A resume that could not be served exactly. */
+  gap: boolean;
+  /**
+   * What the client missed (and its join), or the room's history; empty
+   * when `historyFirst` is there.
+   */
+  history: RoomEvent[];
+  /**
+   * When the process keeps the room's recent events: the history is the
+   * `historyCount` events with ids from `historyFirst` to `lastId` (some
+   * ids in between may be deleted).
+   */
+  historyFirst?: number;
+  historyCount?: number;
+  /** How many members the room has just after the join. */
+  members: number;
+  /** The members who are moderators, in join order. */
+  moderators: string[];
+  topic: string;
+  slowSeconds: number;
+}
+
+/**
+ * How often a change is decided again because the room changed between its
+ * read and its commit, before the store gives up (unavailable: try again).
+ */
+export const MAX_DECISIONS = 50;
+
 /** A local member, kept to reclaim its nick after a long Redis outage. */
-interface Member {
+interface LocalMember {
   room: string;
   /** As main.ts names it. */
   owner: string;
@@ -228,16 +273,6 @@ interface Member {
   epoch: string;
   /** Its connections in this process. */
   connections: number;
-}
-
-/** A nick with the costs of its join and leave events. */
-function choice(nick: string): NickChoice {
-  return {
-    key: nickKey(nick),
-    nick,
-    joinCost: cost({ type: "join", nick }),
-    leaveCost: cost({ type: "leave", nick }),
-  };
 }
 
 const DEFAULT_HEARTBEAT_MS = 3000;
@@ -331,7 +366,7 @@ export class RedisStore implements RoomStore {
   #secret = "";
   #rooms = new Map<string, RoomState>();
   /** Local members, by room and owner (`ROOM\nOWNER`). */
-  #members = new Map<string, Member>();
+  #members = new Map<string, LocalMember>();
   /** Leaves and joins whose outcome in Redis is unknown (Redis went away). */
   #orphans: { room: string; owner: string; announce: boolean }[] = [];
   /** Both connections ready and this process resynced since they came back. */
@@ -345,8 +380,17 @@ export class RedisStore implements RoomStore {
   /** Appends not sent yet, by room (see `#enqueue`). */
   #appends = new Map<string, PendingAppend[]>();
   #appendsDue?: ReturnType<typeof setImmediate>;
-  /** Rooms with APPEND scripts running, and how many. */
+  /** Rooms with batches being committed, and how many. */
   #appending = new Map<string, number>();
+  /** The last batch sent per room: a later change waits for it (order). */
+  #appendTails = new Map<string, Promise<void>>();
+  /**
+   * What posts were last decided on, per room (its epoch and moderation):
+   * read again only when a commit finds it changed, or slow mode is on.
+   */
+  #postViews = new Map<string, Snapshot>();
+  /** Commits, and decisions made again because the room had changed. */
+  #decisions = { commits: 0, again: 0 };
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
@@ -483,59 +527,71 @@ export class RedisStore implements RoomStore {
     if (!room) throw new Error(`no room ${name}: hold it first`);
     this.#check();
     await this.#subscribed(room);
-    const keys = this.#keys(name);
     const owner = this.#global(request.owner);
-    const wanted = request.nick === undefined
-      ? undefined
-      : choice(request.nick);
-    let takeover: { owner: string; joinedId: number } | undefined;
-    if (wanted && request.token) {
-      const [holderText, epoch] = await Promise.all([
-        this.#command(["HGET", keys.nicks, wanted.key]),
-        this.#command(["HGET", keys.meta, "epoch"]),
-      ]);
-      if (typeof holderText === "string" && typeof epoch === "string") {
-        const holder = JSON.parse(holderText) as StoredHolder;
-        if (sameSecret(request.token, this.#token(name, epoch, holder.j))) {
-          takeover = { owner: holder.o, joinedId: holder.j };
-        }
-      }
-    }
+    const candidates = [...nickCandidates(this.#options.randomNick)];
+    const keys = [
+      ...(request.nick === undefined ? [] : [request.nick]),
+      ...candidates,
+    ].map(nickKey);
+    const since = request.since;
+    const { meta, events, nicks, ops, moderation } = KEY_INDEX;
+    const historyHere = room.recent.length > 0;
     let reply, members, history;
     // The welcome's id is at least the roster's now: from here until the
     // members are read, the roster keeps its changes after this id.
     const floor = room.roster?.id ?? 0;
     room.joinFloors.push(floor);
     try {
-      reply = await this.#runIn(name, JOIN, {
-        ...this.#roomArgs(name),
-        historyHere: room.recent.length > 0,
-        process: this.#proc,
-        owner,
-        room: name,
-        newEpoch: crypto.randomUUID().slice(0, 8),
-        wanted,
-        takeover,
-        since: request.since,
-        clientEpoch: request.since === undefined
-          ? undefined
-          : request.epoch ?? "",
-        evictPrefix: `${this.#prefix}evict:`,
-        candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
-        verified: request.verified,
-        op: request.op,
-        keys: request.keys,
-        user: request.user,
-      });
+      const decided = await this.#decide(
+        name,
+        { members: keys, owners: [owner], reserved: keys },
+        (txn) => {
+          if (txn.epoch === undefined) {
+            txn.create(crypto.randomUUID().slice(0, 8));
+          }
+          txn.plumb("procRooms", "SADD", name);
+          return rules.join(txn, { ...request, owner }, {
+            process: this.#proc,
+            candidates,
+            tokenMatches: (member, token) =>
+              sameSecret(
+                token,
+                this.#token(name, txn.epoch!, member.joinedId),
+              ),
+          });
+        },
+        {
+          // What a resuming client missed is read before the join appends.
+          before: since === undefined ? [] : [
+            ["XRANGE", events, `${since + 1}-0`, "+"],
+            ["HGET", meta, "last"],
+            ["XRANGE", events, "-", "+", "COUNT", "1"],
+          ],
+          after: [
+            ["HGET", meta, "last"],
+            ["HLEN", nicks],
+            ["HVALS", ops],
+            ["HGETALL", moderation],
+            ["XRANGE", events, "-", "+", "COUNT", "1"],
+            ["XLEN", events],
+            ...(historyHere
+              ? []
+              : [["XRANGE", events, "-", "+"] as KeyCommand]),
+          ],
+        },
+      );
+      reply = joinReply(decided, since, request.epoch);
+      // What the room's posts are decided on, as of the join.
+      this.#postViews.set(
+        name,
+        viewOf(reply.epoch, moderationOf(decided.after[3] as string[])),
+      );
       members = await this.#membersAt(room, reply);
-      history = await this.#historyOf(room, reply, request.since);
+      history = await this.#historyOf(room, reply, since);
     } catch (error) {
       if (error instanceof StoreUnavailable) {
         // It may have run before the connection went: undone after reconnect.
         this.#orphans.push({ room: name, owner, announce: true });
-      }
-      if (error instanceof ErrorReply && error.message.startsWith("NICKS")) {
-        throw new NoNickLeft();
       }
       throw error;
     } finally {
@@ -589,23 +645,14 @@ export class RedisStore implements RoomStore {
    * layer cost more than the event's delivery to hundreds of sockets
    * (bench/README.md, the Redis profile). A quiet room waits for nothing
    * but the end of the turn, a busy one at most for one script's round
-   * trip; any other script for the room sends them first (`#runIn`), so
-   * the room gets them in the order asked.
+   * trip; any other change to the room sends them first and waits for them
+   * (`#decide`), so the room gets them in the order asked.
    */
   append(name: string, body: NewEvent): Promise<RoomEvent> {
     return this.#track(
-      this.#enqueue(name, { body: JSON.stringify(body), cost: cost(body) })
-        .then(
-          (reply) => reply as RoomEvent, // no checks: never refused
-          (error) => {
-            if (
-              error instanceof ErrorReply && error.message.startsWith("NOROOM")
-            ) {
-              throw new NoSuchRoom(`no room ${name}`);
-            }
-            throw error;
-          },
-        ),
+      this.#enqueue(name, { body }).then(
+        (reply) => reply as RoomEvent, // no checks: never refused
+      ),
     );
   }
 
@@ -630,28 +677,79 @@ export class RedisStore implements RoomStore {
     }
   }
 
-  /** Sends the room's waiting appends now, as one APPEND script. */
-  #sendAppends(name: string): void {
+  /**
+   * Sends the room's waiting appends now, as one batch; resolves once it is
+   * committed (or failed).
+   */
+  #sendAppends(name: string): Promise<void> {
     const queue = this.#appends.get(name);
-    if (!queue) return;
+    if (!queue) return this.#appendTails.get(name) ?? Promise.resolve();
     this.#appends.delete(name);
     this.#appending.set(name, (this.#appending.get(name) ?? 0) + 1);
-    this.#run(APPEND, this.#keys(name), {
-      ...this.#roomArgs(name),
-      items: queue.map((waiting) => waiting.item),
-      process: this.#proc,
-      now: Date.now(),
-    }).then(
-      (replies) => queue.forEach((waiting, i) => waiting.resolve(replies[i])),
-      (error) => queue.forEach((waiting) => waiting.reject(error)),
-    ).finally(() => {
-      const running = this.#appending.get(name)! - 1;
-      if (running > 0) return void this.#appending.set(name, running);
-      this.#appending.delete(name);
-      if (this.#appends.has(name) && !this.#closed) {
-        this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+    const sent = this.#commitPosts(name, queue.map((waiting) => waiting.item))
+      .then(
+        (replies) => queue.forEach((waiting, i) => waiting.resolve(replies[i])),
+        (error) => queue.forEach((waiting) => waiting.reject(error)),
+      ).finally(() => {
+        if (this.#appendTails.get(name) === sent) {
+          this.#appendTails.delete(name);
+        }
+        const running = this.#appending.get(name)! - 1;
+        if (running > 0) return void this.#appending.set(name, running);
+        this.#appending.delete(name);
+        if (this.#appends.has(name) && !this.#closed) {
+          this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+        }
+      });
+    this.#appendTails.set(name, sent);
+    return sent;
+  }
+
+  /**
+   * A turn's appends to one room, each post unless the rules refuse it
+   * (mute, slow mode), as one commit published as one `{from, events}`
+   * batch. They are decided on what was read for the room's last batch
+   * (its epoch and moderation) while the commit finds it unchanged: a
+   * process posting into a busy room reads nothing before each batch.
+   */
+  async #commitPosts(name: string, items: BatchItem[]): Promise<PostReply[]> {
+    const posters = [
+      ...new Set(items.flatMap((item) => item.post ? [item.post.owner] : [])),
+    ];
+    for (let attempt = 0; attempt < MAX_DECISIONS; attempt++) {
+      const known = this.#postViews.get(name);
+      // Slow mode's clocks are read each time: another process may have
+      // posted for the same person.
+      const view = known && known.moderation!.slow === 0
+        ? known
+        : await this.#read(name, { moderation: true, posted: posters });
+      const txn = this.#txn(name, view);
+      let decided;
+      try {
+        decided = items.map((item) =>
+          item.post
+            ? rules.post(txn, item.post, item.body)
+            : txn.append(item.body)
+        );
+      } catch (error) {
+        this.#postViews.delete(name);
+        throw error;
       }
-    });
+      // A refusal stands with the commit: it holds only if the moderation
+      // it was judged on is unchanged.
+      const reply = await this.#commit(name, txn, { from: this.#proc });
+      if ("behind" in reply) {
+        this.#postViews.delete(name);
+        continue;
+      }
+      if (view.moderation!.slow === 0 && this.#rooms.has(name)) {
+        this.#postViews.set(name, view);
+      }
+      return decided.map((d) =>
+        typeof d === "number" ? txn.appended(d, reply.events) : d
+      );
+    }
+    throw this.#tooBusy(name);
   }
 
   /** Fails the appends not sent yet (the store is closing or crashed). */
@@ -672,23 +770,17 @@ export class RedisStore implements RoomStore {
     from: string,
     to: string,
   ): Promise<RoomEvent | "nick_taken"> {
-    const body: NewEvent = { type: "nick", from, to };
     return this.#track((async () => {
       this.#check();
-      const renamed = await this.#runIn(name, RENAME, {
-        ...this.#roomArgs(name),
-        fromKey: nickKey(from),
-        toKey: nickKey(to),
-        owner: this.#global(owner),
-        to,
-        body: JSON.stringify(body),
-        cost: cost(body),
-        leaveCost: cost({ type: "leave", nick: to }),
-      });
-      if (renamed === "nick_taken") return renamed;
+      const { result, txn, events } = await this.#decide(
+        name,
+        { members: [nickKey(from), nickKey(to)], reserved: [nickKey(to)] },
+        (txn) => rules.rename(txn, this.#global(owner), from, to),
+      );
+      if (result === "nick_taken") return result;
       const member = this.#members.get(`${name}\n${owner}`);
       if (member) member.nick = to;
-      return renamed;
+      return txn.appended(result, events);
     })());
   }
 
@@ -728,7 +820,7 @@ export class RedisStore implements RoomStore {
   members(name: string): Promise<string[]> {
     return this.#track((async () => {
       this.#check();
-      return (await this.#holders(name)).map((holder) => holder.n);
+      return (await this.#holders(name)).map((member) => member.nick);
     })());
   }
 
@@ -739,22 +831,22 @@ export class RedisStore implements RoomStore {
   roster(name: string): Promise<RosterEntry[]> {
     return this.#track((async () => {
       this.#check();
-      return (await this.#holders(name)).map((h) => ({
-        nick: h.n,
-        verified: h.v === true,
-        op: h.op === true,
-        user: h.u,
-        connections: Object.values(h.k).reduce((sum, n) => sum + n, 0),
+      return (await this.#holders(name)).map((member) => ({
+        nick: member.nick,
+        verified: member.verified,
+        op: member.op,
+        user: member.user,
+        connections: connectionCount(member),
       }));
     })());
   }
 
-  /** The room's holders as Redis has them now, in the order they joined. */
-  async #holders(room: string): Promise<StoredHolder[]> {
-    const holders = await this.#command(["HVALS", this.#keys(room).nicks]);
-    return (holders as string[])
-      .map((text) => JSON.parse(text) as StoredHolder)
-      .sort((a, b) => a.j - b.j);
+  /** The room's members as Redis has them now, in the order they joined. */
+  async #holders(room: string): Promise<Member[]> {
+    const members = await this.#command(["HVALS", this.#keys(room).nicks]);
+    return (members as string[])
+      .map((text) => JSON.parse(text) as Member)
+      .sort((a, b) => a.joinedId - b.joinedId);
   }
 
   /** With the room's other appends of the turn (see `append`). */
@@ -764,13 +856,8 @@ export class RedisStore implements RoomStore {
     body: NewEvent,
   ): Promise<RoomEvent | PostRefusal> {
     return this.#track(this.#enqueue(name, {
-      body: JSON.stringify(body),
-      cost: cost(body),
-      post: {
-        owner: this.#global(poster.owner),
-        keys: poster.keys,
-        op: poster.op,
-      },
+      body,
+      post: { ...poster, owner: this.#global(poster.owner) },
     }));
   }
 
@@ -780,16 +867,12 @@ export class RedisStore implements RoomStore {
   ): Promise<RoomEvent | "no_such_nick"> {
     return this.#track((async () => {
       this.#check();
-      return await this.#runIn(name, EXPEL, {
-        ...this.#roomArgs(name),
-        room: name,
-        key: nickKey(expulsion.nick),
-        by: expulsion.by,
-        reason: expulsion.reason,
-        ban: expulsion.ban,
-        closeReason: kickReason(expulsion),
-        evictPrefix: `${this.#prefix}evict:`,
-      });
+      const { result, txn, events } = await this.#decide(
+        name,
+        { members: [nickKey(expulsion.nick)], moderation: true },
+        (txn) => rules.kick(txn, expulsion),
+      );
+      return result === "no_such_nick" ? result : txn.appended(result, events);
     })());
   }
 
@@ -800,30 +883,30 @@ export class RedisStore implements RoomStore {
   ): Promise<"muted" | "no_such_nick"> {
     return this.#track((async () => {
       this.#check();
-      return await this.#runIn(name, MUTE, {
-        key: nickKey(nick),
-        until,
-      });
+      return (await this.#decide(
+        name,
+        { members: [nickKey(nick)], moderation: true },
+        (txn) => rules.mute(txn, nick, until),
+      )).result;
     })());
   }
 
   lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
     return this.#track((async () => {
       this.#check();
-      return await this.#runIn(name, LIFT, {
-        field: `${kind === "ban" ? "b" : "m"}:${nickKey(nick)}`,
-        now: Date.now(),
-      });
+      return (await this.#decide(
+        name,
+        { moderation: true },
+        (txn) => rules.lift(txn, kind, nick),
+      )).result;
     })());
   }
 
   banned(name: string, keys: string[]): Promise<Sanction | undefined> {
     return this.#track((async () => {
       this.#check();
-      return await this.#runIn(name, BANNED, {
-        keys,
-        now: Date.now(),
-      });
+      const view = await this.#read(name, { moderation: true });
+      return rules.sanctionOn(this.#txn(name, view), "ban", keys);
     })());
   }
 
@@ -833,13 +916,12 @@ export class RedisStore implements RoomStore {
   ): Promise<RoomEvent> {
     return this.#track((async () => {
       this.#check();
-      return await this.#runIn(name, CONFIGURE, {
-        ...this.#roomArgs(name),
-        field: change.type,
-        value: change.type === "topic" ? change.text : String(change.seconds),
-        body: JSON.stringify(change),
-        cost: cost(change),
-      });
+      const { result, txn, events } = await this.#decide(
+        name,
+        { moderation: true },
+        (txn) => rules.configure(txn, change),
+      );
+      return txn.appended(result, events);
     })());
   }
 
@@ -849,16 +931,14 @@ export class RedisStore implements RoomStore {
     by: string,
     author?: { nick: string; since: number },
   ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
-    const body: NewEvent = { type: "delete", by, deleted: id };
     return this.#track((async () => {
       this.#check();
-      return await this.#runIn(name, REMOVE, {
-        ...this.#roomArgs(name),
-        id,
-        author,
-        body: JSON.stringify(body),
-        cost: cost(body),
-      });
+      const { result, txn, events } = await this.#decide(
+        name,
+        { kept: [id] },
+        (txn) => rules.remove(txn, id, by, author),
+      );
+      return typeof result === "number" ? txn.appended(result, events) : result;
     })());
   }
 
@@ -896,13 +976,13 @@ export class RedisStore implements RoomStore {
         if (typeof key !== "string") continue;
         const text = await this.#command(["HGET", keys.nicks, key]);
         if (typeof text !== "string") continue;
-        const holder = JSON.parse(text) as StoredHolder;
+        const member = JSON.parse(text) as Member;
         people++;
-        for (const process of Object.keys(holder.k)) {
+        for (const process of Object.keys(member.connections)) {
           await this.#command([
             "PUBLISH",
             `${this.#prefix}evict:${process}`,
-            JSON.stringify([room, holder.o, reason]),
+            JSON.stringify([room, member.owner, reason]),
           ]);
         }
       }
@@ -1096,6 +1176,7 @@ export class RedisStore implements RoomStore {
     if (room.holds > 0 || room.members > 0 || room.listeners.size > 0) return;
     if (this.#rooms.get(room.name) !== room) return;
     this.#rooms.delete(room.name);
+    this.#postViews.delete(room.name);
     clearTimeout(room.coalescing); // nobody to hand out to
     room.coalescing = undefined;
     if (room.subscribed && !this.#closed) {
@@ -1375,10 +1456,10 @@ export class RedisStore implements RoomStore {
     if (room.roster) return; // another read got there first
     room.roster = new Roster(
       baseline.last,
-      baseline.holders.map((holder) => ({
-        nick: holder.n,
-        order: holder.j,
-        verified: holder.v === true,
+      baseline.members.map((member) => ({
+        nick: member.nick,
+        order: member.joinedId,
+        verified: member.verified === true,
       })),
       nickKey,
     );
@@ -1468,8 +1549,10 @@ export class RedisStore implements RoomStore {
     if (room.roster) this.#rebaseline(room);
     const holders = await this.#holders(room.name);
     return {
-      nicks: holders.map((holder) => holder.n),
-      verified: holders.filter((holder) => holder.v).map((holder) => holder.n),
+      nicks: holders.map((member) => member.nick),
+      verified: holders.filter((member) => member.verified).map((member) =>
+        member.nick
+      ),
     };
   }
 
@@ -1630,16 +1713,16 @@ export class RedisStore implements RoomStore {
     ]);
     this.#secret = String(await this.#command(["GET", secretKey]));
     for (const member of [...this.#members.values()]) {
-      const outcome = await this.#run(RECLAIM, this.#keys(member.room), {
-        ...this.#roomArgs(member.room),
-        ...choice(member.nick),
-        process: this.#proc,
-        owner: this.#global(member.owner),
-        joinedId: member.joinedId,
-        room: member.room,
-        epoch: member.epoch,
-        connections: member.connections,
-      });
+      const owner = this.#global(member.owner);
+      const { result: outcome } = await this.#decide(
+        member.room,
+        { owners: [owner], members: [nickKey(member.nick)] },
+        (txn) => {
+          const outcome = rules.reclaim(txn, { ...member, owner }, this.#proc);
+          if (outcome !== "epoch") txn.plumb("procRooms", "SADD", member.room);
+          return outcome;
+        },
+      );
       if (outcome !== "ok") {
         this.#log("warn", "redis_member_lost", {
           room: member.room,
@@ -1719,10 +1802,11 @@ export class RedisStore implements RoomStore {
       ]) as string[];
       let gone = 0;
       for (const room of rooms) {
-        gone += await this.#run(REAP, this.#keys(room), {
-          ...this.#roomArgs(room),
-          process: proc,
-        });
+        gone += (await this.#decide(
+          room,
+          { all: true },
+          (txn) => rules.reap(txn, proc),
+        )).result;
       }
       await this.#run(FORGET, [
         this.#key(`hb:${proc}`),
@@ -1770,21 +1854,18 @@ export class RedisStore implements RoomStore {
   }
 
   /** Some of `owner`'s connections here leave (found by owner). */
-  #leaveScript(
+  async #leaveScript(
     room: string,
     owner: string,
     announce: boolean,
     connections: number,
   ): Promise<boolean> {
-    return this.#runIn(room, LEAVE, {
-      ...this.#roomArgs(room),
-      process: this.#proc,
-      owner,
-      announce,
-      noneHere: this.#localMembers(room) === 0,
-      room,
-      connections,
-    });
+    return (await this.#decide(room, { owners: [owner] }, (txn) => {
+      if (this.#localMembers(room) === 0) {
+        txn.plumb("procRooms", "SREM", room);
+      }
+      return rules.leave(txn, owner, this.#proc, connections, announce);
+    })).result;
   }
 
   /**
@@ -1884,17 +1965,84 @@ export class RedisStore implements RoomStore {
     return loading;
   }
 
-  /**
-   * A room script: the room's appends not sent yet go first (they were
-   * asked first; one connection runs commands in the order sent).
-   */
-  #runIn<Args, Answer>(
+  /** Reads what `plan` names of the room, at one instant. */
+  async #read(room: string, plan: ReadPlan): Promise<Snapshot> {
+    return snapshotOf(await this.#run(READ, this.#keys(room), plan), plan);
+  }
+
+  /** The rules' view of the room on what was read. */
+  #txn(room: string, snapshot: Snapshot): RedisTxn {
+    return new RedisTxn(snapshot, {
+      name: room,
+      channel: this.#channel(room),
+      evictPrefix: `${this.#prefix}evict:`,
+      roomTtl: this.#options.roomTtl,
+    });
+  }
+
+  /** Commits what a rule decided on `txn`, if nothing it read has changed. */
+  async #commit(
     room: string,
-    script: Script<Args, Answer>,
-    args: Args,
-  ): Promise<Answer> {
-    this.#sendAppends(room);
-    return this.#run(script, this.#keys(room), args);
+    txn: RedisTxn,
+    extra: Partial<Pick<CommitArgs, "before" | "after" | "from">> = {},
+  ) {
+    const reply = await this.#run(COMMIT, this.#keys(room), {
+      ...this.#roomArgs(room),
+      ...txn.commit(),
+      before: [],
+      after: [],
+      ...extra,
+    });
+    if ("behind" in reply) this.#decisions.again++;
+    else this.#decisions.commits++;
+    return reply;
+  }
+
+  /**
+   * Runs a rule on the room as Redis has it now: reads what `plan` names,
+   * decides (`decide`, on a {@linkcode RedisTxn}), and commits it if
+   * nothing it read has changed meanwhile; else reads and decides again.
+   * The room's appends not sent yet go first (they were asked first).
+   */
+  async #decide<T>(
+    room: string,
+    plan: ReadPlan,
+    decide: (txn: RedisTxn) => T,
+    extra: Partial<Pick<CommitArgs, "before" | "after">> = {},
+  ): Promise<
+    {
+      result: T;
+      txn: RedisTxn;
+      events: RoomEvent[];
+      before: Reply[];
+      after: Reply[];
+    }
+  > {
+    await this.#sendAppends(room).catch(() => {});
+    for (let attempt = 0; attempt < MAX_DECISIONS; attempt++) {
+      const txn = this.#txn(room, await this.#read(room, plan));
+      const result = decide(txn);
+      const reply = await this.#commit(room, txn, extra);
+      if ("behind" in reply) continue;
+      const view = txn.viewAfter();
+      if (view && this.#rooms.has(room)) this.#postViews.set(room, view);
+      return { result, txn, ...reply };
+    }
+    throw this.#tooBusy(room);
+  }
+
+  /** A change that found the room changed every time it was decided. */
+  #tooBusy(room: string): StoreUnavailable {
+    this.#log("warn", "redis_too_busy", { room, tries: MAX_DECISIONS });
+    return new StoreUnavailable(`room ${room} is too busy: try again`);
+  }
+
+  /**
+   * Commits so far, and decisions made again because the room had changed
+   * between a rule's read and its commit (bench/README reports them).
+   */
+  get decisions(): { commits: number; again: number } {
+    return { ...this.#decisions };
   }
 
   #token(room: string, epoch: string, joinedId: number): string {
@@ -1906,9 +2054,75 @@ export class RedisStore implements RoomStore {
   }
 }
 
-/** An event's cost in history (rooms.ts's measure; id and ts are numbers). */
-function cost(body: NewEvent): number {
-  return eventBytes(body as RoomEvent);
+/**
+ * What a join's commit says, as the welcome needs it: its `before` reads
+ * (what a resuming client missed, the room's last id and oldest kept event
+ * before the join) and `after` reads (last id, members, moderators, topic
+ * and slow mode, oldest kept event, history length, and the history unless
+ * the process keeps it).
+ */
+function joinReply(
+  decided: {
+    result: rules.JoinDecision;
+    txn: RedisTxn;
+    events: RoomEvent[];
+    before: Reply[];
+    after: Reply[];
+  },
+  since: number | undefined,
+  clientEpoch: string | undefined,
+): JoinReply {
+  const { result, txn, events, before, after } = decided;
+  const [last, members, ops, mod, oldest, count, all] = after as [
+    string,
+    number,
+    string[],
+    string[],
+    [string, string[]][],
+    number,
+    [string, string[]][] | undefined,
+  ];
+  const epoch = txn.epoch!;
+  const lastId = Number(last);
+  const entryId = (entries: [string, string[]][]) =>
+    entries[0] === undefined ? undefined : parseInt(entries[0][0]);
+  const eventsOf = (entries: [string, string[]][]) =>
+    entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
+  let missed: RoomEvent[] | undefined;
+  if (since !== undefined) {
+    const [after, lastBefore, oldestBefore] = before as [
+      [string, string[]][],
+      string | null,
+      [string, string[]][],
+    ];
+    const kept = {
+      epoch,
+      lastId: Number(lastBefore ?? 0),
+      oldest: entryId(oldestBefore),
+    };
+    if (canResume(kept, since, clientEpoch ?? "")) {
+      missed = [...eventsOf(after), ...events];
+    }
+  }
+  return {
+    nick: result.member.nick,
+    taken: result.taken,
+    present: result.present,
+    epoch,
+    lastId,
+    joinedId: txn.resolve(result.member.joinedId, events),
+    claimedId: txn.resolve(result.member.claimedId, events),
+    gap: since !== undefined && missed === undefined,
+    history: missed ?? (all ? eventsOf(all) : []),
+    ...(missed === undefined && !all
+      ? { historyFirst: entryId(oldest) ?? lastId + 1, historyCount: count }
+      : {}),
+    members,
+    moderators: ops.map((text) => JSON.parse(text) as Member)
+      .sort((a, b) => a.joinedId - b.joinedId).map((op) => op.nick),
+    topic: moderationOf(mod).topic,
+    slowSeconds: moderationOf(mod).slow,
+  };
 }
 
 function errorText(error: unknown): string {

@@ -960,8 +960,8 @@ Deno.test({
       assert.deepEqual(b, { refused: "muted" });
       assert.equal(
         await commandCalls(redis.url, "evalsha"),
-        scripts + 2,
-        "one APPEND for the posts, one RENAME",
+        scripts + 3,
+        "one COMMIT for the posts (decided on what the mute left), a READ and a COMMIT for the rename",
       );
       assert.equal(
         await commandCalls(redis.url, "publish"),

@@ -116,8 +116,8 @@ export interface JoinRequest {
 export interface RoomTxn {
   /** The time the rule is judged at (ms since the epoch). */
   readonly now: number;
-  /** The room's epoch. */
-  readonly epoch: string;
+  /** The room's epoch; undefined for a room that is not kept. */
+  readonly epoch: string | undefined;
   /** The member holding this nick key. */
   member(key: string): Member | undefined;
   /** The member this owner is. */
@@ -541,7 +541,11 @@ export function post(
   body: NewEvent,
 ): number | PostRefusal {
   const mute = sanctionOn(txn, "mute", poster.keys);
-  if (mute) return { refused: "muted", until: mute.until };
+  if (mute) {
+    return mute.until === undefined
+      ? { refused: "muted" }
+      : { refused: "muted", until: mute.until };
+  }
   if (txn.slowSeconds > 0 && !poster.op) {
     const next = (txn.postedAt(poster.owner) ?? -Infinity) +
       txn.slowSeconds * 1000;

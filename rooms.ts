@@ -775,9 +775,7 @@ export class MemoryStore implements RoomStore {
       kind === "ban" ? kept()?.bans : kept()?.mutes;
     return {
       now: Date.now(),
-      get epoch() {
-        return needRoom().epoch;
-      },
+      epoch: room?.epoch,
       member: (key) => room?.nicks.get(key),
       memberOf: (owner) => room?.owners.get(owner),
       members: () => [...(room?.owners.values() ?? [])],
