@@ -36,6 +36,7 @@ import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
 import {
   type Joined,
   MemoryStore,
+  nickKey,
   type RoomStore,
   StoreUnavailable,
 } from "./rooms.ts";
@@ -1355,4 +1356,85 @@ Deno.test({
       assert.equal(leave.nick, "zoe");
       await watcher.close();
     }, { args: ["--session-grace", "1"] }),
+});
+
+Deno.test({
+  name:
+    "redis: joins racing from two processes are decided again when the other committed first; every nick stays one member's",
+  ignore,
+  fn: () =>
+    withTwoStores({}, async ({ one, two }) => {
+      const stores = [one, two];
+      for (const store of stores) {
+        for (let i = 0; i < 10; i++) store.hold("race");
+        store.subscribe("race", () => {});
+      }
+      // Each process asks for the same ten nicks at once.
+      const joins = await Promise.all(
+        stores.flatMap((store, s) =>
+          Array.from(
+            { length: 10 },
+            (_, i) => store.join("race", { owner: `${s}.${i}`, nick: `n${i}` }),
+          )
+        ),
+      );
+      const nicks = joins.map((joined) => joined.nick);
+      assert.equal(new Set(nicks.map(nickKey)).size, 20, "no nick twice");
+      for (let i = 0; i < 10; i++) {
+        const asked = joins.filter((joined, j) => j % 10 === i);
+        assert.equal(
+          asked.filter((joined) => joined.nick === `n${i}`).length,
+          1,
+          `n${i} went to one of the two`,
+        );
+        assert.equal(asked.filter((joined) => joined.nickTaken).length, 1);
+      }
+      const again = one.decisions.again + two.decisions.again;
+      assert.ok(again > 0, "some joins found the room changed and re-decided");
+      assert.deepEqual(
+        (await one.members("race")).sort(),
+        [...nicks].sort(),
+      );
+    }),
+});
+
+Deno.test({
+  name:
+    "redis: posts from two processes into one room never make each other decide again",
+  ignore,
+  fn: () =>
+    withTwoStores({}, async ({ one, two }) => {
+      for (const store of [one, two]) {
+        store.hold("busy");
+        store.subscribe("busy", () => {});
+      }
+      await one.join("busy", { owner: "a", nick: "a" });
+      await two.join("busy", { owner: "b", nick: "b" });
+      const before = one.decisions.again + two.decisions.again;
+      const poster = (owner: string) => ({ owner, keys: [owner], op: false });
+      for (let turn = 0; turn < 20; turn++) {
+        await Promise.all([
+          one.post("busy", poster("a"), {
+            type: "message",
+            from: "a",
+            text: `a${turn}`,
+          }),
+          two.post("busy", poster("b"), {
+            type: "message",
+            from: "b",
+            text: `b${turn}`,
+          }),
+        ]);
+      }
+      assert.equal(one.decisions.again + two.decisions.again, before);
+      const page = await one.history("busy", {
+        before: Number.MAX_SAFE_INTEGER,
+        limit: 100,
+        visible: () => true,
+      });
+      assert.equal(
+        page.events.filter((event) => event.type === "message").length,
+        40,
+      );
+    }),
 });
