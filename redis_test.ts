@@ -1381,7 +1381,7 @@ Deno.test({
       const nicks = joins.map((joined) => joined.nick);
       assert.equal(new Set(nicks.map(nickKey)).size, 20, "no nick twice");
       for (let i = 0; i < 10; i++) {
-        const asked = joins.filter((joined, j) => j % 10 === i);
+        const asked = joins.filter((_, j) => j % 10 === i);
         assert.equal(
           asked.filter((joined) => joined.nick === `n${i}`).length,
           1,
