@@ -840,6 +840,16 @@ const METRICS: [
     "action",
   ],
   [
+    "chat_store_decisions_total",
+    "counter",
+    "Changes the shared store committed, and decided again because the room had changed meanwhile.",
+    (c) => {
+      const made = c.store.decisions?.() ?? { commits: 0, again: 0 };
+      return new Map([["committed", made.commits], ["again", made.again]]);
+    },
+    "outcome",
+  ],
+  [
     "chat_api_requests_total",
     "counter",
     "HTTP API calls, by method and status.",

@@ -2041,7 +2041,7 @@ export class RedisStore implements RoomStore {
    * Commits so far, and decisions made again because the room had changed
    * between a rule's read and its commit (bench/README reports them).
    */
-  get decisions(): { commits: number; again: number } {
+  decisions(): { commits: number; again: number } {
     return { ...this.#decisions };
   }
 

@@ -13,6 +13,7 @@ import {
   health,
   type Json,
   jsonClient,
+  metric,
   Peer,
   textClient,
   within,
@@ -295,6 +296,13 @@ Deno.test({
         ["one", "two", "three"],
       );
       assert.equal(newcomer.welcome.lastId, last.id + 3);
+      // The newcomer's join was one of a2's commits, counted in /metrics.
+      assert.ok(
+        await metric(
+          a2.server,
+          'chat_store_decisions_total{outcome="committed"}',
+        ) >= 1,
+      );
       await closeAll(back, newcomer);
     } finally {
       await Promise.all(chats.map((chat) => chat.stop()));
@@ -1389,7 +1397,7 @@ Deno.test({
         );
         assert.equal(asked.filter((joined) => joined.nickTaken).length, 1);
       }
-      const again = one.decisions.again + two.decisions.again;
+      const again = one.decisions().again + two.decisions().again;
       assert.ok(again > 0, "some joins found the room changed and re-decided");
       assert.deepEqual(
         (await one.members("race")).sort(),
@@ -1410,7 +1418,7 @@ Deno.test({
       }
       await one.join("busy", { owner: "a", nick: "a" });
       await two.join("busy", { owner: "b", nick: "b" });
-      const before = one.decisions.again + two.decisions.again;
+      const before = one.decisions().again + two.decisions().again;
       const poster = (owner: string) => ({ owner, keys: [owner], op: false });
       for (let turn = 0; turn < 20; turn++) {
         await Promise.all([
@@ -1426,7 +1434,7 @@ Deno.test({
           }),
         ]);
       }
-      assert.equal(one.decisions.again + two.decisions.again, before);
+      assert.equal(one.decisions().again + two.decisions().again, before);
       const page = await one.history("busy", {
         before: Number.MAX_SAFE_INTEGER,
         limit: 100,

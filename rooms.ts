@@ -265,6 +265,11 @@ export interface RoomStore {
     ttlMs: number,
     produce: () => Promise<number>,
   ): Promise<number>;
+  /**
+   * Changes committed, and decided again because the room had changed
+   * between the rule's read and its commit (a shared store; `/metrics`).
+   */
+  decisions?(): { commits: number; again: number };
   /** False while the store cannot be reached (a shared store's server is down). */
   available?(): boolean;
   /** Lets go of connections and timers (at shutdown). */

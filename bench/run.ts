@@ -410,6 +410,8 @@ interface Running {
   pids: number[];
   /** The chat ports; load.ts deals its clients over them. */
   wsPorts: number[];
+  /** The page ports of our processes (`/metrics`). */
+  pagePorts: number[];
   stop(): Promise<void>;
 }
 
@@ -463,6 +465,7 @@ async function startRedisCluster(dir = repoDir): Promise<Running> {
   return {
     pids: [...chats.flatMap((c) => c.pids), redis.pid],
     wsPorts: chats.flatMap((c) => c.wsPorts),
+    pagePorts: chats.flatMap((c) => c.pagePorts),
     stop: async () => {
       await Promise.all(chats.map((c) => c.stop()));
       await stopRedis();
@@ -573,7 +576,14 @@ async function startServer(
         signal: AbortSignal.timeout(1_000),
       });
       await res.body?.cancel();
-      if (res.ok) return { pids: [child.pid], wsPorts: [wsPort], stop };
+      if (res.ok) {
+        return {
+          pids: [child.pid],
+          wsPorts: [wsPort],
+          pagePorts: [port],
+          stop,
+        };
+      }
     } catch { /* not up yet */ }
   }
   await stop();
@@ -616,6 +626,9 @@ async function measure(
       signal: AbortSignal.timeout(LOAD_TIMEOUT_MS),
     }).output();
     const text = new TextDecoder().decode(out.stdout).trim();
+    if (target.server === "redis" || target.server === "redis-base") {
+      log(`${target.name}: ${await decisionsOf(server.pagePorts)}`);
+    }
     return text ? JSON.parse(text) as LoadReport : null;
   } catch (e) {
     log(`${target.name}: load failed: ${(e as Error).message}`);
@@ -623,6 +636,34 @@ async function measure(
   } finally {
     await server.stop();
   }
+}
+
+/**
+ * How often the Redis processes decided a change again because the room
+ * had changed between its read and its commit (`chat_store_decisions_total`
+ * of each process's `/metrics`), per 1,000 commits.
+ */
+async function decisionsOf(pagePorts: number[]): Promise<string> {
+  const total = { committed: 0, again: 0 };
+  for (const port of pagePorts) {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, {
+        signal: AbortSignal.timeout(1_000),
+      })).text();
+      for (const outcome of ["committed", "again"] as const) {
+        const found = text.match(
+          new RegExp(
+            `chat_store_decisions_total\\{outcome="${outcome}"\\} (\\d+)`,
+          ),
+        );
+        total[outcome] += Number(found?.[1] ?? 0);
+      }
+    } catch { /* a build without the metric */ }
+  }
+  const per1000 = total.committed
+    ? fmt(1000 * total.again / total.committed, 2)
+    : "-";
+  return `store commits ${total.committed}, decided again ${total.again} (${per1000} per 1,000)`;
 }
 
 function oneLine(r: LoadReport | null): string {
