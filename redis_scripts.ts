@@ -205,6 +205,14 @@ local function keep(key, d)
   redis.call('HSET', KEYS[4], d.o, key)
   if d.op then redis.call('HSET', KEYS[9], key, cjson.encode({n = d.n, j = d.j})) end
 end
+-- A room nobody is in keeps its keys for A.roomTtl seconds from its last
+-- change: the last one out, or an event appended since (an app's post).
+local function expire_if_empty()
+  if redis.call('HLEN', KEYS[3]) == 0 then
+    redis.call('EXPIRE', KEYS[1], A.roomTtl)
+    redis.call('EXPIRE', KEYS[2], A.roomTtl)
+  end
+end
 -- The holder of a nick key is no longer (its owner's entry is the caller's).
 local function unhold(key)
   redis.call('HDEL', KEYS[3], key)
@@ -218,11 +226,7 @@ end
 local function drop(key, d, announce)
   unhold(key)
   redis.call('HDEL', KEYS[4], d.o)
-  local empty = redis.call('HLEN', KEYS[3]) == 0
-  if empty then
-    redis.call('EXPIRE', KEYS[1], A.roomTtl)
-    redis.call('EXPIRE', KEYS[2], A.roomTtl)
-  end
+  expire_if_empty()
   -- The last one's leave is kept too: the history outlives the members,
   -- and a later visitor must not read two joins in a row.
   if announce then
@@ -365,6 +369,7 @@ for i, item in ipairs(A.items) do
 end
 if #events > 0 then
   trim(tonumber(redis.call('HGET', KEYS[1], 'bytes')))
+  expire_if_empty()
   redis.call('PUBLISH', A.channel,
     '{"from":' .. cjson.encode(A.process) .. ',"events":' .. list(events) .. '}')
 end
@@ -775,10 +780,7 @@ if A.ban then
   ev.minutes = A.ban.minutes
 end
 local kicked = append(cjson.encode(ev), cost('kick', d.n, A.by, A.reason or ''))
-if redis.call('HLEN', KEYS[3]) == 0 then
-  redis.call('EXPIRE', KEYS[1], A.roomTtl)
-  redis.call('EXPIRE', KEYS[2], A.roomTtl)
-end
+expire_if_empty()
 for proc, _ in pairs(d.k) do
   redis.call('PUBLISH', A.evictPrefix .. proc,
     cjson.encode({A.room, d.o, A.closeReason}))
@@ -846,9 +848,28 @@ if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
 end
 redis.call('HSET', KEYS[6], A.field, A.value)
 if A.field == 'slow' then redis.call('DEL', KEYS[8]) end
-return append(A.body, A.cost)
+local ev = append(A.body, A.cost)
+expire_if_empty()
+return ev
 `,
   (reply) => JSON.parse(reply as string),
+);
+
+/**
+ * Whether the room exists (its epoch is kept: it has members, or is kept
+ * for `roomTtl` after its last left); with `newEpoch`, one that does not is
+ * made, empty, and kept for `roomTtl` as if its last member had just left
+ * (rooms.ts `RoomStore.visit`).
+ */
+export const VISIT = script<RoomArgs & { newEpoch?: string }, boolean>(
+  `
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 1 then return 1 end
+if not A.newEpoch then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', A.newEpoch)
+expire_if_empty()
+return 1
+`,
+  (reply) => reply === 1,
 );
 
 /** What a deletion asks of Redis. */
@@ -870,6 +891,9 @@ export const REMOVE = script<
   RoomEvent | "no_such_message" | "forbidden"
 >(
   `
+if redis.call('HEXISTS', KEYS[1], 'epoch') == 0 then
+  return redis.error_reply('NOROOM the room is gone')
+end
 local sid = string.format('%d', A.id) .. '-0'
 local entry = redis.call('XRANGE', KEYS[2], sid, sid)[1]
 if not entry then return 'no_such_message' end
@@ -882,7 +906,9 @@ if A.author and (ev.from ~= A.author.nick or A.author.since >= A.id) then
 end
 redis.call('XDEL', KEYS[2], sid)
 redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(entry[2][4]))
-return append(A.body, A.cost)
+local ev = append(A.body, A.cost)
+expire_if_empty()
+return ev
 `,
   (reply) =>
     reply === "no_such_message" || reply === "forbidden"

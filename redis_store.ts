@@ -81,6 +81,7 @@ import {
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
+  type Visit,
 } from "./rooms.ts";
 import { Roster, type RosterAt } from "./roster.ts";
 import {
@@ -111,6 +112,7 @@ import {
   type RoomKeys,
   type Script,
   type StoredHolder,
+  VISIT,
 } from "./redis_scripts.ts";
 
 /** What {@linkcode RedisStore.connect} needs. */
@@ -456,6 +458,28 @@ export class RedisStore implements RoomStore {
     this.#endIfUnused(room);
   }
 
+  /**
+   * Held here like a joiner's hold (it counts against `maxRooms`); a room
+   * with members here exists, any other is asked of Redis.
+   */
+  visit(name: string, create: boolean): Promise<Visit> {
+    if (!this.hold(name)) return Promise.resolve("full");
+    if (this.#rooms.get(name)!.members > 0) return Promise.resolve("held");
+    return this.#track((async () => {
+      let exists = false;
+      try {
+        this.#check();
+        exists = await this.#run(VISIT, this.#keys(name), {
+          ...this.#roomArgs(name),
+          newEpoch: create ? crypto.randomUUID().slice(0, 8) : undefined,
+        });
+      } finally {
+        if (!exists) this.release(name);
+      }
+      return exists ? "held" : "absent";
+    })());
+  }
+
   roomCount(): number {
     let count = 0;
     for (const room of this.#rooms.values()) {
@@ -534,7 +558,7 @@ export class RedisStore implements RoomStore {
         // It may have run before the connection went: undone after reconnect.
         this.#orphans.push({ room: name, owner, announce: true });
       }
-      if (error instanceof ErrorReply && error.message.startsWith("NICKS")) {
+      if (isErrorReply(error, "NICKS")) {
         throw new NoNickLeft();
       }
       throw error;
@@ -595,17 +619,7 @@ export class RedisStore implements RoomStore {
   append(name: string, body: NewEvent): Promise<RoomEvent> {
     return this.#track(
       this.#enqueue(name, { body: JSON.stringify(body), cost: cost(body) })
-        .then(
-          (reply) => reply as RoomEvent, // no checks: never refused
-          (error) => {
-            if (
-              error instanceof ErrorReply && error.message.startsWith("NOROOM")
-            ) {
-              throw new NoSuchRoom(`no room ${name}`);
-            }
-            throw error;
-          },
-        ),
+        .then((reply) => reply as RoomEvent), // no checks: never refused
     );
   }
 
@@ -1843,7 +1857,8 @@ export class RedisStore implements RoomStore {
 
   /**
    * Runs a script (by hash; sent whole when Redis does not have it) with its
-   * arguments as one JSON argument, and decodes its reply.
+   * arguments as one JSON argument, and decodes its reply. A room script's
+   * `NOROOM` (the room is gone) is rooms.ts's {@linkcode NoSuchRoom}.
    */
   async #run<Args, Answer>(
     script: Script<Args, Answer>,
@@ -1852,20 +1867,18 @@ export class RedisStore implements RoomStore {
   ): Promise<Answer> {
     const keyNames = Array.isArray(keys) ? keys : keyList(keys);
     const rest = [String(keyNames.length), ...keyNames, JSON.stringify(args)];
+    const evalSha = () => this.#command(["EVALSHA", script.sha, ...rest]);
     try {
-      return script.decode(
-        await this.#command(["EVALSHA", script.sha, ...rest]),
-      );
-    } catch (error) {
-      if (
-        !(error instanceof ErrorReply) || !error.message.startsWith("NOSCRIPT")
-      ) {
-        throw error;
+      try {
+        return script.decode(await evalSha());
+      } catch (error) {
+        if (!isErrorReply(error, "NOSCRIPT")) throw error;
+        await this.#load(script);
+        return script.decode(await evalSha());
       }
-      await this.#load(script);
-      return script.decode(
-        await this.#command(["EVALSHA", script.sha, ...rest]),
-      );
+    } catch (error) {
+      if (isErrorReply(error, "NOROOM")) throw new NoSuchRoom(error.message);
+      throw error;
     }
   }
 
@@ -1909,6 +1922,11 @@ export class RedisStore implements RoomStore {
 /** An event's cost in history (rooms.ts's measure; id and ts are numbers). */
 function cost(body: NewEvent): number {
   return eventBytes(body as RoomEvent);
+}
+
+/** Is `error` Redis's error reply with this code (`NOSCRIPT`, `NOROOM`)? */
+function isErrorReply(error: unknown, code: string): error is ErrorReply {
+  return error instanceof ErrorReply && error.message.startsWith(code);
 }
 
 function errorText(error: unknown): string {
