@@ -2041,7 +2041,8 @@ function apiBackend(startedAt: number): ApiBackend {
         nick: target.nick,
         owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
       }, fitCloseReason(`disconnected by the app: ${reason}`)),
-    // Whether or not the room exists: a ban or mute outlives its room.
+    // Run whether or not the room exists: its bans and mutes outlive it
+    // (`unban`), and the store says `no_such_room` where a command needs it.
     moderate: (room, command) =>
       inRoom(room, false, async () => {
         const outcome = await moderateAs(
