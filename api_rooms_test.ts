@@ -208,8 +208,8 @@ function everywhere(
 let serial = 0;
 
 /** A room name never used before. */
-function fresh(prefix = "new"): string {
-  return `${prefix}-${++serial}`;
+function fresh(): string {
+  return `new-${++serial}`;
 }
 
 /**
@@ -233,9 +233,8 @@ async function emptied(chat: ChatServer, room: string): Promise<void> {
 // ---------------------------------------------------------------------------
 
 /**
- * The error codes the README's API section names, with their status; the
- * walk accepts no other (and readme_test-style, each is checked to be in
- * the README).
+ * The error codes of the README's API section with their status (a test
+ * below holds the README to it): the walk accepts no other.
  */
 const DOCUMENTED: Record<string, number> = {
   missing_field: 400,
@@ -394,6 +393,9 @@ function edges(
     case "object":
       add("an array", () => [], true);
       add("a string", () => "x", true);
+      for (const required of schema.required ?? []) {
+        add(`without ${required}`, () => ({}), true);
+      }
       break;
   }
   return out;
