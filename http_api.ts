@@ -91,8 +91,9 @@ export class ApiError extends Error {
 /** What main.ts gives the API: the chat, on every process. */
 export interface ApiBackend {
   /**
-   * Appends a message to a room that exists, as `from`; undefined when no
-   * such room exists.
+   * Appends a message to a room, as `from`: one with people in it, one the
+   * store keeps while nobody is in it, or a new one where rooms are kept;
+   * undefined when there is no such room (in memory: nobody is in it).
    */
   publish(room: string, from: string, text: string): Promise<
     RoomEvent | undefined
@@ -109,7 +110,7 @@ export interface ApiBackend {
   presence(room: string): Promise<PresenceEntry[]>;
   rooms(): Promise<{ room: string; members: number }[]>;
   info(): ProcessInfo;
-  /** Undefined when the room has no history. */
+  /** Undefined when there is no such room (as for `publish`, none made). */
   history(
     room: string,
     before: number | undefined,
@@ -412,7 +413,8 @@ function moderation(
  */
 export const API_METHODS: Record<string, Method> = {
   publish: {
-    summary: "Posts a message into a room, as `from` (default `--api-name`).",
+    summary:
+      "Posts a message into a room, as `from` (default `--api-name`); with `--data` or `--redis` also into a room nobody is in, made if new.",
     params: params(
       { room: ROOM, text: TEXT, from: FROM, idempotency_key: IDEMPOTENCY_KEY },
       ["room", "text"],

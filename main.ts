@@ -1957,25 +1957,66 @@ function sendToOne(client: Client, frame: string): void {
 // The app's HTTP API (the rules are http_api.ts's)
 // ---------------------------------------------------------------------------
 
-/** What the API's moderation errors answer with, by the actor's error code. */
-const MODERATION_STATUS: Partial<Record<ErrorCode, number>> = {
-  no_such_nick: Status.NotFound,
-  no_such_message: Status.NotFound,
-  forbidden: Status.Forbidden,
+/**
+ * What the API's moderation errors answer with, by the actor's error code:
+ * the status, and the parameter at fault.
+ */
+const MODERATION_ERRORS: Partial<
+  Record<ErrorCode, { status: number; field?: string }>
+> = {
+  no_such_nick: { status: Status.NotFound, field: "nick" },
+  no_such_message: { status: Status.NotFound, field: "id" },
+  not_banned: { status: Status.BadRequest, field: "nick" },
+  forbidden: { status: Status.Forbidden },
 };
 
 /** The chat as the API sees it: the store (every process) and this process. */
 function apiBackend(startedAt: number): ApiBackend {
   const { store, settings } = chat();
+  /**
+   * Runs `act` with the room held (rooms.ts `RoomStore.visit`): a room
+   * nobody is in that the store keeps is there for it, and with `create`
+   * (`publish`) a room never made is made. `act` is told whether the room
+   * exists; one that went meanwhile is 404, as is any the store has not.
+   */
+  async function inRoom<T>(
+    room: string,
+    create: boolean,
+    act: (exists: boolean) => Promise<T>,
+  ): Promise<T> {
+    const visit = await store.visit(room, create);
+    if (visit === "full") {
+      throw new ApiError(
+        REFUSALS.max_rooms.status,
+        "max_rooms",
+        `${room} would be a room more than --max-rooms allows here`,
+        "room",
+      );
+    }
+    try {
+      return await act(visit === "held");
+    } catch (error) {
+      if (!(error instanceof NoSuchRoom)) throw error;
+      throw new ApiError(
+        Status.NotFound,
+        "no_such_room",
+        `there is no room ${room}`,
+        "room",
+      );
+    } finally {
+      if (visit === "held") store.release(room);
+    }
+  }
   return {
-    async publish(room, from, text) {
-      try {
-        return await store.append(room, { type: "message", from, text });
-      } catch (error) {
-        if (error instanceof NoSuchRoom) return undefined;
-        throw error;
-      }
-    },
+    publish: (room, from, text) =>
+      inRoom(
+        room,
+        true,
+        async (exists) =>
+          exists
+            ? await store.append(room, { type: "message", from, text })
+            : undefined,
+      ),
     once: (key, ttlMs, produce) => store.once(key, ttlMs, produce),
     async presence(room) {
       return (await store.roster(room)).map((entry) => ({
@@ -1994,40 +2035,42 @@ function apiBackend(startedAt: number): ApiBackend {
       store: storeName(settings, store),
       storeUp: store.available?.() ?? true,
     }),
-    async history(room, before, limit) {
-      try {
-        return await store.history(room, {
-          before: before ?? Number.MAX_SAFE_INTEGER,
-          limit,
-          // The app reads what everyone in the room may: no private messages.
-          visible: (event) => event.type !== "dm",
-        });
-      } catch (error) {
-        if (error instanceof NoSuchRoom) return undefined;
-        throw error;
-      }
-    },
+    history: (room, before, limit) =>
+      inRoom(room, false, async (exists) =>
+        exists
+          ? await store.history(room, {
+            before: before ?? Number.MAX_SAFE_INTEGER,
+            limit,
+            // The app reads what everyone in the room may: no private messages.
+            visible: (event) => event.type !== "dm",
+          })
+          : undefined),
     disconnect: (target, reason) =>
       store.dismiss({
         room: target.room,
         nick: target.nick,
         owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
       }, fitCloseReason(`disconnected by the app: ${reason}`)),
-    async moderate(room, command) {
-      const outcome = await moderateAs(
-        room,
-        { nick: API_ACTOR, op: true, claimedId: 0 },
-        command,
-      );
-      if ("error" in outcome) {
-        throw new ApiError(
-          MODERATION_STATUS[outcome.error] ?? Status.BadRequest,
-          outcome.error,
-          outcome.message,
+    // Run whether or not the room exists: its bans and mutes outlive it
+    // (`unban`), and the store says `no_such_room` where a command needs it.
+    moderate: (room, command) =>
+      inRoom(room, false, async () => {
+        const outcome = await moderateAs(
+          room,
+          { nick: API_ACTOR, op: true, claimedId: 0 },
+          command,
         );
-      }
-      return "reply" in outcome ? outcome.reply : {};
-    },
+        if ("error" in outcome) {
+          const known = MODERATION_ERRORS[outcome.error];
+          throw new ApiError(
+            known?.status ?? Status.BadRequest,
+            outcome.error,
+            outcome.message,
+            known?.field,
+          );
+        }
+        return "reply" in outcome ? outcome.reply : {};
+      }),
   };
 }
 

@@ -222,6 +222,11 @@ export interface CommitArgs extends RoomArgs {
   unchanged: [key: number, field: string, value: string | null][];
   /** Stream entries (`N-0`) that must still be kept. */
   entries: string[];
+  /**
+   * After the writes, a room nobody is in (`nicks` empty) keeps its `meta`
+   * and `events` for `roomTtl` seconds from now.
+   */
+  retain: boolean;
   /** Read before anything is written (a resuming member's missed events). */
   before: KeyCommand[];
   /** Events to append, each its JSON without id and ts, and its cost. */
@@ -320,6 +325,10 @@ if #A.events > 0 then
   else
     for _, e in ipairs(events) do redis.call('PUBLISH', A.channel, e) end
   end
+end
+if A.retain and redis.call('HLEN', KEYS[3]) == 0 then
+  redis.call('EXPIRE', KEYS[1], A.roomTtl)
+  redis.call('EXPIRE', KEYS[2], A.roomTtl)
 end
 for _, p in ipairs(A.publish) do redis.call('PUBLISH', p[1], value(p[2])) end
 return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}

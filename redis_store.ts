@@ -80,6 +80,7 @@ import {
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
+  type Visit,
 } from "./rooms.ts";
 import * as rules from "./room_rules.ts";
 import { canResume, connectionCount } from "./room_rules.ts";
@@ -498,6 +499,31 @@ export class RedisStore implements RoomStore {
     if (!room) return;
     room.holds--;
     this.#endIfUnused(room);
+  }
+
+  /**
+   * Held here like a joiner's hold (it counts against `maxRooms`); a room
+   * with members here exists, any other is asked of Redis.
+   */
+  visit(name: string, create: boolean): Promise<Visit> {
+    if (!this.hold(name)) return Promise.resolve("full");
+    if (this.#rooms.get(name)!.members > 0) return Promise.resolve("held");
+    return this.#track((async () => {
+      let exists = false;
+      try {
+        this.#check();
+        const { result } = await this.#decide(name, {}, (txn) => {
+          if (txn.epoch !== undefined) return true;
+          if (!create) return false;
+          txn.create(crypto.randomUUID().slice(0, 8));
+          return true;
+        });
+        exists = result;
+      } finally {
+        if (!exists) this.release(name);
+      }
+      return exists ? "held" : "absent";
+    })());
   }
 
   roomCount(): number {
@@ -1933,20 +1959,13 @@ export class RedisStore implements RoomStore {
   ): Promise<Answer> {
     const keyNames = Array.isArray(keys) ? keys : keyList(keys);
     const rest = [String(keyNames.length), ...keyNames, JSON.stringify(args)];
+    const evalSha = () => this.#command(["EVALSHA", script.sha, ...rest]);
     try {
-      return script.decode(
-        await this.#command(["EVALSHA", script.sha, ...rest]),
-      );
+      return script.decode(await evalSha());
     } catch (error) {
-      if (
-        !(error instanceof ErrorReply) || !error.message.startsWith("NOSCRIPT")
-      ) {
-        throw error;
-      }
+      if (!isErrorReply(error, "NOSCRIPT")) throw error;
       await this.#load(script);
-      return script.decode(
-        await this.#command(["EVALSHA", script.sha, ...rest]),
-      );
+      return script.decode(await evalSha());
     }
   }
 
@@ -2123,6 +2142,11 @@ function joinReply(
     topic: moderationOf(mod).topic,
     slowSeconds: moderationOf(mod).slow,
   };
+}
+
+/** Is `error` Redis's error reply with this code (`NOSCRIPT`)? */
+function isErrorReply(error: unknown, code: string): error is ErrorReply {
+  return error instanceof ErrorReply && error.message.startsWith(code);
 }
 
 function errorText(error: unknown): string {

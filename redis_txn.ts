@@ -275,6 +275,10 @@ export class RedisTxn implements RoomTxn {
   }
 
   kept(id: number): RoomEvent | undefined {
+    this.#readEpoch = true;
+    if (this.#s.epoch === null) {
+      throw new NoSuchRoom(`no room ${this.#room.name}`);
+    }
     const entry = this.#s.kept.get(id);
     if (entry === undefined) throw unread("kept", String(id));
     if (entry) this.#entries.push(`${id}-0`);
@@ -430,7 +434,7 @@ export class RedisTxn implements RoomTxn {
    */
   commit(): Pick<
     CommitArgs,
-    "unchanged" | "entries" | "events" | "writes" | "publish"
+    "unchanged" | "retain" | "entries" | "events" | "writes" | "publish"
   > {
     const unchanged: CommitArgs["unchanged"] = [];
     const writes = [...this.#writes];
@@ -443,12 +447,8 @@ export class RedisTxn implements RoomTxn {
     }
     if (this.#wroteCtrl) {
       writes.push(["HINCRBY", meta, "ctrl", "1"]);
-      const events = KEY_INDEX.events;
       if (this.#s.count > 0) {
-        writes.push(["PERSIST", meta], ["PERSIST", events]);
-      } else {
-        const ttl = String(this.#room.roomTtl);
-        writes.push(["EXPIRE", meta, ttl], ["EXPIRE", events, ttl]);
+        writes.push(["PERSIST", meta], ["PERSIST", KEY_INDEX.events]);
       }
     }
     // Read, it is a condition whether used or not: the process may keep
@@ -464,6 +464,9 @@ export class RedisTxn implements RoomTxn {
     }
     return {
       unchanged,
+      // A room nobody is in is kept for roomTtl from its last change (the
+      // last one out, an app's post, its making).
+      retain: this.#wroteCtrl || this.#created || this.#events.length > 0,
       entries: this.#entries,
       events: this.#events.map((body) => ({
         body: JSON.stringify(body),

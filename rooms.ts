@@ -156,6 +156,18 @@ export interface RoomStore {
   /** Gives back a hold whose connection never joined. */
   release(room: string): void;
   /**
+   * Holds a room for a call that acts on it without a connection (the
+   * app's HTTP API), so that a room nobody is in that the store keeps (an
+   * archive's; Redis's, for `roomTtl`) is there for the call: `held`, to
+   * be given back with `release`. With `create`, a room never made (or
+   * expired) is made, empty, kept as if its last member had just left.
+   * `absent`: there is no such room, here or kept; a store that keeps
+   * nothing (memory without an archive) is never asked to make one, as
+   * what is posted into it would end with the call, seen by nobody.
+   * `full`: the room is new here and `maxRooms` rooms exist.
+   */
+  visit(room: string, create: boolean): Promise<Visit>;
+  /**
    * Turns a hold into a member: takes over the nick from a stale holder (by
    * token), claims the nick (or a random one), reads what a resuming client
    * missed, then appends the join: one step. An owner already in the room
@@ -275,6 +287,9 @@ export interface RoomStore {
   /** Lets go of connections and timers (at shutdown). */
   close?(): Promise<void>;
 }
+
+/** What {@linkcode RoomStore.visit} found. */
+export type Visit = "held" | "absent" | "full";
 
 /** What the store cannot do right now; the client is told `unavailable`. */
 export class StoreUnavailable extends Error {}
@@ -541,6 +556,17 @@ export class MemoryStore implements RoomStore {
     if (!room) return;
     room.holds--;
     this.#endIfEmpty(name, room);
+  }
+
+  visit(name: string, create: boolean): Promise<Visit> {
+    if (!this.#rooms.has(name)) {
+      if (!this.#archive) return Promise.resolve("absent");
+      if (!create && !this.#archive.load(name, 0)) {
+        return Promise.resolve("absent");
+      }
+    }
+    // Held, a kept room is loaded (a new one made) as for a joiner.
+    return Promise.resolve(this.hold(name) ? "held" : "full");
   }
 
   join(name: string, request: JoinRequest): Promise<Joined> {

@@ -646,6 +646,51 @@ contract(
   },
 );
 
+contract(
+  "visit: holds a room for a call with no connection: one with members, one nobody is in where kept; makes a new one only with create, where kept; full past maxRooms",
+  async ({ store }, kind) => {
+    const post = (room: string, text: string) =>
+      store.append(room, { type: "message", from: "api", text });
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    assert.equal(await store.visit("r", false), "held");
+    store.release("r");
+    await store.leave("r", "1", true); // id 2
+    const keeps = kind.keepsEmptyRooms;
+    assert.equal(await store.visit("r", false), keeps ? "held" : "absent");
+    if (keeps) {
+      assert.equal((await post("r", "into the quiet")).id, 3);
+      store.release("r");
+    }
+    assert.equal(await store.visit("new", false), "absent");
+    assert.equal(await store.visit("new", true), keeps ? "held" : "absent");
+    if (keeps) {
+      assert.equal((await post("new", "first")).id, 1);
+      store.release("new");
+    }
+    assert.equal(store.roomCount(), 0, "every visit given back");
+    // What was posted is the room's, for the next to join.
+    const bea = await join(store, "r", { owner: "2", nick: "bea" });
+    assert.deepEqual(
+      bea.history.map(timeless),
+      keeps
+        ? [
+          { type: "join", nick: "ann", id: 1 },
+          { type: "leave", nick: "ann", id: 2 },
+          { type: "message", from: "api", text: "into the quiet", id: 3 },
+          { type: "join", nick: "bea", id: 4 },
+        ]
+        : [{ type: "join", nick: "bea", id: 1 }],
+    );
+    // maxRooms (2): bea's room and one held; a third is one too many.
+    assert.ok(store.hold("x"));
+    assert.equal(await store.visit("new", false), keeps ? "full" : "absent");
+    assert.equal(await store.visit("r", false), "held");
+    store.release("r");
+    store.release("x");
+  },
+  { maxRooms: 2 },
+);
+
 // ---------------------------------------------------------------------------
 // Reading back (`history`): the paging rules, on every store
 // ---------------------------------------------------------------------------
