@@ -201,13 +201,14 @@ return {
 
 /**
  * A value a write or a publish sends: text, the id of this commit's event
- * `id` (1-based), the room's last id after the commit, or pieces of those
- * joined (a member's JSON with the ids of its join).
+ * `id` (1-based), the room's last id once `last` of this commit's events
+ * are appended (0: the last id before them), or pieces of those joined (a
+ * member's JSON with the ids of its join).
  */
 export type CommitValue =
   | string
   | { id: number }
-  | { last: true }
+  | { last: number }
   | { concat: CommitValue[] };
 
 /** A command run on one of the room's keys: name, key, then its arguments. */
@@ -267,10 +268,11 @@ for _, sid in ipairs(A.entries) do
   if #redis.call('XRANGE', KEYS[2], sid, sid) == 0 then return {'behind'} end
 end
 local ids, events = {}, {}
+local base = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
 local function value(v)
   if type(v) ~= 'table' then return v end
   if v.id then return ids[v.id] end
-  if v.last then return redis.call('HGET', KEYS[1], 'last') or '0' end
+  if v.last then return string.format('%d', base + v.last) end
   local parts = {}
   for i, p in ipairs(v.concat) do parts[i] = value(p) end
   return table.concat(parts)

@@ -258,6 +258,46 @@ interface JoinReply {
   slowSeconds: number;
 }
 
+/** A change to a room waiting to be decided with the others of its turn. */
+interface PendingDecision {
+  plan: ReadPlan;
+  decide: (txn: RedisTxn) => unknown;
+  /** Read before the batch's writes, and after them. */
+  before: KeyCommand[];
+  after: KeyCommand[];
+  resolve: (decided: Decided<unknown>) => void;
+  reject: (error: unknown) => void;
+}
+
+/** A change committed: what its rule answered, and where it stands in its batch. */
+interface Decided<T> {
+  result: T;
+  txn: RedisTxn;
+  /** Every event the batch appended, in order. */
+  events: RoomEvent[];
+  /** How many of them were appended by this change and the ones before it. */
+  upTo: number;
+  /** The room's members just after this change. */
+  count: number;
+  /** Its own reads, before and after the batch's writes. */
+  before: Reply[];
+  after: Reply[];
+}
+
+/** The reads of several changes' plans, as one plan. */
+function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
+  const merged: ReadPlan = {};
+  for (const { plan } of items) {
+    for (const key of ["members", "owners", "reserved", "posted"] as const) {
+      if (plan[key]) merged[key] = [...(merged[key] ?? []), ...plan[key]!];
+    }
+    if (plan.kept) merged.kept = [...(merged.kept ?? []), ...plan.kept];
+    if (plan.moderation) merged.moderation = true;
+    if (plan.all) merged.all = true;
+  }
+  return merged;
+}
+
 /**
  * How often a change is decided again because the room changed between its
  * read and its commit, before the store gives up (unavailable: try again).
@@ -390,6 +430,9 @@ export class RedisStore implements RoomStore {
    * read again only when a commit finds it changed, or slow mode is on.
    */
   #postViews = new Map<string, Snapshot>();
+  /** Changes waiting to be decided, by room, and rooms with a batch on its way. */
+  #decisionQueues = new Map<string, PendingDecision[]>();
+  #deciding = new Set<string>();
   /** Commits, and decisions made again because the room had changed. */
   #decisions = { commits: 0, again: 0 };
   #handOut?: ReturnType<typeof setImmediate>;
@@ -560,7 +603,7 @@ export class RedisStore implements RoomStore {
       ...candidates,
     ].map(nickKey);
     const since = request.since;
-    const { meta, events, nicks, ops, moderation } = KEY_INDEX;
+    const { meta, events, ops, moderation } = KEY_INDEX;
     const historyHere = room.recent.length > 0;
     let reply, members, history;
     // The welcome's id is at least the roster's now: from here until the
@@ -595,7 +638,6 @@ export class RedisStore implements RoomStore {
           ],
           after: [
             ["HGET", meta, "last"],
-            ["HLEN", nicks],
             ["HVALS", ops],
             ["HGETALL", moderation],
             ["XRANGE", events, "-", "+", "COUNT", "1"],
@@ -610,7 +652,7 @@ export class RedisStore implements RoomStore {
       // What the room's posts are decided on, as of the join.
       this.#postViews.set(
         name,
-        viewOf(reply.epoch, moderationOf(decided.after[3] as string[])),
+        viewOf(reply.epoch, moderationOf(decided.after[2] as string[])),
       );
       members = await this.#membersAt(room, reply);
       history = await this.#historyOf(room, reply, since);
@@ -2021,33 +2063,122 @@ export class RedisStore implements RoomStore {
    * Runs a rule on the room as Redis has it now: reads what `plan` names,
    * decides (`decide`, on a {@linkcode RedisTxn}), and commits it if
    * nothing it read has changed meanwhile; else reads and decides again.
-   * The room's appends not sent yet go first (they were asked first).
+   * The room's changes asked in one turn (or while its last commit was on
+   * its way) are decided together, in the order asked, on one read, and
+   * committed as one: a hundred joins at once are one read and one commit,
+   * not a hundred that each find the room changed by the others. The
+   * room's appends not sent yet go first (they were asked first).
    */
-  async #decide<T>(
+  #decide<T>(
     room: string,
     plan: ReadPlan,
     decide: (txn: RedisTxn) => T,
     extra: Partial<Pick<CommitArgs, "before" | "after">> = {},
-  ): Promise<
-    {
-      result: T;
-      txn: RedisTxn;
-      events: RoomEvent[];
-      before: Reply[];
-      after: Reply[];
+  ): Promise<Decided<T>> {
+    return new Promise<Decided<T>>((resolve, reject) => {
+      let queue = this.#decisionQueues.get(room);
+      if (!queue) this.#decisionQueues.set(room, queue = []);
+      queue.push({
+        plan,
+        decide,
+        before: extra.before ?? [],
+        after: extra.after ?? [],
+        resolve: resolve as (decided: Decided<unknown>) => void,
+        reject,
+      });
+      if (!this.#deciding.has(room)) {
+        this.#deciding.add(room);
+        setImmediate(() => this.#decideQueued(room));
+      }
+    });
+  }
+
+  /** Decides and commits the room's queued changes, a batch at a time. */
+  async #decideQueued(room: string): Promise<void> {
+    try {
+      for (;;) {
+        const batch = this.#decisionQueues.get(room);
+        if (!batch || batch.length === 0) break;
+        this.#decisionQueues.delete(room);
+        await this.#sendAppends(room).catch(() => {});
+        await this.#decideBatch(room, batch);
+      }
+    } finally {
+      this.#deciding.delete(room);
+      this.#decisionQueues.delete(room);
     }
-  > {
-    await this.#sendAppends(room).catch(() => {});
-    for (let attempt = 0; attempt < MAX_DECISIONS; attempt++) {
-      const txn = this.#txn(room, await this.#read(room, plan));
-      const result = decide(txn);
-      const reply = await this.#commit(room, txn, extra);
+  }
+
+  /**
+   * One batch: read what every change names, decide each in turn on the
+   * same view (each sees the ones before it), commit. A change whose rule
+   * throws (no nick left) fails alone: the rest are decided again without
+   * it, on a fresh read.
+   */
+  async #decideBatch(room: string, batch: PendingDecision[]): Promise<void> {
+    let pending = batch;
+    let attempts = 0;
+    while (pending.length > 0) {
+      if (this.#closed) {
+        for (const item of pending) {
+          item.reject(new StoreUnavailable("the store is closed"));
+        }
+        return;
+      }
+      if (attempts++ >= MAX_DECISIONS) {
+        const error = this.#tooBusy(room);
+        for (const item of pending) item.reject(error);
+        return;
+      }
+      let txn: RedisTxn;
+      try {
+        txn = this.#txn(room, await this.#read(room, mergedPlan(pending)));
+      } catch (error) {
+        for (const item of pending) item.reject(error);
+        return;
+      }
+      const decided: { result: unknown; upTo: number; count: number }[] = [];
+      const failed = pending.findIndex((item) => {
+        try {
+          const result = item.decide(txn);
+          decided.push({ result, upTo: txn.appendedCount, count: txn.count });
+          return false;
+        } catch (error) {
+          item.reject(error);
+          return true;
+        }
+      });
+      if (failed >= 0) {
+        pending = pending.filter((_, i) => i !== failed);
+        attempts--; // not the room's doing
+        continue;
+      }
+      let reply;
+      try {
+        reply = await this.#commit(room, txn, {
+          before: pending.flatMap((item) => item.before),
+          after: pending.flatMap((item) => item.after),
+        });
+      } catch (error) {
+        for (const item of pending) item.reject(error);
+        return;
+      }
       if ("behind" in reply) continue;
       const view = txn.viewAfter();
       if (view && this.#rooms.has(room)) this.#postViews.set(room, view);
-      return { result, txn, ...reply };
+      let before = 0;
+      let after = 0;
+      pending.forEach((item, i) => {
+        item.resolve({
+          ...decided[i],
+          txn,
+          events: reply.events,
+          before: reply.before.slice(before, before += item.before.length),
+          after: reply.after.slice(after, after += item.after.length),
+        });
+      });
+      return;
     }
-    throw this.#tooBusy(room);
   }
 
   /** A change that found the room changed every time it was decided. */
@@ -2076,25 +2207,19 @@ export class RedisStore implements RoomStore {
 /**
  * What a join's commit says, as the welcome needs it: its `before` reads
  * (what a resuming client missed, the room's last id and oldest kept event
- * before the join) and `after` reads (last id, members, moderators, topic
+ * before the batch) and `after` reads (last id, members, moderators, topic
  * and slow mode, oldest kept event, history length, and the history unless
- * the process keeps it).
+ * the process keeps it), each as of this join: the batch's later changes
+ * (their events, their members) are not its.
  */
 function joinReply(
-  decided: {
-    result: rules.JoinDecision;
-    txn: RedisTxn;
-    events: RoomEvent[];
-    before: Reply[];
-    after: Reply[];
-  },
+  decided: Decided<rules.JoinDecision>,
   since: number | undefined,
   clientEpoch: string | undefined,
 ): JoinReply {
-  const { result, txn, events, before, after } = decided;
-  const [last, members, ops, mod, oldest, count, all] = after as [
+  const { result, txn, events, upTo, before, after } = decided;
+  const [last, ops, mod, oldest, length, all] = after as [
     string,
-    number,
     string[],
     string[],
     [string, string[]][],
@@ -2102,11 +2227,15 @@ function joinReply(
     [string, string[]][] | undefined,
   ];
   const epoch = txn.epoch!;
-  const lastId = Number(last);
+  // Ids in a commit are consecutive: the batch's events after this join's
+  // are the last ones.
+  const later = events.length - upTo;
+  const lastId = Number(last) - later;
   const entryId = (entries: [string, string[]][]) =>
     entries[0] === undefined ? undefined : parseInt(entries[0][0]);
   const eventsOf = (entries: [string, string[]][]) =>
-    entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
+    entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent)
+      .filter((event) => event.id <= lastId);
   let missed: RoomEvent[] | undefined;
   if (since !== undefined) {
     const [after, lastBefore, oldestBefore] = before as [
@@ -2120,9 +2249,10 @@ function joinReply(
       oldest: entryId(oldestBefore),
     };
     if (canResume(kept, since, clientEpoch ?? "")) {
-      missed = [...eventsOf(after), ...events];
+      missed = [...eventsOf(after), ...events.slice(0, upTo)];
     }
   }
+  const moderation = moderationOf(mod);
   return {
     nick: result.member.nick,
     taken: result.taken,
@@ -2134,13 +2264,17 @@ function joinReply(
     gap: since !== undefined && missed === undefined,
     history: missed ?? (all ? eventsOf(all) : []),
     ...(missed === undefined && !all
-      ? { historyFirst: entryId(oldest) ?? lastId + 1, historyCount: count }
+      ? {
+        historyFirst: entryId(oldest) ?? lastId + 1,
+        historyCount: length - later,
+      }
       : {}),
-    members,
+    members: decided.count,
     moderators: ops.map((text) => JSON.parse(text) as Member)
+      .filter((op) => op.joinedId <= lastId)
       .sort((a, b) => a.joinedId - b.joinedId).map((op) => op.nick),
-    topic: moderationOf(mod).topic,
-    slowSeconds: moderationOf(mod).slow,
+    topic: moderation.topic,
+    slowSeconds: moderation.slow,
   };
 }
 

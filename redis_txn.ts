@@ -201,8 +201,19 @@ export class RedisTxn implements RoomTxn {
     this.#postedAsRead = new Map(snapshot.posted);
   }
 
+  /** How many events were appended so far. */
+  get appendedCount(): number {
+    return this.#events.length;
+  }
+
+  /** How many members the room has now (as read, and as changed since). */
+  get count(): number {
+    return this.#s.count;
+  }
+
   /** Makes the room (it was not kept) with this epoch. */
   create(epoch: string): void {
+    if (this.#created) return;
     this.#s.epoch = epoch;
     this.#created = true;
     this.#write("meta", "HSET", "epoch", epoch);
@@ -297,12 +308,12 @@ export class RedisTxn implements RoomTxn {
   putMember(member: Member, from?: string): void {
     this.#wroteCtrl = true;
     const key = nickKey(member.nick);
+    if (!this.#present(member.owner)) this.#s.count++;
     if (from !== undefined && from !== key) {
       this.#write("nicks", "HDEL", from);
       this.#write("ops", "HDEL", from);
       this.#s.members.set(from, null);
     }
-    if (!this.#present(member.owner)) this.#s.count++;
     this.#write("nicks", "HSET", key, this.#encode(member));
     this.#write("owners", "HSET", member.owner, key);
     if (member.op) {
@@ -339,11 +350,12 @@ export class RedisTxn implements RoomTxn {
   }
 
   unannounced(member: Member): void {
-    // Placed after the room's last event (roster.ts takes it there).
+    // Placed after the room's last event when it went (roster.ts takes it
+    // there), though published after the whole commit's events.
     this.#publish.push([this.#room.channel, {
       concat: [
         `{"type":"gone","nick":${JSON.stringify(member.nick)},"after":`,
-        { last: true },
+        { last: this.#events.length },
         "}",
       ],
     }]);
