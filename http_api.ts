@@ -20,6 +20,7 @@ import {
   validNick,
 } from "./protocol.ts";
 import { sameSecret, StoreUnavailable } from "./rooms.ts";
+import { TokenBucket } from "./rate.ts";
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -828,8 +829,8 @@ export function apiHandler(
 ): (req: Request) => Promise<Response> {
   const api: Api = { backend, settings };
   const document = JSON.stringify(openApiDocument(version));
-  let tokens = settings.rate;
-  let refilledAt = Date.now();
+  // One second's worth of requests may come at once.
+  const bucket = new TokenBucket(settings.rate, settings.rate);
   const json = (status: number, body: unknown, headers: HeadersInit = {}) =>
     new Response(JSON.stringify(body), {
       status,
@@ -884,14 +885,8 @@ export function apiHandler(
     if (req.method !== "POST") {
       return answer(refuse(405, "method_not_allowed", "use POST"));
     }
-    const now = Date.now();
-    tokens = Math.min(
-      settings.rate,
-      tokens + (now - refilledAt) * settings.rate / 1000,
-    );
-    refilledAt = now;
-    if (tokens < 1) {
-      const wait = Math.ceil((1 - tokens) / settings.rate);
+    if (!bucket.take()) {
+      const wait = Math.ceil(bucket.secondsToToken());
       return answer(
         refuse(
           429,
@@ -901,7 +896,6 @@ export function apiHandler(
         ),
       );
     }
-    tokens--;
     const body = await readBody(req);
     if (body === "too_large") {
       return answer(

@@ -105,6 +105,7 @@ import {
   moderatedText,
   type ModerationOutcome,
 } from "./moderation.ts";
+import { TokenBucket } from "./rate.ts";
 import {
   API_MIN_KEY_CHARS,
   type ApiBackend,
@@ -577,9 +578,8 @@ interface Client {
   room: LocalRoom;
   json: boolean;
   ip: string;
-  /** Token bucket: tokens left and when it was last refilled. */
-  tokens: number;
-  refilledAt: number;
+  /** Its messages' token bucket (`--rate`, `--burst`). */
+  bucket: TokenBucket;
   /** Rate-limited messages in a row. */
   drops: number;
   /** When its last frame came (shutdown closes a sender between frames). */
@@ -669,7 +669,7 @@ interface ChatState {
   /** Open connections per peer address, for the per-IP limit. */
   connectionsByIp: Map<string, number>;
   /** New-connection token buckets per peer address (see connectRate). */
-  connectBuckets: Map<string, { tokens: number; at: number }>;
+  connectBuckets: Map<string, TokenBucket>;
   /** Session leaves waiting out `sessionGrace`. */
   graceTimers: Set<ReturnType<typeof setTimeout>>;
   /**
@@ -935,8 +935,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     room: localRoom(request.room),
     json: request.json,
     ip: request.ip,
-    tokens: current.settings.burst,
-    refilledAt: Date.now(),
+    bucket: new TokenBucket(current.settings.rate, current.settings.burst),
     drops: 0,
     lastFrameAt: 0,
     // A verified person's tabs are one member, as a session's are.
@@ -1242,7 +1241,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return;
   }
   counters.messagesReceived++;
-  if (!takeToken(client)) {
+  if (!client.bucket.take()) {
     client.drops++;
     if (client.drops > settings.maxConsecutiveDrops) {
       log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
@@ -1602,20 +1601,6 @@ function drainBacklog(client: Client): void {
     if (client.phase !== "joined") return;
     receive(client, client.backlog.shift()!);
   }
-}
-
-/** Token bucket: `rate` tokens a second, at most `burst` saved up. */
-function takeToken(client: Client): boolean {
-  const { settings } = chat();
-  const now = Date.now();
-  client.tokens = Math.min(
-    settings.burst,
-    client.tokens + (now - client.refilledAt) * settings.rate / 1000,
-  );
-  client.refilledAt = now;
-  if (client.tokens < 1) return false;
-  client.tokens--;
-  return true;
 }
 
 const encoder = new TextEncoder();
@@ -2099,28 +2084,20 @@ function parseUrl(req: Request): URL | undefined {
  */
 function takeConnectToken(ip: string): boolean {
   const { settings, connectBuckets } = chat();
-  const now = Date.now();
-  const bucket = connectBuckets.get(ip) ??
-    { tokens: settings.connectBurst, at: now };
-  bucket.tokens = Math.min(
-    settings.connectBurst,
-    bucket.tokens + (now - bucket.at) * settings.connectRate / 1000,
-  );
-  bucket.at = now;
-  connectBuckets.set(ip, bucket);
-  if (bucket.tokens < 1) return false;
-  bucket.tokens--;
-  return true;
+  let bucket = connectBuckets.get(ip);
+  if (!bucket) {
+    bucket = new TokenBucket(settings.connectRate, settings.connectBurst);
+    connectBuckets.set(ip, bucket);
+  }
+  return bucket.take();
 }
 
 /** Forgets the buckets that have refilled: they say nothing any more. */
 function forgetFullBuckets(): void {
-  const { settings, connectBuckets } = chat();
+  const { connectBuckets } = chat();
   const now = Date.now();
   for (const [ip, bucket] of connectBuckets) {
-    const tokens = bucket.tokens +
-      (now - bucket.at) * settings.connectRate / 1000;
-    if (tokens >= settings.connectBurst) connectBuckets.delete(ip);
+    if (bucket.full(now)) connectBuckets.delete(ip);
   }
 }
 
