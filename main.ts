@@ -43,12 +43,14 @@ import {
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
-  cleanText,
+  checkMessage,
+  checkNick,
   CloseCode,
   type Command,
   type ErrorCode,
   HELP_TEXT,
   type HistoryAnswer,
+  isRefusal,
   JSON_PROTOCOL,
   type LiveEvent,
   MODERATION_HELP,
@@ -998,8 +1000,10 @@ async function joinRoom(
     // Opened while shutting down: told so, like everyone else.
     return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
-  const wanted = request.nick?.normalize("NFC");
-  const badNick = wanted !== undefined && !validNick(wanted);
+  const wanted = request.nick === undefined
+    ? undefined
+    : checkNick(request.nick);
+  const badNick = isRefusal(wanted);
   client.phase = "joining";
   client.waitingOnStore = true;
   client.welcome = { events: [], badNick };
@@ -1008,7 +1012,7 @@ async function joinRoom(
   try {
     joined = await store.join(request.room, {
       owner: client.owner,
-      nick: badNick ? undefined : wanted,
+      nick: isRefusal(wanted) ? undefined : wanted,
       token: request.token,
       since: request.since,
       epoch: request.epoch,
@@ -1274,18 +1278,9 @@ function execute(client: Client, command: Command): void {
     case "message":
     case "action":
     case "dm": {
-      const text = cleanText(command.text);
+      const text = checkMessage(command.text, settings.maxMessageChars);
+      if (isRefusal(text)) return sendError(client, text.code, text.message);
       if (text.length === 0) return;
-      if (
-        text.length > settings.maxMessageChars &&
-        [...text].length > settings.maxMessageChars
-      ) {
-        return sendError(
-          client,
-          "too_long",
-          `message too long (max ${settings.maxMessageChars} characters)`,
-        );
-      }
       if (command.type === "dm") return sendDirect(client, command.to, text);
       return post(client, { type: command.type, from: client.nick, text });
     }
@@ -1308,11 +1303,9 @@ function execute(client: Client, command: Command): void {
           "your name comes from your login; it cannot be changed here",
         );
       }
-      const nick = command.nick.normalize("NFC");
+      const nick = checkNick(command.nick);
+      if (isRefusal(nick)) return sendError(client, nick.code, nick.message);
       if (nick === client.nick) return;
-      if (!validNick(nick)) {
-        return sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
-      }
       return whileStoreWorks(client, async () => {
         const renamed = await store.rename(
           room,
