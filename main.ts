@@ -83,6 +83,7 @@ import {
   MemoryStore,
   nickKey,
   NoSuchRoom,
+  personKeys,
   type RoomStore,
   sameSecret,
   type StoreFactory,
@@ -207,6 +208,21 @@ function choice<T extends string>(
   };
 }
 
+/** A switch spelled `true` or `false` (its default may be either). */
+function trueOrFalse(fallback: boolean, help: string): OptionSpec<boolean> {
+  return {
+    default: fallback,
+    arg: "true|false",
+    help,
+    parse: (text, flag) => {
+      if (text !== "true" && text !== "false") {
+        throw new UsageError(`--${flag} must be true or false, got "${text}"`);
+      }
+      return text === "true";
+    },
+  };
+}
+
 /** A PEM file on the command line; PEM text through {@linkcode startChat}. */
 function pemFile(help: string): OptionSpec<string | undefined> {
   return {
@@ -324,17 +340,7 @@ export const OPTIONS = {
   },
   cert: pemFile("serve `https:` and `wss:` with this PEM certificate"),
   key: pemFile("the PEM private key of `--cert`"),
-  metrics: {
-    default: true,
-    arg: "true|false",
-    help: "serve `GET /metrics`",
-    parse: (text: string, flag: string) => {
-      if (text !== "true" && text !== "false") {
-        throw new UsageError(`--${flag} must be true or false, got "${text}"`);
-      }
-      return text === "true";
-    },
-  },
+  metrics: trueOrFalse(true, "serve `GET /metrics`"),
   logFormat: choice(["text", "json"], "text", "log lines on stderr"),
   redis: {
     default: "",
@@ -448,6 +454,10 @@ export const OPTIONS = {
     shown: "(none)",
     parse: (text: string) => text,
   },
+  banByAddress: trueOrFalse(
+    true,
+    "ban an anonymous person by their address too, not only their session (`false`: for crowds behind one NAT); see Identity and moderation",
+  ),
   apiKey: {
     default: "",
     arg: "KEY",
@@ -604,7 +614,7 @@ interface Client {
   verified: boolean;
   /** A moderator (token role `op`, or `--op-key`). */
   op: boolean;
-  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  /** Its person's keys, for bans and mutes (rooms.ts `personKeys`). */
   keys: string[];
   /** While it joins: its welcome and what came meanwhile (see `admit`). */
   welcome?: PendingWelcome;
@@ -950,9 +960,11 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     backlog: [],
     verified: request.identity !== undefined,
     op: request.identity?.op === true || request.op === true,
-    keys: request.identity
-      ? [ownerOf(request.identity)]
-      : [...(request.session ? [request.session] : []), `ip:${request.ip}`],
+    keys: personKeys({
+      login: request.identity && ownerOf(request.identity),
+      session: request.session,
+      address: request.ip,
+    }, current.settings.banByAddress),
   };
   current.clients.set(socket, client);
   current.openSockets.add(socket);
@@ -1567,10 +1579,11 @@ async function handleChatUpgrade(
   ) {
     return refuse("unauthorized", { problem: "bad_op_key", peer: ip });
   }
-  const session = sessionOf(offered);
-  const keys = identity
-    ? [ownerOf(identity)]
-    : [...(session ? [session] : []), `ip:${ip}`];
+  const keys = personKeys({
+    login: identity && ownerOf(identity),
+    session: sessionOf(offered),
+    address: ip,
+  }, settings.banByAddress);
   try {
     if (await store.banned(room, keys)) {
       return refuse("banned", { peer: ip, room });

@@ -418,9 +418,10 @@ export type Command =
  * What a moderator may do, in either protocol (the JSON frame is the same
  * object): close a person's connections with {@linkcode CloseCode.Kicked}
  * (`kick`), and keep them out (`ban`, by login for verified people, by
- * session and address for others), silence them (`mute`), set the topic,
- * slow the room down, and delete a message (also its author's right).
- * `minutes` absent: until undone.
+ * session and address for others), silence them alone (`mute`), set the
+ * topic, slow the room down, and delete a message (also its author's
+ * right). `minutes` absent: until undone. Whom a ban or mute holds is
+ * rooms.ts `sanctionKeys`.
  */
 export type ModerationCommand =
   | { type: "kick"; nick: string; reason?: string }

@@ -120,8 +120,10 @@ export interface StoredHolder {
   v?: boolean;
   /** A moderator. */
   op?: boolean;
-  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  /** What a ban of it holds (rooms.ts `sanctionKeys`, given by the join). */
   ks?: string[];
+  /** What a mute of it holds (rooms.ts `sanctionKeys`, given by the join). */
+  mk?: string[];
   /** A verified person's user id (rooms.ts `JoinRequest.user`). */
   u?: string;
 }
@@ -310,7 +312,10 @@ end
  */
 export interface PostCheck {
   owner: string;
-  /** The poster's keys (for mutes) and whether they are a moderator. */
+  /**
+   * The poster's keys as a mute is checked against them (rooms.ts
+   * `sanctionKeys("mute", …)`), and whether they are a moderator.
+   */
   keys: string[];
   op: boolean;
 }
@@ -401,8 +406,10 @@ export interface JoinArgs extends RoomArgs {
   /** Signed in: `wanted` is theirs (reserved, taken from an anonymous holder). */
   verified?: boolean;
   op?: boolean;
-  /** What a ban or mute of them holds against. */
+  /** What a ban of them holds (rooms.ts `sanctionKeys("ban", …)`). */
   keys?: string[];
+  /** What a mute of them holds (rooms.ts `sanctionKeys("mute", …)`). */
+  muteKeys?: string[];
   /** A verified person's user id. */
   user?: string;
 }
@@ -568,7 +575,7 @@ local k = {}
 k[A.process] = 1
 local d = {n = choice.nick, o = A.owner, j = id, c = id, lc = choice.leaveCost,
   k = k, v = A.verified or false, op = A.op or false, ks = A.keys or {},
-  u = A.user}
+  mk = A.muteKeys or {}, u = A.user}
 keep(choice.key, d)
 if got then got[#got + 1] = joined end
 return answer(d, taken, false, got, id)
@@ -788,7 +795,10 @@ return kicked
   (reply) => typeof reply === "string" ? JSON.parse(reply) : "no_such_nick",
 );
 
-/** Mutes the member holding a nick key until `until`. */
+/**
+ * Mutes the member holding a nick key until `until`, by the keys its join
+ * was given for a mute (rooms.ts `sanctionKeys`: this script decides none).
+ */
 export const MUTE = script<
   { key: string; until?: number },
   "muted" | "no_such_nick"
@@ -796,8 +806,10 @@ export const MUTE = script<
   `
 local d = holder(A.key)
 if not d then return 'no_such_nick' end
+-- d.mk as the join was given it; d.ks for a member who joined before there
+-- was d.mk (it holds their address too, as every mute did then).
 redis.call('HSET', KEYS[6], 'm:' .. A.key,
-  cjson.encode({nick = d.n, keys = d.ks or {}, ['until'] = A['until']}))
+  cjson.encode({nick = d.n, keys = d.mk or d.ks or {}, ['until'] = A['until']}))
 return 'muted'
 `,
   (reply) => reply as "muted" | "no_such_nick",

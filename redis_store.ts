@@ -78,6 +78,7 @@ import {
   type RosterEntry,
   sameSecret,
   type Sanction,
+  sanctionKeys,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
@@ -524,7 +525,9 @@ export class RedisStore implements RoomStore {
         candidates: [...nickCandidates(this.#options.randomNick)].map(choice),
         verified: request.verified,
         op: request.op,
-        keys: request.keys,
+        // The rule of rooms.ts, not Lua's: what a ban and a mute of them hold.
+        keys: sanctionKeys("ban", request.keys ?? []),
+        muteKeys: sanctionKeys("mute", request.keys ?? []),
         user: request.user,
       });
       members = await this.#membersAt(room, reply);
@@ -768,7 +771,7 @@ export class RedisStore implements RoomStore {
       cost: cost(body),
       post: {
         owner: this.#global(poster.owner),
-        keys: poster.keys,
+        keys: sanctionKeys("mute", poster.keys),
         op: poster.op,
       },
     }));
@@ -821,7 +824,7 @@ export class RedisStore implements RoomStore {
     return this.#track((async () => {
       this.#check();
       return await this.#runIn(name, BANNED, {
-        keys,
+        keys: sanctionKeys("ban", keys),
         now: Date.now(),
       });
     })());

@@ -49,9 +49,9 @@ export interface JoinRequest {
   /** A verified person's user id (their token's `sub`), for `presence`. */
   user?: string;
   /**
-   * What a ban or mute of this person holds against (see
-   * {@linkcode Sanction}): a login (`u.…`) for verified people, a session
-   * (`s.…`) and an address (`ip:…`) for others.
+   * This person's keys ({@linkcode personKeys}): a login (`u.…`) for
+   * verified people, a session (`s.…`) and an address (`ip:…`) for others.
+   * Which of them a ban or a mute holds is {@linkcode sanctionKeys}'s rule.
    */
   keys?: string[];
 }
@@ -100,7 +100,11 @@ export interface Joined {
 export interface Sanction {
   /** The nick its target had. */
   nick: string;
-  /** Whom it holds against: anyone arriving or posting with one of these. */
+  /**
+   * Whom it holds against ({@linkcode sanctionKeys} of its target's keys):
+   * anyone arriving (a ban) or posting (a mute) whose keys, by the same
+   * rule, share one.
+   */
   keys: string[];
   /** When it ends (ms since the epoch); absent: until lifted. */
   until?: number;
@@ -109,7 +113,7 @@ export interface Sanction {
 /** Who posts a message, for mutes and slow mode. */
 export interface Poster {
   owner: string;
-  /** See {@linkcode JoinRequest.keys}. */
+  /** Their keys, as {@linkcode JoinRequest.keys}. */
   keys: string[];
   /** Moderators are not slowed down. */
   op: boolean;
@@ -253,7 +257,10 @@ export interface RoomStore {
     room: string,
     expulsion: Expulsion,
   ): Promise<RoomEvent | "no_such_nick">;
-  /** Mutes the member holding `nick` (by its keys) until `until`. */
+  /**
+   * Mutes the member holding `nick` until `until`: by their
+   * {@linkcode sanctionKeys} for a mute, so it silences that one person.
+   */
   mute(
     room: string,
     nick: string,
@@ -261,7 +268,10 @@ export interface RoomStore {
   ): Promise<"muted" | "no_such_nick">;
   /** Lifts the ban or mute given to `nick`; false when there is none. */
   lift(room: string, kind: "ban" | "mute", nick: string): Promise<boolean>;
-  /** The ban holding any of `keys` out of the room, if one does now. */
+  /**
+   * The ban holding a person with these keys ({@linkcode JoinRequest.keys})
+   * out of the room, if one does now.
+   */
   banned(room: string, keys: string[]): Promise<Sanction | undefined>;
   /** Sets the topic or slow mode and appends its event. */
   configure(
@@ -870,7 +880,11 @@ export class MemoryStore implements RoomStore {
     const room = this.#room(name);
     const moderation = this.#moderationOf(name);
     const now = Date.now();
-    const mute = findSanction(moderation.mutes, poster.keys, now);
+    const mute = findSanction(
+      moderation.mutes,
+      sanctionKeys("mute", poster.keys),
+      now,
+    );
     if (mute) return Promise.resolve({ refused: "muted", until: mute.until });
     if (moderation.slowSeconds > 0 && !poster.op) {
       const next = (moderation.posted.get(poster.owner) ?? -Infinity) +
@@ -894,7 +908,7 @@ export class MemoryStore implements RoomStore {
     if (expulsion.ban) {
       const sanction: Sanction = {
         nick: holder.nick,
-        keys: holder.keys,
+        keys: sanctionKeys("ban", holder.keys),
         until: expulsion.ban.until,
       };
       moderation.bans.set(nickKey(holder.nick), sanction);
@@ -914,7 +928,11 @@ export class MemoryStore implements RoomStore {
   ): Promise<"muted" | "no_such_nick"> {
     const holder = this.#rooms.get(name)?.nicks.get(nickKey(nick));
     if (!holder) return Promise.resolve("no_such_nick");
-    const sanction: Sanction = { nick: holder.nick, keys: holder.keys, until };
+    const sanction: Sanction = {
+      nick: holder.nick,
+      keys: sanctionKeys("mute", holder.keys),
+      until,
+    };
     this.#moderationOf(name).mutes.set(nickKey(holder.nick), sanction);
     this.#record(name, { kind: "mute", key: nickKey(holder.nick), sanction });
     return this.#durable("muted" as const);
@@ -935,7 +953,9 @@ export class MemoryStore implements RoomStore {
   banned(name: string, keys: string[]): Promise<Sanction | undefined> {
     const bans = this.#moderationIfAny(name)?.bans;
     return Promise.resolve(
-      bans ? findSanction(bans, keys, Date.now()) : undefined,
+      bans
+        ? findSanction(bans, sanctionKeys("ban", keys), Date.now())
+        : undefined,
     );
   }
 
@@ -1307,6 +1327,60 @@ export function reconnectToken(
     .update(`${room}/${epoch}/${joinedId}`)
     .digest("base64url");
 }
+
+/**
+ * A person's keys, as {@linkcode JoinRequest.keys}: a verified person's
+ * login (`u.…`, their owner) alone; else their session (`s.…`) if they have
+ * one, and the connection's address (`ip:…`) unless `byAddress` is false
+ * (`--ban-by-address false`) and a session names them; with neither a login
+ * nor a session, the address alone, whatever `byAddress` says.
+ */
+export function personKeys(
+  person: { login?: string; session?: string; address: string },
+  byAddress = true,
+): string[] {
+  if (person.login !== undefined) return [person.login];
+  const address = ADDRESS_KEY + person.address;
+  if (person.session === undefined) return [address];
+  return byAddress ? [person.session, address] : [person.session];
+}
+
+/** An address as a key of {@linkcode personKeys}. */
+const ADDRESS_KEY = "ip:";
+
+/**
+ * The one rule of whom a sanction holds, from a person's keys
+ * ({@linkcode personKeys}): every store keeps a ban or mute by the keys of
+ * its target this gives, and checks an arriving or posting person by theirs.
+ *
+ * - A ban holds all of them: a banned anonymous person is kept out by their
+ *   session and their address, so a new session from the same address does
+ *   not get back in. Behind a NAT (a school's, an office's, a mobile
+ *   carrier's), that keeps out everyone there with them:
+ *   `--ban-by-address false` leaves the address out of the keys when a
+ *   session names the person.
+ * - A mute holds one key, the one that names the person: their login, else
+ *   their session, else (no session) their address. Muting one anonymous
+ *   person silences nobody else behind their address; only people there
+ *   without a session are one to it (nothing tells them apart).
+ */
+export function sanctionKeys(
+  kind: "ban" | "mute",
+  keys: readonly string[],
+): string[] {
+  if (kind === "ban") return [...keys];
+  for (const prefix of PERSON_PREFIXES) {
+    const key = keys.find((k) => k.startsWith(prefix));
+    if (key !== undefined) return [key];
+  }
+  return [];
+}
+
+/**
+ * Key prefixes from the most to the least particular: a login (auth.ts
+ * `ownerOf`), a session (main.ts `sessionOf`), an address.
+ */
+const PERSON_PREFIXES = ["u.", "s.", ADDRESS_KEY];
 
 /** The sanction holding any of `keys` at `now`, if any. */
 export function findSanction(
