@@ -17,11 +17,14 @@ import {
   checkNick,
   checkReason,
   checkTopic,
+  DEFAULT_HISTORY_PAGE,
   type FieldRefusal,
   isRefusal,
+  MAX_HISTORY_PAGE,
   MAX_MINUTES,
   MAX_NICK_CHARS,
   MAX_REASON_CHARS,
+  MAX_ROOM_CHARS,
   MAX_TOPIC_CHARS,
   type ModerationCommand,
   ROOM_RULE,
@@ -47,10 +50,6 @@ export const MAX_IDEMPOTENCY_KEY_CHARS = 128;
 export const MAX_BROADCAST_ROOMS = 100;
 /** Most commands in one `batch`. */
 export const MAX_BATCH_COMMANDS = 100;
-/** Most events one `history` page holds (the WebSocket frame's limit). */
-export const MAX_HISTORY_LIMIT = 200;
-/** Events a `history` page holds when `limit` is not given. */
-export const DEFAULT_HISTORY_LIMIT = 50;
 
 // ---------------------------------------------------------------------------
 // What the API needs from the chat
@@ -294,7 +293,7 @@ const ROOM: Schema = {
   type: "string",
   description: `A room's name: ${ROOM_RULE}.`,
   pattern: "^[A-Za-z0-9_-]+$",
-  maxLength: 64,
+  maxLength: MAX_ROOM_CHARS,
 };
 const TEXT: Schema = {
   type: "string",
@@ -538,9 +537,9 @@ export const API_METHODS: Record<string, Method> = {
       before: { type: "integer", description: "An event id.", minimum: 1 },
       limit: {
         type: "integer",
-        description: `Events at most (default ${DEFAULT_HISTORY_LIMIT}).`,
+        description: `Events at most (default ${DEFAULT_HISTORY_PAGE}).`,
         minimum: 1,
-        maximum: MAX_HISTORY_LIMIT,
+        maximum: MAX_HISTORY_PAGE,
       },
     }, ["room"]),
     result: {
@@ -555,7 +554,7 @@ export const API_METHODS: Record<string, Method> = {
       const page = await api.backend.history(
         name,
         args.before as number | undefined,
-        (args.limit as number | undefined) ?? DEFAULT_HISTORY_LIMIT,
+        (args.limit as number | undefined) ?? DEFAULT_HISTORY_PAGE,
       );
       if (!page) {
         throw new ApiError(
