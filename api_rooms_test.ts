@@ -241,6 +241,8 @@ const DOCUMENTED: Record<string, number> = {
   bad_field: 400,
   unknown_field: 400,
   too_long: 400,
+  bad_nick: 400,
+  bad_request: 400,
   not_banned: 400,
   no_such_room: 404,
   no_such_nick: 404,
@@ -421,14 +423,23 @@ function casesOf(
     ...ALSO[method]?.(param),
   });
   const cases: Case[] = [];
-  const add = (label: string, args: Record<string, unknown>, bad?: string) =>
+  // `given`: the parameter this case gives a value of its own (a room at
+  // its longest is a good name, even in the malformed room's walk).
+  const add = (
+    label: string,
+    args: Record<string, unknown>,
+    bad?: string,
+    given?: string,
+  ) =>
     cases.push({
       method,
       label,
       args,
       bad: [
         ...(bad ? [bad] : []),
-        ...(malformed ? ["room", "rooms"].filter((name) => name in args) : []),
+        ...(malformed
+          ? ["room", "rooms"].filter((name) => name in args && name !== given)
+          : []),
       ],
     });
   add("valid", base());
@@ -442,6 +453,7 @@ function casesOf(
         `${name} ${edge.label}`,
         { ...base(name), [name]: edge.value() },
         edge.bad ? name : undefined,
+        name,
       );
     }
   }
@@ -705,6 +717,8 @@ function typed(frame: Record<string, unknown>): string {
 /** Error codes a moderator's command may be refused with (protocol.ts). */
 const COMMAND_CODES = new Set([
   "bad_request",
+  "bad_nick",
+  "too_long",
   "no_such_nick",
   "no_such_message",
   "not_banned",

@@ -127,7 +127,7 @@ Deno.test("api publish: unknown room 404, bad fields 400 naming the field, too l
       [{ room: "no room!", text: "hi" }, 400, "bad_field", "room"],
       [{ room: "ci", text: "far too long" }, 400, "too_long", "text"],
       [{ room: "ci", text: "   " }, 400, "bad_field", "text"],
-      [{ room: "ci", text: "hi", from: "a b" }, 400, "bad_field", "from"],
+      [{ room: "ci", text: "hi", from: "a b" }, 400, "bad_nick", "from"],
       [[1, 2], 400, "bad_field", ""],
     ];
     for (const [body, status, code, field] of cases) {

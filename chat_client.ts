@@ -23,15 +23,17 @@
 import { parseArgs } from "node:util";
 import {
   AUTH_PROTOCOL_PREFIX,
+  checkMessage,
+  checkNick,
   type ClientFrame,
   type ErrorFrame,
   FINAL_CLOSE_CODES,
   HELP_TEXT,
   type HistoryAnswer,
+  isRefusal,
   JOIN_USAGE,
   JSON_PROTOCOL,
   type ModeratedFrame,
-  NICK_ERRORS,
   parseCommand,
   printable,
   renderText,
@@ -40,7 +42,6 @@ import {
   type RoomEvent,
   roomName,
   SESSION_PROTOCOL_PREFIX,
-  validNick,
   type Welcome,
 } from "./protocol.ts";
 
@@ -249,13 +250,13 @@ export function parseInput(line: string): Input {
     case "action":
     case "dm":
       return { kind: "send", frame: command };
-    case "nick":
+    case "nick": {
       if (command.nick === "") return { kind: "whoami" };
       // Checked here too, so a bad name is explained before it is sent.
-      if (!validNick(command.nick)) {
-        return { kind: "usage", message: NICK_ERRORS.bad_nick };
-      }
+      const nick = checkNick(command.nick);
+      if (isRefusal(nick)) return { kind: "usage", message: nick.message };
       return { kind: "send", frame: command };
+    }
     case "join": {
       const room = roomName(command.room);
       return room
@@ -781,6 +782,8 @@ export class ChatClient {
     users: string[];
   };
   #you?: string;
+  /** The server's `--max-message-chars`, from the last welcome. */
+  #maxMessageChars?: number;
   #everConnected = false;
   /** The page's chat URL has been tried (it is followed once). */
   #followedPage = false;
@@ -1003,6 +1006,9 @@ export class ChatClient {
       users: Array.isArray(welcome.users) ? [...welcome.users] : [],
     };
     this.#you = welcome.you;
+    this.#maxMessageChars = Number.isSafeInteger(welcome.maxMessageChars)
+      ? welcome.maxMessageChars
+      : undefined;
     if (!resumed) {
       this.#system(
         `you are ${nickText(welcome.you, style)} in ${
@@ -1129,11 +1135,21 @@ export class ChatClient {
           this.#wakeSleep?.();
         }
         return true;
-      case "send":
-        if (await this.#connected()) {
-          this.#socket?.send(JSON.stringify(input.frame));
+      case "send": {
+        if (!await this.#connected()) return !this.#quitting;
+        // The server's own check, with its limit: refused here the same way.
+        const { frame } = input;
+        const problem = this.#maxMessageChars !== undefined &&
+          (frame.type === "message" || frame.type === "action" ||
+            frame.type === "dm") &&
+          checkMessage(frame.text, this.#maxMessageChars);
+        if (isRefusal(problem)) {
+          this.#system(`error: ${problem.message}`);
+          return true;
         }
+        this.#socket?.send(JSON.stringify(frame));
         return !this.#quitting;
+      }
     }
   }
 

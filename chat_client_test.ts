@@ -30,6 +30,7 @@ import {
   chatUrl,
   closeAll,
   jsonClient,
+  metric,
   TEST_OPTIONS,
   textClient,
   WAIT_MS,
@@ -909,6 +910,33 @@ Deno.test("client: a DM to it is shown as [dm] FROM -> TO: TEXT", async () => {
       );
       // The server strips the whole escape sequence.
       await ada.expect("[dm] bob -> ada: hi you");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a message over the server's --max-message-chars is refused before it is sent, in the server's words; at the limit it goes", async () => {
+  await withChat({ maxMessageChars: 10 }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      await ada.type("m".repeat(11));
+      await ada.until(" .... error: message too long (max 10 characters)");
+      await ada.type(`/me ${"w".repeat(11)}`);
+      await ada.expect(" .... error: message too long (max 10 characters)");
+      await ada.type(`/msg bob ${"d".repeat(11)}`);
+      await ada.expect(" .... error: message too long (max 10 characters)");
+      await ada.type("m".repeat(10));
+      // Nothing of the refused ones reached the server: the next is this.
+      const next = await bob.event("ada's message at the limit");
+      assert.deepEqual([next.type, next.text], ["message", "m".repeat(10)]);
+      assert.equal(
+        await metric(chat, 'chat_messages_refused_total{reason="too_long"}'),
+        0,
+      );
       await ada.closeStdin();
       assert.equal((await ada.exit()).code, 0);
     });

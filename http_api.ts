@@ -12,14 +12,27 @@
  */
 
 import {
-  cleanText,
+  checkMessage,
+  checkMinutes,
+  checkNick,
+  checkReason,
+  checkTopic,
+  DEFAULT_HISTORY_PAGE,
+  type FieldRefusal,
+  isRefusal,
+  MAX_HISTORY_PAGE,
+  MAX_MINUTES,
+  MAX_NICK_CHARS,
+  MAX_REASON_CHARS,
+  MAX_ROOM_CHARS,
+  MAX_TOPIC_CHARS,
   type ModerationCommand,
   ROOM_RULE,
   type RoomEvent,
   roomName,
-  validNick,
 } from "./protocol.ts";
 import { sameSecret, StoreUnavailable } from "./rooms.ts";
+import { TokenBucket } from "./rate.ts";
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -37,10 +50,6 @@ export const MAX_IDEMPOTENCY_KEY_CHARS = 128;
 export const MAX_BROADCAST_ROOMS = 100;
 /** Most commands in one `batch`. */
 export const MAX_BATCH_COMMANDS = 100;
-/** Most events one `history` page holds (the WebSocket frame's limit). */
-export const MAX_HISTORY_LIMIT = 200;
-/** Events a `history` page holds when `limit` is not given. */
-export const DEFAULT_HISTORY_LIMIT = 50;
 
 // ---------------------------------------------------------------------------
 // What the API needs from the chat
@@ -143,6 +152,14 @@ export interface ApiSettings {
 // Parameters: a small JSON Schema, checked here and published as OpenAPI
 // ---------------------------------------------------------------------------
 
+/**
+ * The chat's own check of a parameter (protocol.ts's, the same for the
+ * WebSocket): its refusal is the answer, in place of the schema's type and
+ * bounds, which stay in the document to describe it. (A function: left out
+ * of the document's JSON.)
+ */
+export type FieldCheck = (value: unknown) => unknown;
+
 /** The part of JSON Schema the methods' parameters use. */
 export type Schema =
   | {
@@ -151,12 +168,14 @@ export type Schema =
     pattern?: string;
     maxLength?: number;
     minLength?: number;
+    check?: FieldCheck;
   }
   | {
     type: "integer";
     description?: string;
     minimum?: number;
     maximum?: number;
+    check?: FieldCheck;
   }
   | { type: "boolean"; description?: string }
   | {
@@ -182,6 +201,10 @@ export function check(
 ): ApiError | undefined {
   const bad = (message: string) =>
     new ApiError(400, "bad_field", `${field || "the body"} ${message}`, field);
+  if ("check" in schema && schema.check) {
+    const answer = schema.check(value);
+    return isRefusal(answer) ? refusal(answer, field) : undefined;
+  }
   switch (schema.type) {
     case "string":
       if (typeof value !== "string") return bad("must be a string");
@@ -262,33 +285,51 @@ function join(parent: string, name: string): string {
   return parent ? `${parent}.${name}` : name;
 }
 
+/** A field's refusal (protocol.ts) as the API answers it: 400, naming it. */
+function refusal(refused: FieldRefusal, field: string): ApiError {
+  return new ApiError(400, refused.code, refused.message, field);
+}
+
 const ROOM: Schema = {
   type: "string",
   description: `A room's name: ${ROOM_RULE}.`,
   pattern: "^[A-Za-z0-9_-]+$",
-  maxLength: 64,
+  maxLength: MAX_ROOM_CHARS,
 };
-const TEXT: Schema = { type: "string", description: "The message's text." };
+const TEXT: Schema = {
+  type: "string",
+  description: "The message's text (at most `--max-message-chars`).",
+};
 const NICK: Schema = {
   type: "string",
   description: "A person's nick.",
-  maxLength: 64,
+  maxLength: MAX_NICK_CHARS,
+  check: checkNick,
 };
 const REASON: Schema = {
   type: "string",
   description: "Why, for the log and the person.",
-  maxLength: 200,
+  maxLength: MAX_REASON_CHARS,
+  check: checkReason,
 };
 const MINUTES: Schema = {
   type: "integer",
   description: "How long, in minutes (absent: until lifted).",
   minimum: 1,
-  maximum: 525_600,
+  maximum: MAX_MINUTES,
+  check: checkMinutes,
 };
 const FROM: Schema = {
   type: "string",
   description: "The name it is shown under (nick rules); default `--api-name`.",
-  maxLength: 64,
+  maxLength: MAX_NICK_CHARS,
+  check: checkNick,
+};
+const TOPIC: Schema = {
+  type: "string",
+  description: 'The topic (`""` clears it).',
+  maxLength: MAX_TOPIC_CHARS,
+  check: checkTopic,
 };
 const IDEMPOTENCY_KEY: Schema = {
   type: "string",
@@ -347,27 +388,20 @@ function room(args: Record<string, unknown>, field = "room"): string {
 
 /** A message's text as it may be kept, or a 400 naming the field. */
 function text(args: Record<string, unknown>, api: Api): string {
-  const clean = cleanText(String(args.text));
+  const clean = checkMessage(String(args.text), api.settings.maxMessageChars);
+  if (isRefusal(clean)) throw refusal(clean, "text");
+  // A socket's blank line is nothing; a call that posts nothing is a mistake.
   if (clean === "") {
     throw new ApiError(400, "bad_field", "text is empty", "text");
-  }
-  if ([...clean].length > api.settings.maxMessageChars) {
-    throw new ApiError(
-      400,
-      "too_long",
-      `text is longer than ${api.settings.maxMessageChars} characters`,
-      "text",
-    );
   }
   return clean;
 }
 
+/** The nick a post is shown under (checked by its schema, NFC here). */
 function from(args: Record<string, unknown>, api: Api): string {
   if (args.from === undefined) return api.settings.name;
-  const nick = String(args.from).normalize("NFC");
-  if (!validNick(nick)) {
-    throw new ApiError(400, "bad_field", "from is not a valid nick", "from");
-  }
+  const nick = checkNick(args.from);
+  if (isRefusal(nick)) throw refusal(nick, "from");
   return nick;
 }
 
@@ -505,9 +539,9 @@ export const API_METHODS: Record<string, Method> = {
       before: { type: "integer", description: "An event id.", minimum: 1 },
       limit: {
         type: "integer",
-        description: `Events at most (default ${DEFAULT_HISTORY_LIMIT}).`,
+        description: `Events at most (default ${DEFAULT_HISTORY_PAGE}).`,
         minimum: 1,
-        maximum: MAX_HISTORY_LIMIT,
+        maximum: MAX_HISTORY_PAGE,
       },
     }, ["room"]),
     result: {
@@ -522,7 +556,7 @@ export const API_METHODS: Record<string, Method> = {
       const page = await api.backend.history(
         name,
         args.before as number | undefined,
-        (args.limit as number | undefined) ?? DEFAULT_HISTORY_LIMIT,
+        (args.limit as number | undefined) ?? DEFAULT_HISTORY_PAGE,
       );
       if (!page) {
         throw new ApiError(
@@ -570,8 +604,12 @@ export const API_METHODS: Record<string, Method> = {
           "room",
         );
       }
-      const reason = String(args.reason ?? "disconnected by the app");
-      const people = await api.backend.disconnect(target, reason);
+      const reason = checkReason(args.reason);
+      if (isRefusal(reason)) throw refusal(reason, "reason");
+      const people = await api.backend.disconnect(
+        target,
+        reason ?? "disconnected by the app",
+      );
       if (people === 0) {
         throw new ApiError(
           404,
@@ -622,7 +660,7 @@ export const API_METHODS: Record<string, Method> = {
   topic: moderation(
     "topic",
     'Sets the room\'s topic (`""` clears it).',
-    { text: { type: "string", maxLength: 500 } },
+    { text: TOPIC },
     ["text"],
   ),
   batch: {
@@ -830,8 +868,8 @@ export function apiHandler(
 ): (req: Request) => Promise<Response> {
   const api: Api = { backend, settings };
   const document = JSON.stringify(openApiDocument(version));
-  let tokens = settings.rate;
-  let refilledAt = Date.now();
+  // One second's worth of requests may come at once.
+  const bucket = new TokenBucket(settings.rate, settings.rate);
   const json = (status: number, body: unknown, headers: HeadersInit = {}) =>
     new Response(JSON.stringify(body), {
       status,
@@ -886,14 +924,8 @@ export function apiHandler(
     if (req.method !== "POST") {
       return answer(refuse(405, "method_not_allowed", "use POST"));
     }
-    const now = Date.now();
-    tokens = Math.min(
-      settings.rate,
-      tokens + (now - refilledAt) * settings.rate / 1000,
-    );
-    refilledAt = now;
-    if (tokens < 1) {
-      const wait = Math.ceil((1 - tokens) / settings.rate);
+    if (!bucket.take()) {
+      const wait = Math.ceil(bucket.secondsToToken());
       return answer(
         refuse(
           429,
@@ -903,7 +935,6 @@ export function apiHandler(
         ),
       );
     }
-    tokens--;
     const body = await readBody(req);
     if (body === "too_large") {
       return answer(

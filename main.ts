@@ -43,12 +43,14 @@ import {
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
-  cleanText,
+  checkMessage,
+  checkNick,
   CloseCode,
   type Command,
   type ErrorCode,
   HELP_TEXT,
   type HistoryAnswer,
+  isRefusal,
   JSON_PROTOCOL,
   type LiveEvent,
   MODERATION_HELP,
@@ -81,6 +83,7 @@ import {
   MemoryStore,
   nickKey,
   NoSuchRoom,
+  personKeys,
   type RoomStore,
   sameSecret,
   type StoreFactory,
@@ -105,6 +108,7 @@ import {
   moderatedText,
   type ModerationOutcome,
 } from "./moderation.ts";
+import { TokenBucket } from "./rate.ts";
 import {
   API_MIN_KEY_CHARS,
   type ApiBackend,
@@ -200,6 +204,21 @@ function choice<T extends string>(
         );
       }
       return text as T;
+    },
+  };
+}
+
+/** A switch spelled `true` or `false` (its default may be either). */
+function trueOrFalse(fallback: boolean, help: string): OptionSpec<boolean> {
+  return {
+    default: fallback,
+    arg: "true|false",
+    help,
+    parse: (text, flag) => {
+      if (text !== "true" && text !== "false") {
+        throw new UsageError(`--${flag} must be true or false, got "${text}"`);
+      }
+      return text === "true";
     },
   };
 }
@@ -321,17 +340,7 @@ export const OPTIONS = {
   },
   cert: pemFile("serve `https:` and `wss:` with this PEM certificate"),
   key: pemFile("the PEM private key of `--cert`"),
-  metrics: {
-    default: true,
-    arg: "true|false",
-    help: "serve `GET /metrics`",
-    parse: (text: string, flag: string) => {
-      if (text !== "true" && text !== "false") {
-        throw new UsageError(`--${flag} must be true or false, got "${text}"`);
-      }
-      return text === "true";
-    },
-  },
+  metrics: trueOrFalse(true, "serve `GET /metrics`"),
   logFormat: choice(["text", "json"], "text", "log lines on stderr"),
   redis: {
     default: "",
@@ -445,6 +454,10 @@ export const OPTIONS = {
     shown: "(none)",
     parse: (text: string) => text,
   },
+  banByAddress: trueOrFalse(
+    true,
+    "ban an anonymous person by their address too, not only their session (`false`: for crowds behind one NAT); see Identity and moderation",
+  ),
   apiKey: {
     default: "",
     arg: "KEY",
@@ -577,9 +590,8 @@ interface Client {
   room: LocalRoom;
   json: boolean;
   ip: string;
-  /** Token bucket: tokens left and when it was last refilled. */
-  tokens: number;
-  refilledAt: number;
+  /** Its messages' token bucket (`--rate`, `--burst`). */
+  bucket: TokenBucket;
   /** Rate-limited messages in a row. */
   drops: number;
   /** When its last frame came (shutdown closes a sender between frames). */
@@ -602,7 +614,7 @@ interface Client {
   verified: boolean;
   /** A moderator (token role `op`, or `--op-key`). */
   op: boolean;
-  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  /** Its person's keys, for bans and mutes (rooms.ts `personKeys`). */
   keys: string[];
   /** While it joins: its welcome and what came meanwhile (see `admit`). */
   welcome?: PendingWelcome;
@@ -669,7 +681,7 @@ interface ChatState {
   /** Open connections per peer address, for the per-IP limit. */
   connectionsByIp: Map<string, number>;
   /** New-connection token buckets per peer address (see connectRate). */
-  connectBuckets: Map<string, { tokens: number; at: number }>;
+  connectBuckets: Map<string, TokenBucket>;
   /** Session leaves waiting out `sessionGrace`. */
   graceTimers: Set<ReturnType<typeof setTimeout>>;
   /**
@@ -945,8 +957,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     room: localRoom(request.room),
     json: request.json,
     ip: request.ip,
-    tokens: current.settings.burst,
-    refilledAt: Date.now(),
+    bucket: new TokenBucket(current.settings.rate, current.settings.burst),
     drops: 0,
     lastFrameAt: 0,
     // A verified person's tabs are one member, as a session's are.
@@ -959,9 +970,11 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     backlog: [],
     verified: request.identity !== undefined,
     op: request.identity?.op === true || request.op === true,
-    keys: request.identity
-      ? [ownerOf(request.identity)]
-      : [...(request.session ? [request.session] : []), `ip:${request.ip}`],
+    keys: personKeys({
+      login: request.identity && ownerOf(request.identity),
+      session: request.session,
+      address: request.ip,
+    }, current.settings.banByAddress),
   };
   current.clients.set(socket, client);
   current.openSockets.add(socket);
@@ -1009,8 +1022,10 @@ async function joinRoom(
     // Opened while shutting down: told so, like everyone else.
     return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
-  const wanted = request.nick?.normalize("NFC");
-  const badNick = wanted !== undefined && !validNick(wanted);
+  const wanted = request.nick === undefined
+    ? undefined
+    : checkNick(request.nick);
+  const badNick = isRefusal(wanted);
   client.phase = "joining";
   client.waitingOnStore = true;
   client.welcome = { events: [], badNick };
@@ -1019,7 +1034,7 @@ async function joinRoom(
   try {
     joined = await store.join(request.room, {
       owner: client.owner,
-      nick: badNick ? undefined : wanted,
+      nick: isRefusal(wanted) ? undefined : wanted,
       token: request.token,
       since: request.since,
       epoch: request.epoch,
@@ -1252,7 +1267,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return;
   }
   counters.messagesReceived++;
-  if (!takeToken(client)) {
+  if (!client.bucket.take()) {
     client.drops++;
     if (client.drops > settings.maxConsecutiveDrops) {
       log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
@@ -1285,18 +1300,9 @@ function execute(client: Client, command: Command): void {
     case "message":
     case "action":
     case "dm": {
-      const text = cleanText(command.text);
+      const text = checkMessage(command.text, settings.maxMessageChars);
+      if (isRefusal(text)) return sendError(client, text.code, text.message);
       if (text.length === 0) return;
-      if (
-        text.length > settings.maxMessageChars &&
-        [...text].length > settings.maxMessageChars
-      ) {
-        return sendError(
-          client,
-          "too_long",
-          `message too long (max ${settings.maxMessageChars} characters)`,
-        );
-      }
       if (command.type === "dm") return sendDirect(client, command.to, text);
       return post(client, { type: command.type, from: client.nick, text });
     }
@@ -1319,11 +1325,9 @@ function execute(client: Client, command: Command): void {
           "your name comes from your login; it cannot be changed here",
         );
       }
-      const nick = command.nick.normalize("NFC");
+      const nick = checkNick(command.nick);
+      if (isRefusal(nick)) return sendError(client, nick.code, nick.message);
       if (nick === client.nick) return;
-      if (!validNick(nick)) {
-        return sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
-      }
       return whileStoreWorks(client, async () => {
         const renamed = await store.rename(
           room,
@@ -1585,10 +1589,11 @@ async function handleChatUpgrade(
   ) {
     return refuse("unauthorized", { problem: "bad_op_key", peer: ip });
   }
-  const session = sessionOf(offered);
-  const keys = identity
-    ? [ownerOf(identity)]
-    : [...(session ? [session] : []), `ip:${ip}`];
+  const keys = personKeys({
+    login: identity && ownerOf(identity),
+    session: sessionOf(offered),
+    address: ip,
+  }, settings.banByAddress);
   try {
     if (await store.banned(room, keys)) {
       return refuse("banned", { peer: ip, room });
@@ -1612,20 +1617,6 @@ function drainBacklog(client: Client): void {
     if (client.phase !== "joined") return;
     receive(client, client.backlog.shift()!);
   }
-}
-
-/** Token bucket: `rate` tokens a second, at most `burst` saved up. */
-function takeToken(client: Client): boolean {
-  const { settings } = chat();
-  const now = Date.now();
-  client.tokens = Math.min(
-    settings.burst,
-    client.tokens + (now - client.refilledAt) * settings.rate / 1000,
-  );
-  client.refilledAt = now;
-  if (client.tokens < 1) return false;
-  client.tokens--;
-  return true;
 }
 
 const encoder = new TextEncoder();
@@ -2152,28 +2143,20 @@ function parseUrl(req: Request): URL | undefined {
  */
 function takeConnectToken(ip: string): boolean {
   const { settings, connectBuckets } = chat();
-  const now = Date.now();
-  const bucket = connectBuckets.get(ip) ??
-    { tokens: settings.connectBurst, at: now };
-  bucket.tokens = Math.min(
-    settings.connectBurst,
-    bucket.tokens + (now - bucket.at) * settings.connectRate / 1000,
-  );
-  bucket.at = now;
-  connectBuckets.set(ip, bucket);
-  if (bucket.tokens < 1) return false;
-  bucket.tokens--;
-  return true;
+  let bucket = connectBuckets.get(ip);
+  if (!bucket) {
+    bucket = new TokenBucket(settings.connectRate, settings.connectBurst);
+    connectBuckets.set(ip, bucket);
+  }
+  return bucket.take();
 }
 
 /** Forgets the buckets that have refilled: they say nothing any more. */
 function forgetFullBuckets(): void {
-  const { settings, connectBuckets } = chat();
+  const { connectBuckets } = chat();
   const now = Date.now();
   for (const [ip, bucket] of connectBuckets) {
-    const tokens = bucket.tokens +
-      (now - bucket.at) * settings.connectRate / 1000;
-    if (tokens >= settings.connectBurst) connectBuckets.delete(ip);
+    if (bucket.full(now)) connectBuckets.delete(ip);
   }
 }
 

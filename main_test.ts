@@ -431,6 +431,7 @@ const FLAG_CASES: Record<
   authAudience: [["--auth-audience=chat"], { authAudience: "chat" }],
   authIssuer: [["--auth-issuer=app"], { authIssuer: "app" }],
   opKey: [["--op-key=k"], { opKey: "k" }],
+  banByAddress: [["--ban-by-address", "false"], { banByAddress: false }],
   apiKey: [["--api-key", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"], {
     apiKey: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
   }],

@@ -8,11 +8,12 @@
  */
 
 import {
-  cleanText,
+  checkModeration,
   type ErrorCode,
+  isRefusal,
   type ModeratedFrame,
+  MODERATION_USAGE,
   type ModerationCommand,
-  oneLine,
 } from "./protocol.ts";
 import type { LogFields, RoomStore } from "./rooms.ts";
 
@@ -39,20 +40,29 @@ export type ModerationAction = ModerationCommand["type"];
 
 /**
  * Carries out a moderation command for `actor` in `room`. Everything but
- * `delete` is for moderators; `delete` is also for a message's author.
+ * `delete` is for moderators; `delete` is also for a message's author. The
+ * command's fields are checked here (protocol.ts `checkModeration`), and
+ * kept as checked, whoever gave it: a socket, the API, a test.
  */
 export async function moderate(
   store: RoomStore,
   room: string,
   actor: Actor,
-  command: ModerationCommand,
+  given: ModerationCommand,
   now = Date.now(),
 ): Promise<ModerationOutcome> {
-  if (!actor.op && command.type !== "delete") {
+  if (!actor.op && given.type !== "delete") {
     return {
       error: "forbidden",
-      message: `only moderators may /${command.type}`,
+      message: `only moderators may /${given.type}`,
     };
+  }
+  const command = checkModeration(given);
+  if (command === undefined) {
+    return { error: "bad_request", message: MODERATION_USAGE[given.type] };
+  }
+  if (isRefusal(command)) {
+    return { error: command.code, message: command.message };
   }
   const base = { action: command.type, room, by: actor.nick };
   const until = (minutes?: number) =>
@@ -64,7 +74,7 @@ export async function moderate(
   switch (command.type) {
     case "kick":
     case "ban": {
-      const reason = reasonOf(command.reason);
+      const reason = command.reason;
       const minutes = command.type === "ban" ? command.minutes : undefined;
       const event = await store.expel(room, {
         nick: command.nick,
@@ -81,7 +91,7 @@ export async function moderate(
       };
     }
     case "mute": {
-      const reason = reasonOf(command.reason);
+      const reason = command.reason;
       const muted = await store.mute(
         room,
         command.nick,
@@ -117,11 +127,13 @@ export async function moderate(
         log: { ...base, target: command.nick },
       };
     }
-    case "topic": {
-      const text = oneLine(cleanText(command.text));
-      await store.configure(room, { type: "topic", by: actor.nick, text });
+    case "topic":
+      await store.configure(room, {
+        type: "topic",
+        by: actor.nick,
+        text: command.text,
+      });
       return { log: base };
-    }
     case "slow":
       await store.configure(room, {
         type: "slow",
@@ -151,12 +163,6 @@ export async function moderate(
       return { log: { ...base, target: command.id } };
     }
   }
-}
-
-/** A reason as kept: cleaned, one line; undefined when empty. */
-function reasonOf(reason: string | undefined): string | undefined {
-  const text = reason === undefined ? "" : oneLine(cleanText(reason));
-  return text === "" ? undefined : text;
 }
 
 /** A reason in a log line: quoted, so its spaces cannot make fields. */

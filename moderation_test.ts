@@ -7,10 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import type { ChatServer } from "./main.ts";
+import type { ChatOptions, ChatServer } from "./main.ts";
 import { CloseCode, OP_PROTOCOL_PREFIX } from "./protocol.ts";
 import { MemoryStore } from "./rooms.ts";
 import { moderate } from "./moderation.ts";
+import { haveRedis, startRedis } from "./redis_helpers.ts";
 import {
   AUTH_OPTIONS,
   hs256,
@@ -504,3 +505,170 @@ Deno.test("bans and mutes end by themselves when their minutes are up (the clock
   });
   assert.equal("refused" in refused && refused.refused, "muted");
 });
+
+// ---------------------------------------------------------------------------
+// Whom a ban or a mute holds (rooms.ts `sanctionKeys`), on every store
+// ---------------------------------------------------------------------------
+
+/** A store a real server runs on: its options, made and cleaned up. */
+interface StoreUnderTest {
+  name: string;
+  ignore: boolean;
+  run(fn: (options: ChatOptions) => Promise<void>): Promise<void>;
+}
+
+const STORES: StoreUnderTest[] = [
+  { name: "memory", ignore: false, run: (fn) => fn({}) },
+  {
+    name: "--data",
+    ignore: false,
+    run: async (fn) => {
+      const dir = await Deno.makeTempDir({ prefix: "chat-sanctions-" });
+      try {
+        await fn({ data: `${dir}/chat.db` });
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  },
+  {
+    name: "--redis",
+    ignore: !haveRedis && !Deno.env.get("CI"),
+    run: async (fn) => {
+      const redis = await startRedis();
+      try {
+        await fn({ redis: redis.url });
+      } finally {
+        await redis.kill();
+      }
+    },
+  },
+];
+
+/** One test per store, each on a real server with `options` and auth on. */
+function onEveryStore(
+  name: string,
+  options: ChatOptions,
+  fn: (chat: ChatServer) => Promise<void>,
+): void {
+  for (const store of STORES) {
+    Deno.test({
+      name: `${name} (${store.name})`,
+      ignore: store.ignore,
+      fn: () =>
+        store.run((storeOptions) =>
+          withChat({ ...AUTH_OPTIONS, ...options, ...storeOptions }, fn)
+        ),
+    });
+  }
+}
+
+/** The next event of `type` (batches taken apart), skipping others. */
+async function nextOf(peer: Peer, type: string): Promise<Json> {
+  for (;;) {
+    const event = await peer.event(`a ${type} event`);
+    if (event.type === type) return event;
+  }
+}
+
+/** Posts `text` as `peer` and answers the error code, or "posted". */
+async function postAs(peer: Peer, text: string): Promise<string> {
+  send(peer, { type: "message", text });
+  for (;;) {
+    const event = await peer.event(`the answer to ${text}`);
+    if (event.type === "error") return event.code;
+    if (event.type === "message" && event.text === text) return "posted";
+  }
+}
+
+/** Mutes (or bans) `nick` as `mod` and waits for it to be done. */
+async function sanction(mod: Peer, type: "mute" | "ban", nick: string) {
+  send(mod, { type, nick });
+  const done = await nextOf(mod, type === "mute" ? "moderated" : "kick");
+  assert.equal(done.nick, nick);
+}
+
+/** The status of a handshake from `address`, with `session` if given. */
+function statusOf(chat: ChatServer, address: string, session?: string) {
+  return statusFrom(address, chat.wsPort, "/", {
+    "Sec-WebSocket-Protocol": session === undefined
+      ? "chat.v1.json"
+      : `chat.v1.json, chat.session.${session}`,
+  });
+}
+
+onEveryStore(
+  "a mute of an anonymous person holds their session: another person at the same address, with a session or without, may still post",
+  {},
+  async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" }, SESSION);
+    const eve = await jsonClient(chat, "/", { nick: "eve" }, OTHER_SESSION);
+    const mod = await moderator(chat);
+    await sanction(mod, "mute", "bob");
+    assert.equal(await postAs(bob, "hi"), "muted");
+    // Bob's other tab is bob.
+    const tab = await jsonClient(chat, "/", { nick: "bob" }, SESSION);
+    assert.equal(await postAs(tab, "from my other tab"), "muted");
+    // Eve is another person, from the same address (127.0.0.1).
+    assert.equal(await postAs(eve, "still here"), "posted");
+    const heard = await nextOf(mod, "message");
+    assert.deepEqual([heard.from, heard.text], ["eve", "still here"]);
+    // So is someone there without a session: bob's address is not his mute.
+    const cy = await jsonClient(chat, "/", { nick: "cy" });
+    assert.equal(await postAs(cy, "me neither"), "posted");
+    await closeAll(bob, tab, eve, cy, mod);
+  },
+);
+
+onEveryStore(
+  "a mute of a person without a session holds their address: others there without one are muted too, a person with a session is not",
+  {},
+  async (chat) => {
+    const ann = await jsonClient(chat, "/", { nick: "ann" });
+    const eve = await jsonClient(chat, "/", { nick: "eve" }, OTHER_SESSION);
+    const mod = await moderator(chat);
+    await sanction(mod, "mute", "ann");
+    assert.equal(await postAs(ann, "hi"), "muted");
+    // Nothing tells another connection without a session from ann.
+    const again = await jsonClient(chat, "/", { nick: "cy" });
+    assert.equal(await postAs(again, "hello?"), "muted");
+    assert.equal(await postAs(eve, "not me"), "posted");
+    await closeAll(ann, again, eve, mod);
+  },
+);
+
+onEveryStore(
+  "a ban of an anonymous person still keeps out another session, and no session, from their address",
+  {},
+  async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" }, SESSION);
+    const mod = await moderator(chat);
+    await sanction(mod, "ban", "bob");
+    assert.equal((await within(bob.closed, "bob's close")).code, 4000);
+    assert.equal(await statusOf(chat, "127.0.0.1", SESSION), 403);
+    assert.equal(await statusOf(chat, "127.0.0.1", OTHER_SESSION), 403);
+    assert.equal(await statusOf(chat, "127.0.0.1"), 403);
+    assert.equal(await statusOf(chat, "127.0.0.2", OTHER_SESSION), 101);
+    await mod.close();
+  },
+);
+
+onEveryStore(
+  "--ban-by-address false: a ban holds the session alone, and the address only of a person without one",
+  { banByAddress: false },
+  async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" }, SESSION);
+    const mod = await moderator(chat);
+    await sanction(mod, "ban", "bob");
+    await within(bob.closed, "bob's close");
+    assert.equal(await statusOf(chat, "127.0.0.2", SESSION), 403);
+    assert.equal(await statusOf(chat, "127.0.0.1", OTHER_SESSION), 101);
+    assert.equal(await statusOf(chat, "127.0.0.1"), 101);
+    const ann = await jsonClient(chat, "/", { nick: "ann" });
+    await sanction(mod, "ban", "ann");
+    await within(ann.closed, "ann's close");
+    assert.equal(await statusOf(chat, "127.0.0.1"), 403);
+    assert.equal(await statusOf(chat, "127.0.0.1", OTHER_SESSION), 101);
+    await mod.close();
+  },
+);

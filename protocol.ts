@@ -34,7 +34,7 @@ export const OP_PROTOCOL_PREFIX = "chat.op.";
 export const SESSION_SECRET = /^[A-Za-z0-9_-]{22,64}$/;
 /** Longest room name, in characters. */
 export const MAX_ROOM_CHARS = 32;
-/** Longest nickname, in characters. */
+/** Longest nickname, in characters. @default {24} */
 export const MAX_NICK_CHARS = 24;
 /** A person's typing notices reach the room at most this often. */
 export const TYPING_INTERVAL_MS = 2000;
@@ -45,6 +45,21 @@ export const TYPING_INTERVAL_MS = 2000;
 export const MAX_HISTORY_PAGE = 200;
 /** Events a `history` read returns when it names no `limit`. */
 export const DEFAULT_HISTORY_PAGE = 50;
+/**
+ * Longest ban or mute, in minutes: a year (366 days, so a leap year's fits).
+ * @default {527040}
+ */
+export const MAX_MINUTES = 366 * 24 * 60;
+/** Longest slow-mode interval, in seconds (an hour). @default {3600} */
+export const MAX_SLOW_SECONDS = 3600;
+/**
+ * Longest kick, ban, mute or API `disconnect` reason, in characters, as
+ * kept (it goes in a close frame of at most 123 bytes with `kicked by MOD: `).
+ * @default {80}
+ */
+export const MAX_REASON_CHARS = 80;
+/** Longest topic, in characters, as kept. @default {300} */
+export const MAX_TOPIC_CHARS = 300;
 
 const ROOM_PATTERN = new RegExp(`^[a-z0-9_-]{1,${MAX_ROOM_CHARS}}$`);
 
@@ -82,6 +97,116 @@ export const NICK_ERRORS: Record<"bad_nick" | "nick_taken", string> = {
   bad_nick: `a nickname is 1–${MAX_NICK_CHARS} letters, digits, "_" or "-"`,
   nick_taken: "that nickname is taken in this room",
 };
+
+// ---------------------------------------------------------------------------
+// Fields: one check each, for every way in
+// ---------------------------------------------------------------------------
+//
+// Each takes a value as it came (a typed line's word, a JSON frame's field,
+// an API parameter) and answers it as kept, or the refusal. Both socket
+// protocols (through the parsers below), the HTTP API (http_api.ts, and
+// moderation.ts for every moderation command) and the terminal client call
+// the same one, so a value is refused the same way, with the same code and
+// message, wherever it comes in.
+
+/** A value refused: its error code and what the sender is told. */
+export class FieldRefusal {
+  constructor(readonly code: ErrorCode, readonly message: string) {}
+}
+
+/** Is a check's answer a refusal (rather than the value as kept)? */
+export function isRefusal(answer: unknown): answer is FieldRefusal {
+  return answer instanceof FieldRefusal;
+}
+
+const BAD_NICK = new FieldRefusal("bad_nick", NICK_ERRORS.bad_nick);
+
+/**
+ * A nickname (to claim, or to name a member by): NFC-normalised, or
+ * `bad_nick` when it is not a valid one (nobody can hold such a name).
+ */
+export function checkNick(value: unknown): string | FieldRefusal {
+  if (typeof value !== "string") return BAD_NICK;
+  const nick = value.normalize("NFC");
+  return validNick(nick) ? nick : BAD_NICK;
+}
+
+/**
+ * A message's text as kept ({@linkcode cleanText}; `""` when nothing is
+ * left, which each way in treats its own way), or `too_long` past
+ * `maxChars` characters (the `--max-message-chars` option).
+ */
+export function checkMessage(
+  text: string,
+  maxChars: number,
+): string | FieldRefusal {
+  const clean = cleanText(text);
+  // Counting code points copies the text: only when it could be over.
+  if (clean.length > maxChars && [...clean].length > maxChars) {
+    return new FieldRefusal(
+      "too_long",
+      `message too long (max ${maxChars} characters)`,
+    );
+  }
+  return clean;
+}
+
+/**
+ * A topic as kept (cleaned, on one line; `""` clears it), or `too_long`
+ * past {@linkcode MAX_TOPIC_CHARS}.
+ */
+export function checkTopic(value: unknown): string | FieldRefusal {
+  if (typeof value !== "string") {
+    return new FieldRefusal("bad_request", "a topic is text");
+  }
+  const topic = oneLine(cleanText(value));
+  if ([...topic].length > MAX_TOPIC_CHARS) {
+    return new FieldRefusal(
+      "too_long",
+      `topic too long (max ${MAX_TOPIC_CHARS} characters)`,
+    );
+  }
+  return topic;
+}
+
+/**
+ * A reason as kept (cleaned, on one line; undefined when absent or empty),
+ * or `too_long` past {@linkcode MAX_REASON_CHARS}.
+ */
+export function checkReason(value: unknown): string | undefined | FieldRefusal {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") {
+    return new FieldRefusal("bad_request", "a reason is text");
+  }
+  const reason = oneLine(cleanText(value));
+  if ([...reason].length > MAX_REASON_CHARS) {
+    return new FieldRefusal(
+      "too_long",
+      `reason too long (max ${MAX_REASON_CHARS} characters)`,
+    );
+  }
+  return reason === "" ? undefined : reason;
+}
+
+/**
+ * How long a ban or mute lasts, in minutes (undefined: until lifted), or
+ * `bad_request` unless a whole number from 1 to {@linkcode MAX_MINUTES}.
+ */
+export function checkMinutes(
+  value: unknown,
+): number | undefined | FieldRefusal {
+  if (value === undefined) return undefined;
+  if (
+    typeof value === "number" && Number.isSafeInteger(value) && value >= 1 &&
+    value <= MAX_MINUTES
+  ) {
+    return value;
+  }
+  return new FieldRefusal(
+    "bad_request",
+    `minutes must be a whole number from 1 to ${MAX_MINUTES}`,
+  );
+}
 
 // ---------------------------------------------------------------------------
 // Events and frames
@@ -293,9 +418,10 @@ export type Command =
  * What a moderator may do, in either protocol (the JSON frame is the same
  * object): close a person's connections with {@linkcode CloseCode.Kicked}
  * (`kick`), and keep them out (`ban`, by login for verified people, by
- * session and address for others), silence them (`mute`), set the topic,
- * slow the room down, and delete a message (also its author's right).
- * `minutes` absent: until undone.
+ * session and address for others), silence them alone (`mute`), set the
+ * topic, slow the room down, and delete a message (also its author's
+ * right). `minutes` absent: until undone. Whom a ban or mute holds is
+ * rooms.ts `sanctionKeys`.
  */
 export type ModerationCommand =
   | { type: "kick"; nick: string; reason?: string }
@@ -318,15 +444,6 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
   "slow",
   "delete",
 ]);
-
-/** Longest ban or mute, in minutes (a year). */
-export const MAX_MINUTES = 366 * 24 * 60;
-/** Longest slow-mode interval, in seconds (an hour). */
-export const MAX_SLOW_SECONDS = 3600;
-/** Longest kick, ban or mute reason, in characters (it goes in a close frame). */
-export const MAX_REASON_CHARS = 80;
-/** Longest topic, in characters. */
-export const MAX_TOPIC_CHARS = 300;
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
@@ -492,51 +609,61 @@ function parseModeration(name: string, arg: string): Command {
       }
       break;
   }
-  return moderationOf(frame) ??
-    { type: "invalid", code: "bad_request", message: MODERATION_USAGE[name] };
+  const checked = checkModeration(frame);
+  if (checked === undefined) {
+    return {
+      type: "invalid",
+      code: "bad_request",
+      message: MODERATION_USAGE[name],
+    };
+  }
+  return moderationCommand(checked);
 }
 
 /**
- * A moderation command from a frame (JSON, or a typed line made into one),
- * or undefined when it is not a well-formed one. The limits are checked
- * here, so both protocols refuse the same things the same way.
+ * A moderation command from a frame (JSON, an API call, or a typed line
+ * made into one), its fields as kept by their checks; the first field
+ * refused; or undefined when the frame is not one's form (a field it needs
+ * is missing, or a number is not a whole one). The parsers run it, so both
+ * protocols and the terminal client refuse alike, and moderation.ts runs it
+ * again on every command, whoever gave it (the API's too).
  */
-function moderationOf(
+export function checkModeration(
   frame: Record<string, unknown>,
-): ModerationCommand | undefined {
-  const text = (value: unknown, max: number) =>
-    typeof value === "string" && [...value].length <= max;
-  const optional = (value: unknown, max: number) =>
-    value === undefined || text(value, max);
+): ModerationCommand | FieldRefusal | undefined {
   const whole = (value: unknown, min: number, max: number) =>
     Number.isSafeInteger(value) && (value as number) >= min &&
     (value as number) <= max;
-  const nick = typeof frame.nick === "string" && frame.nick !== "";
-  const reason = optional(frame.reason, MAX_REASON_CHARS);
-  const minutes = frame.minutes === undefined ||
-    whole(frame.minutes, 1, MAX_MINUTES);
-  const r = frame.reason as string | undefined;
-  const m = frame.minutes as number | undefined;
   switch (frame.type) {
     case "kick":
-      if (!nick || !reason) return undefined;
-      return { type: "kick", nick: frame.nick as string, reason: r };
     case "ban":
-    case "mute":
-      if (!nick || !reason || !minutes) return undefined;
-      return {
-        type: frame.type,
-        nick: frame.nick as string,
-        minutes: m,
-        reason: r,
-      };
+    case "mute": {
+      if (frame.nick === undefined || frame.nick === "") return undefined;
+      const nick = checkNick(frame.nick);
+      if (isRefusal(nick)) return nick;
+      const minutes = frame.type === "kick"
+        ? undefined
+        : checkMinutes(frame.minutes);
+      if (isRefusal(minutes)) return minutes;
+      const reason = checkReason(frame.reason);
+      if (isRefusal(reason)) return reason;
+      return frame.type === "kick"
+        ? { type: "kick", nick, reason }
+        : { type: frame.type, nick, minutes, reason };
+    }
     case "unban":
-    case "unmute":
-      if (!nick) return undefined;
-      return { type: frame.type, nick: frame.nick as string };
-    case "topic":
-      if (!text(frame.text, MAX_TOPIC_CHARS)) return undefined;
-      return { type: "topic", text: frame.text as string };
+    case "unmute": {
+      if (frame.nick === undefined || frame.nick === "") return undefined;
+      const nick = checkNick(frame.nick);
+      if (isRefusal(nick)) return nick;
+      return { type: frame.type, nick };
+    }
+    case "topic": {
+      if (frame.text === undefined) return undefined;
+      const text = checkTopic(frame.text);
+      if (isRefusal(text)) return text;
+      return { type: "topic", text };
+    }
     case "slow":
       if (!whole(frame.seconds, 0, MAX_SLOW_SECONDS)) return undefined;
       return { type: "slow", seconds: frame.seconds as number };
@@ -545,6 +672,15 @@ function moderationOf(
       return { type: "delete", id: frame.id as number };
   }
   return undefined;
+}
+
+/** A checked moderation command as a command (a refusal is `invalid`). */
+function moderationCommand(
+  checked: ModerationCommand | FieldRefusal,
+): Command {
+  return isRefusal(checked)
+    ? { type: "invalid", code: checked.code, message: checked.message }
+    : checked;
 }
 
 const JSON_FORMS =
@@ -594,11 +730,15 @@ export function parseJsonCommand(data: string): Command {
     if (frame.type === "typing") return { type: "typing" };
     if (frame.type === "history") return historyCommand(frame);
     if (typeof frame.type === "string" && MODERATION_TYPES.has(frame.type)) {
-      return moderationOf(frame) ?? {
-        type: "invalid",
-        code: "bad_request",
-        message: `expected ${MODERATION_JSON[frame.type]}`,
-      };
+      const checked = checkModeration(frame);
+      if (checked === undefined) {
+        return {
+          type: "invalid",
+          code: "bad_request",
+          message: `expected ${MODERATION_JSON[frame.type]}`,
+        };
+      }
+      return moderationCommand(checked);
     }
   }
   return { type: "invalid", code: "bad_request", message: JSON_FORMS };

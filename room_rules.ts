@@ -37,7 +37,7 @@ export interface Member {
   op: boolean;
   /** A verified person's user id (their token's `sub`). */
   user?: string;
-  /** What a ban of it holds against (see {@linkcode banKeys}). */
+  /** Its keys ({@linkcode personKeys}); a ban or mute holds some of them. */
   keys: string[];
   /** Its connections, by process (the memory store has one, `""`). */
   connections: Record<string, number>;
@@ -47,7 +47,11 @@ export interface Member {
 export interface Sanction {
   /** The nick its target had. */
   nick: string;
-  /** Whom it holds against: anyone arriving or posting with one of these. */
+  /**
+   * Whom it holds against ({@linkcode sanctionKeys} of its target's keys):
+   * anyone arriving (a ban) or posting (a mute) whose keys, by the same
+   * rule, share one.
+   */
   keys: string[];
   /** When it ends (ms since the epoch); absent: until lifted. */
   until?: number;
@@ -56,7 +60,7 @@ export interface Sanction {
 /** Who posts a message, for mutes and slow mode. */
 export interface Poster {
   owner: string;
-  /** See {@linkcode JoinRequest.keys}. */
+  /** Their keys, as {@linkcode JoinRequest.keys}. */
   keys: string[];
   /** Moderators are not slowed down. */
   op: boolean;
@@ -102,9 +106,9 @@ export interface JoinRequest {
   /** A verified person's user id (their token's `sub`), for `presence`. */
   user?: string;
   /**
-   * What a ban or mute of this person holds against (see
-   * {@linkcode Sanction}): a login (`u.…`) for verified people, a session
-   * (`s.…`) and an address (`ip:…`) for others.
+   * This person's keys ({@linkcode personKeys}): a login (`u.…`) for
+   * verified people, a session (`s.…`) and an address (`ip:…`) for others.
+   * Which of them a ban or a mute holds is {@linkcode sanctionKeys}'s rule.
    */
   keys?: string[];
 }
@@ -513,15 +517,74 @@ export function canResume(
 // Posting and moderation
 // ---------------------------------------------------------------------------
 
-/** The sanction holding any of `keys` at `now`, if any. */
+/**
+ * A person's keys, as {@linkcode JoinRequest.keys}: a verified person's
+ * login (`u.…`, their owner) alone; else their session (`s.…`) if they have
+ * one, and the connection's address (`ip:…`) unless `byAddress` is false
+ * (`--ban-by-address false`) and a session names them; with neither a login
+ * nor a session, the address alone, whatever `byAddress` says.
+ */
+export function personKeys(
+  person: { login?: string; session?: string; address: string },
+  byAddress = true,
+): string[] {
+  if (person.login !== undefined) return [person.login];
+  const address = ADDRESS_KEY + person.address;
+  if (person.session === undefined) return [address];
+  return byAddress ? [person.session, address] : [person.session];
+}
+
+/** An address as a key of {@linkcode personKeys}. */
+const ADDRESS_KEY = "ip:";
+
+/**
+ * The one rule of whom a sanction holds, from a person's keys
+ * ({@linkcode personKeys}): every store keeps a ban or mute by the keys of
+ * its target this gives, and checks an arriving or posting person by theirs.
+ *
+ * - A ban holds all of them: a banned anonymous person is kept out by their
+ *   session and their address, so a new session from the same address does
+ *   not get back in. Behind a NAT (a school's, an office's, a mobile
+ *   carrier's), that keeps out everyone there with them:
+ *   `--ban-by-address false` leaves the address out of the keys when a
+ *   session names the person.
+ * - A mute holds one key, the one that names the person: their login, else
+ *   their session, else (no session) their address. Muting one anonymous
+ *   person silences nobody else behind their address; only people there
+ *   without a session are one to it (nothing tells them apart).
+ */
+export function sanctionKeys(
+  kind: SanctionKind,
+  keys: readonly string[],
+): string[] {
+  if (kind === "ban") return [...keys];
+  for (const prefix of PERSON_PREFIXES) {
+    const key = keys.find((k) => k.startsWith(prefix));
+    if (key !== undefined) return [key];
+  }
+  return [];
+}
+
+/**
+ * Key prefixes from the most to the least particular: a login (auth.ts
+ * `ownerOf`), a session (main.ts `sessionOf`), an address.
+ */
+const PERSON_PREFIXES = ["u.", "s.", ADDRESS_KEY];
+
+/**
+ * The ban (or mute) in force that holds a person with these keys
+ * ({@linkcode personKeys}), judged by {@linkcode sanctionKeys}.
+ */
 export function sanctionOn(
   txn: RoomTxn,
   kind: SanctionKind,
-  keys: string[],
+  keys: readonly string[],
 ): Sanction | undefined {
+  let held: string[] | undefined; // most rooms sanction nobody: not made
   for (const [, sanction] of txn.sanctions(kind)) {
     if (!live(sanction, txn.now)) continue;
-    if (sanction.keys.some((key) => keys.includes(key))) return sanction;
+    held ??= sanctionKeys(kind, keys);
+    if (sanction.keys.some((key) => held!.includes(key))) return sanction;
   }
   return undefined;
 }
@@ -569,7 +632,7 @@ export function kick(
   if (expulsion.ban) {
     txn.setSanction("ban", nickKey(member.nick), {
       nick: member.nick,
-      keys: member.keys,
+      keys: sanctionKeys("ban", member.keys),
       ...(expulsion.ban.until !== undefined
         ? { until: expulsion.ban.until }
         : {}),
@@ -591,7 +654,7 @@ export function mute(
   if (!member) return "no_such_nick";
   txn.setSanction("mute", nickKey(member.nick), {
     nick: member.nick,
-    keys: member.keys,
+    keys: sanctionKeys("mute", member.keys),
     ...(until !== undefined ? { until } : {}),
   });
   return "muted";

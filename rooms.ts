@@ -46,7 +46,9 @@ export {
   nickCandidates,
   nickKey,
   NoNickLeft,
+  personKeys,
   randomNick,
+  sanctionKeys,
 } from "./room_rules.ts";
 export type {
   Expulsion,
@@ -232,7 +234,10 @@ export interface RoomStore {
     room: string,
     expulsion: Expulsion,
   ): Promise<RoomEvent | "no_such_nick">;
-  /** Mutes the member holding `nick` (by its keys) until `until`. */
+  /**
+   * Mutes the member holding `nick` until `until`: by their
+   * {@linkcode sanctionKeys} for a mute, so it silences that one person.
+   */
   mute(
     room: string,
     nick: string,
@@ -240,7 +245,10 @@ export interface RoomStore {
   ): Promise<"muted" | "no_such_nick">;
   /** Lifts the ban or mute given to `nick`; false when there is none. */
   lift(room: string, kind: "ban" | "mute", nick: string): Promise<boolean>;
-  /** The ban holding any of `keys` out of the room, if one does now. */
+  /**
+   * The ban holding a person with these keys ({@linkcode JoinRequest.keys})
+   * out of the room, if one does now.
+   */
   banned(room: string, keys: string[]): Promise<Sanction | undefined>;
   /** Sets the topic or slow mode and appends its event. */
   configure(

@@ -691,6 +691,82 @@ contract(
   { maxRooms: 2 },
 );
 
+contract(
+  "a mute holds the one key that names its person (login, else session, else address); a ban holds all their keys; both after a restart",
+  async (subject) => {
+    // Three people at three addresses, and others arriving at each.
+    await join(subject.store, "r", {
+      owner: "s.bob",
+      nick: "bob",
+      keys: ["s.bob", "ip:10.0.0.1"],
+    });
+    await join(subject.store, "r", {
+      owner: "7",
+      nick: "ann",
+      keys: ["ip:10.0.0.2"],
+    });
+    await join(subject.store, "r", {
+      owner: "s.cy",
+      nick: "cy",
+      keys: ["s.cy", "ip:10.0.0.3"],
+    });
+    await join(subject.store, "r", {
+      owner: "u.1",
+      nick: "ada",
+      keys: ["u.1"],
+    });
+    assert.equal(await subject.store.mute("r", "bob"), "muted");
+    assert.equal(await subject.store.mute("r", "ann"), "muted");
+    assert.equal(await subject.store.mute("r", "ada"), "muted");
+    const banned = await subject.store.expel("r", {
+      nick: "cy",
+      by: "mod",
+      ban: {},
+    });
+    assert.equal((banned as RoomEvent).type, "kick");
+    const body: NewEvent = { type: "message", from: "x", text: "hi" };
+    const muted = async (keys: string[]) => {
+      const poster = { owner: `o.${keys.join()}`, keys, op: false };
+      return "refused" in await subject.store.post("r", poster, body);
+    };
+    const check = async () => {
+      assert.deepEqual(
+        await Promise.all([
+          muted(["s.bob", "ip:10.0.0.1"]), // bob
+          muted(["s.bob", "ip:10.9.9.9"]), // bob, elsewhere
+          muted(["s.eve", "ip:10.0.0.1"]), // another session at bob's address
+          muted(["ip:10.0.0.1"]), // no session at bob's address
+          muted(["ip:10.0.0.2"]), // no session at ann's: one to her mute
+          muted(["s.eve", "ip:10.0.0.2"]), // a session at ann's address
+          muted(["u.1"]), // ada
+          muted(["s.eve", "ip:10.0.0.9"]), // ada's address is not hers
+        ]),
+        [true, true, false, false, true, false, true, false],
+      );
+      const ban = await subject.store.banned("r", ["s.new", "ip:10.0.0.3"]);
+      assert.deepEqual([ban?.nick, ban?.keys], ["cy", ["s.cy", "ip:10.0.0.3"]]);
+      assert.equal(
+        (await subject.store.banned("r", ["ip:10.0.0.3"]))?.nick,
+        "cy",
+      );
+      assert.equal(
+        (await subject.store.banned("r", ["s.cy", "ip:10.9.9.9"]))?.nick,
+        "cy",
+      );
+      assert.equal(
+        await subject.store.banned("r", ["s.new", "ip:10.9.9.9"]),
+        undefined,
+      );
+    };
+    await check();
+    if (subject.reopen) {
+      await subject.reopen();
+      await join(subject.store, "r", { owner: "mod", nick: "mod" });
+      await check();
+    }
+  },
+);
+
 // ---------------------------------------------------------------------------
 // Reading back (`history`): the paging rules, on every store
 // ---------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+/**
+ * The one token bucket of deno-chat: a connection's messages (`--rate`,
+ * `--burst`), an address's new connections (`--connect-rate`,
+ * `--connect-burst`) and the HTTP API key's requests (`--api-rate`) are
+ * each one {@linkcode TokenBucket}.
+ *
+ * A leaf: no imports, no clock of its own (every method takes `now`).
+ *
+ * @module
+ */
+
+/**
+ * `rate` tokens a second, at most `burst` saved up; it starts full. Each
+ * thing allowed takes one token; with less than one left, it is refused.
+ *
+ * @example
+ * ```ts
+ * const bucket = new TokenBucket(10, 20);
+ * if (!bucket.take()) console.log("slow down");
+ * ```
+ */
+export class TokenBucket {
+  /** Tokens left at `refilledAt` (a fraction between refills). */
+  tokens: number;
+  /** When `tokens` was last brought up to date (ms since the epoch). */
+  refilledAt: number;
+
+  constructor(
+    /** Tokens added per second. */
+    readonly rate: number,
+    /** Most tokens saved up (and the start). */
+    readonly burst: number,
+    now: number = Date.now(),
+  ) {
+    this.tokens = burst;
+    this.refilledAt = now;
+  }
+
+  /** Takes a token if there is one; false (nothing taken) if not. */
+  take(now: number = Date.now()): boolean {
+    this.tokens = this.#tokensAt(now);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  /** Seconds until the next token, from the last `take` (0: one is there). */
+  secondsToToken(): number {
+    return Math.max(0, (1 - this.tokens) / this.rate);
+  }
+
+  /** Full again by `now`: it says nothing any more, and may be forgotten. */
+  full(now: number = Date.now()): boolean {
+    return this.#tokensAt(now) >= this.burst;
+  }
+
+  #tokensAt(now: number): number {
+    return Math.min(
+      this.burst,
+      this.tokens + (now - this.refilledAt) * this.rate / 1000,
+    );
+  }
+}

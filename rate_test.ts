@@ -1,0 +1,54 @@
+/**
+ * The token bucket (rate.ts), with the clock given: what the message rate,
+ * the connect rate and the API key's rate each rely on. (Each of those is
+ * also tested end to end: hardening_test.ts, api_test.ts.)
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { TokenBucket } from "./rate.ts";
+
+Deno.test("a bucket starts full: burst takes, then one is refused", () => {
+  const bucket = new TokenBucket(2, 3, 0);
+  assert.deepEqual([0, 1, 2, 3].map(() => bucket.take(0)), [
+    true,
+    true,
+    true,
+    false,
+  ]);
+});
+
+Deno.test("a bucket refills at rate per second, never past burst", () => {
+  const bucket = new TokenBucket(2, 3, 0);
+  for (let i = 0; i < 3; i++) bucket.take(0);
+  assert.equal(bucket.take(499), false, "not a whole token after 499 ms");
+  assert.equal(bucket.take(500), true, "one token after 500 ms at 2/s");
+  assert.equal(bucket.take(500), false);
+  // An hour idle saves up burst tokens, not 7200.
+  const later = 3_600_000;
+  assert.deepEqual([0, 1, 2, 3].map(() => bucket.take(later)), [
+    true,
+    true,
+    true,
+    false,
+  ]);
+});
+
+Deno.test("secondsToToken says how long a refused take must wait", () => {
+  const bucket = new TokenBucket(4, 1, 0);
+  assert.equal(bucket.secondsToToken(), 0, "full: no wait");
+  bucket.take(0);
+  assert.equal(bucket.take(100), false);
+  // 0.4 of a token after 100 ms at 4/s: 0.6 more takes 0.15 s.
+  assert.ok(Math.abs(bucket.secondsToToken() - 0.15) < 1e-9);
+});
+
+Deno.test("full says when a bucket has refilled and may be forgotten", () => {
+  const bucket = new TokenBucket(2, 2, 0);
+  assert.equal(bucket.full(0), true);
+  bucket.take(0);
+  assert.equal(bucket.full(0), false);
+  assert.equal(bucket.full(499), false);
+  assert.equal(bucket.full(500), true);
+});
