@@ -39,7 +39,7 @@ import {
   reworded,
   startupLine,
   unreadableFile,
-} from "./cli_errors.ts";
+} from "./server/cli_errors.ts";
 import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
@@ -74,7 +74,7 @@ import {
   type TypingEvent,
   validNick,
   type Welcome,
-} from "./protocol.ts";
+} from "./wire/protocol.ts";
 import {
   type Joined,
   type LogFields,
@@ -86,10 +86,13 @@ import {
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
-} from "./rooms.ts";
-import type { RedisStoreOptions } from "./redis_store.ts";
-import type { DataFileError, SqliteStoreOptions } from "./sqlite_store.ts";
-import { offeredProtocols, readHandshake } from "./handshake.ts";
+} from "./stores/rooms.ts";
+import type { RedisStoreOptions } from "./stores/redis_store.ts";
+import type {
+  DataFileError,
+  SqliteStoreOptions,
+} from "./stores/sqlite_store.ts";
+import { offeredProtocols, readHandshake } from "./server/handshake.ts";
 import {
   type Identity,
   makeVerifier,
@@ -97,20 +100,20 @@ import {
   ownerOfUser,
   tokenOf,
   type Verifier,
-} from "./auth.ts";
+} from "./server/auth.ts";
 import {
   type Actor,
   fitCloseReason,
   moderate,
   moderatedText,
   type ModerationOutcome,
-} from "./moderation.ts";
+} from "./server/moderation.ts";
 import {
   API_MIN_KEY_CHARS,
   type ApiBackend,
   ApiError,
   apiHandler,
-} from "./http_api.ts";
+} from "./server/http_api.ts";
 
 // ---------------------------------------------------------------------------
 // Options and limits
@@ -2490,13 +2493,13 @@ export async function startChat(
  * unless `--redis` is given. `deno compile` needs `--include redis_store.ts`
  * for it.
  */
-const SHARED_STORE_MODULE = "./redis_store.ts";
+const SHARED_STORE_MODULE = "./stores/redis_store.ts";
 
 /**
  * The SQLite store's file, loaded only with `--data` (like
  * {@linkcode SHARED_STORE_MODULE}; `deno compile` includes it too).
  */
-const DATA_STORE_MODULE = "./sqlite_store.ts";
+const DATA_STORE_MODULE = "./stores/sqlite_store.ts";
 
 /**
  * Why `--data` and `--redis` are refused together: Redis already keeps the

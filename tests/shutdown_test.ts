@@ -9,7 +9,7 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
+import { CloseCode, JSON_PROTOCOL } from "../wire/protocol.ts";
 import { startCli, within } from "./test_helpers.ts";
 import {
   closeCodeOf,

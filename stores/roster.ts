@@ -13,7 +13,7 @@
  * @module
  */
 
-import type { RoomEvent } from "./protocol.ts";
+import type { RoomEvent } from "../wire/protocol.ts";
 
 /** A member as a baseline read gives it, and as `at` answers. */
 export interface RosterMember {

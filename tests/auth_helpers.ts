@@ -9,12 +9,12 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { exportSPKI, generateKeyPair, type JWTPayload, SignJWT } from "jose";
-import type { ChatOptions, ChatServer } from "./main.ts";
+import type { ChatOptions, ChatServer } from "../main.ts";
 import {
   AUTH_PROTOCOL_PREFIX,
   JSON_PROTOCOL,
   OP_PROTOCOL_PREFIX,
-} from "./protocol.ts";
+} from "../wire/protocol.ts";
 import { chatUrl, type Json, Peer, within } from "./test_helpers.ts";
 import { upgradeRequest } from "./ws_frames.ts";
 

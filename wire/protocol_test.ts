@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { renderPage } from "./main.ts";
+import { renderPage } from "../main.ts";
 import {
   COMMAND_NAMES,
   JSON_PROTOCOL,
@@ -17,9 +17,11 @@ import {
   parseCommand,
   SESSION_PROTOCOL_PREFIX,
 } from "./protocol.ts";
-import { pageScript } from "./tools/check_page.ts";
+import { pageScript } from "../tools/check_page.ts";
 
-const html = await Deno.readTextFile(new URL("./client.html", import.meta.url));
+const html = await Deno.readTextFile(
+  new URL("../client.html", import.meta.url),
+);
 
 Deno.test("parseCommand knows every name in COMMAND_NAMES, and no other", () => {
   for (const name of COMMAND_NAMES) {

@@ -18,8 +18,8 @@ import {
   type RoomEvent,
   roomName,
   validNick,
-} from "./protocol.ts";
-import { sameSecret, StoreUnavailable } from "./rooms.ts";
+} from "../wire/protocol.ts";
+import { sameSecret, StoreUnavailable } from "../stores/rooms.ts";
 
 // ---------------------------------------------------------------------------
 // Limits

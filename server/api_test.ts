@@ -9,10 +9,19 @@
 import assert from "node:assert/strict";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { API_MAX_BODY_BYTES, API_METHODS } from "./http_api.ts";
-import type { ChatServer } from "./main.ts";
-import { CloseCode } from "./protocol.ts";
-import { hs256, logLines, SECRET, signedClient } from "./auth_helpers.ts";
-import { haveRedis, startChatProcess, startRedis } from "./redis_helpers.ts";
+import type { ChatServer } from "../main.ts";
+import { CloseCode } from "../wire/protocol.ts";
+import {
+  hs256,
+  logLines,
+  SECRET,
+  signedClient,
+} from "../tests/auth_helpers.ts";
+import {
+  haveRedis,
+  startChatProcess,
+  startRedis,
+} from "../tests/redis_helpers.ts";
 import {
   closeAll,
   type Json,
@@ -21,7 +30,7 @@ import {
   textClient,
   withChat,
   within,
-} from "./test_helpers.ts";
+} from "../tests/test_helpers.ts";
 
 const KEY = "k".repeat(16) + "0123456789abcdef0123";
 const API = { apiKey: KEY };

@@ -34,7 +34,7 @@
 
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { randomBytes } from "node:crypto";
-import type { RoomEvent } from "./protocol.ts";
+import type { RoomEvent } from "../wire/protocol.ts";
 import {
   type ArchivedModeration,
   type ArchivedRoom,

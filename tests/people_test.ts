@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CloseCode } from "./protocol.ts";
+import { CloseCode } from "../wire/protocol.ts";
 import {
   chatUrl,
   closeAll,
@@ -19,7 +19,7 @@ import {
   withChat,
   within,
 } from "./test_helpers.ts";
-import type { ChatServer } from "./main.ts";
+import type { ChatServer } from "../main.ts";
 
 const ADA = "ada-secret-0123456789abcdefghij";
 const BOB = "bob-secret-0123456789abcdefghij";

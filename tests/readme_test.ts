@@ -13,12 +13,12 @@ import {
   flagOf,
   OPTIONS,
   shownDefault,
-} from "./main.ts";
+} from "../main.ts";
 import { haveRedis, untilRedisAnswers } from "./redis_helpers.ts";
 import { freePort } from "./ws_frames.ts";
 import { cli } from "./test_helpers.ts";
 
-const README = new URL("./README.md", import.meta.url);
+const README = new URL("../README.md", import.meta.url);
 
 const HEADER = ["flag", "env", "default", "meaning"];
 

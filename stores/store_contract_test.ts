@@ -10,10 +10,10 @@
  */
 
 import assert from "node:assert/strict";
-import { haveRedis, startRedis } from "./redis_helpers.ts";
+import { haveRedis, startRedis } from "../tests/redis_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
 import { SqliteStore } from "./sqlite_store.ts";
-import type { LiveEvent, NewEvent, RoomEvent } from "./protocol.ts";
+import type { LiveEvent, NewEvent, RoomEvent } from "../wire/protocol.ts";
 import {
   type HistoryPage,
   MemoryStore,
@@ -24,7 +24,7 @@ import {
   type RoomStore,
   type StoreOptions,
 } from "./rooms.ts";
-import { eventually } from "./test_helpers.ts";
+import { eventually } from "../tests/test_helpers.ts";
 
 /** A store under test, with what it reported to main.ts. */
 interface Subject {

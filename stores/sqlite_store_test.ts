@@ -10,8 +10,8 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { CloseCode, type NewEvent } from "./protocol.ts";
-import type { ChatServer } from "./main.ts";
+import { CloseCode, type NewEvent } from "../wire/protocol.ts";
+import type { ChatServer } from "../main.ts";
 import { SqliteArchive, SqliteStore } from "./sqlite_store.ts";
 import { reconnectToken, type RoomStore } from "./rooms.ts";
 import {
@@ -26,9 +26,9 @@ import {
   textClient,
   withChat,
   within,
-} from "./test_helpers.ts";
-import { haveRedis, startRedis } from "./redis_helpers.ts";
-import { hs256, OP_KEY, SECRET, signedClient } from "./auth_helpers.ts";
+} from "../tests/test_helpers.ts";
+import { haveRedis, startRedis } from "../tests/redis_helpers.ts";
+import { hs256, OP_KEY, SECRET, signedClient } from "../tests/auth_helpers.ts";
 
 /** Bob's session secret, so that he is the same person after a restart. */
 const BOB_SESSION = "bob-session-secret-0123456789";

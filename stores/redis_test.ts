@@ -16,23 +16,27 @@ import {
   Peer,
   textClient,
   within,
-} from "./test_helpers.ts";
+} from "../tests/test_helpers.ts";
 import {
   type ChatProcess,
   haveRedis,
   type RedisServer,
   startChatProcess,
   startRedis,
-} from "./redis_helpers.ts";
+} from "../tests/redis_helpers.ts";
 import {
   COALESCE_MS,
   POSTING_MS,
   RedisStore,
   type RedisStoreOptions,
 } from "./redis_store.ts";
-import { OPTIONS } from "./main.ts";
+import { OPTIONS } from "../main.ts";
 import { createClient } from "redis";
-import { JSON_PROTOCOL, type LiveEvent, type RoomEvent } from "./protocol.ts";
+import {
+  JSON_PROTOCOL,
+  type LiveEvent,
+  type RoomEvent,
+} from "../wire/protocol.ts";
 import {
   type Joined,
   MemoryStore,
@@ -1078,7 +1082,7 @@ Deno.test({
         "--allow-net",
         "--allow-env",
         "--allow-read",
-        "--deny-read=./redis_store.ts",
+        "--deny-read=./stores/redis_store.ts",
         "main.ts",
         "--hostname",
         "127.0.0.1",
@@ -1088,7 +1092,7 @@ Deno.test({
         "0",
         "--quiet",
       ],
-      cwd: import.meta.dirname,
+      cwd: new URL("..", import.meta.url), // the repository, where main.ts is
       env: { REDIS_URL: "" },
       stdin: "null",
       stdout: "piped",

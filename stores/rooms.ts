@@ -22,7 +22,7 @@ import type {
   NewEvent,
   RoomEvent,
   TypingEvent,
-} from "./protocol.ts";
+} from "../wire/protocol.ts";
 
 /** What a connection asks for when it joins a room. */
 export interface JoinRequest {

@@ -54,7 +54,7 @@ import type {
   NewEvent,
   RoomEvent,
   TypingEvent,
-} from "./protocol.ts";
+} from "../wire/protocol.ts";
 import {
   type Dismissal,
   eventBytes,

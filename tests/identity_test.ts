@@ -6,8 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { parseCommandLine } from "./main.ts";
-import { AUTH_PROTOCOL_PREFIX, JSON_PROTOCOL } from "./protocol.ts";
+import { parseCommandLine } from "../main.ts";
+import { AUTH_PROTOCOL_PREFIX, JSON_PROTOCOL } from "../wire/protocol.ts";
 import {
   AUTH_OPTIONS,
   es256Keys,

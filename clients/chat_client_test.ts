@@ -23,9 +23,13 @@ import {
   roomUrl,
   updateUsers,
 } from "./chat_client.ts";
-import { type ChatServer, startChat } from "./main.ts";
-import { CloseCode, JSON_PROTOCOL, printable as sanitize } from "./protocol.ts";
-import { hs256, SECRET } from "./auth_helpers.ts";
+import { type ChatServer, startChat } from "../main.ts";
+import {
+  CloseCode,
+  JSON_PROTOCOL,
+  printable as sanitize,
+} from "../wire/protocol.ts";
+import { hs256, SECRET } from "../tests/auth_helpers.ts";
 import {
   chatUrl,
   closeAll,
@@ -35,7 +39,7 @@ import {
   WAIT_MS,
   withChat,
   within,
-} from "./test_helpers.ts";
+} from "../tests/test_helpers.ts";
 
 // ---------------------------------------------------------------------------
 // sanitize

@@ -15,7 +15,7 @@
 
 import { createHash, createPublicKey } from "node:crypto";
 import { errors, importSPKI, jwtVerify, type JWTVerifyOptions } from "jose";
-import { AUTH_PROTOCOL_PREFIX, validNick } from "./protocol.ts";
+import { AUTH_PROTOCOL_PREFIX, validNick } from "../wire/protocol.ts";
 
 /** Who a valid token says the connection is. */
 export interface Identity {

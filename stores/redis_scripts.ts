@@ -14,7 +14,7 @@
  */
 
 import { createHash } from "node:crypto";
-import type { RoomEvent } from "./protocol.ts";
+import type { RoomEvent } from "../wire/protocol.ts";
 
 /** A Redis reply as node-redis gives it for RESP2. */
 export type Reply = string | number | null | Reply[];

@@ -9,8 +9,8 @@
 
 import assert from "node:assert/strict";
 import net from "node:net";
-import { type ChatOptions, type ChatServer, startChat } from "./main.ts";
-import { JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX } from "./protocol.ts";
+import { type ChatOptions, type ChatServer, startChat } from "../main.ts";
+import { JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX } from "../wire/protocol.ts";
 import {
   closeCodeOf,
   decodeHeader,
@@ -523,7 +523,8 @@ export function cli(
       "main.ts",
       ...args,
     ],
-    cwd: import.meta.dirname,
+    // The repository, where main.ts is.
+    cwd: new URL("..", import.meta.url),
     stdin: "null",
     stdout: "piped",
     stderr,

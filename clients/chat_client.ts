@@ -42,7 +42,7 @@ import {
   SESSION_PROTOCOL_PREFIX,
   validNick,
   type Welcome,
-} from "./protocol.ts";
+} from "../wire/protocol.ts";
 
 // ---------------------------------------------------------------------------
 // Constants

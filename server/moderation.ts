@@ -13,8 +13,8 @@ import {
   type ModeratedFrame,
   type ModerationCommand,
   oneLine,
-} from "./protocol.ts";
-import type { LogFields, RoomStore } from "./rooms.ts";
+} from "../wire/protocol.ts";
+import type { LogFields, RoomStore } from "../stores/rooms.ts";
 
 /** Who gives a command. */
 export interface Actor {

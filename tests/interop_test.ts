@@ -11,8 +11,8 @@
 
 import assert from "node:assert/strict";
 import NodeWebSocket from "ws";
-import type { ChatServer } from "./main.ts";
-import { JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX } from "./protocol.ts";
+import type { ChatServer } from "../main.ts";
+import { JSON_PROTOCOL, SESSION_PROTOCOL_PREFIX } from "../wire/protocol.ts";
 import {
   chatUrl,
   closeAll,

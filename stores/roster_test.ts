@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Roster, type RosterAt } from "./roster.ts";
 import { nickKey } from "./rooms.ts";
-import type { RoomEvent } from "./protocol.ts";
+import type { RoomEvent } from "../wire/protocol.ts";
 
 const join = (id: number, nick: string, verified?: boolean): RoomEvent => ({
   type: "join",

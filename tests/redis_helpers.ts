@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { ChatServer } from "./main.ts";
+import type { ChatServer } from "../main.ts";
 import { within } from "./test_helpers.ts";
 import { freePort } from "./ws_frames.ts";
 
@@ -157,7 +157,8 @@ export async function startChatProcess(
       "--quiet",
       ...(options.args ?? []),
     ],
-    cwd: import.meta.dirname,
+    // The repository, where main.ts is.
+    cwd: new URL("..", import.meta.url),
     env: options.env,
     stdin: "null",
     stdout: "piped",

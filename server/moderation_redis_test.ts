@@ -10,23 +10,23 @@
  */
 
 import assert from "node:assert/strict";
-import { CloseCode } from "./protocol.ts";
+import { CloseCode } from "../wire/protocol.ts";
 import { moderate } from "./moderation.ts";
-import { RedisStore } from "./redis_store.ts";
+import { RedisStore } from "../stores/redis_store.ts";
 import {
   hs256,
   OP_KEY,
   SECRET,
   signedClient,
   statusFrom,
-} from "./auth_helpers.ts";
+} from "../tests/auth_helpers.ts";
 import {
   type ChatProcess,
   haveRedis,
   type RedisServer,
   startChatProcess,
   startRedis,
-} from "./redis_helpers.ts";
+} from "../tests/redis_helpers.ts";
 import {
   closeAll,
   type Json,
@@ -35,7 +35,7 @@ import {
   type Peer,
   RawClient,
   within,
-} from "./test_helpers.ts";
+} from "../tests/test_helpers.ts";
 
 const ignore = !haveRedis && !Deno.env.get("CI");
 

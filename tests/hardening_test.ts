@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { upgradeRequest } from "./ws_frames.ts";
-import { CloseCode, JSON_PROTOCOL } from "./protocol.ts";
-import { MemoryStore } from "./rooms.ts";
+import { CloseCode, JSON_PROTOCOL } from "../wire/protocol.ts";
+import { MemoryStore } from "../stores/rooms.ts";
 import {
   chatUrl,
   closeAll,
@@ -30,7 +30,7 @@ import {
   withChat,
   within,
 } from "./test_helpers.ts";
-import type { ChatServer } from "./main.ts";
+import type { ChatServer } from "../main.ts";
 
 /** Limits lifted so a test can send many 16 KB messages quickly. */
 const BULK = { rate: 10_000, burst: 10_000, maxMessageChars: 20_000 };

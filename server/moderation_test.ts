@@ -7,9 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import type { ChatServer } from "./main.ts";
-import { CloseCode, OP_PROTOCOL_PREFIX } from "./protocol.ts";
-import { MemoryStore } from "./rooms.ts";
+import type { ChatServer } from "../main.ts";
+import { CloseCode, OP_PROTOCOL_PREFIX } from "../wire/protocol.ts";
+import { MemoryStore } from "../stores/rooms.ts";
 import { moderate } from "./moderation.ts";
 import {
   AUTH_OPTIONS,
@@ -18,7 +18,7 @@ import {
   OP_KEY,
   signedClient,
   statusFrom,
-} from "./auth_helpers.ts";
+} from "../tests/auth_helpers.ts";
 import {
   chatUrl,
   closeAll,
@@ -30,7 +30,7 @@ import {
   textClient,
   withChat,
   within,
-} from "./test_helpers.ts";
+} from "../tests/test_helpers.ts";
 
 const SESSION = "bob-session-secret-0123456789";
 const OTHER_SESSION = "another-session-secret-0123456";

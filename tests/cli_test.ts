@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { editDistance, nearestFlag } from "./cli_errors.ts";
+import { editDistance, nearestFlag } from "../server/cli_errors.ts";
 import { haveRedis, startRedis } from "./redis_helpers.ts";
 import { freePort } from "./ws_frames.ts";
 import { selfSignedCertificate, within } from "./test_helpers.ts";
@@ -250,7 +250,8 @@ async function run(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", "-A", "main.ts", ...args],
-    cwd: import.meta.dirname,
+    // The repository, where main.ts is.
+    cwd: new URL("..", import.meta.url),
     env,
     stdin: "null",
     stdout: "piped",
@@ -340,7 +341,8 @@ async function startLine(extra: string[]): Promise<string> {
       "0",
       ...extra,
     ],
-    cwd: import.meta.dirname,
+    // The repository, where main.ts is.
+    cwd: new URL("..", import.meta.url),
     stdin: "null",
     stdout: "null",
     stderr: "piped",
