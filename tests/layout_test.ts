@@ -57,7 +57,7 @@ Deno.test("the layout test sees the modules in every folder", () => {
   for (
     const path of [
       "main.ts",
-      "server/http_api.ts",
+      "server/options.ts",
       "stores/rooms.ts",
       "wire/protocol.ts",
       "clients/chat_client.ts",

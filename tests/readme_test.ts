@@ -1,6 +1,6 @@
 /**
  * The README's option table and `--help` say what {@linkcode OPTIONS} says:
- * an option added to the table in main.ts and not to the README (or changed
+ * an option added to the table in server/options.ts and not to the README (or changed
  * in one place only) fails here, and the failure prints the rows to paste.
  * The README's Redis commands are run as written (where redis-server is
  * installed, and always in CI).
@@ -13,7 +13,7 @@ import {
   flagOf,
   OPTIONS,
   shownDefault,
-} from "../main.ts";
+} from "../server/options.ts";
 import { haveRedis, untilRedisAnswers } from "./redis_helpers.ts";
 import { freePort } from "./ws_frames.ts";
 import { cli } from "./test_helpers.ts";
@@ -91,7 +91,7 @@ export function optionTableProblems(readme: string): string | undefined {
   const missing = expected.filter((row) => !have.has(key(row)));
   const extra = actual.filter((row) => !want.has(key(row)));
   return [
-    "The README's option table is not what OPTIONS in main.ts says.",
+    "The README's option table is not what OPTIONS in server/options.ts says.",
     ...missing.map((row) => `missing or different: ${key(row)}`),
     ...extra.map((row) => `not in OPTIONS (or different): ${key(row)}`),
     ...(missing.length === 0 && extra.length === 0
