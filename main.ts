@@ -30,7 +30,6 @@
  * @module
  */
 
-import clientHtml from "./client.html" with { type: "text" };
 import {
   listenFailure,
   redisFailure,
@@ -63,7 +62,6 @@ import {
   type NewEvent,
   NICK_ERRORS,
   OP_PROTOCOL_PREFIX,
-  PAGE_CONSTANTS,
   parseCommand,
   parseJsonCommand,
   type RefusalReason,
@@ -99,7 +97,19 @@ import type {
   DataFileError,
   SqliteStoreOptions,
 } from "./stores/sqlite_store.ts";
-import { offeredProtocols, readHandshake } from "./server/handshake.ts";
+import {
+  offeredProtocols,
+  parseUrl,
+  readHandshake,
+} from "./server/handshake.ts";
+import {
+  bump,
+  closeLabel,
+  type Counters,
+  newCounters,
+  renderMetrics,
+} from "./server/metrics.ts";
+import { pageHandler, renderPage } from "./server/page.ts";
 import {
   type Identity,
   makeVerifier,
@@ -121,6 +131,8 @@ import { type ApiBackend, ApiError, apiHandler } from "./server/http_api.ts";
 // Options (server/options.ts) and limits
 // ---------------------------------------------------------------------------
 
+// The page's handler is the library's API too, as are the options.
+export { type Page, pageHandler, renderPage } from "./server/page.ts";
 // The options are the library's API too: importable from here as before.
 export {
   type ChatOptions,
@@ -281,17 +293,7 @@ interface ChatState {
   /** Checks login tokens; undefined when no auth key is set. */
   verifier?: Verifier;
   phase: "running" | "stopping" | "stopped";
-  counters: {
-    messagesReceived: number;
-    framesSent: number;
-    slowConsumerDrops: number;
-    refused: Map<string, number>;
-    closes: Map<number | "other", number>;
-    upgradesRefused: Map<string, number>;
-    moderation: Map<string, number>;
-    /** By label set: `method="publish",status="200"`. */
-    apiRequests: Map<string, number>;
-  };
+  counters: Counters;
 }
 
 /** The running chat: one per process, as the design has its state module-level. */
@@ -316,16 +318,7 @@ function newState(settings: Settings, store: RoomStore): ChatState {
     stuckSockets: new Set(),
     nextOwner: 0,
     phase: "running",
-    counters: {
-      messagesReceived: 0,
-      framesSent: 0,
-      slowConsumerDrops: 0,
-      refused: new Map(),
-      closes: new Map(),
-      upgradesRefused: new Map(),
-      moderation: new Map(),
-      apiRequests: new Map(),
-    },
+    counters: newCounters(),
   };
 }
 
@@ -353,116 +346,17 @@ function log(level: LogLevel, event: string, fields: LogFields = {}): void {
   );
 }
 
-function bump<K>(map: Map<K, number>, key: K): void {
-  map.set(key, (map.get(key) ?? 0) + 1);
-}
-
-type Sample = number | Map<string | number, number>;
-
-/** `/metrics`, one row each: name, type, help, value, and its label if any. */
-const METRICS: [
-  name: string,
-  type: "gauge" | "counter",
-  help: string,
-  value: (chat: ChatState) => Sample,
-  label?: string,
-][] = [
-  ["chat_connections", "gauge", "Clients in a room.", joinedCount],
-  [
-    "chat_rooms",
-    "gauge",
-    "Rooms with members or connections on their way in.",
-    (c) => c.store.roomCount(),
-  ],
-  [
-    "chat_store_up",
-    "gauge",
-    "1 while the room store can be reached.",
-    (c) => (c.store.available?.() ?? true) ? 1 : 0,
-  ],
-  [
-    "chat_sockets_open",
-    "gauge",
-    "Upgraded sockets not yet closed, including ones being closed.",
-    (c) => c.openSockets.size,
-  ],
-  [
-    "chat_sockets_stuck",
-    "gauge",
-    "Sockets that never opened, given up on, still held by Deno.",
-    (c) => c.stuckSockets.size,
-  ],
-  [
-    "chat_messages_received_total",
-    "counter",
-    "Text frames received.",
-    (c) => c.counters.messagesReceived,
-  ],
-  [
-    "chat_frames_sent_total",
-    "counter",
-    "Frames sent to clients.",
-    (c) => c.counters.framesSent,
-  ],
-  [
-    "chat_messages_refused_total",
-    "counter",
-    "Messages refused, by reason.",
-    (c) => c.counters.refused,
-    "reason",
-  ],
-  [
-    "chat_closes_total",
-    "counter",
-    "Connections closed, by close code.",
-    (c) => c.counters.closes,
-    "code",
-  ],
-  [
-    "chat_slow_consumer_drops_total",
-    "counter",
-    "Clients dropped for not reading.",
-    (c) => c.counters.slowConsumerDrops,
-  ],
-  [
-    "chat_upgrades_refused_total",
-    "counter",
-    "WebSocket upgrades refused, by reason.",
-    (c) => c.counters.upgradesRefused,
-    "reason",
-  ],
-  [
-    "chat_moderation_total",
-    "counter",
-    "Moderation actions done, by action.",
-    (c) => c.counters.moderation,
-    "action",
-  ],
-  [
-    "chat_api_requests_total",
-    "counter",
-    "HTTP API calls, by method and status.",
-    (c) => c.counters.apiRequests,
-  ],
-];
-
-/** Prometheus text format: one line per sample, labelled ones by key. */
-function renderMetrics(): string {
-  const lines: string[] = [];
-  for (const [name, type, help, value, label] of METRICS) {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    const sample = value(chat());
-    if (typeof sample === "number") lines.push(`${name} ${sample}`);
-    else {
-      for (const [key, n] of sample) {
-        // Without a label name, the keys are whole label sets.
-        lines.push(
-          label ? `${name}{${label}="${key}"} ${n}` : `${name}{${key}} ${n}`,
-        );
-      }
-    }
-  }
-  return lines.join("\n") + "\n";
+/** `/metrics`: this process's gauges, read now, and its counters. */
+function metricsText(): string {
+  const current = chat();
+  return renderMetrics({
+    connections: joinedCount(current),
+    rooms: current.store.roomCount(),
+    storeUp: current.store.available?.() ?? true,
+    socketsOpen: current.openSockets.size,
+    socketsStuck: current.stuckSockets.size,
+    counters: current.counters,
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -697,7 +591,7 @@ function removeClient(client: Client, code: number): void {
   clearTimeout(client.openTimer);
   current.clients.delete(client.socket);
   if (phase === "opening") return giveBack(client);
-  bump(current.counters.closes, KNOWN_CLOSE_CODES.has(code) ? code : "other");
+  bump(current.counters.closes, closeLabel(code));
   if (phase === "joining") return;
   log("info", "leave", {
     room: client.room.name,
@@ -749,15 +643,6 @@ function leaveRoom(client: Client, grace: boolean): void {
   }, current.settings.sessionGrace * 1000);
   current.graceTimers.add(timer);
 }
-
-/** Close codes counted by their number in `/metrics`; others are `other`. */
-const KNOWN_CLOSE_CODES = new Set<number>([
-  ...Object.values(CloseCode),
-  1002,
-  1007,
-  1010,
-  1012,
-]);
 
 /** A close that never throws (the socket may be closing already). */
 function closeSocket(socket: WebSocket, code: number, reason: string): void {
@@ -1681,18 +1566,6 @@ function sessionOf(protocols: string[]): string | undefined {
 }
 
 /**
- * The request's URL, or undefined when its `Host` makes none (`Host: a b`):
- * a 400, not an exception.
- */
-function parseUrl(req: Request): URL | undefined {
-  try {
-    return new URL(req.url);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
  * New connections per address: a token bucket like messages', so one
  * address cannot flood a room with joins and leaves.
  */
@@ -1808,106 +1681,12 @@ function handleChatRequest(
   return upgraded.response;
 }
 
-/** The page as served: the chat port filled in, and its headers. */
-export interface Page {
-  html: string;
-  headers: Record<string, string>;
-}
-
-/**
- * Renders the page once at start-up. The policy allows only the page's own
- * inline script and style (by hash), so injected markup could not run.
- */
-export async function renderPage(chatPort: number): Promise<Page> {
-  // The chat port, and the wire contract's constants the page needs (so it
-  // holds no copy of them), as JSON in an attribute.
-  const contract = JSON.stringify(PAGE_CONSTANTS).replaceAll("&", "&amp;")
-    .replaceAll('"', "&quot;").replaceAll("<", "&lt;");
-  const html = clientHtml.replace(
-    '<meta name="chat-port" content="">',
-    // A function, so that no `$&` in the JSON is read as a pattern.
-    () =>
-      `<meta name="chat-port" content="${chatPort}">\n` +
-      `    <meta name="chat-contract" content="${contract}">`,
-  );
-  const hashOf = async (tag: "script" | "style") => {
-    const body = html.match(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`))?.[1] ??
-      "";
-    const digest = await crypto.subtle.digest(
-      "SHA-256",
-      encoder.encode(body),
-    );
-    return `'sha256-${btoa(String.fromCharCode(...new Uint8Array(digest)))}'`;
-  };
-  const csp = [
-    "default-src 'none'",
-    `script-src ${await hashOf("script")}`,
-    `style-src ${await hashOf("style")}`,
-    "connect-src ws: wss:",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-    "form-action 'none'",
-  ].join("; ");
-  return {
-    html,
-    headers: {
-      "content-type": "text/html; charset=utf-8",
-      "content-security-policy": csp,
-      "x-content-type-options": "nosniff",
-      "referrer-policy": "no-referrer",
-    },
-  };
-}
-
 /** A request handler for one of our servers. */
 type Handler = (req: Request) => Response | Promise<Response>;
 
 /** Is this a request for the API (a path under `/api/`)? */
 function apiPath(req: Request): boolean {
   return parseUrl(req)?.pathname.startsWith("/api/") ?? false;
-}
-
-/** The page server's handler: the page, `/healthz` and `/metrics`. */
-export function pageHandler(page: Page): (req: Request) => Response {
-  const startedAt = Date.now();
-  const routes: Record<string, () => Response> = {
-    "/": () => new Response(page.html, { headers: page.headers }),
-    "/healthz": () => {
-      const { store, settings } = chat();
-      const up = store.available?.() ?? true;
-      return Response.json({
-        status: up ? "ok" : "down",
-        connections: joinedCount(chat()),
-        rooms: store.roomCount(),
-        uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
-        ...(settings.redis ? { redis: up ? "up" : "down" } : {}),
-      }, { status: up ? 200 : Status.ServiceUnavailable });
-    },
-  };
-  if (state?.settings.metrics ?? true) {
-    routes["/metrics"] = () =>
-      new Response(renderMetrics(), {
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-      });
-  }
-  return function handlePageRequest(req: Request): Response {
-    const url = parseUrl(req);
-    if (!url) {
-      log("warn", "bad_request", {});
-      return new Response("Bad request\n", { status: Status.BadRequest });
-    }
-    const route = routes[url.pathname];
-    if (!route) {
-      return new Response("Not found\n", { status: Status.NotFound });
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return new Response("Method not allowed\n", {
-        status: Status.MethodNotAllowed,
-        headers: { allow: "GET, HEAD" },
-      });
-    }
-    return route();
-  };
 }
 
 // ---------------------------------------------------------------------------
@@ -1963,7 +1742,16 @@ async function listenAll(
     started.push(chatServer);
     const page = await renderPage(chatServer.addr.port);
     const own = api && settings.apiPort !== undefined;
-    const pages = pageHandler(page);
+    const pages = pageHandler(page, {
+      health: () => ({
+        up: chat().store.available?.() ?? true,
+        connections: joinedCount(chat()),
+        rooms: chat().store.roomCount(),
+        redis: Boolean(settings.redis),
+      }),
+      metrics: settings.metrics ? metricsText : undefined,
+      log,
+    });
     // The API under /api/ on the page port, unless it has a port of its own.
     const pageServer = serve(
       "port",

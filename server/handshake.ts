@@ -1,8 +1,8 @@
 /**
  * The WebSocket handshake headers the chat port reads, parsed as RFC 7230
- * lists, and the subprotocol it answers with. Pure functions of a request's
- * `Headers`: no process state, and no import of `main.ts` (the protocol names
- * come in as arguments).
+ * lists, the subprotocol it answers with, and a request's URL. Pure
+ * functions of a request: no process state, and no import of `main.ts`
+ * (the protocol names come in as arguments).
  *
  * Why not leave it to `Deno.upgradeWebSocket`: its `protocol` option looks
  * the chosen name up in `Sec-WebSocket-Protocol` split on `", "` only, so
@@ -92,4 +92,16 @@ export function readHandshake(
     offered,
     protocol: chooseProtocol(offered, supported),
   };
+}
+
+/**
+ * The request's URL, or undefined when its `Host` makes none (`Host: a b`):
+ * a 400, not an exception.
+ */
+export function parseUrl(req: Request): URL | undefined {
+  try {
+    return new URL(req.url);
+  } catch {
+    return undefined;
+  }
 }

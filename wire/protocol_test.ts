@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { renderPage } from "../main.ts";
+import { renderPage } from "../server/page.ts";
 import {
   COMMAND_NAMES,
   JSON_PROTOCOL,
