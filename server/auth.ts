@@ -1,8 +1,9 @@
 /**
  * Verified identity: login tokens (JWTs) from the app's own backend,
- * checked with `jose`, and where a handshake carries one. A side module:
- * main.ts makes one {@linkcode Verifier} at start-up and asks it about each
- * upgrade; nothing here keeps process state or imports main.ts.
+ * checked with `jose`, and where a handshake carries one; and the session
+ * a handshake names. A side module: main.ts makes one {@linkcode Verifier}
+ * at start-up and asks it about each upgrade; nothing here keeps process
+ * state or imports main.ts.
  *
  * A token is signed with a shared secret (HS256, `--auth-secret`) or with
  * the app's private key, checked against its public key (`--auth-public-key`:
@@ -15,7 +16,14 @@
 
 import { createHash, createPublicKey } from "node:crypto";
 import { errors, importSPKI, jwtVerify, type JWTVerifyOptions } from "jose";
-import { AUTH_PROTOCOL_PREFIX, validNick } from "../wire/protocol.ts";
+import {
+  AUTH_PROTOCOL_PREFIX,
+  OP_PROTOCOL_PREFIX,
+  SESSION_PROTOCOL_PREFIX,
+  SESSION_SECRET,
+  validNick,
+} from "../wire/protocol.ts";
+import { sameSecret } from "../stores/rooms.ts";
 
 /** Who a valid token says the connection is. */
 export interface Identity {
@@ -180,4 +188,74 @@ export function ownerOf(identity: Identity): string {
 /** The owner of a verified user id (a token's `sub`), as the store knows it. */
 export function ownerOfUser(sub: string): string {
   return "u." + createHash("sha256").update(sub).digest("base64url");
+}
+
+/**
+ * The person a client says it is without a login: its session secret comes
+ * as a second subprotocol (`chat.session.SECRET`, never echoed, so it is in
+ * no URL or log). The secret itself is kept nowhere: the owner is named by
+ * its SHA-256, so a lookup by it tells nothing about the secret (no
+ * comparison of secrets is made, timed or not).
+ */
+export function sessionOf(protocols: readonly string[]): string | undefined {
+  const offered = protocols.find((name) =>
+    name.startsWith(SESSION_PROTOCOL_PREFIX)
+  );
+  const secret = offered?.slice(SESSION_PROTOCOL_PREFIX.length);
+  if (!secret || !SESSION_SECRET.test(secret)) return undefined;
+  return "s." + createHash("sha256").update(secret).digest("base64url");
+}
+
+/** Who an upgrade says it is, once its token and op key are checked. */
+export interface Claimed {
+  /** Who a valid login token says it is. */
+  identity?: Identity;
+  /** It showed the `--op-key`. */
+  op: boolean;
+  /** Its session (see {@linkcode sessionOf}). */
+  session?: string;
+}
+
+/** Why an upgrade is `unauthorized`, as the log's `problem`. */
+export type DoorProblem = TokenProblem | "no_token" | "bad_op_key";
+
+/** What the chat port checks who a request is against. */
+export interface Door {
+  /** Checks login tokens; undefined when no auth key is set. */
+  verifier?: Verifier;
+  /** `--auth required`: no token, no entry. */
+  required: boolean;
+  /** `--op-key`; empty when there is none. */
+  opKey: string;
+}
+
+/**
+ * Who an upgrade says it is: its login token verified (a must with
+ * `--auth required`), the op key it shows compared with `--op-key` (in
+ * constant time), its session named. A refusal says why.
+ */
+export async function identify(
+  offered: readonly string[],
+  authorization: string | null,
+  door: Door,
+): Promise<Claimed | { problem: DoorProblem }> {
+  const token = tokenOf(offered, authorization);
+  let identity: Identity | undefined;
+  if (door.verifier && token !== undefined) {
+    const verified = await door.verifier(token);
+    if (typeof verified === "string") return { problem: verified };
+    identity = verified;
+  } else if (door.verifier && door.required) {
+    return { problem: "no_token" };
+  }
+  const opKey = offered.find((name) => name.startsWith(OP_PROTOCOL_PREFIX))
+    ?.slice(OP_PROTOCOL_PREFIX.length);
+  if (opKey !== undefined && !(door.opKey && sameSecret(opKey, door.opKey))) {
+    return { problem: "bad_op_key" };
+  }
+  return {
+    identity,
+    op: opKey !== undefined,
+    session: sessionOf(offered),
+  };
 }

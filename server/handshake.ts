@@ -1,8 +1,9 @@
 /**
- * The WebSocket handshake headers the chat port reads, parsed as RFC 7230
- * lists, the subprotocol it answers with, and a request's URL. Pure
- * functions of a request: no process state, and no import of `main.ts`
- * (the protocol names come in as arguments).
+ * The WebSocket handshake as the chat port reads it: the headers, parsed as
+ * RFC 7230 lists, the subprotocol it answers with, the request's URL, the
+ * origin rule, and the answer to a refused upgrade. Pure functions of a
+ * request: no process state, and no import of `main.ts` (the protocol
+ * names and the allowed origins come in as arguments).
  *
  * Why not leave it to `Deno.upgradeWebSocket`: its `protocol` option looks
  * the chosen name up in `Sec-WebSocket-Protocol` split on `", "` only, so
@@ -12,6 +13,8 @@
  *
  * @module
  */
+
+import { Status } from "../wire/protocol.ts";
 
 /**
  * The elements of a list-valued header (RFC 7230 §7, the `#rule`): split on
@@ -104,4 +107,43 @@ export function parseUrl(req: Request): URL | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Is this request's origin allowed to open a chat connection? Only browsers
+ * send `Origin`, and it is what stops another site's page from using a
+ * visitor's browser to join the chat; terminal tools send none. Without an
+ * `allowed` list (`--allow-origin`), the page's own host is.
+ */
+export function originAllowed(
+  origin: string | null,
+  host: string | null,
+  allowed: readonly string[],
+): boolean {
+  if (origin === null) return true;
+  if (allowed.length > 0) {
+    return allowed.includes("*") || allowed.includes(origin);
+  }
+  try {
+    return new URL(origin).hostname === new URL(`http://${host}`).hostname;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The answer to a refused upgrade: its message as plain text, with what
+ * the status calls for (426: the upgrade to ask for; 429: when to retry).
+ */
+export function refusalResponse(status: number, message: string): Response {
+  return new Response(message + "\n", {
+    status,
+    headers: {
+      "content-type": "text/plain; charset=utf-8",
+      ...(status === Status.UpgradeRequired
+        ? { upgrade: "websocket", connection: "Upgrade" }
+        : {}),
+      ...(status === Status.TooManyRequests ? { "retry-after": "1" } : {}),
+    },
+  });
 }
