@@ -30,7 +30,7 @@ import { bump, type Counters } from "./metrics.ts";
 /**
  * A connection as delivery knows it: its socket and protocol, who it is,
  * the room it is in, and the nicks its person held there (see
- * {@linkcode visibleTo}). main.ts's client is one, and more.
+ * {@linkcode visibleTo}). main.ts's `Client` is one, and more.
  */
 export interface Member {
   socket: WebSocket;
@@ -93,13 +93,17 @@ export function newOutbox(counters: Counters, maxMessageChars: number): Outbox {
 
 /**
  * This process's sockets in one room, and the delivery of the room's
- * events to them (the store's `subscribe` calls {@linkcode deliver}). main.ts makes
- * one when a connection first comes for the room, and drops it after the last.
+ * events to them (the store's `subscribe` calls {@linkcode deliver}).
+ * main.ts makes one when a connection first comes for the room, and drops
+ * it after the last.
  */
 export interface LocalRoom {
   name: string;
   outbox: Outbox;
-  /** Members by protocol, so each delivery loop is a plain loop over sockets. */
+  /**
+   * Members by protocol, so each delivery loop is a plain loop over
+   * sockets; the member itself where one is wanted (a rename, a DM).
+   */
   textSockets: Map<WebSocket, Member>;
   jsonSockets: Map<WebSocket, Member>;
   /** JSON-encoded events of this turn, not yet sent (see flushBatches). */
