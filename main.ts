@@ -842,7 +842,7 @@ function execute(client: Client, command: Command): void {
           () => sendDirect(store, client, command.to, text),
         );
       }
-      // Not whileStoreWorks: a post waits on nobody (order is the store's).
+      // Not whileStoreWorks: a post does not hold up the sender's next frames.
       return void post(store, client, {
         type: command.type,
         from: client.nick,
