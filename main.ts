@@ -13,540 +13,137 @@
  * As a library, {@linkcode startChat} starts both servers and returns their
  * bound ports and a `shutdown()`.
  *
- * This module is the service and the only one with process state. The wire
- * contract is protocol.ts's, the store contract rooms.ts's (with the
- * default `MemoryStore`); side modules (auth.ts, moderation.ts,
- * http_api.ts, the stores) never import this one.
+ * This module is the service and the only one with process state: the room
+ * state is its module-level maps, reset by each start. The wire contract is
+ * wire/protocol.ts's, the store contract stores/rooms.ts's (with the default
+ * `MemoryStore`); the service's parts are in server/ (options, delivery,
+ * metrics, the page, the API, identity and moderation). None of them
+ * imports this one.
  *
  * How a message travels: a socket's frame is checked (size, rate) in
- * `receive`, parsed into a `Command` (protocol.ts), posted to the room
+ * {@linkcode receive}, parsed into a `Command` (wire/protocol.ts) and run by
+ * the command table, {@linkcode execute}; a message is posted to the room
  * through the `RoomStore` (which gives it an id and keeps it in history),
- * and comes back through the store's `subscribe` to `deliver`, which renders
- * it once per protocol for every socket of the room and, for JSON, batches
- * it per turn. The sections go in the order a reader needs them: options,
- * state, logging and metrics, protocol use, sockets, identity and
- * moderation, delivery, the HTTP API, routes, start-up and shutdown, CLI.
+ * and comes back through the store's `subscribe` to `deliver`
+ * (server/delivery.ts), which renders it once per protocol for every socket
+ * of the room here and, for JSON, batches it per turn. The sections go in
+ * the order a reader needs them: options and limits, room state, the chat
+ * port, a connection's life, frames and the command table, the HTTP API,
+ * start-up and shutdown, the command line.
  *
  * @module
  */
 
-import clientHtml from "./client.html" with { type: "text" };
 import {
-  flagProblem,
-  listenFailure,
-  redisFailure,
-  redisUrlProblem,
-  reworded,
-  startupLine,
-  unreadableFile,
-} from "./cli_errors.ts";
-import { createHash } from "node:crypto";
-import { parseArgs } from "node:util";
+  type ChatOptions,
+  DATA_WITH_REDIS,
+  DEFAULT_OPTIONS,
+  flagOf,
+  limitsOf,
+  parseCommandLine,
+  type Settings,
+  USAGE,
+  UsageError,
+} from "./server/options.ts";
+import { listenFailure, startupLine } from "./server/cli_errors.ts";
 import {
   checkMessage,
   checkNick,
   CloseCode,
   type Command,
-  type ErrorCode,
   HELP_TEXT,
-  type HistoryAnswer,
   isRefusal,
   JSON_PROTOCOL,
-  type LiveEvent,
   MODERATION_HELP,
   type ModerationCommand,
-  type NewEvent,
   NICK_ERRORS,
-  OP_PROTOCOL_PREFIX,
-  PAGE_CONSTANTS,
   parseCommand,
   parseJsonCommand,
   type RefusalReason,
   REFUSALS,
-  renderText,
-  type RoomEvent,
   roomFromPath,
   roomName,
-  SESSION_PROTOCOL_PREFIX,
-  SESSION_SECRET,
   SHUTDOWN_REASON,
   Status,
-  systemText,
   TYPING_INTERVAL_MS,
-  type TypingEvent,
-  validNick,
-  type Welcome,
-} from "./protocol.ts";
+} from "./wire/protocol.ts";
 import {
   type Joined,
   type LogFields,
-  MemoryStore,
-  nickKey,
-  NoSuchRoom,
   personKeys,
   type RoomStore,
-  sameSecret,
-  type StoreFactory,
-  type StoreOptions,
   StoreUnavailable,
-} from "./rooms.ts";
-import type { RedisStoreOptions } from "./redis_store.ts";
-import type { DataFileError, SqliteStoreOptions } from "./sqlite_store.ts";
-import { offeredProtocols, readHandshake } from "./handshake.ts";
+} from "./stores/rooms.ts";
+import { TokenBucket } from "./server/rate.ts";
+import { openStore, storeName } from "./server/open_store.ts";
 import {
+  admit,
+  claimsBefore,
+  deliver,
+  flushBatches,
+  type LocalRoom,
+  type Member,
+  newLocalRoom,
+  newOutbox,
+  type Outbox,
+  sendError,
+  sendNotice,
+} from "./server/delivery.ts";
+import {
+  answerModeration,
+  post,
+  readHistory,
+  sendDirect,
+  who,
+} from "./server/commands.ts";
+import {
+  offeredProtocols,
+  originAllowed,
+  parseUrl,
+  readHandshake,
+  refusalResponse,
+} from "./server/handshake.ts";
+import {
+  bump,
+  closeLabel,
+  type Counters,
+  newCounters,
+  renderMetrics,
+} from "./server/metrics.ts";
+import { pageHandler, renderPage } from "./server/page.ts";
+import {
+  identify,
   type Identity,
   makeVerifier,
   ownerOf,
-  ownerOfUser,
-  tokenOf,
+  sessionOf,
   type Verifier,
-} from "./auth.ts";
+} from "./server/auth.ts";
 import {
   type Actor,
   fitCloseReason,
   moderate,
-  moderatedText,
   type ModerationOutcome,
-} from "./moderation.ts";
-import { TokenBucket } from "./rate.ts";
-import {
-  API_MIN_KEY_CHARS,
-  type ApiBackend,
-  ApiError,
-  apiHandler,
-} from "./http_api.ts";
+} from "./server/moderation.ts";
+import { makeApi } from "./server/api_backend.ts";
 
 // ---------------------------------------------------------------------------
-// Options and limits
+// Options (server/options.ts) and limits
 // ---------------------------------------------------------------------------
 
-/** A bad command-line value: the CLI prints it, then `see --help`, exits 2. */
-class UsageError extends Error {}
-
-/**
- * One option: its default, how the command line spells and parses it, and
- * what it means. `--help`, the `parseArgs` schema, the start log and the
- * README's option table are all made from {@linkcode OPTIONS}.
- */
-export interface OptionSpec<T> {
-  /** The value when the option is not given. */
-  default: T;
-  /** What the flag takes, for the help (`N`, `ADDR`); empty for a switch. */
-  arg: string;
-  /** What it means, one line (backticks mark code in the README). */
-  help: string;
-  /** The environment variable read when the flag is absent. */
-  env?: string;
-  /** The default as the help shows it, when `String(default)` will not do. */
-  shown?: string;
-  /** Repeatable flag (its values make a list). */
-  multiple?: boolean;
-  /** A limit: written in the start log line. */
-  limit?: boolean;
-  /** Turns the flag's text into the value; throws a {@linkcode UsageError}. */
-  parse: (text: string, flag: string) => T;
-}
-
-function parseInteger(
-  flag: string,
-  text: string,
-  min: number,
-  max: number,
-): number {
-  if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
-    throw new UsageError(
-      `--${flag} must be a whole number from ${min} to ${max}, got "${text}"`,
-    );
-  }
-  return Number(text);
-}
-
-/** A whole number of at least `min`; a limit (logged at start) unless told. */
-function limit(
-  fallback: number,
-  min: number,
-  help: string,
-  logged = true,
-): OptionSpec<number> {
-  return {
-    default: fallback,
-    arg: "N",
-    help,
-    limit: logged,
-    parse: (text, flag) =>
-      parseInteger(flag, text, min, Number.MAX_SAFE_INTEGER),
-  };
-}
-
-function port(fallback: number, env: string, help: string): OptionSpec<number> {
-  return {
-    default: fallback,
-    arg: "N",
-    help,
-    env,
-    parse: (text, flag) => parseInteger(flag, text, 0, 65535),
-  };
-}
-
-function choice<T extends string>(
-  values: readonly T[],
-  fallback: NoInfer<T>,
-  help: string,
-): OptionSpec<T> {
-  return {
-    default: fallback,
-    arg: values.join("|"),
-    help,
-    parse: (text, flag) => {
-      if (!(values as readonly string[]).includes(text)) {
-        throw new UsageError(
-          `--${flag} must be ${values.join(" or ")}, got "${text}"`,
-        );
-      }
-      return text as T;
-    },
-  };
-}
-
-/** A switch spelled `true` or `false` (its default may be either). */
-function trueOrFalse(fallback: boolean, help: string): OptionSpec<boolean> {
-  return {
-    default: fallback,
-    arg: "true|false",
-    help,
-    parse: (text, flag) => {
-      if (text !== "true" && text !== "false") {
-        throw new UsageError(`--${flag} must be true or false, got "${text}"`);
-      }
-      return text === "true";
-    },
-  };
-}
-
-/** A PEM file on the command line; PEM text through {@linkcode startChat}. */
-function pemFile(help: string): OptionSpec<string | undefined> {
-  return {
-    default: undefined,
-    arg: "FILE",
-    help,
-    shown: "",
-    parse: (text, flag) => {
-      try {
-        return Deno.readTextFileSync(text);
-      } catch (error) {
-        throw new UsageError(unreadableFile(flag, text, error));
-      }
-    },
-  };
-}
-
-/**
- * Every option, in the order `--help` lists them. The flag is the key in
- * kebab-case (`maxFrameBytes` is `--max-frame-bytes`). Adding an option is
- * one entry here, plus its use.
- */
-export const OPTIONS = {
-  port: port(8080, "PORT", "page server port (0: any free port)"),
-  wsPort: port(12345, "WS_PORT", "chat server port (0: any free port)"),
-  hostname: {
-    default: "0.0.0.0",
-    arg: "ADDR",
-    help: "address both servers listen on",
-    env: "HOST",
-    shown: "`0.0.0.0`",
-    parse: (text: string) => text,
-  },
-  maxMessageChars: limit(
-    2000,
-    1,
-    "longest message in characters; longer gets `too_long`",
-  ),
-  historySize: limit(
-    100,
-    0,
-    "events each room keeps for newcomers and resume",
-    false,
-  ),
-  maxFrameBytes: limit(
-    64 * 1024,
-    1,
-    "largest incoming frame; bigger closes with 1009",
-  ),
-  rate: limit(10, 1, "messages per second per connection (token bucket)"),
-  burst: limit(20, 1, "messages a connection may send at once"),
-  maxBufferedBytes: limit(
-    1024 * 1024,
-    1,
-    "bytes queued for a client that is not reading before it is dropped with 1013",
-  ),
-  maxConsecutiveDrops: limit(
-    50,
-    0,
-    "rate-limited messages in a row before the sender is closed with 1008",
-  ),
-  idleTimeout: limit(
-    30,
-    0,
-    "seconds without a pong before a peer is dropped (0: no pings)",
-  ),
-  maxConnections: limit(
-    10_000,
-    1,
-    "open chat sockets in all (`chat_sockets_open` + `chat_sockets_stuck`); more get 503",
-  ),
-  maxConnectionsPerIp: limit(
-    100,
-    1,
-    "chat connections per address; more get 503",
-  ),
-  maxRooms: limit(
-    1000,
-    1,
-    "rooms at once (each keeps its history); a new one beyond gets 503",
-  ),
-  maxHistoryBytes: limit(
-    256 * 1024,
-    0,
-    "bytes of history a room keeps at most (2 per UTF-16 unit of its text, 64 per event); oldest go first",
-  ),
-  connectRate: limit(
-    2,
-    1,
-    "new chat connections per second per address (token bucket); more get 429",
-  ),
-  connectBurst: limit(
-    30,
-    1,
-    "new chat connections an address may open at once",
-  ),
-  openTimeout: limit(
-    5,
-    1,
-    "seconds an upgraded socket may take to open before its slot is given back",
-  ),
-  sessionGrace: limit(
-    5,
-    0,
-    "seconds a person's last tab may be gone before they are announced as left",
-    false,
-  ),
-  allowOrigin: {
-    default: [] as string[],
-    arg: "ORIGIN",
-    help: "browser origin allowed to connect; repeat it, or `*` for any",
-    shown: "(same host)",
-    multiple: true,
-    parse: (text: string) => [text],
-  },
-  cert: pemFile("serve `https:` and `wss:` with this PEM certificate"),
-  key: pemFile("the PEM private key of `--cert`"),
-  metrics: trueOrFalse(true, "serve `GET /metrics`"),
-  logFormat: choice(["text", "json"], "text", "log lines on stderr"),
-  redis: {
-    default: "",
-    arg: "URL",
-    help:
-      "share rooms through Redis: several processes, one chat, history kept",
-    env: "REDIS_URL",
-    shown: "(in memory)",
-    parse: (text: string) => {
-      // Checked here: node-redis would throw "Invalid protocol" from deep
-      // inside it, with no word of the flag.
-      const problem = text === "" ? undefined : redisUrlProblem(text);
-      if (problem) throw new UsageError(problem);
-      return text;
-    },
-  },
-  roomTtl: limit(
-    24 * 60 * 60,
-    1,
-    "seconds an empty room keeps its history (with `--redis`)",
-    false,
-  ),
-  redisCoalesceMs: limit(
-    40,
-    0,
-    "ms a busy room's messages may wait to share a frame with other processes' (with `--redis`; 0: never)",
-    false,
-  ),
-  data: {
-    default: "",
-    arg: "FILE",
-    help:
-      "keep rooms in this SQLite file: history and resume outlive restarts (not with `--redis`)",
-    env: "CHAT_DATA",
-    shown: "(in memory)",
-    parse: (text: string) => text,
-  },
-  // Not in the start log's limits, like `roomTtl`: they mean nothing
-  // without their store.
-  retainEvents: limit(
-    100_000,
-    1,
-    "events the `--data` file keeps per room; older ones are trimmed",
-    false,
-  ),
-  retainDays: {
-    ...limit(
-      0,
-      0,
-      "days the `--data` file keeps an event (0: for ever)",
-      false,
-    ),
-    arg: "D",
-  },
-  dataSync: choice(
-    ["normal", "full"] as const,
-    "normal",
-    "`full`: fsync every commit of `--data`, so a power cut loses nothing acknowledged",
-  ),
-  reusePort: {
-    default: false,
-    arg: "",
-    help:
-      "let several processes share the ports (needs `deno run --unstable-net`)",
-    shown: "off",
-    parse: () => true,
-  },
-  quiet: {
-    default: false,
-    arg: "",
-    help: "log warnings and errors only",
-    shown: "off",
-    parse: () => true,
-  },
-  authSecret: {
-    default: "",
-    arg: "SECRET",
-    help:
-      "verify login tokens (JWT, HS256) signed with this secret; see Identity and moderation",
-    env: "AUTH_SECRET",
-    shown: "(no login)",
-    parse: (text: string) => text,
-  },
-  authPublicKey: pemFile(
-    "verify login tokens signed with this PEM public key's private key (RS256, ES256 or EdDSA)",
-  ),
-  auth: choice(
-    ["optional", "required"],
-    "optional",
-    "with a key: `required` refuses connections without a valid token (401)",
-  ),
-  authAudience: {
-    default: "",
-    arg: "AUD",
-    help: "login tokens must have this `aud`",
-    shown: "(any)",
-    parse: (text: string) => text,
-  },
-  authIssuer: {
-    default: "",
-    arg: "ISS",
-    help: "login tokens must have this `iss`",
-    shown: "(any)",
-    parse: (text: string) => text,
-  },
-  opKey: {
-    default: "",
-    arg: "KEY",
-    help:
-      "a connection offering the subprotocol `chat.op.KEY` is a moderator in every room",
-    shown: "(none)",
-    parse: (text: string) => text,
-  },
-  banByAddress: trueOrFalse(
-    true,
-    "ban an anonymous person by their address too, not only their session (`false`: for crowds behind one NAT); see Identity and moderation",
-  ),
-  apiKey: {
-    default: "",
-    arg: "KEY",
-    help:
-      `turn on the HTTP API (\`POST /api/METHOD\`) for this key (at least ${API_MIN_KEY_CHARS} characters)`,
-    env: "CHAT_API_KEY",
-    shown: "(off)",
-    parse: (text: string, flag: string) => {
-      if (text.length < API_MIN_KEY_CHARS) {
-        throw new UsageError(
-          `--${flag} must be at least ${API_MIN_KEY_CHARS} characters (got ${text.length}): make one with \`openssl rand -hex 32\``,
-        );
-      }
-      return text;
-    },
-  },
-  apiPort: {
-    default: undefined as number | undefined,
-    arg: "N",
-    help: "serve the API on this port instead of the page's",
-    shown: "(page port)",
-    parse: (text: string, flag: string) => parseInteger(flag, text, 0, 65535),
-  },
-  apiHostname: {
-    default: "",
-    arg: "ADDR",
-    help: "address the API port listens on (with `--api-port`)",
-    shown: "(--hostname)",
-    parse: (text: string) => text,
-  },
-  apiName: {
-    default: "app",
-    arg: "NICK",
-    help: "the name an API `publish` without `from` is shown under",
-    parse: (text: string, flag: string) => {
-      if (!validNick(text)) {
-        throw new UsageError(`--${flag} must be a valid nick, got "${text}"`);
-      }
-      return text;
-    },
-  },
-  apiRate: limit(
-    100,
-    1,
-    "API requests a second per key; more get 429 with `Retry-After`",
-    false,
-  ),
-} satisfies Record<string, OptionSpec<unknown>>;
-
-type OptionName = keyof typeof OPTIONS;
-type OptionValues = { [K in OptionName]: (typeof OPTIONS)[K]["default"] };
-
-/**
- * Everything {@linkcode startChat} can be told; every field is optional and
- * means what its entry in {@linkcode OPTIONS} says. `cert` and `key` are PEM
- * text.
- */
-export type ChatOptions =
-  & Partial<OptionValues>
-  & {
-    /** Where formatted log lines go. @default {console.error} */
-    logSink?: (line: string) => void;
-    /** The room store; by default a new {@linkcode MemoryStore}. */
-    store?: RoomStore;
-  };
-
-type Settings =
-  & Required<
-    Omit<ChatOptions, "cert" | "key" | "store" | "authPublicKey" | "apiPort">
-  >
-  & {
-    cert?: string;
-    key?: string;
-    authPublicKey?: string;
-    apiPort?: number;
-  };
-
-/** The defaults of every option, from {@linkcode OPTIONS}. */
-export const DEFAULT_OPTIONS: Settings = {
-  ...Object.fromEntries(
-    Object.entries(OPTIONS).map(([name, spec]) => [name, spec.default]),
-  ) as OptionValues,
-  logSink: (line) => console.error(line),
-};
-
-/** `maxFrameBytes` → `max-frame-bytes`. */
-export function flagOf(name: string): string {
-  return name.replace(/[A-Z]/g, (letter) => "-" + letter.toLowerCase());
-}
+// The library's API, importable from here as before: the options, the page.
+export {
+  type ChatOptions,
+  DEFAULT_OPTIONS,
+  defaultNote,
+  flagLabel,
+  flagOf,
+  OPTIONS,
+  type OptionSpec,
+  parseCommandLine,
+  shownDefault,
+} from "./server/options.ts";
+export { type Page, pageHandler, renderPage } from "./server/page.ts";
 
 /** This build's version, as the API's `info` and its OpenAPI document say. */
 export const VERSION = "0.5.0";
@@ -568,40 +165,34 @@ export const RECENT_SENDER_MS = 5000;
 export const EXIT_DEADLINE_MS = 1800;
 
 // ---------------------------------------------------------------------------
-// Process state: one object, made by startChat
+// Room state: this process's connections and rooms, reset by startChat
 // ---------------------------------------------------------------------------
 
 /**
  * Where a connection is in its life. `opening`: upgraded (or moving to
  * another room with `/join`), holding a place in its room; `joining`: the
  * store is taking it in; `joined`: a member, in its room's delivery;
- * `gone`: out (see {@linkcode removeClient}, the one way out).
+ * `gone`: out (see {@linkcode close}, the one way out).
  */
 type Phase = "opening" | "joining" | "joined" | "gone";
 
-/** One connection. Kept small: there may be many thousands. */
-interface Client {
-  socket: WebSocket;
+/**
+ * One connection: what delivery knows of it (its socket, protocol, nick,
+ * room and claims: a {@linkcode Member}) and its life here. Kept small:
+ * there may be many thousands.
+ */
+interface Client extends Member {
   phase: Phase;
   /** The store's name for this connection (its nick's holder). */
   owner: string;
-  /** Empty until the join completes. */
-  nick: string;
-  room: LocalRoom;
-  json: boolean;
   ip: string;
+  /** Token bucket: tokens left and when it was last refilled. */
   /** Its messages' token bucket (`--rate`, `--burst`). */
   bucket: TokenBucket;
   /** Rate-limited messages in a row. */
   drops: number;
   /** When its last frame came (shutdown closes a sender between frames). */
   lastFrameAt: number;
-  /** It came with a session: its owner is the person, not the socket. */
-  session: boolean;
-  /** Id of the event that gave its person its nick (see `visibleTo`). */
-  claimedId: number;
-  /** Its person's nicks before this one in the room (see `visibleTo`). */
-  earlierClaims: Claim[];
   /** When its last typing notice went to the room. */
   typingAt: number;
   /** The oldest event id it has been shown (where `/history` reads back from). */
@@ -610,136 +201,73 @@ interface Client {
   waitingOnStore: boolean;
   /** Frames that came while it waited on the store, handled in order after. */
   backlog: string[];
-  /** Signed in by a login token: its nick is its token's name. */
-  verified: boolean;
-  /** A moderator (token role `op`, or `--op-key`). */
-  op: boolean;
-  /** Its person's keys, for bans and mutes (rooms.ts `personKeys`). */
+  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
   keys: string[];
-  /** While it joins: its welcome and what came meanwhile (see `admit`). */
-  welcome?: PendingWelcome;
   /** Gives up on a socket that never opens (see `openTimeout`). */
   openTimer?: ReturnType<typeof setTimeout>;
 }
 
-/** A nick a person held: from the event that gave it to the one that ended it. */
-interface Claim {
-  nick: string;
-  from: number;
-  until: number;
-}
-
-/** A joining client's welcome, and the room's events that came meanwhile. */
-interface PendingWelcome {
-  /** Events delivered since its join began, in id order. */
-  events: RoomEvent[];
-  /** The store's answer, once it has come. */
-  joined?: Joined;
-  /** The nick it asked for was not a valid one. */
-  badNick: boolean;
-}
-
+/** Every connection from upgrade until it is gone, keyed by socket. */
+const clients = new Map<WebSocket, Client>();
+/** This process's rooms, by name: their sockets here and their delivery. */
+const rooms = new Map<string, LocalRoom>();
+/** Upgraded sockets not yet closed: joined, about to join, or being closed. */
+const openSockets = new Set<WebSocket>();
 /**
- * This process's sockets in one room, and the delivery of the room's
- * events to them (the store's `subscribe` calls {@linkcode deliver}).
+ * Sockets given up on (never opened in `openTimeout`) that Deno still
+ * holds: their slots are free, their file descriptors may not be.
  */
-interface LocalRoom {
-  name: string;
-  /** Members by protocol, so each delivery loop is a plain loop over sockets. */
-  textSockets: Set<WebSocket>;
-  jsonSockets: Set<WebSocket>;
-  /** JSON-encoded events of this turn, not yet sent (see flushBatches). */
-  pendingJson: string[];
-  /**
-   * JSON clients admitted while the batch was pending, with how many of its
-   * events they have already (in their welcome, or right after it): they
-   * get the rest, so a room filling up still gets one frame per turn.
-   */
-  admittedMidTurn: Map<WebSocket, number>;
-  /** The last event id delivered here. */
-  deliveredId: number;
-  /** Clients joining: they get the room's events after their welcome. */
-  joining: Set<Client>;
-  /** Connections here, joined or on the way; at 0 the local room ends. */
-  connections: number;
-  unsubscribe: () => void;
+const stuckSockets = new Set<WebSocket>();
+/** Open connections per peer address, for the per-IP limit. */
+const connectionsByIp = new Map<string, number>();
+/** New-connection token buckets per peer address (see connectRate). */
+const connectBuckets = new Map<string, TokenBucket>();
+/** Session leaves waiting out `sessionGrace`. */
+const graceTimers = new Set<ReturnType<typeof setTimeout>>();
+
+/** The running chat's options (the defaults until one starts). */
+let settings: Settings = DEFAULT_OPTIONS;
+/** Where the rooms are kept: memory, a `--data` file, or `--redis`. */
+let store: RoomStore;
+/** Checks login tokens; undefined when no auth key is set. */
+let verifier: Verifier | undefined;
+/** What `/metrics` counts, from this start on. */
+let counters: Counters = newCounters();
+/** Where every frame goes out, counted and batched (server/delivery.ts). */
+let outbox: Outbox = newOutbox(counters, DEFAULT_OPTIONS.maxMessageChars);
+/** Numbers the connections (the store's owner names). */
+let nextOwner = 0;
+/** One chat per process: a new start waits for the last one's `stopped`. */
+let phase: "running" | "stopping" | "stopped" = "stopped";
+
+/** Members of a room on this process (`clients` holds every phase). */
+function joinedCount(): number {
+  let count = 0;
+  for (const client of clients.values()) {
+    if (client.phase === "joined") count++;
+  }
+  return count;
 }
 
-/** Everything a running chat keeps: made by startChat, dropped at shutdown. */
-interface ChatState {
-  settings: Settings;
-  store: RoomStore;
-  /** Every connection from upgrade until it is gone, keyed by socket. */
-  clients: Map<WebSocket, Client>;
-  /** This process's rooms, by name. */
-  rooms: Map<string, LocalRoom>;
-  /** Rooms whose JSON batch waits for the end of this turn. */
-  roomsWithPending: Set<LocalRoom>;
-  flushScheduled?: ReturnType<typeof setImmediate>;
-  /** Upgraded sockets not yet closed: joined, about to join, or being closed. */
-  openSockets: Set<WebSocket>;
-  /** Open connections per peer address, for the per-IP limit. */
-  connectionsByIp: Map<string, number>;
-  /** New-connection token buckets per peer address (see connectRate). */
-  connectBuckets: Map<string, TokenBucket>;
-  /** Session leaves waiting out `sessionGrace`. */
-  graceTimers: Set<ReturnType<typeof setTimeout>>;
-  /**
-   * Sockets given up on (never opened in `openTimeout`) that Deno still
-   * holds: their slots are free, their file descriptors may not be.
-   */
-  stuckSockets: Set<WebSocket>;
-  /** Numbers the connections (the store's owner names). */
-  nextOwner: number;
-  /** Checks login tokens; undefined when no auth key is set. */
-  verifier?: Verifier;
-  phase: "running" | "stopping" | "stopped";
-  counters: {
-    messagesReceived: number;
-    framesSent: number;
-    slowConsumerDrops: number;
-    refused: Map<string, number>;
-    closes: Map<number | "other", number>;
-    upgradesRefused: Map<string, number>;
-    moderation: Map<string, number>;
-    /** By label set: `method="publish",status="200"`. */
-    apiRequests: Map<string, number>;
-  };
+/** The local room, made (and subscribed to the store) on first use. */
+function localRoom(name: string): LocalRoom {
+  let room = rooms.get(name);
+  if (!room) {
+    const made = newLocalRoom(name, outbox);
+    made.unsubscribe = store.subscribe(name, (event) => deliver(made, event));
+    rooms.set(name, made);
+    room = made;
+  }
+  room.connections++;
+  return room;
 }
 
-/** The running chat: one per process, as the design has its state module-level. */
-let state: ChatState | undefined;
-
-/** The running chat's state; only called while one runs. */
-function chat(): ChatState {
-  return state!;
-}
-
-function newState(settings: Settings, store: RoomStore): ChatState {
-  return {
-    settings,
-    store,
-    clients: new Map(),
-    rooms: new Map(),
-    roomsWithPending: new Set(),
-    openSockets: new Set(),
-    connectionsByIp: new Map(),
-    connectBuckets: new Map(),
-    graceTimers: new Set(),
-    stuckSockets: new Set(),
-    nextOwner: 0,
-    phase: "running",
-    counters: {
-      messagesReceived: 0,
-      framesSent: 0,
-      slowConsumerDrops: 0,
-      refused: new Map(),
-      closes: new Map(),
-      upgradesRefused: new Map(),
-      moderation: new Map(),
-      apiRequests: new Map(),
-    },
-  };
+/** One connection less in the room; the last one unsubscribes. */
+function leaveLocalRoom(room: LocalRoom): void {
+  if (--room.connections > 0) return;
+  room.unsubscribe();
+  rooms.delete(room.name);
+  outbox.batched.delete(room);
 }
 
 // ---------------------------------------------------------------------------
@@ -750,7 +278,6 @@ type LogLevel = "info" | "warn" | "error";
 
 /** One line per event worth knowing. Never message content. */
 function log(level: LogLevel, event: string, fields: LogFields = {}): void {
-  const settings = state?.settings ?? DEFAULT_OPTIONS;
   if (level === "info" && settings.quiet) return;
   const ts = new Date().toISOString();
   if (settings.logFormat === "json") {
@@ -766,159 +293,21 @@ function log(level: LogLevel, event: string, fields: LogFields = {}): void {
   );
 }
 
-function bump<K>(map: Map<K, number>, key: K): void {
-  map.set(key, (map.get(key) ?? 0) + 1);
-}
-
-type Sample = number | Map<string | number, number>;
-
-/** `/metrics`, one row each: name, type, help, value, and its label if any. */
-const METRICS: [
-  name: string,
-  type: "gauge" | "counter",
-  help: string,
-  value: (chat: ChatState) => Sample,
-  label?: string,
-][] = [
-  ["chat_connections", "gauge", "Clients in a room.", joinedCount],
-  [
-    "chat_rooms",
-    "gauge",
-    "Rooms with members or connections on their way in.",
-    (c) => c.store.roomCount(),
-  ],
-  [
-    "chat_store_up",
-    "gauge",
-    "1 while the room store can be reached.",
-    (c) => (c.store.available?.() ?? true) ? 1 : 0,
-  ],
-  [
-    "chat_sockets_open",
-    "gauge",
-    "Upgraded sockets not yet closed, including ones being closed.",
-    (c) => c.openSockets.size,
-  ],
-  [
-    "chat_sockets_stuck",
-    "gauge",
-    "Sockets that never opened, given up on, still held by Deno.",
-    (c) => c.stuckSockets.size,
-  ],
-  [
-    "chat_messages_received_total",
-    "counter",
-    "Text frames received.",
-    (c) => c.counters.messagesReceived,
-  ],
-  [
-    "chat_frames_sent_total",
-    "counter",
-    "Frames sent to clients.",
-    (c) => c.counters.framesSent,
-  ],
-  [
-    "chat_messages_refused_total",
-    "counter",
-    "Messages refused, by reason.",
-    (c) => c.counters.refused,
-    "reason",
-  ],
-  [
-    "chat_closes_total",
-    "counter",
-    "Connections closed, by close code.",
-    (c) => c.counters.closes,
-    "code",
-  ],
-  [
-    "chat_slow_consumer_drops_total",
-    "counter",
-    "Clients dropped for not reading.",
-    (c) => c.counters.slowConsumerDrops,
-  ],
-  [
-    "chat_upgrades_refused_total",
-    "counter",
-    "WebSocket upgrades refused, by reason.",
-    (c) => c.counters.upgradesRefused,
-    "reason",
-  ],
-  [
-    "chat_moderation_total",
-    "counter",
-    "Moderation actions done, by action.",
-    (c) => c.counters.moderation,
-    "action",
-  ],
-  [
-    "chat_store_decisions_total",
-    "counter",
-    "Changes the shared store committed, and decided again because the room had changed meanwhile.",
-    (c) => {
-      const made = c.store.decisions?.() ?? { commits: 0, again: 0 };
-      return new Map([["committed", made.commits], ["again", made.again]]);
-    },
-    "outcome",
-  ],
-  [
-    "chat_api_requests_total",
-    "counter",
-    "HTTP API calls, by method and status.",
-    (c) => c.counters.apiRequests,
-  ],
-];
-
-/** Prometheus text format: one line per sample, labelled ones by key. */
-function renderMetrics(): string {
-  const lines: string[] = [];
-  for (const [name, type, help, value, label] of METRICS) {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    const sample = value(chat());
-    if (typeof sample === "number") lines.push(`${name} ${sample}`);
-    else {
-      for (const [key, n] of sample) {
-        // Without a label name, the keys are whole label sets.
-        lines.push(
-          label ? `${name}{${label}="${key}"} ${n}` : `${name}{${key}} ${n}`,
-        );
-      }
-    }
-  }
-  return lines.join("\n") + "\n";
+/** `/metrics`: this process's gauges, read now, and its counters. */
+function metricsText(): string {
+  return renderMetrics({
+    connections: joinedCount(),
+    rooms: store.roomCount(),
+    storeUp: store.available?.() ?? true,
+    socketsOpen: openSockets.size,
+    socketsStuck: stuckSockets.size,
+    decisions: store.decisions?.() ?? { commits: 0, again: 0 },
+    counters,
+  });
 }
 
 // ---------------------------------------------------------------------------
-// Protocol: what clients send, and the two renderings of what they get
-// ---------------------------------------------------------------------------
-
-/** Tells one client about a refusal, in its protocol. */
-function sendError(
-  client: Client,
-  code: ErrorCode,
-  message: string,
-  retryAfter?: number,
-): void {
-  bump(chat().counters.refused, code);
-  sendToOne(
-    client,
-    client.json
-      ? JSON.stringify(
-        retryAfter === undefined
-          ? { type: "error", code, message }
-          : { type: "error", code, message, retryAfter },
-      )
-      : systemText(`error: ${message}`),
-  );
-}
-
-/** A reply to one client that is not a room event (`/who`, `/help`). */
-function sendNotice(client: Client, text: string): void {
-  sendToOne(client, systemText(text));
-}
-
-// ---------------------------------------------------------------------------
-// Sockets: one life per connection
+// The chat port: who is asking, the checks, the upgrade
 // ---------------------------------------------------------------------------
 
 /** What the upgrade request asked for. */
@@ -939,659 +328,33 @@ interface ConnectRequest {
 }
 
 /**
- * Wires a freshly upgraded socket: its room is held in the store and its
- * address slot taken. This is the one place a client is added; it joins once
- * the socket opens ({@linkcode joinRoom}) and goes in
- * {@linkcode removeClient}, the one place a client is removed.
- */
-function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
-  socket.binaryType = "arraybuffer";
-  const current = chat();
-  const client: Client = {
-    socket,
-    phase: "opening",
-    owner: request.identity
-      ? ownerOf(request.identity)
-      : request.session ?? String(++current.nextOwner),
-    nick: "",
-    room: localRoom(request.room),
-    json: request.json,
-    ip: request.ip,
-    bucket: new TokenBucket(current.settings.rate, current.settings.burst),
-    drops: 0,
-    lastFrameAt: 0,
-    // A verified person's tabs are one member, as a session's are.
-    session: request.session !== undefined || request.identity !== undefined,
-    claimedId: 0,
-    earlierClaims: [],
-    typingAt: 0,
-    oldestSeen: 0,
-    waitingOnStore: true,
-    backlog: [],
-    verified: request.identity !== undefined,
-    op: request.identity?.op === true || request.op === true,
-    keys: personKeys({
-      login: request.identity && ownerOf(request.identity),
-      session: request.session,
-      address: request.ip,
-    }, current.settings.banByAddress),
-  };
-  current.clients.set(socket, client);
-  current.openSockets.add(socket);
-  // Deno fires no event at all for a socket whose peer reset the connection
-  // during the handshake: without this its slot would be held for good.
-  client.openTimer = setTimeout(() => {
-    log("warn", "open_timeout", { peer: request.ip, room: request.room });
-    current.stuckSockets.add(socket); // Deno may keep it, until the process ends
-    freeSlot(socket, request.ip);
-    removeClient(client, CloseCode.Abnormal);
-    closeSocket(socket, CloseCode.PolicyViolation, "handshake not completed");
-  }, current.settings.openTimeout * 1000);
-  socket.onopen = () => {
-    // Given up on already (its slot and hold are gone): it may not join.
-    if (client.phase === "gone") {
-      return closeSocket(socket, CloseCode.PolicyViolation, "too late");
-    }
-    clearTimeout(client.openTimer);
-    joinRoom(client, request).catch((error) => failed(client, error));
-  };
-  socket.onmessage = (event) => receive(client, event.data);
-  socket.onclose = (event) => {
-    if (current.stuckSockets.delete(socket)) return;
-    freeSlot(socket, request.ip);
-    // Deno reports a connection that ended without a close frame as code 0.
-    removeClient(client, event.code || CloseCode.Abnormal);
-  };
-  socket.onerror = () => {
-    // Followed by a close event; nothing else to do. Handling it keeps the
-    // error from being reported as uncaught.
-  };
-}
-
-/**
- * Takes an `opening` client into its room through the store. While the
- * store works the client is `joining`, and whatever happens to it meanwhile
- * (a close, shutdown) is settled here once the store has answered.
- */
-async function joinRoom(
-  client: Client,
-  request: ConnectRequest,
-): Promise<void> {
-  const { store } = chat();
-  if (chat().phase !== "running") {
-    // Opened while shutting down: told so, like everyone else.
-    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
-  }
-  const wanted = request.nick === undefined
-    ? undefined
-    : checkNick(request.nick);
-  const badNick = isRefusal(wanted);
-  client.phase = "joining";
-  client.waitingOnStore = true;
-  client.welcome = { events: [], badNick };
-  client.room.joining.add(client);
-  let joined: Joined;
-  try {
-    joined = await store.join(request.room, {
-      owner: client.owner,
-      nick: isRefusal(wanted) ? undefined : wanted,
-      token: request.token,
-      since: request.since,
-      epoch: request.epoch,
-      verified: client.verified,
-      op: client.op,
-      keys: client.keys,
-      user: request.identity?.sub,
-    });
-  } catch (error) {
-    giveBack(client);
-    if (gone(client)) return;
-    log("error", "join_failed", { peer: client.ip, error: String(error) });
-    return disconnect(client, CloseCode.TryAgainLater, "try again later");
-  }
-  client.nick = joined.nick;
-  client.claimedId = joined.claimedId;
-  client.earlierClaims = claimsBefore(
-    joined.nick,
-    joined.claimedId,
-    joined.history,
-  );
-  // A text client is shown nothing before its welcome line (a JSON one
-  // names its own `before`): `/history` reads back from its join.
-  client.oldestSeen = joined.present ? joined.lastId + 1 : joined.lastId;
-  if (gone(client)) {
-    // Closed while the store worked: out again, as anyone else would go.
-    return leaveRoom(client, client.session);
-  }
-  client.phase = "joined";
-  if (chat().phase !== "running") {
-    // Shutdown began while the store worked (Deno may run a signal handler
-    // between two steps of an async function).
-    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
-  }
-  log("info", "connect", {
-    room: request.room,
-    nick: joined.nick,
-    peer: request.ip,
-  });
-  client.welcome!.joined = joined;
-  admit(client);
-}
-
-/** Whether the client is out (read anew: it may change while a store call waits). */
-function gone(client: Client): boolean {
-  return client.phase === "gone";
-}
-
-/** The first frame a JSON client gets. */
-function sendWelcome(client: Client, joined: Joined, room: string): void {
-  const welcome: Welcome = {
-    type: "welcome",
-    you: client.nick,
-    room,
-    epoch: joined.epoch,
-    users: joined.users,
-    history: joined.history.filter((event) => visibleTo(event, client)),
-    lastId: joined.lastId,
-    gap: joined.gap,
-    maxMessageChars: chat().settings.maxMessageChars,
-    token: joined.token,
-    session: client.session,
-    verified: client.verified,
-    op: client.op,
-    verifiedUsers: joined.verified,
-    moderators: joined.moderators,
-    topic: joined.topic,
-    slowSeconds: joined.slowSeconds,
-  };
-  sendToOne(client, JSON.stringify(welcome));
-}
-
-/**
- * Takes a client out, whatever its phase: the one way out, for a close, a
- * refusal, a kick or shutdown. Safe to call twice (Deno can fire close twice
- * for a socket we closed); only the first call counts. What the client holds
- * in the store goes back by its phase: an `opening` client's place in the
- * room, a `joined` one's membership; a `joining` one's is settled by
- * {@linkcode joinRoom} when the store answers.
- */
-function removeClient(client: Client, code: number): void {
-  const current = chat();
-  const phase = client.phase;
-  if (phase === "gone") return;
-  client.phase = "gone";
-  clearTimeout(client.openTimer);
-  current.clients.delete(client.socket);
-  if (phase === "opening") return giveBack(client);
-  bump(current.counters.closes, KNOWN_CLOSE_CODES.has(code) ? code : "other");
-  if (phase === "joining") return;
-  log("info", "leave", {
-    room: client.room.name,
-    nick: client.nick,
-    peer: client.ip,
-    code,
-  });
-  leaveRoom(client, client.session && code !== CloseCode.Normal);
-}
-
-/** Closes a client's socket with a code and a reason, and takes it out now. */
-function disconnect(client: Client, code: number, reason: string): void {
-  closeSocket(client.socket, code, reason);
-  removeClient(client, code);
-}
-
-/**
- * A client that never joined its room gives back its place there: the
- * store's hold, and its share of the local room.
- */
-function giveBack(client: Client): void {
-  client.room.joining.delete(client);
-  chat().store.release(client.room.name);
-  leaveLocalRoom(client.room);
-}
-
-/**
- * Takes a member out of its room's delivery and the store (the leave is
- * announced if it was the person's last connection): when it goes, and on
- * `/join`. A session's tab that went away without saying goodbye (any close
- * but 1000: a reload, a closed tab, a blip) waits out `sessionGrace` first,
- * so it makes no leave and join if it comes back.
- */
-function leaveRoom(client: Client, grace: boolean): void {
-  const current = chat();
-  const room = client.room;
-  room.textSockets.delete(client.socket);
-  room.jsonSockets.delete(client.socket);
-  room.joining.delete(client);
-  leaveLocalRoom(room);
-  const storeLeave = () =>
-    current.store.leave(room.name, client.owner, current.phase === "running")
-      .catch((error) => log("error", "store_failed", { error: String(error) }));
-  if (!grace || current.phase !== "running") return void storeLeave();
-  // The room is held meanwhile, so it keeps its history and epoch.
-  const timer = setTimeout(() => {
-    current.graceTimers.delete(timer);
-    storeLeave();
-  }, current.settings.sessionGrace * 1000);
-  current.graceTimers.add(timer);
-}
-
-/** Close codes counted by their number in `/metrics`; others are `other`. */
-const KNOWN_CLOSE_CODES = new Set<number>([
-  ...Object.values(CloseCode),
-  1002,
-  1007,
-  1010,
-  1012,
-]);
-
-/** A close that never throws (the socket may be closing already). */
-function closeSocket(socket: WebSocket, code: number, reason: string): void {
-  try {
-    socket.close(code, reason);
-  } catch {
-    // Already closing.
-  }
-}
-
-/**
- * A handler or the store failed. A store that cannot be reached is the
- * client's to retry (the page keeps the message); anything else closes the
- * client, and the chat goes on.
- */
-function failed(client: Client, error: unknown): void {
-  if (error instanceof StoreUnavailable) {
-    return sendError(
-      client,
-      "unavailable",
-      "the chat is unavailable: try again",
-    );
-  }
-  log("error", "handler_failed", { nick: client.nick, error: String(error) });
-  disconnect(client, CloseCode.InternalError, "internal error");
-}
-
-/** The store's closer of a stale connection whose nick was taken over. */
-function evict(room: string, owner: string): void {
-  for (const client of [...chat().clients.values()]) {
-    if (
-      client.phase === "joined" && client.owner === owner &&
-      client.room.name === room
-    ) {
-      disconnect(client, CloseCode.Normal, "replaced by a new connection");
-    }
-  }
-}
-
-/** Members of a room on this process (`clients` holds every phase). */
-function joinedCount(current: ChatState): number {
-  let count = 0;
-  for (const client of current.clients.values()) {
-    if (client.phase === "joined") count++;
-  }
-  return count;
-}
-
-/** A frame from a client: limits first, then (in order) its command. */
-function receive(client: Client, data: string | ArrayBuffer): void {
-  const { settings, counters } = chat();
-  if (client.phase === "gone") return; // Deno may still hand over a frame
-  client.lastFrameAt = Date.now();
-  if (chat().phase !== "running") {
-    // Between two of its frames is when a sender's close is least likely to
-    // cross a frame still on its way (see `stop`).
-    return disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
-  }
-  const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
-  if (bytes > settings.maxFrameBytes) {
-    log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
-    return disconnect(client, CloseCode.MessageTooBig, "frame too big");
-  }
-  if (typeof data !== "string") {
-    log("warn", "binary_frame", { nick: client.nick, peer: client.ip });
-    return disconnect(client, CloseCode.UnsupportedData, "text frames only");
-  }
-  if (client.json && TYPING_FRAME.test(data)) {
-    // Typing notices count against nothing else (they have their interval),
-    // and one that comes while the client waits on the store is dropped.
-    counters.messagesReceived++;
-    if (!client.waitingOnStore) execute(client, { type: "typing" });
-    return;
-  }
-  if (client.waitingOnStore) {
-    // The join or a command is with the store: keep the order, bounded.
-    if (client.backlog.length >= settings.burst) {
-      return disconnect(client, CloseCode.PolicyViolation, "too many messages");
-    }
-    client.backlog.push(data);
-    return;
-  }
-  counters.messagesReceived++;
-  if (!client.bucket.take()) {
-    client.drops++;
-    if (client.drops > settings.maxConsecutiveDrops) {
-      log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
-      return disconnect(
-        client,
-        CloseCode.PolicyViolation,
-        "too many messages",
-      );
-    }
-    if (client.drops === 1) {
-      log("warn", "rate_limited", { nick: client.nick, peer: client.ip });
-    }
-    return sendError(client, "rate_limited", "slow down: message dropped");
-  }
-  client.drops = 0;
-  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
-  try {
-    execute(client, command);
-  } catch (error) {
-    failed(client, error);
-  }
-}
-
-const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
-
-function execute(client: Client, command: Command): void {
-  const { settings, store } = chat();
-  const room = client.room.name;
-  switch (command.type) {
-    case "message":
-    case "action":
-    case "dm": {
-      const text = checkMessage(command.text, settings.maxMessageChars);
-      if (isRefusal(text)) return sendError(client, text.code, text.message);
-      if (text.length === 0) return;
-      if (command.type === "dm") return sendDirect(client, command.to, text);
-      return post(client, { type: command.type, from: client.nick, text });
-    }
-    case "typing": {
-      // Ephemeral and cheap: not counted against the message rate, but
-      // passed on at most once per TYPING_INTERVAL_MS per connection.
-      const now = Date.now();
-      if (now - client.typingAt < TYPING_INTERVAL_MS) return;
-      client.typingAt = now;
-      return store.notify(room, { type: "typing", nick: client.nick });
-    }
-    case "nick": {
-      if (command.nick === "" && !client.json) {
-        return sendNotice(client, `you are ${client.nick}.`);
-      }
-      if (client.verified) {
-        return sendError(
-          client,
-          "forbidden",
-          "your name comes from your login; it cannot be changed here",
-        );
-      }
-      const nick = checkNick(command.nick);
-      if (isRefusal(nick)) return sendError(client, nick.code, nick.message);
-      if (nick === client.nick) return;
-      return whileStoreWorks(client, async () => {
-        const renamed = await store.rename(
-          room,
-          client.owner,
-          client.nick,
-          nick,
-        );
-        if (renamed === "nick_taken") {
-          return sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
-        }
-        client.nick = nick;
-      });
-    }
-    case "who":
-      return whileStoreWorks(client, async () => {
-        sendNotice(client, whoText(room, await store.roster(room)));
-      });
-    case "join":
-      return moveTo(client, command.room);
-    case "quit":
-      return disconnect(client, CloseCode.Normal, "bye");
-    case "help":
-      sendNotice(client, HELP_TEXT);
-      if (client.op) sendNotice(client, MODERATION_HELP);
-      return;
-    case "history":
-      return readHistory(client, command.before, command.limit);
-    case "kick":
-    case "ban":
-    case "unban":
-    case "mute":
-    case "unmute":
-    case "topic":
-    case "slow":
-    case "delete":
-      return moderateFor(client, command);
-    case "invalid":
-      return sendError(client, command.code, command.message);
-  }
-}
-
-/** `/msg NICK text`: to one member, and the sender's own connections. */
-function sendDirect(client: Client, to: string, text: string): void {
-  const { store } = chat();
-  const room = client.room.name;
-  whileStoreWorks(client, async () => {
-    const recipient = (await store.members(room))
-      .find((nick) => nickKey(nick) === nickKey(to));
-    if (!recipient) {
-      return sendError(client, "no_such_nick", `nobody here is called ${to}`);
-    }
-    await store.append(room, {
-      type: "dm",
-      from: client.nick,
-      to: recipient,
-      text,
-      ...(client.verified ? { verified: true } : {}),
-    });
-  });
-}
-
-/**
- * Older events, by `visibleTo` (the one filter of what a client may see;
- * the store's paging leaves deleted messages out): JSON gets one `history`
- * answer; plain text gets the tutorial's lines, and a line when nothing
- * older is left. Without `before` (plain text), it reads back from the
- * oldest event the connection has been shown. Not `whileStoreWorks`: reads
- * change nothing, so a flood of them meets the rate limit (each took a token
- * in `receive`) rather than the backlog's close.
- */
-function readHistory(
-  client: Client,
-  before: number | undefined,
-  limit: number,
-): void {
-  const { store } = chat();
-  const room = client.room;
-  store.history(room.name, {
-    before: before ?? client.oldestSeen,
-    limit,
-    visible: (event) => visibleTo(event, client),
-  }).then((page) => {
-    // Gone, or moved on (`/join`) meanwhile: the page is for nobody.
-    if (gone(client) || client.room !== room) return;
-    const oldest = page.events[0]?.id;
-    if (oldest !== undefined && oldest < client.oldestSeen) {
-      client.oldestSeen = oldest;
-    }
-    if (client.json) {
-      const answer: HistoryAnswer = { type: "history", ...page };
-      return sendToOne(client, JSON.stringify(answer));
-    }
-    for (const event of page.events) sendToOne(client, renderText(event));
-    if (!page.more) {
-      sendNotice(client, `this is the beginning of ${room.name}.`);
-    }
-  }, (error) => failed(client, error));
-}
-
-/** `/join ROOM`: this connection leaves its room (announced) for another. */
-function moveTo(client: Client, path: string): void {
-  const { store } = chat();
-  const room = roomName(path);
-  if (!room) {
-    return sendError(client, "bad_room", REFUSALS.bad_room.message);
-  }
-  if (room === client.room.name) return;
-  if (!store.hold(room)) {
-    return sendError(client, "max_rooms", REFUSALS.max_rooms.message);
-  }
-  const nick = client.nick;
-  leaveRoom(client, false);
-  client.room = localRoom(room);
-  client.phase = "opening"; // holds its place in the new room
-  joinRoom(client, { room, ip: client.ip, json: client.json, nick })
-    .catch((error) => failed(client, error));
-}
-
-// ---------------------------------------------------------------------------
-// Identity and moderation (the rules are auth.ts's and moderation.ts's)
-// ---------------------------------------------------------------------------
-
-/**
- * A message or action goes through the store's `post`, which refuses it
- * while its sender is muted or slow mode says it is too early.
- */
-function post(client: Client, body: NewEvent & { type: "message" | "action" }) {
-  const { store } = chat();
-  const poster = { owner: client.owner, keys: client.keys, op: client.op };
-  store.post(
-    client.room.name,
-    poster,
-    client.verified ? { ...body, verified: true } : body,
-  ).then((posted) => {
-    if (!("refused" in posted)) return;
-    const seconds = posted.until === undefined
-      ? undefined
-      : Math.max(1, Math.ceil((posted.until - Date.now()) / 1000));
-    if (posted.refused === "muted") {
-      return sendError(
-        client,
-        "muted",
-        seconds === undefined
-          ? "you are muted in this room"
-          : `you are muted in this room for ${seconds} s more`,
-        seconds,
-      );
-    }
-    sendError(
-      client,
-      "slow_mode",
-      `slow mode: you may post again in ${seconds} s`,
-      seconds,
-    );
-  }).catch((error) => failed(client, error));
-}
-
-/** `/who`: the members, then the moderators and verified ones, if any. */
-function whoText(
-  room: string,
-  roster: { nick: string; verified: boolean; op: boolean }[],
-): string {
-  const nicks = (entries: typeof roster) =>
-    entries.map((entry) => entry.nick).join(", ");
-  const moderators = roster.filter((entry) => entry.op);
-  const verified = roster.filter((entry) => entry.verified);
-  return `in ${room}: ${nicks(roster)}` +
-    (moderators.length ? `; moderators: ${nicks(moderators)}` : "") +
-    (verified.length ? `; verified: ${nicks(verified)}` : "");
-}
-
-/** A moderation command: carried out, answered, logged and counted. */
-function moderateFor(client: Client, command: ModerationCommand): void {
-  const actor = {
-    nick: client.nick,
-    op: client.op,
-    claimedId: client.claimedId,
-  };
-  whileStoreWorks(client, async () => {
-    const outcome = await moderateAs(client.room.name, actor, command);
-    if ("error" in outcome) {
-      return sendError(client, outcome.error, outcome.message);
-    }
-    if ("reply" in outcome) {
-      sendToOne(
-        client,
-        client.json
-          ? JSON.stringify(outcome.reply)
-          : systemText(moderatedText(outcome.reply)),
-      );
-    }
-  });
-}
-
-/**
- * Carries out a moderation command for a moderator (a person, or the API's
- * `api`); what is done is logged and counted the same way for both.
- */
-async function moderateAs(
-  room: string,
-  actor: Actor,
-  command: ModerationCommand,
-): Promise<ModerationOutcome> {
-  const { store, counters } = chat();
-  const outcome = await moderate(store, room, actor, command);
-  if (!("error" in outcome)) {
-    log("info", "moderation", outcome.log);
-    bump(counters.moderation, command.type);
-  }
-  return outcome;
-}
-
-/** The store's closer of a kicked or banned person's connections here. */
-function expel(room: string, owner: string, reason: string): void {
-  for (const client of [...chat().clients.values()]) {
-    if (
-      client.phase === "joined" && client.owner === owner &&
-      client.room.name === room
-    ) {
-      disconnect(client, CloseCode.Kicked, fitCloseReason(reason));
-    }
-  }
-}
-
-/**
  * The chat port's front door: who the request says it is (a login token,
- * the op key) and whether it is banned from the room, before the checks
- * and the upgrade of {@linkcode handleChatRequest}. Requests it need not
- * judge (not a WebSocket, no room) go straight through.
+ * the op key: server/auth.ts) and whether it is banned from the room,
+ * before the checks and the upgrade of {@linkcode handleChatRequest}.
+ * Requests it need not judge (not a WebSocket, no room) go straight through.
  */
 async function handleChatUpgrade(
   req: Request,
   info: Deno.ServeHandlerInfo,
 ): Promise<Response> {
-  const { verifier, settings, store } = chat();
   const url = parseUrl(req);
   const room = url && roomFromPath(url.pathname);
   if (!room || !readHandshake(req.headers, []).websocket) {
     return handleChatRequest(req, info);
   }
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
-  const offered = offeredProtocols(req.headers);
-  const token = tokenOf(offered, req.headers.get("authorization"));
-  let identity: Identity | undefined;
-  if (verifier && token !== undefined) {
-    const verified = await verifier(token);
-    if (typeof verified === "string") {
-      return refuse("unauthorized", { problem: verified, peer: ip });
-    }
-    identity = verified;
-  } else if (verifier && settings.auth === "required") {
-    return refuse("unauthorized", { problem: "no_token", peer: ip });
+  const claimed = await identify(
+    offeredProtocols(req.headers),
+    req.headers.get("authorization"),
+    { verifier, required: settings.auth === "required", opKey: settings.opKey },
+  );
+  if ("problem" in claimed) {
+    return refuse("unauthorized", { problem: claimed.problem, peer: ip });
   }
-  const opKey = offered.find((name) => name.startsWith(OP_PROTOCOL_PREFIX))
-    ?.slice(OP_PROTOCOL_PREFIX.length);
-  if (
-    opKey !== undefined &&
-    !(settings.opKey && sameSecret(opKey, settings.opKey))
-  ) {
-    return refuse("unauthorized", { problem: "bad_op_key", peer: ip });
-  }
+  const { identity, session } = claimed;
   const keys = personKeys({
     login: identity && ownerOf(identity),
-    session: sessionOf(offered),
+    session,
     address: ip,
   }, settings.banByAddress);
   try {
@@ -1601,581 +364,7 @@ async function handleChatUpgrade(
   } catch {
     return refuse("unavailable");
   }
-  return handleChatRequest(req, info, { identity, op: opKey !== undefined });
-}
-
-/** Runs a command that waits on the store; the client's next frames queue. */
-function whileStoreWorks(client: Client, work: () => Promise<void>): void {
-  client.waitingOnStore = true;
-  work().then(() => drainBacklog(client), (error) => failed(client, error));
-}
-
-/** The store has answered: handle the frames that queued meanwhile, in order. */
-function drainBacklog(client: Client): void {
-  client.waitingOnStore = false;
-  while (!client.waitingOnStore && client.backlog.length > 0) {
-    if (client.phase !== "joined") return;
-    receive(client, client.backlog.shift()!);
-  }
-}
-
-const encoder = new TextEncoder();
-
-/**
- * A text frame's size in UTF-8 bytes, exact whenever it could be over the
- * limit. Each UTF-16 unit is at most 3 bytes, so a short string cannot be and
- * is not encoded (its UTF-16 length is returned instead).
- */
-function frameBytes(text: string): number {
-  const max = chat().settings.maxFrameBytes;
-  // UTF-8 never takes fewer bytes than UTF-16 units, so a long string is over
-  // without encoding it (which would copy a huge frame once more).
-  if (text.length * 3 <= max || text.length > max) return text.length;
-  return encoder.encode(text).byteLength;
-}
-
-/**
- * Drops clients that stopped reading. `bufferedAmount` also counts what this
- * turn sent and not yet wrote, so it is judged on a timer, not after a send.
- */
-function sweepSlowConsumers(): void {
-  const current = chat();
-  for (const client of current.clients.values()) {
-    if (client.phase !== "joined") continue;
-    const queued = client.socket.bufferedAmount;
-    if (queued > current.settings.maxBufferedBytes) {
-      current.counters.slowConsumerDrops++;
-      log("warn", "slow_consumer", {
-        nick: client.nick,
-        peer: client.ip,
-        queuedBytes: queued,
-      });
-      disconnect(client, CloseCode.TryAgainLater, "not reading fast enough");
-    }
-  }
-}
-
-/**
- * Gives back a socket's slot, in all and of its address, once: when it has
- * closed, or has been given up on (see `openTimeout`).
- */
-function freeSlot(socket: WebSocket, ip: string): void {
-  const current = chat();
-  if (!current.openSockets.delete(socket)) return;
-  const count = (current.connectionsByIp.get(ip) ?? 1) - 1;
-  if (count <= 0) current.connectionsByIp.delete(ip);
-  else current.connectionsByIp.set(ip, count);
-}
-
-// ---------------------------------------------------------------------------
-// Delivery: the store's events to this process's sockets
-// ---------------------------------------------------------------------------
-
-/** The local room, made (and subscribed to the store) on first use. */
-function localRoom(name: string): LocalRoom {
-  const { rooms, store } = chat();
-  let room = rooms.get(name);
-  if (!room) {
-    const made: LocalRoom = {
-      name,
-      textSockets: new Set(),
-      jsonSockets: new Set(),
-      pendingJson: [],
-      admittedMidTurn: new Map(),
-      deliveredId: 0,
-      joining: new Set(),
-      connections: 0,
-      unsubscribe: () => {},
-    };
-    made.unsubscribe = store.subscribe(name, (event) => deliver(made, event));
-    rooms.set(name, made);
-    room = made;
-  }
-  room.connections++;
-  return room;
-}
-
-/** One connection less in the room; the last one unsubscribes. */
-function leaveLocalRoom(room: LocalRoom): void {
-  if (--room.connections > 0) return;
-  room.unsubscribe();
-  chat().rooms.delete(room.name);
-  chat().roomsWithPending.delete(room);
-}
-
-/**
- * Sends one event to this process's members of the room. Each protocol
- * renders it once; JSON clients get the turn's events as one frame.
- */
-function deliver(room: LocalRoom, event: LiveEvent): void {
-  if (event.type === "typing") return deliverTyping(room, event);
-  const { counters } = chat();
-  if (event.id <= room.deliveredId) return; // known here already
-  room.deliveredId = event.id;
-  if (event.type === "nick") renameLocally(room, event);
-  if (event.type === "dm") deliverPrivately(room, event);
-  else if (room.textSockets.size > 0) {
-    const line = renderText(event);
-    for (const socket of room.textSockets) sendFrame(socket, line);
-    counters.framesSent += room.textSockets.size;
-  }
-  if (room.jsonSockets.size > 0 && event.type !== "dm") {
-    room.pendingJson.push(JSON.stringify(event));
-    chat().roomsWithPending.add(room);
-    chat().flushScheduled ??= setImmediate(flushBatches);
-  }
-  if (room.joining.size === 0) return;
-  for (const client of room.joining) {
-    client.welcome!.events.push(event);
-    admit(client);
-  }
-}
-
-/** Every tab of a person takes the new nick (nicks are one per room). */
-function renameLocally(
-  room: LocalRoom,
-  event: RoomEvent & { type: "nick" },
-): void {
-  for (const client of clientsIn(room)) {
-    if (client.nick !== event.from) continue;
-    client.earlierClaims.push({
-      nick: client.nick,
-      from: client.claimedId,
-      until: event.id,
-    });
-    client.nick = event.to;
-    client.claimedId = event.id;
-  }
-}
-
-function* clientsIn(room: LocalRoom): Generator<Client> {
-  const { clients } = chat();
-  for (const sockets of [room.textSockets, room.jsonSockets]) {
-    for (const socket of sockets) {
-      const client = clients.get(socket);
-      if (client) yield client;
-    }
-  }
-}
-
-/**
- * Who may see an event: a direct message only its two parties, as the
- * people who held those nicks then: someone who takes `bob` after bob left
- * does not get bob's messages, and ada, renamed since, still has hers. (A
- * session keeps its claims across reconnects; a plain connection's claim
- * starts when it joins.)
- */
-function visibleTo(event: RoomEvent, client: Client): boolean {
-  if (event.type !== "dm") return true;
-  const party = (nick: string) => event.from === nick || event.to === nick;
-  if (party(client.nick) && client.claimedId < event.id) return true;
-  return client.earlierClaims.some((claim) =>
-    party(claim.nick) && claim.from < event.id && event.id < claim.until
-  );
-}
-
-/**
- * The nicks a person held before its present one, read back from a room's
- * history: the rename that gave the present nick names the one before, and
- * that one's claim began at its join (or the rename into it, and so on), or
- * just after another holder of it went. Only within the history given.
- */
-function claimsBefore(
-  nick: string,
-  claimedId: number,
-  history: RoomEvent[],
-): Claim[] {
-  const claims: Claim[] = [];
-  let current = { nick, from: claimedId };
-  for (let i = history.length - 1; i >= 0; i--) {
-    const renamed = history[i];
-    if (renamed.id > current.from) continue;
-    if (
-      renamed.id < current.from || renamed.type !== "nick" ||
-      renamed.to !== current.nick
-    ) break;
-    let from = 0;
-    let j = i - 1;
-    for (; j >= 0; j--) {
-      const e = history[j];
-      const began = (e.type === "join" && e.nick === renamed.from) ||
-        (e.type === "nick" && e.to === renamed.from);
-      const ended = ((e.type === "leave" || e.type === "kick") &&
-        e.nick === renamed.from) ||
-        (e.type === "nick" && e.from === renamed.from);
-      if (began || ended) {
-        from = e.id;
-        break;
-      }
-    }
-    claims.push({ nick: renamed.from, from, until: renamed.id });
-    current = { nick: renamed.from, from };
-    i = j + 1; // the loop steps to j: a rename into that nick goes on
-  }
-  return claims;
-}
-
-/**
- * A direct message goes to every connection of its sender and recipient
- * and nobody else; the turn's batch goes first, to keep the order.
- */
-function deliverPrivately(room: LocalRoom, event: RoomEvent & { type: "dm" }) {
-  flushRoom(room);
-  let json: string | undefined;
-  for (const client of clientsIn(room)) {
-    if (!visibleTo(event, client)) continue;
-    sendToOne(
-      client,
-      client.json ? json ??= JSON.stringify(event) : renderText(event),
-    );
-  }
-}
-
-/** A typing notice goes to the room's other JSON clients, after the batch. */
-function deliverTyping(room: LocalRoom, event: TypingEvent): void {
-  if (room.jsonSockets.size === 0) return;
-  flushRoom(room);
-  const frame = JSON.stringify(event);
-  for (const client of clientsIn(room)) {
-    if (client.json && client.nick !== event.nick) sendToOne(client, frame);
-  }
-}
-
-/**
- * Lets a joining client into the room's delivery, once the store has
- * answered and delivery has caught up with its welcome (a shared store may
- * deliver later than it answers). It gets its welcome, then the events that
- * came after the welcome's last one, then everything else with the room;
- * of the turn's batch, only what is added after it (it has the rest).
- */
-function admit(client: Client): void {
-  const welcome = client.welcome!;
-  const joined = welcome.joined;
-  const room = client.room;
-  if (!joined) return;
-  if (room.deliveredId < joined.lastId) {
-    // Alone in a room this process just subscribed to (say, another tab of
-    // a session that is present): there is nothing to wait for. What came
-    // before is in the welcome, and late copies of it are skipped.
-    const alone = room.textSockets.size + room.jsonSockets.size === 0 &&
-      room.joining.size === 1;
-    if (!alone) return;
-    room.deliveredId = joined.lastId;
-  }
-  room.joining.delete(client);
-  client.welcome = undefined;
-  if (client.json && room.pendingJson.length > 0) {
-    room.admittedMidTurn.set(client.socket, room.pendingJson.length);
-  }
-  if (client.json) sendWelcome(client, joined, room.name);
-  else {
-    sendNotice(
-      client,
-      `you are ${client.nick} in ${room.name}; here: ${
-        joined.users.join(", ")
-      }`,
-    );
-    if (joined.topic) sendNotice(client, `topic: ${joined.topic}`);
-  }
-  if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
-  else if (joined.nickTaken) {
-    sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
-  }
-  const missed = welcome.events.filter((event) =>
-    event.id > joined.lastId && visibleTo(event, client)
-  );
-  if (missed.length > 0) {
-    const frames = client.json
-      ? [JSON.stringify(missed.length === 1 ? missed[0] : missed)]
-      : missed.map(renderText);
-    for (const frame of frames) sendToOne(client, frame);
-  }
-  (client.json ? room.jsonSockets : room.textSockets).add(client.socket);
-  drainBacklog(client);
-}
-
-/** Sends each room's pending JSON events: one frame per recipient per turn. */
-function flushBatches(): void {
-  const current = chat();
-  current.flushScheduled = undefined;
-  for (const room of current.roomsWithPending) flushRoom(room);
-  current.roomsWithPending.clear();
-}
-
-function flushRoom(room: LocalRoom): void {
-  const pending = room.pendingJson;
-  if (pending.length === 0) return;
-  const frame = batchFrame(pending);
-  room.pendingJson = [];
-  const late = room.admittedMidTurn;
-  if (late.size === 0) {
-    for (const socket of room.jsonSockets) sendFrame(socket, frame);
-    chat().counters.framesSent += room.jsonSockets.size;
-    return;
-  }
-  let sent = 0;
-  for (const socket of room.jsonSockets) {
-    const had = late.get(socket) ?? 0;
-    if (had >= pending.length) continue;
-    sendFrame(socket, had === 0 ? frame : batchFrame(pending.slice(had)));
-    sent++;
-  }
-  late.clear();
-  chat().counters.framesSent += sent;
-}
-
-/** One event as itself, several as an array: one frame either way. */
-function batchFrame(events: string[]): string {
-  return events.length === 1 ? events[0] : `[${events.join(",")}]`;
-}
-
-/** A send that never throws: a closing socket must not break a broadcast. */
-function sendFrame(socket: WebSocket, frame: string): void {
-  try {
-    socket.send(frame);
-  } catch {
-    // The socket is closing; its close event removes it.
-  }
-}
-
-/** A frame for one client only (a welcome, an error, a reply). */
-function sendToOne(client: Client, frame: string): void {
-  sendFrame(client.socket, frame);
-  chat().counters.framesSent++;
-}
-
-// ---------------------------------------------------------------------------
-// The app's HTTP API (the rules are http_api.ts's)
-// ---------------------------------------------------------------------------
-
-/**
- * What the API's moderation errors answer with, by the actor's error code:
- * the status, and the parameter at fault.
- */
-const MODERATION_ERRORS: Partial<
-  Record<ErrorCode, { status: number; field?: string }>
-> = {
-  no_such_nick: { status: Status.NotFound, field: "nick" },
-  no_such_message: { status: Status.NotFound, field: "id" },
-  not_banned: { status: Status.BadRequest, field: "nick" },
-  forbidden: { status: Status.Forbidden },
-};
-
-/** The chat as the API sees it: the store (every process) and this process. */
-function apiBackend(startedAt: number): ApiBackend {
-  const { store, settings } = chat();
-  /**
-   * Runs `act` with the room held (rooms.ts `RoomStore.visit`): a room
-   * nobody is in that the store keeps is there for it, and with `create`
-   * (`publish`) a room never made is made. `act` is told whether the room
-   * exists; one that went meanwhile is 404, as is any the store has not.
-   */
-  async function inRoom<T>(
-    room: string,
-    create: boolean,
-    act: (exists: boolean) => Promise<T>,
-  ): Promise<T> {
-    const visit = await store.visit(room, create);
-    if (visit === "full") {
-      throw new ApiError(
-        REFUSALS.max_rooms.status,
-        "max_rooms",
-        `${room} would be a room more than --max-rooms allows here`,
-        "room",
-      );
-    }
-    try {
-      return await act(visit === "held");
-    } catch (error) {
-      if (!(error instanceof NoSuchRoom)) throw error;
-      throw new ApiError(
-        Status.NotFound,
-        "no_such_room",
-        `there is no room ${room}`,
-        "room",
-      );
-    } finally {
-      if (visit === "held") store.release(room);
-    }
-  }
-  return {
-    publish: (room, from, text) =>
-      inRoom(
-        room,
-        true,
-        async (exists) =>
-          exists
-            ? await store.append(room, { type: "message", from, text })
-            : undefined,
-      ),
-    once: (key, ttlMs, produce) => store.once(key, ttlMs, produce),
-    async presence(room) {
-      return (await store.roster(room)).map((entry) => ({
-        nick: entry.nick,
-        ...(entry.user !== undefined ? { user: entry.user } : {}),
-        connections: entry.connections,
-        op: entry.op,
-      }));
-    },
-    rooms: () => store.rooms(),
-    info: () => ({
-      version: VERSION,
-      uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
-      connections: joinedCount(chat()),
-      rooms: store.roomCount(),
-      store: storeName(settings, store),
-      storeUp: store.available?.() ?? true,
-    }),
-    history: (room, before, limit) =>
-      inRoom(room, false, async (exists) =>
-        exists
-          ? await store.history(room, {
-            before: before ?? Number.MAX_SAFE_INTEGER,
-            limit,
-            // The app reads what everyone in the room may: no private messages.
-            visible: (event) => event.type !== "dm",
-          })
-          : undefined),
-    disconnect: (target, reason) =>
-      store.dismiss({
-        room: target.room,
-        nick: target.nick,
-        owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
-      }, fitCloseReason(`disconnected by the app: ${reason}`)),
-    // Run whether or not the room exists: its bans and mutes outlive it
-    // (`unban`), and the store says `no_such_room` where a command needs it.
-    moderate: (room, command) =>
-      inRoom(room, false, async () => {
-        const outcome = await moderateAs(
-          room,
-          { nick: API_ACTOR, op: true, claimedId: 0 },
-          command,
-        );
-        if ("error" in outcome) {
-          const known = MODERATION_ERRORS[outcome.error];
-          throw new ApiError(
-            known?.status ?? Status.BadRequest,
-            outcome.error,
-            outcome.message,
-            known?.field,
-          );
-        }
-        return "reply" in outcome ? outcome.reply : {};
-      }),
-  };
-}
-
-/** The moderator's name the API's actions are logged under (`by=api`). */
-const API_ACTOR = "api";
-
-/** The API's handler, made once at start-up; undefined without `--api-key`. */
-function makeApi(settings: Settings, startedAt: number) {
-  if (!settings.apiKey) return undefined;
-  return apiHandler(apiBackend(startedAt), {
-    key: settings.apiKey,
-    name: settings.apiName,
-    maxMessageChars: settings.maxMessageChars,
-    rate: settings.apiRate,
-    log: (level, event, fields) => log(level, event, fields),
-    count: (method, status) =>
-      bump(
-        chat().counters.apiRequests,
-        `method="${method.replace(/[^a-z_.]/g, "?")}",status="${status}"`,
-      ),
-  }, VERSION);
-}
-
-// ---------------------------------------------------------------------------
-// HTTP routes
-// ---------------------------------------------------------------------------
-
-/** Refuses an upgrade: logs, counts and answers under the same name. */
-function refuse(reason: RefusalReason, fields: LogFields = {}): Response {
-  const { status, message } = REFUSALS[reason];
-  bump(chat().counters.upgradesRefused, reason);
-  log(reason === "not_websocket" ? "info" : "warn", "upgrade_refused", {
-    reason,
-    ...fields,
-  });
-  return new Response(message + "\n", {
-    status,
-    headers: {
-      "content-type": "text/plain; charset=utf-8",
-      ...(status === Status.UpgradeRequired
-        ? { upgrade: "websocket", connection: "Upgrade" }
-        : {}),
-      ...(status === Status.TooManyRequests ? { "retry-after": "1" } : {}),
-    },
-  });
-}
-
-/**
- * The person a client says it is: its session secret comes as a second
- * subprotocol (`chat.session.SECRET`, never echoed, so it is in no URL or
- * log). The secret itself is kept nowhere: the owner is named by its
- * SHA-256, so a lookup by it tells nothing about the secret (no comparison
- * of secrets is made, timed or not).
- */
-function sessionOf(protocols: string[]): string | undefined {
-  const offered = protocols.find((name) =>
-    name.startsWith(SESSION_PROTOCOL_PREFIX)
-  );
-  const secret = offered?.slice(SESSION_PROTOCOL_PREFIX.length);
-  if (!secret || !SESSION_SECRET.test(secret)) return undefined;
-  return "s." + createHash("sha256").update(secret).digest("base64url");
-}
-
-/**
- * The request's URL, or undefined when its `Host` makes none (`Host: a b`):
- * a 400, not an exception.
- */
-function parseUrl(req: Request): URL | undefined {
-  try {
-    return new URL(req.url);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * New connections per address: a token bucket like messages', so one
- * address cannot flood a room with joins and leaves.
- */
-function takeConnectToken(ip: string): boolean {
-  const { settings, connectBuckets } = chat();
-  let bucket = connectBuckets.get(ip);
-  if (!bucket) {
-    bucket = new TokenBucket(settings.connectRate, settings.connectBurst);
-    connectBuckets.set(ip, bucket);
-  }
-  return bucket.take();
-}
-
-/** Forgets the buckets that have refilled: they say nothing any more. */
-function forgetFullBuckets(): void {
-  const { connectBuckets } = chat();
-  const now = Date.now();
-  for (const [ip, bucket] of connectBuckets) {
-    if (bucket.full(now)) connectBuckets.delete(ip);
-  }
-}
-
-/**
- * Is this request's origin allowed to open a chat connection? Only browsers
- * send `Origin`, and it is what stops another site's page from using a
- * visitor's browser to join the chat; terminal tools send none.
- */
-function originAllowed(origin: string | null, host: string | null): boolean {
-  if (origin === null) return true;
-  const allowed = chat().settings.allowOrigin;
-  if (allowed.length > 0) {
-    return allowed.includes("*") || allowed.includes(origin);
-  }
-  try {
-    return new URL(origin).hostname === new URL(`http://${host}`).hostname;
-  } catch {
-    return false;
-  }
+  return handleChatRequest(req, info, { identity, op: claimed.op });
 }
 
 /** The chat port: guard clauses, each refusal with its own name, then upgrade. */
@@ -2184,7 +373,6 @@ function handleChatRequest(
   info: Deno.ServeHandlerInfo,
   admitted: Pick<ConnectRequest, "identity" | "op"> = {},
 ): Response {
-  const { settings, store, connectionsByIp } = chat();
   const handshake = readHandshake(req.headers, [JSON_PROTOCOL]);
   if (!handshake.websocket) return refuse("not_websocket");
   const url = parseUrl(req);
@@ -2192,18 +380,15 @@ function handleChatRequest(
   const room = roomFromPath(url.pathname);
   if (!room) return refuse("bad_room");
   const origin = req.headers.get("origin");
-  if (!originAllowed(origin, req.headers.get("host"))) {
+  if (!originAllowed(origin, req.headers.get("host"), settings.allowOrigin)) {
     return refuse("origin", { origin: origin ?? "" });
   }
-  if (chat().phase !== "running") return refuse("shutting_down");
+  if (phase !== "running") return refuse("shutting_down");
   if (store.available?.() === false) return refuse("unavailable");
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   if (!takeConnectToken(ip)) return refuse("connect_rate", { peer: ip });
   const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (
-    chat().openSockets.size + chat().stuckSockets.size >=
-      settings.maxConnections
-  ) {
+  if (openSockets.size + stuckSockets.size >= settings.maxConnections) {
     return refuse("max_connections", { peer: ip });
   }
   if (fromIp >= settings.maxConnectionsPerIp) {
@@ -2245,56 +430,567 @@ function handleChatRequest(
   return upgraded.response;
 }
 
-/** The page as served: the chat port filled in, and its headers. */
-export interface Page {
-  html: string;
-  headers: Record<string, string>;
+/** Refuses an upgrade: logs, counts and answers under the same name. */
+function refuse(reason: RefusalReason, fields: LogFields = {}): Response {
+  const { status, message } = REFUSALS[reason];
+  bump(counters.upgradesRefused, reason);
+  log(reason === "not_websocket" ? "info" : "warn", "upgrade_refused", {
+    reason,
+    ...fields,
+  });
+  return refusalResponse(status, message);
 }
 
 /**
- * Renders the page once at start-up. The policy allows only the page's own
- * inline script and style (by hash), so injected markup could not run.
+ * New connections per address: a token bucket like messages', so one
+ * address cannot flood a room with joins and leaves.
  */
-export async function renderPage(chatPort: number): Promise<Page> {
-  // The chat port, and the wire contract's constants the page needs (so it
-  // holds no copy of them), as JSON in an attribute.
-  const contract = JSON.stringify(PAGE_CONSTANTS).replaceAll("&", "&amp;")
-    .replaceAll('"', "&quot;").replaceAll("<", "&lt;");
-  const html = clientHtml.replace(
-    '<meta name="chat-port" content="">',
-    // A function, so that no `$&` in the JSON is read as a pattern.
-    () =>
-      `<meta name="chat-port" content="${chatPort}">\n` +
-      `    <meta name="chat-contract" content="${contract}">`,
-  );
-  const hashOf = async (tag: "script" | "style") => {
-    const body = html.match(new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`))?.[1] ??
-      "";
-    const digest = await crypto.subtle.digest(
-      "SHA-256",
-      encoder.encode(body),
-    );
-    return `'sha256-${btoa(String.fromCharCode(...new Uint8Array(digest)))}'`;
+function takeConnectToken(ip: string): boolean {
+  let bucket = connectBuckets.get(ip);
+  if (!bucket) {
+    bucket = new TokenBucket(settings.connectRate, settings.connectBurst);
+    connectBuckets.set(ip, bucket);
+  }
+  return bucket.take();
+}
+
+/** Forgets the buckets that have refilled: they say nothing any more. */
+function forgetFullBuckets(): void {
+  const now = Date.now();
+  for (const [ip, bucket] of connectBuckets) {
+    if (bucket.full(now)) connectBuckets.delete(ip);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A connection's life: in at acceptSocket, out at close
+// ---------------------------------------------------------------------------
+
+/**
+ * Wires a freshly upgraded socket: its room is held in the store and its
+ * address slot taken. This is the one place a client is added; it joins once
+ * the socket opens ({@linkcode joinRoom}) and goes in {@linkcode close}, the
+ * one place a client is removed.
+ */
+function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
+  socket.binaryType = "arraybuffer";
+  const client: Client = {
+    socket,
+    phase: "opening",
+    owner: request.identity
+      ? ownerOf(request.identity)
+      : request.session ?? String(++nextOwner),
+    nick: "",
+    room: localRoom(request.room),
+    json: request.json,
+    ip: request.ip,
+    bucket: new TokenBucket(settings.rate, settings.burst),
+    drops: 0,
+    lastFrameAt: 0,
+    // A verified person's tabs are one member, as a session's are.
+    session: request.session !== undefined || request.identity !== undefined,
+    claimedId: 0,
+    earlierClaims: [],
+    typingAt: 0,
+    oldestSeen: 0,
+    waitingOnStore: true,
+    backlog: [],
+    verified: request.identity !== undefined,
+    op: request.identity?.op === true || request.op === true,
+    keys: personKeys({
+      login: request.identity && ownerOf(request.identity),
+      session: request.session,
+      address: request.ip,
+    }, settings.banByAddress),
   };
-  const csp = [
-    "default-src 'none'",
-    `script-src ${await hashOf("script")}`,
-    `style-src ${await hashOf("style")}`,
-    "connect-src ws: wss:",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-    "form-action 'none'",
-  ].join("; ");
-  return {
-    html,
-    headers: {
-      "content-type": "text/html; charset=utf-8",
-      "content-security-policy": csp,
-      "x-content-type-options": "nosniff",
-      "referrer-policy": "no-referrer",
-    },
+  clients.set(socket, client);
+  openSockets.add(socket);
+  // Deno fires no event at all for a socket whose peer reset the connection
+  // during the handshake: without this its slot would be held for good.
+  client.openTimer = setTimeout(() => {
+    log("warn", "open_timeout", { peer: request.ip, room: request.room });
+    stuckSockets.add(socket); // Deno may keep it, until the process ends
+    close(client, CloseCode.PolicyViolation, "handshake not completed");
+  }, settings.openTimeout * 1000);
+  socket.onopen = () => {
+    // Given up on already (its slot and hold are gone): it may not join.
+    if (client.phase === "gone") {
+      return close(client, CloseCode.PolicyViolation, "too late");
+    }
+    clearTimeout(client.openTimer);
+    joinRoom(client, request).catch((error) => failed(client, error));
+  };
+  socket.onmessage = (event) => receive(client, event.data);
+  socket.onclose = (event) => {
+    // Given up on before: out already, its slot given back then.
+    if (stuckSockets.delete(socket)) return;
+    // Deno reports a connection that ended without a close frame as code 0.
+    close(client, event.code || CloseCode.Abnormal);
+  };
+  socket.onerror = () => {
+    // Followed by a close event; nothing else to do. Handling it keeps the
+    // error from being reported as uncaught.
   };
 }
+
+/**
+ * Takes an `opening` client into its room through the store. While the
+ * store works the client is `joining`, and whatever happens to it meanwhile
+ * (a close, shutdown) is settled here once the store has answered.
+ */
+async function joinRoom(
+  client: Client,
+  request: ConnectRequest,
+): Promise<void> {
+  if (phase !== "running") {
+    // Opened while shutting down: told so, like everyone else.
+    return close(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+  }
+  const wanted = request.nick === undefined
+    ? undefined
+    : checkNick(request.nick);
+  const badNick = isRefusal(wanted);
+  client.phase = "joining";
+  client.waitingOnStore = true;
+  client.welcome = {
+    events: [],
+    badNick,
+    admitted: () => drainBacklog(client),
+  };
+  client.room.joining.add(client);
+  let joined: Joined;
+  try {
+    joined = await store.join(request.room, {
+      owner: client.owner,
+      nick: isRefusal(wanted) ? undefined : wanted,
+      token: request.token,
+      since: request.since,
+      epoch: request.epoch,
+      verified: client.verified,
+      op: client.op,
+      keys: client.keys,
+      user: request.identity?.sub,
+    });
+  } catch (error) {
+    giveBack(client);
+    if (gone(client)) return;
+    log("error", "join_failed", { peer: client.ip, error: String(error) });
+    return close(client, CloseCode.TryAgainLater, "try again later");
+  }
+  client.nick = joined.nick;
+  client.claimedId = joined.claimedId;
+  client.earlierClaims = claimsBefore(
+    joined.nick,
+    joined.claimedId,
+    joined.history,
+  );
+  // A text client is shown nothing before its welcome line (a JSON one
+  // names its own `before`): `/history` reads back from its join.
+  client.oldestSeen = joined.present ? joined.lastId + 1 : joined.lastId;
+  if (gone(client)) {
+    // Closed while the store worked: out again, as anyone else would go.
+    return leaveRoom(client, client.session);
+  }
+  client.phase = "joined";
+  if (phase !== "running") {
+    // Shutdown began while the store worked (Deno may run a signal handler
+    // between two steps of an async function).
+    return close(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+  }
+  log("info", "connect", {
+    room: request.room,
+    nick: joined.nick,
+    peer: request.ip,
+  });
+  client.welcome!.joined = joined;
+  admit(client);
+}
+
+/** Whether the client is out (read anew: it may change while a store call waits). */
+function gone(client: Client): boolean {
+  return client.phase === "gone";
+}
+
+/**
+ * Ends a connection, whatever ends it: the peer's close, a refusal, `/quit`,
+ * a kick or a takeover, a socket that never opened, a slow reader,
+ * shutdown. The one way out, as {@linkcode acceptSocket} is the one way in.
+ * With a `reason`, our close frame goes to the peer; without, the socket
+ * has closed already (its close event), or shutdown leaves it to the
+ * servers. Its slot goes back once its socket is done: closed, or given up
+ * on (stuck).
+ *
+ * Safe to call twice (Deno can fire close twice for a socket we closed);
+ * only the first call takes the client out. What it holds in the store
+ * goes back by its phase: an `opening` client's place in the room, a
+ * `joined` one's membership; a `joining` one's is settled by
+ * {@linkcode joinRoom} when the store answers.
+ */
+function close(client: Client, code: number, reason?: string): void {
+  if (reason !== undefined) closeSocket(client.socket, code, reason);
+  if (reason === undefined || stuckSockets.has(client.socket)) freeSlot(client);
+  const was = client.phase;
+  if (was === "gone") return;
+  client.phase = "gone";
+  clearTimeout(client.openTimer);
+  clients.delete(client.socket);
+  if (was === "opening") return giveBack(client);
+  bump(counters.closes, closeLabel(code));
+  if (was === "joining") return;
+  log("info", "leave", {
+    room: client.room.name,
+    nick: client.nick,
+    peer: client.ip,
+    code,
+  });
+  leaveRoom(client, client.session && code !== CloseCode.Normal);
+}
+
+/**
+ * Closes a person's connections in a room: the store's `onEvict` (their
+ * nick taken over by a new connection) and `onExpel` (kicked or banned).
+ */
+function closeOwner(
+  room: string,
+  owner: string,
+  code: number,
+  reason: string,
+): void {
+  for (const client of [...clients.values()]) {
+    if (
+      client.phase === "joined" && client.owner === owner &&
+      client.room.name === room
+    ) {
+      close(client, code, reason);
+    }
+  }
+}
+
+/** A close that never throws (the socket may be closing already). */
+function closeSocket(socket: WebSocket, code: number, reason: string): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    // Already closing.
+  }
+}
+
+/**
+ * Gives back a socket's slot, in all and of its address, once: when it has
+ * closed, or has been given up on (see `openTimeout`).
+ */
+function freeSlot(client: Client): void {
+  if (!openSockets.delete(client.socket)) return;
+  const count = (connectionsByIp.get(client.ip) ?? 1) - 1;
+  if (count <= 0) connectionsByIp.delete(client.ip);
+  else connectionsByIp.set(client.ip, count);
+}
+
+/**
+ * A client that never joined its room gives back its place there: the
+ * store's hold, and its share of the local room.
+ */
+function giveBack(client: Client): void {
+  client.room.joining.delete(client);
+  store.release(client.room.name);
+  leaveLocalRoom(client.room);
+}
+
+/**
+ * Takes a member out of its room's delivery and the store (the leave is
+ * announced if it was the person's last connection): when it goes, and on
+ * `/join`. A session's tab that went away without saying goodbye (any close
+ * but 1000: a reload, a closed tab, a blip) waits out `sessionGrace` first,
+ * so it makes no leave and join if it comes back.
+ */
+function leaveRoom(client: Client, grace: boolean): void {
+  const room = client.room;
+  room.textSockets.delete(client.socket);
+  room.jsonSockets.delete(client.socket);
+  room.joining.delete(client);
+  leaveLocalRoom(room);
+  const storeLeave = () =>
+    store.leave(room.name, client.owner, phase === "running")
+      .catch((error) => log("error", "store_failed", { error: String(error) }));
+  if (!grace || phase !== "running") return void storeLeave();
+  // The room is held meanwhile, so it keeps its history and epoch.
+  const timer = setTimeout(() => {
+    graceTimers.delete(timer);
+    storeLeave();
+  }, settings.sessionGrace * 1000);
+  graceTimers.add(timer);
+}
+
+/**
+ * A handler or the store failed. A store that cannot be reached is the
+ * client's to retry (the page keeps the message); anything else closes the
+ * client, and the chat goes on.
+ */
+function failed(client: Client, error: unknown): void {
+  if (error instanceof StoreUnavailable) {
+    return sendError(
+      client,
+      "unavailable",
+      "the chat is unavailable: try again",
+    );
+  }
+  log("error", "handler_failed", { nick: client.nick, error: String(error) });
+  close(client, CloseCode.InternalError, "internal error");
+}
+
+/**
+ * Drops clients that stopped reading. `bufferedAmount` also counts what this
+ * turn sent and not yet wrote, so it is judged on a timer, not after a send.
+ */
+function sweepSlowConsumers(): void {
+  for (const client of clients.values()) {
+    if (client.phase !== "joined") continue;
+    const queued = client.socket.bufferedAmount;
+    if (queued > settings.maxBufferedBytes) {
+      counters.slowConsumerDrops++;
+      log("warn", "slow_consumer", {
+        nick: client.nick,
+        peer: client.ip,
+        queuedBytes: queued,
+      });
+      close(client, CloseCode.TryAgainLater, "not reading fast enough");
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Frames and the command table
+// ---------------------------------------------------------------------------
+
+/** A frame from a client: limits first, then (in order) its command. */
+function receive(client: Client, data: string | ArrayBuffer): void {
+  if (client.phase === "gone") return; // Deno may still hand over a frame
+  client.lastFrameAt = Date.now();
+  if (phase !== "running") {
+    // Between two of its frames is when a sender's close is least likely to
+    // cross a frame still on its way (see `stop`).
+    return close(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+  }
+  const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
+  if (bytes > settings.maxFrameBytes) {
+    log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
+    return close(client, CloseCode.MessageTooBig, "frame too big");
+  }
+  if (typeof data !== "string") {
+    log("warn", "binary_frame", { nick: client.nick, peer: client.ip });
+    return close(client, CloseCode.UnsupportedData, "text frames only");
+  }
+  if (client.json && TYPING_FRAME.test(data)) {
+    // Typing notices count against nothing else (they have their interval),
+    // and one that comes while the client waits on the store is dropped.
+    counters.messagesReceived++;
+    if (!client.waitingOnStore) execute(client, { type: "typing" });
+    return;
+  }
+  if (client.waitingOnStore) {
+    // The join or a command is with the store: keep the order, bounded.
+    if (client.backlog.length >= settings.burst) {
+      return close(client, CloseCode.PolicyViolation, "too many messages");
+    }
+    client.backlog.push(data);
+    return;
+  }
+  counters.messagesReceived++;
+  if (!client.bucket.take()) {
+    client.drops++;
+    if (client.drops > settings.maxConsecutiveDrops) {
+      log("warn", "flood_closed", { nick: client.nick, peer: client.ip });
+      return close(client, CloseCode.PolicyViolation, "too many messages");
+    }
+    if (client.drops === 1) {
+      log("warn", "rate_limited", { nick: client.nick, peer: client.ip });
+    }
+    return sendError(client, "rate_limited", "slow down: message dropped");
+  }
+  client.drops = 0;
+  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
+  try {
+    execute(client, command);
+  } catch (error) {
+    failed(client, error);
+  }
+}
+
+const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
+
+/** The command table: what each command does, by its `type`. */
+function execute(client: Client, command: Command): void {
+  const room = client.room.name;
+  switch (command.type) {
+    case "message":
+    case "action":
+    case "dm": {
+      const text = checkMessage(command.text, settings.maxMessageChars);
+      if (isRefusal(text)) return sendError(client, text.code, text.message);
+      if (text.length === 0) return;
+      if (command.type === "dm") {
+        return whileStoreWorks(
+          client,
+          () => sendDirect(store, client, command.to, text),
+        );
+      }
+      // Not whileStoreWorks: a post does not hold up the sender's next frames.
+      return void post(store, client, {
+        type: command.type,
+        from: client.nick,
+        text,
+      }).catch((error) => failed(client, error));
+    }
+    case "typing": {
+      // Ephemeral and cheap: not counted against the message rate, but
+      // passed on at most once per TYPING_INTERVAL_MS per connection.
+      const now = Date.now();
+      if (now - client.typingAt < TYPING_INTERVAL_MS) return;
+      client.typingAt = now;
+      return store.notify(room, { type: "typing", nick: client.nick });
+    }
+    case "nick": {
+      if (command.nick === "" && !client.json) {
+        return sendNotice(client, `you are ${client.nick}.`);
+      }
+      if (client.verified) {
+        return sendError(
+          client,
+          "forbidden",
+          "your name comes from your login; it cannot be changed here",
+        );
+      }
+      const nick = checkNick(command.nick);
+      if (isRefusal(nick)) return sendError(client, nick.code, nick.message);
+      if (nick === client.nick) return;
+      return whileStoreWorks(client, async () => {
+        const renamed = await store.rename(
+          room,
+          client.owner,
+          client.nick,
+          nick,
+        );
+        if (renamed === "nick_taken") {
+          return sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
+        }
+        client.nick = nick;
+      });
+    }
+    case "who":
+      return whileStoreWorks(client, () => who(store, client));
+    case "join":
+      return moveTo(client, command.room);
+    case "quit":
+      return close(client, CloseCode.Normal, "bye");
+    case "help":
+      sendNotice(client, HELP_TEXT);
+      if (client.op) sendNotice(client, MODERATION_HELP);
+      return;
+    case "history":
+      // Not whileStoreWorks: reads change nothing, so a flood of them meets
+      // the rate limit (each took a token in `receive`), not the backlog's.
+      return void readHistory(store, client, command.before, command.limit)
+        .catch((error) => failed(client, error));
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      return moderateFor(client, command);
+    case "invalid":
+      return sendError(client, command.code, command.message);
+  }
+}
+
+/** Runs a command that waits on the store; the client's next frames queue. */
+function whileStoreWorks(client: Client, work: () => Promise<void>): void {
+  client.waitingOnStore = true;
+  work().then(() => drainBacklog(client), (error) => failed(client, error));
+}
+
+/** The store has answered: handle the frames that queued meanwhile, in order. */
+function drainBacklog(client: Client): void {
+  client.waitingOnStore = false;
+  while (!client.waitingOnStore && client.backlog.length > 0) {
+    if (client.phase !== "joined") return;
+    receive(client, client.backlog.shift()!);
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * A text frame's size in UTF-8 bytes, exact whenever it could be over the
+ * limit. Each UTF-16 unit is at most 3 bytes, so a short string cannot be and
+ * is not encoded (its UTF-16 length is returned instead).
+ */
+function frameBytes(text: string): number {
+  const max = settings.maxFrameBytes;
+  // UTF-8 never takes fewer bytes than UTF-16 units, so a long string is over
+  // without encoding it (which would copy a huge frame once more).
+  if (text.length * 3 <= max || text.length > max) return text.length;
+  return encoder.encode(text).byteLength;
+}
+
+/** `/join ROOM`: this connection leaves its room (announced) for another. */
+function moveTo(client: Client, path: string): void {
+  const room = roomName(path);
+  if (!room) {
+    return sendError(client, "bad_room", REFUSALS.bad_room.message);
+  }
+  if (room === client.room.name) return;
+  if (!store.hold(room)) {
+    return sendError(client, "max_rooms", REFUSALS.max_rooms.message);
+  }
+  const nick = client.nick;
+  leaveRoom(client, false);
+  client.room = localRoom(room);
+  client.phase = "opening"; // holds its place in the new room
+  joinRoom(client, { room, ip: client.ip, json: client.json, nick })
+    .catch((error) => failed(client, error));
+}
+
+/**
+ * A moderation command (the rules are server/moderation.ts's): carried
+ * out, answered, logged and counted.
+ */
+function moderateFor(client: Client, command: ModerationCommand): void {
+  const actor = {
+    nick: client.nick,
+    op: client.op,
+    claimedId: client.claimedId,
+  };
+  whileStoreWorks(client, async () => {
+    answerModeration(
+      client,
+      await moderateAs(client.room.name, actor, command),
+    );
+  });
+}
+
+/**
+ * Carries out a moderation command for a moderator (a person, or the API's
+ * `api`); what is done is logged and counted the same way for both.
+ */
+async function moderateAs(
+  room: string,
+  actor: Actor,
+  command: ModerationCommand,
+): Promise<ModerationOutcome> {
+  const outcome = await moderate(store, room, actor, command);
+  if (!("error" in outcome)) {
+    log("info", "moderation", outcome.log);
+    bump(counters.moderation, command.type);
+  }
+  return outcome;
+}
+
+// ---------------------------------------------------------------------------
+// The app's HTTP API (its rules are server/http_api.ts's)
+// ---------------------------------------------------------------------------
 
 /** A request handler for one of our servers. */
 type Handler = (req: Request) => Response | Promise<Response>;
@@ -2302,49 +998,6 @@ type Handler = (req: Request) => Response | Promise<Response>;
 /** Is this a request for the API (a path under `/api/`)? */
 function apiPath(req: Request): boolean {
   return parseUrl(req)?.pathname.startsWith("/api/") ?? false;
-}
-
-/** The page server's handler: the page, `/healthz` and `/metrics`. */
-export function pageHandler(page: Page): (req: Request) => Response {
-  const startedAt = Date.now();
-  const routes: Record<string, () => Response> = {
-    "/": () => new Response(page.html, { headers: page.headers }),
-    "/healthz": () => {
-      const { store, settings } = chat();
-      const up = store.available?.() ?? true;
-      return Response.json({
-        status: up ? "ok" : "down",
-        connections: joinedCount(chat()),
-        rooms: store.roomCount(),
-        uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
-        ...(settings.redis ? { redis: up ? "up" : "down" } : {}),
-      }, { status: up ? 200 : Status.ServiceUnavailable });
-    },
-  };
-  if (state?.settings.metrics ?? true) {
-    routes["/metrics"] = () =>
-      new Response(renderMetrics(), {
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-      });
-  }
-  return function handlePageRequest(req: Request): Response {
-    const url = parseUrl(req);
-    if (!url) {
-      log("warn", "bad_request", {});
-      return new Response("Bad request\n", { status: Status.BadRequest });
-    }
-    const route = routes[url.pathname];
-    if (!route) {
-      return new Response("Not found\n", { status: Status.NotFound });
-    }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      return new Response("Method not allowed\n", {
-        status: Status.MethodNotAllowed,
-        headers: { allow: "GET, HEAD" },
-      });
-    }
-    return route();
-  };
 }
 
 // ---------------------------------------------------------------------------
@@ -2358,7 +1011,6 @@ type Server = Deno.HttpServer<Deno.NetAddr>;
  * the API's own server when `--api-port` is given.
  */
 async function listenAll(
-  settings: Settings,
   api: Handler | undefined,
 ): Promise<{ chatServer: Server; pageServer: Server; apiServer?: Server }> {
   const listen = {
@@ -2376,14 +1028,14 @@ async function listenAll(
   };
   // A failure names the flag at fault (port in use, bad certificate), not
   // only Deno's error.
-  const serve = (
+  const listening = (
     name: "port" | "wsPort" | "apiPort",
-    handler: Deno.ServeHandler<Deno.NetAddr>,
-    hostname = settings.hostname,
-  ) => {
+    hostname: string,
+    serve: (port: number) => Server,
+  ): Server => {
     const port = settings[name] ?? 0;
     try {
-      return Deno.serve({ ...listen, hostname, port }, handler);
+      return serve(port);
     } catch (error) {
       throw listenFailure(error, {
         flag: flagOf(name),
@@ -2394,28 +1046,52 @@ async function listenAll(
       });
     }
   };
+  const { hostname } = settings;
   const started: Server[] = [];
   try {
-    const chatServer = serve("wsPort", handleChatUpgrade);
+    const chatServer = listening(
+      "wsPort",
+      hostname,
+      (port) => Deno.serve({ ...listen, port }, handleChatUpgrade),
+    );
     started.push(chatServer);
     const page = await renderPage(chatServer.addr.port);
+    const pages = pageHandler(page, {
+      health: () => ({
+        up: store.available?.() ?? true,
+        connections: joinedCount(),
+        rooms: store.roomCount(),
+        redis: Boolean(settings.redis),
+      }),
+      metrics: settings.metrics ? metricsText : undefined,
+      log,
+    });
     const own = api && settings.apiPort !== undefined;
-    const pages = pageHandler(page);
     // The API under /api/ on the page port, unless it has a port of its own.
-    const pageServer = serve(
+    const pageServer = listening(
       "port",
-      api && !own ? (req) => apiPath(req) ? api(req) : pages(req) : pages,
+      hostname,
+      (port) =>
+        Deno.serve(
+          { ...listen, port },
+          api && !own ? (req) => apiPath(req) ? api(req) : pages(req) : pages,
+        ),
     );
     started.push(pageServer);
     if (!own) return { chatServer, pageServer };
     // Its own port, so an operator can bind it to a private address.
-    const apiServer = serve(
+    const apiHostname = settings.apiHostname || hostname;
+    const apiServer = listening(
       "apiPort",
-      (req) =>
-        apiPath(req)
-          ? api(req)
-          : new Response("Not found\n", { status: Status.NotFound }),
-      settings.apiHostname || settings.hostname,
+      apiHostname,
+      (port) =>
+        Deno.serve(
+          { ...listen, hostname: apiHostname, port },
+          (req) =>
+            apiPath(req)
+              ? api(req)
+              : new Response("Not found\n", { status: Status.NotFound }),
+        ),
     );
     return { chatServer, pageServer, apiServer };
   } catch (error) {
@@ -2455,7 +1131,7 @@ export interface ChatServer {
 export async function startChat(
   options: ChatOptions = {},
 ): Promise<ChatServer> {
-  if (state && state.phase !== "stopped") {
+  if (phase !== "stopped") {
     throw new Error("a chat server is already running in this process");
   }
   if (Boolean(options.cert) !== Boolean(options.key)) {
@@ -2463,23 +1139,55 @@ export async function startChat(
   }
   if (options.data && options.redis) throw new Error(DATA_WITH_REDIS);
   const { store: given, ...rest } = options;
-  const settings = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
-  const verifier = await makeVerifier({
-    secret: settings.authSecret,
-    publicKey: settings.authPublicKey,
-    audience: settings.authAudience,
-    issuer: settings.authIssuer,
+  const chosen = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
+  const checker = await makeVerifier({
+    secret: chosen.authSecret,
+    publicKey: chosen.authPublicKey,
+    audience: chosen.authAudience,
+    issuer: chosen.authIssuer,
   });
-  const store = given ?? await makeStore(settings);
-  state = newState(settings, store);
-  state.verifier = verifier;
-  const current = state;
+  const made = given ?? await openStore(chosen, {
+    // A stale connection whose nick was taken over.
+    onEvict: (room, owner) =>
+      closeOwner(room, owner, CloseCode.Normal, "replaced by a new connection"),
+    // A kicked or banned person's connections here.
+    onExpel: (room, owner, reason) =>
+      closeOwner(room, owner, CloseCode.Kicked, fitCloseReason(reason)),
+    log,
+  });
+  // The room state, new for this start (a stopped chat's is let go).
+  settings = chosen;
+  store = made;
+  verifier = checker;
+  clients.clear();
+  rooms.clear();
+  openSockets.clear();
+  stuckSockets.clear();
+  connectionsByIp.clear();
+  connectBuckets.clear();
+  graceTimers.clear();
+  counters = newCounters();
+  outbox = newOutbox(counters, settings.maxMessageChars);
+  nextOwner = 0;
+  phase = "running";
   const startedAt = Date.now();
-  const api = makeApi(settings, startedAt);
-  const { chatServer, pageServer, apiServer } = await listenAll(settings, api)
+  const api = makeApi(settings, store, {
+    info: () => ({
+      version: VERSION,
+      uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),
+      connections: joinedCount(),
+      rooms: store.roomCount(),
+      store: storeName(settings, store),
+      storeUp: store.available?.() ?? true,
+    }),
+    moderate: moderateAs,
+    log,
+    count: (labels) => bump(counters.apiRequests, labels),
+  }, VERSION);
+  const { chatServer, pageServer, apiServer } = await listenAll(api)
     .catch(async (error) => {
-      current.phase = "stopped"; // a port in use: allow another try
-      if (!given) await store.close?.(); // a Redis connection would linger
+      phase = "stopped"; // a port in use: allow another try
+      if (!given) await made.close?.(); // a Redis connection would linger
       throw error;
     });
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
@@ -2514,100 +1222,10 @@ export async function startChat(
     chatUrl,
     shutdown: () =>
       stopped ??= stop(
-        current,
         [chatServer, pageServer, ...(apiServer ? [apiServer] : [])],
         [sweep, forget],
       ),
   };
-}
-
-/**
- * The Redis store's file, named by a variable so that nothing loads it
- * unless `--redis` is given. `deno compile` needs `--include redis_store.ts`
- * for it.
- */
-const SHARED_STORE_MODULE = "./redis_store.ts";
-
-/**
- * The SQLite store's file, loaded only with `--data` (like
- * {@linkcode SHARED_STORE_MODULE}; `deno compile` includes it too).
- */
-const DATA_STORE_MODULE = "./sqlite_store.ts";
-
-/**
- * Why `--data` and `--redis` are refused together: Redis already keeps the
- * rooms for every process, and a file per process would disagree with it.
- */
-const DATA_WITH_REDIS =
-  "--data and --redis cannot be used together: Redis already keeps the history (use one)";
-
-/**
- * The in-memory store, with `data` one that writes through to a SQLite
- * file, or with `redis` the shared one; each loaded only then, so that the
- * single-file service needs nothing else.
- */
-async function makeStore(settings: Settings): Promise<RoomStore> {
-  const common: StoreOptions = {
-    historySize: settings.historySize,
-    maxHistoryBytes: settings.maxHistoryBytes,
-    maxRooms: settings.maxRooms,
-    onEvict: evict,
-    onExpel: expel,
-  };
-  if (settings.data) {
-    const embedded: {
-      SqliteStore: StoreFactory<SqliteStoreOptions>;
-      DataFileError: typeof DataFileError;
-    } = await import(DATA_STORE_MODULE);
-    return await embedded.SqliteStore.connect({
-      ...common,
-      path: settings.data,
-      retainEvents: settings.retainEvents,
-      retainDays: settings.retainDays,
-      sync: settings.dataSync,
-      log,
-    }).catch((error) => {
-      // It names the file and why, in one line: printed as it is.
-      throw error instanceof embedded.DataFileError
-        ? reworded(error, error.message)
-        : error;
-    });
-  }
-  if (!settings.redis) return new MemoryStore(common);
-  const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
-    SHARED_STORE_MODULE
-  );
-  return await shared.RedisStore.connect(
-    {
-      ...common,
-      url: settings.redis,
-      roomTtl: settings.roomTtl,
-      coalesceMs: settings.redisCoalesceMs,
-      log,
-    } satisfies RedisStoreOptions,
-  ).catch((error) => {
-    throw redisFailure(error);
-  });
-}
-
-/**
- * What kind of store this is, for the start log and the API's `info`: by its
- * class (MemoryStore is "memory", RedisStore "redis").
- */
-function storeName(settings: Settings, store: RoomStore): string {
-  if (settings.redis) return "redis";
-  // `--data` is a MemoryStore too, writing through to its file.
-  if (settings.data) return "sqlite";
-  return store.constructor.name.replace(/Store$/, "").toLowerCase();
-}
-
-/** The options marked as limits, for the start log. */
-function limitsOf(settings: Settings): LogFields {
-  return Object.fromEntries(
-    Object.entries(OPTIONS)
-      .filter(([, spec]) => "limit" in spec && spec.limit)
-      .map(([name]) => [name, settings[name as OptionName] as number]),
-  );
 }
 
 /** Waits for `promise`, but no longer than SHUTDOWN_GRACE_MS (plus `more`). */
@@ -2638,20 +1256,19 @@ async function atMostGrace(
  * once, and the rest when that wait is over.
  */
 async function stop(
-  current: ChatState,
   servers: Server[],
   timers: ReturnType<typeof setInterval>[],
 ): Promise<void> {
-  current.phase = "stopping";
+  phase = "stopping";
   for (const timer of timers) clearInterval(timer);
-  if (current.flushScheduled) clearImmediate(current.flushScheduled);
-  flushBatches();
-  for (const timer of current.graceTimers) clearTimeout(timer);
-  current.graceTimers.clear();
-  const clients = [...current.clients.values()];
-  for (const client of clients) clearTimeout(client.openTimer);
-  log("info", "shutdown", { connections: joinedCount(current) });
-  const closed = clients.map((client) =>
+  if (outbox.flush) clearImmediate(outbox.flush);
+  flushBatches(outbox);
+  for (const timer of graceTimers) clearTimeout(timer);
+  graceTimers.clear();
+  const open = [...clients.values()];
+  for (const client of open) clearTimeout(client.openTimer);
+  log("info", "shutdown", { connections: joinedCount() });
+  const closed = open.map((client) =>
     new Promise<void>((resolve) => {
       if (client.socket.readyState === WebSocket.CLOSED) return resolve();
       client.socket.addEventListener("close", () => resolve());
@@ -2661,11 +1278,11 @@ async function stop(
   // be closed before it opens), and awaited with the rest.
   const closeJoined = (senders: boolean) => {
     const now = Date.now();
-    for (const client of clients) {
+    for (const client of open) {
       if (client.phase !== "joined") continue;
       const sending = now - client.lastFrameAt < RECENT_SENDER_MS;
       if (senders || !sending) {
-        disconnect(client, CloseCode.GoingAway, SHUTDOWN_REASON);
+        close(client, CloseCode.GoingAway, SHUTDOWN_REASON);
       }
     }
   };
@@ -2675,142 +1292,26 @@ async function stop(
   // (denoland/deno#22387), so they are closed above and awaited here.
   await atMostGrace(Promise.all(closed), SHUTDOWN_SENDER_WAIT_MS);
   clearTimeout(lastCall);
-  for (const client of [...current.clients.values()]) {
-    removeClient(client, CloseCode.GoingAway);
+  // Any still here never joined: out, their sockets left to the servers.
+  for (const client of [...clients.values()]) {
+    close(client, CloseCode.GoingAway);
   }
   // Deno's server shutdown waits for sockets it holds that never opened
   // (see openTimeout), stuck or not yet timed out; it is not awaited past
   // the grace period for them.
-  const unopened = clients.some((client) =>
+  const unopened = open.some((client) =>
     client.socket.readyState === WebSocket.CONNECTING
   );
   const serversDown = Promise.all(servers.map((server) => server.shutdown()));
-  if (current.stuckSockets.size === 0 && !unopened) await serversDown;
+  if (stuckSockets.size === 0 && !unopened) await serversDown;
   else await atMostGrace(serversDown);
-  await current.store.close?.();
-  current.phase = "stopped";
+  await store.close?.();
+  phase = "stopped";
 }
 
 // ---------------------------------------------------------------------------
-// Command line
+// Command line (its flags and help are server/options.ts's)
 // ---------------------------------------------------------------------------
-
-/** An option as the help and the README name it: `--max-rooms N`. */
-export function flagLabel(name: string): string {
-  const spec: OptionSpec<unknown> = OPTIONS[name as OptionName];
-  return `--${flagOf(name)}${spec.arg ? " " + spec.arg : ""}`;
-}
-
-/** An option's default as the help and the README show it. */
-export function shownDefault(name: string): string {
-  const spec: OptionSpec<unknown> = OPTIONS[name as OptionName];
-  return spec.shown ?? String(spec.default);
-}
-
-/**
- * An option's default as `--help` notes it: `(default 8080)`; a shown value
- * in parentheses already, `(in memory)`, loses them: `(default in memory)`.
- * Empty when there is nothing to show.
- */
-export function defaultNote(name: string): string {
-  const shown = shownDefault(name).replaceAll("`", "").replace(
-    /^\((.*)\)$/,
-    "$1",
-  );
-  return shown ? `(default ${shown})` : "";
-}
-
-/** One line of the usage per option, made from {@linkcode OPTIONS}. */
-function usageLines(): string[] {
-  return Object.entries(OPTIONS).map(([name, spec]) => {
-    const option = flagLabel(name);
-    const notes = [
-      "env" in spec ? `[${spec.env}]` : "",
-      defaultNote(name),
-    ].filter(Boolean).join(" ");
-    return `  ${option.padEnd(28)}${spec.help.replaceAll("`", "")}${
-      notes ? " " + notes : ""
-    }`;
-  });
-}
-
-const USAGE = `deno-chat: a WebSocket chat server.
-
-Usage: deno run -A main.ts [options]
-
-Options (environment variable fallbacks in brackets):
-${usageLines().join("\n")}
-  -h, --help                  show this help`;
-
-/** Turns command-line arguments (and env fallbacks) into options. */
-export function parseCommandLine(
-  args: string[],
-  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
-): ChatOptions | "help" {
-  const schema = Object.fromEntries(
-    Object.entries(OPTIONS).map(([name, spec]) => [
-      flagOf(name),
-      {
-        type: spec.arg ? "string" as const : "boolean" as const,
-        multiple: "multiple" in spec && spec.multiple,
-      },
-    ]),
-  );
-  let values: Record<string, string | string[] | boolean>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: { ...schema, help: { type: "boolean", short: "h" } },
-    }));
-  } catch (error) {
-    const labels = Object.fromEntries(
-      Object.keys(OPTIONS).map((name) => [flagOf(name), flagLabel(name)]),
-    );
-    const problem = flagProblem(error, { ...labels, help: "--help" });
-    throw problem ? new UsageError(problem) : error;
-  }
-  if (values.help) return "help";
-  const options: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(OPTIONS)) {
-    const flag = flagOf(name);
-    const fromEnv = values[flag] === undefined && "env" in spec && spec.env
-      ? spec.env
-      : undefined;
-    const given = fromEnv ? env(fromEnv) : values[flag];
-    if (given === undefined || given === false) continue;
-    try {
-      options[name] = Array.isArray(given)
-        ? given.flatMap((text) => spec.parse(text, flag) as string[])
-        : spec.parse(String(given), flag);
-    } catch (error) {
-      // A bad PORT=... says so: the command line has no --port to blame.
-      if (!fromEnv || !(error instanceof UsageError)) throw error;
-      throw new UsageError(`${fromEnv}: ${error.message}`);
-    }
-  }
-  if (Boolean(options.cert) !== Boolean(options.key)) {
-    throw new UsageError(
-      "--cert and --key go together: give both, the certificate and its private key",
-    );
-  }
-  if (options.authSecret && options.authPublicKey) {
-    throw new UsageError(
-      "--auth-secret and --auth-public-key: one key, not both",
-    );
-  }
-  if (
-    options.auth === "required" && !options.authSecret &&
-    !options.authPublicKey
-  ) {
-    throw new UsageError(
-      "--auth required needs --auth-secret or --auth-public-key",
-    );
-  }
-  if (options.data && options.redis) throw new UsageError(DATA_WITH_REDIS);
-  return options as ChatOptions;
-}
 
 /** The CLI: parse, start, print where to go, stop cleanly on a signal. */
 export async function main(args: string[]): Promise<void> {

@@ -13,7 +13,7 @@ import {
   renderPage,
   startChat,
 } from "./main.ts";
-import { CloseCode, JSON_PROTOCOL, roomFromPath } from "./protocol.ts";
+import { CloseCode, JSON_PROTOCOL, roomFromPath } from "./wire/protocol.ts";
 import {
   chatUrl,
   cli,
@@ -29,7 +29,7 @@ import {
   textClient,
   withChat,
   within,
-} from "./test_helpers.ts";
+} from "./tests/test_helpers.ts";
 
 const NICK = /^user-\d{1,5}$/;
 

@@ -25,7 +25,7 @@ import {
   FrameReader,
   Opcode,
   upgradeRequest,
-} from "../ws_frames.ts";
+} from "../tests/ws_frames.ts";
 import { clkTck, procCpuS } from "./load.ts";
 
 const KEY = "bench-api-key-0123456789abcdef0123456789";

@@ -32,7 +32,12 @@
  */
 import net from "node:net";
 import { parseArgs } from "node:util";
-import { encodeFrame, freePort, Opcode, upgradeRequest } from "../ws_frames.ts";
+import {
+  encodeFrame,
+  freePort,
+  Opcode,
+  upgradeRequest,
+} from "../tests/ws_frames.ts";
 
 const repoDir = new URL("..", import.meta.url).pathname;
 /** A server must answer `GET /healthz` within this after being started. */

@@ -22,10 +22,10 @@
  */
 
 import { parseArgs } from "node:util";
-import { SqliteArchive } from "../sqlite_store.ts";
-import type { RoomEvent } from "../protocol.ts";
-import { JSON_PROTOCOL } from "../protocol.ts";
-import { freePort } from "../ws_frames.ts";
+import { SqliteArchive } from "../stores/sqlite_store.ts";
+import type { RoomEvent } from "../wire/protocol.ts";
+import { JSON_PROTOCOL } from "../wire/protocol.ts";
+import { freePort } from "../tests/ws_frames.ts";
 
 /** Events written per transaction while the files are made. */
 const FILL_BATCH = 10_000;

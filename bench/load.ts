@@ -51,7 +51,7 @@ import {
   encodeFrame,
   Opcode,
   upgradeRequest,
-} from "../ws_frames.ts";
+} from "../tests/ws_frames.ts";
 
 /** The JSON subprotocol offered with `--protocol json`. */
 export const JSON_PROTOCOL = "chat.v1.json";

@@ -28,8 +28,8 @@
  */
 import { parseArgs } from "node:util";
 import { fmt, type LoadReport } from "./load.ts";
-import { freePort } from "../ws_frames.ts";
-import { untilRedisAnswers } from "../redis_helpers.ts";
+import { freePort } from "../tests/ws_frames.ts";
+import { untilRedisAnswers } from "../tests/redis_helpers.ts";
 
 /** Bun release used as the comparison point (npm package `bun`). */
 const BUN_VERSION = "1.4.4";

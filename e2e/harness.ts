@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import axe from "axe-core";
 import type { Browser, BrowserContext, Page } from "puppeteer-core";
 import { type ChatOptions, type ChatServer, startChat } from "../main.ts";
-import { type Peer, textClient } from "../test_helpers.ts";
+import { type Peer, textClient } from "../tests/test_helpers.ts";
 import {
   type ChatTab,
   countLines,

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { AUTH_OPTIONS, hs256 } from "../auth_helpers.ts";
+import { AUTH_OPTIONS, hs256 } from "../tests/auth_helpers.ts";
 import { logLines, say, waitForLine } from "./browser.ts";
 import { browserTest } from "./harness.ts";
 

@@ -17,15 +17,19 @@
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
 import { startChat } from "../main.ts";
-import type { NewEvent, RoomEvent } from "../protocol.ts";
+import type { NewEvent, RoomEvent } from "../wire/protocol.ts";
 import {
   MemoryStore,
   type Poster,
   type PostRefusal,
   StoreUnavailable,
-} from "../rooms.ts";
-import { haveRedis, startChatProcess, startRedis } from "../redis_helpers.ts";
-import type { Peer } from "../test_helpers.ts";
+} from "../stores/rooms.ts";
+import {
+  haveRedis,
+  startChatProcess,
+  startRedis,
+} from "../tests/redis_helpers.ts";
+import type { Peer } from "../tests/test_helpers.ts";
 import { countLines, say, waitConnected, waitForLine } from "./browser.ts";
 import {
   assertOnce,

@@ -1,0 +1,1302 @@
+/**
+ * The terminal client of deno-chat: `deno task client [URL]`.
+ *
+ * It speaks the JSON protocol (`chat.v1.json`, see README.md "Protocols"),
+ * renders events the way the plain-text protocol does (`ada: hi`,
+ * `* ada waves`, ` .... ada has joined.`), and reconnects with resume when
+ * the connection drops, so nothing is lost or shown twice.
+ *
+ * - On a terminal it draws a prompt that incoming lines do not break, colours
+ *   nicks (unless `NO_COLOR` is set) and prefixes lines with the time.
+ * - With pipes it prints one line per event and reads one line per input, so
+ *   scripts and tests can drive it.
+ * - Nothing a peer sends reaches the terminal as a control or escape
+ *   sequence: see {@linkcode printable} (protocol.ts).
+ *
+ * The pure pieces ({@linkcode printable} (protocol.ts), {@linkcode render},
+ * {@linkcode parseInput}, {@linkcode connectUrl}, {@linkcode backoffDelay},
+ * {@linkcode LineEditor}, …) are exported for the unit tests.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  AUTH_PROTOCOL_PREFIX,
+  checkMessage,
+  checkNick,
+  type ClientFrame,
+  type ErrorFrame,
+  FINAL_CLOSE_CODES,
+  HELP_TEXT,
+  type HistoryAnswer,
+  isRefusal,
+  JOIN_USAGE,
+  JSON_PROTOCOL,
+  type ModeratedFrame,
+  parseCommand,
+  printable,
+  renderText,
+  retryableStatus,
+  ROOM_RULE,
+  type RoomEvent,
+  roomName,
+  SESSION_PROTOCOL_PREFIX,
+  type Welcome,
+} from "../wire/protocol.ts";
+
+// ---------------------------------------------------------------------------
+// Constants
+// ---------------------------------------------------------------------------
+
+/** Where the client connects when no URL is given (the lobby). */
+export const DEFAULT_URL = "ws://localhost:12345/";
+/** First reconnect delay; each failed attempt doubles it. */
+export const BACKOFF_MIN_MS = 500;
+/** Longest reconnect delay. */
+export const BACKOFF_MAX_MS = 10_000;
+/** Attempts after the first when the client has never been connected. */
+export const DEFAULT_RETRIES = 5;
+
+const USAGE = `deno-chat terminal client.
+
+Usage: deno task client [URL] [options]
+       deno run --allow-net chat_client.ts [URL] [options]
+
+  URL            the chat server and room, e.g. ws://localhost:12345/rust-fans
+                 (default ${DEFAULT_URL}, the lobby; wss:// for TLS);
+                 the page's URL (http://localhost:8080/#rust-fans) works too
+
+Options:
+  --nick NAME    ask for this nickname (also ?nick=NAME in the URL)
+  --token JWT    sign in with a login token from the app (sent as the
+                 subprotocol chat.auth.JWT; your name is the token's)
+  --retries N    attempts after the first when the first connection fails
+                 (default ${DEFAULT_RETRIES}); once connected it retries forever
+  -h, --help     show this help
+
+Type a line to send it. ${HELP_TEXT}.
+Ctrl-D (or the end of stdin) and Ctrl-C quit.
+
+Nicks are coloured when stdout is a terminal and NO_COLOR is not set.`;
+
+// ---------------------------------------------------------------------------
+// Protocol types
+// ---------------------------------------------------------------------------
+
+/**
+ * A room event as the server sends it. A type-only import: nothing of
+ * main.ts is loaded.
+ */
+export type ChatEvent = RoomEvent;
+
+export type { ErrorFrame, Welcome };
+
+/** What the client sends. */
+export type OutFrame = ClientFrame;
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+/** How lines are dressed: colours and a time prefix (both for terminals). */
+export interface RenderStyle {
+  colour: boolean;
+  time: boolean;
+}
+
+/** No colours, no time: what pipes get. */
+export const PLAIN: RenderStyle = { colour: false, time: false };
+
+/** ANSI foreground colours for nicks (no black, white or grey). */
+const NICK_COLOURS = [31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
+
+/**
+ * The ANSI colour of a nick: the same for the same nick in every run and
+ * on every machine (FNV-1a of its code points, lower-cased so that `Ada`
+ * and `ada` look alike too; the server tells nicks apart by a stricter key).
+ */
+export function nickColour(nick: string): number {
+  let hash = 0x811c9dc5;
+  for (const char of nick.toLowerCase()) {
+    hash ^= char.codePointAt(0)!;
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return NICK_COLOURS[hash % NICK_COLOURS.length];
+}
+
+function nickText(nick: unknown, style: RenderStyle): string {
+  const clean = printable(String(nick ?? "?"));
+  return style.colour ? `\x1b[${nickColour(clean)}m${clean}\x1b[39m` : clean;
+}
+
+function clock(ts: number | undefined, style: RenderStyle): string {
+  if (!style.time) return "";
+  const date = new Date(typeof ts === "number" ? ts : Date.now());
+  const hhmm = `${String(date.getHours()).padStart(2, "0")}:${
+    String(date.getMinutes()).padStart(2, "0")
+  }`;
+  return style.colour ? `\x1b[2m${hhmm}\x1b[22m ` : `${hhmm} `;
+}
+
+/** A system line (` .... TEXT`); `text` must already be safe to print. */
+export function systemLine(
+  text: string,
+  style: RenderStyle = PLAIN,
+  ts?: number,
+): string {
+  return `${clock(ts, style)} .... ${text}`;
+}
+
+/**
+ * One event as one line, as the plain-text protocol renders it (`nick: text`,
+ * `* nick action`, ` .... nick has joined.`, `[dm] ada -> bob: hi`). Every
+ * field from the network goes through {@linkcode printable} (protocol.ts).
+ */
+export function render(
+  event: ChatEvent | ErrorFrame,
+  style: RenderStyle = PLAIN,
+): string {
+  const ts = "ts" in event ? event.ts : undefined;
+  const time = clock(ts, style);
+  const text = (value: unknown) => printable(String(value ?? ""));
+  switch (event.type) {
+    case "message":
+      return `${time}${nickText(event.from, style)}: ${text(event.text)}`;
+    case "action":
+      return `${time}* ${nickText(event.from, style)} ${text(event.text)}`;
+    case "dm":
+      return `${time}[dm] ${nickText(event.from, style)} -> ${
+        nickText(event.to, style)
+      }: ${text(event.text)}`;
+    case "join":
+      return systemLine(
+        `${nickText(event.nick, style)} has joined.`,
+        style,
+        ts,
+      );
+    case "leave":
+      return systemLine(`${nickText(event.nick, style)} has left.`, style, ts);
+    case "nick":
+      return systemLine(
+        `${nickText(event.from, style)} is now known as ${
+          nickText(event.to, style)
+        }.`,
+        style,
+        ts,
+      );
+    case "error":
+      return systemLine(`error: ${text(event.message)}`, style);
+    case "kick":
+    case "topic":
+    case "slow":
+    case "delete":
+      // The server's own plain-text line, made printable.
+      return systemLine(
+        text(renderText(event).replace(/^ \.\.\.\. /, "")),
+        style,
+        ts,
+      );
+  }
+}
+
+/** The users list after `event` (joins, leaves and renames; others keep it). */
+export function updateUsers(
+  users: readonly string[],
+  event: ChatEvent,
+): string[] {
+  const same = (a: string) => (b: string) =>
+    a.toLowerCase() === b.toLowerCase();
+  switch (event.type) {
+    case "join":
+      return users.some(same(event.nick)) ? [...users] : [...users, event.nick];
+    case "leave":
+      return users.filter((nick) => !same(event.nick)(nick));
+    case "nick":
+      return users.map((nick) => same(event.from)(nick) ? event.to : nick);
+    default:
+      return [...users];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Input: what a typed line means
+// ---------------------------------------------------------------------------
+
+/** A typed line, parsed. */
+export type Input =
+  | { kind: "send"; frame: OutFrame }
+  | { kind: "join"; room: string }
+  | { kind: "who" }
+  /** `/more` or `/history N`: older events, before the oldest shown. */
+  | { kind: "history"; limit: number }
+  | { kind: "whoami" }
+  | { kind: "help" }
+  | { kind: "quit" }
+  | { kind: "usage"; message: string }
+  | { kind: "empty" };
+
+/**
+ * A typed line as a frame to send or a local command. `//text` sends the
+ * message `/text`; a blank line is nothing; a command's mistakes are
+ * `usage` (shown locally as `error: …`, nothing sent).
+ */
+export function parseInput(line: string): Input {
+  const trimmed = line.trim();
+  if (trimmed === "") return { kind: "empty" };
+  const command = parseCommand(trimmed);
+  switch (command.type) {
+    case "message":
+    case "action":
+    case "dm":
+      return { kind: "send", frame: command };
+    case "nick": {
+      if (command.nick === "") return { kind: "whoami" };
+      // Checked here too, so a bad name is explained before it is sent.
+      const nick = checkNick(command.nick);
+      if (isRefusal(nick)) return { kind: "usage", message: nick.message };
+      return { kind: "send", frame: command };
+    }
+    case "join": {
+      const room = roomName(command.room);
+      return room
+        ? { kind: "join", room }
+        : { kind: "usage", message: JOIN_USAGE };
+    }
+    case "who":
+    case "help":
+    case "quit":
+      return { kind: command.type };
+    case "history":
+      return { kind: "history", limit: command.limit };
+    case "typing":
+      return { kind: "empty" }; // not a typed command
+    case "kick":
+    case "ban":
+    case "unban":
+    case "mute":
+    case "unmute":
+    case "topic":
+    case "slow":
+    case "delete":
+      // Its JSON frame is the command itself; the server judges who may.
+      return { kind: "send", frame: command };
+    case "invalid":
+      return { kind: "usage", message: printable(command.message) };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// URLs and reconnecting
+// ---------------------------------------------------------------------------
+
+/**
+ * The chat URL the user gave, as a `ws:`/`wss:` URL: `http(s):` is mapped to
+ * `ws(s):` and a URL without a scheme gets `ws://`. The page's way of naming
+ * a room (`http://HOST:8080/#rust-fans`) becomes the path. Throws on
+ * anything else.
+ */
+export function parseChatUrl(input: string): URL {
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(input)
+    ? input
+    : `ws://${input}`;
+  const url = new URL(withScheme);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  if (url.protocol === "https:") url.protocol = "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") {
+    throw new TypeError(`not a ws:// or wss:// URL: ${input}`);
+  }
+  let hash = url.hash.slice(1);
+  try {
+    hash = decodeURIComponent(hash);
+  } catch {
+    // a malformed escape: kept, and no room
+  }
+  const room = roomName(hash);
+  if (url.pathname === "/" && room) url.pathname = `/${room}`;
+  url.hash = "";
+  return url;
+}
+
+/** How long the page is given to answer when looking for its chat port. */
+const PAGE_TIMEOUT_MS = 5000;
+
+/**
+ * When `url` reached deno-chat's page server rather than its chat: the chat
+ * URL the page names (its `<meta name="chat-port">`, same host, same room),
+ * or undefined when the page names none.
+ */
+export async function chatUrlFromPage(url: URL): Promise<URL | undefined> {
+  const page = new URL(url);
+  page.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  page.pathname = "/";
+  page.search = "";
+  try {
+    const response = await fetch(page, {
+      signal: AbortSignal.timeout(PAGE_TIMEOUT_MS),
+    });
+    const html = await response.text();
+    const port = html.match(/<meta name="chat-port" content="(\d{1,5})">/)
+      ?.[1];
+    if (!port || Number(port) === 0 || Number(port) > 65535) return undefined;
+    const chat = new URL(url);
+    chat.port = port;
+    return chat.port === url.port ? undefined : chat;
+  } catch {
+    return undefined; // not a page, or not one of ours
+  }
+}
+
+/** What a reconnect presents so that the server sends exactly what was missed. */
+export interface ResumeState {
+  /** Id of the last event seen. */
+  lastId: number;
+  /** The room's epoch from the last welcome. */
+  epoch: string;
+  /** The last welcome's reconnect token (keeps the nick from a dead connection). */
+  token?: string;
+}
+
+/**
+ * The URL of one connection attempt: `base` (server and room) with
+ * `nick=NICK`, and when resuming `since=LAST_ID&epoch=EPOCH&token=TOKEN`.
+ */
+export function connectUrl(
+  base: URL,
+  nick?: string,
+  resume?: ResumeState,
+): string {
+  const url = new URL(base);
+  for (const key of ["nick", "since", "epoch", "token"]) {
+    url.searchParams.delete(key);
+  }
+  if (nick) url.searchParams.set("nick", nick);
+  if (resume) {
+    url.searchParams.set("since", String(resume.lastId));
+    url.searchParams.set("epoch", resume.epoch);
+    if (resume.token) url.searchParams.set("token", resume.token);
+  }
+  return url.href;
+}
+
+/** `base` with its path naming `room` (`/join`). */
+export function roomUrl(base: URL, room: string): URL {
+  const url = new URL(base);
+  url.pathname = `/${room}`;
+  return url;
+}
+
+/**
+ * How long to wait before reconnect attempt `attempt` (0 for the first):
+ * 0.5 s doubling up to 10 s, each with ±25 % jitter (never over the cap), so
+ * clients of a restarted server do not all come back at once.
+ */
+export function backoffDelay(
+  attempt: number,
+  random: () => number = Math.random,
+): number {
+  const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+  return Math.round(Math.min(BACKOFF_MAX_MS, base * (0.75 + random() / 2)));
+}
+
+/** Why a connection attempt failed, and whether retrying could help. */
+export interface Failure {
+  reason: string;
+  permanent: boolean;
+  /** An HTTP server answered, not the chat: it may be deno-chat's page. */
+  web?: boolean;
+}
+
+/**
+ * What the server's refusals mean, by status (README "Limits and
+ * refusals"); whether one is worth retrying comes from protocol.ts.
+ */
+const REFUSAL_REASONS: Record<number, string> = {
+  400: `bad room (a room is ${ROOM_RULE})`,
+  403: "this origin may not connect",
+  // The page server answers 200 for its page, 404 for a room's path.
+  200: "a web page, not the chat: give the chat's port (12345 by default)",
+  404: "not a chat server",
+  426: "not a chat server",
+  429: "too many new connections from this address",
+  503: "the server is full (connections or rooms) or shutting down",
+};
+
+/**
+ * Explains a WebSocket that failed to open, from the error Deno reported
+ * (`Invalid status code: 400`, `tcp connect error`, `dns error`, …). A
+ * TCP failure is retried with `Deno.connect` to learn its exact cause.
+ */
+export async function explainFailure(
+  error: string,
+  url: URL,
+): Promise<Failure> {
+  const status = error.match(/status code:? (\d{3})/i);
+  if (status) {
+    const code = Number(status[1]);
+    const reason = REFUSAL_REASONS[code];
+    return {
+      reason: reason ? `${code} ${reason}` : `HTTP ${code}`,
+      permanent: !retryableStatus(code),
+      ...(code === 200 || code === 404 ? { web: true } : {}),
+    };
+  }
+  if (/dns/i.test(error)) {
+    return { reason: `cannot resolve ${url.hostname}`, permanent: false };
+  }
+  if (/tcp connect/i.test(error)) {
+    try {
+      const port = Number(url.port) || (url.protocol === "wss:" ? 443 : 80);
+      const conn = await Deno.connect({ hostname: url.hostname, port });
+      conn.close();
+    } catch (cause) {
+      const message = cause instanceof Error ? cause.message : String(cause);
+      return {
+        reason: message.replace(/ \(os error \d+\)$/, "").toLowerCase(),
+        permanent: false,
+      };
+    }
+  }
+  return {
+    reason: error.replace(/^NetworkError: /, "") || "connection failed",
+    permanent: false,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The terminal: a prompt that incoming lines do not break
+// ---------------------------------------------------------------------------
+
+/** What a key press completed. */
+export type EditorAction =
+  | { type: "line"; line: string }
+  | { type: "eof" }
+  | { type: "interrupt" };
+
+/** A key's escape sequence: CSI, SS3 (`ESC O x`) or Alt+key (`ESC x`). */
+const KEY_SEQUENCE =
+  // deno-lint-ignore no-control-regex -- matching escape sequences is the point
+  /^\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]|O[\x40-\x7e]|[^[O])/;
+
+/** Clear the whole current line and go to its start. */
+const CLEAR_LINE = "\r\x1b[2K";
+
+/**
+ * A small line editor for a terminal in raw mode: it keeps what the user is
+ * typing and draws the prompt, so an incoming line can be printed above it
+ * ({@linkcode LineEditor.printAbove}). Keys: printable text, Enter,
+ * Backspace, Delete, ←/→, Home/End (and Ctrl-A/E), ↑/↓ history, Ctrl-U/K/W,
+ * Ctrl-C (interrupt) and Ctrl-D (end on an empty line). Other keys and
+ * controls are ignored, so the input line never holds one.
+ */
+export class LineEditor {
+  /** What has been typed, by code point. */
+  #chars: string[] = [];
+  #cursor = 0;
+  #history: string[] = [];
+  #browsing = 0;
+  #pending = "";
+
+  constructor(public prompt = "> ") {}
+
+  /** The line being typed. */
+  get text(): string {
+    return this.#chars.join("");
+  }
+
+  /** Feeds what the terminal sent; returns the lines (and ends) it completed. */
+  feed(input: string): EditorAction[] {
+    const actions: EditorAction[] = [];
+    const data = this.#pending + input;
+    this.#pending = "";
+    let i = 0;
+    while (i < data.length) {
+      const char = String.fromCodePoint(data.codePointAt(i)!);
+      if (char === "\x1b") {
+        const sequence = data.slice(i).match(KEY_SEQUENCE);
+        if (!sequence) {
+          // Incomplete (split across reads), or a lone Escape: keep it.
+          this.#pending = data.slice(i);
+          break;
+        }
+        this.#key(sequence[0]);
+        i += sequence[0].length;
+        continue;
+      }
+      i += char.length;
+      if (char === "\r" || char === "\n") {
+        if (char === "\r" && data[i] === "\n") i++;
+        const line = this.text;
+        if (line.trim() !== "") this.#history.push(line);
+        this.#browsing = this.#history.length;
+        this.#chars = [];
+        this.#cursor = 0;
+        actions.push({ type: "line", line });
+      } else if (char === "\x03") {
+        actions.push({ type: "interrupt" });
+      } else if (char === "\x04") {
+        if (this.#chars.length === 0) actions.push({ type: "eof" });
+        else this.#chars.splice(this.#cursor, 1);
+      } else {
+        this.#key(char);
+      }
+    }
+    return actions;
+  }
+
+  #key(key: string): void {
+    switch (key) {
+      case "\x7f":
+      case "\x08":
+        if (this.#cursor > 0) this.#chars.splice(--this.#cursor, 1);
+        return;
+      case "\x1b[3~":
+        this.#chars.splice(this.#cursor, 1);
+        return;
+      case "\x1b[D":
+      case "\x02":
+        this.#cursor = Math.max(0, this.#cursor - 1);
+        return;
+      case "\x1b[C":
+      case "\x06":
+        this.#cursor = Math.min(this.#chars.length, this.#cursor + 1);
+        return;
+      case "\x1b[H":
+      case "\x1bOH":
+      case "\x1b[1~":
+      case "\x1b[7~":
+      case "\x01":
+        this.#cursor = 0;
+        return;
+      case "\x1b[F":
+      case "\x1bOF":
+      case "\x1b[4~":
+      case "\x1b[8~":
+      case "\x05":
+        this.#cursor = this.#chars.length;
+        return;
+      case "\x15": // Ctrl-U: delete to the start
+        this.#chars.splice(0, this.#cursor);
+        this.#cursor = 0;
+        return;
+      case "\x0b": // Ctrl-K: delete to the end
+        this.#chars.splice(this.#cursor);
+        return;
+      case "\x17": { // Ctrl-W: delete the word before the cursor
+        let start = this.#cursor;
+        while (start > 0 && this.#chars[start - 1] === " ") start--;
+        while (start > 0 && this.#chars[start - 1] !== " ") start--;
+        this.#chars.splice(start, this.#cursor - start);
+        this.#cursor = start;
+        return;
+      }
+      case "\x1b[A":
+      case "\x1b[B": {
+        const step = key === "\x1b[A" ? -1 : 1;
+        const next = this.#browsing + step;
+        if (next < 0 || next > this.#history.length) return;
+        this.#browsing = next;
+        this.#chars = [...(this.#history[next] ?? "")];
+        this.#cursor = this.#chars.length;
+        return;
+      }
+    }
+    if (key.length > 0 && !key.startsWith("\x1b") && printable(key) === key) {
+      this.#chars.splice(this.#cursor++, 0, key);
+    }
+  }
+
+  /** Output that redraws the prompt line, the cursor where the user left it. */
+  redraw(): string {
+    const back = this.#chars.length - this.#cursor;
+    return `${CLEAR_LINE}${this.prompt}${this.text}${
+      back > 0 ? `\x1b[${back}D` : ""
+    }`;
+  }
+
+  /**
+   * Output that prints `line` where the prompt was and redraws the prompt,
+   * with what the user had typed, below it. `\r\n`: raw mode may not turn
+   * `\n` into a new line at the start.
+   */
+  printAbove(line: string): string {
+    return `${CLEAR_LINE}${line}\r\n${this.redraw()}`;
+  }
+
+  /** Output that leaves the prompt line empty (on exit). */
+  clear(): string {
+    return CLEAR_LINE;
+  }
+}
+
+/** Where the client's lines go. */
+export interface Screen {
+  /** Prints one line (already safe to print). */
+  print(line: string): void;
+  /** Sets the prompt (a terminal shows it; a pipe does not). */
+  setPrompt(prompt: string): void;
+}
+
+const encoder = new TextEncoder();
+
+function writeAll(text: string): void {
+  const data = encoder.encode(text);
+  try {
+    for (let done = 0; done < data.length;) {
+      done += Deno.stdout.writeSync(data.subarray(done));
+    }
+  } catch {
+    // stdout is gone (a closed pipe): nothing more can be shown.
+  }
+}
+
+/** Lines to stdout, one per line; no prompt. */
+class PipeScreen implements Screen {
+  print(line: string): void {
+    writeAll(line + "\n");
+  }
+  setPrompt(): void {}
+}
+
+/** Lines above a prompt that the user types into. */
+class TerminalScreen implements Screen {
+  constructor(readonly editor: LineEditor) {}
+  print(line: string): void {
+    writeAll(this.editor.printAbove(line));
+  }
+  setPrompt(prompt: string): void {
+    this.editor.prompt = prompt;
+    writeAll(this.editor.redraw());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reading input: lines from a pipe, keys from a terminal
+// ---------------------------------------------------------------------------
+
+/** An async queue of typed lines; `end()` marks the end of input. */
+class LineQueue implements AsyncIterable<string> {
+  #lines: string[] = [];
+  #ended = false;
+  #wake?: () => void;
+
+  push(line: string): void {
+    this.#lines.push(line);
+    this.#wake?.();
+  }
+
+  end(): void {
+    this.#ended = true;
+    this.#wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    for (;;) {
+      if (this.#lines.length > 0) yield this.#lines.shift()!;
+      else if (this.#ended) return;
+      else await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+}
+
+/** Reads lines from a pipe into `queue` (a last line without `\n` counts). */
+async function readPipe(
+  stream: ReadableStream<Uint8Array>,
+  queue: LineQueue,
+): Promise<void> {
+  let buffer = "";
+  // A TextDecoder rather than TextDecoderStream: its types differ between
+  // Deno's and the DOM's lib, and the e2e tests check with both.
+  const decoder = new TextDecoder();
+  for await (const bytes of stream) {
+    buffer += decoder.decode(bytes, { stream: true });
+    let newline;
+    while ((newline = buffer.indexOf("\n")) !== -1) {
+      queue.push(buffer.slice(0, newline).replace(/\r$/, ""));
+      buffer = buffer.slice(newline + 1);
+    }
+  }
+  if (buffer !== "") queue.push(buffer);
+  queue.end();
+}
+
+/** Reads keys from a terminal in raw mode into the editor and `queue`. */
+async function readTerminal(
+  editor: LineEditor,
+  queue: LineQueue,
+  interrupt: () => void,
+): Promise<void> {
+  const decoder = new TextDecoder();
+  for await (const chunk of Deno.stdin.readable) {
+    for (const action of editor.feed(decoder.decode(chunk, { stream: true }))) {
+      if (action.type === "line") queue.push(action.line);
+      else if (action.type === "eof") return queue.end();
+      else return interrupt();
+    }
+    writeAll(editor.redraw());
+  }
+  queue.end();
+}
+
+// ---------------------------------------------------------------------------
+// The connection: connect, welcome, events, reconnect with resume
+// ---------------------------------------------------------------------------
+
+/** How one connection attempt ended. */
+type Outcome =
+  | { opened: false; error: string }
+  | { opened: true; welcomed: boolean; code: number; reason: string };
+
+/** Everything the client needs to run. */
+export interface ClientOptions {
+  /** Server and room. */
+  url: URL;
+  /** The nick to ask for. */
+  nick?: string;
+  /** Attempts after the first when it has never been connected. */
+  retries: number;
+  /** A login token (see README "Identity and moderation"). */
+  token?: string;
+  screen: Screen;
+  style: RenderStyle;
+  /** Where "cannot connect" goes (stderr). */
+  fail: (message: string) => void;
+}
+
+/**
+ * One chat session: connects, shows what arrives, sends what is typed, and
+ * reconnects (resuming from the last event seen) until the user quits.
+ */
+export class ChatClient {
+  #options: ClientOptions;
+  #base: URL;
+  #socket?: WebSocket;
+  /** The last welcome's room state, updated by every event. */
+  #room?: {
+    name: string;
+    epoch: string;
+    lastId: number;
+    /** The oldest event id shown: where `/more` reads back from. */
+    oldest: number;
+    token?: string;
+    users: string[];
+  };
+  #you?: string;
+  /** The server's `--max-message-chars`, from the last welcome. */
+  #maxMessageChars?: number;
+  #everConnected = false;
+  /** The page's chat URL has been tried (it is followed once). */
+  #followedPage = false;
+  #quitting = false;
+  #joining = false;
+  #welcomed = false;
+  #onWelcome: (() => void)[] = [];
+  #wakeSleep?: () => void;
+  /** A random session secret: every reconnect of this run is one person. */
+  readonly #session = SESSION_PROTOCOL_PREFIX + randomSecret();
+
+  constructor(options: ClientOptions) {
+    this.#options = options;
+    this.#base = new URL(options.url);
+    const nick = options.nick ?? this.#base.searchParams.get("nick");
+    this.#you = nick || undefined;
+  }
+
+  #print(line: string): void {
+    this.#options.screen.print(line);
+  }
+
+  #system(text: string): void {
+    this.#print(systemLine(text, this.#options.style));
+  }
+
+  /**
+   * Connects and keeps connecting until the user quits (0) or the server
+   * cannot be reached at all, or refuses for good (1).
+   */
+  async run(): Promise<number> {
+    let attempt = 0;
+    for (;;) {
+      const resume = this.#room && {
+        lastId: this.#room.lastId,
+        epoch: this.#room.epoch,
+        token: this.#room.token,
+      };
+      const url = connectUrl(this.#base, this.#you, resume);
+      const outcome = await this.#connectOnce(url);
+      if (this.#quitting) return 0;
+      if (this.#joining) {
+        this.#joining = false;
+        attempt = 0;
+        continue;
+      }
+      if (!outcome.opened) {
+        const failure = await explainFailure(outcome.error, this.#base);
+        // `deno task client http://HOST:8080/` (the page's URL): the page
+        // names the chat port, so go there rather than fail.
+        const chat = failure.web && !this.#followedPage
+          ? await chatUrlFromPage(this.#base)
+          : undefined;
+        if (this.#quitting) return 0;
+        if (chat) {
+          this.#followedPage = true;
+          const page = new URL("/", chat);
+          page.protocol = chat.protocol === "wss:" ? "https:" : "http:";
+          page.port = this.#base.port;
+          this.#system(
+            `${
+              printable(page.href)
+            } is the web page; connecting to its chat at ${
+              printable(chat.href)
+            } instead.`,
+          );
+          this.#base = chat;
+          attempt = 0;
+          continue;
+        }
+        const target = printable(this.#base.href);
+        if (
+          failure.permanent ||
+          (!this.#everConnected && attempt >= this.#options.retries)
+        ) {
+          this.#options.fail(`cannot connect to ${target}: ${failure.reason}`);
+          return 1;
+        }
+        this.#system(`cannot connect: ${failure.reason}`);
+      } else {
+        if (outcome.welcomed) attempt = 0;
+        const reason = printable(outcome.reason);
+        if (outcome.code === 1001) {
+          this.#system("the server is restarting.");
+        } else if (FINAL_CLOSE_CODES.has(outcome.code)) {
+          this.#system(
+            `disconnected by the server: ${
+              reason || "closed"
+            } (${outcome.code}).`,
+          );
+          return 1;
+        } else {
+          this.#system(
+            `connection lost (${outcome.code || 1006}${
+              reason ? `: ${reason}` : ""
+            }).`,
+          );
+        }
+      }
+      const delay = backoffDelay(attempt++);
+      const again = this.#everConnected ? "reconnecting" : "retrying";
+      this.#system(`${again} in ${(delay / 1000).toFixed(1)} s`);
+      await this.#sleep(delay);
+      if (this.#quitting) return 0;
+    }
+  }
+
+  /** One WebSocket, from connecting to closed. */
+  #connectOnce(url: string): Promise<Outcome> {
+    return new Promise((resolve) => {
+      const socket = new WebSocket(url, [
+        JSON_PROTOCOL,
+        this.#session,
+        ...(this.#options.token
+          ? [AUTH_PROTOCOL_PREFIX + this.#options.token]
+          : []),
+      ]);
+      this.#socket = socket;
+      this.#welcomed = false;
+      let opened = false;
+      let error = "";
+      socket.onopen = () => opened = true;
+      socket.onerror = (event) => {
+        error = (event as ErrorEvent).message ?? "";
+      };
+      socket.onmessage = (event) => {
+        if (typeof event.data === "string") this.#receive(event.data);
+      };
+      socket.onclose = (event) => {
+        const welcomed = this.#welcomed;
+        this.#socket = undefined;
+        this.#welcomed = false;
+        resolve(
+          opened
+            ? { opened, welcomed, code: event.code, reason: event.reason }
+            : { opened, error },
+        );
+      };
+    });
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wakeSleep = done;
+    });
+  }
+
+  #receive(data: string): void {
+    let frame: unknown;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return this.#system("error: the server sent a frame that is not JSON");
+    }
+    const items = Array.isArray(frame) ? frame : [frame];
+    for (const item of items) {
+      if (typeof item !== "object" || item === null) continue;
+      if (item.type === "welcome") this.#welcome(item as Welcome);
+      else if (item.type === "history") this.#older(item as HistoryAnswer);
+      else if (item.type === "error") {
+        this.#print(render(item as ErrorFrame, this.#options.style));
+      } else if (item.type === "moderated") {
+        const done = item as ModeratedFrame;
+        const what = { mute: "muted", unmute: "unmuted", unban: "unbanned" };
+        this.#system(
+          printable(
+            `${done.nick} is ${what[done.action] ?? done.action}${
+              done.minutes ? ` for ${done.minutes} min` : ""
+            }.`,
+          ),
+        );
+      } else this.#event(item as ChatEvent);
+    }
+  }
+
+  #welcome(welcome: Welcome): void {
+    const style = this.#options.style;
+    const previous = this.#room;
+    const resumed = previous !== undefined && previous.name === welcome.room;
+    const history = Array.isArray(welcome.history) ? welcome.history : [];
+    if (resumed) {
+      this.#system("reconnected.");
+      if (welcome.gap) {
+        this.#system(
+          "some history was missed while disconnected (the server restarted or too much happened).",
+        );
+      }
+    }
+    // On resume the history is what was missed; the epoch check keeps
+    // anything already shown from being shown twice.
+    const seen = resumed && previous.epoch === welcome.epoch
+      ? previous.lastId
+      : -Infinity;
+    // On a new arrival the history ends with our own join: the `you are`
+    // line below says it (as the plain-text protocol does), after the past.
+    const last = history.at(-1);
+    const ownJoin = !resumed && last?.type === "join" &&
+      last.nick === welcome.you;
+    for (const event of ownJoin ? history.slice(0, -1) : history) {
+      if (typeof event?.id === "number" && event.id > seen) {
+        this.#print(render(event, style));
+      }
+    }
+    this.#room = {
+      name: welcome.room,
+      epoch: welcome.epoch,
+      lastId: Math.max(
+        welcome.lastId,
+        ...history.map((event) => Number(event?.id) || 0),
+      ),
+      oldest: resumed && previous.epoch === welcome.epoch
+        ? previous.oldest
+        : Number(history[0]?.id) || welcome.lastId + 1,
+      token: welcome.token,
+      users: Array.isArray(welcome.users) ? [...welcome.users] : [],
+    };
+    this.#you = welcome.you;
+    this.#maxMessageChars = Number.isSafeInteger(welcome.maxMessageChars)
+      ? welcome.maxMessageChars
+      : undefined;
+    if (!resumed) {
+      this.#system(
+        `you are ${nickText(welcome.you, style)} in ${
+          printable(String(welcome.room))
+        }; here: ${this.#room.users.map((u) => nickText(u, style)).join(", ")}`,
+      );
+    }
+    this.#options.screen.setPrompt(`${printable(String(welcome.room))}> `);
+    this.#everConnected = true;
+    this.#welcomed = true;
+    for (const wake of this.#onWelcome.splice(0)) wake();
+  }
+
+  /** Older events (the answer to `/more`), printed oldest first. */
+  #older(answer: HistoryAnswer): void {
+    const room = this.#room;
+    if (!room || !Array.isArray(answer.events)) return;
+    const events = answer.events.filter((event) =>
+      typeof event?.id === "number" && event.id < room.oldest
+    );
+    if (events.length > 0) this.#system("earlier:");
+    for (const event of events) {
+      this.#print(render(event, this.#options.style));
+    }
+    if (events.length > 0) room.oldest = events[0].id;
+    if (!answer.more) {
+      this.#system(`this is the beginning of ${printable(room.name)}.`);
+    }
+  }
+
+  #event(event: ChatEvent): void {
+    const room = this.#room;
+    if (!room || typeof event.id !== "number") return; // typing, unknown
+    if (event.id <= room.lastId) return; // already shown
+    room.lastId = event.id;
+    room.users = updateUsers(room.users, event);
+    if (event.type === "nick" && event.from === this.#you) this.#you = event.to;
+    if (
+      [
+        "message",
+        "action",
+        "join",
+        "leave",
+        "nick",
+        "dm",
+        "kick",
+        "topic",
+        "slow",
+        "delete",
+      ].includes(event.type)
+    ) {
+      this.#print(render(event, this.#options.style));
+    }
+  }
+
+  /** Resolves true once connected and welcomed; false if quitting first. */
+  #connected(quiet = false): Promise<boolean> {
+    if (this.#quitting) return Promise.resolve(false);
+    if (this.#welcomed) return Promise.resolve(true);
+    if (!quiet) {
+      this.#system(
+        `not connected: will send when ${
+          this.#everConnected ? "reconnected" : "connected"
+        }.`,
+      );
+    }
+    return new Promise((resolve) => {
+      this.#onWelcome.push(() => resolve(!this.#quitting));
+    });
+  }
+
+  /** Carries out one typed line. Resolves false when the user quit. */
+  async handle(input: Input): Promise<boolean> {
+    switch (input.kind) {
+      case "empty":
+        return true;
+      case "usage":
+        // Worded as the server's errors are, so every complaint looks alike.
+        this.#system(`error: ${input.message}`);
+        return true;
+      case "help":
+        this.#system(HELP_TEXT);
+        return true;
+      case "whoami":
+        this.#system(
+          this.#you
+            ? `you are ${nickText(this.#you, this.#options.style)}.`
+            : "not connected yet.",
+        );
+        return true;
+      case "who": {
+        const room = this.#room;
+        this.#system(
+          room
+            ? `in ${printable(room.name)}: ${
+              room.users.map((u) => nickText(u, this.#options.style)).join(", ")
+            }`
+            : "not connected yet.",
+        );
+        return true;
+      }
+      case "quit":
+        await this.quit();
+        return false;
+      case "history":
+        if (await this.#connected()) {
+          const before = this.#room?.oldest ?? 0;
+          this.#socket?.send(
+            JSON.stringify({ type: "history", before, limit: input.limit }),
+          );
+        }
+        return !this.#quitting;
+      case "join":
+        if (this.#room?.name === input.room) {
+          this.#system(`already in ${input.room}.`);
+          return true;
+        }
+        this.#base = roomUrl(this.#base, input.room);
+        this.#room = undefined; // a new room: no resume
+        if (this.#socket) {
+          this.#joining = true;
+          this.#socket.close(1000, "joining another room");
+        } else {
+          this.#wakeSleep?.();
+        }
+        return true;
+      case "send": {
+        if (!await this.#connected()) return !this.#quitting;
+        // The server's own check, with its limit: refused here the same way.
+        const { frame } = input;
+        const problem = this.#maxMessageChars !== undefined &&
+          (frame.type === "message" || frame.type === "action" ||
+            frame.type === "dm") &&
+          checkMessage(frame.text, this.#maxMessageChars);
+        if (isRefusal(problem)) {
+          this.#system(`error: ${problem.message}`);
+          return true;
+        }
+        this.#socket?.send(JSON.stringify(frame));
+        return !this.#quitting;
+      }
+    }
+  }
+
+  /**
+   * The end of input: quits, but not before the first connection has shown
+   * the room (so `chat_client URL </dev/null` shows it, and a server that
+   * cannot be reached still gets its exit code 1).
+   */
+  async endOfInput(): Promise<void> {
+    if (!this.#everConnected) await this.#connected(true);
+    await this.quit();
+  }
+
+  /** Closes the connection cleanly and resolves when it is closed. */
+  async quit(): Promise<void> {
+    this.#quitting = true;
+    this.#wakeSleep?.();
+    for (const wake of this.#onWelcome.splice(0)) wake();
+    const socket = this.#socket;
+    if (!socket || socket.readyState === WebSocket.CLOSED) return;
+    const closed = new Promise((resolve) =>
+      socket.addEventListener("close", resolve, { once: true })
+    );
+    socket.close(1000, "bye");
+    await closed;
+  }
+}
+
+function randomSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return btoa(String.fromCharCode(...bytes))
+    .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------
+
+/** The command line, parsed. */
+export interface ClientArgs {
+  url: URL;
+  nick?: string;
+  token?: string;
+  retries: number;
+  help: boolean;
+}
+
+/** Parses the command line; throws a `TypeError` with a message on misuse. */
+export function parseClientArgs(args: string[]): ClientArgs {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      nick: { type: "string" },
+      token: { type: "string" },
+      retries: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length > 1) {
+    throw new TypeError(`one URL at most, got ${positionals.length}`);
+  }
+  const retries = values.retries === undefined
+    ? DEFAULT_RETRIES
+    : Number(values.retries);
+  if (!Number.isInteger(retries) || retries < 0) {
+    throw new TypeError(
+      `--retries takes a whole number, not ${values.retries}`,
+    );
+  }
+  return {
+    url: parseChatUrl(positionals[0] ?? DEFAULT_URL),
+    nick: values.nick,
+    token: values.token,
+    retries,
+    help: values.help ?? false,
+  };
+}
+
+/** Runs the client; resolves with the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let parsed: ClientArgs;
+  try {
+    parsed = parseClientArgs(args);
+  } catch (error) {
+    console.error(
+      `chat_client: ${
+        error instanceof Error ? error.message : error
+      }\n\n${USAGE}`,
+    );
+    return 2;
+  }
+  if (parsed.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const tty = Deno.stdout.isTerminal();
+  const interactive = tty && Deno.stdin.isTerminal();
+  const style: RenderStyle = { colour: tty && !Deno.noColor, time: tty };
+  const editor = new LineEditor("> ");
+  const screen = interactive ? new TerminalScreen(editor) : new PipeScreen();
+  const client = new ChatClient({
+    url: parsed.url,
+    nick: parsed.nick,
+    token: parsed.token,
+    retries: parsed.retries,
+    screen,
+    style,
+    fail: (message) => {
+      if (interactive) writeAll(editor.clear());
+      console.error(`chat_client: ${message}`);
+    },
+  });
+
+  const queue = new LineQueue();
+  const interrupt = () => void client.quit();
+  if (interactive) {
+    Deno.stdin.setRaw(true);
+    writeAll(editor.redraw());
+    readTerminal(editor, queue, interrupt).catch(() => queue.end());
+  } else {
+    Deno.addSignalListener("SIGINT", interrupt);
+    readPipe(Deno.stdin.readable, queue).catch(() => queue.end());
+  }
+  // Lines are carried out in order; a message typed while disconnected
+  // waits for the reconnect. The end of input quits.
+  (async () => {
+    for await (const line of queue) {
+      if (!await client.handle(parseInput(line))) return;
+    }
+    await client.endOfInput();
+  })().catch(interrupt);
+  try {
+    // 0 only once the user quit and the socket is closed.
+    return await client.run();
+  } finally {
+    if (interactive) {
+      writeAll(editor.clear());
+      Deno.stdin.setRaw(false);
+    } else {
+      Deno.removeSignalListener("SIGINT", interrupt);
+    }
+  }
+}
+
+if (import.meta.main) {
+  // Deno.exit: a read from stdin may still be pending.
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,1110 @@
+/**
+ * Tests of the terminal client: its pure pieces, then the client itself as a
+ * child process driven through its pipes, against the real server and real
+ * WebSocket peers.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import {
+  BACKOFF_MAX_MS,
+  BACKOFF_MIN_MS,
+  backoffDelay,
+  type ChatEvent,
+  connectUrl,
+  explainFailure,
+  LineEditor,
+  nickColour,
+  parseChatUrl,
+  parseClientArgs,
+  parseInput,
+  render,
+  roomUrl,
+  updateUsers,
+} from "./chat_client.ts";
+import { type ChatServer, startChat } from "../main.ts";
+import {
+  CloseCode,
+  JSON_PROTOCOL,
+  printable as sanitize,
+} from "../wire/protocol.ts";
+import { hs256, SECRET } from "../tests/auth_helpers.ts";
+import {
+  chatUrl,
+  closeAll,
+  jsonClient,
+  metric,
+  TEST_OPTIONS,
+  textClient,
+  WAIT_MS,
+  withChat,
+  within,
+} from "../tests/test_helpers.ts";
+
+// ---------------------------------------------------------------------------
+// sanitize
+// ---------------------------------------------------------------------------
+
+Deno.test("sanitize removes whole CSI sequences, 7- and 8-bit", () => {
+  assert.equal(sanitize("\x1b[31mred\x1b[0m"), "red");
+  assert.equal(sanitize("a\x1b[2J\x1b[1;1Hb"), "ab");
+  assert.equal(sanitize("a\x1b[?1049hb"), "ab"); // private parameters
+  assert.equal(sanitize("a\x1b[1 qb"), "ab"); // intermediate byte
+  assert.equal(sanitize("a\x9b31mb"), "ab"); // C1 CSI
+});
+
+Deno.test("sanitize removes OSC, DCS, APC strings up to BEL or ST", () => {
+  assert.equal(sanitize("a\x1b]0;pwned\x07b"), "ab"); // title, BEL
+  assert.equal(
+    sanitize("a\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\b"),
+    "alinkb",
+  );
+  assert.equal(sanitize("a\x1bP+q544e\x1b\\b"), "ab"); // DCS
+  assert.equal(sanitize("a\x1b_apc\x1b\\b"), "ab"); // APC
+  assert.equal(sanitize("a\x9d0;t\x9cb"), "ab"); // 8-bit OSC and ST
+  assert.equal(sanitize("a\x1b]0;never ends"), "a"); // unterminated
+});
+
+Deno.test("sanitize removes other ESC sequences and every other control", () => {
+  assert.equal(sanitize("a\x1bcb"), "ab"); // RIS (reset)
+  assert.equal(sanitize("a\x1b(Bb"), "ab"); // designate charset
+  assert.equal(sanitize("a\x1b7b\x1b8"), "ab"); // save/restore cursor
+  assert.equal(sanitize("a\x1b"), "a"); // a lone ESC at the end
+  assert.equal(sanitize("a\x00\x07\x08\x7f\x80\x8fb"), "ab");
+  assert.equal(sanitize("a\x85b"), "a b"); // NEL is a line break
+  assert.equal(sanitize("a\u202eb\u2066c"), "abc"); // bidi overrides
+});
+
+Deno.test("sanitize turns tabs and line breaks into spaces, keeps text", () => {
+  assert.equal(sanitize("one\ntwo\r\nthree\tfour"), "one two  three four");
+  assert.equal(sanitize("राम: héllo 👋 [31m"), "राम: héllo 👋 [31m");
+});
+
+// ---------------------------------------------------------------------------
+// render, colours, users
+// ---------------------------------------------------------------------------
+
+const TS = new Date(2025, 0, 2, 9, 5).getTime();
+
+Deno.test("render draws each event as the plain-text protocol does", () => {
+  const cases: [ChatEvent, string][] = [
+    [{ type: "message", id: 1, ts: TS, from: "ada", text: "hi" }, "ada: hi"],
+    [
+      { type: "action", id: 2, ts: TS, from: "ada", text: "waves" },
+      "* ada waves",
+    ],
+    [{ type: "join", id: 3, ts: TS, nick: "bob" }, " .... bob has joined."],
+    [{ type: "leave", id: 4, ts: TS, nick: "bob" }, " .... bob has left."],
+    [
+      { type: "nick", id: 5, ts: TS, from: "ada", to: "eve" },
+      " .... ada is now known as eve.",
+    ],
+    [
+      { type: "dm", id: 6, ts: TS, from: "ada", to: "bob", text: "psst" },
+      "[dm] ada -> bob: psst",
+    ],
+  ];
+  for (const [event, line] of cases) assert.equal(render(event), line);
+  assert.equal(
+    render({ type: "error", code: "too_long", message: "too long" }),
+    " .... error: too long",
+  );
+});
+
+Deno.test("render sanitizes every field and keeps an event on one line", () => {
+  const event = {
+    type: "message",
+    id: 1,
+    ts: TS,
+    from: "ev\x1b[8mil",
+    text: "a\n .... admin has joined.\x1b]0;x\x07",
+  } as const;
+  assert.equal(render(event), "evil: a  .... admin has joined.");
+});
+
+Deno.test("render adds a time and nick colours when asked", () => {
+  const event: ChatEvent = {
+    type: "message",
+    id: 1,
+    ts: TS,
+    from: "ada",
+    text: "hi",
+  };
+  assert.equal(render(event, { colour: false, time: true }), "09:05 ada: hi");
+  const colour = nickColour("ada");
+  assert.equal(
+    render(event, { colour: true, time: true }),
+    `\x1b[2m09:05\x1b[22m \x1b[${colour}mada\x1b[39m: hi`,
+  );
+});
+
+Deno.test("nickColour is the same for the same nick, ignoring case", () => {
+  assert.equal(nickColour("Ada"), nickColour("ada"));
+  const colours = new Set(
+    ["ada", "bob", "cy", "dee", "eve", "fay"].map(nickColour),
+  );
+  assert.ok(colours.size > 1, "different nicks get different colours");
+  for (const colour of colours) {
+    assert.ok(
+      (colour >= 31 && colour <= 36) || (colour >= 91 && colour <= 96),
+    );
+  }
+});
+
+Deno.test("updateUsers follows joins, leaves and renames", () => {
+  let users = ["ada"];
+  users = updateUsers(users, { type: "join", id: 1, ts: TS, nick: "bob" });
+  users = updateUsers(users, { type: "join", id: 2, ts: TS, nick: "BOB" });
+  assert.deepEqual(users, ["ada", "bob"]);
+  users = updateUsers(users, {
+    type: "nick",
+    id: 3,
+    ts: TS,
+    from: "ada",
+    to: "eve",
+  });
+  assert.deepEqual(users, ["eve", "bob"]);
+  users = updateUsers(users, { type: "leave", id: 4, ts: TS, nick: "bob" });
+  assert.deepEqual(users, ["eve"]);
+});
+
+// ---------------------------------------------------------------------------
+// parseInput
+// ---------------------------------------------------------------------------
+
+Deno.test("parseInput turns lines into frames and local commands", () => {
+  const message = (text: string) => ({
+    kind: "send",
+    frame: { type: "message", text },
+  });
+  assert.deepEqual(parseInput("hello"), message("hello"));
+  assert.deepEqual(parseInput("//etc/passwd"), message("/etc/passwd"));
+  assert.deepEqual(parseInput("   "), { kind: "empty" });
+  assert.deepEqual(parseInput("/nick ada"), {
+    kind: "send",
+    frame: { type: "nick", nick: "ada" },
+  });
+  assert.deepEqual(parseInput("/NICK"), { kind: "whoami" });
+  assert.deepEqual(parseInput("/me waves hello"), {
+    kind: "send",
+    frame: { type: "action", text: "waves hello" },
+  });
+  assert.deepEqual(parseInput("/msg bob hi there"), {
+    kind: "send",
+    frame: { type: "dm", to: "bob", text: "hi there" },
+  });
+  assert.deepEqual(parseInput("/join Rust-Fans"), {
+    kind: "join",
+    room: "rust-fans",
+  });
+  assert.deepEqual(parseInput("/who"), { kind: "who" });
+  assert.deepEqual(parseInput("/help"), { kind: "help" });
+  assert.deepEqual(parseInput("/quit"), { kind: "quit" });
+});
+
+Deno.test("parseInput explains a misused command instead of sending it", () => {
+  for (
+    const line of ["/me", "/msg bob", "/join", "/join no spaces", "/nick a b"]
+  ) {
+    assert.equal(parseInput(line).kind, "usage", line);
+  }
+  assert.deepEqual(parseInput("/dance"), {
+    kind: "usage",
+    message: "unknown command /dance (try /help)",
+  });
+});
+
+// ---------------------------------------------------------------------------
+// URLs, backoff, failures, arguments
+// ---------------------------------------------------------------------------
+
+Deno.test("connectUrl resumes with since, epoch, token and nick", () => {
+  const base = parseChatUrl("ws://chat.example:12345/rust-fans?nick=old");
+  assert.equal(
+    connectUrl(base, "ada", { lastId: 42, epoch: "3f9c1a2b", token: "t-k_n" }),
+    "ws://chat.example:12345/rust-fans?nick=ada&since=42&epoch=3f9c1a2b&token=t-k_n",
+  );
+  assert.equal(
+    connectUrl(base, "ada"),
+    "ws://chat.example:12345/rust-fans?nick=ada",
+  );
+  assert.equal(connectUrl(parseChatUrl("ws://h:1/")), "ws://h:1/");
+  assert.equal(
+    connectUrl(roomUrl(base, "lobby"), "ada"),
+    "ws://chat.example:12345/lobby?nick=ada",
+  );
+});
+
+Deno.test("parseChatUrl accepts ws, wss, http(s) and bare host:port", () => {
+  assert.equal(parseChatUrl("ws://h:1/r").href, "ws://h:1/r");
+  assert.equal(parseChatUrl("https://h/r#x").href, "wss://h/r");
+  assert.equal(parseChatUrl("http://h:8/").href, "ws://h:8/");
+  assert.equal(
+    parseChatUrl("localhost:12345/r").href,
+    "ws://localhost:12345/r",
+  );
+  assert.throws(() => parseChatUrl("ftp://h/"), /not a ws/);
+});
+
+Deno.test("parseChatUrl takes the room from a page URL's #ROOM", () => {
+  assert.equal(
+    parseChatUrl("http://h:8080/#Rust-Fans").href,
+    "ws://h:8080/rust-fans",
+  );
+  assert.equal(parseChatUrl("https://h/#den").href, "wss://h/den");
+  assert.equal(parseChatUrl("http://h:8080/#no room!").href, "ws://h:8080/");
+  assert.equal(parseChatUrl("http://h:8080/#%E0%A4").href, "ws://h:8080/");
+  // A path names the room already.
+  assert.equal(parseChatUrl("ws://h:1/r#den").href, "ws://h:1/r");
+});
+
+Deno.test("backoffDelay doubles from 0.5 s to a 10 s cap, with jitter", () => {
+  const low = (attempt: number) => backoffDelayOf(attempt, 0);
+  const high = (attempt: number) => backoffDelayOf(attempt, 0.999999);
+  assert.equal(low(0), BACKOFF_MIN_MS * 0.75);
+  assert.equal(high(0), BACKOFF_MIN_MS * 1.25);
+  assert.equal(low(1), 750);
+  for (let attempt = 0; attempt < 40; attempt++) {
+    assert.ok(high(attempt) <= BACKOFF_MAX_MS);
+    assert.ok(low(attempt + 1) >= low(attempt));
+  }
+  assert.equal(high(20), BACKOFF_MAX_MS);
+});
+
+function backoffDelayOf(attempt: number, random: number): number {
+  return backoffDelay(attempt, () => random);
+}
+
+Deno.test("explainFailure names HTTP refusals and refused connections", async () => {
+  const url = new URL("ws://127.0.0.1:1/");
+  const failure = (status: number) =>
+    explainFailure(
+      `NetworkError: failed to connect to WebSocket: Invalid status code: ${status}`,
+      url,
+    );
+  assert.deepEqual(await failure(400), {
+    reason: "400 bad room (a room is 1-32 of a-z, 0-9, - and _)",
+    permanent: true,
+  });
+  assert.equal((await failure(503)).permanent, false);
+  // Too many new connections from this address: back off and come back.
+  assert.deepEqual(await failure(429), {
+    reason: "429 too many new connections from this address",
+    permanent: false,
+  });
+  // A web server (deno-chat's page server, say), not the chat.
+  assert.equal((await failure(200)).web, true);
+  assert.equal((await failure(404)).web, true);
+  const port = await closedPort();
+  assert.deepEqual(
+    await explainFailure(
+      "NetworkError: failed to connect to WebSocket: tcp connect error",
+      new URL(`ws://127.0.0.1:${port}/`),
+    ),
+    { reason: "connection refused", permanent: false },
+  );
+});
+
+Deno.test("parseClientArgs: URL, --nick, --retries, --help", () => {
+  const args = parseClientArgs(["ws://h:1/r", "--nick", "ada", "--retries=2"]);
+  assert.equal(args.url.href, "ws://h:1/r");
+  assert.equal(args.nick, "ada");
+  assert.equal(args.retries, 2);
+  assert.equal(parseClientArgs([]).url.href, "ws://localhost:12345/");
+  assert.equal(parseClientArgs(["-h"]).help, true);
+  assert.throws(() => parseClientArgs(["--retries", "x"]), /whole number/);
+  assert.throws(() => parseClientArgs(["--bogus"]));
+});
+
+// ---------------------------------------------------------------------------
+// LineEditor
+// ---------------------------------------------------------------------------
+
+Deno.test("LineEditor: an incoming line is printed above what is being typed", () => {
+  const editor = new LineEditor("lobby> ");
+  assert.deepEqual(editor.feed("hel"), []);
+  assert.equal(editor.text, "hel");
+  assert.equal(
+    editor.printAbove("bob: hi"),
+    "\r\x1b[2Kbob: hi\r\n\r\x1b[2Klobby> hel",
+  );
+  assert.deepEqual(editor.feed("lo\r"), [{ type: "line", line: "hello" }]);
+  assert.equal(editor.text, "");
+  assert.equal(editor.redraw(), "\r\x1b[2Klobby> ");
+});
+
+Deno.test("LineEditor: cursor keys, editing, history, split sequences", () => {
+  const editor = new LineEditor("> ");
+  editor.feed("helo");
+  editor.feed("\x1b[D"); // ←
+  editor.feed("l");
+  assert.equal(editor.text, "hello");
+  assert.equal(editor.redraw(), "\r\x1b[2K> hello\x1b[1D");
+  editor.feed("\x1b["); // a sequence split across two reads
+  editor.feed("H"); // Home
+  editor.feed("\x1b[3~"); // Delete
+  assert.equal(editor.text, "ello");
+  editor.feed("\x05\x7f"); // End, Backspace
+  assert.equal(editor.text, "ell");
+  editor.feed("\x15"); // Ctrl-U
+  assert.equal(editor.text, "");
+  editor.feed("a\x1b[31m\x07\tb\x1bOP"); // controls and keys never enter the line
+  assert.equal(editor.text, "ab");
+  assert.deepEqual(editor.feed("\n"), [{ type: "line", line: "ab" }]);
+  editor.feed("\x1b[A"); // ↑: the last line again
+  assert.equal(editor.text, "ab");
+  editor.feed("\x1b[B");
+  assert.equal(editor.text, "");
+});
+
+Deno.test("LineEditor: Ctrl-D ends an empty line, Ctrl-C interrupts", () => {
+  const editor = new LineEditor();
+  editor.feed("ab\x1b[D");
+  assert.deepEqual(editor.feed("\x04"), []); // deletes under the cursor
+  assert.equal(editor.text, "a");
+  editor.feed("\x7f");
+  assert.deepEqual(editor.feed("\x04"), [{ type: "eof" }]);
+  assert.deepEqual(editor.feed("\x03"), [{ type: "interrupt" }]);
+  assert.deepEqual(editor.feed("x\r\ny\r"), [
+    { type: "line", line: "x" },
+    { type: "line", line: "y" },
+  ]);
+});
+
+// ---------------------------------------------------------------------------
+// The client as a child process
+// ---------------------------------------------------------------------------
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** The client running in a child process, its stdout read line by line. */
+class ClientProcess {
+  readonly child: Deno.ChildProcess;
+  /** Every stdout line so far. */
+  readonly lines: string[] = [];
+  readonly stderr: Promise<string>;
+  #taken = 0;
+  #stdoutDone: Promise<void>;
+  #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  #stdinOpen = true;
+  #wake?: () => void;
+  #ended = false;
+
+  constructor(args: string[]) {
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "chat_client.ts", ...args],
+      cwd: import.meta.dirname,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#stdin = this.child.stdin.getWriter();
+    this.stderr = new Response(this.child.stderr).text();
+    this.#stdoutDone = this.#readStdout();
+  }
+
+  async #readStdout(): Promise<void> {
+    let buffer = "";
+    for await (const chunk of this.child.stdout) {
+      buffer += decoder.decode(chunk, { stream: true });
+      const parts = buffer.split("\n");
+      buffer = parts.pop()!;
+      this.lines.push(...parts);
+      this.#wake?.();
+    }
+    if (buffer) this.lines.push(buffer);
+    this.#ended = true;
+    this.#wake?.();
+  }
+
+  /**
+   * The next line matching `pattern` (a string matches exactly); the lines
+   * before it are passed over.
+   */
+  async until(pattern: string | RegExp, ms = WAIT_MS): Promise<string> {
+    const matches = (line: string) =>
+      typeof pattern === "string" ? line === pattern : pattern.test(line);
+    const deadline = Date.now() + ms;
+    for (;;) {
+      while (this.#taken < this.lines.length) {
+        const line = this.lines[this.#taken++];
+        if (matches(line)) return line;
+      }
+      const left = deadline - Date.now();
+      if (this.#ended || left <= 0) {
+        throw new Error(
+          `no line matching ${pattern}; stdout:\n${this.lines.join("\n")}\n` +
+            `stderr:\n${this.#ended ? await this.stderr : "(running)"}`,
+        );
+      }
+      await within(
+        new Promise<void>((resolve) => this.#wake = resolve),
+        String(pattern),
+        left,
+      ).catch(() => {});
+    }
+  }
+
+  /** The next line, which must be `line`. */
+  async expect(line: string): Promise<void> {
+    await this.until(/[^]*/);
+    assert.equal(this.lines[this.#taken - 1], line);
+  }
+
+  /** Waits for the welcome line (" .... you are NICK in ROOM; here: …"). */
+  welcomed(): Promise<string> {
+    return this.until(/^ \.\.\.\. you are \S+ in \S+; here: /, 10_000);
+  }
+
+  async type(line: string): Promise<void> {
+    await this.#stdin.write(encoder.encode(line + "\n"));
+  }
+
+  async closeStdin(): Promise<void> {
+    if (!this.#stdinOpen) return;
+    this.#stdinOpen = false;
+    await this.#stdin.close().catch(() => {});
+  }
+
+  /**
+   * Waits for the exit (killing the client if it does not exit in time) and
+   * for its output to end.
+   */
+  async exit(ms = WAIT_MS): Promise<{ code: number; stderr: string }> {
+    let status: Deno.CommandStatus;
+    try {
+      status = await within(this.child.status, "the client to exit", ms);
+    } catch (error) {
+      this.child.kill("SIGKILL");
+      await this.child.status;
+      await this.closeStdin();
+      await this.#stdoutDone;
+      throw error;
+    }
+    await this.closeStdin();
+    await this.#stdoutDone;
+    return { code: status.code, stderr: await this.stderr };
+  }
+
+  /** Ends the client however a test left it (for `finally`). */
+  async dispose(): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await this.child.status;
+    await this.closeStdin();
+    await this.#stdoutDone;
+    await this.stderr;
+  }
+}
+
+/** Runs `fn` with a client on `url`; always ends the client. */
+async function withClient(
+  args: string[],
+  fn: (client: ClientProcess) => Promise<void>,
+): Promise<void> {
+  const client = new ClientProcess(args);
+  try {
+    await fn(client);
+  } finally {
+    await client.dispose();
+  }
+}
+
+/** A port that nothing listens on (it was free a moment ago). */
+async function closedPort(): Promise<number> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  return port;
+}
+
+Deno.test("client: shows the room's history, then who it is (not its own join), then messages from others", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    bob.send(JSON.stringify({ type: "message", text: "earlier" }));
+    await bob.event("bob's own message");
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      // As the README's example and the plain-text protocol: the `you are`
+      // line says ada arrived, after what came before.
+      assert.deepEqual(ada.lines, [
+        " .... bob has joined.",
+        "bob: earlier",
+        " .... you are ada in lobby; here: bob, ada",
+      ]);
+      await bob.event("ada's join");
+      bob.send(JSON.stringify({ type: "message", text: "hi ada" }));
+      bob.send(JSON.stringify({ type: "action", text: "waves" }));
+      await ada.expect("bob: hi ada");
+      await ada.expect("* bob waves");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: typed lines, /me, /nick, //text and /who reach the room", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/den", { nick: "bob" });
+    await withClient([chatUrl(chat, "/den", { nick: "ada" })], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      await ada.type("hello there");
+      const said = await bob.event("ada's message");
+      assert.deepEqual([said.type, said.from, said.text], [
+        "message",
+        "ada",
+        "hello there",
+      ]);
+      await ada.type("/me waves");
+      assert.deepEqual(
+        [(await bob.event()).type, "waves"],
+        ["action", "waves"],
+      );
+      await ada.type("/nick eve");
+      const renamed = await bob.event("the rename");
+      assert.deepEqual([renamed.type, renamed.from, renamed.to], [
+        "nick",
+        "ada",
+        "eve",
+      ]);
+      await ada.type("//etc");
+      assert.equal((await bob.event()).text, "/etc");
+      await ada.expect("ada: hello there");
+      await ada.expect("* ada waves");
+      await ada.expect(" .... ada is now known as eve.");
+      await ada.expect("eve: /etc");
+      await ada.type("/who");
+      await ada.expect(" .... in den: bob, eve");
+      await ada.type("/nick");
+      await ada.expect(" .... you are eve.");
+      await bob.close();
+      await ada.expect(" .... bob has left.");
+      await ada.type("/who");
+      await ada.expect(" .... in den: eve");
+      await ada.type("/dance");
+      await ada.expect(" .... error: unknown command /dance (try /help)");
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+  });
+});
+
+Deno.test("client: /join moves it to another room, leaving the first", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const cy = await jsonClient(chat, "/den", { nick: "cy" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      await ada.type("/join nowhere!");
+      await ada.expect(
+        " .... error: usage: /join ROOM (1-32 of a-z, 0-9, - and _)",
+      );
+      await ada.type("/join den");
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in den; here: cy, ada",
+      );
+      const left = await bob.event("ada's leave");
+      assert.deepEqual([left.type, left.nick], ["leave", "ada"]);
+      assert.deepEqual((await cy.event()).nick, "ada");
+      await ada.type("/who");
+      await ada.expect(" .... in den: cy, ada");
+      await ada.type("here now");
+      assert.equal((await cy.event()).text, "here now");
+      assert.ok(
+        !ada.lines.some((line) => line.includes("reconnect")),
+        "a /join is not a reconnect",
+      );
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await closeAll(bob, cy);
+  });
+});
+
+Deno.test("client: what the server passes on is printed without controls, on one line", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await bob.event("ada's join");
+      // The server drops escape sequences whole and other controls, but
+      // keeps newlines and tabs for JSON clients; the client turns those
+      // into spaces.
+      bob.send(JSON.stringify({
+        type: "message",
+        text: "a\x1b[2J\x1b]0;pwned\x07b\n .... admin has joined.\tz\x9b1m",
+      }));
+      await ada.expect("bob: ab  .... admin has joined. z");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+/**
+ * A hostile chat server: it welcomes with escape sequences in every field
+ * and sends one event full of them, then closes when the client does.
+ */
+function hostileServer(): Deno.HttpServer<Deno.NetAddr> {
+  return Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req, {
+        protocol: JSON_PROTOCOL,
+      });
+      socket.onopen = () => {
+        socket.send(JSON.stringify({
+          type: "welcome",
+          you: "ada",
+          room: "lob\x1b[2Jby",
+          epoch: "e",
+          users: ["ada", "m\x1b]0;title\x07allory"],
+          history: [],
+          lastId: 1,
+          gap: false,
+          token: "t",
+        }));
+        socket.send(JSON.stringify([
+          {
+            type: "message",
+            id: 2,
+            ts: 0,
+            from: "m\x1b[31mallory",
+            text:
+              "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\ \x1b[1;1H\x1b[2Jgone\x1bc\x9b?25l\x07!",
+          },
+          { type: "error", code: "x", message: "bad\x1bP+q\x1b\\ th\ring" },
+        ]));
+      };
+      return response;
+    },
+  );
+}
+
+Deno.test("client: whole escape sequences from the network are stripped", async () => {
+  const server = hostileServer();
+  try {
+    const url = `ws://127.0.0.1:${server.addr.port}/`;
+    await withClient([url], async (ada) => {
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in lobby; here: ada, mallory",
+      );
+      await ada.expect("mallory: click gone!");
+      await ada.expect(" .... error: bad th ing");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+      for (const line of ada.lines) {
+        // deno-lint-ignore no-control-regex -- looking for controls
+        assert.doesNotMatch(line, /[\x00-\x1f\x7f-\x9f]/);
+      }
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("client: /quit closes cleanly, exits 0, and the room sees the leave", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await bob.event("ada's join");
+      await ada.type("/quit");
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 0);
+      assert.equal(stderr, "");
+      const left = await bob.event("ada's leave");
+      assert.deepEqual([left.type, left.nick], ["leave", "ada"]);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: the end of stdin sends what came before it, then exits 0", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      // Typed before the connection is up: sent once it is.
+      await ada.type("first words");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+      assert.equal((await bob.event()).type, "join");
+      const said = await bob.event("ada's message");
+      assert.deepEqual([said.from, said.text], ["ada", "first words"]);
+      const left = await bob.event("ada's leave");
+      assert.deepEqual([left.type, left.nick], ["leave", "ada"]);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a server restart is announced, then it reconnects and says history was missed", async () => {
+  let chat: ChatServer | undefined = await startChat(TEST_OPTIONS);
+  const wsPort = chat.wsPort;
+  try {
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await chat!.shutdown();
+      chat = undefined;
+      await ada.expect(" .... the server is restarting.");
+      await ada.until(/^ \.\.\.\. reconnecting in \d+\.\d s$/);
+      chat = await startChat({ ...TEST_OPTIONS, wsPort });
+      await ada.until(" .... reconnected.", 15_000);
+      await ada.expect(
+        " .... some history was missed while disconnected (the server restarted or too much happened).",
+      );
+      await ada.expect(" .... ada has joined.");
+      // Still a working chat, nick kept.
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      assert.deepEqual(bob.welcome.users, ["ada", "bob"]);
+      await ada.type("back");
+      assert.deepEqual((await bob.event()).text, "back");
+      await bob.close();
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+  } finally {
+    await chat?.shutdown();
+  }
+});
+
+Deno.test("client: after a dropped connection it resumes: nothing lost, nothing twice", async () => {
+  // The server drops a peer that does not answer pings for idleTimeout
+  // seconds; stopping the client's process (SIGSTOP) makes it that peer.
+  // The client presents a session: sessionGrace 0 announces its drop at once.
+  await withChat({ idleTimeout: 1, sessionGrace: 0 }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const say = async (text: string) => {
+      bob.send(JSON.stringify({ type: "message", text }));
+      const echo = await bob.nextMatching(/"type":"message"/);
+      assert.match(echo, new RegExp(text));
+    };
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await bob.nextMatching(/"type":"join"/);
+      await say("one");
+      await ada.until("bob: one");
+      Deno.kill(ada.child.pid, "SIGSTOP");
+      try {
+        await say("two"); // sent while the client is stopped
+        const left = await within(
+          bob.nextMatching(/"type":"leave"/),
+          "the server to drop the stopped client",
+          10_000,
+        );
+        assert.match(left, /"nick":"ada"/);
+        await say("three"); // sent while the client is disconnected
+      } finally {
+        Deno.kill(ada.child.pid, "SIGCONT");
+      }
+      await ada.until(" .... reconnected.", 15_000);
+      await ada.until("bob: three");
+      await say("four");
+      await ada.until("bob: four");
+      const said = ada.lines.filter((line) => line.startsWith("bob: "));
+      assert.deepEqual(said, [
+        "bob: one",
+        "bob: two",
+        "bob: three",
+        "bob: four",
+      ]);
+      assert.ok(
+        !ada.lines.some((line) => line.includes("history was missed")),
+        "no gap",
+      );
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a refused connection exits 1 after its retries, saying why", async () => {
+  const port = await closedPort();
+  await withClient(
+    [`ws://127.0.0.1:${port}/`, "--retries", "1"],
+    async (ada) => {
+      const { code, stderr } = await ada.exit(10_000);
+      assert.equal(code, 1);
+      assert.equal(
+        stderr,
+        `chat_client: cannot connect to ws://127.0.0.1:${port}/: connection refused\n`,
+      );
+      assert.equal(ada.lines[0], " .... cannot connect: connection refused");
+      assert.match(ada.lines[1], /^ \.\.\.\. retrying in 0\.\d s$/);
+    },
+  );
+});
+
+Deno.test("client: a bad room exits 1 at once with the server's 400", async () => {
+  await withChat({}, async (chat) => {
+    await withClient([chatUrl(chat, "/Not_A_Room!")], async (ada) => {
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 1);
+      assert.match(stderr, /cannot connect to .*: 400 bad room/);
+      assert.deepEqual(ada.lines, []);
+    });
+  });
+});
+
+Deno.test("client: --help prints the usage and exits 0", async () => {
+  await withClient(["--help"], async (client) => {
+    const { code } = await client.exit();
+    assert.equal(code, 0);
+    assert.match(client.lines.join("\n"), /Usage: deno task client \[URL\]/);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Direct messages
+// ---------------------------------------------------------------------------
+
+Deno.test("client: /msg sends a DM that only its two parties get", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const cy = await jsonClient(chat, "/", { nick: "cy" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).nick, "cy");
+      assert.equal((await bob.event()).nick, "ada");
+      assert.equal((await cy.event()).nick, "ada");
+      await ada.type("/msg bob psst, a secret");
+      const dm = await bob.event("the DM");
+      assert.deepEqual([dm.type, dm.from, dm.to, dm.text], [
+        "dm",
+        "ada",
+        "bob",
+        "psst, a secret",
+      ]);
+      assert.equal(typeof dm.id, "number");
+      await ada.expect("[dm] ada -> bob: psst, a secret");
+      // cy's next event is the public message after it: the DM skipped cy.
+      await ada.type("public");
+      const next = await cy.event("the public message");
+      assert.deepEqual([next.type, next.text], ["message", "public"]);
+      await ada.expect("ada: public");
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+    await cy.close();
+  });
+});
+
+Deno.test("client: a DM to it is shown as [dm] FROM -> TO: TEXT", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      bob.send(
+        JSON.stringify({ type: "dm", to: "ada", text: "hi\x1b[31m you" }),
+      );
+      // The server strips the whole escape sequence.
+      await ada.expect("[dm] bob -> ada: hi you");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a message over the server's --max-message-chars is refused before it is sent, in the server's words; at the limit it goes", async () => {
+  await withChat({ maxMessageChars: 10 }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event()).type, "join");
+      await ada.type("m".repeat(11));
+      await ada.until(" .... error: message too long (max 10 characters)");
+      await ada.type(`/me ${"w".repeat(11)}`);
+      await ada.expect(" .... error: message too long (max 10 characters)");
+      await ada.type(`/msg bob ${"d".repeat(11)}`);
+      await ada.expect(" .... error: message too long (max 10 characters)");
+      await ada.type("m".repeat(10));
+      // Nothing of the refused ones reached the server: the next is this.
+      const next = await bob.event("ada's message at the limit");
+      assert.deepEqual([next.type, next.text], ["message", "m".repeat(10)]);
+      assert.equal(
+        await metric(chat, 'chat_messages_refused_total{reason="too_long"}'),
+        0,
+      );
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: /msg to a nick not in the room shows the server's error", async () => {
+  await withChat({}, async (chat) => {
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await ada.type("/msg nobody hello?");
+      await ada.until(" .... error: nobody here is called nobody");
+      await ada.type("/msg nobody");
+      await ada.expect(" .... error: usage: /msg NICK TEXT");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+  });
+});
+
+Deno.test("client: /more and /history N print older events, then the beginning", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat-client-" });
+  try {
+    await withChat({ data: `${dir}/chat.db`, historySize: 3 }, async (chat) => {
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      for (let i = 1; i <= 5; i++) {
+        bob.send(JSON.stringify({ type: "message", text: `m${i}` }));
+        await bob.event(`m${i}`);
+      }
+      await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+        await ada.welcomed();
+        // The window of 3: two messages and ada's own join, which the
+        // `you are` line says.
+        assert.deepEqual(ada.lines, [
+          "bob: m4",
+          "bob: m5",
+          " .... you are ada in lobby; here: bob, ada",
+        ]);
+        await ada.type("/more 2");
+        await ada.expect(" .... earlier:");
+        await ada.expect("bob: m2");
+        await ada.expect("bob: m3");
+        await ada.type("/history");
+        await ada.expect(" .... earlier:");
+        await ada.expect(" .... bob has joined.");
+        await ada.expect("bob: m1");
+        await ada.expect(" .... this is the beginning of lobby.");
+        await ada.closeStdin();
+        assert.equal((await ada.exit()).code, 0);
+      });
+      await bob.close();
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("client: its own complaints read as the server's errors to a plain-text client do", async () => {
+  await withChat({}, async (chat) => {
+    const bea = await textClient(chat, "/", { nick: "bea" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      // The first is the server's own error; the others the client finds
+      // itself, without sending anything.
+      for (
+        const typed of ["/msg cy hi", "/nick a b", "/me", "/msg cy", "/dance"]
+      ) {
+        bea.send(typed);
+        const server = await bea.nextMatching(/^ \.\.\.\. error: /);
+        await ada.type(typed);
+        await ada.expect(server);
+      }
+      await ada.type("/join no!");
+      await ada.until(/^ \.\.\.\. error: usage: \/join ROOM /);
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bea.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// The page's URL
+// ---------------------------------------------------------------------------
+
+Deno.test("client: given the page's URL, it finds the chat port in the page and connects there", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/den", { nick: "bob" });
+    const page = `http://127.0.0.1:${chat.port}/`;
+    await withClient([`${page}#den`, "--nick", "ada"], async (ada) => {
+      await ada.expect(
+        ` .... ${page} is the web page; connecting to its chat at ws://127.0.0.1:${chat.wsPort}/den instead.`,
+      );
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in den; here: bob, ada",
+      );
+      assert.equal((await bob.event("ada's join")).nick, "ada");
+      await ada.type("found you");
+      assert.equal((await bob.event("ada's message")).text, "found you");
+      await ada.closeStdin();
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 0);
+      assert.equal(stderr, "");
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: a web page that names no chat port says to give the chat's port", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("<!doctype html><title>not a chat</title>"),
+  );
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/`;
+    await withClient([url], async (ada) => {
+      const { code, stderr } = await ada.exit();
+      assert.equal(code, 1);
+      assert.equal(
+        stderr,
+        `chat_client: cannot connect to ws://127.0.0.1:${server.addr.port}/: 200 a web page, not the chat: give the chat's port (12345 by default)\n`,
+      );
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("client: --token signs in; a moderator's typed commands go as frames and their events are shown", async () => {
+  await withChat({ authSecret: SECRET }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const token = await hs256({ sub: "1", name: "mod", roles: ["op"] });
+    await withClient([chatUrl(chat), "--token", token], async (mod) => {
+      assert.match(await mod.welcomed(), /^ \.\.\.\. you are mod in lobby; /);
+      await mod.type("/topic be kind");
+      await mod.until(" .... mod set the topic: be kind");
+      await mod.type("/mute bob 5");
+      await mod.until(" .... bob is muted for 5 min.");
+      await mod.type("/kick bob spam");
+      await mod.until(" .... bob was kicked by mod (spam).");
+      const closed = await within(bob.closed, "bob's close");
+      assert.deepEqual([closed.code, closed.reason], [
+        CloseCode.Kicked,
+        "kicked by mod: spam",
+      ]);
+      await mod.type("/quit");
+      assert.equal((await mod.exit()).code, 0);
+    });
+  });
+});
+
+Deno.test("client: a 429 (connecting too fast) is backed off and retried, then it gets in", async () => {
+  // One new connection a second from an address, none saved up.
+  await withChat({ connectRate: 1, connectBurst: 1 }, async (chat) => {
+    // Another connection from this address takes this second's token.
+    const first = await textClient(chat, "/", { nick: "first" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.until(/^ \.\.\.\. cannot connect: 429 /);
+      assert.match(await ada.welcomed(), /^ \.\.\.\. you are ada in lobby; /);
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await first.close();
+  });
+});

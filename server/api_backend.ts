@@ -1,0 +1,181 @@
+/**
+ * The HTTP API's handler as a running chat makes it: its settings from the
+ * options, and the chat as the API sees it (http_api.ts's
+ * {@linkcode ApiBackend}): the store for what every process shares (rooms,
+ * history, presence, publishing, dismissing), and what main.ts hands in for
+ * this process: its figures, its log and counts, and moderation carried
+ * out, logged and counted as for a person.
+ *
+ * @module
+ */
+
+import {
+  type ApiBackend,
+  ApiError,
+  apiHandler,
+  type ApiSettings,
+  type ProcessInfo,
+} from "./http_api.ts";
+import type { Settings } from "./options.ts";
+import { ownerOfUser } from "./auth.ts";
+import {
+  type Actor,
+  fitCloseReason,
+  type ModerationOutcome,
+} from "./moderation.ts";
+import { NoSuchRoom, type RoomStore } from "../stores/rooms.ts";
+import {
+  type ErrorCode,
+  type ModerationCommand,
+  REFUSALS,
+  Status,
+} from "../wire/protocol.ts";
+
+/** The moderator's name the API's actions are logged under (`by=api`). */
+export const API_ACTOR = "api";
+
+/**
+ * What the API's moderation errors answer with, by the actor's error code:
+ * the status, and the parameter at fault.
+ */
+const MODERATION_ERRORS: Partial<
+  Record<ErrorCode, { status: number; field?: string }>
+> = {
+  no_such_nick: { status: Status.NotFound, field: "nick" },
+  no_such_message: { status: Status.NotFound, field: "id" },
+  not_banned: { status: Status.BadRequest, field: "nick" },
+  forbidden: { status: Status.Forbidden },
+};
+
+/** What only the running process can tell or do for the API. */
+export interface ThisProcess {
+  /** Where the API's log lines go. */
+  log: ApiSettings["log"];
+  /** Counts a request in `chat_api_requests_total`, by its label set. */
+  count(labels: string): void;
+  /** `info`'s figures: version, uptime, connections, the store. */
+  info(): ProcessInfo;
+  /** Moderation as a moderator does it: carried out, logged and counted. */
+  moderate(
+    room: string,
+    actor: Actor,
+    command: ModerationCommand,
+  ): Promise<ModerationOutcome>;
+}
+
+/** The chat as the API sees it: the store (every process) and this process. */
+export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
+  /**
+   * Runs `act` with the room held (rooms.ts `RoomStore.visit`): a room
+   * nobody is in that the store keeps is there for it, and with `create`
+   * (`publish`) a room never made is made. `act` is told whether the room
+   * exists; one that went meanwhile is 404, as is any the store has not.
+   */
+  async function inRoom<T>(
+    room: string,
+    create: boolean,
+    act: (exists: boolean) => Promise<T>,
+  ): Promise<T> {
+    const visit = await store.visit(room, create);
+    if (visit === "full") {
+      throw new ApiError(
+        REFUSALS.max_rooms.status,
+        "max_rooms",
+        `${room} would be a room more than --max-rooms allows here`,
+        "room",
+      );
+    }
+    try {
+      return await act(visit === "held");
+    } catch (error) {
+      if (!(error instanceof NoSuchRoom)) throw error;
+      throw new ApiError(
+        Status.NotFound,
+        "no_such_room",
+        `there is no room ${room}`,
+        "room",
+      );
+    } finally {
+      if (visit === "held") store.release(room);
+    }
+  }
+  return {
+    publish: (room, from, text) =>
+      inRoom(
+        room,
+        true,
+        async (exists) =>
+          exists
+            ? await store.append(room, { type: "message", from, text })
+            : undefined,
+      ),
+    once: (key, ttlMs, produce) => store.once(key, ttlMs, produce),
+    async presence(room) {
+      return (await store.roster(room)).map((entry) => ({
+        nick: entry.nick,
+        ...(entry.user !== undefined ? { user: entry.user } : {}),
+        connections: entry.connections,
+        op: entry.op,
+      }));
+    },
+    rooms: () => store.rooms(),
+    info: () => here.info(),
+    history: (room, before, limit) =>
+      inRoom(room, false, async (exists) =>
+        exists
+          ? await store.history(room, {
+            before: before ?? Number.MAX_SAFE_INTEGER,
+            limit,
+            // The app reads what everyone in the room may: no private messages.
+            visible: (event) => event.type !== "dm",
+          })
+          : undefined),
+    disconnect: (target, reason) =>
+      store.dismiss({
+        room: target.room,
+        nick: target.nick,
+        owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
+      }, fitCloseReason(`disconnected by the app: ${reason}`)),
+    // Run whether or not the room exists: its bans and mutes outlive it
+    // (`unban`), and the store says `no_such_room` where a command needs it.
+    moderate: (room, command) =>
+      inRoom(room, false, async () => {
+        const outcome = await here.moderate(
+          room,
+          { nick: API_ACTOR, op: true, claimedId: 0 },
+          command,
+        );
+        if ("error" in outcome) {
+          const known = MODERATION_ERRORS[outcome.error];
+          throw new ApiError(
+            known?.status ?? Status.BadRequest,
+            outcome.error,
+            outcome.message,
+            known?.field,
+          );
+        }
+        return "reply" in outcome ? outcome.reply : {};
+      }),
+  };
+}
+
+/** The API's handler, made once at start-up; undefined without `--api-key`. */
+export function makeApi(
+  settings: Settings,
+  store: RoomStore,
+  here: ThisProcess,
+  version: string,
+): ((req: Request) => Promise<Response>) | undefined {
+  if (!settings.apiKey) return undefined;
+  return apiHandler(apiBackend(store, here), {
+    key: settings.apiKey,
+    name: settings.apiName,
+    maxMessageChars: settings.maxMessageChars,
+    rate: settings.apiRate,
+    log: here.log,
+    count: (method, status) =>
+      here.count(
+        `method="${method.replace(/[^a-z_.]/g, "?")}",status="${status}"`,
+      ),
+  }, version);
+}

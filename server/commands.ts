@@ -1,0 +1,165 @@
+/**
+ * What the commands that go to the store ask of it, and what their sender
+ * is told: a message or action posted (or refused: muted, slow mode), a
+ * direct message, a page of history, `/who`, and a moderation command's
+ * answer. main.ts's command table (`execute`) calls them; each waits on the
+ * store and throws what it cannot handle, for main.ts's `failed`.
+ *
+ * @module
+ */
+
+import {
+  type HistoryAnswer,
+  type NewEvent,
+  renderText,
+  systemText,
+} from "../wire/protocol.ts";
+import { nickKey, type RoomStore } from "../stores/rooms.ts";
+import {
+  type Member,
+  sendError,
+  sendNotice,
+  sendToOne,
+  visibleTo,
+} from "./delivery.ts";
+import { moderatedText, type ModerationOutcome } from "./moderation.ts";
+
+/** A connection that sends commands: a member, and who it is to the store. */
+export interface Sender extends Member {
+  /** Where it is in its life; `gone` once it is out. */
+  phase: string;
+  /** The store's name for this connection (its nick's holder). */
+  owner: string;
+  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
+  keys: string[];
+  /** The oldest event id it has been shown (where `/history` reads back from). */
+  oldestSeen: number;
+}
+
+/**
+ * A message or action goes through the store's `post`, which refuses it
+ * while its sender is muted or slow mode says it is too early.
+ */
+export async function post(
+  store: RoomStore,
+  client: Sender,
+  body: NewEvent & { type: "message" | "action" },
+): Promise<void> {
+  const poster = { owner: client.owner, keys: client.keys, op: client.op };
+  const posted = await store.post(
+    client.room.name,
+    poster,
+    client.verified ? { ...body, verified: true } : body,
+  );
+  if (!("refused" in posted)) return;
+  const seconds = posted.until === undefined
+    ? undefined
+    : Math.max(1, Math.ceil((posted.until - Date.now()) / 1000));
+  if (posted.refused === "muted") {
+    return sendError(
+      client,
+      "muted",
+      seconds === undefined
+        ? "you are muted in this room"
+        : `you are muted in this room for ${seconds} s more`,
+      seconds,
+    );
+  }
+  sendError(
+    client,
+    "slow_mode",
+    `slow mode: you may post again in ${seconds} s`,
+    seconds,
+  );
+}
+
+/** `/msg NICK text`: to one member, and the sender's own connections. */
+export async function sendDirect(
+  store: RoomStore,
+  client: Sender,
+  to: string,
+  text: string,
+): Promise<void> {
+  const room = client.room.name;
+  const recipient = (await store.members(room))
+    .find((nick) => nickKey(nick) === nickKey(to));
+  if (!recipient) {
+    return sendError(client, "no_such_nick", `nobody here is called ${to}`);
+  }
+  await store.append(room, {
+    type: "dm",
+    from: client.nick,
+    to: recipient,
+    text,
+    ...(client.verified ? { verified: true } : {}),
+  });
+}
+
+/**
+ * Older events, by `visibleTo` (the one filter of what a client may see;
+ * the store's paging leaves deleted messages out): JSON gets one `history`
+ * answer; plain text gets the tutorial's lines, and a line when nothing
+ * older is left. Without `before` (plain text), it reads back from the
+ * oldest event the connection has been shown.
+ */
+export async function readHistory(
+  store: RoomStore,
+  client: Sender,
+  before: number | undefined,
+  limit: number,
+): Promise<void> {
+  const room = client.room;
+  const page = await store.history(room.name, {
+    before: before ?? client.oldestSeen,
+    limit,
+    visible: (event) => visibleTo(event, client),
+  });
+  // Gone, or moved on (`/join`) meanwhile: the page is for nobody.
+  if (client.phase === "gone" || client.room !== room) return;
+  const oldest = page.events[0]?.id;
+  if (oldest !== undefined && oldest < client.oldestSeen) {
+    client.oldestSeen = oldest;
+  }
+  if (client.json) {
+    const answer: HistoryAnswer = { type: "history", ...page };
+    return sendToOne(client, JSON.stringify(answer));
+  }
+  for (const event of page.events) sendToOne(client, renderText(event));
+  if (!page.more) {
+    sendNotice(client, `this is the beginning of ${room.name}.`);
+  }
+}
+
+/** `/who`: the members, then the moderators and verified ones, if any. */
+export async function who(store: RoomStore, client: Sender): Promise<void> {
+  const room = client.room.name;
+  const roster = await store.roster(room);
+  const nicks = (entries: typeof roster) =>
+    entries.map((entry) => entry.nick).join(", ");
+  const moderators = roster.filter((entry) => entry.op);
+  const verified = roster.filter((entry) => entry.verified);
+  sendNotice(
+    client,
+    `in ${room}: ${nicks(roster)}` +
+      (moderators.length ? `; moderators: ${nicks(moderators)}` : "") +
+      (verified.length ? `; verified: ${nicks(verified)}` : ""),
+  );
+}
+
+/** A moderation command's answer to the moderator: its error or its reply. */
+export function answerModeration(
+  client: Sender,
+  outcome: ModerationOutcome,
+): void {
+  if ("error" in outcome) {
+    return sendError(client, outcome.error, outcome.message);
+  }
+  if ("reply" in outcome) {
+    sendToOne(
+      client,
+      client.json
+        ? JSON.stringify(outcome.reply)
+        : systemText(moderatedText(outcome.reply)),
+    );
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * What `GET /metrics` shows: the counters a running chat keeps, and the
+ * Prometheus text made from them and from its gauges, one row each in
+ * {@linkcode METRICS}. Adding a metric is a row there, and its count where
+ * the thing happens.
+ *
+ * @module
+ */
+
+import { CloseCode } from "../wire/protocol.ts";
+
+/** What a running chat counts; made new by each start. */
+export interface Counters {
+  messagesReceived: number;
+  framesSent: number;
+  slowConsumerDrops: number;
+  /** Refusals told to clients, by error code. */
+  refused: Map<string, number>;
+  /** Connections closed, by close code (see {@linkcode closeLabel}). */
+  closes: Map<number | "other", number>;
+  upgradesRefused: Map<string, number>;
+  moderation: Map<string, number>;
+  /** By label set: `method="publish",status="200"`. */
+  apiRequests: Map<string, number>;
+}
+
+/** Counters at zero, for a new start. */
+export function newCounters(): Counters {
+  return {
+    messagesReceived: 0,
+    framesSent: 0,
+    slowConsumerDrops: 0,
+    refused: new Map(),
+    closes: new Map(),
+    upgradesRefused: new Map(),
+    moderation: new Map(),
+    apiRequests: new Map(),
+  };
+}
+
+/** One more of `key`. */
+export function bump<K>(map: Map<K, number>, key: K): void {
+  map.set(key, (map.get(key) ?? 0) + 1);
+}
+
+/** Close codes counted by their number in `/metrics`; others are `other`. */
+const KNOWN_CLOSE_CODES = new Set<number>([
+  ...Object.values(CloseCode),
+  1002,
+  1007,
+  1010,
+  1012,
+]);
+
+/** A close code as `chat_closes_total` labels it. */
+export function closeLabel(code: number): number | "other" {
+  return KNOWN_CLOSE_CODES.has(code) ? code : "other";
+}
+
+/** The gauges, read when `/metrics` is asked for, and the counters. */
+export interface Readings {
+  /** Clients in a room. */
+  connections: number;
+  /** Rooms with members or connections on their way in. */
+  rooms: number;
+  /** The room store can be reached. */
+  storeUp: boolean;
+  /** Upgraded sockets not yet closed. */
+  socketsOpen: number;
+  /** Sockets that never opened, given up on, still held by Deno. */
+  socketsStuck: number;
+  /**
+   * A shared store's commits, and changes it decided again because the
+   * room had changed meanwhile (rooms.ts `RoomStore.decisions`).
+   */
+  decisions: { commits: number; again: number };
+  counters: Counters;
+}
+
+type Sample = number | Map<string | number, number>;
+
+/** `/metrics`, one row each: name, type, help, value, and its label if any. */
+export const METRICS: [
+  name: string,
+  type: "gauge" | "counter",
+  help: string,
+  value: (readings: Readings) => Sample,
+  label?: string,
+][] = [
+  ["chat_connections", "gauge", "Clients in a room.", (r) => r.connections],
+  [
+    "chat_rooms",
+    "gauge",
+    "Rooms with members or connections on their way in.",
+    (r) => r.rooms,
+  ],
+  [
+    "chat_store_up",
+    "gauge",
+    "1 while the room store can be reached.",
+    (r) => r.storeUp ? 1 : 0,
+  ],
+  [
+    "chat_sockets_open",
+    "gauge",
+    "Upgraded sockets not yet closed, including ones being closed.",
+    (r) => r.socketsOpen,
+  ],
+  [
+    "chat_sockets_stuck",
+    "gauge",
+    "Sockets that never opened, given up on, still held by Deno.",
+    (r) => r.socketsStuck,
+  ],
+  [
+    "chat_messages_received_total",
+    "counter",
+    "Text frames received.",
+    (r) => r.counters.messagesReceived,
+  ],
+  [
+    "chat_frames_sent_total",
+    "counter",
+    "Frames sent to clients.",
+    (r) => r.counters.framesSent,
+  ],
+  [
+    "chat_messages_refused_total",
+    "counter",
+    "Messages refused, by reason.",
+    (r) => r.counters.refused,
+    "reason",
+  ],
+  [
+    "chat_closes_total",
+    "counter",
+    "Connections closed, by close code.",
+    (r) => r.counters.closes,
+    "code",
+  ],
+  [
+    "chat_slow_consumer_drops_total",
+    "counter",
+    "Clients dropped for not reading.",
+    (r) => r.counters.slowConsumerDrops,
+  ],
+  [
+    "chat_upgrades_refused_total",
+    "counter",
+    "WebSocket upgrades refused, by reason.",
+    (r) => r.counters.upgradesRefused,
+    "reason",
+  ],
+  [
+    "chat_moderation_total",
+    "counter",
+    "Moderation actions done, by action.",
+    (r) => r.counters.moderation,
+    "action",
+  ],
+  [
+    "chat_store_decisions_total",
+    "counter",
+    "Changes the shared store committed, and decided again because the room had changed meanwhile.",
+    (r) =>
+      new Map([
+        ["committed", r.decisions.commits],
+        ["again", r.decisions.again],
+      ]),
+    "outcome",
+  ],
+  [
+    "chat_api_requests_total",
+    "counter",
+    "HTTP API calls, by method and status.",
+    (r) => r.counters.apiRequests,
+  ],
+];
+
+/** Prometheus text format: one line per sample, labelled ones by key. */
+export function renderMetrics(readings: Readings): string {
+  const lines: string[] = [];
+  for (const [name, type, help, value, label] of METRICS) {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    const sample = value(readings);
+    if (typeof sample === "number") lines.push(`${name} ${sample}`);
+    else {
+      for (const [key, n] of sample) {
+        // Without a label name, the keys are whole label sets.
+        lines.push(
+          label ? `${name}{${label}="${key}"} ${n}` : `${name}{${key}} ${n}`,
+        );
+      }
+    }
+  }
+  return lines.join("\n") + "\n";
+}

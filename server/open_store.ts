@@ -1,0 +1,105 @@
+/**
+ * Which room store a start gets, by its options: the in-memory one, with
+ * `--data` one that writes through to a SQLite file, or with `--redis` the
+ * shared one. The last two are loaded only then (by a path in a constant,
+ * so that nothing else loads them), and the single-file service needs
+ * nothing else; `deno compile` names them with `--include`.
+ *
+ * @module
+ */
+
+import {
+  type Log,
+  MemoryStore,
+  type RoomStore,
+  type StoreFactory,
+  type StoreOptions,
+} from "../stores/rooms.ts";
+import type { RedisStoreOptions } from "../stores/redis_store.ts";
+import type {
+  DataFileError,
+  SqliteStoreOptions,
+} from "../stores/sqlite_store.ts";
+import { redisFailure, reworded } from "./cli_errors.ts";
+import type { Settings } from "./options.ts";
+
+/**
+ * The Redis store's file, named by a variable so that nothing loads it
+ * unless `--redis` is given. `deno compile` needs
+ * `--include stores/redis_store.ts` for it.
+ */
+const SHARED_STORE_MODULE = "../stores/redis_store.ts";
+
+/**
+ * The SQLite store's file, loaded only with `--data` (like
+ * {@linkcode SHARED_STORE_MODULE}; `deno compile` includes it too).
+ */
+const DATA_STORE_MODULE = "../stores/sqlite_store.ts";
+
+/** What the store tells the running chat: whom to close, and its log. */
+export type StoreHooks = Pick<StoreOptions, "onEvict" | "onExpel"> & {
+  log: Log;
+};
+
+/**
+ * The in-memory store, with `data` one that writes through to a SQLite
+ * file, or with `redis` the shared one; each loaded only then, so that the
+ * single-file service needs nothing else.
+ */
+export async function openStore(
+  settings: Settings,
+  { onEvict, onExpel, log }: StoreHooks,
+): Promise<RoomStore> {
+  const common: StoreOptions = {
+    historySize: settings.historySize,
+    maxHistoryBytes: settings.maxHistoryBytes,
+    maxRooms: settings.maxRooms,
+    onEvict,
+    onExpel,
+  };
+  if (settings.data) {
+    const embedded: {
+      SqliteStore: StoreFactory<SqliteStoreOptions>;
+      DataFileError: typeof DataFileError;
+    } = await import(DATA_STORE_MODULE);
+    return await embedded.SqliteStore.connect({
+      ...common,
+      path: settings.data,
+      retainEvents: settings.retainEvents,
+      retainDays: settings.retainDays,
+      sync: settings.dataSync,
+      log,
+    }).catch((error) => {
+      // It names the file and why, in one line: printed as it is.
+      throw error instanceof embedded.DataFileError
+        ? reworded(error, error.message)
+        : error;
+    });
+  }
+  if (!settings.redis) return new MemoryStore(common);
+  const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
+    SHARED_STORE_MODULE
+  );
+  return await shared.RedisStore.connect(
+    {
+      ...common,
+      url: settings.redis,
+      roomTtl: settings.roomTtl,
+      coalesceMs: settings.redisCoalesceMs,
+      log,
+    } satisfies RedisStoreOptions,
+  ).catch((error) => {
+    throw redisFailure(error);
+  });
+}
+
+/**
+ * What kind of store this is, for the start log and the API's `info`: by its
+ * class (MemoryStore is "memory", RedisStore "redis").
+ */
+export function storeName(settings: Settings, store: RoomStore): string {
+  if (settings.redis) return "redis";
+  // `--data` is a MemoryStore too, writing through to its file.
+  if (settings.data) return "sqlite";
+  return store.constructor.name.replace(/Store$/, "").toLowerCase();
+}

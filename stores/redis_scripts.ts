@@ -1,0 +1,419 @@
+/**
+ * The Lua scripts of the Redis store, each with its typed arguments and its
+ * decoded reply. They hold no room rule: the rules are room_rules.ts's, run
+ * in TypeScript on what {@linkcode READ} found; {@linkcode COMMIT} then
+ * writes what they decided, appends their events (ids, history, trim) and
+ * publishes them in one step, if what they were decided on is unchanged
+ * (else it answers `behind`, and the store reads and decides again). The
+ * others read ({@linkcode BASELINE}) or forget a dead process
+ * ({@linkcode FORGET}).
+ *
+ * A script gets its keys (for room scripts: {@linkcode RoomKeys}) and one
+ * argument, the JSON of its `Args`; it answers a value that `decode` turns
+ * into its `Reply`. So every field is named once, on both sides, and
+ * nothing is passed by position. Costs (what an event weighs in history, by
+ * rooms.ts's `eventBytes`) come from TypeScript; Lua only adds them up.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import type { RoomEvent } from "../wire/protocol.ts";
+import type { Member } from "./room_rules.ts";
+
+/** A Redis reply as node-redis gives it for RESP2. */
+export type Reply = string | number | null | Reply[];
+
+/** One script: its text, its SHA-1 (for EVALSHA), and its reply's decoder. */
+export interface Script<Args, Answer> {
+  text: string;
+  sha: string;
+  /** Marks the argument type; never read. */
+  readonly args?: Args;
+  decode(reply: Reply): Answer;
+}
+
+function script<Args, Answer>(
+  body: string,
+  decode: (reply: Reply) => Answer,
+  prelude = ROOM_PRELUDE,
+): Script<Args, Answer> {
+  const text = prelude + body;
+  return { text, sha: createHash("sha1").update(text).digest("hex"), decode };
+}
+
+/** The keys of a room script, in the order Lua reads them as KEYS[1..9]. */
+export interface RoomKeys {
+  /**
+   * Hash: `epoch`, `last` (the last event id), `bytes` (history's cost),
+   * `ctrl` (the members' version: every change to `nicks`, `owners` or
+   * `reserved` adds one).
+   */
+  meta: string;
+  /** Stream of the history: entry `N-0` for event N, fields `e`, `b`. */
+  events: string;
+  /** Hash: nick key → the member's JSON (room_rules.ts `Member`). */
+  nicks: string;
+  /** Hash: owner → nick key (a session's tabs are one member). */
+  owners: string;
+  /** Set: the rooms this process has connections in (for the reaper). */
+  procRooms: string;
+  /**
+   * Hash, kept when the room empties: `topic`, `slow` (seconds), `v` (its
+   * version: every change adds one), and the sanctions `b:NICKKEY` (bans)
+   * and `m:NICKKEY` (mutes), each a rules `Sanction` JSON.
+   */
+  moderation: string;
+  /** Hash, kept: nick key → the verified owner that holds or held it. */
+  reserved: string;
+  /** Hash: owner → when they last posted (ms), for slow mode; expires. */
+  posted: string;
+  /**
+   * Hash: nick key → `{nick, joinedId}` of each member who is a moderator
+   * (a subset of `nicks`, kept with it): a join lists the moderators from
+   * it without reading every member.
+   */
+  ops: string;
+}
+
+/** A room key by name, as the scripts' arguments name it. */
+export type KeyName = keyof RoomKeys;
+
+/** Where each key is in `KEYS` (1-based, as Lua counts). */
+export const KEY_INDEX: Record<KeyName, number> = {
+  meta: 1,
+  events: 2,
+  nicks: 3,
+  owners: 4,
+  procRooms: 5,
+  moderation: 6,
+  reserved: 7,
+  posted: 8,
+  ops: 9,
+};
+
+/** The keys as Lua gets them. */
+export function keyList(keys: RoomKeys): string[] {
+  return [
+    keys.meta,
+    keys.events,
+    keys.nicks,
+    keys.owners,
+    keys.procRooms,
+    keys.moderation,
+    keys.reserved,
+    keys.posted,
+    keys.ops,
+  ];
+}
+
+/** What every room script is told about the room's limits. */
+export interface RoomArgs {
+  /** The room's pub/sub channel: every appended event is published there. */
+  channel: string;
+  /** Events the history keeps at most. */
+  historySize: number;
+  /** Bytes of history kept at most. */
+  maxHistoryBytes: number;
+  /** Seconds an empty room keeps its keys. */
+  roomTtl: number;
+}
+
+// Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms, mod,
+// reserved, posted, ops (see RoomKeys); ARGV[1]: the script's arguments as
+// JSON (A).
+const ROOM_PRELUDE = `
+local A = cjson.decode(ARGV[1])
+`;
+
+// ---------------------------------------------------------------------------
+// Reading a room
+// ---------------------------------------------------------------------------
+
+/** What the rules may read of a room: {@linkcode READ}'s arguments. */
+export interface ReadPlan {
+  /** Members by nick key. */
+  members?: string[];
+  /** Members by owner (their nick key, then the member). */
+  owners?: string[];
+  /** Nick keys reserved for a verified owner. */
+  reserved?: string[];
+  /** The whole moderation hash. */
+  moderation?: boolean;
+  /** When these owners last posted (slow mode). */
+  posted?: string[];
+  /** Kept events by id (for a deletion). */
+  kept?: number[];
+  /** Every member (a reap). */
+  all?: boolean;
+}
+
+/** What {@linkcode READ} found, as Redis answers (decoded by the store). */
+export type ReadReply = [
+  meta: (string | null)[],
+  members: (string | null)[],
+  ownerKeys: (string | null)[],
+  owners: (string | null)[],
+  reserved: (string | null)[],
+  moderation: string[],
+  posted: (string | null)[],
+  kept: ([string, string[]] | null)[],
+  all: string[],
+  count: number,
+];
+
+/**
+ * Reads what a rule may read of a room, at one instant: meta (`epoch`,
+ * `last`, `ctrl`), the members asked for by key and by owner, reserved
+ * names, the moderation hash, slow mode's clocks, kept events, every
+ * member, and how many members there are.
+ */
+export const READ = script<ReadPlan, ReadReply>(
+  `
+local function hmget(key, fields)
+  if not fields or #fields == 0 then return {} end
+  return redis.call('HMGET', key, unpack(fields))
+end
+local ownerKeys = hmget(KEYS[4], A.owners)
+local owners = {}
+for i = 1, #(A.owners or {}) do
+  owners[i] = ownerKeys[i] and redis.call('HGET', KEYS[3], ownerKeys[i]) or false
+end
+local kept = {}
+for i, id in ipairs(A.kept or {}) do
+  local sid = string.format('%d', id) .. '-0'
+  kept[i] = redis.call('XRANGE', KEYS[2], sid, sid)[1] or false
+end
+return {
+  redis.call('HMGET', KEYS[1], 'epoch', 'last', 'ctrl'),
+  hmget(KEYS[3], A.members), ownerKeys, owners, hmget(KEYS[7], A.reserved),
+  A.moderation and redis.call('HGETALL', KEYS[6]) or {},
+  hmget(KEYS[8], A.posted), kept,
+  A.all and redis.call('HVALS', KEYS[3]) or {},
+  redis.call('HLEN', KEYS[3])}
+`,
+  (reply) => reply as ReadReply,
+);
+
+// ---------------------------------------------------------------------------
+// Committing what the rules decided
+// ---------------------------------------------------------------------------
+
+/**
+ * A value a write or a publish sends: text, the id of this commit's event
+ * `id` (1-based), the room's last id once `last` of this commit's events
+ * are appended (0: the last id before them), or pieces of those joined (a
+ * member's JSON with the ids of its join).
+ */
+export type CommitValue =
+  | string
+  | { id: number }
+  | { last: number }
+  | { concat: CommitValue[] };
+
+/** A command run on one of the room's keys: name, key, then its arguments. */
+export type KeyCommand = [command: string, key: number, ...args: CommitValue[]];
+
+/** What {@linkcode COMMIT} is told. */
+export interface CommitArgs extends RoomArgs {
+  /**
+   * Fields that must still hold what was read (`null`: absent), else
+   * nothing is done and the answer is `behind`.
+   */
+  unchanged: [key: number, field: string, value: string | null][];
+  /** Stream entries (`N-0`) that must still be kept. */
+  entries: string[];
+  /**
+   * After the writes, a room nobody is in (`nicks` empty) keeps its `meta`
+   * and `events` for `roomTtl` seconds from now.
+   */
+  retain: boolean;
+  /** Read before anything is written (a resuming member's missed events). */
+  before: KeyCommand[];
+  /** Events to append, each its JSON without id and ts, and its cost. */
+  events: { body: string; cost: number }[];
+  /** What to write, in order. */
+  writes: KeyCommand[];
+  /** Messages to publish after the events: channel and message. */
+  publish: [channel: string, message: CommitValue][];
+  /**
+   * This process's id: the events are published as one `{from, events}`
+   * batch (a turn's posts); without it each on its own.
+   */
+  from?: string;
+  /** Read after everything is written (what a welcome says). */
+  after: KeyCommand[];
+}
+
+/** What a commit came to. */
+export type CommitReply =
+  | { behind: true }
+  | { events: RoomEvent[]; before: Reply[]; after: Reply[] };
+
+/**
+ * Commits a rule's decision, if what it read is unchanged: appends its
+ * events (the next ids, the time, the history trimmed to its bounds, oldest
+ * first), runs its writes, publishes its events and messages, and answers
+ * the events and what it asked to read before and after.
+ */
+export const COMMIT = script<CommitArgs, CommitReply>(
+  `
+for _, u in ipairs(A.unchanged) do
+  local v = redis.call('HGET', KEYS[u[1]], u[2])
+  if (u[3] == cjson.null and v) or (u[3] ~= cjson.null and v ~= u[3]) then
+    return {'behind'}
+  end
+end
+for _, sid in ipairs(A.entries) do
+  if #redis.call('XRANGE', KEYS[2], sid, sid) == 0 then return {'behind'} end
+end
+local ids, events = {}, {}
+local base = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local function value(v)
+  if type(v) ~= 'table' then return v end
+  if v.id then return ids[v.id] end
+  if v.last then return string.format('%d', base + v.last) end
+  local parts = {}
+  for i, p in ipairs(v.concat) do parts[i] = value(p) end
+  return table.concat(parts)
+end
+local function run(commands)
+  local out = {}
+  for i, c in ipairs(commands) do
+    local args = {}
+    for j = 3, #c do args[#args + 1] = value(c[j]) end
+    out[i] = redis.call(c[1], KEYS[c[2]], unpack(args))
+  end
+  return out
+end
+local before = run(A.before)
+if #A.events > 0 then
+  local t = redis.call('TIME')
+  local ts = string.format('%d',
+    tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  for i, e in ipairs(A.events) do
+    ids[i] = string.format('%d', redis.call('HINCRBY', KEYS[1], 'last', 1))
+    events[i] = string.sub(e.body, 1, -2) .. ',"id":' .. ids[i] ..
+      ',"ts":' .. ts .. '}'
+    redis.call('XADD', KEYS[2], ids[i] .. '-0', 'e', events[i], 'b', e.cost)
+    redis.call('HINCRBY', KEYS[1], 'bytes', e.cost)
+  end
+end
+run(A.writes)
+if #A.events > 0 then
+  -- History keeps at most A.historySize events and A.maxHistoryBytes bytes
+  -- (each entry's cost in its field b), oldest out first, a chunk at a time.
+  local count = redis.call('XLEN', KEYS[2])
+  local bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes'))
+  local freed = 0
+  while count > 0 and (count > A.historySize or bytes > A.maxHistoryBytes) do
+    local want = math.min(math.max(count - A.historySize, 1), 256)
+    local gone = {}
+    for _, e in ipairs(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', want)) do
+      if count <= A.historySize and bytes <= A.maxHistoryBytes then break end
+      gone[#gone + 1] = e[1]
+      bytes = bytes - tonumber(e[2][4])
+      freed = freed + tonumber(e[2][4])
+      count = count - 1
+    end
+    if #gone == 0 then break end
+    redis.call('XDEL', KEYS[2], unpack(gone))
+  end
+  if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
+  local list = '[' .. table.concat(events, ',') .. ']'
+  if A.from then
+    redis.call('PUBLISH', A.channel,
+      '{"from":' .. cjson.encode(A.from) .. ',"events":' .. list .. '}')
+  else
+    for _, e in ipairs(events) do redis.call('PUBLISH', A.channel, e) end
+  end
+end
+if A.retain and redis.call('HLEN', KEYS[3]) == 0 then
+  redis.call('EXPIRE', KEYS[1], A.roomTtl)
+  redis.call('EXPIRE', KEYS[2], A.roomTtl)
+end
+for _, p in ipairs(A.publish) do redis.call('PUBLISH', p[1], value(p[2])) end
+return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
+`,
+  (reply) => {
+    const [status, events, before, after] = reply as [
+      string,
+      string,
+      Reply[],
+      Reply[],
+    ];
+    if (status === "behind") return { behind: true };
+    return { events: JSON.parse(events), before, after };
+  },
+);
+
+// ---------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------
+
+/**
+ * Forgets a process whose heartbeat expired (after its rooms were reaped).
+ * KEYS: its heartbeat, its procrooms set, the set of processes.
+ */
+export const FORGET = script<{ process: string }, boolean>(
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('SREM', KEYS[3], A.process)
+  return 1
+end
+return 0
+`,
+  (reply) => reply === 1,
+);
+
+/** Where a process's view of a room starts: {@linkcode BASELINE}'s reply. */
+export interface Baseline {
+  /** The room's last event id (0 for a room that does not exist yet). */
+  last: number;
+  /** Its epoch; absent for a room that does not exist yet. */
+  epoch?: string;
+  /** Its members as of `last` (room_rules.ts `Member` JSON). */
+  members: Member[];
+}
+
+/**
+ * The room's last id, epoch and members, read at one instant (a script), so
+ * that the members are those as of that id: a process subscribes first,
+ * reads this, and from then on keeps the members from the events it
+ * delivers. O(members), once per process and room. KEYS: meta, nicks.
+ */
+export const BASELINE = script<Record<string, never>, Baseline>(
+  `
+local m = redis.call('HMGET', KEYS[1], 'last', 'epoch')
+return {m[1] or '0', m[2] or '',
+  '[' .. table.concat(redis.call('HVALS', KEYS[2]), ',') .. ']'}
+`,
+  (reply) => {
+    const [last, epoch, members] = reply as [string, string, string];
+    return {
+      last: Number(last),
+      epoch: epoch || undefined,
+      members: JSON.parse(members),
+    };
+  },
+);
+
+/** What a batch of a turn's appends publishes on the room's channel. */
+export interface PublishedBatch {
+  /** The id of the process that appended them. */
+  from: string;
+  events: RoomEvent[];
+}
+
+/**
+ * Published on a room's channel (and kept nowhere) when a member is out
+ * without an event: the members of a process that shuts down (their leaves
+ * are not announced). Each process's
+ * member list (roster.ts) takes it after event `after`.
+ */
+export interface GoneNotice {
+  type: "gone";
+  nick: string;
+  after: number;
+}

@@ -1,0 +1,519 @@
+/**
+ * The room as the rules (room_rules.ts) see it in Redis: a
+ * {@linkcode RedisTxn} answers their reads from what {@linkcode READ} found
+ * and records their changes as the writes, events and messages of one
+ * {@linkcode COMMIT}, with what they were decided on as its conditions: the
+ * members' version (`ctrl`) for any member or reserved name read or
+ * changed, the moderation's (`v`) for any ban, mute, topic or slow mode
+ * read, the epoch for any append, slow mode's clocks and kept events as
+ * read. A message posted by another process changes none of them, so busy
+ * posting does not make joins decide again, nor joins posts.
+ *
+ * It knows no rule and no connection: redis_store.ts reads, runs a rule on
+ * it, commits, and on `behind` reads and runs the rule again.
+ *
+ * @module
+ */
+
+import type { NewEvent, RoomEvent } from "../wire/protocol.ts";
+import {
+  type Member,
+  nickKey,
+  type RoomTxn,
+  type Sanction,
+  type SanctionKind,
+} from "./room_rules.ts";
+import { eventBytes, NoSuchRoom } from "./rooms.ts";
+import {
+  type CommitArgs,
+  type CommitValue,
+  KEY_INDEX,
+  type KeyCommand,
+  type KeyName,
+  type ReadPlan,
+  type ReadReply,
+} from "./redis_scripts.ts";
+
+/** A room's moderation as read: the whole `mod` hash, decoded. */
+export interface ModerationRead {
+  /** Its version (`null`: never changed). */
+  v: string | null;
+  topic: string;
+  slow: number;
+  bans: Map<string, Sanction>;
+  mutes: Map<string, Sanction>;
+}
+
+/** What a {@linkcode READ} found, decoded: the room as of one instant. */
+export interface Snapshot {
+  /** `null`: the room is not kept (never made, or expired). */
+  epoch: string | null;
+  last: number;
+  /** The members' version (`null`: never changed). */
+  ctrl: string | null;
+  /** Members by nick key, as read (`null`: nobody holds it). */
+  members: Map<string, Member | null>;
+  /** Owner → its member's nick key, as read (`null`: not a member). */
+  owners: Map<string, string | null>;
+  reserved: Map<string, string | null>;
+  moderation?: ModerationRead;
+  /** Owner → when it last posted (ms, as text), as read. */
+  posted: Map<string, string | null>;
+  /** Kept events by id, with their cost in history (`null`: not kept). */
+  kept: Map<number, { event: RoomEvent; cost: number } | null>;
+  /** Every member was read (`members` holds them all). */
+  all: boolean;
+  /** How many members the room has. */
+  count: number;
+}
+
+/** Decodes what {@linkcode READ} answered for `plan`. */
+export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
+  const [meta, members, ownerKeys, owners, reserved, mod, posted, kept, all] =
+    reply;
+  const snapshot: Snapshot = {
+    epoch: meta[0] ?? null,
+    last: Number(meta[1] ?? 0),
+    ctrl: meta[2] ?? null,
+    members: new Map(),
+    owners: new Map(),
+    reserved: new Map(),
+    posted: new Map(),
+    kept: new Map(),
+    all: plan.all === true,
+    count: reply[9],
+  };
+  const member = (text: string | null) =>
+    text === null ? null : JSON.parse(text) as Member;
+  plan.members?.forEach((key, i) =>
+    snapshot.members.set(key, member(members[i]))
+  );
+  plan.owners?.forEach((owner, i) => {
+    const found = member(owners[i]);
+    // A key whose member is another owner's: this owner is not a member.
+    const key = found?.owner === owner ? ownerKeys[i] : null;
+    snapshot.owners.set(owner, key);
+    if (key !== null) snapshot.members.set(key, found);
+  });
+  for (const text of all) {
+    const found = JSON.parse(text) as Member;
+    snapshot.members.set(nickKey(found.nick), found);
+    snapshot.owners.set(found.owner, nickKey(found.nick));
+  }
+  plan.reserved?.forEach((key, i) =>
+    snapshot.reserved.set(key, reserved[i] ?? null)
+  );
+  plan.posted?.forEach((owner, i) =>
+    snapshot.posted.set(owner, posted[i] ?? null)
+  );
+  plan.kept?.forEach((id, i) => {
+    const entry = kept[i];
+    snapshot.kept.set(
+      id,
+      entry
+        ? { event: JSON.parse(entry[1][1]), cost: Number(entry[1][3]) }
+        : null,
+    );
+  });
+  if (plan.moderation) snapshot.moderation = moderationOf(mod);
+  return snapshot;
+}
+
+/** A snapshot of only a room's epoch and moderation (what posts read). */
+export function viewOf(epoch: string, moderation: ModerationRead): Snapshot {
+  return {
+    epoch,
+    last: 0,
+    ctrl: null,
+    members: new Map(),
+    owners: new Map(),
+    reserved: new Map(),
+    moderation,
+    posted: new Map(),
+    kept: new Map(),
+    all: false,
+    count: 0,
+  };
+}
+
+/** The `mod` hash (HGETALL: field, value, …) decoded. */
+export function moderationOf(fields: string[]): ModerationRead {
+  const read: ModerationRead = {
+    v: null,
+    topic: "",
+    slow: 0,
+    bans: new Map(),
+    mutes: new Map(),
+  };
+  for (let i = 0; i < fields.length; i += 2) {
+    const [field, value] = [fields[i], fields[i + 1]];
+    if (field === "v") read.v = value;
+    else if (field === "topic") read.topic = value;
+    else if (field === "slow") read.slow = Number(value);
+    else if (field.startsWith("b:")) {
+      read.bans.set(field.slice(2), JSON.parse(value));
+    } else if (field.startsWith("m:")) {
+      read.mutes.set(field.slice(2), JSON.parse(value));
+    }
+  }
+  return read;
+}
+
+/**
+ * An appended event's id before Redis gives it one: {@linkcode STAND_IN}
+ * plus its place in the commit (1-based). Far above any real id.
+ */
+const STAND_IN = 2 ** 52;
+
+/** Where a transaction's room is, for what it publishes. */
+export interface TxnRoom {
+  name: string;
+  /** The room's pub/sub channel. */
+  channel: string;
+  /** Where a process is told to close connections: prefix + process id. */
+  evictPrefix: string;
+  /** Seconds an empty room keeps its keys. */
+  roomTtl: number;
+}
+
+/** The rules' view of a room in Redis: reads from a snapshot, writes recorded. */
+export class RedisTxn implements RoomTxn {
+  readonly now = Date.now();
+  #s: Snapshot;
+  #room: TxnRoom;
+  #events: NewEvent[] = [];
+  #writes: KeyCommand[] = [];
+  #publish: [string, CommitValue][] = [];
+  #entries: string[] = [];
+  #readCtrl = false;
+  #wroteCtrl = false;
+  #wroteMod = false;
+  #readEpoch = false;
+  #created = false;
+  /** Slow mode's clocks as read (the commit's conditions). */
+  #postedAsRead: Map<string, string | null>;
+  /** Marks stand-in ids in a member's JSON (random: no text can guess it). */
+  #marker = crypto.randomUUID();
+
+  constructor(snapshot: Snapshot, room: TxnRoom) {
+    this.#s = snapshot;
+    this.#room = room;
+    this.#postedAsRead = new Map(snapshot.posted);
+  }
+
+  /** How many events were appended so far. */
+  get appendedCount(): number {
+    return this.#events.length;
+  }
+
+  /** How many members the room has now (as read, and as changed since). */
+  get count(): number {
+    return this.#s.count;
+  }
+
+  /** Makes the room (it was not kept) with this epoch. */
+  create(epoch: string): void {
+    if (this.#created) return;
+    this.#s.epoch = epoch;
+    this.#created = true;
+    this.#write("meta", "HSET", "epoch", epoch);
+  }
+
+  /** Another write of the store's own (its bookkeeping of processes). */
+  plumb(key: KeyName, command: string, ...args: string[]): void {
+    this.#write(key, command, ...args);
+  }
+
+  get epoch(): string | undefined {
+    this.#readEpoch = true;
+    return this.#s.epoch ?? undefined;
+  }
+
+  member(key: string): Member | undefined {
+    this.#readCtrl = true;
+    const found = this.#s.members.get(key);
+    if (found === undefined && !this.#s.all) throw unread("member", key);
+    return found ?? undefined;
+  }
+
+  memberOf(owner: string): Member | undefined {
+    this.#readCtrl = true;
+    const key = this.#s.owners.get(owner);
+    if (key === undefined && !this.#s.all) throw unread("owner", owner);
+    return key ? this.member(key) : undefined;
+  }
+
+  members(): Member[] {
+    this.#readCtrl = true;
+    if (!this.#s.all) throw unread("members", "all");
+    return [...this.#s.members.values()].filter((m): m is Member => !!m);
+  }
+
+  reservedBy(key: string): string | undefined {
+    this.#readCtrl = true;
+    const owner = this.#s.reserved.get(key);
+    if (owner === undefined) throw unread("reserved", key);
+    return owner ?? undefined;
+  }
+
+  #moderation(): ModerationRead {
+    if (!this.#s.moderation) throw unread("moderation", "all");
+    return this.#s.moderation;
+  }
+
+  sanction(kind: SanctionKind, key: string): Sanction | undefined {
+    const all = this.#moderation();
+    return (kind === "ban" ? all.bans : all.mutes).get(key);
+  }
+
+  sanctions(kind: SanctionKind): [string, Sanction][] {
+    const all = this.#moderation();
+    return [...(kind === "ban" ? all.bans : all.mutes)];
+  }
+
+  get topic(): string {
+    return this.#moderation().topic;
+  }
+
+  get slowSeconds(): number {
+    return this.#moderation().slow;
+  }
+
+  postedAt(owner: string): number | undefined {
+    const at = this.#s.posted.get(owner);
+    if (at === undefined) throw unread("posted", owner);
+    return at === null ? undefined : Number(at);
+  }
+
+  kept(id: number): RoomEvent | undefined {
+    this.#readEpoch = true;
+    if (this.#s.epoch === null) {
+      throw new NoSuchRoom(`no room ${this.#room.name}`);
+    }
+    const entry = this.#s.kept.get(id);
+    if (entry === undefined) throw unread("kept", String(id));
+    if (entry) this.#entries.push(`${id}-0`);
+    return entry?.event;
+  }
+
+  append(body: NewEvent): number {
+    this.#readEpoch = true;
+    if (this.#s.epoch === null) {
+      throw new NoSuchRoom(`no room ${this.#room.name}`);
+    }
+    this.#events.push(body);
+    return STAND_IN + this.#events.length;
+  }
+
+  putMember(member: Member, from?: string): void {
+    this.#wroteCtrl = true;
+    const key = nickKey(member.nick);
+    if (!this.#present(member.owner)) this.#s.count++;
+    if (from !== undefined && from !== key) {
+      this.#write("nicks", "HDEL", from);
+      this.#write("ops", "HDEL", from);
+      this.#s.members.set(from, null);
+    }
+    this.#write("nicks", "HSET", key, this.#encode(member));
+    this.#write("owners", "HSET", member.owner, key);
+    if (member.op) {
+      this.#write(
+        "ops",
+        "HSET",
+        key,
+        this.#encode({ nick: member.nick, joinedId: member.joinedId }),
+      );
+    }
+    this.#s.members.set(key, member);
+    this.#s.owners.set(member.owner, key);
+  }
+
+  /** Whether `owner` is a member now (as read, and as changed since). */
+  #present(owner: string): boolean {
+    const key = this.#s.owners.get(owner);
+    if (key) return true;
+    for (const member of this.#s.members.values()) {
+      if (member?.owner === owner) return true;
+    }
+    return false;
+  }
+
+  dropMember(member: Member): void {
+    this.#wroteCtrl = true;
+    const key = nickKey(member.nick);
+    this.#write("nicks", "HDEL", key);
+    this.#write("ops", "HDEL", key);
+    this.#write("owners", "HDEL", member.owner);
+    this.#s.members.set(key, null);
+    this.#s.owners.set(member.owner, null);
+    this.#s.count--;
+  }
+
+  unannounced(member: Member): void {
+    // Placed after the room's last event when it went (roster.ts takes it
+    // there), though published after the whole commit's events.
+    this.#publish.push([this.#room.channel, {
+      concat: [
+        `{"type":"gone","nick":${JSON.stringify(member.nick)},"after":`,
+        { last: this.#events.length },
+        "}",
+      ],
+    }]);
+  }
+
+  reserve(key: string, owner: string): void {
+    this.#wroteCtrl = true;
+    this.#write("reserved", "HSET", key, owner);
+    this.#s.reserved.set(key, owner);
+  }
+
+  setSanction(kind: SanctionKind, key: string, sanction?: Sanction): void {
+    this.#wroteMod = true;
+    const field = `${kind === "ban" ? "b" : "m"}:${key}`;
+    if (sanction) {
+      this.#write("moderation", "HSET", field, JSON.stringify(sanction));
+    } else this.#write("moderation", "HDEL", field);
+    const all = this.#s.moderation;
+    const sanctions = kind === "ban" ? all?.bans : all?.mutes;
+    if (sanction) sanctions?.set(key, sanction);
+    else sanctions?.delete(key);
+  }
+
+  setTopic(text: string): void {
+    this.#wroteMod = true;
+    this.#write("moderation", "HSET", "topic", text);
+    if (this.#s.moderation) this.#s.moderation.topic = text;
+  }
+
+  setSlow(seconds: number): void {
+    this.#wroteMod = true;
+    this.#write("moderation", "HSET", "slow", String(seconds));
+    this.#write("posted", "DEL");
+    if (this.#s.moderation) this.#s.moderation.slow = seconds;
+  }
+
+  setPosted(owner: string, at: number): void {
+    this.#write("posted", "HSET", owner, String(at));
+    // Forgotten once it can no longer slow anyone down.
+    this.#write("posted", "PEXPIRE", String(this.slowSeconds * 1000));
+    this.#s.posted.set(owner, String(at));
+  }
+
+  deleteEvent(event: RoomEvent): void {
+    const cost = this.#s.kept.get(event.id)?.cost ?? 0;
+    this.#write("events", "XDEL", `${event.id}-0`);
+    this.#write("meta", "HINCRBY", "bytes", String(-cost));
+  }
+
+  evict(member: Member, reason?: string): void {
+    const message = JSON.stringify(
+      reason === undefined
+        ? [this.#room.name, member.owner]
+        : [this.#room.name, member.owner, reason],
+    );
+    for (const process of Object.keys(member.connections)) {
+      this.#publish.push([this.#room.evictPrefix + process, message]);
+    }
+  }
+
+  /**
+   * The room's epoch and moderation once this transaction is committed
+   * (what posts are decided on next), if it read the moderation.
+   */
+  viewAfter(): Snapshot | undefined {
+    const moderation = this.#s.moderation;
+    if (!moderation || this.#s.epoch === null) return undefined;
+    return viewOf(this.#s.epoch, {
+      ...moderation,
+      v: this.#wroteMod ? String(Number(moderation.v ?? 0) + 1) : moderation.v,
+    });
+  }
+
+  /** The event `id` stands in for, once the commit has answered its `events`. */
+  appended(id: number, events: RoomEvent[]): RoomEvent {
+    return events[id - STAND_IN - 1];
+  }
+
+  /** The real id of `id` once the commit has answered its `events`. */
+  resolve(id: number, events: RoomEvent[]): number {
+    return id > STAND_IN ? events[id - STAND_IN - 1].id : id;
+  }
+
+  /**
+   * The commit of what was decided: unless what it was decided on has
+   * changed, with the members' and the moderation's version moved on when
+   * they changed, and the room's keys kept (or, emptied, left to expire).
+   */
+  commit(): Pick<
+    CommitArgs,
+    "unchanged" | "retain" | "entries" | "events" | "writes" | "publish"
+  > {
+    const unchanged: CommitArgs["unchanged"] = [];
+    const writes = [...this.#writes];
+    const meta = KEY_INDEX.meta;
+    if (this.#readEpoch || this.#wroteCtrl || this.#created) {
+      unchanged.push([meta, "epoch", this.#created ? null : this.#s.epoch]);
+    }
+    if (this.#readCtrl || this.#wroteCtrl) {
+      unchanged.push([meta, "ctrl", this.#s.ctrl]);
+    }
+    if (this.#wroteCtrl) {
+      writes.push(["HINCRBY", meta, "ctrl", "1"]);
+      if (this.#s.count > 0) {
+        writes.push(["PERSIST", meta], ["PERSIST", KEY_INDEX.events]);
+      }
+    }
+    // Read, it is a condition whether used or not: the process may keep
+    // what it read, changed as decided, for its next posts (`viewAfter`).
+    if (this.#s.moderation) {
+      unchanged.push([KEY_INDEX.moderation, "v", this.#s.moderation.v]);
+    }
+    if (this.#wroteMod) {
+      writes.push(["HINCRBY", KEY_INDEX.moderation, "v", "1"]);
+    }
+    for (const [owner, at] of this.#postedAsRead) {
+      unchanged.push([KEY_INDEX.posted, owner, at]);
+    }
+    return {
+      unchanged,
+      // A room nobody is in is kept for roomTtl from its last change (the
+      // last one out, an app's post, its making).
+      retain: this.#wroteCtrl || this.#created || this.#events.length > 0,
+      entries: this.#entries,
+      events: this.#events.map((body) => ({
+        body: JSON.stringify(body),
+        cost: eventBytes(body as RoomEvent),
+      })),
+      writes,
+      publish: this.#publish,
+    };
+  }
+
+  #write(key: KeyName, command: string, ...args: CommitValue[]): void {
+    this.#writes.push([command, KEY_INDEX[key], ...args]);
+  }
+
+  /** JSON whose stand-in ids Redis fills in (see {@linkcode CommitValue}). */
+  #encode(value: unknown): CommitValue {
+    const marker = this.#marker;
+    const text = JSON.stringify(
+      value,
+      (_key, v) =>
+        typeof v === "number" && v > STAND_IN ? marker + (v - STAND_IN) : v,
+    );
+    const parts: CommitValue[] = [];
+    let at = 0;
+    for (const found of text.matchAll(new RegExp(`"${marker}(\\d+)"`, "g"))) {
+      parts.push(text.slice(at, found.index), { id: Number(found[1]) });
+      at = found.index + found[0].length;
+    }
+    if (parts.length === 0) return text;
+    parts.push(text.slice(at));
+    return { concat: parts };
+  }
+}
+
+/** A rule read what its store did not read for it: a bug in the read plan. */
+function unread(what: string, key: string): Error {
+  return new Error(`the rule read ${what} ${key}, which was not read for it`);
+}

@@ -1,0 +1,725 @@
+/**
+ * The room's rules, written once for every store: who may take which nick,
+ * what another tab, a reconnect token or a verified name does to the
+ * members, resume, leave, rename, a dead process's members, and moderation
+ * (bans, mutes and when they run out, slow mode, kicks, topic, who may
+ * delete a message).
+ *
+ * Each rule is a function over a {@linkcode RoomTxn}: it reads the room
+ * through it and says what changes through it, never touching a store. The
+ * memory store (rooms.ts) gives it its own maps and applies each change at
+ * once; the Redis store (redis_store.ts) gives it what it read from Redis,
+ * records the changes, and commits them with one generic script if nothing
+ * they were decided on has changed meanwhile (else it reads again and the
+ * rule decides again). So a new rule is a change here, and every store
+ * follows it.
+ *
+ * A leaf: it imports only the wire contract (protocol.ts) and the nick key.
+ *
+ * @module
+ */
+
+import type { NewEvent, RoomEvent } from "../wire/protocol.ts";
+import unhomoglyph from "unhomoglyph";
+
+/** A member of a room: one per owner (a session's tabs are one member). */
+export interface Member {
+  nick: string;
+  /** Who holds the nick: a session, a verified user, or one connection. */
+  owner: string;
+  /** Id of its join event: its reconnect token is derived from it. */
+  joinedId: number;
+  /** Id of the event that gave it its nick (its join or last rename). */
+  claimedId: number;
+  /** Signed in by a login token. */
+  verified: boolean;
+  /** A moderator. */
+  op: boolean;
+  /** A verified person's user id (their token's `sub`). */
+  user?: string;
+  /** Its keys ({@linkcode personKeys}); a ban or mute holds some of them. */
+  keys: string[];
+  /** Its connections, by process (the memory store has one, `""`). */
+  connections: Record<string, number>;
+}
+
+/** A ban or mute, kept by the nick key it was given to. */
+export interface Sanction {
+  /** The nick its target had. */
+  nick: string;
+  /**
+   * Whom it holds against ({@linkcode sanctionKeys} of its target's keys):
+   * anyone arriving (a ban) or posting (a mute) whose keys, by the same
+   * rule, share one.
+   */
+  keys: string[];
+  /** When it ends (ms since the epoch); absent: until lifted. */
+  until?: number;
+}
+
+/** Who posts a message, for mutes and slow mode. */
+export interface Poster {
+  owner: string;
+  /** Their keys, as {@linkcode JoinRequest.keys}. */
+  keys: string[];
+  /** Moderators are not slowed down. */
+  op: boolean;
+}
+
+/** Why a message was not posted, and until when. */
+export type PostRefusal =
+  | { refused: "muted"; until?: number }
+  | { refused: "slow_mode"; until: number };
+
+/** A kick, or a ban (with `ban`), of the member holding `nick`. */
+export interface Expulsion {
+  nick: string;
+  /** The moderator's nick. */
+  by: string;
+  reason?: string;
+  /** Also keep them out until `until` (absent: until unbanned). */
+  ban?: { until?: number; minutes?: number };
+}
+
+/** What a connection asks for when it joins a room. */
+export interface JoinRequest {
+  /**
+   * Who will hold the nick: a person's session (every tab of it is one
+   * member) or else the connection itself; unique across processes.
+   */
+  owner: string;
+  /** A valid nick to claim; without it (or when taken) a random one. */
+  nick?: string;
+  /** The token of an earlier welcome: takes `nick` from a stale holder. */
+  token?: string;
+  /** Resume: the last event id the client has, and its room epoch. */
+  since?: number;
+  epoch?: string;
+  /**
+   * Signed in by a login token: `nick` is theirs. It is reserved in the room
+   * from then on (no anonymous person may take it), and an anonymous holder
+   * of it is renamed to a random nick (with a `nick` event) to give it up.
+   */
+  verified?: boolean;
+  /** A moderator: `/who` and the welcome say so. */
+  op?: boolean;
+  /** A verified person's user id (their token's `sub`), for `presence`. */
+  user?: string;
+  /**
+   * This person's keys ({@linkcode personKeys}): a login (`u.…`) for
+   * verified people, a session (`s.…`) and an address (`ip:…`) for others.
+   * Which of them a ban or a mute holds is {@linkcode sanctionKeys}'s rule.
+   */
+  keys?: string[];
+}
+
+/**
+ * A room as a rule sees it, and the changes it makes. Reads see the
+ * changes made before them in the same rule.
+ */
+export interface RoomTxn {
+  /** The time the rule is judged at (ms since the epoch). */
+  readonly now: number;
+  /** The room's epoch; undefined for a room that is not kept. */
+  readonly epoch: string | undefined;
+  /** The member holding this nick key. */
+  member(key: string): Member | undefined;
+  /** The member this owner is. */
+  memberOf(owner: string): Member | undefined;
+  /** Every member (read only by {@linkcode reap}). */
+  members(): Member[];
+  /** The verified owner that holds or held this nick key here. */
+  reservedBy(key: string): string | undefined;
+  /** The ban or mute given to this nick key, expired or not. */
+  sanction(kind: SanctionKind, key: string): Sanction | undefined;
+  /** Every ban or mute of the room, expired or not. */
+  sanctions(kind: SanctionKind): [key: string, sanction: Sanction][];
+  /** "" for none. */
+  readonly topic: string;
+  /** 0: off. */
+  readonly slowSeconds: number;
+  /** When this owner last posted (for slow mode). */
+  postedAt(owner: string): number | undefined;
+  /** A kept message or other event of the room, by id. */
+  kept(id: number): RoomEvent | undefined;
+
+  /** Appends an event; its id (a stand-in the store fills in, in Redis). */
+  append(body: NewEvent): number;
+  /** Puts a member under its nick's key (`from`: the key it held before). */
+  putMember(member: Member, from?: string): void;
+  /** Takes a member out (its nick and owner). */
+  dropMember(member: Member): void;
+  /** A member out without an event: other processes' member lists learn it. */
+  unannounced(member: Member): void;
+  /** The nick key is this verified owner's from now on. */
+  reserve(key: string, owner: string): void;
+  /** Gives (or with `undefined` lifts) a ban or mute. */
+  setSanction(kind: SanctionKind, key: string, sanction?: Sanction): void;
+  setTopic(text: string): void;
+  /** Sets slow mode, and forgets when everyone last posted. */
+  setSlow(seconds: number): void;
+  setPosted(owner: string, at: number): void;
+  /** Deletes a kept event from history. */
+  deleteEvent(event: RoomEvent): void;
+  /**
+   * Closes the member's connections on every process: a token takeover
+   * (no reason) or a kick or ban (with the close reason).
+   */
+  evict(member: Member, reason?: string): void;
+}
+
+/** Bans and mutes. */
+export type SanctionKind = "ban" | "mute";
+
+/** What the rules need beyond the room. */
+export interface RuleContext {
+  /** The process deciding (whose connection joins or leaves). */
+  process: string;
+  /** Random nicks to try, in order (see {@linkcode nickCandidates}). */
+  candidates: Iterable<string>;
+  /** Whether `token` is the member's reconnect token. */
+  tokenMatches(member: Member, token: string): boolean;
+}
+
+// ---------------------------------------------------------------------------
+// Nicks
+// ---------------------------------------------------------------------------
+
+/** `user-NNNNN`. */
+export function randomNick(): string {
+  return `user-${Math.floor(Math.random() * 100_000)}`;
+}
+
+/**
+ * How many random nicks a join tries before it gives up (the join fails and
+ * the client is told to come back). With 100,000 names, a room of 10,000
+ * members fails one join in 10^8.
+ */
+export const NICK_CANDIDATES = 8;
+
+/**
+ * The random nicks a join may take, in the order it tries them, drawn as
+ * they are asked for (a store that must send them all spreads them).
+ */
+export function* nickCandidates(
+  draw: () => string = randomNick,
+): Generator<string> {
+  for (let i = 0; i < NICK_CANDIDATES; i++) yield draw();
+}
+
+/** Every random nick a join tried was taken. */
+export class NoNickLeft extends Error {
+  constructor() {
+    super(`all ${NICK_CANDIDATES} random nicks tried were taken`);
+  }
+}
+
+/**
+ * Two nicks are one when their keys are equal: case-insensitive and by
+ * confusable skeleton (Unicode TR39, from `unhomoglyph`'s copy of
+ * confusables.txt), so `аda` (Cyrillic а), `ａｄａ` and `ADA` are `ada`.
+ * NFKC first (fullwidth and maths letters), then upper case (via lower, for
+ * ẞ and ß): TR39 maps capitals (В → B, 0 → O, I → l), and caseless
+ * comparison needs one case; then again (l → L), at most four rounds, which
+ * is more than any mapping chain in confusables.txt needs. So `alice` and
+ * `allce` are one nick: the price of `I` looking like `l`. The key is
+ * compared, never shown.
+ */
+export function nickKey(nick: string): string {
+  let key = nick;
+  let previous = "";
+  for (let round = 0; round < 4 && key !== previous; round++) {
+    previous = key;
+    key = skeleton(key.normalize("NFKC").toLowerCase().toUpperCase());
+  }
+  return key;
+}
+
+/** UTS #39 skeleton: NFD, no default-ignorables, confusables mapped, NFD. */
+function skeleton(text: string): string {
+  return unhomoglyph(
+    text.normalize("NFD").replace(/\p{Default_Ignorable_Code_Point}/gu, ""),
+  ).normalize("NFD");
+}
+
+/**
+ * A nick is free for `owner` when nobody holds it and no other verified
+ * person holds or held it here.
+ */
+function free(txn: RoomTxn, nick: string, owner: string): boolean {
+  const key = nickKey(nick);
+  const reservedBy = txn.reservedBy(key);
+  return txn.member(key) === undefined &&
+    (reservedBy === undefined || reservedBy === owner);
+}
+
+/** The first of `values` that `test` accepts. */
+function first<T>(
+  values: Iterable<T>,
+  test: (value: T) => boolean,
+): T | undefined {
+  for (const value of values) if (test(value)) return value;
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Joining and leaving
+// ---------------------------------------------------------------------------
+
+/** What {@linkcode join} decided. */
+export interface JoinDecision {
+  /** The member as it now is (its nick, ids and connections). */
+  member: Member;
+  /** The nick asked for was taken (a random one was given). */
+  taken: boolean;
+  /** The owner was in the room already (another tab): nothing appended. */
+  present: boolean;
+}
+
+/**
+ * Turns a connection into a member: another tab of a member is counted;
+ * else a reconnect token takes the nick from its stale holder, a verified
+ * person's name is taken from an anonymous holder (renamed to a random free
+ * nick), and the nick asked for (or the first free candidate) is claimed
+ * with a join event. Throws {@linkcode NoNickLeft} when every candidate is
+ * taken.
+ */
+export function join(
+  txn: RoomTxn,
+  request: JoinRequest,
+  ctx: RuleContext,
+): JoinDecision {
+  const present = txn.memberOf(request.owner);
+  if (present) {
+    const member = withConnections(present, ctx.process, 1);
+    txn.putMember(member);
+    return { member, taken: false, present: true };
+  }
+  const wanted = request.nick;
+  if (wanted !== undefined && request.token !== undefined) {
+    const stale = txn.member(nickKey(wanted));
+    if (stale && ctx.tokenMatches(stale, request.token)) {
+      txn.dropMember(stale);
+      txn.append({ type: "leave", nick: stale.nick });
+      txn.evict(stale);
+    }
+  }
+  if (request.verified && wanted !== undefined) {
+    displace(txn, wanted, request.owner, ctx);
+  }
+  const taken = wanted !== undefined && !free(txn, wanted, request.owner);
+  const nick = wanted !== undefined && !taken
+    ? wanted
+    : first(ctx.candidates, (candidate) => free(txn, candidate, request.owner));
+  if (nick === undefined) throw new NoNickLeft();
+  const id = txn.append(
+    request.verified
+      ? { type: "join", nick, verified: true }
+      : { type: "join", nick },
+  );
+  const member: Member = {
+    nick,
+    owner: request.owner,
+    joinedId: id,
+    claimedId: id,
+    verified: request.verified ?? false,
+    op: request.op ?? false,
+    ...(request.user !== undefined ? { user: request.user } : {}),
+    keys: request.keys ?? [],
+    connections: { [ctx.process]: 1 },
+  };
+  txn.putMember(member);
+  const key = nickKey(nick);
+  if (member.verified && txn.reservedBy(key) !== request.owner) {
+    txn.reserve(key, request.owner);
+  }
+  return { member, taken, present: false };
+}
+
+/**
+ * A verified person arrives with `nick`: an anonymous holder of it is
+ * renamed to a random nick nobody holds or reserved (the `nick` event tells
+ * everyone, its own tabs included), so the name is free for its owner.
+ */
+function displace(
+  txn: RoomTxn,
+  nick: string,
+  owner: string,
+  ctx: RuleContext,
+): void {
+  const holder = txn.member(nickKey(nick));
+  if (!holder || holder.verified || holder.owner === owner) return;
+  const to = first(
+    ctx.candidates,
+    (candidate) =>
+      txn.member(nickKey(candidate)) === undefined &&
+      txn.reservedBy(nickKey(candidate)) === undefined,
+  );
+  if (to === undefined) return; // then the newcomer gets a random one
+  const id = txn.append({ type: "nick", from: holder.nick, to });
+  txn.putMember({ ...holder, nick: to, claimedId: id }, nickKey(holder.nick));
+}
+
+/** The member with `count` more (or fewer) connections on `process`. */
+function withConnections(
+  member: Member,
+  process: string,
+  count: number,
+): Member {
+  const connections = { ...member.connections };
+  const left = (connections[process] ?? 0) + count;
+  if (left > 0) connections[process] = left;
+  else delete connections[process];
+  return { ...member, connections };
+}
+
+/** A member's connections on every process. */
+export function connectionCount(member: Member): number {
+  let count = 0;
+  for (const n of Object.values(member.connections)) count += n;
+  return count;
+}
+
+/**
+ * `connections` of `owner`'s connections on `process` leave (found by
+ * owner: its nick may have changed since). With its last connection the
+ * member is out: announced when `announce`, else only its leaving noted.
+ * True when the member is out.
+ */
+export function leave(
+  txn: RoomTxn,
+  owner: string,
+  process: string,
+  connections: number,
+  announce: boolean,
+): boolean {
+  const member = txn.memberOf(owner);
+  if (!member) return false;
+  const left = withConnections(member, process, -connections);
+  if (connectionCount(left) > 0) {
+    txn.putMember(left);
+    return false;
+  }
+  out(txn, member, announce);
+  return true;
+}
+
+/**
+ * The member is out. The last one's leave is announced too (the history
+ * outlives the members: a later visitor must not read two joins in a row).
+ */
+function out(txn: RoomTxn, member: Member, announce: boolean): void {
+  txn.dropMember(member);
+  if (announce) txn.append({ type: "leave", nick: member.nick });
+  else txn.unannounced(member);
+}
+
+/**
+ * A dead process's connections are gone: members with none left leave,
+ * each announced once, in the order they joined. How many left.
+ */
+export function reap(txn: RoomTxn, process: string): number {
+  const gone: Member[] = [];
+  for (const member of txn.members()) {
+    if (!(process in member.connections)) continue;
+    const left = withConnections(member, process, -Infinity);
+    if (connectionCount(left) > 0) txn.putMember(left);
+    else gone.push(member);
+  }
+  gone.sort((a, b) => a.joinedId - b.joinedId);
+  for (const member of gone) out(txn, member, true);
+  return gone.length;
+}
+
+/** A local member to put back after an outage ({@linkcode reclaim}). */
+export interface Reclaimed {
+  owner: string;
+  nick: string;
+  joinedId: number;
+  /** The epoch it joined in: a room that started over is not its any more. */
+  epoch: string;
+  /** Its connections on this process. */
+  connections: number;
+}
+
+/**
+ * After an outage, puts a member of this process back if it was reaped
+ * meanwhile. `ok`: it was still there; `rejoined`: it joined again
+ * (announced); `taken`: someone holds its nick; `epoch`: the room started
+ * over.
+ */
+export function reclaim(
+  txn: RoomTxn,
+  kept: Reclaimed,
+  process: string,
+): "ok" | "rejoined" | "taken" | "epoch" {
+  if (txn.epoch !== kept.epoch) return "epoch";
+  const member = txn.memberOf(kept.owner);
+  if (member) {
+    txn.putMember({
+      ...member,
+      connections: { ...member.connections, [process]: kept.connections },
+    });
+    return "ok";
+  }
+  if (txn.member(nickKey(kept.nick))) return "taken";
+  txn.append({ type: "join", nick: kept.nick });
+  txn.putMember({
+    nick: kept.nick,
+    owner: kept.owner,
+    joinedId: kept.joinedId,
+    claimedId: kept.joinedId,
+    verified: false,
+    op: false,
+    keys: [],
+    connections: { [process]: kept.connections },
+  });
+  return "rejoined";
+}
+
+/** Moves `owner` from nick `from` to a free `to`: the nick event's id. */
+export function rename(
+  txn: RoomTxn,
+  owner: string,
+  from: string,
+  to: string,
+): number | "nick_taken" {
+  const member = txn.member(nickKey(from));
+  const other = txn.member(nickKey(to));
+  const reservedBy = txn.reservedBy(nickKey(to));
+  if (
+    !member || member.owner !== owner ||
+    (other && other.owner !== member.owner) ||
+    (reservedBy !== undefined && reservedBy !== owner)
+  ) {
+    return "nick_taken";
+  }
+  const id = txn.append({ type: "nick", from, to });
+  txn.putMember({ ...member, nick: to, claimedId: id }, nickKey(from));
+  return id;
+}
+
+/**
+ * Whether a client resuming after `since` in `epoch` can be given exactly
+ * what it missed: the same epoch, an id the room has given out, and every
+ * event after it still kept (`oldest`: the oldest kept id, if any).
+ */
+export function canResume(
+  room: { epoch: string; lastId: number; oldest?: number },
+  since: number,
+  epoch: string,
+): boolean {
+  if (epoch !== room.epoch || since > room.lastId) return false;
+  return since >= (room.oldest ?? room.lastId + 1) - 1;
+}
+
+// ---------------------------------------------------------------------------
+// Posting and moderation
+// ---------------------------------------------------------------------------
+
+/**
+ * A person's keys, as {@linkcode JoinRequest.keys}: a verified person's
+ * login (`u.…`, their owner) alone; else their session (`s.…`) if they have
+ * one, and the connection's address (`ip:…`) unless `byAddress` is false
+ * (`--ban-by-address false`) and a session names them; with neither a login
+ * nor a session, the address alone, whatever `byAddress` says.
+ */
+export function personKeys(
+  person: { login?: string; session?: string; address: string },
+  byAddress = true,
+): string[] {
+  if (person.login !== undefined) return [person.login];
+  const address = ADDRESS_KEY + person.address;
+  if (person.session === undefined) return [address];
+  return byAddress ? [person.session, address] : [person.session];
+}
+
+/** An address as a key of {@linkcode personKeys}. */
+const ADDRESS_KEY = "ip:";
+
+/**
+ * The one rule of whom a sanction holds, from a person's keys
+ * ({@linkcode personKeys}): every store keeps a ban or mute by the keys of
+ * its target this gives, and checks an arriving or posting person by theirs.
+ *
+ * - A ban holds all of them: a banned anonymous person is kept out by their
+ *   session and their address, so a new session from the same address does
+ *   not get back in. Behind a NAT (a school's, an office's, a mobile
+ *   carrier's), that keeps out everyone there with them:
+ *   `--ban-by-address false` leaves the address out of the keys when a
+ *   session names the person.
+ * - A mute holds one key, the one that names the person: their login, else
+ *   their session, else (no session) their address. Muting one anonymous
+ *   person silences nobody else behind their address; only people there
+ *   without a session are one to it (nothing tells them apart).
+ */
+export function sanctionKeys(
+  kind: SanctionKind,
+  keys: readonly string[],
+): string[] {
+  if (kind === "ban") return [...keys];
+  for (const prefix of PERSON_PREFIXES) {
+    const key = keys.find((k) => k.startsWith(prefix));
+    if (key !== undefined) return [key];
+  }
+  return [];
+}
+
+/**
+ * Key prefixes from the most to the least particular: a login (auth.ts
+ * `ownerOf`), a session (main.ts `sessionOf`), an address.
+ */
+const PERSON_PREFIXES = ["u.", "s.", ADDRESS_KEY];
+
+/**
+ * The ban (or mute) in force that holds a person with these keys
+ * ({@linkcode personKeys}), judged by {@linkcode sanctionKeys}.
+ */
+export function sanctionOn(
+  txn: RoomTxn,
+  kind: SanctionKind,
+  keys: readonly string[],
+): Sanction | undefined {
+  let held: string[] | undefined; // most rooms sanction nobody: not made
+  for (const [, sanction] of txn.sanctions(kind)) {
+    if (!live(sanction, txn.now)) continue;
+    held ??= sanctionKeys(kind, keys);
+    if (sanction.keys.some((key) => held!.includes(key))) return sanction;
+  }
+  return undefined;
+}
+
+/** A sanction still in force at `now`. */
+function live(sanction: Sanction, now: number): boolean {
+  return sanction.until === undefined || sanction.until > now;
+}
+
+/**
+ * A person's message or action: appended unless they are muted (by any of
+ * their keys) or slow mode says it is too early (moderators excepted).
+ */
+export function post(
+  txn: RoomTxn,
+  poster: Poster,
+  body: NewEvent,
+): number | PostRefusal {
+  const mute = sanctionOn(txn, "mute", poster.keys);
+  if (mute) {
+    return mute.until === undefined
+      ? { refused: "muted" }
+      : { refused: "muted", until: mute.until };
+  }
+  if (txn.slowSeconds > 0 && !poster.op) {
+    const next = (txn.postedAt(poster.owner) ?? -Infinity) +
+      txn.slowSeconds * 1000;
+    if (txn.now < next) return { refused: "slow_mode", until: next };
+    txn.setPosted(poster.owner, txn.now);
+  }
+  return txn.append(body);
+}
+
+/**
+ * Kicks (or bans) the member holding `nick`: out at once, the `kick` event
+ * appended, their connections closed everywhere; a ban keeps their keys
+ * out. The kick event's id.
+ */
+export function kick(
+  txn: RoomTxn,
+  expulsion: Expulsion,
+): number | "no_such_nick" {
+  const member = txn.member(nickKey(expulsion.nick));
+  if (!member) return "no_such_nick";
+  if (expulsion.ban) {
+    txn.setSanction("ban", nickKey(member.nick), {
+      nick: member.nick,
+      keys: sanctionKeys("ban", member.keys),
+      ...(expulsion.ban.until !== undefined
+        ? { until: expulsion.ban.until }
+        : {}),
+    });
+  }
+  txn.dropMember(member);
+  const id = txn.append(kickEvent(member.nick, expulsion));
+  txn.evict(member, kickReason(expulsion));
+  return id;
+}
+
+/** Mutes the member holding `nick` (by its keys) until `until`. */
+export function mute(
+  txn: RoomTxn,
+  nick: string,
+  until?: number,
+): "muted" | "no_such_nick" {
+  const member = txn.member(nickKey(nick));
+  if (!member) return "no_such_nick";
+  txn.setSanction("mute", nickKey(member.nick), {
+    nick: member.nick,
+    keys: sanctionKeys("mute", member.keys),
+    ...(until !== undefined ? { until } : {}),
+  });
+  return "muted";
+}
+
+/** Lifts the ban or mute given to `nick`; false when none was in force. */
+export function lift(txn: RoomTxn, kind: SanctionKind, nick: string): boolean {
+  const sanction = txn.sanction(kind, nickKey(nick));
+  if (sanction === undefined) return false;
+  txn.setSanction(kind, nickKey(nick));
+  return live(sanction, txn.now);
+}
+
+/** Sets the topic or slow mode and appends its event. */
+export function configure(
+  txn: RoomTxn,
+  change: NewEvent & { type: "topic" | "slow" },
+): number {
+  if (change.type === "topic") txn.setTopic(change.text);
+  else txn.setSlow(change.seconds);
+  return txn.append(change);
+}
+
+/**
+ * Deletes a message or action and appends a `delete` event. With `author`,
+ * only when that nick sent it and held the nick since before it (`since`:
+ * the event that gave them the nick).
+ */
+export function remove(
+  txn: RoomTxn,
+  id: number,
+  by: string,
+  author?: { nick: string; since: number },
+): number | "no_such_message" | "forbidden" {
+  const event = txn.kept(id);
+  if (!event || (event.type !== "message" && event.type !== "action")) {
+    return "no_such_message";
+  }
+  if (author && (event.from !== author.nick || author.since >= id)) {
+    return "forbidden";
+  }
+  txn.deleteEvent(event);
+  return txn.append({ type: "delete", by, deleted: id });
+}
+
+/** The `kick` event of an expulsion. */
+export function kickEvent(nick: string, expulsion: Expulsion): NewEvent {
+  return {
+    type: "kick",
+    nick,
+    by: expulsion.by,
+    ...(expulsion.reason ? { reason: expulsion.reason } : {}),
+    ...(expulsion.ban
+      ? {
+        ban: true,
+        ...(expulsion.ban.minutes ? { minutes: expulsion.ban.minutes } : {}),
+      }
+      : {}),
+  };
+}
+
+/** The close reason an expelled person's connections get (code 4000). */
+export function kickReason(expulsion: Expulsion): string {
+  const what = expulsion.ban ? "banned" : "kicked";
+  return `${what} by ${expulsion.by}${
+    expulsion.reason ? ": " + expulsion.reason : ""
+  }`;
+}

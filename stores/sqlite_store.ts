@@ -1,0 +1,535 @@
+/**
+ * The embedded, durable room store behind `--data FILE`: rooms.ts's
+ * {@linkcode MemoryStore} writing through to a SQLite file (Deno's built-in
+ * `node:sqlite`, no dependency). Loaded by server/open_store.ts only with `--data`.
+ *
+ * What the file keeps (live membership is not kept: connections die with the
+ * process, and nobody is in a room after a restart):
+ *
+ * - `rooms`: per room, a small integer key, its name, its epoch and, once
+ *   retention has trimmed it, the last event id given out (otherwise that is
+ *   its newest event's: not written at every commit, which would cost a
+ *   second page per commit);
+ * - `events`: every event, keyed by (room key, id), with its time and its
+ *   JSON as sent to clients; trimmed in the background by `retainEvents`
+ *   per room and `retainDays`; a deleted message's row is deleted with the
+ *   commit of its `delete` event, so no read (a welcome after a restart, a
+ *   page of history) can return it;
+ * - `moderation`: per room name (a ban is checked at the handshake, before
+ *   the room is loaded), its topic, slow mode, bans, mutes and reserved
+ *   verified names, one row each; expired bans and mutes are deleted by the
+ *   retention sweep;
+ * - `meta`: the reconnect tokens' key, so tokens outlive a restart.
+ *
+ * Writes are grouped: the store queues a turn's events and commits them in
+ * one transaction at the end of the turn, and only then delivers them, so
+ * once a sender has its own message back it is in the file (WAL mode: a
+ * commit is an append to the `-wal` file, which a `kill -9` cannot undo).
+ * With `synchronous=NORMAL` (the default) the WAL is not fsynced at each
+ * commit, so a power cut or kernel crash may lose the last commits (never
+ * the file's consistency); `synchronous=FULL` fsyncs every commit.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { randomBytes } from "node:crypto";
+import type { RoomEvent } from "../wire/protocol.ts";
+import {
+  type ArchivedModeration,
+  type ArchivedRoom,
+  type Log,
+  MemoryStore,
+  type ModerationChange,
+  type RoomArchive,
+  type Sanction,
+  type StoreFactory,
+  type StoreOptions,
+} from "./rooms.ts";
+
+/** What {@linkcode SqliteStore.connect} needs. */
+export interface SqliteStoreOptions extends StoreOptions {
+  /** The database file (made, with its directory, if missing). */
+  path: string;
+  /** Events kept per room; older ones are trimmed in the background. */
+  retainEvents: number;
+  /** Days an event is kept (0: for ever). */
+  retainDays: number;
+  /** SQLite's `synchronous` (see the module's notes). @default {"normal"} */
+  sync?: "normal" | "full";
+  /** main.ts's logger. */
+  log?: Log;
+}
+
+/** `PRAGMA application_id`: marks a file as deno-chat's ("dcht"). */
+const APPLICATION_ID = 0x64636874;
+/** The schema's version (`PRAGMA user_version`). */
+const SCHEMA_VERSION = 1;
+/** How often retention runs when it has nothing left over, in ms. */
+export const RETENTION_SWEEP_MS = 60_000;
+/**
+ * Rows one retention step deletes at most (a few ms of work), so trimming a
+ * big backlog never holds the event loop for long; the next step follows
+ * after {@linkcode RETENTION_STEP_MS}.
+ */
+export const RETENTION_STEP_ROWS = 5_000;
+/** The pause between retention steps while a backlog is being trimmed. */
+export const RETENTION_STEP_MS = 50;
+/** How long a statement waits for a lock held by another process (a backup). */
+const BUSY_TIMEOUT_MS = 5_000;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+const SCHEMA = `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+  CREATE TABLE rooms (
+    key INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    epoch TEXT NOT NULL,
+    last_id INTEGER NOT NULL
+  );
+  CREATE TABLE events (
+    room INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+  ) WITHOUT ROWID;
+  CREATE TABLE moderation (
+    room TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    until INTEGER,
+    PRIMARY KEY (room, kind, key)
+  ) WITHOUT ROWID;
+  PRAGMA application_id = ${APPLICATION_ID};
+  PRAGMA user_version = ${SCHEMA_VERSION};
+`;
+
+/** A room this process has touched: its key and what is to be written. */
+interface KnownRoom {
+  key: number;
+  /** Made in this turn: its row is inserted with the next commit. */
+  epoch?: string;
+}
+
+/** A data file that cannot be used: main.ts prints it as one line. */
+export class DataFileError extends Error {}
+
+/** The rooms archive in a SQLite file (see the module's notes). */
+export class SqliteArchive implements RoomArchive {
+  readonly tokenKey: Uint8Array;
+  #db: DatabaseSync;
+  #options: SqliteStoreOptions;
+  #known = new Map<string, KnownRoom>();
+  /** Rooms made since the last commit (their rows are to be inserted). */
+  #made = new Map<string, KnownRoom>();
+  #nextKey: number;
+  #rows: [room: number, id: number, ts: number, event: string][] = [];
+  /** Events to delete with the next commit: room key → ids. */
+  #removals = new Map<number, Set<number>>();
+  /** Moderation changes for the next commit, in the order they were made. */
+  #changes: [room: string, change: ModerationChange][] = [];
+  #sql: Record<
+    | "room"
+    | "insertRoom"
+    | "keepLast"
+    | "newest"
+    | "insertEvent"
+    | "recent"
+    | "older"
+    | "allRooms"
+    | "oldest"
+    | "trimTo"
+    | "firstTimes"
+    | "event"
+    | "removeEvent"
+    | "moderation"
+    | "setModeration"
+    | "unsetModeration"
+    | "expireSanctions",
+    StatementSync
+  >;
+  #retention?: ReturnType<typeof setTimeout>;
+  #closed = false;
+
+  private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
+    this.#db = db;
+    this.#options = options;
+    const prepare = (sql: string) => db.prepare(sql);
+    this.#sql = {
+      room: prepare("SELECT key, epoch, last_id FROM rooms WHERE name = ?"),
+      insertRoom: prepare(
+        "INSERT INTO rooms (key, name, epoch, last_id) VALUES (?, ?, ?, ?)",
+      ),
+      keepLast: prepare(
+        "UPDATE rooms SET last_id = max(last_id, (SELECT max(id) FROM events WHERE room = ?1)) WHERE key = ?1",
+      ),
+      newest: prepare("SELECT max(id) AS id FROM events WHERE room = ?"),
+      insertEvent: prepare(
+        "INSERT INTO events (room, id, ts, event) VALUES (?, ?, ?, ?)",
+      ),
+      recent: prepare(
+        "SELECT event FROM events WHERE room = ? ORDER BY id DESC LIMIT ?",
+      ),
+      older: prepare(
+        "SELECT event FROM events WHERE room = ? AND id < ? ORDER BY id DESC LIMIT ?",
+      ),
+      allRooms: prepare("SELECT key, last_id FROM rooms"),
+      oldest: prepare("SELECT min(id) AS id FROM events WHERE room = ?"),
+      trimTo: prepare("DELETE FROM events WHERE room = ? AND id <= ?"),
+      firstTimes: prepare(
+        "SELECT id, ts FROM events WHERE room = ? ORDER BY id LIMIT ?",
+      ),
+      event: prepare("SELECT event FROM events WHERE room = ? AND id = ?"),
+      removeEvent: prepare("DELETE FROM events WHERE room = ? AND id = ?"),
+      moderation: prepare(
+        "SELECT kind, key, value FROM moderation WHERE room = ?",
+      ),
+      setModeration: prepare(
+        "INSERT OR REPLACE INTO moderation (room, kind, key, value, until) VALUES (?, ?, ?, ?, ?)",
+      ),
+      unsetModeration: prepare(
+        "DELETE FROM moderation WHERE room = ? AND kind = ? AND key = ?",
+      ),
+      expireSanctions: prepare(
+        "DELETE FROM moderation WHERE kind IN ('ban', 'mute') AND until <= ?",
+      ),
+    };
+    this.#nextKey = Number(
+      db.prepare("SELECT max(key) AS key FROM rooms").get()?.key ?? 0,
+    ) + 1;
+    this.tokenKey = db.prepare("SELECT value FROM meta WHERE key = 'token_key'")
+      .get()!.value as Uint8Array;
+    this.#scheduleRetention(RETENTION_SWEEP_MS);
+  }
+
+  /**
+   * Opens (or makes) the file and proves it usable: an SQLite file of ours
+   * (or a new one) that this process can write. Anything else throws a
+   * {@linkcode DataFileError} with one line saying why, never an empty chat
+   * in place of the history.
+   */
+  static open(options: SqliteStoreOptions): SqliteArchive {
+    const { path } = options;
+    let db: DatabaseSync | undefined;
+    try {
+      const slash = path.lastIndexOf("/");
+      if (slash > 0) Deno.mkdirSync(path.slice(0, slash), { recursive: true });
+      db = new DatabaseSync(path);
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const id = Number(
+        db.prepare("PRAGMA application_id").get()!
+          .application_id,
+      );
+      const tables = Number(
+        db.prepare("SELECT count(*) AS n FROM sqlite_schema").get()!.n,
+      );
+      if (id === 0 && tables > 0) {
+        throw new DataFileError("an SQLite file, but not deno-chat's");
+      }
+      if (id !== 0 && id !== APPLICATION_ID) {
+        throw new DataFileError("an SQLite file, but not deno-chat's");
+      }
+      const version = Number(
+        db.prepare("PRAGMA user_version").get()!
+          .user_version,
+      );
+      if (id === APPLICATION_ID && version !== SCHEMA_VERSION) {
+        throw new DataFileError(
+          `made by another version of deno-chat (schema ${version}, this one reads ${SCHEMA_VERSION})`,
+        );
+      }
+      // WAL: a commit appends to the log (no rewrite of pages in place), and
+      // readers (a backup) do not block the writer.
+      const mode = db.prepare("PRAGMA journal_mode = WAL").get()!.journal_mode;
+      if (mode !== "wal") {
+        throw new DataFileError(`cannot use WAL mode (got ${mode})`);
+      }
+      db.exec(`PRAGMA synchronous = ${options.sync ?? "normal"}`);
+      db.exec("BEGIN IMMEDIATE");
+      if (id === 0) db.exec(SCHEMA);
+      db.prepare(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('token_key', ?)",
+      ).run(randomBytes(32));
+      // A write at every start: a file we could read but not write fails
+      // here, not at the first message.
+      db.prepare(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?)",
+      ).run(Date.now());
+      db.exec("COMMIT");
+      return new SqliteArchive(db, options);
+    } catch (error) {
+      try {
+        db?.close();
+      } catch {
+        // already failed
+      }
+      const why = error instanceof Error ? error.message : String(error);
+      throw new DataFileError(`cannot use --data ${path}: ${firstLine(why)}`);
+    }
+  }
+
+  load(room: string, limit: number): ArchivedRoom | undefined {
+    this.commit(); // what is queued first (the room may have ended and come back)
+    const row = this.#sql.room.get(room);
+    if (!row) return undefined;
+    const key = Number(row.key);
+    const newest = Number(this.#sql.newest.get(key)?.id ?? 0);
+    const lastId = Math.max(Number(row.last_id), newest);
+    this.#known.set(room, { key });
+    const recent = this.#sql.recent.all(key, limit)
+      .map((row) => JSON.parse(row.event as string) as RoomEvent)
+      .reverse();
+    return { epoch: String(row.epoch), lastId, recent };
+  }
+
+  create(room: string, epoch: string): void {
+    const made = { key: this.#nextKey++, epoch };
+    this.#known.set(room, made);
+    this.#made.set(room, made);
+  }
+
+  append(room: string, event: RoomEvent): void {
+    const known = this.#known.get(room);
+    if (!known) throw new Error(`no room ${room} in the archive`);
+    this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
+  }
+
+  remove(room: string, id: number): void {
+    const known = this.#known.get(room);
+    if (!known) throw new Error(`no room ${room} in the archive`);
+    let ids = this.#removals.get(known.key);
+    if (!ids) this.#removals.set(known.key, ids = new Set());
+    ids.add(id);
+  }
+
+  find(room: string, id: number): RoomEvent | undefined {
+    const known = this.#known.get(room);
+    if (!known || this.#removals.get(known.key)?.has(id)) return undefined;
+    const queued = this.#rows.find(([key, rowId]) =>
+      key === known.key && rowId === id
+    );
+    const text = queued?.[3] ?? this.#sql.event.get(known.key, id)?.event;
+    return text === undefined
+      ? undefined
+      : JSON.parse(text as string) as RoomEvent;
+  }
+
+  moderation(room: string): ArchivedModeration | undefined {
+    const rows = this.#sql.moderation.all(room);
+    if (rows.length === 0) return undefined;
+    const kept: ArchivedModeration = {
+      topic: "",
+      slowSeconds: 0,
+      bans: [],
+      mutes: [],
+      reserved: [],
+    };
+    for (const row of rows) {
+      const key = String(row.key);
+      const value = JSON.parse(String(row.value));
+      switch (row.kind) {
+        case "topic":
+          kept.topic = value as string;
+          break;
+        case "slow":
+          kept.slowSeconds = value as number;
+          break;
+        case "ban":
+          kept.bans.push([key, value as Sanction]);
+          break;
+        case "mute":
+          kept.mutes.push([key, value as Sanction]);
+          break;
+        case "reserved":
+          kept.reserved.push([key, value as string]);
+          break;
+      }
+    }
+    return kept;
+  }
+
+  moderate(room: string, change: ModerationChange): void {
+    this.#changes.push([room, change]);
+  }
+
+  commit(): void {
+    if (this.#closed) throw new Error("the data file is closed");
+    const made = this.#made;
+    if (
+      made.size === 0 && this.#rows.length === 0 &&
+      this.#removals.size === 0 && this.#changes.length === 0
+    ) {
+      return;
+    }
+    const sql = this.#sql;
+    this.#db.exec("BEGIN");
+    try {
+      for (const [name, room] of made) {
+        sql.insertRoom.run(room.key, name, room.epoch!, 0);
+      }
+      for (const row of this.#rows) sql.insertEvent.run(...row);
+      // After the inserts: a message deleted in the turn it was sent is
+      // among them.
+      for (const [key, ids] of this.#removals) {
+        for (const id of ids) sql.removeEvent.run(key, id);
+      }
+      for (const [room, change] of this.#changes) this.#apply(room, change);
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      // Nothing of this transaction is kept; it is all tried again.
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      throw error;
+    }
+    this.#rows = [];
+    this.#removals.clear();
+    this.#changes = [];
+    for (const room of made.values()) room.epoch = undefined;
+    made.clear();
+  }
+
+  /** Writes one moderation change (inside the commit's transaction). */
+  #apply(room: string, change: ModerationChange): void {
+    const { setModeration, unsetModeration } = this.#sql;
+    switch (change.kind) {
+      case "topic":
+        setModeration.run(room, "topic", "", JSON.stringify(change.text), null);
+        return;
+      case "slow":
+        setModeration.run(
+          room,
+          "slow",
+          "",
+          JSON.stringify(change.seconds),
+          null,
+        );
+        return;
+      case "reserved":
+        setModeration.run(
+          room,
+          "reserved",
+          change.key,
+          JSON.stringify(change.owner),
+          null,
+        );
+        return;
+      case "ban":
+      case "mute":
+        if (!change.sanction) {
+          unsetModeration.run(room, change.kind, change.key);
+          return;
+        }
+        setModeration.run(
+          room,
+          change.kind,
+          change.key,
+          JSON.stringify(change.sanction),
+          change.sanction.until ?? null,
+        );
+    }
+  }
+
+  older(room: string, before: number, count: number): RoomEvent[] {
+    const known = this.#known.get(room);
+    if (!known) return [];
+    // Deleted this turn, not yet committed: already gone for every reader.
+    // As many more are read, so that a short answer still means no more.
+    const removed = this.#removals.get(known.key);
+    const rows = this.#sql.older.all(
+      known.key,
+      before,
+      count + (removed?.size ?? 0),
+    )
+      .map((row) => JSON.parse(row.event as string) as RoomEvent);
+    return removed
+      ? rows.filter((event) => !removed.has(event.id)).slice(0, count)
+      : rows;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    clearTimeout(this.#retention);
+    try {
+      this.commit();
+    } finally {
+      this.#closed = true;
+      this.#db.close();
+    }
+  }
+
+  /**
+   * One step of retention: deletes at most `budget` rows, the oldest beyond
+   * `retainEvents` per room and those older than `retainDays`; returns how
+   * many it deleted (the budget used up means there may be more). Exposed
+   * for tests, which pass their own `now`.
+   */
+  trim(now = Date.now(), budget = RETENTION_STEP_ROWS): number {
+    const { retainEvents, retainDays } = this.#options;
+    const sql = this.#sql;
+    let deleted = 0;
+    this.commit();
+    for (const row of sql.allRooms.all()) {
+      if (deleted >= budget) break;
+      const key = Number(row.key);
+      const oldest = Number(sql.oldest.get(key)?.id ?? NaN);
+      if (Number.isNaN(oldest)) continue;
+      const last = Math.max(
+        Number(row.last_id),
+        Number(sql.newest.get(key)?.id ?? 0),
+      );
+      let upTo = last - retainEvents;
+      if (retainDays > 0) {
+        const cutoff = now - retainDays * DAY_MS;
+        // Events are in time order by id: the expired ones are a prefix.
+        for (const event of sql.firstTimes.iterate(key, budget - deleted)) {
+          if (Number(event.ts) >= cutoff) break;
+          upTo = Math.max(upTo, Number(event.id));
+        }
+      }
+      upTo = Math.min(upTo, oldest + (budget - deleted) - 1);
+      if (upTo < oldest) continue;
+      sql.keepLast.run(key); // the last id given out, before its event goes
+      deleted += Number(sql.trimTo.run(key, upTo).changes);
+    }
+    // Bans and mutes that have run out (a few rows at most).
+    sql.expireSanctions.run(now);
+    return deleted;
+  }
+
+  #scheduleRetention(ms: number): void {
+    this.#retention = setTimeout(() => {
+      let more = false;
+      try {
+        more = this.trim() >= RETENTION_STEP_ROWS;
+      } catch (error) {
+        this.#options.log?.("error", "retention_failed", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
+      if (!this.#closed) {
+        this.#scheduleRetention(more ? RETENTION_STEP_MS : RETENTION_SWEEP_MS);
+      }
+    }, ms);
+  }
+}
+
+function firstLine(text: string): string {
+  return text.split("\n")[0];
+}
+
+/** Opens the file and returns a {@linkcode MemoryStore} writing through to it. */
+export const SqliteStore: StoreFactory<SqliteStoreOptions> = {
+  connect(options: SqliteStoreOptions) {
+    // A file that cannot be used is a rejection, not a throw: callers
+    // handle a factory's failure on its promise (main.ts words it).
+    try {
+      const archive = SqliteArchive.open(options);
+      return Promise.resolve(
+        new MemoryStore({ ...options, archive, log: options.log }),
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  },
+};

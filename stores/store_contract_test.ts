@@ -1,0 +1,989 @@
+/**
+ * The store contract (rooms.ts `RoomStore`), one suite run against every
+ * store: `MemoryStore` always, the same writing through to a SQLite file
+ * (`--data`, sqlite_store.ts) always, `RedisStore` where redis-server is
+ * present (and always under CI, where a missing server fails the Redis
+ * cases). Each case is one rule; the stores may differ only where a case
+ * says so.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { haveRedis, startRedis } from "../tests/redis_helpers.ts";
+import { RedisStore } from "./redis_store.ts";
+import { SqliteStore } from "./sqlite_store.ts";
+import type { LiveEvent, NewEvent, RoomEvent } from "../wire/protocol.ts";
+import {
+  type HistoryPage,
+  MemoryStore,
+  NICK_CANDIDATES,
+  NoNickLeft,
+  NoSuchRoom,
+  type PostRefusal,
+  type RoomStore,
+  type StoreOptions,
+} from "./rooms.ts";
+import { eventually } from "../tests/test_helpers.ts";
+
+/** A store under test, with what it reported to main.ts. */
+interface Subject {
+  store: RoomStore;
+  /** `onEvict` calls: (room, owner). */
+  evicted: [string, string][];
+  /** `onExpel` calls: (room, owner, reason). */
+  expelled: [string, string, string][];
+  /**
+   * Closes the store and opens it again on what it kept (a restart of the
+   * process); absent for a store that keeps nothing past its process.
+   */
+  reopen?(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface StoreKind {
+  name: string;
+  ignore: boolean;
+  /**
+   * An empty room keeps its history and epoch (Redis, for `--room-ttl`;
+   * a data file for good); in memory it ends with its last member.
+   */
+  keepsEmptyRooms: boolean;
+  /**
+   * `history` reads every event kept, past the live window (a data file);
+   * in memory and in Redis it reads the live window (`historySize`) only.
+   */
+  pagesPastWindow: boolean;
+  open(options: Partial<StoreOptions>): Promise<Subject>;
+}
+
+const DEFAULTS = {
+  historySize: 100,
+  maxHistoryBytes: 256 * 1024,
+  maxRooms: 10,
+};
+
+/** What a store tells main.ts, kept for the test, and the hooks that keep it. */
+function recorder() {
+  const evicted: [string, string][] = [];
+  const expelled: [string, string, string][] = [];
+  const hooks = {
+    onEvict: (room: string, owner: string) => evicted.push([room, owner]),
+    onExpel: (room: string, owner: string, reason: string) =>
+      expelled.push([room, owner, reason]),
+  };
+  return { evicted, expelled, hooks };
+}
+
+const KINDS: StoreKind[] = [
+  {
+    name: "memory",
+    ignore: false,
+    keepsEmptyRooms: false,
+    pagesPastWindow: false,
+    open: (options) => {
+      const { evicted, expelled, hooks } = recorder();
+      const store = new MemoryStore({
+        ...DEFAULTS,
+        ...hooks,
+        ...options,
+      });
+      return Promise.resolve({
+        store,
+        evicted,
+        expelled,
+        close: () => Promise.resolve(),
+      });
+    },
+  },
+  {
+    name: "sqlite",
+    ignore: false,
+    keepsEmptyRooms: true,
+    pagesPastWindow: true,
+    open: async (options) => {
+      const dir = await Deno.makeTempDir({ prefix: "chat-contract-" });
+      const { evicted, expelled, hooks } = recorder();
+      const connect = () =>
+        SqliteStore.connect({
+          ...DEFAULTS,
+          ...hooks,
+          ...options,
+          path: `${dir}/chat.db`,
+          retainEvents: 100_000,
+          retainDays: 0,
+        });
+      try {
+        const subject: Subject = {
+          store: await connect(),
+          evicted,
+          expelled,
+          reopen: async () => {
+            await subject.store.close!();
+            subject.store = await connect();
+          },
+          close: async () => {
+            try {
+              await subject.store.close!();
+            } finally {
+              await Deno.remove(dir, { recursive: true });
+            }
+          },
+        };
+        return subject;
+      } catch (error) {
+        await Deno.remove(dir, { recursive: true });
+        throw error;
+      }
+    },
+  },
+  {
+    name: "redis",
+    ignore: !haveRedis && !Deno.env.get("CI"),
+    keepsEmptyRooms: true,
+    pagesPastWindow: false,
+    open: async (options) => {
+      const redis = await startRedis();
+      const { evicted, expelled, hooks } = recorder();
+      const connect = () =>
+        RedisStore.connect({
+          ...DEFAULTS,
+          ...hooks,
+          ...options,
+          url: redis.url,
+          roomTtl: 60,
+        });
+      try {
+        const subject: Subject = {
+          store: await connect(),
+          evicted,
+          expelled,
+          reopen: async () => {
+            await subject.store.close!();
+            subject.store = await connect();
+          },
+          close: async () => {
+            await subject.store.close!();
+            await redis.kill();
+          },
+        };
+        return subject;
+      } catch (error) {
+        await redis.kill();
+        throw error;
+      }
+    },
+  },
+];
+
+/**
+ * Registers one rule as a test for every store (to which it `applies`: the
+ * others show it as ignored).
+ */
+function contract(
+  rule: string,
+  fn: (subject: Subject, kind: StoreKind) => Promise<void>,
+  options: Partial<StoreOptions> = {},
+  applies: (kind: StoreKind) => boolean = () => true,
+): void {
+  for (const kind of KINDS) {
+    Deno.test({
+      name: `${kind.name} store: ${rule}`,
+      ignore: kind.ignore || !applies(kind),
+      fn: async () => {
+        const subject = await kind.open(options);
+        try {
+          await fn(subject, kind);
+        } finally {
+          await subject.close();
+        }
+      },
+    });
+  }
+}
+
+/** Holds a place and joins: what main.ts does for each connection. */
+function join(
+  store: RoomStore,
+  room: string,
+  request: Parameters<RoomStore["join"]>[1],
+) {
+  assert.ok(store.hold(room), "hold");
+  return store.join(room, request);
+}
+
+/** Events without their time, which no test can predict. */
+function timeless(event: LiveEvent): unknown {
+  if (event.type === "typing") return event;
+  const { ts: _, ...rest } = event;
+  return rest;
+}
+
+/**
+ * Collects what a subscriber gets. As main.ts does, the room is held first
+ * (a store subscribes to held rooms only), and a join follows before
+ * anything is expected: a shared store's subscription is ready once a join
+ * has been answered, not at once.
+ */
+function listen(store: RoomStore, room: string) {
+  const seen: unknown[] = [];
+  assert.ok(store.hold(room));
+  const unsubscribe = store.subscribe(
+    room,
+    (event) => seen.push(timeless(event)),
+  );
+  const stop = () => {
+    unsubscribe();
+    store.release(room);
+  };
+  return { seen, stop };
+}
+
+contract(
+  "a join takes the nick asked for and appends the join",
+  async ({ store }) => {
+    const { seen, stop } = listen(store, "r");
+    const ann = await join(store, "r", { owner: "1", nick: "ann" });
+    assert.equal(ann.nick, "ann");
+    assert.equal(ann.nickTaken, false);
+    assert.equal(ann.present, false);
+    assert.equal(ann.gap, false);
+    assert.deepEqual(ann.users, ["ann"]);
+    assert.deepEqual(ann.history.map(timeless), [
+      { type: "join", nick: "ann", id: 1 },
+    ]);
+    assert.equal(ann.lastId, 1);
+    assert.equal(ann.claimedId, 1);
+    await eventually("the join delivered", () => seen.length === 1);
+    assert.deepEqual(seen, [{ type: "join", nick: "ann", id: 1 }]);
+    stop();
+  },
+);
+
+contract(
+  "a nick held by another, by case or look-alike, is taken: a random one instead",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    for (
+      const [owner, wanted] of [["2", "ANN"], ["3", "аnn"], ["4", "ａｎｎ"]]
+    ) {
+      const other = await join(store, "r", { owner, nick: wanted });
+      assert.equal(other.nickTaken, true, wanted);
+      assert.match(other.nick, /^user-\d+$/);
+    }
+    assert.equal((await store.members("r")).length, 4);
+  },
+);
+
+contract(
+  `a join tries ${NICK_CANDIDATES} random nicks, then fails with NoNickLeft`,
+  async ({ store }) => {
+    // The draw always gives user-1 (see the options below).
+    const first = await join(store, "r", { owner: "1" });
+    assert.equal(first.nick, "user-1");
+    await assert.rejects(join(store, "r", { owner: "2" }), NoNickLeft);
+    store.release("r"); // the failed join's place, as main.ts gives it back
+    assert.deepEqual(await store.members("r"), ["user-1"]);
+  },
+  { randomNick: () => "user-1" },
+);
+
+contract(
+  "another connection of a member is the same member: no join, same nick",
+  async ({ store }) => {
+    const { seen, stop } = listen(store, "r");
+    const first = await join(store, "r", { owner: "s.ada", nick: "ada" });
+    const second = await join(store, "r", { owner: "s.ada", nick: "whatever" });
+    assert.equal(second.nick, "ada");
+    assert.equal(second.present, true);
+    assert.equal(second.lastId, first.lastId);
+    assert.equal(second.claimedId, first.claimedId);
+    assert.deepEqual(second.users, ["ada"]);
+    // One of its two connections leaves: still a member, nothing announced.
+    await join(store, "r", { owner: "2", nick: "bob" });
+    await store.leave("r", "s.ada", true);
+    assert.deepEqual(await store.members("r"), ["ada", "bob"]);
+    await store.leave("r", "s.ada", true);
+    assert.deepEqual(await store.members("r"), ["bob"]);
+    await eventually("the leave delivered", () => seen.length === 3);
+    assert.deepEqual(seen, [
+      { type: "join", nick: "ada", id: 1 },
+      { type: "join", nick: "bob", id: 2 },
+      { type: "leave", nick: "ada", id: 3 },
+    ]);
+    stop();
+  },
+);
+
+contract(
+  "a resume gets exactly what it missed, then its join; too old or another epoch is a gap",
+  async ({ store }) => {
+    const ann = await join(store, "r", { owner: "1", nick: "ann" });
+    for (const text of ["a", "b", "c"]) {
+      await store.append("r", { type: "message", from: "ann", text });
+    }
+    const back = await join(store, "r", {
+      owner: "2",
+      nick: "bob",
+      since: 2,
+      epoch: ann.epoch,
+    });
+    assert.equal(back.gap, false);
+    assert.deepEqual(back.history.map(timeless), [
+      { type: "message", from: "ann", text: "b", id: 3 },
+      { type: "message", from: "ann", text: "c", id: 4 },
+      { type: "join", nick: "bob", id: 5 },
+    ]);
+    for (
+      const [since, epoch] of [[1, "other"], [99, ann.epoch]] as const
+    ) {
+      const lost = await join(store, "r", { owner: `x${since}`, since, epoch });
+      assert.equal(lost.gap, true, `since ${since} in ${epoch}`);
+      assert.equal(lost.history.at(-1)?.type, "join");
+      assert.equal(lost.history[0].id, 1, "the whole history instead");
+    }
+  },
+);
+
+contract(
+  "history keeps at most historySize events and maxHistoryBytes",
+  async ({ store }) => {
+    const ann = await join(store, "r", { owner: "1", nick: "ann" });
+    for (let i = 0; i < 6; i++) {
+      await store.append("r", { type: "message", from: "ann", text: `m${i}` });
+    }
+    const bob = await join(store, "r", { owner: "2", nick: "bob" });
+    assert.deepEqual(bob.history.map((event) => event.id), [4, 5, 6, 7, 8]);
+    // Resuming from before the oldest kept event is a gap.
+    const late = await join(store, "r", {
+      owner: "3",
+      since: 2,
+      epoch: ann.epoch,
+    });
+    assert.equal(late.gap, true);
+    // A long message pushes out more than one.
+    assert.deepEqual(await longOneThenJoin(store), [10, 11]);
+  },
+  { historySize: 5, maxHistoryBytes: 600 },
+);
+
+contract(
+  "appends of one turn (one batch in Redis) are trimmed as if one by one",
+  async ({ store }, kind) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    const texts = ["a", "b", "c", "d", "e", "x".repeat(200), "f", "g"];
+    const ids = (await Promise.all(
+      texts.map((text) =>
+        store.append("r", { type: "message", from: "ann", text })
+      ),
+    )).map((event) => event.id);
+    assert.deepEqual(ids, [2, 3, 4, 5, 6, 7, 8, 9]);
+    // 5 events at most, then 600 bytes: the long one (7) takes 5 to 7 out.
+    if (!kind.pagesPastWindow) {
+      const page = await store.history("r", {
+        before: 10,
+        limit: 10,
+        visible: () => true,
+      });
+      assert.deepEqual(page.events.map((event) => event.id), [8, 9]);
+    }
+    const bob = await join(store, "r", { owner: "2", nick: "bob" });
+    assert.deepEqual(bob.history.map((event) => event.id), [8, 9, 10]);
+    // The history's byte count stayed exact: one more long one leaves two.
+    assert.deepEqual(await longOneThenJoin(store), [11, 12]);
+  },
+  { historySize: 5, maxHistoryBytes: 600 },
+);
+
+/** ann posts 200 characters to room r, then cy joins: cy's history's ids. */
+async function longOneThenJoin(store: RoomStore): Promise<number[]> {
+  await store.append("r", {
+    type: "message",
+    from: "ann",
+    text: "x".repeat(200),
+  });
+  const cy = await join(store, "r", { owner: "cy", nick: "cy" });
+  return cy.history.map((event) => event.id);
+}
+
+contract(
+  "a token from an earlier welcome takes the nick from its stale holder, who is evicted",
+  async ({ store, evicted }) => {
+    const { seen, stop } = listen(store, "r");
+    const old = await join(store, "r", { owner: "1", nick: "ann" });
+    await join(store, "r", { owner: "2", nick: "bob" });
+    // A wrong token takes nothing.
+    const wrong = await join(store, "r", {
+      owner: "3",
+      nick: "ann",
+      token: "x",
+    });
+    assert.equal(wrong.nickTaken, true);
+    const back = await join(store, "r", {
+      owner: "4",
+      nick: "ann",
+      token: old.token,
+    });
+    assert.equal(back.nick, "ann");
+    assert.equal(back.nickTaken, false);
+    await eventually("the eviction", () => evicted.length === 1);
+    assert.deepEqual(evicted, [["r", "1"]]);
+    await eventually("four events", () => seen.length === 5);
+    assert.deepEqual(seen.slice(3), [
+      { type: "leave", nick: "ann", id: 4 },
+      { type: "join", nick: "ann", id: 5 },
+    ]);
+    stop();
+  },
+);
+
+contract(
+  "a rename moves the nick and the claim; a taken nick or another's is refused",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await join(store, "r", { owner: "2", nick: "bob" });
+    assert.equal(await store.rename("r", "1", "ann", "BOB"), "nick_taken");
+    assert.equal(await store.rename("r", "2", "ann", "zed"), "nick_taken");
+    const renamed = await store.rename("r", "1", "ann", "Anna") as RoomEvent;
+    assert.deepEqual(timeless(renamed), {
+      type: "nick",
+      from: "ann",
+      to: "Anna",
+      id: 3,
+    });
+    assert.deepEqual(await store.members("r"), ["Anna", "bob"]);
+    // Another tab of the renamed member sees the claim of the rename.
+    const tab = await join(store, "r", { owner: "1" });
+    assert.equal(tab.nick, "Anna");
+    assert.equal(tab.claimedId, 3);
+    // The leave names the new nick.
+    await store.leave("r", "1", true);
+    await store.leave("r", "1", true);
+    const cy = await join(store, "r", { owner: "3", nick: "cy" });
+    assert.deepEqual(timeless(cy.history.at(-2)!), {
+      type: "leave",
+      nick: "Anna",
+      id: 4,
+    });
+  },
+);
+
+contract(
+  "a leave is announced when asked and others remain; not otherwise",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await join(store, "r", { owner: "2", nick: "bob" });
+    await join(store, "r", { owner: "3", nick: "cy" });
+    await store.leave("r", "2", false);
+    await store.leave("r", "1", true);
+    const dee = await join(store, "r", { owner: "4", nick: "dee" });
+    assert.deepEqual(dee.history.map(timeless).slice(-2), [
+      { type: "leave", nick: "ann", id: 4 },
+      { type: "join", nick: "dee", id: 5 },
+    ]);
+    // Leaving twice, or a stranger leaving, changes nothing.
+    await store.leave("r", "1", true);
+    await store.leave("r", "nobody", true);
+    assert.deepEqual(await store.members("r"), ["cy", "dee"]);
+  },
+);
+
+contract(
+  "holds: at most maxRooms rooms; a released hold ends an empty room",
+  async ({ store }, kind) => {
+    assert.equal(store.hold("a"), true);
+    assert.equal(store.hold("b"), true);
+    assert.equal(store.hold("c"), false, "a third room");
+    assert.equal(store.hold("a"), true, "an existing room");
+    store.release("a");
+    store.release("a");
+    assert.equal(store.roomCount(), 1);
+    assert.equal(store.hold("c"), true);
+    store.release("b");
+    store.release("c");
+    assert.equal(store.roomCount(), 0);
+    // The last member out: the room ends here (its history and epoch go with
+    // it in memory; Redis keeps them for --room-ttl).
+    const first = await join(store, "a", { owner: "1", nick: "ann" });
+    await store.leave("a", "1", true);
+    assert.equal(store.roomCount(), 0);
+    const again = await join(store, "a", { owner: "2", nick: "bob" });
+    if (kind.keepsEmptyRooms) {
+      // The last one's leave is kept with the rest: join, leave, join.
+      assert.equal(again.epoch, first.epoch);
+      assert.equal(again.lastId, 3);
+      assert.deepEqual(again.history.map((event) => event.type), [
+        "join",
+        "leave",
+        "join",
+      ]);
+    } else {
+      assert.notEqual(again.epoch, first.epoch);
+      assert.equal(again.lastId, 1);
+    }
+  },
+  { maxRooms: 2 },
+);
+
+contract(
+  "a subscriber gets every event in id order, its own included, and typing notices",
+  async ({ store }) => {
+    const { seen, stop } = listen(store, "r");
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await Promise.all(
+      ["a", "b", "c"].map((text) =>
+        store.append("r", { type: "message", from: "ann", text })
+      ),
+    );
+    await store.append("r", { type: "dm", from: "ann", to: "ann", text: "d" });
+    store.notify("r", { type: "typing", nick: "ann" });
+    await eventually("six deliveries", () => seen.length === 6);
+    assert.deepEqual(
+      seen.map((event) => (event as { id?: number }).id),
+      [1, 2, 3, 4, 5, undefined],
+    );
+    assert.deepEqual(seen[5], { type: "typing", nick: "ann" });
+    stop();
+    // Typing notices are kept nowhere.
+    const bob = await join(store, "r", { owner: "2", nick: "bob" });
+    assert.deepEqual(
+      bob.history.map((event) => event.type),
+      ["join", "message", "message", "message", "dm", "join"],
+    );
+  },
+);
+
+contract(
+  "roster: members in join order, with their connections and user id",
+  async ({ store }) => {
+    await join(store, "r", { owner: "s.ada", nick: "ada" });
+    await join(store, "r", { owner: "s.ada" });
+    await join(store, "r", {
+      owner: "u.42",
+      nick: "bob",
+      verified: true,
+      user: "42",
+      keys: ["u.42"],
+    });
+    assert.deepEqual(await store.roster("r"), [
+      {
+        nick: "ada",
+        verified: false,
+        op: false,
+        user: undefined,
+        connections: 2,
+      },
+      { nick: "bob", verified: true, op: false, user: "42", connections: 1 },
+    ]);
+  },
+);
+
+contract("rooms: the rooms with members, with how many", async ({ store }) => {
+  await join(store, "a", { owner: "1", nick: "ann" });
+  await join(store, "a", { owner: "2", nick: "bob" });
+  await join(store, "b", { owner: "3", nick: "cy" });
+  assert.ok(store.hold("c")); // held, nobody in it yet
+  const rooms = await store.rooms();
+  assert.deepEqual(
+    rooms.sort((x, y) => x.room.localeCompare(y.room)),
+    [{ room: "a", members: 2 }, { room: "b", members: 1 }],
+  );
+  store.release("c");
+});
+
+contract(
+  "dismiss: by nick in a room, or by owner in every room; nothing appended",
+  async ({ store, expelled }) => {
+    await join(store, "a", { owner: "u.7", nick: "ann" });
+    await join(store, "b", { owner: "u.7", nick: "ann" });
+    await join(store, "a", { owner: "2", nick: "bob" });
+    assert.equal(await store.dismiss({ room: "a", nick: "BOB" }, "bye"), 1);
+    assert.equal(await store.dismiss({ owner: "u.7" }, "later"), 2);
+    assert.equal(await store.dismiss({ room: "a", nick: "nobody" }, "x"), 0);
+    await eventually("three dismissals", () => expelled.length === 3);
+    assert.deepEqual(
+      expelled.map((entry) => entry.join(" ")).sort(),
+      ["a 2 bye", "a u.7 later", "b u.7 later"],
+    );
+    const cy = await join(store, "a", { owner: "3", nick: "cy" });
+    assert.deepEqual(cy.history.map((event) => event.type), [
+      "join",
+      "join",
+      "join",
+    ]);
+  },
+);
+
+contract(
+  "once: one call per key within its time; a failed call frees the key",
+  async ({ store }) => {
+    let calls = 0;
+    const produce = () => Promise.resolve(++calls * 10);
+    const [a, b] = await Promise.all([
+      store.once("k", 60_000, produce),
+      store.once("k", 60_000, produce),
+    ]);
+    assert.deepEqual([a, b, calls], [10, 10, 1]);
+    assert.equal(await store.once("other", 60_000, produce), 20);
+    await assert.rejects(
+      store.once("bad", 60_000, () => Promise.reject(new Error("no"))),
+    );
+    assert.equal(await store.once("bad", 60_000, produce), 30);
+    // Expired: runs again.
+    assert.equal(await store.once("short", 1, produce), 40);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await store.once("short", 1, produce), 50);
+  },
+);
+
+contract(
+  "an append to a room that does not exist is NoSuchRoom",
+  async ({ store }) => {
+    await assert.rejects(
+      store.append("nowhere", { type: "message", from: "api", text: "hi" }),
+      NoSuchRoom,
+    );
+  },
+);
+
+contract(
+  "visit: holds a room for a call with no connection: one with members, one nobody is in where kept; makes a new one only with create, where kept; full past maxRooms",
+  async ({ store }, kind) => {
+    const post = (room: string, text: string) =>
+      store.append(room, { type: "message", from: "api", text });
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    assert.equal(await store.visit("r", false), "held");
+    store.release("r");
+    await store.leave("r", "1", true); // id 2
+    const keeps = kind.keepsEmptyRooms;
+    assert.equal(await store.visit("r", false), keeps ? "held" : "absent");
+    if (keeps) {
+      assert.equal((await post("r", "into the quiet")).id, 3);
+      store.release("r");
+    }
+    assert.equal(await store.visit("new", false), "absent");
+    assert.equal(await store.visit("new", true), keeps ? "held" : "absent");
+    if (keeps) {
+      assert.equal((await post("new", "first")).id, 1);
+      store.release("new");
+    }
+    assert.equal(store.roomCount(), 0, "every visit given back");
+    // What was posted is the room's, for the next to join.
+    const bea = await join(store, "r", { owner: "2", nick: "bea" });
+    assert.deepEqual(
+      bea.history.map(timeless),
+      keeps
+        ? [
+          { type: "join", nick: "ann", id: 1 },
+          { type: "leave", nick: "ann", id: 2 },
+          { type: "message", from: "api", text: "into the quiet", id: 3 },
+          { type: "join", nick: "bea", id: 4 },
+        ]
+        : [{ type: "join", nick: "bea", id: 1 }],
+    );
+    // maxRooms (2): bea's room and one held; a third is one too many.
+    assert.ok(store.hold("x"));
+    assert.equal(await store.visit("new", false), keeps ? "full" : "absent");
+    assert.equal(await store.visit("r", false), "held");
+    store.release("r");
+    store.release("x");
+  },
+  { maxRooms: 2 },
+);
+
+contract(
+  "a mute holds the one key that names its person (login, else session, else address); a ban holds all their keys; both after a restart",
+  async (subject) => {
+    // Three people at three addresses, and others arriving at each.
+    await join(subject.store, "r", {
+      owner: "s.bob",
+      nick: "bob",
+      keys: ["s.bob", "ip:10.0.0.1"],
+    });
+    await join(subject.store, "r", {
+      owner: "7",
+      nick: "ann",
+      keys: ["ip:10.0.0.2"],
+    });
+    await join(subject.store, "r", {
+      owner: "s.cy",
+      nick: "cy",
+      keys: ["s.cy", "ip:10.0.0.3"],
+    });
+    await join(subject.store, "r", {
+      owner: "u.1",
+      nick: "ada",
+      keys: ["u.1"],
+    });
+    assert.equal(await subject.store.mute("r", "bob"), "muted");
+    assert.equal(await subject.store.mute("r", "ann"), "muted");
+    assert.equal(await subject.store.mute("r", "ada"), "muted");
+    const banned = await subject.store.expel("r", {
+      nick: "cy",
+      by: "mod",
+      ban: {},
+    });
+    assert.equal((banned as RoomEvent).type, "kick");
+    const body: NewEvent = { type: "message", from: "x", text: "hi" };
+    const muted = async (keys: string[]) => {
+      const poster = { owner: `o.${keys.join()}`, keys, op: false };
+      return "refused" in await subject.store.post("r", poster, body);
+    };
+    const check = async () => {
+      assert.deepEqual(
+        await Promise.all([
+          muted(["s.bob", "ip:10.0.0.1"]), // bob
+          muted(["s.bob", "ip:10.9.9.9"]), // bob, elsewhere
+          muted(["s.eve", "ip:10.0.0.1"]), // another session at bob's address
+          muted(["ip:10.0.0.1"]), // no session at bob's address
+          muted(["ip:10.0.0.2"]), // no session at ann's: one to her mute
+          muted(["s.eve", "ip:10.0.0.2"]), // a session at ann's address
+          muted(["u.1"]), // ada
+          muted(["s.eve", "ip:10.0.0.9"]), // ada's address is not hers
+        ]),
+        [true, true, false, false, true, false, true, false],
+      );
+      const ban = await subject.store.banned("r", ["s.new", "ip:10.0.0.3"]);
+      assert.deepEqual([ban?.nick, ban?.keys], ["cy", ["s.cy", "ip:10.0.0.3"]]);
+      assert.equal(
+        (await subject.store.banned("r", ["ip:10.0.0.3"]))?.nick,
+        "cy",
+      );
+      assert.equal(
+        (await subject.store.banned("r", ["s.cy", "ip:10.9.9.9"]))?.nick,
+        "cy",
+      );
+      assert.equal(
+        await subject.store.banned("r", ["s.new", "ip:10.9.9.9"]),
+        undefined,
+      );
+    };
+    await check();
+    if (subject.reopen) {
+      await subject.reopen();
+      await join(subject.store, "r", { owner: "mod", nick: "mod" });
+      await check();
+    }
+  },
+);
+
+// ---------------------------------------------------------------------------
+// Reading back (`history`): the paging rules, on every store
+// ---------------------------------------------------------------------------
+
+/** Everyone may see everything: the filter of a reader who is party to all. */
+const EVERYTHING = () => true;
+
+/** A page's ids, and whether it says more. */
+function idsOf(page: HistoryPage): [number[], boolean] {
+  return [page.events.map((event) => event.id), page.more];
+}
+
+/** `n` messages from `from`, appended one after another; their ids. */
+async function say(
+  store: RoomStore,
+  room: string,
+  n: number,
+  from = "ann",
+): Promise<number[]> {
+  const ids = [];
+  for (let i = 1; i <= n; i++) {
+    ids.push(
+      (await store.append(room, { type: "message", from, text: `m${i}` }))
+        .id,
+    );
+  }
+  return ids;
+}
+
+contract(
+  "history: pages oldest first, each before the last one's first, more until the oldest",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    await say(store, "r", 10); // ids 2 to 11
+    const page = (before: number, limit: number) =>
+      store.history("r", { before, limit, visible: EVERYTHING });
+    assert.deepEqual(idsOf(await page(12, 4)), [[8, 9, 10, 11], true]);
+    assert.deepEqual(idsOf(await page(8, 4)), [[4, 5, 6, 7], true]);
+    assert.deepEqual(idsOf(await page(4, 4)), [[1, 2, 3], false]);
+    assert.deepEqual(idsOf(await page(1, 4)), [[], false]);
+    // Exactly the rest: no more, and no empty page after it.
+    assert.deepEqual(idsOf(await page(5, 4)), [[1, 2, 3, 4], false]);
+    // A `before` far past the last id reads from the newest.
+    assert.deepEqual(idsOf(await page(1000, 2)), [[10, 11], true]);
+    // The events are the ones appended, whole.
+    const [first] = (await page(3, 1)).events;
+    assert.deepEqual(timeless(first), {
+      type: "message",
+      from: "ann",
+      text: "m1",
+      id: 2,
+    });
+  },
+);
+
+contract(
+  "history: what the reader may not see is skipped, not counted (pages fill past it)",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    // ids 2 to 13: a DM to bob, then a message, six times.
+    for (let i = 1; i <= 6; i++) {
+      await store.append("r", {
+        type: "dm",
+        from: "ann",
+        to: "bob",
+        text: "psst",
+      });
+      await store.append("r", { type: "message", from: "ann", text: `m${i}` });
+    }
+    // cy is party to no DM: main.ts's `visibleTo` says so by this filter.
+    const cy = (event: RoomEvent) => event.type !== "dm";
+    const page = (before: number) =>
+      store.history("r", { before, limit: 3, visible: cy });
+    assert.deepEqual(idsOf(await page(14)), [[9, 11, 13], true]);
+    assert.deepEqual(idsOf(await page(9)), [[3, 5, 7], true]);
+    assert.deepEqual(idsOf(await page(3)), [[1], false]);
+    // bob, a party, gets them all.
+    const bob = await store.history("r", {
+      before: 14,
+      limit: 4,
+      visible: EVERYTHING,
+    });
+    assert.deepEqual(
+      bob.events.map((event) => event.type),
+      ["dm", "message", "dm", "message"],
+    );
+  },
+);
+
+contract(
+  "history never returns a deleted message, on any page; the delete event is there",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    const [m1, m2, m3, m4] = await say(store, "r", 4); // ids 2 to 5
+    const removed = await store.remove("r", m2, "ann") as RoomEvent;
+    assert.equal(removed.type, "delete");
+    await store.remove("r", m4, "mod");
+    const all = await store.history("r", {
+      before: removed.id + 10,
+      limit: 200,
+      visible: EVERYTHING,
+    });
+    assert.deepEqual(
+      all.events.map((event) =>
+        event.type === "delete" ? `delete ${event.deleted}` : event.id
+      ),
+      [1, m1, m3, `delete ${m2}`, `delete ${m4}`],
+    );
+    // Paged from below the delete events, one at a time: never either.
+    const seen: number[] = [];
+    for (let before = m4 + 1;;) {
+      const page = await store.history("r", {
+        before,
+        limit: 1,
+        visible: EVERYTHING,
+      });
+      seen.push(...page.events.map((event) => event.id));
+      if (!page.more) break;
+      before = page.events[0].id;
+    }
+    assert.deepEqual(seen, [m3, m1, 1]);
+  },
+);
+
+contract(
+  "history reads past the live window where the store keeps more (a data file)",
+  async ({ store }, kind) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    await say(store, "r", 12); // ids 2 to 13; historySize 5 keeps 9 to 13
+    const page = await store.history("r", {
+      before: 14,
+      limit: 200,
+      visible: EVERYTHING,
+    });
+    const ids = page.events.map((event) => event.id);
+    if (kind.pagesPastWindow) {
+      assert.deepEqual(ids, Array.from({ length: 13 }, (_, i) => i + 1));
+    } else {
+      assert.deepEqual(ids, [9, 10, 11, 12, 13]);
+    }
+    assert.equal(page.more, false);
+    // A message older than the window, deleted where it is kept: gone.
+    const old = await store.remove("r", 3, "mod");
+    if (!kind.pagesPastWindow) {
+      assert.equal(old, "no_such_message");
+      return;
+    }
+    assert.equal((old as RoomEvent).type, "delete");
+    const after = await store.history("r", {
+      before: 5,
+      limit: 200,
+      visible: EVERYTHING,
+    });
+    assert.deepEqual(idsOf(after), [[1, 2, 4], false]);
+  },
+  { historySize: 5 },
+);
+
+// ---------------------------------------------------------------------------
+// A restart: what a store that keeps rooms past its process keeps
+// ---------------------------------------------------------------------------
+
+contract(
+  "a restart keeps bans, mutes, topic, slow mode, reserved names; a deleted message stays deleted",
+  async (subject) => {
+    const before = subject.store;
+    await join(before, "r", {
+      owner: "u.1",
+      nick: "ada",
+      verified: true,
+      keys: ["u.1"],
+    });
+    await before.leave("r", "u.1", true); // ada's name stays hers
+    await join(before, "r", { owner: "mod", nick: "mod", op: true });
+    await join(before, "r", { owner: "s.bob", nick: "bob", keys: ["s.bob"] });
+    await join(before, "r", { owner: "s.cy", nick: "cy", keys: ["s.cy"] });
+    assert.equal(await before.mute("r", "bob"), "muted");
+    const kicked = await before.expel("r", { nick: "cy", by: "mod", ban: {} });
+    assert.equal((kicked as RoomEvent).type, "kick");
+    await before.configure("r", { type: "topic", by: "mod", text: "kept" });
+    await before.configure("r", { type: "slow", by: "mod", seconds: 30 });
+    const [gone, kept] = await say(before, "r", 2, "mod");
+    await before.remove("r", gone, "mod");
+
+    await subject.reopen!();
+    const after = subject.store;
+    const ban = await after.banned("r", ["s.cy"]);
+    assert.deepEqual([ban?.nick, ban?.keys, ban?.until], [
+      "cy",
+      ["s.cy"],
+      undefined,
+    ]);
+    assert.equal(await after.banned("r", ["s.bob"]), undefined);
+    const dee = await join(after, "r", { owner: "s.dee", nick: "ada" });
+    assert.equal(dee.nickTaken, true, "a reserved name is still reserved");
+    assert.equal(dee.topic, "kept");
+    assert.equal(dee.slowSeconds, 30);
+    assert.ok(!dee.history.some((event) => event.id === gone));
+    assert.ok(dee.history.some((event) => event.id === kept));
+    const bob = { owner: "s.bob2", keys: ["s.bob"], op: false };
+    const body: NewEvent = { type: "message", from: "bob", text: "hi" };
+    const refusal = await after.post("r", bob, body) as PostRefusal;
+    assert.deepEqual([refusal.refused, refusal.until], ["muted", undefined]);
+    const page = await after.history("r", {
+      before: dee.lastId + 1,
+      limit: 200,
+      visible: EVERYTHING,
+    });
+    const ids = page.events.map((event) => event.id);
+    assert.ok(!ids.includes(gone) && ids.includes(kept));
+    // And lifted, it stays lifted.
+    assert.equal(await after.lift("r", "mute", "bob"), true);
+    await subject.reopen!();
+    await join(subject.store, "r", { owner: "s.bob2", keys: ["s.bob"] });
+    assert.ok(!("refused" in await subject.store.post("r", bob, body)));
+  },
+  {},
+  // In memory, a restart forgets it all.
+  (kind) => kind.name !== "memory",
+);
