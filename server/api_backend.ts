@@ -2,7 +2,7 @@
  * The HTTP API's handler as a running chat makes it: its settings from the
  * options, and the chat as the API sees it (http_api.ts's
  * {@linkcode ApiBackend}): the store for what every process shares (rooms,
- * history, presence, publishing, dismissing), and what main.ts hands in for
+ * history, presence, publishing, disconnecting), and what main.ts hands in for
  * this process: its figures, its log and counts, and moderation carried
  * out, logged and counted as for a person.
  *
@@ -131,7 +131,7 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
           })
           : undefined),
     disconnect: (target, reason) =>
-      store.dismiss({
+      store.disconnect({
         room: target.room,
         nick: target.nick,
         owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,

@@ -76,7 +76,7 @@ export async function moderate(
     case "ban": {
       const reason = command.reason;
       const minutes = command.type === "ban" ? command.minutes : undefined;
-      const event = await store.expel(room, {
+      const event = await store.kick(room, {
         nick: command.nick,
         by: actor.nick,
         reason,
@@ -115,12 +115,19 @@ export async function moderate(
     }
     case "unban":
     case "unmute": {
-      const kind = command.type === "unban" ? "ban" : "mute";
-      if (!await store.lift(room, kind, command.nick)) {
-        return {
-          error: command.type === "unban" ? "not_banned" : "no_such_nick",
-          message: `${command.nick} is not ${kind}ned here`,
-        };
+      const lifted = command.type === "unban"
+        ? await store.unban(room, command.nick)
+        : await store.unmute(room, command.nick);
+      if (!lifted) {
+        return command.type === "unban"
+          ? {
+            error: "not_banned",
+            message: `${command.nick} is not banned here`,
+          }
+          : {
+            error: "no_such_nick",
+            message: `${command.nick} is not muted here`,
+          };
       }
       return {
         reply: { type: "moderated", action: command.type, nick: command.nick },
@@ -128,21 +135,21 @@ export async function moderate(
       };
     }
     case "topic":
-      await store.configure(room, {
+      await store.topic(room, {
         type: "topic",
         by: actor.nick,
         text: command.text,
       });
       return { log: base };
     case "slow":
-      await store.configure(room, {
+      await store.slow(room, {
         type: "slow",
         by: actor.nick,
         seconds: command.seconds,
       });
       return { log: { ...base, seconds: command.seconds } };
     case "delete": {
-      const removed = await store.remove(
+      const removed = await store.delete(
         room,
         command.id,
         actor.nick,

@@ -58,8 +58,8 @@ import type {
   TypingEvent,
 } from "../wire/protocol.ts";
 import {
-  type Dismissal,
-  type Expulsion,
+  type Disconnection,
+  type Kick,
   type HistoryPage,
   type HistoryRequest,
   type Joined,
@@ -929,9 +929,9 @@ export class RedisStore implements RoomStore {
     }));
   }
 
-  expel(
+  kick(
     name: string,
-    expulsion: Expulsion,
+    expulsion: Kick,
   ): Promise<RoomEvent | "no_such_nick"> {
     return this.#track((async () => {
       this.#check();
@@ -959,13 +959,24 @@ export class RedisStore implements RoomStore {
     })());
   }
 
-  lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
+  unban(name: string, nick: string): Promise<boolean> {
     return this.#track((async () => {
       this.#check();
       return (await this.#decide(
         name,
         { moderation: true },
-        (txn) => rules.lift(txn, kind, nick),
+        (txn) => rules.unban(txn, nick),
+      )).result;
+    })());
+  }
+
+  unmute(name: string, nick: string): Promise<boolean> {
+    return this.#track((async () => {
+      this.#check();
+      return (await this.#decide(
+        name,
+        { moderation: true },
+        (txn) => rules.unmute(txn, nick),
       )).result;
     })());
   }
@@ -978,22 +989,37 @@ export class RedisStore implements RoomStore {
     })());
   }
 
-  configure(
+  topic(
     name: string,
-    change: NewEvent & { type: "topic" | "slow" },
+    change: NewEvent & { type: "topic" },
   ): Promise<RoomEvent> {
     return this.#track((async () => {
       this.#check();
       const { result, txn, events } = await this.#decide(
         name,
         { moderation: true },
-        (txn) => rules.configure(txn, change),
+        (txn) => rules.topic(txn, change),
       );
       return txn.appended(result, events);
     })());
   }
 
-  remove(
+  slow(
+    name: string,
+    change: NewEvent & { type: "slow" },
+  ): Promise<RoomEvent> {
+    return this.#track((async () => {
+      this.#check();
+      const { result, txn, events } = await this.#decide(
+        name,
+        { moderation: true },
+        (txn) => rules.slow(txn, change),
+      );
+      return txn.appended(result, events);
+    })());
+  }
+
+  delete(
     name: string,
     id: number,
     by: string,
@@ -1004,7 +1030,7 @@ export class RedisStore implements RoomStore {
       const { result, txn, events } = await this.#decide(
         name,
         { kept: [id] },
-        (txn) => rules.remove(txn, id, by, author),
+        (txn) => rules.delete(txn, id, by, author),
       );
       return typeof result === "number" ? txn.appended(result, events) : result;
     })());
@@ -1027,7 +1053,7 @@ export class RedisStore implements RoomStore {
    * Finds the member in Redis and tells each process it has connections on
    * to close them (the `evict:PID` channel, with a reason, as a kick does).
    */
-  dismiss(target: Dismissal, reason: string): Promise<number> {
+  disconnect(target: Disconnection, reason: string): Promise<number> {
     return this.#track((async () => {
       this.#check();
       const rooms = target.room !== undefined

@@ -867,7 +867,7 @@ Deno.test({
           const text = i % 3 === 0 ? `s${i}` : `${i}`.padEnd(1000, "x");
           ids.push((await say(text)).id);
         }
-        await there.remove("h", ids[40], "bob");
+        await there.delete("h", ids[40], "bob");
         await say("e");
         const stream = async () =>
           (await client.xRange("chat:room:h:events", "-", "+")).map((entry) =>
@@ -1040,7 +1040,7 @@ Deno.test({
       assert.deepEqual((await joinOn(b)).moderators, ["mod"]);
       // A kick: out on every process.
       assert.notEqual(
-        await a.expel("r", { nick: "bob", by: "mod" }),
+        await a.kick("r", { nick: "bob", by: "mod" }),
         "no_such_nick",
       );
       assert.ok(!(await joinOn(c)).users.includes("bob"));

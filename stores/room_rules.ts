@@ -72,7 +72,7 @@ export type PostRefusal =
   | { refused: "slow_mode"; until: number };
 
 /** A kick, or a ban (with `ban`), of the member holding `nick`. */
-export interface Expulsion {
+export interface Kick {
   nick: string;
   /** The moderator's nick. */
   by: string;
@@ -625,7 +625,7 @@ export function post(
  */
 export function kick(
   txn: RoomTxn,
-  expulsion: Expulsion,
+  expulsion: Kick,
 ): number | "no_such_nick" {
   const member = txn.member(nickKey(expulsion.nick));
   if (!member) return "no_such_nick";
@@ -660,21 +660,39 @@ export function mute(
   return "muted";
 }
 
+/** Lifts the ban given to `nick`; false when none was in force. */
+export function unban(txn: RoomTxn, nick: string): boolean {
+  return lift(txn, "ban", nick);
+}
+
+/** Lifts the mute given to `nick`; false when none was in force. */
+export function unmute(txn: RoomTxn, nick: string): boolean {
+  return lift(txn, "mute", nick);
+}
+
 /** Lifts the ban or mute given to `nick`; false when none was in force. */
-export function lift(txn: RoomTxn, kind: SanctionKind, nick: string): boolean {
+function lift(txn: RoomTxn, kind: SanctionKind, nick: string): boolean {
   const sanction = txn.sanction(kind, nickKey(nick));
   if (sanction === undefined) return false;
   txn.setSanction(kind, nickKey(nick));
   return live(sanction, txn.now);
 }
 
-/** Sets the topic or slow mode and appends its event. */
-export function configure(
+/** Sets the topic and appends its event. */
+export function topic(
   txn: RoomTxn,
-  change: NewEvent & { type: "topic" | "slow" },
+  change: NewEvent & { type: "topic" },
 ): number {
-  if (change.type === "topic") txn.setTopic(change.text);
-  else txn.setSlow(change.seconds);
+  txn.setTopic(change.text);
+  return txn.append(change);
+}
+
+/** Sets slow mode (forgetting who posted when) and appends its event. */
+export function slow(
+  txn: RoomTxn,
+  change: NewEvent & { type: "slow" },
+): number {
+  txn.setSlow(change.seconds);
   return txn.append(change);
 }
 
@@ -683,7 +701,7 @@ export function configure(
  * only when that nick sent it and held the nick since before it (`since`:
  * the event that gave them the nick).
  */
-export function remove(
+function deleteMessage(
   txn: RoomTxn,
   id: number,
   by: string,
@@ -700,8 +718,12 @@ export function remove(
   return txn.append({ type: "delete", by, deleted: id });
 }
 
+// `delete` names the rule as `/delete` names the command (a reserved word
+// as a function's own name).
+export { deleteMessage as delete };
+
 /** The `kick` event of an expulsion. */
-export function kickEvent(nick: string, expulsion: Expulsion): NewEvent {
+export function kickEvent(nick: string, expulsion: Kick): NewEvent {
   return {
     type: "kick",
     nick,
@@ -717,7 +739,7 @@ export function kickEvent(nick: string, expulsion: Expulsion): NewEvent {
 }
 
 /** The close reason an expelled person's connections get (code 4000). */
-export function kickReason(expulsion: Expulsion): string {
+export function kickReason(expulsion: Kick): string {
   const what = expulsion.ban ? "banned" : "kicked";
   return `${what} by ${expulsion.by}${
     expulsion.reason ? ": " + expulsion.reason : ""

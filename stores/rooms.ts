@@ -26,7 +26,7 @@ import * as rules from "./room_rules.ts";
 import {
   canResume,
   connectionCount,
-  type Expulsion,
+  type Kick,
   type JoinRequest,
   type Member,
   nickCandidates,
@@ -51,7 +51,7 @@ export {
   sanctionKeys,
 } from "./room_rules.ts";
 export type {
-  Expulsion,
+  Kick,
   JoinRequest,
   Member,
   Poster,
@@ -110,8 +110,8 @@ export interface RosterEntry {
   connections: number;
 }
 
-/** Whose connections `dismiss` closes. */
-export interface Dismissal {
+/** Whose connections `disconnect` closes. */
+export interface Disconnection {
   /** Only in this room (required with `nick`); absent: in every room. */
   room?: string;
   /** The member holding this nick in `room`. */
@@ -230,9 +230,9 @@ export interface RoomStore {
    * once, the `kick` event is appended, and every process closes their
    * connections (through `onExpel`). A ban keeps their keys out.
    */
-  expel(
+  kick(
     room: string,
-    expulsion: Expulsion,
+    kick: Kick,
   ): Promise<RoomEvent | "no_such_nick">;
   /**
    * Mutes the member holding `nick` until `until`: by their
@@ -243,24 +243,25 @@ export interface RoomStore {
     nick: string,
     until?: number,
   ): Promise<"muted" | "no_such_nick">;
-  /** Lifts the ban or mute given to `nick`; false when there is none. */
-  lift(room: string, kind: "ban" | "mute", nick: string): Promise<boolean>;
+  /** Lifts the ban given to `nick`; false when there is none in force. */
+  unban(room: string, nick: string): Promise<boolean>;
+  /** Lifts the mute given to `nick`; false when there is none in force. */
+  unmute(room: string, nick: string): Promise<boolean>;
   /**
    * The ban holding a person with these keys ({@linkcode JoinRequest.keys})
    * out of the room, if one does now.
    */
   banned(room: string, keys: string[]): Promise<Sanction | undefined>;
-  /** Sets the topic or slow mode and appends its event. */
-  configure(
-    room: string,
-    change: NewEvent & { type: "topic" | "slow" },
-  ): Promise<RoomEvent>;
+  /** Sets the topic and appends its event. */
+  topic(room: string, change: NewEvent & { type: "topic" }): Promise<RoomEvent>;
+  /** Sets slow mode and appends its event. */
+  slow(room: string, change: NewEvent & { type: "slow" }): Promise<RoomEvent>;
   /**
    * Deletes a message or action from history and appends a `delete` event.
    * With `author`, only when that nick sent it and held the nick since
    * before it (`since`: the event that gave them the nick).
    */
-  remove(
+  delete(
     room: string,
     id: number,
     by: string,
@@ -275,7 +276,7 @@ export interface RoomStore {
    * Closes a person's connections on every process (through `onExpel`,
    * with `reason`), appending nothing; how many people it reached.
    */
-  dismiss(target: Dismissal, reason: string): Promise<number>;
+  disconnect(target: Disconnection, reason: string): Promise<number>;
   /**
    * Runs `produce` once per `key` within `ttlMs`, on every process; a
    * repeat gets the first one's answer.
@@ -409,7 +410,7 @@ export interface RoomArchive {
    * Queues the deletion of an event (written with the next commit; reads
    * leave it out from now on).
    */
-  remove(room: string, id: number): void;
+  delete(room: string, id: number): void;
   /** A kept event of the room by id, if it is kept and not removed. */
   find(room: string, id: number): RoomEvent | undefined;
   /** A room's moderation as kept; undefined if it never had any. */
@@ -740,9 +741,9 @@ export class MemoryStore implements RoomStore {
     return this.#durable(typeof posted === "number" ? appended[0] : posted);
   }
 
-  expel(
+  kick(
     name: string,
-    expulsion: Expulsion,
+    expulsion: Kick,
   ): Promise<RoomEvent | "no_such_nick"> {
     const room = this.#rooms.get(name);
     if (!room) return Promise.resolve("no_such_nick");
@@ -761,9 +762,15 @@ export class MemoryStore implements RoomStore {
     return this.#durable(rules.mute(this.#txn(name, room), nick, until));
   }
 
-  lift(name: string, kind: "ban" | "mute", nick: string): Promise<boolean> {
+  unban(name: string, nick: string): Promise<boolean> {
     return this.#durable(
-      rules.lift(this.#txn(name, this.#rooms.get(name)), kind, nick),
+      rules.unban(this.#txn(name, this.#rooms.get(name)), nick),
+    );
+  }
+
+  unmute(name: string, nick: string): Promise<boolean> {
+    return this.#durable(
+      rules.unmute(this.#txn(name, this.#rooms.get(name)), nick),
     );
   }
 
@@ -773,16 +780,25 @@ export class MemoryStore implements RoomStore {
     );
   }
 
-  configure(
+  topic(
     name: string,
-    change: NewEvent & { type: "topic" | "slow" },
+    change: NewEvent & { type: "topic" },
   ): Promise<RoomEvent> {
     const appended: RoomEvent[] = [];
-    rules.configure(this.#txn(name, this.#room(name), appended), change);
+    rules.topic(this.#txn(name, this.#room(name), appended), change);
     return this.#durable(appended[0]);
   }
 
-  remove(
+  slow(
+    name: string,
+    change: NewEvent & { type: "slow" },
+  ): Promise<RoomEvent> {
+    const appended: RoomEvent[] = [];
+    rules.slow(this.#txn(name, this.#room(name), appended), change);
+    return this.#durable(appended[0]);
+  }
+
+  delete(
     name: string,
     id: number,
     by: string,
@@ -790,7 +806,7 @@ export class MemoryStore implements RoomStore {
   ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
     const appended: RoomEvent[] = [];
     const txn = this.#txn(name, this.#room(name), appended);
-    const removed = rules.remove(txn, id, by, author);
+    const removed = rules.delete(txn, id, by, author);
     return this.#durable(typeof removed === "number" ? appended[0] : removed);
   }
 
@@ -880,7 +896,7 @@ export class MemoryStore implements RoomStore {
           history.splice(index, 1);
           needRoom().historyBytes -= eventBytes(event);
         }
-        this.#archive?.remove(name, event.id);
+        this.#archive?.delete(name, event.id);
       },
       evict: (member, reason) =>
         reason === undefined
@@ -978,7 +994,7 @@ export class MemoryStore implements RoomStore {
     );
   }
 
-  dismiss(target: Dismissal, reason: string): Promise<number> {
+  disconnect(target: Disconnection, reason: string): Promise<number> {
     let people = 0;
     const rooms = target.room === undefined
       ? [...this.#rooms]

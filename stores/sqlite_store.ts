@@ -296,7 +296,7 @@ export class SqliteArchive implements RoomArchive {
     this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
   }
 
-  remove(room: string, id: number): void {
+  delete(room: string, id: number): void {
     const known = this.#known.get(room);
     if (!known) throw new Error(`no room ${room} in the archive`);
     let ids = this.#removals.get(known.key);

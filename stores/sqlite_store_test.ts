@@ -356,7 +356,7 @@ Deno.test("a message deleted this turn is gone from pages read before the commit
     const store = await SqliteStore.connect({ ...FILL, path, historySize: 5 });
     store.hold("lobby");
     // Id 3 is far below the live window (26 to 30): only the file has it.
-    const removed = store.remove("lobby", 3, "mod");
+    const removed = store.delete("lobby", 3, "mod");
     const everything = { before: 31, limit: 200, visible: () => true };
     const early = await store.history("lobby", everything);
     const texts = early.events.map((event) =>

@@ -592,14 +592,14 @@ contract("rooms: the rooms with members, with how many", async ({ store }) => {
 });
 
 contract(
-  "dismiss: by nick in a room, or by owner in every room; nothing appended",
+  "disconnect: by nick in a room, or by owner in every room; nothing appended",
   async ({ store, expelled }) => {
     await join(store, "a", { owner: "u.7", nick: "ann" });
     await join(store, "b", { owner: "u.7", nick: "ann" });
     await join(store, "a", { owner: "2", nick: "bob" });
-    assert.equal(await store.dismiss({ room: "a", nick: "BOB" }, "bye"), 1);
-    assert.equal(await store.dismiss({ owner: "u.7" }, "later"), 2);
-    assert.equal(await store.dismiss({ room: "a", nick: "nobody" }, "x"), 0);
+    assert.equal(await store.disconnect({ room: "a", nick: "BOB" }, "bye"), 1);
+    assert.equal(await store.disconnect({ owner: "u.7" }, "later"), 2);
+    assert.equal(await store.disconnect({ room: "a", nick: "nobody" }, "x"), 0);
     await eventually("three dismissals", () => expelled.length === 3);
     assert.deepEqual(
       expelled.map((entry) => entry.join(" ")).sort(),
@@ -718,7 +718,7 @@ contract(
     assert.equal(await subject.store.mute("r", "bob"), "muted");
     assert.equal(await subject.store.mute("r", "ann"), "muted");
     assert.equal(await subject.store.mute("r", "ada"), "muted");
-    const banned = await subject.store.expel("r", {
+    const banned = await subject.store.kick("r", {
       nick: "cy",
       by: "mod",
       ban: {},
@@ -861,9 +861,9 @@ contract(
   async ({ store }) => {
     await join(store, "r", { owner: "1", nick: "ann" }); // id 1
     const [m1, m2, m3, m4] = await say(store, "r", 4); // ids 2 to 5
-    const removed = await store.remove("r", m2, "ann") as RoomEvent;
+    const removed = await store.delete("r", m2, "ann") as RoomEvent;
     assert.equal(removed.type, "delete");
-    await store.remove("r", m4, "mod");
+    await store.delete("r", m4, "mod");
     const all = await store.history("r", {
       before: removed.id + 10,
       limit: 200,
@@ -909,7 +909,7 @@ contract(
     }
     assert.equal(page.more, false);
     // A message older than the window, deleted where it is kept: gone.
-    const old = await store.remove("r", 3, "mod");
+    const old = await store.delete("r", 3, "mod");
     if (!kind.pagesPastWindow) {
       assert.equal(old, "no_such_message");
       return;
@@ -944,12 +944,12 @@ contract(
     await join(before, "r", { owner: "s.bob", nick: "bob", keys: ["s.bob"] });
     await join(before, "r", { owner: "s.cy", nick: "cy", keys: ["s.cy"] });
     assert.equal(await before.mute("r", "bob"), "muted");
-    const kicked = await before.expel("r", { nick: "cy", by: "mod", ban: {} });
+    const kicked = await before.kick("r", { nick: "cy", by: "mod", ban: {} });
     assert.equal((kicked as RoomEvent).type, "kick");
-    await before.configure("r", { type: "topic", by: "mod", text: "kept" });
-    await before.configure("r", { type: "slow", by: "mod", seconds: 30 });
+    await before.topic("r", { type: "topic", by: "mod", text: "kept" });
+    await before.slow("r", { type: "slow", by: "mod", seconds: 30 });
     const [gone, kept] = await say(before, "r", 2, "mod");
-    await before.remove("r", gone, "mod");
+    await before.delete("r", gone, "mod");
 
     await subject.reopen!();
     const after = subject.store;
@@ -978,7 +978,7 @@ contract(
     const ids = page.events.map((event) => event.id);
     assert.ok(!ids.includes(gone) && ids.includes(kept));
     // And lifted, it stays lifted.
-    assert.equal(await after.lift("r", "mute", "bob"), true);
+    assert.equal(await after.unmute("r", "bob"), true);
     await subject.reopen!();
     await join(subject.store, "r", { owner: "s.bob2", keys: ["s.bob"] });
     assert.ok(!("refused" in await subject.store.post("r", bob, body)));
