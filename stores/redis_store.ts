@@ -22,8 +22,8 @@
  *   holds or held the name;
  * - `room:NAME:posted`, a hash: owner → last post (ms), for slow mode; it
  *   expires after the interval;
- * - `room:NAME:ops`, a hash: nick key → `{n, j}` of the members who are
- *   moderators, kept with `nicks`.
+ * - `room:NAME:ops`, a hash: nick key → `{nick, joinedId}` of the members who
+ *   are moderators, kept with `nicks`.
  *
  * Every change to a room is decided by the room's rules (room_rules.ts) on
  * what a READ script found of it, and written by one COMMIT script
@@ -59,11 +59,11 @@ import type {
 } from "../wire/protocol.ts";
 import {
   type Disconnection,
-  type Kick,
   type HistoryPage,
   type HistoryRequest,
   type Joined,
   type JoinRequest,
+  type Kick,
   type Log,
   type LogFields,
   type Member,
@@ -221,6 +221,8 @@ type PostReply = RoomEvent | PostRefusal;
 
 /** An append waiting to be sent with the others of its room. */
 interface PendingAppend {
+  /** When it was asked, among the store's changes (see `#seq`). */
+  seq: number;
   item: BatchItem;
   resolve: (reply: PostReply) => void;
   reject: (error: unknown) => void;
@@ -260,6 +262,8 @@ interface JoinReply {
 
 /** A change to a room waiting to be decided with the others of its turn. */
 interface PendingDecision {
+  /** When it was asked, among the store's changes (see `#seq`). */
+  seq: number;
   plan: ReadPlan;
   decide: (txn: RedisTxn) => unknown;
   /** Read before the batch's writes, and after them. */
@@ -295,14 +299,58 @@ function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
     if (plan.moderation) merged.moderation = true;
     if (plan.all) merged.all = true;
   }
+  for (const key of ["members", "owners", "reserved", "posted"] as const) {
+    if (merged[key]) merged[key] = [...new Set(merged[key])];
+  }
+  if (merged.kept) merged.kept = [...new Set(merged.kept)];
   return merged;
 }
+
+/** How many fields a plan reads by name (a batch's are kept under a cap). */
+function planSize(plan: ReadPlan): number {
+  return (plan.members?.length ?? 0) + (plan.owners?.length ?? 0) +
+    (plan.reserved?.length ?? 0) + (plan.posted?.length ?? 0) +
+    (plan.kept?.length ?? 0);
+}
+
+/**
+ * Most fields one batch of changes reads by name: a reconnect storm's
+ * thousands of joins go as several batches (each join names about 18).
+ */
+export const MAX_BATCH_FIELDS = 2000;
+
+/** One read or write command per distinct command, and where each item's are. */
+function shared(lists: KeyCommand[][]): {
+  commands: KeyCommand[];
+  places: number[][];
+} {
+  const commands: KeyCommand[] = [];
+  const index = new Map<string, number>();
+  const places = lists.map((list) =>
+    list.map((command) => {
+      const key = JSON.stringify(command);
+      let at = index.get(key);
+      if (at === undefined) {
+        index.set(key, at = commands.length);
+        commands.push(command);
+      }
+      return at;
+    })
+  );
+  return { commands, places };
+}
+
+/** A change that found the room changed every time it was decided. */
+export class RoomTooBusy extends StoreUnavailable {}
 
 /**
  * How often a change is decided again because the room changed between its
  * read and its commit, before the store gives up (unavailable: try again).
  */
 export const MAX_DECISIONS = 50;
+
+/** Up to this many ms times the attempt, at random, before deciding again. */
+const BACKOFF_MS = 2;
 
 /** A local member, kept to reclaim its nick after a long Redis outage. */
 interface LocalMember {
@@ -433,6 +481,14 @@ export class RedisStore implements RoomStore {
   /** Changes waiting to be decided, by room, and rooms with a batch on its way. */
   #decisionQueues = new Map<string, PendingDecision[]>();
   #deciding = new Set<string>();
+  /** The first change of each room's batch on its way (appends after it wait). */
+  #inFlight = new Map<string, number>();
+  /**
+   * Numbers every append and change as it is asked, so that a room's are
+   * committed in the order asked: an append waits for the changes asked
+   * before it, and a change for the appends.
+   */
+  #seq = 0;
   /** Commits, and decisions made again because the room had changed. */
   #decisions = { commits: 0, again: 0 };
   #handOut?: ReturnType<typeof setImmediate>;
@@ -602,7 +658,11 @@ export class RedisStore implements RoomStore {
       ...(request.nick === undefined ? [] : [request.nick]),
       ...candidates,
     ].map(nickKey);
-    const since = request.since;
+    // An id past any Redis can give is no resume to read (only a gap).
+    const since = request.since !== undefined &&
+        Number.isSafeInteger(request.since) && request.since >= 0
+      ? request.since
+      : undefined;
     const { meta, events, ops, moderation } = KEY_INDEX;
     const historyHere = room.recent.length > 0;
     let reply, members, history;
@@ -649,6 +709,7 @@ export class RedisStore implements RoomStore {
         },
       );
       reply = joinReply(decided, since, request.epoch);
+      if (request.since !== undefined && since === undefined) reply.gap = true;
       // What the room's posts are decided on, as of the join.
       this.#postViews.set(
         name,
@@ -657,7 +718,9 @@ export class RedisStore implements RoomStore {
       members = await this.#membersAt(room, reply);
       history = await this.#historyOf(room, reply, since);
     } catch (error) {
-      if (error instanceof StoreUnavailable) {
+      if (
+        error instanceof StoreUnavailable && !(error instanceof RoomTooBusy)
+      ) {
         // It may have run before the connection went: undone after reconnect.
         this.#orphans.push({ room: name, owner, announce: true });
       }
@@ -730,7 +793,7 @@ export class RedisStore implements RoomStore {
       this.#check();
       let queue = this.#appends.get(name);
       if (!queue) this.#appends.set(name, queue = []);
-      queue.push({ item, resolve, reject });
+      queue.push({ seq: ++this.#seq, item, resolve, reject });
       if (!this.#appending.has(name)) {
         this.#appendsDue ??= setImmediate(() => this.#flushAppends());
       }
@@ -750,9 +813,15 @@ export class RedisStore implements RoomStore {
    * committed (or failed).
    */
   #sendAppends(name: string): Promise<void> {
-    const queue = this.#appends.get(name);
-    if (!queue) return this.#appendTails.get(name) ?? Promise.resolve();
-    this.#appends.delete(name);
+    const all = this.#appends.get(name);
+    // Only those asked before the room's next change; the rest after it.
+    const floor = this.#floor(name);
+    const queue = all?.filter((waiting) => waiting.seq < floor);
+    if (!all || !queue || queue.length === 0) {
+      return this.#appendTails.get(name) ?? Promise.resolve();
+    }
+    if (queue.length === all.length) this.#appends.delete(name);
+    else this.#appends.set(name, all.slice(queue.length));
     this.#appending.set(name, (this.#appending.get(name) ?? 0) + 1);
     const sent = this.#commitPosts(name, queue.map((waiting) => waiting.item))
       .then(
@@ -818,6 +887,12 @@ export class RedisStore implements RoomStore {
       );
     }
     throw this.#tooBusy(name);
+  }
+
+  /** The number of the room's next change to commit (Infinity: none). */
+  #floor(room: string): number {
+    return this.#inFlight.get(room) ??
+      this.#decisionQueues.get(room)?.[0]?.seq ?? Infinity;
   }
 
   /** Fails the appends not sent yet (the store is closing or crashed). */
@@ -1828,21 +1903,7 @@ export class RedisStore implements RoomStore {
         this.#options.onEvict(member.room, member.owner);
       }
     }
-    // Leaves (and joins) whose outcome is unknown: an owner still here was
-    // set to its connections here just above; any other loses all of them.
-    while (this.#orphans.length > 0) {
-      const orphan = this.#orphans[0];
-      const local = `${orphan.room}\n${this.#local(orphan.owner)}`;
-      if (!this.#members.has(local)) {
-        await this.#leaveScript(
-          orphan.room,
-          orphan.owner,
-          orphan.announce,
-          Number.MAX_SAFE_INTEGER,
-        );
-      }
-      this.#orphans.shift();
-    }
+    await this.#settleOrphans();
     for (const room of [...this.#rooms.values()]) {
       if (room.listeners.size === 0) continue;
       if (!room.subscribed) {
@@ -1868,9 +1929,32 @@ export class RedisStore implements RoomStore {
     await this.#command(["SADD", this.#key("procs"), this.#proc]);
   }
 
+  /**
+   * Leaves (and joins) whose outcome is unknown (Redis went away) or that
+   * found their room too busy: an owner still here keeps its connections
+   * (set by the resync); any other loses all of them.
+   */
+  async #settleOrphans(): Promise<void> {
+    while (this.#orphans.length > 0) {
+      const orphan = this.#orphans[0];
+      const local = `${orphan.room}\n${this.#local(orphan.owner)}`;
+      if (!this.#members.has(local)) {
+        await this.#leaveScript(
+          orphan.room,
+          orphan.owner,
+          orphan.announce,
+          Number.MAX_SAFE_INTEGER,
+        );
+      }
+      this.#orphans.shift();
+    }
+  }
+
   #tick(): void {
     if (this.#closed || !this.available()) return;
     this.#heartbeat()
+      // A leave that found its room too busy is tried again here.
+      .then(() => this.#resyncing ? undefined : this.#settleOrphans())
       .then(() => Date.now() >= this.#reapAfter ? this.#reap() : undefined)
       .catch((error) =>
         this.#log("warn", "redis_heartbeat_failed", {
@@ -2105,6 +2189,7 @@ export class RedisStore implements RoomStore {
       let queue = this.#decisionQueues.get(room);
       if (!queue) this.#decisionQueues.set(room, queue = []);
       queue.push({
+        seq: ++this.#seq,
         plan,
         decide,
         before: extra.before ?? [],
@@ -2114,7 +2199,14 @@ export class RedisStore implements RoomStore {
       });
       if (!this.#deciding.has(room)) {
         this.#deciding.add(room);
-        setImmediate(() => this.#decideQueued(room));
+        setImmediate(() =>
+          this.#decideQueued(room).catch((error) =>
+            this.#log("error", "redis_decide_failed", {
+              room,
+              error: errorText(error),
+            })
+          )
+        );
       }
     });
   }
@@ -2123,15 +2215,38 @@ export class RedisStore implements RoomStore {
   async #decideQueued(room: string): Promise<void> {
     try {
       for (;;) {
-        const batch = this.#decisionQueues.get(room);
-        if (!batch || batch.length === 0) break;
-        this.#decisionQueues.delete(room);
+        const queue = this.#decisionQueues.get(room);
+        if (!queue || queue.length === 0) break;
+        // A batch ends before the first change asked after an append that
+        // waits (that append goes between), and at MAX_BATCH_FIELDS.
+        const nextAppend = this.#appends.get(room)?.find((waiting) =>
+          waiting.seq > queue[0].seq
+        )?.seq ?? Infinity;
+        let fields = 0;
+        let size = 0;
+        while (size < queue.length && queue[size].seq < nextAppend) {
+          fields += planSize(queue[size].plan);
+          if (size > 0 && fields > MAX_BATCH_FIELDS) break;
+          size++;
+        }
+        const batch = queue.splice(0, size);
+        if (queue.length === 0) this.#decisionQueues.delete(room);
+        this.#inFlight.set(room, batch[0].seq);
         await this.#sendAppends(room).catch(() => {});
-        await this.#decideBatch(room, batch);
+        try {
+          await this.#decideBatch(room, batch);
+        } finally {
+          this.#inFlight.delete(room);
+        }
+        // The appends asked before the next change go now.
+        this.#sendAppends(room).catch(() => {});
       }
     } finally {
       this.#deciding.delete(room);
-      this.#decisionQueues.delete(room);
+      this.#inFlight.delete(room);
+      if (this.#appends.has(room) && !this.#closed) {
+        this.#appendsDue ??= setImmediate(() => this.#flushAppends());
+      }
     }
   }
 
@@ -2179,28 +2294,37 @@ export class RedisStore implements RoomStore {
         attempts--; // not the room's doing
         continue;
       }
+      // The batch's reads, each asked once (every join's after-reads are
+      // the same commands), and where each change's answers are.
+      const before = shared(pending.map((item) => item.before));
+      const after = shared(pending.map((item) => item.after));
       let reply;
       try {
         reply = await this.#commit(room, txn, {
-          before: pending.flatMap((item) => item.before),
-          after: pending.flatMap((item) => item.after),
+          before: before.commands,
+          after: after.commands,
         });
       } catch (error) {
         for (const item of pending) item.reject(error);
         return;
       }
-      if ("behind" in reply) continue;
+      if ("behind" in reply) {
+        // Another process committed first: a moment's jitter, so that two
+        // processes deciding in step do not meet again.
+        await new Promise((wake) =>
+          setTimeout(wake, Math.random() * attempts * BACKOFF_MS)
+        );
+        continue;
+      }
       const view = txn.viewAfter();
       if (view && this.#rooms.has(room)) this.#postViews.set(room, view);
-      let before = 0;
-      let after = 0;
       pending.forEach((item, i) => {
         item.resolve({
           ...decided[i],
           txn,
           events: reply.events,
-          before: reply.before.slice(before, before += item.before.length),
-          after: reply.after.slice(after, after += item.after.length),
+          before: before.places[i].map((at) => reply.before[at]),
+          after: after.places[i].map((at) => reply.after[at]),
         });
       });
       return;
@@ -2208,9 +2332,9 @@ export class RedisStore implements RoomStore {
   }
 
   /** A change that found the room changed every time it was decided. */
-  #tooBusy(room: string): StoreUnavailable {
+  #tooBusy(room: string): RoomTooBusy {
     this.#log("warn", "redis_too_busy", { room, tries: MAX_DECISIONS });
-    return new StoreUnavailable(`room ${room} is too busy: try again`);
+    return new RoomTooBusy(`room ${room} is too busy: try again`);
   }
 
   /**

@@ -190,6 +190,11 @@ export class RedisTxn implements RoomTxn {
   #wroteMod = false;
   #readEpoch = false;
   #created = false;
+  /**
+   * Reserved names as read: kept when the room expires (and `ctrl` with
+   * it), they are the commit's conditions of their own.
+   */
+  #reservedAsRead: Map<string, string | null>;
   /** Slow mode's clocks as read (the commit's conditions). */
   #postedAsRead: Map<string, string | null>;
   /** Marks stand-in ids in a member's JSON (random: no text can guess it). */
@@ -199,6 +204,7 @@ export class RedisTxn implements RoomTxn {
     this.#s = snapshot;
     this.#room = room;
     this.#postedAsRead = new Map(snapshot.posted);
+    this.#reservedAsRead = new Map(snapshot.reserved);
   }
 
   /** How many events were appended so far. */
@@ -389,6 +395,7 @@ export class RedisTxn implements RoomTxn {
     this.#wroteMod = true;
     this.#write("moderation", "HSET", "slow", String(seconds));
     this.#write("posted", "DEL");
+    for (const owner of this.#s.posted.keys()) this.#s.posted.set(owner, null);
     if (this.#s.moderation) this.#s.moderation.slow = seconds;
   }
 
@@ -401,6 +408,7 @@ export class RedisTxn implements RoomTxn {
 
   deleteEvent(event: RoomEvent): void {
     const cost = this.#s.kept.get(event.id)?.cost ?? 0;
+    this.#s.kept.set(event.id, null); // a second deletion finds nothing
     this.#write("events", "XDEL", `${event.id}-0`);
     this.#write("meta", "HINCRBY", "bytes", String(-cost));
   }
@@ -451,8 +459,15 @@ export class RedisTxn implements RoomTxn {
     const unchanged: CommitArgs["unchanged"] = [];
     const writes = [...this.#writes];
     const meta = KEY_INDEX.meta;
-    if (this.#readEpoch || this.#wroteCtrl || this.#created) {
+    // `ctrl` goes with the room's keys when it expires: with the epoch, a
+    // room made again since is not taken for the one read.
+    if (
+      this.#readEpoch || this.#readCtrl || this.#wroteCtrl || this.#created
+    ) {
       unchanged.push([meta, "epoch", this.#created ? null : this.#s.epoch]);
+    }
+    for (const [key, owner] of this.#reservedAsRead) {
+      unchanged.push([KEY_INDEX.reserved, key, owner]);
     }
     if (this.#readCtrl || this.#wroteCtrl) {
       unchanged.push([meta, "ctrl", this.#s.ctrl]);

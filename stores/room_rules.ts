@@ -589,6 +589,18 @@ export function sanctionOn(
   return undefined;
 }
 
+/**
+ * Forgets the bans and mutes that have run out: each moderator's command
+ * tidies them up, so that what a room keeps of them does not grow for ever.
+ */
+function forgetExpired(txn: RoomTxn): void {
+  for (const kind of ["ban", "mute"] as const) {
+    for (const [key, sanction] of txn.sanctions(kind)) {
+      if (!live(sanction, txn.now)) txn.setSanction(kind, key);
+    }
+  }
+}
+
 /** A sanction still in force at `now`. */
 function live(sanction: Sanction, now: number): boolean {
   return sanction.until === undefined || sanction.until > now;
@@ -627,6 +639,7 @@ export function kick(
   txn: RoomTxn,
   expulsion: Kick,
 ): number | "no_such_nick" {
+  forgetExpired(txn);
   const member = txn.member(nickKey(expulsion.nick));
   if (!member) return "no_such_nick";
   if (expulsion.ban) {
@@ -650,6 +663,7 @@ export function mute(
   nick: string,
   until?: number,
 ): "muted" | "no_such_nick" {
+  forgetExpired(txn);
   const member = txn.member(nickKey(nick));
   if (!member) return "no_such_nick";
   txn.setSanction("mute", nickKey(member.nick), {
@@ -673,6 +687,7 @@ export function unmute(txn: RoomTxn, nick: string): boolean {
 /** Lifts the ban or mute given to `nick`; false when none was in force. */
 function lift(txn: RoomTxn, kind: SanctionKind, nick: string): boolean {
   const sanction = txn.sanction(kind, nickKey(nick));
+  forgetExpired(txn);
   if (sanction === undefined) return false;
   txn.setSanction(kind, nickKey(nick));
   return live(sanction, txn.now);
@@ -683,6 +698,7 @@ export function topic(
   txn: RoomTxn,
   change: NewEvent & { type: "topic" },
 ): number {
+  forgetExpired(txn);
   txn.setTopic(change.text);
   return txn.append(change);
 }
@@ -692,6 +708,7 @@ export function slow(
   txn: RoomTxn,
   change: NewEvent & { type: "slow" },
 ): number {
+  forgetExpired(txn);
   txn.setSlow(change.seconds);
   return txn.append(change);
 }

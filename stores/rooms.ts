@@ -26,8 +26,8 @@ import * as rules from "./room_rules.ts";
 import {
   canResume,
   connectionCount,
-  type Kick,
   type JoinRequest,
+  type Kick,
   type Member,
   nickCandidates,
   nickKey,
@@ -51,8 +51,8 @@ export {
   sanctionKeys,
 } from "./room_rules.ts";
 export type {
-  Kick,
   JoinRequest,
+  Kick,
   Member,
   Poster,
   PostRefusal,
