@@ -839,7 +839,7 @@ function execute(client: Client, command: Command): void {
         type: command.type,
         from: client.nick,
         text,
-      }).catch((error) => failed(client, error));
+      }, command.replyTo).catch((error) => failed(client, error));
     }
     case "typing": {
       // Ephemeral and cheap: not counted against the message rate, but

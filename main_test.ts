@@ -18,6 +18,7 @@ import {
   chatUrl,
   cli,
   closeAll,
+  type Json,
   jsonClient,
   MANY_FROM_ONE_ADDRESS,
   metric,
@@ -1143,5 +1144,62 @@ Deno.test("JSON clients joining together each get every later join once, in orde
       assert.equal(peer.pending, 0);
     }
     await closeAll(...peers);
+  });
+});
+
+/** The next JSON event `peer` gets that `test` accepts (those before: skipped). */
+async function untilEvent(
+  peer: Peer,
+  test: (event: Json) => boolean,
+): Promise<Json> {
+  for (;;) {
+    const event = await peer.event();
+    if (test(event)) return event;
+  }
+}
+
+Deno.test("a reply reaches everyone with its quote: JSON gets the id and the start of the message answered, plain text a ↪ line after the seed's prefix", async () => {
+  await withChat({}, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    const bob = await textClient(chat, "/", { nick: "bob" });
+    await untilEvent(ada, (e) => e.type === "join" && e.nick === "bob");
+    ada.send(JSON.stringify({ type: "message", text: "lunch at noon?" }));
+    const asked = await untilEvent(ada, (e) => e.type === "message");
+    assert.equal(await bob.next(), "ada: lunch at noon?");
+    bob.send(`/reply ${asked.id} yes, see you`);
+    assert.equal(
+      await bob.next(),
+      'bob: ↪ ada: "lunch at noon?" yes, see you',
+    );
+    const answer = await untilEvent(ada, (e) => e.type === "message");
+    assert.deepEqual(answer.replyTo, {
+      id: asked.id,
+      from: "ada",
+      text: "lunch at noon?",
+    });
+    assert.equal(answer.text, "yes, see you");
+    // JSON replies too; one to an id the room does not keep is refused.
+    ada.send(
+      JSON.stringify({ type: "message", text: "ok", replyTo: answer.id }),
+    );
+    assert.equal(await bob.next(), 'ada: ↪ bob: "yes, see you" ok');
+    ada.send(JSON.stringify({ type: "message", text: "?", replyTo: 999 }));
+    const refused = await untilEvent(ada, (e) => e.type === "error");
+    assert.equal(refused.code, "no_such_message");
+    ada.send(JSON.stringify({ type: "message", text: "?", replyTo: "one" }));
+    assert.equal(
+      (await untilEvent(ada, (e) => e.type === "error")).code,
+      "bad_request",
+    );
+    bob.send("/reply nothing");
+    assert.equal(
+      await bob.next(),
+      " .... error: usage: /reply ID TEXT (ID: the message answered)",
+    );
+    // The welcome's history carries the quote as it was sent.
+    const cy = await jsonClient(chat, "/", { nick: "cy" });
+    const kept = cy.welcome.history.find((e: Json) => e.id === answer.id);
+    assert.deepEqual(kept.replyTo, answer.replyTo);
+    await closeAll(ada, bob, cy);
   });
 });

@@ -38,20 +38,30 @@ export interface Sender extends Member {
 
 /**
  * A message or action goes through the store's `post`, which refuses it
- * while its sender is muted or slow mode says it is too early.
+ * while its sender is muted or slow mode says it is too early, or when it
+ * replies (`replyTo`) to no message the room keeps.
  */
 export async function post(
   store: RoomStore,
   client: Sender,
   body: NewEvent & { type: "message" | "action" },
+  replyTo?: number,
 ): Promise<void> {
   const poster = { owner: client.owner, keys: client.keys, op: client.op };
   const posted = await store.post(
     client.room.name,
     poster,
     client.verified ? { ...body, verified: true } : body,
+    replyTo,
   );
   if (!("refused" in posted)) return;
+  if (posted.refused === "no_such_message") {
+    return sendError(
+      client,
+      "no_such_message",
+      `no message ${replyTo} to reply to in this room's history`,
+    );
+  }
   const seconds = posted.until === undefined
     ? undefined
     : Math.max(1, Math.ceil((posted.until - Date.now()) / 1000));

@@ -214,6 +214,8 @@ interface BatchItem {
   body: NewEvent;
   /** Who posts it: appended unless they are muted or slowed (rules `post`). */
   post?: Poster;
+  /** The id of the message it replies to (rules `post` quotes it). */
+  replyTo?: number;
 }
 
 /** What an append of a batch came to. */
@@ -853,19 +855,27 @@ export class RedisStore implements RoomStore {
     const posters = [
       ...new Set(items.flatMap((item) => item.post ? [item.post.owner] : [])),
     ];
+    // Replies read what they quote: such a batch reads before it decides.
+    const quoted = [
+      ...new Set(items.flatMap((item) => item.replyTo ?? [])),
+    ];
     for (let attempt = 0; attempt < MAX_DECISIONS; attempt++) {
       const known = this.#postViews.get(name);
       // Slow mode's clocks are read each time: another process may have
       // posted for the same person.
-      const view = known && known.moderation!.slow === 0
+      const view = known && known.moderation!.slow === 0 && quoted.length === 0
         ? known
-        : await this.#read(name, { moderation: true, posted: posters });
+        : await this.#read(name, {
+          moderation: true,
+          posted: posters,
+          kept: quoted,
+        });
       const txn = this.#txn(name, view);
       let decided;
       try {
         decided = items.map((item) =>
           item.post
-            ? rules.post(txn, item.post, item.body)
+            ? rules.post(txn, item.post, item.body, item.replyTo)
             : txn.append(item.body)
         );
       } catch (error) {
@@ -879,7 +889,10 @@ export class RedisStore implements RoomStore {
         this.#postViews.delete(name);
         continue;
       }
-      if (view.moderation!.slow === 0 && this.#rooms.has(name)) {
+      if (
+        view.moderation!.slow === 0 && this.#rooms.has(name) &&
+        quoted.length === 0
+      ) {
         this.#postViews.set(name, view);
       }
       return decided.map((d) =>
@@ -997,10 +1010,12 @@ export class RedisStore implements RoomStore {
     name: string,
     poster: Poster,
     body: NewEvent,
+    replyTo?: number,
   ): Promise<RoomEvent | PostRefusal> {
     return this.#track(this.#enqueue(name, {
       body,
       post: { ...poster, owner: this.#global(poster.owner) },
+      ...(replyTo !== undefined ? { replyTo } : {}),
     }));
   }
 

@@ -19,7 +19,7 @@
  * @module
  */
 
-import type { NewEvent, RoomEvent } from "../wire/protocol.ts";
+import { type NewEvent, quoteOf, type RoomEvent } from "../wire/protocol.ts";
 import unhomoglyph from "unhomoglyph";
 
 /** A member of a room: one per owner (a session's tabs are one member). */
@@ -69,7 +69,9 @@ export interface Poster {
 /** Why a message was not posted, and until when. */
 export type PostRefusal =
   | { refused: "muted"; until?: number }
-  | { refused: "slow_mode"; until: number };
+  | { refused: "slow_mode"; until: number }
+  /** It replies to an id that is no message the room keeps. */
+  | { refused: "no_such_message" };
 
 /** A kick, or a ban (with `ban`), of the member holding `nick`. */
 export interface Kick {
@@ -608,12 +610,15 @@ function live(sanction: Sanction, now: number): boolean {
 
 /**
  * A person's message or action: appended unless they are muted (by any of
- * their keys) or slow mode says it is too early (moderators excepted).
+ * their keys) or slow mode says it is too early (moderators excepted). A
+ * reply (`replyTo`) quotes the message it answers, which must be one the
+ * room keeps (not deleted).
  */
 export function post(
   txn: RoomTxn,
   poster: Poster,
   body: NewEvent,
+  replyTo?: number,
 ): number | PostRefusal {
   const mute = sanctionOn(txn, "mute", poster.keys);
   if (mute) {
@@ -625,9 +630,20 @@ export function post(
     const next = (txn.postedAt(poster.owner) ?? -Infinity) +
       txn.slowSeconds * 1000;
     if (txn.now < next) return { refused: "slow_mode", until: next };
-    txn.setPosted(poster.owner, txn.now);
   }
-  return txn.append(body);
+  let quoted = body;
+  if (replyTo !== undefined) {
+    const target = txn.kept(replyTo);
+    if (target?.type !== "message" && target?.type !== "action") {
+      return { refused: "no_such_message" };
+    }
+    quoted = {
+      ...body,
+      replyTo: { id: target.id, from: target.from, text: quoteOf(target.text) },
+    } as NewEvent;
+  }
+  if (txn.slowSeconds > 0 && !poster.op) txn.setPosted(poster.owner, txn.now);
+  return txn.append(quoted);
 }
 
 /**

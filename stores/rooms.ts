@@ -218,12 +218,15 @@ export interface RoomStore {
   roster(room: string): Promise<RosterEntry[]>;
   /**
    * Appends a person's message or action, unless they are muted (by any of
-   * their keys) or slow mode says it is too early (moderators excepted).
+   * their keys) or slow mode says it is too early (moderators excepted);
+   * with `replyTo`, quoting that message (refused when the room keeps no
+   * such message).
    */
   post(
     room: string,
     poster: Poster,
     body: NewEvent,
+    replyTo?: number,
   ): Promise<RoomEvent | PostRefusal>;
   /**
    * Kicks (or bans) the member holding `nick`: they are out of the room at
@@ -734,10 +737,11 @@ export class MemoryStore implements RoomStore {
     name: string,
     poster: Poster,
     body: NewEvent,
+    replyTo?: number,
   ): Promise<RoomEvent | PostRefusal> {
     const appended: RoomEvent[] = [];
     const txn = this.#txn(name, this.#room(name), appended);
-    const posted = rules.post(txn, poster, body);
+    const posted = rules.post(txn, poster, body, replyTo);
     return this.#durable(typeof posted === "number" ? appended[0] : posted);
   }
 

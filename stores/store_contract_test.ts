@@ -969,7 +969,7 @@ contract(
     const bob = { owner: "s.bob2", keys: ["s.bob"], op: false };
     const body: NewEvent = { type: "message", from: "bob", text: "hi" };
     const refusal = await after.post("r", bob, body) as PostRefusal;
-    assert.deepEqual([refusal.refused, refusal.until], ["muted", undefined]);
+    assert.deepEqual(refusal, { refused: "muted" });
     const page = await after.history("r", {
       before: dee.lastId + 1,
       limit: 200,
@@ -986,4 +986,43 @@ contract(
   {},
   // In memory, a restart forgets it all.
   (kind) => kind.name !== "memory",
+);
+
+contract(
+  "a reply quotes the message it answers (its start); a reply to a deleted, unknown or non-message id is refused, nothing appended",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    const ann = { owner: "1", keys: ["1"], op: false };
+    const say = (text: string, replyTo?: number) =>
+      store.post("r", ann, { type: "message", from: "ann", text }, replyTo);
+    const long = "a".repeat(99) + "bcd";
+    const first = await say(long) as RoomEvent; // id 2
+    const reply = await say("yes", first.id) as RoomEvent; // id 3
+    assert.deepEqual(timeless(reply), {
+      type: "message",
+      from: "ann",
+      text: "yes",
+      replyTo: { id: 2, from: "ann", text: "a".repeat(99) + "b…" },
+      id: 3,
+    });
+    const short = await say("short", reply.id) as RoomEvent; // id 4
+    assert.deepEqual(
+      (short as { replyTo?: unknown }).replyTo,
+      { id: 3, from: "ann", text: "yes" },
+    );
+    await store.delete("r", first.id, "ann"); // id 5
+    assert.deepEqual(await say("late", first.id), {
+      refused: "no_such_message",
+    });
+    assert.deepEqual(await say("nowhere", 99), { refused: "no_such_message" });
+    assert.deepEqual(await say("to a join", 1), {
+      refused: "no_such_message",
+    });
+    const page = await store.history("r", {
+      before: Number.MAX_SAFE_INTEGER,
+      limit: 50,
+      visible: () => true,
+    });
+    assert.deepEqual(page.events.map((event) => event.id), [1, 3, 4, 5]);
+  },
 );

@@ -36,6 +36,12 @@ export const SESSION_SECRET = /^[A-Za-z0-9_-]{22,64}$/;
 export const MAX_ROOM_CHARS = 32;
 /** Longest nickname, in characters. @default {24} */
 export const MAX_NICK_CHARS = 24;
+/**
+ * How much of the message replied to a reply quotes, in characters (longer
+ * is cut, with `…`): enough to show it without a lookup.
+ * @default {100}
+ */
+export const REPLY_QUOTE_CHARS = 100;
 /** A person's typing notices reach the room at most this often. */
 export const TYPING_INTERVAL_MS = 2000;
 /**
@@ -224,6 +230,8 @@ export type RoomEvent =
     from: string;
     text: string;
     verified?: boolean;
+    /** The earlier message this one answers, quoted. */
+    replyTo?: ReplyQuote;
   }
   | {
     type: "action";
@@ -232,6 +240,7 @@ export type RoomEvent =
     from: string;
     text: string;
     verified?: boolean;
+    replyTo?: ReplyQuote;
   }
   | { type: "join"; id: number; ts: number; nick: string; verified?: boolean }
   | { type: "leave"; id: number; ts: number; nick: string }
@@ -267,6 +276,26 @@ export type ModerationEvent =
   | { type: "topic"; id: number; ts: number; by: string; text: string }
   | { type: "slow"; id: number; ts: number; by: string; seconds: number }
   | { type: "delete"; id: number; ts: number; by: string; deleted: number };
+
+/**
+ * The message a reply answers, as the reply carries it: its id, author and
+ * the start of its text ({@linkcode quoteOf}), so a client can show it
+ * without a lookup (and after it has left history).
+ */
+export interface ReplyQuote {
+  id: number;
+  from: string;
+  text: string;
+}
+
+/** The start of a message's text as a reply quotes it. */
+export function quoteOf(text: string): string {
+  if (text.length <= REPLY_QUOTE_CHARS) return text;
+  const chars = [...text];
+  return chars.length <= REPLY_QUOTE_CHARS
+    ? text
+    : chars.slice(0, REPLY_QUOTE_CHARS).join("") + "…";
+}
 
 /** An event that is passed on and forgotten: no id, not in history. */
 export interface TypingEvent {
@@ -336,7 +365,10 @@ export type ErrorCode =
   | "muted"
   /** Slow mode: the next message may come in `retryAfter` seconds. */
   | "slow_mode"
-  /** `/delete` of an id that is not a message in the room's history. */
+  /**
+   * `/delete` or a reply of an id that is not a message in the room's
+   * history (never one, or deleted).
+   */
   | "no_such_message"
   /** `/unban` of a nick nobody banned holds. */
   | "not_banned";
@@ -382,8 +414,8 @@ export type ServerFrame =
 
 /** What a JSON client may send. */
 export type ClientFrame =
-  | { type: "message"; text: string }
-  | { type: "action"; text: string }
+  | { type: "message"; text: string; replyTo?: number }
+  | { type: "action"; text: string; replyTo?: number }
   | { type: "nick"; nick: string }
   | { type: "dm"; to: string; text: string }
   | { type: "typing" }
@@ -396,7 +428,8 @@ export type ClientFrame =
 
 /** What a client asked for (a typed line or a JSON frame). */
 export type Command =
-  | { type: "message" | "action"; text: string }
+  /** `replyTo`: the id of the earlier message it answers. */
+  | { type: "message" | "action"; text: string; replyTo?: number }
   | { type: "dm"; to: string; text: string }
   | { type: "typing" }
   /** `nick` empty: the plain-text `/nick` that asks for yours. */
@@ -447,7 +480,7 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
+  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
 
 /** How `/history` is used, for a count that is not one. */
 export const HISTORY_USAGE =
@@ -456,6 +489,9 @@ export const HISTORY_USAGE =
 /** The moderators' commands, added to `/help` for moderators. */
 export const MODERATION_HELP =
   "moderators: /kick NICK [reason], /ban NICK [minutes] [reason], /unban NICK, /mute NICK [minutes] [reason], /unmute NICK, /topic TEXT, /slow SECONDS (0: off), /delete ID (also your own messages)";
+
+/** How `/reply` is used. */
+export const REPLY_USAGE = "usage: /reply ID TEXT (ID: the message answered)";
 
 /** How `/join` is used, for a room name that is not one. */
 export const JOIN_USAGE = `usage: /join ROOM (${ROOM_RULE})`;
@@ -468,6 +504,7 @@ export const COMMAND_NAMES = [
   "nick",
   "me",
   "msg",
+  "reply",
   "join",
   "quit",
   "exit",
@@ -515,6 +552,11 @@ export function parseCommand(line: string): Command {
       const dm = arg.match(/^(\S+)\s+([\s\S]+)$/);
       if (!dm) return usage("usage: /msg NICK TEXT");
       return { type: "dm", to: dm[1], text: dm[2] };
+    }
+    case "reply": {
+      const reply = arg.match(/^(\d{1,15})\s+([\s\S]+)$/);
+      if (!reply) return usage(REPLY_USAGE);
+      return { type: "message", text: reply[2], replyTo: Number(reply[1]) };
     }
     case "join":
       return { type: "join", room: arg };
@@ -684,7 +726,7 @@ function moderationCommand(
 }
 
 const JSON_FORMS =
-  'expected {"type":"message"|"action","text":…}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
+  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
 
 const HISTORY_FORM =
   `expected {"type":"history","before":ID,"limit":N}: ID a whole number >= 0, N from 1 to ${MAX_HISTORY_PAGE} (default ${DEFAULT_HISTORY_PAGE})`;
@@ -716,7 +758,19 @@ export function parseJsonCommand(data: string): Command {
       (frame.type === "message" || frame.type === "action") &&
       typeof frame.text === "string"
     ) {
-      return { type: frame.type, text: frame.text };
+      const { replyTo } = frame;
+      if (replyTo === undefined) return { type: frame.type, text: frame.text };
+      if (
+        typeof replyTo !== "number" || !Number.isSafeInteger(replyTo) ||
+        replyTo < 1
+      ) {
+        return {
+          type: "invalid",
+          code: "bad_request",
+          message: "replyTo is the id of a message: a whole number >= 1",
+        };
+      }
+      return { type: frame.type, text: frame.text, replyTo };
     }
     if (frame.type === "nick" && typeof frame.nick === "string") {
       return { type: "nick", nick: frame.nick };
@@ -811,9 +865,11 @@ export function printable(text: string): string {
 export function renderText(event: RoomEvent): string {
   switch (event.type) {
     case "message":
-      return `${event.from}: ${oneLine(event.text)}`;
+      return `${event.from}: ${replyText(event.replyTo)}${oneLine(event.text)}`;
     case "action":
-      return `* ${event.from} ${oneLine(event.text)}`;
+      return `* ${event.from} ${replyText(event.replyTo)}${
+        oneLine(event.text)
+      }`;
     case "join":
       return ` .... ${event.nick} has joined.`;
     case "leave":
@@ -839,6 +895,11 @@ export function renderText(event: RoomEvent): string {
     case "delete":
       return ` .... ${event.by} deleted message ${event.deleted}.`;
   }
+}
+
+/** A reply's quote on a plain-text line: `↪ ada: "the start…" `. */
+function replyText(quote: ReplyQuote | undefined): string {
+  return quote ? `↪ ${quote.from}: "${oneLine(quote.text)}" ` : "";
 }
 
 /** A plain-text system line: ` .... TEXT`. */
@@ -1009,6 +1070,7 @@ export const PAGE_CONSTANTS = {
   nickPattern: NICK_PATTERN.source,
   maxNickChars: MAX_NICK_CHARS,
   typingIntervalMs: TYPING_INTERVAL_MS,
+  replyUsage: REPLY_USAGE,
   commands: COMMAND_NAMES,
   helpText: HELP_TEXT,
   moderationHelp: MODERATION_HELP,

@@ -21,6 +21,7 @@ import {
   MAX_ROOM_CHARS,
   PAGE_CONSTANTS,
   parseCommand,
+  parseJsonCommand,
   SESSION_PROTOCOL_PREFIX,
 } from "./protocol.ts";
 import { pageScript } from "../tools/check_page.ts";
@@ -125,5 +126,24 @@ Deno.test("each field's check keeps a value at its limit, counted in characters 
       refused("bad_nick", 'a nickname is 1–24 letters, digits, "_" or "-"'),
       String(bad),
     );
+  }
+});
+
+Deno.test("/reply ID TEXT and a JSON replyTo are a message answering ID; a bad id is bad_request", () => {
+  assert.deepEqual(parseCommand("/reply 12 sounds good"), {
+    type: "message",
+    text: "sounds good",
+    replyTo: 12,
+  });
+  assert.equal(parseCommand("/reply twelve ok").type, "invalid");
+  assert.deepEqual(
+    parseJsonCommand('{"type":"action","text":"nods","replyTo":3}'),
+    { type: "action", text: "nods", replyTo: 3 },
+  );
+  for (const bad of ['"3"', "0", "1.5", "-2"]) {
+    const command = parseJsonCommand(
+      `{"type":"message","text":"x","replyTo":${bad}}`,
+    );
+    assert.equal(command.type === "invalid" && command.code, "bad_request");
   }
 });
