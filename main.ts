@@ -91,6 +91,7 @@ import {
 } from "./server/delivery.ts";
 import {
   answerModeration,
+  editMessage,
   post,
   readHistory,
   sendDirect,
@@ -840,6 +841,24 @@ function execute(client: Client, command: Command): void {
         from: client.nick,
         text,
       }, command.replyTo).catch((error) => failed(client, error));
+    }
+    case "edit": {
+      const text = checkMessage(command.text, settings.maxMessageChars);
+      if (isRefusal(text)) return sendError(client, text.code, text.message);
+      if (text.length === 0) {
+        return sendError(
+          client,
+          "bad_request",
+          "an edit needs text (/delete removes a message)",
+        );
+      }
+      return void editMessage(
+        store,
+        client,
+        command.id,
+        text,
+        settings.editWindow * 1000,
+      ).catch((error) => failed(client, error));
     }
     case "typing": {
       // Ephemeral and cheap: not counted against the message rate, but

@@ -401,6 +401,7 @@ const FLAG_CASES: Record<
   connectBurst: [["--connect-burst=16"], { connectBurst: 16 }],
   openTimeout: [["--open-timeout=17"], { openTimeout: 17 }],
   sessionGrace: [["--session-grace=0"], { sessionGrace: 0 }],
+  editWindow: [["--edit-window", "600"], { editWindow: 600 }],
   allowOrigin: [["--allow-origin", "*"], { allowOrigin: ["*"] }],
   cert: [["--cert", "PEM", "--key", "PEM"], {
     cert: "PEM_TEXT",
@@ -1201,5 +1202,50 @@ Deno.test("a reply reaches everyone with its quote: JSON gets the id and the sta
     const kept = cy.welcome.history.find((e: Json) => e.id === answer.id);
     assert.deepEqual(kept.replyTo, answer.replyTo);
     await closeAll(ada, bob, cy);
+  });
+});
+
+Deno.test("an edit reaches everyone live (JSON: the edit event; plain text: '* nick edited: text'), the welcome shows the new text, and another's edit is forbidden", async () => {
+  await withChat({}, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    const bob = await textClient(chat, "/", { nick: "bob" });
+    await untilEvent(ada, (e) => e.type === "join" && e.nick === "bob");
+    ada.send(JSON.stringify({ type: "message", text: "lunch at 11" }));
+    const said = await untilEvent(ada, (e) => e.type === "message");
+    assert.equal(await bob.next(), "ada: lunch at 11");
+    ada.send(JSON.stringify({ type: "edit", id: said.id, text: "at noon" }));
+    const edit = await untilEvent(ada, (e) => e.type === "edit");
+    assert.deepEqual(
+      [edit.from, edit.target, edit.text],
+      ["ada", said.id, "at noon"],
+    );
+    assert.equal(await bob.next(), "* ada edited: at noon");
+    bob.send(`/edit ${said.id} mine now`);
+    assert.equal(
+      await bob.next(),
+      " .... error: only its author may edit a message",
+    );
+    ada.send(JSON.stringify({ type: "edit", id: said.id, text: "  " }));
+    assert.equal(
+      (await untilEvent(ada, (e) => e.type === "error")).code,
+      "bad_request",
+    );
+    const cy = await jsonClient(chat, "/", { nick: "cy" });
+    const kept = cy.welcome.history.find((e: Json) => e.id === said.id);
+    assert.equal(kept.text, "at noon");
+    assert.equal(kept.edited, edit.edited);
+    await closeAll(ada, bob, cy);
+  });
+});
+
+Deno.test("--edit-window 0: no message can be edited (edit_window)", async () => {
+  await withChat({ editWindow: 0 }, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    ada.send(JSON.stringify({ type: "message", text: "typo" }));
+    const said = await untilEvent(ada, (e) => e.type === "message");
+    ada.send(JSON.stringify({ type: "edit", id: said.id, text: "fixed" }));
+    const refused = await untilEvent(ada, (e) => e.type === "error");
+    assert.equal(refused.code, "edit_window");
+    await closeAll(ada);
   });
 });

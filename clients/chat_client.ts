@@ -187,6 +187,10 @@ export function render(
       );
     case "error":
       return systemLine(`error: ${text(event.message)}`, style);
+    case "edit":
+      return `${time}* ${nickText(event.from, style)} edited: ${
+        text(event.text)
+      }`;
     case "kick":
     case "topic":
     case "slow":
@@ -249,6 +253,7 @@ export function parseInput(line: string): Input {
     case "message":
     case "action":
     case "dm":
+    case "edit":
       return { kind: "send", frame: command };
     case "nick": {
       if (command.nick === "") return { kind: "whoami" };

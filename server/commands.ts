@@ -83,6 +83,58 @@ export async function post(
   );
 }
 
+/**
+ * `/edit ID TEXT`: the author's new text for their message, through the
+ * store's `edit` (refused when it is not theirs, is gone, is past
+ * `windowMs`, or they are muted).
+ */
+export async function editMessage(
+  store: RoomStore,
+  client: Sender,
+  id: number,
+  text: string,
+  windowMs: number,
+): Promise<void> {
+  const edited = await store.edit(
+    client.room.name,
+    {
+      nick: client.nick,
+      since: client.claimedId,
+      keys: client.keys,
+    },
+    id,
+    text,
+    windowMs,
+  );
+  if (!("refused" in edited)) return;
+  switch (edited.refused) {
+    case "muted":
+      return sendError(client, "muted", "you are muted in this room");
+    case "no_such_message":
+      return sendError(
+        client,
+        "no_such_message",
+        `no message ${id} in this room's history`,
+      );
+    case "forbidden":
+      return sendError(
+        client,
+        "forbidden",
+        "only its author may edit a message",
+      );
+    case "edit_window":
+      return sendError(
+        client,
+        "edit_window",
+        windowMs === 0
+          ? "messages cannot be edited here"
+          : `a message may be edited for ${
+            Math.round(windowMs / 1000)
+          } s after it is sent`,
+      );
+  }
+}
+
 /** `/msg NICK text`: to one member, and the sender's own connections. */
 export async function sendDirect(
   store: RoomStore,

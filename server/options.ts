@@ -224,6 +224,12 @@ export const OPTIONS = {
     "seconds a person's last tab may be gone before they are announced as left",
     false,
   ),
+  editWindow: limit(
+    24 * 60 * 60,
+    0,
+    "seconds after sending in which its author may edit a message (0: never)",
+    false,
+  ),
   allowOrigin: {
     default: [] as string[],
     arg: "ORIGIN",

@@ -74,6 +74,12 @@ export interface RoomKeys {
    * it without reading every member.
    */
   ops: string;
+  /**
+   * Hash: event id → the event's JSON as edited (rules `edit`): a stream
+   * entry cannot be rewritten, so every read of history takes an entry's
+   * event from here when it is here. Trimmed and expiring with `events`.
+   */
+  edits: string;
 }
 
 /** A room key by name, as the scripts' arguments name it. */
@@ -90,6 +96,7 @@ export const KEY_INDEX: Record<KeyName, number> = {
   reserved: 7,
   posted: 8,
   ops: 9,
+  edits: 10,
 };
 
 /** The keys as Lua gets them. */
@@ -104,6 +111,7 @@ export function keyList(keys: RoomKeys): string[] {
     keys.reserved,
     keys.posted,
     keys.ops,
+    keys.edits,
   ];
 }
 
@@ -124,6 +132,18 @@ export interface RoomArgs {
 // JSON (A).
 const ROOM_PRELUDE = `
 local A = cjson.decode(ARGV[1])
+-- History as it reads now: a range of the stream (XRANGE or XREVRANGE),
+-- each entry's event as edited where an edit replaced it (KEYS[10]).
+local function range(command, ...)
+  local entries = redis.call(command, KEYS[2], ...)
+  if redis.call('EXISTS', KEYS[10]) == 1 then
+    for _, entry in ipairs(entries) do
+      local e = redis.call('HGET', KEYS[10], string.match(entry[1], '^(%d+)'))
+      if e then entry[2][2] = e end
+    end
+  end
+  return entries
+end
 `;
 
 // ---------------------------------------------------------------------------
@@ -182,7 +202,7 @@ end
 local kept = {}
 for i, id in ipairs(A.kept or {}) do
   local sid = string.format('%d', id) .. '-0'
-  kept[i] = redis.call('XRANGE', KEYS[2], sid, sid)[1] or false
+  kept[i] = range('XRANGE', sid, sid)[1] or false
 end
 return {
   redis.call('HMGET', KEYS[1], 'epoch', 'last', 'ctrl'),
@@ -282,7 +302,11 @@ local function run(commands)
   for i, c in ipairs(commands) do
     local args = {}
     for j = 3, #c do args[#args + 1] = value(c[j]) end
-    out[i] = redis.call(c[1], KEYS[c[2]], unpack(args))
+    if c[2] == 2 and (c[1] == 'XRANGE' or c[1] == 'XREVRANGE') then
+      out[i] = range(c[1], unpack(args))
+    else
+      out[i] = redis.call(c[1], KEYS[c[2]], unpack(args))
+    end
   end
   return out
 end
@@ -318,6 +342,8 @@ if #A.events > 0 then
     end
     if #gone == 0 then break end
     redis.call('XDEL', KEYS[2], unpack(gone))
+    for j, sid in ipairs(gone) do gone[j] = string.match(sid, '^(%d+)') end
+    redis.call('HDEL', KEYS[10], unpack(gone))
   end
   if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
   local list = '[' .. table.concat(events, ',') .. ']'
@@ -331,6 +357,7 @@ end
 if A.retain and redis.call('HLEN', KEYS[3]) == 0 then
   redis.call('EXPIRE', KEYS[1], A.roomTtl)
   redis.call('EXPIRE', KEYS[2], A.roomTtl)
+  redis.call('EXPIRE', KEYS[10], A.roomTtl)
 end
 for _, p in ipairs(A.publish) do redis.call('PUBLISH', p[1], value(p[2])) end
 return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
@@ -345,6 +372,24 @@ return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
     if (status === "behind") return { behind: true };
     return { events: JSON.parse(events), before, after };
   },
+);
+
+/**
+ * Events of the room's history as they read now (edits applied): a range
+ * of the stream by `command` (XRANGE or XREVRANGE) and its arguments.
+ */
+export const RANGE = script<
+  { command: "XRANGE" | "XREVRANGE"; range: string[] },
+  RoomEvent[]
+>(
+  `
+local out = {}
+for i, entry in ipairs(range(A.command, unpack(A.range))) do
+  out[i] = entry[2][2]
+end
+return '[' .. table.concat(out, ',') .. ']'
+`,
+  (reply) => JSON.parse(reply as string),
 );
 
 // ---------------------------------------------------------------------------

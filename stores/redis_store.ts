@@ -59,6 +59,7 @@ import type {
 } from "../wire/protocol.ts";
 import {
   type Disconnection,
+  type EditRefusal,
   type HistoryPage,
   type HistoryRequest,
   type Joined,
@@ -96,6 +97,7 @@ import {
   type KeyCommand,
   keyList,
   type PublishedBatch,
+  RANGE,
   READ,
   type ReadPlan,
   type Reply,
@@ -1109,6 +1111,24 @@ export class RedisStore implements RoomStore {
     })());
   }
 
+  edit(
+    name: string,
+    author: { nick: string; since: number; keys: string[] },
+    id: number,
+    text: string,
+    windowMs: number,
+  ): Promise<RoomEvent | EditRefusal> {
+    return this.#track((async () => {
+      this.#check();
+      const { result, txn, events } = await this.#decide(
+        name,
+        { kept: [id], moderation: true },
+        (txn) => rules.edit(txn, author, id, text, windowMs),
+      );
+      return typeof result === "number" ? txn.appended(result, events) : result;
+    })());
+  }
+
   delete(
     name: string,
     id: number,
@@ -1262,17 +1282,12 @@ export class RedisStore implements RoomStore {
   }
 
   /** Events of the room's stream, by `command` over `range` (its ids are `N-0`). */
-  async #stream(
+  #stream(
     room: string,
     command: "XRANGE" | "XREVRANGE",
     ...range: string[]
   ): Promise<RoomEvent[]> {
-    const entries = await this.#command([
-      command,
-      this.#keys(room).events,
-      ...range,
-    ]) as [string, string[]][];
-    return entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent);
+    return this.#run(RANGE, this.#keys(room), { command, range });
   }
 
   /**
@@ -1534,6 +1549,13 @@ export class RedisStore implements RoomStore {
     if (event.type === "delete") {
       const gone = recent.findIndex((kept) => kept.id === event.deleted);
       if (gone >= 0) recent.splice(gone, 1);
+    }
+    if (event.type === "edit") {
+      const at = recent.findIndex((kept) => kept.id === event.target);
+      const target = recent[at];
+      if (target?.type === "message" || target?.type === "action") {
+        recent[at] = { ...target, text: event.text, edited: event.edited };
+      }
     }
     const most = 2 * this.#options.historySize;
     if (recent.length > most) recent.splice(0, recent.length - most / 2);
@@ -2033,6 +2055,7 @@ export class RedisStore implements RoomStore {
       reserved: base + "reserved",
       posted: base + "posted",
       ops: base + "ops",
+      edits: base + "edits",
     };
   }
 

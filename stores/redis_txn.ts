@@ -410,7 +410,14 @@ export class RedisTxn implements RoomTxn {
     const cost = this.#s.kept.get(event.id)?.cost ?? 0;
     this.#s.kept.set(event.id, null); // a second deletion finds nothing
     this.#write("events", "XDEL", `${event.id}-0`);
+    this.#write("edits", "HDEL", String(event.id));
     this.#write("meta", "HINCRBY", "bytes", String(-cost));
+  }
+
+  replaceEvent(event: RoomEvent): void {
+    const entry = this.#s.kept.get(event.id);
+    if (entry) this.#s.kept.set(event.id, { ...entry, event });
+    this.#write("edits", "HSET", String(event.id), JSON.stringify(event));
   }
 
   evict(member: Member, reason?: string): void {
@@ -475,7 +482,11 @@ export class RedisTxn implements RoomTxn {
     if (this.#wroteCtrl) {
       writes.push(["HINCRBY", meta, "ctrl", "1"]);
       if (this.#s.count > 0) {
-        writes.push(["PERSIST", meta], ["PERSIST", KEY_INDEX.events]);
+        writes.push(
+          ["PERSIST", meta],
+          ["PERSIST", KEY_INDEX.events],
+          ["PERSIST", KEY_INDEX.edits],
+        );
       }
     }
     // Read, it is a condition whether used or not: the process may keep

@@ -163,6 +163,8 @@ export interface RoomTxn {
   setPosted(owner: string, at: number): void;
   /** Deletes a kept event from history. */
   deleteEvent(event: RoomEvent): void;
+  /** A kept event is this from now on (an edited message). */
+  replaceEvent(event: RoomEvent): void;
   /**
    * Closes the member's connections on every process: a token takeover
    * (no reason) or a kick or ban (with the close reason).
@@ -754,6 +756,52 @@ function deleteMessage(
 // `delete` names the rule as `/delete` names the command (a reserved word
 // as a function's own name).
 export { deleteMessage as delete };
+
+/** Why an edit was refused. */
+export type EditRefusal =
+  | { refused: "muted"; until?: number }
+  | { refused: "no_such_message" | "forbidden" | "edit_window" };
+
+/**
+ * The author replaces the text of their message or action `id`: only its
+ * author (the nick that sent it, held since before it: `since`, as for a
+ * deletion), not while muted, and only within `windowMs` of it being sent
+ * (0: never). The message is kept with the new text and `edited`, and an
+ * `edit` event tells the room. The edit event's id.
+ */
+export function edit(
+  txn: RoomTxn,
+  author: { nick: string; since: number; keys: readonly string[] },
+  id: number,
+  text: string,
+  windowMs: number,
+): number | EditRefusal {
+  const mute = sanctionOn(txn, "mute", author.keys);
+  if (mute) {
+    return mute.until === undefined
+      ? { refused: "muted" }
+      : { refused: "muted", until: mute.until };
+  }
+  const event = txn.kept(id);
+  if (!event || (event.type !== "message" && event.type !== "action")) {
+    return { refused: "no_such_message" };
+  }
+  if (event.from !== author.nick || author.since >= id) {
+    return { refused: "forbidden" };
+  }
+  if (windowMs === 0 || txn.now - event.ts > windowMs) {
+    return { refused: "edit_window" };
+  }
+  txn.replaceEvent({ ...event, text, edited: txn.now });
+  return txn.append({
+    type: "edit",
+    from: event.from,
+    target: id,
+    text,
+    edited: txn.now,
+    ...(event.verified ? { verified: true } : {}),
+  });
+}
 
 /** The `kick` event of an expulsion. */
 export function kickEvent(nick: string, expulsion: Kick): NewEvent {

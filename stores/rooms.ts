@@ -26,6 +26,7 @@ import * as rules from "./room_rules.ts";
 import {
   canResume,
   connectionCount,
+  type EditRefusal,
   type JoinRequest,
   type Kick,
   type Member,
@@ -51,6 +52,7 @@ export {
   sanctionKeys,
 } from "./room_rules.ts";
 export type {
+  EditRefusal,
   JoinRequest,
   Kick,
   Member,
@@ -260,6 +262,18 @@ export interface RoomStore {
   /** Sets slow mode and appends its event. */
   slow(room: string, change: NewEvent & { type: "slow" }): Promise<RoomEvent>;
   /**
+   * Replaces the text of a message or action by its author within
+   * `windowMs` of it being sent (rules `edit`), and appends an `edit`
+   * event; or says why not.
+   */
+  edit(
+    room: string,
+    author: { nick: string; since: number; keys: string[] },
+    id: number,
+    text: string,
+    windowMs: number,
+  ): Promise<RoomEvent | EditRefusal>;
+  /**
    * Deletes a message or action from history and appends a `delete` event.
    * With `author`, only when that nick sent it and held the nick since
    * before it (`since`: the event that gave them the nick).
@@ -414,6 +428,8 @@ export interface RoomArchive {
    * leave it out from now on).
    */
   delete(room: string, id: number): void;
+  /** Queues a kept event's new form (an edited message). */
+  replace(room: string, event: RoomEvent): void;
   /** A kept event of the room by id, if it is kept and not removed. */
   find(room: string, id: number): RoomEvent | undefined;
   /** A room's moderation as kept; undefined if it never had any. */
@@ -802,6 +818,19 @@ export class MemoryStore implements RoomStore {
     return this.#durable(appended[0]);
   }
 
+  edit(
+    name: string,
+    author: { nick: string; since: number; keys: string[] },
+    id: number,
+    text: string,
+    windowMs: number,
+  ): Promise<RoomEvent | EditRefusal> {
+    const appended: RoomEvent[] = [];
+    const txn = this.#txn(name, this.#room(name), appended);
+    const edited = rules.edit(txn, author, id, text, windowMs);
+    return this.#durable(typeof edited === "number" ? appended[0] : edited);
+  }
+
   delete(
     name: string,
     id: number,
@@ -901,6 +930,16 @@ export class MemoryStore implements RoomStore {
           needRoom().historyBytes -= eventBytes(event);
         }
         this.#archive?.delete(name, event.id);
+      },
+      replaceEvent: (event) => {
+        const history = needRoom().history;
+        const index = firstAtOrAbove(history, event.id);
+        if (history[index]?.id === event.id) {
+          needRoom().historyBytes += eventBytes(event) -
+            eventBytes(history[index]);
+          history[index] = event;
+        }
+        this.#archive?.replace(name, event);
       },
       evict: (member, reason) =>
         reason === undefined

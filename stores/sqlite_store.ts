@@ -128,6 +128,8 @@ export class SqliteArchive implements RoomArchive {
   #rows: [room: number, id: number, ts: number, event: string][] = [];
   /** Events to delete with the next commit: room key → ids. */
   #removals = new Map<number, Set<number>>();
+  /** Kept events' new forms (edits), by `room/id`, for the next commit. */
+  #replacements = new Map<string, [room: number, id: number, event: string]>();
   /** Moderation changes for the next commit, in the order they were made. */
   #changes: [room: string, change: ModerationChange][] = [];
   #sql: Record<
@@ -144,6 +146,7 @@ export class SqliteArchive implements RoomArchive {
     | "firstTimes"
     | "event"
     | "removeEvent"
+    | "replaceEvent"
     | "moderation"
     | "setModeration"
     | "unsetModeration"
@@ -183,6 +186,9 @@ export class SqliteArchive implements RoomArchive {
       ),
       event: prepare("SELECT event FROM events WHERE room = ? AND id = ?"),
       removeEvent: prepare("DELETE FROM events WHERE room = ? AND id = ?"),
+      replaceEvent: prepare(
+        "UPDATE events SET event = ? WHERE room = ? AND id = ?",
+      ),
       moderation: prepare(
         "SELECT kind, key, value FROM moderation WHERE room = ?",
       ),
@@ -304,13 +310,24 @@ export class SqliteArchive implements RoomArchive {
     ids.add(id);
   }
 
+  replace(room: string, event: RoomEvent): void {
+    const known = this.#known.get(room);
+    if (!known) throw new Error(`no room ${room} in the archive`);
+    this.#replacements.set(`${known.key}/${event.id}`, [
+      known.key,
+      event.id,
+      JSON.stringify(event),
+    ]);
+  }
+
   find(room: string, id: number): RoomEvent | undefined {
     const known = this.#known.get(room);
     if (!known || this.#removals.get(known.key)?.has(id)) return undefined;
     const queued = this.#rows.find(([key, rowId]) =>
       key === known.key && rowId === id
     );
-    const text = queued?.[3] ?? this.#sql.event.get(known.key, id)?.event;
+    const text = this.#replacements.get(`${known.key}/${id}`)?.[2] ??
+      queued?.[3] ?? this.#sql.event.get(known.key, id)?.event;
     return text === undefined
       ? undefined
       : JSON.parse(text as string) as RoomEvent;
@@ -359,7 +376,8 @@ export class SqliteArchive implements RoomArchive {
     const made = this.#made;
     if (
       made.size === 0 && this.#rows.length === 0 &&
-      this.#removals.size === 0 && this.#changes.length === 0
+      this.#removals.size === 0 && this.#changes.length === 0 &&
+      this.#replacements.size === 0
     ) {
       return;
     }
@@ -370,6 +388,10 @@ export class SqliteArchive implements RoomArchive {
         sql.insertRoom.run(room.key, name, room.epoch!, 0);
       }
       for (const row of this.#rows) sql.insertEvent.run(...row);
+      // After the inserts too: a message edited in the turn it was sent.
+      for (const [key, id, event] of this.#replacements.values()) {
+        sql.replaceEvent.run(event, key, id);
+      }
       // After the inserts: a message deleted in the turn it was sent is
       // among them.
       for (const [key, ids] of this.#removals) {
@@ -383,6 +405,7 @@ export class SqliteArchive implements RoomArchive {
       throw error;
     }
     this.#rows = [];
+    this.#replacements.clear();
     this.#removals.clear();
     this.#changes = [];
     for (const room of made.values()) room.epoch = undefined;

@@ -1026,3 +1026,118 @@ contract(
     assert.deepEqual(page.events.map((event) => event.id), [1, 3, 4, 5]);
   },
 );
+
+contract(
+  "an edit replaces its author's message within the window: every read serves the new text with edited, and the old text nowhere; another's, a gone one, a late one or a muted author's is refused",
+  async (subject) => {
+    const store = () => subject.store;
+    await join(store(), "r", { owner: "1", nick: "ann", keys: ["s.ann"] }); // 1
+    await join(store(), "r", { owner: "2", nick: "bob", keys: ["2"] }); // 2
+    const ann = { nick: "ann", since: 1, keys: ["s.ann"] };
+    const said = await store().post(
+      "r",
+      { owner: "1", keys: ["1"], op: false },
+      {
+        type: "message",
+        from: "ann",
+        text: "lunch at 11",
+      },
+    ) as RoomEvent; // 3
+    const DAY = 24 * 60 * 60 * 1000;
+    const edit = await store().edit("r", ann, said.id, "lunch at noon", DAY);
+    const event = edit as RoomEvent & { type: "edit" };
+    assert.equal(event.type, "edit");
+    assert.deepEqual(
+      [event.from, event.target, event.text, event.id],
+      ["ann", said.id, "lunch at noon", 4],
+    );
+    assert.equal(typeof event.edited, "number");
+    const check = async () => {
+      const page = await store().history("r", {
+        before: Number.MAX_SAFE_INTEGER,
+        limit: 50,
+        visible: () => true,
+      });
+      const kept = page.events.find((e) => e.id === said.id) as RoomEvent & {
+        type: "message";
+      };
+      assert.equal(kept.text, "lunch at noon");
+      assert.equal(kept.edited, event.edited);
+      assert.ok(!JSON.stringify(page).includes("lunch at 11"), "old text gone");
+      // A welcome's history and a resume serve it edited too.
+      const cy = await join(store(), "r", { owner: `3-${Math.random()}` });
+      const welcome = cy.history.find((e) => e.id === said.id) as {
+        text: string;
+      };
+      assert.equal(welcome.text, "lunch at noon");
+      const back = await join(store(), "r", {
+        owner: `4-${Math.random()}`,
+        since: said.id - 1,
+        epoch: cy.epoch,
+      });
+      assert.equal(back.gap, false);
+      assert.equal(
+        (back.history.find((e) => e.id === said.id) as { text: string }).text,
+        "lunch at noon",
+      );
+    };
+    await check();
+    // A reply quotes the text as it is now.
+    const reply = await store().post(
+      "r",
+      { owner: "2", keys: ["2"], op: false },
+      { type: "message", from: "bob", text: "ok" },
+      said.id,
+    ) as RoomEvent & { type: "message" };
+    assert.equal(reply.replyTo?.text, "lunch at noon");
+    // Refusals, nothing appended.
+    const bob = { nick: "bob", since: 2, keys: ["2"] };
+    assert.deepEqual(await store().edit("r", bob, said.id, "mine now", DAY), {
+      refused: "forbidden",
+    });
+    assert.deepEqual(await store().edit("r", ann, 999, "x", DAY), {
+      refused: "no_such_message",
+    });
+    assert.deepEqual(await store().edit("r", ann, said.id, "x", 0), {
+      refused: "edit_window",
+    });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(await store().edit("r", ann, said.id, "x", 1), {
+      refused: "edit_window",
+    });
+    assert.equal(await store().mute("r", "ann"), "muted");
+    assert.deepEqual(await store().edit("r", ann, said.id, "x", DAY), {
+      refused: "muted",
+    });
+    await store().unmute("r", "ann");
+    const stays = await store().post("r", {
+      owner: "1",
+      keys: ["s.ann"],
+      op: false,
+    }, { type: "message", from: "ann", text: "typo" }) as RoomEvent;
+    assert.equal(
+      ((await store().edit("r", ann, stays.id, "fixed", DAY)) as RoomEvent)
+        .type,
+      "edit",
+    );
+    await store().delete("r", said.id, "mod");
+    assert.deepEqual(await store().edit("r", ann, said.id, "x", DAY), {
+      refused: "no_such_message",
+    });
+    if (subject.reopen) {
+      // Kept as edited across a restart; the deleted one stays deleted.
+      await subject.reopen();
+      await join(store(), "r", { owner: "5", nick: "dee" });
+      const page = await store().history("r", {
+        before: Number.MAX_SAFE_INTEGER,
+        limit: 50,
+        visible: () => true,
+      });
+      assert.ok(!page.events.some((e) => e.id === said.id));
+      assert.equal(
+        (page.events.find((e) => e.id === stays.id) as { text: string }).text,
+        "fixed",
+      );
+    }
+  },
+);

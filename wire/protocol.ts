@@ -232,6 +232,8 @@ export type RoomEvent =
     verified?: boolean;
     /** The earlier message this one answers, quoted. */
     replyTo?: ReplyQuote;
+    /** When its text was last edited (its author's `edit`). */
+    edited?: number;
   }
   | {
     type: "action";
@@ -241,10 +243,27 @@ export type RoomEvent =
     text: string;
     verified?: boolean;
     replyTo?: ReplyQuote;
+    edited?: number;
   }
   | { type: "join"; id: number; ts: number; nick: string; verified?: boolean }
   | { type: "leave"; id: number; ts: number; nick: string }
   | { type: "nick"; id: number; ts: number; from: string; to: string }
+  /**
+   * Its author replaced the text of message `target`: history, paging and
+   * resume serve that message with the new text and `edited`; the old
+   * text is served nowhere.
+   */
+  | {
+    type: "edit";
+    id: number;
+    ts: number;
+    from: string;
+    target: number;
+    text: string;
+    /** The message's `edited` from now on. */
+    edited: number;
+    verified?: boolean;
+  }
   | {
     type: "dm";
     id: number;
@@ -371,7 +390,9 @@ export type ErrorCode =
    */
   | "no_such_message"
   /** `/unban` of a nick nobody banned holds. */
-  | "not_banned";
+  | "not_banned"
+  /** An edit after `--edit-window` (or with editing off). */
+  | "edit_window";
 
 /** A refusal of one frame; the connection stays open. */
 export interface ErrorFrame {
@@ -414,6 +435,7 @@ export type ServerFrame =
 
 /** What a JSON client may send. */
 export type ClientFrame =
+  | { type: "edit"; id: number; text: string }
   | { type: "message"; text: string; replyTo?: number }
   | { type: "action"; text: string; replyTo?: number }
   | { type: "nick"; nick: string }
@@ -430,6 +452,8 @@ export type ClientFrame =
 export type Command =
   /** `replyTo`: the id of the earlier message it answers. */
   | { type: "message" | "action"; text: string; replyTo?: number }
+  /** The author's new text for their message `id`. */
+  | { type: "edit"; id: number; text: string }
   | { type: "dm"; to: string; text: string }
   | { type: "typing" }
   /** `nick` empty: the plain-text `/nick` that asks for yours. */
@@ -480,7 +504,7 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
+  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
 
 /** How `/history` is used, for a count that is not one. */
 export const HISTORY_USAGE =
@@ -492,6 +516,9 @@ export const MODERATION_HELP =
 
 /** How `/reply` is used. */
 export const REPLY_USAGE = "usage: /reply ID TEXT (ID: the message answered)";
+
+/** How `/edit` is used. */
+export const EDIT_USAGE = "usage: /edit ID TEXT (ID: your message)";
 
 /** How `/join` is used, for a room name that is not one. */
 export const JOIN_USAGE = `usage: /join ROOM (${ROOM_RULE})`;
@@ -505,6 +532,7 @@ export const COMMAND_NAMES = [
   "me",
   "msg",
   "reply",
+  "edit",
   "join",
   "quit",
   "exit",
@@ -557,6 +585,11 @@ export function parseCommand(line: string): Command {
       const reply = arg.match(/^(\d{1,15})\s+([\s\S]+)$/);
       if (!reply) return usage(REPLY_USAGE);
       return { type: "message", text: reply[2], replyTo: Number(reply[1]) };
+    }
+    case "edit": {
+      const edit = arg.match(/^(\d{1,15})\s+([\s\S]+)$/);
+      if (!edit || Number(edit[1]) < 1) return usage(EDIT_USAGE);
+      return { type: "edit", id: Number(edit[1]), text: edit[2] };
     }
     case "join":
       return { type: "join", room: arg };
@@ -772,6 +805,20 @@ export function parseJsonCommand(data: string): Command {
       }
       return { type: frame.type, text: frame.text, replyTo };
     }
+    if (frame.type === "edit") {
+      const { id, text } = frame;
+      if (
+        typeof id !== "number" || !Number.isSafeInteger(id) || id < 1 ||
+        typeof text !== "string"
+      ) {
+        return {
+          type: "invalid",
+          code: "bad_request",
+          message: 'expected {"type":"edit","id":ID,"text":…}',
+        };
+      }
+      return { type: "edit", id, text };
+    }
     if (frame.type === "nick" && typeof frame.nick === "string") {
       return { type: "nick", nick: frame.nick };
     }
@@ -876,6 +923,8 @@ export function renderText(event: RoomEvent): string {
       return ` .... ${event.nick} has left.`;
     case "nick":
       return ` .... ${event.from} is now known as ${event.to}.`;
+    case "edit":
+      return `* ${event.from} edited: ${oneLine(event.text)}`;
     case "dm":
       return `[dm] ${event.from} -> ${event.to}: ${oneLine(event.text)}`;
     case "kick":
@@ -1070,6 +1119,7 @@ export const PAGE_CONSTANTS = {
   nickPattern: NICK_PATTERN.source,
   maxNickChars: MAX_NICK_CHARS,
   typingIntervalMs: TYPING_INTERVAL_MS,
+  editUsage: EDIT_USAGE,
   replyUsage: REPLY_USAGE,
   commands: COMMAND_NAMES,
   helpText: HELP_TEXT,
