@@ -62,6 +62,11 @@ function replyBar(page: Page): Promise<string | null> {
   );
 }
 
+/** What describes the input to a screen reader (its element ids). */
+function describedBy(page: Page): Promise<string | null> {
+  return page.$eval("#input", (el) => el.getAttribute("aria-describedby"));
+}
+
 /** The quote shown above line `id`, as read and as its parts. */
 function quoteAbove(page: Page, id: number) {
   return page.$eval(`#lines li[data-id="${id}"]`, (li) => {
@@ -104,6 +109,7 @@ browserTest(
       "Replying to bob: “lunch at noon?”",
     );
     assert.equal((await focused(ada.page)).id, "input");
+    assert.equal(await describedBy(ada.page), "send-error replying-text");
     await ada.page.keyboard.type("yes, see you");
     await ada.page.keyboard.press("Enter");
 
@@ -153,6 +159,7 @@ browserTest(
       await ada.page.$eval("#replying-text", (el) => el.textContent),
       "",
     );
+    assert.equal(await describedBy(ada.page), "send-error");
     assert.equal((await focused(ada.page)).id, "input");
     await ada.page.keyboard.press("Enter");
     const plain = await idOf(bob.page, "ada: no quote");
