@@ -10,6 +10,10 @@
  *   nicks (unless `NO_COLOR` is set) and prefixes lines with the time.
  * - With pipes it prints one line per event and reads one line per input, so
  *   scripts and tests can drive it.
+ * - Messages and actions show their id on a terminal (`#43 ada: hi`; in
+ *   pipes with `--ids`), so `/reply 43 text` can answer one; a reply shows
+ *   what it answers as the plain-text protocol does
+ *   (`ada: ↪ bob: "hi" yes`).
  * - Nothing a peer sends reaches the terminal as a control or escape
  *   sequence: see {@linkcode printable} (protocol.ts).
  *
@@ -37,6 +41,7 @@ import {
   parseCommand,
   printable,
   renderText,
+  type ReplyQuote,
   retryableStatus,
   ROOM_RULE,
   type RoomEvent,
@@ -73,6 +78,8 @@ Options:
                  subprotocol chat.auth.JWT; your name is the token's)
   --retries N    attempts after the first when the first connection fails
                  (default ${DEFAULT_RETRIES}); once connected it retries forever
+  --ids          show message ids (#43) in pipes too, as on a terminal:
+                 /reply 43 TEXT answers message 43
   -h, --help     show this help
 
 Type a line to send it. ${HELP_TEXT}.
@@ -99,10 +106,15 @@ export type OutFrame = ClientFrame;
 // Rendering
 // ---------------------------------------------------------------------------
 
-/** How lines are dressed: colours and a time prefix (both for terminals). */
+/**
+ * How lines are dressed: colours, a time prefix and message ids (all for
+ * terminals; a pipe gets the plain-text protocol's lines).
+ */
 export interface RenderStyle {
   colour: boolean;
   time: boolean;
+  /** `#43 ` before a message or action: the id that `/reply` takes. */
+  ids?: boolean;
 }
 
 /** No colours, no time: what pipes get. */
@@ -139,6 +151,23 @@ function clock(ts: number | undefined, style: RenderStyle): string {
   return style.colour ? `\x1b[2m${hhmm}\x1b[22m ` : `${hhmm} `;
 }
 
+/** `#ID ` when ids are shown (dim with colours), else nothing. */
+function idText(id: unknown, style: RenderStyle): string {
+  if (!style.ids || typeof id !== "number") return "";
+  return style.colour ? `\x1b[2m#${id}\x1b[22m ` : `#${id} `;
+}
+
+/**
+ * What a reply answers, before its text: `↪ bob: "the start of it" `, as
+ * the plain-text protocol's `renderText` (protocol.ts) puts it; nothing
+ * for a message that is no reply.
+ */
+function quoteText(quote: unknown, style: RenderStyle): string {
+  if (typeof quote !== "object" || quote === null) return "";
+  const { from, text } = quote as Partial<ReplyQuote>;
+  return `↪ ${nickText(from, style)}: "${printable(String(text ?? ""))}" `;
+}
+
 /** A system line (` .... TEXT`); `text` must already be safe to print. */
 export function systemLine(
   text: string,
@@ -150,8 +179,10 @@ export function systemLine(
 
 /**
  * One event as one line, as the plain-text protocol renders it (`nick: text`,
- * `* nick action`, ` .... nick has joined.`, `[dm] ada -> bob: hi`). Every
- * field from the network goes through {@linkcode printable} (protocol.ts).
+ * `* nick action`, ` .... nick has joined.`, `[dm] ada -> bob: hi`, a reply
+ * `ada: ↪ bob: "hi" yes`), with the time and a message's id when `style`
+ * asks. Every field from the network goes through {@linkcode printable}
+ * (protocol.ts).
  */
 export function render(
   event: ChatEvent | ErrorFrame,
@@ -162,9 +193,13 @@ export function render(
   const text = (value: unknown) => printable(String(value ?? ""));
   switch (event.type) {
     case "message":
-      return `${time}${nickText(event.from, style)}: ${text(event.text)}`;
+      return `${time}${idText(event.id, style)}${
+        nickText(event.from, style)
+      }: ${quoteText(event.replyTo, style)}${text(event.text)}`;
     case "action":
-      return `${time}* ${nickText(event.from, style)} ${text(event.text)}`;
+      return `${time}${idText(event.id, style)}* ${
+        nickText(event.from, style)
+      } ${quoteText(event.replyTo, style)}${text(event.text)}`;
     case "dm":
       return `${time}[dm] ${nickText(event.from, style)} -> ${
         nickText(event.to, style)
@@ -248,7 +283,8 @@ export type Input =
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
   if (trimmed === "") return { kind: "empty" };
-  const command = parseCommand(trimmed);
+  // `/reply #43 text`: the id as the client shows it is taken too.
+  const command = parseCommand(trimmed.replace(/^(\/reply\s+)#(?=\d)/i, "$1"));
   switch (command.type) {
     case "message":
     case "action":
@@ -1199,6 +1235,8 @@ export interface ClientArgs {
   nick?: string;
   token?: string;
   retries: number;
+  /** Show message ids in pipes too (a terminal always shows them). */
+  ids: boolean;
   help: boolean;
 }
 
@@ -1210,6 +1248,7 @@ export function parseClientArgs(args: string[]): ClientArgs {
       nick: { type: "string" },
       token: { type: "string" },
       retries: { type: "string" },
+      ids: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
     allowPositionals: true,
@@ -1231,6 +1270,7 @@ export function parseClientArgs(args: string[]): ClientArgs {
     nick: values.nick,
     token: values.token,
     retries,
+    ids: values.ids ?? false,
     help: values.help ?? false,
   };
 }
@@ -1254,7 +1294,11 @@ export async function main(args: string[]): Promise<number> {
   }
   const tty = Deno.stdout.isTerminal();
   const interactive = tty && Deno.stdin.isTerminal();
-  const style: RenderStyle = { colour: tty && !Deno.noColor, time: tty };
+  const style: RenderStyle = {
+    colour: tty && !Deno.noColor,
+    time: tty,
+    ids: tty || parsed.ids,
+  };
   const editor = new LineEditor("> ");
   const screen = interactive ? new TerminalScreen(editor) : new PipeScreen();
   const client = new ChatClient({

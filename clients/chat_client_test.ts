@@ -28,6 +28,7 @@ import {
   CloseCode,
   JSON_PROTOCOL,
   printable as sanitize,
+  renderText,
 } from "../wire/protocol.ts";
 import { hs256, SECRET } from "../tests/auth_helpers.ts";
 import {
@@ -139,6 +140,68 @@ Deno.test("render adds a time and nick colours when asked", () => {
   );
 });
 
+Deno.test("render shows a reply's quote as the plain-text protocol does, and ids when asked", () => {
+  const reply: ChatEvent = {
+    type: "message",
+    id: 44,
+    ts: TS,
+    from: "ada",
+    text: "yes",
+    replyTo: { id: 43, from: "bob", text: "lunch\nat noon?" },
+  };
+  const action: ChatEvent = {
+    type: "action",
+    id: 45,
+    ts: TS,
+    from: "ada",
+    text: "nods",
+    replyTo: { id: 43, from: "bob", text: "lunch\nat noon?" },
+  };
+  assert.equal(render(reply), 'ada: ↪ bob: "lunch at noon?" yes');
+  assert.equal(render(action), '* ada ↪ bob: "lunch at noon?" nods');
+  // Line for line what a plain-text client of the server gets.
+  assert.equal(render(reply), renderText(reply));
+  assert.equal(render(action), renderText(action));
+  const ids = { colour: false, time: true, ids: true };
+  assert.equal(
+    render(reply, ids),
+    '09:05 #44 ada: ↪ bob: "lunch at noon?" yes',
+  );
+  assert.equal(
+    render(action, ids),
+    '09:05 #45 * ada ↪ bob: "lunch at noon?" nods',
+  );
+  // Only what /reply can answer carries an id.
+  assert.equal(
+    render({ type: "join", id: 46, ts: TS, nick: "cy" }, ids),
+    "09:05  .... cy has joined.",
+  );
+  assert.equal(
+    render(
+      { type: "dm", id: 47, ts: TS, from: "ada", to: "bob", text: "psst" },
+      ids,
+    ),
+    "09:05 [dm] ada -> bob: psst",
+  );
+  // The quote is the network's too: no controls get through it.
+  assert.equal(
+    render({
+      ...reply,
+      replyTo: { id: 43, from: "b\x1b[2Job", text: "\x1b]0;x\x07hi" },
+    }),
+    'ada: ↪ bob: "hi" yes',
+  );
+  const colour = nickColour("ada");
+  assert.equal(
+    render({ type: "message", id: 44, ts: TS, from: "ada", text: "hi" }, {
+      colour: true,
+      time: false,
+      ids: true,
+    }),
+    `\x1b[2m#44\x1b[22m \x1b[${colour}mada\x1b[39m: hi`,
+  );
+});
+
 Deno.test("nickColour is the same for the same nick, ignoring case", () => {
   assert.equal(nickColour("Ada"), nickColour("ada"));
   const colours = new Set(
@@ -198,6 +261,15 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
     kind: "join",
     room: "rust-fans",
   });
+  assert.deepEqual(parseInput("/reply 43 yes, see you"), {
+    kind: "send",
+    frame: { type: "message", text: "yes, see you", replyTo: 43 },
+  });
+  // The id as the client shows it (#43).
+  assert.deepEqual(parseInput("/reply #43 yes"), {
+    kind: "send",
+    frame: { type: "message", text: "yes", replyTo: 43 },
+  });
   assert.deepEqual(parseInput("/who"), { kind: "who" });
   assert.deepEqual(parseInput("/help"), { kind: "help" });
   assert.deepEqual(parseInput("/quit"), { kind: "quit" });
@@ -205,7 +277,16 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
 
 Deno.test("parseInput explains a misused command instead of sending it", () => {
   for (
-    const line of ["/me", "/msg bob", "/join", "/join no spaces", "/nick a b"]
+    const line of [
+      "/me",
+      "/msg bob",
+      "/join",
+      "/join no spaces",
+      "/nick a b",
+      "/reply 43",
+      "/reply yes",
+      "/reply # yes",
+    ]
   ) {
     assert.equal(parseInput(line).kind, "usage", line);
   }
@@ -311,6 +392,8 @@ Deno.test("parseClientArgs: URL, --nick, --retries, --help", () => {
   assert.equal(args.url.href, "ws://h:1/r");
   assert.equal(args.nick, "ada");
   assert.equal(args.retries, 2);
+  assert.equal(args.ids, false);
+  assert.equal(parseClientArgs(["--ids"]).ids, true);
   assert.equal(parseClientArgs([]).url.href, "ws://localhost:12345/");
   assert.equal(parseClientArgs(["-h"]).help, true);
   assert.throws(() => parseClientArgs(["--retries", "x"]), /whole number/);
@@ -900,6 +983,52 @@ Deno.test("client: /msg sends a DM that only its two parties get", async () => {
     });
     await bob.close();
     await cy.close();
+  });
+});
+
+Deno.test("client: with --ids it shows message ids; /reply ID TEXT answers one, and the reply is shown with its quote", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada", "--ids"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event("ada's join")).type, "join");
+      bob.send(JSON.stringify({ type: "message", text: "lunch at noon?" }));
+      const asked = await bob.event("bob's message");
+      await ada.expect(`#${asked.id} bob: lunch at noon?`);
+      await ada.type(`/reply ${asked.id} yes, see you`);
+      const answer = await bob.event("ada's reply");
+      assert.deepEqual(answer.replyTo, {
+        id: asked.id,
+        from: "bob",
+        text: "lunch at noon?",
+      });
+      assert.equal(answer.text, "yes, see you");
+      await ada.expect(
+        `#${answer.id} ada: ↪ bob: "lunch at noon?" yes, see you`,
+      );
+      // As shown (#ID) and as an action; others' replies are shown too.
+      bob.send(
+        JSON.stringify({ type: "action", text: "nods", replyTo: answer.id }),
+      );
+      const nod = await bob.event("bob's reply");
+      await ada.expect(`#${nod.id} * bob ↪ ada: "yes, see you" nods`);
+      await ada.type(`/reply #${nod.id} good`);
+      const good = await bob.event("ada's second reply");
+      assert.deepEqual([good.text, good.replyTo.id], ["good", nod.id]);
+      await ada.expect(`#${good.id} ada: ↪ bob: "nods" good`);
+      // An id the room does not keep: the server's refusal, in its words.
+      await ada.type("/reply 999 anyone?");
+      await ada.expect(
+        " .... error: no message 999 to reply to in this room's history",
+      );
+      await ada.type("/reply 999");
+      await ada.expect(
+        " .... error: usage: /reply ID TEXT (ID: the message answered)",
+      );
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
   });
 });
 
