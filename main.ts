@@ -15,21 +15,12 @@
  *
  * This module is the service and the only one with process state: the room
  * state is its module-level maps, reset by each start. The wire contract is
- * wire/protocol.ts's, the store contract stores/rooms.ts's (with the default
- * `MemoryStore`); the service's parts are in server/ (options, delivery,
- * metrics, the page, the API, identity and moderation). None of them
- * imports this one.
- *
- * How a message travels: a socket's frame is checked (size, rate) in
- * {@linkcode receive}, parsed into a `Command` (wire/protocol.ts) and run by
- * the command table, {@linkcode execute}; a message is posted to the room
- * through the `RoomStore` (which gives it an id and keeps it in history),
- * and comes back through the store's `subscribe` to `deliver`
- * (server/delivery.ts), which renders it once per protocol for every socket
- * of the room here and, for JSON, batches it per turn. The sections go in
- * the order a reader needs them: options and limits, room state, the chat
- * port, a connection's life, frames and the command table, the HTTP API,
- * start-up and shutdown, the command line.
+ * wire/protocol.ts, the store contract stores/rooms.ts, the service's parts
+ * are in server/; none of them imports this one. A message's path: its
+ * frame is checked in {@linkcode receive} and run by the command table,
+ * {@linkcode execute}; posted through the `RoomStore`, it comes back through
+ * `subscribe` to `deliver` (server/delivery.ts) for every socket of the
+ * room here (README.md's "How it works" names every step).
  *
  * @module
  */
@@ -42,21 +33,21 @@ import {
   limitsOf,
   parseCommandLine,
   type Settings,
+  urlsOf,
   USAGE,
   UsageError,
 } from "./server/options.ts";
-import { listenFailure, startupLine } from "./server/cli_errors.ts";
+import { listening, startupLine } from "./server/cli_errors.ts";
 import {
   checkMessage,
   checkNick,
   CloseCode,
   type Command,
+  frameBytes,
   HELP_TEXT,
   isRefusal,
   JSON_PROTOCOL,
   MODERATION_HELP,
-  type ModerationCommand,
-  NICK_ERRORS,
   parseCommand,
   parseJsonCommand,
   type RefusalReason,
@@ -69,20 +60,21 @@ import {
 } from "./wire/protocol.ts";
 import {
   type Joined,
+  type Log,
   type LogFields,
   personKeys,
   type RoomStore,
   StoreUnavailable,
 } from "./stores/rooms.ts";
-import { TokenBucket } from "./server/rate.ts";
+import { TokenBucket, TokenBuckets } from "./server/rate.ts";
 import { openStore, storeName } from "./server/open_store.ts";
 import {
   admit,
   claimsBefore,
+  closeSocket,
   deliver,
   flushBatches,
   type LocalRoom,
-  type Member,
   newLocalRoom,
   newOutbox,
   type Outbox,
@@ -90,11 +82,13 @@ import {
   sendNotice,
 } from "./server/delivery.ts";
 import {
-  answerModeration,
   editMessage,
+  moderateFor,
   post,
   readHistory,
+  rename,
   sendDirect,
+  type Sender,
   who,
 } from "./server/commands.ts";
 import {
@@ -120,13 +114,10 @@ import {
   sessionOf,
   type Verifier,
 } from "./server/auth.ts";
-import {
-  type Actor,
-  fitCloseReason,
-  moderate,
-  type ModerationOutcome,
-} from "./server/moderation.ts";
-import { makeApi } from "./server/api_backend.ts";
+import { fitCloseReason, moderate } from "./server/moderation.ts";
+import { makeApi, type ThisProcess } from "./server/api_backend.ts";
+import { apiPath } from "./server/http_api.ts";
+import { writeLog } from "./server/log.ts";
 
 // ---------------------------------------------------------------------------
 // Options (server/options.ts) and limits
@@ -179,15 +170,13 @@ type Phase = "opening" | "joining" | "joined" | "gone";
 
 /**
  * One connection: what delivery knows of it (its socket, protocol, nick,
- * room and claims: a {@linkcode Member}) and its life here. Kept small:
- * there may be many thousands.
+ * room and claims: a `Member`), who it is to the store (its owner and keys:
+ * a `Sender`, server/commands.ts) and its life here. Kept small: there may
+ * be many thousands.
  */
-interface Client extends Member {
+interface Client extends Sender {
   phase: Phase;
-  /** The store's name for this connection (its nick's holder). */
-  owner: string;
   ip: string;
-  /** Token bucket: tokens left and when it was last refilled. */
   /** Its messages' token bucket (`--rate`, `--burst`). */
   bucket: TokenBucket;
   /** Rate-limited messages in a row. */
@@ -196,14 +185,10 @@ interface Client extends Member {
   lastFrameAt: number;
   /** When its last typing notice went to the room. */
   typingAt: number;
-  /** The oldest event id it has been shown (where `/history` reads back from). */
-  oldestSeen: number;
   /** A join, `/nick`, `/who` or `/msg` is with the store: frames queue. */
   waitingOnStore: boolean;
   /** Frames that came while it waited on the store, handled in order after. */
   backlog: string[];
-  /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
-  keys: string[];
   /** Gives up on a socket that never opens (see `openTimeout`). */
   openTimer?: ReturnType<typeof setTimeout>;
 }
@@ -221,8 +206,6 @@ const openSockets = new Set<WebSocket>();
 const stuckSockets = new Set<WebSocket>();
 /** Open connections per peer address, for the per-IP limit. */
 const connectionsByIp = new Map<string, number>();
-/** New-connection token buckets per peer address (see connectRate). */
-const connectBuckets = new Map<string, TokenBucket>();
 /** Session leaves waiting out `sessionGrace`. */
 const graceTimers = new Set<ReturnType<typeof setTimeout>>();
 
@@ -232,6 +215,8 @@ let settings: Settings = DEFAULT_OPTIONS;
 let store: RoomStore;
 /** Checks login tokens; undefined when no auth key is set. */
 let verifier: Verifier | undefined;
+/** New connections' token buckets, per peer address (`--connect-rate`). */
+let connectBuckets: TokenBuckets;
 /** What `/metrics` counts, from this start on. */
 let counters: Counters = newCounters();
 /** Where every frame goes out, counted and batched (server/delivery.ts). */
@@ -275,24 +260,9 @@ function leaveLocalRoom(room: LocalRoom): void {
 // Logging and metrics
 // ---------------------------------------------------------------------------
 
-type LogLevel = "info" | "warn" | "error";
-
-/** One line per event worth knowing. Never message content. */
-function log(level: LogLevel, event: string, fields: LogFields = {}): void {
-  if (level === "info" && settings.quiet) return;
-  const ts = new Date().toISOString();
-  if (settings.logFormat === "json") {
-    settings.logSink(JSON.stringify({ ts, level, event, ...fields }));
-    return;
-  }
-  const rest = Object.entries(fields)
-    .filter(([, value]) => value !== undefined)
-    .map(([key, value]) => `${key}=${value}`)
-    .join(" ");
-  settings.logSink(
-    `${ts} ${level.toUpperCase()} ${event}${rest ? " " + rest : ""}`,
-  );
-}
+/** One line per event worth knowing, never message content: server/log.ts. */
+const log: Log = (level, event, fields) =>
+  writeLog(settings, level, event, fields);
 
 /** `/metrics`: this process's gauges, read now, and its counters. */
 function metricsText(): string {
@@ -387,7 +357,7 @@ function handleChatRequest(
   if (phase !== "running") return refuse("shutting_down");
   if (store.available?.() === false) return refuse("unavailable");
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
-  if (!takeConnectToken(ip)) return refuse("connect_rate", { peer: ip });
+  if (!connectBuckets.take(ip)) return refuse("connect_rate", { peer: ip });
   const fromIp = connectionsByIp.get(ip) ?? 0;
   if (openSockets.size + stuckSockets.size >= settings.maxConnections) {
     return refuse("max_connections", { peer: ip });
@@ -440,27 +410,6 @@ function refuse(reason: RefusalReason, fields: LogFields = {}): Response {
     ...fields,
   });
   return refusalResponse(status, message);
-}
-
-/**
- * New connections per address: a token bucket like messages', so one
- * address cannot flood a room with joins and leaves.
- */
-function takeConnectToken(ip: string): boolean {
-  let bucket = connectBuckets.get(ip);
-  if (!bucket) {
-    bucket = new TokenBucket(settings.connectRate, settings.connectBurst);
-    connectBuckets.set(ip, bucket);
-  }
-  return bucket.take();
-}
-
-/** Forgets the buckets that have refilled: they say nothing any more. */
-function forgetFullBuckets(): void {
-  const now = Date.now();
-  for (const [ip, bucket] of connectBuckets) {
-    if (bucket.full(now)) connectBuckets.delete(ip);
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -667,15 +616,6 @@ function closeOwner(
   }
 }
 
-/** A close that never throws (the socket may be closing already). */
-function closeSocket(socket: WebSocket, code: number, reason: string): void {
-  try {
-    socket.close(code, reason);
-  } catch {
-    // Already closing.
-  }
-}
-
 /**
  * Gives back a socket's slot, in all and of its address, once: when it has
  * closed, or has been given up on (see `openTimeout`).
@@ -772,7 +712,9 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     // cross a frame still on its way (see `stop`).
     return close(client, CloseCode.GoingAway, SHUTDOWN_REASON);
   }
-  const bytes = typeof data === "string" ? frameBytes(data) : data.byteLength;
+  const bytes = typeof data === "string"
+    ? frameBytes(data, settings.maxFrameBytes)
+    : data.byteLength;
   if (bytes > settings.maxFrameBytes) {
     log("warn", "frame_too_big", { nick: client.nick, peer: client.ip, bytes });
     return close(client, CloseCode.MessageTooBig, "frame too big");
@@ -842,24 +784,11 @@ function execute(client: Client, command: Command): void {
         text,
       }, command.replyTo).catch((error) => failed(client, error));
     }
-    case "edit": {
-      const text = checkMessage(command.text, settings.maxMessageChars);
-      if (isRefusal(text)) return sendError(client, text.code, text.message);
-      if (text.length === 0) {
-        return sendError(
-          client,
-          "bad_request",
-          "an edit needs text (/delete removes a message)",
-        );
-      }
-      return void editMessage(
-        store,
-        client,
-        command.id,
-        text,
-        settings.editWindow * 1000,
-      ).catch((error) => failed(client, error));
-    }
+    case "edit":
+      return void editMessage(store, client, command, {
+        maxChars: settings.maxMessageChars,
+        windowMs: settings.editWindow * 1000,
+      }).catch((error) => failed(client, error));
     case "typing": {
       // Ephemeral and cheap: not counted against the message rate, but
       // passed on at most once per TYPING_INTERVAL_MS per connection.
@@ -882,18 +811,7 @@ function execute(client: Client, command: Command): void {
       const nick = checkNick(command.nick);
       if (isRefusal(nick)) return sendError(client, nick.code, nick.message);
       if (nick === client.nick) return;
-      return whileStoreWorks(client, async () => {
-        const renamed = await store.rename(
-          room,
-          client.owner,
-          client.nick,
-          nick,
-        );
-        if (renamed === "nick_taken") {
-          return sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
-        }
-        client.nick = nick;
-      });
+      return whileStoreWorks(client, () => rename(store, client, nick));
     }
     case "who":
       return whileStoreWorks(client, () => who(store, client));
@@ -918,7 +836,10 @@ function execute(client: Client, command: Command): void {
     case "topic":
     case "slow":
     case "delete":
-      return moderateFor(client, command);
+      return whileStoreWorks(
+        client,
+        () => moderateFor(client, command, moderateAs),
+      );
     case "invalid":
       return sendError(client, command.code, command.message);
   }
@@ -937,21 +858,6 @@ function drainBacklog(client: Client): void {
     if (client.phase !== "joined") return;
     receive(client, client.backlog.shift()!);
   }
-}
-
-const encoder = new TextEncoder();
-
-/**
- * A text frame's size in UTF-8 bytes, exact whenever it could be over the
- * limit. Each UTF-16 unit is at most 3 bytes, so a short string cannot be and
- * is not encoded (its UTF-16 length is returned instead).
- */
-function frameBytes(text: string): number {
-  const max = settings.maxFrameBytes;
-  // UTF-8 never takes fewer bytes than UTF-16 units, so a long string is over
-  // without encoding it (which would copy a huge frame once more).
-  if (text.length * 3 <= max || text.length > max) return text.length;
-  return encoder.encode(text).byteLength;
 }
 
 /** `/join ROOM`: this connection leaves its room (announced) for another. */
@@ -973,51 +879,17 @@ function moveTo(client: Client, path: string): void {
 }
 
 /**
- * A moderation command (the rules are server/moderation.ts's): carried
- * out, answered, logged and counted.
- */
-function moderateFor(client: Client, command: ModerationCommand): void {
-  const actor = {
-    nick: client.nick,
-    op: client.op,
-    claimedId: client.claimedId,
-  };
-  whileStoreWorks(client, async () => {
-    answerModeration(
-      client,
-      await moderateAs(client.room.name, actor, command),
-    );
-  });
-}
-
-/**
  * Carries out a moderation command for a moderator (a person, or the API's
  * `api`); what is done is logged and counted the same way for both.
  */
-async function moderateAs(
-  room: string,
-  actor: Actor,
-  command: ModerationCommand,
-): Promise<ModerationOutcome> {
+const moderateAs: ThisProcess["moderate"] = async (room, actor, command) => {
   const outcome = await moderate(store, room, actor, command);
   if (!("error" in outcome)) {
     log("info", "moderation", outcome.log);
     bump(counters.moderation, command.type);
   }
   return outcome;
-}
-
-// ---------------------------------------------------------------------------
-// The app's HTTP API (its rules are server/http_api.ts's)
-// ---------------------------------------------------------------------------
-
-/** A request handler for one of our servers. */
-type Handler = (req: Request) => Response | Promise<Response>;
-
-/** Is this a request for the API (a path under `/api/`)? */
-function apiPath(req: Request): boolean {
-  return parseUrl(req)?.pathname.startsWith("/api/") ?? false;
-}
+};
 
 // ---------------------------------------------------------------------------
 // Start-up and shutdown
@@ -1027,11 +899,13 @@ type Server = Deno.HttpServer<Deno.NetAddr>;
 
 /**
  * Starts the chat server, then the page (which names the chat's port), and
- * the API's own server when `--api-port` is given.
+ * the API (server/http_api.ts: paths under `/api/`) on the page's port, or
+ * on its own when `--api-port` is given.
  */
 async function listenAll(
-  api: Handler | undefined,
+  api: ReturnType<typeof makeApi>,
 ): Promise<{ chatServer: Server; pageServer: Server; apiServer?: Server }> {
+  const { hostname, cert, key } = settings;
   const listen = {
     onListen: () => {}, // the start log line says where instead
     // One log line, never a stack trace with a client's text in it.
@@ -1039,38 +913,22 @@ async function listenAll(
       log("error", "request_failed", { error: String(error) });
       return new Response("Internal error\n", { status: 500 });
     },
-    hostname: settings.hostname,
+    hostname,
     ...(settings.reusePort ? { reusePort: true } : {}),
-    ...(settings.cert && settings.key
-      ? { cert: settings.cert, key: settings.key }
-      : {}),
+    ...(cert && key ? { cert, key } : {}),
   };
-  // A failure names the flag at fault (port in use, bad certificate), not
-  // only Deno's error.
-  const listening = (
-    name: "port" | "wsPort" | "apiPort",
-    hostname: string,
-    serve: (port: number) => Server,
-  ): Server => {
-    const port = settings[name] ?? 0;
-    try {
-      return serve(port);
-    } catch (error) {
-      throw listenFailure(error, {
-        flag: flagOf(name),
-        port,
-        hostname,
-        cert: settings.cert,
-        key: settings.key,
-      });
-    }
-  };
-  const { hostname } = settings;
+  // Where each server listens, so a failure names its flag (`listening`).
+  const at = (name: "port" | "wsPort" | "apiPort", host: string) => ({
+    flag: flagOf(name),
+    port: settings[name] ?? 0,
+    hostname: host,
+    cert,
+    key,
+  });
   const started: Server[] = [];
   try {
     const chatServer = listening(
-      "wsPort",
-      hostname,
+      at("wsPort", hostname),
       (port) => Deno.serve({ ...listen, port }, handleChatUpgrade),
     );
     started.push(chatServer);
@@ -1088,8 +946,7 @@ async function listenAll(
     const own = api && settings.apiPort !== undefined;
     // The API under /api/ on the page port, unless it has a port of its own.
     const pageServer = listening(
-      "port",
-      hostname,
+      at("port", hostname),
       (port) =>
         Deno.serve(
           { ...listen, port },
@@ -1101,8 +958,7 @@ async function listenAll(
     // Its own port, so an operator can bind it to a private address.
     const apiHostname = settings.apiHostname || hostname;
     const apiServer = listening(
-      "apiPort",
-      apiHostname,
+      at("apiPort", apiHostname),
       (port) =>
         Deno.serve(
           { ...listen, hostname: apiHostname, port },
@@ -1178,12 +1034,12 @@ export async function startChat(
   settings = chosen;
   store = made;
   verifier = checker;
+  connectBuckets = new TokenBuckets(chosen.connectRate, chosen.connectBurst);
   clients.clear();
   rooms.clear();
   openSockets.clear();
   stuckSockets.clear();
   connectionsByIp.clear();
-  connectBuckets.clear();
   graceTimers.clear();
   counters = newCounters();
   outbox = newOutbox(counters, settings.maxMessageChars);
@@ -1210,25 +1066,19 @@ export async function startChat(
       throw error;
     });
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
-  const forget = setInterval(forgetFullBuckets, FORGET_BUCKETS_MS);
-  const scheme = settings.cert ? ["https", "wss"] : ["http", "ws"];
-  const host = settings.hostname === "0.0.0.0"
-    ? "localhost"
-    : settings.hostname;
+  const forget = setInterval(
+    () => connectBuckets.forgetFull(),
+    FORGET_BUCKETS_MS,
+  );
   const port = pageServer.addr.port;
   const wsPort = chatServer.addr.port;
-  const pageUrl = `${scheme[0]}://${host}:${port}/`;
-  const chatUrl = `${scheme[1]}://${host}:${wsPort}/`;
   const apiPort = apiServer?.addr.port;
+  const ports = { port, wsPort, apiPort, api: api !== undefined };
+  const { pageUrl, chatUrl, apiUrl } = urlsOf(settings, ports);
   log("info", "start", {
     page: pageUrl,
     chat: chatUrl,
-    // Where the API answers, when it is on (never the key).
-    api: !api
-      ? undefined
-      : apiServer
-      ? `${scheme[0]}://${settings.apiHostname || host}:${apiPort}/api/`
-      : `${pageUrl}api/`,
+    api: apiUrl, // where the API answers, when it is on (never the key)
     store: storeName(settings, store),
     ...limitsOf(settings),
   });

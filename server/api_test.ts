@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { API_MAX_BODY_BYTES, API_METHODS } from "./http_api.ts";
-import type { ChatServer } from "../main.ts";
+import type { ChatOptions, ChatServer } from "../main.ts";
 import { CloseCode } from "../wire/protocol.ts";
 import {
   hs256,
@@ -461,6 +461,41 @@ Deno.test("api off without --api-key; with --api-port it is only there", async (
     });
     assert.equal(chatPort.status, 426);
     await chatPort.body?.cancel();
+  });
+});
+
+Deno.test("the start line says where the API answers: under the page's URL, on its own port, or nowhere without a key (never the key)", async () => {
+  const started = async (
+    options: ChatOptions,
+    check: (start: Record<string, unknown>, chat: ChatServer) => void,
+  ) => {
+    const lines: string[] = [];
+    await withChat({
+      ...options,
+      logFormat: "json",
+      quiet: false,
+      logSink: (line) => lines.push(line),
+    }, (chat) => {
+      const start = JSON.parse(lines[0]);
+      assert.equal(start.event, "start");
+      assert.equal(start.page, `http://127.0.0.1:${chat.port}/`);
+      assert.equal(start.page, chat.pageUrl);
+      assert.equal(start.chat, `ws://127.0.0.1:${chat.wsPort}/`);
+      assert.equal(start.chat, chat.chatUrl);
+      check(start, chat);
+      return Promise.resolve();
+    });
+    assert.ok(
+      !lines.some((line) => line.includes(KEY)),
+      "the key is never logged",
+    );
+  };
+  await started({}, (start) => assert.equal(start.api, undefined));
+  await started(API, (start, chat) => {
+    assert.equal(start.api, `http://127.0.0.1:${chat.port}/api/`);
+  });
+  await started({ ...API, apiPort: 0 }, (start, chat) => {
+    assert.equal(start.api, `http://127.0.0.1:${chat.apiPort}/api/`);
   });
 });
 

@@ -186,6 +186,22 @@ export function listenFailure(error: unknown, at: ListenAttempt): unknown {
   return error;
 }
 
+/**
+ * Starts a server on `at.port` with `serve`; a failure is thrown
+ * {@linkcode listenFailure}'s way, naming the flag at fault (a port in use,
+ * a bad certificate), not only Deno's error.
+ */
+export function listening<T>(
+  at: ListenAttempt,
+  serve: (port: number) => T,
+): T {
+  try {
+    return serve(at.port);
+  } catch (error) {
+    throw listenFailure(error, at);
+  }
+}
+
 const CERTIFICATE = "-----BEGIN CERTIFICATE-----";
 const PRIVATE_KEY = /-----BEGIN [A-Z ]*PRIVATE KEY-----/;
 

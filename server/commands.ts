@@ -1,16 +1,21 @@
 /**
  * What the commands that go to the store ask of it, and what their sender
  * is told: a message or action posted (or refused: muted, slow mode), a
- * direct message, a page of history, `/who`, and a moderation command's
- * answer. main.ts's command table (`execute`) calls them; each waits on the
- * store and throws what it cannot handle, for main.ts's `failed`.
+ * direct message, `/nick`, a page of history, `/who`, and a moderation
+ * command carried out and answered. main.ts's command table (`execute`)
+ * calls them; each waits on the store and throws what it cannot handle,
+ * for main.ts's `failed`.
  *
  * @module
  */
 
 import {
+  checkMessage,
   type HistoryAnswer,
+  isRefusal,
+  type ModerationCommand,
   type NewEvent,
+  NICK_ERRORS,
   renderText,
   systemText,
 } from "../wire/protocol.ts";
@@ -22,7 +27,11 @@ import {
   sendToOne,
   visibleTo,
 } from "./delivery.ts";
-import { moderatedText, type ModerationOutcome } from "./moderation.ts";
+import {
+  type Actor,
+  moderatedText,
+  type ModerationOutcome,
+} from "./moderation.ts";
 
 /** A connection that sends commands: a member, and who it is to the store. */
 export interface Sender extends Member {
@@ -84,17 +93,25 @@ export async function post(
 }
 
 /**
- * `/edit ID TEXT`: the author's new text for their message, through the
- * store's `edit` (refused when it is not theirs, is gone, is past
- * `windowMs`, or they are muted).
+ * `/edit ID TEXT`: the author's new text for their message (held to the
+ * message's limits, and not empty), through the store's `edit` (refused
+ * when it is not theirs, is gone, is past `windowMs`, or they are muted).
  */
 export async function editMessage(
   store: RoomStore,
   client: Sender,
-  id: number,
-  text: string,
-  windowMs: number,
+  { id, text: typed }: { id: number; text: string },
+  { maxChars, windowMs }: { maxChars: number; windowMs: number },
 ): Promise<void> {
+  const text = checkMessage(typed, maxChars);
+  if (isRefusal(text)) return sendError(client, text.code, text.message);
+  if (text.length === 0) {
+    return sendError(
+      client,
+      "bad_request",
+      "an edit needs text (/delete removes a message)",
+    );
+  }
   const edited = await store.edit(
     client.room.name,
     {
@@ -158,6 +175,27 @@ export async function sendDirect(
 }
 
 /**
+ * `/nick NICK`, a valid nick not its own: the store renames its holder
+ * unless another holds it.
+ */
+export async function rename(
+  store: RoomStore,
+  client: Sender,
+  nick: string,
+): Promise<void> {
+  const renamed = await store.rename(
+    client.room.name,
+    client.owner,
+    client.nick,
+    nick,
+  );
+  if (renamed === "nick_taken") {
+    return sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
+  }
+  client.nick = nick;
+}
+
+/**
  * Older events, by `visibleTo` (the one filter of what a client may see;
  * the store's paging leaves deleted messages out): JSON gets one `history`
  * answer; plain text gets the tutorial's lines, and a line when nothing
@@ -208,8 +246,30 @@ export async function who(store: RoomStore, client: Sender): Promise<void> {
   );
 }
 
+/**
+ * A member's moderation command, carried out by `moderate` (main.ts's
+ * `moderateAs`: the rules of moderation.ts, logged and counted, as for the
+ * API), and answered.
+ */
+export async function moderateFor(
+  client: Sender,
+  command: ModerationCommand,
+  moderate: (
+    room: string,
+    actor: Actor,
+    command: ModerationCommand,
+  ) => Promise<ModerationOutcome>,
+): Promise<void> {
+  const actor = {
+    nick: client.nick,
+    op: client.op,
+    claimedId: client.claimedId,
+  };
+  answerModeration(client, await moderate(client.room.name, actor, command));
+}
+
 /** A moderation command's answer to the moderator: its error or its reply. */
-export function answerModeration(
+function answerModeration(
   client: Sender,
   outcome: ModerationOutcome,
 ): void {

@@ -5,8 +5,9 @@
  * ones per turn (one frame per socket per turn); {@linkcode admit} lets a
  * joining member in once delivery has caught up with its welcome; and the
  * replies to one client (`sendError`, `sendNotice`, `sendToOne`) go out here
- * too, so every frame is counted in one place. Who may see what is decided
- * here once, by {@linkcode visibleTo}.
+ * too, so every frame is counted in one place; {@linkcode closeSocket} sends
+ * a close frame. Who may see what is decided here once, by
+ * {@linkcode visibleTo}.
  *
  * Its state is a room's ({@linkcode LocalRoom}) and the chat's
  * ({@linkcode Outbox}), both made by main.ts and handed in with each call.
@@ -369,6 +370,19 @@ function sendFrame(socket: WebSocket, frame: string): void {
     socket.send(frame);
   } catch {
     // The socket is closing; its close event removes it.
+  }
+}
+
+/** A close that never throws (the socket may be closing already). */
+export function closeSocket(
+  socket: WebSocket,
+  code: number,
+  reason: string,
+): void {
+  try {
+    socket.close(code, reason);
+  } catch {
+    // Already closing.
   }
 }
 

@@ -33,6 +33,7 @@ import {
 } from "../wire/protocol.ts";
 import { sameSecret, StoreUnavailable } from "../stores/rooms.ts";
 import { TokenBucket } from "./rate.ts";
+import { parseUrl } from "./handshake.ts";
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -855,6 +856,11 @@ export function openApiDocument(version: string): Record<string, unknown> {
       },
     },
   };
+}
+
+/** Is this a request for the API (a path under `/api/`)? */
+export function apiPath(req: Request): boolean {
+  return parseUrl(req)?.pathname.startsWith("/api/") ?? false;
 }
 
 /**

@@ -465,6 +465,33 @@ export function limitsOf(settings: Settings): LogFields {
   );
 }
 
+/**
+ * Where a started chat is, by its settings and bound ports: its page, its
+ * chat (a room's name goes after it) and, when it has one (`api`), its API,
+ * on its own port (`apiPort`) or the page's. A server listening on every
+ * address is shown as `localhost`.
+ */
+export function urlsOf(
+  settings: Settings,
+  at: { port: number; wsPort: number; apiPort?: number; api: boolean },
+): { pageUrl: string; chatUrl: string; apiUrl?: string } {
+  const [http, ws] = settings.cert ? ["https", "wss"] : ["http", "ws"];
+  const host = settings.hostname === "0.0.0.0"
+    ? "localhost"
+    : settings.hostname;
+  const pageUrl = `${http}://${host}:${at.port}/`;
+  const apiHost = settings.apiHostname || host;
+  return {
+    pageUrl,
+    chatUrl: `${ws}://${host}:${at.wsPort}/`,
+    apiUrl: !at.api
+      ? undefined
+      : at.apiPort !== undefined
+      ? `${http}://${apiHost}:${at.apiPort}/api/`
+      : `${pageUrl}api/`,
+  };
+}
+
 /** An option as the help and the README name it: `--max-rooms N`. */
 export function flagLabel(name: string): string {
   const spec: OptionSpec<unknown> = OPTIONS[name as OptionName];

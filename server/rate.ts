@@ -2,7 +2,8 @@
  * The one token bucket of deno-chat: a connection's messages (`--rate`,
  * `--burst`), an address's new connections (`--connect-rate`,
  * `--connect-burst`) and the HTTP API key's requests (`--api-rate`) are
- * each one {@linkcode TokenBucket}.
+ * each one {@linkcode TokenBucket}; the connect rate keeps one per address in
+ * {@linkcode TokenBuckets}.
  *
  * A leaf: no imports, no clock of its own (every method takes `now`).
  *
@@ -60,5 +61,51 @@ export class TokenBucket {
       this.burst,
       this.tokens + (now - this.refilledAt) * this.rate / 1000,
     );
+  }
+}
+
+/**
+ * A {@linkcode TokenBucket} per key (an address's new connections), each
+ * made full on its key's first `take`. {@linkcode TokenBuckets.forgetFull}
+ * drops the ones that have refilled, which say nothing any more, so only
+ * keys that took lately are kept.
+ *
+ * @example
+ * ```ts
+ * const connects = new TokenBuckets(2, 10);
+ * if (!connects.take("192.0.2.1")) console.log("too many connections");
+ * connects.forgetFull(); // now and then, on a timer
+ * ```
+ */
+export class TokenBuckets {
+  readonly #buckets = new Map<string, TokenBucket>();
+
+  constructor(
+    /** Tokens added per second, to each key's bucket. */
+    readonly rate: number,
+    /** Most tokens a key's bucket saves up (and its start). */
+    readonly burst: number,
+  ) {}
+
+  /** Takes a token from `key`'s bucket; false (nothing taken) if none. */
+  take(key: string, now: number = Date.now()): boolean {
+    let bucket = this.#buckets.get(key);
+    if (!bucket) {
+      bucket = new TokenBucket(this.rate, this.burst, now);
+      this.#buckets.set(key, bucket);
+    }
+    return bucket.take(now);
+  }
+
+  /** Forgets the buckets full again by `now` (as if never used). */
+  forgetFull(now: number = Date.now()): void {
+    for (const [key, bucket] of this.#buckets) {
+      if (bucket.full(now)) this.#buckets.delete(key);
+    }
+  }
+
+  /** How many keys are remembered. */
+  get size(): number {
+    return this.#buckets.size;
   }
 }

@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { TokenBucket } from "./rate.ts";
+import { TokenBucket, TokenBuckets } from "./rate.ts";
 
 Deno.test("a bucket starts full: burst takes, then one is refused", () => {
   const bucket = new TokenBucket(2, 3, 0);
@@ -51,4 +51,36 @@ Deno.test("full says when a bucket has refilled and may be forgotten", () => {
   assert.equal(bucket.full(0), false);
   assert.equal(bucket.full(499), false);
   assert.equal(bucket.full(500), true);
+});
+
+Deno.test("TokenBuckets keeps one bucket per key: one key's flood leaves another's tokens", () => {
+  const buckets = new TokenBuckets(1, 2);
+  assert.deepEqual([0, 1, 2].map(() => buckets.take("a", 0)), [
+    true,
+    true,
+    false,
+  ]);
+  assert.equal(buckets.take("b", 0), true, "b starts full");
+  assert.equal(buckets.take("a", 999), false, "a: not a whole token yet");
+  assert.equal(buckets.take("a", 1000), true, "a: one token after 1 s at 1/s");
+  assert.equal(buckets.size, 2);
+});
+
+Deno.test("TokenBuckets.forgetFull forgets the refilled buckets, and only those", () => {
+  const buckets = new TokenBuckets(1, 2);
+  buckets.take("a", 0);
+  buckets.take("a", 0);
+  buckets.take("b", 1500);
+  buckets.forgetFull(1999);
+  assert.equal(buckets.size, 2, "a is 1.999 tokens, b 1.499: both kept");
+  buckets.forgetFull(2000);
+  assert.equal(buckets.size, 1, "a is full at 2 s: forgotten; b is not");
+  // A forgotten key starts full again, as if never seen.
+  assert.deepEqual([0, 1, 2].map(() => buckets.take("a", 2000)), [
+    true,
+    true,
+    false,
+  ]);
+  buckets.forgetFull(10_000);
+  assert.equal(buckets.size, 0);
 });

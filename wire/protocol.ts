@@ -849,6 +849,21 @@ export function parseJsonCommand(data: string): Command {
 // Text from the network: what is kept, and what is printed
 // ---------------------------------------------------------------------------
 
+const encoder = new TextEncoder();
+
+/**
+ * A text frame's size in UTF-8 bytes, exact whenever it could be over `max`
+ * (the server's `--max-frame-bytes`). Each UTF-16 unit is at most 3 bytes,
+ * so a short string cannot be over and is not encoded (its UTF-16 length is
+ * returned instead).
+ */
+export function frameBytes(text: string, max: number): number {
+  // UTF-8 never takes fewer bytes than UTF-16 units, so a long string is over
+  // without encoding it (which would copy a huge frame once more).
+  if (text.length * 3 <= max || text.length > max) return text.length;
+  return encoder.encode(text).byteLength;
+}
+
 // C0 and C1 controls except tab and newline.
 // deno-lint-ignore no-control-regex -- matching control characters is the point
 const CONTROL_CHARS = /[\x00-\x08\x0B-\x1F\x7F-\x9F]/g;

@@ -17,6 +17,7 @@ import {
   checkTopic,
   COMMAND_NAMES,
   FieldRefusal,
+  frameBytes,
   JSON_PROTOCOL,
   MAX_ROOM_CHARS,
   PAGE_CONSTANTS,
@@ -83,6 +84,25 @@ Deno.test("renderPage writes the contract into the page as JSON the page can rea
     JSON.parse(JSON.stringify(PAGE_CONSTANTS)),
   );
   assert.match(page.html, /<meta name="chat-port" content="4321">/);
+});
+
+Deno.test("frameBytes is the UTF-8 size whenever a frame could be over the limit, and over when it is", () => {
+  const euro = "\u20ac"; // 3 bytes in UTF-8, 1 UTF-16 unit
+  const smile = "\u{1f600}"; // 4 bytes in UTF-8, 2 UTF-16 units
+  // Near the limit, exact: these would pass as their UTF-16 length.
+  assert.equal(frameBytes(euro.repeat(4), 10), 12);
+  assert.equal(frameBytes(smile.repeat(3), 10), 12);
+  assert.equal(frameBytes("a".repeat(8) + euro, 10), 11);
+  assert.equal(frameBytes("a".repeat(10), 10), 10);
+  // Short enough that it cannot be over: its length, under the limit.
+  assert.equal(frameBytes(euro.repeat(3), 9), 3);
+  // More UTF-16 units than the limit has bytes: over, without encoding.
+  assert.equal(frameBytes(euro.repeat(11), 10), 11);
+  for (const text of [euro.repeat(3), smile, "a".repeat(11) + euro]) {
+    const bytes = new TextEncoder().encode(text).byteLength;
+    const max = 10;
+    assert.equal(frameBytes(text, max) > max, bytes > max, text);
+  }
 });
 
 Deno.test("each field's check keeps a value at its limit, counted in characters as kept, and refuses one past it", () => {
