@@ -1025,15 +1025,11 @@ export class RedisStore implements RoomStore {
     name: string,
     expulsion: Kick,
   ): Promise<RoomEvent | "no_such_nick"> {
-    return this.#track((async () => {
-      this.#check();
-      const { result, txn, events } = await this.#decide(
-        name,
-        { members: [nickKey(expulsion.nick)], moderation: true },
-        (txn) => rules.kick(txn, expulsion),
-      );
-      return result === "no_such_nick" ? result : txn.appended(result, events);
-    })());
+    return this.#event(
+      name,
+      { members: [nickKey(expulsion.nick)], moderation: true },
+      (txn) => rules.kick(txn, expulsion),
+    );
   }
 
   mute(
@@ -1041,36 +1037,27 @@ export class RedisStore implements RoomStore {
     nick: string,
     until?: number,
   ): Promise<"muted" | "no_such_nick"> {
-    return this.#track((async () => {
-      this.#check();
-      return (await this.#decide(
-        name,
-        { members: [nickKey(nick)], moderation: true },
-        (txn) => rules.mute(txn, nick, until),
-      )).result;
-    })());
+    return this.#answer(
+      name,
+      { members: [nickKey(nick)], moderation: true },
+      (txn) => rules.mute(txn, nick, until),
+    );
   }
 
   unban(name: string, nick: string): Promise<boolean> {
-    return this.#track((async () => {
-      this.#check();
-      return (await this.#decide(
-        name,
-        { moderation: true },
-        (txn) => rules.unban(txn, nick),
-      )).result;
-    })());
+    return this.#answer(
+      name,
+      { moderation: true },
+      (txn) => rules.unban(txn, nick),
+    );
   }
 
   unmute(name: string, nick: string): Promise<boolean> {
-    return this.#track((async () => {
-      this.#check();
-      return (await this.#decide(
-        name,
-        { moderation: true },
-        (txn) => rules.unmute(txn, nick),
-      )).result;
-    })());
+    return this.#answer(
+      name,
+      { moderation: true },
+      (txn) => rules.unmute(txn, nick),
+    );
   }
 
   banned(name: string, keys: string[]): Promise<Sanction | undefined> {
@@ -1085,30 +1072,22 @@ export class RedisStore implements RoomStore {
     name: string,
     change: NewEvent & { type: "topic" },
   ): Promise<RoomEvent> {
-    return this.#track((async () => {
-      this.#check();
-      const { result, txn, events } = await this.#decide(
-        name,
-        { moderation: true },
-        (txn) => rules.topic(txn, change),
-      );
-      return txn.appended(result, events);
-    })());
+    return this.#event<never>(
+      name,
+      { moderation: true },
+      (txn) => rules.topic(txn, change),
+    );
   }
 
   slow(
     name: string,
     change: NewEvent & { type: "slow" },
   ): Promise<RoomEvent> {
-    return this.#track((async () => {
-      this.#check();
-      const { result, txn, events } = await this.#decide(
-        name,
-        { moderation: true },
-        (txn) => rules.slow(txn, change),
-      );
-      return txn.appended(result, events);
-    })());
+    return this.#event<never>(
+      name,
+      { moderation: true },
+      (txn) => rules.slow(txn, change),
+    );
   }
 
   edit(
@@ -1118,15 +1097,11 @@ export class RedisStore implements RoomStore {
     text: string,
     windowMs: number,
   ): Promise<RoomEvent | EditRefusal> {
-    return this.#track((async () => {
-      this.#check();
-      const { result, txn, events } = await this.#decide(
-        name,
-        { kept: [id], moderation: true },
-        (txn) => rules.edit(txn, author, id, text, windowMs),
-      );
-      return typeof result === "number" ? txn.appended(result, events) : result;
-    })());
+    return this.#event(
+      name,
+      { kept: [id], moderation: true },
+      (txn) => rules.edit(txn, author, id, text, windowMs),
+    );
   }
 
   delete(
@@ -1135,14 +1110,40 @@ export class RedisStore implements RoomStore {
     by: string,
     author?: { nick: string; since: number },
   ): Promise<RoomEvent | "no_such_message" | "forbidden"> {
+    return this.#event(
+      name,
+      { kept: [id] },
+      (txn) => rules.delete(txn, id, by, author),
+    );
+  }
+
+  /** A rule's answer, once what it decided is committed (`#decide`). */
+  #answer<T>(
+    name: string,
+    plan: ReadPlan,
+    rule: (txn: RedisTxn) => T,
+  ): Promise<T> {
     return this.#track((async () => {
       this.#check();
-      const { result, txn, events } = await this.#decide(
-        name,
-        { kept: [id] },
-        (txn) => rules.delete(txn, id, by, author),
-      );
-      return typeof result === "number" ? txn.appended(result, events) : result;
+      return (await this.#decide(name, plan, rule)).result;
+    })());
+  }
+
+  /**
+   * A rule's answer once committed, where an event's id (what a rule
+   * answers when it appended one) is the event itself.
+   */
+  #event<T>(
+    name: string,
+    plan: ReadPlan,
+    rule: (txn: RedisTxn) => number | T,
+  ): Promise<RoomEvent | T> {
+    return this.#track((async () => {
+      this.#check();
+      const { result, txn, events } = await this.#decide(name, plan, rule);
+      return typeof result === "number"
+        ? txn.appended(result, events)
+        : result as T;
     })());
   }
 
