@@ -667,7 +667,7 @@ export class RedisStore implements RoomStore {
         Number.isSafeInteger(request.since) && request.since >= 0
       ? request.since
       : undefined;
-    const { meta, events, ops, moderation } = KEY_INDEX;
+    const { meta, events, nicks, ops, moderation } = KEY_INDEX;
     const historyHere = room.recent.length > 0;
     let reply, members, history;
     // The welcome's id is at least the roster's now: from here until the
@@ -702,6 +702,7 @@ export class RedisStore implements RoomStore {
           ],
           after: [
             ["HGET", meta, "last"],
+            ["HLEN", nicks],
             ["HVALS", ops],
             ["HGETALL", moderation],
             ["XRANGE", events, "-", "+", "COUNT", "1"],
@@ -717,7 +718,7 @@ export class RedisStore implements RoomStore {
       // What the room's posts are decided on, as of the join.
       this.#postViews.set(
         name,
-        viewOf(reply.epoch, moderationOf(decided.after[2] as string[])),
+        viewOf(reply.epoch, moderationOf(decided.after[3] as string[])),
       );
       members = await this.#membersAt(room, reply);
       history = await this.#historyOf(room, reply, since);
@@ -2407,8 +2408,9 @@ function joinReply(
   clientEpoch: string | undefined,
 ): JoinReply {
   const { result, txn, events, upTo, before, after } = decided;
-  const [last, ops, mod, oldest, length, all] = after as [
+  const [last, members, ops, mod, oldest, length, all] = after as [
     string,
+    number,
     string[],
     string[],
     [string, string[]][],
@@ -2458,7 +2460,9 @@ function joinReply(
         historyCount: length - later,
       }
       : {}),
-    members: decided.count,
+    // The members now, but for the batch's own changes after this join
+    // (other processes' changes since the read are in HLEN).
+    members: members - (txn.count - decided.count),
     moderators: ops.map((text) => JSON.parse(text) as Member)
       .filter((op) => op.joinedId <= lastId)
       .sort((a, b) => a.joinedId - b.joinedId).map((op) => op.nick),

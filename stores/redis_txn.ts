@@ -63,6 +63,12 @@ export interface Snapshot {
   kept: Map<number, { event: RoomEvent; cost: number } | null>;
   /** Every member was read (`members` holds them all). */
   all: boolean;
+  /**
+   * The `nicks` and `owners` fields as read, as Redis has them: a
+   * decision on a member holds only while its fields are unchanged.
+   */
+  rawMembers: Map<string, string | null>;
+  rawOwners: Map<string, string | null>;
   /** How many members the room has. */
   count: number;
 }
@@ -81,19 +87,26 @@ export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
     posted: new Map(),
     kept: new Map(),
     all: plan.all === true,
+    rawMembers: new Map(),
+    rawOwners: new Map(),
     count: reply[9],
   };
   const member = (text: string | null) =>
     text === null ? null : JSON.parse(text) as Member;
-  plan.members?.forEach((key, i) =>
-    snapshot.members.set(key, member(members[i]))
-  );
+  plan.members?.forEach((key, i) => {
+    snapshot.members.set(key, member(members[i]));
+    snapshot.rawMembers.set(key, members[i] ?? null);
+  });
   plan.owners?.forEach((owner, i) => {
     const found = member(owners[i]);
     // A key whose member is another owner's: this owner is not a member.
     const key = found?.owner === owner ? ownerKeys[i] : null;
     snapshot.owners.set(owner, key);
-    if (key !== null) snapshot.members.set(key, found);
+    snapshot.rawOwners.set(owner, ownerKeys[i] ?? null);
+    if (key !== null) {
+      snapshot.members.set(key, found);
+      snapshot.rawMembers.set(key, owners[i] ?? null);
+    }
   });
   for (const text of all) {
     const found = JSON.parse(text) as Member;
@@ -132,6 +145,8 @@ export function viewOf(epoch: string, moderation: ModerationRead): Snapshot {
     posted: new Map(),
     kept: new Map(),
     all: false,
+    rawMembers: new Map(),
+    rawOwners: new Map(),
     count: 0,
   };
 }
@@ -185,7 +200,11 @@ export class RedisTxn implements RoomTxn {
   #writes: KeyCommand[] = [];
   #publish: [string, CommitValue][] = [];
   #entries: string[] = [];
+  /** Every member was read (a reap): `ctrl` is the condition. */
   #readCtrl = false;
+  /** Members read by nick key and by owner: their fields are conditions. */
+  #readFields = new Set<string>();
+  #readOwners = new Set<string>();
   #wroteCtrl = false;
   #wroteMod = false;
   #readEpoch = false;
@@ -236,14 +255,14 @@ export class RedisTxn implements RoomTxn {
   }
 
   member(key: string): Member | undefined {
-    this.#readCtrl = true;
+    this.#readFields.add(key);
     const found = this.#s.members.get(key);
     if (found === undefined && !this.#s.all) throw unread("member", key);
     return found ?? undefined;
   }
 
   memberOf(owner: string): Member | undefined {
-    this.#readCtrl = true;
+    this.#readOwners.add(owner);
     const key = this.#s.owners.get(owner);
     if (key === undefined && !this.#s.all) throw unread("owner", owner);
     return key ? this.member(key) : undefined;
@@ -256,7 +275,6 @@ export class RedisTxn implements RoomTxn {
   }
 
   reservedBy(key: string): string | undefined {
-    this.#readCtrl = true;
     const owner = this.#s.reserved.get(key);
     if (owner === undefined) throw unread("reserved", key);
     return owner ?? undefined;
@@ -469,15 +487,25 @@ export class RedisTxn implements RoomTxn {
     // `ctrl` goes with the room's keys when it expires: with the epoch, a
     // room made again since is not taken for the one read.
     if (
-      this.#readEpoch || this.#readCtrl || this.#wroteCtrl || this.#created
+      this.#readEpoch || this.#readCtrl || this.#wroteCtrl || this.#created ||
+      this.#readFields.size > 0 || this.#readOwners.size > 0
     ) {
       unchanged.push([meta, "epoch", this.#created ? null : this.#s.epoch]);
     }
     for (const [key, owner] of this.#reservedAsRead) {
       unchanged.push([KEY_INDEX.reserved, key, owner]);
     }
-    if (this.#readCtrl || this.#wroteCtrl) {
-      unchanged.push([meta, "ctrl", this.#s.ctrl]);
+    // A member read is a condition by its own fields, so changes to other
+    // members (another process's joins) make nobody decide again; a rule
+    // that read every member has `ctrl`, which every change moves on.
+    if (this.#readCtrl) unchanged.push([meta, "ctrl", this.#s.ctrl]);
+    for (const key of this.#readFields) {
+      const raw = this.#s.rawMembers.get(key);
+      if (raw !== undefined) unchanged.push([KEY_INDEX.nicks, key, raw]);
+    }
+    for (const owner of this.#readOwners) {
+      const raw = this.#s.rawOwners.get(owner);
+      if (raw !== undefined) unchanged.push([KEY_INDEX.owners, owner, raw]);
     }
     if (this.#wroteCtrl) {
       writes.push(["HINCRBY", meta, "ctrl", "1"]);
