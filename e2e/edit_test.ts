@@ -272,3 +272,50 @@ browserTest(
   },
   { editWindow: 0 },
 );
+
+browserTest(
+  "edits: an edit made while disconnected waits in the outbox and goes out, once, on reconnect",
+  async (ctx) => {
+    const { page } = await ctx.open(ctx.url(), undefined, { nick: "ada" });
+    const bob = await ctx.visitor("bob");
+    await say(page, "typo");
+    assert.equal(await settled(page), "sent");
+    const id = await idOf(page, "ada: typo");
+    assert.equal(await bob.nextMatching(/^ada: /), "ada: typo");
+    // The next retry is far off, as after many failed attempts.
+    await page.evaluate("attempt = 5");
+    await page.evaluate("socket.close()");
+    await page.waitForSelector('#state[data-state="reconnecting"]');
+
+    await page.keyboard.press("ArrowUp");
+    await page.keyboard.type("s");
+    await page.keyboard.press("Enter");
+    // Waiting, shown as an edit; the bar and the input are free.
+    await page.waitForSelector("#outbox li");
+    assert.deepEqual(
+      await page.$$eval("#outbox li", (items) =>
+        items.map((li) => ({
+          tag: li.querySelector(".tag")?.textContent,
+          text: li.querySelector(".text")?.textContent,
+        }))),
+      [{ tag: " (edit)", text: "typos" }],
+    );
+    assert.equal(await editBar(page), null);
+    assert.equal((await inputState(page)).value, "");
+
+    await page.click("#retry");
+    await waitConnected(page);
+    assert.equal(
+      await bob.nextMatching(/^\* ada edited: /),
+      "* ada edited: typos",
+    );
+    await waitForLine(page, "ada: typos (edited)");
+    assert.equal((await lineOf(page, id)).read, "ada: typos (edited)");
+    await page.waitForFunction(() =>
+      document.querySelectorAll("#outbox li").length === 0
+    );
+    // Once: the next of ada's lines is the next message.
+    await say(page, "marker");
+    assert.equal(await bob.nextMatching(/^(ada: |\* ada )/), "ada: marker");
+  },
+);
