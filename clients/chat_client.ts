@@ -14,6 +14,9 @@
  *   pipes with `--ids`), so `/reply 43 text` can answer one; a reply shows
  *   what it answers as the plain-text protocol does
  *   (`ada: ↪ bob: "hi" yes`).
+ * - Edits are shown as `* ada edited: text` (`* ada edited #43: text` with
+ *   ids); `/edit 43 text` edits message 43 of yours, `/edit text` the last
+ *   message of yours the room echoed.
  * - Nothing a peer sends reaches the terminal as a control or escape
  *   sequence: see {@linkcode printable} (protocol.ts).
  *
@@ -62,6 +65,9 @@ export const BACKOFF_MIN_MS = 500;
 export const BACKOFF_MAX_MS = 10_000;
 /** Attempts after the first when the client has never been connected. */
 export const DEFAULT_RETRIES = 5;
+/** How `/edit` is used here: the server's form, or the text alone. */
+export const EDIT_LAST_USAGE =
+  "usage: /edit [ID] TEXT (ID: your message; without it, your last one)";
 
 const USAGE = `deno-chat terminal client.
 
@@ -83,6 +89,7 @@ Options:
   -h, --help     show this help
 
 Type a line to send it. ${HELP_TEXT}.
+/edit TEXT (no ID) edits your last message.
 Ctrl-D (or the end of stdin) and Ctrl-C quit.
 
 Nicks are coloured when stdout is a terminal and NO_COLOR is not set.`;
@@ -113,7 +120,10 @@ export type OutFrame = ClientFrame;
 export interface RenderStyle {
   colour: boolean;
   time: boolean;
-  /** `#43 ` before a message or action: the id that `/reply` takes. */
+  /**
+   * `#43 ` before a message or action, and after `edited` (the message
+   * edited): the id that `/reply` and `/edit` take.
+   */
   ids?: boolean;
 }
 
@@ -223,9 +233,9 @@ export function render(
     case "error":
       return systemLine(`error: ${text(event.message)}`, style);
     case "edit":
-      return `${time}* ${nickText(event.from, style)} edited: ${
-        text(event.text)
-      }`;
+      return `${time}* ${nickText(event.from, style)} edited${
+        style.ids ? ` ${idText(event.target, style).trimEnd()}` : ""
+      }: ${text(event.text)}`;
     case "kick":
     case "topic":
     case "slow":
@@ -265,6 +275,8 @@ export function updateUsers(
 /** A typed line, parsed. */
 export type Input =
   | { kind: "send"; frame: OutFrame }
+  /** `/edit TEXT`: the last message of mine the room echoed gets `text`. */
+  | { kind: "editLast"; text: string }
   | { kind: "join"; room: string }
   | { kind: "who" }
   /** `/more` or `/history N`: older events, before the oldest shown. */
@@ -283,8 +295,18 @@ export type Input =
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
   if (trimmed === "") return { kind: "empty" };
-  // `/reply #43 text`: the id as the client shows it is taken too.
-  const command = parseCommand(trimmed.replace(/^(\/reply\s+)#(?=\d)/i, "$1"));
+  // `/edit TEXT`: no id (one would be a number, alone or before the text).
+  const edit = /^\/edit(?:\s+([\s\S]*))?$/i.exec(trimmed);
+  const editText = edit?.[1]?.trim() ?? "";
+  if (edit && !/^#?\d+(?:\s|$)/.test(editText)) {
+    return editText === ""
+      ? { kind: "usage", message: EDIT_LAST_USAGE }
+      : { kind: "editLast", text: editText };
+  }
+  // `/reply #43 text`, `/edit #43 text`: the id as the client shows it.
+  const command = parseCommand(
+    trimmed.replace(/^(\/(?:reply|edit)\s+)#(?=\d)/i, "$1"),
+  );
   switch (command.type) {
     case "message":
     case "action":
@@ -323,7 +345,10 @@ export function parseInput(line: string): Input {
       // Its JSON frame is the command itself; the server judges who may.
       return { kind: "send", frame: command };
     case "invalid":
-      return { kind: "usage", message: printable(command.message) };
+      return {
+        kind: "usage",
+        message: edit ? EDIT_LAST_USAGE : printable(command.message),
+      };
   }
 }
 
@@ -823,6 +848,12 @@ export class ChatClient {
     users: string[];
   };
   #you?: string;
+  /**
+   * The id of my last message or action that came back from the room
+   * (`/edit TEXT` edits it); none after a rename, as the server lets edit
+   * only what was sent under the nick held now.
+   */
+  #lastOwn?: number;
   /** The server's `--max-message-chars`, from the last welcome. */
   #maxMessageChars?: number;
   #everConnected = false;
@@ -1020,17 +1051,21 @@ export class ChatClient {
     }
     // On resume the history is what was missed; the epoch check keeps
     // anything already shown from being shown twice.
-    const seen = resumed && previous.epoch === welcome.epoch
-      ? previous.lastId
-      : -Infinity;
+    const continued = resumed && previous.epoch === welcome.epoch;
+    const seen = continued ? previous.lastId : -Infinity;
     // On a new arrival the history ends with our own join: the `you are`
     // line below says it (as the plain-text protocol does), after the past.
     const last = history.at(-1);
     const ownJoin = !resumed && last?.type === "join" &&
       last.nick === welcome.you;
+    // A new arrival (a first connection, another room, a reset) has
+    // sent nothing there yet: what its nick said before was someone else.
+    if (!continued) this.#lastOwn = undefined;
+    this.#you = welcome.you;
     for (const event of ownJoin ? history.slice(0, -1) : history) {
       if (typeof event?.id === "number" && event.id > seen) {
         this.#print(render(event, style));
+        if (continued) this.#track(event);
       }
     }
     this.#room = {
@@ -1046,7 +1081,6 @@ export class ChatClient {
       token: welcome.token,
       users: Array.isArray(welcome.users) ? [...welcome.users] : [],
     };
-    this.#you = welcome.you;
     this.#maxMessageChars = Number.isSafeInteger(welcome.maxMessageChars)
       ? welcome.maxMessageChars
       : undefined;
@@ -1086,6 +1120,7 @@ export class ChatClient {
     if (event.id <= room.lastId) return; // already shown
     room.lastId = event.id;
     room.users = updateUsers(room.users, event);
+    this.#track(event);
     if (event.type === "nick" && event.from === this.#you) this.#you = event.to;
     if (
       [
@@ -1095,6 +1130,7 @@ export class ChatClient {
         "leave",
         "nick",
         "dm",
+        "edit",
         "kick",
         "topic",
         "slow",
@@ -1102,6 +1138,21 @@ export class ChatClient {
       ].includes(event.type)
     ) {
       this.#print(render(event, this.#options.style));
+    }
+  }
+
+  /** Keeps {@linkcode ChatClient.#lastOwn} up to date with `event`. */
+  #track(event: ChatEvent): void {
+    if (this.#you === undefined) return;
+    if (
+      (event.type === "message" || event.type === "action") &&
+      event.from === this.#you
+    ) {
+      this.#lastOwn = event.id;
+    } else if (event.type === "nick" && event.from === this.#you) {
+      this.#lastOwn = undefined;
+    } else if (event.type === "delete" && event.deleted === this.#lastOwn) {
+      this.#lastOwn = undefined;
     }
   }
 
@@ -1176,13 +1227,22 @@ export class ChatClient {
           this.#wakeSleep?.();
         }
         return true;
+      case "editLast":
       case "send": {
         if (!await this.#connected()) return !this.#quitting;
+        if (input.kind === "editLast" && this.#lastOwn === undefined) {
+          this.#system(
+            "error: no message of yours here to edit yet (/edit ID TEXT edits one by its id)",
+          );
+          return true;
+        }
+        const frame: OutFrame = input.kind === "editLast"
+          ? { type: "edit", id: this.#lastOwn!, text: input.text }
+          : input.frame;
         // The server's own check, with its limit: refused here the same way.
-        const { frame } = input;
         const problem = this.#maxMessageChars !== undefined &&
           (frame.type === "message" || frame.type === "action" ||
-            frame.type === "dm") &&
+            frame.type === "dm" || frame.type === "edit") &&
           checkMessage(frame.text, this.#maxMessageChars);
         if (isRefusal(problem)) {
           this.#system(`error: ${problem.message}`);

@@ -13,6 +13,7 @@ import {
   backoffDelay,
   type ChatEvent,
   connectUrl,
+  EDIT_LAST_USAGE,
   explainFailure,
   LineEditor,
   nickColour,
@@ -202,6 +203,31 @@ Deno.test("render shows a reply's quote as the plain-text protocol does, and ids
   );
 });
 
+Deno.test("render shows an edit as the plain-text protocol does, with the message's id when asked", () => {
+  const edit: ChatEvent = {
+    type: "edit",
+    id: 50,
+    ts: TS,
+    from: "ada",
+    target: 43,
+    text: "lunch\nat one\x1b[2J",
+    edited: TS,
+  };
+  assert.equal(render(edit), "* ada edited: lunch at one");
+  assert.equal(render(edit), renderText(edit).replace("\x1b[2J", ""));
+  // The id is the message's, which /edit and /reply take, not the event's.
+  assert.equal(
+    render(edit, { colour: false, time: true, ids: true }),
+    "09:05 * ada edited #43: lunch at one",
+  );
+  assert.equal(
+    render(edit, { colour: true, time: false, ids: true }),
+    `* \x1b[${
+      nickColour("ada")
+    }mada\x1b[39m edited \x1b[2m#43\x1b[22m: lunch at one`,
+  );
+});
+
 Deno.test("nickColour is the same for the same nick, ignoring case", () => {
   assert.equal(nickColour("Ada"), nickColour("ada"));
   const colours = new Set(
@@ -270,6 +296,23 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
     kind: "send",
     frame: { type: "message", text: "yes", replyTo: 43 },
   });
+  // /edit with an id (as typed or as shown), and without: my last one.
+  for (
+    const line of ["/edit 43 at one", "/edit #43 at one", "/EDIT 43  at one"]
+  ) {
+    assert.deepEqual(parseInput(line), {
+      kind: "send",
+      frame: { type: "edit", id: 43, text: "at one" },
+    }, line);
+  }
+  assert.deepEqual(parseInput("/edit at one, not noon"), {
+    kind: "editLast",
+    text: "at one, not noon",
+  });
+  assert.deepEqual(parseInput("/edit 1pm it is"), {
+    kind: "editLast",
+    text: "1pm it is",
+  });
   assert.deepEqual(parseInput("/who"), { kind: "who" });
   assert.deepEqual(parseInput("/help"), { kind: "help" });
   assert.deepEqual(parseInput("/quit"), { kind: "quit" });
@@ -289,6 +332,16 @@ Deno.test("parseInput explains a misused command instead of sending it", () => {
     ]
   ) {
     assert.equal(parseInput(line).kind, "usage", line);
+  }
+  // An id without text, or no text at all: how /edit is used here.
+  for (
+    const line of ["/edit", "/edit   ", "/edit 43", "/edit #43", "/edit 0 x"]
+  ) {
+    assert.deepEqual(
+      parseInput(line),
+      { kind: "usage", message: EDIT_LAST_USAGE },
+      line,
+    );
   }
   assert.deepEqual(parseInput("/dance"), {
     kind: "usage",
@@ -1024,6 +1077,71 @@ Deno.test("client: with --ids it shows message ids; /reply ID TEXT answers one, 
       await ada.type("/reply 999");
       await ada.expect(
         " .... error: usage: /reply ID TEXT (ID: the message answered)",
+      );
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: /edit TEXT edits its last message, /edit ID TEXT the one named; edits are shown with the message's id; refusals in the server's words", async () => {
+  await withChat({}, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada", "--ids"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event("ada's join")).type, "join");
+      // Nothing of hers yet: said here, nothing sent.
+      await ada.type("/edit too early");
+      await ada.expect(
+        " .... error: no message of yours here to edit yet (/edit ID TEXT edits one by its id)",
+      );
+      await ada.type("lunch at noon?");
+      const lunch = await bob.event("ada's message");
+      await ada.expect(`#${lunch.id} ada: lunch at noon?`);
+      await ada.type("/me waves");
+      const wave = await bob.event("ada's action");
+      await ada.expect(`#${wave.id} * ada waves`);
+      // No id: the last of hers the room echoed (an action counts).
+      await ada.type("/edit waves back");
+      const waved = await bob.event("ada's edit of her action");
+      assert.deepEqual(
+        [waved.type, waved.from, waved.target, waved.text],
+        ["edit", "ada", wave.id, "waves back"],
+      );
+      await ada.expect(`* ada edited #${wave.id}: waves back`);
+      // With the id, as typed and as shown.
+      await ada.type(`/edit ${lunch.id} lunch at one?`);
+      const one = await bob.event("ada's edit by id");
+      assert.deepEqual([one.target, one.text], [lunch.id, "lunch at one?"]);
+      await ada.expect(`* ada edited #${lunch.id}: lunch at one?`);
+      await ada.type(`/edit #${lunch.id} lunch at two?`);
+      assert.equal(
+        (await bob.event("ada's edit by #id")).text,
+        "lunch at two?",
+      );
+      await ada.expect(`* ada edited #${lunch.id}: lunch at two?`);
+      // Others' edits are shown live too.
+      bob.send(JSON.stringify({ type: "message", text: "ok" }));
+      const ok = await bob.event("bob's message");
+      await ada.expect(`#${ok.id} bob: ok`);
+      bob.send(JSON.stringify({ type: "edit", id: ok.id, text: "ok!" }));
+      await bob.event("bob's edit");
+      await ada.expect(`* bob edited #${ok.id}: ok!`);
+      // Not hers: the server's refusal. Still her last one without an id.
+      await ada.type(`/edit ${ok.id} mine now`);
+      await ada.expect(" .... error: only its author may edit a message");
+      await ada.type("/edit waves twice");
+      assert.equal((await bob.event("ada's second edit")).target, wave.id);
+      await ada.expect(`* ada edited #${wave.id}: waves twice`);
+      await ada.type("/edit 5");
+      await ada.expect(` .... error: ${EDIT_LAST_USAGE}`);
+      // A rename: what she sent before is no longer hers to edit.
+      await ada.type("/nick ada2");
+      await ada.expect(" .... ada is now known as ada2.");
+      await ada.type("/edit after the rename");
+      await ada.expect(
+        " .... error: no message of yours here to edit yet (/edit ID TEXT edits one by its id)",
       );
       await ada.type("/quit");
       assert.equal((await ada.exit()).code, 0);
