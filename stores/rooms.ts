@@ -853,100 +853,24 @@ export class MemoryStore implements RoomStore {
     room: MemoryRoom | undefined,
     appended: RoomEvent[] = [],
   ): RoomTxn {
-    const moderation = () => this.#moderationOf(name);
-    const kept = () => this.#moderationIfAny(name);
-    const needRoom = () => {
-      if (!room) throw new NoSuchRoom(`no room ${name}: hold it first`);
-      return room;
-    };
-    const sanctions = (kind: SanctionKind) =>
-      kind === "ban" ? kept()?.bans : kept()?.mutes;
-    return {
-      now: Date.now(),
-      epoch: room?.epoch,
-      member: (key) => room?.nicks.get(key),
-      memberOf: (owner) => room?.owners.get(owner),
-      members: () => [...(room?.owners.values() ?? [])],
-      reservedBy: (key) => kept()?.reserved.get(key),
-      sanction: (kind, key) => sanctions(kind)?.get(key),
-      sanctions: (kind) => [...(sanctions(kind) ?? [])],
-      get topic() {
-        return kept()?.topic ?? "";
-      },
-      get slowSeconds() {
-        return kept()?.slowSeconds ?? 0;
-      },
-      postedAt: (owner) => kept()?.posted.get(owner),
-      kept: (id) => {
-        const history = needRoom().history;
-        const index = firstAtOrAbove(history, id);
-        // Older than the live window: an archive still has it (a page of
-        // history shows it, so it can be deleted as well).
-        return history[index]?.id === id
-          ? history[index]
-          : this.#archive?.find(name, id);
-      },
-      append: (body) => {
-        const event = this.#append(needRoom(), body);
-        appended.push(event);
-        return event.id;
-      },
-      putMember: (member, from) => {
-        const here = needRoom();
-        if (from !== undefined) here.nicks.delete(from);
-        here.nicks.set(nickKey(member.nick), member);
-        here.owners.set(member.owner, member);
-      },
-      dropMember: (member) => {
-        needRoom().nicks.delete(nickKey(member.nick));
-        needRoom().owners.delete(member.owner);
-      },
-      unannounced: () => {}, // no other process keeps a member list
-      reserve: (key, owner) => {
-        moderation().reserved.set(key, owner);
-        this.#record(name, { kind: "reserved", key, owner });
-      },
-      setSanction: (kind, key, sanction) => {
-        const all = kind === "ban" ? moderation().bans : moderation().mutes;
-        if (sanction) all.set(key, sanction);
-        else all.delete(key);
-        this.#record(name, { kind, key, sanction });
-      },
-      setTopic: (text) => {
-        moderation().topic = text;
-        this.#record(name, { kind: "topic", text });
-      },
-      setSlow: (seconds) => {
-        moderation().slowSeconds = seconds;
-        moderation().posted.clear();
-        this.#record(name, { kind: "slow", seconds });
-      },
-      setPosted: (owner, at) => void moderation().posted.set(owner, at),
-      deleteEvent: (event) => {
-        const history = needRoom().history;
-        const index = firstAtOrAbove(history, event.id);
-        if (history[index]?.id === event.id) {
-          history.splice(index, 1);
-          needRoom().historyBytes -= eventBytes(event);
-        }
-        this.#archive?.delete(name, event.id);
-      },
-      replaceEvent: (event) => {
-        const history = needRoom().history;
-        const index = firstAtOrAbove(history, event.id);
-        if (history[index]?.id === event.id) {
-          needRoom().historyBytes += eventBytes(event) -
-            eventBytes(history[index]);
-          history[index] = event;
-        }
-        this.#archive?.replace(name, event);
-      },
-      evict: (member, reason) =>
-        reason === undefined
-          ? this.#options.onEvict(name, member.owner)
-          : this.#options.onExpel?.(name, member.owner, reason),
-    };
+    return new MemoryTxn(this.#host, name, room, appended);
   }
+
+  /** What a {@linkcode MemoryTxn} reaches of this store, made once. */
+  #host: MemoryHost = {
+    // A held room's moderation is made (and kept) on first use, as a post
+    // reads it every time: with an archive, not asking the file each time.
+    // A room nobody holds (a ban check names any room) makes none.
+    moderation: (name, make) =>
+      make ? this.#moderationOf(name) : this.#moderationIfAny(name),
+    record: (name, change) => this.#record(name, change),
+    append: (room, body) => this.#append(room, body),
+    archive: () => this.#archive,
+    evict: (name, owner, reason) =>
+      reason === undefined
+        ? this.#options.onEvict(name, owner)
+        : this.#options.onExpel?.(name, owner, reason),
+  };
 
   /** What the rules need beyond the room: candidates and the token check. */
   #context(name: string, room: MemoryRoom): RuleContext {
@@ -1171,6 +1095,176 @@ export class MemoryStore implements RoomStore {
 
   #token(name: string, room: MemoryRoom, holder: Member): string {
     return reconnectToken(this.#tokenKey, name, room.epoch, holder.joinedId);
+  }
+}
+
+/** What a {@linkcode MemoryTxn} needs of its store (its private parts). */
+interface MemoryHost {
+  /** The room's moderation: made if `make` (else only if it has any). */
+  moderation(name: string, make: boolean): MemoryModeration | undefined;
+  record(name: string, change: ModerationChange): void;
+  append(room: MemoryRoom, body: NewEvent): RoomEvent;
+  archive(): RoomArchive | undefined;
+  evict(name: string, owner: string, reason?: string): void;
+}
+
+/**
+ * A room of a {@linkcode MemoryStore} as the rules see it: its maps, read
+ * and changed at once. One object per decision (a post makes one).
+ */
+class MemoryTxn implements RoomTxn {
+  readonly now = Date.now();
+  readonly epoch: string | undefined;
+
+  constructor(
+    private readonly host: MemoryHost,
+    private readonly name: string,
+    private readonly room: MemoryRoom | undefined,
+    private readonly appended: RoomEvent[],
+  ) {
+    this.epoch = room?.epoch;
+  }
+
+  #room(): MemoryRoom {
+    if (!this.room) throw new NoSuchRoom(`no room ${this.name}: hold it first`);
+    return this.room;
+  }
+
+  /** The moderation, as kept (made for a held room; see MemoryHost). */
+  #kept(): MemoryModeration | undefined {
+    return this.host.moderation(this.name, this.room !== undefined);
+  }
+
+  /** The moderation, made if need be (to change it). */
+  #moderation(): MemoryModeration {
+    return this.host.moderation(this.name, true)!;
+  }
+
+  member(key: string): Member | undefined {
+    return this.room?.nicks.get(key);
+  }
+
+  memberOf(owner: string): Member | undefined {
+    return this.room?.owners.get(owner);
+  }
+
+  members(): Member[] {
+    return [...(this.room?.owners.values() ?? [])];
+  }
+
+  reservedBy(key: string): string | undefined {
+    return this.#kept()?.reserved.get(key);
+  }
+
+  #sanctions(kind: SanctionKind): Map<string, Sanction> | undefined {
+    const kept = this.#kept();
+    return kind === "ban" ? kept?.bans : kept?.mutes;
+  }
+
+  sanction(kind: SanctionKind, key: string): Sanction | undefined {
+    return this.#sanctions(kind)?.get(key);
+  }
+
+  sanctions(kind: SanctionKind): [string, Sanction][] {
+    const all = this.#sanctions(kind);
+    return all && all.size > 0 ? [...all] : [];
+  }
+
+  get topic(): string {
+    return this.#kept()?.topic ?? "";
+  }
+
+  get slowSeconds(): number {
+    return this.#kept()?.slowSeconds ?? 0;
+  }
+
+  postedAt(owner: string): number | undefined {
+    return this.#kept()?.posted.get(owner);
+  }
+
+  kept(id: number): RoomEvent | undefined {
+    const history = this.#room().history;
+    const index = firstAtOrAbove(history, id);
+    // Older than the live window: an archive still has it (a page of
+    // history shows it, so it can be deleted as well).
+    return history[index]?.id === id
+      ? history[index]
+      : this.host.archive()?.find(this.name, id);
+  }
+
+  append(body: NewEvent): number {
+    const event = this.host.append(this.#room(), body);
+    this.appended.push(event);
+    return event.id;
+  }
+
+  putMember(member: Member, from?: string): void {
+    const room = this.#room();
+    if (from !== undefined) room.nicks.delete(from);
+    room.nicks.set(nickKey(member.nick), member);
+    room.owners.set(member.owner, member);
+  }
+
+  dropMember(member: Member): void {
+    const room = this.#room();
+    room.nicks.delete(nickKey(member.nick));
+    room.owners.delete(member.owner);
+  }
+
+  unannounced(): void {} // no other process keeps a member list
+
+  reserve(key: string, owner: string): void {
+    this.#moderation().reserved.set(key, owner);
+    this.host.record(this.name, { kind: "reserved", key, owner });
+  }
+
+  setSanction(kind: SanctionKind, key: string, sanction?: Sanction): void {
+    const moderation = this.#moderation();
+    const all = kind === "ban" ? moderation.bans : moderation.mutes;
+    if (sanction) all.set(key, sanction);
+    else all.delete(key);
+    this.host.record(this.name, { kind, key, sanction });
+  }
+
+  setTopic(text: string): void {
+    this.#moderation().topic = text;
+    this.host.record(this.name, { kind: "topic", text });
+  }
+
+  setSlow(seconds: number): void {
+    const moderation = this.#moderation();
+    moderation.slowSeconds = seconds;
+    moderation.posted.clear();
+    this.host.record(this.name, { kind: "slow", seconds });
+  }
+
+  setPosted(owner: string, at: number): void {
+    this.#moderation().posted.set(owner, at);
+  }
+
+  deleteEvent(event: RoomEvent): void {
+    const room = this.#room();
+    const index = firstAtOrAbove(room.history, event.id);
+    if (room.history[index]?.id === event.id) {
+      room.history.splice(index, 1);
+      room.historyBytes -= eventBytes(event);
+    }
+    this.host.archive()?.delete(this.name, event.id);
+  }
+
+  replaceEvent(event: RoomEvent): void {
+    const room = this.#room();
+    const index = firstAtOrAbove(room.history, event.id);
+    if (room.history[index]?.id === event.id) {
+      room.historyBytes += eventBytes(event) -
+        eventBytes(room.history[index]);
+      room.history[index] = event;
+    }
+    this.host.archive()?.replace(this.name, event);
+  }
+
+  evict(member: Member, reason?: string): void {
+    this.host.evict(this.name, member.owner, reason);
   }
 }
 
