@@ -12,6 +12,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import puppeteer, {
   type Browser,
   type BrowserContext,
@@ -310,5 +311,53 @@ export async function waitForUsers(page: Page, nicks: string[]): Promise<void> {
     },
     { polling: "mutation" },
     nicks,
+  );
+}
+
+/** The id of the log line that reads `text` (its `data-id`). */
+export async function lineId(page: Page, text: string): Promise<number> {
+  const line = await waitForLine(page, text);
+  const id = await page.$$eval(
+    "#lines li",
+    (items, read) =>
+      items.find((li) =>
+        [...li.childNodes]
+          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
+          .map((node) => node.textContent).join("") === read
+      )?.getAttribute("data-id"),
+    line.text,
+  );
+  assert.ok(id, `"${text}" has an id`);
+  return Number(id);
+}
+
+/** What has the focus: its tag, id, accessible label, and its line's id. */
+export function focusedElement(page: Page) {
+  return page.evaluate(() => {
+    const el = document.activeElement as HTMLElement | null;
+    return {
+      tag: el?.tagName,
+      id: el?.id,
+      label: el?.getAttribute("aria-label") ?? null,
+      line: el?.closest("li")?.getAttribute("data-id") ?? null,
+    };
+  });
+}
+
+/**
+ * The bar above the input (`replying` or `editing`): its text, or null
+ * while it is hidden.
+ */
+export function barText(
+  page: Page,
+  bar: "replying" | "editing",
+): Promise<string | null> {
+  return page.$eval(
+    `#${bar}`,
+    (el, bar) =>
+      (el as HTMLElement).hidden
+        ? null
+        : el.querySelector(`#${bar}-text`)!.textContent,
+    bar,
   );
 }

@@ -12,7 +12,10 @@
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
 import {
+  barText,
   countLines,
+  focusedElement,
+  lineId,
   say,
   settled,
   waitConnected,
@@ -20,23 +23,6 @@ import {
   waitForUsers,
 } from "./browser.ts";
 import { axeViolations, browserTest } from "./harness.ts";
-
-/** The id of the log line that reads `text` (its `data-id`). */
-async function idOf(page: Page, text: string): Promise<number> {
-  const line = await waitForLine(page, text);
-  const id = await page.$$eval(
-    "#lines li",
-    (items, read) =>
-      items.find((li) =>
-        [...li.childNodes]
-          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
-          .map((node) => node.textContent).join("") === read
-      )?.getAttribute("data-id"),
-    line.text,
-  );
-  assert.ok(id, `"${text}" has an id`);
-  return Number(id);
-}
 
 /** Line `id` as read (no time, no buttons), and its "(edited)" title. */
 function lineOf(page: Page, id: number) {
@@ -49,17 +35,6 @@ function lineOf(page: Page, id: number) {
   }));
 }
 
-/** The edit bar above the input: its text, or null while it is hidden. */
-function editBar(page: Page): Promise<string | null> {
-  return page.$eval(
-    "#editing",
-    (el) =>
-      (el as HTMLElement).hidden
-        ? null
-        : el.querySelector("#editing-text")!.textContent,
-  );
-}
-
 /** The input's text, what describes it, and whether it has the focus. */
 function inputState(page: Page) {
   return page.$eval("textarea#input", (el) => ({
@@ -67,17 +42,6 @@ function inputState(page: Page) {
     describedBy: el.getAttribute("aria-describedby"),
     focused: document.activeElement === el,
   }));
-}
-
-/** The focused element: its accessible label and its line's id. */
-function focused(page: Page) {
-  return page.evaluate(() => {
-    const el = document.activeElement as HTMLElement | null;
-    return {
-      label: el?.getAttribute("aria-label") ?? null,
-      line: el?.closest("li")?.getAttribute("data-id") ?? null,
-    };
-  });
 }
 
 /** "Edited " and the time in the page's locale: the mark's title. */
@@ -94,7 +58,7 @@ browserTest(
     assert.equal(await settled(ada.page), "sent");
     await say(ada.page, "lunch at noon?");
     assert.equal(await settled(ada.page), "sent");
-    const lunch = await idOf(bob.page, "ada: lunch at noon?");
+    const lunch = await lineId(bob.page, "ada: lunch at noon?");
     // Someone else's line after it: ArrowUp still takes ada's last.
     await say(bob.page, "maybe");
     await waitForLine(ada.page, "bob: maybe");
@@ -103,7 +67,7 @@ browserTest(
     await ada.page.bringToFront();
     await ada.page.click("#input");
     await ada.page.keyboard.press("ArrowUp");
-    assert.equal(await editBar(ada.page), "Editing your message");
+    assert.equal(await barText(ada.page, "editing"), "Editing your message");
     assert.deepEqual(await inputState(ada.page), {
       value: "lunch at noon?",
       describedBy: "send-error editing-text",
@@ -111,7 +75,7 @@ browserTest(
     });
     // Escape gives it up: the empty input, no bar, as before.
     await ada.page.keyboard.press("Escape");
-    assert.equal(await editBar(ada.page), null);
+    assert.equal(await barText(ada.page, "editing"), null);
     assert.deepEqual(await inputState(ada.page), {
       value: "",
       describedBy: "send-error",
@@ -120,12 +84,12 @@ browserTest(
 
     // Again, the text changed, Enter: an edit, not a new message.
     await ada.page.keyboard.press("ArrowUp");
-    assert.equal(await editBar(ada.page), "Editing your message");
+    assert.equal(await barText(ada.page, "editing"), "Editing your message");
     await ada.page.keyboard.press("Backspace");
     await ada.page.keyboard.type(" or one?");
     await ada.page.keyboard.press("Enter");
     assert.equal(await settled(ada.page), "sent");
-    assert.equal(await editBar(ada.page), null);
+    assert.equal(await barText(ada.page, "editing"), null);
     assert.equal((await inputState(ada.page)).describedBy, "send-error");
     assert.equal(
       await cy.nextMatching(/^\* ada edited: /),
@@ -145,7 +109,7 @@ browserTest(
     }
     // Only the edited one is marked.
     assert.equal(
-      (await lineOf(bob.page, await idOf(bob.page, "ada: first"))).edited,
+      (await lineOf(bob.page, await lineId(bob.page, "ada: first"))).edited,
       null,
     );
 
@@ -166,19 +130,21 @@ browserTest(
       ),
       0,
     );
-    const first = await idOf(ada.page, "ada: first");
+    const first = await lineId(ada.page, "ada: first");
     await ada.page.bringToFront();
     await ada.page.focus("#log");
     for (let i = 0; i < 12; i++) {
       await ada.page.keyboard.press("Tab");
-      if ((await focused(ada.page)).label === "Edit your message") break;
+      if ((await focusedElement(ada.page)).label === "Edit your message") break;
     }
-    assert.deepEqual(await focused(ada.page), {
+    assert.deepEqual(await focusedElement(ada.page), {
+      tag: "BUTTON",
+      id: "",
       label: "Edit your message",
       line: String(first),
     });
     await ada.page.keyboard.press("Enter");
-    assert.equal(await editBar(ada.page), "Editing your message");
+    assert.equal(await barText(ada.page, "editing"), "Editing your message");
     assert.deepEqual(await inputState(ada.page), {
       value: "first",
       describedBy: "send-error editing-text",
@@ -204,7 +170,7 @@ browserTest(
     );
 
     // Not hers: the server's reason beside the input, which keeps the text.
-    const maybe = await idOf(ada.page, "bob: maybe");
+    const maybe = await lineId(ada.page, "bob: maybe");
     await say(ada.page, `/edit ${maybe} definitely`);
     assert.equal(
       await settled(ada.page),
@@ -224,7 +190,7 @@ browserTest(
     await ada.page.keyboard.up("Control");
     await ada.page.keyboard.press("Backspace");
     await ada.page.keyboard.press("ArrowUp");
-    assert.equal(await editBar(ada.page), "Editing your message");
+    assert.equal(await barText(ada.page, "editing"), "Editing your message");
     for (const theme of ["light", "dark"]) {
       for (const { page } of [ada, bob]) {
         await page.emulateMediaFeatures([
@@ -248,7 +214,7 @@ browserTest(
     const bob = await visitor("bob");
     await say(page, "typo");
     assert.equal(await settled(page), "sent");
-    const id = await idOf(page, "ada: typo");
+    const id = await lineId(page, "ada: typo");
     await page.keyboard.press("ArrowUp");
     await page.keyboard.type("s");
     await page.keyboard.press("Enter");
@@ -256,7 +222,7 @@ browserTest(
       await settled(page),
       "Not edited: messages cannot be edited here",
     );
-    assert.equal(await editBar(page), "Editing your message");
+    assert.equal(await barText(page, "editing"), "Editing your message");
     assert.equal((await inputState(page)).value, "typos");
     assert.deepEqual(await lineOf(page, id), {
       read: "ada: typo",
@@ -264,7 +230,7 @@ browserTest(
     });
     // Escape: the edit is given up, and the next line is a message.
     await page.keyboard.press("Escape");
-    assert.equal(await editBar(page), null);
+    assert.equal(await barText(page, "editing"), null);
     await say(page, "next");
     assert.equal(await settled(page), "sent");
     assert.equal(await bob.nextMatching(/^ada: /), "ada: typo");
@@ -280,7 +246,7 @@ browserTest(
     const bob = await ctx.visitor("bob");
     await say(page, "typo");
     assert.equal(await settled(page), "sent");
-    const id = await idOf(page, "ada: typo");
+    const id = await lineId(page, "ada: typo");
     assert.equal(await bob.nextMatching(/^ada: /), "ada: typo");
     // The next retry is far off, as after many failed attempts.
     await page.evaluate("attempt = 5");
@@ -300,7 +266,7 @@ browserTest(
         }))),
       [{ tag: " (edit)", text: "typos" }],
     );
-    assert.equal(await editBar(page), null);
+    assert.equal(await barText(page, "editing"), null);
     assert.equal((await inputState(page)).value, "");
 
     await page.click("#retry");

@@ -12,55 +12,16 @@
 import assert from "node:assert/strict";
 import type { Page } from "puppeteer-core";
 import {
+  barText,
   countLines,
+  focusedElement,
+  lineId,
   say,
   settled,
   waitConnected,
-  waitForLine,
   waitForUsers,
 } from "./browser.ts";
 import { axeViolations, browserTest } from "./harness.ts";
-
-/** The id of the log line that reads `text` (its `data-id`). */
-async function idOf(page: Page, text: string): Promise<number> {
-  const line = await waitForLine(page, text);
-  const id = await page.$$eval(
-    "#lines li",
-    (items, read) =>
-      items.find((li) =>
-        [...li.childNodes]
-          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
-          .map((node) => node.textContent).join("") === read
-      )?.getAttribute("data-id"),
-    line.text,
-  );
-  assert.ok(id, `"${text}" has an id`);
-  return Number(id);
-}
-
-/** What the focused element is: its tag, accessible label, line's id. */
-function focused(page: Page) {
-  return page.evaluate(() => {
-    const el = document.activeElement as HTMLElement | null;
-    return {
-      tag: el?.tagName,
-      id: el?.id,
-      label: el?.getAttribute("aria-label") ?? null,
-      line: el?.closest("li")?.getAttribute("data-id") ?? null,
-    };
-  });
-}
-
-/** The bar above the input: its text, or null while it is hidden. */
-function replyBar(page: Page): Promise<string | null> {
-  return page.$eval(
-    "#replying",
-    (el) =>
-      (el as HTMLElement).hidden
-        ? null
-        : el.querySelector("#replying-text")!.textContent,
-  );
-}
 
 /** What describes the input to a screen reader (its element ids). */
 function describedBy(page: Page): Promise<string | null> {
@@ -88,16 +49,16 @@ browserTest(
     const bob = await open(url(), undefined, { nick: "bob" });
     await waitForUsers(ada.page, ["ada", "bob"]);
     await say(bob.page, "lunch at noon?");
-    const asked = await idOf(ada.page, "bob: lunch at noon?");
+    const asked = await lineId(ada.page, "bob: lunch at noon?");
 
     // Tab from the log to bob's message's Reply button; Enter chooses it.
     await ada.page.bringToFront();
     await ada.page.focus("#log");
     for (let i = 0; i < 10; i++) {
       await ada.page.keyboard.press("Tab");
-      if ((await focused(ada.page)).label === "Reply to bob") break;
+      if ((await focusedElement(ada.page)).label === "Reply to bob") break;
     }
-    assert.deepEqual(await focused(ada.page), {
+    assert.deepEqual(await focusedElement(ada.page), {
       tag: "BUTTON",
       id: "",
       label: "Reply to bob",
@@ -105,19 +66,19 @@ browserTest(
     });
     await ada.page.keyboard.press("Enter");
     assert.equal(
-      await replyBar(ada.page),
+      await barText(ada.page, "replying"),
       "Replying to bob: “lunch at noon?”",
     );
-    assert.equal((await focused(ada.page)).id, "input");
+    assert.equal((await focusedElement(ada.page)).id, "input");
     assert.equal(await describedBy(ada.page), "send-error replying-text");
     await ada.page.keyboard.type("yes, see you");
     await ada.page.keyboard.press("Enter");
 
     // Sent as a reply: both tabs show the quote above it.
-    const answer = await idOf(bob.page, "ada: yes, see you");
-    assert.equal(await idOf(ada.page, "ada: yes, see you"), answer);
+    const answer = await lineId(bob.page, "ada: yes, see you");
+    assert.equal(await lineId(ada.page, "ada: yes, see you"), answer);
     assert.equal(await settled(ada.page), "sent");
-    assert.equal(await replyBar(ada.page), null);
+    assert.equal(await barText(ada.page, "replying"), null);
     for (const { page } of [ada, bob]) {
       assert.deepEqual(await quoteAbove(page, answer), {
         tag: "BUTTON",
@@ -134,8 +95,8 @@ browserTest(
     await bob.page.focus(`#lines li[data-id="${answer}"] > .quote`);
     await bob.page.keyboard.press("Enter");
     await bob.page.waitForSelector(`#lines li[data-id="${asked}"].flash`);
-    assert.equal((await focused(bob.page)).line, String(asked));
-    assert.equal((await focused(bob.page)).tag, "LI");
+    assert.equal((await focusedElement(bob.page)).line, String(asked));
+    assert.equal((await focusedElement(bob.page)).tag, "LI");
     // For a moment.
     await bob.page.waitForFunction(
       (id) => !document.querySelector(`#lines li[data-id="${id}"].flash`),
@@ -149,28 +110,31 @@ browserTest(
       `#lines li[data-id="${asked}"] button[aria-label="Reply to bob"]`,
     );
     assert.equal(
-      await replyBar(ada.page),
+      await barText(ada.page, "replying"),
       "Replying to bob: “lunch at noon?”",
     );
     await ada.page.keyboard.type("no quote");
     await ada.page.keyboard.press("Escape");
-    assert.equal(await replyBar(ada.page), null);
+    assert.equal(await barText(ada.page, "replying"), null);
     assert.equal(
       await ada.page.$eval("#replying-text", (el) => el.textContent),
       "",
     );
     assert.equal(await describedBy(ada.page), "send-error");
-    assert.equal((await focused(ada.page)).id, "input");
+    assert.equal((await focusedElement(ada.page)).id, "input");
     await ada.page.keyboard.press("Enter");
-    const plain = await idOf(bob.page, "ada: no quote");
+    const plain = await lineId(bob.page, "ada: no quote");
     assert.equal(await quoteAbove(bob.page, plain), null);
     // The × does it too.
     await ada.page.click(
       `#lines li[data-id="${answer}"] button[aria-label="Reply to ada"]`,
     );
-    assert.equal(await replyBar(ada.page), "Replying to ada: “yes, see you”");
+    assert.equal(
+      await barText(ada.page, "replying"),
+      "Replying to ada: “yes, see you”",
+    );
     await ada.page.click("#reply-cancel");
-    assert.equal(await replyBar(ada.page), null);
+    assert.equal(await barText(ada.page, "replying"), null);
 
     // A reply to no message the room keeps: the server's reason.
     await say(ada.page, "/reply 99999 anyone?");
@@ -209,7 +173,7 @@ browserTest(
     const { page } = await ctx.open(ctx.url(), undefined, { nick: "ada" });
     const bob = await ctx.visitor("bob");
     bob.send("lunch?");
-    const asked = await idOf(page, "bob: lunch?");
+    const asked = await lineId(page, "bob: lunch?");
     await page.click(
       `#lines li[data-id="${asked}"] button[aria-label="Reply to bob"]`,
     );
@@ -230,12 +194,12 @@ browserTest(
         }))),
       [{ quote: "In reply to bob: lunch?", text: "yes" }],
     );
-    assert.equal(await replyBar(page), null);
+    assert.equal(await barText(page, "replying"), null);
     assert.equal(await page.$eval("textarea#input", (el) => el.value), "");
 
     await page.click("#retry");
     await waitConnected(page);
-    const answer = await idOf(page, "ada: yes");
+    const answer = await lineId(page, "ada: yes");
     assert.equal(
       await bob.nextMatching(/^ada: /),
       'ada: ↪ bob: "lunch?" yes',
