@@ -1047,6 +1047,7 @@ export async function startChat(
   phase = "running";
   const startedAt = Date.now();
   const api = makeApi(settings, store, {
+    editWindowMs: settings.editWindow * 1000,
     info: () => ({
       version: VERSION,
       uptimeSeconds: Math.floor((Date.now() - startedAt) / 1000),

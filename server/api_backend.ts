@@ -23,7 +23,11 @@ import {
   fitCloseReason,
   type ModerationOutcome,
 } from "./moderation.ts";
-import { NoSuchRoom, type RoomStore } from "../stores/rooms.ts";
+import {
+  type EditRefusal,
+  NoSuchRoom,
+  type RoomStore,
+} from "../stores/rooms.ts";
 import {
   type ErrorCode,
   type ModerationCommand,
@@ -47,12 +51,37 @@ const MODERATION_ERRORS: Partial<
   forbidden: { status: Status.Forbidden },
 };
 
+/** What the API answers an edit the store refused with, by its reason. */
+const EDIT_REFUSALS: Record<
+  EditRefusal["refused"],
+  { status: number; message: (id: number) => string; field?: string }
+> = {
+  no_such_message: {
+    status: Status.NotFound,
+    message: (id) => `no message ${id} in this room's history`,
+    field: "id",
+  },
+  forbidden: {
+    status: Status.Forbidden,
+    message: (id) => `message ${id} was not posted as this from`,
+    field: "from",
+  },
+  edit_window: {
+    status: Status.BadRequest,
+    message: () => "too late to edit it (--edit-window)",
+    field: "id",
+  },
+  muted: { status: Status.Forbidden, message: () => "muted" },
+};
+
 /** What only the running process can tell or do for the API. */
 export interface ThisProcess {
   /** Where the API's log lines go. */
   log: ApiSettings["log"];
   /** Counts a request in `chat_api_requests_total`, by its label set. */
   count(labels: string): void;
+  /** How long after sending a message may be edited (`--edit-window`). */
+  editWindowMs: number;
   /** `info`'s figures: version, uptime, connections, the store. */
   info(): ProcessInfo;
   /** Moderation as a moderator does it: carried out, logged and counted. */
@@ -136,6 +165,21 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
         nick: target.nick,
         owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
       }, fitCloseReason(`disconnected by the app: ${reason}`)),
+    edit: (room, from, id, text) =>
+      inRoom(room, false, async (exists) => {
+        if (!exists) throw new NoSuchRoom(room);
+        // The app holds its names for good: any message it posted is its.
+        const edited = await store.edit(
+          room,
+          { nick: from, since: 0, keys: [] },
+          id,
+          text,
+          here.editWindowMs,
+        );
+        if (!("refused" in edited)) return edited;
+        const { status, message, field } = EDIT_REFUSALS[edited.refused];
+        throw new ApiError(status, edited.refused, message(id), field);
+      }),
     // Run whether or not the room exists: its bans and mutes outlive it
     // (`unban`), and the store says `no_such_room` where a command needs it.
     moderate: (room, command) =>

@@ -103,6 +103,62 @@ Deno.test("api publish: a message in the room as --api-name (or from), with its 
   });
 });
 
+covers("edit");
+Deno.test("api edit: the app replaces the text of its own message (an edit event everyone gets); another's is forbidden, an unknown one 404", async () => {
+  await withChat(API, async (chat) => {
+    const ada = await jsonClient(chat, "/ci", { nick: "ada" });
+    const bob = await textClient(chat, "/ci", { nick: "bob" });
+    await ada.event("bob's join");
+    const posted = await call(chat, "publish", {
+      room: "ci",
+      text: "deployng",
+    });
+    const id = posted.body.result.id;
+    assert.equal((await ada.event("the post")).text, "deployng");
+    assert.equal(await bob.next(), "app: deployng");
+    const edited = await call(chat, "edit", {
+      room: "ci",
+      id,
+      text: "deploying",
+    });
+    assert.equal(edited.status, 200);
+    const event = await ada.event("the edit");
+    assert.deepEqual(edited.body, { result: { id: event.id } });
+    assert.deepEqual(
+      [event.type, event.from, event.target, event.text],
+      ["edit", "app", id, "deploying"],
+    );
+    assert.equal(await bob.next(), "* app edited: deploying");
+    // Not the app's (as that from), and not a message: refused, named.
+    ada.send(JSON.stringify({ type: "message", text: "mine" }));
+    const mine = await ada.event("ada's message");
+    const other = await call(chat, "edit", {
+      room: "ci",
+      id: mine.id,
+      text: "hijacked",
+    });
+    assert.equal(other.status, 403);
+    assert.deepEqual(
+      [other.body.error.code, other.body.error.field],
+      ["forbidden", "from"],
+    );
+    const unknown = await call(chat, "edit", {
+      room: "ci",
+      id: 999,
+      text: "x",
+    });
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.body.error.code, "no_such_message");
+    // A newcomer's welcome has the new text.
+    const cy = await jsonClient(chat, "/ci", { nick: "cy" });
+    assert.equal(
+      cy.welcome.history.find((e: Json) => e.id === id).text,
+      "deploying",
+    );
+    await closeAll(ada, bob, cy);
+  });
+});
+
 Deno.test("api publish: the same idempotency_key publishes once and answers the same id", async () => {
   await withChat(API, async (chat) => {
     const ada = await jsonClient(chat, "/ci", { nick: "ada" });

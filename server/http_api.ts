@@ -130,6 +130,14 @@ export interface ApiBackend {
   disconnect(target: DisconnectTarget, reason: string): Promise<number>;
   /** A moderation action as a moderator named `api` would give it. */
   moderate(room: string, command: ModerationCommand): Promise<unknown>;
+  /**
+   * Replaces the text of message `id`, which `from` posted, as its author
+   * would (the store's `edit` within `--edit-window`): the edit event, or
+   * an {@linkcode ApiError} saying why not.
+   */
+  edit(room: string, from: string, id: number, text: string): Promise<
+    RoomEvent
+  >;
 }
 
 /** How the API is set up (from main.ts's options). */
@@ -652,6 +660,26 @@ export const API_METHODS: Record<string, Method> = {
     { nick: NICK },
     ["nick"],
   ),
+  edit: {
+    summary:
+      "Replaces the text of a message the app posted as `from` (default `--api-name`), within `--edit-window`: an `edit` event; refused with `forbidden` for another's message, `no_such_message`, `edit_window`.",
+    params: params({
+      room: ROOM,
+      id: { type: "integer", description: "The message's id.", minimum: 1 },
+      text: TEXT,
+      from: FROM,
+    }, ["room", "id", "text"]),
+    result: ID_RESULT,
+    run: async (args, api) => {
+      const event = await api.backend.edit(
+        room(args),
+        from(args, api),
+        args.id as number,
+        text(args, api),
+      );
+      return { id: event.id };
+    },
+  },
   delete: moderation(
     "delete",
     "Deletes a message from the room and its history (a `delete` event).",
