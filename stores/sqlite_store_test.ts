@@ -159,6 +159,37 @@ Deno.test("kill -9 right after an echo loses nothing: JSON resume after restart 
   });
 });
 
+Deno.test("kill -9 right after the echo of an edit loses nothing: the message is kept edited, its old text nowhere", async () => {
+  await inTempDir(async (dir) => {
+    const data = ["--data", `${dir}/chat.db`, "--quiet"];
+    const first = await startCli(data, writeTo(dir));
+    const server = { wsPort: first.wsPort } as ChatServer;
+    const ada = await jsonClient(server, "/", { nick: "ada" });
+    const said = await sendAndEcho(ada, "lunch at 11");
+    ada.send(JSON.stringify({ type: "edit", id: said.id, text: "at noon" }));
+    let edit: Json;
+    do edit = await ada.event("the edit's echo"); while (edit.type !== "edit");
+    first.child.kill("SIGKILL"); // right after the edit's echo
+    await within(first.child.status, "the kill");
+    await first.lines.cancel();
+    await within(ada.closed, "the dropped connection");
+
+    const second = await startCli(data, writeTo(dir));
+    const again = { wsPort: second.wsPort } as ChatServer;
+    const back = await jsonClient(again, "/", { nick: "bea" });
+    const history = back.welcome.history;
+    const kept = history.find((e: Json) => e.id === said.id);
+    assert.equal(kept.text, "at noon");
+    assert.equal(kept.edited, edit.edited);
+    assert.ok(history.some((e: Json) => e.id === edit.id && e.type === "edit"));
+    assert.ok(!JSON.stringify(history).includes("lunch at 11"));
+    await back.close();
+    second.child.kill("SIGTERM");
+    assert.equal((await within(second.child.status, "the exit")).code, 0);
+    await second.lines.cancel();
+  });
+});
+
 Deno.test("kill -9 right after a plain-text echo loses nothing: /history after restart shows it", async () => {
   await inTempDir(async (dir) => {
     const data = ["--data", `${dir}/chat.db`, "--quiet"];
