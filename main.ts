@@ -220,7 +220,11 @@ let connectBuckets: TokenBuckets;
 /** What `/metrics` counts, from this start on. */
 let counters: Counters = newCounters();
 /** Where every frame goes out, counted and batched (server/delivery.ts). */
-let outbox: Outbox = newOutbox(counters, DEFAULT_OPTIONS.maxMessageChars);
+let outbox: Outbox = newOutbox(
+  counters,
+  DEFAULT_OPTIONS.maxMessageChars,
+  DEFAULT_OPTIONS.editWindow,
+);
 /** Numbers the connections (the store's owner names). */
 let nextOwner = 0;
 /** One chat per process: a new start waits for the last one's `stopped`. */
@@ -1042,7 +1046,7 @@ export async function startChat(
   connectionsByIp.clear();
   graceTimers.clear();
   counters = newCounters();
-  outbox = newOutbox(counters, settings.maxMessageChars);
+  outbox = newOutbox(counters, settings.maxMessageChars, settings.editWindow);
   nextOwner = 0;
   phase = "running";
   const startedAt = Date.now();

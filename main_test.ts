@@ -1208,6 +1208,7 @@ Deno.test("a reply reaches everyone with its quote: JSON gets the id and the sta
 Deno.test("an edit reaches everyone live (JSON: the edit event; plain text: '* nick edited: text'), the welcome shows the new text, and another's edit is forbidden", async () => {
   await withChat({}, async (chat) => {
     const ada = await jsonClient(chat, "/", { nick: "ada" });
+    assert.equal(ada.welcome.editWindowSeconds, 24 * 60 * 60);
     const bob = await textClient(chat, "/", { nick: "bob" });
     await untilEvent(ada, (e) => e.type === "join" && e.nick === "bob");
     ada.send(JSON.stringify({ type: "message", text: "lunch at 11" }));
@@ -1241,6 +1242,7 @@ Deno.test("an edit reaches everyone live (JSON: the edit event; plain text: '* n
 Deno.test("--edit-window 0: no message can be edited (edit_window)", async () => {
   await withChat({ editWindow: 0 }, async (chat) => {
     const ada = await jsonClient(chat, "/", { nick: "ada" });
+    assert.equal(ada.welcome.editWindowSeconds, 0, "the welcome says so");
     ada.send(JSON.stringify({ type: "message", text: "typo" }));
     const said = await untilEvent(ada, (e) => e.type === "message");
     ada.send(JSON.stringify({ type: "edit", id: said.id, text: "fixed" }));

@@ -208,29 +208,33 @@ browserTest(
 );
 
 browserTest(
-  "edits: past the edit window the server's reason is shown, the bar and the text stay; the message is unchanged",
+  "edits: with editing off (--edit-window 0) my lines have no Edit button and ArrowUp does not edit; a typed /edit gets the server's reason, the message unchanged",
   async ({ url, open, visitor }) => {
     const { page } = await open(url(), undefined, { nick: "ada" });
     const bob = await visitor("bob");
     await say(page, "typo");
     assert.equal(await settled(page), "sent");
     const id = await lineId(page, "ada: typo");
+    assert.equal(
+      await page.$$eval("#lines li > .edit-own", (buttons) => buttons.length),
+      0,
+      "the welcome said editing is off",
+    );
+    // ArrowUp only brings back what was sent, to send again.
     await page.keyboard.press("ArrowUp");
-    await page.keyboard.type("s");
-    await page.keyboard.press("Enter");
+    assert.equal(await barText(page, "editing"), null);
+    assert.equal((await inputState(page)).value, "typo");
+    await page.evaluate("setInput('')");
+    await say(page, `/edit ${id} typos`);
     assert.equal(
       await settled(page),
       "Not edited: messages cannot be edited here",
     );
-    assert.equal(await barText(page, "editing"), "Editing your message");
-    assert.equal((await inputState(page)).value, "typos");
     assert.deepEqual(await lineOf(page, id), {
       read: "ada: typo",
       edited: null,
     });
-    // Escape: the edit is given up, and the next line is a message.
-    await page.keyboard.press("Escape");
-    assert.equal(await barText(page, "editing"), null);
+    await page.evaluate("setInput('')");
     await say(page, "next");
     assert.equal(await settled(page), "sent");
     assert.equal(await bob.nextMatching(/^ada: /), "ada: typo");

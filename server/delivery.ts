@@ -81,6 +81,8 @@ export interface Outbox {
   counters: Counters;
   /** The longest message, as the welcome tells JSON clients. */
   maxMessageChars: number;
+  /** `--edit-window`, for the welcome (0: no edits). */
+  editWindowSeconds: number;
   /** Rooms whose JSON batch waits for the end of this turn. */
   batched: Set<LocalRoom>;
   /** The end-of-turn flush, once one is due. */
@@ -88,8 +90,12 @@ export interface Outbox {
 }
 
 /** An outbox for a new start. */
-export function newOutbox(counters: Counters, maxMessageChars: number): Outbox {
-  return { counters, maxMessageChars, batched: new Set() };
+export function newOutbox(
+  counters: Counters,
+  maxMessageChars: number,
+  editWindowSeconds: number,
+): Outbox {
+  return { counters, maxMessageChars, editWindowSeconds, batched: new Set() };
 }
 
 /**
@@ -429,6 +435,7 @@ function sendWelcome(client: Member, joined: Joined, room: string): void {
     lastId: joined.lastId,
     gap: joined.gap,
     maxMessageChars: client.room.outbox.maxMessageChars,
+    editWindowSeconds: client.room.outbox.editWindowSeconds,
     token: joined.token,
     session: client.session,
     verified: client.verified,

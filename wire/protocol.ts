@@ -347,6 +347,8 @@ export interface Welcome {
   /** A resume that could not be served exactly. */
   gap: boolean;
   maxMessageChars: number;
+  /** How long after sending its author may edit a message (0: never). */
+  editWindowSeconds: number;
   /** Takes the nick back from a connection the server has not seen die. */
   token: string;
   /** The connection came with a session (see {@linkcode SESSION_PROTOCOL_PREFIX}). */
