@@ -442,6 +442,7 @@ function welcome(fields: Json): Json {
     epoch: "<epoch>",
     gap: false,
     maxMessageChars: 2000,
+    editWindowSeconds: 24 * 60 * 60,
     token: "<token>",
     session: true,
     // Identity and moderation (none here: the server has no auth flags).
