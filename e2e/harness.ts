@@ -166,3 +166,20 @@ export async function axeViolations(page: Page): Promise<Violation[]> {
     }));
   });
 }
+
+/** Axe finds nothing on any of `pages`, in the light theme and the dark. */
+export async function assertAccessible(pages: Page[]): Promise<void> {
+  for (const theme of ["light", "dark"]) {
+    for (const page of pages) {
+      await page.emulateMediaFeatures([
+        { name: "prefers-color-scheme", value: theme },
+      ]);
+      const violations = await axeViolations(page);
+      assert.deepEqual(
+        violations,
+        [],
+        `${theme}:\n${JSON.stringify(violations, null, 1)}`,
+      );
+    }
+  }
+}

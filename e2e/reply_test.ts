@@ -21,7 +21,7 @@ import {
   waitConnected,
   waitForUsers,
 } from "./browser.ts";
-import { axeViolations, browserTest } from "./harness.ts";
+import { assertAccessible, browserTest } from "./harness.ts";
 
 /** What describes the input to a screen reader (its element ids). */
 function describedBy(page: Page): Promise<string | null> {
@@ -151,19 +151,7 @@ browserTest(
     await ada.page.click(
       `#lines li[data-id="${answer}"] button[aria-label="Reply to ada"]`,
     );
-    for (const theme of ["light", "dark"]) {
-      for (const { page } of [ada, bob]) {
-        await page.emulateMediaFeatures([
-          { name: "prefers-color-scheme", value: theme },
-        ]);
-        const violations = await axeViolations(page);
-        assert.deepEqual(
-          violations,
-          [],
-          `${theme}:\n${JSON.stringify(violations, null, 1)}`,
-        );
-      }
-    }
+    await assertAccessible([ada.page, bob.page]);
   },
 );
 
