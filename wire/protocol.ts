@@ -223,28 +223,8 @@ export function checkMinutes(
  * set (true) on what a person signed in with a login token says or does.
  */
 export type RoomEvent =
-  | {
-    type: "message";
-    id: number;
-    ts: number;
-    from: string;
-    text: string;
-    verified?: boolean;
-    /** The earlier message this one answers, quoted. */
-    replyTo?: ReplyQuote;
-    /** When its text was last edited (its author's `edit`). */
-    edited?: number;
-  }
-  | {
-    type: "action";
-    id: number;
-    ts: number;
-    from: string;
-    text: string;
-    verified?: boolean;
-    replyTo?: ReplyQuote;
-    edited?: number;
-  }
+  | ({ type: "message" } & Said)
+  | ({ type: "action" } & Said)
   | { type: "join"; id: number; ts: number; nick: string; verified?: boolean }
   | { type: "leave"; id: number; ts: number; nick: string }
   | { type: "nick"; id: number; ts: number; from: string; to: string }
@@ -274,6 +254,19 @@ export type RoomEvent =
     verified?: boolean;
   }
   | ModerationEvent;
+
+/** What a message and an action (`/me`) both carry. */
+export interface Said {
+  id: number;
+  ts: number;
+  from: string;
+  text: string;
+  verified?: boolean;
+  /** The earlier message this one answers, quoted. */
+  replyTo?: ReplyQuote;
+  /** When its text was last edited (its author's `edit`). */
+  edited?: number;
+}
 
 /**
  * What moderators do that the room sees (see {@linkcode ModerationCommand}):
