@@ -713,8 +713,11 @@ export class RedisStore implements RoomStore {
           ],
         },
       );
-      reply = joinReply(decided, since, request.epoch);
-      if (request.since !== undefined && since === undefined) reply.gap = true;
+      reply = joinReply(decided, {
+        asked: request.since !== undefined,
+        since,
+        epoch: request.epoch,
+      });
       // What the room's posts are decided on, as of the join.
       this.#postViews.set(
         name,
@@ -2404,8 +2407,13 @@ export class RedisStore implements RoomStore {
  */
 function joinReply(
   decided: Decided<rules.JoinDecision>,
-  since: number | undefined,
-  clientEpoch: string | undefined,
+  resume: {
+    /** The client asked to resume (its `since` may be past reading). */
+    asked: boolean;
+    /** The id it resumes after, when one Redis could give (read before). */
+    since?: number;
+    epoch?: string;
+  },
 ): JoinReply {
   const { result, txn, events, upTo, before, after } = decided;
   const [last, members, ops, mod, oldest, length, all] = after as [
@@ -2428,6 +2436,7 @@ function joinReply(
     entries.map(([, fields]) => JSON.parse(fields[1]) as RoomEvent)
       .filter((event) => event.id <= lastId);
   let missed: RoomEvent[] | undefined;
+  const { since } = resume;
   if (since !== undefined) {
     const [after, lastBefore, oldestBefore] = before as [
       [string, string[]][],
@@ -2439,7 +2448,7 @@ function joinReply(
       lastId: Number(lastBefore ?? 0),
       oldest: entryId(oldestBefore),
     };
-    if (canResume(kept, since, clientEpoch ?? "")) {
+    if (canResume(kept, since, resume.epoch ?? "")) {
       missed = [...eventsOf(after), ...events.slice(0, upTo)];
     }
   }
@@ -2452,7 +2461,7 @@ function joinReply(
     lastId,
     joinedId: txn.resolve(result.member.joinedId, events),
     claimedId: txn.resolve(result.member.claimedId, events),
-    gap: since !== undefined && missed === undefined,
+    gap: resume.asked && missed === undefined,
     history: missed ?? (all ? eventsOf(all) : []),
     ...(missed === undefined && !all
       ? {
