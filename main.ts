@@ -85,6 +85,7 @@ import {
   editMessage,
   moderateFor,
   post,
+  react,
   readHistory,
   rename,
   sendDirect,
@@ -793,6 +794,9 @@ function execute(client: Client, command: Command): void {
         maxChars: settings.maxMessageChars,
         windowMs: settings.editWindow * 1000,
       }).catch((error) => failed(client, error));
+    case "react":
+      return void react(store, client, command)
+        .catch((error) => failed(client, error));
     case "typing": {
       // Ephemeral and cheap: not counted against the message rate, but
       // passed on at most once per TYPING_INTERVAL_MS per connection.

@@ -17,6 +17,11 @@
  * - Edits are shown as `* ada edited: text` (`* ada edited #43: text` with
  *   ids); `/edit 43 text` edits message 43 of yours, `/edit text` the last
  *   message of yours the room echoed.
+ * - `/react 43 👍` reacts to message 43 (again: takes it back), `/react 👍`
+ *   to the last message shown. Reactions come live as
+ *   `* cy reacted 👍 to #43 (👍 2)`; the history's are shown under their
+ *   message (`   👍 2 (you, cy)`), and a resume says which changed while
+ *   away (` .... #43 now: 👍 3 (you +2)`).
  * - Nothing a peer sends reaches the terminal as a control or escape
  *   sequence: see {@linkcode printable} (protocol.ts).
  *
@@ -32,6 +37,7 @@ import {
   AUTH_PROTOCOL_PREFIX,
   checkMessage,
   checkNick,
+  checkReactionKey,
   type ClientFrame,
   type ErrorFrame,
   FINAL_CLOSE_CODES,
@@ -43,6 +49,8 @@ import {
   type ModeratedFrame,
   parseCommand,
   printable,
+  type ReactEvent,
+  type Reaction,
   renderText,
   type ReplyQuote,
   retryableStatus,
@@ -68,6 +76,21 @@ export const DEFAULT_RETRIES = 5;
 /** How `/edit` is used here: the server's form, or the text alone. */
 export const EDIT_LAST_USAGE =
   "usage: /edit [ID] TEXT (ID: your message; without it, your last one)";
+/** How `/react` is used here: the server's form, or the emoji alone. */
+export const REACT_LAST_USAGE =
+  "usage: /react [ID] EMOJI (an emoji or :short_name:; ID: the message; without it, the last one shown; again to take it back)";
+/**
+ * What the client's own forms of the commands do, after the server's
+ * {@linkcode HELP_TEXT} in `/help` and `--help`.
+ */
+export const CLIENT_HELP_TEXT =
+  "/edit TEXT (no ID) edits your last message; /react EMOJI (no ID) reacts to the last message shown, yours too";
+/**
+ * Most nicks named for one reaction under a message; the others are
+ * counted (`and 4 more`), so that a popular message keeps a short line.
+ * @default {5}
+ */
+export const REACTION_NICKS_SHOWN = 5;
 
 const USAGE = `deno-chat terminal client.
 
@@ -89,7 +112,7 @@ Options:
   -h, --help     show this help
 
 Type a line to send it. ${HELP_TEXT}.
-/edit TEXT (no ID) edits your last message.
+${CLIENT_HELP_TEXT}.
 Ctrl-D (or the end of stdin) and Ctrl-C quit.
 
 Nicks are coloured when stdout is a terminal and NO_COLOR is not set.`;
@@ -161,10 +184,16 @@ function clock(ts: number | undefined, style: RenderStyle): string {
   return style.colour ? `\x1b[2m${hhmm}\x1b[22m ` : `${hhmm} `;
 }
 
+/** `#ID `, dim with colours. */
+function refText(id: unknown, style: RenderStyle): string {
+  const ref = `#${printable(String(id ?? "?"))}`;
+  return style.colour ? `\x1b[2m${ref}\x1b[22m` : ref;
+}
+
 /** `#ID ` when ids are shown (dim with colours), else nothing. */
 function idText(id: unknown, style: RenderStyle): string {
   if (!style.ids || typeof id !== "number") return "";
-  return style.colour ? `\x1b[2m#${id}\x1b[22m ` : `#${id} `;
+  return `${refText(id, style)} `;
 }
 
 /**
@@ -191,11 +220,13 @@ export function systemLine(
  * One event as one line, as the plain-text protocol renders it (`nick: text`,
  * `* nick action`, ` .... nick has joined.`, `[dm] ada -> bob: hi`, a reply
  * `ada: ↪ bob: "hi" yes`), with the time and a message's id when `style`
- * asks. Every field from the network goes through {@linkcode printable}
- * (protocol.ts).
+ * asks. A reaction notice is the plain-text line with the key's count
+ * after it (`* cy reacted 👍 to #43 (👍 2)`): its `#ID` is always shown, as
+ * it names no message otherwise. Every field from the network goes through
+ * {@linkcode printable} (protocol.ts).
  */
 export function render(
-  event: ChatEvent | ErrorFrame,
+  event: ChatEvent | ReactEvent | ErrorFrame,
   style: RenderStyle = PLAIN,
 ): string {
   const ts = "ts" in event ? event.ts : undefined;
@@ -236,6 +267,12 @@ export function render(
       return `${time}* ${nickText(event.from, style)} edited${
         style.ids ? ` ${idText(event.target, style).trimEnd()}` : ""
       }: ${text(event.text)}`;
+    case "react": {
+      const key = text(event.key);
+      return `${time}* ${nickText(event.from, style)} ${
+        event.on ? `reacted ${key} to` : `took back ${key} from`
+      } ${refText(event.target, style)} (${key} ${text(event.count)})`;
+    }
     case "kick":
     case "topic":
     case "slow":
@@ -247,6 +284,81 @@ export function render(
         ts,
       );
   }
+}
+
+/** Width of the time prefix (`09:05 `) when lines have one. */
+const CLOCK_WIDTH = 6;
+
+/**
+ * Who reacted with one key: `you` first when the reader is one of them
+ * (the nick they have now named), then the others as they were named, at
+ * most {@linkcode REACTION_NICKS_SHOWN} of them.
+ */
+function reactorsText(
+  reaction: Partial<Reaction>,
+  you: string | undefined,
+  style: RenderStyle,
+): string {
+  const nicks = Array.isArray(reaction.nicks) ? reaction.nicks.map(String) : [];
+  const me = reaction.me === true;
+  const mine = me && you !== undefined ? nicks.indexOf(you) : -1;
+  const names = mine >= 0 || (me && nicks.length === 0)
+    ? [
+      "you",
+      ...nicks.filter((_, i) => i !== mine).map((n) => nickText(n, style)),
+    ]
+    : nicks.map((n) => nickText(n, style));
+  const more = names.length - REACTION_NICKS_SHOWN;
+  // Reacted under a nick given up since: which of them is not known.
+  const renamed = me && mine < 0 && nicks.length > 0 ? "; one is you" : "";
+  return `${names.slice(0, REACTION_NICKS_SHOWN).join(", ")}${
+    more > 0 ? ` and ${more} more` : ""
+  }${renamed}`;
+}
+
+/**
+ * A message's reactions, on the line under it (a welcome's history or a
+ * history page): `   👍 2 (ada, bob) 🎉 1 (you)`, indented past the time
+ * when lines have one; undefined when it has none. `you` is the reader's
+ * nick, shown as `you` where `me` says the reader is one of them.
+ */
+export function reactionsLine(
+  reactions: unknown,
+  you: string | undefined,
+  style: RenderStyle = PLAIN,
+): string | undefined {
+  if (!Array.isArray(reactions) || reactions.length === 0) return undefined;
+  const items = reactions.map((reaction: Partial<Reaction>) =>
+    `${printable(String(reaction.key ?? "?"))} ${
+      printable(String(reaction.count ?? 0))
+    } (${reactorsText(reaction, you, style)})`
+  );
+  return `${" ".repeat(style.time ? CLOCK_WIDTH : 0)}   ${items.join(" ")}`;
+}
+
+/** One key's reactions as the client keeps them: no nicks. */
+export type ReactionCount = Pick<Reaction, "key" | "count" | "me">;
+
+/**
+ * A message's reactions in short, as a resume's changes are shown
+ * (`👍 2 (you +1) 🎉 1`; `no reactions` when none are left).
+ */
+export function reactionsSummary(reactions: readonly ReactionCount[]): string {
+  if (reactions.length === 0) return "no reactions";
+  return reactions.map(({ key, count, me }) =>
+    `${printable(key)} ${count}${
+      me ? (count > 1 ? ` (you +${count - 1})` : " (you)") : ""
+    }`
+  ).join(" ");
+}
+
+/** The well-formed reactions of what the network sent, without nicks. */
+function reactionCounts(reactions: unknown): ReactionCount[] {
+  if (!Array.isArray(reactions)) return [];
+  return reactions.filter((reaction) =>
+    typeof reaction?.key === "string" && Number.isSafeInteger(reaction.count) &&
+    reaction.count > 0
+  ).map(({ key, count, me }) => ({ key, count, me: me === true }));
 }
 
 /** The users list after `event` (joins, leaves and renames; others keep it). */
@@ -277,6 +389,8 @@ export type Input =
   | { kind: "send"; frame: OutFrame }
   /** `/edit TEXT`: the last message of mine the room echoed gets `text`. */
   | { kind: "editLast"; text: string }
+  /** `/react EMOJI`: a reaction to the last message shown (a toggle). */
+  | { kind: "reactLast"; key: string }
   | { kind: "join"; room: string }
   | { kind: "who" }
   /** `/more` or `/history N`: older events, before the oldest shown. */
@@ -303,9 +417,23 @@ export function parseInput(line: string): Input {
       ? { kind: "usage", message: EDIT_LAST_USAGE }
       : { kind: "editLast", text: editText };
   }
-  // `/reply #43 text`, `/edit #43 text`: the id as the client shows it.
+  // `/react EMOJI`: no id, as for /edit (a keycap such as 1️⃣ is no id).
+  const react = /^\/react(?:\s+([\s\S]*))?$/i.exec(trimmed);
+  const reactArg = react?.[1]?.trim() ?? "";
+  if (react && !/^#?\d+(?:\s|$)/.test(reactArg)) {
+    if (!/^\S+$/.test(reactArg)) {
+      return { kind: "usage", message: REACT_LAST_USAGE };
+    }
+    // Checked here, so a bad key is explained before anything is sent.
+    const key = checkReactionKey(reactArg);
+    return isRefusal(key)
+      ? { kind: "usage", message: key.message }
+      : { kind: "reactLast", key };
+  }
+  // `/reply #43 text`, `/edit #43 text`, `/react #43 👍`: the id as the
+  // client shows it.
   const command = parseCommand(
-    trimmed.replace(/^(\/(?:reply|edit)\s+)#(?=\d)/i, "$1"),
+    trimmed.replace(/^(\/(?:reply|edit|react)\s+)#(?=\d)/i, "$1"),
   );
   switch (command.type) {
     case "message":
@@ -313,6 +441,11 @@ export function parseInput(line: string): Input {
     case "dm":
     case "edit":
       return { kind: "send", frame: command };
+    case "react": {
+      const key = checkReactionKey(command.key);
+      if (isRefusal(key)) return { kind: "usage", message: key.message };
+      return { kind: "send", frame: command };
+    }
     case "nick": {
       if (command.nick === "") return { kind: "whoami" };
       // Checked here too, so a bad name is explained before it is sent.
@@ -347,7 +480,11 @@ export function parseInput(line: string): Input {
     case "invalid":
       return {
         kind: "usage",
-        message: edit ? EDIT_LAST_USAGE : printable(command.message),
+        message: edit
+          ? EDIT_LAST_USAGE
+          : react
+          ? REACT_LAST_USAGE
+          : printable(command.message),
       };
   }
 }
@@ -854,6 +991,17 @@ export class ChatClient {
    * only what was sent under the nick held now.
    */
   #lastOwn?: number;
+  /**
+   * The id of the latest message or action shown, anyone's (`/react
+   * EMOJI` reacts to it); none once it is deleted.
+   */
+  #lastShown?: number;
+  /**
+   * The reactions on the messages shown, as far as the client knows (the
+   * history's, then the live notices): a resume's `reacted` is shown only
+   * where it differs. Messages without any have no entry.
+   */
+  #reactions = new Map<number, ReactionCount[]>();
   /** The server's `--max-message-chars`, from the last welcome. */
   #maxMessageChars?: number;
   #everConnected = false;
@@ -1020,6 +1168,7 @@ export class ChatClient {
       if (typeof item !== "object" || item === null) continue;
       if (item.type === "welcome") this.#welcome(item as Welcome);
       else if (item.type === "history") this.#older(item as HistoryAnswer);
+      else if (item.type === "react") this.#reaction(item as ReactEvent);
       else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
       } else if (item.type === "moderated") {
@@ -1060,11 +1209,30 @@ export class ChatClient {
       last.nick === welcome.you;
     // A new arrival (a first connection, another room, a reset) has
     // sent nothing there yet: what its nick said before was someone else.
-    if (!continued) this.#lastOwn = undefined;
+    if (!continued) {
+      this.#lastOwn = undefined;
+      this.#lastShown = undefined;
+      this.#reactions.clear();
+    }
     this.#you = welcome.you;
+    // Reactions that changed while away, on messages shown before: one
+    // short line each (the missed history below shows its own in full).
+    if (continued && Array.isArray(welcome.reacted)) {
+      const reacted = welcome.reacted.filter((entry) =>
+        typeof entry?.id === "number"
+      ).sort((a, b) => a.id - b.id);
+      for (const { id, reactions } of reacted) {
+        const now = reactionCounts(reactions);
+        const summary = reactionsSummary(now);
+        if (summary !== reactionsSummary(this.#reactions.get(id) ?? [])) {
+          this.#system(`${refText(id, style)} now: ${summary}`);
+        }
+        this.#keepReactions(id, now);
+      }
+    }
     for (const event of ownJoin ? history.slice(0, -1) : history) {
       if (typeof event?.id === "number" && event.id > seen) {
-        this.#print(render(event, style));
+        this.#show(event, true);
         if (continued) this.#track(event);
       }
     }
@@ -1105,9 +1273,7 @@ export class ChatClient {
       typeof event?.id === "number" && event.id < room.oldest
     );
     if (events.length > 0) this.#system("earlier:");
-    for (const event of events) {
-      this.#print(render(event, this.#options.style));
-    }
+    for (const event of events) this.#show(event, false);
     if (events.length > 0) room.oldest = events[0].id;
     if (!answer.more) {
       this.#system(`this is the beginning of ${printable(room.name)}.`);
@@ -1137,8 +1303,53 @@ export class ChatClient {
         "delete",
       ].includes(event.type)
     ) {
-      this.#print(render(event, this.#options.style));
+      this.#show(event, true);
     }
+    if (event.type === "delete") {
+      this.#reactions.delete(event.deleted);
+      if (event.deleted === this.#lastShown) this.#lastShown = undefined;
+    }
+  }
+
+  /**
+   * Prints an event, and a message's reactions under it; keeps what they
+   * are. `latest`: nothing newer has been shown (not a `/more` page).
+   */
+  #show(event: ChatEvent, latest: boolean): void {
+    const style = this.#options.style;
+    this.#print(render(event, style));
+    if (event.type !== "message" && event.type !== "action") return;
+    if (latest) this.#lastShown = event.id;
+    const line = reactionsLine(event.reactions, this.#you, style);
+    if (line !== undefined) this.#print(line);
+    this.#keepReactions(event.id, reactionCounts(event.reactions));
+  }
+
+  #keepReactions(id: number, reactions: ReactionCount[]): void {
+    if (reactions.length > 0) this.#reactions.set(id, reactions);
+    else this.#reactions.delete(id);
+  }
+
+  /** A live reaction notice: shown, and the count kept. */
+  #reaction(notice: ReactEvent): void {
+    if (!this.#room) return;
+    const { target, key, count } = notice;
+    if (
+      typeof target !== "number" || typeof key !== "string" ||
+      !Number.isSafeInteger(count)
+    ) {
+      return;
+    }
+    const mine = notice.from === this.#you;
+    const kept = [...(this.#reactions.get(target) ?? [])];
+    const index = kept.findIndex((reaction) => reaction.key === key);
+    const me = mine ? notice.on === true : index >= 0 && kept[index].me;
+    if (count <= 0) {
+      if (index >= 0) kept.splice(index, 1);
+    } else if (index >= 0) kept[index] = { key, count, me };
+    else kept.push({ key, count, me });
+    this.#keepReactions(target, kept);
+    this.#print(render(notice, this.#options.style));
   }
 
   /** Keeps {@linkcode ChatClient.#lastOwn} up to date with `event`. */
@@ -1182,7 +1393,7 @@ export class ChatClient {
         this.#system(`error: ${input.message}`);
         return true;
       case "help":
-        this.#system(HELP_TEXT);
+        this.#system(`${HELP_TEXT}; ${CLIENT_HELP_TEXT}`);
         return true;
       case "whoami":
         this.#system(
@@ -1228,6 +1439,7 @@ export class ChatClient {
         }
         return true;
       case "editLast":
+      case "reactLast":
       case "send": {
         if (!await this.#connected()) return !this.#quitting;
         if (input.kind === "editLast" && this.#lastOwn === undefined) {
@@ -1236,8 +1448,16 @@ export class ChatClient {
           );
           return true;
         }
+        if (input.kind === "reactLast" && this.#lastShown === undefined) {
+          this.#system(
+            "error: no message shown here to react to (/react ID EMOJI reacts to one by its id)",
+          );
+          return true;
+        }
         const frame: OutFrame = input.kind === "editLast"
           ? { type: "edit", id: this.#lastOwn!, text: input.text }
+          : input.kind === "reactLast"
+          ? { type: "react", id: this.#lastShown!, key: input.key }
           : input.frame;
         // The server's own check, with its limit: refused here the same way.
         const problem = this.#maxMessageChars !== undefined &&

@@ -12,6 +12,7 @@ import {
   BACKOFF_MIN_MS,
   backoffDelay,
   type ChatEvent,
+  CLIENT_HELP_TEXT,
   connectUrl,
   EDIT_LAST_USAGE,
   explainFailure,
@@ -20,6 +21,10 @@ import {
   parseChatUrl,
   parseClientArgs,
   parseInput,
+  REACT_LAST_USAGE,
+  REACTION_NICKS_SHOWN,
+  reactionsLine,
+  reactionsSummary,
   render,
   roomUrl,
   updateUsers,
@@ -27,8 +32,12 @@ import {
 import { type ChatServer, startChat } from "../main.ts";
 import {
   CloseCode,
+  HELP_TEXT,
   JSON_PROTOCOL,
   printable as sanitize,
+  type ReactEvent,
+  REACTION_KEY_RULE,
+  renderReaction,
   renderText,
 } from "../wire/protocol.ts";
 import { hs256, SECRET } from "../tests/auth_helpers.ts";
@@ -228,6 +237,85 @@ Deno.test("render shows an edit as the plain-text protocol does, with the messag
   );
 });
 
+Deno.test("render shows a reaction notice as the plain-text line with the key's count, always with the message's id", () => {
+  const on: ReactEvent = {
+    type: "react",
+    target: 43,
+    key: "👍",
+    from: "cy",
+    on: true,
+    count: 2,
+  };
+  const off: ReactEvent = { ...on, key: ":ship_it:", on: false, count: 0 };
+  assert.equal(render(on), "* cy reacted 👍 to #43 (👍 2)");
+  assert.equal(render(on), `${renderReaction(on)} (👍 2)`);
+  assert.equal(render(off), "* cy took back :ship_it: from #43 (:ship_it: 0)");
+  assert.equal(
+    render(on, { colour: true, time: false, ids: true }),
+    `* \x1b[${
+      nickColour("cy")
+    }mcy\x1b[39m reacted 👍 to \x1b[2m#43\x1b[22m (👍 2)`,
+  );
+  // What a server sends is made printable here too.
+  assert.equal(
+    render({ ...on, from: "c\x1b[2Jy", key: "👍\x1b]0;x\x07\n" }),
+    "* cy reacted 👍  to #43 (👍  2)",
+  );
+});
+
+Deno.test("reactionsLine: a message's reactions under it, counted, with who (the reader as you, first), at most REACTION_NICKS_SHOWN names", () => {
+  assert.equal(reactionsLine(undefined, "ada"), undefined);
+  assert.equal(reactionsLine([], "ada"), undefined);
+  assert.equal(
+    reactionsLine([
+      { key: "👍", count: 2, nicks: ["ada", "bob"], me: false },
+      { key: "🎉", count: 1, nicks: ["cy"], me: true },
+    ], "eve"),
+    "   👍 2 (ada, bob) 🎉 1 (cy; one is you)",
+  );
+  // The reader by the nick they have now: `you`, first.
+  assert.equal(
+    reactionsLine([
+      { key: "👍", count: 2, nicks: ["bob", "ada"], me: true },
+      { key: "🎉", count: 1, nicks: ["ada"], me: true },
+    ], "ada"),
+    "   👍 2 (you, bob) 🎉 1 (you)",
+  );
+  const many = ["a1", "a2", "ada", "a3", "a4", "a5", "a6", "a7"];
+  assert.equal(REACTION_NICKS_SHOWN, 5);
+  assert.equal(
+    reactionsLine([{ key: ":+1:", count: 8, nicks: many, me: true }], "ada"),
+    "   :+1: 8 (you, a1, a2, a3, a4 and 3 more)",
+  );
+  // Under the text when lines start with the time; nicks coloured.
+  assert.equal(
+    reactionsLine([{ key: "👍", count: 1, nicks: ["bob"], me: false }], "ada", {
+      colour: true,
+      time: true,
+    }),
+    `         👍 1 (\x1b[${nickColour("bob")}mbob\x1b[39m)`,
+  );
+  assert.equal(
+    reactionsLine(
+      [{ key: "👍\x1b[2J", count: 1, nicks: ["b\x1b[31mob"] }],
+      "x",
+    ),
+    "   👍 1 (bob)",
+  );
+});
+
+Deno.test("reactionsSummary: a message's reactions in short, the reader's marked", () => {
+  assert.equal(reactionsSummary([]), "no reactions");
+  assert.equal(
+    reactionsSummary([
+      { key: "👍", count: 3, me: true },
+      { key: "🎉", count: 1, me: true },
+      { key: "🚀", count: 2, me: false },
+    ]),
+    "👍 3 (you +2) 🎉 1 (you) 🚀 2",
+  );
+});
+
 Deno.test("nickColour is the same for the same nick, ignoring case", () => {
   assert.equal(nickColour("Ada"), nickColour("ada"));
   const colours = new Set(
@@ -313,6 +401,18 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
     kind: "editLast",
     text: "1pm it is",
   });
+  // /react with an id (as typed or as shown), and without: the last shown.
+  for (
+    const line of ["/react 43 👍", "/react #43 👍", "/REACT  43 👍 "]
+  ) {
+    assert.deepEqual(parseInput(line), {
+      kind: "send",
+      frame: { type: "react", id: 43, key: "👍" },
+    }, line);
+  }
+  for (const key of ["👍", ":ship_it:", "❤️", "1️⃣", "#️⃣"]) {
+    assert.deepEqual(parseInput(`/react ${key}`), { kind: "reactLast", key });
+  }
   assert.deepEqual(parseInput("/who"), { kind: "who" });
   assert.deepEqual(parseInput("/help"), { kind: "help" });
   assert.deepEqual(parseInput("/quit"), { kind: "quit" });
@@ -340,6 +440,39 @@ Deno.test("parseInput explains a misused command instead of sending it", () => {
     assert.deepEqual(
       parseInput(line),
       { kind: "usage", message: EDIT_LAST_USAGE },
+      line,
+    );
+  }
+  // /react without a key, or with more than one: how it is used here.
+  for (
+    const line of [
+      "/react",
+      "/react 43",
+      "/react #43",
+      "/react 0 👍",
+      "/react 👍 43",
+      "/react 43 👍 🎉",
+    ]
+  ) {
+    assert.deepEqual(
+      parseInput(line),
+      { kind: "usage", message: REACT_LAST_USAGE },
+      line,
+    );
+  }
+  // A key that is no reaction: the server's rule, before anything is sent.
+  for (
+    const line of [
+      "/react 43 a",
+      "/react #43 👍👍",
+      "/react ok",
+      "/react :no:spaces:",
+      `/react :${"x".repeat(31)}:`,
+    ]
+  ) {
+    assert.deepEqual(
+      parseInput(line),
+      { kind: "usage", message: REACTION_KEY_RULE },
       line,
     );
   }
@@ -1148,6 +1281,297 @@ Deno.test("client: /edit TEXT edits its last message, /edit ID TEXT the one name
     });
     await bob.close();
   });
+});
+
+/** Reactions are spent from the message rate: lifted for these tests. */
+const FAST = { rate: 1000, burst: 1000 };
+
+Deno.test("client: /react ID EMOJI and /react EMOJI (the last message shown) send the react frame; notices are shown live with the count; a bad key is explained and not sent", async () => {
+  await withChat(FAST, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.equal((await bob.event("ada's join")).type, "join");
+      // No message shown yet: said here, nothing sent.
+      await ada.type("/react 👍");
+      await ada.expect(
+        " .... error: no message shown here to react to (/react ID EMOJI reacts to one by its id)",
+      );
+      bob.send(JSON.stringify({ type: "message", text: "ship it?" }));
+      const ship = await bob.event("bob's message");
+      await ada.expect("bob: ship it?");
+      await ada.type("/me waits");
+      const waits = await bob.event("ada's action");
+      await ada.expect("* ada waits");
+      // By its id, as shown (#ID): the react frame, a toggle.
+      await ada.type(`/react #${ship.id} 👍`);
+      const notice = {
+        type: "react",
+        target: ship.id,
+        key: "👍",
+        from: "ada",
+        on: true,
+        count: 1,
+      };
+      assert.deepEqual(await bob.event("ada's reaction"), notice);
+      await ada.expect(`* ada reacted 👍 to #${ship.id} (👍 1)`);
+      bob.send(JSON.stringify({ type: "react", id: ship.id, key: "👍" }));
+      await bob.event("bob's reaction");
+      await ada.expect(`* bob reacted 👍 to #${ship.id} (👍 2)`);
+      // Bad keys and a missing one: explained here, nothing sent.
+      await ada.type(`/react ${ship.id} a`);
+      await ada.expect(` .... error: ${REACTION_KEY_RULE}`);
+      await ada.type("/react ok");
+      await ada.expect(` .... error: ${REACTION_KEY_RULE}`);
+      await ada.type(`/react ${ship.id}`);
+      await ada.expect(` .... error: ${REACT_LAST_USAGE}`);
+      // No id: the last message shown, hers too (her action), by short name.
+      await ada.type("/react :hourglass:");
+      assert.deepEqual(await bob.event("ada's reaction to the last one"), {
+        ...notice,
+        target: waits.id,
+        key: ":hourglass:",
+      });
+      await ada.expect(
+        `* ada reacted :hourglass: to #${waits.id} (:hourglass: 1)`,
+      );
+      // Again: taken back.
+      await ada.type("/react :hourglass:");
+      assert.deepEqual(await bob.event("ada's reaction taken back"), {
+        ...notice,
+        target: waits.id,
+        key: ":hourglass:",
+        on: false,
+        count: 0,
+      });
+      await ada.expect(
+        `* ada took back :hourglass: from #${waits.id} (:hourglass: 0)`,
+      );
+      bob.send(JSON.stringify({ type: "react", id: ship.id, key: "👍" }));
+      await bob.event("bob's reaction taken back");
+      await ada.expect(`* bob took back 👍 from #${ship.id} (👍 1)`);
+      // Refused by the server: in its words.
+      await ada.type("/react 999 👍");
+      await ada.expect(" .... error: no message 999 in this room's history");
+      assert.equal(
+        await metric(chat, 'chat_messages_refused_total{reason="bad_request"}'),
+        0,
+        "no bad key reached the server",
+      );
+      // The last one shown deleted: nothing to react to without an id.
+      await ada.type(`/delete ${waits.id}`);
+      await bob.event("the delete");
+      await ada.expect(` .... ada deleted message ${waits.id}.`);
+      await ada.type("/react 👍");
+      await ada.expect(
+        " .... error: no message shown here to react to (/react ID EMOJI reacts to one by its id)",
+      );
+      await ada.type("/help");
+      await ada.expect(` .... ${HELP_TEXT}; ${CLIENT_HELP_TEXT}`);
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: the welcome's history shows each message's reactions under it, with who, the reader as you", async () => {
+  await withChat(FAST, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const cy = await jsonClient(chat, "/", { nick: "cy" });
+    assert.equal((await bob.event("cy's join")).type, "join");
+    bob.send(JSON.stringify({ type: "message", text: "ship it?" }));
+    const ship = await bob.event("bob's message");
+    bob.send(JSON.stringify({ type: "message", text: "no reactions" }));
+    await bob.event("bob's second message");
+    for (const [peer, key] of [[bob, "👍"], [cy, "👍"], [cy, "🎉"]] as const) {
+      peer.send(JSON.stringify({ type: "react", id: ship.id, key }));
+      assert.equal((await bob.event(`a ${key}`)).type, "react");
+    }
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      assert.deepEqual(ada.lines, [
+        " .... bob has joined.",
+        " .... cy has joined.",
+        "bob: ship it?",
+        "   👍 2 (bob, cy) 🎉 1 (cy)",
+        "bob: no reactions",
+        " .... you are ada in lobby; here: bob, cy, ada",
+      ]);
+      await ada.type(`/react ${ship.id} 🎉`);
+      await ada.expect(`* ada reacted 🎉 to #${ship.id} (🎉 2)`);
+      // Back in the room: a new welcome, ada's reaction hers.
+      await ada.type("/join den");
+      await ada.welcomed();
+      await ada.type("/join lobby");
+      await ada.until("bob: ship it?", 10_000);
+      await ada.expect("   👍 2 (bob, cy) 🎉 2 (you, cy)");
+      await ada.expect("bob: no reactions");
+      // Under another nick now: which of them is ada is not known.
+      await ada.type("/nick eve");
+      await ada.until(" .... ada is now known as eve.");
+      await ada.type("/join den");
+      await ada.welcomed();
+      await ada.type("/join lobby");
+      await ada.until("bob: ship it?", 10_000);
+      await ada.expect("   👍 2 (bob, cy) 🎉 2 (cy, ada; one is you)");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await closeAll(bob, cy);
+  });
+});
+
+Deno.test("client: after a dropped connection, the resume shows the reactions that changed while away, one short line each", async () => {
+  // As in the resume test above: SIGSTOP makes the client a peer that does
+  // not answer pings, which the server drops after idleTimeout.
+  await withChat(
+    { ...FAST, idleTimeout: 1, sessionGrace: 0 },
+    async (chat) => {
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      const said: number[] = [];
+      await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+        await ada.welcomed();
+        await bob.event("ada's join");
+        for (const text of ["a", "b", "c"]) {
+          bob.send(JSON.stringify({ type: "message", text }));
+          said.push((await bob.event(`message ${text}`)).id);
+          await ada.until(`bob: ${text}`);
+        }
+        const [a, b, c] = said;
+        const react = async (id: number, key: string) => {
+          bob.send(JSON.stringify({ type: "react", id, key }));
+          await bob.event(`bob's ${key}`);
+        };
+        await ada.type(`/react ${a} 👍`);
+        await bob.event("ada's 👍");
+        await ada.expect(`* ada reacted 👍 to #${a} (👍 1)`);
+        await react(b, "🚀");
+        await ada.expect(`* bob reacted 🚀 to #${b} (🚀 1)`);
+        await react(c, "🎉");
+        await ada.expect(`* bob reacted 🎉 to #${c} (🎉 1)`);
+        Deno.kill(ada.child.pid, "SIGSTOP");
+        try {
+          const left = await within(
+            bob.event("the server to drop the stopped client"),
+            "ada's leave",
+            10_000,
+          );
+          assert.deepEqual([left.type, left.nick], ["leave", "ada"]);
+          // While she is away: one added, one taken back, c's left as is.
+          await react(a, "👍");
+          await react(b, "🚀");
+        } finally {
+          Deno.kill(ada.child.pid, "SIGCONT");
+        }
+        await ada.until(" .... reconnected.", 15_000);
+        await ada.expect(` .... #${a} now: 👍 2 (you +1)`);
+        await ada.expect(` .... #${b} now: no reactions`);
+        await ada.expect(" .... ada has left.");
+        // Live again.
+        await react(c, "👀");
+        await ada.until(`* bob reacted 👀 to #${c} (👀 1)`);
+        assert.ok(
+          !ada.lines.some((line) => line.includes(`#${c} now`)),
+          "c's reactions did not change: no line",
+        );
+        assert.ok(
+          !ada.lines.some((line) => line.includes("history was missed")),
+          "no gap",
+        );
+        await ada.closeStdin();
+        assert.equal((await ada.exit()).code, 0);
+      });
+      await bob.close();
+    },
+  );
+});
+
+/**
+ * A chat server that welcomes with one message and answers a history
+ * request with two older ones, one with reactions (a store without an
+ * archive pages back no further than the welcome's history); it passes on
+ * every frame the client sends to `received`.
+ */
+function pagingServer(received: unknown[]): Deno.HttpServer<Deno.NetAddr> {
+  const voters = ["a1", "a2", "ada", "a3", "a4", "a5", "a6"];
+  return Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req) => {
+      const { socket, response } = Deno.upgradeWebSocket(req, {
+        protocol: JSON_PROTOCOL,
+      });
+      socket.onopen = () => {
+        socket.send(JSON.stringify({
+          type: "welcome",
+          you: "ada",
+          room: "lobby",
+          epoch: "e",
+          users: ["ada"],
+          history: [{
+            type: "message",
+            id: 5,
+            ts: 0,
+            from: "bob",
+            text: "now",
+          }],
+          lastId: 5,
+          gap: false,
+          token: "t",
+        }));
+      };
+      socket.onmessage = (event) => {
+        const frame = JSON.parse(event.data);
+        received.push(frame);
+        if (frame.type !== "history") return;
+        socket.send(JSON.stringify({
+          type: "history",
+          events: [
+            {
+              type: "message",
+              id: 3,
+              ts: 0,
+              from: "cy",
+              text: "vote",
+              reactions: [
+                { key: "👍", count: 7, nicks: voters, me: true },
+                { key: "👎", count: 1, nicks: ["bob"], me: false },
+              ],
+            },
+            { type: "message", id: 4, ts: 0, from: "cy", text: "plain" },
+          ],
+          more: false,
+        }));
+      };
+      return response;
+    },
+  );
+}
+
+Deno.test("client: a history page's reactions are shown under their messages; /react EMOJI still goes to the latest message", async () => {
+  const received: unknown[] = [];
+  const server = pagingServer(received);
+  try {
+    const url = `ws://127.0.0.1:${server.addr.port}/`;
+    await withClient([url], async (ada) => {
+      await ada.welcomed();
+      await ada.type("/more");
+      await ada.expect(" .... earlier:");
+      await ada.expect("cy: vote");
+      await ada.expect("   👍 7 (you, a1, a2, a3, a4 and 2 more) 👎 1 (bob)");
+      await ada.expect("cy: plain");
+      await ada.expect(" .... this is the beginning of lobby.");
+      await ada.type("/react 🎉");
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+      assert.deepEqual(received, [
+        { type: "history", before: 5, limit: 50 },
+        { type: "react", id: 5, key: "🎉" },
+      ]);
+    });
+  } finally {
+    await server.shutdown();
+  }
 });
 
 Deno.test("client: a DM to it is shown as [dm] FROM -> TO: TEXT", async () => {

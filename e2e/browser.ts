@@ -230,8 +230,9 @@ export async function settled(page: Page): Promise<string> {
 }
 
 /**
- * A line of `#log` as the user reads it, without its time stamp and its
- * buttons (a private message's "reply").
+ * A line of `#log` as the user reads it, without its time stamp, its
+ * buttons (a private message's "reply") and its reactions (the chips under
+ * it, and the picker while it is open).
  */
 export interface LogLine {
   text: string;
@@ -246,7 +247,10 @@ export function logLines(page: Page): Promise<LogLine[]> {
     (items) =>
       items.map((li) => ({
         text: [...li.childNodes]
-          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
+          .filter((node) =>
+            !["TIME", "BUTTON"].includes(node.nodeName) &&
+            !(node instanceof Element && node.matches(".reactions, .picker"))
+          )
           .map((node) => node.textContent)
           .join(""),
         className: li.className,
@@ -275,7 +279,10 @@ export async function waitForLine(
     (text: string, contains: boolean) =>
       [...document.querySelectorAll("#log li")].some((li) => {
         const read = [...li.childNodes]
-          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
+          .filter((node) =>
+            !["TIME", "BUTTON"].includes(node.nodeName) &&
+            !(node instanceof Element && node.matches(".reactions, .picker"))
+          )
           .map((node) => node.textContent)
           .join("");
         return contains ? read.includes(text) : read === text;
@@ -322,7 +329,10 @@ export async function lineId(page: Page, text: string): Promise<number> {
     (items, read) =>
       items.find((li) =>
         [...li.childNodes]
-          .filter((node) => !["TIME", "BUTTON"].includes(node.nodeName))
+          .filter((node) =>
+            !["TIME", "BUTTON"].includes(node.nodeName) &&
+            !(node instanceof Element && node.matches(".reactions, .picker"))
+          )
           .map((node) => node.textContent).join("") === read
       )?.getAttribute("data-id"),
     line.text,

@@ -24,10 +24,15 @@ import {
   type ModerationOutcome,
 } from "./moderation.ts";
 import {
+  type Author,
   type EditRefusal,
   NoSuchRoom,
+  type Reactor,
+  type ReactRefusal,
   type RoomStore,
 } from "../stores/rooms.ts";
+import type { Speaker } from "./http_api.ts";
+import { withReactions } from "./delivery.ts";
 import {
   type ErrorCode,
   type ModerationCommand,
@@ -71,8 +76,48 @@ const EDIT_REFUSALS: Record<
     message: () => "too late to edit it (--edit-window)",
     field: "id",
   },
-  muted: { status: Status.Forbidden, message: () => "muted" },
+  muted: {
+    status: Status.Forbidden,
+    message: () => "the user is muted in this room",
+    field: "user",
+  },
 };
+
+/** What the API answers a reaction the store refused with, by its reason. */
+const REACT_REFUSALS: Record<
+  ReactRefusal["refused"],
+  { status: number; message: (id: number) => string; field?: string }
+> = {
+  no_such_message: EDIT_REFUSALS.no_such_message,
+  reaction_limit: {
+    status: Status.BadRequest,
+    message: (id) => `message ${id} has as many different reactions as it may`,
+    field: "key",
+  },
+  muted: EDIT_REFUSALS.muted,
+};
+
+/**
+ * The author an API edit is done as: the app holds its names for good (any
+ * message it posted is its); a verified user, only what they sent signed in.
+ */
+function authorOf(as: Speaker): Author {
+  return as.user === undefined ? { nick: as.from, since: 0, keys: [] } : {
+    nick: as.from,
+    since: 0,
+    keys: [ownerOfUser(as.user)],
+    verified: true,
+  };
+}
+
+/** Who an API reaction is: the app's name, or the verified user. */
+function reactorOf(as: Speaker): Reactor {
+  if (as.user === undefined) {
+    return { owner: `api:${as.from}`, nick: as.from, keys: [] };
+  }
+  const owner = ownerOfUser(as.user);
+  return { owner, nick: as.from, keys: [owner] };
+}
 
 /** What only the running process can tell or do for the API. */
 export interface ThisProcess {
@@ -150,28 +195,32 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
     rooms: () => store.rooms(),
     info: () => here.info(),
     history: (room, before, limit) =>
-      inRoom(room, false, async (exists) =>
-        exists
-          ? await store.history(room, {
-            before: before ?? Number.MAX_SAFE_INTEGER,
-            limit,
-            // The app reads what everyone in the room may: no private messages.
-            visible: (event) => event.type !== "dm",
-          })
-          : undefined),
+      inRoom(room, false, async (exists) => {
+        if (!exists) return undefined;
+        const page = await store.history(room, {
+          before: before ?? Number.MAX_SAFE_INTEGER,
+          limit,
+          // The app reads what everyone in the room may: no private messages.
+          visible: (event) => event.type !== "dm",
+        });
+        // Reactions counted, as a person sees them (the app is nobody's `me`).
+        return {
+          events: withReactions(page.events, page.reactions),
+          more: page.more,
+        };
+      }),
     disconnect: (target, reason) =>
       store.disconnect({
         room: target.room,
         nick: target.nick,
         owner: target.user !== undefined ? ownerOfUser(target.user) : undefined,
       }, fitCloseReason(`disconnected by the app: ${reason}`)),
-    edit: (room, from, id, text) =>
+    edit: (room, as, id, text) =>
       inRoom(room, false, async (exists) => {
         if (!exists) throw new NoSuchRoom(room);
-        // The app holds its names for good: any message it posted is its.
         const edited = await store.edit(
           room,
-          { nick: from, since: 0, keys: [] },
+          authorOf(as),
           id,
           text,
           here.editWindowMs,
@@ -179,6 +228,16 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
         if (!("refused" in edited)) return edited;
         const { status, message, field } = EDIT_REFUSALS[edited.refused];
         throw new ApiError(status, edited.refused, message(id), field);
+      }),
+    react: (room, as, id, key, on) =>
+      inRoom(room, false, async (exists) => {
+        if (!exists) throw new NoSuchRoom(room);
+        const reacted = await store.react(room, reactorOf(as), id, key, on);
+        if (!("refused" in reacted)) {
+          return { on: reacted.on, count: reacted.count };
+        }
+        const { status, message, field } = REACT_REFUSALS[reacted.refused];
+        throw new ApiError(status, reacted.refused, message(id), field);
       }),
     // Run whether or not the room exists: its bans and mutes outlive it
     // (`unban`), and the store says `no_such_room` where a command needs it.

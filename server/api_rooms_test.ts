@@ -266,6 +266,7 @@ const VALUES: Record<string, (room: () => string) => unknown> = {
   room: (room) => room(),
   rooms: (room) => [room()],
   text: () => "walking",
+  key: () => "👍",
   from: () => "walker",
   idempotency_key: () => `walk-${++serial}`,
   nick: () => "nobody",

@@ -103,6 +103,119 @@ Deno.test("api publish: a message in the room as --api-name (or from), with its 
   });
 });
 
+covers("react");
+Deno.test("api react: as the app and for a verified user (one each, `me` theirs on their own socket); history counts them; a verified user's edit through the API; bad keys, unknown ids and mutes refused", async () => {
+  await withChat({ ...API, authSecret: SECRET }, async (chat) => {
+    const token = await hs256({ sub: "u-ada", name: "ada" });
+    const ada = await signedClient(chat, { token }, "/ci");
+    ada.send(JSON.stringify({ type: "message", text: "relase notes" }));
+    const said = await ada.event("ada's message");
+    const reacted = await call(chat, "react", {
+      room: "ci",
+      id: said.id,
+      key: "🚀",
+    });
+    assert.deepEqual(reacted, {
+      status: 200,
+      body: { result: { on: true, count: 1 } },
+      headers: reacted.headers,
+    });
+    assert.deepEqual(await ada.event("the app's reaction"), {
+      type: "react",
+      target: said.id,
+      key: "🚀",
+      from: "app",
+      on: true,
+      count: 1,
+    });
+    // For ada (as her token's sub): her reaction, the same person as her socket.
+    const forAda = await call(chat, "react", {
+      room: "ci",
+      id: said.id,
+      key: "🚀",
+      user: "u-ada",
+      from: "ada",
+    });
+    assert.deepEqual(forAda.body, { result: { on: true, count: 2 } });
+    ada.send(
+      JSON.stringify({ type: "react", id: said.id, key: "🚀", on: true }),
+    );
+    await ada.event("ada's reaction through the API");
+    ada.send(JSON.stringify({ type: "history", before: said.id + 100 }));
+    const page = await ada.event("the history page");
+    assert.deepEqual(
+      page.events.find((e: Json) => e.id === said.id).reactions,
+      [{ key: "🚀", count: 2, nicks: ["app", "ada"], me: true }],
+      "her `on` changed nothing: the API's reaction was hers",
+    );
+    const history = await call(chat, "history", { room: "ci" });
+    assert.deepEqual(
+      history.body.result.events.find((e: Json) => e.id === said.id).reactions,
+      [{ key: "🚀", count: 2, nicks: ["app", "ada"], me: false }],
+    );
+    // A verified user's edit through the API: her message, not the app's.
+    const fixed = await call(chat, "edit", {
+      room: "ci",
+      id: said.id,
+      text: "release notes",
+      user: "u-ada",
+      from: "ada",
+    });
+    assert.equal(fixed.status, 200);
+    const edit = await ada.event("the edit");
+    assert.deepEqual([edit.type, edit.text], ["edit", "release notes"]);
+    const asApp = await call(chat, "edit", {
+      room: "ci",
+      id: said.id,
+      text: "x",
+    });
+    assert.equal(asApp.body.error.code, "forbidden");
+    const noName = await call(chat, "react", {
+      room: "ci",
+      id: said.id,
+      key: "🚀",
+      user: "u-ada",
+    });
+    assert.deepEqual(
+      [noName.status, noName.body.error.code, noName.body.error.field],
+      [400, "missing_field", "from"],
+    );
+    const badKey = await call(chat, "react", {
+      room: "ci",
+      id: said.id,
+      key: "+1",
+    });
+    assert.deepEqual(
+      [badKey.status, badKey.body.error.code, badKey.body.error.field],
+      [400, "bad_request", "key"],
+    );
+    const unknown = await call(chat, "react", {
+      room: "ci",
+      id: 999,
+      key: "👍",
+    });
+    assert.deepEqual(
+      [unknown.status, unknown.body.error.code, unknown.body.error.field],
+      [404, "no_such_message", "id"],
+    );
+    const muted = await call(chat, "mute", { room: "ci", nick: "ada" });
+    assert.equal(muted.status, 200);
+    const silenced = await call(chat, "react", {
+      room: "ci",
+      id: said.id,
+      key: "👀",
+      user: "u-ada",
+      from: "ada",
+    });
+    assert.deepEqual(
+      [silenced.status, silenced.body.error.code, silenced.body.error.field],
+      [403, "muted", "user"],
+    );
+    assert.equal(ada.pending, 0, "nothing reached the room");
+    await closeAll(ada);
+  });
+});
+
 covers("edit");
 Deno.test("api edit: the app replaces the text of its own message (an edit event everyone gets); another's is forbidden, an unknown one 404", async () => {
   await withChat(API, async (chat) => {

@@ -11,8 +11,10 @@
 
 import {
   checkMessage,
+  checkReactionKey,
   type HistoryAnswer,
   isRefusal,
+  MAX_REACTION_KEYS,
   type ModerationCommand,
   type NewEvent,
   NICK_ERRORS,
@@ -20,12 +22,14 @@ import {
   systemText,
 } from "../wire/protocol.ts";
 import { nickKey, type RoomStore } from "../stores/rooms.ts";
+import { bump } from "./metrics.ts";
 import {
   type Member,
   sendError,
   sendNotice,
   sendToOne,
   visibleTo,
+  withReactions,
 } from "./delivery.ts";
 import {
   type Actor,
@@ -37,8 +41,6 @@ import {
 export interface Sender extends Member {
   /** Where it is in its life; `gone` once it is out. */
   phase: string;
-  /** The store's name for this connection (its nick's holder). */
-  owner: string;
   /** What a ban or mute of it holds against (rooms.ts `JoinRequest.keys`). */
   keys: string[];
   /** The oldest event id it has been shown (where `/history` reads back from). */
@@ -63,7 +65,10 @@ export async function post(
     client.verified ? { ...body, verified: true } : body,
     replyTo,
   );
-  if (!("refused" in posted)) return;
+  if (!("refused" in posted)) {
+    const kind = replyTo === undefined ? body.type : "reply";
+    return bump(client.room.outbox.counters.said, kind);
+  }
   if (posted.refused === "no_such_message") {
     return sendError(
       client,
@@ -118,21 +123,19 @@ export async function editMessage(
       nick: client.nick,
       since: client.claimedId,
       keys: client.keys,
+      verified: client.verified,
     },
     id,
     text,
     windowMs,
   );
-  if (!("refused" in edited)) return;
+  if (!("refused" in edited)) {
+    return bump(client.room.outbox.counters.said, "edit");
+  }
   switch (edited.refused) {
     case "muted":
-      return sendError(client, "muted", "you are muted in this room");
     case "no_such_message":
-      return sendError(
-        client,
-        "no_such_message",
-        `no message ${id} in this room's history`,
-      );
+      return refuseOn(client, id, edited.refused);
     case "forbidden":
       return sendError(
         client,
@@ -150,6 +153,60 @@ export async function editMessage(
           } s after it is sent`,
       );
   }
+}
+
+/**
+ * `/react ID KEY`: adds the sender's person's reaction to a message, or
+ * takes it back (`on`; absent: toggles), through the store's `react`
+ * (refused for no such message, a new key past the limit, or a mute). The
+ * room's notice is the answer.
+ */
+export async function react(
+  store: RoomStore,
+  client: Sender,
+  { id, key: typed, on }: { id: number; key: string; on?: boolean },
+): Promise<void> {
+  const key = checkReactionKey(typed);
+  if (isRefusal(key)) return sendError(client, key.code, key.message);
+  const reacted = await store.react(
+    client.room.name,
+    { owner: client.owner, nick: client.nick, keys: client.keys },
+    id,
+    key,
+    on,
+  );
+  if ("unchanged" in reacted) return;
+  if (!("refused" in reacted)) {
+    const change = reacted.on ? "added" : "taken_back";
+    return bump(client.room.outbox.counters.reactions, change);
+  }
+  switch (reacted.refused) {
+    case "muted":
+    case "no_such_message":
+      return refuseOn(client, id, reacted.refused);
+    case "reaction_limit":
+      return sendError(
+        client,
+        "reaction_limit",
+        `a message takes at most ${MAX_REACTION_KEYS} different reactions`,
+      );
+  }
+}
+
+/** What an edit or a reaction of message `id` is told when a rule refused it. */
+function refuseOn(
+  client: Sender,
+  id: number,
+  refused: "muted" | "no_such_message",
+): void {
+  if (refused === "muted") {
+    return sendError(client, "muted", "you are muted in this room");
+  }
+  sendError(
+    client,
+    "no_such_message",
+    `no message ${id} in this room's history`,
+  );
 }
 
 /** `/msg NICK text`: to one member, and the sender's own connections. */
@@ -172,6 +229,7 @@ export async function sendDirect(
     text,
     ...(client.verified ? { verified: true } : {}),
   });
+  bump(client.room.outbox.counters.said, "dm");
 }
 
 /**
@@ -221,7 +279,11 @@ export async function readHistory(
     client.oldestSeen = oldest;
   }
   if (client.json) {
-    const answer: HistoryAnswer = { type: "history", ...page };
+    const answer: HistoryAnswer = {
+      type: "history",
+      events: withReactions(page.events, page.reactions, client.owner),
+      more: page.more,
+    };
     return sendToOne(client, JSON.stringify(answer));
   }
   for (const event of page.events) sendToOne(client, renderText(event));

@@ -19,13 +19,20 @@ import {
   type ErrorCode,
   type LiveEvent,
   NICK_ERRORS,
+  type Reacted,
+  type ReactEvent,
+  renderReaction,
   renderText,
   type RoomEvent,
   systemText,
   type TypingEvent,
   type Welcome,
 } from "../wire/protocol.ts";
-import type { Joined } from "../stores/rooms.ts";
+import {
+  type Joined,
+  type KeptReactions,
+  reactionsFor,
+} from "../stores/rooms.ts";
 import { bump, type Counters } from "./metrics.ts";
 
 /**
@@ -39,6 +46,8 @@ export interface Member {
   json: boolean;
   /** Empty until the join completes. */
   nick: string;
+  /** The store's name for its person (a session, a login) or connection. */
+  owner: string;
   room: LocalRoom;
   /** It came with a session: its owner is the person, not the socket. */
   session: boolean;
@@ -63,8 +72,8 @@ export interface Claim {
 
 /** A joining client's welcome, and the room's events that came meanwhile. */
 export interface PendingWelcome {
-  /** Events delivered since its join began, in id order. */
-  events: RoomEvent[];
+  /** Events and reaction notices delivered since its join began, in order. */
+  events: (RoomEvent | ReactEvent)[];
   /** The store's answer, once it has come. */
   joined?: Joined;
   /** The nick it asked for was not a valid one. */
@@ -152,6 +161,7 @@ export function newLocalRoom(name: string, outbox: Outbox): LocalRoom {
  */
 export function deliver(room: LocalRoom, event: LiveEvent): void {
   if (event.type === "typing") return deliverTyping(room, event);
+  if (event.type === "react") return deliverReaction(room, event);
   const { outbox } = room;
   if (event.id <= room.deliveredId) return; // known here already
   room.deliveredId = event.id;
@@ -172,6 +182,26 @@ export function deliver(room: LocalRoom, event: LiveEvent): void {
     client.welcome!.events.push(event);
     admit(client);
   }
+}
+
+/**
+ * A reaction notice: to everyone here as an event is (batched for JSON),
+ * and to members joining, after their welcome (it may be in the welcome
+ * already: a notice says what is now, so a second time changes nothing).
+ */
+function deliverReaction(room: LocalRoom, event: ReactEvent): void {
+  const { outbox } = room;
+  if (room.textSockets.size > 0) {
+    const line = renderReaction(event);
+    for (const socket of room.textSockets.keys()) sendFrame(socket, line);
+    outbox.counters.framesSent += room.textSockets.size;
+  }
+  if (room.jsonSockets.size > 0) {
+    room.pendingJson.push(JSON.stringify(event));
+    outbox.batched.add(room);
+    outbox.flush ??= setImmediate(() => flushBatches(outbox));
+  }
+  for (const client of room.joining) client.welcome!.events.push(event);
 }
 
 /** Every tab of a person takes the new nick (nicks are one per room). */
@@ -321,12 +351,15 @@ export function admit(client: Member): void {
     sendError(client, "nick_taken", NICK_ERRORS.nick_taken);
   }
   const missed = welcome.events.filter((event) =>
-    event.id > joined.lastId && visibleTo(event, client)
+    event.type === "react" ||
+    (event.id > joined.lastId && visibleTo(event, client))
   );
   if (missed.length > 0) {
     const frames = client.json
       ? [JSON.stringify(missed.length === 1 ? missed[0] : missed)]
-      : missed.map(renderText);
+      : missed.map((event) =>
+        event.type === "react" ? renderReaction(event) : renderText(event)
+      );
     for (const frame of frames) sendToOne(client, frame);
   }
   (client.json ? room.jsonSockets : room.textSockets).set(
@@ -423,17 +456,50 @@ export function sendNotice(client: Member, text: string): void {
   sendToOne(client, systemText(text));
 }
 
+/**
+ * Events as `reader` (an owner) is sent them: each message with reactions
+ * carries them, counted, with `me` for the reader.
+ */
+export function withReactions(
+  events: RoomEvent[],
+  reactions: KeptReactions | undefined,
+  reader?: string,
+): RoomEvent[] {
+  if (!reactions || reactions.size === 0) return events;
+  return events.map((event) => {
+    const kept = reactions.get(event.id);
+    return kept && kept.length > 0
+      ? { ...event, reactions: reactionsFor(kept, reader) }
+      : event;
+  });
+}
+
 /** The first frame a JSON client gets. */
 function sendWelcome(client: Member, joined: Joined, room: string): void {
+  const history = withReactions(
+    joined.history.filter((event) => visibleTo(event, client)),
+    joined.reactions,
+    client.owner,
+  );
+  // A resume's history is what it missed: what reactions are now on the
+  // messages it had, it learns apart.
+  const shown = new Set(history.map((event) => event.id));
+  const reacted: Reacted[] = [];
+  for (const [id, kept] of joined.reactions) {
+    if (!shown.has(id) && id <= joined.lastId) {
+      reacted.push({ id, reactions: reactionsFor(kept, client.owner) });
+    }
+  }
   const welcome: Welcome = {
     type: "welcome",
     you: client.nick,
     room,
     epoch: joined.epoch,
     users: joined.users,
-    history: joined.history.filter((event) => visibleTo(event, client)),
+    history,
     lastId: joined.lastId,
     gap: joined.gap,
+    ...(reacted.length > 0 ? { reacted } : {}),
     maxMessageChars: client.room.outbox.maxMessageChars,
     editWindowSeconds: client.room.outbox.editWindowSeconds,
     token: joined.token,

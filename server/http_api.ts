@@ -15,6 +15,7 @@ import {
   checkMessage,
   checkMinutes,
   checkNick,
+  checkReactionKey,
   checkReason,
   checkTopic,
   DEFAULT_HISTORY_PAGE,
@@ -25,6 +26,7 @@ import {
   MAX_NICK_CHARS,
   MAX_REASON_CHARS,
   MAX_ROOM_CHARS,
+  MAX_SHORT_NAME_CHARS,
   MAX_TOPIC_CHARS,
   type ModerationCommand,
   ROOM_RULE,
@@ -135,9 +137,30 @@ export interface ApiBackend {
    * would (the store's `edit` within `--edit-window`): the edit event, or
    * an {@linkcode ApiError} saying why not.
    */
-  edit(room: string, from: string, id: number, text: string): Promise<
+  edit(room: string, as: Speaker, id: number, text: string): Promise<
     RoomEvent
   >;
+  /**
+   * Adds or takes back (`on`; absent: toggles) the reaction `key` of `as`
+   * to message `id`, as a person in the room would (the store's `react`):
+   * the room's notice, or an {@linkcode ApiError} saying why not.
+   */
+  react(
+    room: string,
+    as: Speaker,
+    id: number,
+    key: string,
+    on?: boolean,
+  ): Promise<{ on: boolean; count: number }>;
+}
+
+/**
+ * Whom an `edit` or `react` is done as: the app under a name (`from`), or
+ * a verified user (`user`, their token's `sub`; `from` their name).
+ */
+export interface Speaker {
+  from: string;
+  user?: string;
 }
 
 /** How the API is set up (from main.ts's options). */
@@ -334,6 +357,19 @@ const FROM: Schema = {
   maxLength: MAX_NICK_CHARS,
   check: checkNick,
 };
+const USER_AS: Schema = {
+  type: "string",
+  description:
+    "Acts for this verified user (their token's `sub`), shown as `from`, which is then their name and required.",
+  minLength: 1,
+  maxLength: 256,
+};
+const REACTION_KEY: Schema = {
+  type: "string",
+  description: "One emoji, or a `:short_name:`.",
+  maxLength: MAX_SHORT_NAME_CHARS,
+  check: checkReactionKey,
+};
 const TOPIC: Schema = {
   type: "string",
   description: 'The topic (`""` clears it).',
@@ -404,6 +440,20 @@ function text(args: Record<string, unknown>, api: Api): string {
     throw new ApiError(400, "bad_field", "text is empty", "text");
   }
   return clean;
+}
+
+/** Whom an edit or a reaction is done as: `from`, and `user` if given. */
+function speaker(args: Record<string, unknown>, api: Api): Speaker {
+  if (args.user === undefined) return { from: from(args, api) };
+  if (args.from === undefined) {
+    throw new ApiError(
+      400,
+      "missing_field",
+      "with user, from is required: the user's name",
+      "from",
+    );
+  }
+  return { from: from(args, api), user: args.user as string };
 }
 
 /** The nick a post is shown under (checked by its schema, NFC here). */
@@ -662,22 +712,53 @@ export const API_METHODS: Record<string, Method> = {
   ),
   edit: {
     summary:
-      "Replaces the text of a message the app posted as `from` (default `--api-name`), within `--edit-window`: an `edit` event; refused with `forbidden` for another's message, `no_such_message`, `edit_window`.",
+      "Replaces the text of a message the app posted as `from` (default `--api-name`), or a verified `user` sent signed in, within `--edit-window`: an `edit` event; refused with `forbidden` for another's message, `no_such_message`, `edit_window`, `muted`.",
     params: params({
       room: ROOM,
       id: { type: "integer", description: "The message's id.", minimum: 1 },
       text: TEXT,
       from: FROM,
+      user: USER_AS,
     }, ["room", "id", "text"]),
     result: ID_RESULT,
     run: async (args, api) => {
       const event = await api.backend.edit(
         room(args),
-        from(args, api),
+        speaker(args, api),
         args.id as number,
         text(args, api),
       );
       return { id: event.id };
+    },
+  },
+  react: {
+    summary:
+      "Adds or takes back (`on`; absent: toggles) a reaction to a message, as `from` (default `--api-name`) or a verified `user`: the room gets the `react` notice; the answer is the key's count after it. Refused with `bad_request` (the key), `no_such_message`, `reaction_limit`, `muted`.",
+    params: params({
+      room: ROOM,
+      id: { type: "integer", description: "The message's id.", minimum: 1 },
+      key: REACTION_KEY,
+      on: {
+        type: "boolean",
+        description: "true adds it, false takes it back (absent: toggles).",
+      },
+      from: FROM,
+      user: USER_AS,
+    }, ["room", "id", "key"]),
+    result: {
+      type: "object",
+      properties: { on: { type: "boolean" }, count: { type: "integer" } },
+      required: ["on", "count"],
+    },
+    run: async (args, api) => {
+      const notice = await api.backend.react(
+        room(args),
+        speaker(args, api),
+        args.id as number,
+        args.key as string,
+        args.on as boolean | undefined,
+      );
+      return { on: notice.on, count: notice.count };
     },
   },
   delete: moderation(

@@ -22,6 +22,13 @@ export interface Counters {
   moderation: Map<string, number>;
   /** By label set: `method="publish",status="200"`. */
   apiRequests: Map<string, number>;
+  /**
+   * What this process's clients had stored, by kind: `message`, `action`,
+   * `reply` (a message or action answering one), `edit`, `dm`.
+   */
+  said: Map<string, number>;
+  /** Reactions this process's clients changed: `added`, `taken_back`. */
+  reactions: Map<string, number>;
 }
 
 /** Counters at zero, for a new start. */
@@ -35,6 +42,8 @@ export function newCounters(): Counters {
     upgradesRefused: new Map(),
     moderation: new Map(),
     apiRequests: new Map(),
+    said: new Map(),
+    reactions: new Map(),
   };
 }
 
@@ -157,6 +166,20 @@ export const METRICS: [
     "Moderation actions done, by action.",
     (r) => r.counters.moderation,
     "action",
+  ],
+  [
+    "chat_said_total",
+    "counter",
+    "Messages, actions, replies, edits and direct messages this process's clients had stored, by kind.",
+    (r) => r.counters.said,
+    "kind",
+  ],
+  [
+    "chat_reactions_total",
+    "counter",
+    "Reactions this process's clients added or took back.",
+    (r) => r.counters.reactions,
+    "change",
   ],
   [
     "chat_store_decisions_total",

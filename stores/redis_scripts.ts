@@ -18,7 +18,7 @@
  */
 
 import { createHash } from "node:crypto";
-import type { RoomEvent } from "../wire/protocol.ts";
+import type { ReactEvent, RoomEvent } from "../wire/protocol.ts";
 import type { Member } from "./room_rules.ts";
 
 /** A Redis reply as node-redis gives it for RESP2. */
@@ -42,7 +42,7 @@ function script<Args, Answer>(
   return { text, sha: createHash("sha1").update(text).digest("hex"), decode };
 }
 
-/** The keys of a room script, in the order Lua reads them as KEYS[1..9]. */
+/** The keys of a room script, in the order Lua reads them as KEYS[1..11]. */
 export interface RoomKeys {
   /**
    * Hash: `epoch`, `last` (the last event id), `bytes` (history's cost),
@@ -80,6 +80,13 @@ export interface RoomKeys {
    * event from here when it is here. Trimmed and expiring with `events`.
    */
   edits: string;
+  /**
+   * Hash: message id → the JSON of its reactions (rules `KeptReaction[]`;
+   * `[]`: it had some, all taken back). Beside the stream, not in it: a
+   * reaction takes no history slot. Trimmed, deleted and expiring with its
+   * message, as `edits`.
+   */
+  reactions: string;
 }
 
 /** A room key by name, as the scripts' arguments name it. */
@@ -97,6 +104,7 @@ export const KEY_INDEX: Record<KeyName, number> = {
   posted: 8,
   ops: 9,
   edits: 10,
+  reactions: 11,
 };
 
 /** The keys as Lua gets them. */
@@ -112,6 +120,7 @@ export function keyList(keys: RoomKeys): string[] {
     keys.posted,
     keys.ops,
     keys.edits,
+    keys.reactions,
   ];
 }
 
@@ -128,8 +137,8 @@ export interface RoomArgs {
 }
 
 // Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms, mod,
-// reserved, posted, ops (see RoomKeys); ARGV[1]: the script's arguments as
-// JSON (A).
+// reserved, posted, ops, edits, reactions (see RoomKeys); ARGV[1]: the
+// script's arguments as JSON (A).
 const ROOM_PRELUDE = `
 local A = cjson.decode(ARGV[1])
 -- History as it reads now: a range of the stream (XRANGE or XREVRANGE),
@@ -164,6 +173,8 @@ export interface ReadPlan {
   posted?: string[];
   /** Kept events by id (for a deletion). */
   kept?: number[];
+  /** Kept messages' reactions by id (`reactions` fields, as stored). */
+  reactions?: number[];
   /** Every member (a reap). */
   all?: boolean;
 }
@@ -180,13 +191,14 @@ export type ReadReply = [
   kept: ([string, string[]] | null)[],
   all: string[],
   count: number,
+  reactions: (string | null)[],
 ];
 
 /**
  * Reads what a rule may read of a room, at one instant: meta (`epoch`,
  * `last`, `ctrl`), the members asked for by key and by owner, reserved
  * names, the moderation hash, slow mode's clocks, kept events, every
- * member, and how many members there are.
+ * member, how many members there are, and kept messages' reactions.
  */
 export const READ = script<ReadPlan, ReadReply>(
   `
@@ -210,7 +222,7 @@ return {
   A.moderation and redis.call('HGETALL', KEYS[6]) or {},
   hmget(KEYS[8], A.posted), kept,
   A.all and redis.call('HVALS', KEYS[3]) or {},
-  redis.call('HLEN', KEYS[3])}
+  redis.call('HLEN', KEYS[3]), hmget(KEYS[11], A.reactions)}
 `,
   (reply) => reply as ReadReply,
 );
@@ -254,6 +266,17 @@ export interface CommitArgs extends RoomArgs {
   events: { body: string; cost: number }[];
   /** What to write, in order. */
   writes: KeyCommand[];
+  /**
+   * Notices for the room's subscribers (rules `announce`), each after the
+   * first `at` of this commit's events, as it was announced: those between
+   * two events are published as one {@linkcode PublishedNotices}.
+   */
+  notices: { at: number; notice: string }[];
+  /**
+   * `edits` or `reactions` were written: in a room left to expire they
+   * expire with its `meta`.
+   */
+  beside: boolean;
   /** Messages to publish after the events: channel and message. */
   publish: [channel: string, message: CommitValue][];
   /**
@@ -273,8 +296,9 @@ export type CommitReply =
 /**
  * Commits a rule's decision, if what it read is unchanged: appends its
  * events (the next ids, the time, the history trimmed to its bounds, oldest
- * first), runs its writes, publishes its events and messages, and answers
- * the events and what it asked to read before and after.
+ * first, with their edits and reactions), runs its writes, publishes its
+ * events, notices and messages, and answers the events and what it asked to
+ * read before and after.
  */
 export const COMMIT = script<CommitArgs, CommitReply>(
   `
@@ -344,20 +368,49 @@ if #A.events > 0 then
     redis.call('XDEL', KEYS[2], unpack(gone))
     for j, sid in ipairs(gone) do gone[j] = string.match(sid, '^(%d+)') end
     redis.call('HDEL', KEYS[10], unpack(gone))
+    redis.call('HDEL', KEYS[11], unpack(gone))
   end
   if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
-  local list = '[' .. table.concat(events, ',') .. ']'
-  if A.from then
-    redis.call('PUBLISH', A.channel,
-      '{"from":' .. cjson.encode(A.from) .. ',"events":' .. list .. '}')
-  else
-    for _, e in ipairs(events) do redis.call('PUBLISH', A.channel, e) end
+end
+-- The events, each notice after those appended before it was announced
+-- (the notices between two events as one message), or (A.from) the events
+-- as one batch and then the notices.
+local notices, n = A.notices or {}, 1
+local function publishNotices(upTo)
+  local group = {}
+  while notices[n] and notices[n].at <= upTo do
+    group[#group + 1] = notices[n].notice
+    n = n + 1
+  end
+  if #group == 0 then return end
+  redis.call('PUBLISH', A.channel, '{"after":' ..
+    string.format('%d', base + upTo) .. ',"notices":[' ..
+    table.concat(group, ',') .. ']}')
+end
+if A.from and #events > 0 then
+  redis.call('PUBLISH', A.channel, '{"from":' .. cjson.encode(A.from) ..
+    ',"events":[' .. table.concat(events, ',') .. ']}')
+else
+  publishNotices(0)
+  for i, e in ipairs(events) do
+    redis.call('PUBLISH', A.channel, e)
+    publishNotices(i)
   end
 end
+publishNotices(#events)
 if A.retain and redis.call('HLEN', KEYS[3]) == 0 then
   redis.call('EXPIRE', KEYS[1], A.roomTtl)
   redis.call('EXPIRE', KEYS[2], A.roomTtl)
   redis.call('EXPIRE', KEYS[10], A.roomTtl)
+  redis.call('EXPIRE', KEYS[11], A.roomTtl)
+elseif A.beside then
+  -- Written while the room is left to expire: they go with it, not after
+  -- it (a room made again starts its ids at 1).
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[10], ttl)
+    redis.call('PEXPIRE', KEYS[11], ttl)
+  end
 end
 for _, p in ipairs(A.publish) do redis.call('PUBLISH', p[1], value(p[2])) end
 return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
@@ -374,22 +427,55 @@ return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
   },
 );
 
+/** What {@linkcode RANGE} is told. */
+export interface RangeArgs {
+  command: "XRANGE" | "XREVRANGE";
+  /** The command's arguments after the key. */
+  range: string[];
+  /** Answer the reactions on the events too (a history page). */
+  reactions?: boolean;
+}
+
+/** What {@linkcode RANGE} found. */
+export interface RangeReply {
+  events: RoomEvent[];
+  /**
+   * The `reactions` fields of those events that have one, as stored (when
+   * asked for): id, JSON.
+   */
+  reactions: [id: number, json: string][];
+}
+
 /**
  * Events of the room's history as they read now (edits applied): a range
- * of the stream by `command` (XRANGE or XREVRANGE) and its arguments.
+ * of the stream by `command` (XRANGE or XREVRANGE) and its arguments; and,
+ * read at the same instant, their reactions.
  */
-export const RANGE = script<
-  { command: "XRANGE" | "XREVRANGE"; range: string[] },
-  RoomEvent[]
->(
+export const RANGE = script<RangeArgs, RangeReply>(
   `
-local out = {}
+local out, reacted = {}, {}
+local reactions = A.reactions and redis.call('EXISTS', KEYS[11]) == 1
 for i, entry in ipairs(range(A.command, unpack(A.range))) do
   out[i] = entry[2][2]
+  if reactions then
+    local id = string.match(entry[1], '^(%d+)')
+    local r = redis.call('HGET', KEYS[11], id)
+    if r then
+      reacted[#reacted + 1] = id
+      reacted[#reacted + 1] = r
+    end
+  end
 end
-return '[' .. table.concat(out, ',') .. ']'
+return {'[' .. table.concat(out, ',') .. ']', reacted}
 `,
-  (reply) => JSON.parse(reply as string),
+  (reply) => {
+    const [events, reacted] = reply as [string, string[]];
+    const reactions: RangeReply["reactions"] = [];
+    for (let i = 0; i < reacted.length; i += 2) {
+      reactions.push([Number(reacted[i]), reacted[i + 1]]);
+    }
+    return { events: JSON.parse(events), reactions };
+  },
 );
 
 // ---------------------------------------------------------------------------
@@ -449,6 +535,17 @@ export interface PublishedBatch {
   /** The id of the process that appended them. */
   from: string;
   events: RoomEvent[];
+}
+
+/**
+ * What a commit's notices (rules `announce`: reactions) publish on the
+ * room's channel, after the events appended before them: each process's
+ * subscribers get them once it has delivered event `after`.
+ */
+export interface PublishedNotices {
+  /** The room's last id when they were announced. */
+  after: number;
+  notices: ReactEvent[];
 }
 
 /**

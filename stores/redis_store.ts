@@ -12,10 +12,16 @@
  * - `room:NAME:nicks`, a hash: nick key → member (room_rules.ts `Member`);
  * - `room:NAME:owners`, a hash: owner → nick key (a session's tabs, on any
  *   process, are one member);
+ * - `room:NAME:edits`, a hash: event id → the event as edited (a stream
+ *   entry cannot be rewritten), trimmed and expiring with `events`;
+ * - `room:NAME:reactions`, a hash: message id → its reactions (room_rules.ts
+ *   `KeptReaction[]`), beside the stream (a reaction takes no history slot),
+ *   trimmed, deleted and expiring with its message, as `edits`;
  * - channel `ev:NAME`: every event, published by the script that appends it
  *   (a process's appends of one turn as one `{from, events}` batch), typing
- *   notices, and notices of members out without an event (`gone`), kept
- *   nowhere;
+ *   notices, reaction notices (a commit's as one `{after, notices}` after
+ *   the events before them), and notices of members out without an event
+ *   (`gone`), kept nowhere;
  * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
  *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
  * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
@@ -54,16 +60,20 @@ import { randomBytes } from "node:crypto";
 import type {
   LiveEvent,
   NewEvent,
+  ReactEvent,
   RoomEvent,
   TypingEvent,
 } from "../wire/protocol.ts";
 import {
+  type Author,
   type Disconnection,
   type EditRefusal,
   type HistoryPage,
   type HistoryRequest,
   type Joined,
   type JoinRequest,
+  type KeptReaction,
+  type KeptReactions,
   type Kick,
   type Log,
   type LogFields,
@@ -73,6 +83,9 @@ import {
   pageBack,
   type Poster,
   type PostRefusal,
+  type Reactor,
+  type ReactRefusal,
+  type ReactUnchanged,
   reconnectToken,
   type RoomStore,
   type RosterEntry,
@@ -97,7 +110,10 @@ import {
   type KeyCommand,
   keyList,
   type PublishedBatch,
+  type PublishedNotices,
   RANGE,
+  type RangeArgs,
+  type RangeReply,
   READ,
   type ReadPlan,
   type Reply,
@@ -112,6 +128,9 @@ import {
   snapshotOf,
   viewOf,
 } from "./redis_txn.ts";
+
+/** What comes alone on a room's channel. */
+type ChannelEvent = RoomEvent | TypingEvent | GoneNotice;
 
 /** What {@linkcode RedisStore.connect} needs. */
 export interface RedisStoreOptions extends StoreOptions {
@@ -184,6 +203,11 @@ interface RoomState {
   epoch?: string;
   /** Events received while the baseline or a gap is being read. */
   buffer: RoomEvent[];
+  /**
+   * Notices waiting for delivery here to reach the event they came after
+   * (the baseline or a gap is being read), in the order published.
+   */
+  notices: PublishedNotices[];
   filling: boolean;
   onMessage: (message: string) => void;
   /**
@@ -256,6 +280,8 @@ interface JoinReply {
    */
   historyFirst?: number;
   historyCount?: number;
+  /** The room's `reactions` hash (HGETALL: id, JSON, …). */
+  reactions: string[];
   /** How many members the room has just after the join. */
   members: number;
   /** The members who are moderators, in join order. */
@@ -299,14 +325,18 @@ function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
     for (const key of ["members", "owners", "reserved", "posted"] as const) {
       if (plan[key]) merged[key] = [...(merged[key] ?? []), ...plan[key]!];
     }
-    if (plan.kept) merged.kept = [...(merged.kept ?? []), ...plan.kept];
+    for (const key of ["kept", "reactions"] as const) {
+      if (plan[key]) merged[key] = [...(merged[key] ?? []), ...plan[key]!];
+    }
     if (plan.moderation) merged.moderation = true;
     if (plan.all) merged.all = true;
   }
   for (const key of ["members", "owners", "reserved", "posted"] as const) {
     if (merged[key]) merged[key] = [...new Set(merged[key])];
   }
-  if (merged.kept) merged.kept = [...new Set(merged.kept)];
+  for (const key of ["kept", "reactions"] as const) {
+    if (merged[key]) merged[key] = [...new Set(merged[key])];
+  }
   return merged;
 }
 
@@ -314,7 +344,7 @@ function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
 function planSize(plan: ReadPlan): number {
   return (plan.members?.length ?? 0) + (plan.owners?.length ?? 0) +
     (plan.reserved?.length ?? 0) + (plan.posted?.length ?? 0) +
-    (plan.kept?.length ?? 0);
+    (plan.kept?.length ?? 0) + (plan.reactions?.length ?? 0);
 }
 
 /**
@@ -493,6 +523,8 @@ export class RedisStore implements RoomStore {
    * before it, and a change for the appends.
    */
   #seq = 0;
+  /** A batch's joins' reactions, decoded once (`#joinReactions`). */
+  #decodedReactions = new WeakMap<string[], KeptReactions>();
   /** Commits, and decisions made again because the room had changed. */
   #decisions = { commits: 0, again: 0 };
   #handOut?: ReturnType<typeof setImmediate>;
@@ -667,7 +699,7 @@ export class RedisStore implements RoomStore {
         Number.isSafeInteger(request.since) && request.since >= 0
       ? request.since
       : undefined;
-    const { meta, events, nicks, ops, moderation } = KEY_INDEX;
+    const { meta, events, nicks, ops, moderation, reactions } = KEY_INDEX;
     const historyHere = room.recent.length > 0;
     let reply, members, history;
     // The welcome's id is at least the roster's now: from here until the
@@ -707,6 +739,8 @@ export class RedisStore implements RoomStore {
             ["HGETALL", moderation],
             ["XRANGE", events, "-", "+", "COUNT", "1"],
             ["XLEN", events],
+            // The live window's reactions (trimmed with it).
+            ["HGETALL", reactions],
             ...(historyHere
               ? []
               : [["XRANGE", events, "-", "+"] as KeyCommand]),
@@ -768,6 +802,7 @@ export class RedisStore implements RoomStore {
       claimedId: reply.claimedId,
       history,
       gap: reply.gap,
+      reactions: this.#joinReactions(reply.reactions),
       users: members.nicks,
       token: this.#token(name, reply.epoch, reply.joinedId),
       verified: members.verified,
@@ -1096,7 +1131,7 @@ export class RedisStore implements RoomStore {
 
   edit(
     name: string,
-    author: { nick: string; since: number; keys: string[] },
+    author: Author,
     id: number,
     text: string,
     windowMs: number,
@@ -1105,6 +1140,33 @@ export class RedisStore implements RoomStore {
       name,
       { kept: [id], moderation: true },
       (txn) => rules.edit(txn, author, id, text, windowMs),
+    );
+  }
+
+  /**
+   * Decided with the room's other changes of the turn, as `edit`: the
+   * message's `reactions` field is the commit's condition, so two
+   * processes toggling on one message never lose one (the second decides
+   * again on the first's).
+   */
+  react(
+    name: string,
+    reactor: Reactor,
+    id: number,
+    key: string,
+    on?: boolean,
+  ): Promise<ReactEvent | ReactRefusal | ReactUnchanged> {
+    return this.#answer(
+      name,
+      { kept: [id], reactions: [id], moderation: true },
+      (txn) =>
+        rules.react(
+          txn,
+          { ...reactor, owner: this.#global(reactor.owner) },
+          id,
+          key,
+          on,
+        ),
     );
   }
 
@@ -1273,26 +1335,73 @@ export class RedisStore implements RoomStore {
   history(name: string, request: HistoryRequest): Promise<HistoryPage> {
     this.#check();
     this.#sendAppends(name); // a reader's own posts first
-    return this.#track(pageBack(request, async (before, count) => {
-      if (before <= 1) return [];
-      return await this.#stream(
-        name,
-        "XREVRANGE",
-        `${before - 1}-0`,
-        "-",
-        "COUNT",
-        String(count),
-      );
-    }));
+    return this.#track((async () => {
+      // Each read's events' reactions, read with them.
+      const found: [number, string][] = [];
+      const page = await pageBack(request, async (before, count) => {
+        if (before <= 1) return [];
+        const read = await this.#range(name, {
+          command: "XREVRANGE",
+          range: [`${before - 1}-0`, "-", "COUNT", String(count)],
+          reactions: true,
+        });
+        found.push(...read.reactions);
+        return read.events;
+      });
+      const ids = new Set(page.events.map((event) => event.id));
+      const reactions = this.#reactionsOf(found.filter(([id]) => ids.has(id)));
+      return reactions.size > 0 ? { ...page, reactions } : page;
+    })());
   }
 
   /** Events of the room's stream, by `command` over `range` (its ids are `N-0`). */
-  #stream(
+  async #stream(
     room: string,
     command: "XRANGE" | "XREVRANGE",
     ...range: string[]
   ): Promise<RoomEvent[]> {
-    return this.#run(RANGE, this.#keys(room), { command, range });
+    return (await this.#range(room, { command, range })).events;
+  }
+
+  #range(room: string, args: RangeArgs): Promise<RangeReply> {
+    return this.#run(RANGE, this.#keys(room), args);
+  }
+
+  /**
+   * A join's reactions: the joins of one batch share one read of them, and
+   * one decoding (a reconnect storm's thousand joins parse them once).
+   */
+  #joinReactions(fields: string[]): KeptReactions {
+    let decoded = this.#decodedReactions.get(fields);
+    if (!decoded) {
+      const entries: [number, string][] = [];
+      for (let i = 0; i < fields.length; i += 2) {
+        entries.push([Number(fields[i]), fields[i + 1]]);
+      }
+      decoded = this.#reactionsOf(entries);
+      this.#decodedReactions.set(fields, decoded);
+    }
+    return decoded;
+  }
+
+  /**
+   * Reactions as Redis keeps them (id, JSON), with their owners as main.ts
+   * names them here (a connection's number without this process's id:
+   * what a reader's `me` is found by).
+   */
+  #reactionsOf(entries: [id: number, json: string][]): KeptReactions {
+    const reactions: KeptReactions = new Map();
+    for (const [id, json] of entries) {
+      const kept = JSON.parse(json) as KeptReaction[];
+      reactions.set(
+        id,
+        kept.map(({ key, by }) => ({
+          key,
+          by: by.map(([owner, nick]) => [this.#local(owner), nick]),
+        })),
+      );
+    }
+    return reactions;
   }
 
   /**
@@ -1357,6 +1466,7 @@ export class RedisStore implements RoomStore {
         members: 0,
         listeners: new Set(),
         buffer: [],
+        notices: [],
         filling: false,
         handedOver: false,
         outbox: [],
@@ -1399,6 +1509,7 @@ export class RedisStore implements RoomStore {
         room.delivered ??= baseline.last;
         room.epoch ??= baseline.epoch;
         if (!room.roster) this.#setRoster(room, baseline);
+        this.#takeNotices(room);
         this.#drain(room);
       } catch (error) {
         room.subscribed = undefined;
@@ -1410,14 +1521,18 @@ export class RedisStore implements RoomStore {
     return room.subscribed;
   }
 
-  /** A message on the room's channel: an event, or a turn's appends. */
+  /**
+   * A message on the room's channel: an event, a turn's appends, or a
+   * commit's notices.
+   */
   #onMessage(room: RoomState, message: string): void {
-    let got: LiveEvent | GoneNotice | PublishedBatch;
+    let got: ChannelEvent | PublishedBatch | PublishedNotices;
     try {
       got = JSON.parse(message);
     } catch {
       return;
     }
+    if ("notices" in got) return this.#onNotices(room, got);
     if (!("events" in got)) return this.#onEvent(room, got);
     for (const event of got.events) this.#onEvent(room, event);
     const now = performance.now();
@@ -1428,7 +1543,32 @@ export class RedisStore implements RoomStore {
     if (room.coalescing && !this.#awaited(room, now)) this.#handOutRoom(room);
   }
 
-  #onEvent(room: RoomState, event: LiveEvent | GoneNotice): void {
+  /**
+   * Notices (reactions) go to the listeners after the event they came
+   * after, as events do (the outbox): at once if it is delivered here,
+   * else once it is (they have no id: nothing here skips them as seen).
+   */
+  #onNotices(room: RoomState, published: PublishedNotices): void {
+    room.notices.push(published);
+    this.#takeNotices(room);
+  }
+
+  /** The waiting notices whose event has been delivered go to the outbox. */
+  #takeNotices(room: RoomState): void {
+    const delivered = room.delivered;
+    if (delivered === undefined) return;
+    let taken = 0;
+    for (const { after, notices } of room.notices) {
+      if (after > delivered) break;
+      room.outbox.push(...notices);
+      taken++;
+    }
+    if (taken === 0) return;
+    room.notices.splice(0, taken);
+    if (!room.coalescing) this.#handOutRoom(room);
+  }
+
+  #onEvent(room: RoomState, event: ChannelEvent): void {
     if (event.type === "gone") {
       room.gone.push(event);
       return this.#takeGone(room);
@@ -1460,6 +1600,7 @@ export class RedisStore implements RoomStore {
     room.delivered = event.id;
     room.handedOver = true;
     room.outbox.push(event);
+    if (room.notices.length > 0) this.#takeNotices(room);
     if (!room.coalescing) this.#handOutRoom(room);
   }
 
@@ -2061,6 +2202,7 @@ export class RedisStore implements RoomStore {
       posted: base + "posted",
       ops: base + "ops",
       edits: base + "edits",
+      reactions: base + "reactions",
     };
   }
 
@@ -2401,9 +2543,11 @@ export class RedisStore implements RoomStore {
  * What a join's commit says, as the welcome needs it: its `before` reads
  * (what a resuming client missed, the room's last id and oldest kept event
  * before the batch) and `after` reads (last id, members, moderators, topic
- * and slow mode, oldest kept event, history length, and the history unless
- * the process keeps it), each as of this join: the batch's later changes
- * (their events, their members) are not its.
+ * and slow mode, oldest kept event, history length, the live window's
+ * reactions, and the history unless the process keeps it), each as of
+ * this join: the batch's later changes (their events, their members) are
+ * not its. (Its reactions are the batch's end's: a later change's notice
+ * comes after the welcome, and says what is then.)
  */
 function joinReply(
   decided: Decided<rules.JoinDecision>,
@@ -2416,13 +2560,14 @@ function joinReply(
   },
 ): JoinReply {
   const { result, txn, events, upTo, before, after } = decided;
-  const [last, members, ops, mod, oldest, length, all] = after as [
+  const [last, members, ops, mod, oldest, length, reactions, all] = after as [
     string,
     number,
     string[],
     string[],
     [string, string[]][],
     number,
+    string[],
     [string, string[]][] | undefined,
   ];
   const epoch = txn.epoch!;
@@ -2477,6 +2622,7 @@ function joinReply(
       .sort((a, b) => a.joinedId - b.joinedId).map((op) => op.nick),
     topic: moderation.topic,
     slowSeconds: moderation.slow,
+    reactions,
   };
 }
 

@@ -36,10 +36,12 @@ import { createClient } from "redis";
 import {
   JSON_PROTOCOL,
   type LiveEvent,
+  type ReactEvent,
   type RoomEvent,
 } from "../wire/protocol.ts";
 import {
   type Joined,
+  type KeptReaction,
   MemoryStore,
   nickKey,
   type RoomStore,
@@ -545,7 +547,9 @@ Deno.test({
       assert.ok(two.hold("x"));
       const got: number[] = [];
       const stop = two.subscribe("x", (event) => {
-        if (event.type !== "typing") got.push(event.id);
+        if (event.type !== "typing" && event.type !== "react") {
+          got.push(event.id);
+        }
       });
       const stopOne = one.subscribe("x", () => {});
       const joined = await one.join("x", { owner: "1", nick: "ann" });
@@ -640,7 +644,9 @@ Deno.test({
       const events: RoomEvent[] = [];
       watcher.hold("big");
       watcher.subscribe("big", (event) => {
-        if (event.type !== "typing") events.push(event);
+        if (event.type !== "typing" && event.type !== "react") {
+          events.push(event);
+        }
       });
       const joins: Joined[] = [];
       const joinOn = async (i: number, nick?: string) => {
@@ -953,7 +959,7 @@ Deno.test({
       const got: RoomEvent[] = [];
       reader.hold("t");
       reader.subscribe("t", (event) => {
-        if (event.type !== "typing") got.push(event);
+        if (event.type !== "typing" && event.type !== "react") got.push(event);
       });
       writer.hold("t");
       await writer.join("t", { owner: "s.ann", nick: "ann", keys: ["s.ann"] });
@@ -1152,7 +1158,7 @@ Deno.test({
       for (const store of [memory, shared] as RoomStore[]) {
         const seen: unknown[] = [];
         const strip = (event: LiveEvent) => {
-          if (event.type === "typing") return event;
+          if (event.type === "typing" || event.type === "react") return event;
           const { ts: _ts, ...rest } = event;
           return rest;
         };
@@ -1238,7 +1244,7 @@ Deno.test({
       two.hold("x");
       const stopOne = one.subscribe("x", () => {});
       const stopTwo = two.subscribe("x", (event) => {
-        if (event.type !== "typing") seen.push(event);
+        if (event.type !== "typing" && event.type !== "react") seen.push(event);
       });
       await one.join("x", { owner: "1", nick: "ann" });
       await two.join("x", { owner: "1", nick: "bob" });
@@ -1599,5 +1605,380 @@ Deno.test({
       } finally {
         await client.close();
       }
+    }),
+});
+
+// ---------------------------------------------------------------------------
+// Reactions
+// ---------------------------------------------------------------------------
+
+/** The `react` notices a store's subscriber to `room` gets. */
+function reactNotices(store: RedisStore, room: string): ReactEvent[] {
+  const seen: ReactEvent[] = [];
+  store.hold(room);
+  store.subscribe(room, (event) => {
+    if (event.type === "react") seen.push(event);
+  });
+  return seen;
+}
+
+Deno.test({
+  name:
+    "redis: two processes toggling reactions on one message at once: every toggle counted, none lost, every notice on both",
+  ignore,
+  fn: () =>
+    withTwoStores({}, async ({ one, two, redis }) => {
+      const stores = [one, two];
+      const seen = stores.map((store) => reactNotices(store, "rx"));
+      await one.join("rx", { owner: "s.a", nick: "a" });
+      await two.join("rx", { owner: "s.b", nick: "b" });
+      const said = await one.append("rx", {
+        type: "message",
+        from: "a",
+        text: "vote",
+      });
+      const people = 10;
+      const everyone = 2 * people;
+      const client = createClient({ url: redis.url });
+      await client.connect();
+      // What the channel carries: a process's toggles of one turn are one
+      // commit, its notices one message.
+      const listener = client.duplicate();
+      await listener.connect();
+      let noticeMessages = 0;
+      await listener.subscribe("chat:ev:rx", (message) => {
+        if (message.startsWith('{"after":')) noticeMessages++;
+      });
+      try {
+        const before = one.decisions().again + two.decisions().again;
+        const met = () =>
+          one.decisions().again + two.decisions().again > before;
+        const expected: number[] = [];
+        let round = 0;
+        // Rounds of everyone on both processes toggling at once, until the
+        // two processes' commits met (each one's toggles are one batch).
+        for (; round < 2 || (!met() && round < 20); round += 2) {
+          for (const on of [true, false]) {
+            const answers = await Promise.all(
+              stores.flatMap((store, s) =>
+                Array.from({ length: people }, (_, i) =>
+                  store.react(
+                    "rx",
+                    { owner: `s.${s}.${i}`, nick: `p${s}${i}`, keys: [] },
+                    said.id,
+                    "👍",
+                  ))
+              ),
+            );
+            // Each answer is the count just after it: 1 to 20 (or 19 to 0)
+            // once each, whichever process came first.
+            const counts = answers.map((answer) => {
+              assert.ok("on" in answer && answer.on === on, `on: ${on}`);
+              return answer.count;
+            });
+            const exact = Array.from(
+              { length: everyone },
+              (_, i) => on ? i + 1 : everyone - 1 - i,
+            );
+            assert.deepEqual(
+              [...counts].sort((a, b) => a - b),
+              [...exact].sort((a, b) => a - b),
+            );
+            expected.push(...exact);
+            const kept = JSON.parse(
+              (await client.hGet("chat:room:rx:reactions", String(said.id)))!,
+            ) as KeptReaction[];
+            assert.equal(kept[0]?.by.length ?? 0, on ? everyone : 0);
+          }
+        }
+        assert.ok(met(), "the two processes' toggles met at least once");
+        await eventually(
+          "one notice message per process and turn",
+          () => noticeMessages === 2 * round,
+        );
+        // Both processes' subscribers got every notice, in commit order.
+        for (const [s, notices] of seen.entries()) {
+          await eventually(
+            `process ${s + 1}'s notices`,
+            () => notices.length === expected.length,
+          );
+          assert.deepEqual(notices.map((notice) => notice.count), expected);
+        }
+      } finally {
+        await listener.close();
+        await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "redis: a reaction notice reaches the other process after the event it reacts to, and between the events of its commit as it was decided",
+  ignore,
+  fn: () =>
+    withTwoStores({}, async ({ one, two, redis }) => {
+      const seen: unknown[] = [];
+      one.hold("o");
+      one.subscribe("o", () => {});
+      two.hold("o");
+      two.subscribe("o", (event) => {
+        seen.push(
+          event.type === "react"
+            ? `react ${event.key} ${event.target}`
+            : event.type === "typing"
+            ? "typing"
+            : `${event.type} ${event.id}`,
+        );
+      });
+      await one.join("o", { owner: "s.a", nick: "a" }); // 1
+      await two.join("o", { owner: "s.b", nick: "b" }); // 2
+      const a = { owner: "s.a", nick: "a", keys: ["s.a"] };
+      // A post and a reaction to it in one turn: the post goes first.
+      const [said, reacted] = await Promise.all([
+        one.append("o", { type: "message", from: "a", text: "hi" }),
+        one.react("o", a, 3, "👍"),
+      ]);
+      assert.equal(said.id, 3);
+      assert.equal((reacted as ReactEvent).count, 1);
+      const other = await one.append("o", {
+        type: "message",
+        from: "a",
+        text: "x",
+      }); // 4
+      // One batch: a reaction, a deletion (its event), a reaction.
+      await Promise.all([
+        one.react("o", a, 3, ":a:"),
+        one.delete("o", other.id, "a"), // 5
+        one.react("o", a, 3, ":b:"),
+      ]);
+      await eventually("every event and notice", () => seen.length === 8);
+      assert.deepEqual(seen, [
+        "join 1",
+        "join 2",
+        "message 3",
+        "react 👍 3",
+        "message 4",
+        "react :a: 3",
+        "delete 5",
+        "react :b: 3",
+      ]);
+      // A notice for an event not delivered here yet waits for it.
+      const client = createClient({ url: redis.url });
+      await client.connect();
+      try {
+        const early = { type: "react", target: 6, key: "🎉", from: "x" };
+        await client.publish(
+          "chat:ev:o",
+          JSON.stringify({ after: 6, notices: [{ ...early, on: true }] }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.equal(seen.length, 8, "held until event 6 is delivered");
+        await one.append("o", { type: "message", from: "a", text: "6" });
+        await eventually(
+          "the event, then the notice",
+          () => seen.length === 10,
+        );
+        assert.deepEqual(seen.slice(8), ["message 6", "react 🎉 6"]);
+      } finally {
+        await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "redis: a message's reactions go when it is trimmed (in the very commit that reacts too) or deleted, and expire with the room",
+  ignore,
+  fn: () =>
+    withTwoStores({ historySize: 4 }, async ({ one, redis }) => {
+      reactNotices(one, "t");
+      await one.join("t", { owner: "s.a", nick: "a" }); // 1
+      const ids = [];
+      for (const text of ["m2", "m3", "m4"]) {
+        ids.push(
+          (await one.append("t", { type: "message", from: "a", text }))
+            .id,
+        );
+      }
+      const a = { owner: "s.a", nick: "a", keys: ["s.a"] };
+      for (const id of ids) await one.react("t", a, id, "👍");
+      const client = createClient({ url: redis.url });
+      await client.connect();
+      const key = "chat:room:t:reactions";
+      try {
+        const fields = async () =>
+          (await client.hKeys(key)).map(Number).sort((x, y) => x - y);
+        assert.deepEqual(await fields(), [2, 3, 4]);
+        await one.delete("t", 3, "a"); // 5: 2, 4, 5 kept
+        assert.deepEqual(await fields(), [2, 4]);
+        await one.append("t", { type: "message", from: "a", text: "m6" });
+        await one.append("t", { type: "message", from: "a", text: "m7" });
+        // 2 trimmed: 4, 5, 6, 7 kept.
+        assert.deepEqual(await fields(), [4]);
+        await one.react("t", a, 6, "👍");
+        // One commit: a reaction to the oldest, then an event that trims it.
+        await Promise.all([
+          one.react("t", a, 4, "🎉"),
+          one.topic("t", { type: "topic", by: "a", text: "x" }), // 8
+        ]);
+        assert.deepEqual(await fields(), [6]);
+        // The last one out: the reactions expire with the room's history.
+        await one.leave("t", "s.a", true); // 9: 6, 7, 8, 9 kept
+        const ttl = await client.pTTL("chat:room:t:meta");
+        assert.ok(ttl > 0, "the room is left to expire");
+        assert.ok(await client.pTTL(key) > 0, "and its reactions with it");
+        await one.delete("t", 6, "mod"); // 10
+        assert.equal(await client.exists(key), 0, "the last one gone");
+        // A reaction into the empty room expires with it too.
+        await one.react("t", a, 7, "👍");
+        assert.deepEqual(await fields(), [7]);
+        // Read at one instant: the same time left, give or take a ms.
+        const [left, room] = await client.multi().pTTL(key).pTTL(
+          "chat:room:t:meta",
+        ).exec() as unknown as [number, number];
+        assert.ok(left > 0 && Math.abs(left - room) <= 1, `${left}, ${room}`);
+      } finally {
+        await client.close();
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "redis: a join's, a resume's and a history page's reactions are Redis's, with each reactor's owner as this process names it",
+  ignore,
+  fn: () =>
+    withTwoStores({}, async ({ one, two, redis }) => {
+      for (const store of [one, two]) {
+        for (let i = 0; i < 3; i++) store.hold("j");
+        store.subscribe("j", () => {});
+      }
+      const ann = await one.join("j", { owner: "7", nick: "ann" }); // 1
+      await two.join("j", { owner: "9", nick: "bob" }); // 2
+      const said = await one.append("j", {
+        type: "message",
+        from: "ann",
+        text: "hi",
+      }); // 3
+      await one.react("j", { owner: "7", nick: "ann", keys: [] }, 3, "👍");
+      await two.react("j", { owner: "9", nick: "bob", keys: [] }, 3, "👍");
+      await two.react("j", { owner: "9", nick: "bob", keys: [] }, 3, "🎉");
+      const bobs = `${two.processId}/9`;
+      const anns = `${one.processId}/7`;
+      const client = createClient({ url: redis.url });
+      await client.connect();
+      try {
+        assert.deepEqual(
+          JSON.parse((await client.hGet("chat:room:j:reactions", "3"))!),
+          [
+            { key: "👍", by: [[anns, "ann"], [bobs, "bob"]] },
+            { key: "🎉", by: [[bobs, "bob"]] },
+          ],
+        );
+      } finally {
+        await client.close();
+      }
+      const asSeenBy = (
+        me: string,
+        other: string,
+      ): Map<number, KeptReaction[]> => {
+        const [annOwner, bobOwner] = me === "ann" ? ["7", other] : [other, "9"];
+        return new Map([[said.id, [
+          { key: "👍", by: [[annOwner, "ann"], [bobOwner, "bob"]] },
+          { key: "🎉", by: [[bobOwner, "bob"]] },
+        ]]]);
+      };
+      const onOne = asSeenBy("ann", bobs);
+      const onTwo = asSeenBy("bob", anns);
+      const cy = await one.join("j", { owner: "8", nick: "cy" }); // 4
+      assert.deepEqual(cy.reactions, onOne);
+      const back = await two.join("j", {
+        owner: "10",
+        since: ann.lastId,
+        epoch: ann.epoch,
+      });
+      assert.equal(back.gap, false);
+      assert.deepEqual(back.history.map((event) => event.id), [2, 3, 4, 5]);
+      assert.deepEqual(back.reactions, onTwo);
+      const page = (before: number) =>
+        two.history("j", { before, limit: 10, visible: () => true });
+      assert.deepEqual((await page(100)).reactions, onTwo);
+      // A page without a reacted message has none.
+      assert.equal((await page(3)).reactions, undefined);
+    }),
+});
+
+Deno.test({
+  name:
+    "redis: reactions across two processes: the notice on both, after its message; the welcome's, a history page's and a resume's with `me` for the reader's own, on either process",
+  ignore,
+  fn: () =>
+    withCluster(2, async (_redis, [a, b]) => {
+      const ADA = "ada-session-secret-0123456789";
+      const ada = await jsonClient(a.server, "/re", { nick: "ada" }, ADA);
+      const bob = await jsonClient(b.server, "/re", { nick: "bob" });
+      await eventsUntil(ada, (e) => e.type === "join", "bob's join");
+      ada.send(JSON.stringify({ type: "message", text: "ship it?" }));
+      const [said] = (await eventsUntil(bob, isMessage("ship it?"), "it"))
+        .slice(-1);
+      await eventsUntil(ada, isMessage("ship it?"), "ada's echo");
+      // bob, a connection (no session) on b, then ada on a.
+      bob.send(JSON.stringify({ type: "react", id: said.id, key: "👍" }));
+      const notice = {
+        type: "react",
+        target: said.id,
+        key: "👍",
+        from: "bob",
+        on: true,
+        count: 1,
+      };
+      assert.deepEqual(await ada.event("bob's reaction"), notice);
+      assert.deepEqual(await bob.event("bob's own"), notice);
+      ada.send(JSON.stringify({ type: "react", id: said.id, key: "👍" }));
+      const second = { ...notice, from: "ada", count: 2 };
+      assert.deepEqual(await bob.event("ada's reaction"), second);
+      assert.deepEqual(await ada.event("ada's own"), second);
+      const shown = (me: boolean) => [{
+        key: "👍",
+        count: 2,
+        nicks: ["bob", "ada"],
+        me,
+      }];
+      // A newcomer on a, and ada's second tab on b (the same person).
+      const cy = await jsonClient(a.server, "/re", { nick: "cy" });
+      const reactionsIn = (history: Json[]) =>
+        history.find((event) => event.id === said.id)?.reactions;
+      assert.deepEqual(reactionsIn(cy.welcome.history), shown(false));
+      const tab = await jsonClient(b.server, "/re", {}, ADA);
+      assert.deepEqual(reactionsIn(tab.welcome.history), shown(true));
+      // bob's history page on b: his own by his connection's number.
+      bob.send(JSON.stringify({
+        type: "history",
+        before: said.id + 1,
+        limit: 10,
+      }));
+      const [page] = (await eventsUntil(
+        bob,
+        (e) => e.type === "history",
+        "bob's page",
+      )).slice(-1);
+      assert.deepEqual(reactionsIn(page.events), shown(true));
+      // cy resumes on b after a reaction taken back meanwhile.
+      const lastId = cy.welcome.lastId;
+      await cy.close();
+      bob.send(JSON.stringify({ type: "react", id: said.id, key: "👍" }));
+      await eventsUntil(ada, (e) => e.type === "react", "bob took it back");
+      const back = await jsonClient(b.server, "/re", {
+        nick: "cy",
+        since: lastId,
+        epoch: cy.welcome.epoch,
+        token: cy.welcome.token,
+      });
+      assert.equal(back.welcome.gap, false);
+      assert.deepEqual(back.welcome.reacted, [{
+        id: said.id,
+        reactions: [{ key: "👍", count: 1, nicks: ["ada"], me: false }],
+      }]);
+      await closeAll(ada, bob, tab, back);
     }),
 });

@@ -5,9 +5,10 @@
  * {@linkcode COMMIT}, with what they were decided on as its conditions: the
  * members' version (`ctrl`) for any member or reserved name read or
  * changed, the moderation's (`v`) for any ban, mute, topic or slow mode
- * read, the epoch for any append, slow mode's clocks and kept events as
- * read. A message posted by another process changes none of them, so busy
- * posting does not make joins decide again, nor joins posts.
+ * read, the epoch for any append, slow mode's clocks, kept events and kept
+ * messages' reactions as read. A message posted by another process changes
+ * none of them, so busy posting does not make joins decide again, nor joins
+ * posts.
  *
  * It knows no rule and no connection: redis_store.ts reads, runs a rule on
  * it, commits, and on `behind` reads and runs the rule again.
@@ -15,8 +16,9 @@
  * @module
  */
 
-import type { NewEvent, RoomEvent } from "../wire/protocol.ts";
+import type { NewEvent, ReactEvent, RoomEvent } from "../wire/protocol.ts";
 import {
+  type KeptReaction,
   type Member,
   nickKey,
   type RoomTxn,
@@ -61,6 +63,12 @@ export interface Snapshot {
   posted: Map<string, string | null>;
   /** Kept events by id, with their cost in history (`null`: not kept). */
   kept: Map<number, { event: RoomEvent; cost: number } | null>;
+  /**
+   * Kept messages' `reactions` fields by id, as Redis has them (`null`:
+   * none): a decision on a message's reactions holds only while its field
+   * is unchanged.
+   */
+  rawReactions: Map<number, string | null>;
   /** Every member was read (`members` holds them all). */
   all: boolean;
   /**
@@ -75,8 +83,19 @@ export interface Snapshot {
 
 /** Decodes what {@linkcode READ} answered for `plan`. */
 export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
-  const [meta, members, ownerKeys, owners, reserved, mod, posted, kept, all] =
-    reply;
+  const [
+    meta,
+    members,
+    ownerKeys,
+    owners,
+    reserved,
+    mod,
+    posted,
+    kept,
+    all,
+    count,
+    reactions,
+  ] = reply;
   const snapshot: Snapshot = {
     epoch: meta[0] ?? null,
     last: Number(meta[1] ?? 0),
@@ -86,10 +105,11 @@ export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
     reserved: new Map(),
     posted: new Map(),
     kept: new Map(),
+    rawReactions: new Map(),
     all: plan.all === true,
     rawMembers: new Map(),
     rawOwners: new Map(),
-    count: reply[9],
+    count,
   };
   const member = (text: string | null) =>
     text === null ? null : JSON.parse(text) as Member;
@@ -128,6 +148,9 @@ export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
         : null,
     );
   });
+  plan.reactions?.forEach((id, i) =>
+    snapshot.rawReactions.set(id, reactions[i] ?? null)
+  );
   if (plan.moderation) snapshot.moderation = moderationOf(mod);
   return snapshot;
 }
@@ -144,6 +167,7 @@ export function viewOf(epoch: string, moderation: ModerationRead): Snapshot {
     moderation,
     posted: new Map(),
     kept: new Map(),
+    rawReactions: new Map(),
     all: false,
     rawMembers: new Map(),
     rawOwners: new Map(),
@@ -199,7 +223,9 @@ export class RedisTxn implements RoomTxn {
   #events: NewEvent[] = [];
   #writes: KeyCommand[] = [];
   #publish: [string, CommitValue][] = [];
-  #entries: string[] = [];
+  #notices: CommitArgs["notices"] = [];
+  /** Stream entries (`N-0`) read as kept: the commit's conditions. */
+  #entries = new Set<string>();
   /** Every member was read (a reap): `ctrl` is the condition. */
   #readCtrl = false;
   /** Members read by nick key and by owner: their fields are conditions. */
@@ -216,6 +242,20 @@ export class RedisTxn implements RoomTxn {
   #reservedAsRead: Map<string, string | null>;
   /** Slow mode's clocks as read (the commit's conditions). */
   #postedAsRead: Map<string, string | null>;
+  /**
+   * Reactions as changed so far (by id; `undefined`: none): a batch's
+   * later toggles of one message build on its earlier ones.
+   */
+  #reactions = new Map<number, KeptReaction[] | undefined>();
+  /** The `reactions` fields the rules read, as read (the commit's conditions). */
+  #reactionsRead = new Set<number>();
+  /**
+   * Reactions to write, by id: a storm of toggles on one message in one
+   * batch writes its field once, as the last one left it.
+   */
+  #reactionWrites = new Map<number, KeptReaction[]>();
+  /** `edits` or `reactions` were written. */
+  #wroteBeside = false;
   /** Marks stand-in ids in a member's JSON (random: no text can guess it). */
   #marker = crypto.randomUUID();
 
@@ -242,6 +282,10 @@ export class RedisTxn implements RoomTxn {
     this.#s.epoch = epoch;
     this.#created = true;
     this.#write("meta", "HSET", "epoch", epoch);
+    // Its ids start again at 1: nothing kept beside an earlier room's
+    // events may stay (they expire with them; this is in case not).
+    this.#write("edits", "DEL");
+    this.#write("reactions", "DEL");
   }
 
   /** Another write of the store's own (its bookkeeping of processes). */
@@ -316,7 +360,7 @@ export class RedisTxn implements RoomTxn {
     }
     const entry = this.#s.kept.get(id);
     if (entry === undefined) throw unread("kept", String(id));
-    if (entry) this.#entries.push(`${id}-0`);
+    if (entry) this.#entries.add(`${id}-0`);
     return entry?.event;
   }
 
@@ -429,13 +473,41 @@ export class RedisTxn implements RoomTxn {
     this.#s.kept.set(event.id, null); // a second deletion finds nothing
     this.#write("events", "XDEL", `${event.id}-0`);
     this.#write("edits", "HDEL", String(event.id));
+    this.#write("reactions", "HDEL", String(event.id));
+    // Gone with it (and no later write of the batch brings them back).
+    this.#reactions.set(event.id, undefined);
+    this.#reactionWrites.delete(event.id);
     this.#write("meta", "HINCRBY", "bytes", String(-cost));
   }
 
   replaceEvent(event: RoomEvent): void {
     const entry = this.#s.kept.get(event.id);
     if (entry) this.#s.kept.set(event.id, { ...entry, event });
+    this.#wroteBeside = true;
     this.#write("edits", "HSET", String(event.id), JSON.stringify(event));
+  }
+
+  reactions(id: number): KeptReaction[] | undefined {
+    if (this.#reactions.has(id)) return this.#reactions.get(id);
+    const raw = this.#s.rawReactions.get(id);
+    if (raw === undefined) throw unread("reactions", String(id));
+    this.#reactionsRead.add(id);
+    const kept = raw === null ? undefined : JSON.parse(raw) as KeptReaction[];
+    this.#reactions.set(id, kept);
+    return kept;
+  }
+
+  setReactions(id: number, reactions: KeptReaction[]): void {
+    this.#reactions.set(id, reactions);
+    this.#reactionWrites.set(id, reactions);
+    this.#wroteBeside = true;
+  }
+
+  announce(notice: ReactEvent): void {
+    this.#notices.push({
+      at: this.#events.length,
+      notice: JSON.stringify(notice),
+    });
   }
 
   evict(member: Member, reason?: string): void {
@@ -479,10 +551,27 @@ export class RedisTxn implements RoomTxn {
    */
   commit(): Pick<
     CommitArgs,
-    "unchanged" | "retain" | "entries" | "events" | "writes" | "publish"
+    | "unchanged"
+    | "retain"
+    | "entries"
+    | "events"
+    | "writes"
+    | "notices"
+    | "beside"
+    | "publish"
   > {
     const unchanged: CommitArgs["unchanged"] = [];
     const writes = [...this.#writes];
+    if (this.#reactionWrites.size > 0) {
+      writes.push([
+        "HSET",
+        KEY_INDEX.reactions,
+        ...[...this.#reactionWrites].flatMap(([id, reactions]) => [
+          String(id),
+          JSON.stringify(reactions),
+        ]),
+      ]);
+    }
     const meta = KEY_INDEX.meta;
     // `ctrl` goes with the room's keys when it expires: with the epoch, a
     // room made again since is not taken for the one read.
@@ -514,6 +603,7 @@ export class RedisTxn implements RoomTxn {
           ["PERSIST", meta],
           ["PERSIST", KEY_INDEX.events],
           ["PERSIST", KEY_INDEX.edits],
+          ["PERSIST", KEY_INDEX.reactions],
         );
       }
     }
@@ -528,17 +618,28 @@ export class RedisTxn implements RoomTxn {
     for (const [owner, at] of this.#postedAsRead) {
       unchanged.push([KEY_INDEX.posted, owner, at]);
     }
+    // Two processes toggling reactions on one message: the second to
+    // commit finds the field changed and decides again on the first's.
+    for (const id of this.#reactionsRead) {
+      unchanged.push([
+        KEY_INDEX.reactions,
+        String(id),
+        this.#s.rawReactions.get(id)!,
+      ]);
+    }
     return {
       unchanged,
       // A room nobody is in is kept for roomTtl from its last change (the
       // last one out, an app's post, its making).
       retain: this.#wroteCtrl || this.#created || this.#events.length > 0,
-      entries: this.#entries,
+      entries: [...this.#entries],
       events: this.#events.map((body) => ({
         body: JSON.stringify(body),
         cost: eventBytes(body as RoomEvent),
       })),
       writes,
+      notices: this.#notices,
+      beside: this.#wroteBeside,
       publish: this.#publish,
     };
   }

@@ -19,7 +19,14 @@
  * @module
  */
 
-import { type NewEvent, quoteOf, type RoomEvent } from "../wire/protocol.ts";
+import {
+  MAX_REACTION_KEYS,
+  type NewEvent,
+  quoteOf,
+  type ReactEvent,
+  type Reaction,
+  type RoomEvent,
+} from "../wire/protocol.ts";
 import unhomoglyph from "unhomoglyph";
 
 /** A member of a room: one per owner (a session's tabs are one member). */
@@ -166,10 +173,32 @@ export interface RoomTxn {
   /** A kept event is this from now on (an edited message). */
   replaceEvent(event: RoomEvent): void;
   /**
+   * A kept message's reactions (`undefined`: it never had any; `[]`: it
+   * had, all taken back). Deleting the message forgets them.
+   */
+  reactions(id: number): KeptReaction[] | undefined;
+  /** A kept message's reactions from now on. */
+  setReactions(id: number, reactions: KeptReaction[]): void;
+  /**
+   * Passes a notice on to the room's subscribers once the change is
+   * committed, after its events: kept nowhere, no id.
+   */
+  announce(notice: ReactEvent): void;
+  /**
    * Closes the member's connections on every process: a token takeover
    * (no reason) or a kick or ban (with the close reason).
    */
   evict(member: Member, reason?: string): void;
+}
+
+/**
+ * One key's reactions to a message as a store keeps them: who reacted, as
+ * `[owner, nick]` (the owner is the person, for "one each" and `me`; it is
+ * never sent to anyone), first one first.
+ */
+export interface KeptReaction {
+  key: string;
+  by: [owner: string, nick: string][];
 }
 
 /** Bans and mutes. */
@@ -610,6 +639,29 @@ function live(sanction: Sanction, now: number): boolean {
   return sanction.until === undefined || sanction.until > now;
 }
 
+/** The refusal of what a muted person asks (with until when, if it ends). */
+function muteOf(
+  txn: RoomTxn,
+  keys: readonly string[],
+): { refused: "muted"; until?: number } | undefined {
+  const mute = sanctionOn(txn, "mute", keys);
+  if (!mute) return undefined;
+  return mute.until === undefined
+    ? { refused: "muted" }
+    : { refused: "muted", until: mute.until };
+}
+
+/** A kept message or action (what a reply, an edit, a reaction names). */
+function keptSaid(
+  txn: RoomTxn,
+  id: number,
+): (RoomEvent & { type: "message" | "action" }) | undefined {
+  const event = txn.kept(id);
+  return event?.type === "message" || event?.type === "action"
+    ? event
+    : undefined;
+}
+
 /**
  * A person's message or action: appended unless they are muted (by any of
  * their keys) or slow mode says it is too early (moderators excepted). A
@@ -622,12 +674,8 @@ export function post(
   body: NewEvent,
   replyTo?: number,
 ): number | PostRefusal {
-  const mute = sanctionOn(txn, "mute", poster.keys);
-  if (mute) {
-    return mute.until === undefined
-      ? { refused: "muted" }
-      : { refused: "muted", until: mute.until };
-  }
+  const muted = muteOf(txn, poster.keys);
+  if (muted) return muted;
   if (txn.slowSeconds > 0 && !poster.op) {
     const next = (txn.postedAt(poster.owner) ?? -Infinity) +
       txn.slowSeconds * 1000;
@@ -635,10 +683,8 @@ export function post(
   }
   let quoted = body;
   if (replyTo !== undefined) {
-    const target = txn.kept(replyTo);
-    if (target?.type !== "message" && target?.type !== "action") {
-      return { refused: "no_such_message" };
-    }
+    const target = keptSaid(txn, replyTo);
+    if (!target) return { refused: "no_such_message" };
     quoted = {
       ...body,
       replyTo: { id: target.id, from: target.from, text: quoteOf(target.text) },
@@ -742,10 +788,8 @@ function deleteMessage(
   by: string,
   author?: { nick: string; since: number },
 ): number | "no_such_message" | "forbidden" {
-  const event = txn.kept(id);
-  if (!event || (event.type !== "message" && event.type !== "action")) {
-    return "no_such_message";
-  }
+  const event = keptSaid(txn, id);
+  if (!event) return "no_such_message";
   if (author && (event.from !== author.nick || author.since >= id)) {
     return "forbidden";
   }
@@ -757,6 +801,17 @@ function deleteMessage(
 // as a function's own name).
 export { deleteMessage as delete };
 
+/** Who edits: as {@linkcode edit} says. */
+export interface Author {
+  nick: string;
+  /** The id of the event that gave them the nick (0: theirs for good). */
+  since: number;
+  /** Their keys, for a mute. */
+  keys: readonly string[];
+  /** Signed in: only messages sent signed in are theirs. */
+  verified?: boolean;
+}
+
 /** Why an edit was refused. */
 export type EditRefusal =
   | { refused: "muted"; until?: number }
@@ -765,28 +820,25 @@ export type EditRefusal =
 /**
  * The author replaces the text of their message or action `id`: only its
  * author (the nick that sent it, held since before it: `since`, as for a
- * deletion), not while muted, and only within `windowMs` of it being sent
- * (0: never). The message is kept with the new text and `edited`, and an
+ * deletion; a `verified` author's only what they sent signed in), not
+ * while muted, and only within `windowMs` of it being sent (0: never). The message is kept with the new text and `edited`, and an
  * `edit` event tells the room. The edit event's id.
  */
 export function edit(
   txn: RoomTxn,
-  author: { nick: string; since: number; keys: readonly string[] },
+  author: Author,
   id: number,
   text: string,
   windowMs: number,
 ): number | EditRefusal {
-  const mute = sanctionOn(txn, "mute", author.keys);
-  if (mute) {
-    return mute.until === undefined
-      ? { refused: "muted" }
-      : { refused: "muted", until: mute.until };
-  }
-  const event = txn.kept(id);
-  if (!event || (event.type !== "message" && event.type !== "action")) {
-    return { refused: "no_such_message" };
-  }
-  if (event.from !== author.nick || author.since >= id) {
+  const muted = muteOf(txn, author.keys);
+  if (muted) return muted;
+  const event = keptSaid(txn, id);
+  if (!event) return { refused: "no_such_message" };
+  if (
+    event.from !== author.nick || author.since >= id ||
+    (author.verified && !event.verified)
+  ) {
     return { refused: "forbidden" };
   }
   if (windowMs === 0 || txn.now - event.ts > windowMs) {
@@ -801,6 +853,92 @@ export function edit(
     edited: txn.now,
     ...(event.verified ? { verified: true } : {}),
   });
+}
+
+/** Why a reaction was refused. */
+export type ReactRefusal =
+  | { refused: "muted"; until?: number }
+  | { refused: "no_such_message" | "reaction_limit" };
+
+/** A reaction set to what it was already: nothing changed, nobody told. */
+export interface ReactUnchanged {
+  unchanged: true;
+  on: boolean;
+  /** How many people react to the message with the key. */
+  count: number;
+}
+
+/** Who reacts: the person (`owner`), the nick shown, the keys a mute holds. */
+export interface Reactor {
+  owner: string;
+  nick: string;
+  keys: readonly string[];
+}
+
+/**
+ * A person's reaction `key` to message or action `id`: added, or taken
+ * back (`on`; absent: the other of what it is). One each per key; a
+ * message carries at most {@linkcode MAX_REACTION_KEYS} keys; not while
+ * muted. The notice (with the key's count after it) is announced and is
+ * the answer; setting what is already so changes nothing.
+ */
+export function react(
+  txn: RoomTxn,
+  reactor: Reactor,
+  id: number,
+  key: string,
+  on?: boolean,
+): ReactEvent | ReactRefusal | ReactUnchanged {
+  const muted = muteOf(txn, reactor.keys);
+  if (muted) return muted;
+  const event = keptSaid(txn, id);
+  if (!event) return { refused: "no_such_message" };
+  const reactions = txn.reactions(id) ?? [];
+  const index = reactions.findIndex((reaction) => reaction.key === key);
+  const by = index < 0 ? [] : reactions[index].by;
+  const mine = by.findIndex(([owner]) => owner === reactor.owner);
+  const adding = on ?? mine < 0;
+  const notice: ReactEvent = {
+    type: "react",
+    target: id,
+    key,
+    from: reactor.nick,
+    on: adding,
+    count: by.length,
+  };
+  if (adding === mine >= 0) {
+    return { unchanged: true, on: adding, count: by.length };
+  }
+  if (adding && index < 0 && reactions.length >= MAX_REACTION_KEYS) {
+    return { refused: "reaction_limit" };
+  }
+  const now = adding
+    ? [...by, [reactor.owner, reactor.nick] as [string, string]]
+    : by.filter((_, i) => i !== mine);
+  const next = index < 0
+    ? [...reactions, { key, by: now }]
+    : reactions.map((reaction, i) => i === index ? { key, by: now } : reaction)
+      .filter((reaction) => reaction.by.length > 0);
+  txn.setReactions(id, next);
+  notice.count = now.length;
+  txn.announce(notice);
+  return notice;
+}
+
+/**
+ * A message's reactions as `reader` (an owner) sees them: counts, nicks,
+ * and whether the reader is among them. Owners stay in the store.
+ */
+export function reactionsFor(
+  kept: readonly KeptReaction[],
+  reader: string | undefined,
+): Reaction[] {
+  return kept.map(({ key, by }) => ({
+    key,
+    count: by.length,
+    nicks: by.map(([, nick]) => nick),
+    me: reader !== undefined && by.some(([owner]) => owner === reader),
+  }));
 }
 
 /** The `kick` event of an expulsion. */

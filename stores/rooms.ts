@@ -19,21 +19,27 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type {
   LiveEvent,
   NewEvent,
+  ReactEvent,
   RoomEvent,
   TypingEvent,
 } from "../wire/protocol.ts";
 import * as rules from "./room_rules.ts";
 import {
+  type Author,
   canResume,
   connectionCount,
   type EditRefusal,
   type JoinRequest,
+  type KeptReaction,
   type Kick,
   type Member,
   nickCandidates,
   nickKey,
   type Poster,
   type PostRefusal,
+  type Reactor,
+  type ReactRefusal,
+  type ReactUnchanged,
   type RoomTxn,
   type RuleContext,
   type Sanction,
@@ -49,17 +55,26 @@ export {
   NoNickLeft,
   personKeys,
   randomNick,
+  reactionsFor,
   sanctionKeys,
 } from "./room_rules.ts";
 export type {
+  Author,
   EditRefusal,
   JoinRequest,
+  KeptReaction,
   Kick,
   Member,
   Poster,
   PostRefusal,
+  Reactor,
+  ReactRefusal,
+  ReactUnchanged,
   Sanction,
 } from "./room_rules.ts";
+
+/** Messages' reactions as a store keeps them, by message id. */
+export type KeptReactions = Map<number, KeptReaction[]>;
 
 /** A completed join: what the welcome says. */
 export interface Joined {
@@ -88,6 +103,11 @@ export interface Joined {
   history: RoomEvent[];
   /** A resume that could not be served exactly (history gone or new epoch). */
   gap: boolean;
+  /**
+   * The reactions on the messages of the room's live window that have or
+   * had any: those of `history`, and on a resume those the client had.
+   */
+  reactions: KeptReactions;
   /** The room's members, the joiner included. */
   users: string[];
   /** Lets the client take its nick back from a connection that went stale. */
@@ -142,6 +162,8 @@ export interface HistoryPage {
   events: RoomEvent[];
   /** Older visible events remain (a next read with `before` the first id). */
   more: boolean;
+  /** The reactions on `events` that have any (absent: none do). */
+  reactions?: KeptReactions;
 }
 
 /**
@@ -262,13 +284,24 @@ export interface RoomStore {
   /** Sets slow mode and appends its event. */
   slow(room: string, change: NewEvent & { type: "slow" }): Promise<RoomEvent>;
   /**
+   * Adds or takes back a person's reaction to a message or action (rules
+   * `react`); the room gets the notice live. The notice, or why not.
+   */
+  react(
+    room: string,
+    reactor: Reactor,
+    id: number,
+    key: string,
+    on?: boolean,
+  ): Promise<ReactEvent | ReactRefusal | ReactUnchanged>;
+  /**
    * Replaces the text of a message or action by its author within
    * `windowMs` of it being sent (rules `edit`), and appends an `edit`
    * event; or says why not.
    */
   edit(
     room: string,
-    author: { nick: string; since: number; keys: string[] },
+    author: Author,
     id: number,
     text: string,
     windowMs: number,
@@ -374,6 +407,8 @@ export interface ArchivedRoom {
   lastId: number;
   /** Its latest events, oldest first (at most the `limit` asked for). */
   recent: RoomEvent[];
+  /** The reactions on `recent` (those that have or had any). */
+  reactions: KeptReactions;
 }
 
 /**
@@ -430,6 +465,10 @@ export interface RoomArchive {
   delete(room: string, id: number): void;
   /** Queues a kept event's new form (an edited message). */
   replace(room: string, event: RoomEvent): void;
+  /** Queues a kept message's reactions from now on. */
+  react(room: string, id: number, reactions: KeptReaction[]): void;
+  /** The reactions on these kept messages (queued ones included). */
+  reactions(room: string, ids: readonly number[]): KeptReactions;
   /** A kept event of the room by id, if it is kept and not removed. */
   find(room: string, id: number): RoomEvent | undefined;
   /** A room's moderation as kept; undefined if it never had any. */
@@ -493,6 +532,8 @@ interface MemoryRoom {
   /** Connections upgraded and not yet joined. */
   holds: number;
   listeners: Set<(event: LiveEvent) => void>;
+  /** Reactions on the messages of `history` that have or had any. */
+  reactions: KeptReactions;
 }
 
 /** What a {@linkcode MemoryStore} is made with. */
@@ -529,7 +570,7 @@ export class MemoryStore implements RoomStore {
    */
   #tokenKey: Uint8Array;
   /** Events appended this turn, delivered once the archive has them. */
-  #unsent: [MemoryRoom, RoomEvent][] = [];
+  #unsent: [MemoryRoom, LiveEvent][] = [];
   /** The next commit, and what waits for it. */
   #commit?: {
     cancel: () => void;
@@ -567,6 +608,7 @@ export class MemoryStore implements RoomStore {
       owners: new Map(),
       holds: 0,
       listeners: new Set(),
+      reactions: new Map(),
     };
     const kept = this.#archive?.load(name, this.#options.historySize);
     if (!kept) {
@@ -575,6 +617,8 @@ export class MemoryStore implements RoomStore {
     }
     room.epoch = kept.epoch;
     room.lastId = kept.lastId;
+    // Reactions first: those of events the window leaves out go with them.
+    room.reactions = kept.reactions;
     for (const event of kept.recent) this.#keep(room, event);
     return room;
   }
@@ -639,6 +683,8 @@ export class MemoryStore implements RoomStore {
       // room's history may change meanwhile.
       history: missed ? [...missed, ...appended] : room.history.slice(),
       gap: since !== undefined && missed === undefined,
+      // A copy, as the history: a reaction replaces its message's entry.
+      reactions: new Map(room.reactions),
       users: membersOf(room),
       token: this.#token(name, room, member),
       ...this.#standing(name, room),
@@ -681,9 +727,9 @@ export class MemoryStore implements RoomStore {
     );
   }
 
-  history(name: string, request: HistoryRequest): Promise<HistoryPage> {
+  async history(name: string, request: HistoryRequest): Promise<HistoryPage> {
     const room = this.#room(name);
-    return pageBack(request, (before, count) => {
+    const page = await pageBack(request, (before, count) => {
       // The live window first, then (below its oldest) the archive's.
       const history = room.history;
       const end = firstAtOrAbove(history, before);
@@ -694,6 +740,21 @@ export class MemoryStore implements RoomStore {
         this.#archive.older(name, floor, count - found.length),
       );
     });
+    // The live window's from memory, older ones' from the archive.
+    const reactions: KeptReactions = new Map();
+    const archived: number[] = [];
+    const oldest = room.history[0]?.id ?? room.lastId + 1;
+    for (const { id } of page.events) {
+      const kept = room.reactions.get(id);
+      if (kept) reactions.set(id, kept);
+      else if (id < oldest) archived.push(id);
+    }
+    if (this.#archive && archived.length > 0) {
+      for (const entry of this.#archive.reactions(name, archived)) {
+        reactions.set(...entry);
+      }
+    }
+    return reactions.size > 0 ? { ...page, reactions } : page;
   }
 
   available(): boolean {
@@ -820,7 +881,7 @@ export class MemoryStore implements RoomStore {
 
   edit(
     name: string,
-    author: { nick: string; since: number; keys: string[] },
+    author: Author,
     id: number,
     text: string,
     windowMs: number,
@@ -829,6 +890,17 @@ export class MemoryStore implements RoomStore {
     const txn = this.#txn(name, this.#room(name), appended);
     const edited = rules.edit(txn, author, id, text, windowMs);
     return this.#durable(typeof edited === "number" ? appended[0] : edited);
+  }
+
+  react(
+    name: string,
+    reactor: Reactor,
+    id: number,
+    key: string,
+    on?: boolean,
+  ): Promise<ReactEvent | ReactRefusal | ReactUnchanged> {
+    const txn = this.#txn(name, this.#room(name));
+    return this.#durable(rules.react(txn, reactor, id, key, on));
   }
 
   delete(
@@ -865,6 +937,7 @@ export class MemoryStore implements RoomStore {
       make ? this.#moderationOf(name) : this.#moderationIfAny(name),
     record: (name, change) => this.#record(name, change),
     append: (room, body) => this.#append(room, body),
+    announce: (room, notice) => this.#announce(room, notice),
     archive: () => this.#archive,
     evict: (name, owner, reason) =>
       reason === undefined
@@ -1021,7 +1094,20 @@ export class MemoryStore implements RoomStore {
     return event;
   }
 
-  /** Puts an event in the live window, dropping the oldest beyond its bounds. */
+  /** A notice to the room's subscribers, after this turn's commit. */
+  #announce(room: MemoryRoom, notice: ReactEvent): void {
+    if (!this.#archive) {
+      for (const onEvent of room.listeners) onEvent(notice);
+      return;
+    }
+    this.#unsent.push([room, notice]);
+    this.#scheduleCommit(0);
+  }
+
+  /**
+   * Puts an event in the live window, dropping the oldest beyond its
+   * bounds (and their reactions: an archive keeps those it keeps).
+   */
   #keep(room: MemoryRoom, event: RoomEvent): void {
     const { historySize, maxHistoryBytes } = this.#options;
     room.history.push(event);
@@ -1030,7 +1116,9 @@ export class MemoryStore implements RoomStore {
       room.history.length > historySize ||
       (room.historyBytes > maxHistoryBytes && room.history.length > 0)
     ) {
-      room.historyBytes -= eventBytes(room.history.shift()!);
+      const dropped = room.history.shift()!;
+      room.historyBytes -= eventBytes(dropped);
+      if (room.reactions.size > 0) room.reactions.delete(dropped.id);
     }
   }
 
@@ -1104,6 +1192,7 @@ interface MemoryHost {
   moderation(name: string, make: boolean): MemoryModeration | undefined;
   record(name: string, change: ModerationChange): void;
   append(room: MemoryRoom, body: NewEvent): RoomEvent;
+  announce(room: MemoryRoom, notice: ReactEvent): void;
   archive(): RoomArchive | undefined;
   evict(name: string, owner: string, reason?: string): void;
 }
@@ -1249,7 +1338,8 @@ class MemoryTxn implements RoomTxn {
       room.history.splice(index, 1);
       room.historyBytes -= eventBytes(event);
     }
-    this.host.archive()?.delete(this.name, event.id);
+    room.reactions.delete(event.id);
+    this.host.archive()?.delete(this.name, event.id); // its reactions too
   }
 
   replaceEvent(event: RoomEvent): void {
@@ -1261,6 +1351,26 @@ class MemoryTxn implements RoomTxn {
       room.history[index] = event;
     }
     this.host.archive()?.replace(this.name, event);
+  }
+
+  reactions(id: number): KeptReaction[] | undefined {
+    const room = this.#room();
+    const kept = room.reactions.get(id);
+    if (kept || id >= (room.history[0]?.id ?? room.lastId + 1)) return kept;
+    return this.host.archive()?.reactions(this.name, [id]).get(id);
+  }
+
+  setReactions(id: number, reactions: KeptReaction[]): void {
+    const room = this.#room();
+    // Kept in memory while the message is in the live window.
+    if (id >= (room.history[0]?.id ?? room.lastId + 1)) {
+      room.reactions.set(id, reactions);
+    }
+    this.host.archive()?.react(this.name, id, reactions);
+  }
+
+  announce(notice: ReactEvent): void {
+    this.host.announce(this.#room(), notice);
   }
 
   evict(member: Member, reason?: string): void {

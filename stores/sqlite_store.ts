@@ -15,6 +15,10 @@
  *   per room and `retainDays`; a deleted message's row is deleted with the
  *   commit of its `delete` event, so no read (a welcome after a restart, a
  *   page of history) can return it;
+ * - `reactions`: per message that has or had reactions, keyed by (room key,
+ *   id), their JSON as the store keeps them (owners included: the file is
+ *   the server's, never sent as it is); beside `events`, not in them, and
+ *   gone with their message (deleted, trimmed);
  * - `moderation`: per room name (a ban is checked at the handshake, before
  *   the room is loaded), its topic, slow mode, bans, mutes and reserved
  *   verified names, one row each; expired bans and mutes are deleted by the
@@ -38,6 +42,8 @@ import type { RoomEvent } from "../wire/protocol.ts";
 import {
   type ArchivedModeration,
   type ArchivedRoom,
+  type KeptReaction,
+  type KeptReactions,
   type Log,
   MemoryStore,
   type ModerationChange,
@@ -64,7 +70,7 @@ export interface SqliteStoreOptions extends StoreOptions {
 /** `PRAGMA application_id`: marks a file as deno-chat's ("dcht"). */
 const APPLICATION_ID = 0x64636874;
 /** The schema's version (`PRAGMA user_version`). */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** How often retention runs when it has nothing left over, in ms. */
 export const RETENTION_SWEEP_MS = 60_000;
 /**
@@ -78,6 +84,25 @@ export const RETENTION_STEP_MS = 50;
 /** How long a statement waits for a lock held by another process (a backup). */
 const BUSY_TIMEOUT_MS = 5_000;
 const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** Messages' reactions (schema 2): one row per message that has or had any. */
+const REACTIONS_TABLE = `
+  CREATE TABLE reactions (
+    room INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    reactions TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+  ) WITHOUT ROWID;
+`;
+
+/**
+ * What brings a file of schema N (the key) to N + 1, run at start in the
+ * opening transaction: a file made by an older deno-chat is upgraded in
+ * place, its history kept.
+ */
+const MIGRATIONS: Record<number, string> = {
+  1: REACTIONS_TABLE,
+};
 
 const SCHEMA = `
   CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -102,6 +127,7 @@ const SCHEMA = `
     until INTEGER,
     PRIMARY KEY (room, kind, key)
   ) WITHOUT ROWID;
+  ${REACTIONS_TABLE}
   PRAGMA application_id = ${APPLICATION_ID};
   PRAGMA user_version = ${SCHEMA_VERSION};
 `;
@@ -130,6 +156,15 @@ export class SqliteArchive implements RoomArchive {
   #removals = new Map<number, Set<number>>();
   /** Kept events' new forms (edits), by `room/id`, for the next commit. */
   #replacements = new Map<string, [room: number, id: number, event: string]>();
+  /**
+   * Messages' reactions from now on, by `room/id`, for the next commit: the
+   * latest list only, so a message toggled a hundred times in a turn is
+   * one row written.
+   */
+  #reacted = new Map<
+    string,
+    [room: number, id: number, reactions: KeptReaction[]]
+  >();
   /** Moderation changes for the next commit, in the order they were made. */
   #changes: [room: string, change: ModerationChange][] = [];
   #sql: Record<
@@ -147,6 +182,11 @@ export class SqliteArchive implements RoomArchive {
     | "event"
     | "removeEvent"
     | "replaceEvent"
+    | "setReactions"
+    | "reactions"
+    | "reactionsFrom"
+    | "removeReactions"
+    | "trimReactions"
     | "moderation"
     | "setModeration"
     | "unsetModeration"
@@ -188,6 +228,22 @@ export class SqliteArchive implements RoomArchive {
       removeEvent: prepare("DELETE FROM events WHERE room = ? AND id = ?"),
       replaceEvent: prepare(
         "UPDATE events SET event = ? WHERE room = ? AND id = ?",
+      ),
+      setReactions: prepare(
+        "INSERT OR REPLACE INTO reactions (room, id, reactions) VALUES (?, ?, ?)",
+      ),
+      // The ids as one JSON array: one statement for a page of history.
+      reactions: prepare(
+        "SELECT id, reactions FROM reactions WHERE room = ? AND id IN (SELECT value FROM json_each(?))",
+      ),
+      reactionsFrom: prepare(
+        "SELECT id, reactions FROM reactions WHERE room = ? AND id >= ?",
+      ),
+      removeReactions: prepare(
+        "DELETE FROM reactions WHERE room = ? AND id = ?",
+      ),
+      trimReactions: prepare(
+        "DELETE FROM reactions WHERE room = ? AND id <= ?",
       ),
       moderation: prepare(
         "SELECT kind, key, value FROM moderation WHERE room = ?",
@@ -241,10 +297,8 @@ export class SqliteArchive implements RoomArchive {
         db.prepare("PRAGMA user_version").get()!
           .user_version,
       );
-      if (id === APPLICATION_ID && version !== SCHEMA_VERSION) {
-        throw new DataFileError(
-          `made by another version of deno-chat (schema ${version}, this one reads ${SCHEMA_VERSION})`,
-        );
+      if (id === APPLICATION_ID && !upgradable(version)) {
+        throw new DataFileError(otherSchema(version));
       }
       // WAL: a commit appends to the log (no rewrite of pages in place), and
       // readers (a backup) do not block the writer.
@@ -255,6 +309,7 @@ export class SqliteArchive implements RoomArchive {
       db.exec(`PRAGMA synchronous = ${options.sync ?? "normal"}`);
       db.exec("BEGIN IMMEDIATE");
       if (id === 0) db.exec(SCHEMA);
+      else upgrade(db);
       db.prepare(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('token_key', ?)",
       ).run(randomBytes(32));
@@ -287,7 +342,15 @@ export class SqliteArchive implements RoomArchive {
     const recent = this.#sql.recent.all(key, limit)
       .map((row) => JSON.parse(row.event as string) as RoomEvent)
       .reverse();
-    return { epoch: String(row.epoch), lastId, recent };
+    // A message's reactions go with it: those from the oldest recent id on
+    // are those of `recent`.
+    const reactions: KeptReactions = new Map();
+    if (recent.length > 0) {
+      for (const kept of this.#sql.reactionsFrom.iterate(key, recent[0].id)) {
+        reactions.set(Number(kept.id), parseReactions(kept.reactions));
+      }
+    }
+    return { epoch: String(row.epoch), lastId, recent, reactions };
   }
 
   create(room: string, epoch: string): void {
@@ -308,6 +371,8 @@ export class SqliteArchive implements RoomArchive {
     let ids = this.#removals.get(known.key);
     if (!ids) this.#removals.set(known.key, ids = new Set());
     ids.add(id);
+    // Its reactions go with it (the stored row with the commit).
+    this.#reacted.delete(`${known.key}/${id}`);
   }
 
   replace(room: string, event: RoomEvent): void {
@@ -318,6 +383,38 @@ export class SqliteArchive implements RoomArchive {
       event.id,
       JSON.stringify(event),
     ]);
+  }
+
+  react(room: string, id: number, reactions: KeptReaction[]): void {
+    const known = this.#known.get(room);
+    if (!known) throw new Error(`no room ${room} in the archive`);
+    // Kept as given (the rules make a new list at each change) and turned
+    // into JSON once, at the commit: a storm costs no JSON per toggle.
+    this.#reacted.set(`${known.key}/${id}`, [known.key, id, reactions]);
+  }
+
+  reactions(room: string, ids: readonly number[]): KeptReactions {
+    const found: KeptReactions = new Map();
+    const known = this.#known.get(room);
+    if (!known || ids.length === 0) return found;
+    const removed = this.#removals.get(known.key);
+    const stored: number[] = [];
+    for (const id of ids) {
+      if (removed?.has(id)) continue; // deleted this turn: none
+      const queued = this.#reacted.get(`${known.key}/${id}`);
+      if (queued) found.set(id, queued[2]);
+      else stored.push(id);
+    }
+    if (stored.length === 0) return found;
+    for (
+      const row of this.#sql.reactions.iterate(
+        known.key,
+        JSON.stringify(stored),
+      )
+    ) {
+      found.set(Number(row.id), parseReactions(row.reactions));
+    }
+    return found;
   }
 
   find(room: string, id: number): RoomEvent | undefined {
@@ -377,7 +474,7 @@ export class SqliteArchive implements RoomArchive {
     if (
       made.size === 0 && this.#rows.length === 0 &&
       this.#removals.size === 0 && this.#changes.length === 0 &&
-      this.#replacements.size === 0
+      this.#replacements.size === 0 && this.#reacted.size === 0
     ) {
       return;
     }
@@ -392,10 +489,16 @@ export class SqliteArchive implements RoomArchive {
       for (const [key, id, event] of this.#replacements.values()) {
         sql.replaceEvent.run(event, key, id);
       }
+      for (const [key, id, reactions] of this.#reacted.values()) {
+        sql.setReactions.run(key, id, JSON.stringify(reactions));
+      }
       // After the inserts: a message deleted in the turn it was sent is
-      // among them.
+      // among them. After the reactions: a deleted message has none.
       for (const [key, ids] of this.#removals) {
-        for (const id of ids) sql.removeEvent.run(key, id);
+        for (const id of ids) {
+          sql.removeEvent.run(key, id);
+          sql.removeReactions.run(key, id);
+        }
       }
       for (const [room, change] of this.#changes) this.#apply(room, change);
       this.#db.exec("COMMIT");
@@ -406,6 +509,7 @@ export class SqliteArchive implements RoomArchive {
     }
     this.#rows = [];
     this.#replacements.clear();
+    this.#reacted.clear();
     this.#removals.clear();
     this.#changes = [];
     for (const room of made.values()) room.epoch = undefined;
@@ -514,6 +618,8 @@ export class SqliteArchive implements RoomArchive {
       if (upTo < oldest) continue;
       sql.keepLast.run(key); // the last id given out, before its event goes
       deleted += Number(sql.trimTo.run(key, upTo).changes);
+      // Their reactions with them (not counted: at most one per event).
+      sql.trimReactions.run(key, upTo);
     }
     // Bans and mutes that have run out (a few rows at most).
     sql.expireSanctions.run(now);
@@ -535,6 +641,38 @@ export class SqliteArchive implements RoomArchive {
       }
     }, ms);
   }
+}
+
+/** Whether this process can use (perhaps after upgrading) a schema version. */
+function upgradable(version: number): boolean {
+  for (let v = version; v !== SCHEMA_VERSION; v++) {
+    if (!(v in MIGRATIONS)) return false;
+  }
+  return true;
+}
+
+/**
+ * Brings a file of ours to {@linkcode SCHEMA_VERSION}, in the opening
+ * transaction (read again in it: what another opener did meanwhile counts).
+ */
+function upgrade(db: DatabaseSync): void {
+  let version = Number(db.prepare("PRAGMA user_version").get()!.user_version);
+  if (version === SCHEMA_VERSION) return;
+  if (!upgradable(version)) {
+    throw new DataFileError(otherSchema(version));
+  }
+  for (; version < SCHEMA_VERSION; version++) db.exec(MIGRATIONS[version]);
+  db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+}
+
+/** Why a file of schema `version` cannot be used. */
+function otherSchema(version: number): string {
+  return `made by another version of deno-chat (schema ${version}, this one reads ${SCHEMA_VERSION})`;
+}
+
+/** A `reactions` row's JSON, as the store keeps it. */
+function parseReactions(text: unknown): KeptReaction[] {
+  return JSON.parse(String(text)) as KeptReaction[];
 }
 
 function firstLine(text: string): string {

@@ -10,10 +10,10 @@
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { CloseCode, type NewEvent } from "../wire/protocol.ts";
+import { CloseCode, type NewEvent, type RoomEvent } from "../wire/protocol.ts";
 import type { ChatServer } from "../main.ts";
-import { SqliteArchive, SqliteStore } from "./sqlite_store.ts";
-import { reconnectToken, type RoomStore } from "./rooms.ts";
+import { DataFileError, SqliteArchive, SqliteStore } from "./sqlite_store.ts";
+import { type KeptReaction, reconnectToken, type RoomStore } from "./rooms.ts";
 import {
   chatUrl,
   cli,
@@ -32,6 +32,8 @@ import { hs256, OP_KEY, SECRET, signedClient } from "../tests/auth_helpers.ts";
 
 /** Bob's session secret, so that he is the same person after a restart. */
 const BOB_SESSION = "bob-session-secret-0123456789";
+/** Ada's, likewise. */
+const ADA_SESSION = "ada-session-secret-0123456789";
 
 /** What a spawned CLI needs to write its data file (and nothing else). */
 function writeTo(dir: string): string[] {
@@ -100,7 +102,9 @@ async function allPages(
 }
 
 /** Lets a test use a fresh temporary directory, removed afterwards. */
-async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+async function inTempDir(
+  fn: (dir: string) => void | Promise<void>,
+): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "chat-data-" });
   try {
     await fn(dir);
@@ -184,6 +188,52 @@ Deno.test("kill -9 right after the echo of an edit loses nothing: the message is
     assert.ok(history.some((e: Json) => e.id === edit.id && e.type === "edit"));
     assert.ok(!JSON.stringify(history).includes("lunch at 11"));
     await back.close();
+    second.child.kill("SIGTERM");
+    assert.equal((await within(second.child.status, "the exit")).code, 0);
+    await second.lines.cancel();
+  });
+});
+
+Deno.test("kill -9 right after the notice of a reaction loses nothing: the welcome after the restart shows it, with `me` for its person", async () => {
+  await inTempDir(async (dir) => {
+    const data = ["--data", `${dir}/chat.db`, "--quiet"];
+    const first = await startCli(data, writeTo(dir));
+    const server = { wsPort: first.wsPort } as ChatServer;
+    const ada = await jsonClient(server, "/", { nick: "ada" }, ADA_SESSION);
+    const said = await sendAndEcho(ada, "ship it?");
+    ada.send(JSON.stringify({ type: "react", id: said.id, key: "👍" }));
+    let notice: Json;
+    do notice = await ada.event("the reaction's notice"); while (
+      notice.type !== "react"
+    );
+    first.child.kill("SIGKILL"); // right after the notice
+    await within(first.child.status, "the kill");
+    await first.lines.cancel();
+    await within(ada.closed, "the dropped connection");
+    assert.deepEqual(notice, {
+      type: "react",
+      target: said.id,
+      key: "👍",
+      from: "ada",
+      on: true,
+      count: 1,
+    });
+
+    const second = await startCli(data, writeTo(dir));
+    const again = { wsPort: second.wsPort } as ChatServer;
+    const bea = await jsonClient(again, "/", { nick: "bea" });
+    const seen = bea.welcome.history.find((e: Json) => e.id === said.id);
+    assert.deepEqual(seen, {
+      ...said,
+      reactions: [{ key: "👍", count: 1, nicks: ["ada"], me: false }],
+    });
+    // Her session is the same person: `me` for her.
+    const back = await jsonClient(again, "/", { nick: "ada" }, ADA_SESSION);
+    assert.deepEqual(
+      back.welcome.history.find((e: Json) => e.id === said.id).reactions,
+      [{ key: "👍", count: 1, nicks: ["ada"], me: true }],
+    );
+    await closeAll(bea, back);
     second.child.kill("SIGTERM");
     assert.equal((await within(second.child.status, "the exit")).code, 0);
     await second.lines.cancel();
@@ -780,7 +830,9 @@ Deno.test("the store answers an append only once it is committed", async () => {
     store.hold("lobby");
     const seen: number[] = [];
     const unsubscribe = store.subscribe("lobby", (event) => {
-      if (event.type !== "typing") seen.push(event.id);
+      if (event.type !== "typing" && event.type !== "react") {
+        seen.push(event.id);
+      }
     });
     const appended = store.append("lobby", messages(1)[0]);
     assert.deepEqual(seen, [], "not delivered before the commit");
@@ -792,6 +844,378 @@ Deno.test("the store answers an append only once it is committed", async () => {
     reader.close();
     assert.equal(Number(row!.n), 1);
     unsubscribe();
+    store.release("lobby");
+    await store.close!();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Reactions
+// ---------------------------------------------------------------------------
+
+/** A message event as the archive is given it. */
+function said(id: number, text = `m${id}`): RoomEvent {
+  return { type: "message", id, ts: Date.now(), from: "ada", text };
+}
+
+/** `key` by these people, as a store keeps it (owner `o-NICK`). */
+function by(key: string, ...nicks: string[]): KeptReaction {
+  return { key, by: nicks.map((nick) => [`o-${nick}`, nick]) };
+}
+
+/** The `reactions` rows of the file at `path`, by id (another connection). */
+function reactionRows(path: string): Map<number, KeptReaction[]> {
+  const reader = new DatabaseSync(path, { readOnly: true });
+  try {
+    return new Map(
+      reader.prepare("SELECT id, reactions FROM reactions ORDER BY id").all()
+        .map((row) => [Number(row.id), JSON.parse(String(row.reactions))]),
+    );
+  } finally {
+    reader.close();
+  }
+}
+
+Deno.test("the archive keeps reactions beside their messages: queued then stored, through a reopen, gone with a deleted message", async () => {
+  await inTempDir((dir) => {
+    const path = `${dir}/chat.db`;
+    let archive = SqliteArchive.open({ ...FILL, path });
+    archive.create("lobby", "e1");
+    for (let id = 1; id <= 4; id++) archive.append("lobby", said(id));
+    // Message 1: the latest list wins; 2: had some, all taken back; 3:
+    // deleted in the turn it got them; 4: deleted after they were kept.
+    archive.react("lobby", 1, [by("👍", "ada")]);
+    archive.react("lobby", 1, [by("👍", "ada", "bob"), by(":tada:", "cy")]);
+    archive.react("lobby", 2, [by("👀", "bob")]);
+    archive.react("lobby", 2, []);
+    archive.react("lobby", 4, [by("👍", "cy")]);
+    const expected = new Map([
+      [1, [by("👍", "ada", "bob"), by(":tada:", "cy")]],
+      [2, []],
+      [4, [by("👍", "cy")]],
+    ]);
+    assert.deepEqual(
+      archive.reactions("lobby", [1, 2, 3, 4, 99]),
+      expected,
+      "queued: read back before the commit",
+    );
+    assert.deepEqual(reactionRows(path), new Map(), "nothing written yet");
+    archive.commit();
+    assert.deepEqual(reactionRows(path), expected, "one row each");
+    assert.deepEqual(
+      archive.reactions("lobby", [4, 3, 2, 1]),
+      expected,
+      "stored",
+    );
+    assert.deepEqual(archive.reactions("lobby", []), new Map());
+    assert.deepEqual(archive.reactions("nowhere", [1]), new Map());
+    archive.react("lobby", 3, [by("😂", "ada")]);
+    archive.delete("lobby", 3);
+    archive.delete("lobby", 4);
+    assert.deepEqual(
+      archive.reactions("lobby", [1, 2, 3, 4]),
+      new Map([...expected].filter(([id]) => id < 3)),
+      "deleted this turn: gone for every reader already",
+    );
+    archive.commit();
+    assert.deepEqual(
+      [...reactionRows(path).keys()],
+      [1, 2],
+      "the deleted messages' rows are gone",
+    );
+    archive.close();
+
+    // Reopened: the room's recent events come with their reactions, the
+    // `[]` record included, and only theirs.
+    archive = SqliteArchive.open({ ...FILL, path });
+    const kept = archive.load("lobby", 10)!;
+    assert.deepEqual(kept.recent.map((event) => event.id), [1, 2]);
+    assert.deepEqual(kept.reactions, new Map([...expected].slice(0, 2)));
+    assert.deepEqual(
+      archive.load("lobby", 1)!.reactions,
+      new Map([[2, []]]),
+      "those of the events loaded",
+    );
+    assert.deepEqual(
+      archive.reactions("lobby", [1, 2, 3, 4]),
+      new Map([...expected].slice(0, 2)),
+    );
+    // A reaction after the reopen replaces the row.
+    archive.react("lobby", 2, [by("👀", "dee")]);
+    archive.close(); // commits what is queued
+    assert.deepEqual(reactionRows(path).get(2), [by("👀", "dee")]);
+  });
+});
+
+Deno.test("retention trims a message's reactions with it", async () => {
+  await inTempDir((dir) => {
+    const path = `${dir}/chat.db`;
+    let archive = SqliteArchive.open({ ...FILL, path, retainEvents: 2 });
+    archive.create("lobby", "e1");
+    archive.create("other", "e2");
+    for (let id = 1; id <= 5; id++) archive.append("lobby", said(id));
+    archive.append("other", said(1));
+    for (const id of [1, 3, 4, 5]) archive.react("lobby", id, [by("👍", "a")]);
+    archive.react("other", 1, [by("👍", "a")]);
+    archive.commit();
+    assert.equal(archive.trim(), 3, "lobby's 1 to 3");
+    assert.deepEqual(
+      archive.reactions("lobby", [1, 2, 3, 4, 5]),
+      new Map([[4, [by("👍", "a")]], [5, [by("👍", "a")]]]),
+    );
+    assert.deepEqual(
+      archive.reactions("other", [1]),
+      new Map([[1, [by("👍", "a")]]]),
+      "another room's are its own",
+    );
+    archive.close();
+    // By age: everything expires, reactions too.
+    archive = SqliteArchive.open({ ...FILL, path, retainDays: 1 });
+    assert.equal(archive.trim(Date.now() + 2 * 24 * 60 * 60 * 1000), 3);
+    archive.close();
+    assert.deepEqual(reactionRows(path), new Map());
+  });
+});
+
+/** The schema deno-chat wrote before reactions (version 1), verbatim. */
+const SCHEMA_1 = `
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+  CREATE TABLE rooms (
+    key INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    epoch TEXT NOT NULL,
+    last_id INTEGER NOT NULL
+  );
+  CREATE TABLE events (
+    room INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (room, id)
+  ) WITHOUT ROWID;
+  CREATE TABLE moderation (
+    room TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    until INTEGER,
+    PRIMARY KEY (room, kind, key)
+  ) WITHOUT ROWID;
+  PRAGMA application_id = ${0x64636874};
+  PRAGMA user_version = 1;
+`;
+
+/** A file as a deno-chat of schema `version` left it: lobby, 2 messages. */
+function oldFile(path: string, version: number): void {
+  const db = new DatabaseSync(path);
+  db.exec(SCHEMA_1);
+  db.exec(`PRAGMA user_version = ${version}`);
+  db.prepare("INSERT INTO rooms VALUES (1, 'lobby', 'old-epoch', 0)").run();
+  const insert = db.prepare("INSERT INTO events VALUES (1, ?, ?, ?)");
+  for (const event of [said(1), said(2)]) {
+    insert.run(event.id, event.ts, JSON.stringify(event));
+  }
+  db.close();
+}
+
+Deno.test("a data file made before reactions opens, keeps its history and keeps reactions from then on", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    oldFile(path, 1);
+    let archive = SqliteArchive.open({ ...FILL, path });
+    const kept = archive.load("lobby", 10)!;
+    assert.equal(kept.epoch, "old-epoch");
+    assert.deepEqual(kept.recent.map((event) => event.id), [1, 2]);
+    assert.deepEqual(kept.reactions, new Map());
+    assert.deepEqual(archive.reactions("lobby", [1, 2]), new Map());
+    archive.react("lobby", 2, [by("👍", "ada")]);
+    archive.close();
+    const reader = new DatabaseSync(path, { readOnly: true });
+    const version = reader.prepare("PRAGMA user_version").get()!.user_version;
+    reader.close();
+    assert.equal(Number(version), 2, "upgraded in place");
+    archive = SqliteArchive.open({ ...FILL, path });
+    assert.deepEqual(
+      archive.load("lobby", 10)!.reactions,
+      new Map([[2, [by("👍", "ada")]]]),
+    );
+    archive.close();
+    // Through the store and a real server too: the old file's messages in
+    // the welcome.
+    const old = `${dir}/old.db`;
+    oldFile(old, 1);
+    await withChat({ data: old }, async (chat) => {
+      const ada = await jsonClient(chat, "/", { nick: "ada" });
+      assert.equal(ada.welcome.epoch, "old-epoch");
+      assert.deepEqual(
+        ada.welcome.history.map((event: Json) => event.text),
+        ["m1", "m2", undefined],
+      );
+      await ada.close();
+    });
+  });
+});
+
+Deno.test("a data file of a newer schema is refused, and left as it was", async () => {
+  await inTempDir((dir) => {
+    const path = `${dir}/chat.db`;
+    oldFile(path, 3);
+    assert.throws(
+      () => SqliteArchive.open({ ...FILL, path }),
+      (error: Error) =>
+        error instanceof DataFileError &&
+        /^cannot use --data .*: made by another version of deno-chat \(schema 3, this one reads 2\)$/
+          .test(error.message),
+    );
+    const reader = new DatabaseSync(path, { readOnly: true });
+    const version = reader.prepare("PRAGMA user_version").get()!.user_version;
+    const tables = reader.prepare(
+      "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'reactions'",
+    ).get()!.n;
+    reader.close();
+    assert.deepEqual([Number(version), Number(tables)], [3, 0]);
+  });
+});
+
+Deno.test("a reaction storm is one row write per message per commit", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    await fill(path, "lobby", messages(3));
+    // Counts the archive's writes to `reactions` (a trigger in the file,
+    // fired by the archive's own connection).
+    const setup = new DatabaseSync(path);
+    setup.exec(`
+      CREATE TABLE reaction_writes (n INTEGER NOT NULL);
+      INSERT INTO reaction_writes VALUES (0);
+      CREATE TRIGGER count_reaction_writes AFTER INSERT ON reactions
+        BEGIN UPDATE reaction_writes SET n = n + 1; END;
+    `);
+    setup.close();
+    const writes = () => {
+      const reader = new DatabaseSync(path, { readOnly: true });
+      const n = reader.prepare("SELECT n FROM reaction_writes").get()!.n;
+      reader.close();
+      return Number(n);
+    };
+    const store = await SqliteStore.connect({ ...FILL, path });
+    store.hold("lobby");
+    // One turn: 300 people thumb message 1 up, one of them toggles message
+    // 2 two hundred times (ending where it started: none, a `[]` record).
+    const reactors = Array.from({ length: 300 }, (_, i) => ({
+      owner: `o${i}`,
+      nick: `p${i}`,
+      keys: [],
+    }));
+    const answers = [];
+    for (const reactor of reactors) {
+      answers.push(store.react("lobby", reactor, 1, "👍"));
+    }
+    for (let i = 0; i < 200; i++) {
+      answers.push(store.react("lobby", reactors[0], 2, "🎉"));
+    }
+    const done = await Promise.all(answers);
+    assert.deepEqual(done.at(299), {
+      type: "react",
+      target: 1,
+      key: "👍",
+      from: "p299",
+      on: true,
+      count: 300,
+    });
+    assert.deepEqual(done.at(-1), {
+      type: "react",
+      target: 2,
+      key: "🎉",
+      from: "p0",
+      on: false,
+      count: 0,
+    });
+    assert.equal(writes(), 2, "one row write for each message");
+    const rows = reactionRows(path);
+    assert.deepEqual(rows.get(1), [
+      { key: "👍", by: reactors.map(({ owner, nick }) => [owner, nick]) },
+    ]);
+    assert.deepEqual(rows.get(2), []);
+    // The next turn's toggle is the next commit's one write.
+    await store.react("lobby", reactors[5], 1, "👍");
+    assert.equal(writes(), 3);
+    assert.equal(reactionRows(path).get(1)![0].by.length, 299);
+    store.release("lobby");
+    await store.close!();
+  });
+});
+
+Deno.test("reactions to messages below the live window are read from and written to the file, and a page of history carries them", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    await fill(path, "lobby", messages(8));
+    const reactor = (nick: string) => ({ owner: `o-${nick}`, nick, keys: [] });
+    const page = { before: 9, limit: 200, visible: () => true };
+    for (const nick of ["ada", "bob"]) {
+      // Reopened each time: the first reaction is only in the file.
+      const store = await SqliteStore.connect({
+        ...FILL,
+        path,
+        historySize: 3,
+      });
+      store.hold("lobby");
+      assert.equal(
+        (await store.react("lobby", reactor(nick), 2, "👍") as Json).count,
+        nick === "ada" ? 1 : 2,
+      );
+      store.release("lobby");
+      await store.close!();
+    }
+    const store = await SqliteStore.connect({ ...FILL, path, historySize: 3 });
+    store.hold("lobby");
+    const read = await store.history("lobby", page);
+    assert.deepEqual(read.events.map((event) => event.id), [
+      1,
+      2,
+      3,
+      4,
+      5,
+      6,
+      7,
+      8,
+    ]);
+    assert.deepEqual(read.reactions, new Map([[2, [by("👍", "ada", "bob")]]]));
+    store.release("lobby");
+    await store.close!();
+  });
+});
+
+Deno.test("a room loaded into a live window smaller in bytes than its events keeps no reaction records of the events left out", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    await fill(
+      path,
+      "lobby",
+      messages(6).map((m) => ({ ...m, text: "x".repeat(100) })),
+    );
+    const reactor = (nick: string) => ({ owner: `o-${nick}`, nick, keys: [] });
+    let store = await SqliteStore.connect({ ...FILL, path });
+    store.hold("lobby");
+    await store.react("lobby", reactor("ada"), 1, "👍");
+    store.release("lobby");
+    await store.close!();
+    // Loaded again with room for 2 of the 6 in memory: message 1 is only in
+    // the file, so are its reactions, each new one on top of the last.
+    store = await SqliteStore.connect({ ...FILL, path, maxHistoryBytes: 300 });
+    store.hold("lobby");
+    const counts = [];
+    for (const nick of ["bob", "cy"]) {
+      counts.push(
+        (await store.react("lobby", reactor(nick), 1, "👍") as Json).count,
+      );
+    }
+    assert.deepEqual(counts, [2, 3]);
+    const page = await store.history("lobby", {
+      before: 7,
+      limit: 10,
+      visible: () => true,
+    });
+    assert.deepEqual(page.reactions?.get(1), [by("👍", "ada", "bob", "cy")]);
     store.release("lobby");
     await store.close!();
   });

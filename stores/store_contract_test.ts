@@ -13,7 +13,12 @@ import assert from "node:assert/strict";
 import { haveRedis, startRedis } from "../tests/redis_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
 import { SqliteStore } from "./sqlite_store.ts";
-import type { LiveEvent, NewEvent, RoomEvent } from "../wire/protocol.ts";
+import {
+  type LiveEvent,
+  MAX_REACTION_KEYS,
+  type NewEvent,
+  type RoomEvent,
+} from "../wire/protocol.ts";
 import {
   type HistoryPage,
   MemoryStore,
@@ -214,7 +219,7 @@ function join(
 
 /** Events without their time, which no test can predict. */
 function timeless(event: LiveEvent): unknown {
-  if (event.type === "typing") return event;
+  if (event.type === "typing" || event.type === "react") return event;
   const { ts: _, ...rest } = event;
   return rest;
 }
@@ -1140,4 +1145,228 @@ contract(
       );
     }
   },
+);
+
+// ---------------------------------------------------------------------------
+// Reactions: beside the history, never in it
+// ---------------------------------------------------------------------------
+
+/** The whole history, read back. */
+function everything(store: RoomStore, room: string): Promise<HistoryPage> {
+  return store.history(room, {
+    before: Number.MAX_SAFE_INTEGER,
+    limit: 200,
+    visible: EVERYTHING,
+  });
+}
+
+contract(
+  "react: adds, takes back or toggles (`on`: as asked, and nothing announced when it is so already); one per person per key; every read has the result",
+  async (subject) => {
+    const store = () => subject.store;
+    const { seen, stop } = listen(store(), "r");
+    // People by session: a connection's number is its process's alone
+    // (a shared store keeps it with the process's id), gone on a restart.
+    await join(store(), "r", { owner: "s.ann", nick: "ann" }); // 1
+    await join(store(), "r", { owner: "s.bob", nick: "bob" }); // 2
+    const said = await store().append("r", {
+      type: "message",
+      from: "ann",
+      text: "lunch?",
+    }); // 3
+    const ann = { owner: "s.ann", nick: "ann", keys: ["s.ann"] };
+    const bob = { owner: "s.bob", nick: "bob", keys: ["s.bob"] };
+    const notice = (from: string, on: boolean, count: number) => ({
+      type: "react",
+      target: said.id,
+      key: "👍",
+      from,
+      on,
+      count,
+    });
+    const react = (who: typeof ann, on?: boolean) =>
+      store().react("r", who, said.id, "👍", on);
+    assert.deepEqual(await react(ann), notice("ann", true, 1));
+    const unchanged = (on: boolean, count: number) => ({
+      unchanged: true,
+      on,
+      count,
+    });
+    assert.deepEqual(await react(ann, true), unchanged(true, 1)); // so already
+    assert.deepEqual(await react(bob), notice("bob", true, 2)); // two people: 2
+    // The same person under another nick is still one.
+    assert.deepEqual(
+      await react({ ...ann, nick: "ann2" }, true),
+      unchanged(true, 2),
+    );
+    assert.deepEqual(await react(ann, false), notice("ann", false, 1));
+    assert.deepEqual(await react(ann, false), unchanged(false, 1)); // so already
+    assert.deepEqual(await react(ann), notice("ann", true, 2)); // toggled back
+    await eventually("the notices delivered", () => seen.length === 7);
+    // After the events, and only what changed.
+    assert.deepEqual(seen, [
+      { type: "join", nick: "ann", id: 1 },
+      { type: "join", nick: "bob", id: 2 },
+      { type: "message", from: "ann", text: "lunch?", id: 3 },
+      notice("ann", true, 1),
+      notice("bob", true, 2),
+      notice("ann", false, 1),
+      notice("ann", true, 2),
+    ]);
+    stop();
+    // Kept as who reacted, in order (ann took hers back and came again).
+    const kept = new Map([[said.id, [{
+      key: "👍",
+      by: [["s.bob", "bob"], ["s.ann", "ann"]] as [string, string][],
+    }]]]);
+    const check = async (owner: string) => {
+      const cy = await join(store(), "r", { owner });
+      assert.deepEqual(cy.reactions, kept);
+      assert.deepEqual((await everything(store(), "r")).reactions, kept);
+      // Reactions take no id: the next event's is the next one.
+      return cy;
+    };
+    const cy = await check("c1");
+    assert.equal(cy.lastId, 4, "only cy's join appended");
+    // A resume has them too (for the messages it had).
+    const back = await join(store(), "r", {
+      owner: "c2",
+      since: cy.lastId,
+      epoch: cy.epoch,
+    });
+    assert.equal(back.gap, false);
+    assert.deepEqual(back.reactions, kept);
+    if (subject.reopen) {
+      await subject.reopen();
+      await check("c3");
+    }
+    // All taken back: a record with none (it had some).
+    await store().react("r", ann, said.id, "👍", false);
+    await store().react("r", bob, said.id, "👍", false);
+    const dee = await join(store(), "r", { owner: "c4" });
+    assert.deepEqual(dee.reactions, new Map([[said.id, []]]));
+  },
+);
+
+contract(
+  `react: a message takes at most MAX_REACTION_KEYS (${MAX_REACTION_KEYS}) keys, a new one past them is reaction_limit; adding oneself to one there is not`,
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" });
+    const said = await store.append("r", {
+      type: "message",
+      from: "ann",
+      text: "vote",
+    });
+    const ann = { owner: "1", nick: "ann", keys: ["1"] };
+    const bob = { owner: "2", nick: "bob", keys: ["2"] };
+    for (let i = 0; i < MAX_REACTION_KEYS; i++) {
+      const answer = await store.react("r", ann, said.id, `:k${i}:`);
+      assert.equal((answer as { count?: number }).count, 1, `:k${i}:`);
+    }
+    const past = `:k${MAX_REACTION_KEYS}:`;
+    assert.deepEqual(await store.react("r", bob, said.id, past), {
+      refused: "reaction_limit",
+    });
+    assert.deepEqual(await store.react("r", bob, said.id, ":k0:"), {
+      type: "react",
+      target: said.id,
+      key: ":k0:",
+      from: "bob",
+      on: true,
+      count: 2,
+    });
+    // A key nobody holds any more frees its place.
+    await store.react("r", ann, said.id, ":k1:", false);
+    assert.equal(
+      (await store.react("r", bob, said.id, past) as { count?: number }).count,
+      1,
+    );
+    const joined = await join(store, "r", { owner: "3" });
+    const keys = joined.reactions.get(said.id)!.map((reaction) => reaction.key);
+    assert.equal(keys.length, MAX_REACTION_KEYS);
+    assert.ok(!keys.includes(":k1:") && keys.at(-1) === past);
+  },
+);
+
+contract(
+  "react: a muted person is refused; an unknown, deleted or non-message id is no_such_message; a deleted message's reactions go with it",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // 1
+    await join(store, "r", { owner: "s.bob", nick: "bob", keys: ["s.bob"] }); // 2
+    const ann = { owner: "1", nick: "ann", keys: ["1"] };
+    const bob = { owner: "s.bob", nick: "bob", keys: ["s.bob"] };
+    const said = await store.append("r", {
+      type: "message",
+      from: "ann",
+      text: "hi",
+    }); // 3
+    const did = await store.append("r", {
+      type: "action",
+      from: "ann",
+      text: "waves",
+    }); // 4
+    assert.equal(
+      (await store.react("r", ann, did.id, "👋") as { count?: number }).count,
+      1,
+      "an action takes reactions",
+    );
+    assert.equal(await store.mute("r", "bob"), "muted");
+    assert.deepEqual(await store.react("r", bob, said.id, "👍"), {
+      refused: "muted",
+    });
+    await store.unmute("r", "bob");
+    await store.react("r", bob, said.id, "👍");
+    for (const id of [999, 1]) {
+      assert.deepEqual(await store.react("r", ann, id, "👍"), {
+        refused: "no_such_message",
+      }, `id ${id}`);
+    }
+    await store.delete("r", said.id, "ann");
+    assert.deepEqual(await store.react("r", ann, said.id, "👍"), {
+      refused: "no_such_message",
+    });
+    const cy = await join(store, "r", { owner: "3" });
+    assert.deepEqual([...cy.reactions.keys()], [did.id]);
+    assert.deepEqual(
+      [...(await everything(store, "r")).reactions?.keys() ?? []],
+      [did.id],
+    );
+  },
+);
+
+contract(
+  "reactions take no history slot; a message trimmed out of the live window takes its reactions with it",
+  async ({ store }, kind) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // 1
+    const ids = await say(store, "r", 4); // 2 to 5: the window is full
+    for (let i = 0; i < 30; i++) {
+      await store.react(
+        "r",
+        { owner: `p${i}`, nick: `p${i}`, keys: [`p${i}`] },
+        ids[i % 4],
+        `:k${i % 7}:`,
+      );
+    }
+    const window = [1, ...ids];
+    assert.deepEqual(
+      (await everything(store, "r")).events.map((event) => event.id),
+      window,
+    );
+    // Another connection of ann's appends nothing: the history is as kept.
+    const tab = await join(store, "r", { owner: "1" });
+    assert.equal(tab.present, true);
+    assert.deepEqual(tab.history.map((event) => event.id), window);
+    assert.deepEqual([...tab.reactions.keys()].sort(), ids);
+    // Three more messages and a join: the reacted ones but the last are out.
+    await say(store, "r", 3); // 6 to 8
+    const late = await join(store, "r", { owner: "2", nick: "bob" }); // 9
+    assert.deepEqual(late.history.map((event) => event.id), [5, 6, 7, 8, 9]);
+    assert.deepEqual([...late.reactions.keys()], [ids[3]]);
+    if (!kind.pagesPastWindow) {
+      assert.deepEqual([...(await everything(store, "r")).reactions!.keys()], [
+        ids[3],
+      ]);
+    }
+  },
+  { historySize: 5 },
 );

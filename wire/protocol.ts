@@ -42,6 +42,15 @@ export const MAX_NICK_CHARS = 24;
  * @default {100}
  */
 export const REPLY_QUOTE_CHARS = 100;
+/**
+ * Most distinct reaction keys one message may carry: a twenty-first is
+ * refused (`reaction_limit`), while adding oneself to a key already there
+ * is not.
+ * @default {20}
+ */
+export const MAX_REACTION_KEYS = 20;
+/** Longest `:short_name:` reaction key, colons included. @default {32} */
+export const MAX_SHORT_NAME_CHARS = 32;
 /** A person's typing notices reach the room at most this often. */
 export const TYPING_INTERVAL_MS = 2000;
 /**
@@ -214,6 +223,26 @@ export function checkMinutes(
   );
 }
 
+/** One emoji (as Unicode lists them, or a lone pictograph such as ❤). */
+const EMOJI = /^(?:\p{RGI_Emoji}|\p{Extended_Pictographic})$/v;
+const SHORT_NAME = new RegExp(
+  `^:[a-z0-9_+-]{1,${MAX_SHORT_NAME_CHARS - 2}}:$`,
+);
+
+/** What a reaction key may be, for its refusal. */
+export const REACTION_KEY_RULE =
+  `a reaction is one emoji or a :short_name: of at most ${MAX_SHORT_NAME_CHARS} characters (a-z, 0-9, _, + and -)`;
+
+/** A reaction key: one emoji grapheme or a `:short_name:`. */
+export function checkReactionKey(value: unknown): string | FieldRefusal {
+  if (
+    typeof value === "string" && (EMOJI.test(value) || SHORT_NAME.test(value))
+  ) {
+    return value;
+  }
+  return new FieldRefusal("bad_request", REACTION_KEY_RULE);
+}
+
 // ---------------------------------------------------------------------------
 // Events and frames
 // ---------------------------------------------------------------------------
@@ -266,6 +295,51 @@ export interface Said {
   replyTo?: ReplyQuote;
   /** When its text was last edited (its author's `edit`). */
   edited?: number;
+  /**
+   * Its reactions, in the order their keys were first used, in a welcome,
+   * a history page or the HTTP API's history (absent: none). Live changes
+   * come as {@linkcode ReactEvent}s.
+   */
+  reactions?: Reaction[];
+}
+
+/** One key's reactions to a message, as a reader sees them. */
+export interface Reaction {
+  /** One emoji, or a `:short_name:`. */
+  key: string;
+  /** How many people reacted with it. */
+  count: number;
+  /** Their nicks (as they were when they reacted), first one first. */
+  nicks: string[];
+  /** Whether the reader is one of them. */
+  me: boolean;
+}
+
+/**
+ * A reaction added (`on`) or taken back: passed on live to the room, with
+ * the key's count after it; it takes no id and no place in history (the
+ * message's `reactions` keep the result).
+ */
+export interface ReactEvent {
+  type: "react";
+  /** The message's id. */
+  target: number;
+  key: string;
+  /** Who reacted (their nick). */
+  from: string;
+  on: boolean;
+  /** How many people now react to the message with `key`. */
+  count: number;
+}
+
+/**
+ * A resuming client's welcome: the reactions now on messages it had before
+ * it left (the room's kept ones with any, or with none left), which may
+ * have changed while it was away.
+ */
+export interface Reacted {
+  id: number;
+  reactions: Reaction[];
 }
 
 /**
@@ -315,8 +389,8 @@ export interface TypingEvent {
   nick: string;
 }
 
-/** What a room's subscriber gets: its events, and typing notices. */
-export type LiveEvent = RoomEvent | TypingEvent;
+/** What a room's subscriber gets: its events, and typing and reaction notices. */
+export type LiveEvent = RoomEvent | TypingEvent | ReactEvent;
 
 /**
  * A room event before the store gives it an id and a time. (`Omit` over the
@@ -339,6 +413,8 @@ export interface Welcome {
   lastId: number;
   /** A resume that could not be served exactly. */
   gap: boolean;
+  /** A resume's: reactions now on messages the client already had. */
+  reacted?: Reacted[];
   maxMessageChars: number;
   /** How long after sending its author may edit a message (0: never). */
   editWindowSeconds: number;
@@ -387,7 +463,9 @@ export type ErrorCode =
   /** `/unban` of a nick nobody banned holds. */
   | "not_banned"
   /** An edit after `--edit-window` (or with editing off). */
-  | "edit_window";
+  | "edit_window"
+  /** A new reaction key on a message with {@linkcode MAX_REACTION_KEYS}. */
+  | "reaction_limit";
 
 /** A refusal of one frame; the connection stays open. */
 export interface ErrorFrame {
@@ -431,6 +509,8 @@ export type ServerFrame =
 /** What a JSON client may send. */
 export type ClientFrame =
   | { type: "edit"; id: number; text: string }
+  /** Toggles a reaction (`on`: adds or takes it back whatever it was). */
+  | { type: "react"; id: number; key: string; on?: boolean }
   | { type: "message"; text: string; replyTo?: number }
   | { type: "action"; text: string; replyTo?: number }
   | { type: "nick"; nick: string }
@@ -449,6 +529,11 @@ export type Command =
   | { type: "message" | "action"; text: string; replyTo?: number }
   /** The author's new text for their message `id`. */
   | { type: "edit"; id: number; text: string }
+  /**
+   * A reaction to message `id` with `key` (as typed: the store's caller
+   * checks it), added or taken back (`on`; absent: the other of what it is).
+   */
+  | { type: "react"; id: number; key: string; on?: boolean }
   | { type: "dm"; to: string; text: string }
   | { type: "typing" }
   /** `nick` empty: the plain-text `/nick` that asks for yours. */
@@ -499,7 +584,7 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
+  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /react ID EMOJI, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
 
 /** How `/history` is used, for a count that is not one. */
 export const HISTORY_USAGE =
@@ -515,6 +600,10 @@ export const REPLY_USAGE = "usage: /reply ID TEXT (ID: the message answered)";
 /** How `/edit` is used. */
 export const EDIT_USAGE = "usage: /edit ID TEXT (ID: your message)";
 
+/** How `/react` is used. */
+export const REACT_USAGE =
+  "usage: /react ID EMOJI (an emoji or :short_name:; again to take it back)";
+
 /** How `/join` is used, for a room name that is not one. */
 export const JOIN_USAGE = `usage: /join ROOM (${ROOM_RULE})`;
 
@@ -528,6 +617,7 @@ export const COMMAND_NAMES = [
   "msg",
   "reply",
   "edit",
+  "react",
   "join",
   "quit",
   "exit",
@@ -585,6 +675,11 @@ export function parseCommand(line: string): Command {
       const edit = arg.match(/^(\d{1,15})\s+([\s\S]+)$/);
       if (!edit || Number(edit[1]) < 1) return usage(EDIT_USAGE);
       return { type: "edit", id: Number(edit[1]), text: edit[2] };
+    }
+    case "react": {
+      const react = arg.match(/^(\d{1,15})\s+(\S+)$/);
+      if (!react || Number(react[1]) < 1) return usage(REACT_USAGE);
+      return { type: "react", id: Number(react[1]), key: react[2] };
     }
     case "join":
       return { type: "join", room: arg };
@@ -754,7 +849,7 @@ function moderationCommand(
 }
 
 const JSON_FORMS =
-  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
+  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"edit","id":ID,"text":…}, {"type":"react","id":ID,"key":EMOJI}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
 
 const HISTORY_FORM =
   `expected {"type":"history","before":ID,"limit":N}: ID a whole number >= 0, N from 1 to ${MAX_HISTORY_PAGE} (default ${DEFAULT_HISTORY_PAGE})`;
@@ -813,6 +908,22 @@ export function parseJsonCommand(data: string): Command {
         };
       }
       return { type: "edit", id, text };
+    }
+    if (frame.type === "react") {
+      const { id, key, on } = frame;
+      if (
+        typeof id !== "number" || !Number.isSafeInteger(id) || id < 1 ||
+        typeof key !== "string" || (on !== undefined && typeof on !== "boolean")
+      ) {
+        return {
+          type: "invalid",
+          code: "bad_request",
+          message: 'expected {"type":"react","id":ID,"key":EMOJI,"on"?:BOOL}',
+        };
+      }
+      return on === undefined
+        ? { type: "react", id, key }
+        : { type: "react", id, key, on };
     }
     if (frame.type === "nick" && typeof frame.nick === "string") {
       return { type: "nick", nick: frame.nick };
@@ -954,6 +1065,13 @@ export function renderText(event: RoomEvent): string {
     case "delete":
       return ` .... ${event.by} deleted message ${event.deleted}.`;
   }
+}
+
+/** A reaction notice on a plain-text line. */
+export function renderReaction(event: ReactEvent): string {
+  return event.on
+    ? `* ${event.from} reacted ${event.key} to #${event.target}`
+    : `* ${event.from} took back ${event.key} from #${event.target}`;
 }
 
 /** A reply's quote on a plain-text line: `↪ ada: "the start…" `. */
@@ -1131,6 +1249,8 @@ export const PAGE_CONSTANTS = {
   typingIntervalMs: TYPING_INTERVAL_MS,
   editUsage: EDIT_USAGE,
   replyUsage: REPLY_USAGE,
+  reactUsage: REACT_USAGE,
+  maxReactionKeys: MAX_REACTION_KEYS,
   commands: COMMAND_NAMES,
   helpText: HELP_TEXT,
   moderationHelp: MODERATION_HELP,
