@@ -228,6 +228,12 @@ let outbox: Outbox = newOutbox(
 );
 /** Numbers the connections (the store's owner names). */
 let nextOwner = 0;
+/**
+ * Makes this start's connection owners its own: a store that keeps what
+ * people did (reactions with `--data`) must not take a connection after a
+ * restart for the one that had its number before.
+ */
+let ownerTag = "";
 /** One chat per process: a new start waits for the last one's `stopped`. */
 let phase: "running" | "stopping" | "stopped" = "stopped";
 
@@ -434,7 +440,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     phase: "opening",
     owner: request.identity
       ? ownerOf(request.identity)
-      : request.session ?? String(++nextOwner),
+      : request.session ?? `c.${ownerTag}.${++nextOwner}`,
     nick: "",
     room: localRoom(request.room),
     json: request.json,
@@ -1052,6 +1058,7 @@ export async function startChat(
   counters = newCounters();
   outbox = newOutbox(counters, settings.maxMessageChars, settings.editWindow);
   nextOwner = 0;
+  ownerTag = crypto.randomUUID().slice(0, 13);
   phase = "running";
   const startedAt = Date.now();
   const api = makeApi(settings, store, {

@@ -286,6 +286,34 @@ Deno.test("a deleted message takes its reactions with it; reactions take no plac
   });
 });
 
+Deno.test("with --data, a connection after a restart is nobody who reacted before it (no `me` on, no taking back, another's reaction)", async () => {
+  const dir = await Deno.makeTempDir();
+  const data = `${dir}/chat.db`;
+  try {
+    let id = 0;
+    await withChat({ data }, async (chat) => {
+      const ada = await jsonClient(chat, "/", { nick: "ada" });
+      send(ada, { type: "message", text: "keep me" });
+      id = (await until(ada, (e) => e.type === "message")).id;
+      send(ada, { type: "react", id, key: "👍" });
+      await until(ada, isReact);
+      await closeAll(ada);
+    });
+    await withChat({ data }, async (chat) => {
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      const kept = bob.welcome.history.find((e: Json) => e.id === id);
+      assert.deepEqual(kept.reactions, [
+        { key: "👍", count: 1, nicks: ["ada"], me: false },
+      ]);
+      send(bob, { type: "react", id, key: "👍" });
+      assert.equal((await until(bob, isReact)).count, 2, "his own, added");
+      await closeAll(bob);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("reactions spend the message rate: past the burst they are dropped with rate_limited", async () => {
   await withChat({ rate: 1, burst: 3 }, async (chat) => {
     const ada = await jsonClient(chat, "/", { nick: "ada" });
