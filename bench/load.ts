@@ -33,7 +33,18 @@
  *          [--size 64] [--protocol text|json] [--rate 0] [--stagger]
  *          [--duration 60]
  *          [--pid SERVER_PID[,PID…]] [--workers 1] [--room-size 0]
- *          [--source-ips 0] [--join-wave 0] [--json] [--quiet]
+ *          [--source-ips 0] [--join-wave 0] [--react 0] [--react-keys 8]
+ *          [--json] [--quiet]
+ *
+ * With `--react N` (scenario (r), a reaction storm, JSON only) client 0
+ * posts one message once everyone is in, and then each of the K senders
+ * toggles a reaction on that message N times instead of sending messages,
+ * its keys from a fixed set of `--react-keys` emoji (see
+ * {@linkcode reactionKeyOf}), window and pacing as for messages. Every
+ * client applies every `react` notice to its own per-key counts, checks
+ * each notice's count against them, and must end with the counts the
+ * toggles add up to; then a fresh client per server process checks the
+ * message's `reactions` in its welcome and in a history page.
  *
  * With `--join-wave W` (scenario (f)) there is no send phase: the clients
  * join in waves of W (a wave starts when every client of the last one has
@@ -88,6 +99,38 @@ const CLIENT_SATURATED_SHARE = 0.9;
 const CLOSE_TIMEOUT_MS = 10_000;
 /** Status code of the close frames sent when leaving (RFC 6455 normal). */
 const CLOSE_NORMAL = 1000;
+/**
+ * Scenario (r)'s reaction keys, the first `--react-keys` of them: one code
+ * point each (no variation selectors), all plain emoji the server takes.
+ */
+export const REACTION_KEYS = [
+  "👍",
+  "😂",
+  "🎉",
+  "😮",
+  "😢",
+  "🔥",
+  "👀",
+  "🚀",
+  "💯",
+  "🙏",
+  "👏",
+  "🤔",
+  "😍",
+  "😎",
+  "🥳",
+  "💡",
+  "✅",
+  "🐛",
+  "🍕",
+  "🌈",
+] as const;
+/** Scenario (r): reaction keys used when `--react-keys` is not given. */
+const DEFAULT_REACTION_KEYS = 8;
+/** The text of scenario (r)'s message: `~TAG~REACT_TARGET~…`. */
+const REACT_TARGET = "react-target";
+/** A fresh client's check of the stored reactions must finish within this. */
+const PROBE_TIMEOUT_MS = 10_000;
 /** RFC 6455 handshake GUID. */
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -126,6 +169,13 @@ export interface LoadConfig {
    * no messages; 0 = the usual connect, settle, send.
    */
   joinWave: number;
+  /**
+   * Scenario (r): each sender toggles this many reactions on one message
+   * (posted by client 0) instead of sending messages; 0 = messages.
+   */
+  react: number;
+  /** Scenario (r): how many of {@linkcode REACTION_KEYS} the toggles use. */
+  reactKeys: number;
   /** Random tag in every message text, so stray messages are not counted. */
   tag: string;
   quiet: boolean;
@@ -145,12 +195,32 @@ interface GroupReport {
   lastDeliveryAt: number;
   cpuS: number;
   errors: string[];
+  /** Scenario (r): what this group's clients saw of the reactions. */
+  react?: GroupReactions;
+}
+
+/** Scenario (r), one group: the target and the clients' counts. */
+interface GroupReactions {
+  /** The id of the message reacted to. */
+  target: number;
+  /**
+   * Notices whose count was not the client's count for the key ± 1: the
+   * notices came out of the order in which the store counted them.
+   */
+  outOfStep: number;
+  /** Clients whose counts at the end were not the toggles' sum. */
+  wrongClients: number;
+  /** The first such client's counts and the expected ones. */
+  wrongExample?: string;
+  /** A toggle's echo that was not the client's next toggle. */
+  echoMismatches: number;
 }
 
 /** The final report, printed as a table or with `--json`. */
 export interface LoadReport {
   config: Omit<LoadConfig, "tag" | "quiet">;
-  status: "ok" | "lost" | "error";
+  /** `wrong`: nothing lost, but reaction counts that do not add up. */
+  status: "ok" | "lost" | "wrong" | "error";
   errors: string[];
   connected: number;
   connectS: number;
@@ -185,6 +255,31 @@ export interface LoadReport {
     cpuS: number;
     cpuShare: number;
     saturated: boolean;
+  };
+  /** Scenario (r) (`--react`): the reaction storm's checks. */
+  react?: {
+    /** Clients that toggled (`--senders`), each `--react` times. */
+    reactors: number;
+    togglesPerClient: number;
+    target: number;
+    /** Each key's count at the end, from the toggles each person made. */
+    expected: Record<string, number>;
+    /** Notices whose count was not the client's running count ± 1. */
+    outOfStep: number;
+    /** Clients whose counts at the end were not `expected`. */
+    wrongClients: number;
+    wrongExample?: string;
+    echoMismatches: number;
+    /** Fresh clients that read the message back (one per server URL). */
+    probes: number;
+    /** What they found wrong in a welcome's or a history page's counts. */
+    storedProblems: string[];
+    /**
+     * Keys a fresh client was shown as its own (`me`): it reacted with
+     * none, so every one is a wrong owner match (reported apart: the
+     * counts can be right).
+     */
+    meProblems: string[];
   };
   /** Scenario (f) (`--join-wave`): joins and leaves, no send phase. */
   churn?: {
@@ -315,6 +410,163 @@ function histQuantile(hist: number[], q: number): number {
   return NaN;
 }
 
+// ------------------------------------------------------------ reactions ---
+
+/**
+ * Scenario (r): the key (an index into {@linkcode REACTION_KEYS}) of
+ * sender `sender`'s toggle number `n`. A fixed hash, so that every load
+ * process and the final check know every toggle without being told; some
+ * people toggle one key twice (taking it back), so counts go down as well
+ * as up.
+ */
+export function reactionKeyOf(sender: number, n: number, keys: number): number {
+  let h = Math.imul(sender + 1, 0x9e3779b1) ^ Math.imul(n + 1, 0x85ebca6b);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x7feb352d);
+  h ^= h >>> 15;
+  return (h >>> 0) % keys;
+}
+
+/** Each key's count once each of `senders` made its `toggles` toggles. */
+export function expectedReactionCounts(
+  senders: number,
+  toggles: number,
+  keys: number,
+): Int32Array {
+  const counts = new Int32Array(keys);
+  const on = new Uint8Array(keys);
+  for (let sender = 0; sender < senders; sender++) {
+    on.fill(0);
+    for (let n = 0; n < toggles; n++) on[reactionKeyOf(sender, n, keys)] ^= 1;
+    for (let k = 0; k < keys; k++) counts[k] += on[k];
+  }
+  return counts;
+}
+
+/** Counts by key, for reports: `{"👍": 3, …}` (keys at 0 included). */
+function countsByKey(counts: ArrayLike<number>): Record<string, number> {
+  return Object.fromEntries(
+    Array.from(counts, (count, k) => [REACTION_KEYS[k], count]),
+  );
+}
+
+/** What a fresh client found wrong in a message's stored reactions. */
+export interface StoredProblems {
+  /** Counts (and nicks) that differ from the toggles' sum. */
+  counts: string[];
+  /** Keys shown as the fresh client's own (`me`), which it never used. */
+  me: string[];
+}
+
+/**
+ * Scenario (r): a fresh JSON client reads message `target` back from the
+ * server at `url` (its welcome's history, unless the message is older than
+ * all of it, then a history page of that one message) and says what differs
+ * from `expected` (by key; keys at 0 must be absent).
+ */
+export async function probeStoredReactions(
+  url: string,
+  target: number,
+  expected: Int32Array,
+): Promise<StoredProblems> {
+  const me: string[] = [];
+  const problems: string[] = [];
+  const ws = new WebSocket(url, JSON_PROTOCOL);
+  const frames: unknown[] = [];
+  let wake: (() => void) | null = null;
+  ws.onmessage = (e) => {
+    frames.push(JSON.parse(e.data));
+    wake?.();
+  };
+  const closed = new Promise<void>((resolve) => {
+    ws.onclose = () => {
+      wake?.();
+      resolve();
+    };
+  });
+  ws.onerror = () => {};
+  const deadline = Date.now() + PROBE_TIMEOUT_MS;
+  /** The next frame that passes `test`. */
+  const next = async (test: (frame: Json) => boolean): Promise<Json | null> => {
+    for (;;) {
+      const frame = frames.shift() as Json | undefined;
+      if (frame !== undefined) {
+        if (!Array.isArray(frame) && test(frame)) return frame;
+        continue;
+      }
+      if (ws.readyState >= WebSocket.CLOSING || Date.now() > deadline) {
+        return null;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 100);
+      });
+      wake = null;
+    }
+  };
+  const compare = (where: string, event: Json | undefined) => {
+    if (!event) {
+      problems.push(`${url}: ${where}: message #${target} not there`);
+      return;
+    }
+    const got = new Map<string, number>();
+    for (const r of (event.reactions ?? []) as Json[]) {
+      got.set(r.key, r.count);
+      if (r.nicks?.length !== r.count) {
+        problems.push(
+          `${url}: ${where}: ${r.key}: ${r.nicks?.length} nicks, count ${r.count}`,
+        );
+      }
+      if (r.me !== false) me.push(`${url}: ${where}: ${r.key}: me ${r.me}`);
+    }
+    expected.forEach((count, k) => {
+      const key = REACTION_KEYS[k];
+      if ((got.get(key) ?? 0) !== count || (count === 0 && got.has(key))) {
+        problems.push(
+          `${url}: ${where}: ${key} ${
+            got.get(key) ?? "absent"
+          }, expected ${count}`,
+        );
+      }
+      got.delete(key);
+    });
+    for (const key of got.keys()) {
+      problems.push(`${url}: ${where}: unexpected key ${key}`);
+    }
+  };
+  try {
+    const welcome = await next((f) => f.type === "welcome");
+    if (!welcome) problems.push(`${url}: no welcome`);
+    else {
+      const history = welcome.history as Json[];
+      // After everyone left (a restart's check), the leaves may fill it.
+      if (!(history[0]?.id > target)) {
+        compare("welcome", history.find((e) => e.id === target));
+      }
+      ws.send(
+        JSON.stringify({ type: "history", before: target + 1, limit: 1 }),
+      );
+      const page = await next((f) => f.type === "history");
+      if (!page) problems.push(`${url}: no history page`);
+      else {
+        compare(
+          "history page",
+          (page.events as Json[]).find((e) => e.id === target),
+        );
+      }
+    }
+  } catch (e) {
+    problems.push(`${url}: ${(e as Error).message}`);
+  } finally {
+    ws.close();
+    await closed;
+  }
+  return { counts: problems, me };
+}
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
 // --------------------------------------------------------------- client ---
 
 const encoder = new TextEncoder();
@@ -340,8 +592,29 @@ class Group {
   running = false;
   readonly errors: string[] = [];
   #onProgress: (() => void) | null = null;
+  /** Scenario (r): the key index of each reaction key used. */
+  readonly keyIndex: Map<string, number>;
+  /**
+   * Scenario (r): a number for each reactor's nick, in the order this
+   * process first saw them (for the clients' last-notice tables).
+   */
+  readonly nickIndex = new Map<string, number>();
+  /** Scenario (r): each key's count once every toggle is in. */
+  readonly expectedCounts: Int32Array;
+  /** Scenario (r): notices whose count was not the running count ± 1. */
+  outOfStep = 0;
+  /** Scenario (r): echoes that were not the client's next toggle. */
+  echoMismatches = 0;
 
-  constructor(readonly cfg: LoadConfig, readonly indices: number[]) {}
+  constructor(readonly cfg: LoadConfig, readonly indices: number[]) {
+    const keys = cfg.react > 0 ? cfg.reactKeys : 0;
+    this.keyIndex = new Map(REACTION_KEYS.slice(0, keys).map((k, i) => [k, i]));
+    this.expectedCounts = expectedReactionCounts(
+      Math.min(cfg.senders, cfg.clients),
+      cfg.react,
+      keys,
+    );
+  }
 
   /** Connects this group's clients, CONNECT_BATCH at a time. */
   async connect(): Promise<void> {
@@ -365,7 +638,9 @@ class Group {
       for (let s = 0; s < senders; s++) {
         if (this.roomOf(s) === room) roomSenders++;
       }
-      c.expected = roomSenders * this.cfg.messages;
+      // Scenario (r): every toggle's notice reaches everyone, the toggler too.
+      c.expected = roomSenders *
+        (this.cfg.react > 0 ? this.cfg.react : this.cfg.messages);
       this.expected += c.expected;
     }
   }
@@ -417,6 +692,27 @@ class Group {
     this.errors.push("join traffic did not settle");
   }
 
+  /**
+   * Scenario (r): client 0 (in whichever process has it) posts the message
+   * to react to; resolves with its id once every client of this group has
+   * it.
+   */
+  async postTarget(): Promise<number> {
+    this.clients.find((c) => c.idx === 0)?.postTarget();
+    const deadline = Date.now() + SETTLE_MAX_MS;
+    while (this.clients.some((c) => c.target === 0)) {
+      if (Date.now() > deadline) {
+        throw new Error("the message to react to did not reach every client");
+      }
+      await sleep(10);
+    }
+    const target = this.clients[0]?.target ?? 0;
+    if (this.clients.some((c) => c.target !== target)) {
+      throw new Error("clients disagree on the message to react to");
+    }
+    return target;
+  }
+
   /** Runs the send phase until everything arrived, a stall or the cap. */
   async run(startAt: number): Promise<GroupReport> {
     const cpu0 = procCpuS("self");
@@ -443,6 +739,22 @@ class Group {
     }
     this.running = false;
     for (const c of this.clients) c.stopSending();
+    let react: GroupReactions | undefined;
+    if (this.cfg.react > 0) {
+      react = {
+        target: this.clients[0]?.target ?? 0,
+        outOfStep: this.outOfStep,
+        wrongClients: 0,
+        echoMismatches: this.echoMismatches,
+      };
+      const want = this.expectedCounts.join(",");
+      for (const c of this.clients) {
+        const got = c.counts.join(",");
+        if (got === want) continue;
+        react.wrongClients++;
+        react.wrongExample ??= `client ${c.idx}: ${got}, expected ${want}`;
+      }
+    }
     return {
       connected: this.connected,
       delivered: this.delivered,
@@ -455,6 +767,7 @@ class Group {
       lastDeliveryAt: this.lastDeliveryAt,
       cpuS: procCpuS("self") - cpu0,
       errors: this.errors,
+      ...(react ? { react } : {}),
     };
   }
 
@@ -490,6 +803,22 @@ class Client {
   #welcome!: { resolve: () => void; reject: (error: Error) => void };
   #gotWelcome = false;
   #onClosed: (() => void) | null = null;
+  /** Scenario (r): the id of the message reacted to, once it came. */
+  target = 0;
+  /** Scenario (r): this client's count of each key, from the notices. */
+  readonly counts: Int32Array;
+  /** Scenario (r): the nick the welcome gave (`from` of its own notices). */
+  #you = "";
+  /** Scenario (r): whether this client's reaction with each key is on. */
+  #mine: Uint8Array;
+  /** Scenario (r): its toggles not yet echoed, oldest first. */
+  #toggles: { key: number; on: boolean; at: number }[] = [];
+  /**
+   * Scenario (r): the last notice of each reactor and key (index
+   * reactor × keys + key): 0 none, 1 on, 2 taken back. A toggle always
+   * flips, so the same twice in a row is a duplicate.
+   */
+  #lastOn: Uint8Array;
 
   /**
    * `churn` (scenario (f)): after the welcome, frames are only counted as
@@ -511,6 +840,10 @@ class Client {
     this.senderId = idx < cfg.senders ? idx : -1;
     this.json = cfg.protocol === "json";
     this.#lastSeq = new Int32Array(Math.max(1, cfg.senders)).fill(-1);
+    const keys = group.keyIndex.size;
+    this.counts = new Int32Array(keys);
+    this.#mine = new Uint8Array(keys);
+    this.#lastOn = new Uint8Array(keys > 0 ? cfg.senders * keys : 0);
   }
 
   /** TCP connect from this client's source address, then the handshake. */
@@ -608,12 +941,12 @@ class Client {
       : 0;
     const tick = () => {
       const due = Math.min(
-        cfg.messages,
+        this.#total,
         Math.floor((wallMs() - startAt - late) * cfg.rate / 1000) + 1,
       );
       while (this.#sent < due && this.#inflight < cfg.window) this.#queue();
       this.#flush();
-      if (this.#sent >= cfg.messages) clearInterval(this.#timer);
+      if (this.#sent >= this.#total) clearInterval(this.#timer);
     };
     this.#timer = setInterval(tick, Math.min(10, 1000 / cfg.rate));
     tick();
@@ -647,16 +980,52 @@ class Client {
     this.#sock?.destroy();
   }
 
+  /** What this client sends in all: messages, or toggles in scenario (r). */
+  get #total(): number {
+    const cfg = this.group.cfg;
+    return cfg.react > 0 ? cfg.react : cfg.messages;
+  }
+
   #fill(): void {
     const cfg = this.group.cfg;
-    while (this.#sent < cfg.messages && this.#inflight < cfg.window) {
+    while (this.#sent < this.#total && this.#inflight < cfg.window) {
       this.#queue();
     }
   }
 
-  /** Queues the next message; the text carries its send time. */
+  /** Scenario (r): client 0 posts the message everyone will react to. */
+  postTarget(): void {
+    const text = `~${this.group.cfg.tag}~${REACT_TARGET}~`;
+    this.#outbox.push(
+      encodeFrame(
+        Opcode.Text,
+        encoder.encode(JSON.stringify({ type: "message", text })),
+      ),
+    );
+    this.#flush();
+  }
+
+  /**
+   * Queues the next message, whose text carries its send time; in scenario
+   * (r) the next toggle (its send time kept until its echo).
+   */
   #queue(): void {
     const cfg = this.group.cfg;
+    if (cfg.react > 0) {
+      const key = reactionKeyOf(this.senderId, this.#sent, cfg.reactKeys);
+      const on = this.#mine[key] === 0;
+      this.#mine[key] = on ? 1 : 0;
+      this.#toggles.push({ key, on, at: wallMs() });
+      const body = JSON.stringify({
+        type: "react",
+        id: this.target,
+        key: REACTION_KEYS[key],
+      });
+      this.#outbox.push(encodeFrame(Opcode.Text, encoder.encode(body)));
+      this.#sent++;
+      this.#inflight++;
+      return;
+    }
     let text = `~${cfg.tag}~${this.senderId}~${this.#sent}~${
       wallMs().toFixed(3)
     }~`;
@@ -771,11 +1140,77 @@ class Client {
     }
     // One object, or an array of the events of one server event-loop turn.
     // The welcome's history is not counted: it is not a delivery.
+    const react = this.group.cfg.react > 0;
     for (const ev of Array.isArray(v) ? v : [v]) {
-      if (ev && ev.type === "message" && typeof ev.text === "string") {
+      if (!ev) continue;
+      if (react) this.#onReactFrame(ev, now);
+      else if (ev.type === "message" && typeof ev.text === "string") {
         this.#onChat(ev.text, now);
       }
     }
+  }
+
+  /** Scenario (r): the welcome, the target message, notices, refusals. */
+  #onReactFrame(ev: Json, now: number): void {
+    const group = this.group;
+    if (ev.type === "react") this.#onReact(ev, now);
+    else if (ev.type === "welcome") this.#you = ev.you;
+    else if (
+      ev.type === "message" && this.target === 0 &&
+      ev.text === `~${group.cfg.tag}~${REACT_TARGET}~`
+    ) {
+      this.target = ev.id;
+    } else if (ev.type === "error") {
+      group.errors.push(`client ${this.idx}: ${ev.code}: ${ev.message}`);
+    }
+  }
+
+  /**
+   * Scenario (r): one `react` notice. The count is the server's: it must
+   * be this client's count for the key ± 1 (the notices come in the order
+   * the store counted them), and it becomes this client's count.
+   */
+  #onReact(ev: Json, now: number): void {
+    const group = this.group;
+    const key = group.keyIndex.get(ev.key);
+    if (ev.target !== this.target || key === undefined) {
+      group.errors.push(
+        `client ${this.idx}: stray notice ${ev.key} #${ev.target}`,
+      );
+      return;
+    }
+    let reactor = group.nickIndex.get(ev.from);
+    if (reactor === undefined) {
+      reactor = group.nickIndex.size;
+      if (reactor * group.keyIndex.size >= this.#lastOn.length) {
+        group.errors.push(`client ${this.idx}: more reactors than senders`);
+        return;
+      }
+      group.nickIndex.set(ev.from, reactor);
+    }
+    const slot = reactor * group.keyIndex.size + key;
+    const state = ev.on ? 1 : 2;
+    if (this.#lastOn[slot] === state) {
+      group.dups++;
+      return;
+    }
+    this.#lastOn[slot] = state;
+    if (ev.count !== this.counts[key] + (ev.on ? 1 : -1)) group.outOfStep++;
+    this.counts[key] = ev.count;
+    group.delivered++;
+    group.lastDeliveryAt = now;
+    if (ev.from !== this.#you) return;
+    const toggle = this.#toggles.shift();
+    if (!toggle || toggle.key !== key || toggle.on !== ev.on) {
+      group.echoMismatches++;
+    }
+    if (toggle) {
+      const latency = Math.max(0, now - toggle.at);
+      group.hist[histIndex(latency)]++;
+      if (latency > group.maxLatencyMs) group.maxLatencyMs = latency;
+    }
+    this.#inflight--;
+    if (group.cfg.rate <= 0) this.#fill();
   }
 
   /** Counts one chat message `~TAG~SENDER~SEQ~SENTAT~…`. */
@@ -835,6 +1270,8 @@ function sleep(ms: number): Promise<void> {
 interface GroupHandle {
   connect(): Promise<void>;
   settle(): Promise<void>;
+  /** Scenario (r): the message to react to (see `Group.postTarget`). */
+  postTarget(): Promise<number>;
   run(startAt: number): Promise<GroupReport>;
   close(): Promise<void>;
   progress(): { connected: number; delivered: number; expected: number };
@@ -844,6 +1281,7 @@ function localHandle(group: Group): GroupHandle {
   return {
     connect: () => group.connect(),
     settle: () => group.settle(),
+    postTarget: () => group.postTarget(),
     run: (startAt) => group.run(startAt),
     close: () => Promise.resolve(group.close()),
     progress: () => ({
@@ -891,6 +1329,7 @@ function workerHandle(cfg: LoadConfig, indices: number[]): GroupHandle {
   return {
     connect: () => call("connect") as Promise<void>,
     settle: () => call("settle") as Promise<void>,
+    postTarget: () => call("postTarget") as Promise<number>,
     run: (startAt) => call("run", startAt) as Promise<GroupReport>,
     close: async () => {
       await call("close");
@@ -940,6 +1379,7 @@ async function workerMain(spec: string): Promise<void> {
       let result: unknown = null;
       if (cmd === "connect") await group.connect();
       else if (cmd === "settle") await group.settle();
+      else if (cmd === "postTarget") result = await group.postTarget();
       else if (cmd === "run") result = await group.run(arg);
       else if (cmd === "close") group.close();
       send({ ev: "result", result });
@@ -1004,12 +1444,24 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
   let byThread1: ThreadCpu[] = [];
   let rssConnected = NaN;
   let coordinatorRunCpu = 0;
+  /** Scenario (r): the message reacted to, and what fresh clients found. */
+  let target = 0;
+  let probes = 0;
+  const storedProblems: string[] = [];
+  const meProblems: string[] = [];
   try {
     await Promise.all(handles.map((h) => h.connect()));
     connectS = (performance.now() - t0) / 1000;
     log(`connected ${cfg.clients} clients in ${connectS.toFixed(1)} s`);
     phase = "settling";
     await Promise.all(handles.map((h) => h.settle()));
+    if (cfg.react > 0) {
+      const targets = await Promise.all(handles.map((h) => h.postTarget()));
+      target = targets[0];
+      if (targets.some((t) => t !== target)) {
+        throw new Error("load processes disagree on the message to react to");
+      }
+    }
     rssConnected = pid ? total(procRssKiB) : NaN;
     serverCpu0 = pid ? total(procCpuS) : NaN;
     byPid0 = pids.map(procCpuS);
@@ -1022,6 +1474,19 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     byPid1 = pids.map(procCpuS);
     byThread1 = pids.map(procThreadCpuS);
     coordinatorRunCpu = procCpuS("self") - ownCpu0;
+    if (target > 0) {
+      const expected = expectedReactionCounts(
+        cfg.senders,
+        cfg.react,
+        cfg.reactKeys,
+      );
+      for (const url of cfg.urls ?? [cfg.url]) {
+        const found = await probeStoredReactions(url, target, expected);
+        storedProblems.push(...found.counts);
+        meProblems.push(...found.me);
+        probes++;
+      }
+    }
   } catch (e) {
     errors.push((e as Error).message);
   } finally {
@@ -1047,6 +1512,32 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
     connected += r.connected;
     errors.push(...new Set(r.errors.slice(0, 5)));
   }
+  let react: LoadReport["react"];
+  if (cfg.react > 0) {
+    react = {
+      reactors: cfg.senders,
+      togglesPerClient: cfg.react,
+      target,
+      expected: countsByKey(
+        expectedReactionCounts(cfg.senders, cfg.react, cfg.reactKeys),
+      ),
+      outOfStep: 0,
+      wrongClients: 0,
+      echoMismatches: 0,
+      probes,
+      storedProblems: storedProblems.slice(0, 10),
+      meProblems: meProblems.slice(0, 10),
+    };
+    for (const r of reports) {
+      if (!r.react) continue;
+      react.outOfStep += r.react.outOfStep;
+      react.wrongClients += r.react.wrongClients;
+      react.echoMismatches += r.react.echoMismatches;
+      react.wrongExample ??= r.react.wrongExample;
+    }
+    // Clients that never got as far as reporting count as wrong, too.
+    react.wrongClients += cfg.clients - connected;
+  }
   // With workers, the coordinator's own (small) share counts too.
   if (cfg.workers > 1) clientCpu += coordinatorRunCpu;
   const sendPhaseS = reports.length ? (lastAt - startAt) / 1000 : NaN;
@@ -1060,6 +1551,10 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
       ? "error"
       : lost !== 0
       ? "lost"
+      : react && (react.wrongClients > 0 || react.echoMismatches > 0 ||
+          react.outOfStep > 0 || react.storedProblems.length > 0 ||
+          react.probes === 0)
+      ? "wrong"
       : "ok",
     errors,
     connected,
@@ -1095,6 +1590,7 @@ export async function runLoad(cfg: LoadConfig): Promise<LoadReport> {
       saturated: sendPhaseS > 0 &&
         clientCpu / sendPhaseS > CLIENT_SATURATED_SHARE * cfg.workers,
     },
+    ...(react ? { react } : {}),
   };
 }
 
@@ -1197,7 +1693,9 @@ export function reportTable(r: LoadReport): string {
     ["status", r.status + (r.errors.length ? ` (${r.errors[0]})` : "")],
     [
       "scenario",
-      `${c.clients} clients, ${c.senders} senders x ${c.messages}, ` +
+      `${c.clients} clients, ${c.senders} senders x ${
+        c.react > 0 ? `${c.react} reactions` : c.messages
+      }, ` +
       `window ${c.window}${c.rate ? `, ${c.rate} msg/s` : ""}, ` +
       `${c.size} B, ${c.protocol}, ${c.workers} worker(s)`,
     ],
@@ -1210,7 +1708,32 @@ export function reportTable(r: LoadReport): string {
         `${fmt(r.churn.cpuS, 2)} s = ${fmt(r.churn.cpuUsPerJoin, 0)} µs/join`,
       ] as [string, string]]
       : []),
-    ["delivered", `${r.delivered} of ${r.expected} (lost ${r.lost})`],
+    ...(r.react
+      ? [[
+        "reactions",
+        `${r.react.reactors} clients x ${r.react.togglesPerClient} toggles ` +
+        `on #${r.react.target}; end counts ${
+          JSON.stringify(r.react.expected)
+        }; wrong on ${r.react.wrongClients} client(s)` +
+        `${r.react.wrongExample ? ` (${r.react.wrongExample})` : ""}, ` +
+        `${r.react.outOfStep} notice(s) out of step, ` +
+        `${r.react.echoMismatches} echo mismatch(es); stored: ${
+          r.react.storedProblems.length === 0
+            ? `exact (${r.react.probes} fresh client(s))`
+            : r.react.storedProblems.join("; ")
+        }${
+          r.react.meProblems.length
+            ? `; shown as a fresh client's own: ${
+              r.react.meProblems.join("; ")
+            }`
+            : ""
+        }`,
+      ] as [string, string]]
+      : []),
+    [
+      "delivered",
+      `${r.delivered} of ${r.expected} (lost ${r.lost}, dups ${r.dups})`,
+    ],
     ["delivered/s", fmt(r.deliveredPerS, 0)],
     ["delivered per frame", fmt(r.deliveredPerFrame, 1)],
     [
@@ -1263,6 +1786,11 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
       "room-size": { type: "string", default: "0" },
       "source-ips": { type: "string", default: "0" },
       "join-wave": { type: "string", default: "0" },
+      react: { type: "string", default: "0" },
+      "react-keys": {
+        type: "string",
+        default: String(DEFAULT_REACTION_KEYS),
+      },
       json: { type: "boolean", default: false },
       quiet: { type: "boolean", default: false },
     },
@@ -1301,6 +1829,18 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
   if (Number(values["join-wave"]) > 0 && Number(values.workers) > 1) {
     throw new Error("--join-wave runs in one load process (--workers 1)");
   }
+  const react = int("react", 0, 1_000_000);
+  if (react > 0) {
+    if (values.protocol !== "json") {
+      throw new Error("--react needs --protocol json");
+    }
+    if (Number(values["room-size"]) > 0 || Number(values["join-wave"]) > 0) {
+      throw new Error("--react is one room: no --room-size, no --join-wave");
+    }
+    if (Number(values.senders) < 1) {
+      throw new Error("--react needs --senders 1 or more (who react)");
+    }
+  }
   const sourceIps = int("source-ips", 0, MAX_SOURCE_IPS) ||
     Math.min(MAX_SOURCE_IPS, Math.ceil(clients / CLIENTS_PER_SOURCE_IP));
   return {
@@ -1321,6 +1861,8 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     roomSize: int("room-size", 0, MAX_CLIENTS),
     sourceIps,
     joinWave: int("join-wave", 0, MAX_CLIENTS),
+    react,
+    reactKeys: int("react-keys", 1, REACTION_KEYS.length),
     tag: crypto.randomUUID().slice(0, 8),
     quiet: values.quiet,
     json: values.json,

@@ -15,6 +15,10 @@
  *        deno task bench --scenario f --servers ours,redis  # (f) alone
  *        deno task bench --data      # (a), (b) and (e): in memory vs
  *                                    # `--data` (a SQLite file in a tmp dir)
+ *        deno task bench --scenario b,r --servers ours --protocols json
+ *                                    # (r): a reaction storm against the
+ *                                    # same storm of plain messages and (b)
+ *                                    # (with --data or --redis: those too)
  *        deno task bench --redis --base DIR --servers ours,redis,redis-base
  *                                    # and another build (a worktree: DIR
  *                                    # holds its main.ts) in the same run
@@ -27,7 +31,12 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { fmt, type LoadReport } from "./load.ts";
+import {
+  expectedReactionCounts,
+  fmt,
+  type LoadReport,
+  probeStoredReactions,
+} from "./load.ts";
 import { freePort } from "../tests/ws_frames.ts";
 import { untilRedisAnswers } from "../tests/redis_helpers.ts";
 
@@ -41,6 +50,25 @@ const DEFAULT_WORKERS = 2;
  * room fills one join after another rather than all at once.
  */
 const JOIN_WAVE = 100;
+/**
+ * Scenario (r): toggles per client. 4 over 8 keys: most people toggle some
+ * key twice (taking it back), and 1,000 clients make 4 M deliveries, ~2 s of
+ * server CPU (200 clock ticks: a per-delivery figure to 0.5 %).
+ */
+const REACT_TOGGLES = 4;
+/** Scenario (r): reaction keys in use (of load.ts's REACTION_KEYS). */
+const REACT_KEYS = 8;
+/**
+ * Scenario (r): toggles per second per client: the server's default rate
+ * limit (`--rate`, 10/s; the bench lifts it, the clients keep to it).
+ */
+const REACT_RATE = 10;
+/**
+ * Scenario (r): toggles a client may have un-echoed: the default burst
+ * (20), so that with {@linkcode REACT_TOGGLES} of them no client waits for
+ * an echo: all 4,000 toggles are sent within 0.4 s, at the rate limit.
+ */
+const REACT_WINDOW = 20;
 /** Runs per scenario and server when `--runs` is not given. */
 const DEFAULT_RUNS = 3;
 /** A server must answer `GET /healthz` within this after being started. */
@@ -91,6 +119,8 @@ interface Scenario {
   protocols?: string[];
   /** What `--scenario` calls it, when not its id (both (f) sizes are `f`). */
   group?: string;
+  /** Runs on our builds only (reactions: the others have none). */
+  oursOnly?: boolean;
 }
 
 type Metric =
@@ -106,7 +136,10 @@ type Metric =
   | "deliveredPerFrame"
   | "cpuUsPerMessage"
   | "cpuUsPerJoin"
-  | "joinS";
+  | "joinS"
+  | "countsWrong"
+  | "outOfStep"
+  | "meWrong";
 
 /** What the throughput scenarios (a) and (b) report. */
 const THROUGHPUT_METRICS: Metric[] = [
@@ -181,6 +214,35 @@ const SCENARIOS: Scenario[] = [
     ],
     metrics: ["p50", "p99", "max", "lost", "cpuUsPerDelivery"],
   },
+  // (r), issue 26: a reaction storm, and the same storm of plain messages
+  // as its yardstick (the same clients, senders, pacing and deliveries).
+  ...(["msg", "react"] as const).map((kind): Scenario => ({
+    id: `r-${kind}`,
+    group: "r",
+    title: kind === "react"
+      ? `(r) reaction storm: 1,000 JSON clients each toggle ${REACT_TOGGLES} reactions (${REACT_KEYS} keys) on one message at ${REACT_RATE}/s, window ${REACT_WINDOW}`
+      : `(r) yardstick: the same storm of plain messages, 1,000 JSON clients each send ${REACT_TOGGLES} at ${REACT_RATE}/s, window ${REACT_WINDOW}`,
+    args: [
+      "--clients=1000",
+      "--senders=1000",
+      kind === "react"
+        ? `--react=${REACT_TOGGLES}`
+        : `--messages=${REACT_TOGGLES}`,
+      ...(kind === "react" ? [`--react-keys=${REACT_KEYS}`] : []),
+      `--rate=${REACT_RATE}`,
+      `--window=${REACT_WINDOW}`,
+      "--duration=120",
+    ],
+    spread: true,
+    metrics: [
+      ...THROUGHPUT_METRICS,
+      ...(kind === "react"
+        ? ["countsWrong", "outOfStep", "meWrong"] as Metric[]
+        : []),
+    ],
+    protocols: ["json"],
+    oursOnly: true,
+  })),
   ...[1_000, 3_000].map((clients): Scenario => ({
     id: `f${clients / 1000}k`,
     group: "f",
@@ -211,6 +273,9 @@ const METRIC_LABEL: Record<Metric, string> = {
   cpuUsPerMessage: "srv CPU µs/msg",
   cpuUsPerJoin: "srv CPU µs/join",
   joinS: "join phase s",
+  countsWrong: "counts wrong",
+  outOfStep: "out of step",
+  meWrong: "me wrong",
 };
 
 function pick(r: LoadReport, m: Metric): number {
@@ -243,6 +308,17 @@ function pick(r: LoadReport, m: Metric): number {
       return r.churn?.cpuUsPerJoin ?? NaN;
     case "joinS":
       return r.churn?.joinS ?? NaN;
+    case "countsWrong":
+      // Clients whose counts were wrong at the end, echoes that were not
+      // the toggle sent, and what fresh clients found wrong in history.
+      return r.react
+        ? r.react.wrongClients + r.react.echoMismatches +
+          r.react.storedProblems.length + (r.react.probes === 0 ? 1 : 0)
+        : NaN;
+    case "outOfStep":
+      return r.react?.outOfStep ?? NaN;
+    case "meWrong":
+      return r.react?.meProblems?.length ?? NaN;
   }
 }
 
@@ -296,6 +372,21 @@ let pinned: { servers: string; load: string } | undefined;
 
 function log(s: string): void {
   console.error(`[bench] ${s}`);
+}
+
+/** Metrics that must be 0: the tables show the worst run's. */
+const WORST_OF_RUNS: Metric[] = [
+  "lost",
+  "dups",
+  "countsWrong",
+  "outOfStep",
+  "meWrong",
+];
+
+/** Whether scenario `s` runs against target `t`. */
+function runsOn(s: Scenario, t: Target): boolean {
+  if (s.protocols && !s.protocols.includes(t.protocol)) return false;
+  return !s.oursOnly || (t.server !== "reference" && t.server !== "bun");
 }
 
 /** Median of the finite values; NaN if there are none. */
@@ -413,6 +504,11 @@ interface Running {
   /** The page ports of our processes (`/metrics`). */
   pagePorts: number[];
   stop(): Promise<void>;
+  /**
+   * `--data`: stops the server and starts another on the same file (what
+   * it kept, read back), which `stop` then stops for good.
+   */
+  restart?(): Promise<Running>;
 }
 
 /**
@@ -482,7 +578,7 @@ const OURS_TARGET: Target = { name: "ours", server: "ours", protocol: "text" };
 async function startWithData(full: boolean): Promise<Running> {
   const dir = await Deno.makeTempDir({ prefix: "chat-bench-data-" });
   const remove = () => Deno.remove(dir, { recursive: true }).catch(() => {});
-  try {
+  const launch = async (): Promise<Running> => {
     const running = await startServer(OURS_TARGET, "", [
       "--data",
       `${dir}/chat.db`,
@@ -494,7 +590,14 @@ async function startWithData(full: boolean): Promise<Running> {
         await running.stop();
         await remove();
       },
+      restart: async () => {
+        await running.stop();
+        return await launch();
+      },
     };
+  };
+  try {
+    return await launch();
   } catch (e) {
     await remove();
     throw e;
@@ -629,12 +732,43 @@ async function measure(
     if (target.server === "redis" || target.server === "redis-base") {
       log(`${target.name}: ${await decisionsOf(server.pagePorts)}`);
     }
-    return text ? JSON.parse(text) as LoadReport : null;
+    const report = text ? JSON.parse(text) as LoadReport : null;
+    if (report?.react && server.restart) {
+      server = await server.restart();
+      await checkAfterRestart(report, server.wsPorts[0]);
+    }
+    return report;
   } catch (e) {
     log(`${target.name}: load failed: ${(e as Error).message}`);
     return null;
   } finally {
     await server.stop();
+  }
+}
+
+/**
+ * Scenario (r) with `--data`: after a restart on the same file, a fresh
+ * client must find the message's reactions as every client counted them
+ * (a history page's), else the report is `wrong`; keys shown as its own
+ * (`me`) go to `meProblems`.
+ */
+async function checkAfterRestart(
+  report: LoadReport,
+  wsPort: number,
+): Promise<void> {
+  const react = report.react!;
+  const { senders, react: toggles, reactKeys } = report.config;
+  const found = await probeStoredReactions(
+    `ws://127.0.0.1:${wsPort}/bench`,
+    react.target,
+    expectedReactionCounts(senders, toggles, reactKeys),
+  );
+  react.probes++;
+  const restarted = (problem: string) => `after a restart: ${problem}`;
+  react.storedProblems.push(...found.counts.map(restarted));
+  react.meProblems.push(...found.me.map(restarted));
+  if (found.counts.length > 0 && report.status === "ok") {
+    report.status = "wrong";
   }
 }
 
@@ -704,6 +838,51 @@ function table(rows: string[][]): string {
 
 type Medians = Record<string, Record<string, Partial<Record<Metric, number>>>>;
 
+/**
+ * Scenario (r) against plain messages, per target: the reaction storm's
+ * server CPU per delivered event and deliveries per frame beside the same
+ * storm of messages (the yardstick: same clients, senders, pacing and
+ * deliveries) and (b), when it ran.
+ */
+function reactionStormTable(m: Medians, targets: Target[]): string {
+  if (!m["r-react"]) return "";
+  const rows: string[][] = [[
+    "server",
+    "react µs/deliv",
+    "msgs µs/deliv",
+    "react ÷ msgs",
+    "(b) µs/deliv",
+    "react ÷ (b)",
+    "react deliv/frame",
+    "msgs deliv/frame",
+    "(b) deliv/frame",
+  ]];
+  for (const t of targets) {
+    const react = m["r-react"]?.[t.name];
+    if (!react) continue;
+    const msgs = m["r-msg"]?.[t.name] ?? {};
+    const b = m["b"]?.[t.name] ?? {};
+    const cpu = (x: Partial<Record<Metric, number>>) =>
+      x.cpuUsPerDelivery ?? NaN;
+    const frame = (x: Partial<Record<Metric, number>>) =>
+      x.deliveredPerFrame ?? NaN;
+    rows.push([
+      t.name,
+      fmt(cpu(react), 3),
+      fmt(cpu(msgs), 3),
+      fmt(cpu(react) / cpu(msgs), 2),
+      fmt(cpu(b), 3),
+      fmt(cpu(react) / cpu(b), 2),
+      fmt(frame(react), 1),
+      fmt(frame(msgs), 1),
+      fmt(frame(b), 1),
+    ]);
+  }
+  return `(r) the reaction storm against plain messages (medians)\n${
+    table(rows)
+  }`;
+}
+
 /** The issue's targets, checked against the medians. */
 function targetChecks(m: Medians): string[][] {
   const get = (s: string, t: string, k: Metric) => m[s]?.[t]?.[k] ?? NaN;
@@ -768,6 +947,39 @@ function targetChecks(m: Medians): string[][] {
     check(`(b) redis ${p} lost = 0`, get("b", `redis/${p}`, "lost"), 0);
     check(`(b) redis ${p} dups = 0`, get("b", `redis/${p}`, "dups"), 0);
   }
+  // A reaction storm (issue 26): CPU per delivered event within 1.2× a
+  // plain message's (the same storm of messages), nothing lost, counts exact.
+  for (const t of ["ours/json", "data/json", "redis/json"]) {
+    check(
+      `(r) ${t} react CPU/deliv ≤ 1.2× the message storm's`,
+      get("r-react", t, "cpuUsPerDelivery"),
+      1.2 * get("r-msg", t, "cpuUsPerDelivery"),
+    );
+    check(
+      `(r) ${t} react deliv/frame ≥ 0.8× the message storm's`,
+      get("r-react", t, "deliveredPerFrame"),
+      0.8 * get("r-msg", t, "deliveredPerFrame"),
+      false,
+    );
+    check(`(r) ${t} react lost = 0`, get("r-react", t, "lost"), 0);
+    check(`(r) ${t} react dups = 0`, get("r-react", t, "dups"), 0);
+    check(
+      `(r) ${t} counts exact (clients, echoes, history)`,
+      get("r-react", t, "countsWrong"),
+      0,
+    );
+    check(
+      `(r) ${t} notices in the store's order (out of step)`,
+      get("r-react", t, "outOfStep"),
+      0,
+    );
+    check(
+      `(r) ${t} a fresh client is "me" for none (owners)`,
+      get("r-react", t, "meWrong"),
+      0,
+    );
+    check(`(r) ${t} message storm lost = 0`, get("r-msg", t, "lost"), 0);
+  }
   check(
     "(f) redis json CPU/join ≤ 2× in memory at 3,000",
     get("f3k", "redis/json", "cpuUsPerJoin"),
@@ -818,20 +1030,21 @@ async function buildOf(dir: string): Promise<string> {
  */
 function scaled(scenario: Scenario, scale: number): Scenario {
   if (scale === 1) return scenario;
-  const messages = (arg: string) => Number(arg.slice("--messages=".length));
-  const before = messages(
-    scenario.args.find((a) => a.startsWith("--messages="))!,
-  );
+  // Messages per sender, or (r)'s toggles per client.
+  const flag = scenario.args.find((a) => a.startsWith("--react=")) !==
+      undefined
+    ? "--react="
+    : "--messages=";
+  const count = (arg: string) => Number(arg.slice(flag.length));
+  const before = count(scenario.args.find((a) => a.startsWith(flag))!);
   return {
     ...scenario,
-    title: scenario.title.replace(
-      `x ${fmt(before, 0)} msgs`,
-      `x ${fmt(before * scale, 0)} msgs`,
-    ),
+    title: scenario.title
+      .replace(`x ${fmt(before, 0)} msgs`, `x ${fmt(before * scale, 0)} msgs`)
+      .replace(`each toggle ${before} `, `each toggle ${before * scale} `)
+      .replace(`each send ${before} `, `each send ${before * scale} `),
     args: scenario.args.map((arg) =>
-      arg.startsWith("--messages=")
-        ? `--messages=${messages(arg) * scale}`
-        : arg
+      arg.startsWith(flag) ? `${flag}${count(arg) * scale}` : arg
     ),
   };
 }
@@ -938,7 +1151,7 @@ async function main(): Promise<void> {
       // Alternate the order between runs so no server always goes first.
       const order = run % 2 ? targets : [...targets].reverse();
       for (const t of order) {
-        if (s.protocols && !s.protocols.includes(t.protocol)) continue;
+        if (!runsOn(s, t)) continue;
         const r = await measure(t, s, bun, workers);
         log(`run ${run}/${runs} (${s.id}) ${t.name.padEnd(14)} ${oneLine(r)}`);
         if (r) ((all[s.id] ??= {})[t.name] ??= []).push(r);
@@ -955,11 +1168,15 @@ async function main(): Promise<void> {
       "runs",
     ]];
     for (const t of targets) {
-      if (s.protocols && !s.protocols.includes(t.protocol)) continue;
+      if (!runsOn(s, t)) continue;
       const reports = all[s.id]?.[t.name] ?? [];
       const med: Partial<Record<Metric, number>> = {};
       for (const m of s.metrics) {
-        med[m] = median(reports.map((r) => pick(r, m)));
+        const values = reports.map((r) => pick(r, m));
+        // What must be 0 is shown for the worst run, not the median one.
+        med[m] = WORST_OF_RUNS.includes(m)
+          ? (values.length ? Math.max(...values) : NaN)
+          : median(values);
       }
       (medians[s.id] ??= {})[t.name] = med;
       rows.push([
@@ -1000,6 +1217,8 @@ async function main(): Promise<void> {
     ratio("data-full/json ÷ ours/json", "data-full/json", "ours/json");
     out.push(`${s.title} — medians of ${runs} run(s)`, table(rows), "");
   }
+  const storm = reactionStormTable(medians, targets);
+  if (storm) out.push(storm, "");
   const checks = targetChecks(medians);
   if (checks.length > 1) out.push("Targets from the issue", table(checks), "");
   const elapsedS = (performance.now() - t0) / 1000;
