@@ -20,6 +20,7 @@ import type { Page } from "puppeteer-core";
 import { startChat } from "../main.ts";
 import {
   launchBrowser,
+  lineId,
   openChat,
   say,
   waitForLine,
@@ -79,6 +80,26 @@ try {
   for (const [nick, text] of CONVERSATION) {
     await say(tabs[nick], text);
     for (const page of pages) await waitForLine(page, shownAs(nick, text));
+  }
+
+  // Reactions on ada's first message, and a reply to it.
+  const first = await lineId(tabs.ada, shownAs("ada", CONVERSATION[0][1]));
+  for (const [nick, key] of [["sam", "👍"], ["ada", "🎉"], ["sam", "🎉"]]) {
+    await say(tabs[nick], `/react ${first} ${key}`);
+  }
+  for (const page of pages) {
+    await page.waitForFunction(
+      (id: number) =>
+        [...document.querySelectorAll(`li[data-id="${id}"] .reactions button`)]
+          .map((chip) => chip.textContent?.replace(/\s+/g, " ").trim())
+          .join(",") === "👍 1,🎉 2",
+      { polling: "mutation" },
+      first,
+    );
+  }
+  await say(tabs.sam, `/reply ${first} congrats!`);
+  for (const page of pages) {
+    await waitForLine(page, "congrats!", { contains: true });
   }
 
   // Two plain-text visitors come in together (one line), one leaves again.
