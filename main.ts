@@ -39,26 +39,28 @@ import {
 } from "./server/options.ts";
 import { listening, startupLine } from "./server/cli_errors.ts";
 import {
+  ACCESS_HELP,
   checkMessage,
   checkNick,
   CloseCode,
-  type Command,
   frameBytes,
   HELP_TEXT,
   isRefusal,
   JSON_PROTOCOL,
   MODERATION_HELP,
-  parseCommand,
   parseJsonCommand,
+  parseServerCommand,
   type RefusalReason,
   REFUSALS,
   roomFromPath,
   roomName,
+  type ServerCommand,
   SHUTDOWN_REASON,
   Status,
   TYPING_INTERVAL_MS,
 } from "./wire/protocol.ts";
 import {
+  type Admission,
   type Joined,
   type Log,
   type LogFields,
@@ -116,6 +118,7 @@ import {
   type Verifier,
 } from "./server/auth.ts";
 import { fitCloseReason, moderate } from "./server/moderation.ts";
+import { access, answerAccess, broughtCode } from "./server/invites.ts";
 import { makeApi, type ThisProcess } from "./server/api_backend.ts";
 import { apiPath } from "./server/http_api.ts";
 import { writeLog } from "./server/log.ts";
@@ -156,6 +159,15 @@ export const SHUTDOWN_SENDER_WAIT_MS = 400;
 export const RECENT_SENDER_MS = 5000;
 /** After a signal, the CLI exits by this time whatever is still open. */
 export const EXIT_DEADLINE_MS = 1800;
+/**
+ * Invite codes an address may try, a second (`?invite=CODE` on the chat
+ * URL, right or wrong): one every ten seconds once its burst is spent. A
+ * code has 192 bits, so this only keeps a flood of guesses off the store.
+ * @default {0.1}
+ */
+export const INVITE_GUESS_RATE = 0.1;
+/** Invite codes an address may try at once. @default {10} */
+export const INVITE_GUESS_BURST = 10;
 
 // ---------------------------------------------------------------------------
 // Room state: this process's connections and rooms, reset by startChat
@@ -192,6 +204,8 @@ interface Client extends Sender {
   backlog: string[];
   /** Gives up on a socket that never opens (see `openTimeout`). */
   openTimer?: ReturnType<typeof setTimeout>;
+  /** The page as this connection reached it (for invite links). */
+  pageUrl: string;
 }
 
 /** Every connection from upgrade until it is gone, keyed by socket. */
@@ -218,6 +232,12 @@ let store: RoomStore;
 let verifier: Verifier | undefined;
 /** New connections' token buckets, per peer address (`--connect-rate`). */
 let connectBuckets: TokenBuckets;
+/** Invite codes tried, per peer address (`INVITE_GUESS_RATE`). */
+let inviteGuesses: TokenBuckets;
+/** The page server's port (invite links of clients that send no origin). */
+let pagePort = 0;
+/** The page's URL as the start line says it (the API's invite links). */
+let publicPageUrl = "";
 /** What `/metrics` counts, from this start on. */
 let counters: Counters = newCounters();
 /** Where every frame goes out, counted and batched (server/delivery.ts). */
@@ -307,6 +327,8 @@ interface ConnectRequest {
   identity?: Identity;
   /** It showed the `--op-key`. */
   op?: boolean;
+  /** The page as this connection reached it (see `pageUrlOf`). */
+  pageUrl: string;
 }
 
 /**
@@ -339,14 +361,48 @@ async function handleChatUpgrade(
     session,
     address: ip,
   }, settings.banByAddress);
+  const code = url.searchParams.get("invite");
+  // Every code brought spends one of the address's tries, right or wrong,
+  // so that guessing is as slow for everyone and the answer tells nothing.
+  if (code !== null && !inviteGuesses.take(ip)) {
+    return refuse("invite_rate", { peer: ip, room });
+  }
+  const nick = checkNick(
+    identity?.name ?? url.searchParams.get("nick") ?? undefined,
+  );
+  let admission: Admission;
   try {
-    if (await store.banned(room, keys)) {
-      return refuse("banned", { peer: ip, room });
-    }
+    admission = await store.admit(room, {
+      owner: identity ? ownerOf(identity) : session,
+      keys,
+      op: identity?.op === true || claimed.op,
+      code: broughtCode(code),
+      nick: isRefusal(nick) ? undefined : nick,
+    });
   } catch {
     return refuse("unavailable");
   }
+  // A wrong code is refused as no code is: `invite_only`.
+  if ("refused" in admission) {
+    return refuse(admission.refused, { peer: ip, room });
+  }
+  if (admission.admitted === "code") {
+    log("info", "invite_used", { room, peer: ip });
+  }
   return handleChatRequest(req, info, { identity, op: claimed.op });
+}
+
+/**
+ * The page's address as a connection reached it, for the invite links it
+ * is given: a browser's page is its origin; a client that sends none is
+ * told the page port on the host it asked for.
+ */
+function pageUrlOf(req: Request, url: URL): string {
+  const origin = req.headers.get("origin");
+  if (origin !== null && /^https?:\/\/[^/\s]+$/.test(origin)) {
+    return origin + "/";
+  }
+  return `${settings.cert ? "https" : "http"}://${url.hostname}:${pagePort}/`;
 }
 
 /** The chat port: guard clauses, each refusal with its own name, then upgrade. */
@@ -379,6 +435,8 @@ function handleChatRequest(
   // Held from here on, so concurrent upgrades cannot make more rooms than
   // maxRooms, and a lone member's replacement cannot end the room.
   if (!store.hold(room)) return refuse("max_rooms", { peer: ip, room });
+  // Read before the upgrade, after which the request's headers are gone.
+  const pageUrl = pageUrlOf(req, url);
   let upgraded: { socket: WebSocket; response: Response };
   try {
     // No `protocol` option: Deno would look it up in the header split on
@@ -407,6 +465,7 @@ function handleChatRequest(
     epoch: url.searchParams.get("epoch") ?? undefined,
     token: url.searchParams.get("token") ?? undefined,
     session: sessionOf(handshake.offered),
+    pageUrl,
     ...admitted,
   });
   return upgraded.response;
@@ -458,6 +517,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     backlog: [],
     verified: request.identity !== undefined,
     op: request.identity?.op === true || request.op === true,
+    pageUrl: request.pageUrl,
     keys: personKeys({
       login: request.identity && ownerOf(request.identity),
       session: request.session,
@@ -762,7 +822,9 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return sendError(client, "rate_limited", "slow down: message dropped");
   }
   client.drops = 0;
-  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
+  const command = client.json
+    ? parseJsonCommand(data)
+    : parseServerCommand(data);
   try {
     execute(client, command);
   } catch (error) {
@@ -773,7 +835,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
 const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
 
 /** The command table: what each command does, by its `type`. */
-function execute(client: Client, command: Command): void {
+function execute(client: Client, command: ServerCommand): void {
   const room = client.room.name;
   switch (command.type) {
     case "message":
@@ -835,7 +897,10 @@ function execute(client: Client, command: Command): void {
       return close(client, CloseCode.Normal, "bye");
     case "help":
       sendNotice(client, HELP_TEXT);
-      if (client.op) sendNotice(client, MODERATION_HELP);
+      if (client.op) {
+        sendNotice(client, MODERATION_HELP);
+        sendNotice(client, ACCESS_HELP);
+      }
       return;
     case "history":
       // Not whileStoreWorks: reads change nothing, so a flood of them meets
@@ -853,6 +918,22 @@ function execute(client: Client, command: Command): void {
       return whileStoreWorks(
         client,
         () => moderateFor(client, command, moderateAs),
+      );
+    case "private":
+    case "invite":
+    case "uninvite":
+    case "invites":
+      return whileStoreWorks(
+        client,
+        async () =>
+          answerAccess(
+            client,
+            await accessAs(room, {
+              nick: client.nick,
+              op: client.op,
+              pageUrl: client.pageUrl,
+            }, command),
+          ),
       );
     case "invalid":
       return sendError(client, command.code, command.message);
@@ -881,16 +962,47 @@ function moveTo(client: Client, path: string): void {
     return sendError(client, "bad_room", REFUSALS.bad_room.message);
   }
   if (room === client.room.name) return;
-  if (!store.hold(room)) {
-    return sendError(client, "max_rooms", REFUSALS.max_rooms.message);
-  }
-  const nick = client.nick;
-  leaveRoom(client, false);
-  client.room = localRoom(room);
-  client.phase = "opening"; // holds its place in the new room
-  joinRoom(client, { room, ip: client.ip, json: client.json, nick })
-    .catch((error) => failed(client, error));
+  // At the new room's door as at the handshake's: a ban, a private room.
+  // Its next frames wait meanwhile (for the new room, if it goes).
+  client.waitingOnStore = true;
+  const stay = (refusal?: "banned" | "invite_only" | "max_rooms") => {
+    if (refusal) sendError(client, refusal, REFUSALS[refusal].message);
+    drainBacklog(client);
+  };
+  store.admit(room, { owner: client.owner, keys: client.keys, op: client.op })
+    .then((admission) => {
+      if (client.phase !== "joined") return;
+      if ("refused" in admission) return stay(admission.refused);
+      if (!store.hold(room)) return stay("max_rooms");
+      const nick = client.nick;
+      leaveRoom(client, false);
+      client.room = localRoom(room);
+      client.phase = "opening"; // holds its place in the new room
+      joinRoom(client, {
+        room,
+        ip: client.ip,
+        json: client.json,
+        nick,
+        pageUrl: client.pageUrl,
+      }).catch((error) => failed(client, error));
+    }, (error) => {
+      failed(client, error);
+      if (client.phase === "joined") stay();
+    });
 }
+
+/**
+ * Carries out a private-room command for a connection (or the API's `api`,
+ * through `ThisProcess`): logged and counted as moderation is.
+ */
+const accessAs: ThisProcess["access"] = async (room, actor, command) => {
+  const outcome = await access(store, room, actor, command);
+  if (!("error" in outcome) && outcome.log) {
+    log("info", "moderation", outcome.log);
+    bump(counters.moderation, command.type);
+  }
+  return outcome;
+};
 
 /**
  * Carries out a moderation command for a moderator (a person, or the API's
@@ -1049,6 +1161,7 @@ export async function startChat(
   store = made;
   verifier = checker;
   connectBuckets = new TokenBuckets(chosen.connectRate, chosen.connectBurst);
+  inviteGuesses = new TokenBuckets(INVITE_GUESS_RATE, INVITE_GUESS_BURST);
   clients.clear();
   rooms.clear();
   openSockets.clear();
@@ -1072,6 +1185,8 @@ export async function startChat(
       storeUp: store.available?.() ?? true,
     }),
     moderate: moderateAs,
+    access: accessAs,
+    pageUrl: () => publicPageUrl,
     log,
     count: (labels) => bump(counters.apiRequests, labels),
   }, VERSION);
@@ -1082,15 +1197,17 @@ export async function startChat(
       throw error;
     });
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
-  const forget = setInterval(
-    () => connectBuckets.forgetFull(),
-    FORGET_BUCKETS_MS,
-  );
+  const forget = setInterval(() => {
+    connectBuckets.forgetFull();
+    inviteGuesses.forgetFull();
+  }, FORGET_BUCKETS_MS);
   const port = pageServer.addr.port;
+  pagePort = port;
   const wsPort = chatServer.addr.port;
   const apiPort = apiServer?.addr.port;
   const ports = { port, wsPort, apiPort, api: api !== undefined };
   const { pageUrl, chatUrl, apiUrl } = urlsOf(settings, ports);
+  publicPageUrl = pageUrl;
   log("info", "start", {
     page: pageUrl,
     chat: chatUrl,

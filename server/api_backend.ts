@@ -23,6 +23,7 @@ import {
   fitCloseReason,
   type ModerationOutcome,
 } from "./moderation.ts";
+import type { AccessActor, AccessOutcome } from "./invites.ts";
 import {
   type Author,
   type EditRefusal,
@@ -34,6 +35,7 @@ import {
 import type { Speaker } from "./http_api.ts";
 import { withReactions } from "./delivery.ts";
 import {
+  type AccessCommand,
   type ErrorCode,
   type ModerationCommand,
   REFUSALS,
@@ -54,6 +56,8 @@ const MODERATION_ERRORS: Partial<
   no_such_message: { status: Status.NotFound, field: "id" },
   not_banned: { status: Status.BadRequest, field: "nick" },
   forbidden: { status: Status.Forbidden },
+  not_invited: { status: Status.BadRequest },
+  invite_limit: { status: Status.BadRequest, field: "room" },
 };
 
 /** What the API answers an edit the store refused with, by its reason. */
@@ -135,6 +139,14 @@ export interface ThisProcess {
     actor: Actor,
     command: ModerationCommand,
   ): Promise<ModerationOutcome>;
+  /** A private-room command as a moderator gives it: logged and counted. */
+  access(
+    room: string,
+    actor: AccessActor,
+    command: AccessCommand,
+  ): Promise<AccessOutcome>;
+  /** The page's URL, for the invite links the API makes. */
+  pageUrl(): string;
 }
 
 /** The chat as the API sees it: the store (every process) and this process. */
@@ -192,7 +204,10 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
         op: entry.op,
       }));
     },
-    rooms: () => store.rooms(),
+    // Private rooms are listed to nobody: the app is in none of them.
+    rooms: async () =>
+      (await store.rooms()).filter((entry) => !entry.private)
+        .map(({ room, members }) => ({ room, members })),
     info: () => here.info(),
     history: (room, before, limit) =>
       inRoom(room, false, async (exists) => {
@@ -258,6 +273,31 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
           );
         }
         return "reply" in outcome ? outcome.reply : {};
+      }),
+    // As `moderate`: private state and invites outlive a room's members.
+    access: (room, command) =>
+      inRoom(room, false, async () => {
+        const outcome = await here.access(
+          room,
+          { nick: API_ACTOR, op: true, pageUrl: here.pageUrl() },
+          command,
+        );
+        if ("error" in outcome) {
+          const known = MODERATION_ERRORS[outcome.error];
+          // The parameter that named the target (`nick`, `user`, …).
+          const target = ["nick", "user", "code", "link"].find((name) =>
+            name in command
+          );
+          throw new ApiError(
+            known?.status ?? Status.BadRequest,
+            outcome.error,
+            outcome.message,
+            known?.field ?? target,
+          );
+        }
+        if (command.type === "private") return { private: command.on };
+        const { type: _, ...answer } = outcome.reply!;
+        return answer;
       }),
   };
 }

@@ -244,6 +244,8 @@ const DOCUMENTED: Record<string, number> = {
   bad_nick: 400,
   bad_request: 400,
   not_banned: 400,
+  not_invited: 400,
+  invite_limit: 400,
   no_such_room: 404,
   no_such_nick: 404,
   no_such_message: 404,
@@ -277,6 +279,9 @@ const VALUES: Record<string, (room: () => string) => unknown> = {
   before: () => 1_000_000,
   limit: () => 10,
   commands: () => [{ method: "info" }],
+  // Open: a private walk room would refuse the walk's own sockets.
+  on: () => false,
+  code: () => "c".repeat(32),
 };
 
 /** A valid value of a parameter the table above does not know, by type. */
@@ -301,6 +306,11 @@ function sample(schema: Schema): unknown {
 /** Beyond the schema: what a method needs (disconnect: a nick or a user). */
 const ALSO: Record<string, (param?: string) => Record<string, unknown>> = {
   disconnect: (param) => param === "user" ? {} : { nick: "nobody" },
+  // One target each (a case that gives another parameter gives only it).
+  invite: (param) =>
+    ["user", "link"].includes(param ?? "") ? {} : { nick: "nobody" },
+  uninvite: (param) =>
+    ["user", "code", "link"].includes(param ?? "") ? {} : { nick: "nobody" },
 };
 
 /** A string of `length` characters that passes the parameter's pattern. */

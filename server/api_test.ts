@@ -33,6 +33,8 @@ import {
 } from "../tests/test_helpers.ts";
 
 const KEY = "k".repeat(16) + "0123456789abcdef0123";
+const ADA = "ada-session-secret-0123456789";
+const CAL = "cal-session-secret-0123456789";
 const API = { apiKey: KEY };
 
 /** A call to the API on the page port (or `port`): status and JSON body. */
@@ -665,6 +667,103 @@ Deno.test("the start line says where the API answers: under the page's URL, on i
   });
   await started({ ...API, apiPort: 0 }, (start, chat) => {
     assert.equal(start.api, `http://127.0.0.1:${chat.apiPort}/api/`);
+  });
+});
+
+covers("private", "invite", "uninvite", "invites");
+Deno.test("api private rooms: private, invite by nick, user and link, invites, uninvite; rooms leaves a private room out", async () => {
+  const logs = logLines();
+  const options = { ...API, authSecret: SECRET, ...logs.options };
+  await withChat(options, async (chat) => {
+    const ada = await jsonClient(chat, "/secret", { nick: "ada" }, ADA);
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const answer = (method: string, args: Json) =>
+      call(chat, method, { room: "secret", ...args });
+    const ok = async (method: string, args: Json) => {
+      const { status, body } = await answer(method, args);
+      assert.equal(status, 200, `${method}: ${JSON.stringify(body)}`);
+      return body.result;
+    };
+    assert.deepEqual((await call(chat, "rooms", {})).body.result.rooms, [
+      { room: "lobby", members: 1 },
+      { room: "secret", members: 1 },
+    ]);
+    assert.deepEqual(await ok("private", { on: true }), { private: true });
+    const event = await ada.event("the private event");
+    assert.deepEqual([event.type, event.by, event.on], [
+      "private",
+      "api",
+      true,
+    ]);
+    assert.deepEqual((await call(chat, "rooms", {})).body.result.rooms, [
+      { room: "lobby", members: 1 },
+    ]);
+    assert.deepEqual(await ok("invite", { nick: "ada" }), { nick: "ada" });
+    assert.deepEqual(await ok("invite", { user: "42" }), { user: "42" });
+    const link = await ok("invite", { link: { uses: 3, hours: 2 } });
+    assert.deepEqual(Object.keys(link).sort(), [
+      "code",
+      "link",
+      "until",
+      "url",
+      "uses",
+    ]);
+    assert.equal(
+      link.url,
+      `http://127.0.0.1:${chat.port}/#secret&invite=${link.code}`,
+    );
+    assert.equal(link.uses, 3);
+    assert.deepEqual(await ok("invites", {}), {
+      private: true,
+      people: [{ nick: "ada", by: "api" }, { user: "42", by: "api" }],
+      links: [{ link: link.link, uses: 3, until: link.until, by: "api" }],
+    });
+    // Verified user 42, by any name and session: in.
+    const token = await hs256({ sub: "42", name: "dee" });
+    const dee = await signedClient(chat, { token }, "/secret");
+    assert.equal(dee.welcome.private, true);
+    // A code from the API works at the door; a revoked one does not.
+    const cal = await jsonClient(chat, "/secret", { invite: link.code }, CAL);
+    assert.equal(cal.welcome.private, true);
+    assert.deepEqual(await ok("uninvite", { link: link.link }), {
+      link: link.link,
+    });
+    assert.deepEqual(await ok("uninvite", { user: "42" }), { user: "42" });
+    const none = await answer("uninvite", { user: "42" });
+    assert.deepEqual(
+      [none.status, none.body.error.code, none.body.error.field],
+      [
+        400,
+        "not_invited",
+        "user",
+      ],
+    );
+    const two = await answer("invite", { nick: "ada", user: "42" });
+    assert.deepEqual([two.status, two.body.error.code], [400, "missing_field"]);
+    const nobody = await answer("invite", { nick: "nobody" });
+    assert.deepEqual(
+      [nobody.status, nobody.body.error.code, nobody.body.error.field],
+      [404, "no_such_nick", "nick"],
+    );
+    const many = await answer("invite", { link: { uses: 1001 } });
+    assert.deepEqual(
+      [many.status, many.body.error.code, many.body.error.field],
+      [400, "bad_request", "link.uses"],
+    );
+    assert.ok(
+      logs.lines.some((line) =>
+        line.endsWith(
+          `INFO moderation action=invite room=secret by=api target=link:${link.link} uses=3 hours=2`,
+        )
+      ),
+      logs.lines.join("\n"),
+    );
+    assert.ok(logs.lines.every((line) => !line.includes(link.code)));
+    assert.equal(
+      await metric(chat, 'chat_moderation_total{action="invite"}'),
+      3,
+    );
+    await closeAll(ada, bob, dee, cal);
   });
 });
 

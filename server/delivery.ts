@@ -345,6 +345,7 @@ export function admit(client: Member): void {
       }`,
     );
     if (joined.topic) sendNotice(client, `topic: ${joined.topic}`);
+    if (joined.private) sendNotice(client, "this room is invite-only.");
   }
   if (welcome.badNick) sendError(client, "bad_nick", NICK_ERRORS.bad_nick);
   else if (joined.nickTaken) {
@@ -510,6 +511,7 @@ function sendWelcome(client: Member, joined: Joined, room: string): void {
     moderators: joined.moderators,
     topic: joined.topic,
     slowSeconds: joined.slowSeconds,
+    private: joined.private,
   };
   sendToOne(client, JSON.stringify(welcome));
 }

@@ -12,6 +12,9 @@
  */
 
 import {
+  type AccessCommand,
+  checkInviteHours,
+  checkInviteUses,
   checkMessage,
   checkMinutes,
   checkNick,
@@ -19,15 +22,20 @@ import {
   checkReason,
   checkTopic,
   DEFAULT_HISTORY_PAGE,
+  DEFAULT_INVITE_HOURS,
+  DEFAULT_INVITE_USES,
   type FieldRefusal,
   isRefusal,
   MAX_HISTORY_PAGE,
+  MAX_INVITE_HOURS,
+  MAX_INVITE_USES,
   MAX_MINUTES,
   MAX_NICK_CHARS,
   MAX_REASON_CHARS,
   MAX_ROOM_CHARS,
   MAX_SHORT_NAME_CHARS,
   MAX_TOPIC_CHARS,
+  MAX_USER_CHARS,
   type ModerationCommand,
   ROOM_RULE,
   type RoomEvent,
@@ -132,6 +140,11 @@ export interface ApiBackend {
   disconnect(target: DisconnectTarget, reason: string): Promise<number>;
   /** A moderation action as a moderator named `api` would give it. */
   moderate(room: string, command: ModerationCommand): Promise<unknown>;
+  /**
+   * A private-room command (`private`, `invite`, `uninvite`, `invites`) as
+   * a moderator named `api` would give it: its answer's fields.
+   */
+  access(room: string, command: AccessCommand): Promise<unknown>;
   /**
    * Replaces the text of message `id`, which `from` posted, as its author
    * would (the store's `edit` within `--edit-window`): the edit event, or
@@ -384,6 +397,13 @@ const IDEMPOTENCY_KEY: Schema = {
   maxLength: MAX_IDEMPOTENCY_KEY_CHARS,
 };
 
+const INVITE_USER: Schema = {
+  type: "string",
+  description: "A verified user id (their tokens' `sub`).",
+  minLength: 1,
+  maxLength: MAX_USER_CHARS,
+};
+
 /** An object schema with these properties, of which `required` must be given. */
 function params(
   properties: Record<string, Schema>,
@@ -501,6 +521,45 @@ function moderation(
 }
 
 /**
+ * A private-room method: its parameters (checked by the schema first), and
+ * the command it gives (the parameters but `room`, as the WebSocket's JSON
+ * form). `invite` and `uninvite` name their target by exactly one of
+ * `nick`, `user`, `code` and `link`.
+ */
+function access(
+  type: AccessCommand["type"],
+  summary: string,
+  properties: Record<string, Schema>,
+  required: string[],
+): Method {
+  return {
+    summary,
+    params: params({ room: ROOM, ...properties }, ["room", ...required]),
+    result: OBJECT,
+    run: async (args, api) => {
+      const { room: _, ...rest } = args;
+      const targets = ["nick", "user", "code", "link"].filter((name) =>
+        name in rest
+      );
+      if ((type === "invite" || type === "uninvite") && targets.length !== 1) {
+        throw new ApiError(
+          400,
+          "missing_field",
+          `give one of ${
+            type === "invite"
+              ? "nick, user or link"
+              : "nick, user, code or link"
+          }`,
+          targets[1] ?? "nick",
+        );
+      }
+      const command = { type, ...rest } as AccessCommand;
+      return await api.backend.access(room(args), command);
+    },
+  };
+}
+
+/**
  * Every method, by name: its summary, parameters, result and handler. The
  * handler and `GET /api/openapi.json` are made from this one table.
  */
@@ -577,7 +636,8 @@ export const API_METHODS: Record<string, Method> = {
     }),
   },
   rooms: {
-    summary: "The rooms with people in them, with how many.",
+    summary:
+      "The rooms with people in them, with how many (private rooms are left out).",
     params: params({}),
     result: {
       type: "object",
@@ -772,6 +832,76 @@ export const API_METHODS: Record<string, Method> = {
     'Sets the room\'s topic (`""` clears it).',
     { text: TOPIC },
     ["text"],
+  ),
+  private: access(
+    "private",
+    "Makes a room invite-only (`on`: true) or open again: a `private` event; the answer is `{private}`.",
+    {
+      on: {
+        type: "boolean",
+        description: "true: invite-only; false: open to everyone.",
+      },
+    },
+    ["on"],
+  ),
+  invite: access(
+    "invite",
+    "Invites into a room, by one of: `nick` (a member, or a verified person who holds or held the name there: by their login), `user` (a verified user id), or `link` (a code for `uses` people within `hours`; the answer has the code and the page's URL with it, given this once).",
+    {
+      nick: NICK,
+      user: INVITE_USER,
+      link: {
+        type: "object",
+        description: "An invite link: how many may use it, for how long.",
+        properties: {
+          uses: {
+            type: "integer",
+            description: `People it admits (default ${DEFAULT_INVITE_USES}).`,
+            minimum: 1,
+            maximum: MAX_INVITE_USES,
+            check: checkInviteUses,
+          },
+          hours: {
+            type: "integer",
+            description: `Hours it lasts (default ${DEFAULT_INVITE_HOURS}).`,
+            minimum: 1,
+            maximum: MAX_INVITE_HOURS,
+            check: checkInviteHours,
+          },
+        },
+        additionalProperties: false,
+      },
+    },
+    [],
+  ),
+  uninvite: access(
+    "uninvite",
+    "Revokes invites, by one of: `nick`, `user`, `code` (a link's code) or `link` (a link's id, as `invites` lists it).",
+    {
+      nick: NICK,
+      user: INVITE_USER,
+      code: {
+        type: "string",
+        description: "An invite link's code.",
+        pattern: "^[A-Za-z0-9_-]+$",
+        minLength: 32,
+        maxLength: 32,
+      },
+      link: {
+        type: "string",
+        description: "An invite link's id (8 characters).",
+        pattern: "^[A-Za-z0-9_-]+$",
+        minLength: 8,
+        maxLength: 8,
+      },
+    },
+    [],
+  ),
+  invites: access(
+    "invites",
+    "Whether a room is private, who is invited and its links in force (never their codes).",
+    {},
+    [],
   ),
   batch: {
     summary:

@@ -42,7 +42,7 @@ function script<Args, Answer>(
   return { text, sha: createHash("sha1").update(text).digest("hex"), decode };
 }
 
-/** The keys of a room script, in the order Lua reads them as KEYS[1..11]. */
+/** The keys of a room script, in the order Lua reads them as KEYS[1..12]. */
 export interface RoomKeys {
   /**
    * Hash: `epoch`, `last` (the last event id), `bytes` (history's cost),
@@ -59,9 +59,10 @@ export interface RoomKeys {
   /** Set: the rooms this process has connections in (for the reaper). */
   procRooms: string;
   /**
-   * Hash, kept when the room empties: `topic`, `slow` (seconds), `v` (its
-   * version: every change adds one), and the sanctions `b:NICKKEY` (bans)
-   * and `m:NICKKEY` (mutes), each a rules `Sanction` JSON.
+   * Hash, kept when the room empties: `topic`, `slow` (seconds), `private`
+   * (`1`: invite-only), `v` (its version: every change adds one), and the
+   * sanctions `b:NICKKEY` (bans) and `m:NICKKEY` (mutes), each a rules
+   * `Sanction` JSON.
    */
   moderation: string;
   /** Hash, kept: nick key → the verified owner that holds or held it. */
@@ -87,6 +88,15 @@ export interface RoomKeys {
    * message, as `edits`.
    */
   reactions: string;
+  /**
+   * Hash, kept when the room empties: invite key (a person's key, or
+   * `link:` and a code's hash; never a code) → rules `Invite` JSON, and `v`
+   * (its version: every change adds one). Apart from `moderation`, so that
+   * what posts read does not grow with the invites, and a code's use is
+   * decided on its own field (two processes spending one: the second finds
+   * it changed), not on a version every admission moves.
+   */
+  invites: string;
 }
 
 /** A room key by name, as the scripts' arguments name it. */
@@ -105,6 +115,7 @@ export const KEY_INDEX: Record<KeyName, number> = {
   ops: 9,
   edits: 10,
   reactions: 11,
+  invites: 12,
 };
 
 /** The keys as Lua gets them. */
@@ -121,6 +132,7 @@ export function keyList(keys: RoomKeys): string[] {
     keys.ops,
     keys.edits,
     keys.reactions,
+    keys.invites,
   ];
 }
 
@@ -137,7 +149,7 @@ export interface RoomArgs {
 }
 
 // Lua 5.1 in Redis. KEYS: meta, events, nicks, owners, procrooms, mod,
-// reserved, posted, ops, edits, reactions (see RoomKeys); ARGV[1]: the
+// reserved, posted, ops, edits, reactions, invites (see RoomKeys); ARGV[1]: the
 // script's arguments as JSON (A).
 const ROOM_PRELUDE = `
 local A = cjson.decode(ARGV[1])
@@ -177,6 +189,10 @@ export interface ReadPlan {
   reactions?: number[];
   /** Every member (a reap). */
   all?: boolean;
+  /** Invites by their key (`invites` fields, as stored). */
+  invites?: string[];
+  /** The whole invites hash (moderators' invite commands). */
+  allInvites?: boolean;
 }
 
 /** What {@linkcode READ} found, as Redis answers (decoded by the store). */
@@ -192,13 +208,16 @@ export type ReadReply = [
   all: string[],
   count: number,
   reactions: (string | null)[],
+  invites: (string | null)[],
+  allInvites: string[],
 ];
 
 /**
  * Reads what a rule may read of a room, at one instant: meta (`epoch`,
  * `last`, `ctrl`), the members asked for by key and by owner, reserved
  * names, the moderation hash, slow mode's clocks, kept events, every
- * member, how many members there are, and kept messages' reactions.
+ * member, how many members there are, kept messages' reactions, and
+ * invites (by key, or all of them).
  */
 export const READ = script<ReadPlan, ReadReply>(
   `
@@ -222,7 +241,9 @@ return {
   A.moderation and redis.call('HGETALL', KEYS[6]) or {},
   hmget(KEYS[8], A.posted), kept,
   A.all and redis.call('HVALS', KEYS[3]) or {},
-  redis.call('HLEN', KEYS[3]), hmget(KEYS[11], A.reactions)}
+  redis.call('HLEN', KEYS[3]), hmget(KEYS[11], A.reactions),
+  hmget(KEYS[12], A.invites),
+  A.allInvites and redis.call('HGETALL', KEYS[12]) or {}}
 `,
   (reply) => reply as ReadReply,
 );

@@ -23,7 +23,11 @@
  *   the events before them), and notices of members out without an event
  *   (`gone`), kept nowhere;
  * - `room:NAME:mod`, a hash kept when the room empties (no TTL): `topic`,
- *   `slow`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with their `until`;
+ *   `slow`, `private`, and bans `b:NICKKEY` and mutes `m:NICKKEY` with
+ *   their `until`;
+ * - `room:NAME:invites`, a hash kept (no TTL): a private room's invites by
+ *   the key they admit (a person's, or `link:` and a code's hash, never a
+ *   code), and their version `v`;
  * - `room:NAME:reserved`, a hash kept: nick key → the verified owner that
  *   holds or held the name;
  * - `room:NAME:posted`, a hash: owner → last post (ms), for slow mode; it
@@ -65,11 +69,15 @@ import type {
   TypingEvent,
 } from "../wire/protocol.ts";
 import {
+  type Admission,
   type Author,
   type Disconnection,
   type EditRefusal,
+  type Entrant,
   type HistoryPage,
   type HistoryRequest,
+  type Invitation,
+  inviteKeyOf,
   type Joined,
   type JoinRequest,
   type KeptReaction,
@@ -87,6 +95,7 @@ import {
   type ReactRefusal,
   type ReactUnchanged,
   reconnectToken,
+  type RoomInvites,
   type RoomStore,
   type RosterEntry,
   sameSecret,
@@ -94,6 +103,7 @@ import {
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
+  type Uninvitation,
   type Visit,
 } from "./rooms.ts";
 import * as rules from "./room_rules.ts";
@@ -288,6 +298,7 @@ interface JoinReply {
   moderators: string[];
   topic: string;
   slowSeconds: number;
+  private: boolean;
 }
 
 /** A change to a room waiting to be decided with the others of its turn. */
@@ -322,7 +333,15 @@ interface Decided<T> {
 function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
   const merged: ReadPlan = {};
   for (const { plan } of items) {
-    for (const key of ["members", "owners", "reserved", "posted"] as const) {
+    for (
+      const key of [
+        "members",
+        "owners",
+        "reserved",
+        "posted",
+        "invites",
+      ] as const
+    ) {
       if (plan[key]) merged[key] = [...(merged[key] ?? []), ...plan[key]!];
     }
     for (const key of ["kept", "reactions"] as const) {
@@ -330,8 +349,11 @@ function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
     }
     if (plan.moderation) merged.moderation = true;
     if (plan.all) merged.all = true;
+    if (plan.allInvites) merged.allInvites = true;
   }
-  for (const key of ["members", "owners", "reserved", "posted"] as const) {
+  for (
+    const key of ["members", "owners", "reserved", "posted", "invites"] as const
+  ) {
     if (merged[key]) merged[key] = [...new Set(merged[key])];
   }
   for (const key of ["kept", "reactions"] as const) {
@@ -344,7 +366,8 @@ function mergedPlan(items: { plan: ReadPlan }[]): ReadPlan {
 function planSize(plan: ReadPlan): number {
   return (plan.members?.length ?? 0) + (plan.owners?.length ?? 0) +
     (plan.reserved?.length ?? 0) + (plan.posted?.length ?? 0) +
-    (plan.kept?.length ?? 0) + (plan.reactions?.length ?? 0);
+    (plan.kept?.length ?? 0) + (plan.reactions?.length ?? 0) +
+    (plan.invites?.length ?? 0);
 }
 
 /**
@@ -809,6 +832,7 @@ export class RedisStore implements RoomStore {
       moderators: reply.moderators,
       topic: reply.topic,
       slowSeconds: reply.slowSeconds,
+      private: reply.private,
     };
   }
 
@@ -1107,6 +1131,83 @@ export class RedisStore implements RoomStore {
     })());
   }
 
+  /**
+   * Read, and judged on what was read; only a code's use, which changes
+   * the room, is decided again and committed, on its link's field.
+   */
+  admit(name: string, entrant: Entrant): Promise<Admission> {
+    return this.#track((async () => {
+      this.#check();
+      const global = {
+        ...entrant,
+        owner: entrant.owner === undefined
+          ? undefined
+          : this.#global(entrant.owner),
+      };
+      const key = inviteKeyOf(entrant.keys);
+      const plan: ReadPlan = {
+        moderation: true,
+        owners: global.owner === undefined ? [] : [global.owner],
+        invites: [
+          ...(key === undefined ? [] : [key]),
+          ...(entrant.code === undefined
+            ? []
+            : [rules.LINK_KEY + entrant.code]),
+        ],
+      };
+      const seen = rules.admit(
+        this.#txn(name, await this.#read(name, plan)),
+        global,
+      );
+      if (!("admitted" in seen) || seen.admitted !== "code") return seen;
+      return (await this.#decide(name, plan, (txn) => rules.admit(txn, global)))
+        .result;
+    })());
+  }
+
+  private(
+    name: string,
+    change: NewEvent & { type: "private" },
+  ): Promise<RoomEvent> {
+    return this.#event<never>(
+      name,
+      { moderation: true },
+      (txn) => rules.private(txn, change),
+    );
+  }
+
+  invite(
+    name: string,
+    invitation: Invitation,
+  ): Promise<"invited" | "no_such_nick" | "invite_limit"> {
+    const key = "nick" in invitation ? [nickKey(invitation.nick)] : [];
+    return this.#answer(
+      name,
+      { members: key, reserved: key, allInvites: true },
+      (txn) => rules.invite(txn, invitation),
+    );
+  }
+
+  uninvite(name: string, target: Uninvitation): Promise<number> {
+    const key = "nick" in target ? [nickKey(target.nick)] : [];
+    return this.#answer(
+      name,
+      { members: key, reserved: key, allInvites: true },
+      (txn) => rules.uninvite(txn, target),
+    );
+  }
+
+  invites(name: string): Promise<RoomInvites> {
+    return this.#track((async () => {
+      this.#check();
+      const view = await this.#read(name, {
+        moderation: true,
+        allInvites: true,
+      });
+      return rules.invitesOf(this.#txn(name, view));
+    })());
+  }
+
   topic(
     name: string,
     change: NewEvent & { type: "topic" },
@@ -1213,14 +1314,20 @@ export class RedisStore implements RoomStore {
     })());
   }
 
-  rooms(): Promise<{ room: string; members: number }[]> {
+  rooms(): Promise<{ room: string; members: number; private: boolean }[]> {
     return this.#track((async () => {
       this.#check();
       const rooms = [];
       for (const key of await this.#scan(`${this.#prefix}room:*:nicks`)) {
         const members = await this.#command(["HLEN", key]) as number;
         const room = key.slice(`${this.#prefix}room:`.length, -":nicks".length);
-        if (members > 0) rooms.push({ room, members });
+        if (members === 0) continue;
+        const on = await this.#command([
+          "HGET",
+          this.#keys(room).moderation,
+          "private",
+        ]);
+        rooms.push({ room, members, private: on === "1" });
       }
       return rooms.sort((a, b) => a.room.localeCompare(b.room));
     })());
@@ -2203,6 +2310,7 @@ export class RedisStore implements RoomStore {
       ops: base + "ops",
       edits: base + "edits",
       reactions: base + "reactions",
+      invites: base + "invites",
     };
   }
 
@@ -2622,6 +2730,7 @@ function joinReply(
       .sort((a, b) => a.joinedId - b.joinedId).map((op) => op.nick),
     topic: moderation.topic,
     slowSeconds: moderation.slow,
+    private: moderation.private,
     reactions,
   };
 }

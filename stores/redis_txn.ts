@@ -4,9 +4,10 @@
  * and records their changes as the writes, events and messages of one
  * {@linkcode COMMIT}, with what they were decided on as its conditions: the
  * members' version (`ctrl`) for any member or reserved name read or
- * changed, the moderation's (`v`) for any ban, mute, topic or slow mode
- * read, the epoch for any append, slow mode's clocks, kept events and kept
- * messages' reactions as read. A message posted by another process changes
+ * changed, the moderation's (`v`) for any ban, mute, topic, slow mode or
+ * private read, the epoch for any append, slow mode's clocks, kept events,
+ * kept messages' reactions and invites as read (each by its own field, or
+ * the invites' version `v` when all were read). A message posted by another process changes
  * none of them, so busy posting does not make joins decide again, nor joins
  * posts.
  *
@@ -18,6 +19,7 @@
 
 import type { NewEvent, ReactEvent, RoomEvent } from "../wire/protocol.ts";
 import {
+  type Invite,
   type KeptReaction,
   type Member,
   nickKey,
@@ -44,6 +46,8 @@ export interface ModerationRead {
   slow: number;
   bans: Map<string, Sanction>;
   mutes: Map<string, Sanction>;
+  /** Invite-only. */
+  private: boolean;
 }
 
 /** What a {@linkcode READ} found, decoded: the room as of one instant. */
@@ -79,6 +83,10 @@ export interface Snapshot {
   rawOwners: Map<string, string | null>;
   /** How many members the room has. */
   count: number;
+  /** Invites' fields by key, as Redis has them (`null`: none). */
+  rawInvites: Map<string, string | null>;
+  /** Every invite and the hash's version `v`, when all were read. */
+  allInvites?: { v: string | null; invites: Map<string, Invite> };
 }
 
 /** Decodes what {@linkcode READ} answered for `plan`. */
@@ -95,6 +103,8 @@ export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
     all,
     count,
     reactions,
+    invites,
+    allInvites,
   ] = reply;
   const snapshot: Snapshot = {
     epoch: meta[0] ?? null,
@@ -110,6 +120,7 @@ export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
     rawMembers: new Map(),
     rawOwners: new Map(),
     count,
+    rawInvites: new Map(),
   };
   const member = (text: string | null) =>
     text === null ? null : JSON.parse(text) as Member;
@@ -151,6 +162,20 @@ export function snapshotOf(reply: ReadReply, plan: ReadPlan): Snapshot {
   plan.reactions?.forEach((id, i) =>
     snapshot.rawReactions.set(id, reactions[i] ?? null)
   );
+  plan.invites?.forEach((key, i) =>
+    snapshot.rawInvites.set(key, invites[i] ?? null)
+  );
+  if (plan.allInvites) {
+    const read = {
+      v: null as string | null,
+      invites: new Map<string, Invite>(),
+    };
+    for (let i = 0; i < allInvites.length; i += 2) {
+      if (allInvites[i] === "v") read.v = allInvites[i + 1];
+      else read.invites.set(allInvites[i], JSON.parse(allInvites[i + 1]));
+    }
+    snapshot.allInvites = read;
+  }
   if (plan.moderation) snapshot.moderation = moderationOf(mod);
   return snapshot;
 }
@@ -172,6 +197,7 @@ export function viewOf(epoch: string, moderation: ModerationRead): Snapshot {
     rawMembers: new Map(),
     rawOwners: new Map(),
     count: 0,
+    rawInvites: new Map(),
   };
 }
 
@@ -183,12 +209,14 @@ export function moderationOf(fields: string[]): ModerationRead {
     slow: 0,
     bans: new Map(),
     mutes: new Map(),
+    private: false,
   };
   for (let i = 0; i < fields.length; i += 2) {
     const [field, value] = [fields[i], fields[i + 1]];
     if (field === "v") read.v = value;
     else if (field === "topic") read.topic = value;
     else if (field === "slow") read.slow = Number(value);
+    else if (field === "private") read.private = value === "1";
     else if (field.startsWith("b:")) {
       read.bans.set(field.slice(2), JSON.parse(value));
     } else if (field.startsWith("m:")) {
@@ -256,6 +284,13 @@ export class RedisTxn implements RoomTxn {
   #reactionWrites = new Map<number, KeptReaction[]>();
   /** `edits` or `reactions` were written. */
   #wroteBeside = false;
+  /** Invites as changed so far (by key; `undefined`: revoked). */
+  #invites = new Map<string, Invite | undefined>();
+  /** Invite fields the rules read by key (the commit's conditions). */
+  #invitesRead = new Set<string>();
+  /** Every invite was read: the invites' version is a condition. */
+  #readAllInvites = false;
+  #wroteInvites = false;
   /** Marks stand-in ids in a member's JSON (random: no text can guess it). */
   #marker = crypto.randomUUID();
 
@@ -345,6 +380,35 @@ export class RedisTxn implements RoomTxn {
 
   get slowSeconds(): number {
     return this.#moderation().slow;
+  }
+
+  get private(): boolean {
+    return this.#moderation().private;
+  }
+
+  invite(key: string): Invite | undefined {
+    if (this.#invites.has(key)) return this.#invites.get(key);
+    const all = this.#s.allInvites;
+    if (all) {
+      this.#readAllInvites = true;
+      return all.invites.get(key);
+    }
+    const raw = this.#s.rawInvites.get(key);
+    if (raw === undefined) throw unread("invite", key);
+    this.#invitesRead.add(key);
+    return raw === null ? undefined : JSON.parse(raw) as Invite;
+  }
+
+  invites(): [string, Invite][] {
+    const all = this.#s.allInvites;
+    if (!all) throw unread("invites", "all");
+    this.#readAllInvites = true;
+    const now = new Map(all.invites);
+    for (const [key, invite] of this.#invites) {
+      if (invite) now.set(key, invite);
+      else now.delete(key);
+    }
+    return [...now];
   }
 
   postedAt(owner: string): number | undefined {
@@ -451,6 +515,19 @@ export class RedisTxn implements RoomTxn {
     this.#wroteMod = true;
     this.#write("moderation", "HSET", "topic", text);
     if (this.#s.moderation) this.#s.moderation.topic = text;
+  }
+
+  setPrivate(on: boolean): void {
+    this.#wroteMod = true;
+    this.#write("moderation", "HSET", "private", on ? "1" : "0");
+    if (this.#s.moderation) this.#s.moderation.private = on;
+  }
+
+  setInvite(key: string, invite?: Invite): void {
+    this.#wroteInvites = true;
+    this.#invites.set(key, invite);
+    if (invite) this.#write("invites", "HSET", key, JSON.stringify(invite));
+    else this.#write("invites", "HDEL", key);
   }
 
   setSlow(seconds: number): void {
@@ -626,6 +703,21 @@ export class RedisTxn implements RoomTxn {
         String(id),
         this.#s.rawReactions.get(id)!,
       ]);
+    }
+    // A code's use is decided on its link's field: two processes spending
+    // its last use, the second finds the field changed and decides again.
+    for (const key of this.#invitesRead) {
+      unchanged.push([
+        KEY_INDEX.invites,
+        key,
+        this.#s.rawInvites.get(key) ?? null,
+      ]);
+    }
+    if (this.#readAllInvites) {
+      unchanged.push([KEY_INDEX.invites, "v", this.#s.allInvites!.v]);
+    }
+    if (this.#wroteInvites) {
+      writes.push(["HINCRBY", KEY_INDEX.invites, "v", "1"]);
     }
     return {
       unchanged,

@@ -20,7 +20,10 @@
  */
 
 import {
+  type InvitedPerson,
+  type InviteLinkEntry,
   MAX_REACTION_KEYS,
+  MAX_ROOM_INVITES,
   type NewEvent,
   quoteOf,
   type ReactEvent,
@@ -62,6 +65,27 @@ export interface Sanction {
   keys: string[];
   /** When it ends (ms since the epoch); absent: until lifted. */
   until?: number;
+}
+
+/**
+ * An invitation into a private room, kept by the key it admits: a person's
+ * (one of their keys, by {@linkcode sanctionKeys}' rule for an invite) or
+ * a link's ({@linkcode LINK_KEY} and its code's hash: the code itself is
+ * kept nowhere).
+ */
+export interface Invite {
+  /** The nick it was given to (a person's), or asked for with a code. */
+  nick?: string;
+  /** The verified user id it was given to (the API's `user`). */
+  user?: string;
+  /** The moderator who gave it (a link's, for those who came with it). */
+  by: string;
+  /** When it ends (ms since the epoch); absent: until revoked. */
+  until?: number;
+  /** A link's uses left. */
+  uses?: number;
+  /** A person's: they came in with this link (its id). */
+  via?: string;
 }
 
 /** Who posts a message, for mutes and slow mode. */
@@ -147,6 +171,12 @@ export interface RoomTxn {
   readonly topic: string;
   /** 0: off. */
   readonly slowSeconds: number;
+  /** Invite-only: only the invited may come in (see {@linkcode admit}). */
+  readonly private: boolean;
+  /** The invite kept under this key (a person's key, or a link's), if any. */
+  invite(key: string): Invite | undefined;
+  /** Every invite of the room, expired or not (moderators' commands). */
+  invites(): [key: string, invite: Invite][];
   /** When this owner last posted (for slow mode). */
   postedAt(owner: string): number | undefined;
   /** A kept message or other event of the room, by id. */
@@ -165,6 +195,10 @@ export interface RoomTxn {
   /** Gives (or with `undefined` lifts) a ban or mute. */
   setSanction(kind: SanctionKind, key: string, sanction?: Sanction): void;
   setTopic(text: string): void;
+  /** Makes the room invite-only, or open again. */
+  setPrivate(on: boolean): void;
+  /** Gives (or with `undefined` revokes) the invite under this key. */
+  setInvite(key: string, invite?: Invite): void;
   /** Sets slow mode, and forgets when everyone last posted. */
   setSlow(seconds: number): void;
   setPosted(owner: string, at: number): void;
@@ -571,9 +605,10 @@ export function personKeys(
 const ADDRESS_KEY = "ip:";
 
 /**
- * The one rule of whom a sanction holds, from a person's keys
- * ({@linkcode personKeys}): every store keeps a ban or mute by the keys of
- * its target this gives, and checks an arriving or posting person by theirs.
+ * The one rule of whom a sanction (or an invite) holds, from a person's
+ * keys ({@linkcode personKeys}): every store keeps a ban, mute or invite by
+ * the keys of its target this gives, and checks an arriving or posting
+ * person by theirs.
  *
  * - A ban holds all of them: a banned anonymous person is kept out by their
  *   session and their address, so a new session from the same address does
@@ -585,9 +620,12 @@ const ADDRESS_KEY = "ip:";
  *   their session, else (no session) their address. Muting one anonymous
  *   person silences nobody else behind their address; only people there
  *   without a session are one to it (nothing tells them apart).
+ * - An invite holds as a mute does, by the one key that names the person:
+ *   inviting one anonymous person lets in nobody else behind their address
+ *   (but those there without a session, whom nothing tells apart).
  */
 export function sanctionKeys(
-  kind: SanctionKind,
+  kind: SanctionKind | "invite",
   keys: readonly string[],
 ): string[] {
   if (kind === "ban") return [...keys];
@@ -963,4 +1001,242 @@ export function kickReason(expulsion: Kick): string {
   return `${what} by ${expulsion.by}${
     expulsion.reason ? ": " + expulsion.reason : ""
   }`;
+}
+
+// ---------------------------------------------------------------------------
+// Private rooms
+// ---------------------------------------------------------------------------
+
+/**
+ * The key prefix of a link's invite: `link:` and its code's hash
+ * (base64url SHA-256), which a person's keys (`u.`, `s.`, `ip:`) never are.
+ */
+export const LINK_KEY = "link:";
+
+/** A link's id (`/invites`, `/uninvite link ID`): its hash's start. */
+export function linkId(hash: string): string {
+  return hash.slice(0, 8);
+}
+
+/** The one key a person is invited by ({@linkcode sanctionKeys}' rule). */
+export function inviteKeyOf(keys: readonly string[]): string | undefined {
+  return sanctionKeys("invite", keys)[0];
+}
+
+/** Someone at a room's door: the handshake, or a `/join`. */
+export interface Entrant {
+  /** Who they would be in the room (another tab of a member gets in). */
+  owner?: string;
+  /** Their keys ({@linkcode personKeys}). */
+  keys: readonly string[];
+  /** A moderator comes into any room. */
+  op: boolean;
+  /** The hash of the invite code they bring, if any. */
+  code?: string;
+  /** The nick they ask for (an invite a code turns into keeps it). */
+  nick?: string;
+}
+
+/** What {@linkcode admit} decided. */
+export type Admission =
+  /**
+   * In: the room is open, or they are a moderator, a member already (another
+   * tab), invited (by their keys), or brought a code (one use spent).
+   */
+  | { admitted: "open" | "op" | "member" | "invite" | "code" }
+  | { refused: "banned" | "invite_only" };
+
+/** An invite still in force at `now` (a link's: with uses left). */
+function valid(invite: Invite, now: number): boolean {
+  return (invite.until === undefined || invite.until > now) &&
+    (invite.uses === undefined || invite.uses > 0);
+}
+
+/**
+ * Whether someone may come in: not while a ban holds them; into a private
+ * room only a moderator, a member already in, the invited (by the one key
+ * an invite holds), or someone with a valid code. A code spends one of its
+ * link's uses (the last one ends the link) and invites its bringer by
+ * their key from then on, so that a reload or a reconnect needs no code.
+ */
+export function admit(txn: RoomTxn, entrant: Entrant): Admission {
+  if (sanctionOn(txn, "ban", entrant.keys)) return { refused: "banned" };
+  if (!txn.private) return { admitted: "open" };
+  if (entrant.op) return { admitted: "op" };
+  if (entrant.owner !== undefined && txn.memberOf(entrant.owner)) {
+    return { admitted: "member" };
+  }
+  const key = inviteKeyOf(entrant.keys);
+  const held = key === undefined ? undefined : txn.invite(key);
+  if (held && valid(held, txn.now)) return { admitted: "invite" };
+  if (entrant.code === undefined) return { refused: "invite_only" };
+  const linkKey = LINK_KEY + entrant.code;
+  const link = txn.invite(linkKey);
+  if (!link || !valid(link, txn.now)) return { refused: "invite_only" };
+  const uses = link.uses! - 1;
+  txn.setInvite(linkKey, uses > 0 ? { ...link, uses } : undefined);
+  if (key !== undefined) {
+    txn.setInvite(key, {
+      ...(entrant.nick !== undefined ? { nick: entrant.nick } : {}),
+      by: link.by,
+      via: linkId(entrant.code),
+    });
+  }
+  return { admitted: "code" };
+}
+
+/** Makes the room invite-only (or open again) and appends its event. */
+function makePrivate(
+  txn: RoomTxn,
+  change: NewEvent & { type: "private" },
+): number {
+  forgetExpired(txn);
+  txn.setPrivate(change.on);
+  return txn.append(change);
+}
+
+// `private` names the rule as `/private` names the command (a reserved
+// word as a function's own name).
+export { makePrivate as private };
+
+/** Whom an invite is for, and who gives it. */
+export type Invitation =
+  /** A member holding the nick (by their key), or a verified person who holds or held it here (by their login). */
+  | { by: string; nick: string }
+  /** A verified user id, with its owner (auth.ts `ownerOfUser`). */
+  | { by: string; user: string; owner: string }
+  /** A link: its code's hash, uses and end (ms since the epoch). */
+  | { by: string; link: { hash: string; uses: number; until: number } };
+
+/**
+ * Gives an invite: to a member by nick (by the one key an invite holds);
+ * to a verified person not here by the name they hold or held here (by
+ * their login, lasting); to a verified user id; or a link. At most
+ * {@linkcode MAX_ROOM_INVITES} in force at once (a new one past them is
+ * `invite_limit`; renewing one is not).
+ */
+export function invite(
+  txn: RoomTxn,
+  invitation: Invitation,
+): "invited" | "no_such_nick" | "invite_limit" {
+  forgetExpiredInvites(txn);
+  let key: string;
+  let given: Invite;
+  if ("nick" in invitation) {
+    const member = txn.member(nickKey(invitation.nick));
+    const login = member ? undefined : txn.reservedBy(nickKey(invitation.nick));
+    if (member) {
+      key = inviteKeyOf(member.keys) ?? member.owner;
+      given = {
+        nick: member.nick,
+        by: invitation.by,
+        ...(member.user !== undefined ? { user: member.user } : {}),
+      };
+    } else if (login !== undefined) {
+      key = login;
+      given = { nick: invitation.nick, by: invitation.by };
+    } else return "no_such_nick";
+  } else if ("user" in invitation) {
+    key = invitation.owner;
+    given = { user: invitation.user, by: invitation.by };
+  } else {
+    key = LINK_KEY + invitation.link.hash;
+    given = {
+      by: invitation.by,
+      uses: invitation.link.uses,
+      until: invitation.link.until,
+    };
+  }
+  if (!txn.invite(key) && txn.invites().length >= MAX_ROOM_INVITES) {
+    return "invite_limit";
+  }
+  txn.setInvite(key, given);
+  return "invited";
+}
+
+/** Whose invite `uninvite` revokes. */
+export type Uninvitation =
+  /** Every invite given to (or asked for under) the nick, and its holder's. */
+  | { nick: string }
+  /** A verified user's (by their owner, auth.ts `ownerOfUser`). */
+  | { owner: string }
+  /** A link, by its code's hash. */
+  | { hash: string }
+  /** Links, by their id (`/invites`). */
+  | { link: string };
+
+/**
+ * Revokes invites: a nick's (those given to it, or taken with a code under
+ * it, and the one of the member holding it now, or of the verified person
+ * who holds the name here), a user's, or a link's (by its code, or its
+ * id). How many; 0: there was none.
+ */
+export function uninvite(txn: RoomTxn, target: Uninvitation): number {
+  forgetExpiredInvites(txn);
+  const keys = new Set<string>();
+  if ("nick" in target) {
+    const wanted = nickKey(target.nick);
+    for (const [key, invite] of txn.invites()) {
+      if (invite.nick !== undefined && nickKey(invite.nick) === wanted) {
+        keys.add(key);
+      }
+    }
+    const member = txn.member(wanted);
+    const key = member
+      ? inviteKeyOf(member.keys) ?? member.owner
+      : txn.reservedBy(wanted);
+    if (key !== undefined && txn.invite(key)) keys.add(key);
+  } else if ("owner" in target) {
+    if (txn.invite(target.owner)) keys.add(target.owner);
+  } else if ("hash" in target) {
+    if (txn.invite(LINK_KEY + target.hash)) keys.add(LINK_KEY + target.hash);
+  } else {
+    for (const [key] of txn.invites()) {
+      if (
+        key.startsWith(LINK_KEY) &&
+        linkId(key.slice(LINK_KEY.length)) === target.link
+      ) {
+        keys.add(key);
+      }
+    }
+  }
+  for (const key of keys) txn.setInvite(key);
+  return keys.size;
+}
+
+/** The room's invites in force, as `/invites` lists them (no keys, no codes). */
+export function invitesOf(
+  txn: RoomTxn,
+): { private: boolean; people: InvitedPerson[]; links: InviteLinkEntry[] } {
+  const people: InvitedPerson[] = [];
+  const links: InviteLinkEntry[] = [];
+  for (const [key, invite] of txn.invites()) {
+    if (!valid(invite, txn.now)) continue;
+    if (key.startsWith(LINK_KEY)) {
+      links.push({
+        link: linkId(key.slice(LINK_KEY.length)),
+        uses: invite.uses ?? 0,
+        until: invite.until ?? 0,
+        by: invite.by,
+      });
+    } else {
+      people.push({
+        ...(invite.nick !== undefined ? { nick: invite.nick } : {}),
+        ...(invite.user !== undefined ? { user: invite.user } : {}),
+        by: invite.by,
+        ...(invite.via !== undefined ? { via: invite.via } : {}),
+      });
+    }
+  }
+  return { private: txn.private, people, links };
+}
+
+/**
+ * Forgets the invites that ran out (links past their hours): each
+ * moderator's invite command tidies them up, so they do not pile up.
+ */
+function forgetExpiredInvites(txn: RoomTxn): void {
+  for (const [key, invite] of txn.invites()) {
+    if (!valid(invite, txn.now)) txn.setInvite(key);
+  }
 }

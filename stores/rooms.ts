@@ -17,6 +17,8 @@
 
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type {
+  InvitedPerson,
+  InviteLinkEntry,
   LiveEvent,
   NewEvent,
   ReactEvent,
@@ -25,10 +27,14 @@ import type {
 } from "../wire/protocol.ts";
 import * as rules from "./room_rules.ts";
 import {
+  type Admission,
   type Author,
   canResume,
   connectionCount,
   type EditRefusal,
+  type Entrant,
+  type Invitation,
+  type Invite,
   type JoinRequest,
   type KeptReaction,
   type Kick,
@@ -44,11 +50,15 @@ import {
   type RuleContext,
   type Sanction,
   type SanctionKind,
+  type Uninvitation,
 } from "./room_rules.ts";
 
 export {
+  inviteKeyOf,
   kickEvent,
   kickReason,
+  LINK_KEY,
+  linkId,
   NICK_CANDIDATES,
   nickCandidates,
   nickKey,
@@ -59,8 +69,12 @@ export {
   sanctionKeys,
 } from "./room_rules.ts";
 export type {
+  Admission,
   Author,
   EditRefusal,
+  Entrant,
+  Invitation,
+  Invite,
   JoinRequest,
   KeptReaction,
   Kick,
@@ -71,6 +85,7 @@ export type {
   ReactRefusal,
   ReactUnchanged,
   Sanction,
+  Uninvitation,
 } from "./room_rules.ts";
 
 /** Messages' reactions as a store keeps them, by message id. */
@@ -119,6 +134,8 @@ export interface Joined {
   /** The room's topic ("" for none) and slow-mode interval (0: off). */
   topic: string;
   slowSeconds: number;
+  /** The room is invite-only. */
+  private: boolean;
 }
 
 /** A member as `/who` and the API's `presence` show it. */
@@ -279,6 +296,27 @@ export interface RoomStore {
    * out of the room, if one does now.
    */
   banned(room: string, keys: string[]): Promise<Sanction | undefined>;
+  /**
+   * Whether someone may come into the room now (rules `admit`): not while
+   * banned, and into a private room only a moderator, a member already in,
+   * the invited, or someone with a valid code, whose use is spent here, at
+   * once on every process (two who bring a code's last use: one gets in).
+   */
+  admit(room: string, entrant: Entrant): Promise<Admission>;
+  /** Makes the room invite-only (or open again) and appends its event. */
+  private(
+    room: string,
+    change: NewEvent & { type: "private" },
+  ): Promise<RoomEvent>;
+  /** Gives an invite (rules `invite`); or says why not. */
+  invite(
+    room: string,
+    invitation: Invitation,
+  ): Promise<"invited" | "no_such_nick" | "invite_limit">;
+  /** Revokes invites (rules `uninvite`): how many (0: none was). */
+  uninvite(room: string, target: Uninvitation): Promise<number>;
+  /** Whether the room is private, and its invites in force (no codes). */
+  invites(room: string): Promise<RoomInvites>;
   /** Sets the topic and appends its event. */
   topic(room: string, change: NewEvent & { type: "topic" }): Promise<RoomEvent>;
   /** Sets slow mode and appends its event. */
@@ -320,8 +358,11 @@ export interface RoomStore {
 
   // The app's API (http_api.ts): what it asks of every process.
 
-  /** The rooms with members, with how many (on every process), by name. */
-  rooms(): Promise<{ room: string; members: number }[]>;
+  /**
+   * The rooms with members, with how many (on every process), by name, and
+   * whether each is private (lists leave those out for who is not in them).
+   */
+  rooms(): Promise<{ room: string; members: number; private: boolean }[]>;
   /**
    * Closes a person's connections on every process (through `onExpel`,
    * with `reason`), appending nothing; how many people it reached.
@@ -345,6 +386,13 @@ export interface RoomStore {
   available?(): boolean;
   /** Lets go of connections and timers (at shutdown). */
   close?(): Promise<void>;
+}
+
+/** A room's invites, as `/invites` and the API list them. */
+export interface RoomInvites {
+  private: boolean;
+  people: InvitedPerson[];
+  links: InviteLinkEntry[];
 }
 
 /** What {@linkcode RoomStore.visit} found. */
@@ -427,17 +475,24 @@ export interface ArchivedModeration {
   mutes: [key: string, sanction: Sanction][];
   /** Nick key → the verified owner that holds or held it. */
   reserved: [key: string, owner: string][];
+  /** Invite-only. */
+  private: boolean;
+  /** Invites by the key they admit (rules `Invite`; expired ones too). */
+  invites: [key: string, invite: Invite][];
 }
 
 /**
  * One change to a room's moderation, written with the archive's next
- * commit. A `ban` or `mute` without `sanction` is lifted.
+ * commit. A `ban` or `mute` without `sanction` is lifted, an `invite`
+ * without `invite` revoked.
  */
 export type ModerationChange =
   | { kind: "topic"; text: string }
   | { kind: "slow"; seconds: number }
   | { kind: "ban" | "mute"; key: string; sanction?: Sanction }
-  | { kind: "reserved"; key: string; owner: string };
+  | { kind: "reserved"; key: string; owner: string }
+  | { kind: "private"; on: boolean }
+  | { kind: "invite"; key: string; invite?: Invite };
 
 /**
  * Where a {@linkcode MemoryStore} writes rooms through so that they outlive
@@ -516,6 +571,9 @@ interface MemoryModeration {
   reserved: Map<string, string>;
   /** Owner → when they last posted (for slow mode). */
   posted: Map<string, number>;
+  private: boolean;
+  /** By the key they admit (rules `Invite`). */
+  invites: Map<string, Invite>;
 }
 
 interface MemoryRoom {
@@ -861,6 +919,42 @@ export class MemoryStore implements RoomStore {
     );
   }
 
+  admit(name: string, entrant: Entrant): Promise<Admission> {
+    return this.#durable(
+      rules.admit(this.#txn(name, this.#rooms.get(name)), entrant),
+    );
+  }
+
+  private(
+    name: string,
+    change: NewEvent & { type: "private" },
+  ): Promise<RoomEvent> {
+    const appended: RoomEvent[] = [];
+    rules.private(this.#txn(name, this.#room(name), appended), change);
+    return this.#durable(appended[0]);
+  }
+
+  invite(
+    name: string,
+    invitation: Invitation,
+  ): Promise<"invited" | "no_such_nick" | "invite_limit"> {
+    return this.#durable(
+      rules.invite(this.#txn(name, this.#rooms.get(name)), invitation),
+    );
+  }
+
+  uninvite(name: string, target: Uninvitation): Promise<number> {
+    return this.#durable(
+      rules.uninvite(this.#txn(name, this.#rooms.get(name)), target),
+    );
+  }
+
+  invites(name: string): Promise<RoomInvites> {
+    return Promise.resolve(
+      rules.invitesOf(this.#txn(name, this.#rooms.get(name))),
+    );
+  }
+
   topic(
     name: string,
     change: NewEvent & { type: "topic" },
@@ -969,6 +1063,8 @@ export class MemoryStore implements RoomStore {
         mutes: new Map(),
         reserved: new Map(),
         posted: new Map(),
+        private: false,
+        invites: new Map(),
       };
       this.#moderation.set(name, moderation);
     }
@@ -987,7 +1083,7 @@ export class MemoryStore implements RoomStore {
     if (!kept) return undefined;
     const now = Date.now();
     // Those that ran out while the process was away are left behind.
-    const live = ([, sanction]: [string, Sanction]) =>
+    const live = ([, sanction]: [string, { until?: number }]) =>
       sanction.until === undefined || sanction.until > now;
     const moderation: MemoryModeration = {
       topic: kept.topic,
@@ -996,6 +1092,8 @@ export class MemoryStore implements RoomStore {
       mutes: new Map(kept.mutes.filter(live)),
       reserved: new Map(kept.reserved),
       posted: new Map(),
+      private: kept.private,
+      invites: new Map(kept.invites.filter(live)),
     };
     this.#moderation.set(name, moderation);
     return moderation;
@@ -1015,7 +1113,10 @@ export class MemoryStore implements RoomStore {
   #standing(
     name: string,
     room: MemoryRoom,
-  ): Pick<Joined, "verified" | "moderators" | "topic" | "slowSeconds"> {
+  ): Pick<
+    Joined,
+    "verified" | "moderators" | "topic" | "slowSeconds" | "private"
+  > {
     const members = [...room.nicks.values()];
     const moderation = this.#moderationIfAny(name);
     return {
@@ -1023,13 +1124,18 @@ export class MemoryStore implements RoomStore {
       moderators: members.filter((m) => m.op).map((m) => m.nick),
       topic: moderation?.topic ?? "",
       slowSeconds: moderation?.slowSeconds ?? 0,
+      private: moderation?.private ?? false,
     };
   }
 
-  rooms(): Promise<{ room: string; members: number }[]> {
+  rooms(): Promise<{ room: string; members: number; private: boolean }[]> {
     return Promise.resolve(
       [...this.#rooms].filter(([, room]) => room.owners.size > 0)
-        .map(([name, room]) => ({ room: name, members: room.owners.size }))
+        .map(([name, room]) => ({
+          room: name,
+          members: room.owners.size,
+          private: this.#moderationIfAny(name)?.private ?? false,
+        }))
         .sort((a, b) => a.room.localeCompare(b.room)),
     );
   }
@@ -1267,6 +1373,19 @@ class MemoryTxn implements RoomTxn {
     return this.#kept()?.slowSeconds ?? 0;
   }
 
+  get private(): boolean {
+    return this.#kept()?.private ?? false;
+  }
+
+  invite(key: string): Invite | undefined {
+    return this.#kept()?.invites.get(key);
+  }
+
+  invites(): [string, Invite][] {
+    const all = this.#kept()?.invites;
+    return all && all.size > 0 ? [...all] : [];
+  }
+
   postedAt(owner: string): number | undefined {
     return this.#kept()?.posted.get(owner);
   }
@@ -1318,6 +1437,18 @@ class MemoryTxn implements RoomTxn {
   setTopic(text: string): void {
     this.#moderation().topic = text;
     this.host.record(this.name, { kind: "topic", text });
+  }
+
+  setPrivate(on: boolean): void {
+    this.#moderation().private = on;
+    this.host.record(this.name, { kind: "private", on });
+  }
+
+  setInvite(key: string, invite?: Invite): void {
+    const invites = this.#moderation().invites;
+    if (invite) invites.set(key, invite);
+    else invites.delete(key);
+    this.host.record(this.name, { kind: "invite", key, invite });
   }
 
   setSlow(seconds: number): void {

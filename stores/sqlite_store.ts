@@ -20,9 +20,10 @@
  *   the server's, never sent as it is); beside `events`, not in them, and
  *   gone with their message (deleted, trimmed);
  * - `moderation`: per room name (a ban is checked at the handshake, before
- *   the room is loaded), its topic, slow mode, bans, mutes and reserved
- *   verified names, one row each; expired bans and mutes are deleted by the
- *   retention sweep;
+ *   the room is loaded), its topic, slow mode, bans, mutes, reserved
+ *   verified names, whether it is private, and its invites (a link's by its
+ *   code's hash, never the code), one row each; expired bans, mutes and
+ *   invite links are deleted by the retention sweep;
  * - `meta`: the reconnect tokens' key, so tokens outlive a restart.
  *
  * Writes are grouped: the store queues a turn's events and commits them in
@@ -42,6 +43,7 @@ import type { RoomEvent } from "../wire/protocol.ts";
 import {
   type ArchivedModeration,
   type ArchivedRoom,
+  type Invite,
   type KeptReaction,
   type KeptReactions,
   type Log,
@@ -255,7 +257,7 @@ export class SqliteArchive implements RoomArchive {
         "DELETE FROM moderation WHERE room = ? AND kind = ? AND key = ?",
       ),
       expireSanctions: prepare(
-        "DELETE FROM moderation WHERE kind IN ('ban', 'mute') AND until <= ?",
+        "DELETE FROM moderation WHERE kind IN ('ban', 'mute', 'invite') AND until <= ?",
       ),
     };
     this.#nextKey = Number(
@@ -439,6 +441,8 @@ export class SqliteArchive implements RoomArchive {
       bans: [],
       mutes: [],
       reserved: [],
+      private: false,
+      invites: [],
     };
     for (const row of rows) {
       const key = String(row.key);
@@ -458,6 +462,12 @@ export class SqliteArchive implements RoomArchive {
           break;
         case "reserved":
           kept.reserved.push([key, value as string]);
+          break;
+        case "private":
+          kept.private = value as boolean;
+          break;
+        case "invite":
+          kept.invites.push([key, value as Invite]);
           break;
       }
     }
@@ -553,6 +563,23 @@ export class SqliteArchive implements RoomArchive {
           change.key,
           JSON.stringify(change.sanction),
           change.sanction.until ?? null,
+        );
+        return;
+      case "private":
+        setModeration.run(room, "private", "", JSON.stringify(change.on), null);
+        return;
+      case "invite":
+        // A link's key holds its code's hash, never the code.
+        if (!change.invite) {
+          unsetModeration.run(room, "invite", change.key);
+          return;
+        }
+        setModeration.run(
+          room,
+          "invite",
+          change.key,
+          JSON.stringify(change.invite),
+          change.invite.until ?? null,
         );
     }
   }

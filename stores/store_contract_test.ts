@@ -16,10 +16,12 @@ import { SqliteStore } from "./sqlite_store.ts";
 import {
   type LiveEvent,
   MAX_REACTION_KEYS,
+  MAX_ROOM_INVITES,
   type NewEvent,
   type RoomEvent,
 } from "../wire/protocol.ts";
 import {
+  type Entrant,
   type HistoryPage,
   MemoryStore,
   NICK_CANDIDATES,
@@ -591,7 +593,10 @@ contract("rooms: the rooms with members, with how many", async ({ store }) => {
   const rooms = await store.rooms();
   assert.deepEqual(
     rooms.sort((x, y) => x.room.localeCompare(y.room)),
-    [{ room: "a", members: 2 }, { room: "b", members: 1 }],
+    [
+      { room: "a", members: 2, private: false },
+      { room: "b", members: 1, private: false },
+    ],
   );
   store.release("c");
 });
@@ -1369,4 +1374,183 @@ contract(
     }
   },
   { historySize: 5 },
+);
+
+// ---------------------------------------------------------------------------
+// Private rooms
+// ---------------------------------------------------------------------------
+
+contract(
+  "admit: an open room admits all but the banned; a private one a moderator, a member's other tab, the invited by their key, and a code while it has uses (then its bringer by their key)",
+  async ({ store }) => {
+    const door = (entrant: Partial<Entrant>) =>
+      store.admit("r", { keys: [], op: false, ...entrant });
+    assert.deepEqual(await door({ keys: ["s.bob"] }), { admitted: "open" });
+    await join(store, "r", { owner: "mod", nick: "mod", op: true });
+    await join(store, "r", { owner: "s.bob", nick: "bob", keys: ["s.bob"] });
+    await join(store, "r", {
+      owner: "s.cy",
+      nick: "cy",
+      keys: ["s.cy", "ip:9"],
+    });
+    await store.kick("r", { nick: "cy", by: "mod", ban: {} });
+    assert.deepEqual(await door({ keys: ["s.new", "ip:9"] }), {
+      refused: "banned",
+    });
+    const on = await store.private("r", {
+      type: "private",
+      by: "mod",
+      on: true,
+    });
+    assert.deepEqual(timeless(on), {
+      type: "private",
+      id: on.id,
+      by: "mod",
+      on: true,
+    });
+    assert.deepEqual(await door({ keys: ["s.eve"] }), {
+      refused: "invite_only",
+    });
+    assert.deepEqual(await door({ keys: ["s.eve"], op: true }), {
+      admitted: "op",
+    });
+    assert.deepEqual(await door({ owner: "s.bob", keys: ["s.bob"] }), {
+      admitted: "member",
+    });
+    // Bob invited by his key (his session: the one an invite holds), out,
+    // and back with that session from another address: in.
+    assert.equal(
+      await store.invite("r", { by: "mod", nick: "bob" }),
+      "invited",
+    );
+    await store.leave("r", "s.bob", true);
+    assert.deepEqual(await door({ owner: "s.bob", keys: ["s.bob", "ip:2"] }), {
+      admitted: "invite",
+    });
+    assert.deepEqual(await door({ keys: ["s.eve", "ip:2"] }), {
+      refused: "invite_only",
+    });
+    // A link of two uses.
+    assert.equal(
+      await store.invite("r", {
+        by: "mod",
+        link: { hash: "h".repeat(43), uses: 2, until: Date.now() + 60_000 },
+      }),
+      "invited",
+    );
+    const code = "h".repeat(43);
+    for (const person of ["s.amy", "s.dan"]) {
+      assert.deepEqual(await door({ keys: [person], code, nick: "x" }), {
+        admitted: "code",
+      });
+    }
+    assert.deepEqual(await door({ keys: ["s.fay"], code }), {
+      refused: "invite_only",
+    });
+    // Amy comes back without it; a wrong code is no code.
+    assert.deepEqual(await door({ keys: ["s.amy"] }), { admitted: "invite" });
+    assert.deepEqual(await door({ keys: ["s.fay"], code: "g".repeat(43) }), {
+      refused: "invite_only",
+    });
+    const listed = await store.invites("r");
+    assert.deepEqual(listed, {
+      private: true,
+      people: [
+        { nick: "bob", by: "mod" },
+        { nick: "x", by: "mod", via: "hhhhhhhh" },
+        { nick: "x", by: "mod", via: "hhhhhhhh" },
+      ],
+      links: [],
+    });
+    // Open again: anyone but the banned.
+    await store.private("r", { type: "private", by: "mod", on: false });
+    assert.deepEqual(await door({ keys: ["s.fay"] }), { admitted: "open" });
+    assert.equal((await join(store, "r", { owner: "s.fay" })).private, false);
+  },
+);
+
+contract(
+  "invite and uninvite: by a member's nick, a verified name not here (its login), a user, a link (by code or id); expired links are no invite and are forgotten; at most MAX_ROOM_INVITES",
+  async ({ store }) => {
+    const door = (entrant: Partial<Entrant>) =>
+      store.admit("r", { keys: [], op: false, ...entrant });
+    await join(store, "r", { owner: "mod", nick: "mod", op: true });
+    await join(store, "r", {
+      owner: "u.ada",
+      nick: "ada",
+      verified: true,
+      keys: ["u.ada"],
+    });
+    await store.leave("r", "u.ada", true);
+    await store.private("r", { type: "private", by: "mod", on: true });
+    assert.equal(
+      await store.invite("r", { by: "mod", nick: "nobody" }),
+      "no_such_nick",
+    );
+    assert.equal(
+      await store.invite("r", { by: "mod", nick: "ADA" }),
+      "invited",
+    );
+    assert.deepEqual(await door({ owner: "u.ada", keys: ["u.ada"] }), {
+      admitted: "invite",
+    });
+    assert.equal(
+      await store.invite("r", { by: "api", user: "42", owner: "u.42" }),
+      "invited",
+    );
+    assert.deepEqual(await door({ keys: ["u.42"] }), { admitted: "invite" });
+    const soon = Date.now() + 60_000;
+    await store.invite("r", {
+      by: "mod",
+      link: { hash: "a".repeat(43), uses: 1, until: soon },
+    });
+    await store.invite("r", {
+      by: "mod",
+      link: { hash: "b".repeat(43), uses: 1, until: soon },
+    });
+    // Given an hour ago for an hour: over already.
+    await store.invite("r", {
+      by: "mod",
+      link: { hash: "c".repeat(43), uses: 1, until: Date.now() - 1 },
+    });
+    assert.deepEqual(await door({ keys: ["s.x"], code: "c".repeat(43) }), {
+      refused: "invite_only",
+    });
+    assert.deepEqual((await store.invites("r")).links.map((l) => l.link), [
+      "aaaaaaaa",
+      "bbbbbbbb",
+    ]);
+    assert.equal(await store.uninvite("r", { hash: "a".repeat(43) }), 1);
+    assert.equal(await store.uninvite("r", { link: "bbbbbbbb" }), 1);
+    assert.equal(await store.uninvite("r", { link: "bbbbbbbb" }), 0);
+    assert.deepEqual(await door({ keys: ["s.x"], code: "a".repeat(43) }), {
+      refused: "invite_only",
+    });
+    assert.equal(await store.uninvite("r", { nick: "ada" }), 1);
+    assert.deepEqual(await door({ owner: "u.ada", keys: ["u.ada"] }), {
+      refused: "invite_only",
+    });
+    assert.equal(await store.uninvite("r", { owner: "u.42" }), 1);
+    assert.deepEqual(await store.invites("r"), {
+      private: true,
+      people: [],
+      links: [],
+    });
+    // The limit: a new invite past it is refused, renewing one is not.
+    for (let i = 0; i < MAX_ROOM_INVITES; i++) {
+      await store.invite("r", {
+        by: "mod",
+        user: String(i),
+        owner: `u.${i}`,
+      });
+    }
+    assert.equal(
+      await store.invite("r", { by: "mod", user: "x", owner: "u.x" }),
+      "invite_limit",
+    );
+    assert.equal(
+      await store.invite("r", { by: "mod", user: "0", owner: "u.0" }),
+      "invited",
+    );
+  },
 );

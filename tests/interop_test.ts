@@ -452,6 +452,7 @@ function welcome(fields: Json): Json {
     moderators: [],
     topic: "",
     slowSeconds: 0,
+    private: false,
     ...fields,
   };
 }

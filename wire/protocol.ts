@@ -396,8 +396,8 @@ export type LiveEvent = RoomEvent | TypingEvent | ReactEvent;
  * A room event before the store gives it an id and a time. (`Omit` over the
  * union member by member: a plain `Omit<RoomEvent, …>` would merge them.)
  */
-export type NewEvent = RoomEvent extends infer E
-  ? E extends RoomEvent ? Omit<E, "id" | "ts"> : never
+export type NewEvent = (RoomEvent | PrivateEvent) extends infer E
+  ? E extends RoomEvent | PrivateEvent ? Omit<E, "id" | "ts"> : never
   : never;
 
 /** The first frame a JSON client gets. */
@@ -434,6 +434,8 @@ export interface Welcome {
   topic: string;
   /** Slow mode: seconds between one person's messages (0: off). */
   slowSeconds: number;
+  /** The room is invite-only (see {@linkcode PrivateEvent}). */
+  private: boolean;
 }
 
 /** Error codes a client may be sent (`unknown_command` only in plain text). */
@@ -465,7 +467,15 @@ export type ErrorCode =
   /** An edit after `--edit-window` (or with editing off). */
   | "edit_window"
   /** A new reaction key on a message with {@linkcode MAX_REACTION_KEYS}. */
-  | "reaction_limit";
+  | "reaction_limit"
+  /** `/join` of a private room without an invite (as REFUSALS says). */
+  | "invite_only"
+  /** `/join` of a room that bans you (as REFUSALS says). */
+  | "banned"
+  /** `/uninvite` of a nick or link nobody invited. */
+  | "not_invited"
+  /** A new invite in a room with {@linkcode MAX_ROOM_INVITES}. */
+  | "invite_limit";
 
 /** A refusal of one frame; the connection stays open. */
 export interface ErrorFrame {
@@ -504,6 +514,7 @@ export type ServerFrame =
   | ErrorFrame
   | ModeratedFrame
   | HistoryAnswer
+  | InviteFrame
   | LiveEvent;
 
 /** What a JSON client may send. */
@@ -517,7 +528,8 @@ export type ClientFrame =
   | { type: "dm"; to: string; text: string }
   | { type: "typing" }
   | { type: "history"; before: number; limit?: number }
-  | ModerationCommand;
+  | ModerationCommand
+  | AccessCommand;
 
 // ---------------------------------------------------------------------------
 // Commands: what clients send, in either protocol
@@ -868,7 +880,7 @@ function historyCommand(frame: Record<string, unknown>): Command {
 }
 
 /** A JSON frame as a command; anything else is `bad_json` or `bad_request`. */
-export function parseJsonCommand(data: string): Command {
+export function parseJsonCommand(data: string): ServerCommand {
   let value: unknown;
   try {
     value = JSON.parse(data);
@@ -936,6 +948,9 @@ export function parseJsonCommand(data: string): Command {
     }
     if (frame.type === "typing") return { type: "typing" };
     if (frame.type === "history") return historyCommand(frame);
+    if (typeof frame.type === "string" && ACCESS_TYPES.has(frame.type)) {
+      return accessFrame(frame);
+    }
     if (typeof frame.type === "string" && MODERATION_TYPES.has(frame.type)) {
       const checked = checkModeration(frame);
       if (checked === undefined) {
@@ -949,6 +964,379 @@ export function parseJsonCommand(data: string): Command {
     }
   }
   return { type: "invalid", code: "bad_request", message: JSON_FORMS };
+}
+
+// ---------------------------------------------------------------------------
+// Private rooms: /private, /invite, /uninvite, /invites
+// ---------------------------------------------------------------------------
+//
+// A moderator makes a room invite-only; then the handshake admits only the
+// invited (by their keys, as a ban holds: room_rules.ts `admit`), those who
+// bring a valid invite code (`?invite=CODE`), members already in, and
+// moderators. These commands are not in `Command` (nor COMMAND_NAMES,
+// HELP_TEXT, MODERATION_HELP) yet: the terminal client's and the page's
+// parsers switch over `Command` and do not know them; the server's parsers
+// make them ({@linkcode ServerCommand}), and they join `Command` when the
+// clients do. Likewise {@linkcode PrivateEvent} is kept and delivered as a
+// room event (stores hold it as one: its body is a `NewEvent`, and
+// `renderText` renders it), but is not in `RoomEvent` until the terminal
+// client renders it.
+
+/** Uses an invite link has when none are asked for. @default {1} */
+export const DEFAULT_INVITE_USES = 1;
+/** Most uses one invite link may have. @default {1000} */
+export const MAX_INVITE_USES = 1000;
+/** Hours an invite link lasts when none are asked for. @default {24} */
+export const DEFAULT_INVITE_HOURS = 24;
+/** Longest an invite link may last, in hours (30 days). @default {720} */
+export const MAX_INVITE_HOURS = 30 * 24;
+/**
+ * Most invites (people and links together) a room keeps; another is
+ * refused with `invite_limit` until some are revoked or run out.
+ * @default {1000}
+ */
+export const MAX_ROOM_INVITES = 1000;
+/**
+ * Random bytes in an invite code (192 bits, from `crypto`): 32 base64url
+ * characters, longer than any nick, so `/uninvite WORD` tells them apart.
+ * Nobody can guess one, and the handshake rate-limits tries anyway.
+ * @default {24}
+ */
+export const INVITE_CODE_BYTES = 24;
+/** An invite code as the server makes them (`?invite=`, `/uninvite`). */
+export const INVITE_CODE = /^[A-Za-z0-9_-]{32}$/;
+/**
+ * A link's name in `/invites` and `/uninvite link ID`: the start of its
+ * code's hash (the code itself is kept nowhere).
+ */
+export const LINK_ID = /^[A-Za-z0-9_-]{8}$/;
+/** Longest verified user id an invite may name (the API's `user`). */
+export const MAX_USER_CHARS = 256;
+
+/**
+ * A moderator made the room invite-only (`on`) or open again: kept in
+ * history like a topic, and every welcome says which it is (`private`).
+ */
+export interface PrivateEvent {
+  type: "private";
+  id: number;
+  ts: number;
+  by: string;
+  on: boolean;
+}
+
+/**
+ * Who may come into a room, in either protocol (the JSON frame is the
+ * same object): invite-only or open (`private`); an invite of a member by
+ * nick (or a verified person who holds or held the name here: by their
+ * login, lasting), of a verified `user` id, or a link with a code of
+ * `uses` uses for `hours`; revoking one (by nick, user, the code itself, or
+ * the link's id); and the list. Moderators only.
+ */
+export type AccessCommand =
+  | { type: "private"; on: boolean }
+  | { type: "invite"; nick: string }
+  | { type: "invite"; user: string }
+  | { type: "invite"; link: { uses: number; hours: number } }
+  | { type: "uninvite"; nick: string }
+  | { type: "uninvite"; user: string }
+  | { type: "uninvite"; code: string }
+  | { type: "uninvite"; link: string }
+  | { type: "invites" };
+
+/**
+ * What the server takes from a client: every {@linkcode Command}, and the
+ * commands of private rooms ({@linkcode AccessCommand}), which the page's
+ * and the terminal client's parsers do not handle yet.
+ */
+export type ServerCommand = Command | AccessCommand;
+
+/** The private-room commands' names. */
+export const ACCESS_TYPES: ReadonlySet<string> = new Set([
+  "private",
+  "invite",
+  "uninvite",
+  "invites",
+]);
+
+/** The private-room commands, added to the server's `/help` for moderators. */
+export const ACCESS_HELP =
+  "moderators: /private on|off (invite-only or open), /invite NICK, /invite link [uses] [hours], /uninvite NICK|CODE, /uninvite link ID, /invites";
+
+/** How each private-room command is typed, for its usage error. */
+export const ACCESS_USAGE: Record<AccessCommand["type"], string> = {
+  private: "usage: /private on|off",
+  invite:
+    `usage: /invite NICK, or /invite link [uses, 1-${MAX_INVITE_USES}, default ${DEFAULT_INVITE_USES}] [hours, 1-${MAX_INVITE_HOURS}, default ${DEFAULT_INVITE_HOURS}]`,
+  uninvite: "usage: /uninvite NICK, /uninvite CODE or /uninvite link ID",
+  invites: "usage: /invites",
+};
+
+/** Each private-room command's JSON form, for its `bad_request`. */
+const ACCESS_JSON: Record<AccessCommand["type"], string> = {
+  private: '{"type":"private","on":true|false}',
+  invite:
+    '{"type":"invite","nick":…}, {"type":"invite","user":…} or {"type":"invite","link":{"uses"?:N,"hours"?:N}}',
+  uninvite:
+    '{"type":"uninvite","nick":…}, {"type":"uninvite","user":…}, {"type":"uninvite","code":…} or {"type":"uninvite","link":ID}',
+  invites: '{"type":"invites"}',
+};
+
+/**
+ * A typed line as the server takes it: a private-room command (see
+ * {@linkcode ServerCommand}), else {@linkcode parseCommand}'s command.
+ */
+export function parseServerCommand(line: string): ServerCommand {
+  const match = /^\/(private|invite|uninvite|invites)(?:\s+([\s\S]*))?$/i
+    .exec(line);
+  if (!match) return parseCommand(line);
+  const name = match[1].toLowerCase() as AccessCommand["type"];
+  const words = (match[2] ?? "").trim().split(/\s+/).filter((w) => w !== "");
+  const frame: Record<string, unknown> = { type: name };
+  const whole = (word: string | undefined) =>
+    word === undefined ? undefined : /^\d{1,9}$/.test(word) ? Number(word) : -1;
+  switch (name) {
+    case "private":
+      if (words.length === 1 && /^(on|off)$/i.test(words[0])) {
+        frame.on = words[0].toLowerCase() === "on";
+      }
+      break;
+    case "invite":
+      if (words[0]?.toLowerCase() === "link" && words.length <= 3) {
+        frame.link = { uses: whole(words[1]), hours: whole(words[2]) };
+      } else if (words.length === 1) frame.nick = words[0];
+      break;
+    case "uninvite":
+      // `link` first is the keyword, as for /invite (JSON names a nick
+      // `link`).
+      if (words[0]?.toLowerCase() === "link") {
+        if (words.length === 2) frame.link = words[1];
+      } else if (words.length === 1) {
+        // A code is longer than any nick.
+        frame[INVITE_CODE.test(words[0]) ? "code" : "nick"] = words[0];
+      }
+      break;
+    case "invites":
+      if (words.length > 0) frame.type = "";
+      break;
+  }
+  return accessCommand(checkAccess(frame), ACCESS_USAGE[name]);
+}
+
+/** A checked private-room command as a command (a refusal is `invalid`). */
+function accessCommand(
+  checked: AccessCommand | FieldRefusal | undefined,
+  usage: string,
+): ServerCommand {
+  if (checked === undefined) {
+    return { type: "invalid", code: "bad_request", message: usage };
+  }
+  return isRefusal(checked)
+    ? { type: "invalid", code: checked.code, message: checked.message }
+    : checked;
+}
+
+/**
+ * Uses of an invite link (default {@linkcode DEFAULT_INVITE_USES}), or
+ * `bad_request` unless a whole number from 1 to {@linkcode MAX_INVITE_USES}.
+ */
+export function checkInviteUses(value: unknown): number | FieldRefusal {
+  if (value === undefined) return DEFAULT_INVITE_USES;
+  if (
+    Number.isSafeInteger(value) && (value as number) >= 1 &&
+    (value as number) <= MAX_INVITE_USES
+  ) {
+    return value as number;
+  }
+  return new FieldRefusal(
+    "bad_request",
+    `uses must be a whole number from 1 to ${MAX_INVITE_USES}`,
+  );
+}
+
+/**
+ * Hours an invite link lasts (default {@linkcode DEFAULT_INVITE_HOURS}), or
+ * `bad_request` unless a whole number from 1 to {@linkcode MAX_INVITE_HOURS}.
+ */
+export function checkInviteHours(value: unknown): number | FieldRefusal {
+  if (value === undefined) return DEFAULT_INVITE_HOURS;
+  if (
+    Number.isSafeInteger(value) && (value as number) >= 1 &&
+    (value as number) <= MAX_INVITE_HOURS
+  ) {
+    return value as number;
+  }
+  return new FieldRefusal(
+    "bad_request",
+    `hours must be a whole number from 1 to ${MAX_INVITE_HOURS}`,
+  );
+}
+
+/**
+ * A private-room command from a frame (JSON, an API call, or a typed line
+ * made into one), its fields as kept by their checks; the first field
+ * refused; or undefined when the frame is not one's form. As
+ * {@linkcode checkModeration}: the parsers run it, and the server runs it
+ * again on every command, whoever gave it.
+ */
+export function checkAccess(
+  frame: Record<string, unknown>,
+): AccessCommand | FieldRefusal | undefined {
+  const given = ["nick", "user", "code", "link"].filter((name) =>
+    frame[name] !== undefined
+  );
+  switch (frame.type) {
+    case "private":
+      return typeof frame.on === "boolean"
+        ? { type: "private", on: frame.on }
+        : undefined;
+    case "invites":
+      return { type: "invites" };
+    case "invite":
+    case "uninvite": {
+      if (given.length !== 1) return undefined;
+      const [name] = given;
+      const value = frame[name];
+      if (name === "nick") {
+        if (value === "") return undefined;
+        const nick = checkNick(value);
+        if (isRefusal(nick)) return nick;
+        return { type: frame.type, nick } as AccessCommand;
+      }
+      if (name === "user") {
+        if (
+          typeof value !== "string" || value === "" ||
+          value.length > MAX_USER_CHARS
+        ) {
+          return new FieldRefusal(
+            "bad_request",
+            `a user is a verified user id of 1 to ${MAX_USER_CHARS} characters`,
+          );
+        }
+        return { type: frame.type, user: value } as AccessCommand;
+      }
+      if (frame.type === "invite") {
+        if (name !== "link") return undefined;
+        const link = value as Record<string, unknown>;
+        if (typeof link !== "object" || link === null || Array.isArray(link)) {
+          return undefined;
+        }
+        const uses = checkInviteUses(link.uses);
+        if (isRefusal(uses)) return uses;
+        const hours = checkInviteHours(link.hours);
+        if (isRefusal(hours)) return hours;
+        return { type: "invite", link: { uses, hours } };
+      }
+      if (name === "code") {
+        if (typeof value !== "string" || !INVITE_CODE.test(value)) {
+          return new FieldRefusal(
+            "bad_request",
+            "an invite code is 32 of A-Z, a-z, 0-9, - and _",
+          );
+        }
+        return { type: "uninvite", code: value };
+      }
+      if (typeof value !== "string" || !LINK_ID.test(value)) {
+        return new FieldRefusal(
+          "bad_request",
+          "a link is named by the 8 characters /invites shows",
+        );
+      }
+      return { type: "uninvite", link: value };
+    }
+  }
+  return undefined;
+}
+
+/** A private-room command's JSON frame as a command. */
+function accessFrame(frame: Record<string, unknown>): ServerCommand {
+  const type = frame.type as AccessCommand["type"];
+  return accessCommand(checkAccess(frame), `expected ${ACCESS_JSON[type]}`);
+}
+
+/** A person invited into a private room, as `/invites` lists them. */
+export interface InvitedPerson {
+  /** The nick they were invited by (or asked for, coming with a code). */
+  nick?: string;
+  /** The verified user id they were invited by (the API's `user`). */
+  user?: string;
+  /** The moderator who invited them. */
+  by: string;
+  /** They came in with this link (its id). */
+  via?: string;
+}
+
+/** An invite link, as `/invites` lists it (never its code). */
+export interface InviteLinkEntry {
+  /** Its id (the start of its code's hash): `/uninvite link ID`. */
+  link: string;
+  /** Uses left. */
+  uses: number;
+  /** When it ends (ms since the epoch). */
+  until: number;
+  by: string;
+}
+
+/**
+ * The answers to the private-room commands, to the moderator only: who was
+ * invited, a new link (its code and the page's URL with it, shown once:
+ * only its hash is kept), who or which link was uninvited, and the list.
+ */
+export type InviteFrame =
+  | { type: "invited"; nick: string }
+  | { type: "invited"; user: string }
+  | {
+    type: "invite_link";
+    link: string;
+    code: string;
+    /** The page with `#ROOM&invite=CODE`. */
+    url: string;
+    uses: number;
+    until: number;
+  }
+  | { type: "uninvited"; nick: string }
+  | { type: "uninvited"; user: string }
+  | { type: "uninvited"; link: string }
+  | {
+    type: "invites";
+    private: boolean;
+    people: InvitedPerson[];
+    links: InviteLinkEntry[];
+  };
+
+/** How an answer to a private-room command reads in plain text. */
+export function inviteText(frame: InviteFrame): string {
+  const who = (person: { nick?: string; user?: string }) =>
+    person.nick ?? `user ${person.user}`;
+  switch (frame.type) {
+    case "invited":
+      return `${who(frame)} is invited.`;
+    case "invite_link":
+      return `invite link ${frame.link} (${frame.uses} use${
+        frame.uses === 1 ? "" : "s"
+      }, until ${new Date(frame.until).toISOString()}): ${frame.url}`;
+    case "uninvited":
+      return "link" in frame
+        ? `invite link ${frame.link} is revoked.`
+        : `${who(frame)} is no longer invited.`;
+    case "invites": {
+      const people = frame.people.map((person) =>
+        `${person.nick ?? (person.user ? `user ${person.user}` : "someone")}${
+          person.via ? ` (link ${person.via})` : ` (by ${person.by})`
+        }`
+      );
+      const links = frame.links.map((link) =>
+        `${link.link} (${link.uses} use${
+          link.uses === 1 ? "" : "s"
+        } left, until ${new Date(link.until).toISOString()}, by ${link.by})`
+      );
+      return `${
+        frame.private ? "this room is invite-only" : "this room is open"
+      }; invited: ${people.join(", ") || "nobody"}; links: ${
+        links.join(", ") || "none"
+      }.`;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1030,7 +1418,7 @@ export function printable(text: string): string {
  * space: on a plain-text client it would start a line that could pass for a
  * system line (` .... admin has joined.`). JSON clients keep it.
  */
-export function renderText(event: RoomEvent): string {
+export function renderText(event: RoomEvent | PrivateEvent): string {
   switch (event.type) {
     case "message":
       return `${event.from}: ${replyText(event.replyTo)}${oneLine(event.text)}`;
@@ -1064,6 +1452,10 @@ export function renderText(event: RoomEvent): string {
         : ` .... ${event.by} turned slow mode off.`;
     case "delete":
       return ` .... ${event.by} deleted message ${event.deleted}.`;
+    case "private":
+      return event.on
+        ? ` .... ${event.by} made the room invite-only.`
+        : ` .... ${event.by} opened the room to everyone.`;
   }
 }
 
@@ -1216,6 +1608,18 @@ export const REFUSALS = {
     message: "You are banned from this room.",
     retryable: false,
   },
+  // Also the answer to a wrong, used up, revoked or expired invite code:
+  // the same words, so that no answer tells a guessed code from no code.
+  invite_only: {
+    status: Status.Forbidden,
+    message: "This room is invite-only: ask a moderator for an invite.",
+    retryable: false,
+  },
+  invite_rate: {
+    status: Status.TooManyRequests,
+    message: "Too many invite codes tried from your address: try again later.",
+    retryable: true,
+  },
 } as const satisfies Record<string, Refusal>;
 
 /** A refusal's name. */
@@ -1255,4 +1659,7 @@ export const PAGE_CONSTANTS = {
   helpText: HELP_TEXT,
   moderationHelp: MODERATION_HELP,
   moderationUsage: MODERATION_USAGE,
+  accessHelp: ACCESS_HELP,
+  accessUsage: ACCESS_USAGE,
+  inviteCodePattern: INVITE_CODE.source,
 } as const;
