@@ -39,22 +39,22 @@ import {
 } from "./server/options.ts";
 import { listening, startupLine } from "./server/cli_errors.ts";
 import {
-  ACCESS_HELP,
   checkMessage,
   checkNick,
   CloseCode,
+  type Command,
   frameBytes,
   HELP_TEXT,
   isRefusal,
   JSON_PROTOCOL,
   MODERATION_HELP,
+  parseCommand,
   parseJsonCommand,
-  parseServerCommand,
   type RefusalReason,
   REFUSALS,
+  REFUSALS_BY_CLOSE_PROTOCOL,
   roomFromPath,
   roomName,
-  type ServerCommand,
   SHUTDOWN_REASON,
   Status,
   TYPING_INTERVAL_MS,
@@ -219,6 +219,8 @@ const openSockets = new Set<WebSocket>();
  * holds: their slots are free, their file descriptors may not be.
  */
 const stuckSockets = new Set<WebSocket>();
+/** Sockets upgraded only to be told a refusal (`refuseByClose`), until closed. */
+const refusedSockets = new Set<WebSocket>();
 /** Open connections per peer address, for the per-IP limit. */
 const connectionsByIp = new Map<string, number>();
 /** Session leaves waiting out `sessionGrace`. */
@@ -384,7 +386,10 @@ async function handleChatUpgrade(
   }
   // A wrong code is refused as no code is: `invite_only`.
   if ("refused" in admission) {
-    return refuse(admission.refused, { peer: ip, room });
+    // A browser cannot read a 403: told in a close frame if it asks.
+    return offeredProtocols(req.headers).includes(REFUSALS_BY_CLOSE_PROTOCOL)
+      ? handleChatRequest(req, info, { refused: admission.refused })
+      : refuse(admission.refused, { peer: ip, room });
   }
   if (admission.admitted === "code") {
     log("info", "invite_used", { room, peer: ip });
@@ -405,11 +410,17 @@ function pageUrlOf(req: Request, url: URL): string {
   return `${settings.cert ? "https" : "http"}://${url.hostname}:${pagePort}/`;
 }
 
-/** The chat port: guard clauses, each refusal with its own name, then upgrade. */
+/**
+ * The chat port: guard clauses, each refusal with its own name, then
+ * upgrade. `refused`: the door's refusal of this person, to be told in a
+ * close frame once the other guards pass (see `refuseByClose`).
+ */
 function handleChatRequest(
   req: Request,
   info: Deno.ServeHandlerInfo,
-  admitted: Pick<ConnectRequest, "identity" | "op"> = {},
+  admitted: Pick<ConnectRequest, "identity" | "op"> & {
+    refused?: "banned" | "invite_only";
+  } = {},
 ): Response {
   const handshake = readHandshake(req.headers, [JSON_PROTOCOL]);
   if (!handshake.websocket) return refuse("not_websocket");
@@ -431,6 +442,12 @@ function handleChatRequest(
   }
   if (fromIp >= settings.maxConnectionsPerIp) {
     return refuse("max_connections_per_ip", { peer: ip });
+  }
+  if (admitted.refused) {
+    return refuseByClose(req, handshake.protocol, admitted.refused, {
+      peer: ip,
+      room,
+    });
   }
   // Held from here on, so concurrent upgrades cannot make more rooms than
   // maxRooms, and a lone member's replacement cannot end the room.
@@ -466,8 +483,56 @@ function handleChatRequest(
     token: url.searchParams.get("token") ?? undefined,
     session: sessionOf(handshake.offered),
     pageUrl,
-    ...admitted,
+    identity: admitted.identity,
+    op: admitted.op,
   });
+  return upgraded.response;
+}
+
+/**
+ * Refuses a person at the door in a close frame (for clients that offer
+ * {@linkcode REFUSALS_BY_CLOSE_PROTOCOL}: browsers see no 403): logged and
+ * counted as the 403 is, then upgraded and closed with
+ * {@linkcode CloseCode.Refused} as soon as it opens, the refusal's name as
+ * the reason. The socket never joins and holds no slot; one that never
+ * opens is left as `openTimeout` leaves any other.
+ */
+function refuseByClose(
+  req: Request,
+  protocol: string | undefined,
+  reason: "banned" | "invite_only",
+  fields: LogFields,
+): Response {
+  let upgraded: { socket: WebSocket; response: Response };
+  try {
+    upgraded = Deno.upgradeWebSocket(req, {
+      idleTimeout: settings.idleTimeout,
+    });
+  } catch (error) {
+    return refuse("bad_handshake", { ...fields, error: String(error) });
+  }
+  bump(counters.upgradesRefused, reason);
+  log("warn", "upgrade_refused", { reason, ...fields });
+  if (protocol !== undefined) {
+    upgraded.response.headers.set("sec-websocket-protocol", protocol);
+  }
+  const { socket } = upgraded;
+  refusedSockets.add(socket);
+  const timer = setTimeout(() => {
+    // Never opened (see `openTimeout`): Deno may keep it.
+    refusedSockets.delete(socket);
+    stuckSockets.add(socket);
+  }, settings.openTimeout * 1000);
+  socket.onopen = () => {
+    clearTimeout(timer);
+    socket.close(CloseCode.Refused, reason);
+  };
+  socket.onclose = () => {
+    clearTimeout(timer);
+    refusedSockets.delete(socket);
+    stuckSockets.delete(socket);
+  };
+  socket.onerror = () => {}; // followed by a close event
   return upgraded.response;
 }
 
@@ -822,9 +887,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return sendError(client, "rate_limited", "slow down: message dropped");
   }
   client.drops = 0;
-  const command = client.json
-    ? parseJsonCommand(data)
-    : parseServerCommand(data);
+  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
   try {
     execute(client, command);
   } catch (error) {
@@ -835,7 +898,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
 const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
 
 /** The command table: what each command does, by its `type`. */
-function execute(client: Client, command: ServerCommand): void {
+function execute(client: Client, command: Command): void {
   const room = client.room.name;
   switch (command.type) {
     case "message":
@@ -897,10 +960,7 @@ function execute(client: Client, command: ServerCommand): void {
       return close(client, CloseCode.Normal, "bye");
     case "help":
       sendNotice(client, HELP_TEXT);
-      if (client.op) {
-        sendNotice(client, MODERATION_HELP);
-        sendNotice(client, ACCESS_HELP);
-      }
+      if (client.op) sendNotice(client, MODERATION_HELP);
       return;
     case "history":
       // Not whileStoreWorks: reads change nothing, so a flood of them meets
@@ -1166,6 +1226,7 @@ export async function startChat(
   rooms.clear();
   openSockets.clear();
   stuckSockets.clear();
+  refusedSockets.clear();
   connectionsByIp.clear();
   graceTimers.clear();
   counters = newCounters();
@@ -1305,8 +1366,9 @@ async function stop(
     client.socket.readyState === WebSocket.CONNECTING
   );
   const serversDown = Promise.all(servers.map((server) => server.shutdown()));
-  if (stuckSockets.size === 0 && !unopened) await serversDown;
-  else await atMostGrace(serversDown);
+  if (stuckSockets.size === 0 && refusedSockets.size === 0 && !unopened) {
+    await serversDown;
+  } else await atMostGrace(serversDown);
   await store.close?.();
   phase = "stopped";
 }

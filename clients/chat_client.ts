@@ -22,6 +22,11 @@
  *   `* cy reacted 👍 to #43 (👍 2)`; the history's are shown under their
  *   message (`   👍 2 (you, cy)`), and a resume says which changed while
  *   away (` .... #43 now: 👍 3 (you +2)`).
+ * - Private rooms: an invite link (`http://HOST:8080/#room&invite=CODE`) is
+ *   a URL like any other; a room that will not let you in says why
+ *   (invite-only, banned), and a refused `/join` goes back to the room
+ *   left. Moderators' `/private`, `/invite`, `/uninvite` and `/invites`
+ *   are answered in system lines (`/invite link` with the link's URL).
  * - Nothing a peer sends reaches the terminal as a control or escape
  *   sequence: see {@linkcode printable} (protocol.ts).
  *
@@ -39,18 +44,23 @@ import {
   checkNick,
   checkReactionKey,
   type ClientFrame,
+  CloseCode,
   type ErrorFrame,
   FINAL_CLOSE_CODES,
   HELP_TEXT,
   type HistoryAnswer,
+  type InviteFrame,
+  inviteText,
   isRefusal,
   JOIN_USAGE,
   JSON_PROTOCOL,
   type ModeratedFrame,
+  MODERATION_HELP,
   parseCommand,
   printable,
   type ReactEvent,
   type Reaction,
+  REFUSALS_BY_CLOSE_PROTOCOL,
   renderText,
   type ReplyQuote,
   retryableStatus,
@@ -99,7 +109,8 @@ Usage: deno task client [URL] [options]
 
   URL            the chat server and room, e.g. ws://localhost:12345/rust-fans
                  (default ${DEFAULT_URL}, the lobby; wss:// for TLS);
-                 the page's URL (http://localhost:8080/#rust-fans) works too
+                 the page's URL (http://localhost:8080/#rust-fans) works too,
+                 and so does an invite link (…/#rust-fans&invite=CODE)
 
 Options:
   --nick NAME    ask for this nickname (also ?nick=NAME in the URL)
@@ -277,12 +288,51 @@ export function render(
     case "topic":
     case "slow":
     case "delete":
+    case "private":
       // The server's own plain-text line, made printable.
       return systemLine(
         text(renderText(event).replace(/^ \.\.\.\. /, "")),
         style,
         ts,
       );
+  }
+}
+
+/**
+ * The answer to a private-room command (`/invite`, `/invite link`,
+ * `/uninvite`, `/invites`), to the moderator who gave it, as a system line:
+ * the plain-text protocol's words, printable (an invite link's URL whole,
+ * to copy).
+ */
+export function inviteLine(
+  frame: InviteFrame,
+  style: RenderStyle = PLAIN,
+): string {
+  let text: string;
+  try {
+    text = printable(inviteText(frame));
+  } catch {
+    // A field the words need is not what it should be (`until`, a list).
+    text = "the server's answer could not be read";
+  }
+  return systemLine(text, style);
+}
+
+/**
+ * Why the server would not let this person into the room, from a
+ * {@linkcode CloseCode.Refused} close's reason (`withCode`: an invite code
+ * was brought, and did not admit).
+ */
+export function refusalText(reason: string, withCode: boolean): string {
+  switch (reason) {
+    case "invite_only":
+      return withCode
+        ? "this room is invite-only, and the invite link admits nobody now (used up, revoked or expired): ask a moderator for a new one"
+        : "this room is invite-only: ask a moderator for an invite (/invite NICK) or an invite link";
+    case "banned":
+      return "you are banned from this room";
+    default:
+      return `refused (${printable(reason)})`;
   }
 }
 
@@ -475,6 +525,10 @@ export function parseInput(line: string): Input {
     case "topic":
     case "slow":
     case "delete":
+    case "private":
+    case "invite":
+    case "uninvite":
+    case "invites":
       // Its JSON frame is the command itself; the server judges who may.
       return { kind: "send", frame: command };
     case "invalid":
@@ -509,7 +563,9 @@ export function parseChatUrl(input: string): URL {
   if (url.protocol !== "ws:" && url.protocol !== "wss:") {
     throw new TypeError(`not a ws:// or wss:// URL: ${input}`);
   }
-  let hash = url.hash.slice(1);
+  // `#ROOM`, or an invite link's `#ROOM&invite=CODE`.
+  const [first, ...rest] = url.hash.slice(1).split("&");
+  let hash = first;
   try {
     hash = decodeURIComponent(hash);
   } catch {
@@ -517,6 +573,12 @@ export function parseChatUrl(input: string): URL {
   }
   const room = roomName(hash);
   if (url.pathname === "/" && room) url.pathname = `/${room}`;
+  // The code goes where the chat port looks for it: `?invite=CODE`, for
+  // the room it names only.
+  const invite = new URLSearchParams(rest.join("&")).get("invite");
+  if (invite && room && url.pathname === `/${room}`) {
+    url.searchParams.set("invite", invite);
+  }
   url.hash = "";
   return url;
 }
@@ -563,6 +625,8 @@ export interface ResumeState {
 /**
  * The URL of one connection attempt: `base` (server and room) with
  * `nick=NICK`, and when resuming `since=LAST_ID&epoch=EPOCH&token=TOKEN`.
+ * A resume never brings an invite code (`invite=`): the person was let in,
+ * and is invited from then on, so the code would only spend a try.
  */
 export function connectUrl(
   base: URL,
@@ -575,6 +639,7 @@ export function connectUrl(
   }
   if (nick) url.searchParams.set("nick", nick);
   if (resume) {
+    url.searchParams.delete("invite");
     url.searchParams.set("since", String(resume.lastId));
     url.searchParams.set("epoch", resume.epoch);
     if (resume.token) url.searchParams.set("token", resume.token);
@@ -582,10 +647,11 @@ export function connectUrl(
   return url.href;
 }
 
-/** `base` with its path naming `room` (`/join`). */
+/** `base` with its path naming `room` (`/join`); an invite code stays behind. */
 export function roomUrl(base: URL, room: string): URL {
   const url = new URL(base);
   url.pathname = `/${room}`;
+  url.searchParams.delete("invite");
   return url;
 }
 
@@ -1005,6 +1071,13 @@ export class ChatClient {
   /** The server's `--max-message-chars`, from the last welcome. */
   #maxMessageChars?: number;
   #everConnected = false;
+  /** A moderator here (the last welcome's `op`): `/help` lists their commands. */
+  #op = false;
+  /**
+   * Where `/join` left from, until the room joined lets this person in:
+   * refused at its door, the client goes back there.
+   */
+  #leftBase?: URL;
   /** The page's chat URL has been tried (it is followed once). */
   #followedPage = false;
   #quitting = false;
@@ -1050,6 +1123,20 @@ export class ChatClient {
         attempt = 0;
         continue;
       }
+      if (outcome.opened && outcome.code === CloseCode.Refused) {
+        const why = refusalText(
+          outcome.reason,
+          this.#base.searchParams.has("invite"),
+        );
+        if (this.#goBack(why)) {
+          attempt = 0;
+          continue;
+        }
+        this.#options.fail(
+          `cannot connect to ${printable(this.#base.href)}: ${why}`,
+        );
+        return 1;
+      }
       if (!outcome.opened) {
         const failure = await explainFailure(outcome.error, this.#base);
         // `deno task client http://HOST:8080/` (the page's URL): the page
@@ -1075,6 +1162,10 @@ export class ChatClient {
           continue;
         }
         const target = printable(this.#base.href);
+        if (failure.permanent && this.#goBack(failure.reason)) {
+          attempt = 0;
+          continue;
+        }
         if (
           failure.permanent ||
           (!this.#everConnected && attempt >= this.#options.retries)
@@ -1111,11 +1202,31 @@ export class ChatClient {
     }
   }
 
+  /**
+   * After a `/join` the room refused (`why`): says so and goes back to the
+   * room left, if there is one to go back to.
+   */
+  #goBack(why: string): boolean {
+    const left = this.#leftBase;
+    if (!left) return false;
+    this.#leftBase = undefined;
+    this.#system(
+      `error: cannot join ${
+        printable(this.#base.pathname.slice(1) || "lobby")
+      }: ${why}.`,
+    );
+    this.#base = left;
+    return true;
+  }
+
   /** One WebSocket, from connecting to closed. */
   #connectOnce(url: string): Promise<Outcome> {
     return new Promise((resolve) => {
       const socket = new WebSocket(url, [
         JSON_PROTOCOL,
+        // A refusal at the door comes as a close with its reason (a
+        // handshake's 403 would say only its status).
+        REFUSALS_BY_CLOSE_PROTOCOL,
         this.#session,
         ...(this.#options.token
           ? [AUTH_PROTOCOL_PREFIX + this.#options.token]
@@ -1171,6 +1282,10 @@ export class ChatClient {
       else if (item.type === "react") this.#reaction(item as ReactEvent);
       else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
+      } else if (
+        ["invited", "invite_link", "uninvited", "invites"].includes(item.type)
+      ) {
+        this.#print(inviteLine(item as InviteFrame, this.#options.style));
       } else if (item.type === "moderated") {
         const done = item as ModeratedFrame;
         const what = { mute: "muted", unmute: "unmuted", unban: "unbanned" };
@@ -1215,6 +1330,11 @@ export class ChatClient {
       this.#reactions.clear();
     }
     this.#you = welcome.you;
+    this.#op = welcome.op === true;
+    // In: a code brought is spent (its bringer is invited from now on), and
+    // a /join refused from here has this room to come back to.
+    this.#base.searchParams.delete("invite");
+    this.#leftBase = undefined;
     // Reactions that changed while away, on messages shown before: one
     // short line each (the missed history below shows its own in full).
     if (continued && Array.isArray(welcome.reacted)) {
@@ -1258,6 +1378,8 @@ export class ChatClient {
           printable(String(welcome.room))
         }; here: ${this.#room.users.map((u) => nickText(u, style)).join(", ")}`,
       );
+      // As the plain-text protocol says it (its welcome has no flag).
+      if (welcome.private === true) this.#system("this room is invite-only.");
     }
     this.#options.screen.setPrompt(`${printable(String(welcome.room))}> `);
     this.#everConnected = true;
@@ -1301,6 +1423,7 @@ export class ChatClient {
         "topic",
         "slow",
         "delete",
+        "private",
       ].includes(event.type)
     ) {
       this.#show(event, true);
@@ -1394,6 +1517,7 @@ export class ChatClient {
         return true;
       case "help":
         this.#system(`${HELP_TEXT}; ${CLIENT_HELP_TEXT}`);
+        if (this.#op) this.#system(MODERATION_HELP);
         return true;
       case "whoami":
         this.#system(
@@ -1429,6 +1553,8 @@ export class ChatClient {
           this.#system(`already in ${input.room}.`);
           return true;
         }
+        // Kept until the new room lets this person in (see #goBack).
+        if (this.#room) this.#leftBase = this.#base;
         this.#base = roomUrl(this.#base, input.room);
         this.#room = undefined; // a new room: no resume
         if (this.#socket) {

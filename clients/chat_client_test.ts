@@ -16,6 +16,7 @@ import {
   connectUrl,
   EDIT_LAST_USAGE,
   explainFailure,
+  inviteLine,
   LineEditor,
   nickColour,
   parseChatUrl,
@@ -25,6 +26,7 @@ import {
   REACTION_NICKS_SHOWN,
   reactionsLine,
   reactionsSummary,
+  refusalText,
   render,
   roomUrl,
   updateUsers,
@@ -34,13 +36,14 @@ import {
   CloseCode,
   HELP_TEXT,
   JSON_PROTOCOL,
+  MODERATION_HELP,
   printable as sanitize,
   type ReactEvent,
   REACTION_KEY_RULE,
   renderReaction,
   renderText,
 } from "../wire/protocol.ts";
-import { hs256, SECRET } from "../tests/auth_helpers.ts";
+import { hs256, SECRET, signedClient } from "../tests/auth_helpers.ts";
 import {
   chatUrl,
   closeAll,
@@ -416,6 +419,30 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
   assert.deepEqual(parseInput("/who"), { kind: "who" });
   assert.deepEqual(parseInput("/help"), { kind: "help" });
   assert.deepEqual(parseInput("/quit"), { kind: "quit" });
+  // Private rooms' commands go as their JSON frames.
+  const code = "c".repeat(32);
+  const frames: [string, unknown][] = [
+    ["/private on", { type: "private", on: true }],
+    ["/PRIVATE Off", { type: "private", on: false }],
+    ["/invite bob", { type: "invite", nick: "bob" }],
+    ["/invite link", { type: "invite", link: { uses: 1, hours: 24 } }],
+    ["/invite link 3 48", { type: "invite", link: { uses: 3, hours: 48 } }],
+    ["/uninvite bob", { type: "uninvite", nick: "bob" }],
+    [`/uninvite ${code}`, { type: "uninvite", code }],
+    ["/uninvite link Ab3dE5fG", { type: "uninvite", link: "Ab3dE5fG" }],
+    ["/invites", { type: "invites" }],
+  ];
+  for (const [line, frame] of frames) {
+    assert.deepEqual(parseInput(line), { kind: "send", frame }, line);
+  }
+  assert.deepEqual(parseInput("/private maybe"), {
+    kind: "usage",
+    message: "usage: /private on|off",
+  });
+  assert.deepEqual(parseInput("/invite link 0"), {
+    kind: "usage",
+    message: "uses must be a whole number from 1 to 1000",
+  });
 });
 
 Deno.test("parseInput explains a misused command instead of sending it", () => {
@@ -486,6 +513,88 @@ Deno.test("parseInput explains a misused command instead of sending it", () => {
 // URLs, backoff, failures, arguments
 // ---------------------------------------------------------------------------
 
+Deno.test("render shows a room made invite-only or open again as the plain-text protocol does", () => {
+  const on = { type: "private", id: 7, ts: TS, by: "mod", on: true } as const;
+  assert.equal(render(on), " .... mod made the room invite-only.");
+  assert.equal(render(on), renderText(on));
+  assert.equal(
+    render({ ...on, on: false }),
+    " .... mod opened the room to everyone.",
+  );
+  assert.equal(
+    render({ ...on, by: "m\x1b[31mod\nx" }),
+    " .... mod x made the room invite-only.",
+  );
+  assert.equal(
+    render(on, { colour: false, time: true }),
+    "09:05  .... mod made the room invite-only.",
+  );
+});
+
+Deno.test("inviteLine: the answers to /invite, /invite link, /uninvite and /invites, the link's URL whole", () => {
+  const until = Date.UTC(2030, 0, 2, 3, 4, 5);
+  const code = "A".repeat(31) + "b";
+  assert.equal(
+    inviteLine({ type: "invited", nick: "bob" }),
+    " .... bob is invited.",
+  );
+  assert.equal(
+    inviteLine({ type: "invited", user: "42" }),
+    " .... user 42 is invited.",
+  );
+  assert.equal(
+    inviteLine({
+      type: "invite_link",
+      link: "Ab3dE5fG",
+      code,
+      url: `http://h:8080/#den&invite=${code}`,
+      uses: 2,
+      until,
+    }),
+    ` .... invite link Ab3dE5fG (2 uses, until 2030-01-02T03:04:05.000Z): http://h:8080/#den&invite=${code}`,
+  );
+  assert.equal(
+    inviteLine({ type: "uninvited", link: "Ab3dE5fG" }),
+    " .... invite link Ab3dE5fG is revoked.",
+  );
+  assert.equal(
+    inviteLine({ type: "uninvited", nick: "bob" }),
+    " .... bob is no longer invited.",
+  );
+  assert.equal(
+    inviteLine({
+      type: "invites",
+      private: true,
+      people: [{ nick: "bob", by: "mod" }, { by: "mod", via: "Ab3dE5fG" }],
+      links: [{ link: "Ab3dE5fG", uses: 1, until, by: "mod" }],
+    }),
+    " .... this room is invite-only; invited: bob (by mod), someone (link Ab3dE5fG); links: Ab3dE5fG (1 use left, until 2030-01-02T03:04:05.000Z, by mod).",
+  );
+  // From the network: made printable, and a field that is not what it
+  // should be is no crash.
+  assert.equal(
+    inviteLine({ type: "invited", nick: "b\x1b]0;x\x07ob\n" }),
+    " .... bob  is invited.",
+  );
+  assert.equal(
+    inviteLine({ type: "invite_link", until: "soon" } as never),
+    " .... the server's answer could not be read",
+  );
+});
+
+Deno.test("refusalText: why a room would not let this person in, from a 4003's reason", () => {
+  assert.equal(
+    refusalText("invite_only", false),
+    "this room is invite-only: ask a moderator for an invite (/invite NICK) or an invite link",
+  );
+  assert.equal(
+    refusalText("invite_only", true),
+    "this room is invite-only, and the invite link admits nobody now (used up, revoked or expired): ask a moderator for a new one",
+  );
+  assert.equal(refusalText("banned", false), "you are banned from this room");
+  assert.equal(refusalText("\x1b[2Jodd", false), "refused (odd)");
+});
+
 Deno.test("connectUrl resumes with since, epoch, token and nick", () => {
   const base = parseChatUrl("ws://chat.example:12345/rust-fans?nick=old");
   assert.equal(
@@ -501,6 +610,18 @@ Deno.test("connectUrl resumes with since, epoch, token and nick", () => {
     connectUrl(roomUrl(base, "lobby"), "ada"),
     "ws://chat.example:12345/lobby?nick=ada",
   );
+  // An invite code goes with a first connection only: not with a resume,
+  // nor to another room.
+  const invited = parseChatUrl("http://h:8080/#den&invite=c0de");
+  assert.equal(
+    connectUrl(invited, "ada"),
+    "ws://h:8080/den?invite=c0de&nick=ada",
+  );
+  assert.equal(
+    connectUrl(invited, "ada", { lastId: 4, epoch: "e" }),
+    "ws://h:8080/den?nick=ada&since=4&epoch=e",
+  );
+  assert.equal(connectUrl(roomUrl(invited, "lobby")), "ws://h:8080/lobby");
 });
 
 Deno.test("parseChatUrl accepts ws, wss, http(s) and bare host:port", () => {
@@ -524,6 +645,36 @@ Deno.test("parseChatUrl takes the room from a page URL's #ROOM", () => {
   assert.equal(parseChatUrl("http://h:8080/#%E0%A4").href, "ws://h:8080/");
   // A path names the room already.
   assert.equal(parseChatUrl("ws://h:1/r#den").href, "ws://h:1/r");
+});
+
+Deno.test("parseChatUrl takes an invite link's code (#ROOM&invite=CODE) into the query, for its room only", () => {
+  const code = "Zz09_-" + "a".repeat(26);
+  assert.equal(
+    parseChatUrl(`http://h:8080/#den&invite=${code}`).href,
+    `ws://h:8080/den?invite=${code}`,
+  );
+  assert.equal(
+    parseChatUrl(`https://h/#Den&x=1&invite=${code}`).href,
+    `wss://h/den?invite=${code}`,
+  );
+  // The lobby's link names it: `#lobby&invite=…` is the path /lobby.
+  assert.equal(
+    parseChatUrl(`http://h:8080/#lobby&invite=${code}`).href,
+    `ws://h:8080/lobby?invite=${code}`,
+  );
+  // No room in the fragment, or another in the path: the code is not sent.
+  assert.equal(
+    parseChatUrl(`http://h:8080/#&invite=${code}`).href,
+    "ws://h:8080/",
+  );
+  assert.equal(
+    parseChatUrl(`ws://h:1/r#den&invite=${code}`).href,
+    "ws://h:1/r",
+  );
+  assert.equal(
+    parseChatUrl("http://h:8080/#den&invite=").href,
+    "ws://h:8080/den",
+  );
 });
 
 Deno.test("backoffDelay doubles from 0.5 s to a 10 s cap, with jitter", () => {
@@ -1777,5 +1928,128 @@ Deno.test("client: a 429 (connecting too fast) is backed off and retried, then i
       assert.equal((await ada.exit()).code, 0);
     });
     await first.close();
+  });
+});
+
+Deno.test("client: a moderator's /private, /invite link, /invites and /uninvite are answered in system lines; /help lists them", async () => {
+  await withChat({ authSecret: SECRET }, async (chat) => {
+    const bob = await jsonClient(chat, "/den", { nick: "bob" });
+    const token = await hs256({ sub: "1", name: "mod", roles: ["op"] });
+    await withClient([chatUrl(chat, "/den"), "--token", token], async (mod) => {
+      assert.match(await mod.welcomed(), /^ \.\.\.\. you are mod in den; /);
+      await mod.type("/private on");
+      await mod.expect(" .... mod made the room invite-only.");
+      for (;;) {
+        const event = await bob.event("the private event");
+        if (event.type !== "private") continue;
+        assert.deepEqual([event.by, event.on], ["mod", true]);
+        break;
+      }
+      await mod.type("/invite link 2");
+      const line = await mod.until(/invite link/);
+      const page = `http://127.0.0.1:${chat.port}/`;
+      const match = new RegExp(
+        `^ \\.\\.\\.\\. invite link ([\\w-]{8}) \\(2 uses, until (\\S+)\\): ${page}#den&invite=([\\w-]{32})$`,
+      ).exec(line);
+      assert.ok(match, line);
+      const [, link, until] = match;
+      await mod.type("/invites");
+      await mod.expect(
+        ` .... this room is invite-only; invited: nobody; links: ${link} (2 uses left, until ${until}, by mod).`,
+      );
+      await mod.type(`/uninvite link ${link}`);
+      await mod.expect(` .... invite link ${link} is revoked.`);
+      await mod.type("/uninvite bob");
+      await mod.expect(" .... error: bob is not invited here");
+      await mod.type("/help");
+      await mod.until(` .... ${HELP_TEXT}; ${CLIENT_HELP_TEXT}`);
+      await mod.expect(` .... ${MODERATION_HELP}`);
+      await mod.type("/quit");
+      assert.equal((await mod.exit()).code, 0);
+    });
+    await bob.close();
+  });
+});
+
+Deno.test("client: given an invite link it comes into the private room; a room that will not let it in says why (exit 1), and a refused /join goes back", async () => {
+  await withChat({ authSecret: SECRET }, async (chat) => {
+    const mod = await signedClient(chat, {
+      token: await hs256({ sub: "1", name: "mod", roles: ["op"] }),
+    }, "/den");
+    /** The moderator's next frame of `type`, others passed over. */
+    const next = async (type: string) => {
+      for (;;) {
+        const event = await mod.event(`a ${type} frame`);
+        if (event.type === type) return event;
+      }
+    };
+    mod.send(JSON.stringify({ type: "private", on: true }));
+    await next("private");
+    // A stranger: refused, in so many words, and not retried.
+    await withClient([chatUrl(chat, "/den"), "--nick", "eve"], async (eve) => {
+      const { code, stderr } = await eve.exit();
+      assert.equal(code, 1);
+      assert.equal(
+        stderr,
+        `chat_client: cannot connect to ws://127.0.0.1:${chat.wsPort}/den: this room is invite-only: ask a moderator for an invite (/invite NICK) or an invite link\n`,
+      );
+    });
+    mod.send(JSON.stringify({ type: "invite", link: { uses: 2 } }));
+    const link = await next("invite_link");
+    const page = `http://127.0.0.1:${chat.port}/`;
+    assert.equal(link.url, `${page}#den&invite=${link.code}`);
+    await withClient([link.url, "--nick", "ada"], async (ada) => {
+      await ada.expect(
+        ` .... ${page} is the web page; connecting to its chat at ws://127.0.0.1:${chat.wsPort}/den?invite=${link.code} instead.`,
+      );
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in den; here: mod, ada",
+      );
+      await ada.expect(" .... this room is invite-only.");
+      // Out to the lobby; the moderator takes ada's invite back (the link
+      // has a use left): back at den's door, ada brings no code.
+      await ada.type("/join lobby");
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in lobby; here: ada",
+      );
+      mod.send(JSON.stringify({ type: "uninvite", nick: "ada" }));
+      assert.deepEqual(await next("uninvited"), {
+        type: "uninvited",
+        nick: "ada",
+      });
+      await ada.type("/join den");
+      await ada.until(
+        " .... error: cannot join den: this room is invite-only: ask a moderator for an invite (/invite NICK) or an invite link.",
+      );
+      assert.equal(
+        await ada.welcomed(),
+        " .... you are ada in lobby; here: ada",
+      );
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    // The link's second use is still there: nobody brought it again.
+    mod.send(JSON.stringify({ type: "invites" }));
+    const invites = await next("invites");
+    assert.deepEqual(
+      invites.links.map((entry: { uses: number }) => entry.uses),
+      [1],
+    );
+    // A used-up link says so.
+    mod.send(JSON.stringify({ type: "invite", link: {} }));
+    const once = await next("invite_link");
+    const cal = await jsonClient(chat, "/den", { invite: once.code });
+    await cal.close(1000);
+    await withClient([once.url, "--nick", "dan"], async (dan) => {
+      const { code, stderr } = await dan.exit();
+      assert.equal(code, 1);
+      assert.match(
+        stderr,
+        /: this room is invite-only, and the invite link admits nobody now \(used up, revoked or expired\): ask a moderator for a new one\n$/,
+      );
+    });
+    await mod.close();
   });
 });

@@ -704,12 +704,13 @@ browserTest(
     }));
     assert.equal(stored.nick, nick);
     assert.match(stored.session, /^[A-Za-z0-9_-]{43}$/);
-    // The secret goes as a second subprotocol, never in the URL.
+    // The secret goes as a subprotocol, never in the URL (after the one
+    // that asks to be told a refusal in a close frame).
     assert.equal(sockets.size, 1);
     const [handshake] = sockets.values();
     assert.equal(
       handshake.protocols,
-      `chat.v1.json, chat.session.${stored.session}`,
+      `chat.v1.json, chat.refusals-by-close, chat.session.${stored.session}`,
     );
     assert.ok(handshake.url?.includes(`/${room}?nick=${nick}`));
     assert.ok(!handshake.url?.includes(stored.session));

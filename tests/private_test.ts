@@ -14,9 +14,12 @@ import assert from "node:assert/strict";
 import type { ChatOptions, ChatServer } from "../main.ts";
 import {
   ACCESS_USAGE,
+  CloseCode,
   JSON_PROTOCOL,
+  MODERATION_HELP,
   NICK_ERRORS,
   REFUSALS,
+  REFUSALS_BY_CLOSE_PROTOCOL,
   SESSION_PROTOCOL_PREFIX,
 } from "../wire/protocol.ts";
 import { haveRedis, startRedis } from "./redis_helpers.ts";
@@ -463,6 +466,84 @@ Deno.test("--data: a restart keeps the room private, its invites and a link's us
 // The door: guesses, /join, plain text
 // ---------------------------------------------------------------------------
 
+/**
+ * A connection that offers {@linkcode REFUSALS_BY_CLOSE_PROTOCOL} (as the
+ * page does), with a session: its close event, and how many frames came
+ * before it.
+ */
+async function refusedByClose(
+  chat: ChatServer,
+  session: string,
+  query: Record<string, string> = {},
+): Promise<{ code: number; reason: string; frames: number }> {
+  const peer = new Peer(chatUrl(chat, "/", query), [
+    JSON_PROTOCOL,
+    SESSION_PROTOCOL_PREFIX + session,
+    REFUSALS_BY_CLOSE_PROTOCOL,
+  ]);
+  await within(peer.opened, "the connection to open");
+  assert.equal(peer.socket.protocol, JSON_PROTOCOL);
+  const { code, reason } = await within(peer.closed, "the refusal's close");
+  return { code, reason, frames: peer.pending };
+}
+
+Deno.test("a client that offers chat.refusals-by-close is told invite_only or banned in a close frame (4003), counted and logged as the 403; with a code it comes in", async () => {
+  const log = logLines();
+  await withChat({ ...AUTH_OPTIONS, ...log.options }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" }, BOB);
+    const mod = await moderator(chat);
+    await makePrivate(mod);
+    assert.deepEqual(await refusedByClose(chat, EVE), {
+      code: CloseCode.Refused,
+      reason: "invite_only",
+      frames: 0,
+    });
+    // Nobody came in: the moderator's next event is its own message.
+    send(mod, { type: "message", text: "still here" });
+    const said = await mod.event();
+    assert.deepEqual([said.type, said.text], ["message", "still here"]);
+    // Without it, the same refusal is the handshake's 403.
+    assert.deepEqual(await door(chat, {}, EVE), INVITE_ONLY);
+    // A valid code admits as it does without the subprotocol.
+    send(mod, { type: "invite", link: {} });
+    const { code } = await next(mod, "invite_link");
+    const eve = new Peer(chatUrl(chat, "/", { nick: "eve", invite: code }), [
+      JSON_PROTOCOL,
+      SESSION_PROTOCOL_PREFIX + EVE,
+      REFUSALS_BY_CLOSE_PROTOCOL,
+    ]);
+    await within(eve.opened, "the connection to open");
+    const welcome = await eve.event("the welcome");
+    assert.deepEqual(
+      [welcome.type, welcome.you, welcome.private],
+      ["welcome", "eve", true],
+    );
+    await eve.close(1000);
+    send(mod, { type: "ban", nick: "bob" });
+    await within(bob.closed, "bob's close");
+    assert.deepEqual(await refusedByClose(chat, BOB), {
+      code: CloseCode.Refused,
+      reason: "banned",
+      frames: 0,
+    });
+    assert.equal(
+      await metric(chat, 'chat_upgrades_refused_total{reason="invite_only"}'),
+      2,
+    );
+    assert.equal(
+      await metric(chat, 'chat_upgrades_refused_total{reason="banned"}'),
+      1,
+    );
+    assert.equal(
+      log.lines.filter((line) =>
+        /upgrade_refused reason=(invite_only|banned) /.test(line)
+      ).length,
+      3,
+    );
+    await mod.close();
+  });
+});
+
 Deno.test("guessed codes are answered as no code is, and past 10 tries from an address, 429 invite_rate (even for the right code)", async () => {
   const log = logLines();
   await withChat({ ...AUTH_OPTIONS, ...log.options }, async (chat) => {
@@ -618,10 +699,11 @@ Deno.test("plain text: /private, /invite NICK, /invite link, /invites, /uninvite
       " .... error: a link is named by the 8 characters /invites shows",
     );
     keeper.send("/help");
-    assert.match(
+    assert.equal(
       await keeper.nextMatching(/\/private/),
-      /^ \.\.\.\. moderators: \/private on\|off/,
+      ` .... ${MODERATION_HELP}`,
     );
+    assert.match(MODERATION_HELP, /\/kick .*\/private on\|off .*\/invites$/);
     bob.send("/private off");
     assert.equal(
       await bob.nextMatching(/error/),

@@ -30,6 +30,15 @@ export const AUTH_PROTOCOL_PREFIX = "chat.auth.";
  * (`chat.op.KEY`), for deployments without login tokens. Never echoed.
  */
 export const OP_PROTOCOL_PREFIX = "chat.op.";
+/**
+ * The subprotocol a client offers to be told that it may not come in (a
+ * ban, a private room) by a close frame rather than the handshake's 403: a
+ * browser shows neither the status nor the body of a refused handshake.
+ * The upgrade then goes through and is closed at once with
+ * {@linkcode CloseCode.Refused}, the refusal's name (`banned`,
+ * `invite_only`) as its reason. Never echoed.
+ */
+export const REFUSALS_BY_CLOSE_PROTOCOL = "chat.refusals-by-close";
 /** A session secret: 22–64 URL-safe base64 characters (128–384 bits). */
 export const SESSION_SECRET = /^[A-Za-z0-9_-]{22,64}$/;
 /** Longest room name, in characters. */
@@ -282,7 +291,8 @@ export type RoomEvent =
     text: string;
     verified?: boolean;
   }
-  | ModerationEvent;
+  | ModerationEvent
+  | PrivateEvent;
 
 /** What a message and an action (`/me`) both carry. */
 export interface Said {
@@ -396,8 +406,8 @@ export type LiveEvent = RoomEvent | TypingEvent | ReactEvent;
  * A room event before the store gives it an id and a time. (`Omit` over the
  * union member by member: a plain `Omit<RoomEvent, …>` would merge them.)
  */
-export type NewEvent = (RoomEvent | PrivateEvent) extends infer E
-  ? E extends RoomEvent | PrivateEvent ? Omit<E, "id" | "ts"> : never
+export type NewEvent = RoomEvent extends infer E
+  ? E extends RoomEvent ? Omit<E, "id" | "ts"> : never
   : never;
 
 /** The first frame a JSON client gets. */
@@ -561,6 +571,7 @@ export type Command =
    */
   | { type: "history"; before?: number; limit: number }
   | ModerationCommand
+  | AccessCommand
   | { type: "invalid"; code: ErrorCode; message: string };
 
 /**
@@ -604,7 +615,7 @@ export const HISTORY_USAGE =
 
 /** The moderators' commands, added to `/help` for moderators. */
 export const MODERATION_HELP =
-  "moderators: /kick NICK [reason], /ban NICK [minutes] [reason], /unban NICK, /mute NICK [minutes] [reason], /unmute NICK, /topic TEXT, /slow SECONDS (0: off), /delete ID (also your own messages)";
+  "moderators: /kick NICK [reason], /ban NICK [minutes] [reason], /unban NICK, /mute NICK [minutes] [reason], /unmute NICK, /topic TEXT, /slow SECONDS (0: off), /delete ID (also your own messages), /private on|off (invite-only or open), /invite NICK, /invite link [uses] [hours], /uninvite NICK|CODE, /uninvite link ID, /invites";
 
 /** How `/reply` is used. */
 export const REPLY_USAGE = "usage: /reply ID TEXT (ID: the message answered)";
@@ -645,6 +656,10 @@ export const COMMAND_NAMES = [
   "topic",
   "slow",
   "delete",
+  "private",
+  "invite",
+  "uninvite",
+  "invites",
 ] as const;
 
 /**
@@ -718,6 +733,11 @@ export function parseCommand(line: string): Command {
     case "slow":
     case "delete":
       return parseModeration(name.toLowerCase(), arg);
+    case "private":
+    case "invite":
+    case "uninvite":
+    case "invites":
+      return parseAccess(name.toLowerCase() as AccessCommand["type"], arg);
     default:
       return {
         type: "invalid",
@@ -880,7 +900,7 @@ function historyCommand(frame: Record<string, unknown>): Command {
 }
 
 /** A JSON frame as a command; anything else is `bad_json` or `bad_request`. */
-export function parseJsonCommand(data: string): ServerCommand {
+export function parseJsonCommand(data: string): Command {
   let value: unknown;
   try {
     value = JSON.parse(data);
@@ -973,14 +993,7 @@ export function parseJsonCommand(data: string): ServerCommand {
 // A moderator makes a room invite-only; then the handshake admits only the
 // invited (by their keys, as a ban holds: room_rules.ts `admit`), those who
 // bring a valid invite code (`?invite=CODE`), members already in, and
-// moderators. These commands are not in `Command` (nor COMMAND_NAMES,
-// HELP_TEXT, MODERATION_HELP) yet: the terminal client's and the page's
-// parsers switch over `Command` and do not know them; the server's parsers
-// make them ({@linkcode ServerCommand}), and they join `Command` when the
-// clients do. Likewise {@linkcode PrivateEvent} is kept and delivered as a
-// room event (stores hold it as one: its body is a `NewEvent`, and
-// `renderText` renders it), but is not in `RoomEvent` until the terminal
-// client renders it.
+// moderators.
 
 /** Uses an invite link has when none are asked for. @default {1} */
 export const DEFAULT_INVITE_USES = 1;
@@ -1044,13 +1057,6 @@ export type AccessCommand =
   | { type: "uninvite"; link: string }
   | { type: "invites" };
 
-/**
- * What the server takes from a client: every {@linkcode Command}, and the
- * commands of private rooms ({@linkcode AccessCommand}), which the page's
- * and the terminal client's parsers do not handle yet.
- */
-export type ServerCommand = Command | AccessCommand;
-
 /** The private-room commands' names. */
 export const ACCESS_TYPES: ReadonlySet<string> = new Set([
   "private",
@@ -1058,10 +1064,6 @@ export const ACCESS_TYPES: ReadonlySet<string> = new Set([
   "uninvite",
   "invites",
 ]);
-
-/** The private-room commands, added to the server's `/help` for moderators. */
-export const ACCESS_HELP =
-  "moderators: /private on|off (invite-only or open), /invite NICK, /invite link [uses] [hours], /uninvite NICK|CODE, /uninvite link ID, /invites";
 
 /** How each private-room command is typed, for its usage error. */
 export const ACCESS_USAGE: Record<AccessCommand["type"], string> = {
@@ -1082,16 +1084,9 @@ const ACCESS_JSON: Record<AccessCommand["type"], string> = {
   invites: '{"type":"invites"}',
 };
 
-/**
- * A typed line as the server takes it: a private-room command (see
- * {@linkcode ServerCommand}), else {@linkcode parseCommand}'s command.
- */
-export function parseServerCommand(line: string): ServerCommand {
-  const match = /^\/(private|invite|uninvite|invites)(?:\s+([\s\S]*))?$/i
-    .exec(line);
-  if (!match) return parseCommand(line);
-  const name = match[1].toLowerCase() as AccessCommand["type"];
-  const words = (match[2] ?? "").trim().split(/\s+/).filter((w) => w !== "");
+/** A typed private-room command (`name` lower case) as a command. */
+function parseAccess(name: AccessCommand["type"], arg: string): Command {
+  const words = arg.split(/\s+/).filter((w) => w !== "");
   const frame: Record<string, unknown> = { type: name };
   const whole = (word: string | undefined) =>
     word === undefined ? undefined : /^\d{1,9}$/.test(word) ? Number(word) : -1;
@@ -1127,7 +1122,7 @@ export function parseServerCommand(line: string): ServerCommand {
 function accessCommand(
   checked: AccessCommand | FieldRefusal | undefined,
   usage: string,
-): ServerCommand {
+): Command {
   if (checked === undefined) {
     return { type: "invalid", code: "bad_request", message: usage };
   }
@@ -1249,7 +1244,7 @@ export function checkAccess(
 }
 
 /** A private-room command's JSON frame as a command. */
-function accessFrame(frame: Record<string, unknown>): ServerCommand {
+function accessFrame(frame: Record<string, unknown>): Command {
   const type = frame.type as AccessCommand["type"];
   return accessCommand(checkAccess(frame), `expected ${ACCESS_JSON[type]}`);
 }
@@ -1418,7 +1413,7 @@ export function printable(text: string): string {
  * space: on a plain-text client it would start a line that could pass for a
  * system line (` .... admin has joined.`). JSON clients keep it.
  */
-export function renderText(event: RoomEvent | PrivateEvent): string {
+export function renderText(event: RoomEvent): string {
   switch (event.type) {
     case "message":
       return `${event.from}: ${replyText(event.replyTo)}${oneLine(event.text)}`;
@@ -1508,17 +1503,23 @@ export const CloseCode = {
   TryAgainLater: 1013,
   /** A moderator closed the connection (`/kick`, `/ban`); the reason says why. */
   Kicked: 4000,
+  /**
+   * Not let in (see {@linkcode REFUSALS_BY_CLOSE_PROTOCOL}): the reason is
+   * the refusal's name, `banned` or `invite_only`.
+   */
+  Refused: 4003,
 } as const;
 
 /**
  * Close codes after which reconnecting would only repeat the problem: a
  * normal close by the server (`/quit`, "replaced by a new connection"), a
- * kick,
- * unsupported data, a policy violation (flooding) and a frame too big.
+ * kick, a refusal at the door, unsupported data, a policy violation
+ * (flooding) and a frame too big.
  */
 export const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   CloseCode.Normal,
   CloseCode.Kicked,
+  CloseCode.Refused,
   CloseCode.UnsupportedData,
   CloseCode.PolicyViolation,
   CloseCode.MessageTooBig,
@@ -1646,6 +1647,8 @@ export const PAGE_CONSTANTS = {
   sessionSecretPattern: SESSION_SECRET.source,
   authProtocolPrefix: AUTH_PROTOCOL_PREFIX,
   kickedCloseCode: CloseCode.Kicked,
+  refusedCloseCode: CloseCode.Refused,
+  refusalsByCloseProtocol: REFUSALS_BY_CLOSE_PROTOCOL,
   roomPattern: ROOM_PATTERN.source,
   roomRule: ROOM_RULE,
   nickPattern: NICK_PATTERN.source,
@@ -1659,7 +1662,6 @@ export const PAGE_CONSTANTS = {
   helpText: HELP_TEXT,
   moderationHelp: MODERATION_HELP,
   moderationUsage: MODERATION_USAGE,
-  accessHelp: ACCESS_HELP,
   accessUsage: ACCESS_USAGE,
   inviteCodePattern: INVITE_CODE.source,
 } as const;
