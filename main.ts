@@ -90,6 +90,8 @@ import {
   react,
   readHistory,
   rename,
+  search,
+  SEARCH_COST,
   sendDirect,
   type Sender,
   who,
@@ -966,6 +968,17 @@ function execute(client: Client, command: Command): void {
       // Not whileStoreWorks: reads change nothing, so a flood of them meets
       // the rate limit (each took a token in `receive`), not the backlog's.
       return void readHistory(store, client, command.before, command.limit)
+        .catch((error) => failed(client, error));
+    case "search":
+      // As a history read, but SEARCH_COST tokens: one taken in `receive`.
+      if (!client.bucket.take(Date.now(), SEARCH_COST - 1)) {
+        return sendError(
+          client,
+          "rate_limited",
+          `slow down: a search costs ${SEARCH_COST} messages' worth`,
+        );
+      }
+      return void search(store, client, command)
         .catch((error) => failed(client, error));
     case "kick":
     case "ban":

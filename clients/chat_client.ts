@@ -67,6 +67,7 @@ import {
   ROOM_RULE,
   type RoomEvent,
   roomName,
+  type SearchResults,
   SESSION_PROTOCOL_PREFIX,
   type Welcome,
 } from "../wire/protocol.ts";
@@ -318,6 +319,59 @@ export function inviteLine(
   return systemLine(text, style);
 }
 
+/** What a search looked through, as its last line says it. */
+export const SCOPE_WORDS: Record<SearchResults["scope"], string> = {
+  all: "in everything this room keeps",
+  window:
+    "in the recent messages this server keeps (older ones are not searched)",
+};
+
+/**
+ * When a search result was said, in full (`2026-12-07 09:05`, local time):
+ * a result may be from any day, so the date is part of it.
+ */
+export function resultTime(ts: unknown): string {
+  if (typeof ts !== "number" || !Number.isFinite(ts)) return "?";
+  const date = new Date(ts);
+  const two = (n: number) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${two(date.getMonth() + 1)}-${
+    two(date.getDate())
+  } ${two(date.getHours())}:${two(date.getMinutes())}`;
+}
+
+/**
+ * The answer to `/search` as lines: each result with its id (for `/reply`,
+ * `/react`) and its date and time, newest first, then how many, what was
+ * searched, and the command that reads further back when there is more.
+ */
+export function searchLines(
+  answer: SearchResults,
+  style: RenderStyle = PLAIN,
+): string[] {
+  const events = Array.isArray(answer.events) ? answer.events : [];
+  const plain = { ...style, time: false, ids: false };
+  const lines = events.map((event) =>
+    systemLine(
+      `${refText(event?.id, style)} ${resultTime(event?.ts)} ${
+        render(event as ChatEvent, plain)
+      }`,
+      style,
+    )
+  );
+  const q = printable(String(answer.q ?? ""));
+  const found = events.length === 0
+    ? `nothing found for "${q}"`
+    : `${events.length} found for "${q}", newest first,`;
+  const scope = SCOPE_WORDS[answer.scope] ?? SCOPE_WORDS.window;
+  const before = answer.more === true && Number.isSafeInteger(answer.before)
+    ? ` Older: /search ${
+      q.replace(/(^|\s)before:\S*/gi, "").trim()
+    } before:${answer.before}`
+    : "";
+  lines.push(systemLine(`${found} ${scope}.${before}`, style));
+  return lines;
+}
+
 /**
  * Why the server would not let this person into the room, from a
  * {@linkcode CloseCode.Refused} close's reason (`withCode`: an invite code
@@ -515,6 +569,9 @@ export function parseInput(line: string): Input {
       return { kind: command.type };
     case "history":
       return { kind: "history", limit: command.limit };
+    case "search":
+      // The text as typed: the server reads `from:` and `before:` in it.
+      return { kind: "send", frame: { type: "search", q: command.q } };
     case "typing":
       return { kind: "empty" }; // not a typed command
     case "kick":
@@ -1280,7 +1337,12 @@ export class ChatClient {
       if (item.type === "welcome") this.#welcome(item as Welcome);
       else if (item.type === "history") this.#older(item as HistoryAnswer);
       else if (item.type === "react") this.#reaction(item as ReactEvent);
-      else if (item.type === "error") {
+      else if (item.type === "search_results") {
+        const answer = item as SearchResults;
+        for (const line of searchLines(answer, this.#options.style)) {
+          this.#print(line);
+        }
+      } else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
       } else if (
         ["invited", "invite_link", "uninvited", "invites"].includes(item.type)

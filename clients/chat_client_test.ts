@@ -28,7 +28,9 @@ import {
   reactionsSummary,
   refusalText,
   render,
+  resultTime,
   roomUrl,
+  searchLines,
   updateUsers,
 } from "./chat_client.ts";
 import { type ChatServer, startChat } from "../main.ts";
@@ -42,6 +44,7 @@ import {
   REACTION_KEY_RULE,
   renderReaction,
   renderText,
+  SEARCH_USAGE,
 } from "../wire/protocol.ts";
 import { hs256, SECRET, signedClient } from "../tests/auth_helpers.ts";
 import {
@@ -443,6 +446,64 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
     kind: "usage",
     message: "uses must be a whole number from 1 to 1000",
   });
+});
+
+Deno.test("parseInput sends /search as its frame, the text whole; a bad query is explained, not sent", () => {
+  assert.deepEqual(parseInput("/search cafe from:bob"), {
+    kind: "send",
+    frame: { type: "search", q: "cafe from:bob" },
+  });
+  assert.deepEqual(parseInput('/SEARCH  "new menu" lun*  '), {
+    kind: "send",
+    frame: { type: "search", q: '"new menu" lun*' },
+  });
+  assert.deepEqual(parseInput("/search"), {
+    kind: "usage",
+    message: SEARCH_USAGE,
+  });
+  const unbalanced = parseInput('/search "cafe');
+  assert.equal(unbalanced.kind, "usage");
+  assert.match((unbalanced as { message: string }).message, /quote/);
+  assert.deepEqual(parseInput("/search from:bob").kind, "usage");
+});
+
+Deno.test("searchLines: each result with its id, date and time, then how many, what was searched, and how to read further back", () => {
+  const when = resultTime(TS);
+  assert.equal(when, "2025-01-02 09:05");
+  assert.deepEqual(
+    searchLines({
+      type: "search_results",
+      q: "cafe",
+      events: [
+        {
+          type: "message",
+          id: 43,
+          ts: TS,
+          from: "ada",
+          text: "Lunch at the café?",
+        },
+        { type: "action", id: 12, ts: TS, from: "bob", text: "likes the cafe" },
+      ],
+      more: true,
+      before: 12,
+      scope: "window",
+    }),
+    [
+      ` .... #43 ${when} ada: Lunch at the café?`,
+      ` .... #12 ${when} * bob likes the cafe`,
+      ' .... 2 found for "cafe", newest first, in the recent messages this server keeps (older ones are not searched). Older: /search cafe before:12',
+    ],
+  );
+  assert.deepEqual(
+    searchLines({
+      type: "search_results",
+      q: "tea\x1b[2J before:9",
+      events: [],
+      more: false,
+      scope: "all",
+    }),
+    [' .... nothing found for "tea before:9" in everything this room keeps.'],
+  );
 });
 
 Deno.test("parseInput explains a misused command instead of sending it", () => {
@@ -1819,6 +1880,88 @@ Deno.test("client: /more and /history N print older events, then the beginning",
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("client: /search prints the results with ids and times, newest first, then what was searched; Older: pages back; from: narrows", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "chat-client-" });
+  try {
+    await withChat({
+      data: `${dir}/chat.db`,
+      historySize: 3,
+      rate: 1000,
+      burst: 1000,
+    }, async (chat) => {
+      const bob = await jsonClient(chat, "/", { nick: "bob" });
+      const said = async (text: string) => {
+        bob.send(JSON.stringify({ type: "message", text }));
+        const event = await bob.event(text);
+        assert.equal(event.text, text);
+        return event as { id: number; ts: number };
+      };
+      const cafe = await said("Lunch at the café?");
+      const teas: { id: number; ts: number }[] = [];
+      for (let i = 1; i <= 21; i++) teas.push(await said(`tea ${i}`));
+      await said("filler");
+      const line = (event: { id: number; ts: number }, text: string) =>
+        ` .... #${event.id} ${resultTime(event.ts)} bob: ${text}`;
+      await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+        await ada.welcomed();
+        // Out of the live window of 3, found in the file's index.
+        await ada.type("/search CAFE");
+        await ada.expect(line(cafe, "Lunch at the café?"));
+        await ada.expect(
+          ' .... 1 found for "CAFE", newest first, in everything this room keeps.',
+        );
+        // 21 teas: a page of 20 (the default), newest first, then the rest.
+        await ada.type("/search tea");
+        for (let i = 21; i >= 2; i--) {
+          await ada.expect(line(teas[i - 1], `tea ${i}`));
+        }
+        const next = teas[1].id;
+        await ada.expect(
+          ` .... 20 found for "tea", newest first, in everything this room keeps. Older: /search tea before:${next}`,
+        );
+        await ada.type(`/search tea before:${next}`);
+        await ada.expect(line(teas[0], "tea 1"));
+        await ada.expect(
+          ` .... 1 found for "tea before:${next}", newest first, in everything this room keeps.`,
+        );
+        await ada.type("/search tea from:ada");
+        await ada.expect(
+          ' .... nothing found for "tea from:ada" in everything this room keeps.',
+        );
+        await ada.closeStdin();
+        assert.equal((await ada.exit()).code, 0);
+      });
+      await bob.close();
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("client: /search in memory says it searched the recent messages only; the server's refusal is shown", async () => {
+  await withChat({ historySize: 5 }, async (chat) => {
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    bob.send(JSON.stringify({ type: "message", text: "café au lait" }));
+    const cafe = await bob.event("the café") as { id: number; ts: number };
+    await withClient([chatUrl(chat), "--nick", "ada"], async (ada) => {
+      await ada.welcomed();
+      await ada.type("/search cafe");
+      await ada.expect(
+        ` .... #${cafe.id} ${resultTime(cafe.ts)} bob: café au lait`,
+      );
+      await ada.expect(
+        ' .... 1 found for "cafe", newest first, in the recent messages this server keeps (older ones are not searched).',
+      );
+      // Too many words: the server's bad_request, in its words.
+      await ada.type(`/search ${"w ".repeat(11)}`);
+      await ada.until(/^ \.\.\.\. error: .*10 words/);
+      await ada.closeStdin();
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await bob.close();
+  });
 });
 
 Deno.test("client: its own complaints read as the server's errors to a plain-text client do", async () => {

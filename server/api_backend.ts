@@ -224,6 +224,22 @@ export function apiBackend(store: RoomStore, here: ThisProcess): ApiBackend {
           more: page.more,
         };
       }),
+    search: (room, query, limit) =>
+      inRoom(room, false, async (exists) => {
+        if (!exists) return undefined;
+        const page = await store.search(room, {
+          query,
+          limit,
+          // As for history: the app sees no private messages.
+          visible: (event) => event.type !== "dm",
+        });
+        return {
+          events: withReactions(page.events, page.reactions),
+          more: page.more,
+          ...(page.more ? { before: page.before } : {}),
+          scope: page.scope,
+        };
+      }),
     disconnect: (target, reason) =>
       store.disconnect({
         room: target.room,

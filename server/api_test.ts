@@ -413,6 +413,53 @@ Deno.test("api history: the room's events before an id, oldest first, no private
   });
 });
 
+covers("search");
+Deno.test("api search: newest first, no private messages, a bad q is bad_request, under --api-rate", async () => {
+  await withChat({ ...API, apiRate: 3 }, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await ada.event("bob's join");
+    for (const text of ["deploy failed", "deploy fixed", "lunch"]) {
+      ada.send(JSON.stringify({ type: "message", text }));
+    }
+    ada.send(JSON.stringify({ type: "dm", to: "bob", text: "deploy secret" }));
+    await bob.nextMatching(/deploy secret/);
+    const found = await call(chat, "search", { room: "lobby", q: "deploy" });
+    assert.equal(found.status, 200);
+    assert.deepEqual(
+      found.body.result.events.map((e: Json) => e.text),
+      ["deploy fixed", "deploy failed"],
+    );
+    assert.deepEqual(
+      [found.body.result.more, found.body.result.scope],
+      [false, "window"],
+    );
+    const bad = await call(chat, "search", { room: "lobby", q: '"deploy' });
+    assert.equal(bad.status, 400);
+    assert.deepEqual(bad.body.error, {
+      code: "bad_request",
+      message: 'unbalanced quotes: a "phrase" needs its closing quote',
+      field: "q",
+    });
+    // The third call of the second: --api-rate 3.
+    const over = await call(chat, "search", { room: "lobby", q: "fix*" });
+    const refused = await call(chat, "search", { room: "lobby", q: "fix*" });
+    assert.deepEqual([over.status, refused.status], [200, 429]);
+    assert.deepEqual(
+      over.body.result.events.map((e: Json) => e.text),
+      ["deploy fixed"],
+    );
+    assert.equal(
+      await metric(
+        chat,
+        'chat_api_requests_total{method="search",status="429"}',
+      ),
+      1,
+    );
+    await closeAll(ada, bob);
+  });
+});
+
 covers("disconnect");
 Deno.test("api disconnect: by nick in a room, or a verified user everywhere; unknown nick 404", async () => {
   await withChat({ ...API, authSecret: SECRET }, async (chat) => {

@@ -18,7 +18,11 @@ import {
   type ModerationCommand,
   type NewEvent,
   NICK_ERRORS,
+  oneLine,
   renderText,
+  type SearchCommand,
+  type SearchResults,
+  type SearchScope,
   systemText,
 } from "../wire/protocol.ts";
 import { nickKey, type RoomStore } from "../stores/rooms.ts";
@@ -290,6 +294,68 @@ export async function readHistory(
   if (!page.more) {
     sendNotice(client, `this is the beginning of ${room.name}.`);
   }
+}
+
+/**
+ * What a search costs of its sender's message rate (`--rate`, `--burst`),
+ * in messages: reading a room's index is worth more than a post, so a
+ * flood of searches is refused (`rate_limited`) sooner than one of posts.
+ * @default {5}
+ */
+export const SEARCH_COST = 5;
+
+/** What a search looked through, in plain text's last line. */
+const SCOPE_TEXT: Record<SearchScope, string> = {
+  all: "in everything this room keeps",
+  window:
+    "in the recent events this server keeps (older ones are not searched)",
+};
+
+/**
+ * `search`: the room's messages that match, by the store's `search` and
+ * `visibleTo` (a DM only to its parties; never a deleted message). JSON
+ * gets one `search_results` answer; plain text a line per result with its
+ * id (` .... #12 ada: text`), then one saying how many, what was searched,
+ * and how to go on.
+ */
+export async function search(
+  store: RoomStore,
+  client: Sender,
+  command: SearchCommand,
+): Promise<void> {
+  const room = client.room;
+  const page = await store.search(room.name, {
+    query: command.query,
+    limit: command.limit,
+    visible: (event) => visibleTo(event, client),
+  });
+  // Gone, or moved on (`/join`) meanwhile: the answer is for nobody.
+  if (client.phase === "gone" || client.room !== room) return;
+  if (client.json) {
+    const answer: SearchResults = {
+      type: "search_results",
+      q: command.q,
+      events: withReactions(page.events, page.reactions, client.owner),
+      more: page.more,
+      ...(page.more ? { before: page.before } : {}),
+      scope: page.scope,
+    };
+    return sendToOne(client, JSON.stringify(answer));
+  }
+  for (const event of page.events) {
+    sendNotice(client, `#${event.id} ${renderText(event)}`);
+  }
+  const q = oneLine(command.q);
+  const found = page.events.length === 0
+    ? `nothing found for "${q}"`
+    : `${page.events.length} found for "${q}", newest first,`;
+  // The same search from where this one stopped.
+  const again = page.more
+    ? ` Older: /search ${
+      q.replace(/(^|\s)before:\S*/gi, "").trim()
+    } before:${page.before}`
+    : "";
+  sendNotice(client, `${found} ${SCOPE_TEXT[page.scope]}.${again}`);
 }
 
 /** `/who`: the members, then the moderators and verified ones, if any. */

@@ -24,7 +24,7 @@ import {
   DEFAULT_HISTORY_PAGE,
   DEFAULT_INVITE_HOURS,
   DEFAULT_INVITE_USES,
-  type FieldRefusal,
+  FieldRefusal,
   isRefusal,
   MAX_HISTORY_PAGE,
   MAX_INVITE_HOURS,
@@ -40,7 +40,17 @@ import {
   ROOM_RULE,
   type RoomEvent,
   roomName,
+  type SearchScope,
 } from "../wire/protocol.ts";
+import {
+  DEFAULT_SEARCH_LIMIT,
+  MAX_SEARCH_CHARS,
+  MAX_SEARCH_LIMIT,
+  parseSearch,
+  QueryProblem,
+  SEARCH_RULE,
+  type SearchQuery,
+} from "../wire/search.ts";
 import { sameSecret, StoreUnavailable } from "../stores/rooms.ts";
 import { TokenBucket } from "./rate.ts";
 import { parseUrl } from "./handshake.ts";
@@ -136,6 +146,24 @@ export interface ApiBackend {
     before: number | undefined,
     limit: number,
   ): Promise<{ events: RoomEvent[]; more: boolean } | undefined>;
+  /**
+   * The room's messages and actions that match (no private messages),
+   * newest first, as a person's `search`; undefined when there is no such
+   * room (as for `history`).
+   */
+  search(
+    room: string,
+    query: SearchQuery,
+    limit: number,
+  ): Promise<
+    | {
+      events: RoomEvent[];
+      more: boolean;
+      before?: number;
+      scope: SearchScope;
+    }
+    | undefined
+  >;
   /** Closes the target's connections; how many members it reached. */
   disconnect(target: DisconnectTarget, reason: string): Promise<number>;
   /** A moderation action as a moderator named `api` would give it. */
@@ -389,6 +417,27 @@ const TOPIC: Schema = {
   maxLength: MAX_TOPIC_CHARS,
   check: checkTopic,
 };
+/** A search's text: parsed by wire/search.ts, which says what is wrong. */
+const SEARCH_TEXT: Schema = {
+  type: "string",
+  description: `What to find: ${SEARCH_RULE}.`,
+  minLength: 1,
+  maxLength: MAX_SEARCH_CHARS,
+  check: (value) =>
+    typeof value !== "string"
+      ? new FieldRefusal("bad_request", "q is the text to search for")
+      : queryRefusal(parseSearch(value)),
+};
+
+/** A query's problem as a field's refusal (`bad_request`), else undefined. */
+function queryRefusal(
+  query: SearchQuery | QueryProblem,
+): FieldRefusal | undefined {
+  return query instanceof QueryProblem
+    ? new FieldRefusal("bad_request", query.message)
+    : undefined;
+}
+
 const IDEMPOTENCY_KEY: Schema = {
   type: "string",
   description:
@@ -686,6 +735,78 @@ export const API_METHODS: Record<string, Method> = {
         );
       }
       return page;
+    },
+  },
+  search: {
+    summary:
+      "A room's messages and actions that match `q` (words, phrases, prefixes, from:NICK), newest first; `more` while older ones may match (search again with `before`); `scope` says what was searched: `all` (everything `--data` keeps) or `window` (the live window, in memory and with `--redis`). No private messages.",
+    params: params({
+      room: ROOM,
+      q: SEARCH_TEXT,
+      from: {
+        ...NICK,
+        description: "Only what this nick said (as from:NICK in q).",
+      },
+      before: {
+        type: "integer",
+        description: "Only events with ids below this one.",
+        minimum: 0,
+      },
+      limit: {
+        type: "integer",
+        description: `Results at most (default ${DEFAULT_SEARCH_LIMIT}).`,
+        minimum: 1,
+        maximum: MAX_SEARCH_LIMIT,
+      },
+    }, ["room", "q"]),
+    result: {
+      type: "object",
+      properties: {
+        events: { type: "array", items: OBJECT },
+        more: { type: "boolean" },
+        before: { type: "integer" },
+        scope: { type: "string", enum: ["all", "window"] },
+      },
+      required: ["events", "more", "scope"],
+    },
+    run: async (args, api) => {
+      const name = room(args);
+      // Checked by the schema; parsed again here for the query itself.
+      const query = parseSearch(args.q as string) as SearchQuery;
+      for (const field of ["from", "before"] as const) {
+        if (args[field] === undefined) continue;
+        if (query[field] !== undefined) {
+          throw new ApiError(
+            400,
+            "bad_request",
+            `${field} given twice (here and as ${field}: in q)`,
+            field,
+          );
+        }
+      }
+      if (args.from !== undefined) query.from = args.from as string;
+      if (args.before !== undefined) query.before = args.before as number;
+      if (query.from !== undefined) {
+        const nick = checkNick(query.from);
+        if (isRefusal(nick)) {
+          throw new ApiError(400, "bad_request", `from: ${nick.message}`, "q");
+        }
+        query.from = nick;
+      }
+      const found = await api.backend.search(
+        name,
+        query,
+        (args.limit as number | undefined) ?? DEFAULT_SEARCH_LIMIT,
+      );
+      if (!found) {
+        throw new ApiError(
+          404,
+          "no_such_room",
+          `there is no room ${name}`,
+          "room",
+        );
+      }
+      return found;
     },
   },
   disconnect: {

@@ -12,7 +12,8 @@
 
 /**
  * `rate` tokens a second, at most `burst` saved up; it starts full. Each
- * thing allowed takes one token; with less than one left, it is refused.
+ * thing allowed takes one token (or what it costs); with less than that
+ * left, it is refused.
  *
  * @example
  * ```ts
@@ -37,12 +38,15 @@ export class TokenBucket {
     this.refilledAt = now;
   }
 
-  /** Takes a token if there is one; false (nothing taken) if not. */
-  take(now: number = Date.now()): boolean {
+  /**
+   * Takes `count` tokens (one thing that costs as much as `count`) if there
+   * are that many; false (nothing taken) if not.
+   */
+  take(now: number = Date.now(), count = 1): boolean {
     this.tokens = this.#tokensAt(now);
     this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens--;
+    if (this.tokens < count) return false;
+    this.tokens -= count;
     return true;
   }
 

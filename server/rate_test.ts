@@ -35,6 +35,18 @@ Deno.test("a bucket refills at rate per second, never past burst", () => {
   ]);
 });
 
+Deno.test("a take of several tokens takes them all or none (a search costs more than a post)", () => {
+  const bucket = new TokenBucket(1, 12, 0);
+  assert.equal(bucket.take(0, 5), true);
+  assert.equal(bucket.take(0, 5), true);
+  assert.equal(bucket.take(0, 5), false, "2 left: none taken");
+  assert.equal(bucket.take(0), true);
+  assert.equal(bucket.take(0), true);
+  assert.equal(bucket.take(0), false);
+  assert.equal(bucket.take(4999, 5), false, "4.999 refilled");
+  assert.equal(bucket.take(5000, 5), true, "5 refilled at 1/s");
+});
+
 Deno.test("secondsToToken says how long a refused take must wait", () => {
   const bucket = new TokenBucket(4, 1, 0);
   assert.equal(bucket.secondsToToken(), 0, "full: no wait");

@@ -100,6 +100,9 @@ import {
   type RosterEntry,
   sameSecret,
   type Sanction,
+  searchBack,
+  type SearchPage,
+  type SearchRequest,
   type StoreFactory,
   type StoreOptions,
   StoreUnavailable,
@@ -1458,6 +1461,35 @@ export class RedisStore implements RoomStore {
       const ids = new Set(page.events.map((event) => event.id));
       const reactions = this.#reactionsOf(found.filter(([id]) => ids.has(id)));
       return reactions.size > 0 ? { ...page, reactions } : page;
+    })());
+  }
+
+  /**
+   * The room's stream searched (newest first, by XREVRANGE, the edits
+   * applied as for history), as far back as it keeps: the live window;
+   * the results' reactions read with them, as history's are.
+   */
+  search(name: string, request: SearchRequest): Promise<SearchPage> {
+    this.#check();
+    this.#sendAppends(name); // a reader's own posts first
+    return this.#track((async () => {
+      const found: [number, string][] = [];
+      const page = await searchBack(request, async (before, count) => {
+        if (before <= 1) return [];
+        const read = await this.#range(name, {
+          command: "XREVRANGE",
+          range: [`${before - 1}-0`, "-", "COUNT", String(count)],
+          reactions: true,
+        });
+        found.push(...read.reactions);
+        return read.events;
+      });
+      const ids = new Set(page.events.map((event) => event.id));
+      const reactions = this.#reactionsOf(found.filter(([id]) => ids.has(id)));
+      const scope = "window" as const;
+      return reactions.size > 0
+        ? { ...page, scope, reactions }
+        : { ...page, scope };
     })());
   }
 

@@ -23,8 +23,14 @@ import type {
   NewEvent,
   ReactEvent,
   RoomEvent,
+  SearchScope,
   TypingEvent,
 } from "../wire/protocol.ts";
+import {
+  matchesQuery,
+  searchableText,
+  type SearchQuery,
+} from "../wire/search.ts";
 import * as rules from "./room_rules.ts";
 import {
   type Admission,
@@ -183,6 +189,43 @@ export interface HistoryPage {
   reactions?: KeptReactions;
 }
 
+/** A search of a room's messages: what `search` is asked. */
+export interface SearchRequest {
+  /** The query, parsed (wire/search.ts); its `from` and `before` apply. */
+  query: SearchQuery;
+  /** At most this many events (the caller has checked it is sensible). */
+  limit: number;
+  /** As for history: events the reader may not see are skipped. */
+  visible: (event: RoomEvent) => boolean;
+}
+
+/** What a search found. */
+export interface SearchPage {
+  /** Newest first. */
+  events: RoomEvent[];
+  /** Older events may match: search again with `before`. */
+  more: boolean;
+  /** With `more`: where the next search starts (ids below it). */
+  before?: number;
+  /** What was searched: everything kept, or the live window. */
+  scope: SearchScope;
+  /** The reactions on `events` that have any (absent: none do). */
+  reactions?: KeptReactions;
+}
+
+/**
+ * How long one search may read before it answers with what it has found
+ * (`more` true, and `before` where it stopped), so that no query (a common
+ * word among other people's direct messages, a selective `from:`, a long
+ * prefix of a common one) holds the event loop for long. It is looked at
+ * between reads, each of at most {@linkcode SEARCH_BATCH_MAX} events.
+ * @default {50}
+ */
+export const SEARCH_BUDGET_MS = 50;
+
+/** Most events a search reads from its source at once. @default {1024} */
+export const SEARCH_BATCH_MAX = 1024;
+
 /**
  * Everything about a room that outlives one message: its events (ids,
  * history, delivery), who is in it (nicks), and its lifetime. main.ts talks
@@ -241,6 +284,14 @@ export interface RoomStore {
    * retains. Only for a room the reader is in.
    */
   history(room: string, request: HistoryRequest): Promise<HistoryPage>;
+  /**
+   * Up to `limit` visible messages, actions and DMs that match the query
+   * (wire/search.ts `matchesQuery`), newest first, of those the store
+   * still has: in memory and in Redis the live window (`scope` "window"),
+   * with an archive all it retains ("all"); never a deleted message, and an
+   * edited one by its new text. Only for a room the reader is in.
+   */
+  search(room: string, request: SearchRequest): Promise<SearchPage>;
   /** Passes an event on to every subscriber now, keeping nothing. */
   notify(room: string, event: TypingEvent): void;
   /**
@@ -447,6 +498,59 @@ export async function pageBack(
   };
 }
 
+/**
+ * Reads a search's answer through `older`, which gives up to `count`
+ * candidate events with ids below `before`, newest first (fewer only when
+ * no more are kept): every event of a window, or those an index says may
+ * match. Each candidate is held to the one rule, whatever its source:
+ * searchable (a message, an action, a DM), not deleted (nor passed by its
+ * `delete` on the way back), from `query.from` (by nick key), visible to
+ * the reader, and matching (`matchesQuery`). It reads on until it has
+ * `limit` + 1 (the one more says `more`), none are left, or
+ * {@linkcode SEARCH_BUDGET_MS} has gone by (then `more`, and `before` where
+ * it stopped).
+ */
+export async function searchBack(
+  request: SearchRequest,
+  older: (
+    before: number,
+    count: number,
+  ) => RoomEvent[] | Promise<RoomEvent[]>,
+  budgetMs: number = SEARCH_BUDGET_MS,
+): Promise<Omit<SearchPage, "scope">> {
+  const { query, limit } = request;
+  const fromKey = query.from === undefined ? undefined : nickKey(query.from);
+  const deadline = performance.now() + budgetMs;
+  const found: RoomEvent[] = [];
+  const deleted = new Set<number>();
+  let before = query.before ?? Number.MAX_SAFE_INTEGER;
+  let batch = limit + 1;
+  while (found.length <= limit) {
+    const events = await older(before, batch);
+    for (const event of events) {
+      if (event.type === "delete") deleted.add(event.deleted);
+      const text = searchableText(event);
+      if (text === undefined || deleted.has(event.id)) continue;
+      const from = (event as { from: string }).from;
+      if (fromKey !== undefined && nickKey(from) !== fromKey) continue;
+      if (!request.visible(event) || !matchesQuery(query, text)) continue;
+      found.push(event);
+    }
+    if (events.length < batch) break;
+    before = events[events.length - 1].id;
+    if (found.length <= limit && performance.now() > deadline) {
+      return { events: found, more: true, before };
+    }
+    // Sparse matches (a selective `from:`, others' DMs): read more at once.
+    batch = Math.min(batch * 2, SEARCH_BATCH_MAX);
+  }
+  const events = found.slice(0, limit);
+  const more = found.length > limit;
+  return more
+    ? { events, more, before: events[events.length - 1].id }
+    : { events, more };
+}
+
 /** A room as an archive kept it: enough to carry on where it stopped. */
 export interface ArchivedRoom {
   /** The room's epoch: a resume with it and a kept id has no gap. */
@@ -537,6 +641,18 @@ export interface RoomArchive {
    * first (removed ones never, even before their removal is committed).
    */
   older(room: string, before: number, count: number): RoomEvent[];
+  /**
+   * Up to `count` kept events of the room with ids below `before` that its
+   * index says may match `query` (its terms only), newest first, as they
+   * read now: a deletion or an edit not yet committed counts (the caller
+   * holds each to the rule). Fewer only when no more may match.
+   */
+  search(
+    room: string,
+    query: SearchQuery,
+    before: number,
+    count: number,
+  ): RoomEvent[];
   /** Commits what is queued and closes. */
   close(): void;
 }
@@ -813,6 +929,39 @@ export class MemoryStore implements RoomStore {
       }
     }
     return reactions.size > 0 ? { ...page, reactions } : page;
+  }
+
+  async search(name: string, request: SearchRequest): Promise<SearchPage> {
+    const room = this.#room(name);
+    const archive = this.#archive;
+    const page = archive
+      // The file's index: every event retained.
+      ? await searchBack(
+        request,
+        (before, count) => archive.search(name, request.query, before, count),
+      )
+      // The live window, newest first.
+      : await searchBack(request, (before, count) => {
+        const end = firstAtOrAbove(room.history, before);
+        return room.history.slice(Math.max(0, end - count), end).reverse();
+      });
+    const reactions: KeptReactions = new Map();
+    const archived: number[] = [];
+    const oldest = room.history[0]?.id ?? room.lastId + 1;
+    for (const { id } of page.events) {
+      const kept = room.reactions.get(id);
+      if (kept) reactions.set(id, kept);
+      else if (id < oldest) archived.push(id);
+    }
+    if (archive && archived.length > 0) {
+      for (const entry of archive.reactions(name, archived)) {
+        reactions.set(...entry);
+      }
+    }
+    const scope = archive ? "all" : "window";
+    return reactions.size > 0
+      ? { ...page, scope, reactions }
+      : { ...page, scope };
   }
 
   available(): boolean {

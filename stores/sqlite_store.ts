@@ -19,6 +19,14 @@
  *   id), their JSON as the store keeps them (owners included: the file is
  *   the server's, never sent as it is); beside `events`, not in them, and
  *   gone with their message (deleted, trimmed);
+ * - `search_index`: an FTS5 index of every message, action and DM (schema
+ *   3), contentless (it keeps the index, not the text: `events` has that),
+ *   of each one's words as wire/search.ts's `searchWords` makes them, by
+ *   rowid (room key × 2^32 + id); changed in the same commit as an edit
+ *   (the new text replaces the old), a deletion and a trim by retention,
+ *   so the index never finds what no read would return; new rows are
+ *   written in batches ({@linkcode INDEX_FLUSH_MS}), read from memory
+ *   until then, and those a crash left out are written at the next start;
  * - `moderation`: per room name (a ban is checked at the handshake, before
  *   the room is loaded), its topic, slow mode, bans, mutes, reserved
  *   verified names, whether it is private, and its invites (a link's by its
@@ -40,6 +48,13 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { randomBytes } from "node:crypto";
 import type { RoomEvent } from "../wire/protocol.ts";
+import {
+  ftsMatch,
+  matchesQuery,
+  searchableText,
+  type SearchQuery,
+  searchWords,
+} from "../wire/search.ts";
 import {
   type ArchivedModeration,
   type ArchivedRoom,
@@ -72,7 +87,7 @@ export interface SqliteStoreOptions extends StoreOptions {
 /** `PRAGMA application_id`: marks a file as deno-chat's ("dcht"). */
 const APPLICATION_ID = 0x64636874;
 /** The schema's version (`PRAGMA user_version`). */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 /** How often retention runs when it has nothing left over, in ms. */
 export const RETENTION_SWEEP_MS = 60_000;
 /**
@@ -98,12 +113,101 @@ const REACTIONS_TABLE = `
 `;
 
 /**
+ * The search index (schema 3): FTS5 over each searchable event's words
+ * (wire/search.ts `searchWords`, which already fold case and diacritics as
+ * `unicode61 remove_diacritics 2` does), without a copy of the text
+ * (`content=''`; `contentless_delete=1` lets an edit, a deletion and
+ * retention remove a row by its rowid, room key × 2^32 + id), with lists
+ * of every 2- and 3-character prefix ({@linkcode INDEX_PREFIX_CHARS}).
+ */
+const SEARCH_TABLE = `
+  CREATE VIRTUAL TABLE search_index USING fts5(
+    words,
+    content = '',
+    contentless_delete = 1,
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+  );
+`;
+
+/**
+ * The longest prefix the index keeps (its `prefix` option): a longer one is
+ * searched by its first 3 characters (wire/search.ts `ftsMatch`), whose
+ * list FTS5 reads newest first and stops; the rule sorts out the rest.
+ * Without it a prefix of a common word cost a merge of whole lists (0.45 s
+ * at the 99th percentile over a million events; bench/README.md).
+ */
+const INDEX_PREFIX_CHARS = 3;
+
+/**
+ * Event ids at or past this are not indexed (a room's ids share an index
+ * rowid with its key: 2^32 each, billions of events more than retention
+ * keeps).
+ */
+const INDEX_IDS = 2 ** 32;
+
+/**
+ * How long a new message may wait for its index row: new rows are written
+ * to the index in batches (one transaction for many), as an FTS5 write
+ * costs about as much per transaction as for a hundred rows. Meanwhile a
+ * search reads them from memory ({@linkcode SqliteArchive.search}), and a
+ * restart indexes what a crash left unwritten. @default {500}
+ */
+export const INDEX_FLUSH_MS = 500;
+/**
+ * New index rows that are written at once, with the commit that brings
+ * their number to this, whatever their age. @default {256}
+ */
+export const INDEX_BATCH_ROWS = 256;
+
+/** An index rowid from SQL parameters `?1` (room key) and `?2` (id). */
+const INDEX_ROWID = "((?1 << 32) + ?2)";
+
+/** A searchable event's words as the index keeps them; undefined if none. */
+function indexWords(event: RoomEvent): string | undefined {
+  const text = searchableText(event);
+  if (text === undefined || event.id >= INDEX_IDS) return undefined;
+  return searchWords(text).join(" ");
+}
+
+/**
+ * Indexes the events a crash left out of the search index (new rows wait
+ * up to {@linkcode INDEX_FLUSH_MS} for it; edits, deletions and trims do
+ * not): each room's searchable events after the newest one indexed, in the
+ * opening transaction. Usually none, or a few; after the upgrade from
+ * schema 2 (an empty index), every one kept.
+ */
+function indexLeftOut(db: DatabaseSync): void {
+  const insert = db.prepare(
+    `INSERT INTO search_index (rowid, words) VALUES (${INDEX_ROWID}, ?3)`,
+  );
+  const newest = db.prepare(`
+    SELECT max(id) - (?1 << 32) AS id FROM search_index_docsize
+    WHERE id >= (?1 << 32) AND id < ((?1 + 1) << 32)
+  `);
+  const after = db.prepare(`
+    SELECT id, event ->> '$.text' AS text FROM events
+    WHERE room = ? AND id > ? AND id < ?
+      AND event ->> '$.type' IN ('message', 'action', 'dm')
+  `);
+  for (const room of db.prepare("SELECT key FROM rooms").all()) {
+    const from = Number(newest.get(room.key)?.id ?? 0);
+    for (const row of after.iterate(room.key, from, INDEX_IDS)) {
+      if (typeof row.text !== "string") continue;
+      insert.run(room.key, row.id, searchWords(row.text).join(" "));
+    }
+  }
+}
+
+/**
  * What brings a file of schema N (the key) to N + 1, run at start in the
  * opening transaction: a file made by an older deno-chat is upgraded in
  * place, its history kept.
  */
 const MIGRATIONS: Record<number, string> = {
   1: REACTIONS_TABLE,
+  // The index is then built by `indexLeftOut`, as after a crash.
+  2: SEARCH_TABLE,
 };
 
 const SCHEMA = `
@@ -130,9 +234,13 @@ const SCHEMA = `
     PRIMARY KEY (room, kind, key)
   ) WITHOUT ROWID;
   ${REACTIONS_TABLE}
+  ${SEARCH_TABLE}
   PRAGMA application_id = ${APPLICATION_ID};
   PRAGMA user_version = ${SCHEMA_VERSION};
 `;
+
+/** A searchable event as the index takes it, and as a search returns it. */
+type IndexRow = [room: number, id: number, words: string, event: string];
 
 /** A room this process has touched: its key and what is to be written. */
 interface KnownRoom {
@@ -154,10 +262,22 @@ export class SqliteArchive implements RoomArchive {
   #made = new Map<string, KnownRoom>();
   #nextKey: number;
   #rows: [room: number, id: number, ts: number, event: string][] = [];
+  /** The search index's rows of `#rows` (searchable events only). */
+  #indexed: IndexRow[] = [];
+  /**
+   * Committed searchable events not yet in the index, by `room/id`, oldest
+   * first: written in batches ({@linkcode INDEX_FLUSH_MS},
+   * {@linkcode INDEX_BATCH_ROWS}), read by `search` from here meanwhile.
+   */
+  #unindexed = new Map<string, IndexRow>();
+  #indexTimer?: ReturnType<typeof setTimeout>;
   /** Events to delete with the next commit: room key → ids. */
   #removals = new Map<number, Set<number>>();
   /** Kept events' new forms (edits), by `room/id`, for the next commit. */
-  #replacements = new Map<string, [room: number, id: number, event: string]>();
+  #replacements = new Map<
+    string,
+    [room: number, id: number, event: string, words: string | undefined]
+  >();
   /**
    * Messages' reactions from now on, by `room/id`, for the next commit: the
    * latest list only, so a message toggled a hundred times in a turn is
@@ -189,6 +309,11 @@ export class SqliteArchive implements RoomArchive {
     | "reactionsFrom"
     | "removeReactions"
     | "trimReactions"
+    | "index"
+    | "unindex"
+    | "trimIndex"
+    | "search"
+    | "indexComplete"
     | "moderation"
     | "setModeration"
     | "unsetModeration"
@@ -246,6 +371,26 @@ export class SqliteArchive implements RoomArchive {
       ),
       trimReactions: prepare(
         "DELETE FROM reactions WHERE room = ? AND id <= ?",
+      ),
+      // INSERT OR REPLACE: an edit's words take the place of the old ones.
+      index: prepare(
+        `INSERT OR REPLACE INTO search_index (rowid, words) VALUES (${INDEX_ROWID}, ?3)`,
+      ),
+      unindex: prepare(`DELETE FROM search_index WHERE rowid = ${INDEX_ROWID}`),
+      trimIndex: prepare(
+        "DELETE FROM search_index WHERE rowid >= (?1 << 32) AND rowid <= (?1 << 32) + ?2",
+      ),
+      // FTS5 walks the index newest first within the room's rowids and
+      // stops at the limit; each match's event by its key.
+      search: prepare(`
+        SELECT e.event AS event FROM search_index AS s
+        JOIN events AS e ON e.room = ?1 AND e.id = s.rowid - (?1 << 32)
+        WHERE search_index MATCH ?3
+          AND s.rowid >= (?1 << 32) AND s.rowid < ${INDEX_ROWID}
+        ORDER BY s.rowid DESC LIMIT ?4
+      `),
+      indexComplete: prepare(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('index_complete', ?)",
       ),
       moderation: prepare(
         "SELECT kind, key, value FROM moderation WHERE room = ?",
@@ -311,7 +456,19 @@ export class SqliteArchive implements RoomArchive {
       db.exec(`PRAGMA synchronous = ${options.sync ?? "normal"}`);
       db.exec("BEGIN IMMEDIATE");
       if (id === 0) db.exec(SCHEMA);
-      else upgrade(db);
+      else {
+        const upgraded = upgrade(db);
+        // Closed with every index row written, or else (a crash, or a new
+        // index) some left out; from now on, until a close says so again,
+        // maybe some.
+        const complete = db.prepare(
+          "SELECT value FROM meta WHERE key = 'index_complete'",
+        ).get()?.value;
+        if (upgraded || Number(complete) !== 1) indexLeftOut(db);
+      }
+      db.prepare(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('index_complete', 0)",
+      ).run();
       db.prepare(
         "INSERT OR IGNORE INTO meta (key, value) VALUES ('token_key', ?)",
       ).run(randomBytes(32));
@@ -364,7 +521,12 @@ export class SqliteArchive implements RoomArchive {
   append(room: string, event: RoomEvent): void {
     const known = this.#known.get(room);
     if (!known) throw new Error(`no room ${room} in the archive`);
-    this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
+    const json = JSON.stringify(event);
+    this.#rows.push([known.key, event.id, event.ts, json]);
+    const words = indexWords(event);
+    if (words !== undefined) {
+      this.#indexed.push([known.key, event.id, words, json]);
+    }
   }
 
   delete(room: string, id: number): void {
@@ -384,6 +546,7 @@ export class SqliteArchive implements RoomArchive {
       known.key,
       event.id,
       JSON.stringify(event),
+      indexWords(event),
     ]);
   }
 
@@ -495,9 +658,20 @@ export class SqliteArchive implements RoomArchive {
         sql.insertRoom.run(room.key, name, room.epoch!, 0);
       }
       for (const row of this.#rows) sql.insertEvent.run(...row);
+      // The index's new rows wait (in order); edits and deletions of rows
+      // already written are written now. (Each step can be done again: a
+      // failed commit is tried again whole.)
+      const unindexed = this.#unindexed;
+      for (const row of this.#indexed) {
+        unindexed.set(`${row[0]}/${row[1]}`, row);
+      }
       // After the inserts too: a message edited in the turn it was sent.
-      for (const [key, id, event] of this.#replacements.values()) {
+      for (const [at, [key, id, event, words]] of this.#replacements) {
         sql.replaceEvent.run(event, key, id);
+        if (unindexed.has(at)) {
+          if (words === undefined) unindexed.delete(at);
+          else unindexed.set(at, [key, id, words, event]);
+        } else if (words !== undefined) sql.index.run(key, id, words);
       }
       for (const [key, id, reactions] of this.#reacted.values()) {
         sql.setReactions.run(key, id, JSON.stringify(reactions));
@@ -508,22 +682,71 @@ export class SqliteArchive implements RoomArchive {
         for (const id of ids) {
           sql.removeEvent.run(key, id);
           sql.removeReactions.run(key, id);
+          if (!unindexed.delete(`${key}/${id}`)) sql.unindex.run(key, id);
         }
       }
       for (const [room, change] of this.#changes) this.#apply(room, change);
+      const full = unindexed.size >= INDEX_BATCH_ROWS;
+      if (full) {
+        for (const row of unindexed.values()) {
+          sql.index.run(row[0], row[1], row[2]);
+        }
+      }
       this.#db.exec("COMMIT");
+      if (full) unindexed.clear();
     } catch (error) {
-      // Nothing of this transaction is kept; it is all tried again.
+      // Nothing of this transaction is kept; it is all tried again (and
+      // its events are not searched before they are committed).
       if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      for (const [key, id] of this.#indexed) {
+        this.#unindexed.delete(`${key}/${id}`);
+      }
       throw error;
     }
+    if (this.#unindexed.size > 0 && !this.#indexTimer) {
+      this.#indexTimer = setTimeout(() => {
+        this.#indexTimer = undefined;
+        this.#writeIndex();
+      }, INDEX_FLUSH_MS);
+    }
     this.#rows = [];
+    this.#indexed = [];
     this.#replacements.clear();
     this.#reacted.clear();
     this.#removals.clear();
     this.#changes = [];
     for (const room of made.values()) room.epoch = undefined;
     made.clear();
+  }
+
+  /**
+   * Writes the index rows that wait, in one transaction; true when none
+   * wait any more. On failure they wait on (logged), for another try in
+   * {@linkcode INDEX_FLUSH_MS} if `again`.
+   */
+  #writeIndex(again = true): boolean {
+    if (this.#unindexed.size === 0) return true;
+    try {
+      this.#db.exec("BEGIN");
+      for (const row of this.#unindexed.values()) {
+        this.#sql.index.run(row[0], row[1], row[2]);
+      }
+      this.#db.exec("COMMIT");
+      this.#unindexed.clear();
+      return true;
+    } catch (error) {
+      if (this.#db.isTransaction) this.#db.exec("ROLLBACK");
+      this.#options.log?.("error", "index_failed", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+      if (again) {
+        this.#indexTimer ??= setTimeout(() => {
+          this.#indexTimer = undefined;
+          this.#writeIndex();
+        }, INDEX_FLUSH_MS);
+      }
+      return false;
+    }
   }
 
   /** Writes one moderation change (inside the commit's transaction). */
@@ -601,11 +824,77 @@ export class SqliteArchive implements RoomArchive {
       : rows;
   }
 
+  search(
+    room: string,
+    query: SearchQuery,
+    before: number,
+    count: number,
+  ): RoomEvent[] {
+    const known = this.#known.get(room);
+    if (!known || before <= 0) return [];
+    const removed = this.#removals.get(known.key);
+    let rows;
+    try {
+      // As in `older`: as many more as are deleted this turn.
+      rows = this.#sql.search.all(
+        known.key,
+        Math.min(before, INDEX_IDS),
+        ftsMatch(query, INDEX_PREFIX_CHARS),
+        count + (removed?.size ?? 0),
+      );
+    } catch (error) {
+      // The expression is made of quoted words, so this is not the
+      // person's doing: logged, and nothing found (no SQL text to anyone).
+      this.#options.log?.("error", "search_failed", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+      return [];
+    }
+    const found: RoomEvent[] = [];
+    for (const row of rows) {
+      const event = JSON.parse(row.event as string) as RoomEvent;
+      if (removed?.has(event.id)) continue;
+      // Edited this turn: as it reads now (the caller matches it again).
+      const edited = this.#replacements.get(`${known.key}/${event.id}`);
+      found.push(edited ? JSON.parse(edited[2]) as RoomEvent : event);
+    }
+    // The newest, not yet in the index: read here, by the same words.
+    const waiting = this.#waiting(known.key, query, before, count);
+    if (waiting.length === 0) return found.slice(0, count);
+    return [...waiting, ...found].sort((a, b) => b.id - a.id).slice(0, count);
+  }
+
+  /**
+   * Up to `count` of a room's committed events not yet in the index, with
+   * ids below `before`, that match `query`, newest first, as they read now.
+   */
+  #waiting(
+    key: number,
+    query: SearchQuery,
+    before: number,
+    count: number,
+  ): RoomEvent[] {
+    const found: RoomEvent[] = [];
+    const removed = this.#removals.get(key);
+    const rows = [...this.#unindexed.values()];
+    for (let i = rows.length - 1; i >= 0 && found.length < count; i--) {
+      const [room, id, words, event] = rows[i];
+      if (room !== key || id >= before || removed?.has(id)) continue;
+      const edited = this.#replacements.get(`${key}/${id}`);
+      if (!matchesQuery(query, edited?.[3] ?? words)) continue;
+      found.push(JSON.parse(edited?.[2] ?? event) as RoomEvent);
+    }
+    return found;
+  }
+
   close(): void {
     if (this.#closed) return;
     clearTimeout(this.#retention);
+    clearTimeout(this.#indexTimer);
     try {
       this.commit();
+      // Every row written: the next start need not look for any left out.
+      if (this.#writeIndex(false)) this.#sql.indexComplete.run(1);
     } finally {
       this.#closed = true;
       this.#db.close();
@@ -623,6 +912,7 @@ export class SqliteArchive implements RoomArchive {
     const sql = this.#sql;
     let deleted = 0;
     this.commit();
+    this.#writeIndex(); // so that what it trims is trimmed from the index
     for (const row of sql.allRooms.all()) {
       if (deleted >= budget) break;
       const key = Number(row.key);
@@ -645,8 +935,10 @@ export class SqliteArchive implements RoomArchive {
       if (upTo < oldest) continue;
       sql.keepLast.run(key); // the last id given out, before its event goes
       deleted += Number(sql.trimTo.run(key, upTo).changes);
-      // Their reactions with them (not counted: at most one per event).
+      // Their reactions and index rows with them (not counted: at most
+      // one each per event).
       sql.trimReactions.run(key, upTo);
+      sql.trimIndex.run(key, Math.min(upTo, INDEX_IDS - 1));
     }
     // Bans and mutes that have run out (a few rows at most).
     sql.expireSanctions.run(now);
@@ -680,16 +972,18 @@ function upgradable(version: number): boolean {
 
 /**
  * Brings a file of ours to {@linkcode SCHEMA_VERSION}, in the opening
- * transaction (read again in it: what another opener did meanwhile counts).
+ * transaction (read again in it: what another opener did meanwhile counts);
+ * true if it did.
  */
-function upgrade(db: DatabaseSync): void {
+function upgrade(db: DatabaseSync): boolean {
   let version = Number(db.prepare("PRAGMA user_version").get()!.user_version);
-  if (version === SCHEMA_VERSION) return;
+  if (version === SCHEMA_VERSION) return false;
   if (!upgradable(version)) {
     throw new DataFileError(otherSchema(version));
   }
   for (; version < SCHEMA_VERSION; version++) db.exec(MIGRATIONS[version]);
   db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+  return true;
 }
 
 /** Why a file of schema `version` cannot be used. */

@@ -1033,7 +1033,7 @@ Deno.test("a data file made before reactions opens, keeps its history and keeps 
     const reader = new DatabaseSync(path, { readOnly: true });
     const version = reader.prepare("PRAGMA user_version").get()!.user_version;
     reader.close();
-    assert.equal(Number(version), 2, "upgraded in place");
+    assert.equal(Number(version), 3, "upgraded in place (to schema 3)");
     archive = SqliteArchive.open({ ...FILL, path });
     assert.deepEqual(
       archive.load("lobby", 10)!.reactions,
@@ -1059,12 +1059,12 @@ Deno.test("a data file made before reactions opens, keeps its history and keeps 
 Deno.test("a data file of a newer schema is refused, and left as it was", async () => {
   await inTempDir((dir) => {
     const path = `${dir}/chat.db`;
-    oldFile(path, 3);
+    oldFile(path, 4);
     assert.throws(
       () => SqliteArchive.open({ ...FILL, path }),
       (error: Error) =>
         error instanceof DataFileError &&
-        /^cannot use --data .*: made by another version of deno-chat \(schema 3, this one reads 2\)$/
+        /^cannot use --data .*: made by another version of deno-chat \(schema 4, this one reads 3\)$/
           .test(error.message),
     );
     const reader = new DatabaseSync(path, { readOnly: true });
@@ -1073,7 +1073,7 @@ Deno.test("a data file of a newer schema is refused, and left as it was", async 
       "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'reactions'",
     ).get()!.n;
     reader.close();
-    assert.deepEqual([Number(version), Number(tables)], [3, 0]);
+    assert.deepEqual([Number(version), Number(tables)], [4, 0]);
   });
 });
 

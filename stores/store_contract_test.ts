@@ -32,6 +32,7 @@ import {
   type StoreOptions,
 } from "./rooms.ts";
 import { eventually } from "../tests/test_helpers.ts";
+import { parseSearch, type SearchQuery } from "../wire/search.ts";
 
 /** A store under test, with what it reported to main.ts. */
 interface Subject {
@@ -933,6 +934,107 @@ contract(
     assert.deepEqual(idsOf(after), [[1, 2, 4], false]);
   },
   { historySize: 5 },
+);
+
+/** A parsed search (wire/search.ts) with `limit`, for everyone. */
+function searching(
+  q: string,
+  limit = 20,
+  visible: (event: RoomEvent) => boolean = EVERYTHING,
+) {
+  return { query: parseSearch(q) as SearchQuery, limit, visible };
+}
+
+contract(
+  "search: matches newest first, in pages by before and more, through what the store keeps (scope)",
+  async ({ store }, kind) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    // ids 2 to 13: "tea N" and "coffee N" by turns; historySize 5 keeps 9 to 13.
+    for (let i = 1; i <= 6; i++) {
+      await store.append("r", {
+        type: "message",
+        from: "ann",
+        text: `Tea ${i}`,
+      });
+      await store.append("r", {
+        type: "action",
+        from: "ann",
+        text: `coffee ${i}`,
+      });
+    }
+    const page = await store.search("r", searching("tea", 2));
+    const ids = (found: { events: RoomEvent[] }) =>
+      found.events.map((event) => event.id);
+    assert.equal(page.scope, kind.pagesPastWindow ? "all" : "window");
+    // The window holds these two only: nothing older to say `more` about.
+    assert.deepEqual(
+      [ids(page), page.more, page.before],
+      kind.pagesPastWindow
+        ? [[12, 10], true, 10]
+        : [[12, 10], false, undefined],
+    );
+    const next = await store.search("r", searching("tea before:10", 2));
+    assert.deepEqual([ids(next), next.more], [
+      kind.pagesPastWindow ? [8, 6] : [],
+      kind.pagesPastWindow,
+    ]);
+    const all = await store.search("r", searching("coffee"));
+    assert.deepEqual(
+      ids(all),
+      kind.pagesPastWindow ? [13, 11, 9, 7, 5, 3] : [13, 11, 9],
+    );
+    assert.equal(all.more, false);
+    assert.deepEqual(timeless(all.events[0]), {
+      type: "action",
+      from: "ann",
+      text: "coffee 6",
+      id: 13,
+    });
+    assert.deepEqual(
+      ids(await store.search("r", searching("tea from:bob"))),
+      [],
+    );
+  },
+  { historySize: 5 },
+);
+
+contract(
+  "search: never a deleted message, an edited one by its new text only, a DM only where visible",
+  async ({ store }) => {
+    await join(store, "r", { owner: "1", nick: "ann" }); // id 1
+    const said = (text: string) =>
+      store.append("r", { type: "message", from: "ann", text });
+    const gone = await said("plan one"); // 2
+    const edited = await said("plan two"); // 3
+    await store.append("r", {
+      type: "dm",
+      from: "ann",
+      to: "bob",
+      text: "plan",
+    }); // 4
+    await store.delete("r", gone.id, "ann");
+    const edit = await store.edit(
+      "r",
+      { nick: "ann", since: 0, keys: [] },
+      edited.id,
+      "changed",
+      60_000,
+    ) as RoomEvent & { type: "edit" };
+    const ids = async (
+      q: string,
+      visible: (event: RoomEvent) => boolean = EVERYTHING,
+    ) =>
+      (await store.search("r", searching(q, 20, visible))).events.map((
+        event,
+      ) => event.id);
+    assert.deepEqual(await ids("plan"), [4]);
+    assert.deepEqual(await ids("plan", (event) => event.type !== "dm"), []);
+    assert.deepEqual(await ids("two"), []);
+    const found = await store.search("r", searching("changed"));
+    assert.deepEqual(found.events.map(timeless), [
+      { ...timeless(edited) as object, text: "changed", edited: edit.edited },
+    ]);
+  },
 );
 
 // ---------------------------------------------------------------------------

@@ -11,6 +11,16 @@
  * @module
  */
 
+import {
+  DEFAULT_SEARCH_LIMIT,
+  MAX_SEARCH_LIMIT,
+  parseSearch,
+  QueryProblem,
+  SEARCH_RULE,
+  SEARCH_WORD,
+  type SearchQuery,
+} from "./search.ts";
+
 // ---------------------------------------------------------------------------
 // Names and limits
 // ---------------------------------------------------------------------------
@@ -518,6 +528,32 @@ export interface HistoryAnswer {
   more: boolean;
 }
 
+/**
+ * What a search looked through: `all`, everything the room keeps (`--data`:
+ * every event retained); `window`, the live window the store keeps
+ * (in memory and with `--redis`: the last `--history-size` events).
+ */
+export type SearchScope = "all" | "window";
+
+/**
+ * The answer to a `search`, to the asker only: the events found, newest
+ * first (messages, actions, and the asker's own DMs), whether older ones
+ * may match (`more`; ask again with `before`), and what was searched.
+ */
+export interface SearchResults {
+  type: "search_results";
+  /** The search text as asked. */
+  q: string;
+  events: RoomEvent[];
+  more: boolean;
+  /**
+   * With `more`: the `before` of the next search (the last event's id,
+   * or where the search stopped when its time ran out).
+   */
+  before?: number;
+  scope: SearchScope;
+}
+
 /** Every frame a JSON client may receive (batches are arrays of events). */
 export type ServerFrame =
   | Welcome
@@ -525,6 +561,7 @@ export type ServerFrame =
   | ModeratedFrame
   | HistoryAnswer
   | InviteFrame
+  | SearchResults
   | LiveEvent;
 
 /** What a JSON client may send. */
@@ -538,6 +575,14 @@ export type ClientFrame =
   | { type: "dm"; to: string; text: string }
   | { type: "typing" }
   | { type: "history"; before: number; limit?: number }
+  /** See {@linkcode SearchCommand}. */
+  | {
+    type: "search";
+    q: string;
+    from?: string;
+    before?: number;
+    limit?: number;
+  }
   | ModerationCommand
   | AccessCommand;
 
@@ -570,9 +615,22 @@ export type Command =
    * the oldest this connection has seen (`/history`, `/more`: no `before`).
    */
   | { type: "history"; before?: number; limit: number }
+  | SearchCommand
   | ModerationCommand
   | AccessCommand
   | { type: "invalid"; code: ErrorCode; message: string };
+
+/**
+ * A search of the room's messages (see wire/search.ts): `q` as asked, its
+ * `query` parsed, with the frame's `from` and `before` in it (as NICK and
+ * id), and at most `limit` results.
+ */
+export interface SearchCommand {
+  type: "search";
+  q: string;
+  query: SearchQuery;
+  limit: number;
+}
 
 /**
  * What a moderator may do, in either protocol (the JSON frame is the same
@@ -605,9 +663,16 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
   "delete",
 ]);
 
+/** The commands of `/help` up to `/history`. */
+const HELP_COMMANDS =
+  "/nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /react ID EMOJI, /join ROOM, /who, /history [N] (or /more: older events)";
+
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  `commands: /nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /react ID EMOJI, /join ROOM, /who, /history [N] (or /more: older events), /help, /quit; //text sends /text`;
+  `commands: ${HELP_COMMANDS}, /search WORDS [from:NICK], /help, /quit; //text sends /text`;
+
+/** How `/search` is used. */
+export const SEARCH_USAGE = `usage: /search WORDS: ${SEARCH_RULE}`;
 
 /** How `/history` is used, for a count that is not one. */
 export const HISTORY_USAGE =
@@ -647,6 +712,7 @@ export const COMMAND_NAMES = [
   "who",
   "history",
   "more",
+  "search",
   "help",
   "kick",
   "ban",
@@ -722,6 +788,9 @@ export function parseCommand(line: string): Command {
       if (limit < 1 || limit > MAX_HISTORY_PAGE) return usage(HISTORY_USAGE);
       return { type: "history", limit };
     }
+    case "search":
+      if (arg === "") return usage(SEARCH_USAGE);
+      return searchCommand(arg, {});
     case "help":
       return { type: "help" };
     case "kick":
@@ -745,6 +814,53 @@ export function parseCommand(line: string): Command {
         message: `unknown command /${name} (try /help)`,
       };
   }
+}
+
+const SEARCH_FORM =
+  `expected {"type":"search","q":TEXT,"from"?:NICK,"before"?:ID,"limit"?:N}: N from 1 to ${MAX_SEARCH_LIMIT} (default ${DEFAULT_SEARCH_LIMIT})`;
+
+/**
+ * A search's text and fields as a command, or why not (`bad_request`, its
+ * message the query's problem): the query parsed once, the frame's `from`
+ * and `before` added to it (given there and in the text: refused), `from`
+ * held to the nick rules.
+ */
+function searchCommand(
+  q: unknown,
+  fields: { from?: unknown; before?: unknown; limit?: unknown },
+): Command {
+  const invalid = (message: string): Command => ({
+    type: "invalid",
+    code: "bad_request",
+    message,
+  });
+  const { from, before, limit = DEFAULT_SEARCH_LIMIT } = fields;
+  if (
+    typeof q !== "string" || (from !== undefined && typeof from !== "string") ||
+    (before !== undefined &&
+      (typeof before !== "number" || !Number.isSafeInteger(before) ||
+        before < 0)) ||
+    typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 ||
+    limit > MAX_SEARCH_LIMIT
+  ) {
+    return invalid(SEARCH_FORM);
+  }
+  const query = parseSearch(q);
+  if (query instanceof QueryProblem) return invalid(query.message);
+  if (from !== undefined) {
+    if (query.from !== undefined) return invalid("from: given twice");
+    query.from = from;
+  }
+  if (before !== undefined) {
+    if (query.before !== undefined) return invalid("before: given twice");
+    query.before = before;
+  }
+  if (query.from !== undefined) {
+    const nick = checkNick(query.from);
+    if (isRefusal(nick)) return invalid(`from: ${nick.message}`);
+    query.from = nick;
+  }
+  return { type: "search", q, query, limit };
 }
 
 /** How each moderation command is typed, for its usage error. */
@@ -881,7 +997,7 @@ function moderationCommand(
 }
 
 const JSON_FORMS =
-  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"edit","id":ID,"text":…}, {"type":"react","id":ID,"key":EMOJI}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N} or {"type":"typing"}';
+  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"edit","id":ID,"text":…}, {"type":"react","id":ID,"key":EMOJI}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N}, {"type":"search","q":…} or {"type":"typing"}';
 
 const HISTORY_FORM =
   `expected {"type":"history","before":ID,"limit":N}: ID a whole number >= 0, N from 1 to ${MAX_HISTORY_PAGE} (default ${DEFAULT_HISTORY_PAGE})`;
@@ -971,6 +1087,7 @@ export function parseJsonCommand(data: string): Command {
     if (typeof frame.type === "string" && ACCESS_TYPES.has(frame.type)) {
       return accessFrame(frame);
     }
+    if (frame.type === "search") return searchCommand(frame.q, frame);
     if (typeof frame.type === "string" && MODERATION_TYPES.has(frame.type)) {
       const checked = checkModeration(frame);
       if (checked === undefined) {
@@ -1643,6 +1760,7 @@ export function retryableStatus(status: number): boolean {
  */
 export const PAGE_CONSTANTS = {
   jsonProtocol: JSON_PROTOCOL,
+  searchWordPattern: SEARCH_WORD.source,
   sessionProtocolPrefix: SESSION_PROTOCOL_PREFIX,
   sessionSecretPattern: SESSION_SECRET.source,
   authProtocolPrefix: AUTH_PROTOCOL_PREFIX,
