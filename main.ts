@@ -36,6 +36,8 @@ import {
   urlsOf,
   USAGE,
   UsageError,
+  WEBHOOK_WITHOUT_SECRET,
+  webhookTwice,
 } from "./server/options.ts";
 import { listening, startupLine } from "./server/cli_errors.ts";
 import {
@@ -69,7 +71,8 @@ import {
   StoreUnavailable,
 } from "./stores/rooms.ts";
 import { TokenBucket, TokenBuckets } from "./server/rate.ts";
-import { openStore, storeName } from "./server/open_store.ts";
+import { openOutbox, openStore, storeName } from "./server/open_store.ts";
+import { Webhooks } from "./server/webhooks.ts";
 import {
   admit,
   claimsBefore,
@@ -232,6 +235,8 @@ const graceTimers = new Set<ReturnType<typeof setTimeout>>();
 let settings: Settings = DEFAULT_OPTIONS;
 /** Where the rooms are kept: memory, a `--data` file, or `--redis`. */
 let store: RoomStore;
+/** Delivers events to `--webhook`'s endpoints (server/webhooks.ts), if any. */
+let webhooks: Webhooks | undefined;
 /** Checks login tokens; undefined when no auth key is set. */
 let verifier: Verifier | undefined;
 /** New connections' token buckets, per peer address (`--connect-rate`). */
@@ -308,6 +313,7 @@ function metricsText(): string {
     socketsOpen: openSockets.size,
     socketsStuck: stuckSockets.size,
     decisions: store.decisions?.() ?? { commits: 0, again: 0 },
+    webhookQueue: webhooks?.depth() ?? 0,
     counters,
   });
 }
@@ -1214,12 +1220,19 @@ export async function startChat(
   if (options.data && options.redis) throw new Error(DATA_WITH_REDIS);
   const { store: given, ...rest } = options;
   const chosen = { ...DEFAULT_OPTIONS, ...rest } satisfies Settings;
+  if (chosen.webhook.length > 0 && !chosen.webhookSecret) {
+    throw new Error(WEBHOOK_WITHOUT_SECRET);
+  }
+  const twice = webhookTwice(chosen.webhook);
+  if (twice) throw new Error(twice);
   const checker = await makeVerifier({
     secret: chosen.authSecret,
     publicKey: chosen.authPublicKey,
     audience: chosen.authAudience,
     issuer: chosen.authIssuer,
   });
+  // Opened before the store, which writes to it with every event.
+  const pending = given ? undefined : await openOutbox(chosen, log);
   const made = given ?? await openStore(chosen, {
     // A stale connection whose nick was taken over.
     onEvict: (room, owner) =>
@@ -1228,6 +1241,10 @@ export async function startChat(
     onExpel: (room, owner, reason) =>
       closeOwner(room, owner, CloseCode.Kicked, fitCloseReason(reason)),
     log,
+    outbox: pending,
+  }).catch(async (error) => {
+    await pending?.close();
+    throw error;
   });
   // The room state, new for this start (a stopped chat's is let go).
   settings = chosen;
@@ -1244,6 +1261,13 @@ export async function startChat(
   graceTimers.clear();
   counters = newCounters();
   outbox = newOutbox(counters, settings.maxMessageChars, settings.editWindow);
+  webhooks = pending && new Webhooks({
+    urls: settings.webhook,
+    secret: settings.webhookSecret,
+    retryMs: settings.webhookRetryHours * 60 * 60 * 1000,
+    counters,
+    log,
+  }, pending);
   nextOwner = 0;
   ownerTag = crypto.randomUUID().slice(0, 13);
   phase = "running";
@@ -1267,9 +1291,11 @@ export async function startChat(
   const { chatServer, pageServer, apiServer } = await listenAll(api)
     .catch(async (error) => {
       phase = "stopped"; // a port in use: allow another try
+      await webhooks?.close();
       if (!given) await made.close?.(); // a Redis connection would linger
       throw error;
     });
+  webhooks?.start();
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
   const forget = setInterval(() => {
     connectBuckets.forgetFull();
@@ -1382,6 +1408,8 @@ async function stop(
   if (stuckSockets.size === 0 && refusedSockets.size === 0 && !unopened) {
     await serversDown;
   } else await atMostGrace(serversDown);
+  // Before the store: what it commits from now on waits in the outbox.
+  await webhooks?.close();
   await store.close?.();
   phase = "stopped";
 }

@@ -441,6 +441,23 @@ const FLAG_CASES: Record<
   apiHostname: [["--api-hostname=127.0.0.3"], { apiHostname: "127.0.0.3" }],
   apiName: [["--api-name=ci-bot"], { apiName: "ci-bot" }],
   apiRate: [["--api-rate=20"], { apiRate: 20 }],
+  webhook: [[
+    "--webhook=http://a.example/1",
+    "--webhook=https://b.example/2",
+    "--webhook-secret=ssssssssssssssssssssssssssssssss",
+  ], {
+    webhook: ["http://a.example/1", "https://b.example/2"],
+    webhookSecret: "ssssssssssssssssssssssssssssssss",
+  }],
+  webhookEvents: [["--webhook-events=join, message,join"], {
+    webhookEvents: ["join", "message"],
+  }],
+  webhookSecret: [["--webhook-secret=ssssssssssssssssssssssssssssssss"], {
+    webhookSecret: "ssssssssssssssssssssssssssssssss",
+  }],
+  webhookRetryHours: [["--webhook-retry-hours=0.5"], {
+    webhookRetryHours: 0.5,
+  }],
 };
 
 for (const name of Object.keys(OPTIONS)) {

@@ -27,6 +27,12 @@
  *        deno task bench --redis --scenario b --pin
  *                                    # servers (redis-server too) on CPU 0,
  *                                    # the load on the others (taskset)
+ *        deno task bench --webhook --scenario b --protocols json
+ *                                    # (b) with webhooks on (`hooks`: every
+ *                                    # message POSTed to a local endpoint)
+ *                                    # against off (`ours`); with --data or
+ *                                    # --redis, `data-hooks` against `data`
+ *                                    # and `redis-hooks` against `redis` too
  *
  * @module
  */
@@ -36,9 +42,11 @@ import {
   fmt,
   type LoadReport,
   probeStoredReactions,
+  procCpuS,
 } from "./load.ts";
 import { freePort } from "../tests/ws_frames.ts";
 import { untilRedisAnswers } from "../tests/redis_helpers.ts";
+import { BenchReceiver, HOOK_SECRET } from "./webhook_receiver.ts";
 
 /** Bun release used as the comparison point (npm package `bun`). */
 const BUN_VERSION = "1.4.4";
@@ -326,6 +334,8 @@ function pick(r: LoadReport, m: Metric): number {
 interface Target {
   name: string;
   /**
+   * `hooks`, `data-hooks`, `redis-hooks`: as `ours`, `data` and `redis`,
+   * with `--webhook` to the bench's endpoint (`--webhook`);
    * `redis`: two main.ts processes and a redis-server, clients split;
    * `base`, `redis-base`: as `ours` and `redis`, with `--base`'s main.ts
    * (another build, to compare in the same run);
@@ -340,7 +350,10 @@ interface Target {
     | "data"
     | "data-full"
     | "base"
-    | "redis-base";
+    | "redis-base"
+    | "hooks"
+    | "data-hooks"
+    | "redis-hooks";
   protocol: "text" | "json";
 }
 
@@ -360,7 +373,23 @@ const ALL_TARGETS: Target[] = [
   { name: "base/json", server: "base", protocol: "json" },
   { name: "redis-base/text", server: "redis-base", protocol: "text" },
   { name: "redis-base/json", server: "redis-base", protocol: "json" },
+  { name: "hooks/text", server: "hooks", protocol: "text" },
+  { name: "hooks/json", server: "hooks", protocol: "json" },
+  { name: "data-hooks/text", server: "data-hooks", protocol: "text" },
+  { name: "data-hooks/json", server: "data-hooks", protocol: "json" },
+  { name: "redis-hooks/text", server: "redis-hooks", protocol: "text" },
+  { name: "redis-hooks/json", server: "redis-hooks", protocol: "json" },
 ];
+
+/**
+ * `--webhook`: the endpoint the `*-hooks` servers POST every message to (a
+ * `Deno.serve` in this process, answering 204), and the flags that say so.
+ */
+let receiver: BenchReceiver | undefined;
+function webhookArgs(): string[] {
+  if (!receiver) throw new Error("the hooks servers need --webhook");
+  return ["--webhook", receiver.url, "--webhook-secret", HOOK_SECRET];
+}
 
 /** `--base`: the directory of the other build's main.ts, with a slash. */
 let baseDir = "";
@@ -515,7 +544,10 @@ interface Running {
  * Two of our processes sharing rooms through a fresh redis-server (no
  * persistence, as a cache would run), each on its own ports.
  */
-async function startRedisCluster(dir = repoDir): Promise<Running> {
+async function startRedisCluster(
+  dir = repoDir,
+  extra: string[] = [],
+): Promise<Running> {
   const redisPort = freePort();
   const [redisCommand, redisArgs] = withFdLimit("redis-server", [
     "--port",
@@ -550,7 +582,12 @@ async function startRedisCluster(dir = repoDir): Promise<Running> {
   try {
     for (let i = 0; i < 2; i++) {
       chats.push(
-        await startServer({ ...OURS_TARGET }, "", ["--redis", url], dir),
+        await startServer(
+          { ...OURS_TARGET },
+          "",
+          ["--redis", url, ...extra],
+          dir,
+        ),
       );
     }
   } catch (e) {
@@ -575,7 +612,10 @@ const OURS_TARGET: Target = { name: "ours", server: "ours", protocol: "text" };
  * Our server with `--data` on a new file in a fresh tmp dir (so every
  * measurement starts from an empty file), removed when it stops.
  */
-async function startWithData(full: boolean): Promise<Running> {
+async function startWithData(
+  full: boolean,
+  extra: string[] = [],
+): Promise<Running> {
   const dir = await Deno.makeTempDir({ prefix: "chat-bench-data-" });
   const remove = () => Deno.remove(dir, { recursive: true }).catch(() => {});
   const launch = async (): Promise<Running> => {
@@ -583,6 +623,7 @@ async function startWithData(full: boolean): Promise<Running> {
       "--data",
       `${dir}/chat.db`,
       ...(full ? ["--data-sync", "full"] : []),
+      ...extra,
     ]);
     return {
       ...running,
@@ -612,6 +653,15 @@ async function startServer(
   dir = target.server === "base" ? baseDir : repoDir,
 ): Promise<Running> {
   if (target.server === "redis") return await startRedisCluster();
+  if (target.server === "redis-hooks") {
+    return await startRedisCluster(repoDir, webhookArgs());
+  }
+  if (target.server === "data-hooks") {
+    return await startWithData(false, webhookArgs());
+  }
+  if (target.server === "hooks") {
+    return await startServer(OURS_TARGET, bun, webhookArgs());
+  }
   if (target.server === "redis-base") return await startRedisCluster(baseDir);
   if (target.server === "data" || target.server === "data-full") {
     return await startWithData(target.server === "data-full");
@@ -733,6 +783,10 @@ async function measure(
       log(`${target.name}: ${await decisionsOf(server.pagePorts)}`);
     }
     const report = text ? JSON.parse(text) as LoadReport : null;
+    if (target.server.endsWith("hooks")) {
+      log(`${target.name}: ${await webhooksOf(server.pagePorts)}`);
+      if (report) await countDrain(report, server);
+    }
     if (report?.react && server.restart) {
       server = await server.restart();
       await checkAfterRestart(report, server.wsPorts[0]);
@@ -798,6 +852,73 @@ async function decisionsOf(pagePorts: number[]): Promise<string> {
     ? fmt(1000 * total.again / total.committed, 2)
     : "-";
   return `store commits ${total.committed}, decided again ${total.again} (${per1000} per 1,000)`;
+}
+
+/** A drain of the webhooks' queue gives up after this long. */
+const DRAIN_TIMEOUT_MS = 120_000;
+
+/**
+ * The webhooks a `*-hooks` server had not delivered when the load ended
+ * are its work too: waits until its queue is empty and adds the server CPU
+ * spent meanwhile to the run's (and to its CPU per delivery), so that
+ * webhooks on are not measured by what they left for later.
+ */
+async function countDrain(report: LoadReport, server: Running): Promise<void> {
+  const cpu0 = server.pids.reduce((sum, pid) => sum + procCpuS(pid), 0);
+  const t0 = performance.now();
+  const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+  for (;;) {
+    let waiting = 0;
+    for (const port of server.pagePorts) {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`))
+        .text();
+      waiting += Number(
+        text.split("\n").find((line) => line.startsWith("chat_webhook_queue "))
+          ?.split(" ")[1] ?? 0,
+      );
+    }
+    if (waiting === 0) break;
+    if (Date.now() > deadline) {
+      report.errors.push(`webhooks: ${waiting} still waiting after the drain`);
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const extra = server.pids.reduce((sum, pid) => sum + procCpuS(pid), 0) -
+    cpu0;
+  report.server.cpuS += extra;
+  report.server.cpuUsPerDelivery = report.server.cpuS / report.delivered * 1e6;
+  log(
+    `webhooks drained in ${fmt((performance.now() - t0) / 1000, 1)} s, ${
+      fmt(extra, 2)
+    } s more server CPU counted`,
+  );
+}
+
+/**
+ * What the `*-hooks` servers had delivered when the load ended, and what
+ * was still waiting (whose CPU the run did not count).
+ */
+async function webhooksOf(pagePorts: number[]): Promise<string> {
+  let delivered = 0, retried = 0, waiting = 0;
+  for (const port of pagePorts) {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`, {
+        signal: AbortSignal.timeout(1_000),
+      })).text();
+      const read = (sample: string) =>
+        Number(
+          text.split("\n").find((line) => line.startsWith(sample + " "))
+            ?.split(" ")[1] ?? 0,
+        );
+      delivered += read('chat_webhook_deliveries_total{outcome="delivered"}');
+      retried += read('chat_webhook_deliveries_total{outcome="retried"}');
+      waiting += read("chat_webhook_queue");
+    } catch { /* gone */ }
+  }
+  return `webhooks: ${delivered} delivered, ${retried} retried, ${waiting} still waiting at the end of the load; the endpoint has had ${
+    receiver?.requests ?? 0
+  } requests in all`;
 }
 
 function oneLine(r: LoadReport | null): string {
@@ -947,6 +1068,23 @@ function targetChecks(m: Medians): string[][] {
     check(`(b) redis ${p} lost = 0`, get("b", `redis/${p}`, "lost"), 0);
     check(`(b) redis ${p} dups = 0`, get("b", `redis/${p}`, "dups"), 0);
   }
+  // Webhooks on (issue 28): CPU per delivery within 1.1× off, same run.
+  for (
+    const [on, off] of [
+      ["hooks", "ours"],
+      ["data-hooks", "data"],
+      ["redis-hooks", "redis"],
+    ]
+  ) {
+    for (const p of ["text", "json"]) {
+      check(
+        `(b) ${on}/${p} CPU/deliv ≤ 1.1× ${off}/${p} (webhooks off)`,
+        get("b", `${on}/${p}`, "cpuUsPerDelivery"),
+        1.1 * get("b", `${off}/${p}`, "cpuUsPerDelivery"),
+      );
+      check(`(b) ${on}/${p} lost = 0`, get("b", `${on}/${p}`, "lost"), 0);
+    }
+  }
   // A reaction storm (issue 26): CPU per delivered event within 1.2× a
   // plain message's (the same storm of messages), nothing lost, counts exact.
   for (const t of ["ours/json", "data/json", "redis/json"]) {
@@ -1064,6 +1202,7 @@ async function main(): Promise<void> {
       json: { type: "boolean", default: false },
       scale: { type: "string", default: "1" },
       pin: { type: "boolean", default: false },
+      webhook: { type: "boolean", default: false },
     },
   });
   const t0 = performance.now();
@@ -1097,7 +1236,13 @@ async function main(): Promise<void> {
     scenarioIds.includes(s.id) || scenarioIds.includes(s.group ?? s.id)
   ).map((s) => s.spread ? scaled(s, scale) : s);
   const servers = (values.servers ??
-    (values.redis
+    (values.webhook
+      ? values.redis
+        ? "ours,hooks,redis,redis-hooks"
+        : values.data
+        ? "ours,hooks,data,data-hooks"
+        : "ours,hooks"
+      : values.redis
       ? "ours,redis"
       : values.data
       ? "ours,data"
@@ -1141,6 +1286,13 @@ async function main(): Promise<void> {
       log("redis-server not found: skipping the redis columns");
       targets = targets.filter((t) => t.server !== "redis");
     }
+  }
+  if (targets.some((t) => t.server.endsWith("hooks"))) {
+    if (!values.webhook) {
+      throw new Error("the hooks servers need --webhook (the endpoint)");
+    }
+    receiver = new BenchReceiver();
+    log(`webhooks to ${receiver.url}`);
   }
   const build = await buildOf(repoDir);
   const baseBuild = baseDir ? await buildOf(baseDir) : "";
@@ -1215,6 +1367,11 @@ async function main(): Promise<void> {
     ratio("data/text ÷ ours/text", "data/text", "ours/text");
     ratio("data/json ÷ ours/json", "data/json", "ours/json");
     ratio("data-full/json ÷ ours/json", "data-full/json", "ours/json");
+    for (const p of ["text", "json"]) {
+      ratio(`hooks/${p} ÷ ours/${p}`, `hooks/${p}`, `ours/${p}`);
+      ratio(`data-hooks/${p} ÷ data/${p}`, `data-hooks/${p}`, `data/${p}`);
+      ratio(`redis-hooks/${p} ÷ redis/${p}`, `redis-hooks/${p}`, `redis/${p}`);
+    }
     out.push(`${s.title} — medians of ${runs} run(s)`, table(rows), "");
   }
   const storm = reactionStormTable(medians, targets);
@@ -1244,6 +1401,7 @@ async function main(): Promise<void> {
     Deno.writeTextFileSync(file, JSON.stringify(result, null, 1));
     log(`raw results: ${file}`);
   } catch { /* results are optional */ }
+  await receiver?.close();
   console.log(values.json ? JSON.stringify(result) : out.join("\n"));
 }
 

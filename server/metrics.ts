@@ -29,7 +29,58 @@ export interface Counters {
   said: Map<string, number>;
   /** Reactions this process's clients changed: `added`, `taken_back`. */
   reactions: Map<string, number>;
+  /**
+   * Webhook deliveries by outcome: `delivered`, `retried` (a try that
+   * failed, to be tried again), `failed` (given up after the retry
+   * window), `dropped` (over the queue's limit in memory).
+   */
+  webhooks: Map<string, number>;
+  /** Seconds from an event's commit to its webhook's 2xx. */
+  webhookLatency: Histogram;
 }
+
+/** A Prometheus histogram: counts per upper bound, their sum and count. */
+export interface Histogram {
+  /** Upper bounds, ascending (`+Inf` is implied). */
+  bounds: readonly number[];
+  /** Observations at or under each bound (not cumulative). */
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** A histogram with these bounds and nothing observed. */
+export function newHistogram(bounds: readonly number[]): Histogram {
+  return { bounds, counts: bounds.map(() => 0), sum: 0, count: 0 };
+}
+
+/** Counts one observation. */
+export function observe(histogram: Histogram, value: number): void {
+  const at = histogram.bounds.findIndex((bound) => value <= bound);
+  if (at !== -1) histogram.counts[at]++;
+  histogram.sum += value;
+  histogram.count++;
+}
+
+/**
+ * Bounds of `chat_webhook_latency_seconds`: from a delivery at once to one
+ * after an endpoint was down for an hour.
+ */
+export const WEBHOOK_LATENCY_BOUNDS = [
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  5,
+  30,
+  60,
+  300,
+  3600,
+];
 
 /** Counters at zero, for a new start. */
 export function newCounters(): Counters {
@@ -44,6 +95,10 @@ export function newCounters(): Counters {
     apiRequests: new Map(),
     said: new Map(),
     reactions: new Map(),
+    webhooks: new Map(
+      ["delivered", "retried", "failed", "dropped"].map((k) => [k, 0]),
+    ),
+    webhookLatency: newHistogram(WEBHOOK_LATENCY_BOUNDS),
   };
 }
 
@@ -83,15 +138,17 @@ export interface Readings {
    * room had changed meanwhile (rooms.ts `RoomStore.decisions`).
    */
   decisions: { commits: number; again: number };
+  /** Webhook deliveries not done yet, in memory and in storage. */
+  webhookQueue: number;
   counters: Counters;
 }
 
-type Sample = number | Map<string | number, number>;
+type Sample = number | Map<string | number, number> | Histogram;
 
 /** `/metrics`, one row each: name, type, help, value, and its label if any. */
 export const METRICS: [
   name: string,
-  type: "gauge" | "counter",
+  type: "gauge" | "counter" | "histogram",
   help: string,
   value: (readings: Readings) => Sample,
   label?: string,
@@ -198,6 +255,25 @@ export const METRICS: [
     "HTTP API calls, by method and status.",
     (r) => r.counters.apiRequests,
   ],
+  [
+    "chat_webhook_deliveries_total",
+    "counter",
+    "Webhook deliveries: delivered, retried (a try failed), failed (given up after the retry window), dropped (over the queue's limit in memory).",
+    (r) => r.counters.webhooks,
+    "outcome",
+  ],
+  [
+    "chat_webhook_queue",
+    "gauge",
+    "Webhook deliveries not done yet, in memory and in storage.",
+    (r) => r.webhookQueue,
+  ],
+  [
+    "chat_webhook_latency_seconds",
+    "histogram",
+    "Seconds from an event's commit to its webhook's 2xx answer.",
+    (r) => r.counters.webhookLatency,
+  ],
 ];
 
 /** Prometheus text format: one line per sample, labelled ones by key. */
@@ -207,7 +283,18 @@ export function renderMetrics(readings: Readings): string {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     const sample = value(readings);
     if (typeof sample === "number") lines.push(`${name} ${sample}`);
-    else {
+    else if (!(sample instanceof Map)) {
+      let below = 0;
+      sample.bounds.forEach((bound, i) => {
+        below += sample.counts[i];
+        lines.push(`${name}_bucket{le="${bound}"} ${below}`);
+      });
+      lines.push(
+        `${name}_bucket{le="+Inf"} ${sample.count}`,
+        `${name}_sum ${sample.sum}`,
+        `${name}_count ${sample.count}`,
+      );
+    } else {
       for (const [key, n] of sample) {
         // Without a label name, the keys are whole label sets.
         lines.push(

@@ -22,6 +22,9 @@ import type {
 } from "../stores/sqlite_store.ts";
 import { redisFailure, reworded } from "./cli_errors.ts";
 import type { Settings } from "./options.ts";
+import { eventTypes, MemoryOutbox, type Outbox } from "../stores/outbox.ts";
+import { SqliteOutbox } from "../stores/sqlite_outbox.ts";
+import type { RedisOutboxFactory } from "../stores/redis_outbox.ts";
 
 /**
  * The Redis store's file, named by a variable so that nothing loads it
@@ -36,10 +39,49 @@ const SHARED_STORE_MODULE = "../stores/redis_store.ts";
  */
 const DATA_STORE_MODULE = "../stores/sqlite_store.ts";
 
-/** What the store tells the running chat: whom to close, and its log. */
+/**
+ * The webhooks' outbox in Redis, loaded only with `--redis` and
+ * `--webhook` (it brings the Redis client, as the store's file does);
+ * `deno compile` includes it too.
+ */
+const SHARED_OUTBOX_MODULE = "../stores/redis_outbox.ts";
+
+/**
+ * What the store tells the running chat: whom to close, and its log; and
+ * the webhooks' outbox it writes to, if any (see {@linkcode openOutbox}).
+ */
 export type StoreHooks = Pick<StoreOptions, "onEvict" | "onExpel"> & {
   log: Log;
+  outbox?: Outbox;
 };
+
+/**
+ * Where the webhooks' deliveries wait (`--webhook`; none without): in
+ * memory, in the `--data` file (written with the events' commits), or in
+ * Redis (added by the script that appends the events).
+ */
+export async function openOutbox(
+  settings: Settings,
+  log: Log,
+): Promise<Outbox | undefined> {
+  const urls = settings.webhook;
+  if (urls.length === 0) return undefined;
+  const types = eventTypes(settings.webhookEvents);
+  const retryMs = settings.webhookRetryHours * 60 * 60 * 1000;
+  if (settings.data) return new SqliteOutbox({ urls, types, retryMs, log });
+  if (!settings.redis) return new MemoryOutbox(urls.length, types);
+  const shared: { RedisOutbox: RedisOutboxFactory } = await import(
+    SHARED_OUTBOX_MODULE
+  );
+  return await shared.RedisOutbox.connect({
+    url: settings.redis,
+    urls,
+    types,
+    log,
+  }).catch((error) => {
+    throw redisFailure(error);
+  });
+}
 
 /**
  * The in-memory store, with `data` one that writes through to a SQLite
@@ -48,7 +90,7 @@ export type StoreHooks = Pick<StoreOptions, "onEvict" | "onExpel"> & {
  */
 export async function openStore(
   settings: Settings,
-  { onEvict, onExpel, log }: StoreHooks,
+  { onEvict, onExpel, log, outbox }: StoreHooks,
 ): Promise<RoomStore> {
   const common: StoreOptions = {
     historySize: settings.historySize,
@@ -56,6 +98,7 @@ export async function openStore(
     maxRooms: settings.maxRooms,
     onEvict,
     onExpel,
+    outbox: outbox?.writer,
   };
   if (settings.data) {
     const embedded: {
@@ -69,6 +112,7 @@ export async function openStore(
       retainDays: settings.retainDays,
       sync: settings.dataSync,
       log,
+      commitHook: outbox instanceof SqliteOutbox ? outbox : undefined,
     }).catch((error) => {
       // It names the file and why, in one line: printed as it is.
       throw error instanceof embedded.DataFileError

@@ -11,6 +11,8 @@
 import { parseArgs } from "node:util";
 import { flagProblem, redisUrlProblem, unreadableFile } from "./cli_errors.ts";
 import { API_MIN_KEY_CHARS } from "./http_api.ts";
+import { WEBHOOK_MIN_SECRET_CHARS } from "./webhooks.ts";
+import { WEBHOOK_EVENTS } from "../stores/outbox.ts";
 import { validNick } from "../wire/protocol.ts";
 import type { LogFields, RoomStore } from "../stores/rooms.ts";
 
@@ -132,6 +134,38 @@ function pemFile(help: string): OptionSpec<string | undefined> {
       }
     },
   };
+}
+
+/** The longest `--webhook-retry-hours`: a year. */
+const MAX_RETRY_HOURS = 365 * 24;
+
+/** A `--webhook` URL: http or https, else a {@linkcode UsageError}. */
+function webhookUrl(text: string, flag: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(text);
+  } catch {
+    // said below
+  }
+  if (!url || (url.protocol !== "http:" && url.protocol !== "https:")) {
+    throw new UsageError(
+      `--${flag} must be an http:// or https:// URL, got "${text}"`,
+    );
+  }
+  return text;
+}
+
+/** `--webhook-events`: known kinds, comma-separated, at least one. */
+function webhookKinds(text: string, flag: string): string[] {
+  const kinds = text.split(",").map((kind) => kind.trim());
+  const known = Object.keys(WEBHOOK_EVENTS);
+  const unknown = kinds.find((kind) => !known.includes(kind));
+  if (unknown !== undefined) {
+    throw new UsageError(
+      `--${flag} takes ${known.join(", ")} (comma-separated), got "${unknown}"`,
+    );
+  }
+  return [...new Set(kinds)];
 }
 
 /**
@@ -405,6 +439,57 @@ export const OPTIONS = {
     "API requests a second per key; more get 429 with `Retry-After`",
     false,
   ),
+  webhook: {
+    default: [] as string[],
+    arg: "URL",
+    help:
+      "POST every event of `--webhook-events` to this URL, signed; repeat it for more; see Webhooks",
+    shown: "(none)",
+    multiple: true,
+    parse: (text: string, flag: string) => [webhookUrl(text, flag)],
+  },
+  webhookEvents: {
+    default: ["message"] as string[],
+    arg: "KINDS",
+    help: `the events \`--webhook\` gets, comma-separated: ${
+      Object.keys(WEBHOOK_EVENTS).join(", ")
+    }`,
+    shown: "message",
+    parse: (text: string, flag: string) => webhookKinds(text, flag),
+  },
+  webhookSecret: {
+    default: "",
+    arg: "SECRET",
+    help:
+      `signs every webhook delivery (at least ${WEBHOOK_MIN_SECRET_CHARS} characters; needed with \`--webhook\`)`,
+    env: "HOOK_SECRET",
+    shown: "(none)",
+    parse: (text: string, flag: string) => {
+      if (text.length < WEBHOOK_MIN_SECRET_CHARS) {
+        throw new UsageError(
+          `--${flag} must be at least ${WEBHOOK_MIN_SECRET_CHARS} characters (got ${text.length}): make one with \`openssl rand -hex 32\``,
+        );
+      }
+      return text;
+    },
+  },
+  webhookRetryHours: {
+    default: 24,
+    arg: "H",
+    help:
+      "hours a webhook delivery is tried again (backoff with jitter) before it is given up",
+    parse: (text: string, flag: string) => {
+      const hours = Number(text);
+      if (
+        !/^\d+(\.\d+)?$/.test(text) || hours <= 0 || hours > MAX_RETRY_HOURS
+      ) {
+        throw new UsageError(
+          `--${flag} must be a number of hours above 0 and at most ${MAX_RETRY_HOURS}, got "${text}"`,
+        );
+      }
+      return hours;
+    },
+  },
 } satisfies Record<string, OptionSpec<unknown>>;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -455,6 +540,10 @@ export function flagOf(name: string): string {
  */
 export const DATA_WITH_REDIS =
   "--data and --redis cannot be used together: Redis already keeps the history (use one)";
+
+/** Why `--webhook` is refused without `--webhook-secret`. */
+export const WEBHOOK_WITHOUT_SECRET =
+  `--webhook needs --webhook-secret (at least ${WEBHOOK_MIN_SECRET_CHARS} characters), so the app can tell the deliveries are the chat's`;
 
 /** The options marked as limits, for the start log. */
 export function limitsOf(settings: Settings): LogFields {
@@ -607,5 +696,23 @@ export function parseCommandLine(
     );
   }
   if (options.data && options.redis) throw new UsageError(DATA_WITH_REDIS);
+  if (
+    (options.webhook as string[] | undefined)?.length && !options.webhookSecret
+  ) {
+    throw new UsageError(WEBHOOK_WITHOUT_SECRET);
+  }
+  const twice = webhookTwice((options.webhook as string[] | undefined) ?? []);
+  if (twice) throw new UsageError(twice);
   return options as ChatOptions;
+}
+
+/**
+ * Why a list of `--webhook` URLs is refused: one named twice would get
+ * every event twice (and share its outbox with itself). Undefined if fine.
+ */
+export function webhookTwice(urls: string[]): string | undefined {
+  const twice = urls.find((url, i) => urls.indexOf(url) !== i);
+  return twice === undefined
+    ? undefined
+    : `--webhook ${twice} is given twice: name each endpoint once`;
 }

@@ -283,8 +283,11 @@ export interface CommitArgs extends RoomArgs {
   retain: boolean;
   /** Read before anything is written (a resuming member's missed events). */
   before: KeyCommand[];
-  /** Events to append, each its JSON without id and ts, and its cost. */
-  events: { body: string; cost: number }[];
+  /**
+   * Events to append, each its JSON without id and ts, its cost, and its
+   * type (for the webhooks' outbox).
+   */
+  events: { body: string; cost: number; type: string }[];
   /** What to write, in order. */
   writes: KeyCommand[];
   /**
@@ -307,6 +310,12 @@ export interface CommitArgs extends RoomArgs {
   from?: string;
   /** Read after everything is written (what a welcome says). */
   after: KeyCommand[];
+  /**
+   * The webhooks' outbox (redis_outbox.ts): each appended event of a type
+   * in `types` is added to every stream of `streams` (fields `r`, the room,
+   * and `e`, the event), in the order appended.
+   */
+  outbox?: { room: string; streams: string[]; types: Record<string, true> };
 }
 
 /** What a commit came to. */
@@ -392,6 +401,16 @@ if #A.events > 0 then
     redis.call('HDEL', KEYS[11], unpack(gone))
   end
   if freed > 0 then redis.call('HINCRBY', KEYS[1], 'bytes', -freed) end
+end
+-- The webhooks' outbox: each wanted event to every endpoint's stream.
+if A.outbox then
+  for i, e in ipairs(events) do
+    if A.outbox.types[A.events[i].type] then
+      for _, stream in ipairs(A.outbox.streams) do
+        redis.call('XADD', stream, '*', 'r', A.outbox.room, 'e', e)
+      end
+    end
+  end
 end
 -- The events, each notice after those appended before it was announced
 -- (the notices between two events as one message), or (A.from) the events

@@ -558,6 +558,8 @@ export class RedisStore implements RoomStore {
   #downLogged = false;
   /** `connect` has resolved: from then on a lost connection is retried. */
   #started = false;
+  /** The webhooks' event types, as `CommitArgs.outbox` sends them. */
+  #outboxTypes?: Record<string, true>;
 
   private constructor(options: RedisStoreOptions) {
     this.#options = options;
@@ -2461,6 +2463,24 @@ export class RedisStore implements RoomStore {
     return loading;
   }
 
+  /**
+   * The webhooks' outbox for a commit that appends events (see
+   * `CommitArgs.outbox`): the room's streams and the types wanted.
+   */
+  #outboxArgs(
+    room: string,
+    decided: Pick<CommitArgs, "events">,
+  ): Pick<CommitArgs, "outbox"> {
+    const streams = this.#options.outbox?.streams;
+    if (!streams || decided.events.length === 0) return {};
+    this.#outboxTypes ??= Object.fromEntries(
+      [...this.#options.outbox!.types].map((type) => [type, true as const]),
+    );
+    return {
+      outbox: { room, streams: streams(room), types: this.#outboxTypes },
+    };
+  }
+
   /** Reads what `plan` names of the room, at one instant. */
   async #read(room: string, plan: ReadPlan): Promise<Snapshot> {
     return snapshotOf(await this.#run(READ, this.#keys(room), plan), plan);
@@ -2482,12 +2502,14 @@ export class RedisStore implements RoomStore {
     txn: RedisTxn,
     extra: Partial<Pick<CommitArgs, "before" | "after" | "from">> = {},
   ) {
+    const decided = txn.commit();
     const reply = await this.#run(COMMIT, this.#keys(room), {
       ...this.#roomArgs(room),
-      ...txn.commit(),
+      ...decided,
       before: [],
       after: [],
       ...extra,
+      ...this.#outboxArgs(room, decided),
     });
     if ("behind" in reply) this.#decisions.again++;
     else this.#decisions.commits++;

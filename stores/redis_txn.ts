@@ -728,6 +728,7 @@ export class RedisTxn implements RoomTxn {
       events: this.#events.map((body) => ({
         body: JSON.stringify(body),
         cost: eventBytes(body as RoomEvent),
+        type: body.type,
       })),
       writes,
       notices: this.#notices,

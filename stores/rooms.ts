@@ -32,6 +32,7 @@ import {
   type SearchQuery,
 } from "../wire/search.ts";
 import * as rules from "./room_rules.ts";
+import type { OutboxWriter } from "./outbox.ts";
 import {
   type Admission,
   type Author,
@@ -674,6 +675,11 @@ export interface StoreOptions {
   onExpel?: (room: string, owner: string, reason: string) => void;
   /** Draws a random nick. @default {randomNick} */
   randomNick?: () => string;
+  /**
+   * The webhooks' outbox (stores/outbox.ts): every event appended is put
+   * in it in the same step (with an archive, in the same commit).
+   */
+  outbox?: OutboxWriter;
 }
 
 /** A room's moderation, kept when the room ends (see `RoomStore`). */
@@ -1339,6 +1345,7 @@ export class MemoryStore implements RoomStore {
   #append(room: MemoryRoom, body: NewEvent): RoomEvent {
     const event = { ...body, id: ++room.lastId, ts: Date.now() } as RoomEvent;
     this.#keep(room, event);
+    this.#options.outbox?.add(room.name, event);
     if (!this.#archive) {
       for (const onEvent of room.listeners) onEvent(event);
       return event;

@@ -69,6 +69,7 @@ import {
   type StoreFactory,
   type StoreOptions,
 } from "./rooms.ts";
+import type { CommitHook } from "./outbox.ts";
 
 /** What {@linkcode SqliteStore.connect} needs. */
 export interface SqliteStoreOptions extends StoreOptions {
@@ -82,6 +83,8 @@ export interface SqliteStoreOptions extends StoreOptions {
   sync?: "normal" | "full";
   /** main.ts's logger. */
   log?: Log;
+  /** More to write in each commit: the webhooks' outbox (sqlite_outbox.ts). */
+  commitHook?: CommitHook;
 }
 
 /** `PRAGMA application_id`: marks a file as deno-chat's ("dcht"). */
@@ -477,6 +480,7 @@ export class SqliteArchive implements RoomArchive {
       db.prepare(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?)",
       ).run(Date.now());
+      options.commitHook?.open(db);
       db.exec("COMMIT");
       return new SqliteArchive(db, options);
     } catch (error) {
@@ -647,7 +651,8 @@ export class SqliteArchive implements RoomArchive {
     if (
       made.size === 0 && this.#rows.length === 0 &&
       this.#removals.size === 0 && this.#changes.length === 0 &&
-      this.#replacements.size === 0 && this.#reacted.size === 0
+      this.#replacements.size === 0 && this.#reacted.size === 0 &&
+      !this.#options.commitHook?.pending()
     ) {
       return;
     }
@@ -692,6 +697,7 @@ export class SqliteArchive implements RoomArchive {
           sql.index.run(row[0], row[1], row[2]);
         }
       }
+      this.#options.commitHook?.write();
       this.#db.exec("COMMIT");
       if (full) unindexed.clear();
     } catch (error) {
@@ -717,6 +723,7 @@ export class SqliteArchive implements RoomArchive {
     this.#changes = [];
     for (const room of made.values()) room.epoch = undefined;
     made.clear();
+    this.#options.commitHook?.committed();
   }
 
   /**

@@ -1,0 +1,558 @@
+/**
+ * The webhooks' outbox in Redis (`--redis` with `--webhook`): each event is
+ * delivered by one process, not by every process, in order per room per
+ * endpoint, and a process that dies has its deliveries taken over. Loaded
+ * by server/open_store.ts only then.
+ *
+ * Keys (under `chat:`):
+ *
+ * - `wh:ENDPOINT:SHARD`, a stream per endpoint (ENDPOINT: the first 12 hex
+ *   digits of its URL's SHA-256) and shard (a room's is its name's hash
+ *   modulo {@linkcode WEBHOOK_SHARDS}): the `COMMIT` script that appends a
+ *   room's events adds each wanted one to the room's shard's stream of every
+ *   endpoint (fields `r`, the room, and `e`, the event's JSON), in the same
+ *   script and so in the room's id order; an entry is deleted (`XDEL`) once
+ *   its delivery is done (delivered, or given up);
+ * - `wh:lease:SHARD`: the id of the process delivering the shard, with a
+ *   TTL it renews at each heartbeat;
+ * - `wh:procs`: a sorted set of the processes delivering webhooks, by when
+ *   their last heartbeat runs out: each takes its share of the shards
+ *   (`ceil(shards / processes)`) and gives back what it has beyond it.
+ *
+ * The process holding a shard's lease reads its streams from the oldest
+ * entry still there, so a shard taken over from a dead process starts with
+ * what that one had not finished: at least once, with the same delivery id
+ * (`ENDPOINT.SHARD.ENTRY`). Only the lease holder reads a shard, so a
+ * room's deliveries go one after another from one process.
+ *
+ * @module
+ */
+
+import { createClient } from "redis";
+import { createHash, randomBytes } from "node:crypto";
+import type {
+  Outbox,
+  OutboxEntry,
+  OutboxSink,
+  OutboxWriter,
+} from "./outbox.ts";
+import type { Log } from "./rooms.ts";
+
+/**
+ * Shards of the outbox: the most processes that deliver webhooks at once
+ * (each holds at least one), and how finely they share the rooms.
+ */
+export const WEBHOOK_SHARDS = 16;
+/** How long one blocking read waits for new entries, in ms. */
+const READ_BLOCK_MS = 1000;
+/** Entries read per stream at most in one read. */
+const READ_COUNT = 500;
+/** Heartbeat (lease renewal) interval, unless `CHAT_REDIS_HEARTBEAT_MS` says. */
+const DEFAULT_HEARTBEAT_MS = 3000;
+/** Missed heartbeats before a lease (and the process) runs out. */
+const MISSED_BEATS = 3;
+/** Per-command limit, as the store's. */
+const COMMAND_TIMEOUT_MS = 10_000;
+/** Longest wait between attempts to reach Redis again, in ms. */
+const MAX_RECONNECT_DELAY_MS = 2000;
+/** How long `connect` waits for Redis at start, as the store's. */
+const CONNECT_TIMEOUT_MS = 5000;
+
+/** What {@linkcode RedisOutbox.connect} needs. */
+export interface RedisOutboxOptions {
+  /** Redis, as `--redis` names it. */
+  url: string;
+  /** The endpoints' URLs (`--webhook`), in order. */
+  urls: string[];
+  /** The event types they want. */
+  types: ReadonlySet<string>;
+  log?: Log;
+  /** Key prefix (the store's). @default {"chat:"} */
+  prefix?: string;
+  /**
+   * Lease renewal interval, in ms; a lease runs out after three missed.
+   * Default 3000, or `CHAT_REDIS_HEARTBEAT_MS` (the store's heartbeat).
+   */
+  heartbeatMs?: number;
+}
+
+/** How server/open_store.ts opens it. */
+export interface RedisOutboxFactory {
+  connect(options: RedisOutboxOptions): Promise<Outbox>;
+}
+
+/** Keeps a lease only if it is still this process's. */
+const RENEW = `
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+`;
+
+/** Takes free leases, up to ARGV[3]; answers their places in KEYS. */
+const ACQUIRE = `
+local got = {}
+for i, key in ipairs(KEYS) do
+  if #got >= tonumber(ARGV[3]) then break end
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    got[#got + 1] = i
+  end
+end
+return got
+`;
+
+/** Gives back leases that are still this process's. */
+const RELEASE = `
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 1
+`;
+
+/** The shard of a room: FNV-1a of its name, the same in every process. */
+export function shardOf(room: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < room.length; i++) {
+    hash ^= room.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash % WEBHOOK_SHARDS;
+}
+
+/** A shard this process delivers: where it has read each endpoint's stream to. */
+interface OwnedShard {
+  cursors: string[];
+}
+
+type Client = ReturnType<typeof createClient>;
+type Reply = string | number | null | Reply[];
+
+function heartbeatFromEnv(): number | undefined {
+  try {
+    const variable = "CHAT_REDIS_HEARTBEAT_MS";
+    if (
+      Deno.permissions.querySync({ name: "env", variable }).state !== "granted"
+    ) {
+      return undefined;
+    }
+    const text = Deno.env.get(variable);
+    return text && /^\d+$/.test(text) ? Number(text) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The outbox in Redis (see the module's notes). */
+export class RedisOutbox implements Outbox {
+  readonly durable = true;
+  readonly writer: OutboxWriter;
+  #options: RedisOutboxOptions;
+  #prefix: string;
+  #proc = randomBytes(6).toString("hex");
+  #heartbeatMs: number;
+  #cmd: Client;
+  /** Its own connection: a blocking read holds it. */
+  #reader: Client;
+  /** Per endpoint: the hash its streams are named by. */
+  #endpointKeys: string[];
+  /** Per shard: its streams, one per endpoint. */
+  #streams: string[][];
+  #owned = new Map<number, OwnedShard>();
+  #sink?: OutboxSink;
+  #timer?: ReturnType<typeof setInterval>;
+  #reading?: Promise<void>;
+  #wake?: () => void;
+  /** Entries to delete, by stream, at the end of the turn. */
+  #deletes = new Map<string, string[]>();
+  #deleteDue?: ReturnType<typeof setImmediate>;
+  /** Entries in the owned shards' streams at the last heartbeat. */
+  #stored = 0;
+  /** Entries handed and not done. */
+  #handed = 0;
+  /** When the leases were last renewed. */
+  #renewedAt = 0;
+  /** The heartbeat on its way, if one is. */
+  #ticking?: Promise<void>;
+  #warned = false;
+  /** `connect` has resolved: from then on a lost connection is retried. */
+  #started = false;
+  #closed = false;
+
+  private constructor(options: RedisOutboxOptions) {
+    this.#options = options;
+    this.#prefix = options.prefix ?? "chat:";
+    this.#heartbeatMs = options.heartbeatMs ?? heartbeatFromEnv() ??
+      DEFAULT_HEARTBEAT_MS;
+    this.#endpointKeys = options.urls.map((url) =>
+      createHash("sha256").update(url).digest("hex").slice(0, 12)
+    );
+    this.#streams = Array.from(
+      { length: WEBHOOK_SHARDS },
+      (_, shard) =>
+        this.#endpointKeys.map((key) => `${this.#prefix}wh:${key}:${shard}`),
+    );
+    this.writer = {
+      types: options.types,
+      add: () => {}, // the store's script adds them
+      streams: (room) => this.#streams[shardOf(room)],
+    };
+    const client = () =>
+      createClient({
+        url: options.url,
+        disableOfflineQueue: true,
+        commandOptions: { timeout: COMMAND_TIMEOUT_MS },
+        socket: {
+          // At start a Redis that is not there fails `connect` at once;
+          // once started, a lost connection is retried for ever.
+          reconnectStrategy: (retries: number, cause: Error) =>
+            !this.#started
+              ? cause
+              : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS),
+        },
+      });
+    this.#cmd = client();
+    this.#reader = client();
+    for (const c of [this.#cmd, this.#reader]) {
+      // Before `connect` has resolved, its rejection says why, once.
+      c.on("error", (error: unknown) => {
+        if (this.#started) this.#warn("redis_error", error);
+      });
+    }
+  }
+
+  /** Connects its two Redis connections. */
+  static async connect(options: RedisOutboxOptions): Promise<RedisOutbox> {
+    const outbox = new RedisOutbox(options);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        Promise.all([outbox.#cmd.connect(), outbox.#reader.connect()]),
+        new Promise((_, reject) =>
+          timer = setTimeout(
+            () =>
+              reject(new Error(`no answer within ${CONNECT_TIMEOUT_MS} ms`)),
+            CONNECT_TIMEOUT_MS,
+          )
+        ),
+      ]);
+    } catch (error) {
+      outbox.#closed = true;
+      for (const c of [outbox.#cmd, outbox.#reader]) if (c.isOpen) c.destroy();
+      // As the store says it (its password left out).
+      throw new Error(
+        `cannot reach Redis at ${options.url.replace(/\/\/[^@/]*@/, "//")} (${
+          error instanceof Error ? error.message : error
+        })`,
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+    outbox.#started = true;
+    return outbox;
+  }
+
+  start(sink: OutboxSink): void {
+    this.#sink = sink;
+    this.#timer = setInterval(() => this.#tick(), this.#heartbeatMs);
+    this.#tick();
+    this.#reading = this.#read();
+  }
+
+  more(): void {
+    this.#wake?.();
+  }
+
+  done(entries: OutboxEntry[]): void {
+    this.#handed -= entries.length;
+    this.#stored = Math.max(0, this.#stored - entries.length);
+    for (const entry of entries) {
+      const stream = this.#streams[Number(entry.part)][entry.endpoint];
+      let ids = this.#deletes.get(stream);
+      if (!ids) this.#deletes.set(stream, ids = []);
+      ids.push(entry.ref as string);
+    }
+    this.#deleteDue ??= setImmediate(() => void this.#delete());
+  }
+
+  waiting(): number {
+    return Math.max(0, this.#stored - this.#handed);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#timer);
+    if (this.#deleteDue) clearImmediate(this.#deleteDue);
+    this.#sink = undefined;
+    this.#wake?.();
+    // The blocking read ends with its connection.
+    if (this.#reader.isOpen) this.#reader.destroy();
+    await this.#reading;
+    await this.#ticking;
+    try {
+      await this.#delete();
+      const leases = [...this.#owned.keys()].map((shard) => this.#lease(shard));
+      if (leases.length > 0) {
+        // The others take them over at once, not when they run out.
+        await this.#eval(RELEASE, leases, [this.#proc]);
+      }
+      await this.#command(["ZREM", this.#key("wh:procs"), this.#proc]);
+    } catch {
+      // Redis is away: the leases run out on their own.
+    }
+    this.#owned.clear();
+    if (this.#cmd.isReady) await this.#cmd.close().catch(() => {});
+    if (this.#cmd.isOpen) this.#cmd.destroy();
+  }
+
+  #key(name: string): string {
+    return this.#prefix + name;
+  }
+
+  #lease(shard: number): string {
+    return this.#key(`wh:lease:${shard}`);
+  }
+
+  async #command(args: string[]): Promise<Reply> {
+    return await this.#cmd.sendCommand(args) as Reply;
+  }
+
+  #eval(script: string, keys: string[], args: string[]): Promise<Reply> {
+    return this.#command([
+      "EVAL",
+      script,
+      String(keys.length),
+      ...keys,
+      ...args,
+    ]);
+  }
+
+  /** Logs a Redis problem once until things work again. */
+  #warn(event: string, error: unknown): void {
+    if (this.#warned || this.#closed) return;
+    this.#warned = true;
+    this.#options.log?.("warn", `webhook_${event}`, {
+      error: error instanceof Error ? error.message : String(error),
+    });
+  }
+
+  /**
+   * The heartbeat: this process counted among those delivering, its leases
+   * renewed (those lost, forgotten), its share of the shards taken or the
+   * rest given back, and the streams' lengths read for the gauge.
+   */
+  #tick(): void {
+    if (this.#ticking || this.#closed) return;
+    this.#ticking = this.#heartbeat().then(
+      () => {
+        this.#warned = false;
+      },
+      (error) => {
+        this.#warn("heartbeat_failed", error);
+        // Leases that may have run out are another's now.
+        const expired = Date.now() - this.#renewedAt >=
+          this.#heartbeatMs * MISSED_BEATS;
+        if (expired && this.#owned.size > 0) {
+          this.#lose([...this.#owned.keys()]);
+        }
+      },
+    ).finally(() => this.#ticking = undefined);
+  }
+
+  async #heartbeat(): Promise<void> {
+    const leaseMs = String(this.#heartbeatMs * MISSED_BEATS);
+    const now = Date.now();
+    const procs = this.#key("wh:procs");
+    await this.#command([
+      "ZADD",
+      procs,
+      String(now + this.#heartbeatMs * MISSED_BEATS),
+      this.#proc,
+    ]);
+    await this.#command(["ZREMRANGEBYSCORE", procs, "-inf", String(now)]);
+    const processes = Math.max(
+      1,
+      Number(await this.#command(["ZCARD", procs])),
+    );
+    const share = Math.ceil(WEBHOOK_SHARDS / processes);
+    const owned = [...this.#owned.keys()];
+    if (owned.length > 0) {
+      const kept = await this.#eval(
+        RENEW,
+        owned.map((shard) => this.#lease(shard)),
+        [this.#proc, leaseMs],
+      ) as number[];
+      this.#lose(owned.filter((_, i) => kept[i] !== 1));
+    }
+    this.#renewedAt = now;
+    if (this.#closed) return;
+    const mine = [...this.#owned.keys()].sort((a, b) => a - b);
+    if (mine.length > share) {
+      const extra = mine.slice(share);
+      this.#lose(extra);
+      await this.#eval(
+        RELEASE,
+        extra.map((shard) => this.#lease(shard)),
+        [this.#proc],
+      );
+    } else if (mine.length < share) {
+      const free = shuffled(
+        Array.from({ length: WEBHOOK_SHARDS }, (_, shard) => shard)
+          .filter((shard) => !this.#owned.has(shard)),
+      );
+      const got = await this.#eval(
+        ACQUIRE,
+        free.map((shard) => this.#lease(shard)),
+        [this.#proc, leaseMs, String(share - mine.length)],
+      ) as number[];
+      if (this.#closed) return;
+      for (const place of got) {
+        this.#owned.set(free[place - 1], {
+          cursors: this.#endpointKeys.map(() => "0-0"),
+        });
+      }
+      if (got.length > 0) this.#wake?.();
+    }
+    let stored = 0;
+    for (const shard of this.#owned.keys()) {
+      for (const stream of this.#streams[shard]) {
+        stored += Number(await this.#command(["XLEN", stream]));
+      }
+    }
+    this.#stored = stored;
+  }
+
+  /** Shards no longer this process's: what was not started is another's. */
+  #lose(shards: number[]): void {
+    for (const shard of shards) {
+      if (!this.#owned.delete(shard)) continue;
+      this.#sink?.forget(String(shard));
+    }
+  }
+
+  /**
+   * Reads the owned shards' streams in order, as far as the deliverer has
+   * room per endpoint, until closed.
+   */
+  async #read(): Promise<void> {
+    while (!this.#closed) {
+      const sink = this.#sink;
+      const streams: string[] = [];
+      const cursors: string[] = [];
+      const reading: [shard: number, endpoint: number, state: OwnedShard][] =
+        [];
+      let count = READ_COUNT;
+      const shards = this.#owned.size;
+      for (const [shard, state] of this.#owned) {
+        this.#endpointKeys.forEach((_, endpoint) => {
+          const room = sink?.room(endpoint) ?? 0;
+          if (room <= 0) return;
+          count = Math.min(count, Math.max(1, Math.floor(room / shards)));
+          streams.push(this.#streams[shard][endpoint]);
+          cursors.push(state.cursors[endpoint]);
+          reading.push([shard, endpoint, state]);
+        });
+      }
+      if (streams.length === 0) {
+        await this.#sleep(READ_BLOCK_MS);
+        continue;
+      }
+      let reply: Reply;
+      try {
+        reply = await this.#reader.sendCommand([
+          "XREAD",
+          "COUNT",
+          String(count),
+          "BLOCK",
+          String(READ_BLOCK_MS),
+          "STREAMS",
+          ...streams,
+          ...cursors,
+        ]) as Reply;
+      } catch (error) {
+        if (this.#closed) return;
+        this.#warn("read_failed", error);
+        await this.#sleep(READ_BLOCK_MS);
+        continue;
+      }
+      if (!Array.isArray(reply) || this.#closed) continue;
+      const taken: OutboxEntry[] = [];
+      for (const [stream, entries] of reply as [string, Reply[]][]) {
+        const at = streams.indexOf(stream);
+        const [shard, endpoint, state] = reading[at];
+        // Lost (and perhaps taken back) while the read was on its way.
+        if (this.#owned.get(shard) !== state) continue;
+        for (const [id, fields] of entries as [string, string[]][]) {
+          state.cursors[endpoint] = id;
+          taken.push({
+            id: `${this.#endpointKeys[endpoint]}.${shard}.${id}`,
+            endpoint,
+            room: fieldOf(fields, "r"),
+            event: fieldOf(fields, "e"),
+            created: Number(id.slice(0, id.indexOf("-"))),
+            part: String(shard),
+            ref: id,
+          });
+        }
+      }
+      if (taken.length > 0 && this.#sink) {
+        this.#handed += taken.length;
+        this.#sink.take(taken);
+      }
+    }
+  }
+
+  /** Waits `ms`, or until woken (room again, a shard taken, closing). */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (this.#wake === done) this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+
+  /** Deletes the entries of done deliveries (kept, and redelivered, if it fails). */
+  async #delete(): Promise<void> {
+    this.#deleteDue = undefined;
+    const deletes = this.#deletes;
+    if (deletes.size === 0) return;
+    this.#deletes = new Map();
+    try {
+      await Promise.all(
+        [...deletes].map(([stream, ids]) =>
+          this.#command(["XDEL", stream, ...ids])
+        ),
+      );
+    } catch (error) {
+      // At worst delivered again by the next holder: at least once.
+      this.#warn("delete_failed", error);
+    }
+  }
+}
+
+/** A field of a stream entry (`[name, value, name, value, …]`). */
+function fieldOf(fields: string[], name: string): string {
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] === name) return fields[i + 1];
+  }
+  return "";
+}
+
+/** The values in random order (so processes do not all race for shard 0). */
+function shuffled<T>(values: T[]): T[] {
+  for (let i = values.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [values[i], values[j]] = [values[j], values[i]];
+  }
+  return values;
+}
