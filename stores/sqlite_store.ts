@@ -242,8 +242,8 @@ const SCHEMA = `
   PRAGMA user_version = ${SCHEMA_VERSION};
 `;
 
-/** A searchable event as the index takes it, and as a search returns it. */
-type IndexRow = [room: number, id: number, words: string, event: string];
+/** A searchable event as the index takes it: its room key, id and words. */
+type IndexRow = [room: number, id: number, words: string];
 
 /** A room this process has touched: its key and what is to be written. */
 interface KnownRoom {
@@ -525,12 +525,9 @@ export class SqliteArchive implements RoomArchive {
   append(room: string, event: RoomEvent): void {
     const known = this.#known.get(room);
     if (!known) throw new Error(`no room ${room} in the archive`);
-    const json = JSON.stringify(event);
-    this.#rows.push([known.key, event.id, event.ts, json]);
+    this.#rows.push([known.key, event.id, event.ts, JSON.stringify(event)]);
     const words = indexWords(event);
-    if (words !== undefined) {
-      this.#indexed.push([known.key, event.id, words, json]);
-    }
+    if (words !== undefined) this.#indexed.push([known.key, event.id, words]);
   }
 
   delete(room: string, id: number): void {
@@ -675,7 +672,7 @@ export class SqliteArchive implements RoomArchive {
         sql.replaceEvent.run(event, key, id);
         if (unindexed.has(at)) {
           if (words === undefined) unindexed.delete(at);
-          else unindexed.set(at, [key, id, words, event]);
+          else unindexed.set(at, [key, id, words]);
         } else if (words !== undefined) sql.index.run(key, id, words);
       }
       for (const [key, id, reactions] of this.#reacted.values()) {
@@ -694,7 +691,7 @@ export class SqliteArchive implements RoomArchive {
       const full = unindexed.size >= INDEX_BATCH_ROWS;
       if (full) {
         for (const row of unindexed.values()) {
-          sql.index.run(row[0], row[1], row[2]);
+          sql.index.run(...row);
         }
       }
       this.#options.commitHook?.write();
@@ -736,7 +733,7 @@ export class SqliteArchive implements RoomArchive {
     try {
       this.#db.exec("BEGIN");
       for (const row of this.#unindexed.values()) {
-        this.#sql.index.run(row[0], row[1], row[2]);
+        this.#sql.index.run(...row);
       }
       this.#db.exec("COMMIT");
       this.#unindexed.clear();
@@ -885,11 +882,13 @@ export class SqliteArchive implements RoomArchive {
     const removed = this.#removals.get(key);
     const rows = [...this.#unindexed.values()];
     for (let i = rows.length - 1; i >= 0 && found.length < count; i--) {
-      const [room, id, words, event] = rows[i];
+      const [room, id, words] = rows[i];
       if (room !== key || id >= before || removed?.has(id)) continue;
       const edited = this.#replacements.get(`${key}/${id}`);
       if (!matchesQuery(query, edited?.[3] ?? words)) continue;
-      found.push(JSON.parse(edited?.[2] ?? event) as RoomEvent);
+      // Committed (rows wait only once they are): the event as kept.
+      const text = edited?.[2] ?? this.#sql.event.get(key, id)?.event;
+      if (typeof text === "string") found.push(JSON.parse(text) as RoomEvent);
     }
     return found;
   }
