@@ -44,19 +44,19 @@ import {
   checkMessage,
   checkNick,
   CloseCode,
-  type Command,
   frameBytes,
-  HELP_TEXT,
   isRefusal,
   JSON_PROTOCOL,
   MODERATION_HELP,
-  parseCommand,
   parseJsonCommand,
+  parseServerCommand,
   type RefusalReason,
   REFUSALS,
   REFUSALS_BY_CLOSE_PROTOCOL,
   roomFromPath,
   roomName,
+  SERVER_HELP_TEXT,
+  type ServerCommand,
   SHUTDOWN_REASON,
   Status,
   TYPING_INTERVAL_MS,
@@ -127,6 +127,7 @@ import { access, answerAccess, broughtCode } from "./server/invites.ts";
 import { makeApi, type ThisProcess } from "./server/api_backend.ts";
 import { apiPath } from "./server/http_api.ts";
 import { writeLog } from "./server/log.ts";
+import { ReadState } from "./server/unread.ts";
 
 // ---------------------------------------------------------------------------
 // Options (server/options.ts) and limits
@@ -255,6 +256,8 @@ let outbox: Outbox = newOutbox(
   DEFAULT_OPTIONS.maxMessageChars,
   DEFAULT_OPTIONS.editWindow,
 );
+/** Read markers and unread counts of the people here (server/unread.ts). */
+let readState: ReadState;
 /** Numbers the connections (the store's owner names). */
 let nextOwner = 0;
 /**
@@ -654,6 +657,8 @@ async function joinRoom(
   client.room.joining.add(client);
   let joined: Joined;
   try {
+    // A person's markers are read with their first connection's join.
+    const marked = readState.attach(client);
     joined = await store.join(request.room, {
       owner: client.owner,
       nick: isRefusal(wanted) ? undefined : wanted,
@@ -665,6 +670,7 @@ async function joinRoom(
       keys: client.keys,
       user: request.identity?.sub,
     });
+    await marked;
   } catch (error) {
     giveBack(client);
     if (gone(client)) return;
@@ -697,6 +703,8 @@ async function joinRoom(
     peer: request.ip,
   });
   client.welcome!.joined = joined;
+  client.welcome!.marks = () =>
+    readState.welcome(client, request.room, joined.epoch);
   admit(client);
 }
 
@@ -728,6 +736,7 @@ function close(client: Client, code: number, reason?: string): void {
   client.phase = "gone";
   clearTimeout(client.openTimer);
   clients.delete(client.socket);
+  readState.detach(client);
   if (was === "opening") return giveBack(client);
   bump(counters.closes, closeLabel(code));
   if (was === "joining") return;
@@ -895,7 +904,9 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return sendError(client, "rate_limited", "slow down: message dropped");
   }
   client.drops = 0;
-  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
+  const command = client.json
+    ? parseJsonCommand(data)
+    : parseServerCommand(data);
   try {
     execute(client, command);
   } catch (error) {
@@ -906,7 +917,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
 const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
 
 /** The command table: what each command does, by its `type`. */
-function execute(client: Client, command: Command): void {
+function execute(client: Client, command: ServerCommand): void {
   const room = client.room.name;
   switch (command.type) {
     case "message":
@@ -967,7 +978,7 @@ function execute(client: Client, command: Command): void {
     case "quit":
       return close(client, CloseCode.Normal, "bye");
     case "help":
-      sendNotice(client, HELP_TEXT);
+      sendNotice(client, SERVER_HELP_TEXT);
       if (client.op) sendNotice(client, MODERATION_HELP);
       return;
     case "history":
@@ -986,6 +997,12 @@ function execute(client: Client, command: Command): void {
       }
       return void search(store, client, command)
         .catch((error) => failed(client, error));
+    case "read":
+      // Not whileStoreWorks: a marker is not the next frame's business.
+      return void readState.mark(client, command.id)
+        .catch((error) => failed(client, error));
+    case "rooms":
+      return readState.rooms(client);
     case "kick":
     case "ban":
     case "unban":
@@ -1240,6 +1257,8 @@ export async function startChat(
     // A kicked or banned person's connections here.
     onExpel: (room, owner, reason) =>
       closeOwner(room, owner, CloseCode.Kicked, fitCloseReason(reason)),
+    // A person's read marker moved (here or on another process).
+    onRead: (person, marker) => readState.onRead(person, marker),
     log,
     outbox: pending,
   }).catch(async (error) => {
@@ -1268,6 +1287,7 @@ export async function startChat(
     counters,
     log,
   }, pending);
+  readState = new ReadState(store, log);
   nextOwner = 0;
   ownerTag = crypto.randomUUID().slice(0, 13);
   phase = "running";
@@ -1410,6 +1430,7 @@ async function stop(
   } else await atMostGrace(serversDown);
   // Before the store: what it commits from now on waits in the outbox.
   await webhooks?.close();
+  readState.close();
   await store.close?.();
   phase = "stopped";
 }

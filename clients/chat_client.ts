@@ -27,6 +27,11 @@
  *   (invite-only, banned), and a refused `/join` goes back to the room
  *   left. Moderators' `/private`, `/invite`, `/uninvite` and `/invites`
  *   are answered in system lines (`/invite link` with the link's URL).
+ * - It marks what it has shown as read (a `read` of the newest event, at
+ *   most every {@linkcode READ_INTERVAL_MS}), so the person's other tabs and
+ *   devices know; `/rooms` lists their rooms with what is unread there;
+ *   a mention of them (or a DM to them) rings the terminal's bell, and in a
+ *   pipe prints ` .... you were mentioned in ROOM (1 mention unread)`.
  * - Nothing a peer sends reaches the terminal as a control or escape
  *   sequence: see {@linkcode printable} (protocol.ts).
  *
@@ -45,6 +50,7 @@ import {
   checkReactionKey,
   type ClientFrame,
   CloseCode,
+  countText,
   type ErrorFrame,
   FINAL_CLOSE_CODES,
   HELP_TEXT,
@@ -60,15 +66,20 @@ import {
   printable,
   type ReactEvent,
   type Reaction,
+  type ReadNotice,
   REFUSALS_BY_CLOSE_PROTOCOL,
   renderText,
   type ReplyQuote,
   retryableStatus,
   ROOM_RULE,
+  type RoomCounts,
   type RoomEvent,
   roomName,
+  type RoomsAnswer,
+  roomsText,
   type SearchResults,
   SESSION_PROTOCOL_PREFIX,
+  type UnreadNotice,
   type Welcome,
 } from "../wire/protocol.ts";
 
@@ -95,7 +106,14 @@ export const REACT_LAST_USAGE =
  * {@linkcode HELP_TEXT} in `/help` and `--help`.
  */
 export const CLIENT_HELP_TEXT =
-  "/edit TEXT (no ID) edits your last message; /react EMOJI (no ID) reacts to the last message shown, yours too";
+  "/edit TEXT (no ID) edits your last message; /react EMOJI (no ID) reacts to the last message shown, yours too; /rooms lists your rooms with what is unread there";
+/**
+ * How often at most the client tells the server what it has shown (a
+ * `read` of the newest event), in ms: a busy room costs a frame a second,
+ * not one per message.
+ * @default {1000}
+ */
+export const READ_INTERVAL_MS = 1000;
 /**
  * Most nicks named for one reaction under a message; the others are
  * counted (`and 4 more`), so that a popular message keeps a short line.
@@ -499,6 +517,8 @@ export type Input =
   | { kind: "who" }
   /** `/more` or `/history N`: older events, before the oldest shown. */
   | { kind: "history"; limit: number }
+  /** `/rooms`: the person's rooms with what is unread there. */
+  | { kind: "rooms" }
   | { kind: "whoami" }
   | { kind: "help" }
   | { kind: "quit" }
@@ -513,6 +533,7 @@ export type Input =
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
   if (trimmed === "") return { kind: "empty" };
+  if (/^\/rooms(?:\s|$)/i.test(trimmed)) return { kind: "rooms" };
   // `/edit TEXT`: no id (one would be a number, alone or before the text).
   const edit = /^\/edit(?:\s+([\s\S]*))?$/i.exec(trimmed);
   const editText = edit?.[1]?.trim() ?? "";
@@ -961,7 +982,12 @@ export interface Screen {
   print(line: string): void;
   /** Sets the prompt (a terminal shows it; a pipe does not). */
   setPrompt(prompt: string): void;
+  /** Rings the terminal's bell. */
+  bell(): void;
 }
+
+/** The terminal's bell. */
+export const BELL = "\x07";
 
 const encoder = new TextEncoder();
 
@@ -982,6 +1008,9 @@ class PipeScreen implements Screen {
     writeAll(line + "\n");
   }
   setPrompt(): void {}
+  bell(): void {
+    writeAll(BELL);
+  }
 }
 
 /** Lines above a prompt that the user types into. */
@@ -993,6 +1022,9 @@ class TerminalScreen implements Screen {
   setPrompt(prompt: string): void {
     this.editor.prompt = prompt;
     writeAll(this.editor.redraw());
+  }
+  bell(): void {
+    writeAll(BELL);
   }
 }
 
@@ -1085,6 +1117,11 @@ export interface ClientOptions {
   token?: string;
   screen: Screen;
   style: RenderStyle;
+  /**
+   * stdout is a terminal: a mention rings its bell (a mention in another
+   * room says where too); else a line says it.
+   */
+  bell?: boolean;
   /** Where "cannot connect" goes (stderr). */
   fail: (message: string) => void;
 }
@@ -1127,6 +1164,18 @@ export class ChatClient {
   #reactions = new Map<number, ReactionCount[]>();
   /** The server's `--max-message-chars`, from the last welcome. */
   #maxMessageChars?: number;
+  /** The person's rooms with what is unread there, as the server said. */
+  #counts = new Map<string, RoomCounts>();
+  /** `/rooms` asked, not yet answered. */
+  #roomsAsked = 0;
+  /** The welcome had `read`: the server keeps this person's markers. */
+  #marks = false;
+  /** The newest id told the server as read in this room (and epoch). */
+  #readSent = 0;
+  /** When the last `read` went. */
+  #readAt = -Infinity;
+  /** The next `read`, when one waits for {@linkcode READ_INTERVAL_MS}. */
+  #readTimer?: ReturnType<typeof setTimeout>;
   #everConnected = false;
   /** A moderator here (the last welcome's `op`): `/help` lists their commands. */
   #op = false;
@@ -1342,7 +1391,10 @@ export class ChatClient {
         for (const line of searchLines(answer, this.#options.style)) {
           this.#print(line);
         }
-      } else if (item.type === "error") {
+      } else if (item.type === "read" || item.type === "unread") {
+        this.#counted(item as ReadNotice | UnreadNotice);
+      } else if (item.type === "rooms") this.#rooms(item as RoomsAnswer);
+      else if (item.type === "error") {
         this.#print(render(item as ErrorFrame, this.#options.style));
       } else if (
         ["invited", "invite_link", "uninvited", "invites"].includes(item.type)
@@ -1446,7 +1498,84 @@ export class ChatClient {
     this.#options.screen.setPrompt(`${printable(String(welcome.room))}> `);
     this.#everConnected = true;
     this.#welcomed = true;
+    if (Array.isArray(welcome.rooms)) this.#keepCounts(welcome.rooms);
+    // What this room was read up to (by any tab or device of this person).
+    if (!continued) this.#readSent = 0;
+    // A server that keeps read markers says where this room was read to.
+    this.#marks = Number.isSafeInteger(welcome.read);
+    if (this.#marks) this.#readSent = Math.max(this.#readSent, welcome.read!);
     for (const wake of this.#onWelcome.splice(0)) wake();
+    this.#markShown();
+  }
+
+  /**
+   * Tells the server what has been shown: the newest event's id, at once
+   * or (after one within {@linkcode READ_INTERVAL_MS}) when that is over.
+   */
+  #markShown(): void {
+    const room = this.#room;
+    if (!room || !this.#welcomed || room.lastId <= this.#readSent) return;
+    if (!this.#marks || this.#readTimer !== undefined) return;
+    const wait = this.#readAt + READ_INTERVAL_MS - Date.now();
+    if (wait <= 0) return this.#sendRead();
+    this.#readTimer = setTimeout(() => {
+      this.#readTimer = undefined;
+      this.#sendRead();
+    }, wait);
+  }
+
+  #sendRead(): void {
+    const room = this.#room;
+    if (!room || !this.#welcomed || room.lastId <= this.#readSent) return;
+    this.#readSent = room.lastId;
+    this.#readAt = Date.now();
+    this.#socket?.send(JSON.stringify({ type: "read", id: room.lastId }));
+  }
+
+  /** The person's rooms and counts as a welcome or a `rooms` answer says. */
+  #keepCounts(rooms: unknown[]): void {
+    this.#counts.clear();
+    for (const entry of rooms) {
+      const counts = countsOf(entry);
+      if (counts) this.#counts.set(counts.room, counts);
+    }
+  }
+
+  /**
+   * A marker moved or a count changed: kept; a mention more than was
+   * known rings (see {@linkcode ClientOptions.bell}).
+   */
+  #counted(notice: ReadNotice | UnreadNotice): void {
+    const room = typeof notice.room === "string" ? notice.room : undefined;
+    const known = room === undefined ? undefined : this.#counts.get(room);
+    const counts = countsOf({
+      room,
+      read: notice.type === "read" ? notice.read : known?.read ?? 0,
+      unread: notice.unread,
+      mentions: notice.mentions,
+    });
+    if (!counts) return;
+    this.#counts.set(counts.room, counts);
+    if (counts.mentions > (known?.mentions ?? 0)) this.#mentioned(counts);
+  }
+
+  /** The person's rooms: kept, and shown when `/rooms` asked. */
+  #rooms(answer: RoomsAnswer): void {
+    if (!Array.isArray(answer.rooms)) return;
+    this.#keepCounts(answer.rooms);
+    if (this.#roomsAsked === 0) return;
+    this.#roomsAsked--;
+    this.#system(printable(roomsText([...this.#counts.values()])));
+  }
+
+  /** A mention: the bell on a terminal (and where, if elsewhere), else a line. */
+  #mentioned(counts: RoomCounts): void {
+    const line = `you were mentioned in ${printable(counts.room)} (${
+      countText(counts.mentions)
+    } ${counts.mentions === 1 ? "mention" : "mentions"} unread)`;
+    if (!this.#options.bell) return this.#system(line);
+    this.#options.screen.bell();
+    if (counts.room !== this.#room?.name) this.#system(line);
   }
 
   /** Older events (the answer to `/more`), printed oldest first. */
@@ -1471,6 +1600,7 @@ export class ChatClient {
     room.lastId = event.id;
     room.users = updateUsers(room.users, event);
     this.#track(event);
+    this.#markShown();
     if (event.type === "nick" && event.from === this.#you) this.#you = event.to;
     if (
       [
@@ -1602,6 +1732,12 @@ export class ChatClient {
       case "quit":
         await this.quit();
         return false;
+      case "rooms":
+        if (await this.#connected()) {
+          this.#roomsAsked++;
+          this.#socket?.send(JSON.stringify({ type: "rooms" }));
+        }
+        return !this.#quitting;
       case "history":
         if (await this.#connected()) {
           const before = this.#room?.oldest ?? 0;
@@ -1675,6 +1811,8 @@ export class ChatClient {
   /** Closes the connection cleanly and resolves when it is closed. */
   async quit(): Promise<void> {
     this.#quitting = true;
+    clearTimeout(this.#readTimer);
+    this.#readTimer = undefined;
     this.#wakeSleep?.();
     for (const wake of this.#onWelcome.splice(0)) wake();
     const socket = this.#socket;
@@ -1685,6 +1823,19 @@ export class ChatClient {
     socket.close(1000, "bye");
     await closed;
   }
+}
+
+/** One of a person's rooms as the network sent it, if well formed. */
+function countsOf(entry: unknown): RoomCounts | undefined {
+  const { room, read, unread, mentions } = (entry ?? {}) as RoomCounts;
+  const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+  if (
+    typeof room !== "string" || !count(read) || !count(unread) ||
+    !count(mentions)
+  ) {
+    return undefined;
+  }
+  return { room, read, unread, mentions };
 }
 
 function randomSecret(): string {
@@ -1776,6 +1927,7 @@ export async function main(args: string[]): Promise<number> {
     retries: parsed.retries,
     screen,
     style,
+    bell: tty,
     fail: (message) => {
       if (interactive) writeAll(editor.clear());
       console.error(`chat_client: ${message}`);

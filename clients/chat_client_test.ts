@@ -11,6 +11,8 @@ import {
   BACKOFF_MAX_MS,
   BACKOFF_MIN_MS,
   backoffDelay,
+  BELL,
+  ChatClient,
   type ChatEvent,
   CLIENT_HELP_TEXT,
   connectUrl,
@@ -22,6 +24,7 @@ import {
   parseChatUrl,
   parseClientArgs,
   parseInput,
+  PLAIN,
   REACT_LAST_USAGE,
   REACTION_NICKS_SHOWN,
   reactionsLine,
@@ -422,6 +425,8 @@ Deno.test("parseInput turns lines into frames and local commands", () => {
   assert.deepEqual(parseInput("/who"), { kind: "who" });
   assert.deepEqual(parseInput("/help"), { kind: "help" });
   assert.deepEqual(parseInput("/quit"), { kind: "quit" });
+  assert.deepEqual(parseInput("/rooms"), { kind: "rooms" });
+  assert.deepEqual(parseInput("/ROOMS "), { kind: "rooms" });
   // Private rooms' commands go as their JSON frames.
   const code = "c".repeat(32);
   const frames: [string, unknown][] = [
@@ -1020,9 +1025,10 @@ Deno.test("client: shows the room's history, then who it is (not its own join), 
         " .... you are ada in lobby; here: bob, ada",
       ]);
       await bob.event("ada's join");
-      bob.send(JSON.stringify({ type: "message", text: "hi ada" }));
+      // Not naming ada: a mention is a line of its own (a test below).
+      bob.send(JSON.stringify({ type: "message", text: "hi all" }));
       bob.send(JSON.stringify({ type: "action", text: "waves" }));
-      await ada.expect("bob: hi ada");
+      await ada.expect("bob: hi all");
       await ada.expect("* bob waves");
       await ada.closeStdin();
       assert.equal((await ada.exit()).code, 0);
@@ -2194,5 +2200,127 @@ Deno.test("client: given an invite link it comes into the private room; a room t
       );
     });
     await mod.close();
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Read markers
+// ---------------------------------------------------------------------------
+
+/** The next JSON event of `peer` that passes `test` (others skipped). */
+async function nextWhere(
+  peer: Awaited<ReturnType<typeof jsonClient>>,
+  test: (event: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  for (;;) {
+    const event = await peer.event();
+    if (test(event)) return event;
+  }
+}
+
+Deno.test("client: marks what it has shown as read (its person's other devices hear it), says a mention in a pipe, and /rooms lists the rooms with what is unread", async () => {
+  await withChat({ ...FAST, authSecret: SECRET }, async (chat) => {
+    // ada signed in: the client and a phone in another room are one person.
+    const token = await hs256({ sub: "ada-1", name: "ada" });
+    const phone = await signedClient(chat, { token }, "/away");
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    await withClient([chatUrl(chat), "--token", token], async (ada) => {
+      await ada.welcomed();
+      const isRead = (event: Record<string, unknown>) => event.type === "read";
+      // Its own join, the newest event it was shown, read at once.
+      const joined = await nextWhere(phone, isRead);
+      assert.deepEqual(joined, {
+        type: "read",
+        room: "lobby",
+        read: 2,
+        unread: 0,
+        mentions: 0,
+      });
+      bob.send(JSON.stringify({ type: "message", text: "ada: lunch?" }));
+      await ada.expect("bob: ada: lunch?");
+      await ada.expect(" .... you were mentioned in lobby (1 mention unread)");
+      // Shown, so read (within READ_INTERVAL_MS): nothing unread.
+      assert.deepEqual(await nextWhere(phone, isRead), {
+        ...joined,
+        read: 3,
+      });
+      await ada.type("/rooms");
+      await ada.until(" .... your rooms: lobby (all read)");
+      await ada.type("/quit");
+      assert.equal((await ada.exit()).code, 0);
+    });
+    await closeAll(phone, bob);
+  });
+});
+
+Deno.test("client: on a terminal a mention rings the bell; one in another of the person's rooms says where", async () => {
+  await withChat({ ...FAST, authSecret: SECRET }, async (chat) => {
+    const token = await hs256({ sub: "ada-2", name: "ada" });
+    const phone = await signedClient(chat, { token }, "/away");
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const cy = await jsonClient(chat, "/away", { nick: "cy" });
+    const lines: string[] = [];
+    let bells = 0;
+    let woken: (() => void) | undefined;
+    const client = new ChatClient({
+      url: new URL(chatUrl(chat)),
+      retries: 0,
+      token,
+      screen: {
+        print: (line) => {
+          lines.push(line);
+          woken?.();
+        },
+        setPrompt: () => {},
+        bell: () => {
+          bells++;
+          woken?.();
+        },
+      },
+      style: PLAIN,
+      bell: true,
+      fail: (message) => lines.push(`fail: ${message}`),
+    });
+    const shown = async (what: string, test: () => boolean) => {
+      const deadline = Date.now() + WAIT_MS;
+      while (!test()) {
+        assert.ok(Date.now() < deadline, `${what}; lines: ${lines.join("\n")}`);
+        await new Promise<void>((resolve) => {
+          woken = resolve;
+          setTimeout(resolve, 50);
+        });
+      }
+    };
+    const running = client.run();
+    try {
+      await shown(
+        "the welcome",
+        () => lines.some((l) => l.includes("you are")),
+      );
+      // The phone marks /away read: it is one of ada's rooms from then on.
+      const isRead = (event: Record<string, unknown>) => event.type === "read";
+      await nextWhere(phone, isRead); // the client's own, of the lobby
+      phone.send(JSON.stringify({ type: "read", id: phone.welcome.lastId }));
+      await nextWhere(phone, (event) => isRead(event) && event.room === "away");
+      bob.send(JSON.stringify({ type: "message", text: "hi ada" }));
+      await shown("the bell", () => bells === 1);
+      assert.ok(lines.includes("bob: hi ada"));
+      assert.ok(
+        !lines.some((line) => line.includes("mentioned")),
+        "here: the message is on the screen; only the bell",
+      );
+      cy.send(JSON.stringify({ type: "message", text: "@ada, in away" }));
+      await shown("the second bell", () => bells === 2);
+      await shown(
+        "where",
+        () =>
+          lines.includes(" .... you were mentioned in away (1 mention unread)"),
+      );
+      assert.ok(!lines.join("").includes(BELL), "the bell is no line");
+    } finally {
+      await client.quit();
+      assert.equal(await running, 0);
+      await closeAll(phone, bob, cy);
+    }
   });
 });

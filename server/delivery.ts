@@ -80,6 +80,12 @@ export interface PendingWelcome {
   badNick: boolean;
   /** Called once it is let in: it may go on with what it sent meanwhile. */
   admitted: () => void;
+  /**
+   * A person's read marker here and their rooms, as they are when the
+   * welcome goes (server/unread.ts); absent for a connection that is no
+   * person.
+   */
+  marks?: () => Pick<Welcome, "read" | "rooms"> | undefined;
 }
 
 /**
@@ -336,7 +342,7 @@ export function admit(client: Member): void {
   if (client.json && room.pendingJson.length > 0) {
     room.admittedMidTurn.set(client.socket, room.pendingJson.length);
   }
-  if (client.json) sendWelcome(client, joined, room.name);
+  if (client.json) sendWelcome(client, joined, room.name, welcome.marks?.());
   else {
     sendNotice(
       client,
@@ -375,6 +381,14 @@ export function flushBatches(outbox: Outbox): void {
   outbox.flush = undefined;
   for (const room of outbox.batched) flushRoom(room);
   outbox.batched.clear();
+}
+
+/**
+ * Sends what the client's room has batched this turn, so that a frame to
+ * the client alone (a read notice) comes after the events before it.
+ */
+export function flushRoomOf(client: Member): void {
+  flushRoom(client.room);
 }
 
 function flushRoom(room: LocalRoom): void {
@@ -475,8 +489,13 @@ export function withReactions(
   });
 }
 
-/** The first frame a JSON client gets. */
-function sendWelcome(client: Member, joined: Joined, room: string): void {
+/** The first frame a JSON client gets (with a person's `marks`). */
+function sendWelcome(
+  client: Member,
+  joined: Joined,
+  room: string,
+  marks?: Pick<Welcome, "read" | "rooms">,
+): void {
   const history = withReactions(
     joined.history.filter((event) => visibleTo(event, client)),
     joined.reactions,
@@ -512,6 +531,7 @@ function sendWelcome(client: Member, joined: Joined, room: string): void {
     topic: joined.topic,
     slowSeconds: joined.slowSeconds,
     private: joined.private,
+    ...marks,
   };
   sendToOne(client, JSON.stringify(welcome));
 }

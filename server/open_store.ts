@@ -47,13 +47,13 @@ const DATA_STORE_MODULE = "../stores/sqlite_store.ts";
 const SHARED_OUTBOX_MODULE = "../stores/redis_outbox.ts";
 
 /**
- * What the store tells the running chat: whom to close, and its log; and
- * the webhooks' outbox it writes to, if any (see {@linkcode openOutbox}).
+ * What the store tells the running chat: whom to close, read markers that
+ * moved, and its log; and the webhooks' outbox it writes to, if any (see
+ * {@linkcode openOutbox}).
  */
-export type StoreHooks = Pick<StoreOptions, "onEvict" | "onExpel"> & {
-  log: Log;
-  outbox?: Outbox;
-};
+export type StoreHooks =
+  & Pick<StoreOptions, "onEvict" | "onExpel" | "onRead">
+  & { log: Log; outbox?: Outbox };
 
 /**
  * Where the webhooks' deliveries wait (`--webhook`; none without): in
@@ -90,7 +90,7 @@ export async function openOutbox(
  */
 export async function openStore(
   settings: Settings,
-  { onEvict, onExpel, log, outbox }: StoreHooks,
+  { onEvict, onExpel, onRead, log, outbox }: StoreHooks,
 ): Promise<RoomStore> {
   const common: StoreOptions = {
     historySize: settings.historySize,
@@ -99,6 +99,7 @@ export async function openStore(
     onEvict,
     onExpel,
     outbox: outbox?.writer,
+    onRead,
   };
   if (settings.data) {
     const embedded: {

@@ -519,6 +519,70 @@ return {'[' .. table.concat(out, ',') .. ']', reacted}
 );
 
 // ---------------------------------------------------------------------------
+// Read markers
+// ---------------------------------------------------------------------------
+
+/** One marker to write: see {@linkcode MarkArgs}. */
+export interface MarkItem {
+  /** Its person's markers hash: the index in KEYS (1-based). */
+  key: number;
+  /** The room. */
+  field: string;
+  /** What the field must still hold (`null`: absent), else it is not written. */
+  expected: string | null;
+  /** The marker's JSON from now on. */
+  value: string;
+  /** Rooms whose markers the person keeps no more. */
+  forget: string[];
+  /** What every process hears of it (JSON). */
+  message: string;
+}
+
+/**
+ * What {@linkcode MARK} is told: markers moved on this process lately, each
+ * one field of a person's markers hash (KEYS: room → the marker's JSON), to
+ * write if it still holds what the rule (markers.ts `markRead`) decided on.
+ */
+export interface MarkArgs {
+  items: MarkItem[];
+  /** Seconds a person's markers are kept from now. */
+  ttl: number;
+  /** Where every process hears of those written, as one JSON array. */
+  channel: string;
+}
+
+/**
+ * Sets each marker whose field still holds what was read (a compare-and-
+ * set: the rule is markers.ts's), forgets what the rule said, keeps the
+ * hash for `ttl`, and tells every process of all of them in one publish;
+ * answers which were written (the others are read and decided again).
+ */
+export const MARK = script<MarkArgs, boolean[]>(
+  `
+local done, told = {}, {}
+for i, it in ipairs(A.items) do
+  local k = KEYS[it.key]
+  local v = redis.call('HGET', k, it.field)
+  if (it.expected == cjson.null and v) or (it.expected ~= cjson.null and v ~= it.expected) then
+    done[i] = 0
+  else
+    redis.call('HSET', k, it.field, it.value)
+    if #it.forget > 0 then redis.call('HDEL', k, unpack(it.forget)) end
+    redis.call('EXPIRE', k, A.ttl)
+    done[i] = 1
+    told[#told + 1] = it.message
+  end
+end
+if #told > 0 then
+  redis.call('PUBLISH', A.channel, '[' .. table.concat(told, ',') .. ']')
+end
+return done
+`,
+  (reply) => (reply as number[]).map((done) => done === 1),
+  "local A = cjson.decode(ARGV[1])\n",
+);
+
+// ---------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------
 

@@ -49,6 +49,13 @@
  * that a join reads nothing that grows with the room, and the room's recent
  * events, so that a welcome's history is not read from Redis (`recent`).
  *
+ * Per person (a session's or a login's owner): `marks:PERSON`, a hash: room
+ * → their read marker's JSON (markers.ts `ReadMarker`), kept for
+ * `MARKERS_TTL_SECONDS` after it last moved; channel `marks`, the markers a
+ * process moved lately (`MARKS_BATCH_MS`), `[[person, marker, rooms
+ * forgotten], …]`, which every process hears (their connections there are
+ * told).
+ *
  * Per process: `hb:PID`, a heartbeat key with a TTL; `procs`, the set of
  * process ids; `procrooms:PID`, the rooms it has members in; channel
  * `evict:PID`, for a token takeover of one of its connections, or (with a
@@ -85,6 +92,8 @@ import {
   type Kick,
   type Log,
   type LogFields,
+  type MarkedRoom,
+  type MarkRefusal,
   type Member,
   nickCandidates,
   nickKey,
@@ -107,8 +116,17 @@ import {
   type StoreOptions,
   StoreUnavailable,
   type Uninvitation,
+  type Unread,
   type Visit,
 } from "./rooms.ts";
+import {
+  countUnread,
+  forgotten,
+  markRead,
+  MAX_MY_ROOMS,
+  newestFirst,
+  type ReadMarker,
+} from "./markers.ts";
 import * as rules from "./room_rules.ts";
 import { canResume, connectionCount } from "./room_rules.ts";
 import { Roster, type RosterAt } from "./roster.ts";
@@ -122,6 +140,8 @@ import {
   KEY_INDEX,
   type KeyCommand,
   keyList,
+  MARK,
+  type MarkItem,
   type PublishedBatch,
   type PublishedNotices,
   RANGE,
@@ -409,8 +429,45 @@ export class RoomTooBusy extends StoreUnavailable {}
  */
 export const MAX_DECISIONS = 50;
 
+/**
+ * How long a person's read markers are kept in Redis after one of them
+ * last moved, in seconds (90 days): a person who never comes back is
+ * forgotten.
+ * @default {7776000}
+ */
+export const MARKERS_TTL_SECONDS = 90 * 24 * 60 * 60;
+
+/**
+ * People whose markers a process keeps what it knows of (then it starts
+ * over, reading each again at their next move).
+ * @default {10000}
+ */
+export const KNOWN_MARKS = 10_000;
+
+/**
+ * How long a read marker's move waits for the others of this process, in
+ * ms, to be written with them by one script and told in one publish: a
+ * script and a publish cost a process more than the move itself.
+ * @default {20}
+ */
+export const MARKS_BATCH_MS = 20;
+
 /** Up to this many ms times the attempt, at random, before deciding again. */
 const BACKOFF_MS = 2;
+
+/** A read marker's move waiting for the next `MARK` (see `markRead`). */
+interface PendingMark {
+  room: string;
+  person: string;
+  id: number;
+  nick: string;
+  /** How often it was decided on what had changed meanwhile. */
+  attempt: number;
+  /** The room as its rule needs it (undefined: no such room). */
+  view?: MarkedRoom;
+  resolve: (marked: ReadMarker | MarkRefusal) => void;
+  reject: (error: unknown) => void;
+}
 
 /** A local member, kept to reclaim its nick after a long Redis outage. */
 interface LocalMember {
@@ -551,6 +608,15 @@ export class RedisStore implements RoomStore {
   #seq = 0;
   /** A batch's joins' reactions, decoded once (`#joinReactions`). */
   #decodedReactions = new WeakMap<string[], KeptReactions>();
+  /**
+   * People's markers' hashes as this process last read or heard of them
+   * (room → the stored JSON): a move is decided on them without a read, and
+   * `MARK`'s condition catches one gone stale.
+   */
+  #knownMarks = new Map<string, Map<string, string>>();
+  /** Moves waiting for the next `MARK` (see `markRead`). */
+  #marking: PendingMark[] = [];
+  #marksDue?: ReturnType<typeof setTimeout>;
   /** Commits, and decisions made again because the room had changed. */
   #decisions = { commits: 0, again: 0 };
   #handOut?: ReturnType<typeof setImmediate>;
@@ -620,6 +686,10 @@ export class RedisStore implements RoomStore {
       await store.#sub.subscribe(
         `${store.#prefix}evict:${store.#proc}`,
         (message: string) => store.#onEvict(message),
+      );
+      await store.#sub.subscribe(
+        store.#key("marks"),
+        (message: string) => store.#onMarked(message),
       );
       await store.#resync();
     } catch (error) {
@@ -780,6 +850,12 @@ export class RedisStore implements RoomStore {
         since,
         epoch: request.epoch,
       });
+      if (
+        room.members === 0 && room.epoch !== undefined &&
+        room.epoch !== reply.epoch
+      ) {
+        this.#startedOver(room); // watched here while it expired
+      }
       // What the room's posts are decided on, as of the join.
       this.#postViews.set(
         name,
@@ -1421,6 +1497,298 @@ export class RedisStore implements RoomStore {
     })());
   }
 
+  markers(person: string): Promise<ReadMarker[]> {
+    return this.#track((async () => {
+      this.#check();
+      const fields = await this.#command(["HGETALL", this.#marks(person)]);
+      this.#knowMarks(person, fields as string[]);
+      return newestFirst([...markersOf(fields as string[]).values()])
+        .slice(0, MAX_MY_ROOMS);
+    })());
+  }
+
+  /** A person's markers' hash as read: what this process knows of it. */
+  #knowMarks(person: string, fields: string[]): Map<string, string> {
+    if (this.#knownMarks.size >= KNOWN_MARKS) this.#knownMarks.clear();
+    const known = new Map<string, string>();
+    for (let i = 0; i < fields.length; i += 2) {
+      known.set(fields[i], fields[i + 1]);
+    }
+    this.#knownMarks.set(person, known);
+    return known;
+  }
+
+  /**
+   * The room as a marker's rule needs it, from what this process has
+   * taken of it, if that says `id` is given out (a client only names ids it
+   * was sent: delivered here); else undefined (Redis is asked).
+   */
+  #markedHere(name: string, id: number): MarkedRoom | undefined {
+    const room = this.#rooms.get(name);
+    const delivered = room?.delivered;
+    if (!room?.epoch || delivered === undefined || id > delivered) {
+      return undefined;
+    }
+    return { epoch: room.epoch, lastId: delivered };
+  }
+
+  /**
+   * Decided by the rule (markers.ts `markRead`) on the person's markers and
+   * the room's epoch and last id, and written by `MARK` if the room's field
+   * is still what the decision read (else read and decided again). The
+   * moves of {@linkcode MARKS_BATCH_MS} go as one `MARK` (one publish): a
+   * thousand people moving a marker a second are a few dozen scripts a
+   * second, not a thousand. A move is decided on what this process knows
+   * (the person's markers from an earlier read and the `marks` channel, the
+   * room from what it has taken of it), and reads only what it does not.
+   */
+  markRead(
+    name: string,
+    person: string,
+    id: number,
+    nick: string,
+  ): Promise<ReadMarker | MarkRefusal> {
+    return this.#track(
+      new Promise<ReadMarker | MarkRefusal>((resolve, reject) => {
+        this.#check();
+        this.#marking.push({
+          room: name,
+          person,
+          id,
+          nick,
+          attempt: 0,
+          resolve,
+          reject,
+        });
+        this.#marksDue ??= setTimeout(
+          () => this.#sendMarks(),
+          MARKS_BATCH_MS,
+        );
+      }),
+    );
+  }
+
+  /** Fails the moves not sent yet (the store is closing or crashed). */
+  #dropMarks(): void {
+    clearTimeout(this.#marksDue);
+    this.#marksDue = undefined;
+    for (const move of this.#marking.splice(0)) {
+      move.reject(new StoreUnavailable("the store is closed"));
+    }
+  }
+
+  /** Decides the waiting moves and writes them with one `MARK`. */
+  async #sendMarks(): Promise<void> {
+    this.#marksDue = undefined;
+    const batch = this.#marking;
+    this.#marking = [];
+    if (batch.length === 0) return;
+    try {
+      await this.#readForMarks(batch);
+    } catch (error) {
+      for (const move of batch) move.reject(error);
+      return;
+    }
+    const keys: string[] = [];
+    const items: MarkItem[] = [];
+    const written: [PendingMark, ReadMarker, string[]][] = [];
+    for (const move of batch) {
+      const known = this.#knownMarks.get(move.person)!;
+      const mine = markersOf([...known].flat());
+      const marked = markRead(mine.get(move.room), move.view, {
+        room: move.room,
+        id: move.id,
+        nick: move.nick,
+        now: Date.now(),
+      });
+      if (typeof marked === "string") {
+        move.resolve(marked);
+        continue;
+      }
+      mine.set(move.room, marked);
+      const forget = forgotten([...mine.values()]).map((old) => old.room);
+      const key = this.#marks(move.person);
+      let at = keys.indexOf(key);
+      if (at < 0) at = keys.push(key) - 1;
+      const value = JSON.stringify(marked);
+      items.push({
+        key: at + 1,
+        field: move.room,
+        expected: known.get(move.room) ?? null,
+        value,
+        forget,
+        message: JSON.stringify([move.person, marked, forget]),
+      });
+      // A later move of the same person in this batch builds on this one.
+      known.set(move.room, value);
+      for (const room of forget) known.delete(room);
+      written.push([move, marked, forget]);
+    }
+    if (items.length === 0) return;
+    let done: boolean[];
+    try {
+      done = await this.#run(MARK, keys, {
+        items,
+        ttl: MARKERS_TTL_SECONDS,
+        channel: this.#key("marks"),
+      });
+    } catch (error) {
+      for (const [move] of written) {
+        this.#knownMarks.delete(move.person);
+        move.reject(error);
+      }
+      return;
+    }
+    written.forEach(([move, marked], i) => {
+      if (done[i]) return move.resolve(marked);
+      // Decided on what had changed: read again and decided again.
+      this.#knownMarks.delete(move.person);
+      this.#decisions.again++;
+      if (++move.attempt >= MAX_DECISIONS) {
+        return move.reject(this.#tooBusy(move.room));
+      }
+      this.#marking.push(move);
+      this.#marksDue ??= setTimeout(() => this.#sendMarks(), MARKS_BATCH_MS);
+    });
+  }
+
+  /**
+   * Gives each move the room as its rule needs it, and makes sure this
+   * process knows each person's markers: from what it has, else read (one
+   * round trip for the batch).
+   */
+  async #readForMarks(batch: PendingMark[]): Promise<void> {
+    const people = new Set<string>();
+    const rooms = new Set<string>();
+    for (const move of batch) {
+      move.view = move.attempt === 0
+        ? this.#markedHere(move.room, move.id)
+        : undefined;
+      if (!move.view) rooms.add(move.room);
+      if (!this.#knownMarks.has(move.person)) people.add(move.person);
+    }
+    const [fields, metas] = await Promise.all([
+      Promise.all(
+        [...people].map((person) =>
+          this.#command(["HGETALL", this.#marks(person)])
+        ),
+      ),
+      Promise.all(
+        [...rooms].map((room) =>
+          this.#command(["HMGET", this.#keys(room).meta, "epoch", "last"])
+        ),
+      ),
+    ]);
+    [...people].forEach((person, i) =>
+      this.#knowMarks(person, fields[i] as string[])
+    );
+    const read = new Map<string, MarkedRoom | undefined>();
+    [...rooms].forEach((room, i) => {
+      const [epoch, last] = metas[i] as (string | null)[];
+      read.set(
+        room,
+        epoch === null ? undefined : { epoch, lastId: Number(last ?? 0) },
+      );
+    });
+    for (const move of batch) move.view ??= read.get(move.room);
+  }
+
+  /**
+   * From the events this process has taken when they reach back to the
+   * marker (a room it delivers: every event since is here), else from the
+   * stream (at most `historySize` events).
+   */
+  unread(marker: ReadMarker): Promise<Unread | undefined> {
+    return this.#track((async () => {
+      this.#check();
+      const here = this.#unreadHere(marker);
+      if (here !== null) return here;
+      const [meta, read] = await Promise.all([
+        this.#command(["HMGET", this.#keys(marker.room).meta, "epoch", "last"]),
+        this.#range(marker.room, {
+          command: "XRANGE",
+          range: [`${marker.id + 1}-0`, "+"],
+        }),
+      ]);
+      const [epoch, last] = meta as (string | null)[];
+      if (epoch === null || epoch !== marker.epoch) return undefined;
+      this.#keepOlder(marker.room, epoch, read.events);
+      // The stream was read after `last`: it may hold more.
+      const through = Math.max(Number(last ?? 0), read.events.at(-1)?.id ?? 0);
+      return { ...countUnread(read.events, marker), through };
+    })());
+  }
+
+  /**
+   * Events read from the stream (`unread`'s, a watched room's that this
+   * process took none of yet, or not back so far): those before the ones
+   * taken here, and up to what was delivered, go in front of `recent`, so
+   * that the next count of the room is made here.
+   */
+  #keepOlder(name: string, epoch: string, events: RoomEvent[]): void {
+    const room = this.#rooms.get(name);
+    const delivered = room?.delivered;
+    if (
+      !room || room.epoch !== epoch || delivered === undefined || room.filling
+    ) {
+      return;
+    }
+    const first = room.recent[0]?.id ?? delivered + 1;
+    const older = events.filter((event) =>
+      event.id < first && event.id <= delivered
+    );
+    // Only what reaches the events taken here (or the last delivered).
+    const reaches = older.length > 0 &&
+      (room.recent.length > 0 || older[older.length - 1].id === delivered);
+    if (reaches) room.recent = [...older, ...room.recent];
+  }
+
+  /** `unread` from the room's events taken here; null if they do not do. */
+  #unreadHere(marker: ReadMarker): Unread | undefined | null {
+    const room = this.#rooms.get(marker.room);
+    const delivered = room?.delivered;
+    if (
+      !room || delivered === undefined || room.epoch !== marker.epoch ||
+      room.filling || room.buffer.length > 0
+    ) {
+      return null;
+    }
+    if (marker.id >= delivered) {
+      return { unread: 0, mentions: 0, through: delivered };
+    }
+    const recent = room.recent;
+    if (recent.length === 0 || recent[recent.length - 1].id !== delivered) {
+      return null;
+    }
+    // What the stream keeps: its last `historySize` (a deletion takes one
+    // out of both), here if these reach back to the marker or are as many.
+    const { historySize } = this.#options;
+    if (recent[0].id > marker.id + 1 && recent.length < historySize) {
+      return null;
+    }
+    const from = Math.max(0, recent.length - historySize);
+    return { ...countUnread(recent, marker, false, from), through: delivered };
+  }
+
+  /** A marker moved on some process: main.ts tells the person's connections. */
+  #onMarked(message: string): void {
+    let moved: [person: string, marker: ReadMarker, forget: string[]][];
+    try {
+      moved = JSON.parse(message);
+    } catch {
+      return;
+    }
+    for (const [person, marker, forget] of moved) {
+      // What this process knows of the person follows (MARK wrote this).
+      const known = this.#knownMarks.get(person);
+      if (known) {
+        known.set(marker.room, JSON.stringify(marker));
+        for (const room of forget) known.delete(room);
+      }
+      this.#options.onRead?.(person, marker);
+    }
+  }
+
   /** Every key matching `pattern` (SCAN, so Redis is never blocked long). */
   async #scan(pattern: string): Promise<string[]> {
     const keys: string[] = [];
@@ -1567,6 +1935,7 @@ export class RedisStore implements RoomStore {
     clearInterval(this.#timer);
     this.#stopHandOut();
     this.#dropAppends();
+    this.#dropMarks();
     this.#failJoins();
     if (this.available()) {
       // Survivors see this process gone at once (and find nothing to reap).
@@ -1590,6 +1959,7 @@ export class RedisStore implements RoomStore {
     clearInterval(this.#timer);
     this.#stopHandOut();
     this.#dropAppends();
+    this.#dropMarks();
     this.#failJoins();
     for (const c of [this.#cmd, this.#sub]) if (c.isOpen) c.destroy();
   }
@@ -1724,9 +2094,32 @@ export class RedisStore implements RoomStore {
       room.buffer.push(event);
       return;
     }
+    if (event.id === 1 && room.delivered > 0 && room.members === 0) {
+      this.#startedOver(room);
+    }
     if (event.id <= room.delivered) return;
     if (event.id === room.delivered + 1) return this.#deliver(room, event);
     room.buffer.push(event);
+    this.#fill(room);
+  }
+
+  /**
+   * A room subscribed to here with nobody here in it (a read marker's
+   * watch: see `subscribe`) expired and was made again: its first event
+   * came, or a join here found a new epoch. Its delivery starts over from
+   * its first event (read from the stream, whatever came already), its
+   * epoch is the next join's, and its members are read again. (A room
+   * somebody here is in does not expire; one whose data Redis lost is the
+   * resync's to settle.)
+   */
+  #startedOver(room: RoomState): void {
+    this.#log("info", "redis_room_started_over", { room: room.name });
+    room.delivered = 0;
+    room.epoch = undefined;
+    room.recent = [];
+    room.buffer = [];
+    room.notices = [];
+    this.#rebaseline(room);
     this.#fill(room);
   }
 
@@ -2392,6 +2785,11 @@ export class RedisStore implements RoomStore {
     return `${this.#prefix}ev:${room}`;
   }
 
+  /** A person's read markers' hash. */
+  #marks(person: string): string {
+    return this.#key(`marks:${person}`);
+  }
+
   #procRooms(): string {
     return this.#key(`procrooms:${this.#proc}`);
   }
@@ -2787,6 +3185,15 @@ function joinReply(
     private: moderation.private,
     reactions,
   };
+}
+
+/** A person's markers' hash (HGETALL: room, JSON, …), by room. */
+function markersOf(fields: string[]): Map<string, ReadMarker> {
+  const markers = new Map<string, ReadMarker>();
+  for (let i = 0; i < fields.length; i += 2) {
+    markers.set(fields[i], JSON.parse(fields[i + 1]) as ReadMarker);
+  }
+  return markers;
 }
 
 /** Is `error` Redis's error reply with this code (`NOSCRIPT`)? */

@@ -1982,3 +1982,57 @@ Deno.test({
       await closeAll(ada, bob, tab, back);
     }),
 });
+
+Deno.test({
+  name:
+    "redis: a marker moved on one process while another knew it as it was: the other's next move is decided on what Redis has",
+  ignore,
+  fn: () =>
+    withTwoStores({}, async ({ one, two }) => {
+      for (const store of [one, two]) {
+        assert.ok(store.hold("r"));
+        await store.join("r", { owner: "s.ada", nick: "ada" });
+      }
+      for (let i = 0; i < 6; i++) { // 2 to 7
+        await one.append("r", { type: "message", from: "bob", text: "x" });
+      }
+      // Both know ada's markers (none yet), as a process serving her does.
+      assert.deepEqual(await one.markers("s.ada"), []);
+      assert.deepEqual(await two.markers("s.ada"), []);
+      const moved = await two.markRead("r", "s.ada", 6, "ada");
+      assert.equal((moved as { id: number }).id, 6);
+      // Behind it, whether `one` has heard of the move yet or not.
+      assert.equal(await one.markRead("r", "s.ada", 5, "ada"), "unchanged");
+      for (const store of [one, two]) {
+        await eventually(
+          "the marker everywhere",
+          async () => (await store.markers("s.ada"))[0]?.id === 6,
+        );
+      }
+      const next = await one.markRead("r", "s.ada", 7, "ada");
+      assert.equal((next as { id: number }).id, 7);
+      assert.equal((await two.markers("s.ada"))[0].id, 7);
+      // Moves asked together go as one script, each on the one before.
+      assert.ok(one.hold("q"));
+      await one.join("q", { owner: "s.ada", nick: "ada" });
+      await one.append("r", { type: "message", from: "bob", text: "y" }); // 8
+      const together = await Promise.all([
+        two.markRead("r", "s.ada", 8, "ada"),
+        one.markRead("q", "s.ada", 1, "ada"),
+        one.markRead("r", "s.ada", 6, "ada"),
+      ]);
+      assert.deepEqual(
+        together.map((moved) => typeof moved === "string" ? moved : moved.id),
+        [8, 1, "unchanged"],
+      );
+      for (const store of [one, two]) {
+        await eventually(
+          "both markers everywhere",
+          async () =>
+            JSON.stringify(
+              (await store.markers("s.ada")).map((m) => [m.room, m.id]).sort(),
+            ) === '[["q",1],["r",8]]',
+        );
+      }
+    }),
+});

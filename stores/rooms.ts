@@ -59,7 +59,23 @@ import {
   type SanctionKind,
   type Uninvitation,
 } from "./room_rules.ts";
+import {
+  countUnread,
+  forgotten,
+  markRead,
+  MAX_MY_ROOMS,
+  MAX_UNREAD_READ,
+  newestFirst,
+  type ReadMarker,
+  type UnreadCounts,
+} from "./markers.ts";
 
+export {
+  MAX_MY_ROOMS,
+  MAX_UNREAD_COUNTED,
+  MAX_UNREAD_READ,
+} from "./markers.ts";
+export type { MarkedRoom, ReadMarker, UnreadCounts } from "./markers.ts";
 export {
   inviteKeyOf,
   kickEvent,
@@ -408,6 +424,35 @@ export interface RoomStore {
     author?: { nick: string; since: number },
   ): Promise<RoomEvent | "no_such_message" | "forbidden">;
 
+  // Read markers (markers.ts): a person's (a session or a login), one in
+  // each room they marked, on every process and, where the store keeps
+  // anything, across restarts.
+
+  /**
+   * A person's read markers, the most recently moved first, at most
+   * `MAX_MY_ROOMS`; void ones (another epoch) too: `unread` says so.
+   */
+  markers(person: string): Promise<ReadMarker[]>;
+  /**
+   * Moves a person's marker in a room forward to event `id`, noting the
+   * nick they hold there (markers.ts `markRead`; a person keeps at most
+   * `MAX_MY_ROOMS`: the least recently moved goes). Every process is told
+   * through `onRead`. The marker as it now is, or why it did not move.
+   */
+  markRead(
+    room: string,
+    person: string,
+    id: number,
+    nick: string,
+  ): Promise<ReadMarker | MarkRefusal>;
+  /**
+   * What a marker leaves unread, over what the store keeps (in memory and
+   * in Redis the live window, with an archive every event retained, at most
+   * `MAX_UNREAD_READ`), and the id it is counted through. Undefined when the
+   * marker is void: its room does not exist, or is of another epoch.
+   */
+  unread(marker: ReadMarker): Promise<Unread | undefined>;
+
   // The app's API (http_api.ts): what it asks of every process.
 
   /**
@@ -446,6 +491,18 @@ export interface RoomInvites {
   people: InvitedPerson[];
   links: InviteLinkEntry[];
 }
+
+/**
+ * What a read marker leaves unread (markers.ts `countUnread`), counted
+ * through event `through`: later events are the counter's to add as they
+ * come.
+ */
+export interface Unread extends UnreadCounts {
+  through: number;
+}
+
+/** Why a read marker did not move (markers.ts `markRead`). */
+export type MarkRefusal = "unchanged" | "past_newest";
 
 /** What {@linkcode RoomStore.visit} found. */
 export type Visit = "held" | "absent" | "full";
@@ -635,6 +692,24 @@ export interface RoomArchive {
   moderation(room: string): ArchivedModeration | undefined;
   /** Queues a change of a room's moderation (written with the next commit). */
   moderate(room: string, change: ModerationChange): void;
+  /** A person's read markers as kept (queued changes included). */
+  markers(person: string): ReadMarker[];
+  /** Queues a person's marker from now on (written with the next commit). */
+  mark(person: string, marker: ReadMarker): void;
+  /** Queues the forgetting of a person's marker in a room. */
+  unmark(person: string, room: string): void;
+  /**
+   * Up to `count` kept messages, actions and direct messages of the room
+   * with ids above `after` and below `before`, oldest first, as they read
+   * now (queued ones included, removed ones never): what a marker leaves
+   * unread.
+   */
+  newer(
+    room: string,
+    after: number,
+    before: number,
+    count: number,
+  ): RoomEvent[];
   /** Writes what is queued in one transaction; throws if it could not. */
   commit(): void;
   /**
@@ -673,6 +748,11 @@ export interface StoreOptions {
    * here with `reason`. (By default nothing: a store used without it.)
    */
   onExpel?: (room: string, owner: string, reason: string) => void;
+  /**
+   * Called on every process when a person's read marker moved (on any of
+   * them): their connections here are told. (By default nothing.)
+   */
+  onRead?: (person: string, marker: ReadMarker) => void;
   /** Draws a random nick. @default {randomNick} */
   randomNick?: () => string;
   /**
@@ -711,7 +791,6 @@ interface MemoryRoom {
   owners: Map<string, Member>;
   /** Connections upgraded and not yet joined. */
   holds: number;
-  listeners: Set<(event: LiveEvent) => void>;
   /** Reactions on the messages of `history` that have or had any. */
   reactions: KeptReactions;
 }
@@ -732,6 +811,15 @@ export interface MemoryStoreOptions extends StoreOptions {
 export const COMMIT_RETRY_MS = 1000;
 
 /**
+ * How long a read marker moved with an archive waits at most for a commit
+ * to write it (it goes with the next one, if sooner), in ms: a marker a
+ * second moving is not a transaction a second, and one lost to a crash
+ * only moves back a little. Its `onRead` does not wait.
+ * @default {1000}
+ */
+export const MARKERS_COMMIT_MS = 1000;
+
+/**
  * The default store: every room in this process's memory, gone with it,
  * unless it writes through to a {@linkcode RoomArchive}. Its work is
  * synchronous; without an archive the promises are for the interface's
@@ -739,6 +827,15 @@ export const COMMIT_RETRY_MS = 1000;
  */
 export class MemoryStore implements RoomStore {
   #rooms = new Map<string, MemoryRoom>();
+  /** Each room's subscribers, by name (a room nobody holds may have some). */
+  #listeners = new Map<string, Set<(event: LiveEvent) => void>>();
+  /**
+   * Read markers by person, then room: made on first use (read from the
+   * archive, if any), kept from then on.
+   */
+  #markers = new Map<string, Map<string, ReadMarker>>();
+  /** The commit that writes the markers moved since the last one. */
+  #marksDue?: ReturnType<typeof setTimeout>;
   #moderation = new Map<string, MemoryModeration>();
   /** `once` keys: the first call's answer, until it expires. */
   #once = new Map<string, { answer: Promise<number>; expires: number }>();
@@ -787,7 +884,6 @@ export class MemoryStore implements RoomStore {
       nicks: new Map(),
       owners: new Map(),
       holds: 0,
-      listeners: new Set(),
       reactions: new Map(),
     };
     const kept = this.#archive?.load(name, this.#options.historySize);
@@ -975,6 +1071,8 @@ export class MemoryStore implements RoomStore {
   }
 
   close(): Promise<void> {
+    clearTimeout(this.#marksDue);
+    this.#marksDue = undefined;
     if (!this.#archive) return Promise.resolve();
     const commit = this.#commit;
     this.#commit = undefined;
@@ -993,15 +1091,29 @@ export class MemoryStore implements RoomStore {
   }
 
   notify(name: string, event: TypingEvent): void {
-    for (const onEvent of this.#rooms.get(name)?.listeners ?? []) {
-      onEvent(event);
-    }
+    if (this.#rooms.has(name)) this.#tell(name, event);
   }
 
+  /**
+   * A room nobody holds may be subscribed to (a person's read marker
+   * watches it): its events come once it is held and something happens.
+   */
   subscribe(name: string, onEvent: (event: LiveEvent) => void): () => void {
-    const listeners = this.#room(name).listeners;
+    let listeners = this.#listeners.get(name);
+    if (!listeners) this.#listeners.set(name, listeners = new Set());
     listeners.add(onEvent);
-    return () => listeners.delete(onEvent);
+    return () => {
+      listeners.delete(onEvent);
+      if (listeners.size === 0 && this.#listeners.get(name) === listeners) {
+        this.#listeners.delete(name);
+      }
+    };
+  }
+
+  /** Passes an event on to the room's subscribers. */
+  #tell(name: string, event: LiveEvent): void {
+    const listeners = this.#listeners.get(name);
+    if (listeners) { for (const onEvent of listeners) onEvent(event); }
   }
 
   roomCount(): number {
@@ -1162,6 +1274,115 @@ export class MemoryStore implements RoomStore {
     const txn = this.#txn(name, this.#room(name), appended);
     const removed = rules.delete(txn, id, by, author);
     return this.#durable(typeof removed === "number" ? appended[0] : removed);
+  }
+
+  markers(person: string): Promise<ReadMarker[]> {
+    const mine = this.#markersOf(person);
+    return Promise.resolve(
+      newestFirst([...mine.values()]).slice(0, MAX_MY_ROOMS),
+    );
+  }
+
+  markRead(
+    name: string,
+    person: string,
+    id: number,
+    nick: string,
+  ): Promise<ReadMarker | MarkRefusal> {
+    const room = this.#rooms.get(name);
+    const mine = this.#markersOf(person);
+    const marked = markRead(mine.get(name), room, {
+      room: name,
+      id,
+      nick,
+      now: Date.now(),
+    });
+    if (typeof marked === "string") return Promise.resolve(marked);
+    mine.set(name, marked);
+    this.#archive?.mark(person, marked);
+    for (const old of forgotten([...mine.values()])) {
+      mine.delete(old.room);
+      this.#archive?.unmark(person, old.room);
+    }
+    // Written with the next commit, or within MARKERS_COMMIT_MS: not a
+    // commit of its own each (a marker lost to a crash only moves back).
+    if (this.#archive && this.#marksDue === undefined) {
+      this.#marksDue = setTimeout(() => {
+        this.#marksDue = undefined;
+        this.#scheduleCommit(0);
+      }, MARKERS_COMMIT_MS);
+    }
+    this.#options.onRead?.(person, marked);
+    return Promise.resolve(marked);
+  }
+
+  unread(marker: ReadMarker): Promise<Unread | undefined> {
+    try {
+      return Promise.resolve(this.#unread(marker));
+    } catch (error) {
+      return Promise.reject(error); // the archive failed
+    }
+  }
+
+  /**
+   * A held room's from its live window (and, below it, the archive's); a
+   * room nobody holds from the archive alone (in memory it is gone, and its
+   * epoch with it).
+   */
+  #unread(marker: ReadMarker): Unread | undefined {
+    const archive = this.#archive;
+    const room = this.#rooms.get(marker.room);
+    if (!room) {
+      const kept = archive?.load(marker.room, 0);
+      if (!kept || kept.epoch !== marker.epoch) return undefined;
+      // One more than is read, to know whether there are more.
+      const events = archive!.newer(
+        marker.room,
+        marker.id,
+        Infinity,
+        MAX_UNREAD_READ + 1,
+      );
+      const more = events.length > MAX_UNREAD_READ;
+      return {
+        ...countUnread(events.slice(0, MAX_UNREAD_READ), marker, more),
+        through: kept.lastId,
+      };
+    }
+    if (room.epoch !== marker.epoch) return undefined;
+    const history = room.history;
+    const windowFrom = history[0]?.id ?? room.lastId + 1;
+    const start = firstAtOrAbove(history, marker.id + 1);
+    if (!archive || marker.id + 1 >= windowFrom) {
+      const counts = countUnread(history, marker, false, start);
+      return { ...counts, through: room.lastId };
+    }
+    const after = history.slice(start);
+    const earlier = archive.newer(
+      marker.room,
+      marker.id,
+      windowFrom,
+      MAX_UNREAD_READ + 1,
+    );
+    const more = earlier.length > MAX_UNREAD_READ;
+    return {
+      ...countUnread(
+        more ? earlier.slice(0, MAX_UNREAD_READ) : [...earlier, ...after],
+        marker,
+        more,
+      ),
+      through: room.lastId,
+    };
+  }
+
+  /** A person's markers by room, read from the archive on first use. */
+  #markersOf(person: string): Map<string, ReadMarker> {
+    let mine = this.#markers.get(person);
+    if (!mine) {
+      const kept = this.#archive?.markers(person) ?? [];
+      mine = new Map(kept.map((marker) => [marker.room, marker]));
+      this.#markers.set(person, mine);
+    }
+    return mine;
   }
 
   /**
@@ -1347,7 +1568,7 @@ export class MemoryStore implements RoomStore {
     this.#keep(room, event);
     this.#options.outbox?.add(room.name, event);
     if (!this.#archive) {
-      for (const onEvent of room.listeners) onEvent(event);
+      this.#tell(room.name, event);
       return event;
     }
     this.#archive.append(room.name, event);
@@ -1359,7 +1580,7 @@ export class MemoryStore implements RoomStore {
   /** A notice to the room's subscribers, after this turn's commit. */
   #announce(room: MemoryRoom, notice: ReactEvent): void {
     if (!this.#archive) {
-      for (const onEvent of room.listeners) onEvent(notice);
+      this.#tell(room.name, notice);
       return;
     }
     this.#unsent.push([room, notice]);
@@ -1420,6 +1641,8 @@ export class MemoryStore implements RoomStore {
   #flush(): void {
     const commit = this.#commit!;
     this.#commit = undefined;
+    clearTimeout(this.#marksDue); // this commit writes them
+    this.#marksDue = undefined;
     try {
       this.#archive!.commit();
     } catch (error) {
@@ -1437,9 +1660,8 @@ export class MemoryStore implements RoomStore {
     this.#failing = false;
     const unsent = this.#unsent;
     this.#unsent = [];
-    for (const [room, event] of unsent) {
-      for (const onEvent of room.listeners) onEvent(event);
-    }
+    for (const [room, event] of unsent) this.#tell(room.name, event);
+
     commit.done.resolve();
   }
 

@@ -27,6 +27,11 @@
  *   so the index never finds what no read would return; new rows are
  *   written in batches ({@linkcode INDEX_FLUSH_MS}), read from memory
  *   until then, and those a crash left out are written at the next start;
+ * - `markers`: per person (a session's or a login's owner) and room name,
+ *   their read marker: the room's epoch, the event id read up to, the nick
+ *   they held, when it last moved (schema 4); at most `MAX_MY_ROOMS` per
+ *   person, and those older than `retainDays` are deleted by the retention
+ *   sweep;
  * - `moderation`: per room name (a ban is checked at the handshake, before
  *   the room is loaded), its topic, slow mode, bans, mutes, reserved
  *   verified names, whether it is private, and its invites (a link's by its
@@ -48,6 +53,7 @@
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { randomBytes } from "node:crypto";
 import type { RoomEvent } from "../wire/protocol.ts";
+import { MAX_MY_ROOMS, newestFirst, type ReadMarker } from "./markers.ts";
 import {
   ftsMatch,
   matchesQuery,
@@ -89,8 +95,11 @@ export interface SqliteStoreOptions extends StoreOptions {
 
 /** `PRAGMA application_id`: marks a file as deno-chat's ("dcht"). */
 const APPLICATION_ID = 0x64636874;
-/** The schema's version (`PRAGMA user_version`). */
-const SCHEMA_VERSION = 3;
+/**
+ * The schema's version (`PRAGMA user_version`): 2 added reactions, 3 the
+ * search index, 4 read markers.
+ */
+const SCHEMA_VERSION = 4;
 /** How often retention runs when it has nothing left over, in ms. */
 export const RETENTION_SWEEP_MS = 60_000;
 /**
@@ -139,13 +148,14 @@ const SEARCH_TABLE = `
  * list FTS5 reads newest first and stops; the rule sorts out the rest.
  * Without it a prefix of a common word cost a merge of whole lists (0.45 s
  * at the 99th percentile over a million events; bench/README.md).
+ * @default {3}
  */
 const INDEX_PREFIX_CHARS = 3;
 
 /**
  * Event ids at or past this are not indexed (a room's ids share an index
  * rowid with its key: 2^32 each, billions of events more than retention
- * keeps).
+ * keeps). @default {2 ** 32}
  */
 const INDEX_IDS = 2 ** 32;
 
@@ -203,6 +213,22 @@ function indexLeftOut(db: DatabaseSync): void {
 }
 
 /**
+ * Read markers (schema 4): one row per person and room, the room by name
+ * (a person's rooms are listed without loading them).
+ */
+const MARKERS_TABLE = `
+  CREATE TABLE markers (
+    person TEXT NOT NULL,
+    room TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    nick TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    PRIMARY KEY (person, room)
+  ) WITHOUT ROWID;
+`;
+
+/**
  * What brings a file of schema N (the key) to N + 1, run at start in the
  * opening transaction: a file made by an older deno-chat is upgraded in
  * place, its history kept.
@@ -211,6 +237,7 @@ const MIGRATIONS: Record<number, string> = {
   1: REACTIONS_TABLE,
   // The index is then built by `indexLeftOut`, as after a crash.
   2: SEARCH_TABLE,
+  3: MARKERS_TABLE,
 };
 
 const SCHEMA = `
@@ -238,6 +265,7 @@ const SCHEMA = `
   ) WITHOUT ROWID;
   ${REACTIONS_TABLE}
   ${SEARCH_TABLE}
+  ${MARKERS_TABLE}
   PRAGMA application_id = ${APPLICATION_ID};
   PRAGMA user_version = ${SCHEMA_VERSION};
 `;
@@ -292,6 +320,12 @@ export class SqliteArchive implements RoomArchive {
   >();
   /** Moderation changes for the next commit, in the order they were made. */
   #changes: [room: string, change: ModerationChange][] = [];
+  /**
+   * Read markers for the next commit, by person and room: the latest one
+   * (null: forgotten), so a person marking a room often in a turn is one
+   * row written.
+   */
+  #marks = new Map<string, Map<string, ReadMarker | null>>();
   #sql: Record<
     | "room"
     | "insertRoom"
@@ -320,7 +354,12 @@ export class SqliteArchive implements RoomArchive {
     | "moderation"
     | "setModeration"
     | "unsetModeration"
-    | "expireSanctions",
+    | "expireSanctions"
+    | "markers"
+    | "setMarker"
+    | "unsetMarker"
+    | "expireMarkers"
+    | "newer",
     StatementSync
   >;
   #retention?: ReturnType<typeof setTimeout>;
@@ -406,6 +445,22 @@ export class SqliteArchive implements RoomArchive {
       ),
       expireSanctions: prepare(
         "DELETE FROM moderation WHERE kind IN ('ban', 'mute', 'invite') AND until <= ?",
+      ),
+      markers: prepare(
+        "SELECT room, epoch, id, nick, at FROM markers WHERE person = ?",
+      ),
+      // An upsert: cheaper than REPLACE's delete and insert of the row.
+      setMarker: prepare(
+        "INSERT INTO markers (person, room, epoch, id, nick, at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (person, room) DO UPDATE SET epoch = excluded.epoch, id = excluded.id, nick = excluded.nick, at = excluded.at",
+      ),
+      unsetMarker: prepare(
+        "DELETE FROM markers WHERE person = ? AND room = ?",
+      ),
+      expireMarkers: prepare("DELETE FROM markers WHERE at < ?"),
+      // What a marker leaves unread: messages, actions and DMs only, so
+      // that joins and the like do not use up what a count reads.
+      newer: prepare(
+        "SELECT event FROM events WHERE room = ? AND id > ? AND id < ? AND event ->> '$.type' IN ('message', 'action', 'dm') ORDER BY id LIMIT ?",
       ),
     };
     this.#nextKey = Number(
@@ -649,7 +704,7 @@ export class SqliteArchive implements RoomArchive {
       made.size === 0 && this.#rows.length === 0 &&
       this.#removals.size === 0 && this.#changes.length === 0 &&
       this.#replacements.size === 0 && this.#reacted.size === 0 &&
-      !this.#options.commitHook?.pending()
+      !this.#options.commitHook?.pending() && this.#marks.size === 0
     ) {
       return;
     }
@@ -688,6 +743,21 @@ export class SqliteArchive implements RoomArchive {
         }
       }
       for (const [room, change] of this.#changes) this.#apply(room, change);
+      for (const [person, rooms] of this.#marks) {
+        for (const [room, marker] of rooms) {
+          if (marker === null) sql.unsetMarker.run(person, room);
+          else {
+            sql.setMarker.run(
+              person,
+              room,
+              marker.epoch,
+              marker.id,
+              marker.nick,
+              marker.at,
+            );
+          }
+        }
+      }
       const full = unindexed.size >= INDEX_BATCH_ROWS;
       if (full) {
         for (const row of unindexed.values()) {
@@ -718,6 +788,7 @@ export class SqliteArchive implements RoomArchive {
     this.#reacted.clear();
     this.#removals.clear();
     this.#changes = [];
+    this.#marks.clear();
     for (const room of made.values()) room.epoch = undefined;
     made.clear();
     this.#options.commitHook?.committed();
@@ -809,6 +880,71 @@ export class SqliteArchive implements RoomArchive {
           change.invite.until ?? null,
         );
     }
+  }
+
+  markers(person: string): ReadMarker[] {
+    const found = new Map<string, ReadMarker>();
+    for (const row of this.#sql.markers.iterate(person)) {
+      const room = String(row.room);
+      found.set(room, {
+        room,
+        epoch: String(row.epoch),
+        id: Number(row.id),
+        nick: String(row.nick),
+        at: Number(row.at),
+      });
+    }
+    for (const [room, marker] of this.#marks.get(person) ?? []) {
+      if (marker === null) found.delete(room);
+      else found.set(room, marker);
+    }
+    return newestFirst([...found.values()]).slice(0, MAX_MY_ROOMS);
+  }
+
+  mark(person: string, marker: ReadMarker): void {
+    this.#marksOf(person).set(marker.room, marker);
+  }
+
+  unmark(person: string, room: string): void {
+    this.#marksOf(person).set(room, null);
+  }
+
+  #marksOf(person: string): Map<string, ReadMarker | null> {
+    let marks = this.#marks.get(person);
+    if (!marks) this.#marks.set(person, marks = new Map());
+    return marks;
+  }
+
+  newer(
+    room: string,
+    after: number,
+    before: number,
+    count: number,
+  ): RoomEvent[] {
+    const key = this.#known.get(room)?.key ??
+      this.#sql.room.get(room)?.key as number | undefined;
+    if (key === undefined) return [];
+    const removed = this.#removals.get(Number(key));
+    const counted = (event: RoomEvent) =>
+      (event.type === "message" || event.type === "action" ||
+        event.type === "dm") && !removed?.has(event.id);
+    // SQLite takes no Infinity: the largest id it keeps instead.
+    const below = Math.min(before, Number.MAX_SAFE_INTEGER);
+    const stored = this.#sql.newer.all(
+      key,
+      after,
+      below,
+      count + (removed?.size ?? 0),
+    ).map((row) => JSON.parse(row.event as string) as RoomEvent);
+    // Queued this turn (a burst past the live window), as they read now.
+    const queued = this.#rows.filter(([rowKey, id]) =>
+      rowKey === key && id > after && id < below
+    ).map(([, , , text]) => JSON.parse(text) as RoomEvent);
+    const events = [...stored, ...queued].map((event) => {
+      const edited = this.#replacements.get(`${key}/${event.id}`);
+      return edited ? JSON.parse(edited[2]) as RoomEvent : event;
+    }).filter(counted);
+    return events.slice(0, count);
   }
 
   older(room: string, before: number, count: number): RoomEvent[] {
@@ -948,6 +1084,8 @@ export class SqliteArchive implements RoomArchive {
     }
     // Bans and mutes that have run out (a few rows at most).
     sql.expireSanctions.run(now);
+    // Markers not moved for as long as events are kept.
+    if (retainDays > 0) sql.expireMarkers.run(now - retainDays * DAY_MS);
     return deleted;
   }
 

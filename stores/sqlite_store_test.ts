@@ -13,11 +13,19 @@ import { DatabaseSync } from "node:sqlite";
 import { CloseCode, type NewEvent, type RoomEvent } from "../wire/protocol.ts";
 import type { ChatServer } from "../main.ts";
 import { DataFileError, SqliteArchive, SqliteStore } from "./sqlite_store.ts";
-import { type KeptReaction, reconnectToken, type RoomStore } from "./rooms.ts";
+import {
+  type KeptReaction,
+  MARKERS_COMMIT_MS,
+  MAX_UNREAD_COUNTED,
+  MAX_UNREAD_READ,
+  reconnectToken,
+  type RoomStore,
+} from "./rooms.ts";
 import {
   chatUrl,
   cli,
   closeAll,
+  eventually,
   type Json,
   jsonClient,
   Peer,
@@ -1033,7 +1041,7 @@ Deno.test("a data file made before reactions opens, keeps its history and keeps 
     const reader = new DatabaseSync(path, { readOnly: true });
     const version = reader.prepare("PRAGMA user_version").get()!.user_version;
     reader.close();
-    assert.equal(Number(version), 3, "upgraded in place (to schema 3)");
+    assert.equal(Number(version), 4, "upgraded in place");
     archive = SqliteArchive.open({ ...FILL, path });
     assert.deepEqual(
       archive.load("lobby", 10)!.reactions,
@@ -1056,15 +1064,134 @@ Deno.test("a data file made before reactions opens, keeps its history and keeps 
   });
 });
 
+Deno.test("a data file of schema 2 or 3 opens, and keeps read markers from then on (schema 4)", async () => {
+  await inTempDir((dir) => {
+    for (const version of [2, 3]) {
+      const path = `${dir}/chat-${version}.db`;
+      oldFile(path, version);
+      const db = new DatabaseSync(path);
+      db.exec(`CREATE TABLE reactions (
+        room INTEGER NOT NULL, id INTEGER NOT NULL, reactions TEXT NOT NULL,
+        PRIMARY KEY (room, id)) WITHOUT ROWID`);
+      // Schema 3 is the search index's (its table as sqlite_store.ts makes it).
+      if (version === 3) {
+        db.exec(`CREATE VIRTUAL TABLE search_index USING fts5(words,
+          content = '', contentless_delete = 1,
+          tokenize = 'unicode61 remove_diacritics 2', prefix = '2 3')`);
+      }
+      db.close();
+      let archive = SqliteArchive.open({ ...FILL, path });
+      assert.deepEqual(archive.markers("s.ada"), []);
+      const marker = {
+        room: "lobby",
+        epoch: "old-epoch",
+        id: 1,
+        nick: "ada",
+        at: 1,
+      };
+      archive.mark("s.ada", marker);
+      assert.deepEqual(archive.markers("s.ada"), [marker], "queued");
+      archive.close();
+      archive = SqliteArchive.open({ ...FILL, path });
+      assert.deepEqual(archive.markers("s.ada"), [marker], `from ${version}`);
+      assert.deepEqual(
+        archive.newer("lobby", 1, Infinity, 10).map((event) => event.id),
+        [2],
+      );
+      archive.unmark("s.ada", "lobby");
+      archive.close();
+      archive = SqliteArchive.open({ ...FILL, path });
+      assert.deepEqual(archive.markers("s.ada"), [], "forgotten");
+      archive.close();
+      const reader = new DatabaseSync(path, { readOnly: true });
+      const upgraded = reader.prepare("PRAGMA user_version").get()!;
+      reader.close();
+      assert.equal(Number(upgraded.user_version), 4);
+    }
+  });
+});
+
+Deno.test(`a count of what a marker leaves reads at most MAX_UNREAD_READ messages of the file: past them it is MAX_UNREAD_COUNTED`, async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    const events: NewEvent[] = [
+      { type: "join", nick: "ada" },
+      ...Array.from(
+        { length: 50 },
+        () => ({ type: "join", nick: "x" }) as NewEvent,
+      ),
+      ...messages(MAX_UNREAD_READ, "bob"),
+      { type: "message", from: "bob", text: "ada?" },
+    ];
+    await fill(path, "lobby", events);
+    const store = await SqliteStore.connect({ ...FILL, path });
+    const epoch = SqliteArchive.open({ ...FILL, path });
+    const kept = epoch.load("lobby", 0)!;
+    epoch.close();
+    const marker = {
+      room: "lobby",
+      epoch: kept.epoch,
+      id: 1,
+      nick: "ada",
+      at: 1,
+    };
+    // Joins are not read: the messages after the marker are one too many.
+    assert.deepEqual(await store.unread(marker), {
+      unread: MAX_UNREAD_COUNTED,
+      mentions: 0,
+      through: events.length,
+    });
+    assert.deepEqual(await store.unread({ ...marker, id: 52 }), {
+      unread: MAX_UNREAD_COUNTED,
+      mentions: 1,
+      through: events.length,
+    }, "one fewer: all read, the last a mention");
+    await store.close!();
+  });
+});
+
+Deno.test("a read marker is written with the next commit, or within MARKERS_COMMIT_MS when none comes", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/chat.db`;
+    const store = await SqliteStore.connect({ ...FILL, path });
+    try {
+      store.hold("lobby");
+      await store.join("lobby", { owner: "s.ada", nick: "ada" });
+      const rows = () => {
+        const reader = new DatabaseSync(path, { readOnly: true });
+        try {
+          return reader.prepare("SELECT person, room, id FROM markers").all()
+            .map((row) => [row.person, row.room, row.id]);
+        } finally {
+          reader.close();
+        }
+      };
+      const moved = Date.now();
+      await store.markRead("lobby", "s.ada", 1, "ada");
+      assert.deepEqual(rows(), [], "no commit of its own at once");
+      await eventually("the marker in the file", () => rows().length === 1);
+      assert.ok(Date.now() - moved >= MARKERS_COMMIT_MS - 50);
+      assert.deepEqual(rows(), [["s.ada", "lobby", 1]]);
+      // With an event, in the same commit.
+      await store.append("lobby", { type: "message", from: "ada", text: "hi" });
+      await store.markRead("lobby", "s.ada", 2, "ada");
+      await store.append("lobby", { type: "message", from: "ada", text: "hm" });
+      assert.deepEqual(rows(), [["s.ada", "lobby", 2]]);
+    } finally {
+      await store.close!();
+    }
+  });
+});
+
 Deno.test("a data file of a newer schema is refused, and left as it was", async () => {
   await inTempDir((dir) => {
     const path = `${dir}/chat.db`;
-    oldFile(path, 4);
+    oldFile(path, 5);
     assert.throws(
       () => SqliteArchive.open({ ...FILL, path }),
       (error: Error) =>
         error instanceof DataFileError &&
-        /^cannot use --data .*: made by another version of deno-chat \(schema 4, this one reads 3\)$/
+        /^cannot use --data .*: made by another version of deno-chat \(schema 5, this one reads 4\)$/
           .test(error.message),
     );
     const reader = new DatabaseSync(path, { readOnly: true });
@@ -1073,7 +1200,7 @@ Deno.test("a data file of a newer schema is refused, and left as it was", async 
       "SELECT count(*) AS n FROM sqlite_schema WHERE name = 'reactions'",
     ).get()!.n;
     reader.close();
-    assert.deepEqual([Number(version), Number(tables)], [4, 0]);
+    assert.deepEqual([Number(version), Number(tables)], [5, 0]);
   });
 });
 

@@ -23,11 +23,14 @@ import {
 import {
   type Entrant,
   type HistoryPage,
+  MAX_MY_ROOMS,
+  MAX_UNREAD_COUNTED,
   MemoryStore,
   NICK_CANDIDATES,
   NoNickLeft,
   NoSuchRoom,
   type PostRefusal,
+  type ReadMarker,
   type RoomStore,
   type StoreOptions,
 } from "./rooms.ts";
@@ -41,6 +44,8 @@ interface Subject {
   evicted: [string, string][];
   /** `onExpel` calls: (room, owner, reason). */
   expelled: [string, string, string][];
+  /** `onRead` calls: (person, marker). */
+  marked: [string, ReadMarker][];
   /**
    * Closes the store and opens it again on what it kept (a restart of the
    * process); absent for a store that keeps nothing past its process.
@@ -75,12 +80,15 @@ const DEFAULTS = {
 function recorder() {
   const evicted: [string, string][] = [];
   const expelled: [string, string, string][] = [];
+  const marked: [string, ReadMarker][] = [];
   const hooks = {
     onEvict: (room: string, owner: string) => evicted.push([room, owner]),
     onExpel: (room: string, owner: string, reason: string) =>
       expelled.push([room, owner, reason]),
+    onRead: (person: string, marker: ReadMarker) =>
+      marked.push([person, marker]),
   };
-  return { evicted, expelled, hooks };
+  return { evicted, expelled, marked, hooks };
 }
 
 const KINDS: StoreKind[] = [
@@ -90,7 +98,7 @@ const KINDS: StoreKind[] = [
     keepsEmptyRooms: false,
     pagesPastWindow: false,
     open: (options) => {
-      const { evicted, expelled, hooks } = recorder();
+      const { evicted, expelled, marked, hooks } = recorder();
       const store = new MemoryStore({
         ...DEFAULTS,
         ...hooks,
@@ -100,6 +108,7 @@ const KINDS: StoreKind[] = [
         store,
         evicted,
         expelled,
+        marked,
         close: () => Promise.resolve(),
       });
     },
@@ -111,7 +120,7 @@ const KINDS: StoreKind[] = [
     pagesPastWindow: true,
     open: async (options) => {
       const dir = await Deno.makeTempDir({ prefix: "chat-contract-" });
-      const { evicted, expelled, hooks } = recorder();
+      const { evicted, expelled, marked, hooks } = recorder();
       const connect = () =>
         SqliteStore.connect({
           ...DEFAULTS,
@@ -126,6 +135,7 @@ const KINDS: StoreKind[] = [
           store: await connect(),
           evicted,
           expelled,
+          marked,
           reopen: async () => {
             await subject.store.close!();
             subject.store = await connect();
@@ -152,7 +162,7 @@ const KINDS: StoreKind[] = [
     pagesPastWindow: false,
     open: async (options) => {
       const redis = await startRedis();
-      const { evicted, expelled, hooks } = recorder();
+      const { evicted, expelled, marked, hooks } = recorder();
       const connect = () =>
         RedisStore.connect({
           ...DEFAULTS,
@@ -166,6 +176,7 @@ const KINDS: StoreKind[] = [
           store: await connect(),
           evicted,
           expelled,
+          marked,
           reopen: async () => {
             await subject.store.close!();
             subject.store = await connect();
@@ -1655,4 +1666,243 @@ contract(
       "invited",
     );
   },
+);
+
+// ---------------------------------------------------------------------------
+// Read markers
+// ---------------------------------------------------------------------------
+
+/**
+ * What a marker leaves unread once counted through event `through`: a
+ * shared store counts what its process has taken (later events are the
+ * counter's to add as they come), which may be a moment behind.
+ */
+async function unreadThrough(
+  store: RoomStore,
+  marker: ReadMarker,
+  through: number,
+) {
+  let found;
+  await eventually(
+    `counted through ${through}`,
+    async () => (found = await store.unread(marker))?.through === through,
+  );
+  return found;
+}
+
+/** A marker with its time left out (`at`: when it moved, not predictable). */
+function untimed(marker: unknown): unknown {
+  if (typeof marker !== "object" || marker === null) return marker;
+  const { at, ...rest } = marker as ReadMarker;
+  assert.equal(typeof at, "number");
+  return rest;
+}
+
+contract(
+  "a read marker moves forward only, within the ids the room gave out, and every process hears of it",
+  async ({ store, marked }) => {
+    const ann = await join(store, "r", { owner: "s.ann", nick: "ann" }); // 1
+    await store.append("r", { type: "message", from: "ann", text: "hi" }); // 2
+    assert.equal(await store.markRead("r", "s.ann", 3, "ann"), "past_newest");
+    const first = await store.markRead("r", "s.ann", 1, "ann");
+    const expected = { room: "r", epoch: ann.epoch, id: 1, nick: "ann" };
+    assert.deepEqual(untimed(first), expected);
+    const moved = await store.markRead("r", "s.ann", 2, "ann") as ReadMarker;
+    assert.deepEqual(untimed(moved), { ...expected, id: 2 });
+    for (const id of [2, 1]) {
+      assert.equal(await store.markRead("r", "s.ann", id, "ann"), "unchanged");
+    }
+    await eventually("both moves heard", () => marked.length === 2);
+    assert.deepEqual(marked, [["s.ann", first], ["s.ann", moved]]);
+    assert.deepEqual(await store.markers("s.ann"), [moved]);
+    assert.deepEqual(await store.markers("s.bob"), [], "one person's");
+    assert.equal(
+      await store.markRead("nowhere", "s.ann", 1, "ann"),
+      "past_newest",
+      "a room never made",
+    );
+  },
+);
+
+contract(
+  `a person keeps markers in at most ${MAX_MY_ROOMS} rooms: the least recently moved is forgotten`,
+  async ({ store }) => {
+    // Marked from the last name down: the first marked is the oldest, and
+    // (in the same millisecond) the last by name.
+    const rooms = Array.from(
+      { length: MAX_MY_ROOMS + 1 },
+      (_, i) => `r${String(MAX_MY_ROOMS - i).padStart(3, "0")}`,
+    );
+    for (const room of rooms) {
+      await join(store, room, { owner: "s.ann", nick: "ann" });
+      assert.notEqual(
+        typeof await store.markRead(room, "s.ann", 1, "ann"),
+        "string",
+      );
+    }
+    const kept = (await store.markers("s.ann")).map((marker) => marker.room);
+    assert.equal(kept.length, MAX_MY_ROOMS);
+    assert.ok(!kept.includes(rooms[0]), "the first marked is forgotten");
+    assert.deepEqual(new Set(kept), new Set(rooms.slice(1)));
+  },
+  { maxRooms: MAX_MY_ROOMS + 1 },
+);
+
+contract(
+  "unread counts others' messages and actions and DMs to the reader after the marker; mentions are the reader's nick as a word (by nick key) and DMs; deletions and edits as history reads now",
+  async ({ store }) => {
+    const ann = await join(store, "r", { owner: "s.ann", nick: "ann" }); // 1
+    await join(store, "r", { owner: "s.bob", nick: "bob" }); // 2
+    const said: [string, string, string?][] = [
+      ["message", "hello"], // 3: unread
+      ["action", "waves at ANN"], // 4: a mention, by nick key
+      ["dm", "psst", "ann"], // 5: a DM to ann: a mention
+      ["dm", "psst", "cy"], // 6: another's DM: nothing
+      ["message", "annabel is here"], // 7: unread, not a mention
+      ["message", "@\u0430nn: look"], // 8: Cyrillic а: a mention
+      ["message", "ann-like"], // 9: one word, not ann's nick
+    ];
+    for (const [type, text, to] of said) {
+      await store.append(
+        "r",
+        (to
+          ? { type, from: "bob", to, text }
+          : { type, from: "bob", text }) as NewEvent,
+      );
+    }
+    await store.append("r", { type: "message", from: "ann", text: "@ann" }); // 10: hers
+    const marker = await store.markRead("r", "s.ann", 2, "ann") as ReadMarker;
+    assert.deepEqual(await unreadThrough(store, marker, 10), {
+      unread: 6,
+      mentions: 3,
+      through: 10,
+    });
+    assert.deepEqual(
+      await store.unread({ ...marker, id: 5 }),
+      { unread: 3, mentions: 1, through: 10 },
+      "after a later marker",
+    );
+    await store.delete("r", 7, "bob"); // 11
+    await store.edit(
+      "r",
+      { nick: "bob", since: 2, keys: [] },
+      3,
+      "hi ann",
+      60_000,
+    ); // 12
+    assert.deepEqual(await unreadThrough(store, marker, 12), {
+      unread: 5,
+      mentions: 4,
+      through: 12,
+    });
+    assert.equal(await store.unread({ ...marker, epoch: "other" }), undefined);
+    assert.equal(
+      await store.unread({ ...marker, room: "nowhere" }),
+      undefined,
+      "a room never made",
+    );
+    assert.equal(ann.epoch, marker.epoch);
+  },
+);
+
+contract(
+  `unread stops counting at ${MAX_UNREAD_COUNTED}`,
+  async ({ store }) => {
+    await join(store, "r", { owner: "s.ann", nick: "ann" }); // 1
+    const marker = await store.markRead("r", "s.ann", 1, "ann") as ReadMarker;
+    for (let i = 0; i < MAX_UNREAD_COUNTED + 2; i++) {
+      await store.append("r", { type: "message", from: "bob", text: "ann?" });
+    }
+    assert.deepEqual(
+      await unreadThrough(store, marker, MAX_UNREAD_COUNTED + 3),
+      {
+        unread: MAX_UNREAD_COUNTED,
+        mentions: MAX_UNREAD_COUNTED,
+        through: MAX_UNREAD_COUNTED + 3,
+      },
+    );
+  },
+  { historySize: MAX_UNREAD_COUNTED + 10, maxHistoryBytes: 1 << 20 },
+);
+
+contract(
+  "read markers and what they leave unread outlive a restart",
+  async (subject) => {
+    const { store } = subject;
+    await join(store, "r", { owner: "s.ann", nick: "ann" }); // 1
+    await store.append("r", { type: "message", from: "bob", text: "ann!" }); // 2
+    const marker = await store.markRead("r", "s.ann", 1, "ann") as ReadMarker;
+    await subject.reopen!();
+    const again = subject.store;
+    assert.deepEqual(await again.markers("s.ann"), [marker]);
+    assert.deepEqual(await again.unread(marker), {
+      unread: 1,
+      mentions: 1,
+      through: 2,
+    });
+  },
+  {},
+  (kind) => kind.keepsEmptyRooms,
+);
+
+contract(
+  "in memory a marker of a room that ended is void, and one of another epoch",
+  async ({ store }) => {
+    await join(store, "r", { owner: "s.ann", nick: "ann" }); // 1
+    const marker = await store.markRead("r", "s.ann", 1, "ann") as ReadMarker;
+    await store.leave("r", "s.ann", true);
+    assert.equal(await store.unread(marker), undefined, "the room ended");
+    const again = await join(store, "r", { owner: "s.bob", nick: "bob" });
+    assert.notEqual(again.epoch, marker.epoch);
+    assert.equal(await store.unread(marker), undefined, "another epoch");
+    const moved = await store.markRead("r", "s.ann", 1, "ann") as ReadMarker;
+    assert.equal(moved.epoch, again.epoch, "any id of the new epoch moves it");
+  },
+  {},
+  (kind) => !kind.keepsEmptyRooms,
+);
+
+contract(
+  "a subscriber of a room nobody holds gets its events once it is held",
+  async ({ store }) => {
+    const seen: unknown[] = [];
+    const unsubscribe = store.subscribe(
+      "r",
+      (event) => seen.push(timeless(event)),
+    );
+    await join(store, "r", { owner: "1", nick: "ann" });
+    await store.append("r", { type: "message", from: "ann", text: "hi" });
+    await eventually("both delivered", () => seen.length === 2);
+    assert.deepEqual(seen, [
+      { type: "join", nick: "ann", id: 1 },
+      { type: "message", from: "ann", text: "hi", id: 2 },
+    ]);
+    unsubscribe();
+  },
+);
+
+contract(
+  "unread counts what the store keeps: the live window in memory and in Redis, every event retained with a data file (a room nobody is in too)",
+  async ({ store }, kind) => {
+    await join(store, "r", { owner: "s.ann", nick: "ann" }); // 1
+    const marker = await store.markRead("r", "s.ann", 1, "ann") as ReadMarker;
+    await say(store, "r", 8, "bob"); // 2 to 9: the window keeps 5 to 9
+    const counted = kind.pagesPastWindow ? 8 : 5;
+    assert.deepEqual(await unreadThrough(store, marker, 9), {
+      unread: counted,
+      mentions: 0,
+      through: 9,
+    });
+    // The leave (10) pushes 5 out of the window; in memory the room ends.
+    await store.leave("r", "s.ann", true);
+    assert.deepEqual(
+      await store.unread(marker),
+      kind.pagesPastWindow
+        ? { unread: 8, mentions: 0, through: 10 }
+        : kind.keepsEmptyRooms
+        ? { unread: 4, mentions: 0, through: 10 }
+        : undefined,
+    );
+  },
+  { historySize: 5 },
 );

@@ -433,9 +433,12 @@ const AWAY = {
 };
 const BACK = { type: "message", id: 6, ts: "<ts>", from: "ada", text: "back" };
 
-/** A welcome as `comparable` leaves it. */
+/**
+ * A welcome as `comparable` leaves it; a person's (a session's) names their
+ * read marker here and their rooms too (none in this conversation).
+ */
 function welcome(fields: Json): Json {
-  return {
+  const made = {
     type: "welcome",
     you: "ada",
     room: "lobby",
@@ -455,6 +458,7 @@ function welcome(fields: Json): Json {
     private: false,
     ...fields,
   };
+  return made.session ? { ...made, read: 0, rooms: [] } : made;
 }
 
 /** What every kind of client must see, event for event. */

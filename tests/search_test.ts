@@ -763,7 +763,8 @@ Deno.test("--data: a file of schema 2 is upgraded in place, its events indexed: 
         .get()!.n;
     reader.close();
     // Indexed: lobby's 2, 3, 4 and 6, other's 1 (then bob's message-less join).
-    assert.deepEqual([Number(version), Number(rows)], [3, 5]);
+    // Upgraded through every step since (3: the index; 4: read markers).
+    assert.deepEqual([Number(version), Number(rows)], [4, 5]);
   });
 });
 

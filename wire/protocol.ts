@@ -70,6 +70,12 @@ export const REPLY_QUOTE_CHARS = 100;
 export const MAX_REACTION_KEYS = 20;
 /** Longest `:short_name:` reaction key, colons included. @default {32} */
 export const MAX_SHORT_NAME_CHARS = 32;
+/**
+ * Most unread messages (and mentions) counted in one room: past it the
+ * count stays here, and a client shows "999+" (so a count is bounded work).
+ * @default {999}
+ */
+export const MAX_UNREAD_COUNTED = 999;
 /** A person's typing notices reach the room at most this often. */
 export const TYPING_INTERVAL_MS = 2000;
 /**
@@ -456,6 +462,62 @@ export interface Welcome {
   slowSeconds: number;
   /** The room is invite-only (see {@linkcode PrivateEvent}). */
   private: boolean;
+  /**
+   * A person's (a session's or a login's; absent for a connection without
+   * either): the id they have read this room up to (their read marker; 0:
+   * none, or one of an earlier epoch).
+   */
+  read?: number;
+  /**
+   * A person's: the rooms they have a read marker in, the most recently
+   * marked first (at most 50: stores/markers.ts `MAX_MY_ROOMS`), each with
+   * what it leaves unread.
+   */
+  rooms?: RoomCounts[];
+}
+
+/**
+ * One of a person's rooms: where they have read it up to, and how many
+ * messages, actions and direct messages to them came after that from
+ * others (`unread`), and how many of those mention them or are direct
+ * messages to them (`mentions`); each at most
+ * {@linkcode MAX_UNREAD_COUNTED} (a client shows "999+").
+ */
+export interface RoomCounts {
+  room: string;
+  /** The event id read up to (the person's read marker). */
+  read: number;
+  unread: number;
+  mentions: number;
+}
+
+/**
+ * A person's read marker moved (by any of their connections, on any
+ * process): every connection of theirs gets it, with the counts it leaves,
+ * as one of their rooms ({@linkcode RoomCounts}). The id read up to is
+ * `read`, not `id`: a notice is no room event (a client takes an `id` for
+ * one of its room's events).
+ */
+export interface ReadNotice extends RoomCounts {
+  type: "read";
+}
+
+/** What is unread in one of a person's rooms changed (a message came). */
+export interface UnreadNotice {
+  type: "unread";
+  room: string;
+  unread: number;
+  mentions: number;
+}
+
+/**
+ * A person's rooms with their counts: the answer to `rooms`, and sent
+ * again when the list changes (a room marked for the first time, or one
+ * whose marker became void: the room started over).
+ */
+export interface RoomsAnswer {
+  type: "rooms";
+  rooms: RoomCounts[];
 }
 
 /** Error codes a client may be sent (`unknown_command` only in plain text). */
@@ -562,6 +624,9 @@ export type ServerFrame =
   | HistoryAnswer
   | InviteFrame
   | SearchResults
+  | ReadNotice
+  | UnreadNotice
+  | RoomsAnswer
   | LiveEvent;
 
 /** What a JSON client may send. */
@@ -583,6 +648,10 @@ export type ClientFrame =
     before?: number;
     limit?: number;
   }
+  /** Marks the room read up to event `id` (a person's only). */
+  | { type: "read"; id: number }
+  /** Asks for the person's rooms with their counts. */
+  | { type: "rooms" }
   | ModerationCommand
   | AccessCommand;
 
@@ -663,6 +732,23 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
   "delete",
 ]);
 
+/**
+ * Read markers' commands: `read` (JSON only: a client marks what it has
+ * shown) and `rooms` (`/rooms` in plain text), which the page's parser does
+ * not handle yet; `rooms` joins {@linkcode Command} (and
+ * {@linkcode COMMAND_NAMES}) when it does.
+ */
+export type MarkerCommand =
+  | { type: "read"; id: number }
+  | { type: "rooms" };
+
+/**
+ * What the server takes from a client: every {@linkcode Command}, and the
+ * {@linkcode MarkerCommand}s. {@linkcode parseServerCommand} and
+ * {@linkcode parseJsonCommand} make them.
+ */
+export type ServerCommand = Command | MarkerCommand;
+
 /** The commands of `/help` up to `/history`. */
 const HELP_COMMANDS =
   "/nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /react ID EMOJI, /join ROOM, /who, /history [N] (or /more: older events)";
@@ -673,6 +759,16 @@ export const HELP_TEXT =
 
 /** How `/search` is used. */
 export const SEARCH_USAGE = `usage: /search WORDS: ${SEARCH_RULE}`;
+
+/**
+ * The server's `/help`: {@linkcode HELP_TEXT} with `/rooms`, which only the
+ * server's and the terminal client's parsers know yet (see
+ * {@linkcode MarkerCommand}).
+ */
+export const SERVER_HELP_TEXT = HELP_TEXT.replace(
+  "/history [N] (or /more: older events),",
+  "/history [N] (or /more: older events), /rooms (yours, with what is unread),",
+);
 
 /** How `/history` is used, for a count that is not one. */
 export const HISTORY_USAGE =
@@ -863,6 +959,15 @@ function searchCommand(
   return { type: "search", q, query, limit };
 }
 
+/**
+ * A typed line as the server takes it: `/rooms` (see
+ * {@linkcode MarkerCommand}), else {@linkcode parseCommand}'s command.
+ */
+export function parseServerCommand(line: string): ServerCommand {
+  if (/^\/rooms(?:\s[\s\S]*)?$/i.test(line)) return { type: "rooms" };
+  return parseCommand(line);
+}
+
 /** How each moderation command is typed, for its usage error. */
 export const MODERATION_USAGE: Record<string, string> = {
   kick: "usage: /kick NICK [reason]",
@@ -997,7 +1102,7 @@ function moderationCommand(
 }
 
 const JSON_FORMS =
-  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"edit","id":ID,"text":…}, {"type":"react","id":ID,"key":EMOJI}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N}, {"type":"search","q":…} or {"type":"typing"}';
+  'expected {"type":"message"|"action","text":…,"replyTo"?:ID}, {"type":"edit","id":ID,"text":…}, {"type":"react","id":ID,"key":EMOJI}, {"type":"dm","to":…,"text":…}, {"type":"nick","nick":…}, {"type":"history","before":ID,"limit":N}, {"type":"search","q":…}, {"type":"read","id":ID}, {"type":"rooms"} or {"type":"typing"}';
 
 const HISTORY_FORM =
   `expected {"type":"history","before":ID,"limit":N}: ID a whole number >= 0, N from 1 to ${MAX_HISTORY_PAGE} (default ${DEFAULT_HISTORY_PAGE})`;
@@ -1015,8 +1120,12 @@ function historyCommand(frame: Record<string, unknown>): Command {
   return { type: "history", before, limit };
 }
 
+/** What a `read` frame must be. */
+export const READ_FORM =
+  'expected {"type":"read","id":ID}: ID a whole number >= 1, an event of this room';
+
 /** A JSON frame as a command; anything else is `bad_json` or `bad_request`. */
-export function parseJsonCommand(data: string): Command {
+export function parseJsonCommand(data: string): ServerCommand {
   let value: unknown;
   try {
     value = JSON.parse(data);
@@ -1088,6 +1197,14 @@ export function parseJsonCommand(data: string): Command {
       return accessFrame(frame);
     }
     if (frame.type === "search") return searchCommand(frame.q, frame);
+    if (frame.type === "read") {
+      const { id } = frame;
+      if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 1) {
+        return { type: "invalid", code: "bad_request", message: READ_FORM };
+      }
+      return { type: "read", id };
+    }
+    if (frame.type === "rooms") return { type: "rooms" };
     if (typeof frame.type === "string" && MODERATION_TYPES.has(frame.type)) {
       const checked = checkModeration(frame);
       if (checked === undefined) {
@@ -1581,6 +1698,32 @@ export function renderReaction(event: ReactEvent): string {
 /** A reply's quote on a plain-text line: `↪ ada: "the start…" `. */
 function replyText(quote: ReplyQuote | undefined): string {
   return quote ? `↪ ${quote.from}: "${oneLine(quote.text)}" ` : "";
+}
+
+/** A count as a client shows it: `999+` at {@linkcode MAX_UNREAD_COUNTED}. */
+export function countText(count: number): string {
+  return count >= MAX_UNREAD_COUNTED ? `${MAX_UNREAD_COUNTED}+` : String(count);
+}
+
+/**
+ * One of a person's rooms with what is unread there, in plain text:
+ * `lobby (all read)`, `rust (3 unread, 1 mention)`.
+ */
+export function roomCountsText(counts: RoomCounts): string {
+  if (counts.unread === 0) return `${counts.room} (all read)`;
+  const mentions = counts.mentions === 0
+    ? ""
+    : `, ${countText(counts.mentions)} mention${
+      counts.mentions === 1 ? "" : "s"
+    }`;
+  return `${counts.room} (${countText(counts.unread)} unread${mentions})`;
+}
+
+/** A person's rooms on one plain-text line: the answer to `/rooms`. */
+export function roomsText(rooms: readonly RoomCounts[]): string {
+  return rooms.length === 0
+    ? "your rooms: none yet (a room is listed once you have read in it)"
+    : `your rooms: ${rooms.map(roomCountsText).join(", ")}`;
 }
 
 /** A plain-text system line: ` .... TEXT`. */

@@ -23,6 +23,9 @@ import {
   PAGE_CONSTANTS,
   parseCommand,
   parseJsonCommand,
+  parseServerCommand,
+  READ_FORM,
+  roomsText,
   SESSION_PROTOCOL_PREFIX,
 } from "./protocol.ts";
 import { pageScript } from "../tools/check_page.ts";
@@ -166,4 +169,40 @@ Deno.test("/reply ID TEXT and a JSON replyTo are a message answering ID; a bad i
     );
     assert.equal(command.type === "invalid" && command.code, "bad_request");
   }
+});
+
+Deno.test("read and rooms: the JSON frames, /rooms in plain text (the server's parser only), and the rooms line", () => {
+  assert.deepEqual(parseJsonCommand('{"type":"read","id":42}'), {
+    type: "read",
+    id: 42,
+  });
+  for (const id of ["0", "-1", "1.5", '"42"', "null", "1e300"]) {
+    assert.deepEqual(parseJsonCommand(`{"type":"read","id":${id}}`), {
+      type: "invalid",
+      code: "bad_request",
+      message: READ_FORM,
+    }, id);
+  }
+  assert.deepEqual(parseJsonCommand('{"type":"read"}'), {
+    type: "invalid",
+    code: "bad_request",
+    message: READ_FORM,
+  });
+  assert.deepEqual(parseJsonCommand('{"type":"rooms"}'), { type: "rooms" });
+  assert.deepEqual(parseServerCommand("/rooms"), { type: "rooms" });
+  assert.deepEqual(parseServerCommand("/ROOMS please"), { type: "rooms" });
+  assert.deepEqual(parseServerCommand("/roomsx"), parseCommand("/roomsx"));
+  assert.deepEqual(parseServerCommand("hello"), parseCommand("hello"));
+  assert.equal(
+    roomsText([]),
+    "your rooms: none yet (a room is listed once you have read in it)",
+  );
+  assert.equal(
+    roomsText([
+      { room: "lobby", read: 3, unread: 0, mentions: 0 },
+      { room: "rust", read: 9, unread: 3, mentions: 1 },
+      { room: "ops", read: 1, unread: 999, mentions: 2 },
+    ]),
+    "your rooms: lobby (all read), rust (3 unread, 1 mention), ops (999+ unread, 2 mentions)",
+  );
 });
