@@ -1816,20 +1816,10 @@ export class RedisStore implements RoomStore {
     this.#check();
     this.#sendAppends(name); // a reader's own posts first
     return this.#track((async () => {
-      // Each read's events' reactions, read with them.
-      const found: [number, string][] = [];
-      const page = await pageBack(request, async (before, count) => {
-        if (before <= 1) return [];
-        const read = await this.#range(name, {
-          command: "XREVRANGE",
-          range: [`${before - 1}-0`, "-", "COUNT", String(count)],
-          reactions: true,
-        });
-        found.push(...read.reactions);
-        return read.events;
-      });
-      const ids = new Set(page.events.map((event) => event.id));
-      const reactions = this.#reactionsOf(found.filter(([id]) => ids.has(id)));
+      const { page, reactions } = await this.#readBack(
+        name,
+        (older) => pageBack(request, older),
+      );
       return reactions.size > 0 ? { ...page, reactions } : page;
     })());
   }
@@ -1843,24 +1833,42 @@ export class RedisStore implements RoomStore {
     this.#check();
     this.#sendAppends(name); // a reader's own posts first
     return this.#track((async () => {
-      const found: [number, string][] = [];
-      const page = await searchBack(request, async (before, count) => {
-        if (before <= 1) return [];
-        const read = await this.#range(name, {
-          command: "XREVRANGE",
-          range: [`${before - 1}-0`, "-", "COUNT", String(count)],
-          reactions: true,
-        });
-        found.push(...read.reactions);
-        return read.events;
-      });
-      const ids = new Set(page.events.map((event) => event.id));
-      const reactions = this.#reactionsOf(found.filter(([id]) => ids.has(id)));
+      const { page, reactions } = await this.#readBack(
+        name,
+        (older) => searchBack(request, older),
+      );
       const scope = "window" as const;
       return reactions.size > 0
         ? { ...page, scope, reactions }
         : { ...page, scope };
     })());
+  }
+
+  /**
+   * What `walk` (history's `pageBack`, search's `searchBack`) finds going
+   * back through the room's stream (XREVRANGE from `before` - 1, the edits
+   * applied), with its events' reactions, read with them.
+   */
+  async #readBack<P extends { events: RoomEvent[] }>(
+    name: string,
+    walk: (
+      older: (before: number, count: number) => Promise<RoomEvent[]>,
+    ) => Promise<P>,
+  ): Promise<{ page: P; reactions: KeptReactions }> {
+    const found: [number, string][] = [];
+    const page = await walk(async (before, count) => {
+      if (before <= 1) return [];
+      const read = await this.#range(name, {
+        command: "XREVRANGE",
+        range: [`${before - 1}-0`, "-", "COUNT", String(count)],
+        reactions: true,
+      });
+      found.push(...read.reactions);
+      return read.events;
+    });
+    const ids = new Set(page.events.map((event) => event.id));
+    const reactions = this.#reactionsOf(found.filter(([id]) => ids.has(id)));
+    return { page, reactions };
   }
 
   /** Events of the room's stream, by `command` over `range` (its ids are `N-0`). */

@@ -1016,11 +1016,23 @@ export class MemoryStore implements RoomStore {
         this.#archive.older(name, floor, count - found.length),
       );
     });
-    // The live window's from memory, older ones' from the archive.
+    const reactions = this.#reactionsOn(name, room, page.events);
+    return reactions.size > 0 ? { ...page, reactions } : page;
+  }
+
+  /**
+   * The reactions on `events` (a page read back): the live window's from
+   * memory, older ones' from the archive.
+   */
+  #reactionsOn(
+    name: string,
+    room: MemoryRoom,
+    events: RoomEvent[],
+  ): KeptReactions {
     const reactions: KeptReactions = new Map();
     const archived: number[] = [];
     const oldest = room.history[0]?.id ?? room.lastId + 1;
-    for (const { id } of page.events) {
+    for (const { id } of events) {
       const kept = room.reactions.get(id);
       if (kept) reactions.set(id, kept);
       else if (id < oldest) archived.push(id);
@@ -1030,7 +1042,7 @@ export class MemoryStore implements RoomStore {
         reactions.set(...entry);
       }
     }
-    return reactions.size > 0 ? { ...page, reactions } : page;
+    return reactions;
   }
 
   async search(name: string, request: SearchRequest): Promise<SearchPage> {
@@ -1047,19 +1059,7 @@ export class MemoryStore implements RoomStore {
         const end = firstAtOrAbove(room.history, before);
         return room.history.slice(Math.max(0, end - count), end).reverse();
       });
-    const reactions: KeptReactions = new Map();
-    const archived: number[] = [];
-    const oldest = room.history[0]?.id ?? room.lastId + 1;
-    for (const { id } of page.events) {
-      const kept = room.reactions.get(id);
-      if (kept) reactions.set(id, kept);
-      else if (id < oldest) archived.push(id);
-    }
-    if (archive && archived.length > 0) {
-      for (const entry of archive.reactions(name, archived)) {
-        reactions.set(...entry);
-      }
-    }
+    const reactions = this.#reactionsOn(name, room, page.events);
     const scope = archive ? "all" : "window";
     return reactions.size > 0
       ? { ...page, scope, reactions }
