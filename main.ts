@@ -1287,7 +1287,7 @@ export async function startChat(
     counters,
     log,
   }, pending);
-  readState = new ReadState(store, log);
+  readState = new ReadState(store, log, counters);
   nextOwner = 0;
   ownerTag = crypto.randomUUID().slice(0, 13);
   phase = "running";

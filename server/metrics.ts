@@ -30,6 +30,12 @@ export interface Counters {
   /** Reactions this process's clients changed: `added`, `taken_back`. */
   reactions: Map<string, number>;
   /**
+   * Unread counts after a marker, by where: `store` (asked of the store: a
+   * round trip with Redis) or `here` (over the room's recent events kept
+   * by server/unread.ts).
+   */
+  unreadCounts: Map<string, number>;
+  /**
    * Webhook deliveries by outcome: `delivered`, `retried` (a try that
    * failed, to be tried again), `failed` (given up after the retry
    * window), `dropped` (over the queue's limit in memory).
@@ -95,6 +101,7 @@ export function newCounters(): Counters {
     apiRequests: new Map(),
     said: new Map(),
     reactions: new Map(),
+    unreadCounts: new Map([["store", 0], ["here", 0]]),
     webhooks: new Map(
       ["delivered", "retried", "failed", "dropped"].map((k) => [k, 0]),
     ),
@@ -237,6 +244,13 @@ export const METRICS: [
     "Reactions this process's clients added or took back.",
     (r) => r.counters.reactions,
     "change",
+  ],
+  [
+    "chat_unread_counts_total",
+    "counter",
+    "Unread counts after a read marker, by where they were counted: asked of the store, or over the room's recent events here.",
+    (r) => r.counters.unreadCounts,
+    "by",
   ],
   [
     "chat_store_decisions_total",

@@ -35,6 +35,7 @@ import {
   keyOf,
   newestFirst,
 } from "../stores/markers.ts";
+import { bump, type Counters } from "./metrics.ts";
 import {
   flushRoomOf,
   type Member,
@@ -73,10 +74,23 @@ interface Person {
   early?: ReadMarker[];
 }
 
+/**
+ * Most of a watched room's latest events kept here, so that a marker moved
+ * among them is counted without asking the store (a round trip with Redis).
+ * @default {256}
+ */
+export const RECENT_EVENTS_KEPT = 256;
+
 /** A room watched for the people here who have it in their list. */
 interface Watch {
   people: Set<Person>;
   unsubscribe: () => void;
+  /**
+   * The room's latest events as they came, ids without a gap (a gap, an
+   * edit, a deletion or a new epoch starts it again): those a marker moved
+   * past its oldest is counted over.
+   */
+  recent: RoomEvent[];
 }
 
 /** This process's people, their rooms and what is unread there. */
@@ -89,9 +103,12 @@ export class ReadState {
   #changed = new Map<Person, Set<string>>();
   #flush?: ReturnType<typeof setImmediate>;
 
-  constructor(store: RoomStore, log: Log) {
+  #counters: Counters;
+
+  constructor(store: RoomStore, log: Log, counters: Counters) {
     this.#store = store;
     this.#log = log;
+    this.#counters = counters;
   }
 
   /**
@@ -229,6 +246,7 @@ export class ReadState {
       return; // known here already (read with the person's markers)
     }
     const added = !counted;
+    const epochKept = counted?.marker.epoch === marker.epoch;
     if (counted) {
       counted.marker = marker;
       counted.key = keyOf(marker.nick);
@@ -238,8 +256,7 @@ export class ReadState {
       for (const old of forgotten(markers)) this.#drop(person, old.room);
     }
     const room = counted;
-    this.#count(person, room).then((latest) => {
-      if (!latest) return;
+    const tell = () => {
       const notice: ReadNotice = {
         type: "read",
         room: marker.room,
@@ -249,7 +266,39 @@ export class ReadState {
       };
       this.#send(person, JSON.stringify(notice));
       if (added) this.#sendList(person);
+    };
+    if (!added && epochKept && this.#countHere(room)) {
+      bump(this.#counters.unreadCounts, "here");
+      return tell();
+    }
+    this.#count(person, room).then((latest) => {
+      if (latest) tell();
     });
+  }
+
+  /**
+   * Counts a moved marker over the room's recent events here, when they
+   * hold every event after it that the counts include: true if it did.
+   */
+  #countHere(counted: Counted): boolean {
+    if (counted.waiting) return false; // the store is counting
+    const { id } = counted.marker;
+    if (id >= counted.through) {
+      // All it counted is read; what comes after the marker is taken live.
+      counted.unread = counted.mentions = 0;
+      counted.through = id;
+      return true;
+    }
+    const recent = this.#watches.get(counted.marker.room)?.recent ?? [];
+    const first = recent[0]?.id ?? Infinity;
+    if (first > id + 1 || recent.at(-1)!.id < counted.through) return false;
+    const counts = { unread: 0, mentions: 0 };
+    for (let i = id + 1 - first; recent[i]?.id <= counted.through; i++) {
+      addCounted(counts, countFor(factsOf(recent[i]), counted.key));
+    }
+    counted.unread = counts.unread;
+    counted.mentions = counts.mentions;
+    return true;
   }
 
   /** A room in a person's list from now on, watched (counted by the caller). */
@@ -265,7 +314,11 @@ export class ReadState {
     person.rooms.set(marker.room, counted);
     let watch = this.#watches.get(marker.room);
     if (!watch) {
-      const made: Watch = { people: new Set(), unsubscribe: () => {} };
+      const made: Watch = {
+        people: new Set(),
+        unsubscribe: () => {},
+        recent: [],
+      };
       this.#watches.set(marker.room, made);
       made.unsubscribe = this.#store.subscribe(
         marker.room,
@@ -302,6 +355,7 @@ export class ReadState {
   async #count(person: Person, counted: Counted): Promise<boolean> {
     const asked = ++counted.asked;
     counted.waiting ??= [];
+    bump(this.#counters.unreadCounts, "store");
     let counts;
     try {
       counts = await this.#store.unread(counted.marker);
@@ -332,6 +386,7 @@ export class ReadState {
   /** An event of a watched room, for everyone here who has it in their list. */
   #onEvent(watch: Watch, room: string, event: LiveEvent): void {
     if (event.type === "typing" || event.type === "react") return;
+    keepRecent(watch.recent, event);
     const facts = factsOf(event); // once, for everyone watching
     for (const person of watch.people) {
       const counted = person.rooms.get(room);
@@ -446,5 +501,25 @@ export class ReadState {
       flushRoomOf(client);
       sendToOne(client, frame);
     }
+  }
+}
+
+/**
+ * A watched room's event joins its recent ones: after a gap (missed
+ * events), an edit or a deletion (earlier events changed) or in a new
+ * epoch (ids start again), they start again from it.
+ */
+function keepRecent(recent: RoomEvent[], event: RoomEvent): void {
+  const last = recent.at(-1);
+  if (
+    last && (event.id !== last.id + 1 || event.type === "edit" ||
+      event.type === "delete")
+  ) {
+    recent.length = 0;
+  }
+  recent.push(event);
+  // Dropped in halves: one copy per RECENT_EVENTS_KEPT / 2 events.
+  if (recent.length > RECENT_EVENTS_KEPT) {
+    recent.splice(0, RECENT_EVENTS_KEPT / 2);
   }
 }

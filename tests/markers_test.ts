@@ -28,6 +28,7 @@ import {
   closeAll,
   type Json,
   jsonClient,
+  metric,
   Peer,
   textClient,
   withChat,
@@ -232,6 +233,43 @@ Deno.test("counts follow the person's rooms live, the room they are in too: mess
       });
     }
     await closeAll(here, away, bob);
+  });
+});
+
+Deno.test("a marker moved among the room's recent events is counted here, not asked of the store; after an edit the store counts, and the counts are exact either way", async () => {
+  await withChat(FAST, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" }, ADA);
+    const bob = await jsonClient(chat, "/", { nick: "bob" });
+    const counts = async () => ({
+      store: await metric(chat, 'chat_unread_counts_total{by="store"}'),
+      here: await metric(chat, 'chat_unread_counts_total{by="here"}'),
+    });
+    const first = await say(bob, "one", [ada]);
+    send(ada, { type: "read", id: first.id }); // new to her list: the store
+    await until(ada, isRooms);
+    assert.deepEqual(await counts(), { store: 1, here: 0 });
+    const two = await say(bob, "two", [ada]);
+    await say(bob, "three, @ada", [ada]);
+    await say(bob, "four", [ada]);
+    send(ada, { type: "read", id: two.id });
+    const read = (id: number, unread: number, mentions: number) => ({
+      type: "read",
+      room: "lobby",
+      read: id,
+      unread,
+      mentions,
+    });
+    assert.deepEqual(await until(ada, isRead), read(two.id, 2, 1));
+    assert.deepEqual(await counts(), { store: 1, here: 1 });
+    // An edit changed an event the recent ones hold: the store counts
+    // (once for the edit after her marker, once for her move).
+    const five = await say(bob, "five", [ada]);
+    send(bob, { type: "edit", id: five.id, text: "five, ada" });
+    await until(ada, (event) => event.type === "edit");
+    send(ada, { type: "read", id: two.id + 1 });
+    assert.deepEqual(await until(ada, isRead), read(two.id + 1, 2, 1));
+    assert.deepEqual(await counts(), { store: 3, here: 1 });
+    await closeAll(ada, bob);
   });
 });
 
