@@ -430,7 +430,9 @@ function reactorsText(
       ...nicks.filter((_, i) => i !== mine).map((n) => nickText(n, style)),
     ]
     : nicks.map((n) => nickText(n, style));
-  const more = names.length - REACTION_NICKS_SHOWN;
+  // The server names the first few (MAX_REACTION_NICKS); `count` is all.
+  const all = Math.max(names.length, Number(reaction.count) || 0);
+  const more = all - Math.min(names.length, REACTION_NICKS_SHOWN);
   // Reacted under a nick given up since: which of them is not known.
   const renamed = me && mine < 0 && nicks.length > 0 ? "; one is you" : "";
   return `${names.slice(0, REACTION_NICKS_SHOWN).join(", ")}${

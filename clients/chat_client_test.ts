@@ -296,6 +296,14 @@ Deno.test("reactionsLine: a message's reactions under it, counted, with who (the
     reactionsLine([{ key: ":+1:", count: 8, nicks: many, me: true }], "ada"),
     "   :+1: 8 (you, a1, a2, a3, a4 and 3 more)",
   );
+  // The server names the first MAX_REACTION_NICKS; the count says the rest.
+  assert.equal(
+    reactionsLine(
+      [{ key: "👍", count: 40, nicks: ["b", "c"], me: false }],
+      "ada",
+    ),
+    "   👍 40 (b, c and 38 more)",
+  );
   // Under the text when lines start with the time; nicks coloured.
   assert.equal(
     reactionsLine([{ key: "👍", count: 1, nicks: ["bob"], me: false }], "ada", {

@@ -23,6 +23,7 @@ import {
   type InvitedPerson,
   type InviteLinkEntry,
   MAX_REACTION_KEYS,
+  MAX_REACTION_NICKS,
   MAX_ROOM_INVITES,
   type NewEvent,
   quoteOf,
@@ -964,8 +965,9 @@ export function react(
 }
 
 /**
- * A message's reactions as `reader` (an owner) sees them: counts, nicks,
- * and whether the reader is among them. Owners stay in the store.
+ * A message's reactions as `reader` (an owner) sees them: counts, the
+ * first {@linkcode MAX_REACTION_NICKS} nicks, and whether the reader is
+ * among them (all of them). Owners stay in the store.
  */
 export function reactionsFor(
   kept: readonly KeptReaction[],
@@ -974,7 +976,7 @@ export function reactionsFor(
   return kept.map(({ key, by }) => ({
     key,
     count: by.length,
-    nicks: by.map(([, nick]) => nick),
+    nicks: by.slice(0, MAX_REACTION_NICKS).map(([, nick]) => nick),
     me: reader !== undefined && by.some(([owner]) => owner === reader),
   }));
 }

@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import {
   MAX_REACTION_KEYS,
+  MAX_REACTION_NICKS,
   OP_PROTOCOL_PREFIX,
   REACTION_KEY_RULE,
 } from "../wire/protocol.ts";
@@ -149,6 +150,38 @@ Deno.test("the welcome and a history page carry each message's reactions, counte
       "no owner is ever sent",
     );
     await closeAll(back, bob);
+  });
+});
+
+Deno.test("a welcome names the first MAX_REACTION_NICKS who reacted with a key and counts them all; `me` holds for one past them", async () => {
+  await withChat(FAST, async (chat) => {
+    const ada = await jsonClient(chat, "/", { nick: "ada" });
+    send(ada, { type: "message", text: "vote" });
+    const vote = await until(ada, (e) => e.type === "message");
+    const voters: Peer[] = [];
+    const everyone = MAX_REACTION_NICKS + 2;
+    const sessionOf = (i: number) =>
+      `voter-session-${String(i).padStart(16, "0")}`;
+    for (let i = 0; i < everyone; i++) {
+      const session = sessionOf(i);
+      const voter = await jsonClient(chat, "/", { nick: `v${i}` }, session);
+      send(voter, { type: "react", id: vote.id, key: "👍" });
+      await until(voter, (e) => isReact(e) && e.from === `v${i}`);
+      voters.push(voter);
+    }
+    await closeAll(...voters);
+    const names = Array.from({ length: MAX_REACTION_NICKS }, (_, i) => `v${i}`);
+    const reactions = (me: boolean) => [
+      { key: "👍", count: everyone, nicks: names, me },
+    ];
+    const of = (peer: { welcome: Json }) =>
+      peer.welcome.history.find((e: Json) => e.id === vote.id).reactions;
+    const newcomer = await jsonClient(chat, "/", { nick: "cy" });
+    assert.deepEqual(of(newcomer), reactions(false));
+    // The last voter, back with their session: not named, but theirs.
+    const back = await jsonClient(chat, "/", {}, sessionOf(everyone - 1));
+    assert.deepEqual(of(back), reactions(true));
+    await closeAll(ada, newcomer, back);
   });
 });
 

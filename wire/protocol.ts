@@ -68,6 +68,14 @@ export const REPLY_QUOTE_CHARS = 100;
  * @default {20}
  */
 export const MAX_REACTION_KEYS = 20;
+/**
+ * Most nicks a message's reaction names (the first who reacted) in a
+ * welcome, a history page or the API's history; its `count` counts them
+ * all. A thousand people on one key would otherwise be a thousand nicks in
+ * every newcomer's welcome.
+ * @default {20}
+ */
+export const MAX_REACTION_NICKS = 20;
 /** Longest `:short_name:` reaction key, colons included. @default {32} */
 export const MAX_SHORT_NAME_CHARS = 32;
 /**
@@ -335,7 +343,10 @@ export interface Reaction {
   key: string;
   /** How many people reacted with it. */
   count: number;
-  /** Their nicks (as they were when they reacted), first one first. */
+  /**
+   * Their nicks (as they were when they reacted), first one first: at most
+   * {@linkcode MAX_REACTION_NICKS} of them (`count` says how many in all).
+   */
   nicks: string[];
   /** Whether the reader is one of them. */
   me: boolean;
