@@ -8,9 +8,10 @@
  * tab focused) clears the other's badge and title; a mention or a DM in a
  * hidden tab raises a notification (with the text in the room shown, a
  * count for another room), none for a plain message or one's own; after a
- * reload, "New since you left" stands at the marker; `/rooms` says the
- * list; axe finds nothing with the badges shown, light and dark, wide and
- * narrow.
+ * reload, "New since you left" stands at the marker (and goes when
+ * another tab reads past it); `/rooms` says the list; a link switches
+ * room; axe finds nothing with the badges shown, light and dark, wide and
+ * narrow; past the server's count, "999+".
  *
  * @module
  */
@@ -323,7 +324,7 @@ browserTest(
 );
 
 browserTest(
-  "after a reload 'New since you left' stands after the last message read; none once all is read",
+  "after a reload 'New since you left' stands after the last message read; none once all is read; read on another tab, it goes",
   async ({ url, open, visitor }) => {
     const ada = await open(url(), undefined, { nick: "ada" });
     const bob = await visitor("bob");
@@ -357,11 +358,57 @@ browserTest(
     await ada.page.reload();
     await waitForLine(ada.page, "bob: third");
     await waitForRooms(ada.page, [allRead("lobby", true)]);
-    assert.equal(
-      (await logLines(ada.page)).filter((line) =>
-        line.text === "New since you left"
-      ).length,
-      0,
+    assert.equal(await dividers(ada.page), 0);
+
+    // Hidden again, two more; after a reload the divider is before them.
+    const blank2 = await hide(ada);
+    bob.send("fourth");
+    bob.send("fifth");
+    await waitForTitle(ada.page, "(2) #lobby — deno-chat");
+    await ada.page.reload();
+    await waitForLine(ada.page, "bob: fifth");
+    assert.deepEqual(
+      (await logLines(ada.page)).map((line) => line.text).slice(-3),
+      ["New since you left", "bob: fourth", "bob: fifth"],
     );
+    // Another tab of ada's reads them: this one's divider and count go.
+    const tab = await open(url(), undefined, { context: ada.context });
+    await tab.page.bringToFront();
+    await waitForTitle(ada.page, "#lobby — deno-chat");
+    await ada.page.waitForFunction(
+      () => !document.querySelector("#lines li.new-divider"),
+      { polling: "mutation" },
+    );
+    await blank2.close();
   },
+);
+
+/** How many "New since you left" lines the log has. */
+async function dividers(page: Page): Promise<number> {
+  return (await logLines(page)).filter((line) =>
+    line.text === "New since you left"
+  ).length;
+}
+
+browserTest(
+  "past the server's count a badge and the title say 999+",
+  async ({ url, open, visitor }) => {
+    const { laptop, phone } = await laptopAndPhone(open, url);
+    const bob = await visitor("bob");
+    await hide(laptop);
+    for (let i = 1; i <= 1000; i++) bob.send(`line ${i}`);
+    await waitForRooms(phone.page, [
+      {
+        room: "lobby",
+        current: false,
+        unread: "999+",
+        mentions: "",
+        spoken: "(999+ unread)",
+      },
+      allRead("rust-fans", true),
+    ]);
+    await waitForTitle(phone.page, "(999+) #rust-fans — deno-chat");
+  },
+  // Room for 1,000 messages sent at once, all kept and counted.
+  { historySize: 1100, rate: 5000, burst: 5000 },
 );
