@@ -44,19 +44,19 @@ import {
   checkMessage,
   checkNick,
   CloseCode,
+  type Command,
   frameBytes,
+  HELP_TEXT,
   isRefusal,
   JSON_PROTOCOL,
   MODERATION_HELP,
+  parseCommand,
   parseJsonCommand,
-  parseServerCommand,
   type RefusalReason,
   REFUSALS,
   REFUSALS_BY_CLOSE_PROTOCOL,
   roomFromPath,
   roomName,
-  SERVER_HELP_TEXT,
-  type ServerCommand,
   SHUTDOWN_REASON,
   Status,
   TYPING_INTERVAL_MS,
@@ -904,9 +904,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
     return sendError(client, "rate_limited", "slow down: message dropped");
   }
   client.drops = 0;
-  const command = client.json
-    ? parseJsonCommand(data)
-    : parseServerCommand(data);
+  const command = client.json ? parseJsonCommand(data) : parseCommand(data);
   try {
     execute(client, command);
   } catch (error) {
@@ -917,7 +915,7 @@ function receive(client: Client, data: string | ArrayBuffer): void {
 const TYPING_FRAME = /^\s*\{\s*"type"\s*:\s*"typing"\s*\}\s*$/;
 
 /** The command table: what each command does, by its `type`. */
-function execute(client: Client, command: ServerCommand): void {
+function execute(client: Client, command: Command): void {
   const room = client.room.name;
   switch (command.type) {
     case "message":
@@ -978,7 +976,7 @@ function execute(client: Client, command: ServerCommand): void {
     case "quit":
       return close(client, CloseCode.Normal, "bye");
     case "help":
-      sendNotice(client, SERVER_HELP_TEXT);
+      sendNotice(client, HELP_TEXT);
       if (client.op) sendNotice(client, MODERATION_HELP);
       return;
     case "history":

@@ -106,7 +106,7 @@ export const REACT_LAST_USAGE =
  * {@linkcode HELP_TEXT} in `/help` and `--help`.
  */
 export const CLIENT_HELP_TEXT =
-  "/edit TEXT (no ID) edits your last message; /react EMOJI (no ID) reacts to the last message shown, yours too; /rooms lists your rooms with what is unread there";
+  "/edit TEXT (no ID) edits your last message; /react EMOJI (no ID) reacts to the last message shown, yours too";
 /**
  * How often at most the client tells the server what it has shown (a
  * `read` of the newest event), in ms: a busy room costs a frame a second,
@@ -535,7 +535,6 @@ export type Input =
 export function parseInput(line: string): Input {
   const trimmed = line.trim();
   if (trimmed === "") return { kind: "empty" };
-  if (/^\/rooms(?:\s|$)/i.test(trimmed)) return { kind: "rooms" };
   // `/edit TEXT`: no id (one would be a number, alone or before the text).
   const edit = /^\/edit(?:\s+([\s\S]*))?$/i.exec(trimmed);
   const editText = edit?.[1]?.trim() ?? "";
@@ -589,6 +588,7 @@ export function parseInput(line: string): Input {
     case "who":
     case "help":
     case "quit":
+    case "rooms":
       return { kind: command.type };
     case "history":
       return { kind: "history", limit: command.limit };
@@ -596,7 +596,8 @@ export function parseInput(line: string): Input {
       // The text as typed: the server reads `from:` and `before:` in it.
       return { kind: "send", frame: { type: "search", q: command.q } };
     case "typing":
-      return { kind: "empty" }; // not a typed command
+    case "read":
+      return { kind: "empty" }; // not typed commands
     case "kick":
     case "ban":
     case "unban":

@@ -8,7 +8,9 @@
  *
  * Starts its own server on free loopback ports. The conversation has grouped
  * messages, a link, a mention, a line break, an action, a join burst and a
- * leave from two plain-text clients, a private message and a typing line.
+ * leave from two plain-text clients, a private message and a typing line;
+ * the tabs came in through #rust-fans, where a visitor has since said
+ * things (a mention of each), so the rooms list shows badges.
  * Where the server does not support private messages or typing yet (it
  * answers `bad_request`), the page is handed the event the server would
  * send, so the pictures show the design either way.
@@ -64,15 +66,32 @@ const chat = await startChat({
 });
 const browser = await launchBrowser({ ...DESKTOP, deviceScaleFactor: SCALE });
 const visitors: WebSocket[] = [];
+let dee: WebSocket | undefined;
 try {
   const url = `http://127.0.0.1:${chat.port}/`;
   const tabs: Record<string, Page> = {};
+  // dee keeps #rust-fans going (in memory an empty room starts over, and
+  // the markers in it go).
+  const rustFans = new WebSocket(
+    `ws://127.0.0.1:${chat.wsPort}/rust-fans?nick=dee`,
+  );
+  dee = rustFans;
+  await new Promise((resolve) => rustFans.onopen = resolve);
   for (const [nick, theme] of [["ada", "light"], ["sam", "dark"]]) {
-    const { page } = await openChat(browser.browser, url, async (page) => {
-      await page.emulateMediaFeatures([
-        { name: "prefers-color-scheme", value: theme },
-      ]);
-    }, { nick });
+    // Through #rust-fans (read there, so it is in their rooms) to the lobby.
+    const { page } = await openChat(
+      browser.browser,
+      `${url}#rust-fans`,
+      async (page) => {
+        await page.emulateMediaFeatures([
+          { name: "prefers-color-scheme", value: theme },
+        ]);
+      },
+      { nick },
+    );
+    await page.waitForSelector('#room-list a[data-room="rust-fans"]');
+    await page.evaluate(() => location.hash = "lobby");
+    await page.waitForSelector('#room-list a[data-room="lobby"]');
     tabs[nick] = page;
   }
   const pages = Object.values(tabs);
@@ -157,6 +176,16 @@ try {
   }
   for (const page of pages) await waitForLine(page, dmLine, { contains: true });
 
+  // Meanwhile in #rust-fans: badges in both rooms lists.
+  for (const text of ["@sam the build is green", "ada: and the docs?", "ok"]) {
+    rustFans.send(text);
+  }
+  for (const page of pages) {
+    await page.waitForSelector(
+      '#room-list a[data-room="rust-fans"] .badge.mentions',
+    );
+  }
+
   // sam starts a reply: ada sees "sam is typing…".
   await tabs.sam.bringToFront();
   await tabs.sam.click("#input");
@@ -214,6 +243,7 @@ try {
   await write("two-tabs.png", await layout.screenshot({ type: "png" }));
 } finally {
   for (const socket of visitors) socket.close();
+  dee?.close();
   await browser.close();
   await chat.shutdown();
 }

@@ -696,6 +696,13 @@ export type Command =
    */
   | { type: "history"; before?: number; limit: number }
   | SearchCommand
+  /**
+   * Marks the room read up to event `id`: JSON only, a client marks what it
+   * has shown (a person's only: a session or a login).
+   */
+  | { type: "read"; id: number }
+  /** The person's rooms with their counts (`/rooms` in plain text). */
+  | { type: "rooms" }
   | ModerationCommand
   | AccessCommand
   | { type: "invalid"; code: ErrorCode; message: string };
@@ -743,43 +750,16 @@ export const MODERATION_TYPES: ReadonlySet<string> = new Set([
   "delete",
 ]);
 
-/**
- * Read markers' commands: `read` (JSON only: a client marks what it has
- * shown) and `rooms` (`/rooms` in plain text), which the page's parser does
- * not handle yet; `rooms` joins {@linkcode Command} (and
- * {@linkcode COMMAND_NAMES}) when it does.
- */
-export type MarkerCommand =
-  | { type: "read"; id: number }
-  | { type: "rooms" };
-
-/**
- * What the server takes from a client: every {@linkcode Command}, and the
- * {@linkcode MarkerCommand}s. {@linkcode parseServerCommand} and
- * {@linkcode parseJsonCommand} make them.
- */
-export type ServerCommand = Command | MarkerCommand;
-
 /** The commands of `/help` up to `/history`. */
 const HELP_COMMANDS =
   "/nick NAME (or /nick to see yours), /me ACTION, /msg NICK TEXT, /reply ID TEXT, /edit ID TEXT, /react ID EMOJI, /join ROOM, /who, /history [N] (or /more: older events)";
 
 /** The slash commands, as `/help` lists them (server and terminal client). */
 export const HELP_TEXT =
-  `commands: ${HELP_COMMANDS}, /search WORDS [from:NICK], /help, /quit; //text sends /text`;
+  `commands: ${HELP_COMMANDS}, /rooms (yours, with what is unread), /search WORDS [from:NICK], /help, /quit; //text sends /text`;
 
 /** How `/search` is used. */
 export const SEARCH_USAGE = `usage: /search WORDS: ${SEARCH_RULE}`;
-
-/**
- * The server's `/help`: {@linkcode HELP_TEXT} with `/rooms`, which only the
- * server's and the terminal client's parsers know yet (see
- * {@linkcode MarkerCommand}).
- */
-export const SERVER_HELP_TEXT = HELP_TEXT.replace(
-  "/history [N] (or /more: older events),",
-  "/history [N] (or /more: older events), /rooms (yours, with what is unread),",
-);
 
 /** How `/history` is used, for a count that is not one. */
 export const HISTORY_USAGE =
@@ -820,6 +800,7 @@ export const COMMAND_NAMES = [
   "history",
   "more",
   "search",
+  "rooms",
   "help",
   "kick",
   "ban",
@@ -898,6 +879,8 @@ export function parseCommand(line: string): Command {
     case "search":
       if (arg === "") return usage(SEARCH_USAGE);
       return searchCommand(arg, {});
+    case "rooms":
+      return { type: "rooms" };
     case "help":
       return { type: "help" };
     case "kick":
@@ -968,15 +951,6 @@ function searchCommand(
     query.from = nick;
   }
   return { type: "search", q, query, limit };
-}
-
-/**
- * A typed line as the server takes it: `/rooms` (see
- * {@linkcode MarkerCommand}), else {@linkcode parseCommand}'s command.
- */
-export function parseServerCommand(line: string): ServerCommand {
-  if (/^\/rooms(?:\s[\s\S]*)?$/i.test(line)) return { type: "rooms" };
-  return parseCommand(line);
 }
 
 /** How each moderation command is typed, for its usage error. */
@@ -1136,7 +1110,7 @@ export const READ_FORM =
   'expected {"type":"read","id":ID}: ID a whole number >= 1, an event of this room';
 
 /** A JSON frame as a command; anything else is `bad_json` or `bad_request`. */
-export function parseJsonCommand(data: string): ServerCommand {
+export function parseJsonCommand(data: string): Command {
   let value: unknown;
   try {
     value = JSON.parse(data);
@@ -1932,6 +1906,7 @@ export const PAGE_CONSTANTS = {
   maxReactionKeys: MAX_REACTION_KEYS,
   commands: COMMAND_NAMES,
   helpText: HELP_TEXT,
+  maxUnreadCounted: MAX_UNREAD_COUNTED,
   moderationHelp: MODERATION_HELP,
   moderationUsage: MODERATION_USAGE,
   accessUsage: ACCESS_USAGE,
