@@ -223,3 +223,33 @@ export function inPostSpan<T>(room: string, kind: PostKind, fn: () => T): T {
     { root: true },
   );
 }
+
+/**
+ * Runs one request of the proxy (server/proxy.ts: a batch of asks POSTed
+ * to `--proxy-connect` or `--proxy-publish`) in a `chat.proxy.connect` or
+ * `chat.proxy.publish` span: a CLIENT span of a trace of its own (a batch
+ * answers many handshakes or posts, so it is none's child), with the
+ * number of asks (`chat.proxy.asks`) and their room when they share one.
+ * Deno's `fetch` inside is its child and sends its `traceparent`.
+ */
+export function inProxySpan<T>(
+  kind: "connect" | "publish",
+  asks: readonly unknown[],
+  fn: () => T,
+): T {
+  const rooms = new Set(
+    asks.map((ask) => (ask as { room?: unknown } | null)?.room),
+  );
+  const [room] = rooms;
+  return inSpan(
+    `chat.proxy.${kind}`,
+    {
+      [ROOM_ATTRIBUTE]: rooms.size === 1 && typeof room === "string"
+        ? room
+        : undefined,
+      "chat.proxy.asks": asks.length,
+    },
+    fn,
+    { root: true, kind: SpanKind.CLIENT },
+  );
+}

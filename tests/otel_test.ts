@@ -146,6 +146,19 @@ async function until(what: string, check: () => boolean): Promise<void> {
   }
 }
 
+/** What every traced process here runs with: OTLP/JSON, exported at once. */
+function otelEnv(endpoint: string): Record<string, string> {
+  return {
+    OTEL_DENO: "true",
+    OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+    OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+    OTEL_SERVICE_NAME: "deno-chat-test",
+    OTEL_BSP_SCHEDULE_DELAY: "100",
+    OTEL_METRIC_EXPORT_INTERVAL: "200",
+    OTEL_DENO_CONSOLE: "ignore",
+  };
+}
+
 /** The CLI with OpenTelemetry on, exporting to `endpoint`; its ports. */
 async function startTracedCli(endpoint: string, webhook: string): Promise<{
   child: Deno.ChildProcess;
@@ -175,15 +188,7 @@ async function startTracedCli(endpoint: string, webhook: string): Promise<{
       HOOK_SECRET,
     ],
     cwd: new URL("..", import.meta.url),
-    env: {
-      OTEL_DENO: "true",
-      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
-      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-      OTEL_SERVICE_NAME: "deno-chat-test",
-      OTEL_BSP_SCHEDULE_DELAY: "100",
-      OTEL_METRIC_EXPORT_INTERVAL: "200",
-      OTEL_DENO_CONSOLE: "ignore",
-    },
+    env: otelEnv(endpoint),
     stdin: "null",
     stdout: "piped",
     stderr: "null",
@@ -340,6 +345,56 @@ Deno.test("otel: a handshake, a post, an API call and a webhook delivery are exp
     await within(chat.child.status, "the chat to exit");
     await chat.lines.cancel();
     await hook.close();
+    await otlp.close();
+  }
+});
+
+Deno.test("otel: inProxySpan makes a CLIENT span of its own per proxy request, its room when the asks share one, and fetch inside sends its traceparent", async () => {
+  const otlp = new OtlpReceiver();
+  const app = new TraceparentReceiver();
+  // The proxy's two calls as server/proxy.ts makes them: fetch in the span.
+  const code = `
+    import { inProxySpan } from "./server/telemetry.ts";
+    const post = () => fetch(${
+    JSON.stringify(app.url)
+  }, { method: "POST", body: "{}" })
+      .then((response) => response.body?.cancel());
+    await inProxySpan("publish", [{ room: "${ROOM}" }, { room: "${ROOM}" }], post);
+    await inProxySpan("connect", [{ room: "a" }, { room: "b" }], post);
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--ext=ts", code],
+    cwd: new URL("..", import.meta.url),
+    env: otelEnv(otlp.url),
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const { code: exit, stderr } = await within(child.output(), "the script");
+    assert.equal(exit, 0, new TextDecoder().decode(stderr));
+    assert.equal(app.traceparents.length, 2);
+    const spans = await Promise.all(
+      ["chat.proxy.publish", "chat.proxy.connect"].map((name) =>
+        otlp.span(name, (span) => span.name === name)
+      ),
+    );
+    for (const [i, span] of spans.entries()) {
+      assert.equal(span.parentSpanId, "");
+      assert.equal(span.kind, 3, "a CLIENT span");
+      assert.equal(span.attributes["chat.proxy.asks"], 2);
+      // Deno's span of the fetch is its child, and its context went out.
+      const [, traceId, spanId] = app.traceparents[i].split("-");
+      const fetched = await otlp.span(
+        `the fetch span of ${span.name}`,
+        (other) => other.traceId === traceId && other.spanId === spanId,
+      );
+      assert.equal(fetched.parentSpanId, span.spanId);
+    }
+    assert.equal(spans[0].attributes["chat.room"], ROOM);
+    assert.equal(spans[1].attributes["chat.room"], undefined);
+  } finally {
+    await app.close();
     await otlp.close();
   }
 });
