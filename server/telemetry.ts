@@ -21,8 +21,9 @@
  * - `chat.api`: one HTTP API call, a child of Deno's `Deno.serve` span.
  * - `chat.webhook.deliver`: one try of one webhook delivery, a root span;
  *   the request carries its `traceparent`.
- * - `chat.proxy.connect` / `chat.proxy.publish`: the proxy's calls, when it
- *   wraps them with {@linkcode inSpan} and sends {@linkcode traceHeaders}.
+ * - `chat.proxy.connect` / `chat.proxy.publish`: one request of the proxy
+ *   (server/proxy.ts) in {@linkcode inProxySpan}; its `fetch` sends the
+ *   `traceparent`.
  *
  * @module
  */
