@@ -128,6 +128,12 @@ import { makeApi, type ThisProcess } from "./server/api_backend.ts";
 import { apiPath } from "./server/http_api.ts";
 import { writeLog } from "./server/log.ts";
 import { ReadState } from "./server/unread.ts";
+import {
+  annotate,
+  inPostSpan,
+  inSpan,
+  observeChat,
+} from "./server/telemetry.ts";
 
 // ---------------------------------------------------------------------------
 // Options (server/options.ts) and limits
@@ -238,6 +244,8 @@ let settings: Settings = DEFAULT_OPTIONS;
 let store: RoomStore;
 /** Delivers events to `--webhook`'s endpoints (server/webhooks.ts), if any. */
 let webhooks: Webhooks | undefined;
+/** Stops reporting this start's figures to OpenTelemetry (server/telemetry.ts). */
+let unobserve = () => {};
 /** Checks login tokens; undefined when no auth key is set. */
 let verifier: Verifier | undefined;
 /** New connections' token buckets, per peer address (`--connect-rate`). */
@@ -356,6 +364,7 @@ async function handleChatUpgrade(
 ): Promise<Response> {
   const url = parseUrl(req);
   const room = url && roomFromPath(url.pathname);
+  annotate({ "chat.room": room || undefined });
   if (!room || !readHandshake(req.headers, []).websocket) {
     return handleChatRequest(req, info);
   }
@@ -480,6 +489,7 @@ function handleChatRequest(
     upgraded.response.headers.set("sec-websocket-protocol", handshake.protocol);
   }
   connectionsByIp.set(ip, fromIp + 1);
+  annotate({ "chat.handshake.outcome": "accepted" });
   const since = url.searchParams.get("since");
   acceptSocket(upgraded.socket, {
     room,
@@ -523,6 +533,7 @@ function refuseByClose(
     return refuse("bad_handshake", { ...fields, error: String(error) });
   }
   bump(counters.upgradesRefused, reason);
+  annotate({ "chat.handshake.outcome": "refused", "chat.refusal": reason });
   log("warn", "upgrade_refused", { reason, ...fields });
   if (protocol !== undefined) {
     upgraded.response.headers.set("sec-websocket-protocol", protocol);
@@ -551,6 +562,7 @@ function refuseByClose(
 function refuse(reason: RefusalReason, fields: LogFields = {}): Response {
   const { status, message } = REFUSALS[reason];
   bump(counters.upgradesRefused, reason);
+  annotate({ "chat.handshake.outcome": "refused", "chat.refusal": reason });
   log(reason === "not_websocket" ? "info" : "warn", "upgrade_refused", {
     reason,
     ...fields,
@@ -927,21 +939,33 @@ function execute(client: Client, command: Command): void {
       if (command.type === "dm") {
         return whileStoreWorks(
           client,
-          () => sendDirect(store, client, command.to, text),
+          () =>
+            inPostSpan(
+              room,
+              "dm",
+              () => sendDirect(store, client, command.to, text),
+            ),
         );
       }
       // Not whileStoreWorks: a post does not hold up the sender's next frames.
-      return void post(store, client, {
-        type: command.type,
-        from: client.nick,
-        text,
-      }, command.replyTo).catch((error) => failed(client, error));
+      const kind = command.replyTo === undefined ? command.type : "reply";
+      return void inPostSpan(room, kind, () =>
+        post(store, client, {
+          type: command.type,
+          from: client.nick,
+          text,
+        }, command.replyTo)).catch((error) => failed(client, error));
     }
     case "edit":
-      return void editMessage(store, client, command, {
-        maxChars: settings.maxMessageChars,
-        windowMs: settings.editWindow * 1000,
-      }).catch((error) => failed(client, error));
+      return void inPostSpan(
+        room,
+        "edit",
+        () =>
+          editMessage(store, client, command, {
+            maxChars: settings.maxMessageChars,
+            windowMs: settings.editWindow * 1000,
+          }),
+      ).catch((error) => failed(client, error));
     case "react":
       return void react(store, client, command)
         .catch((error) => failed(client, error));
@@ -1149,7 +1173,12 @@ async function listenAll(
   try {
     const chatServer = listening(
       at("wsPort", hostname),
-      (port) => Deno.serve({ ...listen, port }, handleChatUpgrade),
+      (port) =>
+        Deno.serve(
+          { ...listen, port },
+          (req, info) =>
+            inSpan("chat.handshake", {}, () => handleChatUpgrade(req, info)),
+        ),
     );
     started.push(chatServer);
     const page = await renderPage(chatServer.addr.port);
@@ -1314,6 +1343,13 @@ export async function startChat(
       throw error;
     });
   webhooks?.start();
+  unobserve = observeChat(() => ({
+    connections: joinedCount(),
+    rooms: store.roomCount(),
+    messagesReceived: counters.messagesReceived,
+    said: counters.said,
+    webhooks: counters.webhooks,
+  }));
   const sweep = setInterval(sweepSlowConsumers, SLOW_CONSUMER_SWEEP_MS);
   const forget = setInterval(() => {
     connectBuckets.forgetFull();
@@ -1430,6 +1466,7 @@ async function stop(
   await webhooks?.close();
   readState.close();
   await store.close?.();
+  unobserve();
   phase = "stopped";
 }
 

@@ -54,6 +54,7 @@ import {
 import { sameSecret, StoreUnavailable } from "../stores/rooms.ts";
 import { TokenBucket } from "./rate.ts";
 import { parseUrl } from "./handshake.ts";
+import { annotate, inSpan, ROOM_ATTRIBUTE } from "./telemetry.ts";
 
 // ---------------------------------------------------------------------------
 // Limits
@@ -1248,13 +1249,26 @@ export function apiHandler(
     headers?: HeadersInit,
   ) => json(status, errorBody(new ApiError(status, code, message)), headers);
 
-  return async function handleApiRequest(req: Request): Promise<Response> {
+  // Each call in a `chat.api` span (server/telemetry.ts).
+  return (req: Request) =>
+    inSpan(
+      "chat.api",
+      { "http.request.method": req.method },
+      () => handleApiRequest(req),
+    );
+
+  async function handleApiRequest(req: Request): Promise<Response> {
     const started = performance.now();
     const url = new URL(req.url);
     const method = url.pathname.slice("/api/".length);
+    annotate({ "chat.api.method": method });
     let room: string | undefined;
     const answer = (response: Response) => {
       settings.count(method, response.status);
+      annotate({
+        [ROOM_ATTRIBUTE]: room,
+        "http.response.status_code": response.status,
+      });
       settings.log(response.status < 400 ? "info" : "warn", "api", {
         method,
         room,
@@ -1322,7 +1336,7 @@ export function apiHandler(
     }
     const { status, body: reply } = await call(method, args, api);
     return answer(json(status, reply));
-  };
+  }
 }
 
 /** The body as text, or `too_large` past {@linkcode API_MAX_BODY_BYTES}. */

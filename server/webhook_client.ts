@@ -14,6 +14,8 @@
  * @module
  */
 
+import { traceHeaders } from "./telemetry.ts";
+
 /** A response's status line and headers may be at most this long. */
 export const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
 /**
@@ -92,8 +94,10 @@ export class WebhookClient {
 
   /**
    * POSTs `body` with `headers` (names and values of the caller's, which
-   * must be header-safe) and answers the response's status; throws a
-   * {@linkcode WebhookRequestError} when none came within `timeoutMs`.
+   * must be header-safe) and the active span's trace context
+   * (`traceparent`, as `fetch` would send), and answers the response's
+   * status; throws a {@linkcode WebhookRequestError} when none came within
+   * `timeoutMs`.
    */
   async post(
     headers: string,
@@ -101,7 +105,7 @@ export class WebhookClient {
     timeoutMs: number,
   ): Promise<number> {
     const bytes = encoder.encode(
-      `${this.#head}${headers}Content-Length: ${
+      `${this.#head}${traceLines()}${headers}Content-Length: ${
         utf8Length(body)
       }\r\n\r\n${body}`,
     );
@@ -249,6 +253,19 @@ export class WebhookClient {
       // closed already
     }
   }
+}
+
+/**
+ * The active span's trace-context headers as header lines (none when
+ * nothing is recorded); a value that is not plain visible ASCII, which a
+ * `tracestate` taken from elsewhere could be, is left out.
+ */
+function traceLines(): string {
+  let lines = "";
+  for (const [name, value] of Object.entries(traceHeaders())) {
+    if (/^[\x20-\x7e]*$/.test(value)) lines += `${name}: ${value}\r\n`;
+  }
+  return lines;
 }
 
 /** The length of `text` in UTF-8, without encoding it. */

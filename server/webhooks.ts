@@ -25,6 +25,12 @@ import type { Outbox, OutboxEntry, OutboxSink } from "../stores/outbox.ts";
 import { WebhookClient } from "./webhook_client.ts";
 import type { Log } from "../stores/rooms.ts";
 import { bump, type Counters, observe } from "./metrics.ts";
+import {
+  inSpan,
+  ROOM_ATTRIBUTE,
+  SpanKind,
+  SpanStatusCode,
+} from "./telemetry.ts";
 
 /** The shortest `--webhook-secret`, as for `--api-key`. */
 export const WEBHOOK_MIN_SECRET_CHARS = 32;
@@ -119,6 +125,8 @@ interface Lane {
 /** One endpoint: its lanes, and what it holds. */
 interface Endpoint {
   url: string;
+  /** Its URL's host name and port, as its spans name it (no credentials). */
+  server: { "server.address": string; "server.port": number };
   index: number;
   client: WebhookClient;
   lanes: Map<string, Lane>;
@@ -133,6 +141,15 @@ interface Endpoint {
   arrivalsHead: number;
   /** Its last delivery failed (logged once, until one gets through). */
   failing: boolean;
+}
+
+/** A URL's host name and port, as OpenTelemetry's attributes name them. */
+function serverOf(url: string): Endpoint["server"] {
+  const { hostname, port, protocol } = new URL(url);
+  return {
+    "server.address": hostname.replace(/^\[(.*)\]$/, "$1"),
+    "server.port": Number(port) || (protocol === "https:" ? 443 : 80),
+  };
 }
 
 /** Arrays read from a head index are cut back once that many are behind it. */
@@ -155,6 +172,7 @@ export class Webhooks implements OutboxSink {
     this.#key = createSecretKey(new TextEncoder().encode(config.secret));
     this.#endpoints = config.urls.map((url, index) => ({
       url,
+      server: serverOf(url),
       index,
       client: new WebhookClient(url),
       lanes: new Map(),
@@ -314,13 +332,27 @@ export class Webhooks implements OutboxSink {
     let status = 0;
     let problem = "";
     try {
-      status = await endpoint.client.post(
-        `${id}: ${delivery.id}\r\n${time}: ${timestamp}\r\n${signature}: ${
-          webhookSignature(this.#key, timestamp, body)
-        }\r\n`,
-        body,
-        WEBHOOK_TIMEOUT_MS,
-      );
+      // A try is a trace of its own: its event's post is long over, and
+      // what is active here is whichever turn scheduled it.
+      status = await inSpan("chat.webhook.deliver", {
+        [ROOM_ATTRIBUTE]: lane.room,
+        ...endpoint.server,
+        "chat.webhook.delivery": delivery.id,
+        "chat.webhook.attempt": delivery.attempts + 1,
+      }, async (span) => {
+        const answered = await endpoint.client.post(
+          `${id}: ${delivery.id}\r\n${time}: ${timestamp}\r\n${signature}: ${
+            webhookSignature(this.#key, timestamp, body)
+          }\r\n`,
+          body,
+          WEBHOOK_TIMEOUT_MS,
+        );
+        span.setAttribute("http.response.status_code", answered);
+        if (answered < 200 || answered >= 300) {
+          span.setStatus({ code: SpanStatusCode.ERROR });
+        }
+        return answered;
+      }, { root: true, kind: SpanKind.CLIENT });
     } catch (error) {
       problem = error instanceof Error ? error.message : String(error);
     } finally {
