@@ -1311,6 +1311,7 @@ export async function startChat(
     urls: settings.webhook,
     secret: settings.webhookSecret,
     retryMs: settings.webhookRetryHours * 60 * 60 * 1000,
+    batch: settings.webhookBatch,
     counters,
     log,
   }, pending);

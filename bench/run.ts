@@ -28,6 +28,7 @@
  *                                    # servers (redis-server too) on CPU 0,
  *                                    # the load on the others (taskset)
  *        deno task bench --webhook --scenario b --protocols json
+ *                                    # [--webhook-batch N: passed on]
  *                                    # (b) with webhooks on (`hooks`: every
  *                                    # message POSTed to a local endpoint)
  *                                    # against off (`ours`); with --data or
@@ -388,8 +389,17 @@ const ALL_TARGETS: Target[] = [
 let receiver: BenchReceiver | undefined;
 function webhookArgs(): string[] {
   if (!receiver) throw new Error("the hooks servers need --webhook");
-  return ["--webhook", receiver.url, "--webhook-secret", HOOK_SECRET];
+  return [
+    "--webhook",
+    receiver.url,
+    "--webhook-secret",
+    HOOK_SECRET,
+    ...(webhookBatch ? ["--webhook-batch", webhookBatch] : []),
+  ];
 }
+
+/** `--webhook-batch N`: passed on to the `*-hooks` servers. */
+let webhookBatch: string | undefined;
 
 /** `--base`: the directory of the other build's main.ts, with a slash. */
 let baseDir = "";
@@ -1203,9 +1213,11 @@ async function main(): Promise<void> {
       scale: { type: "string", default: "1" },
       pin: { type: "boolean", default: false },
       webhook: { type: "boolean", default: false },
+      "webhook-batch": { type: "string" },
     },
   });
   const t0 = performance.now();
+  webhookBatch = values["webhook-batch"];
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 10) {
     throw new Error("--runs must be 1 … 10");

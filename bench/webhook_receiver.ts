@@ -54,8 +54,11 @@ export class BenchReceiver {
         if (signature !== request.headers.get("x-chat-signature")) {
           this.badSignatures++;
         }
-        const { id, room, event } = JSON.parse(body);
-        this.hits.push({ id, room, event: event.id, status, at: Date.now() });
+        const parsed = JSON.parse(body);
+        // `--webhook-batch`: `{"deliveries": [...]}`, each as one alone.
+        for (const { id, room, event } of parsed.deliveries ?? [parsed]) {
+          this.hits.push({ id, room, event: event.id, status, at: Date.now() });
+        }
         return new Response(null, { status });
       },
     );

@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { flagProblem, redisUrlProblem, unreadableFile } from "./cli_errors.ts";
 import { API_MIN_KEY_CHARS } from "./http_api.ts";
-import { WEBHOOK_MIN_SECRET_CHARS } from "./webhooks.ts";
+import { WEBHOOK_MAX_BATCH, WEBHOOK_MIN_SECRET_CHARS } from "./webhooks.ts";
 import { WEBHOOK_EVENTS } from "../stores/outbox.ts";
 import { validNick } from "../wire/protocol.ts";
 import type { LogFields, RoomStore } from "../stores/rooms.ts";
@@ -472,6 +472,16 @@ export const OPTIONS = {
       }
       return text;
     },
+  },
+  webhookBatch: {
+    ...limit(
+      1,
+      1,
+      'most events of one room in one webhook POST; above 1 every POST is `{"deliveries":[…]}`: a backlog goes in fewer requests',
+      false,
+    ),
+    parse: (text: string, flag: string) =>
+      parseInteger(flag, text, 1, WEBHOOK_MAX_BATCH),
   },
   webhookRetryHours: {
     default: 24,

@@ -58,6 +58,8 @@ export const WEBHOOK_QUEUE_LIMIT = 20_000;
 export const WEBHOOK_REFILL_SHARE = 0.5;
 /** Requests on their way to one endpoint at once (each in another room). */
 export const WEBHOOK_CONCURRENCY = 16;
+/** The largest `--webhook-batch`. */
+export const WEBHOOK_MAX_BATCH = 1000;
 
 /** The headers of a delivery. */
 export const WEBHOOK_HEADERS = {
@@ -65,7 +67,10 @@ export const WEBHOOK_HEADERS = {
   signature: "X-Chat-Signature",
   /** When it was signed, in seconds since the epoch (refuse old ones). */
   timestamp: "X-Chat-Timestamp",
-  /** The delivery's id: the same on every try (de-duplicate by it). */
+  /**
+   * The delivery's id: the same on every try (de-duplicate by it). In a
+   * batch (`--webhook-batch`), its first delivery's.
+   */
   delivery: "X-Chat-Delivery",
 } as const;
 
@@ -77,6 +82,11 @@ export interface WebhookConfig {
   secret: string;
   /** How long after its event a delivery is tried, in ms (`--webhook-retry-hours`). */
   retryMs: number;
+  /**
+   * Most deliveries of one room in one POST (`--webhook-batch`); above 1
+   * every POST is a batch, `{"deliveries":[…]}`. @default {1}
+   */
+  batch?: number;
   /** Where the outcomes are counted (`/metrics`). */
   counters: Counters;
   log: Log;
@@ -100,6 +110,14 @@ export function webhookBody(entry: OutboxEntry): string {
   return `{"id":${JSON.stringify(entry.id)},"room":${
     JSON.stringify(entry.room)
   },"event":${entry.event}}`;
+}
+
+/**
+ * What a batch POSTs (`--webhook-batch` above 1): `{"deliveries": [...]}`,
+ * each as {@linkcode webhookBody}, one room's, in its order.
+ */
+export function webhookBatchBody(entries: readonly OutboxEntry[]): string {
+  return `{"deliveries":[${entries.map(webhookBody).join(",")}]}`;
 }
 
 /** A delivery as the deliverer holds it. */
@@ -317,16 +335,21 @@ export class Webhooks implements OutboxSink {
     }
   }
 
-  /** One try of a lane's first delivery, and what follows from its answer. */
+  /**
+   * One try of a lane's first delivery (with `--webhook-batch`, and those
+   * after it up to the batch), and what follows from its answer.
+   */
   async #send(
     endpoint: Endpoint,
     lane: Lane,
     delivery: Delivery,
   ): Promise<void> {
     lane.busy = true;
-    delivery.state = "sending";
+    const batch = this.#config.batch ?? 1;
+    const sent = lane.deliveries.slice(lane.head, lane.head + batch);
+    for (const one of sent) one.state = "sending";
     endpoint.inFlight++;
-    const body = webhookBody(delivery);
+    const body = batch > 1 ? webhookBatchBody(sent) : webhookBody(delivery);
     const timestamp = String(Math.floor(Date.now() / 1000));
     const { delivery: id, timestamp: time, signature } = WEBHOOK_HEADERS;
     let status = 0;
@@ -339,6 +362,7 @@ export class Webhooks implements OutboxSink {
         ...endpoint.server,
         "chat.webhook.delivery": delivery.id,
         "chat.webhook.attempt": delivery.attempts + 1,
+        "chat.webhook.deliveries": sent.length,
       }, async (span) => {
         const answered = await endpoint.client.post(
           `${id}: ${delivery.id}\r\n${time}: ${timestamp}\r\n${signature}: ${
@@ -360,8 +384,10 @@ export class Webhooks implements OutboxSink {
     }
     if (this.#closed) return;
     if (status >= 200 && status < 300) {
-      this.#delivered(endpoint, lane, delivery);
+      for (const one of sent) this.#delivered(endpoint, lane, one);
     } else {
+      // The batch's others wait with the first, to go with it again.
+      for (const one of sent.slice(1)) one.state = "queued";
       this.#failed(endpoint, lane, delivery, problem || `status ${status}`);
     }
     // The room's next one now, not a turn later: a busy room's deliveries
@@ -447,9 +473,8 @@ export class Webhooks implements OutboxSink {
 
   /**
    * In memory only, over {@linkcode WEBHOOK_QUEUE_LIMIT}: the oldest
-   * delivery not on its way is dropped. It is its lane's first or second:
-   * before it in its lane are only older ones, each done or on its way, and
-   * only the first can be on its way.
+   * delivery not on its way is dropped. Before it in its lane are only
+   * older ones, each done or on its way (a batch's).
    */
   #dropOldest(endpoint: Endpoint): void {
     const { arrivals } = endpoint;

@@ -279,6 +279,57 @@ Deno.test("an endpoint answering 500 for a while: each delivery is tried again w
   });
 });
 
+Deno.test("--webhook-batch: a room's deliveries waiting behind a failure go in one POST, {deliveries: [...]} in the room's order, signed over the batch; each accepted once", async () => {
+  await withReceiver(async (receiver) => {
+    let down = true;
+    receiver.answer = () => down ? 500 : 200;
+    await withChat(
+      { ...hookedTo(receiver), webhookBatch: 3 },
+      async (chat) => {
+        const ada = await jsonClient(chat, "/alpha", { nick: "ada" });
+        const sent: Json[] = [];
+        for (let i = 1; i <= 5; i++) sent.push(await say(ada, `a${i}`));
+        await receiver.until("a try", () => receiver.requests.length > 0);
+        down = false;
+        await receiver.until(
+          "every message accepted",
+          () =>
+            receiver.accepted().flatMap((r) => r.json.deliveries).length === 5,
+        );
+        const accepted = receiver.accepted();
+        // 5 behind a failure, at most 3 a POST: two POSTs, 3 then 2.
+        assert.deepEqual(
+          accepted.map((r) => r.json.deliveries.length),
+          [3, 2],
+        );
+        const deliveries = accepted.flatMap((r) => r.json.deliveries);
+        assert.deepEqual(deliveries.map((d: Json) => d.event), sent);
+        assert.deepEqual(
+          deliveries.map((d: Json) => d.room),
+          Array(5).fill("alpha"),
+        );
+        assert.equal(new Set(deliveries.map((d: Json) => d.id)).size, 5);
+        for (const request of receiver.requests) {
+          assert.equal(request.id, request.json.deliveries[0].id);
+          assert.equal(
+            request.signature,
+            expectedSignature(HOOK_SECRET, request.timestamp, request.body),
+          );
+        }
+        // Every failed try was of the first, as a batch of the ones waiting.
+        for (const request of receiver.requests) {
+          if (request.status !== 200) {
+            assert.equal(request.json.deliveries[0].event.id, sent[0].id);
+          }
+        }
+        await drained(chat);
+        assert.equal(await outcome(chat, "delivered"), 5);
+        await closeAll(ada);
+      },
+    );
+  });
+});
+
 Deno.test("backoff: a delivery that fails three times is tried a fourth, and counted as retried three times", async () => {
   await withReceiver(async (receiver) => {
     receiver.answer = () => receiver.requests.length < 3 ? 503 : 204;
