@@ -69,7 +69,7 @@ const CASES: Case[] = [
     args: () => [],
     env: { REDIS_URL: "http://127.0.0.1:6379" },
     line: () =>
-      "deno-chat: REDIS_URL: --redis http://127.0.0.1:6379 is not a Redis URL (redis:// or rediss://): write it as redis://127.0.0.1:6379 (see --help)",
+      "deno-chat: REDIS_URL: --redis http://127.0.0.1:6379 is not a Redis URL (redis://, rediss:// or redis+sentinel://): write it as redis://127.0.0.1:6379 (see --help)",
     code: 2,
   },
   {

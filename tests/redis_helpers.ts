@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { createClient } from "redis";
 import type { ChatServer } from "../main.ts";
 import { within } from "./test_helpers.ts";
 import { freePort } from "./ws_frames.ts";
@@ -37,7 +38,7 @@ export interface RedisServer {
  * persistence unless `dir` is given (then AOF, fsync always, in `dir`).
  */
 export async function startRedis(
-  options: { port?: number; dir?: string } = {},
+  options: { port?: number; dir?: string; args?: string[] } = {},
 ): Promise<RedisServer> {
   const port = options.port ?? freePort();
   const persistence = options.dir
@@ -52,6 +53,7 @@ export async function startRedis(
       "--save",
       "",
       ...persistence,
+      ...(options.args ?? []),
     ],
     stdin: "null",
     stdout: "null",
@@ -226,4 +228,173 @@ export async function startChatProcess(
     stop: () => end("SIGTERM"),
     kill: () => end("SIGKILL"),
   };
+}
+
+/**
+ * A Redis primary, its replica and three Sentinels watching them (quorum
+ * 2), on free loopback ports, configured in a temp dir; quick to fail over
+ * (a primary is down after {@linkcode SENTINEL_DOWN_AFTER_MS}).
+ */
+export interface SentinelSet {
+  /** The master's name, as the Sentinels know it. */
+  master: string;
+  primary: RedisServer;
+  replica: RedisServer;
+  sentinels: RedisServer[];
+  /** `redis+sentinel://` URL naming the three Sentinels and the master. */
+  url: string;
+  /** Where the Sentinels say the master is now (its port). */
+  masterPort(): Promise<number>;
+  /** Every process killed, the temp dir removed. */
+  stop(): Promise<void>;
+}
+
+/** How long a Sentinel waits before it calls the primary down. */
+export const SENTINEL_DOWN_AFTER_MS = 1000;
+/** Sentinel's `failover-timeout`: a stalled failover is tried again after it. */
+const SENTINEL_FAILOVER_TIMEOUT_MS = 4000;
+
+/** One command's reply, by node-redis, on a connection of its own. */
+export async function redisCall(
+  port: number,
+  args: string[],
+): Promise<unknown> {
+  const client = createClient({
+    socket: { host: "127.0.0.1", port, reconnectStrategy: false },
+  });
+  client.on("error", () => {}); // the command's rejection says it
+  try {
+    await client.connect();
+    return await client.sendCommand(args);
+  } finally {
+    if (client.isOpen) client.destroy();
+  }
+}
+
+/**
+ * Starts a {@linkcode SentinelSet} and waits until the replica is in sync
+ * and every Sentinel knows the replica and the other two (else a failover
+ * could not be agreed on).
+ */
+export async function startSentinelSet(): Promise<SentinelSet> {
+  const dir = await Deno.makeTempDir({ prefix: "chat-sentinel-" });
+  const master = "chat";
+  const started: RedisServer[] = [];
+  const stop = async () => {
+    await Promise.all(started.map((server) => server.kill()));
+    await Deno.remove(dir, { recursive: true });
+  };
+  try {
+    const primary = await startRedis();
+    started.push(primary);
+    const replica = await startRedis({
+      args: ["--replicaof", "127.0.0.1", String(primary.port)],
+    });
+    started.push(replica);
+    const sentinels: RedisServer[] = [];
+    for (let i = 0; i < 3; i++) {
+      const port = freePort();
+      const conf = `${dir}/sentinel-${port}.conf`;
+      await Deno.writeTextFile(
+        conf,
+        [
+          `port ${port}`,
+          "bind 127.0.0.1",
+          `dir ${dir}`,
+          `sentinel monitor ${master} 127.0.0.1 ${primary.port} 2`,
+          `sentinel down-after-milliseconds ${master} ${SENTINEL_DOWN_AFTER_MS}`,
+          `sentinel failover-timeout ${master} ${SENTINEL_FAILOVER_TIMEOUT_MS}`,
+          `sentinel parallel-syncs ${master} 1`,
+          "",
+        ].join("\n"),
+      );
+      const child = new Deno.Command("redis-server", {
+        args: [conf, "--sentinel"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      const sentinel = serverOf(port, child);
+      started.push(sentinel);
+      sentinels.push(sentinel);
+      await untilRedisAnswers(port, child);
+    }
+    await untilTrue("the replica in sync", async () => {
+      const info = String(
+        await redisCall(replica.port, ["INFO", "replication"]),
+      );
+      return info.includes("master_link_status:up");
+    });
+    for (const sentinel of sentinels) {
+      await untilTrue("the Sentinels to know each other", async () => {
+        const others = await redisCall(sentinel.port, [
+          "SENTINEL",
+          "SENTINELS",
+          master,
+        ]) as unknown[];
+        const replicas = await redisCall(sentinel.port, [
+          "SENTINEL",
+          "REPLICAS",
+          master,
+        ]) as unknown[];
+        return others.length === 2 && replicas.length === 1;
+      });
+    }
+    const hosts = sentinels.map((s) => `127.0.0.1:${s.port}`).join(",");
+    return {
+      master,
+      primary,
+      replica,
+      sentinels,
+      url: `redis+sentinel://${hosts}/${master}`,
+      masterPort: async () => {
+        const reply = await redisCall(sentinels[0].port, [
+          "SENTINEL",
+          "GET-MASTER-ADDR-BY-NAME",
+          master,
+        ]) as [string, string];
+        return Number(reply[1]);
+      },
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** A redis-server (or Sentinel) child on `port`, killed by SIGKILL. */
+function serverOf(port: number, child: Deno.ChildProcess): RedisServer {
+  let killed: Promise<void> | undefined;
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    child,
+    kill: () =>
+      killed ??= (async () => {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // already gone
+        }
+        await child.status;
+      })(),
+  };
+}
+
+/** Polls `check` every 100 ms until it holds; fails after 15 s. */
+async function untilTrue(
+  what: string,
+  check: () => Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not answering yet
+    }
+    if (Date.now() > deadline) throw new Error(`never happened: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
