@@ -2664,10 +2664,47 @@ export class RedisStore implements RoomStore {
         continue;
       }
       await room.subscribed.catch(() => this.#subscribed(room));
+      await this.#caughtRollback(room);
       this.#fill(room);
       // Notices of members gone without an event may have been missed
       // while away (pub/sub keeps nothing): the members are read again.
       this.#rebaseline(room);
+    }
+  }
+
+  /**
+   * After a failover that lost the room's last events (replication is
+   * asynchronous; see `waitReplicas`), Redis's last id is below what was
+   * delivered here, and the lost ids go to new events: delivery goes on
+   * from Redis's last id, and the members here, whose clients saw events
+   * the room no longer has, are evicted (they join again and get the room
+   * as it is). A room whose epoch went is the reclaim's to settle.
+   */
+  async #caughtRollback(room: RoomState): Promise<void> {
+    const delivered = room.delivered;
+    if (delivered === undefined) return;
+    const [epoch, last] = await this.#command([
+      "HMGET",
+      this.#keys(room.name).meta,
+      "epoch",
+      "last",
+    ]) as (string | null)[];
+    if (epoch === null || epoch !== room.epoch) return;
+    const kept = Number(last ?? 0);
+    if (kept >= delivered) return;
+    this.#log("warn", "redis_events_lost", {
+      room: room.name,
+      from: kept + 1,
+      to: delivered,
+    });
+    room.delivered = kept;
+    room.recent = room.recent.filter((event) => event.id <= kept);
+    room.buffer = [];
+    room.notices = [];
+    for (const member of [...this.#members.values()]) {
+      if (member.room === room.name) {
+        this.#options.onEvict(room.name, member.owner);
+      }
     }
   }
 

@@ -249,10 +249,116 @@ export interface SentinelSet {
   stop(): Promise<void>;
 }
 
+/**
+ * A TCP relay to `127.0.0.1:target` whose bytes toward the client arrive
+ * `delayMs` late: a replica that replicates through it lags that far
+ * behind its primary. When the target's side closes (the primary died),
+ * what is still on its way is dropped, as a lagging link's backlog is;
+ * the client's side is closed at once.
+ */
+export interface LagLine {
+  port: number;
+  /** Stops listening and closes every relayed connection. */
+  close(): Promise<void>;
+}
+
+/** Starts a {@linkcode LagLine} on a free loopback port. */
+export function startLagLine(target: number, delayMs: number): LagLine {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const open = new Set<Deno.Conn>();
+  const relays: Promise<void>[] = [];
+  const closeQuietly = (conn: Deno.Conn) => {
+    open.delete(conn);
+    try {
+      conn.close();
+    } catch {
+      // closed already
+    }
+  };
+  const relay = async (client: Deno.Conn) => {
+    open.add(client);
+    let server: Deno.Conn;
+    try {
+      server = await Deno.connect({ hostname: "127.0.0.1", port: target });
+    } catch {
+      return closeQuietly(client);
+    }
+    open.add(server);
+    let ended = false;
+    const end = () => {
+      ended = true;
+      closeQuietly(server);
+      closeQuietly(client);
+    };
+    // Client to server at once.
+    const up = (async () => {
+      const buffer = new Uint8Array(64 * 1024);
+      try {
+        for (;;) {
+          const n = await client.read(buffer);
+          if (n === null) break;
+          await writeAll(server, buffer.subarray(0, n));
+        }
+      } catch {
+        // either side closed
+      }
+      end();
+    })();
+    // Server to client, each chunk `delayMs` after it came, in order.
+    const down = (async () => {
+      let sent = Promise.resolve();
+      const buffer = new Uint8Array(64 * 1024);
+      try {
+        for (;;) {
+          const n = await server.read(buffer);
+          if (n === null) break;
+          const chunk = buffer.slice(0, n);
+          const due = Date.now() + delayMs;
+          sent = sent.then(async () => {
+            await new Promise((resolve) =>
+              setTimeout(resolve, Math.max(0, due - Date.now()))
+            );
+            if (!ended) await writeAll(client, chunk).catch(end);
+          });
+        }
+      } catch {
+        // either side closed
+      }
+      end(); // the backlog is dropped
+      await sent;
+    })();
+    await Promise.all([up, down]);
+  };
+  const accepting = (async () => {
+    try {
+      for await (const conn of listener) relays.push(relay(conn));
+    } catch {
+      // closed
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    close: async () => {
+      listener.close();
+      await accepting;
+      for (const conn of [...open]) closeQuietly(conn);
+      await Promise.all(relays);
+    },
+  };
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) {
+    at += await conn.write(bytes.subarray(at));
+  }
+}
+
 /** How long a Sentinel waits before it calls the primary down. */
 export const SENTINEL_DOWN_AFTER_MS = 1000;
 /** Sentinel's `failover-timeout`: a stalled failover is tried again after it. */
 const SENTINEL_FAILOVER_TIMEOUT_MS = 4000;
+/** `failover-timeout` with a lag line (see `startSentinelSet`). */
+const LAGGING_FAILOVER_TIMEOUT_MS = 120_000;
 
 /** One command's reply, by node-redis, on a connection of its own. */
 export async function redisCall(
@@ -276,19 +382,39 @@ export async function redisCall(
  * and every Sentinel knows the replica and the other two (else a failover
  * could not be agreed on).
  */
-export async function startSentinelSet(): Promise<SentinelSet> {
+export async function startSentinelSet(
+  options: {
+    /**
+     * The replica replicates through a {@linkcode LagLine} this many ms
+     * long: what the primary wrote in the last `replicaLagMs` is lost
+     * when it dies.
+     */
+    replicaLagMs?: number;
+  } = {},
+): Promise<SentinelSet> {
   const dir = await Deno.makeTempDir({ prefix: "chat-sentinel-" });
   const master = "chat";
   const started: RedisServer[] = [];
+  let lag: LagLine | undefined;
   const stop = async () => {
     await Promise.all(started.map((server) => server.kill()));
+    await lag?.close();
     await Deno.remove(dir, { recursive: true });
   };
+  // Sentinel points a replica that replicates from another address than
+  // the master's (the lag line's) at the master after `failover-timeout`:
+  // longer than a test, then.
+  const failoverTimeout = options.replicaLagMs === undefined
+    ? SENTINEL_FAILOVER_TIMEOUT_MS
+    : LAGGING_FAILOVER_TIMEOUT_MS;
   try {
     const primary = await startRedis();
     started.push(primary);
+    if (options.replicaLagMs !== undefined) {
+      lag = startLagLine(primary.port, options.replicaLagMs);
+    }
     const replica = await startRedis({
-      args: ["--replicaof", "127.0.0.1", String(primary.port)],
+      args: ["--replicaof", "127.0.0.1", String(lag?.port ?? primary.port)],
     });
     started.push(replica);
     const sentinels: RedisServer[] = [];
@@ -303,7 +429,7 @@ export async function startSentinelSet(): Promise<SentinelSet> {
           `dir ${dir}`,
           `sentinel monitor ${master} 127.0.0.1 ${primary.port} 2`,
           `sentinel down-after-milliseconds ${master} ${SENTINEL_DOWN_AFTER_MS}`,
-          `sentinel failover-timeout ${master} ${SENTINEL_FAILOVER_TIMEOUT_MS}`,
+          `sentinel failover-timeout ${master} ${failoverTimeout}`,
           `sentinel parallel-syncs ${master} 1`,
           "",
         ].join("\n"),
