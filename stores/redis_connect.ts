@@ -352,7 +352,11 @@ export class MasterConnection extends EventEmitter implements RedisConnection {
         if (client.isOpen) client.destroy();
       }
     }
-    throw new Error(`no Sentinel named the master (${problems.join("; ")})`);
+    throw new Error(
+      `no Sentinel said where master "${this.#url.master}" is: ${
+        problems.join("; ")
+      }`,
+    );
   }
 
   /**

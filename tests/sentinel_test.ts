@@ -21,6 +21,13 @@ import {
   startSentinelSet,
 } from "./redis_helpers.ts";
 import { closeAll, type Json, jsonClient, type Peer } from "./test_helpers.ts";
+import { OPTIONS } from "../server/options.ts";
+import { WAIT_REPLICAS_MS } from "../stores/redis_store.ts";
+import {
+  DEFAULT_SENTINEL_PORT,
+  parseSentinelUrl,
+  redactRedisUrl,
+} from "../stores/redis_url.ts";
 
 const ignore = !haveRedis && !Deno.env.get("CI");
 
@@ -213,4 +220,57 @@ Deno.test({
       },
       { replicaLagMs: REPLICA_LAG_MS },
     ),
+});
+
+Deno.test("sentinel: --redis-wait-ms defaults to the store's own default, and waiting is off by default", () => {
+  // options.ts does not load the store (it brings the Redis client).
+  assert.equal(OPTIONS.redisWaitMs.default, WAIT_REPLICAS_MS);
+  assert.equal(OPTIONS.redisWaitReplicas.default, 0);
+});
+
+Deno.test("sentinel: a redis+sentinel:// URL's parts, and what is wrong with a malformed one", () => {
+  assert.deepEqual(
+    parseSentinelUrl(
+      "redis+sentinel://app:p%40ss@10.0.0.1:26380,[::1],s3:5000/chat?db=2&sentinelPassword=x",
+    ),
+    {
+      sentinels: [
+        { host: "10.0.0.1", port: 26380 },
+        { host: "::1", port: DEFAULT_SENTINEL_PORT },
+        { host: "s3", port: 5000 },
+      ],
+      master: "chat",
+      username: "app",
+      password: "p@ss",
+      database: 2,
+      sentinelPassword: "x",
+    },
+  );
+  assert.deepEqual(parseSentinelUrl("redis+sentinel://:pw@h:1/m"), {
+    sentinels: [{ host: "h", port: 1 }],
+    master: "m",
+    password: "pw",
+  });
+  assert.equal(
+    redactRedisUrl("redis+sentinel://app:pw@h:1/m?sentinelPassword=sp&db=1"),
+    "redis+sentinel://app:***@h:1/m?sentinelPassword=***&db=1",
+  );
+  for (
+    const [url, problem] of [
+      ["redis+sentinel://h:1", /^names no master/],
+      ["redis+sentinel:///m", /^names no Sentinel/],
+      ["redis+sentinel://h:0/m", /^has a Sentinel address "h:0"/],
+      ["redis+sentinel://h:1,/m", /^has a Sentinel address ""/],
+      ["redis+sentinel://h:1/m?db=one", /^has db=one/],
+      [
+        "redis+sentinel://h:1/m?timeout=5",
+        /^has an unknown parameter "timeout"/,
+      ],
+      ["redis+sentinel://h:1/%E0", /^has a malformed %-escape/],
+    ] as const
+  ) {
+    const parsed = parseSentinelUrl(url);
+    assert.equal(typeof parsed, "string", url);
+    assert.match(parsed as string, problem);
+  }
 });
