@@ -20,7 +20,13 @@ import {
   startChatProcess,
   startSentinelSet,
 } from "./redis_helpers.ts";
-import { closeAll, type Json, jsonClient, type Peer } from "./test_helpers.ts";
+import {
+  closeAll,
+  type Json,
+  jsonClient,
+  type Peer,
+  within,
+} from "./test_helpers.ts";
 import { OPTIONS } from "../server/options.ts";
 import { WAIT_REPLICAS_MS } from "../stores/redis_store.ts";
 import {
@@ -220,6 +226,68 @@ Deno.test({
       },
       { replicaLagMs: REPLICA_LAG_MS },
     ),
+});
+
+Deno.test({
+  name:
+    "sentinel: a failover that lost delivered messages closes the room's members, and the room goes on from what the new master has",
+  ignore,
+  fn: () =>
+    withFailoverSet([], async (set, [a, b]) => {
+      const alice = await jsonClient(a.server, "/l", { nick: "alice" });
+      const bob = await jsonClient(b.server, "/l", { nick: "bob" });
+      say(alice, "kept");
+      await next(bob, message("kept"), "kept at bob");
+      await new Promise((resolve) => setTimeout(resolve, 2 * REPLICA_LAG_MS));
+      // Echoed at once (no wait), and still on their way to the replica
+      // when the primary dies.
+      const lostIds: number[] = [];
+      for (const text of ["lost-1", "lost-2"]) {
+        say(alice, text);
+        lostIds.push((await next(alice, message(text), `${text}'s echo`)).id);
+        await next(bob, message(text), `${text} at bob`);
+      }
+      await set.primary.kill();
+      // Their ids are given to new messages: the clients that saw them are
+      // closed, on both processes, rather than shown a history that is not
+      // the room's.
+      for (const peer of [alice, bob]) {
+        const closed = await within(
+          peer.closed,
+          "the close",
+          RECOVERY_LIMIT_MS,
+        );
+        assert.equal(closed.code, 1000);
+      }
+      const back = await within(
+        (async () => {
+          for (;;) {
+            try {
+              return await jsonClient(a.server, "/l", { nick: "alice" });
+            } catch {
+              await new Promise((resolve) =>
+                setTimeout(resolve, RETRY_EVERY_MS)
+              );
+            }
+          }
+        })(),
+        "alice back in",
+        RECOVERY_LIMIT_MS,
+      );
+      const texts = historyTexts(back.welcome);
+      assert.deepEqual(texts, ["kept"]);
+      const carol = await jsonClient(b.server, "/l", { nick: "carol" });
+      say(back, "again");
+      const again = await next(carol, message("again"), "again at carol");
+      assert.equal(
+        (await next(back, message("again"), "its echo")).id,
+        again.id,
+      );
+      // The lost messages' ids went to the events since (the leaves, the
+      // joins): delivered all the same.
+      assert.ok(lostIds.every((id) => id < again.id), `${lostIds}`);
+      await closeAll(back, carol);
+    }, { replicaLagMs: REPLICA_LAG_MS }),
 });
 
 Deno.test("sentinel: --redis-wait-ms defaults to the store's own default, and waiting is off by default", () => {
