@@ -414,7 +414,14 @@ export async function startSentinelSet(
       lag = startLagLine(primary.port, options.replicaLagMs);
     }
     const replica = await startRedis({
-      args: ["--replicaof", "127.0.0.1", String(lag?.port ?? primary.port)],
+      // Its copy of the primary's data (dump.rdb) lands in the temp dir.
+      args: [
+        "--replicaof",
+        "127.0.0.1",
+        String(lag?.port ?? primary.port),
+        "--dir",
+        dir,
+      ],
     });
     started.push(replica);
     const sentinels: RedisServer[] = [];
