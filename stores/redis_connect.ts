@@ -18,7 +18,7 @@
  */
 
 import { EventEmitter } from "node:events";
-import { createClient, ErrorReply } from "redis";
+import { ConnectionTimeoutError, createClient, ErrorReply } from "redis";
 import {
   type HostPort,
   isSentinelUrl,
@@ -99,16 +99,27 @@ export function redisConnection(options: ConnectionOptions): RedisConnection {
   return new MasterConnection(sentinel, options);
 }
 
-/** How long one Sentinel may take to say where the master is, in ms. */
+/**
+ * Longest wait between two looks for the master, in ms: asking a Sentinel
+ * is cheap, and the sooner a look follows the promotion the shorter the
+ * outage (with the 2 s of a lost Redis's backoff, the chat came back up to
+ * 2 s after Sentinel had switched: bench/README.md, "Eighth session").
+ */
+export const FOLLOW_RETRY_MS = 250;
+
+/**
+ * How long one Sentinel may take to answer where the master is, in ms,
+ * once connected (connecting may take `connectTimeoutMs`).
+ */
 export const SENTINEL_ASK_TIMEOUT_MS = 1000;
 
 /**
  * A connection to the master a set of Sentinels watch. On a lost
  * connection (the master died, or Sentinel demoted it and closed its
- * clients) or a `READONLY` reply, it asks the Sentinels again (in turn,
- * the last that answered first) and connects to the master they name,
- * checking with `ROLE` that it is one (a Sentinel may not have noticed the
- * failover yet): until then `isReady` is false and commands fail at once.
+ * clients) or a `READONLY` reply, it asks the Sentinels again (all at
+ * once; every {@linkcode FOLLOW_RETRY_MS} at most, else as `retryIn`
+ * says) and connects to a master they name, checking with `ROLE` that it
+ * is one (a Sentinel may not have noticed the failover yet): until then `isReady` is false and commands fail at once.
  * Its channels are subscribed again on each new master. Events as
  * node-redis's client: `reconnecting` when it starts looking, `error` for
  * each failed attempt, `ready` when connected, `end` when closed.
@@ -248,7 +259,7 @@ export class MasterConnection extends EventEmitter implements RedisConnection {
           if (wait instanceof Error) throw cause;
           this.emit("error", cause);
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, wait);
+            const timer = setTimeout(resolve, Math.min(wait, FOLLOW_RETRY_MS));
             this.#wake = () => {
               clearTimeout(timer);
               resolve();
@@ -262,9 +273,49 @@ export class MasterConnection extends EventEmitter implements RedisConnection {
     return this.#following;
   }
 
-  /** Asks where the master is, connects, checks it, subscribes again. */
+  /**
+   * Asks the Sentinels where the master is, connects to the first address
+   * named that answers as a master, subscribes again.
+   */
   async #attach(): Promise<void> {
-    const address = await this.#ask();
+    const problems: string[] = [];
+    for (const address of await this.#candidates()) {
+      let master;
+      try {
+        master = await retriedOnTimeout(() => this.#connectTo(address));
+      } catch (error) {
+        problems.push(`${address.host}:${address.port}: ${errorText(error)}`);
+        continue;
+      }
+      try {
+        if (!this.#open) throw new Error("closed");
+        this.#master = master;
+        this.#address = address;
+        await Promise.all(
+          [...this.#channels].flatMap(([channel, listeners]) =>
+            [...listeners].map((listener) =>
+              master.subscribe(channel, listener)
+            )
+          ),
+        );
+        if (!master.isReady) throw new Error("the master went away");
+        if (!this.#open) throw new Error("closed");
+      } catch (error) {
+        if (this.#master === master) this.#master = undefined;
+        if (master.isOpen) master.destroy();
+        throw error;
+      }
+      this.#ready = true;
+      this.emit("ready");
+      return;
+    }
+    throw new Error(problems.join("; "));
+  }
+
+  /** A connection to `address`, if it answers as a master. */
+  async #connectTo(
+    address: HostPort,
+  ): Promise<ReturnType<typeof createClient>> {
     const master = createClient({
       username: this.#url.username,
       password: this.#url.password,
@@ -284,79 +335,79 @@ export class MasterConnection extends EventEmitter implements RedisConnection {
       await master.connect();
       const role = await master.sendCommand(["ROLE"]) as [string, ...unknown[]];
       if (role[0] !== "master") {
-        throw new Error(
-          `${address.host}:${address.port} is a ${role[0]}, not the master yet`,
-        );
+        throw new Error(`${address.host}:${address.port} is a ${role[0]}`);
       }
-      if (!this.#open) throw new Error("closed");
-      this.#master = master;
-      this.#address = address;
-      await Promise.all(
-        [...this.#channels].flatMap(([channel, listeners]) =>
-          [...listeners].map((listener) => master.subscribe(channel, listener))
-        ),
-      );
-      if (!master.isReady) throw new Error("the master went away");
+      return master;
     } catch (error) {
-      if (this.#master === master) this.#master = undefined;
       if (master.isOpen) master.destroy();
       throw error;
     }
-    this.#ready = true;
-    this.emit("ready");
   }
 
   /**
-   * Where the Sentinels say the master is: each asked in turn until one
-   * answers; the one that did is asked first next time.
+   * Where the Sentinels say the master is, all asked at once: first an
+   * address other than the master this connection had (right after a
+   * failover a Sentinel that has not heard of it yet names the old one),
+   * then by how many Sentinels name it.
    */
-  async #ask(): Promise<HostPort> {
+  async #candidates(): Promise<HostPort[]> {
     const problems: string[] = [];
-    const sentinels = this.#url.sentinels;
-    for (let i = 0; i < sentinels.length; i++) {
-      const sentinel = sentinels[i];
-      const client = createClient({
-        username: this.#url.sentinelUsername,
-        password: this.#url.sentinelPassword,
-        commandOptions: { timeout: SENTINEL_ASK_TIMEOUT_MS },
-        socket: {
-          host: sentinel.host,
-          port: sentinel.port,
-          connectTimeout: SENTINEL_ASK_TIMEOUT_MS,
-          reconnectStrategy: false,
-        },
-      });
-      client.on("error", () => {}); // said by the rejection below
+    const named = new Map<string, { address: HostPort; votes: number }>();
+    await Promise.all(this.#url.sentinels.map(async (sentinel) => {
+      const where = `${sentinel.host}:${sentinel.port}`;
       try {
-        await client.connect();
-        const reply = await client.sendCommand([
-          "SENTINEL",
-          "GET-MASTER-ADDR-BY-NAME",
-          this.#url.master,
-        ]) as [string, string] | null;
+        const reply = await retriedOnTimeout(() => this.#askOne(sentinel));
         if (!reply) {
-          problems.push(
-            `${sentinel.host}:${sentinel.port} knows no master "${this.#url.master}"`,
+          return void problems.push(
+            `${where} knows no master "${this.#url.master}"`,
           );
-          continue;
         }
-        if (i > 0) sentinels.unshift(...sentinels.splice(i, 1));
-        return { host: reply[0], port: Number(reply[1]) };
+        const key = `${reply.host}:${reply.port}`;
+        const entry = named.get(key) ?? { address: reply, votes: 0 };
+        entry.votes++;
+        named.set(key, entry);
       } catch (error) {
-        problems.push(
-          `${sentinel.host}:${sentinel.port}: ${
-            error instanceof Error ? error.message : error
-          }`,
-        );
-      } finally {
-        if (client.isOpen) client.destroy();
+        problems.push(`${where}: ${errorText(error)}`);
       }
+    }));
+    if (named.size === 0) {
+      throw new Error(
+        `no Sentinel said where master "${this.#url.master}" is: ${
+          problems.join("; ")
+        }`,
+      );
     }
-    throw new Error(
-      `no Sentinel said where master "${this.#url.master}" is: ${
-        problems.join("; ")
-      }`,
-    );
+    const was = this.#address && `${this.#address.host}:${this.#address.port}`;
+    return [...named].sort(([a, x], [b, y]) =>
+      Number(a === was) - Number(b === was) || y.votes - x.votes
+    ).map(([, { address }]) => address);
+  }
+
+  /** What one Sentinel says of the master: its address, or null. */
+  async #askOne(sentinel: HostPort): Promise<HostPort | null> {
+    const client = createClient({
+      username: this.#url.sentinelUsername,
+      password: this.#url.sentinelPassword,
+      commandOptions: { timeout: SENTINEL_ASK_TIMEOUT_MS },
+      socket: {
+        host: sentinel.host,
+        port: sentinel.port,
+        connectTimeout: this.#options.connectTimeoutMs,
+        reconnectStrategy: false,
+      },
+    });
+    client.on("error", () => {}); // said by the rejection
+    try {
+      await client.connect();
+      const reply = await client.sendCommand([
+        "SENTINEL",
+        "GET-MASTER-ADDR-BY-NAME",
+        this.#url.master,
+      ]) as [string, string] | null;
+      return reply && { host: reply[0], port: Number(reply[1]) };
+    } finally {
+      if (client.isOpen) client.destroy();
+    }
   }
 
   /**
@@ -376,5 +427,23 @@ export class MasterConnection extends EventEmitter implements RedisConnection {
     if (master.isOpen) master.destroy();
     this.emit("error", error);
     if (wasReady) this.#follow(true).catch(() => {});
+  }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * `attempt`, and once more if it timed out connecting: a process whose
+ * event loop was held up (a busy start on busy cores) sees every connect
+ * it began meanwhile time out, though the other side answered at once.
+ */
+async function retriedOnTimeout<T>(attempt: () => Promise<T>): Promise<T> {
+  try {
+    return await attempt();
+  } catch (error) {
+    if (!(error instanceof ConnectionTimeoutError)) throw error;
+    return await attempt();
   }
 }
