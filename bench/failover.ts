@@ -206,21 +206,28 @@ async function run(): Promise<RunResult> {
     poster.client.closed.then(() => closedForLoss = true);
     const every = 1000 / rate;
     const start = performance.now();
+    // At a random point between two posts, not just before one.
+    const kill = setTimeout(() => {
+      killedAt = performance.now();
+      switched = set.primary.kill().then(() =>
+        untilSwitched(set.masterPort, set.replica.port, killedAt)
+      );
+    }, beforeMs + Math.random() * every);
     for (let n = 0;; n++) {
       const due = start + n * every;
       const now = performance.now();
       if (due > now) await new Promise((r) => setTimeout(r, due - now));
-      if (killedAt === 0 && performance.now() - start >= beforeMs) {
-        killedAt = performance.now();
-        await set.primary.kill();
-        switched = untilSwitched(set.masterPort, set.replica.port, killedAt);
-      }
+
       if (
         recoveredAt > 0 && performance.now() - recoveredAt > AFTER_RECOVERY_MS
       ) {
         break;
       }
       if (closedForLoss) break;
+      if (killedAt === 0 && performance.now() - start > 2 * beforeMs) {
+        clearTimeout(kill);
+        throw new Error("the primary was not killed");
+      }
       if (killedAt > 0 && performance.now() - killedAt > RECOVERY_LIMIT_MS) {
         throw new Error(`no recovery within ${RECOVERY_LIMIT_MS} ms`);
       }

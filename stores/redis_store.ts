@@ -2661,6 +2661,7 @@ export class RedisStore implements RoomStore {
       if (room.listeners.size === 0) continue;
       if (!room.subscribed) {
         await this.#subscribed(room);
+        await this.#caughtRollback(room);
         continue;
       }
       await room.subscribed.catch(() => this.#subscribed(room));
@@ -2706,6 +2707,7 @@ export class RedisStore implements RoomStore {
         this.#options.onEvict(room.name, member.owner);
       }
     }
+    this.#fill(room); // the new events under the lost ids
   }
 
   async #heartbeat(): Promise<void> {
