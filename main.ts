@@ -324,6 +324,7 @@ function metricsText(): string {
     socketsOpen: openSockets.size,
     socketsStuck: stuckSockets.size,
     decisions: store.decisions?.() ?? { commits: 0, again: 0 },
+    replicaAcks: store.replicaAcks?.(),
     webhookQueue: webhooks?.depth() ?? 0,
     counters,
   });

@@ -8,6 +8,12 @@
  * @module
  */
 
+import {
+  isSentinelUrl,
+  parseSentinelUrl,
+  redactRedisUrl,
+} from "../stores/redis_url.ts";
+
 /** Errors whose message is already worded for the user. */
 const WORDED = new WeakSet<Error>();
 
@@ -111,6 +117,12 @@ export function redisUrlProblem(text: string): string | undefined {
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
     return `--redis ${text} is not a Redis URL: ${hint}`;
   }
+  if (isSentinelUrl(text)) {
+    const sentinel = parseSentinelUrl(text);
+    return typeof sentinel === "string"
+      ? `--redis ${redactRedisUrl(text)} ${sentinel}`
+      : undefined;
+  }
   let url: URL;
   try {
     url = new URL(text);
@@ -118,7 +130,7 @@ export function redisUrlProblem(text: string): string | undefined {
     return `--redis ${text} is not a valid URL: write redis://HOST:PORT`;
   }
   if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-    return `--redis ${text} is not a Redis URL (redis:// or rediss://): ${hint}`;
+    return `--redis ${text} is not a Redis URL (redis://, rediss:// or redis+sentinel://): ${hint}`;
   }
   return undefined;
 }

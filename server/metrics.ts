@@ -145,6 +145,8 @@ export interface Readings {
    * room had changed meanwhile (rooms.ts `RoomStore.decisions`).
    */
   decisions: { commits: number; again: number };
+  /** Posts' turns replicas acknowledged, and not (rooms.ts `replicaAcks`). */
+  replicaAcks?: { acknowledged: number; short: number };
   /** Webhook deliveries not done yet, in memory and in storage. */
   webhookQueue: number;
   counters: Counters;
@@ -260,6 +262,17 @@ export const METRICS: [
       new Map([
         ["committed", r.decisions.commits],
         ["again", r.decisions.again],
+      ]),
+    "outcome",
+  ],
+  [
+    "chat_redis_replica_acks_total",
+    "counter",
+    "Turns of posts delivered after --redis-wait-replicas replicas had them (acknowledged) or after --redis-wait-ms without (short).",
+    (r) =>
+      new Map([
+        ["acknowledged", r.replicaAcks?.acknowledged ?? 0],
+        ["short", r.replicaAcks?.short ?? 0],
       ]),
     "outcome",
   ],

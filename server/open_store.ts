@@ -131,6 +131,8 @@ export async function openStore(
       url: settings.redis,
       roomTtl: settings.roomTtl,
       coalesceMs: settings.redisCoalesceMs,
+      waitReplicas: settings.redisWaitReplicas,
+      waitMs: settings.redisWaitMs,
       log,
     } satisfies RedisStoreOptions,
   ).catch((error) => {

@@ -280,7 +280,7 @@ export const OPTIONS = {
     default: "",
     arg: "URL",
     help:
-      "share rooms through Redis: several processes, one chat, history kept",
+      "share rooms through Redis: several processes, one chat, history kept (redis+sentinel://HOST:PORT,HOST:PORT/MASTER follows a failover)",
     env: "REDIS_URL",
     shown: "(in memory)",
     parse: (text: string) => {
@@ -301,6 +301,18 @@ export const OPTIONS = {
     40,
     0,
     "ms a busy room's messages may wait to share a frame with other processes' (with `--redis`; 0: never)",
+    false,
+  ),
+  redisWaitReplicas: limit(
+    0,
+    0,
+    "replicas that must have a message before it is delivered, so that it survives a failover (with `--redis`; 0: no wait)",
+    false,
+  ),
+  redisWaitMs: limit(
+    100,
+    0,
+    "ms a message waits for `--redis-wait-replicas`; then it is delivered anyway",
     false,
   ),
   data: {

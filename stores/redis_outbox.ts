@@ -28,7 +28,8 @@
  * @module
  */
 
-import { createClient } from "redis";
+import { type RedisConnection, redisConnection } from "./redis_connect.ts";
+import { redactRedisUrl } from "./redis_url.ts";
 import { createHash, randomBytes } from "node:crypto";
 import type {
   Outbox,
@@ -55,6 +56,8 @@ const MISSED_BEATS = 3;
 const COMMAND_TIMEOUT_MS = 10_000;
 /** Longest wait between attempts to reach Redis again, in ms. */
 const MAX_RECONNECT_DELAY_MS = 2000;
+/** How long one attempt to open a connection may take (node-redis's default). */
+const SOCKET_CONNECT_TIMEOUT_MS = 5000;
 /** How long `connect` waits for Redis at start, as the store's. */
 const CONNECT_TIMEOUT_MS = 5000;
 
@@ -130,7 +133,7 @@ interface OwnedShard {
   cursors: string[];
 }
 
-type Client = ReturnType<typeof createClient>;
+type Client = RedisConnection;
 type Reply = string | number | null | Reply[];
 
 function heartbeatFromEnv(): number | undefined {
@@ -203,18 +206,16 @@ export class RedisOutbox implements Outbox {
       streams: (room) => this.#streams[shardOf(room)],
     };
     const client = () =>
-      createClient({
+      redisConnection({
         url: options.url,
-        disableOfflineQueue: true,
-        commandOptions: { timeout: COMMAND_TIMEOUT_MS },
-        socket: {
-          // At start a Redis that is not there fails `connect` at once;
-          // once started, a lost connection is retried for ever.
-          reconnectStrategy: (retries: number, cause: Error) =>
-            !this.#started
-              ? cause
-              : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS),
-        },
+        commandTimeoutMs: COMMAND_TIMEOUT_MS,
+        connectTimeoutMs: SOCKET_CONNECT_TIMEOUT_MS,
+        // At start a Redis that is not there fails `connect` at once;
+        // once started, a lost connection is retried for ever.
+        retryIn: (retries: number, cause: Error) =>
+          !this.#started
+            ? cause
+            : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS),
       });
     this.#cmd = client();
     this.#reader = client();
@@ -246,7 +247,7 @@ export class RedisOutbox implements Outbox {
       for (const c of [outbox.#cmd, outbox.#reader]) if (c.isOpen) c.destroy();
       // As the store says it (its password left out).
       throw new Error(
-        `cannot reach Redis at ${options.url.replace(/\/\/[^@/]*@/, "//")} (${
+        `cannot reach Redis at ${redactRedisUrl(options.url)} (${
           error instanceof Error ? error.message : error
         })`,
       );

@@ -308,6 +308,11 @@ export interface CommitArgs extends RoomArgs {
    * batch (a turn's posts); without it each on its own.
    */
   from?: string;
+  /**
+   * Not published here: the store publishes the `{from, events}` batch
+   * itself once replicas have it (`waitReplicas`, redis_store.ts).
+   */
+  hold?: boolean;
   /** Read after everything is written (what a welcome says). */
   after: KeyCommand[];
   /**
@@ -428,8 +433,10 @@ local function publishNotices(upTo)
     table.concat(group, ',') .. ']}')
 end
 if A.from and #events > 0 then
-  redis.call('PUBLISH', A.channel, '{"from":' .. cjson.encode(A.from) ..
-    ',"events":[' .. table.concat(events, ',') .. ']}')
+  if not A.hold then
+    redis.call('PUBLISH', A.channel, '{"from":' .. cjson.encode(A.from) ..
+      ',"events":[' .. table.concat(events, ',') .. ']}')
+  end
 else
   publishNotices(0)
   for i, e in ipairs(events) do

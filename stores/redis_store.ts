@@ -66,7 +66,9 @@
  * @module
  */
 
-import { createClient, ErrorReply } from "redis";
+import { ErrorReply } from "redis";
+import { type RedisConnection, redisConnection } from "./redis_connect.ts";
+import { redactRedisUrl } from "./redis_url.ts";
 import { randomBytes } from "node:crypto";
 import type {
   LiveEvent,
@@ -167,7 +169,10 @@ type ChannelEvent = RoomEvent | TypingEvent | GoneNotice;
 
 /** What {@linkcode RedisStore.connect} needs. */
 export interface RedisStoreOptions extends StoreOptions {
-  /** `redis://[user:password@]host:port[/db]`. */
+  /**
+   * `redis://[user:password@]host:port[/db]`, or Sentinels and their master
+   * (`redis+sentinel://…`, stores/redis_url.ts), followed across failovers.
+   */
   url: string;
   /** Seconds an empty room keeps its history and epoch. */
   roomTtl: number;
@@ -198,9 +203,29 @@ export interface RedisStoreOptions extends StoreOptions {
    * @default {CONNECT_TIMEOUT_MS}
    */
   connectTimeoutMs?: number;
+  /**
+   * Replicas that must have a turn's posts (Redis `WAIT`) before they are
+   * delivered (echoed): an echoed message then survives a failover. 0: no
+   * wait (replication stays asynchronous).
+   * @default {0}
+   */
+  waitReplicas?: number;
+  /**
+   * How long a turn's posts wait for `waitReplicas`, in ms; after it they
+   * are delivered anyway (counted, see `replicaAcks`).
+   * @default {WAIT_REPLICAS_MS}
+   */
+  waitMs?: number;
 }
 
-type Client = ReturnType<typeof createClient>;
+/**
+ * Default of `waitMs`: a replica on the same network acknowledges within
+ * a millisecond or two (bench/README.md, "Eighth session"); 100 ms bounds
+ * what a missing one adds to every echo.
+ */
+export const WAIT_REPLICAS_MS = 100;
+
+type Client = RedisConnection;
 
 /** This process's view of one room. */
 interface RoomState {
@@ -619,6 +644,10 @@ export class RedisStore implements RoomStore {
   #marksDue?: ReturnType<typeof setTimeout>;
   /** Commits, and decisions made again because the room had changed. */
   #decisions = { commits: 0, again: 0 };
+  /** Turns of posts `waitReplicas` acknowledged, and those it did not. */
+  #replicaAcks = { acknowledged: 0, short: 0 };
+  /** The last turn's wait came short (logged once until one does not). */
+  #shortLogged = false;
   #handOut?: ReturnType<typeof setImmediate>;
   #closed = false;
   #downLogged = false;
@@ -635,21 +664,18 @@ export class RedisStore implements RoomStore {
     this.#coalesceMs = options.coalesceMs ?? COALESCE_MS;
     this.#postingMs = options.postingMs ?? POSTING_MS;
     const client = () =>
-      createClient({
+      redisConnection({
         url: options.url,
-        disableOfflineQueue: true,
-        commandOptions: { timeout: COMMAND_TIMEOUT_MS },
-        socket: {
-          connectTimeout: SOCKET_CONNECT_TIMEOUT_MS,
-          // At start-up a Redis that is not there fails `connect` at once
-          // (the CLI then says why in one line); once started, a lost
-          // connection is retried for ever with backoff.
-          reconnectStrategy: (retries: number, cause: Error) =>
-            !this.#started
-              ? cause
-              : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS) +
-                Math.floor(Math.random() * RECONNECT_JITTER_MS),
-        },
+        commandTimeoutMs: COMMAND_TIMEOUT_MS,
+        connectTimeoutMs: SOCKET_CONNECT_TIMEOUT_MS,
+        // At start-up a Redis that is not there fails `connect` at once
+        // (the CLI then says why in one line); once started, a lost
+        // connection is retried for ever with backoff.
+        retryIn: (retries: number, cause: Error) =>
+          !this.#started
+            ? cause
+            : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS) +
+              Math.floor(Math.random() * RECONNECT_JITTER_MS),
       });
     this.#cmd = client();
     this.#sub = client();
@@ -1030,11 +1056,13 @@ export class RedisStore implements RoomStore {
       }
       // A refusal stands with the commit: it holds only if the moderation
       // it was judged on is unchanged.
-      const reply = await this.#commit(name, txn, { from: this.#proc });
+      const hold = (this.#options.waitReplicas ?? 0) > 0;
+      const reply = await this.#commit(name, txn, { from: this.#proc, hold });
       if ("behind" in reply) {
         this.#postViews.delete(name);
         continue;
       }
+      if (hold) await this.#publishReplicated(name, reply.events);
       if (
         view.moderation!.slow === 0 && this.#rooms.has(name) &&
         quoted.length === 0
@@ -2633,14 +2661,53 @@ export class RedisStore implements RoomStore {
       if (room.listeners.size === 0) continue;
       if (!room.subscribed) {
         await this.#subscribed(room);
+        await this.#caughtRollback(room);
         continue;
       }
       await room.subscribed.catch(() => this.#subscribed(room));
+      await this.#caughtRollback(room);
       this.#fill(room);
       // Notices of members gone without an event may have been missed
       // while away (pub/sub keeps nothing): the members are read again.
       this.#rebaseline(room);
     }
+  }
+
+  /**
+   * After a failover that lost the room's last events (replication is
+   * asynchronous; see `waitReplicas`), Redis's last id is below what was
+   * delivered here, and the lost ids go to new events: delivery goes on
+   * from Redis's last id, and the members here, whose clients saw events
+   * the room no longer has, are evicted (they join again and get the room
+   * as it is). A room whose epoch went is the reclaim's to settle.
+   */
+  async #caughtRollback(room: RoomState): Promise<void> {
+    const delivered = room.delivered;
+    if (delivered === undefined) return;
+    const [epoch, last] = await this.#command([
+      "HMGET",
+      this.#keys(room.name).meta,
+      "epoch",
+      "last",
+    ]) as (string | null)[];
+    if (epoch === null || epoch !== room.epoch) return;
+    const kept = Number(last ?? 0);
+    if (kept >= delivered) return;
+    this.#log("warn", "redis_events_lost", {
+      room: room.name,
+      from: kept + 1,
+      to: delivered,
+    });
+    room.delivered = kept;
+    room.recent = room.recent.filter((event) => event.id <= kept);
+    room.buffer = [];
+    room.notices = [];
+    for (const member of [...this.#members.values()]) {
+      if (member.room === room.name) {
+        this.#options.onEvict(room.name, member.owner);
+      }
+    }
+    this.#fill(room); // the new events under the lost ids
   }
 
   async #heartbeat(): Promise<void> {
@@ -2906,7 +2973,7 @@ export class RedisStore implements RoomStore {
   async #commit(
     room: string,
     txn: RedisTxn,
-    extra: Partial<Pick<CommitArgs, "before" | "after" | "from">> = {},
+    extra: Partial<Pick<CommitArgs, "before" | "after" | "from" | "hold">> = {},
   ) {
     const decided = txn.commit();
     const reply = await this.#run(COMMIT, this.#keys(room), {
@@ -3084,6 +3151,52 @@ export class RedisStore implements RoomStore {
     }
   }
 
+  /**
+   * A turn's posts, committed but held back (`waitReplicas`): once
+   * replicas have them (`WAIT`, on the connection that wrote them), they
+   * are published as the commit would have. Fewer replicas within `waitMs`
+   * still deliver them: the commit is done and cannot be taken back, and
+   * an error would have the sender post again a message the room has; the
+   * shortfall is counted (`replicaAcks`, `/metrics`) and logged.
+   */
+  async #publishReplicated(room: string, events: RoomEvent[]): Promise<void> {
+    const wanted = this.#options.waitReplicas ?? 0;
+    const acknowledged = await this.#command([
+      "WAIT",
+      String(wanted),
+      String(this.#options.waitMs ?? WAIT_REPLICAS_MS),
+    ]) as number;
+    if (acknowledged >= wanted) {
+      this.#replicaAcks.acknowledged++;
+      this.#shortLogged = false;
+    } else {
+      this.#replicaAcks.short++;
+      // Once per run of them: a replica gone shorts every turn.
+      if (!this.#shortLogged) {
+        this.#log("warn", "redis_replicas_short", { wanted, acknowledged });
+      }
+      this.#shortLogged = true;
+    }
+    await this.#publishBatch(room, events);
+  }
+
+  /** A turn's events as the commit script publishes them. */
+  async #publishBatch(room: string, events: RoomEvent[]): Promise<void> {
+    await this.#command([
+      "PUBLISH",
+      this.#channel(room),
+      JSON.stringify({ from: this.#proc, events }),
+    ]);
+  }
+
+  /**
+   * Turns of posts replicas acknowledged (`waitReplicas`), and those
+   * delivered with fewer.
+   */
+  replicaAcks(): { acknowledged: number; short: number } {
+    return { ...this.#replicaAcks };
+  }
+
   /** A change that found the room changed every time it was decided. */
   #tooBusy(room: string): RoomTooBusy {
     this.#log("warn", "redis_too_busy", { room, tries: MAX_DECISIONS });
@@ -3215,13 +3328,7 @@ function errorText(error: unknown): string {
 
 /** The URL without its password, for logs. */
 function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = "***";
-    return parsed.href;
-  } catch {
-    return "(invalid URL)";
-  }
+  return redactRedisUrl(url);
 }
 
 // How main.ts opens this store (rooms.ts `StoreFactory`), checked here.

@@ -479,6 +479,11 @@ export interface RoomStore {
    * between the rule's read and its commit (a shared store; `/metrics`).
    */
   decisions?(): { commits: number; again: number };
+  /**
+   * Turns of posts replicas acknowledged before delivery, and those
+   * delivered with fewer (Redis with `--redis-wait-replicas`; `/metrics`).
+   */
+  replicaAcks?(): { acknowledged: number; short: number };
   /** False while the store cannot be reached (a shared store's server is down). */
   available?(): boolean;
   /** Lets go of connections and timers (at shutdown). */

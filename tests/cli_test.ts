@@ -69,7 +69,7 @@ const CASES: Case[] = [
     args: () => [],
     env: { REDIS_URL: "http://127.0.0.1:6379" },
     line: () =>
-      "deno-chat: REDIS_URL: --redis http://127.0.0.1:6379 is not a Redis URL (redis:// or rediss://): write it as redis://127.0.0.1:6379 (see --help)",
+      "deno-chat: REDIS_URL: --redis http://127.0.0.1:6379 is not a Redis URL (redis://, rediss:// or redis+sentinel://): write it as redis://127.0.0.1:6379 (see --help)",
     code: 2,
   },
   {
@@ -85,6 +85,35 @@ const CASES: Case[] = [
     ],
     line: (fx) =>
       `deno-chat: cannot reach Redis at redis://127.0.0.1:${fx.free} (connect ECONNREFUSED 127.0.0.1:${fx.free}): start redis-server there, or correct --redis`,
+    code: 1,
+  },
+  {
+    name: "a Sentinel URL without its master's name",
+    args: () => ["--redis", "redis+sentinel://127.0.0.1:26379"],
+    line: () =>
+      "deno-chat: --redis redis+sentinel://127.0.0.1:26379 names no master: write it as redis+sentinel://HOST:PORT,HOST:PORT/MASTER (a password as redis+sentinel://:PASSWORD@HOST:PORT/MASTER) (see --help)",
+    code: 2,
+  },
+  {
+    name: "a Sentinel URL with a bad address, its password left out",
+    args: () => ["--redis", "redis+sentinel://:pw@127.0.0.1:26379,h:x/m"],
+    line: () =>
+      'deno-chat: --redis redis+sentinel://:***@127.0.0.1:26379,h:x/m has a Sentinel address "h:x" that is not HOST:PORT: write it as redis+sentinel://HOST:PORT,HOST:PORT/MASTER (a password as redis+sentinel://:PASSWORD@HOST:PORT/MASTER) (see --help)',
+    code: 2,
+  },
+  {
+    name: "Sentinels nobody listens for",
+    args: (fx) => [
+      ...LOOPBACK,
+      "--port",
+      "0",
+      "--ws-port",
+      "0",
+      "--redis",
+      `redis+sentinel://127.0.0.1:${fx.free}/chat`,
+    ],
+    line: (fx) =>
+      `deno-chat: cannot reach Redis at redis+sentinel://127.0.0.1:${fx.free}/chat (no Sentinel said where master "chat" is: 127.0.0.1:${fx.free}: connect ECONNREFUSED 127.0.0.1:${fx.free}): start redis-server there, or correct --redis`,
     code: 1,
   },
   {
