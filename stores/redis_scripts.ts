@@ -140,6 +140,11 @@ export function keyList(keys: RoomKeys): string[] {
 export interface RoomArgs {
   /** The room's pub/sub channel: every appended event is published there. */
   channel: string;
+  /**
+   * The channel is sharded (Redis Cluster: `SPUBLISH`, in the room's slot);
+   * other channels (`publish`'s evictions) are plain `PUBLISH` either way.
+   */
+  sharded?: boolean;
   /** Events the history keeps at most. */
   historySize: number;
   /** Bytes of history kept at most. */
@@ -415,6 +420,7 @@ end
 -- The events, each notice after those appended before it was announced
 -- (the notices between two events as one message), or (A.from) the events
 -- as one batch and then the notices.
+local PUB = A.sharded and 'SPUBLISH' or 'PUBLISH'
 local notices, n = A.notices or {}, 1
 local function publishNotices(upTo)
   local group = {}
@@ -423,17 +429,17 @@ local function publishNotices(upTo)
     n = n + 1
   end
   if #group == 0 then return end
-  redis.call('PUBLISH', A.channel, '{"after":' ..
+  redis.call(PUB, A.channel, '{"after":' ..
     string.format('%d', base + upTo) .. ',"notices":[' ..
     table.concat(group, ',') .. ']}')
 end
 if A.from and #events > 0 then
-  redis.call('PUBLISH', A.channel, '{"from":' .. cjson.encode(A.from) ..
+  redis.call(PUB, A.channel, '{"from":' .. cjson.encode(A.from) ..
     ',"events":[' .. table.concat(events, ',') .. ']}')
 else
   publishNotices(0)
   for i, e in ipairs(events) do
-    redis.call('PUBLISH', A.channel, e)
+    redis.call(PUB, A.channel, e)
     publishNotices(i)
   end
 end
@@ -452,7 +458,9 @@ elseif A.beside then
     redis.call('PEXPIRE', KEYS[11], ttl)
   end
 end
-for _, p in ipairs(A.publish) do redis.call('PUBLISH', p[1], value(p[2])) end
+for _, p in ipairs(A.publish) do
+  redis.call(p[1] == A.channel and PUB or 'PUBLISH', p[1], value(p[2]))
+end
 return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
 `,
   (reply) => {
