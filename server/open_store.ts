@@ -136,7 +136,14 @@ export async function openStore(
       log,
     } satisfies RedisStoreOptions,
   ).catch((error) => {
-    throw redisFailure(error);
+    if (!settings.redisCluster) throw redisFailure(error);
+    const message = error instanceof Error ? error.message : String(error);
+    throw reworded(
+      error,
+      `${
+        message.split("\n")[0]
+      }: start the cluster there, or correct --redis-cluster`,
+    );
   });
 }
 
