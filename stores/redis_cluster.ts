@@ -244,8 +244,12 @@ export class ClusterLink {
       try {
         // node-redis asks the cluster again only on MOVED; a master that
         // is gone answers nothing, so it is asked here.
-        const root = this.#cluster.masters[0]?.client ??
-          { options: this.#cluster._options.rootNodes[0] };
+        // From a master still connected (the nodes given at start may be
+        // the ones gone), else from those.
+        const root = this.#cluster.masters.find((master) =>
+          master.client?.isReady
+        )
+          ?.client ?? { options: this.#cluster._options.rootNodes[0] };
         // deno-lint-ignore no-explicit-any
         await this.#cluster._slots.rediscover(root as any);
         await this.#healthy();
