@@ -252,9 +252,18 @@ async function failoverRun(): Promise<FailoverRun> {
       }
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const reader = await jsonClient(chats[1].server, `/${room}`, {
-      nick: "reader",
-    });
+    // A fresh client reads the history back (the handshake is refused
+    // while the store is away).
+    let reader: (Peer & { welcome: Json }) | undefined;
+    for (let tries = 0; !reader; tries++) {
+      reader = await jsonClient(chats[1].server, `/${room}`, {
+        nick: "reader",
+      }).catch((error) => {
+        if (tries >= 50) throw error;
+        return undefined;
+      });
+      if (!reader) await new Promise((resolve) => setTimeout(resolve, 200));
+    }
     peers.push(reader);
     const history = new Map<number, string>();
     for (const event of reader.welcome.history) {

@@ -180,7 +180,11 @@ export class ClusterLink {
     this.#cluster.on("error", (error) => this.#emit("error", error));
     this.#cluster.on("node-error", (error) => this.#emit("error", error));
     // A node's connection lost: its slots fail until a replica takes over.
-    this.#cluster.on("node-reconnecting", () => this.#lost());
+    this.#cluster.on(
+      "node-reconnecting",
+      (node: { host: string; port: number }) =>
+        this.#lost(`${node.host}:${node.port}`),
+    );
   }
 
   get isOpen(): boolean {
@@ -225,8 +229,15 @@ export class ClusterLink {
     }
   }
 
-  #lost(): void {
+  #lost(address: string): void {
     if (this.#closed || !this.#open) return;
+    // A node that is no master now (one replaced in a failover): a
+    // connection of node-redis's to it may still be retrying; nothing of
+    // the chat's is there.
+    if (
+      !this.#broken &&
+      !this.#cluster.masters.some((master) => master.address === address)
+    ) return;
     if (!this.#broken) {
       this.#broken = true;
       this.#emit("reconnecting");

@@ -610,6 +610,34 @@ return 0
   (reply) => reply === 1,
 );
 
+/** What {@linkcode KEEP_LAST} is told: the room as a process delivered it. */
+export interface KeepLastArgs {
+  epoch: string;
+  /** The last id the process delivered. */
+  last: number;
+}
+
+/**
+ * After an outage: a room whose last id went back behind what a process
+ * delivered (a failover lost its last writes: a replica is behind its
+ * master) gets that id back as its last, so that no id is given out twice
+ * (a process drops an id it delivered already). The lost events stay lost:
+ * processes that had not delivered them see a gap. Answers the last id as
+ * it was, or -1 if the room is another epoch (or gone). KEYS: meta.
+ */
+export const KEEP_LAST = script<KeepLastArgs, number>(
+  `
+if redis.call('HGET', KEYS[1], 'epoch') ~= A.epoch then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if last < A.last then
+  redis.call('HSET', KEYS[1], 'last', string.format('%d', A.last))
+end
+return last
+`,
+  (reply) => reply as number,
+  "local A = cjson.decode(ARGV[1])\n",
+);
+
 /** Where a process's view of a room starts: {@linkcode BASELINE}'s reply. */
 export interface Baseline {
   /** The room's last event id (0 for a room that does not exist yet). */

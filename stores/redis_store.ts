@@ -138,6 +138,7 @@ import {
   type CommitArgs,
   FORGET,
   type GoneNotice,
+  KEEP_LAST,
   KEY_INDEX,
   type KeyCommand,
   keyList,
@@ -2725,10 +2726,31 @@ export class RedisStore implements RoomStore {
       // it no longer sees (a failover): subscribed again (a no-op for the
       // others).
       if (this.#cluster) await this.#listen(room);
+      await this.#keepLast(room);
       this.#fill(room);
       // Notices of members gone without an event may have been missed
       // while away (pub/sub keeps nothing): the members are read again.
       this.#rebaseline(room);
+    }
+  }
+
+  /**
+   * A room whose last id went back behind what was delivered here (a
+   * failover lost its last writes) gets it back, so that no id is given
+   * out twice (see {@linkcode KEEP_LAST}).
+   */
+  async #keepLast(room: RoomState): Promise<void> {
+    if (room.delivered === undefined || room.epoch === undefined) return;
+    const last = await this.#run(KEEP_LAST, [this.#keys(room.name).meta], {
+      epoch: room.epoch,
+      last: room.delivered,
+    });
+    if (last >= 0 && last < room.delivered) {
+      this.#log("warn", "redis_events_lost", {
+        room: room.name,
+        from: last + 1,
+        to: room.delivered,
+      });
     }
   }
 
