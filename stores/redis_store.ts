@@ -1,6 +1,8 @@
 /**
  * The shared room store: several deno-chat processes, one chat, through
- * Redis. Loaded by server/open_store.ts only with `--redis URL`.
+ * Redis. Loaded by server/open_store.ts only with `--redis URL` (or
+ * `--redis-cluster`: then the names below carry hash tags, `room:{NAME}:…`,
+ * and a room's channel is sharded; see redis_cluster.ts).
  *
  * Per room (keys under `chat:`):
  *
