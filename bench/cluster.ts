@@ -79,6 +79,9 @@ interface CpuRun {
   lost: number;
   dups: number;
   cpuUsPerDelivery: number;
+  /** Of `cpuUsPerDelivery`: the chat processes', and the redis-servers'. */
+  chatUsPerDelivery: number;
+  redisUsPerDelivery: number;
   deliveredPerS: number;
   clientCpuShare: number;
   loadAverage: string;
@@ -88,6 +91,15 @@ function loadAverage(): string {
   return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(
     " ",
   );
+}
+
+/** CPU µs per delivery of the first `chats` pids, and of the rest. */
+function split(cpuSByPid: number[], chats: number, delivered: number) {
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return {
+    chatUsPerDelivery: sum(cpuSByPid.slice(0, chats)) / delivered * 1e6,
+    redisUsPerDelivery: sum(cpuSByPid.slice(chats)) / delivered * 1e6,
+  };
 }
 
 /** One CPU run: 4 chat processes on `urls`, load.ts against them. */
@@ -150,6 +162,7 @@ async function cpuRun(mode: "redis" | "cluster"): Promise<CpuRun> {
       lost: report.lost,
       dups: report.dups,
       cpuUsPerDelivery: report.server.cpuUsPerDelivery,
+      ...split(report.server.cpuSByPid ?? [], chats.length, report.delivered),
       deliveredPerS: report.deliveredPerS,
       clientCpuShare: report.client.cpuShare,
       loadAverage: loadAverage(),
