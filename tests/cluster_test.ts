@@ -1,10 +1,12 @@
 /**
- * Redis Cluster (`--redis-cluster`): two chat processes on a private
+ * Redis Cluster (`--redis-cluster`): chat processes on a private
  * cluster of 3 masters, each with a replica. Rooms whose keys hash to
  * different masters carry messages, history, reactions and read markers
- * across the processes, frame for frame; then one master is killed
- * (SIGKILL) and the chat comes back on its own once its replica takes
- * over. Skipped without redis-server, except under CI.
+ * across the processes, frame for frame; a chat process killed (SIGKILL)
+ * has its members announced as left by the others; then one master is
+ * killed and the chat comes back on its own once its replica takes over.
+ * And a failover's lost writes never make an id be given out twice.
+ * Skipped without redis-server, except under CI.
  *
  * @module
  */
@@ -62,22 +64,25 @@ async function roomsOnEveryMaster(cluster: RedisCluster): Promise<string[]> {
 
 Deno.test({
   name:
-    "redis cluster: rooms on three masters carry messages, history, reactions and markers across two processes; a master killed, the chat is back within the bound on its own",
+    "redis cluster: rooms on three masters carry messages, history, reactions and markers across processes; a process killed is reaped; a master killed, the chat is back within the bound on its own",
   ignore,
   fn: async () => {
     const cluster = await startCluster({ nodeTimeoutMs: 1000 });
     const chats: ChatProcess[] = [];
     const peers: Peer[] = [];
     try {
-      for (let i = 0; i < 2; i++) {
+      // A third process dies below: heartbeats of 500 ms have it reaped
+      // in about 1.5 s.
+      for (let i = 0; i < 3; i++) {
         chats.push(
           await startChatProcess(cluster.urls.join(","), {
             flag: "--redis-cluster",
             args: FAST,
+            env: { CHAT_REDIS_HEARTBEAT_MS: "500" },
           }),
         );
       }
-      const [a, b] = chats.map((chat) => chat.server);
+      const [a, b, c] = chats.map((chat) => chat.server);
       const rooms = await roomsOnEveryMaster(cluster);
       const pairs: {
         room: string;
@@ -144,6 +149,29 @@ Deno.test({
       };
       assert.deepEqual(await until(ada, (e) => e.type === "read"), read);
       assert.deepEqual(await until(adaOnB, (e) => e.type === "read"), read);
+
+      // A process killed (SIGKILL) with a member in a room on every master:
+      // a survivor finds it in the processes' bookkeeping ({procs}) and
+      // announces each of its members as left, on both processes alike.
+      const doomed: Peer[] = [];
+      for (const { room } of pairs) {
+        doomed.push(await jsonClient(c, `/${room}`, { nick: "dee" }));
+      }
+      for (const { ada } of pairs) {
+        await until(ada, (e) => e.type === "join" && e.nick === "dee");
+      }
+      await chats[2].kill();
+      await Promise.all(doomed.map((peer) => peer.closed));
+      for (const { ada, bob } of pairs) {
+        const left = await until(
+          ada,
+          (e) => e.type === "leave" && e.nick === "dee",
+        );
+        assert.deepEqual(
+          await until(bob, (e) => e.type === "leave" && e.nick === "dee"),
+          left,
+        );
+      }
 
       // The master of the first room's slot dies; its replica takes over.
       const master = await cluster.masterOf(
