@@ -146,7 +146,6 @@ type Listener = (message: string) => void;
  */
 export class ClusterLink {
   #cluster: Cluster;
-  #options: ClusterLinkOptions;
   #events = new Map<string, ((...args: unknown[]) => void)[]>();
   #connecting?: Promise<unknown>;
   #open = false;
@@ -156,7 +155,6 @@ export class ClusterLink {
   #closed = false;
 
   constructor(options: ClusterLinkOptions) {
-    this.#options = options;
     const first = new URL(options.urls[0]);
     this.#cluster = createCluster({
       rootNodes: options.urls.map((url) => ({ url })),
@@ -254,9 +252,9 @@ export class ClusterLink {
       if (this.#closed) return;
       try {
         // node-redis asks the cluster again only on MOVED; a master that
-        // is gone answers nothing, so it is asked here.
-        // From a master still connected (the nodes given at start may be
-        // the ones gone), else from those.
+        // is gone answers nothing, so it is asked here: through a master
+        // still connected (the nodes given at start may be the ones gone),
+        // else through those.
         const root = this.#cluster.masters.find((master) =>
           master.client?.isReady
         )
