@@ -418,6 +418,12 @@ const FLAG_CASES: Record<
   }],
   roomTtl: [["--room-ttl=60"], { roomTtl: 60 }],
   redisCoalesceMs: [["--redis-coalesce-ms=0"], { redisCoalesceMs: 0 }],
+  redisCluster: [[
+    "--redis-cluster",
+    "redis://127.0.0.1:7000,redis://127.0.0.1:7001",
+  ], { redisCluster: "redis://127.0.0.1:7000,redis://127.0.0.1:7001" }],
+  redisWaitReplicas: [["--redis-wait-replicas=1"], { redisWaitReplicas: 1 }],
+  redisWaitMs: [["--redis-wait-ms=250"], { redisWaitMs: 250 }],
   data: [["--data", "chat.db"], { data: "chat.db" }],
   retainEvents: [["--retain-events", "500"], { retainEvents: 500 }],
   retainDays: [["--retain-days", "30"], { retainDays: 30 }],
@@ -455,6 +461,7 @@ const FLAG_CASES: Record<
   webhookSecret: [["--webhook-secret=ssssssssssssssssssssssssssssssss"], {
     webhookSecret: "ssssssssssssssssssssssssssssssss",
   }],
+  webhookBatch: [["--webhook-batch=50"], { webhookBatch: 50 }],
   webhookRetryHours: [["--webhook-retry-hours=0.5"], {
     webhookRetryHours: 0.5,
   }],

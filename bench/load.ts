@@ -33,6 +33,7 @@
  *          [--size 64] [--protocol text|json] [--rate 0] [--stagger]
  *          [--duration 60]
  *          [--pid SERVER_PID[,PID…]] [--workers 1] [--room-size 0]
+ *          [--rooms-striped]
  *          [--source-ips 0] [--join-wave 0] [--react 0] [--react-keys 8]
  *          [--json] [--quiet]
  *
@@ -163,6 +164,12 @@ export interface LoadConfig {
   workers: number;
   /** Clients per room (rooms are `PATH-0`, `PATH-1`, …); 0 = one room. */
   roomSize: number;
+  /**
+   * With `roomSize`: clients are dealt to the rooms in turn (client i in
+   * room i mod rooms), so the first K senders are in K rooms, not one
+   * (the cluster bench's rooms each with their senders).
+   */
+  roomsStriped?: boolean;
   sourceIps: number;
   /**
    * Scenario (f): join in waves of this many clients, then leave in waves,
@@ -677,7 +684,11 @@ class Group {
   }
 
   roomOf(idx: number): number {
-    return this.cfg.roomSize > 0 ? Math.floor(idx / this.cfg.roomSize) : 0;
+    const { roomSize, clients, roomsStriped } = this.cfg;
+    if (roomSize === 0) return 0;
+    return roomsStriped
+      ? idx % Math.ceil(clients / roomSize)
+      : Math.floor(idx / roomSize);
   }
 
   /** Waits until no frame arrived for SETTLE_QUIET_MS (join traffic). */
@@ -1784,6 +1795,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
       pid: { type: "string", default: "0" },
       workers: { type: "string", default: "1" },
       "room-size": { type: "string", default: "0" },
+      "rooms-striped": { type: "boolean", default: false },
       "source-ips": { type: "string", default: "0" },
       "join-wave": { type: "string", default: "0" },
       react: { type: "string", default: "0" },
@@ -1859,6 +1871,7 @@ export function parseLoadArgs(args: string[]): LoadConfig & { json: boolean } {
     pids: pids.filter((n) => n > 0),
     workers: Math.min(int("workers", 1, MAX_WORKERS), clients),
     roomSize: int("room-size", 0, MAX_CLIENTS),
+    roomsStriped: values["rooms-striped"],
     sourceIps,
     joinWave: int("join-wave", 0, MAX_CLIENTS),
     react,

@@ -21,7 +21,7 @@ import type {
   SqliteStoreOptions,
 } from "../stores/sqlite_store.ts";
 import { redisFailure, reworded } from "./cli_errors.ts";
-import type { Settings } from "./options.ts";
+import { clusterProblem, type Settings } from "./options.ts";
 import { eventTypes, MemoryOutbox, type Outbox } from "../stores/outbox.ts";
 import { SqliteOutbox } from "../stores/sqlite_outbox.ts";
 import type { RedisOutboxFactory } from "../stores/redis_outbox.ts";
@@ -121,14 +121,16 @@ export async function openStore(
         : error;
     });
   }
-  if (!settings.redis) return new MemoryStore(common);
+  const cluster = clusterProblem(settings);
+  if (cluster) throw new Error(cluster);
+  if (!settings.redis && !settings.redisCluster) return new MemoryStore(common);
   const shared: { RedisStore: StoreFactory<RedisStoreOptions> } = await import(
     SHARED_STORE_MODULE
   );
   return await shared.RedisStore.connect(
     {
       ...common,
-      url: settings.redis,
+      ...clusterUrls(settings),
       roomTtl: settings.roomTtl,
       coalesceMs: settings.redisCoalesceMs,
       waitReplicas: settings.redisWaitReplicas,
@@ -136,8 +138,25 @@ export async function openStore(
       log,
     } satisfies RedisStoreOptions,
   ).catch((error) => {
-    throw redisFailure(error);
+    if (!settings.redisCluster) throw redisFailure(error);
+    const message = error instanceof Error ? error.message : String(error);
+    throw reworded(
+      error,
+      `${
+        message.split("\n")[0]
+      }: start the cluster there, or correct --redis-cluster`,
+    );
   });
+}
+
+/** The store's Redis: `--redis`'s URL, or `--redis-cluster`'s nodes. */
+function clusterUrls(
+  settings: Settings,
+): Pick<RedisStoreOptions, "url" | "cluster"> {
+  if (!settings.redisCluster) return { url: settings.redis };
+  const cluster = settings.redisCluster.split(",").map((url) => url.trim())
+    .filter((url) => url !== "");
+  return { url: cluster[0], cluster };
 }
 
 /**
@@ -146,6 +165,7 @@ export async function openStore(
  */
 export function storeName(settings: Settings, store: RoomStore): string {
   if (settings.redis) return "redis";
+  if (settings.redisCluster) return "redis-cluster";
   // `--data` is a MemoryStore too, writing through to its file.
   if (settings.data) return "sqlite";
   return store.constructor.name.replace(/Store$/, "").toLowerCase();

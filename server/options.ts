@@ -291,6 +291,24 @@ export const OPTIONS = {
       return text;
     },
   },
+  redisCluster: {
+    default: "",
+    arg: "URL,URL",
+    help:
+      "share rooms through Redis Cluster: some of its nodes, comma-separated (not with `--redis`)",
+    shown: "(none)",
+    parse: (text: string) => {
+      for (const url of text.split(",")) {
+        const problem = redisUrlProblem(url.trim());
+        if (problem) {
+          throw new UsageError(
+            problem.replace(/^--redis /, "--redis-cluster "),
+          );
+        }
+      }
+      return text;
+    },
+  },
   roomTtl: limit(
     24 * 60 * 60,
     1,
@@ -563,6 +581,35 @@ export function flagOf(name: string): string {
 export const DATA_WITH_REDIS =
   "--data and --redis cannot be used together: Redis already keeps the history (use one)";
 
+/**
+ * Why `--redis-cluster` is refused with another store, or with webhooks
+ * (their outbox's streams are not named for a cluster yet); undefined if
+ * fine.
+ */
+export function clusterProblem(
+  options: Partial<
+    Pick<
+      Settings,
+      "redis" | "redisCluster" | "data" | "webhook" | "redisWaitReplicas"
+    >
+  >,
+): string | undefined {
+  if (!options.redisCluster) return undefined;
+  if (options.redis) {
+    return "--redis and --redis-cluster cannot be used together: give one (--redis-cluster for a Redis Cluster's nodes)";
+  }
+  if (options.data) {
+    return "--data and --redis-cluster cannot be used together: the cluster already keeps the history (use one)";
+  }
+  if (options.webhook?.length) {
+    return "--webhook does not work with --redis-cluster yet (the webhooks' outbox needs one Redis): use --redis";
+  }
+  if (options.redisWaitReplicas) {
+    return "--redis-wait-replicas does not work with --redis-cluster yet (WAIT is per master): use --redis";
+  }
+  return undefined;
+}
+
 /** Why `--webhook` is refused without `--webhook-secret`. */
 export const WEBHOOK_WITHOUT_SECRET =
   `--webhook needs --webhook-secret (at least ${WEBHOOK_MIN_SECRET_CHARS} characters), so the app can tell the deliveries are the chat's`;
@@ -718,6 +765,8 @@ export function parseCommandLine(
     );
   }
   if (options.data && options.redis) throw new UsageError(DATA_WITH_REDIS);
+  const cluster = clusterProblem(options as Partial<Settings>);
+  if (cluster) throw new UsageError(cluster);
   if (
     (options.webhook as string[] | undefined)?.length && !options.webhookSecret
   ) {

@@ -140,6 +140,11 @@ export function keyList(keys: RoomKeys): string[] {
 export interface RoomArgs {
   /** The room's pub/sub channel: every appended event is published there. */
   channel: string;
+  /**
+   * The channel is sharded (Redis Cluster: `SPUBLISH`, in the room's slot);
+   * other channels (`publish`'s evictions) are plain `PUBLISH` either way.
+   */
+  sharded?: boolean;
   /** Events the history keeps at most. */
   historySize: number;
   /** Bytes of history kept at most. */
@@ -420,6 +425,7 @@ end
 -- The events, each notice after those appended before it was announced
 -- (the notices between two events as one message), or (A.from) the events
 -- as one batch and then the notices.
+local PUB = A.sharded and 'SPUBLISH' or 'PUBLISH'
 local notices, n = A.notices or {}, 1
 local function publishNotices(upTo)
   local group = {}
@@ -428,19 +434,19 @@ local function publishNotices(upTo)
     n = n + 1
   end
   if #group == 0 then return end
-  redis.call('PUBLISH', A.channel, '{"after":' ..
+  redis.call(PUB, A.channel, '{"after":' ..
     string.format('%d', base + upTo) .. ',"notices":[' ..
     table.concat(group, ',') .. ']}')
 end
 if A.from and #events > 0 then
   if not A.hold then
-    redis.call('PUBLISH', A.channel, '{"from":' .. cjson.encode(A.from) ..
+    redis.call(PUB, A.channel, '{"from":' .. cjson.encode(A.from) ..
       ',"events":[' .. table.concat(events, ',') .. ']}')
   end
 else
   publishNotices(0)
   for i, e in ipairs(events) do
-    redis.call('PUBLISH', A.channel, e)
+    redis.call(PUB, A.channel, e)
     publishNotices(i)
   end
 end
@@ -459,7 +465,9 @@ elseif A.beside then
     redis.call('PEXPIRE', KEYS[11], ttl)
   end
 end
-for _, p in ipairs(A.publish) do redis.call('PUBLISH', p[1], value(p[2])) end
+for _, p in ipairs(A.publish) do
+  redis.call(p[1] == A.channel and PUB or 'PUBLISH', p[1], value(p[2]))
+end
 return {'ok', '[' .. table.concat(events, ',') .. ']', before, run(A.after)}
 `,
   (reply) => {
@@ -607,6 +615,34 @@ end
 return 0
 `,
   (reply) => reply === 1,
+);
+
+/** What {@linkcode KEEP_LAST} is told: the room as a process delivered it. */
+export interface KeepLastArgs {
+  epoch: string;
+  /** The last id the process delivered. */
+  last: number;
+}
+
+/**
+ * After an outage: a room whose last id went back behind what a process
+ * delivered (a failover lost its last writes: a replica is behind its
+ * master) gets that id back as its last, so that no id is given out twice
+ * (a process drops an id it delivered already). The lost events stay lost:
+ * processes that had not delivered them see a gap. Answers the last id as
+ * it was, or -1 if the room is another epoch (or gone). KEYS: meta.
+ */
+export const KEEP_LAST = script<KeepLastArgs, number>(
+  `
+if redis.call('HGET', KEYS[1], 'epoch') ~= A.epoch then return -1 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+if last < A.last then
+  redis.call('HSET', KEYS[1], 'last', string.format('%d', A.last))
+end
+return last
+`,
+  (reply) => reply as number,
+  "local A = cjson.decode(ARGV[1])\n",
 );
 
 /** Where a process's view of a room starts: {@linkcode BASELINE}'s reply. */

@@ -1,6 +1,8 @@
 /**
  * The shared room store: several deno-chat processes, one chat, through
- * Redis. Loaded by server/open_store.ts only with `--redis URL`.
+ * Redis. Loaded by server/open_store.ts only with `--redis URL` (or
+ * `--redis-cluster`: then the names below carry hash tags, `room:{NAME}:…`,
+ * and a room's channel is sharded; see redis_cluster.ts).
  *
  * Per room (keys under `chat:`):
  *
@@ -69,6 +71,7 @@
 import { ErrorReply } from "redis";
 import { type RedisConnection, redisConnection } from "./redis_connect.ts";
 import { redactRedisUrl } from "./redis_url.ts";
+import { ClusterLink, KeyNaming } from "./redis_cluster.ts";
 import { randomBytes } from "node:crypto";
 import type {
   LiveEvent,
@@ -139,6 +142,7 @@ import {
   type CommitArgs,
   FORGET,
   type GoneNotice,
+  KEEP_LAST,
   KEY_INDEX,
   type KeyCommand,
   keyList,
@@ -174,6 +178,12 @@ export interface RedisStoreOptions extends StoreOptions {
    * (`redis+sentinel://…`, stores/redis_url.ts), followed across failovers.
    */
   url: string;
+  /**
+   * Redis Cluster (`--redis-cluster`): some of its nodes' URLs (`url` is
+   * then the first, for messages). Keys and channels are named for it
+   * (redis_cluster.ts).
+   */
+  cluster?: string[];
   /** Seconds an empty room keeps its history and epoch. */
   roomTtl: number;
   /** main.ts's logger. */
@@ -226,6 +236,26 @@ export interface RedisStoreOptions extends StoreOptions {
 export const WAIT_REPLICAS_MS = 100;
 
 type Client = RedisConnection;
+
+/** What the store uses of a connection: a node-redis client, or a cluster. */
+interface StoreLink {
+  readonly isReady: boolean;
+  readonly isOpen: boolean;
+  connect(): Promise<unknown>;
+  close(): Promise<unknown>;
+  destroy(): void;
+  sendCommand(args: string[]): Promise<unknown>;
+  subscribe(
+    channel: string,
+    listener: (message: string) => void,
+  ): Promise<unknown>;
+  unsubscribe(
+    channel: string,
+    listener: (message: string) => void,
+  ): Promise<unknown>;
+  // deno-lint-ignore no-explicit-any
+  on(event: string, listener: (...args: any[]) => void): unknown;
+}
 
 /** This process's view of one room. */
 interface RoomState {
@@ -585,8 +615,13 @@ function heartbeatFromEnv(): number | undefined {
  */
 export class RedisStore implements RoomStore {
   #options: RedisStoreOptions;
-  #cmd: Client;
-  #sub: Client;
+  #cmd: StoreLink;
+  #sub: StoreLink;
+  /** Set with `cluster`: both connections are it. */
+  #cluster?: ClusterLink;
+  /** In a cluster: the rooms known to be in this process's `procrooms`. */
+  #roomsEntered = new Set<string>();
+  #names: KeyNaming;
   #prefix: string;
   #proc = randomBytes(6).toString("hex");
   #heartbeatMs: number;
@@ -663,7 +698,8 @@ export class RedisStore implements RoomStore {
       DEFAULT_HEARTBEAT_MS;
     this.#coalesceMs = options.coalesceMs ?? COALESCE_MS;
     this.#postingMs = options.postingMs ?? POSTING_MS;
-    const client = () =>
+    this.#names = new KeyNaming(this.#prefix, options.cluster !== undefined);
+    const client = (): StoreLink =>
       redisConnection({
         url: options.url,
         commandTimeoutMs: COMMAND_TIMEOUT_MS,
@@ -677,14 +713,26 @@ export class RedisStore implements RoomStore {
             : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS) +
               Math.floor(Math.random() * RECONNECT_JITTER_MS),
       });
-    this.#cmd = client();
-    this.#sub = client();
-    for (
-      const [name, c] of [["command", this.#cmd], [
-        "subscriber",
-        this.#sub,
-      ]] as const
-    ) {
+    if (options.cluster) {
+      this.#cluster = new ClusterLink({
+        urls: options.cluster,
+        commandTimeoutMs: COMMAND_TIMEOUT_MS,
+        connectTimeoutMs: SOCKET_CONNECT_TIMEOUT_MS,
+        reconnectStrategy: (retries: number, cause: Error) =>
+          !this.#started
+            ? cause
+            : Math.min(50 * 2 ** retries, MAX_RECONNECT_DELAY_MS) +
+              Math.floor(Math.random() * RECONNECT_JITTER_MS),
+      });
+      this.#cmd = this.#sub = this.#cluster;
+    } else {
+      this.#cmd = client();
+      this.#sub = client();
+    }
+    const links = this.#cluster
+      ? [["cluster", this.#cluster] as const]
+      : [["command", this.#cmd], ["subscriber", this.#sub]] as const;
+    for (const [name, c] of links) {
       // Every error is reported here (so none is uncaught); only a lost
       // connection makes the store unavailable until it has resynced.
       c.on("error", (error: unknown) => this.#error(name, error));
@@ -710,7 +758,7 @@ export class RedisStore implements RoomStore {
         ),
       ]);
       await store.#sub.subscribe(
-        `${store.#prefix}evict:${store.#proc}`,
+        store.#names.evict(store.#proc),
         (message: string) => store.#onEvict(message),
       );
       await store.#sub.subscribe(
@@ -724,7 +772,9 @@ export class RedisStore implements RoomStore {
       // would throw).
       for (const c of [store.#cmd, store.#sub]) if (c.isOpen) c.destroy();
       throw new Error(
-        `cannot reach Redis at ${redactUrl(options.url)} (${errorText(error)})`,
+        `cannot reach ${options.cluster ? "Redis Cluster" : "Redis"} at ${
+          redactUrl(options.url)
+        } (${errorText(error)})`,
       );
     } finally {
       clearTimeout(timer);
@@ -812,6 +862,7 @@ export class RedisStore implements RoomStore {
     if (!room) throw new Error(`no room ${name}: hold it first`);
     this.#check();
     await this.#subscribed(room);
+    await this.#enterRoom(name);
     const owner = this.#global(request.owner);
     const candidates = [...nickCandidates(this.#options.randomNick)];
     const keys = [
@@ -838,7 +889,7 @@ export class RedisStore implements RoomStore {
           if (txn.epoch === undefined) {
             txn.create(crypto.randomUUID().slice(0, 8));
           }
-          txn.plumb("procRooms", "SADD", name);
+          if (!this.#cluster) txn.plumb("procRooms", "SADD", name);
           return rules.join(txn, { ...request, owner }, {
             process: this.#proc,
             candidates,
@@ -1427,9 +1478,9 @@ export class RedisStore implements RoomStore {
     return this.#track((async () => {
       this.#check();
       const rooms = [];
-      for (const key of await this.#scan(`${this.#prefix}room:*:nicks`)) {
+      for (const key of await this.#scan(this.#names.roomPattern("nicks"))) {
         const members = await this.#command(["HLEN", key]) as number;
-        const room = key.slice(`${this.#prefix}room:`.length, -":nicks".length);
+        const room = this.#names.roomOf(key, "nicks");
         if (members === 0) continue;
         const on = await this.#command([
           "HGET",
@@ -1451,8 +1502,8 @@ export class RedisStore implements RoomStore {
       this.#check();
       const rooms = target.room !== undefined
         ? [target.room]
-        : (await this.#scan(`${this.#prefix}room:*:owners`)).map((key) =>
-          key.slice(`${this.#prefix}room:`.length, -":owners".length)
+        : (await this.#scan(this.#names.roomPattern("owners"))).map((key) =>
+          this.#names.roomOf(key, "owners")
         );
       let people = 0;
       for (const room of rooms) {
@@ -1468,7 +1519,7 @@ export class RedisStore implements RoomStore {
         for (const process of Object.keys(member.connections)) {
           await this.#command([
             "PUBLISH",
-            `${this.#prefix}evict:${process}`,
+            this.#names.evict(process),
             JSON.stringify([room, member.owner, reason]),
           ]);
         }
@@ -1655,11 +1706,7 @@ export class RedisStore implements RoomStore {
     if (items.length === 0) return;
     let done: boolean[];
     try {
-      done = await this.#run(MARK, keys, {
-        items,
-        ttl: MARKERS_TTL_SECONDS,
-        channel: this.#key("marks"),
-      });
+      done = await this.#mark(keys, items);
     } catch (error) {
       for (const [move] of written) {
         this.#knownMarks.delete(move.person);
@@ -1678,6 +1725,28 @@ export class RedisStore implements RoomStore {
       this.#marking.push(move);
       this.#marksDue ??= setTimeout(() => this.#sendMarks(), MARKS_BATCH_MS);
     });
+  }
+
+  /**
+   * Writes the moves with one `MARK`; in a cluster one per person (each
+   * person's hash is in a slot of its own), in parallel.
+   */
+  async #mark(keys: string[], items: MarkItem[]): Promise<boolean[]> {
+    const args = { ttl: MARKERS_TTL_SECONDS, channel: this.#key("marks") };
+    if (!this.#cluster) return await this.#run(MARK, keys, { items, ...args });
+    const done: boolean[] = [];
+    await Promise.all(keys.map(async (key, i) => {
+      const mine: [number, MarkItem][] = [];
+      items.forEach((item, at) => {
+        if (item.key === i + 1) mine.push([at, { ...item, key: 1 }]);
+      });
+      const answers = await this.#run(MARK, [key], {
+        items: mine.map(([, item]) => item),
+        ...args,
+      });
+      mine.forEach(([at], j) => done[at] = answers[j]);
+    }));
+    return done;
   }
 
   /**
@@ -1819,6 +1888,7 @@ export class RedisStore implements RoomStore {
 
   /** Every key matching `pattern` (SCAN, so Redis is never blocked long). */
   async #scan(pattern: string): Promise<string[]> {
+    if (this.#cluster) return await this.#cluster.scan(pattern);
     const keys: string[] = [];
     let cursor = "0";
     do {
@@ -1955,7 +2025,11 @@ export class RedisStore implements RoomStore {
    */
   notify(name: string, event: TypingEvent): void {
     if (!this.available()) return;
-    this.#command(["PUBLISH", this.#channel(name), JSON.stringify(event)])
+    this.#command([
+      this.#cluster ? "SPUBLISH" : "PUBLISH",
+      this.#channel(name),
+      JSON.stringify(event),
+    ])
       .catch(() => {});
   }
 
@@ -1975,9 +2049,10 @@ export class RedisStore implements RoomStore {
     this.#failJoins();
     if (this.available()) {
       // Survivors see this process gone at once (and find nothing to reap).
-      await this.#command(["DEL", this.#key(`hb:${this.#proc}`)]).catch(
-        () => {},
-      );
+      await this.#command(["DEL", this.#names.process(`hb:${this.#proc}`)])
+        .catch(
+          () => {},
+        );
     }
     for (const c of [this.#cmd, this.#sub]) {
       if (c.isReady) await c.close().catch(() => c.destroy());
@@ -2041,9 +2116,10 @@ export class RedisStore implements RoomStore {
     clearTimeout(room.coalescing); // nobody to hand out to
     room.coalescing = undefined;
     if (room.subscribed && !this.#closed) {
-      this.#sub.unsubscribe(this.#channel(room.name), room.onMessage).catch(
-        () => {},
-      );
+      (this.#cluster
+        ? this.#cluster.sUnsubscribe(this.#channel(room.name), room.onMessage)
+        : this.#sub.unsubscribe(this.#channel(room.name), room.onMessage))
+        .catch(() => {});
     }
   }
 
@@ -2051,7 +2127,7 @@ export class RedisStore implements RoomStore {
   #subscribed(room: RoomState): Promise<void> {
     room.subscribed ??= (async () => {
       try {
-        await this.#sub.subscribe(this.#channel(room.name), room.onMessage);
+        await this.#listen(room);
         const baseline = await this.#baseline(room.name);
         room.delivered ??= baseline.last;
         room.epoch ??= baseline.epoch;
@@ -2066,6 +2142,13 @@ export class RedisStore implements RoomStore {
       }
     })();
     return room.subscribed;
+  }
+
+  /** Subscribes to the room's channel (in a cluster, sharded). */
+  #listen(room: RoomState): Promise<unknown> {
+    return this.#cluster
+      ? this.#cluster.sSubscribe(this.#channel(room.name), room.onMessage)
+      : this.#sub.subscribe(this.#channel(room.name), room.onMessage);
   }
 
   /**
@@ -2634,14 +2717,19 @@ export class RedisStore implements RoomStore {
       "NX",
     ]);
     this.#secret = String(await this.#command(["GET", secretKey]));
+    // A failover may have lost the last writes to this process's rooms.
+    this.#roomsEntered.clear();
     for (const member of [...this.#members.values()]) {
+      await this.#enterRoom(member.room);
       const owner = this.#global(member.owner);
       const { result: outcome } = await this.#decide(
         member.room,
         { owners: [owner], members: [nickKey(member.nick)] },
         (txn) => {
           const outcome = rules.reclaim(txn, { ...member, owner }, this.#proc);
-          if (outcome !== "epoch") txn.plumb("procRooms", "SADD", member.room);
+          if (outcome !== "epoch" && !this.#cluster) {
+            txn.plumb("procRooms", "SADD", member.room);
+          }
           return outcome;
         },
       );
@@ -2660,12 +2748,17 @@ export class RedisStore implements RoomStore {
     for (const room of [...this.#rooms.values()]) {
       if (room.listeners.size === 0) continue;
       if (!room.subscribed) {
+        // Its last id back first: the subscription reads where it starts.
+        await this.#keepLast(room);
         await this.#subscribed(room);
-        await this.#caughtRollback(room);
         continue;
       }
       await room.subscribed.catch(() => this.#subscribed(room));
-      await this.#caughtRollback(room);
+      // In a cluster, node-redis forgets the sharded channels of a master
+      // it no longer sees (a failover): subscribed again (a no-op for the
+      // others).
+      if (this.#cluster) await this.#listen(room);
+      await this.#keepLast(room);
       this.#fill(room);
       // Notices of members gone without an event may have been missed
       // while away (pub/sub keeps nothing): the members are read again.
@@ -2674,51 +2767,34 @@ export class RedisStore implements RoomStore {
   }
 
   /**
-   * After a failover that lost the room's last events (replication is
-   * asynchronous; see `waitReplicas`), Redis's last id is below what was
-   * delivered here, and the lost ids go to new events: delivery goes on
-   * from Redis's last id, and the members here, whose clients saw events
-   * the room no longer has, are evicted (they join again and get the room
-   * as it is). A room whose epoch went is the reclaim's to settle.
+   * A room whose last id went back behind what was delivered here (a
+   * failover lost its last writes) gets it back, so that no id is given
+   * out twice (see {@linkcode KEEP_LAST}).
    */
-  async #caughtRollback(room: RoomState): Promise<void> {
-    const delivered = room.delivered;
-    if (delivered === undefined) return;
-    const [epoch, last] = await this.#command([
-      "HMGET",
-      this.#keys(room.name).meta,
-      "epoch",
-      "last",
-    ]) as (string | null)[];
-    if (epoch === null || epoch !== room.epoch) return;
-    const kept = Number(last ?? 0);
-    if (kept >= delivered) return;
-    this.#log("warn", "redis_events_lost", {
-      room: room.name,
-      from: kept + 1,
-      to: delivered,
+  async #keepLast(room: RoomState): Promise<void> {
+    if (room.delivered === undefined || room.epoch === undefined) return;
+    const last = await this.#run(KEEP_LAST, [this.#keys(room.name).meta], {
+      epoch: room.epoch,
+      last: room.delivered,
     });
-    room.delivered = kept;
-    room.recent = room.recent.filter((event) => event.id <= kept);
-    room.buffer = [];
-    room.notices = [];
-    for (const member of [...this.#members.values()]) {
-      if (member.room === room.name) {
-        this.#options.onEvict(room.name, member.owner);
-      }
+    if (last >= 0 && last < room.delivered) {
+      this.#log("warn", "redis_events_lost", {
+        room: room.name,
+        from: last + 1,
+        to: room.delivered,
+      });
     }
-    this.#fill(room); // the new events under the lost ids
   }
 
   async #heartbeat(): Promise<void> {
     await this.#command([
       "SET",
-      this.#key(`hb:${this.#proc}`),
+      this.#names.process(`hb:${this.#proc}`),
       "1",
       "PX",
       String(this.#heartbeatMs * MISSED_BEATS),
     ]);
-    await this.#command(["SADD", this.#key("procs"), this.#proc]);
+    await this.#command(["SADD", this.#names.process("procs"), this.#proc]);
   }
 
   /**
@@ -2759,16 +2835,19 @@ export class RedisStore implements RoomStore {
   async #reap(): Promise<void> {
     const procs = await this.#command([
       "SMEMBERS",
-      this.#key("procs"),
+      this.#names.process("procs"),
     ]) as string[];
     for (const proc of procs) {
       if (proc === this.#proc) continue;
-      if (await this.#command(["EXISTS", this.#key(`hb:${proc}`)]) !== 0) {
+      if (
+        await this.#command(["EXISTS", this.#names.process(`hb:${proc}`)]) !==
+          0
+      ) {
         continue;
       }
       const rooms = await this.#command([
         "SMEMBERS",
-        this.#key(`procrooms:${proc}`),
+        this.#names.process(`procrooms:${proc}`),
       ]) as string[];
       let gone = 0;
       for (const room of rooms) {
@@ -2779,9 +2858,9 @@ export class RedisStore implements RoomStore {
         )).result;
       }
       await this.#run(FORGET, [
-        this.#key(`hb:${proc}`),
-        this.#key(`procrooms:${proc}`),
-        this.#key("procs"),
+        this.#names.process(`hb:${proc}`),
+        this.#names.process(`procrooms:${proc}`),
+        this.#names.process("procs"),
       ], { process: proc });
       this.#log(gone > 0 ? "warn" : "info", "redis_process_gone", {
         process: proc,
@@ -2795,17 +2874,20 @@ export class RedisStore implements RoomStore {
   // -------------------------------------------------------------------------
 
   #key(name: string): string {
-    return this.#prefix + name;
+    return this.#names.key(name);
   }
 
   #keys(room: string): RoomKeys {
-    const base = `${this.#prefix}room:${room}:`;
+    const base = this.#names.room(room);
     return {
       meta: base + "meta",
       events: base + "events",
       nicks: base + "nicks",
       owners: base + "owners",
-      procRooms: this.#procRooms(),
+      // In a cluster a process's rooms are in another slot: written by
+      // the store around the commit (`#enterRoom`, `#leaveRoom`), never
+      // by a script; this key of the room's slot stands in its place.
+      procRooms: this.#cluster ? base + "procs" : this.#procRooms(),
       moderation: base + "mod",
       reserved: base + "reserved",
       posted: base + "posted",
@@ -2820,6 +2902,7 @@ export class RedisStore implements RoomStore {
   #roomArgs(room: string): RoomArgs {
     return {
       channel: this.#channel(room),
+      ...(this.#cluster ? { sharded: true } : {}),
       historySize: this.#options.historySize,
       maxHistoryBytes: this.#options.maxHistoryBytes,
       roomTtl: this.#options.roomTtl,
@@ -2833,12 +2916,38 @@ export class RedisStore implements RoomStore {
     announce: boolean,
     connections: number,
   ): Promise<boolean> {
-    return (await this.#decide(room, { owners: [owner] }, (txn) => {
-      if (this.#localMembers(room) === 0) {
+    const { result } = await this.#decide(room, { owners: [owner] }, (txn) => {
+      if (this.#localMembers(room) === 0 && !this.#cluster) {
         txn.plumb("procRooms", "SREM", room);
       }
       return rules.leave(txn, owner, this.#proc, connections, announce);
-    })).result;
+    });
+    this.#leaveRoom(room);
+    return result;
+  }
+
+  /**
+   * In a cluster: the room goes in this process's rooms (where the reaper
+   * looks) before a member of this process is committed there (a script
+   * touches one slot, and this set is in the processes' one). One command
+   * the first time per room; a room there with no member here is harmless
+   * (the reaper finds nobody of this process in it).
+   */
+  async #enterRoom(room: string): Promise<void> {
+    if (!this.#cluster || this.#roomsEntered.has(room)) return;
+    await this.#command(["SADD", this.#procRooms(), room]);
+    this.#roomsEntered.add(room);
+  }
+
+  /**
+   * In a cluster: the room leaves this process's rooms once nobody of this
+   * process is in it or on the way (checked as the command is sent, so a
+   * later join's `#enterRoom` comes after it).
+   */
+  #leaveRoom(room: string): void {
+    if (!this.#cluster || this.#localMembers(room) > 0) return;
+    if (!this.#roomsEntered.delete(room)) return;
+    this.#command(["SREM", this.#procRooms(), room]).catch(() => {});
   }
 
   /**
@@ -2857,16 +2966,16 @@ export class RedisStore implements RoomStore {
   }
 
   #channel(room: string): string {
-    return `${this.#prefix}ev:${room}`;
+    return this.#names.channel(room);
   }
 
   /** A person's read markers' hash. */
   #marks(person: string): string {
-    return this.#key(`marks:${person}`);
+    return this.#names.marks(person);
   }
 
   #procRooms(): string {
-    return this.#key(`procrooms:${this.#proc}`);
+    return this.#names.process(`procrooms:${this.#proc}`);
   }
 
   /**
@@ -2895,7 +3004,9 @@ export class RedisStore implements RoomStore {
     try {
       return await this.#cmd.sendCommand(args) as Reply;
     } catch (error) {
-      if (error instanceof ErrorReply) throw error;
+      // A cluster moving slots (a failover) is as unavailable as a lost
+      // connection.
+      if (error instanceof ErrorReply && !clusterMoving(error)) throw error;
       throw new StoreUnavailable(errorText(error));
     }
   }
@@ -2929,7 +3040,13 @@ export class RedisStore implements RoomStore {
   #load(script: Script<unknown, unknown>): Promise<void> {
     let loading = this.#loading.get(script.sha);
     if (!loading) {
-      loading = this.#command(["SCRIPT", "LOAD", script.text]).then(() => {});
+      loading = this.#cluster
+        ? this.#cluster.loadScript(script.text).catch((error) => {
+          throw error instanceof ErrorReply && !clusterMoving(error)
+            ? error
+            : new StoreUnavailable(errorText(error));
+        })
+        : this.#command(["SCRIPT", "LOAD", script.text]).then(() => {});
       this.#loading.set(script.sha, loading);
       loading.finally(() => this.#loading.delete(script.sha)).catch(() => {});
     }
@@ -2964,7 +3081,7 @@ export class RedisStore implements RoomStore {
     return new RedisTxn(snapshot, {
       name: room,
       channel: this.#channel(room),
-      evictPrefix: `${this.#prefix}evict:`,
+      evictPrefix: this.#names.evict(""),
       roomTtl: this.#options.roomTtl,
     });
   }
@@ -3183,7 +3300,7 @@ export class RedisStore implements RoomStore {
   /** A turn's events as the commit script publishes them. */
   async #publishBatch(room: string, events: RoomEvent[]): Promise<void> {
     await this.#command([
-      "PUBLISH",
+      this.#cluster ? "SPUBLISH" : "PUBLISH",
       this.#channel(room),
       JSON.stringify({ from: this.#proc, events }),
     ]);
@@ -3315,6 +3432,15 @@ function markersOf(fields: string[]): Map<string, ReadMarker> {
     markers.set(fields[i], JSON.parse(fields[i + 1]) as ReadMarker);
   }
   return markers;
+}
+
+/**
+ * Is `error` a cluster's answer while its slots move or a master is being
+ * replaced (a failover), not a fault of the command?
+ */
+function clusterMoving(error: ErrorReply): boolean {
+  return /^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK|READONLY|MASTERDOWN|LOADING)\b/
+    .test(error.message);
 }
 
 /** Is `error` Redis's error reply with this code (`NOSCRIPT`)? */

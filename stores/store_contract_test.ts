@@ -11,6 +11,7 @@
 
 import assert from "node:assert/strict";
 import { haveRedis, startRedis } from "../tests/redis_helpers.ts";
+import { redisCli, startCluster } from "../tests/cluster_helpers.ts";
 import { RedisStore } from "./redis_store.ts";
 import { SqliteStore } from "./sqlite_store.ts";
 import {
@@ -195,6 +196,20 @@ const KINDS: StoreKind[] = [
   },
 ];
 
+/** A contract's rule, as registered (run again on Redis Cluster). */
+interface Rule {
+  rule: string;
+  fn: (subject: Subject, kind: StoreKind) => Promise<void>;
+  options: Partial<StoreOptions>;
+  applies: (kind: StoreKind) => boolean;
+}
+
+/**
+ * Every rule, for the Redis Cluster run at the end of the file: one cluster
+ * for all of them (made in seconds, not per rule), emptied between rules.
+ */
+const RULES: Rule[] = [];
+
 /**
  * Registers one rule as a test for every store (to which it `applies`: the
  * others show it as ignored).
@@ -205,6 +220,7 @@ function contract(
   options: Partial<StoreOptions> = {},
   applies: (kind: StoreKind) => boolean = () => true,
 ): void {
+  RULES.push({ rule, fn, options, applies });
   for (const kind of KINDS) {
     Deno.test({
       name: `${kind.name} store: ${rule}`,
@@ -1906,3 +1922,64 @@ contract(
   },
   { historySize: 5 },
 );
+
+Deno.test({
+  name:
+    "redis-cluster store: every rule of the contract, on one cluster of 3 masters (emptied between rules)",
+  ignore: !haveRedis && !Deno.env.get("CI"),
+  fn: async (t) => {
+    const cluster = await startCluster({ masters: 3, replicas: 0 });
+    const kind: StoreKind = {
+      name: "redis-cluster",
+      ignore: false,
+      keepsEmptyRooms: true,
+      pagesPastWindow: false,
+      open: async (options) => {
+        const { evicted, expelled, marked, hooks } = recorder();
+        const connect = () =>
+          RedisStore.connect({
+            ...DEFAULTS,
+            ...hooks,
+            ...options,
+            url: cluster.urls[0],
+            cluster: cluster.urls,
+            roomTtl: 60,
+          });
+        const subject: Subject = {
+          store: await connect(),
+          evicted,
+          expelled,
+          marked,
+          reopen: async () => {
+            await subject.store.close!();
+            subject.store = await connect();
+          },
+          close: async () => {
+            await subject.store.close!();
+            await Promise.all(
+              cluster.nodes.map((node) =>
+                redisCli(["-p", String(node.port), "FLUSHALL"])
+              ),
+            );
+          },
+        };
+        return subject;
+      },
+    };
+    try {
+      for (const { rule, fn, options, applies } of RULES) {
+        if (!applies(kind)) continue;
+        await t.step(rule, async () => {
+          const subject = await kind.open(options);
+          try {
+            await fn(subject, kind);
+          } finally {
+            await subject.close();
+          }
+        });
+      }
+    } finally {
+      await cluster.stop();
+    }
+  },
+});

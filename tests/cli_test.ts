@@ -117,6 +117,66 @@ const CASES: Case[] = [
     code: 1,
   },
   {
+    name: "--redis-cluster with a node that is not a Redis URL",
+    args: () => ["--redis-cluster", "redis://127.0.0.1:7000,localhost:7001"],
+    line: () =>
+      "deno-chat: --redis-cluster localhost:7001 is not a Redis URL: write it as redis://localhost:7001 (see --help)",
+    code: 2,
+  },
+  {
+    name: "--redis and --redis-cluster together",
+    args: () => [
+      "--redis",
+      "redis://127.0.0.1:6379",
+      "--redis-cluster",
+      "redis://127.0.0.1:7000",
+    ],
+    line: () =>
+      "deno-chat: --redis and --redis-cluster cannot be used together: give one (--redis-cluster for a Redis Cluster's nodes) (see --help)",
+    code: 2,
+  },
+  {
+    name: "--webhook with --redis-cluster",
+    args: () => [
+      "--redis-cluster",
+      "redis://127.0.0.1:7000",
+      "--webhook",
+      "http://127.0.0.1:9/hook",
+      "--webhook-secret",
+      "0123456789abcdef0123456789abcdef",
+    ],
+    line: () =>
+      "deno-chat: --webhook does not work with --redis-cluster yet (the webhooks' outbox needs one Redis): use --redis (see --help)",
+    code: 2,
+  },
+  {
+    name: "--redis-wait-replicas with --redis-cluster",
+    args: () => [
+      "--redis-cluster",
+      "redis://127.0.0.1:7000",
+      "--redis-wait-replicas",
+      "1",
+    ],
+    line: () =>
+      "deno-chat: --redis-wait-replicas does not work with --redis-cluster yet (WAIT is per master): use --redis (see --help)",
+    code: 2,
+  },
+  {
+    name: "a Redis Cluster nobody listens for",
+    args: (fx) => [
+      ...LOOPBACK,
+      "--port",
+      "0",
+      "--ws-port",
+      "0",
+      "--redis-cluster",
+      `redis://127.0.0.1:${fx.free}`,
+    ],
+    line: (fx) =>
+      `deno-chat: cannot reach Redis Cluster at redis://127.0.0.1:${fx.free} (All the root nodes are unavailable): start the cluster there, or correct --redis-cluster`,
+    code: 1,
+  },
+  {
     name: "--cert and --key swapped",
     args: (fx) => [
       ...LOOPBACK,

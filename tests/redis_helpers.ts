@@ -138,17 +138,21 @@ export interface ChatProcess {
   kill(): Promise<void>;
 }
 
-/** Starts `main.ts --redis url` on free loopback ports. */
+/**
+ * Starts `main.ts --redis url` on free loopback ports (`flag`:
+ * `--redis-cluster`, with the nodes' URLs comma-separated).
+ */
 export async function startChatProcess(
   url: string,
-  options: { args?: string[]; env?: Record<string, string> } = {},
+  options: { args?: string[]; env?: Record<string, string>; flag?: string } =
+    {},
 ): Promise<ChatProcess> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "--allow-all",
       "main.ts",
-      "--redis",
+      options.flag ?? "--redis",
       url,
       "--hostname",
       "127.0.0.1",
