@@ -312,7 +312,7 @@ Deno.test("publish proxy: messages sent in one go reach the app in one request, 
 
 Deno.test("publish proxy: a late answer holds back the sender's later frames, a rename too, and everything comes out in the order sent", async () => {
   let first = true;
-  await withApp(["publish"], {}, async (_app, chat) => {
+  await withApp(["publish"], {}, async (app, chat) => {
     const ada = await jsonClient(chat, "/lobby", { nick: "ada" });
     const bob = await jsonClient(chat, "/lobby", { nick: "bob" });
     send(ada, { type: "message", text: "one" });
@@ -331,6 +331,11 @@ Deno.test("publish proxy: a late answer holds back the sender's later frames, a 
       "ada -> ada2",
       "ada2: two",
       "ada2: three",
+    ]);
+    assert.deepEqual(app.publishes.map((ask) => ask.text), [
+      "one",
+      "two",
+      "three",
     ]);
     await closeAll(ada, bob);
   }, async (asked) => {
