@@ -44,7 +44,6 @@ import {
   checkMessage,
   checkNick,
   CloseCode,
-  type ErrorCode,
   frameBytes,
   isRefusal,
   JSON_PROTOCOL,
@@ -1138,7 +1137,7 @@ function moveTo(client: Client, path: string): void {
       if (app && !app.allow) {
         const code = app.label === "proxy_unavailable"
           ? "unavailable"
-          : app.label as ErrorCode;
+          : app.label;
         sendError(client, code, app.reason);
         return drainBacklog(client);
       }
@@ -1353,26 +1352,13 @@ export async function startChat(
   graceTimers.clear();
   counters = newCounters();
   outbox = newOutbox(counters, settings.maxMessageChars, settings.editWindow);
-  proxy = settings.proxyConnect || settings.proxyPublish
-    ? new Proxy<Client>({
-      connectUrl: settings.proxyConnect || undefined,
-      publishUrl: settings.proxyPublish || undefined,
-      timeoutMs: settings.proxyTimeoutMs,
-      fail: settings.proxyFail,
-      secret: settings.proxySecret,
-      maxMessageChars: settings.maxMessageChars,
-      counters,
-      log,
-    }, {
-      run: (client, command) => {
-        try {
-          execute(client, command);
-        } catch (error) {
-          failed(client, error);
-        }
-      },
-    })
-    : undefined;
+  proxy = Proxy.of<Client>(settings, counters, log, (client, command) => {
+    try {
+      execute(client, command);
+    } catch (error) {
+      failed(client, error);
+    }
+  });
   webhooks = pending && new Webhooks({
     urls: settings.webhook,
     secret: settings.webhookSecret,

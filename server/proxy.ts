@@ -33,6 +33,7 @@ import { bump, type Counters, observe } from "./metrics.ts";
 import { sendError } from "./delivery.ts";
 import type { Sender } from "./commands.ts";
 import { WEBHOOK_HEADERS, webhookSignature } from "./webhooks.ts";
+import type { Settings } from "./options.ts";
 
 /**
  * Messages of this process waiting for the app's answer, at most: beyond
@@ -247,6 +248,38 @@ export class Proxy<C extends ProxyClient> {
     if (config.publishUrl) {
       this.#publishes = new Batcher(config.publishUrl, "publishes", send);
     }
+  }
+
+  /**
+   * The proxy the settings ask for (`--proxy-connect`, `--proxy-publish`),
+   * or undefined when neither is given. `run` runs a command now (main.ts
+   * `execute`, its errors handled).
+   */
+  static of<C extends ProxyClient>(
+    settings: Pick<
+      Settings,
+      | "proxyConnect"
+      | "proxyPublish"
+      | "proxyTimeoutMs"
+      | "proxyFail"
+      | "proxySecret"
+      | "maxMessageChars"
+    >,
+    counters: Counters,
+    log: Log,
+    run: (client: C, command: ServerCommand) => void,
+  ): Proxy<C> | undefined {
+    if (!settings.proxyConnect && !settings.proxyPublish) return undefined;
+    return new Proxy<C>({
+      connectUrl: settings.proxyConnect || undefined,
+      publishUrl: settings.proxyPublish || undefined,
+      timeoutMs: settings.proxyTimeoutMs,
+      fail: settings.proxyFail,
+      secret: settings.proxySecret,
+      maxMessageChars: settings.maxMessageChars,
+      counters,
+      log,
+    }, { run });
   }
 
   /** Whether connections are asked about (`--proxy-connect`). */
