@@ -13,6 +13,7 @@ import assert from "node:assert/strict";
 import type { ChatOptions, ChatServer } from "../main.ts";
 import {
   chatUrl,
+  cli,
   closeAll,
   eventually,
   type Json,
@@ -25,6 +26,11 @@ import {
   within,
 } from "./test_helpers.ts";
 import { expectedSignature } from "./webhook_helpers.ts";
+import {
+  PROXY_CONCURRENCY,
+  PROXY_MAX_BATCH,
+  PROXY_MAX_WAITING,
+} from "../server/proxy.ts";
 import {
   CloseCode,
   JSON_PROTOCOL,
@@ -438,6 +444,78 @@ Deno.test("publish proxy: requests are signed with --proxy-secret as webhooks ar
       await ada.close();
     },
   );
+});
+
+Deno.test("publish proxy: past PROXY_MAX_WAITING messages waiting for the app, a message is refused at once with rate_limited", async () => {
+  await withApp(
+    ["publish"],
+    { rate: 1_000_000, burst: 1_000_000, proxyTimeoutMs: 20_000 },
+    async (app, chat) => {
+      const ada = await jsonClient(chat, "/lobby", { nick: "ada" });
+      const bob = await jsonClient(chat, "/lobby", { nick: "bob" });
+      for (let i = 0; i < PROXY_MAX_WAITING; i++) {
+        send(ada, { type: "message", text: `m${i}` });
+      }
+      await eventually(
+        "every message of ada's waiting",
+        async () =>
+          await metric(chat, "chat_proxy_waiting") === PROXY_MAX_WAITING,
+      );
+      send(bob, { type: "message", text: "one too many" });
+      assert.deepEqual(await next(bob, "error"), {
+        type: "error",
+        code: "rate_limited",
+        message: "the chat is busy: message dropped, try again",
+      });
+      assert.equal(
+        await metric(
+          chat,
+          'chat_proxy_verdicts_total{proxy="publish",verdict="over_limit"}',
+        ),
+        1,
+      );
+      // PROXY_CONCURRENCY POSTs of PROXY_MAX_BATCH on their way; the rest
+      // gather for the next.
+      assert.deepEqual(
+        app.asked.map((asked) => asked.json.publishes.length),
+        Array(PROXY_CONCURRENCY).fill(PROXY_MAX_BATCH),
+      );
+      await closeAll(ada, bob);
+    },
+    () => "hang",
+  );
+});
+
+Deno.test("the command line: proxy URLs are http(s), --proxy-fail is open or closed, --proxy-timeout-ms a number of ms, --proxy-secret 32 characters or more", async () => {
+  const cases: [string[], RegExp][] = [
+    [
+      ["--proxy-publish", "ftp://example.com/"],
+      /--proxy-publish must be an http:\/\/ or https:\/\/ URL, got "ftp:\/\/example.com\/"/,
+    ],
+    [
+      ["--proxy-connect", "nowhere"],
+      /--proxy-connect must be an http:\/\/ or https:\/\/ URL/,
+    ],
+    [
+      ["--proxy-fail", "maybe"],
+      /--proxy-fail must be open or closed, got "maybe"/,
+    ],
+    [
+      ["--proxy-timeout-ms", "0"],
+      /--proxy-timeout-ms must be a whole number from 1 to 60000, got "0"/,
+    ],
+    [
+      ["--proxy-secret", "short"],
+      /--proxy-secret must be at least 32 characters/,
+    ],
+  ];
+  for (const [args, said] of cases) {
+    const { code, stderr } = await cli(args).output();
+    const text = new TextDecoder().decode(stderr);
+    assert.equal(code, 2, text);
+    assert.match(text, said);
+    assert.equal(text.trim().split("\n").length, 1, text);
+  }
 });
 
 // ---------------------------------------------------------------------------
