@@ -41,3 +41,12 @@ export class BenchProxyApp {
     await this.#server.shutdown();
   }
 }
+
+/**
+ * As a process of its own (`deno run --allow-net bench/proxy_app.ts`), so
+ * that the load's event loop does not hold up its answers: prints its URL.
+ */
+if (import.meta.main) {
+  const app = new BenchProxyApp();
+  console.log(app.url);
+}
