@@ -174,11 +174,6 @@ class Batcher {
     });
   }
 
-  /** Asks not yet answered (gathered and on their way). */
-  get waiting(): number {
-    return this.#asks.length;
-  }
-
   #schedule(): void {
     if (this.#scheduled || this.#inFlight >= PROXY_CONCURRENCY) return;
     this.#scheduled = true;
@@ -441,9 +436,9 @@ export class Proxy<C extends ProxyClient> {
         ]),
         client: this.#http,
       });
-      const text = await response.text();
+      const text = await readUpTo(response, PROXY_MAX_ANSWER_BYTES);
       if (!response.ok) outcome = { failure: `status ${response.status}` };
-      else if (text.length > PROXY_MAX_ANSWER_BYTES) {
+      else if (text === undefined) {
         outcome = { failure: "the answer is too long" };
       } else outcome = resultsOf(text, asks.length);
     } catch (error) {
@@ -487,6 +482,29 @@ export class Proxy<C extends ProxyClient> {
   #badAnswer(kind: "connect" | "publish"): void {
     this.#config.log("warn", "proxy_bad_answer", { proxy: kind });
   }
+}
+
+/** A response's body as text, or undefined past `limit` bytes (not read on). */
+async function readUpTo(
+  response: Response,
+  limit: number,
+): Promise<string | undefined> {
+  if (!response.body) return "";
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for await (const chunk of response.body) {
+    length += chunk.length;
+    // Leaving the loop cancels the rest.
+    if (length > limit) return undefined;
+    chunks.push(chunk);
+  }
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  return new TextDecoder().decode(bytes);
 }
 
 /** The answers of a POST's body: `{"results":[...]}`, one per ask. */

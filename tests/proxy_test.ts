@@ -28,6 +28,7 @@ import {
 import { expectedSignature } from "./webhook_helpers.ts";
 import {
   PROXY_CONCURRENCY,
+  PROXY_MAX_ANSWER_BYTES,
   PROXY_MAX_BATCH,
   PROXY_MAX_WAITING,
 } from "../server/proxy.ts";
@@ -397,13 +398,20 @@ Deno.test("publish proxy: no answer within --proxy-timeout-ms lets the message t
   }
 });
 
-Deno.test("publish proxy: a bad answer (not JSON, a 500, the wrong number of results, a result that is none) counts as no answer, per --proxy-fail", async () => {
+Deno.test("publish proxy: a bad answer (not JSON, a 500, the wrong number of results, a result that is none, one too long) counts as no answer, per --proxy-fail", async () => {
   const bad: [string, (asked: Asked) => Reply][] = [
     ["not JSON", () => new Response("ok")],
     ["a 500", () => new Response("{}", { status: 500 })],
     ["too few results", () => ({ results: [] })],
     ["no results", () => ({ allowed: true })],
     ["a result that is none", () => ({ results: [{ allow: "yes" }] })],
+    [
+      "an answer too long",
+      () => ({
+        results: [{ allow: true }],
+        padding: "x".repeat(PROXY_MAX_ANSWER_BYTES),
+      }),
+    ],
   ];
   for (const [what, answer] of bad) {
     for (const fail of ["open", "closed"] as const) {
