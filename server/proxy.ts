@@ -43,15 +43,23 @@ import type { Settings } from "./options.ts";
  * @default {10000}
  */
 export const PROXY_MAX_WAITING = 10_000;
-/** Asks in one POST, at most (more in a turn make more POSTs). @default {500} */
-export const PROXY_MAX_BATCH = 500;
+/**
+ * Asks in one POST, at most (more in a turn make more POSTs): enough that
+ * a POST's cost is shared out, few enough that an answer replacing every
+ * text stays under {@linkcode PROXY_MAX_ANSWER_BYTES}. @default {100}
+ */
+export const PROXY_MAX_BATCH = 100;
 /**
  * POSTs on their way to one URL at once; while they are, the next asks
  * gather for one POST. @default {4}
  */
 export const PROXY_CONCURRENCY = 4;
-/** An answer's body is read up to this many bytes; longer is a bad answer. */
-export const PROXY_MAX_ANSWER_BYTES = 1024 * 1024;
+/**
+ * An answer's body is read up to this many bytes; longer is a bad answer
+ * (100 results, each with a new text of 2,000 characters, are under 2 MB).
+ * @default {4194304}
+ */
+export const PROXY_MAX_ANSWER_BYTES = 4 * 1024 * 1024;
 /** The longest refusal reason passed on, in characters (longer is cut). */
 export const PROXY_MAX_REASON_CHARS = 200;
 /** An app's error code the client may be told; others read `refused_by_app`. */
