@@ -73,6 +73,7 @@ import {
 import { TokenBucket, TokenBuckets } from "./server/rate.ts";
 import { openOutbox, openStore, storeName } from "./server/open_store.ts";
 import { Webhooks } from "./server/webhooks.ts";
+import { type ConnectVerdict, Proxy } from "./server/proxy.ts";
 import {
   admit,
   claimsBefore,
@@ -218,6 +219,8 @@ interface Client extends Sender {
   openTimer?: ReturnType<typeof setTimeout>;
   /** The page as this connection reached it (for invite links). */
   pageUrl: string;
+  /** A valid login token's `sub` (what the proxy's app is told). */
+  user?: string;
 }
 
 /** Every connection from upgrade until it is gone, keyed by socket. */
@@ -246,6 +249,8 @@ let store: RoomStore;
 let webhooks: Webhooks | undefined;
 /** Stops reporting this start's figures to OpenTelemetry (server/telemetry.ts). */
 let unobserve = () => {};
+/** Asks the app (`--proxy-connect`, `--proxy-publish`: server/proxy.ts). */
+let proxy: Proxy<Client> | undefined;
 /** Checks login tokens; undefined when no auth key is set. */
 let verifier: Verifier | undefined;
 /** New connections' token buckets, per peer address (`--connect-rate`). */
@@ -326,6 +331,7 @@ function metricsText(): string {
     decisions: store.decisions?.() ?? { commits: 0, again: 0 },
     replicaAcks: store.replicaAcks?.(),
     webhookQueue: webhooks?.depth() ?? 0,
+    proxyWaiting: proxy?.depth(),
     counters,
   });
 }
@@ -436,13 +442,13 @@ function pageUrlOf(req: Request, url: URL): string {
  * upgrade. `refused`: the door's refusal of this person, to be told in a
  * close frame once the other guards pass (see `refuseByClose`).
  */
-function handleChatRequest(
+async function handleChatRequest(
   req: Request,
   info: Deno.ServeHandlerInfo,
   admitted: Pick<ConnectRequest, "identity" | "op"> & {
     refused?: "banned" | "invite_only";
   } = {},
-): Response {
+): Promise<Response> {
   const handshake = readHandshake(req.headers, [JSON_PROTOCOL]);
   if (!handshake.websocket) return refuse("not_websocket");
   const url = parseUrl(req);
@@ -457,6 +463,23 @@ function handleChatRequest(
   if (store.available?.() === false) return refuse("unavailable");
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   if (!connectBuckets.take(ip)) return refuse("connect_rate", { peer: ip });
+  // The app's say, after the chat's own (server/proxy.ts).
+  const app = proxy?.asksConnects && !admitted.refused
+    ? await proxy.connect({
+      room,
+      address: ip,
+      nick: admitted.identity?.name ?? url.searchParams.get("nick") ??
+        undefined,
+      session: sessionOf(handshake.offered),
+      user: admitted.identity?.sub,
+      roles: admitted.identity?.op || admitted.op ? ["op"] : [],
+      via: "connect",
+    })
+    : undefined;
+  if (app && !app.allow) {
+    return refuseByApp(req, handshake.protocol, app, { peer: ip, room });
+  }
+  if (phase !== "running") return refuse("shutting_down");
   const fromIp = connectionsByIp.get(ip) ?? 0;
   if (openSockets.size + stuckSockets.size >= settings.maxConnections) {
     return refuse("max_connections", { peer: ip });
@@ -496,19 +519,47 @@ function handleChatRequest(
     room,
     ip,
     json: handshake.protocol === JSON_PROTOCOL,
-    // A verified person's nick is their token's.
-    nick: admitted.identity
-      ? admitted.identity.name
-      : url.searchParams.get("nick") ?? undefined,
+    // A verified person's nick is their token's (unless the app names one).
+    nick: app?.nick ??
+      (admitted.identity
+        ? admitted.identity.name
+        : url.searchParams.get("nick") ?? undefined),
     since: since !== null && /^\d+$/.test(since) ? Number(since) : undefined,
     epoch: url.searchParams.get("epoch") ?? undefined,
     token: url.searchParams.get("token") ?? undefined,
     session: sessionOf(handshake.offered),
     pageUrl,
     identity: admitted.identity,
-    op: admitted.op,
+    op: admitted.op || app?.op,
   });
   return upgraded.response;
+}
+
+/**
+ * The app's refusal at the door (or, failing closed, its silence): the
+ * status and reason it gave, or a close frame for a client that offers
+ * {@linkcode REFUSALS_BY_CLOSE_PROTOCOL} and was refused by the app.
+ */
+function refuseByApp(
+  req: Request,
+  protocol: string | undefined,
+  verdict: ConnectVerdict & { allow: false },
+  fields: LogFields,
+): Response {
+  const byClose = verdict.label === "refused_by_app" &&
+    offeredProtocols(req.headers).includes(REFUSALS_BY_CLOSE_PROTOCOL);
+  if (byClose) {
+    return refuseByClose(
+      req,
+      protocol,
+      "refused_by_app",
+      fields,
+      verdict.reason,
+    );
+  }
+  bump(counters.upgradesRefused, verdict.label);
+  log("warn", "upgrade_refused", { reason: verdict.label, ...fields });
+  return refusalResponse(verdict.status, verdict.reason);
 }
 
 /**
@@ -522,8 +573,9 @@ function handleChatRequest(
 function refuseByClose(
   req: Request,
   protocol: string | undefined,
-  reason: "banned" | "invite_only",
+  reason: "banned" | "invite_only" | "refused_by_app",
   fields: LogFields,
+  told: string = reason,
 ): Response {
   let upgraded: { socket: WebSocket; response: Response };
   try {
@@ -548,7 +600,7 @@ function refuseByClose(
   }, settings.openTimeout * 1000);
   socket.onopen = () => {
     clearTimeout(timer);
-    socket.close(CloseCode.Refused, reason);
+    socket.close(CloseCode.Refused, fitCloseReason(told));
   };
   socket.onclose = () => {
     clearTimeout(timer);
@@ -607,6 +659,7 @@ function acceptSocket(socket: WebSocket, request: ConnectRequest): void {
     verified: request.identity !== undefined,
     op: request.identity?.op === true || request.op === true,
     pageUrl: request.pageUrl,
+    user: request.identity?.sub,
     keys: personKeys({
       login: request.identity && ownerOf(request.identity),
       session: request.session,
@@ -919,7 +972,9 @@ function receive(client: Client, data: string | ArrayBuffer): void {
   client.drops = 0;
   const command = client.json ? parseJsonCommand(data) : parseCommand(data);
   try {
-    execute(client, command);
+    // With `--proxy-publish`, the app is asked first (in order).
+    if (proxy) proxy.take(client, command);
+    else execute(client, command);
   } catch (error) {
     failed(client, error);
   }
@@ -1068,6 +1123,7 @@ function whileStoreWorks(client: Client, work: () => Promise<void>): void {
 /** The store has answered: handle the frames that queued meanwhile, in order. */
 function drainBacklog(client: Client): void {
   client.waitingOnStore = false;
+  proxy?.pump(client); // frames that waited for the app come first
   while (!client.waitingOnStore && client.backlog.length > 0) {
     if (client.phase !== "joined") return;
     receive(client, client.backlog.shift()!);
@@ -1089,9 +1145,25 @@ function moveTo(client: Client, path: string): void {
     drainBacklog(client);
   };
   store.admit(room, { owner: client.owner, keys: client.keys, op: client.op })
-    .then((admission) => {
+    .then(async (admission) => {
       if (client.phase !== "joined") return;
       if ("refused" in admission) return stay(admission.refused);
+      const app = await proxy?.connect({
+        room,
+        address: client.ip,
+        nick: client.nick,
+        user: client.user,
+        roles: client.op ? ["op"] : [],
+        via: "join",
+      });
+      if (client.phase !== "joined") return;
+      if (app && !app.allow) {
+        const code = app.label === "proxy_unavailable"
+          ? "unavailable"
+          : app.label;
+        sendError(client, code, app.reason);
+        return drainBacklog(client);
+      }
       if (!store.hold(room)) return stay("max_rooms");
       const nick = client.nick;
       leaveRoom(client, false);
@@ -1308,6 +1380,13 @@ export async function startChat(
   graceTimers.clear();
   counters = newCounters();
   outbox = newOutbox(counters, settings.maxMessageChars, settings.editWindow);
+  proxy = Proxy.of<Client>(settings, counters, log, (client, command) => {
+    try {
+      execute(client, command);
+    } catch (error) {
+      failed(client, error);
+    }
+  });
   webhooks = pending && new Webhooks({
     urls: settings.webhook,
     secret: settings.webhookSecret,
@@ -1340,6 +1419,7 @@ export async function startChat(
   const { chatServer, pageServer, apiServer } = await listenAll(api)
     .catch(async (error) => {
       phase = "stopped"; // a port in use: allow another try
+      proxy?.close();
       await webhooks?.close();
       if (!given) await made.close?.(); // a Redis connection would linger
       throw error;
@@ -1464,6 +1544,7 @@ async function stop(
   if (stuckSockets.size === 0 && refusedSockets.size === 0 && !unopened) {
     await serversDown;
   } else await atMostGrace(serversDown);
+  proxy?.close();
   // Before the store: what it commits from now on waits in the outbox.
   await webhooks?.close();
   readState.close();

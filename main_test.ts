@@ -465,6 +465,17 @@ const FLAG_CASES: Record<
   webhookRetryHours: [["--webhook-retry-hours=0.5"], {
     webhookRetryHours: 0.5,
   }],
+  proxyConnect: [["--proxy-connect=http://app.example/connect"], {
+    proxyConnect: "http://app.example/connect",
+  }],
+  proxyPublish: [["--proxy-publish=https://app.example/publish"], {
+    proxyPublish: "https://app.example/publish",
+  }],
+  proxyTimeoutMs: [["--proxy-timeout-ms=250"], { proxyTimeoutMs: 250 }],
+  proxyFail: [["--proxy-fail=open"], { proxyFail: "open" }],
+  proxySecret: [["--proxy-secret=pppppppppppppppppppppppppppppppp"], {
+    proxySecret: "pppppppppppppppppppppppppppppppp",
+  }],
 };
 
 for (const name of Object.keys(OPTIONS)) {

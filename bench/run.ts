@@ -34,6 +34,10 @@
  *                                    # against off (`ours`); with --data or
  *                                    # --redis, `data-hooks` against `data`
  *                                    # and `redis-hooks` against `redis` too
+ *        deno task bench --proxy     # (b) and (d) with the publish proxy on
+ *                                    # (`proxy`: every message asked of a
+ *                                    # local app answering in 1 ms) against
+ *                                    # off (`ours`)
  *
  * @module
  */
@@ -48,6 +52,7 @@ import {
 import { freePort } from "../tests/ws_frames.ts";
 import { untilRedisAnswers } from "../tests/redis_helpers.ts";
 import { BenchReceiver, HOOK_SECRET } from "./webhook_receiver.ts";
+import { BenchProxyApp } from "./proxy_app.ts";
 
 /** Bun release used as the comparison point (npm package `bun`). */
 const BUN_VERSION = "1.4.4";
@@ -341,7 +346,8 @@ interface Target {
    * `base`, `redis-base`: as `ours` and `redis`, with `--base`'s main.ts
    * (another build, to compare in the same run);
    * `data`: main.ts with `--data` in a fresh tmp dir (`data-full`: and
-   * `--data-sync full`).
+   * `--data-sync full`);
+   * `proxy`: as `ours`, with `--proxy-publish` to the bench's app (`--proxy`).
    */
   server:
     | "reference"
@@ -354,7 +360,8 @@ interface Target {
     | "redis-base"
     | "hooks"
     | "data-hooks"
-    | "redis-hooks";
+    | "redis-hooks"
+    | "proxy";
   protocol: "text" | "json";
 }
 
@@ -380,7 +387,12 @@ const ALL_TARGETS: Target[] = [
   { name: "data-hooks/json", server: "data-hooks", protocol: "json" },
   { name: "redis-hooks/text", server: "redis-hooks", protocol: "text" },
   { name: "redis-hooks/json", server: "redis-hooks", protocol: "json" },
+  { name: "proxy/text", server: "proxy", protocol: "text" },
+  { name: "proxy/json", server: "proxy", protocol: "json" },
 ];
+
+/** `--proxy`: the app the `proxy` server asks about every message. */
+let proxyApp: BenchProxyApp | undefined;
 
 /**
  * `--webhook`: the endpoint the `*-hooks` servers POST every message to (a
@@ -671,6 +683,13 @@ async function startServer(
   }
   if (target.server === "hooks") {
     return await startServer(OURS_TARGET, bun, webhookArgs());
+  }
+  if (target.server === "proxy") {
+    if (!proxyApp) throw new Error("the proxy server needs --proxy");
+    return await startServer(OURS_TARGET, bun, [
+      "--proxy-publish",
+      proxyApp.url,
+    ]);
   }
   if (target.server === "redis-base") return await startRedisCluster(baseDir);
   if (target.server === "data" || target.server === "data-full") {
@@ -1095,6 +1114,21 @@ function targetChecks(m: Medians): string[][] {
       check(`(b) ${on}/${p} lost = 0`, get("b", `${on}/${p}`, "lost"), 0);
     }
   }
+  // The publish proxy on (issue 28 point 2), an app answering in 1 ms: CPU
+  // per delivery within 1.2× off, p99 within 5 ms plus the app's 1 ms.
+  for (const p of ["text", "json"]) {
+    check(
+      `(b) proxy/${p} CPU/deliv ≤ 1.2× ours/${p} (proxy off)`,
+      get("b", `proxy/${p}`, "cpuUsPerDelivery"),
+      1.2 * get("b", `ours/${p}`, "cpuUsPerDelivery"),
+    );
+    check(`(b) proxy/${p} lost = 0`, get("b", `proxy/${p}`, "lost"), 0);
+    check(
+      `(d) proxy/${p} p99 ≤ ours/${p} p99 + 6 ms`,
+      get("d", `proxy/${p}`, "p99"),
+      get("d", `ours/${p}`, "p99") + 6,
+    );
+  }
   // A reaction storm (issue 26): CPU per delivered event within 1.2× a
   // plain message's (the same storm of messages), nothing lost, counts exact.
   for (const t of ["ours/json", "data/json", "redis/json"]) {
@@ -1214,6 +1248,7 @@ async function main(): Promise<void> {
       pin: { type: "boolean", default: false },
       webhook: { type: "boolean", default: false },
       "webhook-batch": { type: "string" },
+      proxy: { type: "boolean", default: false },
     },
   });
   const t0 = performance.now();
@@ -1231,7 +1266,13 @@ async function main(): Promise<void> {
   // otherwise.
   // --data: (a), (b) and (e), in memory against --data.
   const scenarioIds = (values.scenario ??
-    (values.redis ? "b,d,f,g" : values.data ? "a,b,e" : "a,b,c,d")).split(
+    (values.proxy
+      ? "b,d"
+      : values.redis
+      ? "b,d,f,g"
+      : values.data
+      ? "a,b,e"
+      : "a,b,c,d")).split(
       ",",
     );
   if (values.pin) {
@@ -1248,7 +1289,9 @@ async function main(): Promise<void> {
     scenarioIds.includes(s.id) || scenarioIds.includes(s.group ?? s.id)
   ).map((s) => s.spread ? scaled(s, scale) : s);
   const servers = (values.servers ??
-    (values.webhook
+    (values.proxy
+      ? "ours,proxy"
+      : values.webhook
       ? values.redis
         ? "ours,hooks,redis,redis-hooks"
         : values.data
@@ -1305,6 +1348,11 @@ async function main(): Promise<void> {
     }
     receiver = new BenchReceiver();
     log(`webhooks to ${receiver.url}`);
+  }
+  if (targets.some((t) => t.server === "proxy")) {
+    if (!values.proxy) throw new Error("the proxy server needs --proxy");
+    proxyApp = new BenchProxyApp();
+    log(`proxy app at ${proxyApp.url}`);
   }
   const build = await buildOf(repoDir);
   const baseBuild = baseDir ? await buildOf(baseDir) : "";
@@ -1414,6 +1462,10 @@ async function main(): Promise<void> {
     log(`raw results: ${file}`);
   } catch { /* results are optional */ }
   await receiver?.close();
+  if (proxyApp) {
+    log(`proxy app: ${proxyApp.requests} requests, ${proxyApp.asks} asks`);
+    await proxyApp.close();
+  }
   console.log(values.json ? JSON.stringify(result) : out.join("\n"));
 }
 

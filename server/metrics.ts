@@ -43,6 +43,12 @@ export interface Counters {
   webhooks: Map<string, number>;
   /** Seconds from an event's commit to its webhook's 2xx. */
   webhookLatency: Histogram;
+  /** Proxy POSTs, by label set: `proxy="publish",outcome="answered"`. */
+  proxyRequests: Map<string, number>;
+  /** Proxy verdicts, by label set: `proxy="publish",verdict="refuse"`. */
+  proxyVerdicts: Map<string, number>;
+  /** Seconds from a proxy POST to its answer (answered ones). */
+  proxyLatency: Histogram;
 }
 
 /** A Prometheus histogram: counts per upper bound, their sum and count. */
@@ -88,6 +94,21 @@ export const WEBHOOK_LATENCY_BOUNDS = [
   3600,
 ];
 
+/** Bounds of `chat_proxy_latency_seconds`: a local app's 1 ms to a timeout. */
+export const PROXY_LATENCY_BOUNDS = [
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  5,
+];
+
 /** Counters at zero, for a new start. */
 export function newCounters(): Counters {
   return {
@@ -106,6 +127,9 @@ export function newCounters(): Counters {
       ["delivered", "retried", "failed", "dropped"].map((k) => [k, 0]),
     ),
     webhookLatency: newHistogram(WEBHOOK_LATENCY_BOUNDS),
+    proxyRequests: new Map(),
+    proxyVerdicts: new Map(),
+    proxyLatency: newHistogram(PROXY_LATENCY_BOUNDS),
   };
 }
 
@@ -149,6 +173,8 @@ export interface Readings {
   replicaAcks?: { acknowledged: number; short: number };
   /** Webhook deliveries not done yet, in memory and in storage. */
   webhookQueue: number;
+  /** Messages waiting for the proxy's answer (server/proxy.ts). */
+  proxyWaiting?: number;
   counters: Counters;
 }
 
@@ -300,6 +326,30 @@ export const METRICS: [
     "histogram",
     "Seconds from an event's commit to its webhook's 2xx answer.",
     (r) => r.counters.webhookLatency,
+  ],
+  [
+    "chat_proxy_requests_total",
+    "counter",
+    "Proxy POSTs to the app, by proxy (connect, publish) and outcome (answered, failed).",
+    (r) => r.counters.proxyRequests,
+  ],
+  [
+    "chat_proxy_verdicts_total",
+    "counter",
+    "What the proxy decided, by proxy and verdict (allow, replace, refuse, failed_open, failed_closed, over_limit).",
+    (r) => r.counters.proxyVerdicts,
+  ],
+  [
+    "chat_proxy_waiting",
+    "gauge",
+    "Messages waiting for the proxy's answer.",
+    (r) => r.proxyWaiting ?? 0,
+  ],
+  [
+    "chat_proxy_latency_seconds",
+    "histogram",
+    "Seconds from a proxy POST to the app's answer.",
+    (r) => r.counters.proxyLatency,
   ],
 ];
 

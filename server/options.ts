@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { flagProblem, redisUrlProblem, unreadableFile } from "./cli_errors.ts";
 import { API_MIN_KEY_CHARS } from "./http_api.ts";
 import { WEBHOOK_MAX_BATCH, WEBHOOK_MIN_SECRET_CHARS } from "./webhooks.ts";
+import { PROXY_MAX_TIMEOUT_MS } from "./proxy.ts";
 import { WEBHOOK_EVENTS } from "../stores/outbox.ts";
 import { validNick } from "../wire/protocol.ts";
 import type { LogFields, RoomStore } from "../stores/rooms.ts";
@@ -528,6 +529,49 @@ export const OPTIONS = {
         );
       }
       return hours;
+    },
+  },
+  proxyConnect: {
+    default: "",
+    arg: "URL",
+    help:
+      "ask the app at this URL before a connection is let in (allow, with a nick or roles, or refuse); see Proxy",
+    shown: "(none)",
+    parse: (text: string, flag: string) => webhookUrl(text, flag),
+  },
+  proxyPublish: {
+    default: "",
+    arg: "URL",
+    help:
+      "ask the app at this URL before a message is stored (allow, replace its text, or refuse); see Proxy",
+    shown: "(none)",
+    parse: (text: string, flag: string) => webhookUrl(text, flag),
+  },
+  proxyTimeoutMs: {
+    default: 1000,
+    arg: "MS",
+    help: "how long the proxy's app may take to answer, in milliseconds",
+    parse: (text: string, flag: string) =>
+      parseInteger(flag, text, 1, PROXY_MAX_TIMEOUT_MS),
+  },
+  proxyFail: choice(
+    ["open", "closed"] as const,
+    "closed",
+    "when the proxy's app does not answer (or answers nonsense): `open` lets the connection or message through, `closed` refuses it",
+  ),
+  proxySecret: {
+    default: "",
+    arg: "SECRET",
+    help:
+      `signs every proxy request as webhooks are (at least ${WEBHOOK_MIN_SECRET_CHARS} characters)`,
+    shown: "(none)",
+    parse: (text: string, flag: string) => {
+      if (text.length < WEBHOOK_MIN_SECRET_CHARS) {
+        throw new UsageError(
+          `--${flag} must be at least ${WEBHOOK_MIN_SECRET_CHARS} characters (got ${text.length}): make one with \`openssl rand -hex 32\``,
+        );
+      }
+      return text;
     },
   },
 } satisfies Record<string, OptionSpec<unknown>>;

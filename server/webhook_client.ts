@@ -1,7 +1,7 @@
 /**
  * The webhooks' HTTP/1.1 client: a POST over a kept-alive connection
  * (`Deno.connect`, or `Deno.connectTls` for `https:`), its answer's status
- * read and its body read past. It does what a delivery needs and no more,
+ * read and its body read past (or kept, for the proxy: `exchange`). It does what a delivery needs and no more,
  * at about a third of `fetch`'s CPU per request (bench/README.md, "Seventh
  * session: webhooks"): a room's deliveries go one after another, so each
  * costs a whole round of the event loop, and a busy chat pays it per
@@ -104,6 +104,30 @@ export class WebhookClient {
     body: string,
     timeoutMs: number,
   ): Promise<number> {
+    return (await this.#send(headers, body, timeoutMs)).status;
+  }
+
+  /**
+   * As {@linkcode WebhookClient.post}, and answers the response's body too
+   * (server/proxy.ts reads the app's answer); a body longer than
+   * `maxBodyBytes` is a {@linkcode WebhookRequestError}.
+   */
+  async exchange(
+    headers: string,
+    body: string,
+    timeoutMs: number,
+    maxBodyBytes: number,
+  ): Promise<{ status: number; body: Uint8Array }> {
+    const answer = await this.#send(headers, body, timeoutMs, maxBodyBytes);
+    return { status: answer.status, body: answer.body ?? new Uint8Array() };
+  }
+
+  async #send(
+    headers: string,
+    body: string,
+    timeoutMs: number,
+    maxBodyBytes?: number,
+  ): Promise<{ status: number; body?: Uint8Array }> {
     const bytes = encoder.encode(
       `${this.#head}${traceLines()}${headers}Content-Length: ${
         utf8Length(body)
@@ -114,12 +138,21 @@ export class WebhookClient {
       const connection = await this.#connection(deadline, timeoutMs);
       connection.deadline = deadline;
       this.#watch();
+      const kept: Kept | undefined = maxBodyBytes === undefined
+        ? undefined
+        : { max: maxBodyBytes, chunks: [], length: 0, tooLong: false };
       try {
         await writeAll(connection.conn, bytes);
-        const answer = await readResponse(connection);
+        const answer = await readResponse(connection, kept);
         if (answer.reusable && !this.#closed) this.#giveBack(connection);
         else this.#drop(connection);
-        return answer.status;
+        if (!kept) return { status: answer.status };
+        if (kept.tooLong) {
+          throw new WebhookRequestError(
+            `the response's body is longer than ${kept.max} bytes`,
+          );
+        }
+        return { status: answer.status, body: joined(kept) };
       } catch (error) {
         this.#drop(connection);
         if (connection.timedOut) {
@@ -268,6 +301,33 @@ function traceLines(): string {
   return lines;
 }
 
+/** A response's body as `exchange` keeps it: up to `max` bytes. */
+interface Kept {
+  max: number;
+  chunks: Uint8Array[];
+  length: number;
+  /** It was longer than `max` (what is kept is not all of it). */
+  tooLong: boolean;
+}
+
+/** Keeps a copy of `bytes` (the buffer they are in is reused). */
+function keep(kept: Kept, bytes: Uint8Array): void {
+  if (bytes.length === 0) return;
+  kept.chunks.push(bytes.slice());
+  kept.length += bytes.length;
+}
+
+/** The kept chunks as one array. */
+function joined(kept: Kept): Uint8Array {
+  const bytes = new Uint8Array(kept.length);
+  let at = 0;
+  for (const chunk of kept.chunks) {
+    bytes.set(chunk, at);
+    at += chunk.length;
+  }
+  return bytes;
+}
+
 /** The length of `text` in UTF-8, without encoding it. */
 function utf8Length(text: string): number {
   let bytes = text.length;
@@ -328,9 +388,13 @@ function lineEnd(connection: Connection, from: number, double = false): number {
   return -1;
 }
 
-/** Reads one response: its status, and whether the connection can carry another. */
+/**
+ * Reads one response: its status, and whether the connection can carry
+ * another; its body is read past, or kept in `kept`.
+ */
 async function readResponse(
   connection: Connection,
+  kept?: Kept,
 ): Promise<{ status: number; reusable: boolean }> {
   for (;;) {
     let end = lineEnd(connection, 0, true);
@@ -374,9 +438,17 @@ async function readResponse(
     }
     let read: boolean;
     if (status === 204 || status === 304) read = true;
-    else if (chunked) read = await skipChunked(connection);
+    else if (chunked) read = await skipChunked(connection, kept);
     else if (contentLength !== undefined) {
-      read = await skip(connection, contentLength);
+      read = await skip(connection, contentLength, kept);
+    } else if (kept) {
+      // Delimited by the end of the connection: kept up to its limit.
+      do {
+        keep(kept, connection.buffer.subarray(0, connection.length));
+        connection.length = 0;
+      } while (kept.length <= kept.max && await fill(connection));
+      kept.tooLong = kept.length > kept.max;
+      return { status, reusable: false };
     } else {
       // Delimited by the end of the connection: read past what fits.
       while (connection.length <= MAX_RESPONSE_BODY_BYTES) {
@@ -385,28 +457,47 @@ async function readResponse(
       }
       return { status, reusable: false };
     }
+    if (kept && !read && !kept.tooLong) {
+      throw new WebhookRequestError("the response's body was cut short");
+    }
     // Bytes beyond the response: not ours to read, so not a connection to keep.
     return { status, reusable: read && !close && connection.length === 0 };
   }
 }
 
 /**
- * Reads past `count` bytes of body; false if they were more than
- * {@linkcode MAX_RESPONSE_BODY_BYTES} (left unread) or the stream ended.
+ * Reads past `count` bytes of body (kept in `kept`, if given); false if
+ * they were more than {@linkcode MAX_RESPONSE_BODY_BYTES} (or `kept`'s
+ * limit: left unread) or the stream ended.
  */
-async function skip(connection: Connection, count: number): Promise<boolean> {
-  if (count > MAX_RESPONSE_BODY_BYTES) return false;
+async function skip(
+  connection: Connection,
+  count: number,
+  kept?: Kept,
+): Promise<boolean> {
+  if (count > (kept ? kept.max - kept.length : MAX_RESPONSE_BODY_BYTES)) {
+    if (kept) kept.tooLong = true;
+    return false;
+  }
   while (connection.length < count) {
     count -= connection.length;
+    if (kept) keep(kept, connection.buffer.subarray(0, connection.length));
     connection.length = 0;
     if (!await fill(connection)) return false;
   }
+  if (kept) keep(kept, connection.buffer.subarray(0, count));
   consume(connection, count);
   return true;
 }
 
-/** Reads past a chunked body and its trailers; false if too long or cut. */
-async function skipChunked(connection: Connection): Promise<boolean> {
+/**
+ * Reads past a chunked body (kept in `kept`, if given) and its trailers;
+ * false if too long or cut.
+ */
+async function skipChunked(
+  connection: Connection,
+  kept?: Kept,
+): Promise<boolean> {
   let total = 0;
   for (;;) {
     let end = lineEnd(connection, 0);
@@ -437,7 +528,11 @@ async function skipChunked(connection: Connection): Promise<boolean> {
       }
     }
     total += size;
-    if (total > MAX_RESPONSE_BODY_BYTES) return false;
-    if (!await skip(connection, size + 2)) return false;
+    if (total > (kept ? kept.max : MAX_RESPONSE_BODY_BYTES)) {
+      if (kept) kept.tooLong = true;
+      return false;
+    }
+    if (!await skip(connection, size, kept)) return false;
+    if (!await skip(connection, 2)) return false; // the chunk's CRLF
   }
 }

@@ -160,6 +160,52 @@ Deno.test("answers with a body by length, chunked (with trailers), or none, keep
   );
 });
 
+Deno.test("exchange keeps the body (by length, chunked, to the end), refuses one past its limit or cut short", async () => {
+  const answers = [
+    'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}',
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n0123456789a",
+    "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+  ];
+  await withRaw(
+    (_, n) => ({ bytes: answers[n - 1] }),
+    async (client, server) => {
+      const text = async () => {
+        const { status, body } = await client.exchange(H, "{}", 1000, 10);
+        return [status, new TextDecoder().decode(body)];
+      };
+      assert.deepEqual(await text(), [200, '{"a":1}']);
+      assert.deepEqual(await text(), [200, "abcde"]);
+      await assert.rejects(text(), /longer than 10 bytes/);
+      // The long one's connection went; a new one carries the next.
+      assert.deepEqual(await text(), [200, ""]);
+      assert.equal(server.connections, 2);
+    },
+  );
+  await withRaw(
+    () => ({
+      bytes: "HTTP/1.0 200 OK\r\n\r\nto the end",
+      close: true,
+    }),
+    async (client) => {
+      const { body } = await client.exchange(H, "{}", 1000, 100);
+      assert.equal(new TextDecoder().decode(body), "to the end");
+    },
+  );
+  await withRaw(
+    () => ({
+      bytes: "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nshort",
+      close: true,
+    }),
+    async (client) => {
+      await assert.rejects(
+        client.exchange(H, "{}", 1000, 100),
+        /cut short/,
+      );
+    },
+  );
+});
+
 Deno.test("a connection the server closes (Connection: close, HTTP/1.0, a body to the end) is not used again", async () => {
   const answers = [
     {

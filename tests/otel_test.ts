@@ -2,9 +2,9 @@
  * OpenTelemetry (server/telemetry.ts): the chat run as the CLI with
  * `OTEL_DENO=true` exports its spans over OTLP (`http/json`) to a receiver
  * here, which decodes what arrives: a handshake (accepted and refused), a
- * post, an API call and a webhook delivery, each with its room; the
- * webhook endpoint gets the delivery span's `traceparent`; `/metrics` still
- * answers as before.
+ * post, an API call, a webhook delivery and a publish proxy call, each with
+ * its room; the webhook endpoint and the app get their span's
+ * `traceparent`; `/metrics` still answers as before.
  *
  * @module
  */
@@ -160,7 +160,11 @@ function otelEnv(endpoint: string): Record<string, string> {
 }
 
 /** The CLI with OpenTelemetry on, exporting to `endpoint`; its ports. */
-async function startTracedCli(endpoint: string, webhook: string): Promise<{
+async function startTracedCli(
+  endpoint: string,
+  webhook: string,
+  extra: string[] = [],
+): Promise<{
   child: Deno.ChildProcess;
   lines: ReadableStreamDefaultReader<string>;
   port: number;
@@ -186,6 +190,7 @@ async function startTracedCli(endpoint: string, webhook: string): Promise<{
       webhook,
       "--webhook-secret",
       HOOK_SECRET,
+      ...extra,
     ],
     cwd: new URL("..", import.meta.url),
     env: otelEnv(endpoint),
@@ -349,52 +354,58 @@ Deno.test("otel: a handshake, a post, an API call and a webhook delivery are exp
   }
 });
 
-Deno.test("otel: inProxySpan makes a CLIENT span of its own per proxy request, its room when the asks share one, and fetch inside sends its traceparent", async () => {
+Deno.test("otel: the chat's publish proxy call is a CLIENT span of its own with the room, and the app gets its traceparent", async () => {
   const otlp = new OtlpReceiver();
-  const app = new TraceparentReceiver();
-  // The proxy's two calls as server/proxy.ts makes them: fetch in the span.
-  const code = `
-    import { inProxySpan } from "./server/telemetry.ts";
-    const post = () => fetch(${
-    JSON.stringify(app.url)
-  }, { method: "POST", body: "{}" })
-      .then((response) => response.body?.cancel());
-    await inProxySpan("publish", [{ room: "${ROOM}" }, { room: "${ROOM}" }], post);
-    await inProxySpan("connect", [{ room: "a" }, { room: "b" }], post);
-  `;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", code],
-    cwd: new URL("..", import.meta.url),
-    env: otelEnv(otlp.url),
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const traceparents: string[] = [];
+  // The app: allows every message, keeps each request's traceparent.
+  const app = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    async (request) => {
+      const { publishes } = await request.json();
+      traceparents.push(request.headers.get("traceparent") ?? "");
+      return Response.json({
+        results: publishes.map(() => ({ allow: true })),
+      });
+    },
+  );
+  const hook = new TraceparentReceiver();
+  const chat = await startTracedCli(otlp.url, hook.url, [
+    "--proxy-publish",
+    `http://127.0.0.1:${app.addr.port}/publish`,
+  ]);
+  const peer = new Peer(
+    `ws://127.0.0.1:${chat.wsPort}/${ROOM}?nick=ada`,
+    JSON_PROTOCOL,
+  );
   try {
-    const { code: exit, stderr } = await within(child.output(), "the script");
-    assert.equal(exit, 0, new TextDecoder().decode(stderr));
-    assert.equal(app.traceparents.length, 2);
-    const spans = await Promise.all(
-      ["chat.proxy.publish", "chat.proxy.connect"].map((name) =>
-        otlp.span(name, (span) => span.name === name)
-      ),
-    );
-    for (const [i, span] of spans.entries()) {
-      assert.equal(span.parentSpanId, "");
-      assert.equal(span.kind, 3, "a CLIENT span");
-      assert.equal(span.attributes["chat.proxy.asks"], 2);
-      // Deno's span of the fetch is its child, and its context went out.
-      const [, traceId, spanId] = app.traceparents[i].split("-");
-      const fetched = await otlp.span(
-        `the fetch span of ${span.name}`,
-        (other) => other.traceId === traceId && other.spanId === spanId,
-      );
-      assert.equal(fetched.parentSpanId, span.spanId);
+    await within(peer.opened, "the connection");
+    assert.equal((await peer.event("the welcome")).type, "welcome");
+    peer.send(JSON.stringify({ type: "message", text: "asked first" }));
+    for (;;) {
+      const event = await peer.event("the echo");
+      if (event.type === "message") break;
     }
-    assert.equal(spans[0].attributes["chat.room"], ROOM);
-    assert.equal(spans[1].attributes["chat.room"], undefined);
+    assert.equal(traceparents.length, 1);
+    const match = traceparents[0].match(
+      /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/,
+    );
+    assert.ok(match, `a sampled W3C traceparent: "${traceparents[0]}"`);
+    const span = await otlp.span(
+      "the proxy span of the traceparent",
+      (span) => span.traceId === match[1] && span.spanId === match[2],
+    );
+    assert.equal(span.name, "chat.proxy.publish");
+    assert.equal(span.parentSpanId, "", "a trace of its own");
+    assert.equal(span.kind, 3, "a CLIENT span");
+    assert.equal(span.attributes["chat.room"], ROOM);
+    assert.equal(span.attributes["chat.proxy.asks"], 1);
   } finally {
-    await app.close();
+    await peer.close();
+    chat.child.kill("SIGTERM");
+    await within(chat.child.status, "the chat to exit");
+    await chat.lines.cancel();
+    await app.shutdown();
+    await hook.close();
     await otlp.close();
   }
 });

@@ -20,13 +20,7 @@ import {
   startChatProcess,
   startSentinelSet,
 } from "./redis_helpers.ts";
-import {
-  closeAll,
-  type Json,
-  jsonClient,
-  type Peer,
-  within,
-} from "./test_helpers.ts";
+import { closeAll, type Json, jsonClient, type Peer } from "./test_helpers.ts";
 import { OPTIONS } from "../server/options.ts";
 import { WAIT_REPLICAS_MS } from "../stores/redis_store.ts";
 import {

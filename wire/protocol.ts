@@ -568,7 +568,12 @@ export type ErrorCode =
   /** `/uninvite` of a nick or link nobody invited. */
   | "not_invited"
   /** A new invite in a room with {@linkcode MAX_ROOM_INVITES}. */
-  | "invite_limit";
+  | "invite_limit"
+  /**
+   * The proxy's app refused a message or a `/join` (server/proxy.ts); an
+   * app may name a code of its own instead.
+   */
+  | "refused_by_app";
 
 /** A refusal of one frame; the connection stays open. */
 export interface ErrorFrame {
