@@ -476,10 +476,10 @@ async function handleChatRequest(
       via: "connect",
     })
     : undefined;
+  if (phase !== "running") return refuse("shutting_down");
   if (app && !app.allow) {
     return refuseByApp(req, handshake.protocol, app, { peer: ip, room });
   }
-  if (phase !== "running") return refuse("shutting_down");
   const fromIp = connectionsByIp.get(ip) ?? 0;
   if (openSockets.size + stuckSockets.size >= settings.maxConnections) {
     return refuse("max_connections", { peer: ip });
@@ -558,6 +558,10 @@ function refuseByApp(
     );
   }
   bump(counters.upgradesRefused, verdict.label);
+  annotate({
+    "chat.handshake.outcome": "refused",
+    "chat.refusal": verdict.label,
+  });
   log("warn", "upgrade_refused", { reason: verdict.label, ...fields });
   return refusalResponse(verdict.status, verdict.reason);
 }
@@ -1260,7 +1264,7 @@ async function listenAll(
         up: store.available?.() ?? true,
         connections: joinedCount(),
         rooms: store.roomCount(),
-        redis: Boolean(settings.redis),
+        redis: Boolean(settings.redis || settings.redisCluster),
       }),
       metrics: settings.metrics ? metricsText : undefined,
       log,
@@ -1498,6 +1502,9 @@ async function stop(
   timers: ReturnType<typeof setInterval>[],
 ): Promise<void> {
   phase = "stopping";
+  // Handshakes waiting for the app are answered now (shutting_down), not
+  // at its timeout: the servers' shutdown waits for them.
+  proxy?.close();
   for (const timer of timers) clearInterval(timer);
   if (outbox.flush) clearImmediate(outbox.flush);
   flushBatches(outbox);
@@ -1544,7 +1551,6 @@ async function stop(
   if (stuckSockets.size === 0 && refusedSockets.size === 0 && !unopened) {
     await serversDown;
   } else await atMostGrace(serversDown);
-  proxy?.close();
   // Before the store: what it commits from now on waits in the outbox.
   await webhooks?.close();
   readState.close();

@@ -300,6 +300,11 @@ export const OPTIONS = {
     shown: "(none)",
     parse: (text: string) => {
       for (const url of text.split(",")) {
+        if (url.trim().startsWith("redis+sentinel:")) {
+          throw new UsageError(
+            `--redis-cluster ${url.trim()} is a Sentinel URL: a cluster's nodes are redis://HOST:PORT (Sentinel goes with --redis)`,
+          );
+        }
         const problem = redisUrlProblem(url.trim());
         if (problem) {
           throw new UsageError(

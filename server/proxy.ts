@@ -35,7 +35,6 @@ import type { Sender } from "./commands.ts";
 import { WEBHOOK_HEADERS, webhookSignature } from "./webhooks.ts";
 import { inProxySpan } from "./telemetry.ts";
 import { WebhookClient } from "./webhook_client.ts";
-import type { Settings } from "./options.ts";
 
 /**
  * Messages of this process waiting for the app's answer, at most: beyond
@@ -155,8 +154,26 @@ interface Waiting {
   command: Command;
   /** The app answered (or need not be asked). */
   settled: boolean;
+  /**
+   * To be asked once it is first in its client's queue: a `/join` or
+   * `/nick` before it would change the room or nick the app is told.
+   */
+  later?: boolean;
   /** What the sender is told instead of running it. */
   refusal?: { code: ErrorCode; message: string };
+}
+
+/**
+ * The options a proxy is made from (options.ts's, by the same names; not
+ * imported from there, which imports this module's limits).
+ */
+export interface ProxySettings {
+  proxyConnect: string;
+  proxyPublish: string;
+  proxyTimeoutMs: number;
+  proxyFail: "open" | "closed";
+  proxySecret: string;
+  maxMessageChars: number;
 }
 
 /** A batch's outcome: the answers in order, or why there are none. */
@@ -196,7 +213,10 @@ class Batcher {
     while (this.#asks.length > 0 && this.#inFlight < PROXY_CONCURRENCY) {
       const batch = this.#asks.splice(0, PROXY_MAX_BATCH);
       this.#inFlight++;
-      this.send(this.url, this.key, batch.map((entry) => entry.ask)).then(
+      this.send(this.url, this.key, batch.map((entry) => entry.ask)).catch(
+        // Never left unanswered: a batch that threw is one with no answer.
+        (error): Outcome => ({ failure: String(error) }),
+      ).then(
         (outcome) => {
           this.#inFlight--;
           batch.forEach((entry, i) =>
@@ -268,15 +288,7 @@ export class Proxy<C extends ProxyClient> {
    * `execute`, its errors handled).
    */
   static of<C extends ProxyClient>(
-    settings: Pick<
-      Settings,
-      | "proxyConnect"
-      | "proxyPublish"
-      | "proxyTimeoutMs"
-      | "proxyFail"
-      | "proxySecret"
-      | "maxMessageChars"
-    >,
+    settings: ProxySettings,
     counters: Counters,
     log: Log,
     run: (client: C, command: Command) => void,
@@ -348,8 +360,17 @@ export class Proxy<C extends ProxyClient> {
     if (!ask && !queue) return this.hooks.run(client, command);
     if (!queue) this.#queues.set(client, queue = []);
     const waiting: Waiting = { command, settled: ask === undefined };
+    if (ask && queue.some(movesOrRenames)) waiting.later = true;
     queue.push(waiting);
-    if (!ask) return this.pump(client);
+    if (ask && !waiting.later) this.#ask(client, waiting, ask);
+    this.pump(client);
+  }
+
+  /**
+   * Asks the app about a waiting message; its answer settles it (over
+   * {@linkcode PROXY_MAX_WAITING}, it is settled as refused at once).
+   */
+  #ask(client: C, waiting: Waiting, ask: PublishAsk): void {
     if (this.#waiting >= PROXY_MAX_WAITING) {
       this.#count("publish", "over_limit");
       waiting.settled = true;
@@ -357,7 +378,7 @@ export class Proxy<C extends ProxyClient> {
         code: "rate_limited",
         message: "the chat is busy: message dropped, try again",
       };
-      return this.pump(client);
+      return;
     }
     this.#waiting++;
     this.#publishes!.ask(ask).then((answer) => {
@@ -377,9 +398,17 @@ export class Proxy<C extends ProxyClient> {
     if (!queue) return;
     if (client.phase === "gone") return void this.#queues.delete(client);
     while (
-      queue.length > 0 && queue[0].settled && client.phase === "joined" &&
-      !client.waitingOnStore
+      queue.length > 0 && client.phase === "joined" && !client.waitingOnStore
     ) {
+      const head = queue[0];
+      if (head.later) {
+        // Asked now, in the room and under the nick it will be said in.
+        head.later = false;
+        const ask = publishAsk(client, head.command, this.#config);
+        if (ask) this.#ask(client, head, ask);
+        else head.settled = true;
+      }
+      if (!head.settled) break;
       const { command, refusal } = queue.shift()!;
       if (refusal) sendError(client, refusal.code, refusal.message);
       else this.hooks.run(client, command);
@@ -512,6 +541,11 @@ function resultsOf(text: string, count: number): Outcome {
 }
 
 /** What the app is asked about a command, if it is a message worth asking. */
+/** A command after which a message is said in another room or nick. */
+function movesOrRenames({ command }: Waiting): boolean {
+  return command.type === "join" || command.type === "nick";
+}
+
 function publishAsk(
   client: ProxyClient,
   command: Command,

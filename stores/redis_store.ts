@@ -2717,7 +2717,9 @@ export class RedisStore implements RoomStore {
       "NX",
     ]);
     this.#secret = String(await this.#command(["GET", secretKey]));
-    // A failover may have lost the last writes to this process's rooms.
+    // A failover may have lost the last writes to this process's rooms:
+    // their last ids back first, before a reclaim or a reap appends.
+    for (const room of [...this.#rooms.values()]) await this.#keepLast(room);
     this.#roomsEntered.clear();
     for (const member of [...this.#members.values()]) {
       await this.#enterRoom(member.room);
@@ -2748,8 +2750,6 @@ export class RedisStore implements RoomStore {
     for (const room of [...this.#rooms.values()]) {
       if (room.listeners.size === 0) continue;
       if (!room.subscribed) {
-        // Its last id back first: the subscription reads where it starts.
-        await this.#keepLast(room);
         await this.#subscribed(room);
         continue;
       }
@@ -2758,7 +2758,6 @@ export class RedisStore implements RoomStore {
       // it no longer sees (a failover): subscribed again (a no-op for the
       // others).
       if (this.#cluster) await this.#listen(room);
-      await this.#keepLast(room);
       this.#fill(room);
       // Notices of members gone without an event may have been missed
       // while away (pub/sub keeps nothing): the members are read again.

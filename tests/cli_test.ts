@@ -124,6 +124,13 @@ const CASES: Case[] = [
     code: 2,
   },
   {
+    name: "--redis-cluster with a Sentinel URL",
+    args: () => ["--redis-cluster", "redis+sentinel://127.0.0.1:26379/m"],
+    line: () =>
+      "deno-chat: --redis-cluster redis+sentinel://127.0.0.1:26379/m is a Sentinel URL: a cluster's nodes are redis://HOST:PORT (Sentinel goes with --redis) (see --help)",
+    code: 2,
+  },
+  {
     name: "--redis and --redis-cluster together",
     args: () => [
       "--redis",

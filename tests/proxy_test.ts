@@ -344,6 +344,12 @@ Deno.test("publish proxy: a late answer holds back the sender's later frames, a 
       "two",
       "three",
     ]);
+    // Those after the rename were asked about under the nick they went out with.
+    assert.deepEqual(app.publishes.map((ask) => ask.nick), [
+      "ada",
+      "ada2",
+      "ada2",
+    ]);
     await closeAll(ada, bob);
   }, async (asked) => {
     // The first request waits 300 ms; the later ones are answered at once.
@@ -352,6 +358,45 @@ Deno.test("publish proxy: a late answer holds back the sender's later frames, a 
       await new Promise((resolve) => setTimeout(resolve, 300));
     }
     return allowAll(asked);
+  });
+});
+
+Deno.test("publish proxy: a message sent after a /join still waiting behind a late answer is asked about in the room it goes to, and refused there", async () => {
+  let first = true;
+  await withApp(["publish"], {}, async (app, chat) => {
+    // `/join` is plain text's (the page opens another socket instead).
+    const ada = await textClient(chat, "/lobby", { nick: "ada" });
+    const cy = await jsonClient(chat, "/b", { nick: "cy" });
+    ada.send("one");
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    ada.send("/join b");
+    ada.send("two");
+    assert.equal(await ada.nextMatching(/error/), " .... error: lobby only");
+    assert.deepEqual(
+      app.publishes.map((ask) => [ask.room, ask.text]),
+      [["lobby", "one"], ["b", "two"]],
+    );
+    // cy in #b saw ada come, and nothing of "two".
+    send(cy, { type: "message", text: "after" });
+    for (;;) {
+      const event = await cy.event("cy's own message");
+      assert.notEqual(event.text, "two");
+      if (event.type === "message" && event.text === "after") break;
+    }
+    await closeAll(ada, cy);
+  }, async (asked) => {
+    // The first request waits 300 ms; ada may speak in the lobby only.
+    if (first) {
+      first = false;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+    return {
+      results: asked.json.publishes.map((ask: Json) =>
+        ask.room === "lobby" || ask.nick !== "ada"
+          ? { allow: true }
+          : { allow: false, code: "lobby_only", reason: "lobby only" }
+      ),
+    };
   });
 });
 
@@ -631,6 +676,23 @@ Deno.test("connect proxy: no answer lets the connection in failing open, and is 
       () => "hang",
     );
   }
+});
+
+Deno.test("connect proxy: a chat that stops answers a handshake waiting for the app at once, with shutting_down, not at the app's timeout", async () => {
+  await withApp(["connect"], { proxyTimeoutMs: 60_000 }, async (app, chat) => {
+    const raw = await RawClient.connect(chat.wsPort);
+    try {
+      const door = raw.upgrade("/lobby");
+      await eventually("the app asked", () => app.connects.length === 1);
+      const stopped = chat.shutdown(); // withChat's own is the same promise
+      const { status, body } = await within(door, "the handshake's answer");
+      assert.equal(status, 503);
+      assert.match(body, /Shutting down/);
+      await within(stopped, "the shutdown");
+    } finally {
+      raw.close();
+    }
+  }, () => "hang");
 });
 
 Deno.test("connect proxy: a bad answer is no answer (a 500 failing closed is a 503)", async () => {
