@@ -243,7 +243,7 @@ const graceTimers = new Set<ReturnType<typeof setTimeout>>();
 
 /** The running chat's options (the defaults until one starts). */
 let settings: Settings = DEFAULT_OPTIONS;
-/** Where the rooms are kept: memory, a `--data` file, or `--redis`. */
+/** Where the rooms are kept: memory, a `--data` file, `--redis` or `--redis-cluster`. */
 let store: RoomStore;
 /** Delivers events to `--webhook`'s endpoints (server/webhooks.ts), if any. */
 let webhooks: Webhooks | undefined;

@@ -22,8 +22,8 @@
  * - `chat.webhook.deliver`: one try of one webhook delivery, a root span;
  *   the request carries its `traceparent`.
  * - `chat.proxy.connect` / `chat.proxy.publish`: one request of the proxy
- *   (server/proxy.ts) in {@linkcode inProxySpan}; its `fetch` sends the
- *   `traceparent`.
+ *   (server/proxy.ts) in {@linkcode inProxySpan}; the request (sent by
+ *   server/webhook_client.ts) carries its `traceparent`.
  *
  * @module
  */
@@ -249,7 +249,8 @@ export function inPostSpan<T>(room: string, kind: PostKind, fn: () => T): T {
  * `chat.proxy.publish` span: a CLIENT span of a trace of its own (a batch
  * answers many handshakes or posts, so it is none's child), with the
  * number of asks (`chat.proxy.asks`) and their room when they share one.
- * Deno's `fetch` inside is its child and sends its `traceparent`.
+ * The request made inside carries its `traceparent` (webhook_client.ts
+ * adds {@linkcode traceHeaders}; Deno's `fetch` would too, as its child).
  */
 export function inProxySpan<T>(
   kind: "connect" | "publish",
