@@ -7,11 +7,11 @@
  */
 
 import assert from "node:assert/strict";
-import type { ChatOptions, ChatServer } from "../main.ts";
+import type { ChatServer } from "../main.ts";
 import { CloseCode, OP_PROTOCOL_PREFIX } from "../wire/protocol.ts";
 import { MemoryStore } from "../stores/rooms.ts";
 import { moderate } from "./moderation.ts";
-import { haveRedis, startRedis } from "../tests/redis_helpers.ts";
+import { onEveryStore } from "../tests/every_store.ts";
 import {
   AUTH_OPTIONS,
   hs256,
@@ -509,59 +509,6 @@ Deno.test("bans and mutes end by themselves when their minutes are up (the clock
 // ---------------------------------------------------------------------------
 // Whom a ban or a mute holds (rooms.ts `sanctionKeys`), on every store
 // ---------------------------------------------------------------------------
-
-/** A store a real server runs on: its options, made and cleaned up. */
-interface StoreUnderTest {
-  name: string;
-  ignore: boolean;
-  run(fn: (options: ChatOptions) => Promise<void>): Promise<void>;
-}
-
-const STORES: StoreUnderTest[] = [
-  { name: "memory", ignore: false, run: (fn) => fn({}) },
-  {
-    name: "--data",
-    ignore: false,
-    run: async (fn) => {
-      const dir = await Deno.makeTempDir({ prefix: "chat-sanctions-" });
-      try {
-        await fn({ data: `${dir}/chat.db` });
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-      }
-    },
-  },
-  {
-    name: "--redis",
-    ignore: !haveRedis && !Deno.env.get("CI"),
-    run: async (fn) => {
-      const redis = await startRedis();
-      try {
-        await fn({ redis: redis.url });
-      } finally {
-        await redis.kill();
-      }
-    },
-  },
-];
-
-/** One test per store, each on a real server with `options` and auth on. */
-function onEveryStore(
-  name: string,
-  options: ChatOptions,
-  fn: (chat: ChatServer) => Promise<void>,
-): void {
-  for (const store of STORES) {
-    Deno.test({
-      name: `${name} (${store.name})`,
-      ignore: store.ignore,
-      fn: () =>
-        store.run((storeOptions) =>
-          withChat({ ...AUTH_OPTIONS, ...options, ...storeOptions }, fn)
-        ),
-    });
-  }
-}
 
 /** The next event of `type` (batches taken apart), skipping others. */
 async function nextOf(peer: Peer, type: string): Promise<Json> {

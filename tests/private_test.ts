@@ -11,7 +11,7 @@
  */
 
 import assert from "node:assert/strict";
-import type { ChatOptions, ChatServer } from "../main.ts";
+import type { ChatServer } from "../main.ts";
 import {
   ACCESS_USAGE,
   CloseCode,
@@ -22,7 +22,7 @@ import {
   REFUSALS_BY_CLOSE_PROTOCOL,
   SESSION_PROTOCOL_PREFIX,
 } from "../wire/protocol.ts";
-import { haveRedis, startRedis } from "./redis_helpers.ts";
+import { onEveryStore, STORES } from "./every_store.ts";
 import {
   AUTH_OPTIONS,
   hs256,
@@ -126,59 +126,6 @@ function wrongCode(): string {
 // ---------------------------------------------------------------------------
 // Every store
 // ---------------------------------------------------------------------------
-
-/** A store a real server runs on: its options, made and cleaned up. */
-interface StoreUnderTest {
-  name: string;
-  ignore: boolean;
-  run(fn: (options: ChatOptions) => Promise<void>): Promise<void>;
-}
-
-const STORES: StoreUnderTest[] = [
-  { name: "memory", ignore: false, run: (fn) => fn({}) },
-  {
-    name: "--data",
-    ignore: false,
-    run: async (fn) => {
-      const dir = await Deno.makeTempDir({ prefix: "chat-private-" });
-      try {
-        await fn({ data: `${dir}/chat.db` });
-      } finally {
-        await Deno.remove(dir, { recursive: true });
-      }
-    },
-  },
-  {
-    name: "--redis",
-    ignore: !haveRedis && !Deno.env.get("CI"),
-    run: async (fn) => {
-      const redis = await startRedis();
-      try {
-        await fn({ redis: redis.url });
-      } finally {
-        await redis.kill();
-      }
-    },
-  },
-];
-
-/** One test per store, each on a real server with `options` and auth on. */
-function onEveryStore(
-  name: string,
-  options: ChatOptions,
-  fn: (chat: ChatServer) => Promise<void>,
-): void {
-  for (const store of STORES) {
-    Deno.test({
-      name: `${name} (${store.name})`,
-      ignore: store.ignore,
-      fn: () =>
-        store.run((storeOptions) =>
-          withChat({ ...AUTH_OPTIONS, ...options, ...storeOptions }, fn)
-        ),
-    });
-  }
-}
 
 onEveryStore(
   "/private on: everyone sees it, welcomes say it, a stranger gets 403 invite_only; /private off opens the room again",
