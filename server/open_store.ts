@@ -41,8 +41,8 @@ const DATA_STORE_MODULE = "../stores/sqlite_store.ts";
 
 /**
  * The webhooks' outbox in Redis, loaded only with `--redis` (or
- * `--redis-cluster`) and `--webhook` (it brings the Redis client, as the store's file does);
- * `deno compile` includes it too.
+ * `--redis-cluster`) and `--webhook` (it brings the Redis client, as the
+ * store's file does); `deno compile` includes it too.
  */
 const SHARED_OUTBOX_MODULE = "../stores/redis_outbox.ts";
 

@@ -577,8 +577,8 @@ export class RedisOutbox implements Outbox {
       if (got.length > 0) {
         // Taken over: every room with entries is read from its oldest.
         if (this.#cluster) {
-          await this.#known(got.map((place) => free[place - 1]));
           this.#scanDue = true;
+          await this.#known(got.map((place) => free[place - 1]));
         }
         this.#wake?.();
       }
@@ -777,14 +777,17 @@ export class RedisOutbox implements Outbox {
         await this.#sleep(WEBHOOK_POLL_MS);
         continue;
       }
-      let taken: OutboxEntry[];
+      let taken: [number, OwnedShard, OutboxEntry[]][];
       try {
         if (
           this.#scanDue || Date.now() - this.#scannedAt >= WEBHOOK_SCAN_MS
         ) {
           this.#scanDue = false;
           this.#scannedAt = Date.now();
-          await this.#scan();
+          await this.#scan().catch((error) => {
+            this.#scanDue = true; // again at the next look
+            throw error;
+          });
         }
         const shards = [...this.#owned.keys()];
         this.#due(
@@ -802,66 +805,95 @@ export class RedisOutbox implements Outbox {
         continue;
       }
       if (this.#closed) return;
-      if (taken.length > 0) {
-        this.#handed += taken.length;
-        sink.take(taken);
+      // Not those of a shard lost (and perhaps taken back) meanwhile.
+      const kept = taken.filter(([shard, state]) =>
+        this.#owned.get(shard) === state
+      ).flatMap(([, , entries]) => entries);
+      if (kept.length > 0) {
+        this.#handed += kept.length;
+        sink.take(kept);
       } else await this.#sleep(WEBHOOK_POLL_MS);
     }
   }
 
   /**
    * Redis Cluster: one read of each room due, per endpoint from the last
-   * entry read; a room with nothing left leaves its shard's index.
+   * entry read; a room with nothing left leaves its shard's index. What it
+   * read is answered even when Redis fails on the way (it stops there).
    */
-  async #readRooms(sink: OutboxSink): Promise<OutboxEntry[]> {
-    const taken: OutboxEntry[] = [];
+  async #readRooms(
+    sink: OutboxSink,
+  ): Promise<[number, OwnedShard, OutboxEntry[]][]> {
+    const out: [number, OwnedShard, OutboxEntry[]][] = [];
     const left = this.#endpointKeys.map((_, endpoint) => sink.room(endpoint));
-    for (const [shard, state] of this.#owned) {
+    for (const [shard, state] of [...this.#owned]) {
+      const taken: OutboxEntry[] = [];
+      out.push([shard, state, taken]);
       for (const [room, streams] of state.rooms) {
         if (!streams.due) continue;
+        // Cleared before the reads, so that what marks it due meanwhile (a
+        // delivery done) holds; a read that fails leaves it due, and the
+        // room's entries are taken only once every read has answered.
         streams.due = false;
         const keys = this.#roomStreams(room);
-        let read = 0;
-        for (const [endpoint, key] of keys.entries()) {
-          const count = Math.min(READ_COUNT, left[endpoint]);
-          if (count <= 0) {
-            streams.due = true; // when the deliverer has room
-            continue;
+        const cursors = [...streams.cursors];
+        const entries: OutboxEntry[] = [];
+        let again = false;
+        try {
+          for (const [endpoint, key] of keys.entries()) {
+            const count = Math.min(READ_COUNT, left[endpoint]);
+            if (count <= 0) {
+              again = true; // when the deliverer has room
+              continue;
+            }
+            const cursor = cursors[endpoint];
+            const read = await this.#command([
+              "XRANGE",
+              key,
+              cursor ? `(${cursor}` : "-",
+              "+",
+              "COUNT",
+              String(count),
+            ]) as [string, string[]][];
+            if (read.length === count) again = true; // more there
+            for (const [id, fields] of read) {
+              cursors[endpoint] = id;
+              entries.push({
+                id: `${this.#endpointKeys[endpoint]}.${streams.hash}.${id}`,
+                endpoint,
+                room,
+                event: fieldOf(fields, "e"),
+                created: Number(id.slice(0, id.indexOf("-"))),
+                part: String(shard),
+                ref: id,
+              });
+            }
+            left[endpoint] -= read.length;
           }
-          const cursor = streams.cursors[endpoint];
-          const entries = await this.#command([
-            "XRANGE",
-            key,
-            cursor ? `(${cursor}` : "-",
-            "+",
-            "COUNT",
-            String(count),
-          ]) as [string, string[]][];
-          // Lost (and perhaps taken back) while the read was on its way.
-          if (this.#owned.get(shard) !== state) return taken;
-          if (entries.length === count) streams.due = true; // more there
-          for (const [id, fields] of entries) {
-            streams.cursors[endpoint] = id;
-            taken.push({
-              id: `${this.#endpointKeys[endpoint]}.${streams.hash}.${id}`,
-              endpoint,
-              room,
-              event: fieldOf(fields, "e"),
-              created: Number(id.slice(0, id.indexOf("-"))),
-              part: String(shard),
-              ref: id,
-            });
-          }
-          left[endpoint] -= entries.length;
-          read += entries.length;
+        } catch (error) {
+          // What was read of the other rooms is handed all the same.
+          streams.due = true;
+          this.#warn("read_failed", error);
+          return out;
         }
-        streams.handed += read;
-        if (read === 0 && streams.handed === 0 && !streams.due) {
-          await this.#leaveIndex(shard, state, room, keys);
+        // Lost (and perhaps taken back) while the reads were on their way.
+        if (this.#owned.get(shard) !== state) break;
+        streams.cursors = cursors;
+        streams.handed += entries.length;
+        taken.push(...entries);
+        if (again) streams.due = true;
+        else if (entries.length === 0 && streams.handed === 0) {
+          try {
+            await this.#leaveIndex(shard, state, room, keys);
+          } catch (error) {
+            streams.due = true;
+            this.#warn("read_failed", error);
+            return out;
+          }
         }
       }
     }
-    return taken;
+    return out;
   }
 
   /**
