@@ -40,9 +40,9 @@ const SHARED_STORE_MODULE = "../stores/redis_store.ts";
 const DATA_STORE_MODULE = "../stores/sqlite_store.ts";
 
 /**
- * The webhooks' outbox in Redis, loaded only with `--redis` and
- * `--webhook` (it brings the Redis client, as the store's file does);
- * `deno compile` includes it too.
+ * The webhooks' outbox in Redis, loaded only with `--redis` (or
+ * `--redis-cluster`) and `--webhook` (it brings the Redis client, as the
+ * store's file does); `deno compile` includes it too.
  */
 const SHARED_OUTBOX_MODULE = "../stores/redis_outbox.ts";
 
@@ -58,7 +58,7 @@ export type StoreHooks =
 /**
  * Where the webhooks' deliveries wait (`--webhook`; none without): in
  * memory, in the `--data` file (written with the events' commits), or in
- * Redis (added by the script that appends the events).
+ * Redis or a Redis Cluster (added by the script that appends the events).
  */
 export async function openOutbox(
   settings: Settings,
@@ -69,17 +69,22 @@ export async function openOutbox(
   const types = eventTypes(settings.webhookEvents);
   const retryMs = settings.webhookRetryHours * 60 * 60 * 1000;
   if (settings.data) return new SqliteOutbox({ urls, types, retryMs, log });
-  if (!settings.redis) return new MemoryOutbox(urls.length, types);
+  if (!settings.redis && !settings.redisCluster) {
+    return new MemoryOutbox(urls.length, types);
+  }
+  const cluster = clusterProblem(settings);
+  if (cluster) throw new Error(cluster);
   const shared: { RedisOutbox: RedisOutboxFactory } = await import(
     SHARED_OUTBOX_MODULE
   );
   return await shared.RedisOutbox.connect({
-    url: settings.redis,
+    ...clusterUrls(settings),
     urls,
     types,
     log,
   }).catch((error) => {
-    throw redisFailure(error);
+    if (!settings.redisCluster) throw redisFailure(error);
+    throw clusterFailure(error);
   });
 }
 
@@ -139,20 +144,25 @@ export async function openStore(
     } satisfies RedisStoreOptions,
   ).catch((error) => {
     if (!settings.redisCluster) throw redisFailure(error);
-    const message = error instanceof Error ? error.message : String(error);
-    throw reworded(
-      error,
-      `${
-        message.split("\n")[0]
-      }: start the cluster there, or correct --redis-cluster`,
-    );
+    throw clusterFailure(error);
   });
+}
+
+/** A cluster that cannot be reached, said in one line. */
+function clusterFailure(error: unknown): Error {
+  const message = error instanceof Error ? error.message : String(error);
+  return reworded(
+    error,
+    `${
+      message.split("\n")[0]
+    }: start the cluster there, or correct --redis-cluster`,
+  );
 }
 
 /** The store's Redis: `--redis`'s URL, or `--redis-cluster`'s nodes. */
 function clusterUrls(
   settings: Settings,
-): Pick<RedisStoreOptions, "url" | "cluster"> {
+): { url: string; cluster?: string[] } {
   if (!settings.redisCluster) return { url: settings.redis };
   const cluster = settings.redisCluster.split(",").map((url) => url.trim())
     .filter((url) => url !== "");

@@ -631,15 +631,14 @@ export const DATA_WITH_REDIS =
   "--data and --redis cannot be used together: Redis already keeps the history (use one)";
 
 /**
- * Why `--redis-cluster` is refused with another store, or with webhooks
- * (their outbox's streams are not named for a cluster yet); undefined if
- * fine.
+ * Why `--redis-cluster` is refused with another store, or with
+ * `--redis-wait-replicas`; undefined if fine.
  */
 export function clusterProblem(
   options: Partial<
     Pick<
       Settings,
-      "redis" | "redisCluster" | "data" | "webhook" | "redisWaitReplicas"
+      "redis" | "redisCluster" | "data" | "redisWaitReplicas"
     >
   >,
 ): string | undefined {
@@ -649,9 +648,6 @@ export function clusterProblem(
   }
   if (options.data) {
     return "--data and --redis-cluster cannot be used together: the cluster already keeps the history (use one)";
-  }
-  if (options.webhook?.length) {
-    return "--webhook does not work with --redis-cluster yet (the webhooks' outbox needs one Redis): use --redis";
   }
   if (options.redisWaitReplicas) {
     return "--redis-wait-replicas does not work with --redis-cluster yet (WAIT is per master): use --redis";

@@ -61,6 +61,17 @@ export interface OutboxWriter {
    * room's events adds each wanted one to, in the same script.
    */
   streams?(room: string): string[];
+  /**
+   * Redis Cluster: the streams are the room's own and may have a TTL while
+   * empty, which the script appending to them takes away (`PERSIST`).
+   */
+  readonly expiring?: boolean;
+  /**
+   * Redis Cluster: the script appended wanted events to the room's streams
+   * (told after it, not in it: the outbox finds the room again by a scan
+   * if this is lost).
+   */
+  appended?(room: string): void;
 }
 
 /**

@@ -323,9 +323,16 @@ export interface CommitArgs extends RoomArgs {
   /**
    * The webhooks' outbox (redis_outbox.ts): each appended event of a type
    * in `types` is added to every stream of `streams` (fields `r`, the room,
-   * and `e`, the event), in the order appended.
+   * and `e`, the event), in the order appended. `persist`: the streams may
+   * have been given a TTL while empty (a cluster's, redis_outbox.ts), which
+   * an entry takes away.
    */
-  outbox?: { room: string; streams: string[]; types: Record<string, true> };
+  outbox?: {
+    room: string;
+    streams: string[];
+    types: Record<string, true>;
+    persist?: boolean;
+  };
 }
 
 /** What a commit came to. */
@@ -418,6 +425,7 @@ if A.outbox then
     if A.outbox.types[A.events[i].type] then
       for _, stream in ipairs(A.outbox.streams) do
         redis.call('XADD', stream, '*', 'r', A.outbox.room, 'e', e)
+        if A.outbox.persist then redis.call('PERSIST', stream) end
       end
     end
   end

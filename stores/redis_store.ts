@@ -3066,7 +3066,12 @@ export class RedisStore implements RoomStore {
       [...this.#options.outbox!.types].map((type) => [type, true as const]),
     );
     return {
-      outbox: { room, streams: streams(room), types: this.#outboxTypes },
+      outbox: {
+        room,
+        streams: streams(room),
+        types: this.#outboxTypes,
+        ...(this.#options.outbox!.expiring ? { persist: true } : {}),
+      },
     };
   }
 
@@ -3092,16 +3097,21 @@ export class RedisStore implements RoomStore {
     extra: Partial<Pick<CommitArgs, "before" | "after" | "from" | "hold">> = {},
   ) {
     const decided = txn.commit();
+    const outbox = this.#outboxArgs(room, decided);
     const reply = await this.#run(COMMIT, this.#keys(room), {
       ...this.#roomArgs(room),
       ...decided,
       before: [],
       after: [],
       ...extra,
-      ...this.#outboxArgs(room, decided),
+      ...outbox,
     });
     if ("behind" in reply) this.#decisions.again++;
-    else this.#decisions.commits++;
+    else {
+      this.#decisions.commits++;
+      // A cluster's outbox finds the rooms with deliveries by an index.
+      if (outbox.outbox) this.#options.outbox?.appended?.(room);
+    }
     return reply;
   }
 
