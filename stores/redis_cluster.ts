@@ -109,6 +109,31 @@ export class KeyNaming {
 }
 
 /**
+ * Every key of one server matching `pattern` (`SCAN`, a thousand at a
+ * time), through `send`.
+ */
+export async function scanKeys(
+  send: (args: string[]) => Promise<unknown>,
+  pattern: string,
+): Promise<string[]> {
+  const keys: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, batch] = await send([
+      "SCAN",
+      cursor,
+      "MATCH",
+      pattern,
+      "COUNT",
+      "1000",
+    ]) as [string, string[]];
+    cursor = next;
+    keys.push(...batch);
+  } while (cursor !== "0");
+  return keys;
+}
+
+/**
  * The key a command is routed by in a cluster: a script's first key, a
  * sharded publish's channel, else the command's first argument; none for
  * `PUBLISH` (any node forwards it to all).
@@ -301,19 +326,7 @@ export class ClusterLink {
     const keys: string[] = [];
     for (const master of this.#cluster.masters) {
       const client = await this.#cluster.nodeClient(master);
-      let cursor = "0";
-      do {
-        const [next, batch] = await client.sendCommand([
-          "SCAN",
-          cursor,
-          "MATCH",
-          pattern,
-          "COUNT",
-          "1000",
-        ]) as [string, string[]];
-        cursor = next;
-        keys.push(...batch);
-      } while (cursor !== "0");
+      keys.push(...await scanKeys((args) => client.sendCommand(args), pattern));
     }
     return keys;
   }

@@ -71,7 +71,7 @@
 import { ErrorReply } from "redis";
 import { type RedisConnection, redisConnection } from "./redis_connect.ts";
 import { redactRedisUrl } from "./redis_url.ts";
-import { ClusterLink, KeyNaming } from "./redis_cluster.ts";
+import { ClusterLink, KeyNaming, scanKeys } from "./redis_cluster.ts";
 import { randomBytes } from "node:crypto";
 import type {
   LiveEvent,
@@ -1889,21 +1889,7 @@ export class RedisStore implements RoomStore {
   /** Every key matching `pattern` (SCAN, so Redis is never blocked long). */
   async #scan(pattern: string): Promise<string[]> {
     if (this.#cluster) return await this.#cluster.scan(pattern);
-    const keys: string[] = [];
-    let cursor = "0";
-    do {
-      const [next, batch] = await this.#command([
-        "SCAN",
-        cursor,
-        "MATCH",
-        pattern,
-        "COUNT",
-        "1000",
-      ]) as [string, string[]];
-      cursor = next;
-      keys.push(...batch);
-    } while (cursor !== "0");
-    return keys;
+    return await scanKeys((args) => this.#command(args), pattern);
   }
 
   /**
