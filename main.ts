@@ -429,6 +429,17 @@ async function handleChatUpgrade(
  * is given: a browser's page is its origin; a client that sends none is
  * told the page port on the host it asked for.
  */
+/** The refusal a new socket from `ip` gets past the connection limits. */
+function overCapacity(ip: string): Response | undefined {
+  if (openSockets.size + stuckSockets.size >= settings.maxConnections) {
+    return refuse("max_connections", { peer: ip });
+  }
+  if ((connectionsByIp.get(ip) ?? 0) >= settings.maxConnectionsPerIp) {
+    return refuse("max_connections_per_ip", { peer: ip });
+  }
+  return undefined;
+}
+
 function pageUrlOf(req: Request, url: URL): string {
   const origin = req.headers.get("origin");
   if (origin !== null && /^https?:\/\/[^/\s]+$/.test(origin)) {
@@ -463,7 +474,10 @@ async function handleChatRequest(
   if (store.available?.() === false) return refuse("unavailable");
   const ip = (info.remoteAddr as Deno.NetAddr).hostname;
   if (!connectBuckets.take(ip)) return refuse("connect_rate", { peer: ip });
-  // The app's say, after the chat's own (server/proxy.ts).
+  // The app's say, after the chat's own (server/proxy.ts): a full server
+  // asks it nothing.
+  const full = proxy?.asksConnects && overCapacity(ip);
+  if (full) return full;
   const app = proxy?.asksConnects && !admitted.refused
     ? await proxy.connect({
       room,
@@ -480,13 +494,9 @@ async function handleChatRequest(
   if (app && !app.allow) {
     return refuseByApp(req, handshake.protocol, app, { peer: ip, room });
   }
-  const fromIp = connectionsByIp.get(ip) ?? 0;
-  if (openSockets.size + stuckSockets.size >= settings.maxConnections) {
-    return refuse("max_connections", { peer: ip });
-  }
-  if (fromIp >= settings.maxConnectionsPerIp) {
-    return refuse("max_connections_per_ip", { peer: ip });
-  }
+  // Again after the app's answer: others may have come in meanwhile.
+  const overfull = overCapacity(ip);
+  if (overfull) return overfull;
   if (admitted.refused) {
     return refuseByClose(req, handshake.protocol, admitted.refused, {
       peer: ip,
@@ -512,7 +522,7 @@ async function handleChatRequest(
   if (handshake.protocol !== undefined) {
     upgraded.response.headers.set("sec-websocket-protocol", handshake.protocol);
   }
-  connectionsByIp.set(ip, fromIp + 1);
+  connectionsByIp.set(ip, (connectionsByIp.get(ip) ?? 0) + 1);
   annotate({ "chat.handshake.outcome": "accepted" });
   const since = url.searchParams.get("since");
   acceptSocket(upgraded.socket, {

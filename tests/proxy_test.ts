@@ -678,6 +678,18 @@ Deno.test("connect proxy: no answer lets the connection in failing open, and is 
   }
 });
 
+Deno.test("connect proxy: a full server refuses a connection without asking the app", async () => {
+  await withApp(["connect"], { maxConnections: 1 }, async (app, chat) => {
+    const ada = await jsonClient(chat, "/lobby", { nick: "ada" });
+    assert.equal(app.connects.length, 1);
+    const [status, body] = await door(chat, "/lobby?nick=bob");
+    assert.equal(status, 503);
+    assert.match(body, /Server full/);
+    assert.equal(app.connects.length, 1, "the app was not asked");
+    await closeAll(ada);
+  });
+});
+
 Deno.test("connect proxy: a chat that stops answers a handshake waiting for the app at once, with shutting_down, not at the app's timeout", async () => {
   await withApp(["connect"], { proxyTimeoutMs: 60_000 }, async (app, chat) => {
     const raw = await RawClient.connect(chat.wsPort);
