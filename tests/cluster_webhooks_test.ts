@@ -32,7 +32,12 @@ import {
   metric,
   type Peer,
 } from "./test_helpers.ts";
-import { HOOK_SECRET, type Received, Receiver } from "./webhook_helpers.ts";
+import {
+  assertOrderedOnce,
+  drained,
+  HOOK_SECRET,
+  Receiver,
+} from "./webhook_helpers.ts";
 
 const ignore = !haveRedis && !Deno.env.get("CI");
 
@@ -58,53 +63,6 @@ function outcome(chat: ChatProcess, name: string): Promise<number> {
     chat.server as ChatServer,
     `chat_webhook_deliveries_total{outcome="${name}"}`,
   );
-}
-
-/** Waits until the chats have nothing left to deliver. */
-async function drained(...chats: ChatProcess[]): Promise<void> {
-  await eventually("the webhooks' queue empty", async () => {
-    for (const chat of chats) {
-      if (await metric(chat.server as ChatServer, "chat_webhook_queue") !== 0) {
-        return false;
-      }
-    }
-    return true;
-  });
-}
-
-/**
- * Every event was accepted once, with one delivery id, and no event was
- * tried before every earlier one of its room had been accepted.
- */
-function assertOrderedOnce(requests: Received[]): void {
-  const tried = new Map<string, Set<number>>();
-  for (const { json } of requests) {
-    if (!tried.has(json.room)) tried.set(json.room, new Set());
-    tried.get(json.room)!.add(json.event.id);
-  }
-  const accepted = new Map<string, Set<number>>();
-  const ids = new Set<string>();
-  for (const request of requests) {
-    const { room, event } = request.json;
-    if (!accepted.has(room)) accepted.set(room, new Set());
-    const done = accepted.get(room)!;
-    for (const earlier of tried.get(room)!) {
-      if (earlier < event.id) {
-        assert.ok(
-          done.has(earlier),
-          `${room}: ${event.id} tried before ${earlier} was accepted`,
-        );
-      }
-    }
-    assert.ok(
-      !done.has(event.id),
-      `${room}: ${event.id} tried again after it was accepted`,
-    );
-    if (request.status < 200 || request.status >= 300) continue;
-    assert.ok(!ids.has(request.id), `${request.id} accepted twice`);
-    ids.add(request.id);
-    done.add(event.id);
-  }
 }
 
 /** Rooms `w0`, `w1`, … until `perMaster` are found on each master. */

@@ -6,7 +6,10 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import type { ChatServer } from "../main.ts";
+import { eventually, metric } from "./test_helpers.ts";
 
 /** The secret the tests' chats sign with. */
 export const HOOK_SECRET = "test-webhook-secret-0123456789-abcdef";
@@ -115,5 +118,56 @@ export class Receiver {
   async close(): Promise<void> {
     for (const release of this.#hung) release();
     await this.#server.shutdown();
+  }
+}
+
+/**
+ * Waits until the chats have nothing left to deliver: the receiver answers
+ * before the chat counts, so counters are read after this.
+ */
+export async function drained(...chats: { port: number }[]): Promise<void> {
+  await eventually("the webhooks' queue empty", async () => {
+    for (const chat of chats) {
+      if (await metric(chat as ChatServer, "chat_webhook_queue") !== 0) {
+        return false;
+      }
+    }
+    return true;
+  });
+}
+
+/**
+ * Every event was accepted once, with one delivery id, and no event was
+ * tried before every earlier one of its room (among those sent) had been
+ * accepted: in order per room, a failing event holding its room back.
+ */
+export function assertOrderedOnce(requests: Received[]): void {
+  const tried = new Map<string, Set<number>>();
+  for (const { json } of requests) {
+    if (!tried.has(json.room)) tried.set(json.room, new Set());
+    tried.get(json.room)!.add(json.event.id);
+  }
+  const accepted = new Map<string, Set<number>>();
+  const ids = new Set<string>();
+  for (const request of requests) {
+    const { room, event } = request.json;
+    if (!accepted.has(room)) accepted.set(room, new Set());
+    const done = accepted.get(room)!;
+    for (const earlier of tried.get(room)!) {
+      if (earlier < event.id) {
+        assert.ok(
+          done.has(earlier),
+          `${room}: ${event.id} tried before ${earlier} was accepted`,
+        );
+      }
+    }
+    assert.ok(
+      !done.has(event.id),
+      `${room}: ${event.id} tried again after it was accepted`,
+    );
+    if (request.status < 200 || request.status >= 300) continue;
+    assert.ok(!ids.has(request.id), `${request.id} accepted twice`);
+    ids.add(request.id);
+    done.add(event.id);
   }
 }
