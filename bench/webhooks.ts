@@ -19,7 +19,7 @@
 import { parseArgs } from "node:util";
 import { BenchReceiver, type Hit, HOOK_SECRET } from "./webhook_receiver.ts";
 import { fmt, procCpuS } from "./load.ts";
-import { freePort } from "../tests/ws_frames.ts";
+import { type Chat, startChat } from "./chat_process.ts";
 import { startRedis } from "../tests/redis_helpers.ts";
 
 /** Messages a client may have sent and not yet had echoed. */
@@ -28,72 +28,6 @@ const WINDOW = 32;
 const CATCH_UP_LIMIT_MS = 300_000;
 /** How often the queue's depth is read from /metrics. */
 const SAMPLE_MS = 1_000;
-/** Limits lifted, as run.ts does. */
-const UNLIMITED = [
-  "--rate",
-  "1000000",
-  "--burst",
-  "1000000",
-  "--max-connections-per-ip",
-  "100000",
-  "--connect-rate",
-  "1000000",
-  "--connect-burst",
-  "1000000",
-  "--quiet",
-];
-
-const repoDir = new URL("..", import.meta.url).pathname;
-
-/** A chat process: its pid and ports. */
-interface Chat {
-  pid: number;
-  port: number;
-  wsPort: number;
-  stop(): Promise<void>;
-}
-
-/** Starts main.ts with `args` and waits for `/healthz`. */
-async function startChat(args: string[]): Promise<Chat> {
-  const port = freePort();
-  const wsPort = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${repoDir}main.ts`,
-      "--hostname",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--ws-port",
-      String(wsPort),
-      ...UNLIMITED,
-      ...args,
-    ],
-    cwd: repoDir,
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).spawn();
-  const stop = async () => {
-    try {
-      child.kill("SIGTERM");
-    } catch { /* gone */ }
-    await child.status;
-  };
-  for (let i = 0; i < 300; i++) {
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/healthz`);
-      await response.body?.cancel();
-      if (response.ok) return { pid: child.pid, port, wsPort, stop };
-    } catch { /* not yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  await stop();
-  throw new Error("the chat did not start");
-}
-
 /** Reads one sample of a chat's `/metrics` (0 when absent). */
 async function sample(chat: Chat, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${chat.port}/metrics`))
